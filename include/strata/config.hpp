@@ -1,0 +1,32 @@
+// strata/config.hpp: compiler portability macros and the two kinds of checks strata uses.
+#pragma once
+
+#if defined(__GNUC__) || defined(__clang__)
+#define STRATA_LIKELY(x) __builtin_expect(!!(x), 1)
+#define STRATA_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define STRATA_NOINLINE __attribute__((noinline))
+#define STRATA_COLD __attribute__((cold, noinline))
+#define STRATA_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define STRATA_LIKELY(x) (x)
+#define STRATA_UNLIKELY(x) (x)
+#define STRATA_NOINLINE
+#define STRATA_COLD
+#define STRATA_ALWAYS_INLINE inline
+#endif
+
+namespace strata::detail {
+[[noreturn]] void assertion_failed(const char* expr, const char* file, int line) noexcept;
+}  // namespace strata::detail
+
+/// STRATA_ASSERT(cond): an internal invariant. Compiled in debug builds (or with STRATA_DEBUG_ASSERTS), free
+/// otherwise. User misuse (double free, foreign pointer, ...) is never checked with this: that is always on and goes
+/// through strata::report_error.
+#if !defined(NDEBUG) || defined(STRATA_DEBUG_ASSERTS)
+#define STRATA_ASSERT(cond) \
+  (STRATA_LIKELY(cond) ? static_cast<void>(0) : ::strata::detail::assertion_failed(#cond, __FILE__, __LINE__))
+#define STRATA_ASSERTS_ENABLED 1
+#else
+#define STRATA_ASSERT(cond) static_cast<void>(0)
+#define STRATA_ASSERTS_ENABLED 0
+#endif

@@ -1,0 +1,54 @@
+// strata/detail/math.hpp: alignment and size arithmetic that never overflows silently.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+
+namespace strata::detail {
+
+constexpr bool is_power_of_two(std::size_t x) noexcept { return x != 0 && (x & (x - 1)) == 0; }
+
+/// Smallest multiple of `alignment` (a power of two) that is >= `x`. Caller guarantees no overflow.
+constexpr std::size_t align_up(std::size_t x, std::size_t alignment) noexcept {
+  return (x + alignment - 1) & ~(alignment - 1);
+}
+constexpr std::size_t align_down(std::size_t x, std::size_t alignment) noexcept { return x & ~(alignment - 1); }
+
+inline std::uintptr_t to_address(const void* p) noexcept { return reinterpret_cast<std::uintptr_t>(p); }
+inline bool is_aligned(const void* p, std::size_t alignment) noexcept {
+  return (to_address(p) & (alignment - 1)) == 0;
+}
+
+/// align_up that reports overflow: false (and `out` untouched) when the result does not fit in size_t.
+constexpr bool checked_align_up(std::size_t x, std::size_t alignment, std::size_t& out) noexcept {
+  if (x > std::numeric_limits<std::size_t>::max() - (alignment - 1)) return false;
+  out = align_up(x, alignment);
+  return true;
+}
+
+/// a + b, reporting overflow.
+constexpr bool checked_add(std::size_t a, std::size_t b, std::size_t& out) noexcept {
+  if (a > std::numeric_limits<std::size_t>::max() - b) return false;
+  out = a + b;
+  return true;
+}
+
+/// a * b, reporting overflow.
+constexpr bool checked_mul(std::size_t a, std::size_t b, std::size_t& out) noexcept {
+  if (b != 0 && a > std::numeric_limits<std::size_t>::max() / b) return false;
+  out = a * b;
+  return true;
+}
+
+/// floor(log2(x)) for x > 0.
+constexpr unsigned log2_floor(std::size_t x) noexcept {
+  return static_cast<unsigned>(std::numeric_limits<std::size_t>::digits - 1 - __builtin_clzl(x));
+}
+
+/// Smallest power of two >= x (x > 0, and x <= the largest power of two in size_t).
+constexpr std::size_t next_power_of_two(std::size_t x) noexcept {
+  return x <= 1 ? 1 : std::size_t{1} << (log2_floor(x - 1) + 1);
+}
+
+}  // namespace strata::detail

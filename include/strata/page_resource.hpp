@@ -1,0 +1,124 @@
+// strata/page_resource.hpp: whole pages straight from the OS, the default upstream of every strata resource.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+
+#include <strata/detail/address_table.hpp>
+#include <strata/resource.hpp>
+
+namespace strata {
+namespace detail {
+/// Storage for page_resource's own tables: whole pages from the OS layer, never the C++ heap.
+struct os_page_storage {
+  static void* allocate(std::size_t bytes) noexcept;
+  static void deallocate(void* p, std::size_t bytes) noexcept;
+};
+}  // namespace detail
+
+/// Hands out whole pages mapped from the OS and gives them back to it.
+///
+/// - Any size (rounded up to whole pages; 0 is served as one page) and any power-of-two alignment: alignments above
+///   the page size are served by over-reserving address space and unmapping the excess, so 1 GiB alignment costs
+///   address space, not memory.
+/// - Freed spans go to a bounded cache (by count and bytes) and are reused by later requests, split or merged as
+///   needed. Cached spans beyond `max_resident_cached_bytes` have their physical memory purged back to the OS at once;
+///   trim() returns the whole cache to the OS.
+/// - resize() works in place: shrinking unmaps (or caches) the tail, growing takes the following pages when they are
+///   free (from the cache or from unmapped address space).
+/// - Every live span is registered (in OS-backed memory, never the C++ heap), so deallocate detects foreign
+///   pointers, double frees and wrong sizes, and the destructor unmaps everything still live.
+/// - Thread-safe: one short critical section per call; system calls happen outside it.
+/// - A failed mapping is std::bad_alloc; the resource stays usable.
+class page_resource final : public resource {
+ public:
+  enum class purge_mode : std::uint8_t {
+    eager,  ///< MADV_DONTNEED: resident memory drops at once; reused pages read as zero
+    lazy    ///< MADV_FREE: the kernel reclaims the pages when it needs memory; cheaper to reuse
+  };
+
+  struct options {
+    /// Upper bound on the bytes of freed spans kept for reuse. 0 disables the cache.
+    std::size_t max_cached_bytes = std::size_t{64} << 20;
+    /// Upper bound on the number of cached spans (at most max_cache_slots).
+    std::size_t max_cached_spans = 64;
+    /// Cached bytes that may stay resident (not purged) so that churn of a few large blocks costs no system call.
+    std::size_t max_resident_cached_bytes = std::size_t{4} << 20;
+    /// How purged cached spans give their memory back.
+    purge_mode purge = purge_mode::eager;
+    /// Spans of at least the huge page size are aligned to it and advised as transparent huge pages.
+    bool transparent_huge_pages = false;
+  };
+
+  /// Hard upper bound on options::max_cached_spans.
+  static constexpr std::size_t max_cache_slots = 128;
+
+  page_resource() noexcept : page_resource(options{}) {}
+  explicit page_resource(const options& opts) noexcept;
+  /// Unmaps every span still live and everything cached.
+  ~page_resource() override;
+
+  /// Returns every cached span to the OS. Live allocations are untouched. Thread-safe.
+  void trim() noexcept;
+
+  /// The OS page size: the granularity of every span.
+  [[nodiscard]] static std::size_t page_size() noexcept;
+  /// The transparent huge page size (0 when the OS has none).
+  [[nodiscard]] static std::size_t huge_page_size() noexcept;
+
+  /// The span size a request of `bytes` occupies (whole pages). Throws std::bad_alloc when it does not fit size_t.
+  [[nodiscard]] static std::size_t round_size(std::size_t bytes);
+
+  /// Bytes and spans held in the cache now.
+  [[nodiscard]] std::size_t cached_bytes() const noexcept;
+  [[nodiscard]] std::size_t cached_spans() const noexcept;
+
+  /// Verifies the registry and the cache (sorted, disjoint, counters consistent); reports a broken invariant through
+  /// the error handler and returns false.
+  bool check_invariants() const noexcept;
+
+  [[nodiscard]] const options& get_options() const noexcept { return opts_; }
+
+ protected:
+  void* do_allocate(std::size_t bytes, std::size_t alignment) override;
+  void do_deallocate(void* p, std::size_t bytes, std::size_t alignment) override;
+  bool do_is_equal(const std::pmr::memory_resource& other) const noexcept override { return this == &other; }
+  bool do_resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) override;
+  resource_stats do_stats() const noexcept override;
+
+ private:
+  struct cached_span {
+    std::uintptr_t begin;
+    std::size_t size;
+    std::uint64_t stamp;  // insertion order, for evicting the oldest
+    bool resident;        // false once purged
+  };
+  struct release_list;  // spans to unmap once the lock is dropped (page_resource.cpp)
+
+  std::uintptr_t take_from_cache(std::size_t span, std::size_t alignment, release_list& out) noexcept;
+  void take_cached_range(std::size_t index, std::uintptr_t begin, std::size_t span, release_list& out) noexcept;
+  void give_back(std::uintptr_t begin, std::size_t span) noexcept;
+  void insert_cached(std::uintptr_t begin, std::size_t span, bool resident, release_list& out) noexcept;
+  void erase_cached(std::size_t index) noexcept;
+  void evict_to_limits(std::size_t keep_index, release_list& out) noexcept;
+  void unmap(const release_list& spans) noexcept;
+  void report_bad_pointer(void* p, std::size_t bytes, std::size_t alignment) noexcept;
+
+  options opts_;
+  mutable std::mutex mutex_;
+  detail::address_table<detail::os_page_storage> live_;  // live spans: address -> packed size and alignment
+  cached_span cache_[max_cache_slots];
+  std::size_t cache_count_ = 0;
+  std::size_t cache_bytes_ = 0;
+  std::size_t cache_resident_bytes_ = 0;
+  std::uint64_t stamp_ = 0;
+  resource_stats stats_{};
+  std::size_t live_span_bytes_ = 0;
+};
+
+/// The process-wide page_resource every strata resource uses when no upstream is given. Never destroyed, so it
+/// outlives static objects that use it.
+page_resource* default_page_resource() noexcept;
+
+}  // namespace strata

@@ -1,0 +1,36 @@
+// strata/stats.hpp: the statistics every strata resource reports.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace strata {
+
+/// A snapshot of a resource's accounting. Counts and `bytes_in_use` are exact; `bytes_resident` is an estimate.
+struct resource_stats {
+  /// Sum of the sizes, as requested, of the allocations that are live now.
+  std::size_t bytes_in_use = 0;
+  /// Highest value `bytes_in_use` has had.
+  std::size_t peak_bytes_in_use = 0;
+  /// Bytes obtained from upstream (or, for page_resource, mapped from the OS) and not yet given back.
+  std::size_t bytes_held = 0;
+  /// Estimate of the part of `bytes_held` that is backed by physical memory (never more than bytes_held).
+  std::size_t bytes_resident = 0;
+  /// Successful allocate() calls, and deallocate() calls, since construction.
+  std::uint64_t allocations = 0;
+  std::uint64_t deallocations = 0;
+  /// allocate() calls that ended in std::bad_alloc.
+  std::uint64_t failed_allocations = 0;
+  /// Calls into upstream (or the OS) to obtain and to return memory.
+  std::uint64_t upstream_allocations = 0;
+  std::uint64_t upstream_deallocations = 0;
+
+  /// Allocations live now.
+  [[nodiscard]] std::uint64_t live_allocations() const noexcept { return allocations - deallocations; }
+  /// Bytes held but not handed out: metadata, rounding, free space and caches.
+  [[nodiscard]] std::size_t overhead_bytes() const noexcept {
+    return bytes_held > bytes_in_use ? bytes_held - bytes_in_use : 0;
+  }
+};
+
+}  // namespace strata

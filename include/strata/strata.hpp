@@ -1,0 +1,8 @@
+// strata/strata.hpp: umbrella header for the C++ API (Boost interop and the test kit are included separately).
+#pragma once
+
+#include <strata/config.hpp>
+#include <strata/error.hpp>
+#include <strata/page_resource.hpp>
+#include <strata/resource.hpp>
+#include <strata/stats.hpp>

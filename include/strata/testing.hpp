@@ -1,0 +1,111 @@
+// strata/testing.hpp: resources for testing code that allocates: a recording checker and a fault injector.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory_resource>
+#include <mutex>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include <strata/resource.hpp>
+
+namespace strata::testing {
+
+/// One live block handed out by a recording_resource.
+struct allocation_record {
+  void* pointer;
+  std::size_t size;
+  std::size_t alignment;
+};
+
+/// Forwards to an upstream and records every live block, so that each deallocate is checked against what was
+/// handed out: the pointer must be live, and size and alignment must match exactly. A mismatch is reported through
+/// strata::report_error (double_free, foreign_pointer or wrong_size), counted in mismatches(), and not forwarded.
+/// Also checks that upstream honoured the alignment. Thread-safe (one mutex). Uses the C++ heap for its records.
+class recording_resource : public resource {
+ public:
+  explicit recording_resource(std::pmr::memory_resource* upstream = std::pmr::new_delete_resource()) noexcept
+      : upstream_(upstream) {}
+  /// Does not free blocks still live: they belong to whoever allocated them. Check live_blocks() first.
+  ~recording_resource() override = default;
+
+  [[nodiscard]] std::size_t live_blocks() const;
+  [[nodiscard]] std::size_t live_bytes() const;
+  /// Deallocations (and resizes) that did not match a live block.
+  [[nodiscard]] std::uint64_t mismatches() const noexcept { return mismatches_.load(std::memory_order_relaxed); }
+  /// The live blocks, in no particular order.
+  [[nodiscard]] std::vector<allocation_record> live() const;
+  /// Whether `p` is the start of a live block.
+  [[nodiscard]] bool is_live(const void* p) const;
+  [[nodiscard]] std::pmr::memory_resource* upstream() const noexcept { return upstream_; }
+
+ protected:
+  void* do_allocate(std::size_t bytes, std::size_t alignment) override;
+  void do_deallocate(void* p, std::size_t bytes, std::size_t alignment) override;
+  bool do_is_equal(const std::pmr::memory_resource& other) const noexcept override { return this == &other; }
+  /// Forwards to upstream's resize when upstream is a strata::resource, after checking the block.
+  bool do_resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) override;
+  resource_stats do_stats() const noexcept override;
+
+ private:
+  bool check_live(void* p, std::size_t bytes, std::size_t alignment, const char* what);
+
+  std::pmr::memory_resource* upstream_;
+  mutable std::mutex mutex_;
+  std::unordered_map<void*, allocation_record> live_;
+  std::unordered_set<void*> freed_;  // handed out before and freed since: tells double frees from foreign pointers
+  resource_stats stats_{};
+  std::atomic<std::uint64_t> mismatches_{0};
+};
+
+/// Forwards to an upstream until told to fail: after a number of further allocations, or when live bytes would pass
+/// a limit, allocate throws std::bad_alloc. Deallocations always go through. Thread-safe.
+class fault_injecting_resource : public resource {
+ public:
+  explicit fault_injecting_resource(std::pmr::memory_resource* upstream = std::pmr::new_delete_resource()) noexcept
+      : upstream_(upstream) {}
+
+  /// The next `n` allocations succeed (within the byte limit); every one after fails until reset().
+  void fail_after(std::uint64_t n) noexcept;
+  /// Allocations that would take live bytes above `bytes` fail.
+  void set_byte_limit(std::size_t bytes) noexcept;
+  /// No more injected failures.
+  void reset() noexcept;
+
+  [[nodiscard]] std::uint64_t failures() const noexcept;
+  [[nodiscard]] std::size_t live_bytes() const noexcept;
+  [[nodiscard]] std::uint64_t live_blocks() const noexcept;
+  [[nodiscard]] std::pmr::memory_resource* upstream() const noexcept { return upstream_; }
+
+ protected:
+  void* do_allocate(std::size_t bytes, std::size_t alignment) override;
+  void do_deallocate(void* p, std::size_t bytes, std::size_t alignment) override;
+  bool do_is_equal(const std::pmr::memory_resource& other) const noexcept override { return this == &other; }
+  resource_stats do_stats() const noexcept override;
+
+ private:
+  static constexpr std::uint64_t unlimited = ~std::uint64_t{0};
+  std::pmr::memory_resource* upstream_;
+  mutable std::mutex mutex_;
+  std::uint64_t allowed_allocations_ = unlimited;
+  std::size_t byte_limit_ = ~std::size_t{0};
+  std::uint64_t failures_ = 0;
+  resource_stats stats_{};
+};
+
+/// The resident set size of this process in bytes (from the OS), 0 when unknown. For tests and benchmarks that
+/// measure whether memory went back.
+std::size_t process_resident_bytes() noexcept;
+
+/// Bytes this process has mapped through strata's OS layer and not yet unmapped.
+std::size_t os_mapped_bytes() noexcept;
+
+/// Test hook into strata's OS layer: the next `n` mapping calls (map, reserve, commit, extend) succeed and every one
+/// after fails as if the OS were out of memory, until clear_os_failures(). Process-wide; for tests only.
+void inject_os_failures_after(std::size_t n) noexcept;
+void clear_os_failures() noexcept;
+
+}  // namespace strata::testing

@@ -1,0 +1,174 @@
+// lib/os/linux.cpp: the os.hpp contract on Linux (mmap, mremap, madvise, /proc).
+#include "os.hpp"
+
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <atomic>
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#ifndef MAP_NORESERVE
+#define MAP_NORESERVE 0
+#endif
+
+namespace strata::os {
+namespace {
+
+std::atomic<std::size_t> g_mapped{0};
+// < 0: no failures injected; otherwise how many more obtaining calls succeed.
+std::atomic<std::int64_t> g_fail_budget{-1};
+
+bool injected_failure() noexcept {
+  std::int64_t budget = g_fail_budget.load(std::memory_order_relaxed);
+  while (budget >= 0) {
+    if (budget == 0) return true;
+    if (g_fail_budget.compare_exchange_weak(budget, budget - 1, std::memory_order_relaxed)) return false;
+  }
+  return false;
+}
+
+result from_errno(int e) noexcept {
+  switch (e) {
+    case ENOMEM:
+    case EAGAIN:
+      return result::out_of_memory;
+    case ENOSYS:
+    case EOPNOTSUPP:
+      return result::unsupported;
+    default:
+      return result::invalid_argument;
+  }
+}
+
+std::size_t read_page_size() noexcept {
+  long v = ::sysconf(_SC_PAGESIZE);
+  return v > 0 ? static_cast<std::size_t>(v) : 4096;
+}
+
+// Reads one unsigned number from a small /proc or /sys file; 0 when absent.
+std::size_t read_number(const char* path, int field) noexcept {
+  int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  char buf[256];
+  ssize_t n = ::read(fd, buf, sizeof(buf) - 1);
+  ::close(fd);
+  if (n <= 0) return 0;
+  buf[n] = '\0';
+  const char* s = buf;
+  std::size_t value = 0;
+  for (int f = 0; f <= field; ++f) {
+    while (*s == ' ' || *s == '\t') ++s;
+    value = 0;
+    bool any = false;
+    while (*s >= '0' && *s <= '9') {
+      value = value * 10 + static_cast<std::size_t>(*s - '0');
+      ++s;
+      any = true;
+    }
+    if (!any) return 0;
+  }
+  return value;
+}
+
+std::size_t read_huge_page_size() noexcept {
+  std::size_t v = read_number("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size", 0);
+  return v;  // 0 when the kernel has no THP
+}
+
+}  // namespace
+
+std::size_t page_size() noexcept {
+  static const std::size_t size = read_page_size();
+  return size;
+}
+
+std::size_t huge_page_size() noexcept {
+  static const std::size_t size = read_huge_page_size();
+  return size;
+}
+
+void* map(std::size_t size) noexcept {
+  if (size == 0 || injected_failure()) return nullptr;
+  // No MAP_NORESERVE here: committed memory is charged like malloc's, so an impossible request fails now with
+  // ENOMEM (a bad_alloc upstairs) rather than later with SIGBUS on first touch.
+  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return nullptr;
+  g_mapped.fetch_add(size, std::memory_order_relaxed);
+  return p;
+}
+
+void* reserve(std::size_t size) noexcept {
+  if (size == 0 || injected_failure()) return nullptr;
+  void* p = ::mmap(nullptr, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) return nullptr;
+  g_mapped.fetch_add(size, std::memory_order_relaxed);
+  return p;
+}
+
+result commit(void* p, std::size_t size) noexcept {
+  if (injected_failure()) return result::out_of_memory;
+  if (::mprotect(p, size, PROT_READ | PROT_WRITE) != 0) return from_errno(errno);
+  return result::ok;
+}
+
+result decommit(void* p, std::size_t size) noexcept {
+  // Replacing the range with a fresh PROT_NONE mapping drops its pages and its commit charge in one call.
+  void* q = ::mmap(p, size, PROT_NONE, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  return q == MAP_FAILED ? from_errno(errno) : result::ok;
+}
+
+result purge(void* p, std::size_t size, purge_kind kind) noexcept {
+#ifdef MADV_FREE
+  if (kind == purge_kind::lazy) {
+    if (::madvise(p, size, MADV_FREE) == 0) return result::ok;
+    if (errno != EINVAL) return from_errno(errno);
+    // Kernels before 4.5 lack MADV_FREE: fall through to the eager form.
+  }
+#else
+  (void)kind;
+#endif
+  return ::madvise(p, size, MADV_DONTNEED) == 0 ? result::ok : from_errno(errno);
+}
+
+result release(void* p, std::size_t size) noexcept {
+  if (::munmap(p, size) != 0) return from_errno(errno);
+  g_mapped.fetch_sub(size, std::memory_order_relaxed);
+  return result::ok;
+}
+
+result extend_in_place(void* p, std::size_t old_size, std::size_t new_size) noexcept {
+  if (new_size <= old_size) return result::invalid_argument;
+  if (injected_failure()) return result::out_of_memory;
+  // Without MREMAP_MAYMOVE the kernel grows the mapping only into unmapped address space, never over a neighbour.
+  void* q = ::mremap(p, old_size, new_size, 0);
+  if (q == MAP_FAILED) return from_errno(errno);
+  g_mapped.fetch_add(new_size - old_size, std::memory_order_relaxed);
+  return result::ok;
+}
+
+result advise_huge_pages(void* p, std::size_t size, bool enable) noexcept {
+#if defined(MADV_HUGEPAGE) && defined(MADV_NOHUGEPAGE)
+  return ::madvise(p, size, enable ? MADV_HUGEPAGE : MADV_NOHUGEPAGE) == 0 ? result::ok : from_errno(errno);
+#else
+  (void)p, (void)size, (void)enable;
+  return result::unsupported;
+#endif
+}
+
+std::size_t mapped_bytes() noexcept { return g_mapped.load(std::memory_order_relaxed); }
+
+std::size_t process_resident_bytes() noexcept {
+  // statm: size resident shared text lib data dt, in pages.
+  return read_number("/proc/self/statm", 1) * page_size();
+}
+
+void inject_failure_after(std::size_t n) noexcept {
+  g_fail_budget.store(static_cast<std::int64_t>(n), std::memory_order_relaxed);
+}
+
+void clear_failures() noexcept { g_fail_budget.store(-1, std::memory_order_relaxed); }
+
+}  // namespace strata::os

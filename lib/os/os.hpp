@@ -1,0 +1,58 @@
+// lib/os/os.hpp: strata's private contract with the operating system. The only code that maps memory.
+// See README.md beside this file. All functions are thread-safe and never throw.
+#pragma once
+
+#include <cstddef>
+
+namespace strata::os {
+
+enum class result : int {
+  ok = 0,
+  out_of_memory,     ///< the OS refused (ENOMEM, EAGAIN) or an injected test failure
+  invalid_argument,  ///< unaligned address or size, or a range not mapped
+  unsupported        ///< the OS (or its configuration) lacks the feature
+};
+
+/// Page size: the granularity of every call below (addresses and sizes must be multiples of it).
+std::size_t page_size() noexcept;
+/// Transparent huge page size (PMD size), or 0 when the kernel has no transparent huge pages.
+std::size_t huge_page_size() noexcept;
+
+/// Maps `size` bytes of fresh, readable, writable, zero-filled memory (physical pages arrive on first touch).
+/// Returns nullptr on failure.
+void* map(std::size_t size) noexcept;
+/// Reserves `size` bytes of address space with no access and no memory behind it. Returns nullptr on failure.
+void* reserve(std::size_t size) noexcept;
+/// Makes reserved pages [p, p+size) readable and writable (zero-filled on first touch).
+result commit(void* p, std::size_t size) noexcept;
+/// Returns the physical memory of [p, p+size) to the OS and makes the range inaccessible again (still reserved).
+result decommit(void* p, std::size_t size) noexcept;
+
+enum class purge_kind {
+  eager,  ///< memory goes back at once; the range reads as zero afterwards (MADV_DONTNEED)
+  lazy    ///< the OS may take the memory back when it needs it; contents undefined until written (MADV_FREE)
+};
+/// Returns the physical memory of [p, p+size) to the OS; the range stays mapped and accessible.
+result purge(void* p, std::size_t size, purge_kind kind) noexcept;
+
+/// Unmaps [p, p+size): any page-aligned part of what map() or reserve() returned.
+result release(void* p, std::size_t size) noexcept;
+
+/// Grows the mapping [p, p+old_size) to new_size without moving it: succeeds only when the pages after it are
+/// unmapped and [p, p+old_size) ends where its mapping ends. The new pages are readable, writable and zero.
+result extend_in_place(void* p, std::size_t old_size, std::size_t new_size) noexcept;
+
+/// Asks for (or against) transparent huge pages on [p, p+size).
+result advise_huge_pages(void* p, std::size_t size, bool enable) noexcept;
+
+/// Bytes mapped or reserved through this layer and not yet released, process-wide.
+std::size_t mapped_bytes() noexcept;
+/// Resident set size of the process in bytes, 0 when unknown.
+std::size_t process_resident_bytes() noexcept;
+
+/// Test hook: the next `n` calls that obtain memory (map, reserve, commit, extend_in_place) succeed, later ones fail
+/// with out_of_memory until clear_failures().
+void inject_failure_after(std::size_t n) noexcept;
+void clear_failures() noexcept;
+
+}  // namespace strata::os

@@ -1,0 +1,485 @@
+// lib/page_resource.cpp: page_resource: spans from lib/os, a live-span registry and a bounded span cache.
+#include <strata/page_resource.hpp>
+
+#include <new>
+
+#include <strata/detail/checks.hpp>
+#include <strata/detail/math.hpp>
+#include <strata/error.hpp>
+
+#include "os/os.hpp"
+
+namespace strata {
+
+// ---- storage for the registry --------------------------------------------------------------------------------------
+
+void* detail::os_page_storage::allocate(std::size_t bytes) noexcept {
+  return os::map(align_up(bytes, os::page_size()));
+}
+
+void detail::os_page_storage::deallocate(void* p, std::size_t bytes) noexcept {
+  os::release(p, align_up(bytes, os::page_size()));
+}
+
+namespace {
+
+// A registry value packs the requested size (low bits) and log2 of the alignment (top 6 bits). No mapping can
+// reach 2^58 bytes, so the two never collide.
+constexpr unsigned alignment_shift = 58;
+constexpr std::size_t size_mask = (std::size_t{1} << alignment_shift) - 1;
+
+std::size_t pack(std::size_t size, std::size_t alignment) noexcept {
+  return size | (static_cast<std::size_t>(detail::log2_floor(alignment)) << alignment_shift);
+}
+std::size_t packed_size(std::size_t v) noexcept { return v & size_mask; }
+std::size_t packed_alignment(std::size_t v) noexcept { return std::size_t{1} << (v >> alignment_shift); }
+
+std::size_t span_of(std::size_t bytes) noexcept { return detail::align_up(bytes == 0 ? 1 : bytes, os::page_size()); }
+
+os::purge_kind purge_kind_of(page_resource::purge_mode m) noexcept {
+  return m == page_resource::purge_mode::lazy ? os::purge_kind::lazy : os::purge_kind::eager;
+}
+
+// Maps a fresh span of `span` bytes aligned to `alignment` (>= page size). Over-aligned requests map the excess
+// and unmap the head and tail around the aligned part. Returns the address or 0; counts the system calls.
+std::uintptr_t map_span(std::size_t span, std::size_t alignment, resource_stats& calls) noexcept {
+  const std::size_t page = os::page_size();
+  if (alignment <= page) {
+    ++calls.upstream_allocations;
+    return detail::to_address(os::map(span));
+  }
+  std::size_t total;
+  if (!detail::checked_add(span, alignment - page, total)) return 0;
+  ++calls.upstream_allocations;
+  auto* raw = static_cast<char*>(os::map(total));
+  if (raw == nullptr) return 0;
+  const std::uintptr_t begin = detail::align_up(detail::to_address(raw), alignment);
+  const std::size_t head = begin - detail::to_address(raw);
+  const std::size_t tail = total - head - span;
+  if (head != 0) os::release(raw, head);
+  if (tail != 0) os::release(reinterpret_cast<void*>(begin + span), tail);
+  calls.upstream_deallocations += static_cast<std::uint64_t>(head != 0) + static_cast<std::uint64_t>(tail != 0);
+  return begin;
+}
+
+}  // namespace
+
+// Spans collected under the lock and unmapped after it is dropped.
+struct page_resource::release_list {
+  struct span {
+    std::uintptr_t begin;
+    std::size_t size;
+  };
+  span spans[max_cache_slots + 2];
+  std::size_t count = 0;
+  void add(std::uintptr_t begin, std::size_t size) noexcept { spans[count++] = span{begin, size}; }
+};
+
+// ---- construction --------------------------------------------------------------------------------------------------
+
+page_resource::page_resource(const options& opts) noexcept : opts_(opts) {
+  if (opts_.max_cached_spans > max_cache_slots) opts_.max_cached_spans = max_cache_slots;
+  if (opts_.max_resident_cached_bytes > opts_.max_cached_bytes)
+    opts_.max_resident_cached_bytes = opts_.max_cached_bytes;
+}
+
+page_resource::~page_resource() {
+  live_.for_each([](const auto& e) { os::release(reinterpret_cast<void*>(e.key), span_of(packed_size(e.value))); });
+  live_.reset();
+  for (std::size_t i = 0; i < cache_count_; ++i)
+    os::release(reinterpret_cast<void*>(cache_[i].begin), cache_[i].size);
+}
+
+std::size_t page_resource::page_size() noexcept { return os::page_size(); }
+std::size_t page_resource::huge_page_size() noexcept { return os::huge_page_size(); }
+
+std::size_t page_resource::round_size(std::size_t bytes) {
+  std::size_t span;
+  if (!detail::checked_align_up(bytes == 0 ? 1 : bytes, os::page_size(), span) || span > size_mask)
+    detail::throw_bad_alloc();
+  return span;
+}
+
+page_resource* default_page_resource() noexcept {
+  // Constructed on first use and never destroyed, so static objects may use it during their own destruction.
+  alignas(page_resource) static unsigned char storage[sizeof(page_resource)];
+  static page_resource* const instance = new (storage) page_resource();
+  return instance;
+}
+
+// ---- allocate / deallocate -----------------------------------------------------------------------------------------
+
+void* page_resource::do_allocate(std::size_t bytes, std::size_t alignment) {
+  detail::check_alignment("page_resource::allocate", alignment);
+  const std::size_t page = os::page_size();
+  std::size_t span;
+  if (!detail::checked_align_up(bytes == 0 ? 1 : bytes, page, span) || span > size_mask) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    ++stats_.failed_allocations;
+    detail::throw_bad_alloc();
+  }
+  std::size_t span_alignment = alignment < page ? page : alignment;
+  const std::size_t huge = os::huge_page_size();
+  const bool want_huge = opts_.transparent_huge_pages && huge != 0 && span >= huge;
+  if (want_huge && span_alignment < huge) span_alignment = huge;
+
+  release_list evicted;
+  std::uintptr_t begin = 0;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!live_.ensure_room()) {
+      ++stats_.failed_allocations;
+      detail::throw_bad_alloc();
+    }
+    begin = take_from_cache(span, span_alignment, evicted);
+    if (begin != 0) {
+      live_.insert(begin, pack(bytes, alignment));
+      live_span_bytes_ += span;
+      stats_.bytes_in_use += bytes;
+      if (stats_.bytes_in_use > stats_.peak_bytes_in_use) stats_.peak_bytes_in_use = stats_.bytes_in_use;
+      ++stats_.allocations;
+    }
+  }
+  unmap(evicted);
+  if (begin != 0) return reinterpret_cast<void*>(begin);
+
+  resource_stats calls{};
+  begin = map_span(span, span_alignment, calls);
+  if (begin != 0 && want_huge) os::advise_huge_pages(reinterpret_cast<void*>(begin), span, true);
+
+  std::lock_guard<std::mutex> lock(mutex_);
+  stats_.upstream_allocations += calls.upstream_allocations;
+  stats_.upstream_deallocations += calls.upstream_deallocations;
+  if (begin == 0 || !live_.ensure_room()) {
+    if (begin != 0) {
+      os::release(reinterpret_cast<void*>(begin), span);
+      ++stats_.upstream_deallocations;
+    }
+    ++stats_.failed_allocations;
+    detail::throw_bad_alloc();
+  }
+  live_.insert(begin, pack(bytes, alignment));
+  live_span_bytes_ += span;
+  stats_.bytes_in_use += bytes;
+  if (stats_.bytes_in_use > stats_.peak_bytes_in_use) stats_.peak_bytes_in_use = stats_.bytes_in_use;
+  ++stats_.allocations;
+  return reinterpret_cast<void*>(begin);
+}
+
+void page_resource::do_deallocate(void* p, std::size_t bytes, std::size_t alignment) {
+  const std::uintptr_t begin = detail::to_address(p);
+  std::size_t span = 0;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto* e = begin != 0 ? live_.find(begin) : nullptr;
+    if (e != nullptr && packed_size(e->value) == bytes && packed_alignment(e->value) == alignment) {
+      live_.erase(e);
+      span = span_of(bytes);
+      live_span_bytes_ -= span;
+      stats_.bytes_in_use -= bytes;
+      ++stats_.deallocations;
+    }
+  }
+  if (span == 0) {
+    report_bad_pointer(p, bytes, alignment);
+    return;
+  }
+  give_back(begin, span);
+}
+
+void page_resource::report_bad_pointer(void* p, std::size_t bytes, std::size_t alignment) noexcept {
+  error_info info{error_kind::foreign_pointer, "page_resource", this, p, bytes, alignment, 0, nullptr};
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const std::uintptr_t a = detail::to_address(p);
+    if (auto* e = a != 0 ? live_.find(a) : nullptr) {
+      info.kind = error_kind::wrong_size;
+      info.expected_size = packed_size(e->value);
+      if (packed_size(e->value) == bytes) info.detail = "alignment differs from the one allocated with";
+    } else {
+      for (std::size_t i = 0; i < cache_count_; ++i)
+        if (a >= cache_[i].begin && a < cache_[i].begin + cache_[i].size) {
+          info.kind = error_kind::double_free;
+          info.detail = "the pages are already free";
+        }
+    }
+  }
+  report_error(info);
+}
+
+// ---- the span cache ------------------------------------------------------------------------------------------------
+// cache_[0, cache_count_) is sorted by address and disjoint; adjacent spans of the same residency are merged.
+
+void page_resource::give_back(std::uintptr_t begin, std::size_t span) noexcept {
+  release_list out;
+  if (span > opts_.max_cached_bytes || opts_.max_cached_spans == 0) {
+    os::release(reinterpret_cast<void*>(begin), span);
+    std::lock_guard<std::mutex> lock(mutex_);
+    ++stats_.upstream_deallocations;
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (cache_resident_bytes_ + span <= opts_.max_resident_cached_bytes) {
+      insert_cached(begin, span, true, out);
+      begin = 0;
+    }
+  }
+  if (begin != 0) {
+    // Purge outside the lock: it is a system call proportional to the span.
+    if (os::purge(reinterpret_cast<void*>(begin), span, purge_kind_of(opts_.purge)) != os::result::ok) {
+      out.add(begin, span);
+    } else {
+      std::lock_guard<std::mutex> lock(mutex_);
+      insert_cached(begin, span, false, out);
+    }
+  }
+  unmap(out);
+}
+
+void page_resource::insert_cached(std::uintptr_t begin, std::size_t span, bool resident, release_list& out) noexcept {
+  std::size_t i = 0;
+  while (i < cache_count_ && cache_[i].begin < begin) ++i;
+  const std::uint64_t stamp = ++stamp_;
+  cache_bytes_ += span;
+  if (resident) cache_resident_bytes_ += span;
+  // Merge with the left and right neighbours when they touch and share residency.
+  if (i > 0 && cache_[i - 1].begin + cache_[i - 1].size == begin && cache_[i - 1].resident == resident) {
+    --i;
+    cache_[i].size += span;
+    cache_[i].stamp = stamp;
+  } else {
+    if (cache_count_ == max_cache_slots) {
+      // Full even at the hard bound: the new span goes straight back to the OS.
+      cache_bytes_ -= span;
+      if (resident) cache_resident_bytes_ -= span;
+      out.add(begin, span);
+      return;
+    }
+    for (std::size_t j = cache_count_; j > i; --j) cache_[j] = cache_[j - 1];
+    cache_[i] = cached_span{begin, span, stamp, resident};
+    ++cache_count_;
+  }
+  if (i + 1 < cache_count_ && cache_[i].begin + cache_[i].size == cache_[i + 1].begin &&
+      cache_[i + 1].resident == resident) {
+    cache_[i].size += cache_[i + 1].size;
+    erase_cached(i + 1);
+  }
+  evict_to_limits(i, out);
+}
+
+void page_resource::erase_cached(std::size_t index) noexcept {
+  for (std::size_t j = index; j + 1 < cache_count_; ++j) cache_[j] = cache_[j + 1];
+  --cache_count_;
+}
+
+void page_resource::evict_to_limits(std::size_t keep_index, release_list& out) noexcept {
+  std::uintptr_t keep = keep_index < cache_count_ ? cache_[keep_index].begin : 0;
+  while (cache_count_ > opts_.max_cached_spans || cache_bytes_ > opts_.max_cached_bytes) {
+    std::size_t oldest = cache_count_;
+    for (std::size_t j = 0; j < cache_count_; ++j)
+      if (cache_[j].begin != keep && (oldest == cache_count_ || cache_[j].stamp < cache_[oldest].stamp)) oldest = j;
+    if (oldest == cache_count_) oldest = 0;  // only the kept span is left: it goes too
+    const cached_span victim = cache_[oldest];
+    cache_bytes_ -= victim.size;
+    if (victim.resident) cache_resident_bytes_ -= victim.size;
+    out.add(victim.begin, victim.size);
+    erase_cached(oldest);
+    if (victim.begin == keep) keep = 0;
+  }
+}
+
+std::uintptr_t page_resource::take_from_cache(std::size_t span, std::size_t alignment, release_list& out) noexcept {
+  std::size_t best = cache_count_;
+  std::uintptr_t best_begin = 0;
+  for (std::size_t i = 0; i < cache_count_; ++i) {
+    const cached_span& c = cache_[i];
+    if (c.size < span) continue;
+    const std::uintptr_t a = detail::align_up(c.begin, alignment);
+    if (a - c.begin > c.size - span) continue;
+    // Best fit; among equals prefer resident spans (no page faults to refill them).
+    if (best == cache_count_ || c.size < cache_[best].size ||
+        (c.size == cache_[best].size && c.resident && !cache_[best].resident)) {
+      best = i;
+      best_begin = a;
+    }
+  }
+  if (best == cache_count_) return 0;
+  take_cached_range(best, best_begin, span, out);
+  return best_begin;
+}
+
+void page_resource::take_cached_range(std::size_t index, std::uintptr_t begin, std::size_t span,
+                                      release_list& out) noexcept {
+  const cached_span c = cache_[index];
+  STRATA_ASSERT(begin >= c.begin && begin + span <= c.begin + c.size);
+  const std::size_t head = begin - c.begin;
+  const std::size_t tail = c.size - head - span;
+  cache_bytes_ -= span;
+  if (c.resident) cache_resident_bytes_ -= span;
+  if (head != 0 && tail != 0) {
+    cache_[index].size = head;
+    if (cache_count_ == max_cache_slots) {
+      // No slot for the tail piece: unmap it.
+      cache_bytes_ -= tail;
+      if (c.resident) cache_resident_bytes_ -= tail;
+      out.add(begin + span, tail);
+      return;
+    }
+    for (std::size_t j = cache_count_; j > index + 1; --j) cache_[j] = cache_[j - 1];
+    cache_[index + 1] = cached_span{begin + span, tail, c.stamp, c.resident};
+    ++cache_count_;
+    evict_to_limits(cache_count_, out);
+  } else if (head != 0) {
+    cache_[index].size = head;
+  } else if (tail != 0) {
+    cache_[index].begin = begin + span;
+    cache_[index].size = tail;
+  } else {
+    erase_cached(index);
+  }
+}
+
+void page_resource::unmap(const release_list& spans) noexcept {
+  if (spans.count == 0) return;
+  for (std::size_t i = 0; i < spans.count; ++i)
+    os::release(reinterpret_cast<void*>(spans.spans[i].begin), spans.spans[i].size);
+  std::lock_guard<std::mutex> lock(mutex_);
+  stats_.upstream_deallocations += spans.count;
+}
+
+void page_resource::trim() noexcept {
+  release_list out;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (std::size_t i = 0; i < cache_count_; ++i) out.add(cache_[i].begin, cache_[i].size);
+    cache_count_ = 0;
+    cache_bytes_ = 0;
+    cache_resident_bytes_ = 0;
+  }
+  unmap(out);
+}
+
+// ---- resize --------------------------------------------------------------------------------------------------------
+
+bool page_resource::do_resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) {
+  const std::uintptr_t begin = detail::to_address(p);
+  const std::size_t page = os::page_size();
+  std::size_t new_span;
+  if (!detail::checked_align_up(new_size == 0 ? 1 : new_size, page, new_span) || new_span > size_mask) return false;
+  std::size_t old_span = 0;
+  release_list out;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto* e = live_.find(begin);
+    if (e != nullptr && packed_size(e->value) == old_size && packed_alignment(e->value) == alignment) {
+      old_span = span_of(old_size);
+      if (new_span <= old_span) {
+        e->value = pack(new_size, alignment);
+        live_span_bytes_ -= old_span - new_span;
+        stats_.bytes_in_use = stats_.bytes_in_use - old_size + new_size;
+        if (new_span == old_span) {
+          if (stats_.bytes_in_use > stats_.peak_bytes_in_use) stats_.peak_bytes_in_use = stats_.bytes_in_use;
+          return true;
+        }
+      } else {
+        // Grow into a cached span that starts right where this one ends.
+        const std::uintptr_t next = begin + old_span;
+        const std::size_t need = new_span - old_span;
+        for (std::size_t i = 0; i < cache_count_ && cache_[i].begin <= next; ++i) {
+          if (cache_[i].begin == next && cache_[i].size >= need) {
+            take_cached_range(i, next, need, out);
+            e->value = pack(new_size, alignment);
+            live_span_bytes_ += need;
+            stats_.bytes_in_use = stats_.bytes_in_use - old_size + new_size;
+            if (stats_.bytes_in_use > stats_.peak_bytes_in_use) stats_.peak_bytes_in_use = stats_.bytes_in_use;
+            new_span = 0;  // done
+            break;
+          }
+        }
+      }
+    }
+  }
+  unmap(out);
+  if (old_span == 0) {
+    report_bad_pointer(p, old_size, alignment);
+    return false;
+  }
+  if (new_span == 0) return true;             // grown from the cache
+  if (new_span < old_span) {                  // shrunk: the tail goes to the cache
+    give_back(begin + new_span, old_span - new_span);
+    return true;
+  }
+  // Grow into unmapped address space.
+  const os::result r = os::extend_in_place(p, old_span, new_span);
+  std::lock_guard<std::mutex> lock(mutex_);
+  ++stats_.upstream_allocations;
+  if (r != os::result::ok) return false;
+  auto* e = live_.find(begin);
+  if (e == nullptr) return true;  // freed by another thread meanwhile: the caller broke the contract, nothing to record
+  e->value = pack(new_size, alignment);
+  live_span_bytes_ += new_span - old_span;
+  stats_.bytes_in_use = stats_.bytes_in_use - old_size + new_size;
+  if (stats_.bytes_in_use > stats_.peak_bytes_in_use) stats_.peak_bytes_in_use = stats_.bytes_in_use;
+  return true;
+}
+
+// ---- observers -----------------------------------------------------------------------------------------------------
+
+resource_stats page_resource::do_stats() const noexcept {
+  std::lock_guard<std::mutex> lock(mutex_);
+  resource_stats s = stats_;
+  const std::size_t table = detail::align_up(live_.storage_bytes(), os::page_size());
+  s.bytes_held = live_span_bytes_ + cache_bytes_ + table;
+  s.bytes_resident = live_span_bytes_ + cache_resident_bytes_ + table;
+  return s;
+}
+
+std::size_t page_resource::cached_bytes() const noexcept {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return cache_bytes_;
+}
+
+std::size_t page_resource::cached_spans() const noexcept {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return cache_count_;
+}
+
+bool page_resource::check_invariants() const noexcept {
+  const char* broken = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const std::size_t page = os::page_size();
+    std::size_t bytes = 0, resident = 0;
+    for (std::size_t i = 0; i < cache_count_ && broken == nullptr; ++i) {
+      const cached_span& c = cache_[i];
+      if (c.size == 0 || c.begin % page != 0 || c.size % page != 0) broken = "cached span not page-aligned";
+      if (i + 1 < cache_count_ && c.begin + c.size > cache_[i + 1].begin) broken = "cached spans overlap or unsorted";
+      bytes += c.size;
+      if (c.resident) resident += c.size;
+    }
+    if (broken == nullptr && (bytes != cache_bytes_ || resident != cache_resident_bytes_))
+      broken = "cache byte counters disagree with the cached spans";
+    if (broken == nullptr && (cache_count_ > opts_.max_cached_spans || cache_bytes_ > opts_.max_cached_bytes))
+      broken = "cache exceeds its limits";
+    std::size_t live_bytes = 0, live_spans = 0, in_use = 0;
+    live_.for_each([&](const auto& e) {
+      const std::size_t span = span_of(packed_size(e.value));
+      if (e.key % page != 0 || e.key % packed_alignment(e.value) != 0) broken = "live span misaligned";
+      for (std::size_t i = 0; i < cache_count_; ++i)
+        if (e.key < cache_[i].begin + cache_[i].size && cache_[i].begin < e.key + span)
+          broken = "live span overlaps a cached span";
+      live_bytes += span;
+      in_use += packed_size(e.value);
+      ++live_spans;
+    });
+    if (broken == nullptr && (live_bytes != live_span_bytes_ || in_use != stats_.bytes_in_use ||
+                              live_spans != stats_.allocations - stats_.deallocations))
+      broken = "live span counters disagree with the registry";
+  }
+  if (broken == nullptr) return true;
+  report_error(error_info{error_kind::invariant_violated, "page_resource", this, nullptr, 0, 0, 0, broken});
+  return false;
+}
+
+}  // namespace strata

@@ -1,0 +1,34 @@
+// lib/resource.cpp: strata::resource's non-virtual entry points and the reallocate helper.
+#include <strata/resource.hpp>
+
+#include <cstring>
+
+#include <strata/detail/checks.hpp>
+
+namespace strata {
+
+bool resource::resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) {
+  detail::check_alignment("strata::resource::resize", alignment);
+  if (p == nullptr) return false;
+  if (old_size == new_size) return true;
+  return do_resize(p, old_size, new_size, alignment);
+}
+
+bool resource::do_resize(void*, std::size_t, std::size_t, std::size_t) { return false; }
+
+void* reallocate(std::pmr::memory_resource& r, void* p, std::size_t old_size, std::size_t new_size,
+                 std::size_t alignment) {
+  detail::check_alignment("strata::reallocate", alignment);
+  if (p == nullptr) return new_size == 0 ? nullptr : r.allocate(new_size, alignment);
+  if (new_size == 0) {
+    r.deallocate(p, old_size, alignment);
+    return nullptr;
+  }
+  if (auto* s = dynamic_cast<resource*>(&r); s != nullptr && s->resize(p, old_size, new_size, alignment)) return p;
+  void* q = r.allocate(new_size, alignment);  // may throw; p stays valid
+  std::memcpy(q, p, old_size < new_size ? old_size : new_size);
+  r.deallocate(p, old_size, alignment);
+  return q;
+}
+
+}  // namespace strata

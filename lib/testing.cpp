@@ -1,0 +1,201 @@
+// lib/testing.cpp: recording_resource, fault_injecting_resource and the OS-layer test hooks.
+#include <strata/testing.hpp>
+
+#include <new>
+
+#include <strata/detail/checks.hpp>
+#include <strata/detail/math.hpp>
+#include <strata/error.hpp>
+
+#include "os/os.hpp"
+
+namespace strata::testing {
+
+// ---- recording_resource --------------------------------------------------------------------------------------------
+
+void* recording_resource::do_allocate(std::size_t bytes, std::size_t alignment) {
+  detail::check_alignment("recording_resource::allocate", alignment);
+  void* p = nullptr;
+  try {
+    p = upstream_->allocate(bytes, alignment);
+  } catch (...) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    ++stats_.failed_allocations;
+    throw;
+  }
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (p == nullptr || !detail::is_aligned(p, alignment) || live_.count(p) != 0) {
+    mismatches_.fetch_add(1, std::memory_order_relaxed);
+    report_error(error_info{error_kind::corrupt_metadata, "recording_resource", this, p, bytes, alignment, 0,
+                            p == nullptr             ? "upstream returned nullptr"
+                            : live_.count(p) != 0    ? "upstream returned a block that is still live"
+                                                     : "upstream returned a misaligned block"});
+  }
+  live_[p] = allocation_record{p, bytes, alignment};
+  freed_.erase(p);
+  stats_.bytes_in_use += bytes;
+  if (stats_.bytes_in_use > stats_.peak_bytes_in_use) stats_.peak_bytes_in_use = stats_.bytes_in_use;
+  ++stats_.allocations;
+  ++stats_.upstream_allocations;
+  return p;
+}
+
+// Under mutex_. True when `p` is live with exactly this size and alignment; otherwise reports why and counts it.
+bool recording_resource::check_live(void* p, std::size_t bytes, std::size_t alignment, const char* what) {
+  auto it = live_.find(p);
+  if (it != live_.end() && it->second.size == bytes && it->second.alignment == alignment) return true;
+  mismatches_.fetch_add(1, std::memory_order_relaxed);
+  error_info info{error_kind::foreign_pointer, "recording_resource", this, p, bytes, alignment, 0, what};
+  if (it != live_.end()) {
+    info.kind = error_kind::wrong_size;
+    info.expected_size = it->second.size;
+    if (it->second.size == bytes) info.detail = "alignment differs from the one allocated with";
+  } else if (freed_.count(p) != 0) {
+    info.kind = error_kind::double_free;
+  }
+  report_error(info);
+  return false;
+}
+
+void recording_resource::do_deallocate(void* p, std::size_t bytes, std::size_t alignment) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!check_live(p, bytes, alignment, "deallocate does not match a live block")) return;
+    live_.erase(p);
+    freed_.insert(p);
+    stats_.bytes_in_use -= bytes;
+    ++stats_.deallocations;
+    ++stats_.upstream_deallocations;
+  }
+  upstream_->deallocate(p, bytes, alignment);
+}
+
+bool recording_resource::do_resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!check_live(p, old_size, alignment, "resize does not match a live block")) return false;
+  }
+  auto* up = dynamic_cast<resource*>(upstream_);
+  if (up == nullptr || !up->resize(p, old_size, new_size, alignment)) return false;
+  std::lock_guard<std::mutex> lock(mutex_);
+  live_[p].size = new_size;
+  stats_.bytes_in_use = stats_.bytes_in_use - old_size + new_size;
+  if (stats_.bytes_in_use > stats_.peak_bytes_in_use) stats_.peak_bytes_in_use = stats_.bytes_in_use;
+  return true;
+}
+
+resource_stats recording_resource::do_stats() const noexcept {
+  std::lock_guard<std::mutex> lock(mutex_);
+  resource_stats s = stats_;
+  s.bytes_held = s.bytes_resident = s.bytes_in_use;
+  return s;
+}
+
+std::size_t recording_resource::live_blocks() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return live_.size();
+}
+
+std::size_t recording_resource::live_bytes() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return stats_.bytes_in_use;
+}
+
+std::vector<allocation_record> recording_resource::live() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::vector<allocation_record> out;
+  out.reserve(live_.size());
+  for (const auto& kv : live_) out.push_back(kv.second);
+  return out;
+}
+
+bool recording_resource::is_live(const void* p) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return live_.count(const_cast<void*>(p)) != 0;
+}
+
+// ---- fault_injecting_resource --------------------------------------------------------------------------------------
+
+void fault_injecting_resource::fail_after(std::uint64_t n) noexcept {
+  std::lock_guard<std::mutex> lock(mutex_);
+  allowed_allocations_ = n;
+}
+
+void fault_injecting_resource::set_byte_limit(std::size_t bytes) noexcept {
+  std::lock_guard<std::mutex> lock(mutex_);
+  byte_limit_ = bytes;
+}
+
+void fault_injecting_resource::reset() noexcept {
+  std::lock_guard<std::mutex> lock(mutex_);
+  allowed_allocations_ = unlimited;
+  byte_limit_ = ~std::size_t{0};
+}
+
+std::uint64_t fault_injecting_resource::failures() const noexcept {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return failures_;
+}
+
+std::size_t fault_injecting_resource::live_bytes() const noexcept {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return stats_.bytes_in_use;
+}
+
+std::uint64_t fault_injecting_resource::live_blocks() const noexcept {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return stats_.live_allocations();
+}
+
+void* fault_injecting_resource::do_allocate(std::size_t bytes, std::size_t alignment) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const bool over_limit = bytes > byte_limit_ || stats_.bytes_in_use > byte_limit_ - bytes;
+    if (allowed_allocations_ == 0 || over_limit) {
+      ++failures_;
+      ++stats_.failed_allocations;
+      throw std::bad_alloc();
+    }
+    if (allowed_allocations_ != unlimited) --allowed_allocations_;
+    // Reserve the bytes now so concurrent callers cannot pass the limit together.
+    stats_.bytes_in_use += bytes;
+  }
+  void* p = nullptr;
+  try {
+    p = upstream_->allocate(bytes, alignment);
+  } catch (...) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stats_.bytes_in_use -= bytes;
+    ++stats_.failed_allocations;
+    throw;
+  }
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (stats_.bytes_in_use > stats_.peak_bytes_in_use) stats_.peak_bytes_in_use = stats_.bytes_in_use;
+  ++stats_.allocations;
+  ++stats_.upstream_allocations;
+  return p;
+}
+
+void fault_injecting_resource::do_deallocate(void* p, std::size_t bytes, std::size_t alignment) {
+  upstream_->deallocate(p, bytes, alignment);
+  std::lock_guard<std::mutex> lock(mutex_);
+  stats_.bytes_in_use -= bytes;
+  ++stats_.deallocations;
+  ++stats_.upstream_deallocations;
+}
+
+resource_stats fault_injecting_resource::do_stats() const noexcept {
+  std::lock_guard<std::mutex> lock(mutex_);
+  resource_stats s = stats_;
+  s.bytes_held = s.bytes_resident = s.bytes_in_use;
+  return s;
+}
+
+// ---- OS hooks ------------------------------------------------------------------------------------------------------
+
+std::size_t process_resident_bytes() noexcept { return os::process_resident_bytes(); }
+std::size_t os_mapped_bytes() noexcept { return os::mapped_bytes(); }
+void inject_os_failures_after(std::size_t n) noexcept { os::inject_failure_after(n); }
+void clear_os_failures() noexcept { os::clear_failures(); }
+
+}  // namespace strata::testing
