@@ -1,0 +1,53 @@
+// tests/resource_test.cpp: strata::resource's entry points and strata::reallocate.
+#include <strata/resource.hpp>
+
+#include <cstring>
+#include <memory_resource>
+#include <stdexcept>
+
+#include <doctest/doctest.h>
+
+#include <strata/page_resource.hpp>
+#include <strata/testing.hpp>
+
+#include "support.hpp"
+
+TEST_CASE("resource::resize validates its arguments") {
+  strata::page_resource r;
+  void* p = r.allocate(100, 8);
+  CHECK_THROWS_AS(r.resize(p, 100, 200, 3), std::invalid_argument);
+  CHECK_FALSE(r.resize(nullptr, 0, 100, 8));
+  CHECK(r.resize(p, 100, 100, 8));
+  r.deallocate(p, 100, 8);
+}
+
+TEST_CASE("reallocate over a resource that cannot resize copies") {
+  strata::testing::recording_resource rec;  // over new_delete: resize always false
+  auto* p = static_cast<unsigned char*>(rec.allocate(64, 16));
+  strata_test::fill_pattern(p, 64, 5);
+  auto* q = static_cast<unsigned char*>(strata::reallocate(rec, p, 64, 1000, 16));
+  CHECK(q != p);
+  CHECK(strata_test::check_pattern(q, 64, 5));
+  CHECK(rec.live_blocks() == 1);
+  CHECK(rec.live_bytes() == 1000);
+  q = static_cast<unsigned char*>(strata::reallocate(rec, q, 1000, 10, 16));
+  CHECK(strata_test::check_pattern(q, 10, 5));
+  CHECK(strata::reallocate(rec, q, 10, 0, 16) == nullptr);
+  CHECK(rec.live_blocks() == 0);
+  void* fresh = strata::reallocate(rec, nullptr, 0, 32, 16);
+  CHECK(rec.live_bytes() == 32);
+  rec.deallocate(fresh, 32, 16);
+  CHECK(rec.mismatches() == 0);
+}
+
+TEST_CASE("reallocate keeps the old block when the new one cannot be had") {
+  strata::testing::fault_injecting_resource faults;
+  void* p = faults.allocate(64, 8);
+  std::memset(p, 3, 64);
+  faults.fail_after(0);
+  CHECK_THROWS_AS((void)strata::reallocate(faults, p, 64, 128, 8), std::bad_alloc);
+  CHECK(static_cast<unsigned char*>(p)[63] == 3);
+  faults.reset();
+  faults.deallocate(p, 64, 8);
+  CHECK(faults.live_bytes() == 0);
+}

@@ -1,0 +1,65 @@
+// tests/support.cpp
+#include "support.hpp"
+
+#include <cstdlib>
+#include <mutex>
+
+namespace strata_test {
+namespace {
+std::mutex g_mutex;
+std::vector<captured_error> g_errors;
+
+void record(const strata::error_info& info) {
+  char line[512];
+  strata::format_error(info, line, sizeof line);
+  std::lock_guard<std::mutex> lock(g_mutex);
+  g_errors.push_back(captured_error{info.kind, info.pointer, info.size, info.expected_size, line});
+}
+
+inline unsigned char pattern_byte(std::size_t i, std::uint64_t seed) noexcept {
+  return static_cast<unsigned char>((seed >> ((i & 7) * 8)) ^ (i * 131) ^ (i >> 8));
+}
+}  // namespace
+
+void fill_pattern(void* p, std::size_t n, std::uint64_t seed) noexcept {
+  auto* b = static_cast<unsigned char*>(p);
+  for (std::size_t i = 0; i < n; ++i) b[i] = pattern_byte(i, seed);
+}
+
+bool check_pattern(const void* p, std::size_t n, std::uint64_t seed) noexcept {
+  const auto* b = static_cast<const unsigned char*>(p);
+  for (std::size_t i = 0; i < n; ++i)
+    if (b[i] != pattern_byte(i, seed)) return false;
+  return true;
+}
+
+void fill_sparse(void* p, std::size_t n, std::uint64_t seed, std::size_t stride) noexcept {
+  auto* b = static_cast<unsigned char*>(p);
+  for (std::size_t i = 0; i < n; i += stride) b[i] = pattern_byte(i, seed);
+  if (n != 0) b[n - 1] = pattern_byte(n - 1, seed);
+}
+
+bool check_sparse(const void* p, std::size_t n, std::uint64_t seed, std::size_t stride) noexcept {
+  const auto* b = static_cast<const unsigned char*>(p);
+  for (std::size_t i = 0; i < n; i += stride)
+    if (b[i] != pattern_byte(i, seed)) return false;
+  return n == 0 || b[n - 1] == pattern_byte(n - 1, seed);
+}
+
+error_capture::error_capture() : previous_(strata::set_error_handler(&record)) { clear(); }
+error_capture::~error_capture() { strata::set_error_handler(previous_); }
+
+const std::vector<captured_error>& error_capture::errors() const { return g_errors; }
+
+void error_capture::clear() {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  g_errors.clear();
+}
+
+std::size_t scaled(std::size_t n) {
+  const char* s = std::getenv("STRATA_TEST_SCALE");
+  const long k = s != nullptr ? std::atol(s) : 1;
+  return n * static_cast<std::size_t>(k > 0 ? k : 1);
+}
+
+}  // namespace strata_test

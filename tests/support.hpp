@@ -1,0 +1,66 @@
+// tests/support.hpp: helpers shared by the test files: error capture, content patterns, a small RNG.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <strata/error.hpp>
+
+namespace strata_test {
+
+/// Deterministic, fast RNG (splitmix64) so failures reproduce.
+class rng {
+ public:
+  explicit rng(std::uint64_t seed) noexcept : state_(seed) {}
+  std::uint64_t next() noexcept {
+    std::uint64_t z = (state_ += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  }
+  /// Uniform in [lo, hi].
+  std::size_t between(std::size_t lo, std::size_t hi) noexcept {
+    return lo + static_cast<std::size_t>(next() % (hi - lo + 1));
+  }
+
+ private:
+  std::uint64_t state_;
+};
+
+/// Fills [p, p+n) with a pattern derived from `seed`; check_pattern verifies it.
+void fill_pattern(void* p, std::size_t n, std::uint64_t seed) noexcept;
+bool check_pattern(const void* p, std::size_t n, std::uint64_t seed) noexcept;
+/// Sparse variants for large blocks: every `stride`-th byte and the last one.
+void fill_sparse(void* p, std::size_t n, std::uint64_t seed, std::size_t stride) noexcept;
+bool check_sparse(const void* p, std::size_t n, std::uint64_t seed, std::size_t stride) noexcept;
+
+/// One error the handler saw, with its formatted message.
+struct captured_error {
+  strata::error_kind kind;
+  const void* pointer;
+  std::size_t size;
+  std::size_t expected_size;
+  std::string message;
+};
+
+/// While alive, the error handler records instead of aborting.
+class error_capture {
+ public:
+  error_capture();
+  ~error_capture();
+  error_capture(const error_capture&) = delete;
+  error_capture& operator=(const error_capture&) = delete;
+  [[nodiscard]] const std::vector<captured_error>& errors() const;
+  [[nodiscard]] std::size_t count() const { return errors().size(); }
+  void clear();
+
+ private:
+  strata::error_handler previous_;
+};
+
+/// How many iterations a stress test runs: its default times STRATA_TEST_SCALE (environment, default 1).
+std::size_t scaled(std::size_t n);
+
+}  // namespace strata_test
