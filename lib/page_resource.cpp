@@ -40,25 +40,35 @@ os::purge_kind purge_kind_of(page_resource::purge_mode m) noexcept {
   return m == page_resource::purge_mode::lazy ? os::purge_kind::lazy : os::purge_kind::eager;
 }
 
-// Maps a fresh span of `span` bytes aligned to `alignment` (>= page size). Over-aligned requests map the excess
-// and unmap the head and tail around the aligned part. Returns the address or 0; counts the system calls.
-std::uintptr_t map_span(std::size_t span, std::size_t alignment, resource_stats& calls) noexcept {
+// Maps a fresh span of `span` bytes aligned to `alignment` (>= page size), followed by `reserved` bytes of
+// address space with no memory behind it. Over-aligned requests take the excess and unmap the head and tail around
+// the aligned part. Returns the address or 0; counts the system calls in `calls`.
+std::uintptr_t map_span(std::size_t span, std::size_t alignment, std::size_t reserved,
+                        resource_stats& calls) noexcept {
   const std::size_t page = os::page_size();
-  if (alignment <= page) {
+  if (alignment <= page && reserved == 0) {
     ++calls.upstream_allocations;
     return detail::to_address(os::map(span));
   }
-  std::size_t total;
-  if (!detail::checked_add(span, alignment - page, total)) return 0;
+  std::size_t wanted, total;
+  if (!detail::checked_add(span, reserved, wanted) ||
+      !detail::checked_add(wanted, alignment > page ? alignment - page : 0, total))
+    return 0;
   ++calls.upstream_allocations;
-  auto* raw = static_cast<char*>(os::map(total));
+  // With a reservation, map everything inaccessible and open the span; otherwise map it usable at once.
+  auto* raw = static_cast<char*>(reserved != 0 ? os::reserve(total) : os::map(total));
   if (raw == nullptr) return 0;
   const std::uintptr_t begin = detail::align_up(detail::to_address(raw), alignment);
   const std::size_t head = begin - detail::to_address(raw);
-  const std::size_t tail = total - head - span;
+  const std::size_t tail = total - head - wanted;
   if (head != 0) os::release(raw, head);
-  if (tail != 0) os::release(reinterpret_cast<void*>(begin + span), tail);
+  if (tail != 0) os::release(reinterpret_cast<void*>(begin + wanted), tail);
   calls.upstream_deallocations += static_cast<std::uint64_t>(head != 0) + static_cast<std::uint64_t>(tail != 0);
+  if (reserved != 0 && os::commit(reinterpret_cast<void*>(begin), span) != os::result::ok) {
+    os::release(reinterpret_cast<void*>(begin), wanted);
+    ++calls.upstream_deallocations;
+    return 0;
+  }
   return begin;
 }
 
@@ -84,7 +94,9 @@ page_resource::page_resource(const options& opts) noexcept : opts_(opts) {
 }
 
 page_resource::~page_resource() {
-  live_.for_each([](const auto& e) { os::release(reinterpret_cast<void*>(e.key), span_of(packed_size(e.value))); });
+  live_.for_each([](const auto& e) {
+    os::release(reinterpret_cast<void*>(e.key), span_of(packed_size(e.value.packed)) + e.value.reserved);
+  });
   live_.reset();
   for (std::size_t i = 0; i < cache_count_; ++i)
     os::release(reinterpret_cast<void*>(cache_[i].begin), cache_[i].size);
@@ -132,19 +144,21 @@ void* page_resource::do_allocate(std::size_t bytes, std::size_t alignment) {
       detail::throw_bad_alloc();
     }
     begin = take_from_cache(span, span_alignment, evicted);
-    if (begin != 0) {
-      live_.insert(begin, pack(bytes, alignment));
-      live_span_bytes_ += span;
-      stats_.bytes_in_use += bytes;
-      if (stats_.bytes_in_use > stats_.peak_bytes_in_use) stats_.peak_bytes_in_use = stats_.bytes_in_use;
-      ++stats_.allocations;
-    }
+    if (begin != 0) record_live(begin, bytes, alignment, span, 0);
   }
   unmap(evicted);
   if (begin != 0) return reinterpret_cast<void*>(begin);
 
+  std::size_t reserved = 0;
+  if (opts_.growth_reserve_min != 0 && span >= opts_.growth_reserve_min &&
+      !detail::checked_mul(span, opts_.growth_reserve_ratio, reserved))
+    reserved = 0;
   resource_stats calls{};
-  begin = map_span(span, span_alignment, calls);
+  begin = map_span(span, span_alignment, reserved, calls);
+  if (begin == 0 && reserved != 0) {
+    reserved = 0;  // room for growth is a bonus: without it, try the span alone
+    begin = map_span(span, span_alignment, 0, calls);
+  }
   if (begin != 0 && want_huge) os::advise_huge_pages(reinterpret_cast<void*>(begin), span, true);
 
   std::lock_guard<std::mutex> lock(mutex_);
@@ -152,27 +166,41 @@ void* page_resource::do_allocate(std::size_t bytes, std::size_t alignment) {
   stats_.upstream_deallocations += calls.upstream_deallocations;
   if (begin == 0 || !live_.ensure_room()) {
     if (begin != 0) {
-      os::release(reinterpret_cast<void*>(begin), span);
+      os::release(reinterpret_cast<void*>(begin), span + reserved);
       ++stats_.upstream_deallocations;
     }
     ++stats_.failed_allocations;
     detail::throw_bad_alloc();
   }
-  live_.insert(begin, pack(bytes, alignment));
+  record_live(begin, bytes, alignment, span, reserved);
+  return reinterpret_cast<void*>(begin);
+}
+
+// Under mutex_, with room in the registry.
+void page_resource::record_live(std::uintptr_t begin, std::size_t bytes, std::size_t alignment, std::size_t span,
+                                std::size_t reserved) noexcept {
+  live_.insert(begin, live_span{pack(bytes, alignment), reserved});
   live_span_bytes_ += span;
   stats_.bytes_in_use += bytes;
   if (stats_.bytes_in_use > stats_.peak_bytes_in_use) stats_.peak_bytes_in_use = stats_.bytes_in_use;
   ++stats_.allocations;
-  return reinterpret_cast<void*>(begin);
+}
+
+// Under mutex_.
+void page_resource::record_resize(std::size_t old_size, std::size_t new_size) noexcept {
+  stats_.bytes_in_use = stats_.bytes_in_use - old_size + new_size;
+  if (stats_.bytes_in_use > stats_.peak_bytes_in_use) stats_.peak_bytes_in_use = stats_.bytes_in_use;
 }
 
 void page_resource::do_deallocate(void* p, std::size_t bytes, std::size_t alignment) {
   const std::uintptr_t begin = detail::to_address(p);
-  std::size_t span = 0;
+  std::size_t span = 0, reserved = 0;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     auto* e = begin != 0 ? live_.find(begin) : nullptr;
-    if (e != nullptr && packed_size(e->value) == bytes && packed_alignment(e->value) == alignment) {
+    if (e != nullptr && detail::is_power_of_two(alignment) && bytes <= size_mask &&
+        e->value.packed == pack(bytes, alignment)) {
+      reserved = e->value.reserved;
       live_.erase(e);
       span = span_of(bytes);
       live_span_bytes_ -= span;
@@ -184,7 +212,7 @@ void page_resource::do_deallocate(void* p, std::size_t bytes, std::size_t alignm
     report_bad_pointer(p, bytes, alignment);
     return;
   }
-  give_back(begin, span);
+  give_back(begin, span, reserved);
 }
 
 void page_resource::report_bad_pointer(void* p, std::size_t bytes, std::size_t alignment) noexcept {
@@ -194,8 +222,8 @@ void page_resource::report_bad_pointer(void* p, std::size_t bytes, std::size_t a
     const std::uintptr_t a = detail::to_address(p);
     if (auto* e = a != 0 ? live_.find(a) : nullptr) {
       info.kind = error_kind::wrong_size;
-      info.expected_size = packed_size(e->value);
-      if (packed_size(e->value) == bytes) info.detail = "alignment differs from the one allocated with";
+      info.expected_size = packed_size(e->value.packed);
+      if (info.expected_size == bytes) info.detail = "alignment differs from the one allocated with";
     } else {
       for (std::size_t i = 0; i < cache_count_; ++i)
         if (a >= cache_[i].begin && a < cache_[i].begin + cache_[i].size) {
@@ -210,14 +238,15 @@ void page_resource::report_bad_pointer(void* p, std::size_t bytes, std::size_t a
 // ---- the span cache ------------------------------------------------------------------------------------------------
 // cache_[0, cache_count_) is sorted by address and disjoint; adjacent spans of the same residency are merged.
 
-void page_resource::give_back(std::uintptr_t begin, std::size_t span) noexcept {
+void page_resource::give_back(std::uintptr_t begin, std::size_t span, std::size_t reserved) noexcept {
   release_list out;
   if (span > opts_.max_cached_bytes || opts_.max_cached_spans == 0) {
-    os::release(reinterpret_cast<void*>(begin), span);
+    os::release(reinterpret_cast<void*>(begin), span + reserved);
     std::lock_guard<std::mutex> lock(mutex_);
     ++stats_.upstream_deallocations;
     return;
   }
+  if (reserved != 0) out.add(begin + span, reserved);  // cached spans keep no reservation
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (cache_resident_bytes_ + span <= opts_.max_resident_cached_bytes) {
@@ -367,48 +396,80 @@ bool page_resource::do_resize(void* p, std::size_t old_size, std::size_t new_siz
   const std::size_t page = os::page_size();
   std::size_t new_span;
   if (!detail::checked_align_up(new_size == 0 ? 1 : new_size, page, new_span) || new_span > size_mask) return false;
-  std::size_t old_span = 0;
+  enum class step { report, done, give_tail, decommit_tail, commit_reserved, extend } next = step::report;
+  std::size_t old_span = 0, drop_reserved = 0;
   release_list out;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     auto* e = live_.find(begin);
-    if (e != nullptr && packed_size(e->value) == old_size && packed_alignment(e->value) == alignment) {
+    if (e != nullptr && old_size <= size_mask && e->value.packed == pack(old_size, alignment)) {
       old_span = span_of(old_size);
+      live_span& s = e->value;
       if (new_span <= old_span) {
-        e->value = pack(new_size, alignment);
+        // Shrink: a large span folds the freed pages into its reservation (room to grow back); a small one gives
+        // them to the cache.
+        s.packed = pack(new_size, alignment);
         live_span_bytes_ -= old_span - new_span;
-        stats_.bytes_in_use = stats_.bytes_in_use - old_size + new_size;
-        if (new_span == old_span) {
-          if (stats_.bytes_in_use > stats_.peak_bytes_in_use) stats_.peak_bytes_in_use = stats_.bytes_in_use;
-          return true;
-        }
+        record_resize(old_size, new_size);
+        const bool keep_room = s.reserved != 0 || (opts_.growth_reserve_min != 0 && old_span >= opts_.growth_reserve_min);
+        next = new_span == old_span ? step::done : keep_room ? step::decommit_tail : step::give_tail;
+        if (next == step::decommit_tail) s.reserved += old_span - new_span;
+      } else if (const std::size_t need = new_span - old_span; s.reserved >= need) {
+        // Grow into our own reservation: claim it now, commit outside the lock.
+        s.packed = pack(new_size, alignment);
+        s.reserved -= need;
+        live_span_bytes_ += need;
+        record_resize(old_size, new_size);
+        next = step::commit_reserved;
       } else {
-        // Grow into a cached span that starts right where this one ends.
-        const std::uintptr_t next = begin + old_span;
-        const std::size_t need = new_span - old_span;
-        for (std::size_t i = 0; i < cache_count_ && cache_[i].begin <= next; ++i) {
-          if (cache_[i].begin == next && cache_[i].size >= need) {
-            take_cached_range(i, next, need, out);
-            e->value = pack(new_size, alignment);
+        next = step::extend;
+        drop_reserved = s.reserved;  // too small: give it up and try to extend over it and beyond
+        s.reserved = 0;
+        for (std::size_t i = 0; drop_reserved == 0 && i < cache_count_ && cache_[i].begin <= begin + old_span; ++i) {
+          if (cache_[i].begin == begin + old_span && cache_[i].size >= need) {
+            // A cached span starts right where this one ends.
+            take_cached_range(i, begin + old_span, need, out);
+            s.packed = pack(new_size, alignment);
             live_span_bytes_ += need;
-            stats_.bytes_in_use = stats_.bytes_in_use - old_size + new_size;
-            if (stats_.bytes_in_use > stats_.peak_bytes_in_use) stats_.peak_bytes_in_use = stats_.bytes_in_use;
-            new_span = 0;  // done
-            break;
+            record_resize(old_size, new_size);
+            next = step::done;
           }
         }
       }
     }
   }
   unmap(out);
-  if (old_span == 0) {
-    report_bad_pointer(p, old_size, alignment);
-    return false;
+  switch (next) {
+    case step::report:
+      report_bad_pointer(p, old_size, alignment);
+      return false;
+    case step::done:
+      return true;
+    case step::give_tail:
+      give_back(begin + new_span, old_span - new_span, 0);
+      return true;
+    case step::decommit_tail:
+      if (os::decommit(reinterpret_cast<void*>(begin + new_span), old_span - new_span) != os::result::ok)
+        os::purge(reinterpret_cast<void*>(begin + new_span), old_span - new_span, os::purge_kind::eager);
+      return true;
+    case step::commit_reserved: {
+      if (os::commit(reinterpret_cast<void*>(begin + old_span), new_span - old_span) == os::result::ok) return true;
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (auto* e = live_.find(begin)) {  // undo the claim
+        e->value.packed = pack(old_size, alignment);
+        e->value.reserved += new_span - old_span;
+        live_span_bytes_ -= new_span - old_span;
+        stats_.bytes_in_use = stats_.bytes_in_use - new_size + old_size;
+      }
+      return false;
+    }
+    case step::extend:
+      break;
   }
-  if (new_span == 0) return true;             // grown from the cache
-  if (new_span < old_span) {                  // shrunk: the tail goes to the cache
-    give_back(begin + new_span, old_span - new_span);
-    return true;
+  if (drop_reserved != 0) {
+    os::release(reinterpret_cast<void*>(begin + old_span), drop_reserved);
+    std::lock_guard<std::mutex> lock(mutex_);
+    ++stats_.upstream_deallocations;
   }
   // Grow into unmapped address space.
   const os::result r = os::extend_in_place(p, old_span, new_span);
@@ -416,11 +477,10 @@ bool page_resource::do_resize(void* p, std::size_t old_size, std::size_t new_siz
   ++stats_.upstream_allocations;
   if (r != os::result::ok) return false;
   auto* e = live_.find(begin);
-  if (e == nullptr) return true;  // freed by another thread meanwhile: the caller broke the contract, nothing to record
-  e->value = pack(new_size, alignment);
+  if (e == nullptr) return true;  // freed by another thread meanwhile: the caller broke the contract
+  e->value.packed = pack(new_size, alignment);
   live_span_bytes_ += new_span - old_span;
-  stats_.bytes_in_use = stats_.bytes_in_use - old_size + new_size;
-  if (stats_.bytes_in_use > stats_.peak_bytes_in_use) stats_.peak_bytes_in_use = stats_.bytes_in_use;
+  record_resize(old_size, new_size);
   return true;
 }
 
@@ -464,13 +524,14 @@ bool page_resource::check_invariants() const noexcept {
       broken = "cache exceeds its limits";
     std::size_t live_bytes = 0, live_spans = 0, in_use = 0;
     live_.for_each([&](const auto& e) {
-      const std::size_t span = span_of(packed_size(e.value));
-      if (e.key % page != 0 || e.key % packed_alignment(e.value) != 0) broken = "live span misaligned";
+      const std::size_t span = span_of(packed_size(e.value.packed));
+      if (e.key % page != 0 || e.key % packed_alignment(e.value.packed) != 0) broken = "live span misaligned";
+      if (e.value.reserved % page != 0) broken = "reservation not page-aligned";
       for (std::size_t i = 0; i < cache_count_; ++i)
-        if (e.key < cache_[i].begin + cache_[i].size && cache_[i].begin < e.key + span)
+        if (e.key < cache_[i].begin + cache_[i].size && cache_[i].begin < e.key + span + e.value.reserved)
           broken = "live span overlaps a cached span";
       live_bytes += span;
-      in_use += packed_size(e.value);
+      in_use += packed_size(e.value.packed);
       ++live_spans;
     });
     if (broken == nullptr && (live_bytes != live_span_bytes_ || in_use != stats_.bytes_in_use ||

@@ -25,8 +25,9 @@ struct os_page_storage {
 /// - Freed spans go to a bounded cache (by count and bytes) and are reused by later requests, split or merged as
 ///   needed. Cached spans beyond `max_resident_cached_bytes` have their physical memory purged back to the OS at once;
 ///   trim() returns the whole cache to the OS.
-/// - resize() works in place: shrinking unmaps (or caches) the tail, growing takes the following pages when they are
-///   free (from the cache or from unmapped address space).
+/// - resize() works in place: spans of at least `growth_reserve_min` bytes get address space reserved after them
+///   (no memory, just addresses), so growing commits the next pages where they are; other spans grow into a cached
+///   neighbour or unmapped address space. Shrinking gives the tail back.
 /// - Every live span is registered (in OS-backed memory, never the C++ heap), so deallocate detects foreign
 ///   pointers, double frees and wrong sizes, and the destructor unmaps everything still live.
 /// - Thread-safe: one short critical section per call; system calls happen outside it.
@@ -49,6 +50,10 @@ class page_resource final : public resource {
     purge_mode purge = purge_mode::eager;
     /// Spans of at least the huge page size are aligned to it and advised as transparent huge pages.
     bool transparent_huge_pages = false;
+    /// Spans of at least this many bytes get `growth_reserve_ratio` times their size of address space reserved
+    /// after them, so resize() can grow them in place. 0 disables the reservation.
+    std::size_t growth_reserve_min = std::size_t{1} << 20;
+    std::size_t growth_reserve_ratio = 3;
   };
 
   /// Hard upper bound on options::max_cached_spans.
@@ -98,7 +103,10 @@ class page_resource final : public resource {
 
   std::uintptr_t take_from_cache(std::size_t span, std::size_t alignment, release_list& out) noexcept;
   void take_cached_range(std::size_t index, std::uintptr_t begin, std::size_t span, release_list& out) noexcept;
-  void give_back(std::uintptr_t begin, std::size_t span) noexcept;
+  void give_back(std::uintptr_t begin, std::size_t span, std::size_t reserved) noexcept;
+  void record_live(std::uintptr_t begin, std::size_t bytes, std::size_t alignment, std::size_t span,
+                   std::size_t reserved) noexcept;
+  void record_resize(std::size_t old_size, std::size_t new_size) noexcept;
   void insert_cached(std::uintptr_t begin, std::size_t span, bool resident, release_list& out) noexcept;
   void erase_cached(std::size_t index) noexcept;
   void evict_to_limits(std::size_t keep_index, release_list& out) noexcept;
@@ -107,7 +115,11 @@ class page_resource final : public resource {
 
   options opts_;
   mutable std::mutex mutex_;
-  detail::address_table<detail::os_page_storage> live_;  // live spans: address -> packed size and alignment
+  struct live_span {
+    std::size_t packed;    // requested size and log2(alignment), see page_resource.cpp
+    std::size_t reserved;  // bytes of address space reserved (not committed) right after the span
+  };
+  detail::address_table<detail::os_page_storage, live_span> live_;
   cached_span cache_[max_cache_slots];
   std::size_t cache_count_ = 0;
   std::size_t cache_bytes_ = 0;

@@ -1,4 +1,4 @@
-// strata/detail/address_table.hpp: open-addressing hash table from non-zero addresses to one word of data.
+// strata/detail/address_table.hpp: open-addressing hash table from non-zero addresses to a small value.
 #pragma once
 
 #include <cstddef>
@@ -10,14 +10,15 @@
 namespace strata::detail {
 
 /// Linear probing with backward-shift deletion (no tombstones), load factor at most 1/2, power-of-two capacity.
+/// `Value` is trivially copyable.
 /// Its storage comes from `Storage::allocate(bytes)` (nullptr on failure, zeroed memory) and
 /// `Storage::deallocate(p, bytes)`, so it can live below the C++ heap. Not thread-safe.
-template <class Storage>
+template <class Storage, class Value = std::size_t>
 class address_table {
  public:
   struct entry {
     std::uintptr_t key;  // 0 marks an empty slot
-    std::size_t value;
+    Value value;
   };
 
   address_table() noexcept = default;
@@ -26,7 +27,7 @@ class address_table {
   ~address_table() { reset(); }
 
   /// Inserts or overwrites `key` (non-zero). Returns false when the table had to grow and could not.
-  bool insert(std::uintptr_t key, std::size_t value) noexcept {
+  bool insert(std::uintptr_t key, const Value& value) noexcept {
     STRATA_ASSERT(key != 0);
     if ((count_ + 1) * 2 > capacity_ && !grow()) return false;
     std::size_t i = slot_of(key);
@@ -68,7 +69,7 @@ class address_table {
         hole = j;
       }
     }
-    slots_[hole] = entry{0, 0};
+    slots_[hole] = entry{0, Value{}};
     --count_;
   }
 

@@ -1,0 +1,56 @@
+# strata: thin entry points over the CMake presets (see CMakePresets.json and README.md).
+#   make demo     build Release, run the examples and a short benchmark table
+#   make test     install missing Debian packages, build (ci preset) and run every test through ctest
+#   make bench    the full benchmark (bench/results/latest.{md,csv,svg})
+#   make sanitize / make tsan   the ASan+UBSan and ThreadSanitizer test runs
+#   make install PREFIX=/some/prefix
+.PHONY: all deps build test demo bench sanitize tsan release install clean
+
+PREFIX ?= /usr/local
+JOBS ?= 2
+# Needed to build and test; the bench peers are installed too but may be missing (they are then skipped).
+DEPS := g++ cmake ninja-build pkg-config doctest-dev libboost-container-dev
+PEER_DEPS := libmimalloc2.0 libjemalloc2 libtcmalloc-minimal4 libfoonathan-memory-dev
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+missing = $(shell for p in $(1); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done)
+
+all: build
+
+deps:
+	@need="$(call missing,$(DEPS))"; peers="$(call missing,$(PEER_DEPS))"; \
+	if [ -z "$$need$$peers" ]; then echo "deps: all present"; exit 0; fi; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	$(SUDO) apt-get update -qq && \
+	{ [ -z "$$need" ] || $(SUDO) apt-get install -y -qq --no-install-recommends $$need; } && \
+	{ [ -z "$$peers" ] || $(SUDO) apt-get install -y -qq --no-install-recommends $$peers || \
+	  echo "deps: some benchmark peers could not be installed; the bench skips them"; }
+
+build: deps
+	cmake --preset ci
+	cmake --build --preset ci -j $(JOBS)
+
+test: deps
+	cmake --workflow --preset ci
+
+sanitize: deps
+	cmake --workflow --preset dev
+
+tsan: deps
+	cmake --workflow --preset tsan
+
+release: deps
+	cmake --preset release
+	cmake --build --preset release -j $(JOBS)
+
+demo: release
+	@for e in build/release/examples/example_*; do echo "== $$e"; "$$e" || exit 1; done
+	build/release/bench/strata-bench --scale quick --reps 3 --out bench/results/demo
+
+bench: release
+	build/release/bench/strata-bench --scale full --reps 5 --out bench/results/latest
+
+install: release
+	cmake --install build/release --prefix $(PREFIX)
+
+clean:
+	rm -rf build
