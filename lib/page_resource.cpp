@@ -1,6 +1,7 @@
 // lib/page_resource.cpp: page_resource: spans from lib/os, a live-span registry and a bounded span cache.
 #include <strata/page_resource.hpp>
 
+#include <chrono>
 #include <new>
 
 #include <strata/detail/checks.hpp>
@@ -35,6 +36,12 @@ std::size_t packed_size(std::size_t v) noexcept { return v & size_mask; }
 std::size_t packed_alignment(std::size_t v) noexcept { return std::size_t{1} << (v >> alignment_shift); }
 
 std::size_t span_of(std::size_t bytes) noexcept { return detail::align_up(bytes == 0 ? 1 : bytes, os::page_size()); }
+
+std::uint64_t now_ns() noexcept {
+  return static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+          .count());
+}
 
 os::purge_kind purge_kind_of(page_resource::purge_mode m) noexcept {
   return m == page_resource::purge_mode::lazy ? os::purge_kind::lazy : os::purge_kind::eager;
@@ -247,32 +254,71 @@ void page_resource::give_back(std::uintptr_t begin, std::size_t span, std::size_
     return;
   }
   if (reserved != 0) out.add(begin + span, reserved);  // cached spans keep no reservation
+  release_list purge;
+  const std::uint64_t now = now_ns();
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (cache_resident_bytes_ + span <= opts_.max_resident_cached_bytes) {
-      insert_cached(begin, span, true, out);
-      begin = 0;
-    }
+    insert_cached(begin, span, true, now, out);
+    take_purge_candidates(now, purge);
   }
-  if (begin != 0) {
-    // Purge outside the lock: it is a system call proportional to the span.
-    if (os::purge(reinterpret_cast<void*>(begin), span, purge_kind_of(opts_.purge)) != os::result::ok) {
-      out.add(begin, span);
-    } else {
-      std::lock_guard<std::mutex> lock(mutex_);
-      insert_cached(begin, span, false, out);
+  unmap(out);
+  purge_and_recache(purge);
+}
+
+// Under mutex_: takes out of the cache the resident spans to purge now: those unused for purge_delay_ms, then the
+// oldest while resident cached bytes exceed their bound. They come back, purged, through purge_and_recache; while
+// out, nobody can be handed memory that is being purged.
+void page_resource::take_purge_candidates(std::uint64_t now, release_list& purge) noexcept {
+  const std::uint64_t delay = std::uint64_t{opts_.purge_delay_ms} * 1000000u;
+  auto take = [&](std::size_t i) {
+    purge.add(cache_[i].begin, cache_[i].size);
+    cache_bytes_ -= cache_[i].size;
+    cache_resident_bytes_ -= cache_[i].size;
+    erase_cached(i);
+  };
+  for (std::size_t i = 0; i < cache_count_;) {
+    if (cache_[i].resident && now - cache_[i].freed_ns >= delay)
+      take(i);
+    else
+      ++i;
+  }
+  while (cache_resident_bytes_ > opts_.max_resident_cached_bytes) {
+    std::size_t oldest = cache_count_;
+    for (std::size_t i = 0; i < cache_count_; ++i)
+      if (cache_[i].resident && (oldest == cache_count_ || cache_[i].freed_ns < cache_[oldest].freed_ns)) oldest = i;
+    if (oldest == cache_count_) break;
+    take(oldest);
+  }
+}
+
+void page_resource::purge_and_recache(const release_list& purge) noexcept {
+  if (purge.count == 0) return;
+  bool purged[max_cache_slots + 2];
+  for (std::size_t i = 0; i < purge.count; ++i)
+    purged[i] = os::purge(reinterpret_cast<void*>(purge.spans[i].begin), purge.spans[i].size,
+                          purge_kind_of(opts_.purge)) == os::result::ok;
+  release_list out;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (std::size_t i = 0; i < purge.count; ++i) {
+      if (purged[i])
+        insert_cached(purge.spans[i].begin, purge.spans[i].size, false, 0, out);
+      else
+        out.add(purge.spans[i].begin, purge.spans[i].size);  // could not purge: unmap instead
     }
   }
   unmap(out);
 }
 
-void page_resource::insert_cached(std::uintptr_t begin, std::size_t span, bool resident, release_list& out) noexcept {
+void page_resource::insert_cached(std::uintptr_t begin, std::size_t span, bool resident, std::uint64_t now,
+                                  release_list& out) noexcept {
   std::size_t i = 0;
   while (i < cache_count_ && cache_[i].begin < begin) ++i;
   const std::uint64_t stamp = ++stamp_;
   cache_bytes_ += span;
   if (resident) cache_resident_bytes_ += span;
-  // Merge with the left and right neighbours when they touch and share residency.
+  // Merge with the left and right neighbours when they touch and share residency. A merged span keeps the older
+  // free time, so no memory stays resident past purge_delay_ms (the fresh part may go back a little early).
   if (i > 0 && cache_[i - 1].begin + cache_[i - 1].size == begin && cache_[i - 1].resident == resident) {
     --i;
     cache_[i].size += span;
@@ -286,12 +332,13 @@ void page_resource::insert_cached(std::uintptr_t begin, std::size_t span, bool r
       return;
     }
     for (std::size_t j = cache_count_; j > i; --j) cache_[j] = cache_[j - 1];
-    cache_[i] = cached_span{begin, span, stamp, resident};
+    cache_[i] = cached_span{begin, span, stamp, now, resident};
     ++cache_count_;
   }
   if (i + 1 < cache_count_ && cache_[i].begin + cache_[i].size == cache_[i + 1].begin &&
       cache_[i + 1].resident == resident) {
     cache_[i].size += cache_[i + 1].size;
+    if (cache_[i + 1].freed_ns < cache_[i].freed_ns) cache_[i].freed_ns = cache_[i + 1].freed_ns;
     erase_cached(i + 1);
   }
   evict_to_limits(i, out);
@@ -356,7 +403,7 @@ void page_resource::take_cached_range(std::size_t index, std::uintptr_t begin, s
       return;
     }
     for (std::size_t j = cache_count_; j > index + 1; --j) cache_[j] = cache_[j - 1];
-    cache_[index + 1] = cached_span{begin + span, tail, c.stamp, c.resident};
+    cache_[index + 1] = cached_span{begin + span, tail, c.stamp, c.freed_ns, c.resident};
     ++cache_count_;
     evict_to_limits(cache_count_, out);
   } else if (head != 0) {

@@ -2,6 +2,7 @@
 #include <strata/page_resource.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -60,6 +61,7 @@ TEST_CASE("page_resource: trim gives resident memory back to the OS") {
   page_resource::options o;
   o.max_cached_bytes = 256 * MiB;
   o.max_resident_cached_bytes = 256 * MiB;  // keep freed spans resident until trim()
+  o.purge_delay_ms = 600000;
   page_resource r(o);
   const std::size_t size = 64 * MiB;
   const std::size_t base = strata::testing::process_resident_bytes();
@@ -106,6 +108,23 @@ TEST_CASE("page_resource: cached spans beyond the resident budget are purged at 
   r.deallocate(q, size, 4096);
 }
 
+TEST_CASE("page_resource: spans unused for purge_delay_ms are purged at the next deallocation") {
+  page_resource::options o;
+  o.purge_delay_ms = 20;
+  page_resource r(o);
+  const std::size_t page = page_resource::page_size();
+  auto* p = static_cast<unsigned char*>(r.allocate(8 * MiB, page));
+  touch(p, 8 * MiB);
+  r.deallocate(p, 8 * MiB, page);
+  CHECK(r.stats().bytes_resident >= 8 * MiB);  // fresh in the cache: still resident
+  std::this_thread::sleep_for(std::chrono::milliseconds(40));
+  void* q = r.allocate(page, page);
+  r.deallocate(q, page, page);  // this deallocation finds the old span expired
+  CHECK(r.stats().bytes_resident < 2 * MiB);
+  CHECK(r.cached_bytes() >= 8 * MiB);  // the address space stays cached
+  CHECK(r.check_invariants());
+}
+
 TEST_CASE("page_resource: the cache reuses and splits spans within its bounds") {
   page_resource::options o;
   o.max_cached_spans = 4;
@@ -131,7 +150,9 @@ TEST_CASE("page_resource: the cache reuses and splits spans within its bounds") 
   CHECK(r.cached_spans() <= 4);
   CHECK(r.cached_bytes() <= 64 * page);
   CHECK(r.check_invariants());
-  page_resource none(page_resource::options{0, 0, 0, page_resource::purge_mode::eager, false});
+  page_resource::options no_cache;
+  no_cache.max_cached_bytes = 0;
+  page_resource none(no_cache);
   void* c = none.allocate(page, page);
   none.deallocate(c, page, page);
   CHECK(none.cached_bytes() == 0);

@@ -23,8 +23,10 @@ struct os_page_storage {
 ///   the page size are served by over-reserving address space and unmapping the excess, so 1 GiB alignment costs
 ///   address space, not memory.
 /// - Freed spans go to a bounded cache (by count and bytes) and are reused by later requests, split or merged as
-///   needed. Cached spans beyond `max_resident_cached_bytes` have their physical memory purged back to the OS at once;
-///   trim() returns the whole cache to the OS.
+///   needed. A cached span keeps its memory while it may soon be reused: it is purged (its physical memory given
+///   back to the OS, its address space kept) once it has been unused for `purge_delay_ms`, or at once when the
+///   resident cached bytes would pass `max_resident_cached_bytes`. Purging is checked on each deallocation (there is
+///   no background thread); trim() returns the whole cache to the OS.
 /// - resize() works in place: spans of at least `growth_reserve_min` bytes get address space reserved after them
 ///   (no memory, just addresses), so growing commits the next pages where they are; other spans grow into a cached
 ///   neighbour or unmapped address space. Shrinking gives the tail back.
@@ -44,8 +46,11 @@ class page_resource final : public resource {
     std::size_t max_cached_bytes = std::size_t{64} << 20;
     /// Upper bound on the number of cached spans (at most max_cache_slots).
     std::size_t max_cached_spans = 64;
-    /// Cached bytes that may stay resident (not purged) so that churn of a few large blocks costs no system call.
-    std::size_t max_resident_cached_bytes = std::size_t{4} << 20;
+    /// Cached bytes that may stay resident (not purged), so that churn of large blocks does not fault pages in
+    /// again and again.
+    std::size_t max_resident_cached_bytes = std::size_t{32} << 20;
+    /// A cached span unused for this long is purged at the next deallocation. 0 purges at once.
+    std::uint32_t purge_delay_ms = 10;
     /// How purged cached spans give their memory back.
     purge_mode purge = purge_mode::eager;
     /// Spans of at least the huge page size are aligned to it and advised as transparent huge pages.
@@ -96,8 +101,9 @@ class page_resource final : public resource {
   struct cached_span {
     std::uintptr_t begin;
     std::size_t size;
-    std::uint64_t stamp;  // insertion order, for evicting the oldest
-    bool resident;        // false once purged
+    std::uint64_t stamp;     // insertion order, for evicting the oldest
+    std::uint64_t freed_ns;  // when it was last freed (steady clock), for purging spans unused for a while
+    bool resident;           // false once purged
   };
   struct release_list;  // spans to unmap once the lock is dropped (page_resource.cpp)
 
@@ -107,7 +113,10 @@ class page_resource final : public resource {
   void record_live(std::uintptr_t begin, std::size_t bytes, std::size_t alignment, std::size_t span,
                    std::size_t reserved) noexcept;
   void record_resize(std::size_t old_size, std::size_t new_size) noexcept;
-  void insert_cached(std::uintptr_t begin, std::size_t span, bool resident, release_list& out) noexcept;
+  void insert_cached(std::uintptr_t begin, std::size_t span, bool resident, std::uint64_t now_ns,
+                     release_list& out) noexcept;
+  void take_purge_candidates(std::uint64_t now_ns, release_list& purge) noexcept;
+  void purge_and_recache(const release_list& purge) noexcept;
   void erase_cached(std::size_t index) noexcept;
   void evict_to_limits(std::size_t keep_index, release_list& out) noexcept;
   void unmap(const release_list& spans) noexcept;
