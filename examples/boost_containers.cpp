@@ -13,8 +13,8 @@ int main() {
   strata::page_resource pages;
   strata::boost_resource_adapter as_boost(&pages);  // strata -> boost
   {
-    boost::container::pmr::flat_map<int, int> index(&as_boost);
-    for (int i = 0; i < 100000; ++i) index.emplace(i, i * i);
+    boost::container::pmr::flat_map<int, long long> index(&as_boost);
+    for (int i = 0; i < 100000; ++i) index.emplace(i, static_cast<long long>(i) * i);
     boost::container::pmr::stable_vector<int> stable(&as_boost);
     for (int i = 0; i < 1000; ++i) stable.push_back(i);
     std::printf("  flat_map of %zu entries and stable_vector of %zu on page_resource: %zu bytes in use\n",
