@@ -93,7 +93,6 @@ class page_resource final : public resource {
  protected:
   void* do_allocate(std::size_t bytes, std::size_t alignment) override;
   void do_deallocate(void* p, std::size_t bytes, std::size_t alignment) override;
-  bool do_is_equal(const std::pmr::memory_resource& other) const noexcept override { return this == &other; }
   bool do_resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) override;
   resource_stats do_stats() const noexcept override;
 

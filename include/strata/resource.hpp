@@ -39,6 +39,8 @@ class resource : public std::pmr::memory_resource {
   /// Called by resize() with a valid alignment, a non-null `p` and old_size != new_size. Default: false.
   virtual bool do_resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment);
   virtual resource_stats do_stats() const noexcept = 0;
+  /// A strata resource is equal only to itself: memory from one may not be freed through another.
+  bool do_is_equal(const std::pmr::memory_resource& other) const noexcept override { return this == &other; }
 };
 
 /// Effects: gives `p` (allocated from `r` with `old_size` and `alignment`; may be null when old_size is 0) the size

@@ -45,7 +45,6 @@ class recording_resource : public resource {
  protected:
   void* do_allocate(std::size_t bytes, std::size_t alignment) override;
   void do_deallocate(void* p, std::size_t bytes, std::size_t alignment) override;
-  bool do_is_equal(const std::pmr::memory_resource& other) const noexcept override { return this == &other; }
   /// Forwards to upstream's resize when upstream is a strata::resource, after checking the block.
   bool do_resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) override;
   resource_stats do_stats() const noexcept override;
@@ -83,7 +82,6 @@ class fault_injecting_resource : public resource {
  protected:
   void* do_allocate(std::size_t bytes, std::size_t alignment) override;
   void do_deallocate(void* p, std::size_t bytes, std::size_t alignment) override;
-  bool do_is_equal(const std::pmr::memory_resource& other) const noexcept override { return this == &other; }
   resource_stats do_stats() const noexcept override;
 
  private:
