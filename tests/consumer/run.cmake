@@ -29,8 +29,11 @@ if(PKG_CONFIG)
     message(FATAL_ERROR "pkg-config does not know the installed strata.pc")
   endif()
   separate_arguments(flags UNIX_COMMAND "${flags}")
+  execute_process(COMMAND ${PKG_CONFIG} --variable=libdir strata OUTPUT_VARIABLE libdir
+                  OUTPUT_STRIP_TRAILING_WHITESPACE)
   run(${CXX_COMPILER} ${CONSUMER_SOURCE_DIR}/main.cpp -o ${WORK_DIR}/consumer-pc ${flags})
-  run(${WORK_DIR}/consumer-pc)
+  # pkg-config sets no rpath: with BUILD_SHARED_LIBS=ON the loader must be told where libstrata.so is.
+  run(${CMAKE_COMMAND} -E env LD_LIBRARY_PATH=${libdir} ${WORK_DIR}/consumer-pc)
 else()
   message(STATUS "pkg-config not found: the .pc check is skipped")
 endif()
