@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <new>
 
+#include <strata/bitmap_resource.hpp>
 #include <strata/page_resource.hpp>
 
 #if defined(STRATA_BENCH_HAVE_BOOST)
@@ -71,6 +72,9 @@ const std::vector<resource_entry>& resources() {
   static const std::vector<resource_entry> all = {
       {"strata_page", thread_safe | large_blocks,
        [](const workload_info&) { return make_holder<strata::page_resource>(); }},
+      {"strata_bitmap", small_blocks, [](const workload_info&) { return make_holder<strata::bitmap_resource>(); }},
+      {"strata_sync_bitmap", thread_safe | small_blocks,
+       [](const workload_info&) { return make_holder<strata::synchronized_bitmap_resource>(); }},
       {"glibc", thread_safe | small_blocks | large_blocks, new_delete},
       {"mimalloc", thread_safe | small_blocks | large_blocks, new_delete, "libmimalloc.so.2", "STRATA_BENCH_MIMALLOC"},
       {"jemalloc", thread_safe | small_blocks | large_blocks, new_delete, "libjemalloc.so.2", "STRATA_BENCH_JEMALLOC"},

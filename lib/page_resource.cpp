@@ -24,16 +24,11 @@ void detail::os_page_storage::deallocate(void* p, std::size_t bytes) noexcept {
 
 namespace {
 
-// A registry value packs the requested size (low bits) and log2 of the alignment (top 6 bits). No mapping can
-// reach 2^58 bytes, so the two never collide.
-constexpr unsigned alignment_shift = 58;
-constexpr std::size_t size_mask = (std::size_t{1} << alignment_shift) - 1;
-
-std::size_t pack(std::size_t size, std::size_t alignment) noexcept {
-  return size | (static_cast<std::size_t>(detail::log2_floor(alignment)) << alignment_shift);
-}
-std::size_t packed_size(std::size_t v) noexcept { return v & size_mask; }
-std::size_t packed_alignment(std::size_t v) noexcept { return std::size_t{1} << (v >> alignment_shift); }
+// A registry value packs the requested size and log2 of the alignment (detail::pack_size_alignment).
+using detail::packed_alignment;
+using detail::packed_size;
+constexpr std::size_t size_mask = detail::packed_size_mask;
+std::size_t pack(std::size_t size, std::size_t alignment) noexcept { return detail::pack_size_alignment(size, alignment); }
 
 std::size_t span_of(std::size_t bytes) noexcept { return detail::align_up(bytes == 0 ? 1 : bytes, os::page_size()); }
 

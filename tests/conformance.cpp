@@ -1,13 +1,26 @@
 // tests/conformance.cpp: every strata resource joins the conformance suite here, one line each.
 #include "conformance.hpp"
 
+#include <strata/bitmap_resource.hpp>
+
 namespace strata_test {
 using page_subject = subject<strata::page_resource, os_upstream>;
+using bitmap_over_pages = subject<strata::bitmap_resource, chained_upstream<page_base>>;
+using bitmap_over_heap = subject<strata::bitmap_resource, chained_upstream<new_delete_base>>;
+using sync_bitmap_over_pages = subject<strata::synchronized_bitmap_resource, chained_upstream<page_base>>;
+using sync_bitmap_over_heap = subject<strata::synchronized_bitmap_resource, chained_upstream<new_delete_base>>;
 }  // namespace strata_test
 
 TYPE_TO_STRING_AS("page_resource", strata_test::page_subject);
+TYPE_TO_STRING_AS("bitmap_resource over pages", strata_test::bitmap_over_pages);
+TYPE_TO_STRING_AS("bitmap_resource over new_delete", strata_test::bitmap_over_heap);
+TYPE_TO_STRING_AS("synchronized_bitmap_resource over pages", strata_test::sync_bitmap_over_pages);
+TYPE_TO_STRING_AS("synchronized_bitmap_resource over new_delete", strata_test::sync_bitmap_over_heap);
 
 namespace strata_test {
 STRATA_CONFORMANCE(page_subject);
 STRATA_CONFORMANCE_THREADS(page_subject);
+STRATA_CONFORMANCE(bitmap_over_pages, bitmap_over_heap);
+STRATA_CONFORMANCE(sync_bitmap_over_pages, sync_bitmap_over_heap);
+STRATA_CONFORMANCE_THREADS(sync_bitmap_over_pages, sync_bitmap_over_heap);
 }  // namespace strata_test

@@ -100,6 +100,14 @@ void* map(std::size_t size) noexcept {
   return p;
 }
 
+void* map_sparse(std::size_t size) noexcept {
+  if (size == 0 || injected_failure()) return nullptr;
+  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) return nullptr;
+  g_mapped.fetch_add(size, std::memory_order_relaxed);
+  return p;
+}
+
 void* reserve(std::size_t size) noexcept {
   if (size == 0 || injected_failure()) return nullptr;
   void* p = ::mmap(nullptr, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);

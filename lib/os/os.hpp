@@ -21,6 +21,9 @@ std::size_t huge_page_size() noexcept;
 /// Maps `size` bytes of fresh, readable, writable, zero-filled memory (physical pages arrive on first touch).
 /// Returns nullptr on failure.
 void* map(std::size_t size) noexcept;
+/// Maps `size` bytes that read as zero and get memory only where written, without charging commit for the whole
+/// range: for large sparse tables. Returns nullptr on failure.
+void* map_sparse(std::size_t size) noexcept;
 /// Reserves `size` bytes of address space with no access and no memory behind it. Returns nullptr on failure.
 void* reserve(std::size_t size) noexcept;
 /// Makes reserved pages [p, p+size) readable and writable (zero-filled on first touch).

@@ -10,9 +10,9 @@
 namespace strata::detail {
 
 /// Linear probing with backward-shift deletion (no tombstones), load factor at most 1/2, power-of-two capacity.
-/// `Value` is trivially copyable.
-/// Its storage comes from `Storage::allocate(bytes)` (nullptr on failure, zeroed memory) and
-/// `Storage::deallocate(p, bytes)`, so it can live below the C++ heap. Not thread-safe.
+/// `Value` is trivially copyable. Its storage comes from `storage.allocate(bytes)` (nullptr on failure, zeroed
+/// memory) and `storage.deallocate(p, bytes)`, so it can live below the C++ heap or in an upstream resource.
+/// Not thread-safe.
 template <class Storage, class Value = std::size_t>
 class address_table {
  public:
@@ -22,6 +22,7 @@ class address_table {
   };
 
   address_table() noexcept = default;
+  explicit address_table(Storage storage) noexcept : storage_(storage) {}
   address_table(const address_table&) = delete;
   address_table& operator=(const address_table&) = delete;
   ~address_table() { reset(); }
@@ -86,7 +87,7 @@ class address_table {
 
   /// Frees the storage and forgets every entry.
   void reset() noexcept {
-    if (slots_ != nullptr) Storage::deallocate(slots_, storage_bytes());
+    if (slots_ != nullptr) storage_.deallocate(slots_, storage_bytes());
     slots_ = nullptr;
     capacity_ = 0;
     count_ = 0;
@@ -96,14 +97,14 @@ class address_table {
   static constexpr std::size_t initial_capacity = 256;
 
   std::size_t slot_of(std::uintptr_t key) const noexcept {
-    // Fibonacci hashing; keys are page-aligned, so the low bits carry nothing.
-    const std::uint64_t h = (static_cast<std::uint64_t>(key) >> 12) * 0x9E3779B97F4A7C15ull;
+    // Fibonacci hashing; keys are at least 16-byte aligned, so the low bits carry nothing.
+    const std::uint64_t h = (static_cast<std::uint64_t>(key) >> 4) * 0x9E3779B97F4A7C15ull;
     return static_cast<std::size_t>(h >> 32) & (capacity_ - 1);
   }
 
   bool grow() noexcept {
     const std::size_t new_capacity = capacity_ == 0 ? initial_capacity : capacity_ * 2;
-    auto* fresh = static_cast<entry*>(Storage::allocate(new_capacity * sizeof(entry)));
+    auto* fresh = static_cast<entry*>(storage_.allocate(new_capacity * sizeof(entry)));
     if (fresh == nullptr) return false;
     entry* old = slots_;
     const std::size_t old_capacity = capacity_;
@@ -112,10 +113,11 @@ class address_table {
     count_ = 0;
     for (std::size_t i = 0; i < old_capacity; ++i)
       if (old[i].key != 0) insert(old[i].key, old[i].value);
-    if (old != nullptr) Storage::deallocate(old, old_capacity * sizeof(entry));
+    if (old != nullptr) storage_.deallocate(old, old_capacity * sizeof(entry));
     return true;
   }
 
+  Storage storage_{};
   entry* slots_ = nullptr;
   std::size_t capacity_ = 0;
   std::size_t count_ = 0;

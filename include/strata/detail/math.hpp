@@ -51,4 +51,20 @@ constexpr std::size_t next_power_of_two(std::size_t x) noexcept {
   return x <= 1 ? 1 : std::size_t{1} << (log2_floor(x - 1) + 1);
 }
 
+/// The largest request any strata resource passes on: no object may exceed PTRDIFF_MAX, and staying well below
+/// SIZE_MAX keeps every `size + alignment` in range (some upstreams round up without checking).
+constexpr std::size_t max_request_size = static_cast<std::size_t>(std::numeric_limits<std::ptrdiff_t>::max()) / 2;
+
+/// A size and a power-of-two alignment in one word: the size in the low 58 bits, log2(alignment) in the top 6.
+/// Sizes of 2^58 bytes and more do not fit (no mapping can be that large).
+inline constexpr unsigned packed_alignment_shift = 58;
+inline constexpr std::size_t packed_size_mask = (std::size_t{1} << packed_alignment_shift) - 1;
+constexpr std::size_t pack_size_alignment(std::size_t size, std::size_t alignment) noexcept {
+  return size | (static_cast<std::size_t>(log2_floor(alignment)) << packed_alignment_shift);
+}
+constexpr std::size_t packed_size(std::size_t v) noexcept { return v & packed_size_mask; }
+constexpr std::size_t packed_alignment(std::size_t v) noexcept {
+  return std::size_t{1} << (v >> packed_alignment_shift);
+}
+
 }  // namespace strata::detail

@@ -1,0 +1,142 @@
+// strata/bitmap_resource.hpp: small objects in size classes, packed in bitmap blocks with no per-object metadata.
+#pragma once
+
+#include <cstddef>
+#include <memory_resource>
+
+#include <strata/detail/address_table.hpp>
+#include <strata/detail/bitmap_engine.hpp>
+#include <strata/page_resource.hpp>
+#include <strata/resource.hpp>
+
+namespace strata {
+
+namespace detail {
+template <bool Sync>
+class basic_bitmap_resource;
+}  // namespace detail
+
+/// Options shared by bitmap_resource and synchronized_bitmap_resource.
+struct bitmap_options {
+  /// Bytes per block, taken from upstream aligned to its size: a power of two from 64 KiB to 16 MiB.
+  std::size_t block_size = std::size_t{64} << 10;
+  /// Requests up to this size (rounded up to its class) are served from blocks; larger ones go straight upstream.
+  /// At most block_size / 8 and 64 KiB.
+  std::size_t max_small_size = 4096;
+  /// Power-of-two classes: every allocation of n bytes is aligned to the next power of two of n (up to 4 KiB), so
+  /// aligned_alloc(a, n) is allocate(max(n, a)). Costs up to 50% to rounding instead of about 20%.
+  bool natural_alignment = false;
+  /// Empty blocks kept for reuse by any class before they go back upstream.
+  std::size_t max_empty_blocks = 2;
+};
+
+/// Per-class figures: object size, alignment, objects per block, blocks and live objects now.
+using bitmap_class_stats = detail::bitmap_class_info;
+
+namespace detail {
+
+/// What bitmap_resource and synchronized_bitmap_resource share; see them for the contract.
+template <bool Sync>
+class basic_bitmap_resource : public resource {
+ public:
+  using options = bitmap_options;
+
+  basic_bitmap_resource() : basic_bitmap_resource(options{}, default_page_resource()) {}
+  explicit basic_bitmap_resource(std::pmr::memory_resource* upstream) : basic_bitmap_resource(options{}, upstream) {}
+  /// Throws std::invalid_argument when the options are out of range.
+  explicit basic_bitmap_resource(const options& opts,
+                                 std::pmr::memory_resource* upstream = default_page_resource());
+  /// Returns every block and large allocation upstream.
+  ~basic_bitmap_resource() override;
+
+  /// Frees every object at once and returns all memory upstream. The resource stays usable.
+  void release() noexcept;
+  /// Returns cached empty blocks upstream (and, for the synchronized variant, first collects pending remote frees).
+  void trim() noexcept { engine_.trim(); }
+
+  /// Largest request served from blocks; anything larger goes upstream.
+  [[nodiscard]] std::size_t max_small_size() const noexcept { return engine_.max_small(); }
+  /// Bytes a request of `bytes` really occupies (its class size), or `bytes` for upstream requests.
+  [[nodiscard]] std::size_t round_size(std::size_t bytes,
+                                       std::size_t alignment = alignof(std::max_align_t)) const noexcept;
+  [[nodiscard]] unsigned class_count() const noexcept { return engine_.class_count(); }
+  [[nodiscard]] bitmap_class_stats class_stats(unsigned c) const noexcept { return engine_.class_info(c); }
+  [[nodiscard]] std::pmr::memory_resource* upstream_resource() const noexcept { return upstream_; }
+  [[nodiscard]] const options& get_options() const noexcept { return opts_; }
+  /// Walks every block and list; reports a broken invariant through the error handler and returns false.
+  bool check_invariants() const noexcept { return engine_.check_invariants(); }
+
+ protected:
+  void* do_allocate(std::size_t bytes, std::size_t alignment) override;
+  void do_deallocate(void* p, std::size_t bytes, std::size_t alignment) override;
+  bool do_resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) override;
+  resource_stats do_stats() const noexcept override;
+
+ private:
+  void* allocate_large(std::size_t bytes, std::size_t alignment);
+  void deallocate_large(void* p, std::size_t bytes, std::size_t alignment) noexcept;
+  void note_large_peak() noexcept;
+  static void* acquire_block(void* self, std::size_t size);
+  static void release_block(void* self, void* block, std::size_t size) noexcept;
+  template <class T>
+  using counter = std::conditional_t<Sync, std::atomic<T>, T>;
+
+  /// Storage for the large-allocation registry: memory from upstream.
+  struct upstream_storage {
+    std::pmr::memory_resource* upstream = nullptr;
+    void* allocate(std::size_t bytes) noexcept;
+    void deallocate(void* p, std::size_t bytes) noexcept;
+  };
+  void release_large() noexcept;
+
+  std::pmr::memory_resource* upstream_;
+  options opts_;
+  bitmap_engine<Sync> engine_;
+  std::conditional_t<Sync, spin_lock, null_lock> large_lock_;
+  address_table<upstream_storage> large_;  // live large allocations: address -> packed size and alignment
+  counter<std::uint64_t> large_allocations_{0};
+  counter<std::uint64_t> large_deallocations_{0};
+  counter<std::size_t> large_bytes_{0};
+  counter<std::size_t> large_peak_{0};
+  counter<std::uint64_t> failed_{0};
+  counter<std::uint64_t> upstream_allocations_{0};
+  counter<std::uint64_t> upstream_deallocations_{0};
+};
+
+}  // namespace detail
+
+/// Small objects in size classes, packed back to back in bitmap blocks (block header + bitmap, nothing per object),
+/// so resident bytes per requested byte approach 1.0.
+///
+/// - Classes: every multiple of 8 up to 128 B, then four per power of two, up to `max_small_size` (default 4 KiB);
+///   larger requests go straight to upstream. docs/bitmap_resource.md has the table with waste per class.
+/// - Alignment: every object is aligned to the lowest set bit of its class size (at most 4 KiB): 8-byte classes are
+///   8-aligned, multiples of 16 are 16-aligned, ...; a stricter alignment picks a larger class; above 4 KiB it goes
+///   upstream. Any power of two is honoured.
+/// - allocate: class lookup (one table load), then the first set bit of the current block's bitmap. deallocate: the
+///   block by masking, the slot by a multiply, one bit set. Both O(1) (the slot search resumes at a hint).
+/// - Misuse detected always: a double free (bit already set), a pointer in no block of this resource (checked in a
+///   process-wide block map before the block header is read), a pointer inside an object, and a size whose class is
+///   not the block's. Reported through the error handler with pointer and sizes; nothing changes.
+/// - Requests above `max_small_size` (or aligned above 4 KiB) go straight upstream and are registered (outside the
+///   blocks, in upstream memory), so their frees are checked too and the destructor returns them.
+/// - Memory goes back: a block that becomes empty returns upstream at once, beyond `max_empty_blocks` cached.
+/// - Not thread-safe; see synchronized_bitmap_resource.
+class bitmap_resource final : public detail::basic_bitmap_resource<false> {
+ public:
+  using basic_bitmap_resource::basic_bitmap_resource;
+};
+
+/// bitmap_resource for many threads. Allocation takes its size class's lock (a thread allocating 32-byte objects
+/// never waits for one allocating 256-byte objects). A free takes its class's lock only if it is free at once;
+/// otherwise, for instance while another thread allocates from that class, it sets the slot's bit in the block's
+/// remote bitmap with one atomic OR and returns: frees never wait. Remote frees are collected when their class
+/// needs slots, and by stats-free calls trim() and check_invariants(); a block emptied by remote frees goes back
+/// upstream when collected. stats() is exact for counts and bytes in use; `peak_bytes_in_use` is the sum of the
+/// classes' peaks (an upper bound).
+class synchronized_bitmap_resource final : public detail::basic_bitmap_resource<true> {
+ public:
+  using basic_bitmap_resource::basic_bitmap_resource;
+};
+
+}  // namespace strata

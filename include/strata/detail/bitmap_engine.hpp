@@ -1,0 +1,363 @@
+// strata/detail/bitmap_engine.hpp: the size-class bitmap block allocator behind bitmap_resource and
+// synchronized_bitmap_resource. No pmr, no OS: blocks come from a block_source.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <thread>
+#include <type_traits>
+
+#include <strata/config.hpp>
+#include <strata/detail/block_map.hpp>
+#include <strata/detail/math.hpp>
+#include <strata/detail/size_classes.hpp>
+#include <strata/error.hpp>
+
+namespace strata::detail {
+
+/// Where an engine's blocks come from. `acquire` returns `size` bytes aligned to `size` or throws std::bad_alloc.
+struct block_source {
+  void* context;
+  void* (*acquire)(void* context, std::size_t size);
+  void (*release)(void* context, void* block, std::size_t size) noexcept;
+};
+
+/// A test-and-test-and-set lock for short critical sections; yields when the holder seems preempted.
+class spin_lock {
+ public:
+  void lock() noexcept {
+    for (unsigned spins = 0; locked_.exchange(true, std::memory_order_acquire);) {
+      while (locked_.load(std::memory_order_relaxed)) {
+        if (++spins > 64) std::this_thread::yield();
+#if defined(__x86_64__) || defined(__i386__)
+        else __builtin_ia32_pause();
+#endif
+      }
+    }
+  }
+  bool try_lock() noexcept {
+    return !locked_.load(std::memory_order_relaxed) && !locked_.exchange(true, std::memory_order_acquire);
+  }
+  void unlock() noexcept { locked_.store(false, std::memory_order_release); }
+
+ private:
+  std::atomic<bool> locked_{false};
+};
+
+struct null_lock {
+  void lock() noexcept {}
+  bool try_lock() noexcept { return true; }
+  void unlock() noexcept {}
+};
+
+/// One size class as stats report it.
+struct bitmap_class_info {
+  std::size_t object_size;      ///< bytes per slot
+  std::size_t natural_alignment;
+  std::size_t objects_per_block;
+  std::size_t blocks;           ///< blocks formatted for this class now
+  std::size_t live_objects;     ///< objects allocated and not freed (remote frees count once made)
+};
+
+/// Small objects in size classes, packed back to back in blocks of `block_size` bytes aligned to their size. Each
+/// block has a header (owner tag, class, counts) and a bitmap (1 = free slot); objects carry no metadata. The block
+/// of any pointer is found by masking, its slot by a multiply with a reciprocal.
+///
+/// Sync = false: no locking at all. Sync = true: one lock per size class for allocation; a free takes its class lock
+/// only if it is free at once (try_lock), otherwise it sets the slot's bit in the block's remote bitmap with one
+/// atomic OR and returns (lock-free); the class collects remote frees when it needs slots, or on stats(),
+/// check_invariants() and trim().
+template <bool Sync>
+class bitmap_engine {
+ public:
+  static constexpr unsigned no_class = size_class_table::none;
+
+  struct config {
+    std::size_t block_size;
+    std::size_t max_small_size;
+    bool natural_alignment;
+    std::size_t max_empty_blocks;
+    const char* name;  // for error reports
+  };
+
+  bitmap_engine(const config& cfg, block_source source) noexcept;
+  ~bitmap_engine() { release_all(); }
+  bitmap_engine(const bitmap_engine&) = delete;
+  bitmap_engine& operator=(const bitmap_engine&) = delete;
+
+  /// The class serving (bytes, alignment), or no_class when it must go elsewhere (too large or too aligned).
+  STRATA_ALWAYS_INLINE unsigned class_for(std::size_t bytes, std::size_t alignment) const noexcept {
+    if (STRATA_UNLIKELY(bytes > max_small_)) return no_class;
+    if (STRATA_LIKELY(alignment <= 16)) return sizes_.class_of(align_up(bytes, alignment));
+    return class_for_aligned(bytes, alignment);
+  }
+
+  /// Allocates one object of class `c` (from class_for) for a request of `bytes`. Throws std::bad_alloc when a new
+  /// block is needed and the source has none.
+  STRATA_ALWAYS_INLINE void* allocate(unsigned c, std::size_t bytes) {
+    class_state& cs = classes_[c];
+    lock_guard guard(cs.lock);
+    if (void* h = cs.hot) {
+      // The slot freed last: its cache lines are likely still hot. Its bit tells whether it is still free.
+      cs.hot = nullptr;
+      block* hb = block_of(h);
+      const std::size_t index = slot_index(hb, h);
+      word& w = hb->bits()[index >> 6];
+      const std::uint64_t m = std::uint64_t{1} << (index & 63);
+      const std::uint64_t v = load(w);
+      if (STRATA_LIKELY((v & m) != 0)) {
+        // A partial block this empties stays on the partial list; refill skips it when it gets there.
+        store(w, v & ~m);
+        --hb->free_count;
+        note_allocate(cs, bytes);
+        return h;
+      }
+    }
+    block* b = cs.current;
+    if (STRATA_UNLIKELY(b == nullptr || b->free_count == 0)) b = refill(cs, c);
+    word* bits = b->bits();
+    unsigned h = b->hint;
+    std::uint64_t v = load(bits[h]);
+    while (v == 0) v = load(bits[++h]);
+    store(bits[h], v & (v - 1));
+    b->hint = static_cast<std::uint16_t>(h);
+    --b->free_count;
+    note_allocate(cs, bytes);
+    return b->data + (std::size_t{h} * 64 + static_cast<unsigned>(__builtin_ctzll(v))) * b->object_size;
+  }
+
+  /// Frees `p`, allocated as `bytes` bytes of class `c`. Misuse is reported and changes nothing.
+  STRATA_ALWAYS_INLINE void deallocate(void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept {
+    block* b = block_of(p);
+    std::size_t index;
+    if (STRATA_UNLIKELY(!is_slot_of(p, b, index) || b->size_class != c)) {
+      report_bad_free(p, bytes, alignment, c);
+      return;
+    }
+    class_state& cs = classes_[c];
+    if constexpr (Sync) {
+      if (!cs.lock.try_lock()) {
+        remote_free(cs, b, index, bytes, alignment);
+        return;
+      }
+    }
+    word& w = b->bits()[index >> 6];
+    const std::uint64_t m = std::uint64_t{1} << (index & 63);
+    const std::uint64_t v = load(w);
+    if (STRATA_UNLIKELY((v & m) != 0 || remote_bit_set(b, index))) {
+      cs.lock.unlock();
+      report_double_free(p, bytes, alignment, b);
+      return;
+    }
+    store(w, v | m);
+    if ((index >> 6) < b->hint) b->hint = static_cast<std::uint16_t>(index >> 6);
+    cs.hot = p;
+    note_deallocate(cs, bytes);
+    ++b->free_count;
+    if (STRATA_UNLIKELY((b->where == in_full || b->free_count == b->capacity) && b != cs.current)) relist(cs, b);
+    cs.lock.unlock();
+  }
+
+  /// Whether `p` is a live object of class `c` of this engine (for resize); reports misuse when not.
+  bool check_live(void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept;
+  /// Changes the requested size recorded for a live object of class `c` (same class): stats only.
+  void note_resize(unsigned c, std::size_t old_bytes, std::size_t new_bytes) noexcept;
+
+  /// Whether `p` lies in a block of this engine (any slot or header byte).
+  bool owns(const void* p) const noexcept {
+    return block_map_contains(p) && block_of(p)->tag == tag_of(block_of(p));
+  }
+
+  /// Collects remote frees, returns empty blocks beyond the cache bound, and then the whole empty cache, upstream.
+  void trim() noexcept;
+  /// Returns every block upstream; every object is gone.
+  void release_all() noexcept;
+
+  struct totals {
+    std::uint64_t allocations, deallocations;
+    std::size_t bytes_in_use, peak_bytes_in_use;
+    std::size_t blocks, empty_blocks;
+  };
+  totals collect_totals() const noexcept;
+  [[nodiscard]] unsigned class_count() const noexcept { return sizes_.count(); }
+  bitmap_class_info class_info(unsigned c) const noexcept;
+  [[nodiscard]] std::size_t class_size(unsigned c) const noexcept { return sizes_.size_of(c); }
+  [[nodiscard]] std::size_t max_small() const noexcept { return max_small_; }
+  [[nodiscard]] std::size_t block_size() const noexcept { return block_size_; }
+  /// Walks every block and list; reports the first broken invariant through the error handler.
+  bool check_invariants() const noexcept;
+
+ private:
+  using word = std::conditional_t<Sync, std::atomic<std::uint64_t>, std::uint64_t>;
+  using lock_type = std::conditional_t<Sync, spin_lock, null_lock>;
+  template <class T>
+  using counter = std::conditional_t<Sync, std::atomic<T>, T>;
+
+  enum : std::uint8_t { in_current = 0, in_partial = 1, in_full = 2, in_empty = 3 };
+
+  struct block {
+    std::uintptr_t tag;  // engine ^ block address ^ magic: owner and header integrity in one compare
+    block* next;
+    block* prev;
+    char* data;  // first slot
+    std::uint64_t reciprocal;  // floor(2^40 / object_size) + 1: slot = (offset * reciprocal) >> 40
+    std::uint32_t object_size;
+    std::uint32_t capacity;
+    std::uint32_t free_count;  // free slots in bits() (remote frees count once collected)
+    std::uint16_t words;
+    std::uint16_t hint;  // bits()[0, hint) are all zero
+    std::uint8_t size_class;
+    std::uint8_t where;
+    std::atomic<bool> remote_listed;  // Sync: on its class's remote stack
+    block* remote_next;
+    word* bits() noexcept { return reinterpret_cast<word*>(this + 1); }
+    const word* bits() const noexcept { return reinterpret_cast<const word*>(this + 1); }
+    std::atomic<std::uint64_t>* remote_bits() noexcept {
+      return reinterpret_cast<std::atomic<std::uint64_t>*>(bits() + words);
+    }
+    const std::atomic<std::uint64_t>* remote_bits() const noexcept {
+      return reinterpret_cast<const std::atomic<std::uint64_t>*>(bits() + words);
+    }
+  };
+
+  struct alignas(64) class_state {
+    lock_type lock;
+    block* current = nullptr;
+    block* partial = nullptr;  // blocks with free slots (a few may have been filled since), doubly linked
+    block* full = nullptr;     // blocks without, doubly linked
+    void* hot = nullptr;       // the slot freed last (its bit may have been taken since)
+    std::size_t blocks = 0;
+    counter<std::uint64_t> allocations{0};
+    counter<std::uint64_t> deallocations{0};
+    counter<std::size_t> bytes_in_use{0};
+    counter<std::size_t> peak{0};
+    std::atomic<block*> remote_head{nullptr};          // Sync: blocks with remote frees to collect
+    std::atomic<std::uint64_t> remote_deallocations{0};  // Sync: frees that went the remote way
+    std::atomic<std::size_t> remote_bytes{0};
+  };
+
+  class lock_guard {
+   public:
+    explicit lock_guard(lock_type& l) noexcept : lock_(l) { lock_.lock(); }
+    ~lock_guard() { lock_.unlock(); }
+    lock_guard(const lock_guard&) = delete;
+    lock_guard& operator=(const lock_guard&) = delete;
+
+   private:
+    lock_type& lock_;
+  };
+
+  static std::uint64_t load(const word& w) noexcept {
+    if constexpr (Sync) return w.load(std::memory_order_relaxed);
+    else return w;
+  }
+  static void store(word& w, std::uint64_t v) noexcept {
+    if constexpr (Sync) w.store(v, std::memory_order_relaxed);
+    else w = v;
+  }
+  template <class T, class U>
+  static void add(T& c, U v) noexcept {
+    if constexpr (Sync) c.store(c.load(std::memory_order_relaxed) + v, std::memory_order_relaxed);  // under lock
+    else c += v;
+  }
+  template <class T>
+  static T get(const counter<T>& c) noexcept {
+    if constexpr (Sync) return c.load(std::memory_order_relaxed);
+    else return c;
+  }
+
+  // A block's header does not sit at its (block_size-aligned) base but one of 16 cache lines further, chosen by the
+  // base address: headers of blocks at aligned addresses would otherwise all fall into the same cache sets and evict
+  // each other.
+  static constexpr std::size_t header_colors = 16;
+  static std::uintptr_t header_offset(std::uintptr_t base) noexcept {
+    return ((base >> block_map_shift) & (header_colors - 1)) * 64;
+  }
+  block* block_of(const void* p) const noexcept {
+    const std::uintptr_t base = reinterpret_cast<std::uintptr_t>(p) & ~(block_size_ - 1);
+    return reinterpret_cast<block*>(base + header_offset(base));
+  }
+  void* base_of(const block* b) const noexcept {
+    return reinterpret_cast<void*>(reinterpret_cast<std::uintptr_t>(b) & ~(block_size_ - 1));
+  }
+  std::uintptr_t tag_of(const block* b) const noexcept {
+    return reinterpret_cast<std::uintptr_t>(this) ^ reinterpret_cast<std::uintptr_t>(b) ^ 0x5354524154410000ull;
+  }
+  /// Whether `p` is exactly the start of a slot of a block of this engine; sets `index`.
+  STRATA_ALWAYS_INLINE bool is_slot_of(const void* p, const block* b, std::size_t& index) const noexcept {
+    if (STRATA_UNLIKELY(!block_map_contains(p)) || STRATA_UNLIKELY(b->tag != tag_of(b))) return false;
+    const std::size_t offset = static_cast<std::size_t>(static_cast<const char*>(p) - b->data);
+    index = static_cast<std::size_t>((offset * b->reciprocal) >> 40);
+    return index < b->capacity && index * b->object_size == offset;
+  }
+  /// The slot index of `p`, known to be a slot of `b`.
+  static std::size_t slot_index(const block* b, const void* p) noexcept {
+    return static_cast<std::size_t>(
+        (static_cast<std::size_t>(static_cast<const char*>(p) - b->data) * b->reciprocal) >> 40);
+  }
+  bool remote_bit_set(block* b, std::size_t index) const noexcept {
+    if constexpr (Sync)
+      return (b->remote_bits()[index >> 6].load(std::memory_order_relaxed) >> (index & 63)) & 1;
+    else
+      return false;
+  }
+  // Sync: per-class counters (written under the class lock, read by stats without it). !Sync: engine totals only;
+  // per-class figures are derived from the blocks when asked.
+  void note_allocate(class_state& cs, std::size_t bytes) noexcept {
+    if constexpr (Sync) {
+      add(cs.allocations, std::uint64_t{1});
+      add(cs.bytes_in_use, bytes);
+      if (cs.bytes_in_use.load(std::memory_order_relaxed) > cs.peak.load(std::memory_order_relaxed))
+        cs.peak.store(cs.bytes_in_use.load(std::memory_order_relaxed), std::memory_order_relaxed);
+    } else {
+      (void)cs;
+      ++allocations_;
+      in_use_ += bytes;
+      if (in_use_ > peak_) peak_ = in_use_;
+    }
+  }
+  void note_deallocate(class_state& cs, std::size_t bytes) noexcept {
+    if constexpr (Sync) {
+      add(cs.deallocations, std::uint64_t{1});
+      add(cs.bytes_in_use, std::size_t{0} - bytes);
+    } else {
+      (void)cs;
+      ++deallocations_;
+      in_use_ -= bytes;
+    }
+  }
+
+  unsigned class_for_aligned(std::size_t bytes, std::size_t alignment) const noexcept;
+  block* refill(class_state& cs, unsigned c);
+  block* take_empty_block() noexcept;
+  block* format(void* base, unsigned c) noexcept;
+  void relist(class_state& cs, block* b) noexcept;
+  void retire(block* b) noexcept;
+  void collect_remote(class_state& cs) noexcept;
+  void remote_free(class_state& cs, block* b, std::size_t index, std::size_t bytes, std::size_t alignment) noexcept;
+  void report_bad_free(void* p, std::size_t bytes, std::size_t alignment, unsigned c) const noexcept;
+  void report_double_free(void* p, std::size_t bytes, std::size_t alignment, const block* b) const noexcept;
+  std::size_t natural_alignment_of(unsigned c) const noexcept { return sizes_.natural_alignment(c, 4096); }
+  void release_block(block* b) noexcept;
+  static void unlink(block*& head, block* b) noexcept;
+  static void push(block*& head, block* b) noexcept;
+
+  size_class_table sizes_;
+  mutable class_state classes_[size_class_table::max_classes];
+  std::size_t block_size_;
+  std::size_t max_small_;
+  std::size_t max_empty_;
+  const char* name_;
+  block_source source_;
+  mutable lock_type empty_lock_;
+  block* empty_ = nullptr;  // formatted for no class; singly linked through next
+  std::size_t empty_count_ = 0;
+  counter<std::size_t> blocks_{0};
+  std::size_t in_use_ = 0;  // !Sync: exact totals for stats
+  std::size_t peak_ = 0;
+  std::uint64_t allocations_ = 0;
+  std::uint64_t deallocations_ = 0;
+};
+
+}  // namespace strata::detail

@@ -1,0 +1,503 @@
+// lib/bitmap_engine.cpp: the slow paths of detail::bitmap_engine (refill, relisting, remote frees, checks).
+#include <strata/detail/bitmap_engine.hpp>
+
+#include <new>
+
+namespace strata::detail {
+
+template <bool Sync>
+bitmap_engine<Sync>::bitmap_engine(const config& cfg, block_source source) noexcept
+    : block_size_(cfg.block_size), max_small_(0), max_empty_(cfg.max_empty_blocks), name_(cfg.name),
+      source_(source) {
+  sizes_.init(cfg.max_small_size, cfg.natural_alignment);
+  max_small_ = sizes_.max_small();
+}
+
+template <bool Sync>
+unsigned bitmap_engine<Sync>::class_for_aligned(std::size_t bytes, std::size_t alignment) const noexcept {
+  unsigned c = sizes_.class_of(bytes == 0 ? 1 : bytes);
+  while (c < sizes_.count() && natural_alignment_of(c) < alignment) ++c;
+  return c < sizes_.count() ? c : no_class;
+}
+
+// ---- lists -----------------------------------------------------------------------------------------------------------
+
+template <bool Sync>
+void bitmap_engine<Sync>::push(block*& head, block* b) noexcept {
+  b->prev = nullptr;
+  b->next = head;
+  if (head != nullptr) head->prev = b;
+  head = b;
+}
+
+template <bool Sync>
+void bitmap_engine<Sync>::unlink(block*& head, block* b) noexcept {
+  if (b->prev != nullptr) b->prev->next = b->next;
+  else head = b->next;
+  if (b->next != nullptr) b->next->prev = b->prev;
+  b->next = b->prev = nullptr;
+}
+
+// ---- blocks ----------------------------------------------------------------------------------------------------------
+
+template <bool Sync>
+auto bitmap_engine<Sync>::format(void* base, unsigned c) noexcept -> block* {
+  const std::size_t size = sizes_.size_of(c);
+  const std::size_t data_alignment = natural_alignment_of(c) < 8 ? 8 : natural_alignment_of(c);
+  const std::size_t bitmaps = Sync ? 2 : 1;  // the remote bitmap follows the local one
+  const std::size_t header = header_offset(reinterpret_cast<std::uintptr_t>(base));
+  auto* b = reinterpret_cast<block*>(static_cast<char*>(base) + header);
+  std::size_t n = (block_size_ - header - sizeof(block)) / size;
+  std::size_t data_offset = 0;  // from the base
+  for (;; --n) {
+    data_offset = align_up(header + sizeof(block) + (n + 63) / 64 * 8 * bitmaps, data_alignment);
+    if (data_offset + n * size <= block_size_) break;
+  }
+  const std::size_t words = (n + 63) / 64;
+  new (b) block{};
+  b->tag = tag_of(b);
+  b->data = static_cast<char*>(base) + data_offset;
+  b->reciprocal = ((std::uint64_t{1} << 40) / size) + 1;
+  b->object_size = static_cast<std::uint32_t>(size);
+  b->capacity = static_cast<std::uint32_t>(n);
+  b->free_count = static_cast<std::uint32_t>(n);
+  b->words = static_cast<std::uint16_t>(words);
+  b->hint = 0;
+  b->size_class = static_cast<std::uint8_t>(c);
+  b->where = in_current;
+  word* bits = reinterpret_cast<word*>(b + 1);
+  for (std::size_t i = 0; i < words; ++i) {
+    const std::size_t left = n - i * 64;
+    new (&bits[i]) word(left >= 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << left) - 1);
+    if constexpr (Sync) new (&b->remote_bits()[i]) std::atomic<std::uint64_t>(0);
+  }
+  return b;
+}
+
+template <bool Sync>
+auto bitmap_engine<Sync>::take_empty_block() noexcept -> block* {
+  lock_guard guard(empty_lock_);
+  block* b = empty_;
+  if (b != nullptr) {
+    empty_ = b->next;
+    --empty_count_;
+  }
+  return b;
+}
+
+template <bool Sync>
+auto bitmap_engine<Sync>::refill(class_state& cs, unsigned c) -> block* {
+  if constexpr (Sync) collect_remote(cs);
+  block* current = cs.current;
+  if (current != nullptr && current->free_count != 0) return current;
+  if (current != nullptr) {
+    current->where = in_full;
+    push(cs.full, current);
+    cs.current = nullptr;
+  }
+  // Partial blocks may have been filled through the hot slot since they were listed: file those as full.
+  block* b = cs.partial;
+  while (b != nullptr && b->free_count == 0) {
+    unlink(cs.partial, b);
+    b->where = in_full;
+    push(cs.full, b);
+    b = cs.partial;
+  }
+  if (b != nullptr) {
+    unlink(cs.partial, b);
+  } else {
+    b = take_empty_block();
+    if (b == nullptr) {
+      void* raw = source_.acquire(source_.context, block_size_);  // may throw: nothing changed but the lists
+      if (!block_map_register(raw, block_size_)) {
+        source_.release(source_.context, raw, block_size_);
+        throw std::bad_alloc();
+      }
+      if constexpr (Sync) blocks_.fetch_add(1, std::memory_order_relaxed);
+      else ++blocks_;
+      b = format(raw, c);
+    } else {
+      b = format(base_of(b), c);
+    }
+    ++cs.blocks;
+  }
+  b->where = in_current;
+  cs.current = b;
+  return b;
+}
+
+// Under cs.lock; b is not the current block and its free count just became 1 or its capacity.
+template <bool Sync>
+void bitmap_engine<Sync>::relist(class_state& cs, block* b) noexcept {
+  if constexpr (Sync) {
+    // Still on the remote stack: the collection that pops it will relist it; it must not be retired before.
+    if (b->remote_listed.load(std::memory_order_acquire)) {
+      if (b->where == in_full && b->free_count != 0) {
+        unlink(cs.full, b);
+        b->where = in_partial;
+        push(cs.partial, b);
+      }
+      return;
+    }
+  }
+  if (b->free_count == b->capacity) {
+    if (b->where == in_partial) unlink(cs.partial, b);
+    else if (b->where == in_full) unlink(cs.full, b);
+    --cs.blocks;
+    if (cs.hot != nullptr && block_of(cs.hot) == b) cs.hot = nullptr;  // it must not outlive the block
+    retire(b);
+  } else if (b->where == in_full && b->free_count != 0) {
+    unlink(cs.full, b);
+    b->where = in_partial;
+    push(cs.partial, b);
+  }
+}
+
+template <bool Sync>
+void bitmap_engine<Sync>::retire(block* b) noexcept {
+  {
+    lock_guard guard(empty_lock_);
+    if (empty_count_ < max_empty_) {
+      b->where = in_empty;
+      b->next = empty_;
+      b->prev = nullptr;
+      empty_ = b;
+      ++empty_count_;
+      return;
+    }
+  }
+  release_block(b);
+}
+
+template <bool Sync>
+void bitmap_engine<Sync>::release_block(block* b) noexcept {
+  void* base = base_of(b);
+  block_map_unregister(base, block_size_);
+  if constexpr (Sync) blocks_.fetch_sub(1, std::memory_order_relaxed);
+  else --blocks_;
+  source_.release(source_.context, base, block_size_);
+}
+
+// ---- remote frees (Sync) ---------------------------------------------------------------------------------------------
+
+template <bool Sync>
+void bitmap_engine<Sync>::remote_free(class_state& cs, block* b, std::size_t index, std::size_t bytes,
+                                      std::size_t alignment) noexcept {
+  if constexpr (Sync) {
+    const std::uint64_t m = std::uint64_t{1} << (index & 63);
+    void* p = b->data + index * b->object_size;
+    if ((load(b->bits()[index >> 6]) & m) != 0 ||
+        (b->remote_bits()[index >> 6].fetch_or(m, std::memory_order_release) & m) != 0) {
+      report_double_free(p, bytes, alignment, b);
+      return;
+    }
+    cs.remote_deallocations.fetch_add(1, std::memory_order_relaxed);
+    cs.remote_bytes.fetch_add(bytes, std::memory_order_relaxed);
+    if (!b->remote_listed.exchange(true, std::memory_order_acq_rel)) {
+      block* head = cs.remote_head.load(std::memory_order_relaxed);
+      do {
+        b->remote_next = head;
+      } while (!cs.remote_head.compare_exchange_weak(head, b, std::memory_order_release, std::memory_order_relaxed));
+    }
+  } else {
+    (void)cs, (void)b, (void)index, (void)bytes, (void)alignment;
+  }
+}
+
+// Under cs.lock: moves remote frees into the local bitmaps.
+template <bool Sync>
+void bitmap_engine<Sync>::collect_remote(class_state& cs) noexcept {
+  if constexpr (Sync) {
+    block* list = cs.remote_head.exchange(nullptr, std::memory_order_acquire);
+    while (list != nullptr) {
+      block* b = list;
+      list = b->remote_next;
+      // Clear the flag before draining: a remote free after this point pushes the block again.
+      b->remote_listed.store(false, std::memory_order_seq_cst);
+      for (unsigned i = 0; i < b->words; ++i) {
+        auto& remote = b->remote_bits()[i];
+        if (remote.load(std::memory_order_relaxed) == 0) continue;
+        std::uint64_t r = remote.exchange(0, std::memory_order_acq_rel);
+        const std::uint64_t v = load(b->bits()[i]);
+        if ((v & r) != 0) {  // a slot freed both ways: report it, count it once
+          const std::size_t index = std::size_t{i} * 64 + static_cast<unsigned>(__builtin_ctzll(v & r));
+          report_double_free(b->data + index * b->object_size, 0, 0, b);
+          r &= ~v;
+        }
+        store(b->bits()[i], v | r);
+        b->free_count += static_cast<std::uint32_t>(__builtin_popcountll(r));
+        if (i < b->hint) b->hint = static_cast<std::uint16_t>(i);
+      }
+      if (b != cs.current) relist(cs, b);
+    }
+  } else {
+    (void)cs;
+  }
+}
+
+// ---- checks and reports ----------------------------------------------------------------------------------------------
+
+template <bool Sync>
+void bitmap_engine<Sync>::report_bad_free(void* p, std::size_t bytes, std::size_t alignment,
+                                          unsigned c) const noexcept {
+  error_info info{error_kind::foreign_pointer, name_, this, p, bytes, alignment, 0, nullptr};
+  const block* b = block_of(p);
+  if (!block_map_contains(p) || b->tag != tag_of(b)) {
+    info.detail = "not in any block of this resource";
+  } else {
+    const std::size_t offset = static_cast<std::size_t>(static_cast<const char*>(p) - b->data);
+    const std::size_t index = static_cast<std::size_t>((offset * b->reciprocal) >> 40);
+    if (index >= b->capacity || index * b->object_size != offset) {
+      info.detail = "not the start of an object";
+    } else {
+      info.kind = error_kind::wrong_size;
+      info.expected_size = b->object_size;
+      info.detail = c == no_class ? "the block's size class is not the one of this size and alignment"
+                                  : "the size (and alignment) give another size class than the block's";
+    }
+  }
+  report_error(info);
+}
+
+template <bool Sync>
+void bitmap_engine<Sync>::report_double_free(void* p, std::size_t bytes, std::size_t alignment,
+                                             const block* b) const noexcept {
+  report_error(error_info{error_kind::double_free, name_, this, p, bytes, alignment, b->object_size,
+                          "the slot is already free"});
+}
+
+template <bool Sync>
+bool bitmap_engine<Sync>::check_live(void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept {
+  block* b = block_of(p);
+  std::size_t index;
+  if (!is_slot_of(p, b, index) || b->size_class != c) {
+    report_bad_free(p, bytes, alignment, c);
+    return false;
+  }
+  class_state& cs = classes_[c];
+  lock_guard guard(cs.lock);
+  if ((load(b->bits()[index >> 6]) >> (index & 63)) & 1 || remote_bit_set(b, index)) {
+    report_double_free(p, bytes, alignment, b);
+    return false;
+  }
+  return true;
+}
+
+template <bool Sync>
+void bitmap_engine<Sync>::note_resize(unsigned c, std::size_t old_bytes, std::size_t new_bytes) noexcept {
+  class_state& cs = classes_[c];
+  lock_guard guard(cs.lock);
+  add(cs.bytes_in_use, new_bytes - old_bytes);  // modular: shrinking works too
+  if (get<std::size_t>(cs.bytes_in_use) > get<std::size_t>(cs.peak)) {
+    if constexpr (Sync) cs.peak.store(cs.bytes_in_use.load(std::memory_order_relaxed), std::memory_order_relaxed);
+    else cs.peak = cs.bytes_in_use;
+  }
+  if constexpr (!Sync) {
+    in_use_ = in_use_ - old_bytes + new_bytes;
+    if (in_use_ > peak_) peak_ = in_use_;
+  }
+}
+
+// ---- bulk operations -------------------------------------------------------------------------------------------------
+
+template <bool Sync>
+void bitmap_engine<Sync>::trim() noexcept {
+  for (unsigned c = 0; c < sizes_.count(); ++c) {
+    lock_guard guard(classes_[c].lock);
+    collect_remote(classes_[c]);
+  }
+  block* list;
+  {
+    lock_guard guard(empty_lock_);
+    list = empty_;
+    empty_ = nullptr;
+    empty_count_ = 0;
+  }
+  while (list != nullptr) {
+    block* b = list;
+    list = b->next;
+    release_block(b);
+  }
+}
+
+template <bool Sync>
+void bitmap_engine<Sync>::release_all() noexcept {
+  for (unsigned c = 0; c < sizes_.count(); ++c) {
+    class_state& cs = classes_[c];
+    lock_guard guard(cs.lock);
+    auto drop = [&](block* head) {
+      while (head != nullptr) {
+        block* b = head;
+        head = b->next;
+        release_block(b);
+      }
+    };
+    if (cs.current != nullptr) {
+      cs.current->next = nullptr;
+      drop(cs.current);
+    }
+    drop(cs.partial);
+    drop(cs.full);
+    cs.current = cs.partial = cs.full = nullptr;
+    cs.hot = nullptr;
+    cs.blocks = 0;
+    if constexpr (Sync) {
+      cs.remote_head.store(nullptr, std::memory_order_relaxed);
+      // Every live object is gone: count them as freed so that live = allocations - deallocations stays exact.
+      const std::uint64_t freed = cs.deallocations.load(std::memory_order_relaxed) +
+                                  cs.remote_deallocations.load(std::memory_order_relaxed);
+      cs.deallocations.store(cs.deallocations.load(std::memory_order_relaxed) +
+                                 (cs.allocations.load(std::memory_order_relaxed) - freed),
+                             std::memory_order_relaxed);
+      cs.bytes_in_use.store(cs.remote_bytes.load(std::memory_order_relaxed), std::memory_order_relaxed);
+    }
+  }
+  if constexpr (!Sync) {
+    deallocations_ = allocations_;
+    in_use_ = 0;
+  }
+  trim();
+}
+
+template <bool Sync>
+auto bitmap_engine<Sync>::collect_totals() const noexcept -> totals {
+  totals t{};
+  for (unsigned c = 0; c < sizes_.count(); ++c) {
+    const class_state& cs = classes_[c];
+    t.allocations += get<std::uint64_t>(cs.allocations);
+    t.deallocations += get<std::uint64_t>(cs.deallocations);
+    t.bytes_in_use += get<std::size_t>(cs.bytes_in_use);
+    t.peak_bytes_in_use += get<std::size_t>(cs.peak);
+    if constexpr (Sync) {
+      t.deallocations += cs.remote_deallocations.load(std::memory_order_relaxed);
+      t.bytes_in_use -= cs.remote_bytes.load(std::memory_order_relaxed);
+    }
+  }
+  if constexpr (!Sync) {
+    t.allocations = allocations_;
+    t.deallocations = deallocations_;
+    t.bytes_in_use = in_use_;
+    t.peak_bytes_in_use = peak_;
+  }
+  t.blocks = get<std::size_t>(blocks_);
+  {
+    lock_guard guard(empty_lock_);
+    t.empty_blocks = empty_count_;
+  }
+  return t;
+}
+
+template <bool Sync>
+bitmap_class_info bitmap_engine<Sync>::class_info(unsigned c) const noexcept {
+  class_state& cs = classes_[c];
+  bitmap_class_info info{};
+  info.object_size = sizes_.size_of(c);
+  info.natural_alignment = natural_alignment_of(c);
+  {
+    // The objects a block of this class holds (at header color 0; other colors may hold one or two fewer).
+    const std::size_t size = info.object_size;
+    const std::size_t data_alignment = info.natural_alignment < 8 ? 8 : info.natural_alignment;
+    std::size_t n = (block_size_ - sizeof(block)) / size;
+    while (align_up(sizeof(block) + (n + 63) / 64 * 8 * (Sync ? 2 : 1), data_alignment) + n * size > block_size_) --n;
+    info.objects_per_block = n;
+  }
+  lock_guard guard(cs.lock);
+  info.blocks = cs.blocks;
+  // Live objects from the blocks themselves (remote frees not yet collected still count as live).
+  std::size_t live = 0;
+  auto count_one = [&](const block* b) {
+    live += b->capacity - b->free_count;
+    if constexpr (Sync)  // remote frees not collected yet are free too
+      for (unsigned i = 0; i < b->words; ++i)
+        live -= static_cast<std::size_t>(__builtin_popcountll(b->remote_bits()[i].load(std::memory_order_relaxed)));
+  };
+  if (cs.current != nullptr) count_one(cs.current);
+  for (const block* b = cs.partial; b != nullptr; b = b->next) count_one(b);
+  for (const block* b = cs.full; b != nullptr; b = b->next) count_one(b);
+  info.live_objects = live;
+  return info;
+}
+
+template <bool Sync>
+bool bitmap_engine<Sync>::check_invariants() const noexcept {
+  const char* broken = nullptr;
+  const block* where = nullptr;
+  std::size_t blocks = 0;
+  std::uint64_t live_total = 0;
+  for (unsigned c = 0; c < sizes_.count() && broken == nullptr; ++c) {
+    class_state& cs = classes_[c];
+    lock_guard guard(cs.lock);
+    std::size_t class_blocks = 0;
+    std::uint64_t free_slots_live = 0;  // capacity - free - pending remote, summed
+    auto check_block = [&](const block* b, std::uint8_t expected_where) {
+      if (broken != nullptr) return;
+      where = b;
+      ++class_blocks;
+      if (b->tag != tag_of(b)) { broken = "block tag corrupt"; return; }
+      if (!block_map_contains(b)) { broken = "block missing from the block map"; return; }
+      if (b->size_class != c || b->object_size != sizes_.size_of(c)) { broken = "block in the wrong class"; return; }
+      if (b->where != expected_where) { broken = "block on the wrong list"; return; }
+      if (b->data + std::size_t{b->capacity} * b->object_size > static_cast<const char*>(base_of(b)) + block_size_ ||
+          b->data < reinterpret_cast<const char*>(b->bits() + b->words)) {
+        broken = "slots run past the block";
+        return;
+      }
+      if (!is_aligned(b->data, natural_alignment_of(c) < 8 ? 8 : natural_alignment_of(c))) {
+        broken = "slots misaligned";
+        return;
+      }
+      std::size_t ones = 0, pending = 0;
+      for (unsigned i = 0; i < b->words; ++i) {
+        const std::uint64_t v = load(b->bits()[i]);
+        const std::size_t left = b->capacity - std::size_t{i} * 64;
+        const std::uint64_t valid = left >= 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << left) - 1;
+        if ((v & ~valid) != 0) broken = "free bits past the capacity";
+        if (i < b->hint && v != 0) broken = "free bits below the hint";
+        ones += static_cast<std::size_t>(__builtin_popcountll(v));
+        if constexpr (Sync) {
+          const std::uint64_t r = b->remote_bits()[i].load(std::memory_order_relaxed);
+          if ((r & v) != 0 || (r & ~valid) != 0) broken = "remote bits overlap free bits or pass the capacity";
+          pending += static_cast<std::size_t>(__builtin_popcountll(r));
+        }
+      }
+      if (ones != b->free_count) broken = "free count disagrees with the bitmap";
+      if (expected_where == in_partial && b->free_count == b->capacity && !Sync)
+        broken = "empty block on the partial list";
+      if (expected_where == in_full && b->free_count != 0) broken = "full block has free slots";
+      free_slots_live += b->capacity - b->free_count - pending;
+    };
+    if (cs.current != nullptr) check_block(cs.current, in_current);
+    for (const block* b = cs.partial; b != nullptr; b = b->next) check_block(b, in_partial);
+    for (const block* b = cs.full; b != nullptr; b = b->next) check_block(b, in_full);
+    if (broken != nullptr) break;
+    where = nullptr;
+    if (class_blocks != cs.blocks) broken = "class block count disagrees with its lists";
+    if constexpr (Sync) {
+      const std::uint64_t freed = cs.deallocations.load(std::memory_order_relaxed) +
+                                  cs.remote_deallocations.load(std::memory_order_relaxed);
+      if (broken == nullptr && free_slots_live != cs.allocations.load(std::memory_order_relaxed) - freed)
+        broken = "live objects disagree with the allocation counts";
+    }
+    live_total += free_slots_live;
+    blocks += class_blocks;
+  }
+  if (broken == nullptr) {
+    lock_guard guard(empty_lock_);
+    std::size_t n = 0;
+    for (const block* b = empty_; b != nullptr && broken == nullptr; b = b->next, ++n)
+      if (b->where != in_empty || !block_map_contains(b)) broken = "empty-cache block corrupt";
+    if (n != empty_count_ || n > max_empty_) broken = "empty-cache count wrong";
+    if (broken == nullptr && blocks + n != get<std::size_t>(blocks_)) broken = "block total disagrees with the lists";
+  }
+  if constexpr (!Sync)
+    if (broken == nullptr && live_total != allocations_ - deallocations_)
+      broken = "live objects disagree with the allocation counts";
+  if (broken == nullptr) return true;
+  report_error(error_info{error_kind::invariant_violated, name_, this, where, 0, 0, 0, broken});
+  return false;
+}
+
+template class bitmap_engine<false>;
+template class bitmap_engine<true>;
+
+}  // namespace strata::detail

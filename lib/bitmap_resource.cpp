@@ -1,0 +1,262 @@
+// lib/bitmap_resource.cpp: the pmr face of detail::bitmap_engine: routing, large requests, stats.
+#include <strata/bitmap_resource.hpp>
+
+#include <cstring>
+#include <new>
+#include <stdexcept>
+
+#include <strata/detail/checks.hpp>
+
+namespace strata::detail {
+namespace {
+
+const bitmap_options& validated(const bitmap_options& o) {
+  if (!is_power_of_two(o.block_size) || o.block_size < block_map_granule || o.block_size > (std::size_t{16} << 20))
+    throw std::invalid_argument("bitmap_resource: block_size must be a power of two from 64 KiB to 16 MiB");
+  if (o.max_small_size < 8 || o.max_small_size > o.block_size / 8 || o.max_small_size > (std::size_t{64} << 10))
+    throw std::invalid_argument("bitmap_resource: max_small_size must be 8 .. min(block_size / 8, 64 KiB)");
+  return o;
+}
+
+template <class T>
+void bump(T& c, std::size_t v = 1) noexcept {
+  if constexpr (std::is_integral_v<T>) c += static_cast<T>(v);
+  else c.fetch_add(v, std::memory_order_relaxed);
+}
+template <class T>
+auto read(const T& c) noexcept {
+  if constexpr (std::is_integral_v<T>) return c;
+  else return c.load(std::memory_order_relaxed);
+}
+
+}  // namespace
+
+template <bool Sync>
+basic_bitmap_resource<Sync>::basic_bitmap_resource(const options& opts, std::pmr::memory_resource* upstream)
+    : upstream_(upstream),
+      opts_(validated(opts)),
+      engine_({opts.block_size, opts.max_small_size, opts.natural_alignment, opts.max_empty_blocks,
+               Sync ? "synchronized_bitmap_resource" : "bitmap_resource"},
+              block_source{this, &acquire_block, &release_block}),
+      large_(upstream_storage{upstream}) {}
+
+template <bool Sync>
+basic_bitmap_resource<Sync>::~basic_bitmap_resource() {
+  engine_.release_all();
+  release_large();
+}
+
+template <bool Sync>
+void basic_bitmap_resource<Sync>::release() noexcept {
+  engine_.release_all();
+  release_large();
+}
+
+template <bool Sync>
+void basic_bitmap_resource<Sync>::release_large() noexcept {
+  std::lock_guard<decltype(large_lock_)> lock(large_lock_);
+  large_.for_each([this](const auto& e) {
+    upstream_->deallocate(reinterpret_cast<void*>(e.key), packed_size(e.value), packed_alignment(e.value));
+    bump(upstream_deallocations_);
+    bump(large_deallocations_);
+  });
+  large_.reset();
+  if constexpr (Sync) large_bytes_.store(0, std::memory_order_relaxed);
+  else large_bytes_ = 0;
+}
+
+template <bool Sync>
+void* basic_bitmap_resource<Sync>::upstream_storage::allocate(std::size_t bytes) noexcept {
+  try {
+    void* p = upstream->allocate(bytes, alignof(std::max_align_t));
+    std::memset(p, 0, bytes);
+    return p;
+  } catch (...) {
+    return nullptr;
+  }
+}
+
+template <bool Sync>
+void basic_bitmap_resource<Sync>::upstream_storage::deallocate(void* p, std::size_t bytes) noexcept {
+  upstream->deallocate(p, bytes, alignof(std::max_align_t));
+}
+
+template <bool Sync>
+void* basic_bitmap_resource<Sync>::acquire_block(void* self, std::size_t size) {
+  auto* r = static_cast<basic_bitmap_resource*>(self);
+  void* b = r->upstream_->allocate(size, size);
+  bump(r->upstream_allocations_);
+  return b;
+}
+
+template <bool Sync>
+void basic_bitmap_resource<Sync>::release_block(void* self, void* block, std::size_t size) noexcept {
+  auto* r = static_cast<basic_bitmap_resource*>(self);
+  r->upstream_->deallocate(block, size, size);
+  bump(r->upstream_deallocations_);
+}
+
+template <bool Sync>
+std::size_t basic_bitmap_resource<Sync>::round_size(std::size_t bytes, std::size_t alignment) const noexcept {
+  if (!is_power_of_two(alignment)) return bytes;
+  const unsigned c = engine_.class_for(bytes, alignment);
+  return c == engine_.no_class ? bytes : engine_.class_size(c);
+}
+
+// ---- allocate / deallocate -----------------------------------------------------------------------------------------
+
+template <bool Sync>
+void* basic_bitmap_resource<Sync>::do_allocate(std::size_t bytes, std::size_t alignment) {
+  check_alignment("bitmap_resource::allocate", alignment);
+  const unsigned c = engine_.class_for(bytes, alignment);
+  if (STRATA_LIKELY(c != engine_.no_class)) {
+    try {
+      return engine_.allocate(c, bytes);
+    } catch (...) {
+      bump(failed_);
+      throw;
+    }
+  }
+  return allocate_large(bytes, alignment);
+}
+
+template <bool Sync>
+void basic_bitmap_resource<Sync>::do_deallocate(void* p, std::size_t bytes, std::size_t alignment) {
+  const unsigned c = is_power_of_two(alignment) ? engine_.class_for(bytes, alignment) : engine_.no_class;
+  if (STRATA_LIKELY(c != engine_.no_class)) {
+    engine_.deallocate(p, bytes, alignment, c);
+    return;
+  }
+  deallocate_large(p, bytes, alignment);
+}
+
+template <bool Sync>
+void* basic_bitmap_resource<Sync>::allocate_large(std::size_t bytes, std::size_t alignment) {
+  void* p = nullptr;
+  try {
+    if (bytes > max_request_size) throw std::bad_alloc();  // never trust upstream with sizes near SIZE_MAX
+    {
+      std::lock_guard<decltype(large_lock_)> lock(large_lock_);
+      if (!large_.ensure_room()) throw std::bad_alloc();
+    }
+    p = upstream_->allocate(bytes, alignment);
+  } catch (...) {
+    bump(failed_);
+    throw;
+  }
+  {
+    std::lock_guard<decltype(large_lock_)> lock(large_lock_);
+    if (!large_.ensure_room()) {  // another thread took the room meanwhile and growing failed
+      upstream_->deallocate(p, bytes, alignment);
+      bump(failed_);
+      throw std::bad_alloc();
+    }
+    large_.insert(reinterpret_cast<std::uintptr_t>(p), pack_size_alignment(bytes, alignment));
+  }
+  bump(large_allocations_);
+  bump(upstream_allocations_);
+  bump(large_bytes_, bytes);
+  note_large_peak();
+  return p;
+}
+
+template <bool Sync>
+void basic_bitmap_resource<Sync>::note_large_peak() noexcept {
+  if constexpr (Sync) {
+    const std::size_t now = large_bytes_.load(std::memory_order_relaxed);
+    std::size_t peak = large_peak_.load(std::memory_order_relaxed);
+    while (now > peak && !large_peak_.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
+    }
+  } else if (large_bytes_ > large_peak_) {
+    large_peak_ = large_bytes_;
+  }
+}
+
+template <bool Sync>
+void basic_bitmap_resource<Sync>::deallocate_large(void* p, std::size_t bytes, std::size_t alignment) noexcept {
+  const char* why = nullptr;
+  error_kind kind = error_kind::wrong_size;
+  std::size_t expected = 0;
+  if (!is_power_of_two(alignment)) {
+    kind = error_kind::bad_alignment;
+    why = "alignment is not a power of two";
+  } else if (engine_.owns(p)) {
+    why = "the pointer is a small object; the size is not its class's";
+  } else {
+    std::lock_guard<decltype(large_lock_)> lock(large_lock_);
+    auto* e = large_.find(reinterpret_cast<std::uintptr_t>(p));
+    if (e == nullptr) {
+      kind = error_kind::foreign_pointer;
+      why = "not an allocation of this resource";
+    } else if (bytes > packed_size_mask || e->value != pack_size_alignment(bytes, alignment)) {
+      expected = packed_size(e->value);
+      why = expected == bytes ? "alignment differs from the one allocated with" : "size differs from the allocation's";
+    } else {
+      large_.erase(e);
+    }
+  }
+  if (why != nullptr) {
+    report_error(error_info{kind, Sync ? "synchronized_bitmap_resource" : "bitmap_resource", this, p, bytes,
+                            alignment, expected, why});
+    return;
+  }
+  upstream_->deallocate(p, bytes, alignment);
+  bump(large_deallocations_);
+  bump(upstream_deallocations_);
+  bump(large_bytes_, std::size_t{0} - bytes);
+}
+
+// ---- resize --------------------------------------------------------------------------------------------------------
+
+template <bool Sync>
+bool basic_bitmap_resource<Sync>::do_resize(void* p, std::size_t old_size, std::size_t new_size,
+                                            std::size_t alignment) {
+  const unsigned old_class = engine_.class_for(old_size, alignment);
+  const unsigned new_class = engine_.class_for(new_size, alignment);
+  if (old_class != engine_.no_class) {
+    if (old_class != new_class || !engine_.check_live(p, old_size, alignment, old_class)) return false;
+    engine_.note_resize(old_class, old_size, new_size);
+    return true;
+  }
+  // Large: only upstream can grow or shrink it in place, and it must stay large.
+  auto* up = dynamic_cast<resource*>(upstream_);
+  if (new_class != engine_.no_class || up == nullptr || new_size > packed_size_mask) return false;
+  {
+    std::lock_guard<decltype(large_lock_)> lock(large_lock_);
+    auto* e = large_.find(reinterpret_cast<std::uintptr_t>(p));
+    if (e == nullptr || e->value != pack_size_alignment(old_size, alignment)) {
+      report_error(error_info{e == nullptr ? error_kind::foreign_pointer : error_kind::wrong_size,
+                              Sync ? "synchronized_bitmap_resource" : "bitmap_resource", this, p, old_size, alignment,
+                              e == nullptr ? 0 : packed_size(e->value), "resize of a block this resource did not hand out"});
+      return false;
+    }
+    if (!up->resize(p, old_size, new_size, alignment)) return false;
+    if (auto* moved = large_.find(reinterpret_cast<std::uintptr_t>(p))) moved->value = pack_size_alignment(new_size, alignment);
+  }
+  bump(large_bytes_, new_size - old_size);
+  note_large_peak();
+  return true;
+}
+
+// ---- stats ---------------------------------------------------------------------------------------------------------
+
+template <bool Sync>
+resource_stats basic_bitmap_resource<Sync>::do_stats() const noexcept {
+  const auto t = engine_.collect_totals();
+  resource_stats s{};
+  s.allocations = t.allocations + read(large_allocations_);
+  s.deallocations = t.deallocations + read(large_deallocations_);
+  s.bytes_in_use = t.bytes_in_use + read(large_bytes_);
+  s.peak_bytes_in_use = t.peak_bytes_in_use + read(large_peak_);
+  s.bytes_held = t.blocks * engine_.block_size() + read(large_bytes_);
+  s.bytes_resident = s.bytes_held;
+  s.failed_allocations = read(failed_);
+  s.upstream_allocations = read(upstream_allocations_);
+  s.upstream_deallocations = read(upstream_deallocations_);
+  return s;
+}
+
+template class basic_bitmap_resource<false>;
+template class basic_bitmap_resource<true>;
+
+}  // namespace strata::detail
