@@ -4,6 +4,21 @@
 #include <new>
 
 namespace strata::detail {
+namespace {
+// The bits of bitmap word i whose slot numbers lie in [begin, end).
+std::uint64_t range_mask(std::size_t i, std::size_t begin, std::size_t end) noexcept {
+  const std::size_t lo = i * 64, hi = lo + 64;
+  if (hi <= begin || lo >= end) return 0;
+  std::uint64_t m = ~std::uint64_t{0};
+  if (begin > lo) m &= ~std::uint64_t{0} << (begin - lo);
+  if (end < hi) m &= (std::uint64_t{1} << (end - lo)) - 1;
+  return m;
+}
+// The bits of bitmap word i that stand for slots: numbers in [0, limit) outside [skip_begin, skip_end).
+std::uint64_t slot_mask(std::size_t i, std::size_t skip_begin, std::size_t skip_end, std::size_t limit) noexcept {
+  return range_mask(i, 0, limit) & ~range_mask(i, skip_begin, skip_end);
+}
+}  // namespace
 
 template <bool Sync>
 bitmap_engine<Sync>::bitmap_engine(const config& cfg, block_source source) noexcept
@@ -11,6 +26,10 @@ bitmap_engine<Sync>::bitmap_engine(const config& cfg, block_source source) noexc
       source_(source) {
   sizes_.init(cfg.max_small_size, cfg.natural_alignment);
   max_small_ = sizes_.max_small();
+  for (unsigned c = 0; c < sizes_.count(); ++c) {
+    classes_[c].object_size = static_cast<std::uint32_t>(sizes_.size_of(c));
+    classes_[c].reciprocal = ((std::uint64_t{1} << 40) / sizes_.size_of(c)) + 1;
+  }
 }
 
 template <bool Sync>
@@ -47,17 +66,19 @@ auto bitmap_engine<Sync>::format(void* base, unsigned c) noexcept -> block* {
   const std::size_t bitmaps = Sync ? 2 : 1;  // the remote bitmap follows the local one
   const std::size_t header = header_offset(reinterpret_cast<std::uintptr_t>(base));
   auto* b = reinterpret_cast<block*>(static_cast<char*>(base) + header);
-  std::size_t n = (block_size_ - header - sizeof(block)) / size;
-  std::size_t data_offset = 0;  // from the base
-  for (;; --n) {
-    data_offset = align_up(header + sizeof(block) + (n + 63) / 64 * 8 * bitmaps, data_alignment);
-    if (data_offset + n * size <= block_size_) break;
-  }
-  const std::size_t words = (n + 63) / 64;
+  // Slot numbers count from the base (so every slot is aligned like its size); the numbers whose bytes overlap the
+  // header and its bitmaps are skipped.
+  const std::size_t limit = block_size_ / size;
+  const std::size_t words = (limit + 63) / 64;
+  const std::size_t skip_begin = header / size;
+  const std::size_t skip_end = (header + sizeof(block) + words * 8 * bitmaps + size - 1) / size;
+  const std::size_t n = limit - (skip_end - skip_begin);
+  (void)data_alignment;
   new (b) block{};
   b->tag = tag_of(b);
-  b->data = static_cast<char*>(base) + data_offset;
-  b->reciprocal = ((std::uint64_t{1} << 40) / size) + 1;
+  b->skip_begin = static_cast<std::uint32_t>(skip_begin);
+  b->skip_count = static_cast<std::uint32_t>(skip_end - skip_begin);
+  b->limit = static_cast<std::uint32_t>(limit);
   b->object_size = static_cast<std::uint32_t>(size);
   b->capacity = static_cast<std::uint32_t>(n);
   b->free_count = static_cast<std::uint32_t>(n);
@@ -67,8 +88,7 @@ auto bitmap_engine<Sync>::format(void* base, unsigned c) noexcept -> block* {
   b->where = in_current;
   word* bits = reinterpret_cast<word*>(b + 1);
   for (std::size_t i = 0; i < words; ++i) {
-    const std::size_t left = n - i * 64;
-    new (&bits[i]) word(left >= 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << left) - 1);
+    new (&bits[i]) word(slot_mask(i, skip_begin, skip_end, limit));
     if constexpr (Sync) new (&b->remote_bits()[i]) std::atomic<std::uint64_t>(0);
   }
   return b;
@@ -185,7 +205,7 @@ void bitmap_engine<Sync>::remote_free(class_state& cs, block* b, std::size_t ind
                                       std::size_t alignment) noexcept {
   if constexpr (Sync) {
     const std::uint64_t m = std::uint64_t{1} << (index & 63);
-    void* p = b->data + index * b->object_size;
+    void* p = static_cast<char*>(base_of(b)) + index * b->object_size;
     if ((load(b->bits()[index >> 6]) & m) != 0 ||
         (b->remote_bits()[index >> 6].fetch_or(m, std::memory_order_release) & m) != 0) {
       report_double_free(p, bytes, alignment, b);
@@ -221,7 +241,7 @@ void bitmap_engine<Sync>::collect_remote(class_state& cs) noexcept {
         const std::uint64_t v = load(b->bits()[i]);
         if ((v & r) != 0) {  // a slot freed both ways: report it, count it once
           const std::size_t index = std::size_t{i} * 64 + static_cast<unsigned>(__builtin_ctzll(v & r));
-          report_double_free(b->data + index * b->object_size, 0, 0, b);
+          report_double_free(static_cast<char*>(base_of(b)) + index * b->object_size, 0, 0, b);
           r &= ~v;
         }
         store(b->bits()[i], v | r);
@@ -245,9 +265,10 @@ void bitmap_engine<Sync>::report_bad_free(void* p, std::size_t bytes, std::size_
   if (!block_map_contains(p) || b->tag != tag_of(b)) {
     info.detail = "not in any block of this resource";
   } else {
-    const std::size_t offset = static_cast<std::size_t>(static_cast<const char*>(p) - b->data);
-    const std::size_t index = static_cast<std::size_t>((offset * b->reciprocal) >> 40);
-    if (index >= b->capacity || index * b->object_size != offset) {
+    const class_state& own = classes_[b->size_class];
+    const std::size_t offset = offset_in_block(p);
+    const std::size_t q = slot_of(own, offset);
+    if (q >= b->limit || q - b->skip_begin < b->skip_count || q * b->object_size != offset) {
       info.detail = "not the start of an object";
     } else {
       info.kind = error_kind::wrong_size;
@@ -268,13 +289,13 @@ void bitmap_engine<Sync>::report_double_free(void* p, std::size_t bytes, std::si
 
 template <bool Sync>
 bool bitmap_engine<Sync>::check_live(void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept {
+  class_state& cs = classes_[c];
   block* b = block_of(p);
-  std::size_t index;
-  if (!is_slot_of(p, b, index) || b->size_class != c) {
+  const std::size_t index = slot_of(cs, offset_in_block(p));
+  if (!is_slot_of(p, b, index, cs, c)) {
     report_bad_free(p, bytes, alignment, c);
     return false;
   }
-  class_state& cs = classes_[c];
   lock_guard guard(cs.lock);
   if ((load(b->bits()[index >> 6]) >> (index & 63)) & 1 || remote_bit_set(b, index)) {
     report_double_free(p, bytes, alignment, b);
@@ -394,12 +415,10 @@ bitmap_class_info bitmap_engine<Sync>::class_info(unsigned c) const noexcept {
   info.object_size = sizes_.size_of(c);
   info.natural_alignment = natural_alignment_of(c);
   {
-    // The objects a block of this class holds (at header color 0; other colors may hold one or two fewer).
+    // The objects a block of this class holds (at header color 0; other colors may hold one more or one fewer).
     const std::size_t size = info.object_size;
-    const std::size_t data_alignment = info.natural_alignment < 8 ? 8 : info.natural_alignment;
-    std::size_t n = (block_size_ - sizeof(block)) / size;
-    while (align_up(sizeof(block) + (n + 63) / 64 * 8 * (Sync ? 2 : 1), data_alignment) + n * size > block_size_) --n;
-    info.objects_per_block = n;
+    const std::size_t limit = block_size_ / size;
+    info.objects_per_block = limit - (sizeof(block) + (limit + 63) / 64 * 8 * (Sync ? 2 : 1) + size - 1) / size;
   }
   lock_guard guard(cs.lock);
   info.blocks = cs.blocks;
@@ -437,21 +456,20 @@ bool bitmap_engine<Sync>::check_invariants() const noexcept {
       if (!block_map_contains(b)) { broken = "block missing from the block map"; return; }
       if (b->size_class != c || b->object_size != sizes_.size_of(c)) { broken = "block in the wrong class"; return; }
       if (b->where != expected_where) { broken = "block on the wrong list"; return; }
-      if (b->data + std::size_t{b->capacity} * b->object_size > static_cast<const char*>(base_of(b)) + block_size_ ||
-          b->data < reinterpret_cast<const char*>(b->bits() + b->words)) {
-        broken = "slots run past the block";
-        return;
-      }
-      if (!is_aligned(b->data, natural_alignment_of(c) < 8 ? 8 : natural_alignment_of(c))) {
-        broken = "slots misaligned";
+      const char* base = static_cast<const char*>(base_of(b));
+      if (std::size_t{b->limit} * b->object_size > block_size_ || b->limit - b->skip_count != b->capacity ||
+          base + std::size_t{b->skip_begin} * b->object_size > reinterpret_cast<const char*>(b) ||
+          base + std::size_t{b->skip_begin + b->skip_count} * b->object_size <
+              reinterpret_cast<const char*>(b->bits() + b->words * (Sync ? 2 : 1)) ||
+          b->words != (b->limit + 63) / 64) {
+        broken = "slots overlap the header or run past the block";
         return;
       }
       std::size_t ones = 0, pending = 0;
       for (unsigned i = 0; i < b->words; ++i) {
         const std::uint64_t v = load(b->bits()[i]);
-        const std::size_t left = b->capacity - std::size_t{i} * 64;
-        const std::uint64_t valid = left >= 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << left) - 1;
-        if ((v & ~valid) != 0) broken = "free bits past the capacity";
+        const std::uint64_t valid = slot_mask(i, b->skip_begin, b->skip_begin + b->skip_count, b->limit);
+        if ((v & ~valid) != 0) broken = "free bits outside the slots";
         if (i < b->hint && v != 0) broken = "free bits below the hint";
         ones += static_cast<std::size_t>(__builtin_popcountll(v));
         if constexpr (Sync) {

@@ -122,7 +122,9 @@ void* basic_bitmap_resource<Sync>::do_allocate(std::size_t bytes, std::size_t al
 
 template <bool Sync>
 void basic_bitmap_resource<Sync>::do_deallocate(void* p, std::size_t bytes, std::size_t alignment) {
-  const unsigned c = is_power_of_two(alignment) ? engine_.class_for(bytes, alignment) : engine_.no_class;
+  // No alignment check here: a bad alignment gives no class or a class that is not the block's, and either way the
+  // free is reported (deallocate_large checks it).
+  const unsigned c = engine_.class_for(bytes, alignment);
   if (STRATA_LIKELY(c != engine_.no_class)) {
     engine_.deallocate(p, bytes, alignment, c);
     return;

@@ -102,9 +102,9 @@ class bitmap_engine {
       // The slot freed last: its cache lines are likely still hot. Its bit tells whether it is still free.
       cs.hot = nullptr;
       block* hb = block_of(h);
-      const std::size_t index = slot_index(hb, h);
-      word& w = hb->bits()[index >> 6];
-      const std::uint64_t m = std::uint64_t{1} << (index & 63);
+      const std::size_t q = slot_of(cs, offset_in_block(h));
+      word& w = hb->bits()[q >> 6];
+      const std::uint64_t m = std::uint64_t{1} << (q & 63);
       const std::uint64_t v = load(w);
       if (STRATA_LIKELY((v & m) != 0)) {
         // A partial block this empties stays on the partial list; refill skips it when it gets there.
@@ -124,18 +124,18 @@ class bitmap_engine {
     b->hint = static_cast<std::uint16_t>(h);
     --b->free_count;
     note_allocate(cs, bytes);
-    return b->data + (std::size_t{h} * 64 + static_cast<unsigned>(__builtin_ctzll(v))) * b->object_size;
+    return static_cast<char*>(base_of(b)) + (std::size_t{h} * 64 + static_cast<unsigned>(__builtin_ctzll(v))) * cs.object_size;
   }
 
   /// Frees `p`, allocated as `bytes` bytes of class `c`. Misuse is reported and changes nothing.
   STRATA_ALWAYS_INLINE void deallocate(void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept {
+    class_state& cs = classes_[c];
     block* b = block_of(p);
-    std::size_t index;
-    if (STRATA_UNLIKELY(!is_slot_of(p, b, index) || b->size_class != c)) {
+    const std::size_t index = slot_of(cs, offset_in_block(p));
+    if (STRATA_UNLIKELY(!is_slot_of(p, b, index, cs, c))) {
       report_bad_free(p, bytes, alignment, c);
       return;
     }
-    class_state& cs = classes_[c];
     if constexpr (Sync) {
       if (!cs.lock.try_lock()) {
         remote_free(cs, b, index, bytes, alignment);
@@ -200,13 +200,14 @@ class bitmap_engine {
     std::uintptr_t tag;  // engine ^ block address ^ magic: owner and header integrity in one compare
     block* next;
     block* prev;
-    char* data;  // first slot
-    std::uint64_t reciprocal;  // floor(2^40 / object_size) + 1: slot = (offset * reciprocal) >> 40
+    std::uint32_t skip_begin;  // slot numbers [skip_begin, skip_begin + skip_count) overlap the header and bitmaps
+    std::uint32_t skip_count;
+    std::uint32_t limit;       // one past the last slot number
     std::uint32_t object_size;
     std::uint32_t capacity;
     std::uint32_t free_count;  // free slots in bits() (remote frees count once collected)
-    std::uint16_t words;
-    std::uint16_t hint;  // bits()[0, hint) are all zero
+    std::uint16_t words;  // bitmap words: bit q is slot q; bits of skipped numbers and past limit stay zero
+    std::uint16_t hint;   // bits()[0, hint) are all zero
     std::uint8_t size_class;
     std::uint8_t where;
     std::atomic<bool> remote_listed;  // Sync: on its class's remote stack
@@ -222,6 +223,8 @@ class bitmap_engine {
   };
 
   struct alignas(64) class_state {
+    std::uint64_t reciprocal = 0;  // floor(2^40 / object_size) + 1: slot number = (offset * reciprocal) >> 40
+    std::uint32_t object_size = 0;
     lock_type lock;
     block* current = nullptr;
     block* partial = nullptr;  // blocks with free slots (a few may have been filled since), doubly linked
@@ -284,17 +287,23 @@ class bitmap_engine {
   std::uintptr_t tag_of(const block* b) const noexcept {
     return reinterpret_cast<std::uintptr_t>(this) ^ reinterpret_cast<std::uintptr_t>(b) ^ 0x5354524154410000ull;
   }
-  /// Whether `p` is exactly the start of a slot of a block of this engine; sets `index`.
-  STRATA_ALWAYS_INLINE bool is_slot_of(const void* p, const block* b, std::size_t& index) const noexcept {
-    if (STRATA_UNLIKELY(!block_map_contains(p)) || STRATA_UNLIKELY(b->tag != tag_of(b))) return false;
-    const std::size_t offset = static_cast<std::size_t>(static_cast<const char*>(p) - b->data);
-    index = static_cast<std::size_t>((offset * b->reciprocal) >> 40);
-    return index < b->capacity && index * b->object_size == offset;
+  // Slots are numbered from the block's base: slot q of a block of class c lies at base + q * size(c), for q in
+  // [0, limit) except the few numbers whose bytes the header and bitmaps take. The number needs no header field, so
+  // the bitmap word can be loaded while the header is still on its way; and slots fill the block on both sides of
+  // the (colored) header, so coloring costs no space.
+  std::size_t offset_in_block(const void* p) const noexcept {
+    return reinterpret_cast<std::uintptr_t>(p) & (block_size_ - 1);
   }
-  /// The slot index of `p`, known to be a slot of `b`.
-  static std::size_t slot_index(const block* b, const void* p) noexcept {
-    return static_cast<std::size_t>(
-        (static_cast<std::size_t>(static_cast<const char*>(p) - b->data) * b->reciprocal) >> 40);
+  static std::size_t slot_of(const class_state& cs, std::size_t offset) noexcept {
+    return static_cast<std::size_t>((offset * cs.reciprocal) >> 40);
+  }
+  /// Whether `p` (slot number q by class c's size) is exactly the start of a slot of block `b` of class c of
+  /// this engine.
+  STRATA_ALWAYS_INLINE bool is_slot_of(const void* p, const block* b, std::size_t q, const class_state& cs,
+                                       unsigned c) const noexcept {
+    if (STRATA_UNLIKELY(!block_map_contains(p)) || STRATA_UNLIKELY(b->tag != tag_of(b))) return false;
+    return q * cs.object_size == offset_in_block(p) && q < b->limit && q - b->skip_begin >= b->skip_count &&
+           b->size_class == c;
   }
   bool remote_bit_set(block* b, std::size_t index) const noexcept {
     if constexpr (Sync)
