@@ -12,7 +12,7 @@
 namespace {
 
 void print_stats(const char* who, const strata::resource_stats& s) {
-  std::printf("  %-22s in use %9zu B  peak %9zu B  held %9zu B  allocations %6llu  upstream calls %4llu\n", who,
+  std::printf("  %-24s in use %9zu B  peak %9zu B  held %9zu B  allocations %6llu  upstream calls %4llu\n", who,
               s.bytes_in_use, s.peak_bytes_in_use, s.bytes_held, static_cast<unsigned long long>(s.allocations),
               static_cast<unsigned long long>(s.upstream_allocations));
 }
@@ -35,7 +35,19 @@ int main() {
               pages.cached_spans());
   pages.trim();
 
-  // Subsystem 2: a symbol table whose every allocation is checked (the test kit works in programs too).
+  // Subsystem 2: an index of small nodes in size-class bitmap blocks: no header in front of any node.
+  strata::bitmap_resource nodes;
+  {
+    std::pmr::map<int, int> index(&nodes);
+    for (int i = 0; i < 200000; ++i) index.emplace(i * 7919 % 200003, i);
+    print_stats("bitmap_resource (live)", nodes.stats());
+    const auto s = nodes.stats();
+    std::printf("  index: %zu nodes of %zu B; held %.3f bytes per requested byte\n", index.size(),
+                s.bytes_in_use / index.size(), static_cast<double>(s.bytes_held) / static_cast<double>(s.bytes_in_use));
+  }
+  print_stats("bitmap_resource (freed)", nodes.stats());
+
+  // Subsystem 3: a symbol table whose every allocation is checked (the test kit works in programs too).
   strata::testing::recording_resource checked(strata::default_page_resource());
   {
     std::pmr::map<std::pmr::string, int> symbols(&checked);
