@@ -206,8 +206,10 @@ void bitmap_engine<Sync>::remote_free(class_state& cs, block* b, std::size_t ind
   if constexpr (Sync) {
     const std::uint64_t m = std::uint64_t{1} << (index & 63);
     void* p = static_cast<char*>(base_of(b)) + index * b->object_size;
+    // acq_rel: if this OR lands after a collector drained the word, it must also see the collector's earlier
+    // clearing of remote_listed below, or the block would be pushed by nobody and the bit never collected.
     if ((load(b->bits()[index >> 6]) & m) != 0 ||
-        (b->remote_bits()[index >> 6].fetch_or(m, std::memory_order_release) & m) != 0) {
+        (b->remote_bits()[index >> 6].fetch_or(m, std::memory_order_acq_rel) & m) != 0) {
       report_double_free(p, bytes, alignment, b);
       return;
     }
