@@ -283,3 +283,55 @@ TEST_CASE("synchronized_bitmap_resource: 8 threads free each other's objects") {
   CHECK(up.live_bytes() <= 2 * 65536 * r.class_count());  // at most a current block per class left
   CHECK(up.mismatches() == 0);
 }
+
+TEST_CASE("synchronized_bitmap_resource: frees racing one allocating thread go the remote way and are collected") {
+  recording_resource up(strata::default_page_resource());
+  synchronized_bitmap_resource r(&up);
+  constexpr int consumers = 3;
+  const std::size_t total = strata_test::scaled(60000);
+  std::mutex mutex;
+  std::vector<char*> queue;
+  std::atomic<bool> done{false};
+  std::atomic<std::size_t> freed{0}, corrupted{0};
+  std::vector<std::thread> pool;
+  for (int t = 0; t < consumers; ++t) {
+    pool.emplace_back([&] {
+      std::vector<char*> batch;
+      for (;;) {
+        {
+          std::lock_guard<std::mutex> lock(mutex);
+          batch.swap(queue);
+          if (batch.empty() && done.load()) break;  // done is set after the last push
+        }
+        for (char* p : batch) {
+          if (p[0] != 'x' || p[47] != 'y') ++corrupted;
+          r.deallocate(p, 48, 8);  // same class the producer allocates from: often its lock is taken
+        }
+        freed += batch.size();
+        batch.clear();
+        std::this_thread::yield();
+      }
+    });
+  }
+  for (std::size_t i = 0; i < total; ++i) {
+    auto* p = static_cast<char*>(r.allocate(48, 8));
+    p[0] = 'x';
+    p[47] = 'y';
+    std::lock_guard<std::mutex> lock(mutex);
+    queue.push_back(p);
+  }
+  done = true;
+  for (auto& th : pool) th.join();
+  CHECK(freed.load() == total);
+  CHECK(corrupted.load() == 0);
+  const auto s = r.stats();  // remote frees count at once, collected or not
+  CHECK(s.live_allocations() == 0);
+  CHECK(s.bytes_in_use == 0);
+  r.trim();
+  CHECK(r.check_invariants());
+  unsigned c48 = 0;
+  while (r.class_stats(c48).object_size != 48) ++c48;
+  CHECK(r.class_stats(c48).live_objects == 0);
+  CHECK(r.class_stats(c48).blocks <= 1);  // emptied blocks went back once collected
+  CHECK(up.live_bytes() <= 65536 * 3);
+}
