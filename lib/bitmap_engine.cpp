@@ -59,21 +59,26 @@ void bitmap_engine<Sync>::unlink(block*& head, block* b) noexcept {
 
 // ---- blocks ----------------------------------------------------------------------------------------------------------
 
+// Slot numbers count from the base (so every slot is aligned like its size); the numbers whose bytes overlap the
+// header and its bitmaps (the remote bitmap follows the local one) are skipped.
+template <bool Sync>
+auto bitmap_engine<Sync>::layout_of(std::size_t size, std::size_t header) const noexcept -> slot_layout {
+  slot_layout l{};
+  l.limit = block_size_ / size;
+  l.words = (l.limit + 63) / 64;
+  l.skip_begin = header / size;
+  l.skip_end = (header + sizeof(block) + l.words * 8 * (Sync ? 2 : 1) + size - 1) / size;
+  return l;
+}
+
 template <bool Sync>
 auto bitmap_engine<Sync>::format(void* base, unsigned c) noexcept -> block* {
   const std::size_t size = sizes_.size_of(c);
-  const std::size_t data_alignment = natural_alignment_of(c) < 8 ? 8 : natural_alignment_of(c);
-  const std::size_t bitmaps = Sync ? 2 : 1;  // the remote bitmap follows the local one
   const std::size_t header = header_offset(reinterpret_cast<std::uintptr_t>(base));
   auto* b = reinterpret_cast<block*>(static_cast<char*>(base) + header);
-  // Slot numbers count from the base (so every slot is aligned like its size); the numbers whose bytes overlap the
-  // header and its bitmaps are skipped.
-  const std::size_t limit = block_size_ / size;
-  const std::size_t words = (limit + 63) / 64;
-  const std::size_t skip_begin = header / size;
-  const std::size_t skip_end = (header + sizeof(block) + words * 8 * bitmaps + size - 1) / size;
-  const std::size_t n = limit - (skip_end - skip_begin);
-  (void)data_alignment;
+  const slot_layout l = layout_of(size, header);
+  const std::size_t limit = l.limit, words = l.words, skip_begin = l.skip_begin, skip_end = l.skip_end;
+  const std::size_t n = l.capacity();
   new (b) block{};
   b->tag = tag_of(b);
   b->skip_begin = static_cast<std::uint32_t>(skip_begin);
@@ -418,9 +423,7 @@ bitmap_class_info bitmap_engine<Sync>::class_info(unsigned c) const noexcept {
   info.natural_alignment = natural_alignment_of(c);
   {
     // The objects a block of this class holds (at header color 0; other colors may hold one more or one fewer).
-    const std::size_t size = info.object_size;
-    const std::size_t limit = block_size_ / size;
-    info.objects_per_block = limit - (sizeof(block) + (limit + 63) / 64 * 8 * (Sync ? 2 : 1) + size - 1) / size;
+    info.objects_per_block = layout_of(info.object_size, 0).capacity();
   }
   lock_guard guard(cs.lock);
   info.blocks = cs.blocks;

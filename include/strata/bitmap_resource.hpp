@@ -131,9 +131,9 @@ class bitmap_resource final : public detail::basic_bitmap_resource<false> {
 /// never waits for one allocating 256-byte objects). A free takes its class's lock only if it is free at once;
 /// otherwise, for instance while another thread allocates from that class, it sets the slot's bit in the block's
 /// remote bitmap with one atomic OR and returns: frees never wait. Remote frees are collected when their class
-/// needs slots, and by stats-free calls trim() and check_invariants(); a block emptied by remote frees goes back
-/// upstream when collected. stats() is exact for counts and bytes in use; `peak_bytes_in_use` is the sum of the
-/// classes' peaks (an upper bound).
+/// needs slots, and by trim(); a block emptied by remote frees goes back upstream when collected. stats() counts a
+/// remote free at once and is exact for counts and bytes in use; `peak_bytes_in_use` is the sum of the classes'
+/// peaks (an upper bound).
 class synchronized_bitmap_resource final : public detail::basic_bitmap_resource<true> {
  public:
   using basic_bitmap_resource::basic_bitmap_resource;

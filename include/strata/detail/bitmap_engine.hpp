@@ -66,8 +66,7 @@ struct bitmap_class_info {
 ///
 /// Sync = false: no locking at all. Sync = true: one lock per size class for allocation; a free takes its class lock
 /// only if it is free at once (try_lock), otherwise it sets the slot's bit in the block's remote bitmap with one
-/// atomic OR and returns (lock-free); the class collects remote frees when it needs slots, or on stats(),
-/// check_invariants() and trim().
+/// atomic OR and returns (lock-free); the class collects remote frees when it needs slots, and trim() collects all.
 template <bool Sync>
 class bitmap_engine {
  public:
@@ -340,6 +339,15 @@ class bitmap_engine {
   unsigned class_for_aligned(std::size_t bytes, std::size_t alignment) const noexcept;
   block* refill(class_state& cs, unsigned c);
   block* take_empty_block() noexcept;
+  /// Where the slots of a block of `size`-byte objects go when its header sits `header` bytes past the base.
+  struct slot_layout {
+    std::size_t limit;       // slot numbers [0, limit)
+    std::size_t words;       // bitmap words
+    std::size_t skip_begin;  // numbers [skip_begin, skip_end) overlap the header and bitmaps
+    std::size_t skip_end;
+    [[nodiscard]] std::size_t capacity() const noexcept { return limit - (skip_end - skip_begin); }
+  };
+  slot_layout layout_of(std::size_t size, std::size_t header) const noexcept;
   block* format(void* base, unsigned c) noexcept;
   void relist(class_state& cs, block* b) noexcept;
   void retire(block* b) noexcept;
