@@ -151,6 +151,25 @@ auto bitmap_engine<Sync>::refill(class_state& cs, unsigned c) -> block* {
   return b;
 }
 
+// Under cs.lock: the current block is full (or missing). Out of line so that allocate() stays register-light.
+template <bool Sync>
+void* bitmap_engine<Sync>::allocate_slow(class_state& cs, unsigned c, std::size_t bytes, lock_guard&) {
+  return take_slot(cs, refill(cs, c), bytes);
+}
+
+template <bool Sync>
+void bitmap_engine<Sync>::relist_unlock(class_state& cs, block* b) noexcept {
+  relist(cs, b);
+  cs.lock.unlock();
+}
+
+template <bool Sync>
+void bitmap_engine<Sync>::double_free_unlock(class_state& cs, void* p, std::size_t bytes, std::size_t alignment,
+                                             const block* b) noexcept {
+  cs.lock.unlock();
+  report_double_free(p, bytes, alignment, b);
+}
+
 // Under cs.lock; b is not the current block and its free count just became 1 or its capacity.
 template <bool Sync>
 void bitmap_engine<Sync>::relist(class_state& cs, block* b) noexcept {

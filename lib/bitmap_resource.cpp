@@ -107,8 +107,15 @@ std::size_t basic_bitmap_resource<Sync>::round_size(std::size_t bytes, std::size
 
 template <bool Sync>
 void* basic_bitmap_resource<Sync>::do_allocate(std::size_t bytes, std::size_t alignment) {
-  check_alignment("bitmap_resource::allocate", alignment);
-  const unsigned c = engine_.class_for(bytes, alignment);
+  unsigned c;
+  if (STRATA_LIKELY(alignment <= 16)) {
+    // 1, 2, 4, 8 and 16 are the powers of two up to 16: one bit test instead of the general check.
+    if (STRATA_UNLIKELY(((0x10116u >> alignment) & 1u) == 0)) throw_bad_alignment("bitmap_resource::allocate", alignment);
+    c = engine_.class_for_low_alignment(bytes, alignment);
+  } else {
+    check_alignment("bitmap_resource::allocate", alignment);
+    c = engine_.class_for(bytes, alignment);
+  }
   if (STRATA_LIKELY(c != engine_.no_class)) {
     try {
       return engine_.allocate(c, bytes);

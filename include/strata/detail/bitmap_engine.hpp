@@ -87,9 +87,14 @@ class bitmap_engine {
 
   /// The class serving (bytes, alignment), or no_class when it must go elsewhere (too large or too aligned).
   STRATA_ALWAYS_INLINE unsigned class_for(std::size_t bytes, std::size_t alignment) const noexcept {
+    if (STRATA_LIKELY(alignment <= 16)) return class_for_low_alignment(bytes, alignment);
     if (STRATA_UNLIKELY(bytes > max_small_)) return no_class;
-    if (STRATA_LIKELY(alignment <= 16)) return sizes_.class_of(align_up(bytes, alignment));
     return class_for_aligned(bytes, alignment);
+  }
+  /// class_for when alignment <= 16: rounding the size up to the alignment lands in a class aligned enough.
+  STRATA_ALWAYS_INLINE unsigned class_for_low_alignment(std::size_t bytes, std::size_t alignment) const noexcept {
+    if (STRATA_UNLIKELY(bytes > max_small_)) return no_class;
+    return sizes_.class_of(align_up(bytes, alignment));
   }
 
   /// Allocates one object of class `c` (from class_for) for a request of `bytes`. Throws std::bad_alloc when a new
@@ -114,16 +119,9 @@ class bitmap_engine {
       }
     }
     block* b = cs.current;
-    if (STRATA_UNLIKELY(b == nullptr || b->free_count == 0)) b = refill(cs, c);
-    word* bits = b->bits();
-    unsigned h = b->hint;
-    std::uint64_t v = load(bits[h]);
-    while (v == 0) v = load(bits[++h]);
-    store(bits[h], v & (v - 1));
-    b->hint = static_cast<std::uint16_t>(h);
-    --b->free_count;
-    note_allocate(cs, bytes);
-    return static_cast<char*>(base_of(b)) + (std::size_t{h} * 64 + static_cast<unsigned>(__builtin_ctzll(v))) * cs.object_size;
+    // Slow paths are tail calls, so the fast path saves no registers.
+    if (STRATA_UNLIKELY(b == nullptr || b->free_count == 0)) return allocate_slow(cs, c, bytes, guard);
+    return take_slot(cs, b, bytes);
   }
 
   /// Frees `p`, allocated as `bytes` bytes of class `c`. Misuse is reported and changes nothing.
@@ -131,30 +129,21 @@ class bitmap_engine {
     class_state& cs = classes_[c];
     block* b = block_of(p);
     const std::size_t index = slot_of(cs, offset_in_block(p));
-    if (STRATA_UNLIKELY(!is_slot_of(p, b, index, cs, c))) {
-      report_bad_free(p, bytes, alignment, c);
-      return;
-    }
+    if (STRATA_UNLIKELY(!is_slot_of(p, b, index, cs, c))) return report_bad_free(p, bytes, alignment, c);
     if constexpr (Sync) {
-      if (!cs.lock.try_lock()) {
-        remote_free(cs, b, index, bytes, alignment);
-        return;
-      }
+      if (!cs.lock.try_lock()) return remote_free(cs, b, index, bytes, alignment);
     }
     word& w = b->bits()[index >> 6];
     const std::uint64_t m = std::uint64_t{1} << (index & 63);
     const std::uint64_t v = load(w);
-    if (STRATA_UNLIKELY((v & m) != 0 || remote_bit_set(b, index))) {
-      cs.lock.unlock();
-      report_double_free(p, bytes, alignment, b);
-      return;
-    }
+    if (STRATA_UNLIKELY((v & m) != 0 || remote_bit_set(b, index))) return double_free_unlock(cs, p, bytes, alignment, b);
     store(w, v | m);
     if ((index >> 6) < b->hint) b->hint = static_cast<std::uint16_t>(index >> 6);
     cs.hot = p;
     note_deallocate(cs, bytes);
     ++b->free_count;
-    if (STRATA_UNLIKELY((b->where == in_full || b->free_count == b->capacity) && b != cs.current)) relist(cs, b);
+    if (STRATA_UNLIKELY((b->where == in_full || b->free_count == b->capacity) && b != cs.current))
+      return relist_unlock(cs, b);
     cs.lock.unlock();
   }
 
@@ -336,8 +325,25 @@ class bitmap_engine {
     }
   }
 
+  /// The first free slot of `b` (which has one), under the class lock.
+  STRATA_ALWAYS_INLINE void* take_slot(class_state& cs, block* b, std::size_t bytes) noexcept {
+    word* bits = b->bits();
+    unsigned h = b->hint;
+    std::uint64_t v = load(bits[h]);
+    while (v == 0) v = load(bits[++h]);
+    store(bits[h], v & (v - 1));
+    b->hint = static_cast<std::uint16_t>(h);
+    --b->free_count;
+    note_allocate(cs, bytes);
+    return static_cast<char*>(base_of(b)) + (std::size_t{h} * 64 + static_cast<unsigned>(__builtin_ctzll(v))) * cs.object_size;
+  }
+
   unsigned class_for_aligned(std::size_t bytes, std::size_t alignment) const noexcept;
   block* refill(class_state& cs, unsigned c);
+  void* allocate_slow(class_state& cs, unsigned c, std::size_t bytes, lock_guard& guard);
+  void relist_unlock(class_state& cs, block* b) noexcept;
+  void double_free_unlock(class_state& cs, void* p, std::size_t bytes, std::size_t alignment,
+                          const block* b) noexcept;
   block* take_empty_block() noexcept;
   /// Where the slots of a block of `size`-byte objects go when its header sits `header` bytes past the base.
   struct slot_layout {
