@@ -91,10 +91,9 @@ auto bitmap_engine<Sync>::format(void* base, unsigned c) noexcept -> block* {
   b->hint = 0;
   b->size_class = static_cast<std::uint8_t>(c);
   b->where = in_current;
-  word* bits = reinterpret_cast<word*>(b + 1);
   for (std::size_t i = 0; i < words; ++i) {
-    new (&bits[i]) word(slot_mask(i, skip_begin, skip_end, limit));
-    if constexpr (Sync) new (&b->remote_bits()[i]) std::atomic<std::uint64_t>(0);
+    new (&b->bit_word(i)) word(slot_mask(i, skip_begin, skip_end, limit));
+    if constexpr (Sync) new (&b->remote_word(i)) std::atomic<std::uint64_t>(0);
   }
   return b;
 }
@@ -232,8 +231,8 @@ void bitmap_engine<Sync>::remote_free(class_state& cs, block* b, std::size_t ind
     void* p = static_cast<char*>(base_of(b)) + index * b->object_size;
     // acq_rel: if this OR lands after a collector drained the word, it must also see the collector's earlier
     // clearing of remote_listed below, or the block would be pushed by nobody and the bit never collected.
-    if ((load(b->bits()[index >> 6]) & m) != 0 ||
-        (b->remote_bits()[index >> 6].fetch_or(m, std::memory_order_acq_rel) & m) != 0) {
+    if ((load(b->bit_word(index >> 6)) & m) != 0 ||
+        (b->remote_word(index >> 6).fetch_or(m, std::memory_order_acq_rel) & m) != 0) {
       report_double_free(p, bytes, alignment, b);
       return;
     }
@@ -261,16 +260,16 @@ void bitmap_engine<Sync>::collect_remote(class_state& cs) noexcept {
       // Clear the flag before draining: a remote free after this point pushes the block again.
       b->remote_listed.store(false, std::memory_order_seq_cst);
       for (unsigned i = 0; i < b->words; ++i) {
-        auto& remote = b->remote_bits()[i];
+        auto& remote = b->remote_word(i);
         if (remote.load(std::memory_order_relaxed) == 0) continue;
         std::uint64_t r = remote.exchange(0, std::memory_order_acq_rel);
-        const std::uint64_t v = load(b->bits()[i]);
+        const std::uint64_t v = load(b->bit_word(i));
         if ((v & r) != 0) {  // a slot freed both ways: report it, count it once
           const std::size_t index = std::size_t{i} * 64 + static_cast<unsigned>(__builtin_ctzll(v & r));
           report_double_free(static_cast<char*>(base_of(b)) + index * b->object_size, 0, 0, b);
           r &= ~v;
         }
-        store(b->bits()[i], v | r);
+        store(b->bit_word(i), v | r);
         b->free_count += static_cast<std::uint32_t>(__builtin_popcountll(r));
         if (i < b->hint) b->hint = static_cast<std::uint16_t>(i);
       }
@@ -323,7 +322,7 @@ bool bitmap_engine<Sync>::check_live(void* p, std::size_t bytes, std::size_t ali
     return false;
   }
   lock_guard guard(cs.lock);
-  if ((load(b->bits()[index >> 6]) >> (index & 63)) & 1 || remote_bit_set(b, index)) {
+  if ((load(b->bit_word(index >> 6)) >> (index & 63)) & 1 || remote_bit_set(b, index)) {
     report_double_free(p, bytes, alignment, b);
     return false;
   }
@@ -452,7 +451,7 @@ bitmap_class_info bitmap_engine<Sync>::class_info(unsigned c) const noexcept {
     live += b->capacity - b->free_count;
     if constexpr (Sync)  // remote frees not collected yet are free too
       for (unsigned i = 0; i < b->words; ++i)
-        live -= static_cast<std::size_t>(__builtin_popcountll(b->remote_bits()[i].load(std::memory_order_relaxed)));
+        live -= static_cast<std::size_t>(__builtin_popcountll(b->remote_word(i).load(std::memory_order_relaxed)));
   };
   if (cs.current != nullptr) count_one(cs.current);
   for (const block* b = cs.partial; b != nullptr; b = b->next) count_one(b);
@@ -491,13 +490,13 @@ bool bitmap_engine<Sync>::check_invariants() const noexcept {
       }
       std::size_t ones = 0, pending = 0;
       for (unsigned i = 0; i < b->words; ++i) {
-        const std::uint64_t v = load(b->bits()[i]);
+        const std::uint64_t v = load(b->bit_word(i));
         const std::uint64_t valid = slot_mask(i, b->skip_begin, b->skip_begin + b->skip_count, b->limit);
         if ((v & ~valid) != 0) broken = "free bits outside the slots";
         if (i < b->hint && v != 0) broken = "free bits below the hint";
         ones += static_cast<std::size_t>(__builtin_popcountll(v));
         if constexpr (Sync) {
-          const std::uint64_t r = b->remote_bits()[i].load(std::memory_order_relaxed);
+          const std::uint64_t r = b->remote_word(i).load(std::memory_order_relaxed);
           if ((r & v) != 0 || (r & ~valid) != 0) broken = "remote bits overlap free bits or pass the capacity";
           pending += static_cast<std::size_t>(__builtin_popcountll(r));
         }

@@ -107,7 +107,7 @@ class bitmap_engine {
       cs.hot = nullptr;
       block* hb = block_of(h);
       const std::size_t q = slot_of(cs, offset_in_block(h));
-      word& w = hb->bits()[q >> 6];
+      word& w = hb->bit_word(q >> 6);
       const std::uint64_t m = std::uint64_t{1} << (q & 63);
       const std::uint64_t v = load(w);
       if (STRATA_LIKELY((v & m) != 0)) {
@@ -133,7 +133,7 @@ class bitmap_engine {
     if constexpr (Sync) {
       if (!cs.lock.try_lock()) return remote_free(cs, b, index, bytes, alignment);
     }
-    word& w = b->bits()[index >> 6];
+    word& w = b->bit_word(index >> 6);
     const std::uint64_t m = std::uint64_t{1} << (index & 63);
     const std::uint64_t v = load(w);
     if (STRATA_UNLIKELY((v & m) != 0 || remote_bit_set(b, index))) return double_free_unlock(cs, p, bytes, alignment, b);
@@ -195,18 +195,23 @@ class bitmap_engine {
     std::uint32_t capacity;
     std::uint32_t free_count;  // free slots in bits() (remote frees count once collected)
     std::uint16_t words;  // bitmap words: bit q is slot q; bits of skipped numbers and past limit stay zero
-    std::uint16_t hint;   // bits()[0, hint) are all zero
+    std::uint16_t hint;   // bit words [0, hint) are all zero
     std::uint8_t size_class;
     std::uint8_t where;
     std::atomic<bool> remote_listed;  // Sync: on its class's remote stack
     block* remote_next;
+    // The bitmaps follow the header. Synchronized, the local and the remote word of the same 64 slots sit side by
+    // side (one cache line), so a local free's check of the remote bit costs no extra miss.
+    static constexpr std::size_t stride = Sync ? 2 : 1;
     word* bits() noexcept { return reinterpret_cast<word*>(this + 1); }
     const word* bits() const noexcept { return reinterpret_cast<const word*>(this + 1); }
-    std::atomic<std::uint64_t>* remote_bits() noexcept {
-      return reinterpret_cast<std::atomic<std::uint64_t>*>(bits() + words);
+    word& bit_word(std::size_t i) noexcept { return bits()[i * stride]; }
+    const word& bit_word(std::size_t i) const noexcept { return bits()[i * stride]; }
+    std::atomic<std::uint64_t>& remote_word(std::size_t i) noexcept {
+      return *reinterpret_cast<std::atomic<std::uint64_t>*>(bits() + i * stride + 1);
     }
-    const std::atomic<std::uint64_t>* remote_bits() const noexcept {
-      return reinterpret_cast<const std::atomic<std::uint64_t>*>(bits() + words);
+    const std::atomic<std::uint64_t>& remote_word(std::size_t i) const noexcept {
+      return *reinterpret_cast<const std::atomic<std::uint64_t>*>(bits() + i * stride + 1);
     }
   };
 
@@ -295,7 +300,7 @@ class bitmap_engine {
   }
   bool remote_bit_set(block* b, std::size_t index) const noexcept {
     if constexpr (Sync)
-      return (b->remote_bits()[index >> 6].load(std::memory_order_relaxed) >> (index & 63)) & 1;
+      return (b->remote_word(index >> 6).load(std::memory_order_relaxed) >> (index & 63)) & 1;
     else
       return false;
   }
@@ -327,11 +332,10 @@ class bitmap_engine {
 
   /// The first free slot of `b` (which has one), under the class lock.
   STRATA_ALWAYS_INLINE void* take_slot(class_state& cs, block* b, std::size_t bytes) noexcept {
-    word* bits = b->bits();
     unsigned h = b->hint;
-    std::uint64_t v = load(bits[h]);
-    while (v == 0) v = load(bits[++h]);
-    store(bits[h], v & (v - 1));
+    std::uint64_t v = load(b->bit_word(h));
+    while (v == 0) v = load(b->bit_word(++h));
+    store(b->bit_word(h), v & (v - 1));
     b->hint = static_cast<std::uint16_t>(h);
     --b->free_count;
     note_allocate(cs, bytes);
