@@ -9,6 +9,7 @@
 #include <new>
 
 #include <strata/bitmap_resource.hpp>
+#include <strata/fixed_pool_resource.hpp>
 #include <strata/page_resource.hpp>
 
 #if defined(STRATA_BENCH_HAVE_BOOST)
@@ -75,6 +76,8 @@ const std::vector<resource_entry>& resources() {
       {"strata_bitmap", small_blocks, [](const workload_info&) { return make_holder<strata::bitmap_resource>(); }},
       {"strata_sync_bitmap", thread_safe | small_blocks,
        [](const workload_info&) { return make_holder<strata::synchronized_bitmap_resource>(); }},
+      {"strata_fixed_pool", small_blocks | fixed_size_only,
+       [](const workload_info& w) { return make_holder<strata::fixed_pool_resource>(w.fixed_size); }},
       {"glibc", thread_safe | small_blocks | large_blocks, new_delete},
       {"mimalloc", thread_safe | small_blocks | large_blocks, new_delete, "libmimalloc.so.2", "STRATA_BENCH_MIMALLOC"},
       {"jemalloc", thread_safe | small_blocks | large_blocks, new_delete, "libjemalloc.so.2", "STRATA_BENCH_JEMALLOC"},

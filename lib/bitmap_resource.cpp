@@ -66,22 +66,6 @@ void basic_bitmap_resource<Sync>::release_large() noexcept {
 }
 
 template <bool Sync>
-void* basic_bitmap_resource<Sync>::upstream_storage::allocate(std::size_t bytes) noexcept {
-  try {
-    void* p = upstream->allocate(bytes, alignof(std::max_align_t));
-    std::memset(p, 0, bytes);
-    return p;
-  } catch (...) {
-    return nullptr;
-  }
-}
-
-template <bool Sync>
-void basic_bitmap_resource<Sync>::upstream_storage::deallocate(void* p, std::size_t bytes) noexcept {
-  upstream->deallocate(p, bytes, alignof(std::max_align_t));
-}
-
-template <bool Sync>
 void* basic_bitmap_resource<Sync>::acquire_block(void* self, std::size_t size) {
   auto* r = static_cast<basic_bitmap_resource*>(self);
   void* b = r->upstream_->allocate(size, size);

@@ -2,6 +2,7 @@
 #include <strata/page_resource.hpp>
 
 #include <chrono>
+#include <cstring>
 #include <new>
 
 #include <strata/detail/checks.hpp>
@@ -124,6 +125,14 @@ page_resource* default_page_resource() noexcept {
 // ---- allocate / deallocate -----------------------------------------------------------------------------------------
 
 void* page_resource::do_allocate(std::size_t bytes, std::size_t alignment) {
+  return allocate_span(bytes, alignment, false);
+}
+
+void* page_resource::allocate_zeroed(std::size_t bytes, std::size_t alignment) {
+  return allocate_span(bytes, alignment, true);
+}
+
+void* page_resource::allocate_span(std::size_t bytes, std::size_t alignment, bool zero) {
   detail::check_alignment("page_resource::allocate", alignment);
   const std::size_t page = os::page_size();
   std::size_t span;
@@ -139,17 +148,22 @@ void* page_resource::do_allocate(std::size_t bytes, std::size_t alignment) {
 
   release_list evicted;
   std::uintptr_t begin = 0;
+  bool dirty = false;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (!live_.ensure_room()) {
       ++stats_.failed_allocations;
       detail::throw_bad_alloc();
     }
-    begin = take_from_cache(span, span_alignment, evicted);
+    begin = take_from_cache(span, span_alignment, evicted, dirty);
     if (begin != 0) record_live(begin, bytes, alignment, span, 0);
   }
   unmap(evicted);
-  if (begin != 0) return reinterpret_cast<void*>(begin);
+  if (begin != 0) {
+    // Eagerly purged pages read as zero; resident or lazily purged ones may hold old data.
+    if (zero && (dirty || opts_.purge == purge_mode::lazy)) std::memset(reinterpret_cast<void*>(begin), 0, span);
+    return reinterpret_cast<void*>(begin);
+  }
 
   std::size_t reserved = 0;
   if (opts_.growth_reserve_min != 0 && span >= opts_.growth_reserve_min &&
@@ -360,7 +374,8 @@ void page_resource::evict_to_limits(std::size_t keep_index, release_list& out) n
   }
 }
 
-std::uintptr_t page_resource::take_from_cache(std::size_t span, std::size_t alignment, release_list& out) noexcept {
+std::uintptr_t page_resource::take_from_cache(std::size_t span, std::size_t alignment, release_list& out,
+                                              bool& dirty) noexcept {
   std::size_t best = cache_count_;
   std::uintptr_t best_begin = 0;
   for (std::size_t i = 0; i < cache_count_; ++i) {
@@ -376,6 +391,7 @@ std::uintptr_t page_resource::take_from_cache(std::size_t span, std::size_t alig
     }
   }
   if (best == cache_count_) return 0;
+  dirty = cache_[best].resident;
   take_cached_range(best, best_begin, span, out);
   return best_begin;
 }

@@ -89,11 +89,12 @@ class os_upstream {
   std::size_t baseline_;
 };
 
-/// A resource type R over an upstream policy U. `name` shows in test names.
-template <class R, class U>
+/// A resource type R over an upstream policy U, built by Maker (default: make_resource<R>).
+template <class R, class U, class Maker = make_resource<R>>
 struct subject {
   using resource_type = R;
   using upstream_type = U;
+  using maker = Maker;
 };
 
 /// One subject's world for one test: the upstream chain and the resource over it.
@@ -101,7 +102,7 @@ template <class S>
 class harness {
  public:
   using R = typename S::resource_type;
-  harness() : resource_(make_resource<R>::over(up_.upstream())) {}
+  harness() : resource_(S::maker::over(up_.upstream())) {}
   ~harness() { CHECK(up_.mismatches() == 0); }
   R& r() { return *resource_; }
   typename S::upstream_type& up() { return up_; }
@@ -111,7 +112,7 @@ class harness {
     resource_.reset();
     CHECK(up_.held_bytes() == 0);
   }
-  void rebuild() { resource_ = make_resource<R>::over(up_.upstream()); }
+  void rebuild() { resource_ = S::maker::over(up_.upstream()); }
 
  private:
   typename S::upstream_type up_;
@@ -442,7 +443,7 @@ TEST_CASE_TEMPLATE_DEFINE("conformance: std::pmr containers", S, conformance_con
   }
   CHECK(r.stats().bytes_in_use == 0);
   CHECK(r.is_equal(r));
-  auto other = make_resource<typename S::resource_type>::over(h.up().upstream());
+  auto other = S::maker::over(h.up().upstream());
   CHECK_FALSE(r.is_equal(*other));
   h.invariants();
 }

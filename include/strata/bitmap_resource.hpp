@@ -6,6 +6,7 @@
 
 #include <strata/detail/address_table.hpp>
 #include <strata/detail/bitmap_engine.hpp>
+#include <strata/detail/upstream_storage.hpp>
 #include <strata/page_resource.hpp>
 #include <strata/resource.hpp>
 
@@ -81,12 +82,6 @@ class basic_bitmap_resource : public resource {
   template <class T>
   using counter = std::conditional_t<Sync, std::atomic<T>, T>;
 
-  /// Storage for the large-allocation registry: memory from upstream.
-  struct upstream_storage {
-    std::pmr::memory_resource* upstream = nullptr;
-    void* allocate(std::size_t bytes) noexcept;
-    void deallocate(void* p, std::size_t bytes) noexcept;
-  };
   void release_large() noexcept;
 
   std::pmr::memory_resource* upstream_;

@@ -1,0 +1,213 @@
+// tests/fixed_pool_resource_test.cpp: fixed_pool_resource beyond the conformance suite.
+#include <strata/fixed_pool_resource.hpp>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include <doctest/doctest.h>
+
+#include <strata/detail/math.hpp>
+#include <strata/testing.hpp>
+
+#include "support.hpp"
+
+using strata::fixed_pool_resource;
+using strata::testing::recording_resource;
+using strata_test::error_capture;
+
+TEST_CASE("fixed_pool_resource: blocks are packed at their stride and aligned by it") {
+  fixed_pool_resource pool(24);
+  CHECK(pool.block_stride() == 24);
+  CHECK(pool.block_alignment() == 8);
+  auto* a = static_cast<char*>(pool.allocate(24, 8));
+  auto* b = static_cast<char*>(pool.allocate(24, 8));
+  CHECK(b - a == 24);
+  CHECK_THROWS_AS(fixed_pool_resource(0), std::invalid_argument);
+  fixed_pool_resource odd(100);  // rounded to a stride of 104
+  CHECK(odd.block_stride() == 104);
+  void* p = odd.allocate(100, 8);
+  CHECK(strata::detail::is_aligned(p, 8));
+  void* q = odd.allocate(100, 64);  // more alignment than the blocks have: served upstream
+  CHECK(strata::detail::is_aligned(q, 64));
+  odd.deallocate(q, 100, 64);
+  odd.deallocate(p, 100, 8);
+  pool.deallocate(a, 24, 8);
+  pool.deallocate(b, 24, 8);
+  CHECK(pool.check_invariants());
+}
+
+TEST_CASE("fixed_pool_resource: the capacity is exact at the boundary") {
+  recording_resource up;
+  strata::fixed_pool_options o;
+  o.max_bytes = std::size_t{1} << 20;
+  fixed_pool_resource pool(32, o, &up);
+  const std::size_t cap = pool.capacity_blocks();
+  CHECK(cap > 30000);
+  CHECK(cap <= (std::size_t{1} << 20) / 32);
+  CHECK(up.live_bytes() <= o.max_bytes);  // reserved up front, within the cap
+  std::vector<void*> blocks;
+  for (std::size_t i = 0; i < cap; ++i) blocks.push_back(pool.allocate(32, 8));
+  CHECK(pool.blocks_in_use() == cap);
+  CHECK_THROWS_AS((void)pool.allocate(32, 8), std::bad_alloc);
+  CHECK_THROWS_AS((void)pool.allocate(64, 8), std::bad_alloc);
+  pool.deallocate(blocks.back(), 32, 8);
+  blocks.pop_back();
+  blocks.push_back(pool.allocate(32, 8));  // exactly one fits again
+  CHECK_THROWS_AS((void)pool.allocate(32, 8), std::bad_alloc);
+  CHECK(up.live_bytes() <= o.max_bytes);
+  CHECK(pool.stats().failed_allocations == 3);
+  CHECK(pool.check_invariants());
+  for (void* p : blocks) pool.deallocate(p, 32, 8);
+  CHECK(pool.blocks_in_use() == 0);
+  CHECK(pool.peak_blocks_in_use() == cap);
+  CHECK_THROWS_AS(fixed_pool_resource(32, [] { strata::fixed_pool_options t; t.max_bytes = 1000; return t; }()),
+                  std::invalid_argument);
+}
+
+TEST_CASE("fixed_pool_resource: runs of contiguous blocks") {
+  fixed_pool_resource pool(16);
+  strata_test::rng g(5);
+  struct run {
+    char* p;
+    std::size_t bytes;
+    std::uint64_t seed;
+  };
+  std::vector<run> live;
+  std::size_t corrupted = 0;
+  for (int i = 0; i < 5000; ++i) {
+    if (live.empty() || g.next() % 3 != 0) {
+      const std::size_t bytes = g.between(1, 16 * 150);  // 1..150 blocks, across bitmap words
+      auto* p = static_cast<char*>(pool.allocate(bytes, 8));
+      run r{p, bytes, g.next()};
+      strata_test::fill_pattern(p, bytes, r.seed);
+      live.push_back(r);
+    } else {
+      const std::size_t k = g.next() % live.size();
+      if (!strata_test::check_pattern(live[k].p, live[k].bytes, live[k].seed)) ++corrupted;
+      pool.deallocate(live[k].p, live[k].bytes, 8);
+      live[k] = live.back();
+      live.pop_back();
+    }
+  }
+  CHECK(corrupted == 0);
+  CHECK(pool.check_invariants());
+  std::size_t blocks = 0;
+  for (const run& r : live) blocks += (r.bytes + 15) / 16;
+  CHECK(pool.blocks_in_use() == blocks);
+  for (const run& r : live) pool.deallocate(r.p, r.bytes, 8);
+  CHECK(pool.blocks_in_use() == 0);
+  CHECK(pool.check_invariants());
+}
+
+TEST_CASE("fixed_pool_resource: resize grows into free blocks and shrinks in place") {
+  fixed_pool_resource pool(64);
+  auto* a = static_cast<char*>(pool.allocate(64, 8));
+  auto* b = static_cast<char*>(pool.allocate(64 * 4, 8));
+  REQUIRE(b == a + 64);  // fresh chunk: contiguous
+  std::memset(b, 7, 256);
+  CHECK(pool.resize(b, 256, 64 * 10, 8));  // the blocks after b are free
+  CHECK(b[255] == 7);
+  std::memset(b, 8, 640);
+  CHECK(pool.resize(b, 640, 100, 8));  // shrink to 2 blocks
+  auto* c = static_cast<char*>(pool.allocate(64, 8));  // takes a block freed by the shrink (the hot one is gone)
+  CHECK((c >= b + 128 || c < a));
+  CHECK_FALSE(pool.resize(a, 64, 128, 8));  // b follows a: no room
+  CHECK(pool.stats().bytes_in_use == 64 + 100 + 64);
+  pool.deallocate(b, 100, 8);
+  pool.deallocate(a, 64, 8);
+  pool.deallocate(c, 64, 8);
+  CHECK(pool.check_invariants());
+}
+
+TEST_CASE("fixed_pool_resource: zeroed allocation") {
+  fixed_pool_resource pool(48);
+  std::vector<char*> v;
+  for (int i = 0; i < 100; ++i) {
+    auto* p = static_cast<char*>(pool.allocate_zeroed(48, 8));
+    CHECK(std::all_of(p, p + 48, [](char x) { return x == 0; }));
+    std::memset(p, 0x5A, 48);
+    v.push_back(p);
+  }
+  for (char* p : v) pool.deallocate(p, 48, 8);
+  for (int i = 0; i < 100; ++i) {  // reused, dirty blocks: cleared
+    auto* p = static_cast<char*>(pool.allocate_zeroed(48 * 3, 8));
+    CHECK(std::all_of(p, p + 48 * 3, [](char x) { return x == 0; }));
+    std::memset(p, 0x5A, 48 * 3);
+    pool.deallocate(p, 48 * 3, 8);
+  }
+  recording_resource heap;  // an upstream that does not promise zero pages
+  fixed_pool_resource over_heap(48, &heap);
+  auto* p = static_cast<char*>(over_heap.allocate_zeroed(480, 8));
+  CHECK(std::all_of(p, p + 480, [](char x) { return x == 0; }));
+  over_heap.deallocate(p, 480, 8);
+}
+
+TEST_CASE("fixed_pool_resource: misuse is reported with the pointer and changes nothing") {
+  error_capture errors;
+  recording_resource up;
+  fixed_pool_resource pool(32, &up);
+  auto* a = static_cast<char*>(pool.allocate(32, 8));
+  auto* run = static_cast<char*>(pool.allocate(32 * 4, 8));
+  pool.deallocate(a, 32, 8);
+  pool.deallocate(a, 32, 8);  // double free
+  int on_stack = 0;
+  pool.deallocate(&on_stack, 32, 8);  // not from this pool
+  void* heap = std::malloc(32);
+  pool.deallocate(heap, 32, 8);
+  std::free(heap);
+  fixed_pool_resource other(32, &up);
+  void* theirs = other.allocate(32, 8);
+  pool.deallocate(theirs, 32, 8);  // another pool's block
+  pool.deallocate(run + 5, 32, 8);  // not at a block boundary
+  pool.deallocate(run + 32, 32, 8);  // inside a run
+  pool.deallocate(run, 32, 8);       // a run freed as one block
+  pool.deallocate(run, 32 * 5, 8);   // a run freed as a longer one
+  REQUIRE(errors.count() == 8);
+  CHECK(errors.errors()[0].kind == strata::error_kind::double_free);
+  CHECK(errors.errors()[0].pointer == a);
+  for (int i : {1, 2, 3, 4, 5}) CHECK(errors.errors()[static_cast<std::size_t>(i)].kind == strata::error_kind::foreign_pointer);
+  CHECK(errors.errors()[4].message.find("block boundary") != std::string::npos);
+  CHECK(errors.errors()[6].kind == strata::error_kind::wrong_size);
+  CHECK(errors.errors()[7].kind == strata::error_kind::wrong_size);
+  CHECK(pool.check_invariants());
+  pool.deallocate(run, 32 * 4, 8);  // the right free still works
+  CHECK(errors.count() == 8);
+  CHECK(pool.blocks_in_use() == 0);
+  other.deallocate(theirs, 32, 8);
+  CHECK(up.mismatches() == 0);
+}
+
+TEST_CASE("fixed_pool_resource: release frees everything and the pool stays usable") {
+  recording_resource up;
+  for (std::size_t max : {std::size_t{0}, std::size_t{1} << 20}) {
+    CAPTURE(max);
+    strata::fixed_pool_options o;
+    o.max_bytes = max;
+    fixed_pool_resource pool(40, o, &up);
+    for (int i = 0; i < 10000; ++i) (void)pool.allocate(40, 8);
+    (void)pool.allocate(40 * 20, 8);
+    (void)pool.allocate(40, 256);  // upstream
+    pool.release();
+    CHECK(up.live_bytes() == 0);
+    CHECK(pool.stats().bytes_in_use == 0);
+    CHECK(pool.stats().live_allocations() == 0);
+    void* p = pool.allocate(40, 8);
+    pool.deallocate(p, 40, 8);
+    CHECK(pool.check_invariants());
+  }
+  CHECK(up.live_bytes() == 0);
+}
+
+TEST_CASE("fixed_pool_resource: empty chunks of a growing pool go back upstream") {
+  recording_resource up;
+  fixed_pool_resource pool(64, &up);
+  std::vector<void*> v;
+  for (int i = 0; i < 100000; ++i) v.push_back(pool.allocate(64, 8));
+  const std::size_t held = up.live_bytes();
+  CHECK(held >= 100000u * 64);
+  for (void* p : v) pool.deallocate(p, 64, 8);
+  CHECK(up.live_bytes() <= 2 * pool.chunk_size() + 4096);  // the current chunk and one cached
+  CHECK(pool.check_invariants());
+}
