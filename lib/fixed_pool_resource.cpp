@@ -313,6 +313,24 @@ void* fixed_pool_resource::do_allocate(std::size_t bytes, std::size_t alignment)
       return p;
     }
   }
+  if (chunk* c = current_; STRATA_LIKELY(bytes <= stride_ && alignment <= block_alignment_ && c != nullptr &&
+                                          c->free_count != 0 && detail::is_power_of_two(alignment))) {
+    // One block from the current chunk: the first free bit from the hint (words below it are all empty).
+    std::size_t h = c->hint;
+    std::uint64_t w = c->free_word(h);
+    while (w == 0) w = c->free_word(++h);
+    const std::size_t q = h * 64 + static_cast<unsigned>(__builtin_ctzll(w));
+    c->free_word(h) = w & (w - 1);
+    c->start_word(h) |= std::uint64_t{1} << (q & 63);
+    c->hint = static_cast<std::uint32_t>(h);
+    --c->free_count;
+    if (q >= c->fresh_from && c->fresh_from != c->limit) c->fresh_from = static_cast<std::uint32_t>(q + 1);
+    if (++blocks_in_use_ > peak_blocks_) peak_blocks_ = blocks_in_use_;
+    ++stats_.allocations;
+    stats_.bytes_in_use += bytes;
+    if (stats_.bytes_in_use > stats_.peak_bytes_in_use) stats_.peak_bytes_in_use = stats_.bytes_in_use;
+    return reinterpret_cast<char*>(c) + q * stride_;
+  }
   detail::check_alignment("fixed_pool_resource::allocate", alignment);
   if (!pooled(bytes, alignment)) return allocate_upstream(bytes, alignment);
   bool fresh;
