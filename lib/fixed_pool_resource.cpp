@@ -307,9 +307,7 @@ void* fixed_pool_resource::do_allocate(std::size_t bytes, std::size_t alignment)
       c->start_word(q >> 6) |= m;
       --c->free_count;
       if (++blocks_in_use_ > peak_blocks_) peak_blocks_ = blocks_in_use_;
-      ++stats_.allocations;
-      stats_.bytes_in_use += bytes;
-      if (stats_.bytes_in_use > stats_.peak_bytes_in_use) stats_.peak_bytes_in_use = stats_.bytes_in_use;
+      note_allocation(bytes);
       return p;
     }
   }
@@ -326,14 +324,17 @@ void* fixed_pool_resource::do_allocate(std::size_t bytes, std::size_t alignment)
     --c->free_count;
     if (q >= c->fresh_from && c->fresh_from != c->limit) c->fresh_from = static_cast<std::uint32_t>(q + 1);
     if (++blocks_in_use_ > peak_blocks_) peak_blocks_ = blocks_in_use_;
-    ++stats_.allocations;
-    stats_.bytes_in_use += bytes;
-    if (stats_.bytes_in_use > stats_.peak_bytes_in_use) stats_.peak_bytes_in_use = stats_.bytes_in_use;
+    note_allocation(bytes);
     return reinterpret_cast<char*>(c) + q * stride_;
   }
   detail::check_alignment("fixed_pool_resource::allocate", alignment);
   if (!pooled(bytes, alignment)) return allocate_upstream(bytes, alignment);
   bool fresh;
+  return allocate_pooled(bytes, fresh);
+}
+
+// A pooled request through the general path, counted (a std::bad_alloc counts as a failure).
+void* fixed_pool_resource::allocate_pooled(std::size_t bytes, bool& fresh) {
   void* p;
   try {
     p = allocate_blocks(blocks_for(bytes), fresh);
@@ -341,9 +342,7 @@ void* fixed_pool_resource::do_allocate(std::size_t bytes, std::size_t alignment)
     ++stats_.failed_allocations;
     throw;
   }
-  ++stats_.allocations;
-  stats_.bytes_in_use += bytes;
-  if (stats_.bytes_in_use > stats_.peak_bytes_in_use) stats_.peak_bytes_in_use = stats_.bytes_in_use;
+  note_allocation(bytes);
   return p;
 }
 
@@ -355,17 +354,8 @@ void* fixed_pool_resource::allocate_zeroed(std::size_t bytes, std::size_t alignm
     return p;
   }
   bool fresh;
-  void* p;
-  try {
-    p = allocate_blocks(blocks_for(bytes), fresh);
-  } catch (...) {
-    ++stats_.failed_allocations;
-    throw;
-  }
+  void* p = allocate_pooled(bytes, fresh);
   if (!fresh) std::memset(p, 0, bytes);  // fresh blocks came zero-filled from the OS and were never handed out
-  ++stats_.allocations;
-  stats_.bytes_in_use += bytes;
-  if (stats_.bytes_in_use > stats_.peak_bytes_in_use) stats_.peak_bytes_in_use = stats_.bytes_in_use;
   return p;
 }
 
@@ -467,10 +457,8 @@ void* fixed_pool_resource::allocate_upstream(std::size_t bytes, std::size_t alig
     throw;
   }
   large_.insert(reinterpret_cast<std::uintptr_t>(p), detail::pack_size_alignment(bytes, alignment));
-  ++stats_.allocations;
   ++stats_.upstream_allocations;
-  stats_.bytes_in_use += bytes;
-  if (stats_.bytes_in_use > stats_.peak_bytes_in_use) stats_.peak_bytes_in_use = stats_.bytes_in_use;
+  note_allocation(bytes);
   return p;
 }
 

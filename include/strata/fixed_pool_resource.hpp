@@ -90,6 +90,12 @@ class fixed_pool_resource final : public resource {
   std::size_t blocks_for(std::size_t bytes) const noexcept { return bytes <= stride_ ? 1 : (bytes + stride_ - 1) / stride_; }
   bool pooled(std::size_t bytes, std::size_t alignment) const noexcept;
   void* allocate_blocks(std::size_t k, bool& fresh);
+  void* allocate_pooled(std::size_t bytes, bool& fresh);
+  void note_allocation(std::size_t bytes) noexcept {
+    ++stats_.allocations;
+    stats_.bytes_in_use += bytes;
+    if (stats_.bytes_in_use > stats_.peak_bytes_in_use) stats_.peak_bytes_in_use = stats_.bytes_in_use;
+  }
   void* take_run(chunk* c, std::size_t k, bool& fresh) noexcept;
   chunk* add_chunk();
   chunk* format(void* base, bool zeroed) noexcept;
