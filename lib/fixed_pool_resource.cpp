@@ -40,7 +40,6 @@ struct fixed_pool_resource::chunk {
 };
 
 namespace {
-constexpr std::uintptr_t chunk_magic = 0x46495845445F504Full;
 
 // Sets (value true) or clears the bits [first, first + count) of the words at `word(i)`.
 template <class Word>
@@ -119,7 +118,7 @@ bool fixed_pool_resource::reserve_capacity() {
 
 fixed_pool_resource::chunk* fixed_pool_resource::format(void* base, bool zeroed) noexcept {
   auto* c = new (base) chunk{};
-  c->tag = reinterpret_cast<std::uintptr_t>(this) ^ reinterpret_cast<std::uintptr_t>(c) ^ chunk_magic;
+  c->tag = tag_of(c);
   c->limit = static_cast<std::uint32_t>(chunk_size_ / stride_);
   c->words = (c->limit + 63) / 64;
   c->skip = static_cast<std::uint32_t>((sizeof(chunk) + std::size_t{c->words} * 16 + stride_ - 1) / stride_);
@@ -211,16 +210,45 @@ bool fixed_pool_resource::pooled(std::size_t bytes, std::size_t alignment) const
 }
 
 // First run of k free blocks in c, claimed; nullptr when there is none. Scans the free words from the hint.
+// The block freed last, claimed if it is still free (it is likely still in cache); nullptr otherwise.
+void* fixed_pool_resource::claim_hot() noexcept {
+  void* p = hot_;
+  hot_ = nullptr;
+  chunk* c = chunk_of(p);
+  const std::size_t q = (static_cast<std::size_t>(static_cast<char*>(p) - reinterpret_cast<char*>(c)) * reciprocal_) >> 40;
+  std::uint64_t& f = c->free_word(q >> 6);
+  const std::uint64_t m = std::uint64_t{1} << (q & 63);
+  if (STRATA_UNLIKELY((f & m) == 0)) return nullptr;  // taken since it was freed
+  f &= ~m;
+  c->start_word(q >> 6) |= m;
+  --c->free_count;
+  note_blocks(1);
+  return p;
+}
+
+// The first free block of c (which has one), claimed: words below the hint are empty, so the one found is the new
+// hint.
+void* fixed_pool_resource::take_one(chunk* c, bool& fresh) noexcept {
+  std::size_t h = c->hint;
+  std::uint64_t w = c->free_word(h);
+  while (w == 0) w = c->free_word(++h);
+  const std::size_t q = h * 64 + static_cast<unsigned>(__builtin_ctzll(w));
+  c->free_word(h) = w & (w - 1);
+  c->start_word(h) |= std::uint64_t{1} << (q & 63);
+  c->hint = static_cast<std::uint32_t>(h);
+  --c->free_count;
+  fresh = q >= c->fresh_from;
+  if (fresh && c->fresh_from != c->limit) c->fresh_from = static_cast<std::uint32_t>(q + 1);
+  return reinterpret_cast<char*>(c) + q * stride_;
+}
+
 void* fixed_pool_resource::take_run(chunk* c, std::size_t k, bool& fresh) noexcept {
   if (c->free_count < k) return nullptr;
+  if (k == 1) return take_one(c, fresh);
   std::size_t run = 0, run_start = 0;
   std::size_t found = c->limit;
   for (std::size_t i = c->hint; i < c->words && found == c->limit; ++i) {
     const std::uint64_t w = c->free_word(i);
-    if (k == 1) {
-      if (w != 0) found = i * 64 + static_cast<unsigned>(__builtin_ctzll(w));
-      continue;
-    }
     std::size_t pos = 0;
     while (pos < 64) {
       const std::uint64_t rest = w >> pos;
@@ -246,9 +274,7 @@ void* fixed_pool_resource::take_run(chunk* c, std::size_t k, bool& fresh) noexce
       pos += len;
     }
   }
-  if (found == c->limit) return nullptr;
-  // One block: every word before found's was empty, so it is the new hint. (A run may have passed over free blocks.)
-  if (k == 1) c->hint = static_cast<std::uint32_t>(found >> 6);
+  if (found == c->limit) return nullptr;  // (a run may pass over free blocks, so the hint stays)
   set_range([c](std::size_t i) -> std::uint64_t& { return c->free_word(i); }, found, k, false);
   c->start_word(found >> 6) |= std::uint64_t{1} << (found & 63);
   c->free_count -= static_cast<std::uint32_t>(k);
@@ -259,22 +285,8 @@ void* fixed_pool_resource::take_run(chunk* c, std::size_t k, bool& fresh) noexce
 
 void* fixed_pool_resource::allocate_blocks(std::size_t k, bool& fresh) {
   fresh = false;
-  if (k == 1 && hot_ != nullptr) {
-    // The block freed last, if still free: most likely still in cache.
-    void* p = hot_;
-    hot_ = nullptr;
-    chunk* c = chunk_of(p);
-    const std::size_t q = (static_cast<std::size_t>(static_cast<char*>(p) - reinterpret_cast<char*>(c)) * reciprocal_) >> 40;
-    const std::uint64_t m = std::uint64_t{1} << (q & 63);
-    if (c->free_word(q >> 6) & m) {
-      c->free_word(q >> 6) &= ~m;
-      c->start_word(q >> 6) |= m;
-      --c->free_count;
-      blocks_in_use_ += 1;
-      if (blocks_in_use_ > peak_blocks_) peak_blocks_ = blocks_in_use_;
-      return p;
-    }
-  }
+  if (k == 1 && hot_ != nullptr)
+    if (void* p = claim_hot()) return p;
   void* p = nullptr;
   if (current_ != nullptr) p = take_run(current_, k, fresh);
   for (chunk* c = chunks_; p == nullptr && c != nullptr; c = c->next)
@@ -287,45 +299,23 @@ void* fixed_pool_resource::allocate_blocks(std::size_t k, bool& fresh) {
     if (k == 1 || current_ == nullptr) current_ = c;
     p = take_run(c, k, fresh);
   }
-  blocks_in_use_ += k;
-  if (blocks_in_use_ > peak_blocks_) peak_blocks_ = blocks_in_use_;
+  note_blocks(k);
   return p;
 }
 
 void* fixed_pool_resource::do_allocate(std::size_t bytes, std::size_t alignment) {
-  if (STRATA_LIKELY(bytes <= stride_ && alignment <= block_alignment_ && hot_ != nullptr &&
-                    detail::is_power_of_two(alignment))) {
-    // The block freed last, if still free: most likely still in cache.
-    void* p = hot_;
-    hot_ = nullptr;
-    chunk* c = chunk_of(p);
-    const std::size_t q = (static_cast<std::size_t>(static_cast<char*>(p) - reinterpret_cast<char*>(c)) * reciprocal_) >> 40;
-    std::uint64_t& f = c->free_word(q >> 6);
-    const std::uint64_t m = std::uint64_t{1} << (q & 63);
-    if (STRATA_LIKELY((f & m) != 0)) {
-      f &= ~m;
-      c->start_word(q >> 6) |= m;
-      --c->free_count;
-      if (++blocks_in_use_ > peak_blocks_) peak_blocks_ = blocks_in_use_;
+  if (STRATA_LIKELY(bytes <= stride_ && alignment <= block_alignment_ && detail::is_power_of_two(alignment))) {
+    // One block: the block freed last if it is still free, else the first free one of the current chunk.
+    void* p = hot_ != nullptr ? claim_hot() : nullptr;
+    if (p == nullptr && current_ != nullptr && current_->free_count != 0) {
+      bool fresh;
+      p = take_one(current_, fresh);
+      note_blocks(1);
+    }
+    if (STRATA_LIKELY(p != nullptr)) {
       note_allocation(bytes);
       return p;
     }
-  }
-  if (chunk* c = current_; STRATA_LIKELY(bytes <= stride_ && alignment <= block_alignment_ && c != nullptr &&
-                                          c->free_count != 0 && detail::is_power_of_two(alignment))) {
-    // One block from the current chunk: the first free bit from the hint (words below it are all empty).
-    std::size_t h = c->hint;
-    std::uint64_t w = c->free_word(h);
-    while (w == 0) w = c->free_word(++h);
-    const std::size_t q = h * 64 + static_cast<unsigned>(__builtin_ctzll(w));
-    c->free_word(h) = w & (w - 1);
-    c->start_word(h) |= std::uint64_t{1} << (q & 63);
-    c->hint = static_cast<std::uint32_t>(h);
-    --c->free_count;
-    if (q >= c->fresh_from && c->fresh_from != c->limit) c->fresh_from = static_cast<std::uint32_t>(q + 1);
-    if (++blocks_in_use_ > peak_blocks_) peak_blocks_ = blocks_in_use_;
-    note_allocation(bytes);
-    return reinterpret_cast<char*>(c) + q * stride_;
   }
   detail::check_alignment("fixed_pool_resource::allocate", alignment);
   if (!pooled(bytes, alignment)) return allocate_upstream(bytes, alignment);
@@ -370,7 +360,7 @@ void fixed_pool_resource::report(error_kind kind, const void* p, std::size_t byt
 bool fixed_pool_resource::find_run(const void* p, std::size_t k, chunk*& c, std::size_t& q) noexcept {
   c = chunk_of(p);
   if (!detail::block_map_contains(p) ||
-      c->tag != (reinterpret_cast<std::uintptr_t>(this) ^ reinterpret_cast<std::uintptr_t>(c) ^ chunk_magic)) {
+      c->tag != tag_of(c)) {
     report(error_kind::foreign_pointer, p, k * stride_, 0, "not a block of this pool");
     return false;
   }
@@ -401,7 +391,7 @@ void fixed_pool_resource::do_deallocate(void* p, std::size_t bytes, std::size_t 
     const std::size_t offset = static_cast<std::size_t>(static_cast<char*>(p) - reinterpret_cast<char*>(c));
     const std::size_t q = (offset * reciprocal_) >> 40;
     if (STRATA_LIKELY(detail::block_map_contains(p) &&
-                      c->tag == (reinterpret_cast<std::uintptr_t>(this) ^ reinterpret_cast<std::uintptr_t>(c) ^ chunk_magic) &&
+                      c->tag == tag_of(c) &&
                       q * stride_ == offset && q >= c->skip && q < c->limit)) {
       std::uint64_t& f = c->free_word(q >> 6);
       std::uint64_t& st = c->start_word(q >> 6);
@@ -496,8 +486,7 @@ bool fixed_pool_resource::do_resize(void* p, std::size_t old_size, std::size_t n
       if (!c->is_free(j)) return false;
     set_range(free_words, q + k_old, k_new - k_old, false);
     c->free_count -= static_cast<std::uint32_t>(k_new - k_old);
-    blocks_in_use_ += k_new - k_old;
-    if (blocks_in_use_ > peak_blocks_) peak_blocks_ = blocks_in_use_;
+    note_blocks(k_new - k_old);
     if (q + k_new > c->fresh_from && c->fresh_from != c->limit) c->fresh_from = static_cast<std::uint32_t>(q + k_new);
   }
   stats_.bytes_in_use = stats_.bytes_in_use - old_size + new_size;
@@ -552,7 +541,7 @@ bool fixed_pool_resource::check_invariants() const noexcept {
   std::size_t chunks = 0, used = 0;
   for (const chunk* c = chunks_; c != nullptr && broken == nullptr; c = c->next) {
     ++chunks;
-    if (c->tag != (reinterpret_cast<std::uintptr_t>(this) ^ reinterpret_cast<std::uintptr_t>(c) ^ chunk_magic)) broken = "chunk tag corrupt";
+    if (c->tag != tag_of(c)) broken = "chunk tag corrupt";
     else if (!detail::block_map_contains(c)) broken = "chunk missing from the block map";
     if (broken != nullptr) break;
     std::size_t free = 0;

@@ -90,6 +90,15 @@ class fixed_pool_resource final : public resource {
   std::size_t blocks_for(std::size_t bytes) const noexcept { return bytes <= stride_ ? 1 : (bytes + stride_ - 1) / stride_; }
   bool pooled(std::size_t bytes, std::size_t alignment) const noexcept;
   void* allocate_blocks(std::size_t k, bool& fresh);
+  void* claim_hot() noexcept;
+  void* take_one(chunk* c, bool& fresh) noexcept;
+  std::uintptr_t tag_of(const chunk* c) const noexcept {
+    return reinterpret_cast<std::uintptr_t>(this) ^ reinterpret_cast<std::uintptr_t>(c) ^ 0x46495845445F504Full;
+  }
+  void note_blocks(std::size_t k) noexcept {
+    blocks_in_use_ += k;
+    if (blocks_in_use_ > peak_blocks_) peak_blocks_ = blocks_in_use_;
+  }
   void* allocate_pooled(std::size_t bytes, bool& fresh);
   void note_allocation(std::size_t bytes) noexcept {
     ++stats_.allocations;
