@@ -447,6 +447,21 @@ void page_resource::trim() noexcept {
   unmap(out);
 }
 
+// ---- huge pages ----------------------------------------------------------------------------------------------------
+
+bool page_resource::advise_huge_pages(void* p, std::size_t bytes) noexcept {
+  const std::size_t huge = os::huge_page_size();
+  const auto begin = reinterpret_cast<std::uintptr_t>(p);
+  if (huge == 0 || bytes < huge) return false;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto* e = live_.find(begin);
+    if (e == nullptr || bytes > span_of(packed_size(e->value.packed))) return false;
+  }
+  // The caller owns the allocation, so it cannot be freed meanwhile: advise outside the lock.
+  return os::advise_huge_pages(p, bytes, true) == os::result::ok;
+}
+
 // ---- resize --------------------------------------------------------------------------------------------------------
 
 bool page_resource::do_resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) {

@@ -73,6 +73,11 @@ class page_resource final : public resource {
   /// pages were purged eagerly; spans reused while still resident are cleared.
   void* allocate_zeroed(std::size_t bytes, std::size_t alignment = alignof(std::max_align_t));
 
+  /// Asks the OS to back the live allocation at p (its first `bytes`, at least one huge page) with transparent huge
+  /// pages: fewer TLB misses over memory touched at random. False when p is not the start of a live allocation of
+  /// this resource, `bytes` exceeds it, or the OS has no transparent huge pages. Thread-safe.
+  bool advise_huge_pages(void* p, std::size_t bytes) noexcept;
+
   /// Returns every cached span to the OS. Live allocations are untouched. Thread-safe.
   void trim() noexcept;
 
