@@ -12,16 +12,19 @@ using sync_bitmap_over_pages = subject<strata::synchronized_bitmap_resource, cha
 using sync_bitmap_over_heap = subject<strata::synchronized_bitmap_resource, chained_upstream<new_delete_base>>;
 
 /// A fixed pool of `BlockSize`-byte blocks (optionally capped) for the suite.
-template <std::size_t BlockSize, std::size_t MaxBytes = 0>
+template <std::size_t BlockSize, class Pool = strata::fixed_pool_resource, std::size_t MaxBytes = 0>
 struct fixed_pool_maker {
-  static std::unique_ptr<strata::fixed_pool_resource> over(std::pmr::memory_resource* upstream) {
+  static std::unique_ptr<Pool> over(std::pmr::memory_resource* upstream) {
     strata::fixed_pool_options o;
     o.max_bytes = MaxBytes;
-    return std::make_unique<strata::fixed_pool_resource>(BlockSize, o, upstream);
+    return std::make_unique<Pool>(BlockSize, o, upstream);
   }
 };
 using pool24_over_pages = subject<strata::fixed_pool_resource, chained_upstream<page_base>, fixed_pool_maker<24>>;
 using pool256_over_heap = subject<strata::fixed_pool_resource, chained_upstream<new_delete_base>, fixed_pool_maker<256>>;
+using sync_pool = strata::synchronized_fixed_pool_resource;
+using sync_pool24_over_pages = subject<sync_pool, chained_upstream<page_base>, fixed_pool_maker<24, sync_pool>>;
+using sync_pool256_over_heap = subject<sync_pool, chained_upstream<new_delete_base>, fixed_pool_maker<256, sync_pool>>;
 }  // namespace strata_test
 
 TYPE_TO_STRING_AS("page_resource", strata_test::page_subject);
@@ -31,6 +34,8 @@ TYPE_TO_STRING_AS("synchronized_bitmap_resource over pages", strata_test::sync_b
 TYPE_TO_STRING_AS("synchronized_bitmap_resource over new_delete", strata_test::sync_bitmap_over_heap);
 TYPE_TO_STRING_AS("fixed_pool_resource(24) over pages", strata_test::pool24_over_pages);
 TYPE_TO_STRING_AS("fixed_pool_resource(256) over new_delete", strata_test::pool256_over_heap);
+TYPE_TO_STRING_AS("synchronized_fixed_pool_resource(24) over pages", strata_test::sync_pool24_over_pages);
+TYPE_TO_STRING_AS("synchronized_fixed_pool_resource(256) over new_delete", strata_test::sync_pool256_over_heap);
 
 namespace strata_test {
 STRATA_CONFORMANCE(page_subject);
@@ -39,4 +44,6 @@ STRATA_CONFORMANCE(bitmap_over_pages, bitmap_over_heap);
 STRATA_CONFORMANCE(sync_bitmap_over_pages, sync_bitmap_over_heap);
 STRATA_CONFORMANCE_THREADS(sync_bitmap_over_pages, sync_bitmap_over_heap);
 STRATA_CONFORMANCE(pool24_over_pages, pool256_over_heap);
+STRATA_CONFORMANCE(sync_pool24_over_pages, sync_pool256_over_heap);
+STRATA_CONFORMANCE_THREADS(sync_pool24_over_pages, sync_pool256_over_heap);
 }  // namespace strata_test

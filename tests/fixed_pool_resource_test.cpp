@@ -1,9 +1,13 @@
-// tests/fixed_pool_resource_test.cpp: fixed_pool_resource beyond the conformance suite.
+// tests/fixed_pool_resource_test.cpp: fixed_pool_resource and synchronized_fixed_pool_resource beyond the conformance
+// suite: the shared behaviour for both, then what only one of them does (threads for the synchronized one).
 #include <strata/fixed_pool_resource.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <thread>
 #include <vector>
 
 #include <doctest/doctest.h>
@@ -14,18 +18,23 @@
 #include "support.hpp"
 
 using strata::fixed_pool_resource;
+using strata::synchronized_fixed_pool_resource;
 using strata::testing::recording_resource;
 using strata_test::error_capture;
 
-TEST_CASE("fixed_pool_resource: blocks are packed at their stride and aligned by it") {
-  fixed_pool_resource pool(24);
+TYPE_TO_STRING_AS("fixed_pool_resource", strata::fixed_pool_resource);
+TYPE_TO_STRING_AS("synchronized_fixed_pool_resource", strata::synchronized_fixed_pool_resource);
+
+TEST_CASE_TEMPLATE("fixed pools: blocks are packed at their stride and aligned by it", Pool, fixed_pool_resource,
+                   synchronized_fixed_pool_resource) {
+  Pool pool(24);
   CHECK(pool.block_stride() == 24);
   CHECK(pool.block_alignment() == 8);
   auto* a = static_cast<char*>(pool.allocate(24, 8));
   auto* b = static_cast<char*>(pool.allocate(24, 8));
   CHECK(b - a == 24);
-  CHECK_THROWS_AS(fixed_pool_resource(0), std::invalid_argument);
-  fixed_pool_resource odd(100);  // rounded to a stride of 104
+  CHECK_THROWS_AS(Pool(0), std::invalid_argument);
+  Pool odd(100);  // rounded to a stride of 104
   CHECK(odd.block_stride() == 104);
   void* p = odd.allocate(100, 8);
   CHECK(strata::detail::is_aligned(p, 8));
@@ -38,11 +47,12 @@ TEST_CASE("fixed_pool_resource: blocks are packed at their stride and aligned by
   CHECK(pool.check_invariants());
 }
 
-TEST_CASE("fixed_pool_resource: the capacity is exact at the boundary") {
+TEST_CASE_TEMPLATE("fixed pools: the capacity is exact at the boundary", Pool, fixed_pool_resource,
+                   synchronized_fixed_pool_resource) {
   recording_resource up;
   strata::fixed_pool_options o;
   o.max_bytes = std::size_t{1} << 20;
-  fixed_pool_resource pool(32, o, &up);
+  Pool pool(32, o, &up);
   const std::size_t cap = pool.capacity_blocks();
   CHECK(cap > 30000);
   CHECK(cap <= (std::size_t{1} << 20) / 32);
@@ -62,12 +72,13 @@ TEST_CASE("fixed_pool_resource: the capacity is exact at the boundary") {
   for (void* p : blocks) pool.deallocate(p, 32, 8);
   CHECK(pool.blocks_in_use() == 0);
   CHECK(pool.peak_blocks_in_use() == cap);
-  CHECK_THROWS_AS(fixed_pool_resource(32, [] { strata::fixed_pool_options t; t.max_bytes = 1000; return t; }()),
+  CHECK_THROWS_AS(Pool(32, [] { strata::fixed_pool_options t; t.max_bytes = 1000; return t; }()),
                   std::invalid_argument);
 }
 
-TEST_CASE("fixed_pool_resource: runs of contiguous blocks") {
-  fixed_pool_resource pool(16);
+TEST_CASE_TEMPLATE("fixed pools: runs of contiguous blocks", Pool, fixed_pool_resource,
+                   synchronized_fixed_pool_resource) {
+  Pool pool(16);
   strata_test::rng g(5);
   struct run {
     char* p;
@@ -101,8 +112,9 @@ TEST_CASE("fixed_pool_resource: runs of contiguous blocks") {
   CHECK(pool.check_invariants());
 }
 
-TEST_CASE("fixed_pool_resource: resize grows into free blocks and shrinks in place") {
-  fixed_pool_resource pool(64);
+TEST_CASE_TEMPLATE("fixed pools: resize grows into free blocks and shrinks in place", Pool, fixed_pool_resource,
+                   synchronized_fixed_pool_resource) {
+  Pool pool(64);
   auto* a = static_cast<char*>(pool.allocate(64, 8));
   auto* b = static_cast<char*>(pool.allocate(64 * 4, 8));
   REQUIRE(b == a + 64);  // fresh chunk: contiguous
@@ -121,8 +133,9 @@ TEST_CASE("fixed_pool_resource: resize grows into free blocks and shrinks in pla
   CHECK(pool.check_invariants());
 }
 
-TEST_CASE("fixed_pool_resource: zeroed allocation") {
-  fixed_pool_resource pool(48);
+TEST_CASE_TEMPLATE("fixed pools: zeroed allocation", Pool, fixed_pool_resource,
+                   synchronized_fixed_pool_resource) {
+  Pool pool(48);
   std::vector<char*> v;
   for (int i = 0; i < 100; ++i) {
     auto* p = static_cast<char*>(pool.allocate_zeroed(48, 8));
@@ -138,16 +151,17 @@ TEST_CASE("fixed_pool_resource: zeroed allocation") {
     pool.deallocate(p, 48 * 3, 8);
   }
   recording_resource heap;  // an upstream that does not promise zero pages
-  fixed_pool_resource over_heap(48, &heap);
+  Pool over_heap(48, &heap);
   auto* p = static_cast<char*>(over_heap.allocate_zeroed(480, 8));
   CHECK(std::all_of(p, p + 480, [](char x) { return x == 0; }));
   over_heap.deallocate(p, 480, 8);
 }
 
-TEST_CASE("fixed_pool_resource: misuse is reported with the pointer and changes nothing") {
+TEST_CASE_TEMPLATE("fixed pools: misuse is reported with the pointer and changes nothing", Pool, fixed_pool_resource,
+                   synchronized_fixed_pool_resource) {
   error_capture errors;
   recording_resource up;
-  fixed_pool_resource pool(32, &up);
+  Pool pool(32, &up);
   auto* a = static_cast<char*>(pool.allocate(32, 8));
   auto* run = static_cast<char*>(pool.allocate(32 * 4, 8));
   pool.deallocate(a, 32, 8);
@@ -157,7 +171,7 @@ TEST_CASE("fixed_pool_resource: misuse is reported with the pointer and changes 
   void* heap = std::malloc(32);
   pool.deallocate(heap, 32, 8);
   std::free(heap);
-  fixed_pool_resource other(32, &up);
+  Pool other(32, &up);
   void* theirs = other.allocate(32, 8);
   pool.deallocate(theirs, 32, 8);  // another pool's block
   pool.deallocate(run + 5, 32, 8);  // not at a block boundary
@@ -179,13 +193,14 @@ TEST_CASE("fixed_pool_resource: misuse is reported with the pointer and changes 
   CHECK(up.mismatches() == 0);
 }
 
-TEST_CASE("fixed_pool_resource: release frees everything and the pool stays usable") {
+TEST_CASE_TEMPLATE("fixed pools: release frees everything and the pool stays usable", Pool, fixed_pool_resource,
+                   synchronized_fixed_pool_resource) {
   recording_resource up;
   for (std::size_t max : {std::size_t{0}, std::size_t{1} << 20}) {
     CAPTURE(max);
     strata::fixed_pool_options o;
     o.max_bytes = max;
-    fixed_pool_resource pool(40, o, &up);
+    Pool pool(40, o, &up);
     for (int i = 0; i < 10000; ++i) (void)pool.allocate(40, 8);
     (void)pool.allocate(40 * 20, 8);
     (void)pool.allocate(40, 256);  // upstream
@@ -210,4 +225,173 @@ TEST_CASE("fixed_pool_resource: empty chunks of a growing pool go back upstream"
   for (void* p : v) pool.deallocate(p, 64, 8);
   CHECK(up.live_bytes() <= 2 * pool.chunk_size() + 4096);  // the current chunk and one cached
   CHECK(pool.check_invariants());
+}
+
+// ---- the synchronized pool under threads -----------------------------------------------------------------------------
+
+namespace {
+/// Spins until `arrived` reaches n (every thread of a round has come).
+void arrive_and_wait(std::atomic<int>& arrived, int n) {
+  arrived.fetch_add(1);
+  while (arrived.load() < n) std::this_thread::yield();
+}
+}  // namespace
+
+TEST_CASE("synchronized_fixed_pool_resource: threads allocate and free single blocks and runs and each other's") {
+  synchronized_fixed_pool_resource pool(40);
+  struct item {
+    char* p;
+    std::size_t bytes;
+    std::uint64_t seed;
+  };
+  constexpr int threads = 4;
+  const std::size_t ops = strata_test::scaled(40000);
+  std::mutex hand_off_mutex;
+  std::vector<item> hand_off;
+  std::atomic<std::size_t> corrupted{0}, misaligned{0};
+  std::vector<std::thread> workers;
+  for (int t = 0; t < threads; ++t) {
+    workers.emplace_back([&, t] {
+      strata_test::rng g(0x900u + static_cast<std::uint64_t>(t));
+      std::vector<item> mine;
+      auto free_one = [&](const item& it) {
+        if (!strata_test::check_pattern(it.p, it.bytes, it.seed)) ++corrupted;
+        pool.deallocate(it.p, it.bytes, 8);
+      };
+      for (std::size_t i = 0; i < ops; ++i) {
+        const std::uint64_t k = g.next() % 100;
+        if (k < 45 || mine.empty()) {
+          const std::size_t bytes = g.next() % 10 == 0 ? g.between(41, 40 * 40) : g.between(1, 40);
+          auto* p = static_cast<char*>(pool.allocate(bytes, 8));
+          if (!strata::detail::is_aligned(p, 8)) ++misaligned;
+          item it{p, bytes, g.next()};
+          strata_test::fill_pattern(p, bytes, it.seed);
+          mine.push_back(it);
+        } else if (k < 85) {
+          const std::size_t j = g.next() % mine.size();
+          free_one(mine[j]);
+          mine[j] = mine.back();
+          mine.pop_back();
+        } else if (k < 93) {
+          std::lock_guard<std::mutex> lock(hand_off_mutex);
+          hand_off.push_back(mine.back());
+          mine.pop_back();
+        } else {
+          item it{};
+          {
+            std::lock_guard<std::mutex> lock(hand_off_mutex);
+            if (hand_off.empty()) continue;
+            it = hand_off.back();
+            hand_off.pop_back();
+          }
+          free_one(it);  // a block another thread allocated
+        }
+      }
+      for (const item& it : mine) free_one(it);
+    });
+  }
+  for (auto& w : workers) w.join();
+  for (const item& it : hand_off) pool.deallocate(it.p, it.bytes, 8);
+  CHECK(corrupted == 0);
+  CHECK(misaligned == 0);
+  CHECK(pool.check_invariants());
+  CHECK(pool.blocks_in_use() == 0);
+  const auto s = pool.stats();
+  CHECK(s.bytes_in_use == 0);
+  CHECK(s.allocations == s.deallocations);
+  CHECK(s.allocations > ops);
+  CHECK(pool.peak_blocks_in_use() > 0);
+}
+
+TEST_CASE("synchronized_fixed_pool_resource: a block freed twice at once is freed once and reported once") {
+  error_capture errors;
+  synchronized_fixed_pool_resource pool(32);
+  const int rounds = static_cast<int>(strata_test::scaled(300));
+  for (int i = 0; i < rounds; ++i) {
+    void* p = pool.allocate(32, 8);
+    std::atomic<int> arrived{0};
+    auto free_it = [&] {
+      arrive_and_wait(arrived, 2);
+      pool.deallocate(p, 32, 8);
+    };
+    std::thread a(free_it), b(free_it);
+    a.join();
+    b.join();
+  }
+  CHECK(errors.count() == static_cast<std::size_t>(rounds));
+  for (const auto& e : errors.errors()) CHECK(e.kind == strata::error_kind::double_free);
+  CHECK(pool.blocks_in_use() == 0);
+  CHECK(pool.stats().deallocations == static_cast<std::uint64_t>(rounds));
+  CHECK(pool.check_invariants());
+}
+
+TEST_CASE("synchronized_fixed_pool_resource: the capacity holds when threads race for the last blocks") {
+  strata::fixed_pool_options o;
+  o.max_bytes = std::size_t{1} << 20;
+  synchronized_fixed_pool_resource pool(32, o);
+  const std::size_t cap = pool.capacity_blocks();
+  constexpr int threads = 4;
+  std::vector<std::vector<void*>> got(threads);
+  std::atomic<int> arrived{0};
+  std::vector<std::thread> workers;
+  for (int t = 0; t < threads; ++t) {
+    workers.emplace_back([&, t] {
+      arrive_and_wait(arrived, threads);
+      for (;;) {
+        try {
+          got[static_cast<std::size_t>(t)].push_back(pool.allocate(32, 8));
+        } catch (const std::bad_alloc&) {
+          break;
+        }
+      }
+    });
+  }
+  for (auto& w : workers) w.join();
+  std::vector<void*> all;
+  for (auto& v : got) all.insert(all.end(), v.begin(), v.end());
+  CHECK(all.size() == cap);
+  std::sort(all.begin(), all.end());
+  CHECK(std::adjacent_find(all.begin(), all.end()) == all.end());  // no block handed out twice
+  CHECK(pool.blocks_in_use() == cap);
+  CHECK(pool.check_invariants());
+  for (void* p : all) pool.deallocate(p, 32, 8);
+  CHECK(pool.blocks_in_use() == 0);
+}
+
+TEST_CASE("synchronized_fixed_pool_resource: counts stay exact with more threads than counter stripes") {
+  synchronized_fixed_pool_resource pool(16);
+  constexpr int threads = static_cast<int>(strata::detail::pool_stripes) + 8;
+  std::atomic<int> arrived{0};
+  std::vector<std::thread> workers;
+  for (int t = 0; t < threads; ++t) {
+    workers.emplace_back([&] {
+      void* v[10];
+      for (void*& p : v) p = pool.allocate(16, 8);
+      arrive_and_wait(arrived, threads);  // all alive at once: some share the last stripe
+      for (void* p : v) pool.deallocate(p, 16, 8);
+    });
+  }
+  for (auto& w : workers) w.join();
+  const auto s = pool.stats();
+  CHECK(s.allocations == threads * 10u);
+  CHECK(s.deallocations == threads * 10u);
+  CHECK(s.bytes_in_use == 0);
+  CHECK(s.peak_bytes_in_use >= threads * 160u);
+  CHECK(pool.blocks_in_use() == 0);
+  CHECK(pool.check_invariants());
+}
+
+TEST_CASE("synchronized_fixed_pool_resource: chunks stay until release") {
+  recording_resource up;
+  synchronized_fixed_pool_resource pool(64, &up);
+  std::vector<void*> v;
+  for (int i = 0; i < 50000; ++i) v.push_back(pool.allocate(64, 8));
+  const std::size_t held = up.live_bytes();
+  for (void* p : v) pool.deallocate(p, 64, 8);
+  CHECK(up.live_bytes() == held);  // a lock-free operation may still look at any chunk
+  for (int i = 0; i < 50000; ++i) v[static_cast<std::size_t>(i)] = pool.allocate(64, 8);
+  CHECK(up.live_bytes() == held);  // reused, not grown
+  pool.release();
+  CHECK(up.live_bytes() == 0);
+  CHECK(up.mismatches() == 0);
 }

@@ -5,9 +5,7 @@
 #include <cstdint>
 #include <memory_resource>
 
-#include <strata/detail/address_table.hpp>
-#include <strata/detail/upstream_storage.hpp>
-#include <strata/error.hpp>
+#include <strata/detail/fixed_pool_engine.hpp>
 #include <strata/page_resource.hpp>
 #include <strata/resource.hpp>
 
@@ -18,25 +16,88 @@ struct fixed_pool_options {
   /// memory arrives as it is touched) and never more. Past it, allocate throws std::bad_alloc. 0: no cap, the pool
   /// grows chunk by chunk.
   std::size_t max_bytes = 0;
-  /// Bytes per chunk (a power of two of at least 64 KiB; 0 picks 1 MiB, or more to hold 256 blocks, or less to fit
-  /// max_bytes).
+  /// Bytes per chunk (a power of two of at least 64 KiB; 0 picks 1 MiB, or the huge page size with `huge_pages`, or
+  /// more to hold 256 blocks, or less to fit max_bytes).
   std::size_t chunk_size = 0;
   /// Send requests larger than one block straight upstream instead of serving them from runs of blocks.
   bool forward_large = false;
   /// Empty chunks kept for reuse before they go back upstream (growing pools only).
   std::size_t max_empty_chunks = 1;
+  /// When upstream is a page_resource and the OS has transparent huge pages: chunks are (at least) one huge page and
+  /// are advised as such (the capacity reservation too), so blocks touched at random cost far fewer TLB misses. A
+  /// pool then holds at least one huge page (2 MiB on x86-64) resident once it is used: turn this off for many small
+  /// pools.
+  bool huge_pages = true;
 };
+
+namespace detail {
+
+/// What fixed_pool_resource and synchronized_fixed_pool_resource share; see them for the contract.
+template <bool Sync>
+class basic_fixed_pool_resource : public resource {
+ public:
+  using options = fixed_pool_options;
+
+  /// Throws std::invalid_argument for a zero block size or a chunk size that is not a power of two or too small for
+  /// one block; std::bad_alloc when the capacity cannot be reserved.
+  explicit basic_fixed_pool_resource(std::size_t block_size, const options& opts = {},
+                                     std::pmr::memory_resource* upstream = default_page_resource());
+  basic_fixed_pool_resource(std::size_t block_size, std::pmr::memory_resource* upstream)
+      : basic_fixed_pool_resource(block_size, options{}, upstream) {}
+  ~basic_fixed_pool_resource() override = default;
+
+  /// Zero-filled memory, as allocate() otherwise.
+  void* allocate_zeroed(std::size_t bytes, std::size_t alignment = alignof(std::max_align_t)) {
+    return engine_.allocate(bytes, alignment, true);
+  }
+  /// Frees everything at once and returns it upstream (the capacity reservation too; it is taken again when needed).
+  void release() noexcept { engine_.release(); }
+
+  /// Bytes between consecutive blocks (block_size rounded up to 8).
+  [[nodiscard]] std::size_t block_stride() const noexcept { return engine_.stride(); }
+  [[nodiscard]] std::size_t block_size() const noexcept { return engine_.block_size(); }
+  /// Alignment every block has.
+  [[nodiscard]] std::size_t block_alignment() const noexcept { return engine_.block_alignment(); }
+  /// Blocks that can be live at once under max_bytes (0 without a cap).
+  [[nodiscard]] std::size_t capacity_blocks() const noexcept { return engine_.capacity_blocks(); }
+  /// Blocks live now (a run of k counts k), and the most there have been.
+  [[nodiscard]] std::size_t blocks_in_use() const noexcept { return engine_.blocks_in_use(); }
+  [[nodiscard]] std::size_t peak_blocks_in_use() const noexcept { return engine_.peak_blocks_in_use(); }
+  [[nodiscard]] std::size_t chunk_size() const noexcept { return engine_.chunk_size(); }
+  /// Walks every chunk and checks bitmaps, counts and lists; reports a broken invariant and returns false.
+  /// (Synchronized: call it while no other thread uses the pool.)
+  bool check_invariants() const noexcept { return engine_.check_invariants(); }
+
+ protected:
+  void* do_allocate(std::size_t bytes, std::size_t alignment) override;
+  void do_deallocate(void* p, std::size_t bytes, std::size_t alignment) override;
+  bool do_resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) override {
+    return engine_.resize(p, old_size, new_size, alignment);
+  }
+  resource_stats do_stats() const noexcept override { return engine_.stats(); }
+
+ private:
+  fixed_pool_engine<Sync> engine_;
+};
+
+extern template class basic_fixed_pool_resource<false>;
+extern template class basic_fixed_pool_resource<true>;
+
+}  // namespace detail
 
 /// Blocks of one size for programs that allocate and free the same kind of object a great many times (search
 /// nodes, graph vertices, particles).
 ///
-/// - Blocks live in chunks (a power of two bytes, aligned to their size). Each chunk starts with a small header and
-///   two bitmaps, one bit each per block: free, and first block of an allocation. No block has a header.
-/// - One block: O(1). allocate takes the block freed last if it is still free (it is likely in cache), else the first
-///   free bit of the current chunk; deallocate finds the chunk by masking and the block by a multiply.
+/// - Blocks live in chunks (a power of two bytes, aligned to their size). Each chunk starts with a small header and a
+///   state bitmap, two bits per block (free, first block of an allocation, or continuation of one). No block has a
+///   header.
+/// - One block: O(1). deallocate finds the chunk by masking and the slot by a multiply, checks the block's two bits
+///   (and its neighbour's, so a run cannot be freed as one block) and keeps it as the "hot" block: its bits are
+///   written only when another block is freed, so a free followed by an allocate (the common churn) touches no
+///   bitmap. allocate takes the hot block, else the first free block of the current chunk (a hint skips full words).
 /// - More than one block (a request up to a chunk's capacity): a run of contiguous free blocks found by scanning the
-///   free bitmap a word at a time: O(chunk blocks / 64) words per chunk looked at. With `forward_large`, or when a run
-///   cannot fit a chunk, the request goes straight upstream (registered, so its free is checked too).
+///   bitmap a word (32 blocks) at a time: O(blocks per chunk / 32) words per chunk looked at. With `forward_large`,
+///   or when a run cannot fit a chunk, the request goes straight upstream (registered, so its free is checked too).
 /// - Block alignment: blocks are `block_size` rounded up to a multiple of 8 apart, starting at the chunk base, so each
 ///   is aligned to the lowest set bit of that stride (capped at 4 KiB). A stricter alignment goes upstream.
 /// - Capacity (`max_bytes`): exact; `capacity_blocks()` blocks can be live at once, not one more.
@@ -46,101 +107,27 @@ struct fixed_pool_options {
 /// - release() and the destructor return everything upstream.
 /// - Misuse (double free, a pointer not from this pool, a pointer inside a block or a run, a size that does not match
 ///   the run) is reported through the error handler with the pointer; nothing changes.
-/// - Not thread-safe.
-class fixed_pool_resource final : public resource {
+/// - Not thread-safe: see synchronized_fixed_pool_resource.
+class fixed_pool_resource final : public detail::basic_fixed_pool_resource<false> {
  public:
-  using options = fixed_pool_options;
+  using basic_fixed_pool_resource::basic_fixed_pool_resource;
+};
 
-  /// Throws std::invalid_argument for a zero block size or a chunk size that is not a power of two or too small for
-  /// one block; std::bad_alloc when the capacity cannot be reserved.
-  explicit fixed_pool_resource(std::size_t block_size, const options& opts = {},
-                               std::pmr::memory_resource* upstream = default_page_resource());
-  fixed_pool_resource(std::size_t block_size, std::pmr::memory_resource* upstream)
-      : fixed_pool_resource(block_size, options{}, upstream) {}
-  ~fixed_pool_resource() override;
-
-  /// Zero-filled memory, as allocate() otherwise.
-  void* allocate_zeroed(std::size_t bytes, std::size_t alignment = alignof(std::max_align_t));
-  /// Frees everything at once and returns it upstream (the capacity reservation too; it is taken again when needed).
-  void release() noexcept;
-
-  /// Bytes between consecutive blocks (block_size rounded up to 8).
-  [[nodiscard]] std::size_t block_stride() const noexcept { return stride_; }
-  [[nodiscard]] std::size_t block_size() const noexcept { return block_size_; }
-  /// Alignment every block has.
-  [[nodiscard]] std::size_t block_alignment() const noexcept { return block_alignment_; }
-  /// Blocks that can be live at once under max_bytes (0 without a cap).
-  [[nodiscard]] std::size_t capacity_blocks() const noexcept { return capacity_blocks_; }
-  /// Blocks live now (a run of k counts k), and the most there have been.
-  [[nodiscard]] std::size_t blocks_in_use() const noexcept { return blocks_in_use_; }
-  [[nodiscard]] std::size_t peak_blocks_in_use() const noexcept { return peak_blocks_; }
-  [[nodiscard]] std::size_t chunk_size() const noexcept { return chunk_size_; }
-  /// Walks every chunk and checks bitmaps, counts and lists; reports a broken invariant and returns false.
-  bool check_invariants() const noexcept;
-
- protected:
-  void* do_allocate(std::size_t bytes, std::size_t alignment) override;
-  void do_deallocate(void* p, std::size_t bytes, std::size_t alignment) override;
-  bool do_resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) override;
-  resource_stats do_stats() const noexcept override;
-
- private:
-  struct chunk;
-
-  std::size_t blocks_for(std::size_t bytes) const noexcept { return bytes <= stride_ ? 1 : (bytes + stride_ - 1) / stride_; }
-  bool pooled(std::size_t bytes, std::size_t alignment) const noexcept;
-  void* allocate_blocks(std::size_t k, bool& fresh);
-  void* claim_hot() noexcept;
-  void* take_one(chunk* c, bool& fresh) noexcept;
-  std::uintptr_t tag_of(const chunk* c) const noexcept {
-    return reinterpret_cast<std::uintptr_t>(this) ^ reinterpret_cast<std::uintptr_t>(c) ^ 0x46495845445F504Full;
-  }
-  void note_blocks(std::size_t k) noexcept {
-    blocks_in_use_ += k;
-    if (blocks_in_use_ > peak_blocks_) peak_blocks_ = blocks_in_use_;
-  }
-  void* allocate_pooled(std::size_t bytes, bool& fresh);
-  void note_allocation(std::size_t bytes) noexcept {
-    ++stats_.allocations;
-    stats_.bytes_in_use += bytes;
-    if (stats_.bytes_in_use > stats_.peak_bytes_in_use) stats_.peak_bytes_in_use = stats_.bytes_in_use;
-  }
-  void* take_run(chunk* c, std::size_t k, bool& fresh) noexcept;
-  chunk* add_chunk();
-  chunk* format(void* base, bool zeroed) noexcept;
-  void retire(chunk* c) noexcept;
-  chunk* chunk_of(const void* p) const noexcept;
-  bool find_run(const void* p, std::size_t k, chunk*& c, std::size_t& q) noexcept;
-  void report(error_kind kind, const void* p, std::size_t bytes, std::size_t alignment, const char* why) const noexcept;
-  void* allocate_upstream(std::size_t bytes, std::size_t alignment);
-  void deallocate_upstream(void* p, std::size_t bytes, std::size_t alignment) noexcept;
-  bool reserve_capacity();
-  void free_chunk_memory(chunk* c) noexcept;
-
-  std::pmr::memory_resource* upstream_;
-  options opts_;
-  std::size_t block_size_;
-  std::size_t stride_;
-  std::size_t block_alignment_;
-  std::uint64_t reciprocal_;  // slot = (offset * reciprocal_) >> 40
-  std::size_t chunk_size_;
-  std::size_t capacity_blocks_ = 0;
-  bool upstream_zeroes_;       // upstream is a page_resource: allocate_zeroed on it gives zero pages
-
-  chunk* chunks_ = nullptr;    // every chunk in use, doubly linked
-  chunk* current_ = nullptr;   // where single blocks come from
-  chunk* empty_ = nullptr;     // cached empty chunks (growing pools)
-  std::size_t empty_count_ = 0;
-  std::size_t chunk_count_ = 0;
-  void* hot_ = nullptr;        // the block freed last
-  char* region_ = nullptr;     // capacity mode: the reservation
-  std::size_t region_size_ = 0;
-  std::size_t region_used_ = 0;  // chunks carved from the region so far (bytes)
-
-  std::size_t blocks_in_use_ = 0;
-  std::size_t peak_blocks_ = 0;
-  resource_stats stats_{};
-  detail::address_table<detail::upstream_storage> large_;  // requests sent upstream: address -> packed size and alignment
+/// fixed_pool_resource for many threads at once: the same blocks, runs, cap, zeroed allocation and misuse checks.
+///
+/// - One block: lock-free. allocate claims the first free block of the current chunk with one compare-and-swap of its
+///   two state bits (threads scan from a shared hint); deallocate checks and flips them with one compare-and-swap, so
+///   a double free racing another free of the same block is caught by exactly one of them. Counters are per thread
+///   (a stripe each, no shared cache line on the fast path).
+/// - Under a mutex: new chunks, runs, resize, requests sent upstream, release() and stats()'s byte totals.
+/// - Chunks stay until release() (a lock-free operation may be looking at any of them), so empty chunks are not
+///   returned upstream early as the single-threaded pool does.
+/// - stats(): counts and bytes_in_use are exact once the threads are quiet; peak_bytes_in_use and
+///   peak_blocks_in_use() are the sum of the per-thread peaks: an upper bound.
+/// - release() and the destructor must not run while other threads use the pool.
+class synchronized_fixed_pool_resource final : public detail::basic_fixed_pool_resource<true> {
+ public:
+  using basic_fixed_pool_resource::basic_fixed_pool_resource;
 };
 
 }  // namespace strata

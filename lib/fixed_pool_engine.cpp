@@ -1,0 +1,666 @@
+// lib/fixed_pool_engine.cpp: chunks, runs, capacity, zeroed allocation, resize, release and invariants of the fixed
+// pool engine; the one-block fast paths are inline in the header.
+#include <strata/detail/fixed_pool_engine.hpp>
+
+#include <cstring>
+#include <new>
+#include <stdexcept>
+#include <string>
+
+#include <strata/detail/checks.hpp>
+#include <strata/detail/math.hpp>
+#include <strata/error.hpp>
+#include <strata/page_resource.hpp>
+
+namespace strata::detail {
+
+// ---- counter stripes -----------------------------------------------------------------------------------------------
+
+thread_local unsigned t_pool_stripe = 0;
+
+namespace {
+std::mutex& stripe_mutex() {
+  static auto* m = new std::mutex;  // never destroyed: threads may exit after static destruction began
+  return *m;
+}
+std::uint32_t g_stripes_taken = 0;  // one bit per owned stripe; under stripe_mutex()
+static_assert(pool_stripes == 32, "g_stripes_taken holds one bit per stripe");
+
+// Gives the thread's stripe back when the thread exits.
+struct stripe_owner {
+  ~stripe_owner() {
+    const unsigned s = t_pool_stripe;
+    t_pool_stripe = pool_stripes + 1;  // frees during the rest of this thread's exit use the shared stripe
+    if (s != 0 && s - 1 < pool_stripes) {
+      std::lock_guard<std::mutex> g(stripe_mutex());
+      g_stripes_taken &= ~(std::uint32_t{1} << (s - 1));
+    }
+  }
+};
+
+constexpr std::size_t npos = ~std::size_t{0};
+
+// Bit masks of the state pairs of slots [first, first + count) within one word (first % 32 + count <= 32).
+std::uint64_t pair_mask(std::size_t first, std::size_t count) noexcept {
+  return (count >= 32 ? ~std::uint64_t{0} : ((std::uint64_t{1} << (2 * count)) - 1)) << (2 * (first & 31));
+}
+
+// One bit per slot of a state word: set where the slot is free.
+std::uint32_t free_mask(std::uint64_t w) noexcept {
+  std::uint64_t x = w & pool_low_bits;
+  x = (x | (x >> 1)) & 0x3333333333333333ull;
+  x = (x | (x >> 2)) & 0x0F0F0F0F0F0F0F0Full;
+  x = (x | (x >> 4)) & 0x00FF00FF00FF00FFull;
+  x = (x | (x >> 8)) & 0x0000FFFF0000FFFFull;
+  x = (x | (x >> 16)) & 0x00000000FFFFFFFFull;
+  return static_cast<std::uint32_t>(x);
+}
+}  // namespace
+
+unsigned claim_pool_stripe() noexcept {
+  static thread_local stripe_owner owner;  // constructed here, on the thread's first claim
+  (void)owner;
+  unsigned s = pool_stripes;
+  {
+    std::lock_guard<std::mutex> g(stripe_mutex());
+    if (g_stripes_taken != ~std::uint32_t{0}) {
+      s = static_cast<unsigned>(__builtin_ctz(~g_stripes_taken));
+      g_stripes_taken |= std::uint32_t{1} << s;
+    }
+  }
+  t_pool_stripe = s + 1;
+  return s;
+}
+
+// ---- construction --------------------------------------------------------------------------------------------------
+
+template <bool Sync>
+fixed_pool_engine<Sync>::fixed_pool_engine(const fixed_pool_params& params, std::pmr::memory_resource* upstream,
+                                           const void* owner, const char* name)
+    : upstream_(upstream),
+      owner_(owner),
+      name_(name),
+      params_(params),
+      block_size_(params.block_size),
+      stride_(align_up(params.block_size == 0 ? 8 : params.block_size, 8)),
+      pages_(dynamic_cast<page_resource*>(upstream)),
+      large_(upstream_storage{upstream}) {
+  if (block_size_ == 0 || block_size_ > (std::size_t{1} << 30))
+    throw std::invalid_argument(std::string(name) + ": block_size must be 1 B .. 1 GiB");
+  block_alignment_ = stride_ & (~stride_ + 1);
+  if (block_alignment_ > 4096) block_alignment_ = 4096;
+  reciprocal_ = ((std::uint64_t{1} << 40) / stride_) + 1;
+  auto skip_for = [this](std::size_t csize) {
+    const std::size_t words = csize / stride_ / 32 + 1;
+    return (sizeof(chunk) + words * sizeof(word) + stride_ - 1) / stride_;
+  };
+  std::size_t csize = params.chunk_size;
+  if (csize == 0) {
+    // Large chunks: few chunk headers (all at chunk-aligned addresses, so they share cache sets) stay in cache.
+    // With huge pages, one chunk is one huge page (or more), so a chunk's blocks share one TLB entry.
+    csize = next_power_of_two(stride_ * 256 + 4096);
+    if (csize < (std::size_t{1} << 20)) csize = std::size_t{1} << 20;
+    const std::size_t huge = page_resource::huge_page_size();
+    if (params.huge_pages && pages_ != nullptr && huge != 0 && csize < huge && is_power_of_two(huge)) csize = huge;
+    if (params.max_bytes != 0)  // a capped pool needs at least one chunk inside the cap
+      while (csize > params.max_bytes && csize > block_map_granule && csize / 2 >= stride_ * 2 + 4096) csize /= 2;
+  }
+  if (!is_power_of_two(csize) || csize < block_map_granule || csize > (std::size_t{1} << 34) ||
+      csize / stride_ <= skip_for(csize))
+    throw std::invalid_argument(std::string(name) +
+                                ": chunk_size must be a power of two of 64 KiB or more that holds a block");
+  if (params.max_bytes != 0 && params.max_bytes < csize)
+    throw std::invalid_argument(std::string(name) + ": max_bytes must hold at least one chunk (64 KiB or more)");
+  chunk_size_ = csize;
+  {
+    const std::size_t huge = page_resource::huge_page_size();
+    huge_pages_ = params.huge_pages && pages_ != nullptr && huge != 0 && csize % huge == 0;
+  }
+  blocks_per_chunk_ = csize / stride_ - skip_for(csize);
+  if constexpr (Sync) {  // threads' first scans start an eighth of a chunk's bitmap apart
+    const std::size_t words = csize / stride_ / 32 + 1;
+    for (std::size_t i = 0; i < pool_stripes + 1; ++i)
+      tallies_[i].hint.store(static_cast<std::uint32_t>(i * (words / 8 + 1) % words), std::memory_order_relaxed);
+  }
+  if (params.max_bytes != 0) {
+    region_size_ = params.max_bytes / chunk_size_ * chunk_size_;
+    capacity_blocks_ = region_size_ / chunk_size_ * blocks_per_chunk_;
+    if (!reserve_capacity()) {
+      large_.reset();
+      throw std::bad_alloc();
+    }
+  }
+}
+
+template <bool Sync>
+fixed_pool_engine<Sync>::~fixed_pool_engine() {
+  release();
+}
+
+template <bool Sync>
+bool fixed_pool_engine<Sync>::reserve_capacity() {
+  try {
+    region_ = static_cast<char*>(pages_ != nullptr
+                                     ? pages_->allocate_zeroed(region_size_, chunk_size_)
+                                     : upstream_->allocate(region_size_, chunk_size_));
+  } catch (...) {
+    return false;
+  }
+  ++upstream_allocations_;
+  region_used_ = 0;
+  if (huge_pages_) pages_->advise_huge_pages(region_, region_size_);
+  return true;
+}
+
+// ---- chunks --------------------------------------------------------------------------------------------------------
+
+template <bool Sync>
+typename fixed_pool_engine<Sync>::chunk* fixed_pool_engine<Sync>::format(void* base, bool zeroed) noexcept {
+  auto* c = new (base) chunk{};
+  c->tag = tag_of(c);
+  c->limit = static_cast<std::uint32_t>(chunk_size_ / stride_);
+  c->words = c->limit / 32 + 1;
+  c->skip = static_cast<std::uint32_t>(c->limit - blocks_per_chunk_);
+  c->free_count = c->limit - c->skip;
+  put(c->hint, c->skip / 32);
+  put(c->fresh_from, zeroed ? c->skip : c->limit);
+  for (std::size_t i = 0; i < c->words; ++i) {
+    // Blocks free; slots over the header and past the last block read as starts.
+    const std::size_t lo = i * 32, first = lo > c->skip ? lo : c->skip, end = lo + 32 < c->limit ? lo + 32 : c->limit;
+    const std::uint64_t m = first < end ? pair_mask(first, end - first) : 0;
+    new (&c->bits()[i]) word((pool_low_bits & m) | (pool_high_bits & ~m));
+  }
+  return c;
+}
+
+template <bool Sync>
+typename fixed_pool_engine<Sync>::chunk* fixed_pool_engine<Sync>::add_chunk() {
+  void* base = nullptr;
+  bool zeroed = false, in_region = false;
+  if (params_.max_bytes != 0) {
+    if (region_ == nullptr && !reserve_capacity()) throw std::bad_alloc();
+    if (region_used_ + chunk_size_ > region_size_) throw std::bad_alloc();  // the cap
+    base = region_ + region_used_;
+    region_used_ += chunk_size_;
+    zeroed = pages_ != nullptr;
+    in_region = true;
+  } else if (empty_ != nullptr) {
+    base = empty_;
+    empty_ = empty_->next;
+    --empty_count_;
+  } else {
+    base = pages_ != nullptr ? pages_->allocate_zeroed(chunk_size_, chunk_size_)
+                            : upstream_->allocate(chunk_size_, chunk_size_);
+    ++upstream_allocations_;
+    zeroed = pages_ != nullptr;
+    if (huge_pages_) pages_->advise_huge_pages(base, chunk_size_);
+  }
+  if (!block_map_register(base, chunk_size_)) {
+    if (!in_region) {
+      upstream_->deallocate(base, chunk_size_, chunk_size_);
+      ++upstream_deallocations_;
+    } else {
+      region_used_ -= chunk_size_;
+    }
+    throw std::bad_alloc();
+  }
+  chunk* c = format(base, zeroed);
+  c->in_region = in_region;
+  c->next = chunks_;
+  if (chunks_ != nullptr) chunks_->prev = c;
+  chunks_ = c;
+  ++chunk_count_;
+  return c;
+}
+
+template <bool Sync>
+void fixed_pool_engine<Sync>::free_chunk_memory(chunk* c) noexcept {
+  block_map_unregister(c, chunk_size_);
+  if (!c->in_region) {
+    upstream_->deallocate(c, chunk_size_, chunk_size_);
+    ++upstream_deallocations_;
+  }
+}
+
+// !Sync: an empty chunk of a growing pool leaves the list, cached or back upstream. (The synchronized engine keeps its
+// chunks until release(): a lock-free free or allocate may be looking at any of them.)
+template <bool Sync>
+void fixed_pool_engine<Sync>::retire(chunk* c) noexcept {
+  if (c->prev != nullptr) c->prev->next = c->next;
+  else chunks_ = c->next;
+  if (c->next != nullptr) c->next->prev = c->prev;
+  --chunk_count_;
+  if (empty_count_ < params_.max_empty_chunks) {
+    c->next = empty_;  // stays registered in the block map, formatted again on reuse
+    empty_ = c;
+    ++empty_count_;
+    return;
+  }
+  free_chunk_memory(c);
+}
+
+// !Sync: the deferred free of the hot block reaches its bitmap.
+template <bool Sync>
+void fixed_pool_engine<Sync>::flush_hot() noexcept {
+  if constexpr (!Sync) {
+    void* p = hot_;
+    if (p == nullptr) return;
+    hot_ = nullptr;
+    chunk* c = chunk_of(p);
+    const std::size_t q = (static_cast<std::size_t>(static_cast<char*>(p) - reinterpret_cast<char*>(c)) * reciprocal_) >> 40;
+    c->bits()[q >> 5] ^= std::uint64_t{3} << (2 * (q & 31));
+    ++c->free_count;
+    if ((q >> 5) < c->hint) c->hint = static_cast<std::uint32_t>(q >> 5);
+    if (STRATA_UNLIKELY(c->free_count == c->limit - c->skip) && !c->in_region && c != current_) retire(c);
+  }
+}
+
+// ---- allocation ----------------------------------------------------------------------------------------------------
+
+template <bool Sync>
+bool fixed_pool_engine<Sync>::pooled(std::size_t bytes, std::size_t alignment) const noexcept {
+  if (alignment > block_alignment_) return false;
+  if (bytes <= stride_) return true;
+  if (params_.forward_large || bytes > max_request_size) return false;
+  return blocks_for(bytes) <= blocks_per_chunk_;
+}
+
+// The first run of k free slots at or after word `from` of c; npos when there is none. Slots past the last block read
+// as starts, so a run never runs off the chunk.
+template <bool Sync>
+std::size_t fixed_pool_engine<Sync>::find_run(const chunk* c, std::size_t k, std::size_t from) const noexcept {
+  std::size_t run = 0, run_start = 0;
+  for (std::size_t i = from; i < c->words; ++i) {
+    const std::uint32_t f = free_mask(ld(c->bits()[i]));
+    if (f == 0) {
+      run = 0;
+      continue;
+    }
+    unsigned pos = 0;
+    while (pos < 32) {
+      const std::uint32_t rest = f >> pos;
+      if (rest == 0) {
+        run = 0;
+        break;
+      }
+      const unsigned zeros = static_cast<unsigned>(__builtin_ctz(rest));
+      if (zeros != 0) {
+        run = 0;
+        pos += zeros;
+        continue;
+      }
+      const unsigned ones = ~rest == 0 ? 32 - pos : static_cast<unsigned>(__builtin_ctz(~rest));
+      if (run == 0) run_start = i * 32 + pos;
+      run += ones;
+      if (run >= k) return run_start;
+      if (pos + ones < 32) run = 0;  // the run ends inside this word
+      pos += ones;
+    }
+  }
+  return npos;
+}
+
+// Moves slots [first, first + count) of c from state pattern `from` to `to` (pool_low_bits, pool_high_bits or 0 for
+// every slot), word by word. When a slot is not in state `from` (Sync: another thread got there first), the words
+// already changed are put back and the answer is false.
+template <bool Sync>
+bool fixed_pool_engine<Sync>::transition(chunk* c, std::size_t first, std::size_t count, std::uint64_t from,
+                                         std::uint64_t to) noexcept {
+  std::size_t q = first;
+  const std::size_t end = first + count;
+  bool ok = true;
+  while (q < end) {
+    const std::size_t n = end - q < 32 - (q & 31) ? end - q : 32 - (q & 31);
+    const std::uint64_t m = pair_mask(q, n);
+    word& w = c->bits()[q >> 5];
+    if constexpr (Sync) {
+      std::uint64_t v = w.load(std::memory_order_relaxed);
+      do {
+        if ((v & m) != (from & m)) ok = false;
+      } while (ok && !w.compare_exchange_weak(v, (v & ~m) | (to & m), std::memory_order_acq_rel,
+                                              std::memory_order_relaxed));
+    } else {
+      if ((w & m) != (from & m)) ok = false;
+      else w = (w & ~m) | (to & m);
+    }
+    if (!ok) break;
+    q += n;
+  }
+  if (!ok && q != first) transition(c, first, q - first, to, from);
+  return ok;
+}
+
+// A run of k free blocks of c, claimed (continuations first, the start last, so a half-claimed run has no start);
+// npos when c has none.
+template <bool Sync>
+std::size_t fixed_pool_engine<Sync>::claim_run(chunk* c, std::size_t k) noexcept {
+  if (k == 1) return claim_one(c, my_tally());
+  if (!Sync && c->free_count < k) return npos;
+  std::size_t from = Sync ? 0 : get(c->hint);
+  for (;;) {
+    const std::size_t q = find_run(c, k, from);
+    if (q == npos) return npos;
+    if (transition(c, q + 1, k - 1, pool_low_bits, 0)) {
+      if (transition(c, q, 1, pool_low_bits, pool_high_bits)) {
+        if constexpr (!Sync) c->free_count -= static_cast<std::uint32_t>(k);
+        return q;
+      }
+      transition(c, q + 1, k - 1, 0, pool_low_bits);
+    }
+    from = q >> 5;  // Sync: some block of the run was taken meanwhile; look again from there
+  }
+}
+
+// Under the lock: k blocks from the current chunk, any other chunk, or a new one (std::bad_alloc at the cap).
+template <bool Sync>
+void* fixed_pool_engine<Sync>::allocate_blocks(std::size_t k, bool& fresh) {
+  chunk* c = get(current_);
+  std::size_t q = c != nullptr ? claim_run(c, k) : npos;
+  for (chunk* x = chunks_; q == npos && x != nullptr; x = x->next)
+    if (x != c && (q = claim_run(x, k)) != npos) {
+      if (k == 1) {
+        if constexpr (Sync) current_.store(x, std::memory_order_release);
+        else current_ = x;
+      }
+      c = x;
+    }
+  if (q == npos) {
+    const bool adopt = k == 1 || c == nullptr;
+    c = add_chunk();
+    q = claim_run(c, k);
+    if (adopt) {
+      if constexpr (Sync) current_.store(c, std::memory_order_release);
+      else current_ = c;
+    }
+  }
+  fresh = hand_out(c, q, k);
+  return address(c, q);
+}
+
+template <bool Sync>
+void* fixed_pool_engine<Sync>::allocate(std::size_t bytes, std::size_t alignment, bool zeroed) {
+  check_alignment(name_, alignment);
+  if (!pooled(bytes, alignment)) {
+    void* p = allocate_upstream(bytes, alignment);
+    if (zeroed) std::memset(p, 0, bytes);
+    return p;
+  }
+  const std::size_t k = blocks_for(bytes);
+  void* p;
+  bool fresh;
+  {
+    std::lock_guard<lock_type> g(lock_);
+    flush_hot();
+    try {
+      p = allocate_blocks(k, fresh);
+    } catch (...) {
+      ++failed_;
+      throw;
+    }
+  }
+  note_allocation(bytes, k);
+  if (zeroed && !fresh) std::memset(p, 0, bytes);  // fresh blocks came zero-filled from the OS, never handed out
+  return p;
+}
+
+template <bool Sync>
+void* fixed_pool_engine<Sync>::allocate_upstream(std::size_t bytes, std::size_t alignment) {
+  void* p;
+  {
+    std::lock_guard<lock_type> g(lock_);
+    try {
+      if (bytes > max_request_size || !large_.ensure_room()) throw std::bad_alloc();
+      p = upstream_->allocate(bytes, alignment);
+    } catch (...) {
+      ++failed_;
+      throw;
+    }
+    large_.insert(reinterpret_cast<std::uintptr_t>(p), pack_size_alignment(bytes, alignment));
+    ++upstream_allocations_;
+  }
+  note_allocation(bytes, 0);
+  return p;
+}
+
+// ---- deallocation --------------------------------------------------------------------------------------------------
+
+template <bool Sync>
+void fixed_pool_engine<Sync>::report(error_kind kind, const void* p, std::size_t bytes, std::size_t alignment,
+                                     const char* why) const noexcept {
+  report_error(error_info{kind, name_, owner_, p, bytes, alignment, 0, why});
+}
+
+// Whether p is a live allocation of exactly k blocks (c and q: its chunk and first slot); misuse is reported.
+template <bool Sync>
+bool fixed_pool_engine<Sync>::live_run(const void* p, std::size_t k, chunk*& c, std::size_t& q) noexcept {
+  c = chunk_of(p);
+  if (!block_map_contains(p) || c->tag != tag_of(c)) {
+    report(error_kind::foreign_pointer, p, k * stride_, 0, "not a block of this pool");
+    return false;
+  }
+  const auto offset = static_cast<std::size_t>(static_cast<const char*>(p) - reinterpret_cast<char*>(c));
+  q = (offset * reciprocal_) >> 40;
+  if (q * stride_ != offset || q < c->skip || q >= c->limit) {
+    report(error_kind::foreign_pointer, p, k * stride_, 0, "not at a block boundary");
+    return false;
+  }
+  const unsigned s = state_at(c, q);
+  if (s != pool_start) {
+    report(s == pool_free ? error_kind::double_free : error_kind::foreign_pointer, p, k * stride_, 0,
+           s == pool_free ? "the block is already free" : "inside an allocation of several blocks");
+    return false;
+  }
+  bool fits = q + k <= c->limit && state_at(c, q + k) != pool_cont;
+  for (std::size_t j = q + 1; fits && j < q + k; ++j) fits = state_at(c, j) == pool_cont;
+  if (!fits) {
+    report(error_kind::wrong_size, p, k * stride_, 0, "the size does not match the allocation's number of blocks");
+    return false;
+  }
+  return true;
+}
+
+template <bool Sync>
+void fixed_pool_engine<Sync>::deallocate(void* p, std::size_t bytes, std::size_t alignment) noexcept {
+  if (!is_power_of_two(alignment)) {
+    report(error_kind::bad_alignment, p, bytes, alignment, "alignment is not a power of two");
+    return;
+  }
+  if (!pooled(bytes, alignment)) return deallocate_upstream(p, bytes, alignment);
+  const std::size_t k = blocks_for(bytes);
+  {
+    std::lock_guard<lock_type> g(lock_);
+    flush_hot();
+    chunk* c;
+    std::size_t q;
+    if (!live_run(p, k, c, q)) return;
+    if (k > 1) transition(c, q + 1, k - 1, 0, pool_low_bits);
+    transition(c, q, 1, pool_high_bits, pool_low_bits);
+    if constexpr (!Sync) {
+      c->free_count += static_cast<std::uint32_t>(k);
+      if ((q >> 5) < c->hint) c->hint = static_cast<std::uint32_t>(q >> 5);
+      if (c->free_count == c->limit - c->skip && !c->in_region && c != current_) retire(c);
+    }
+  }
+  note_deallocation(bytes, k);
+}
+
+template <bool Sync>
+void fixed_pool_engine<Sync>::deallocate_upstream(void* p, std::size_t bytes, std::size_t alignment) noexcept {
+  {
+    std::lock_guard<lock_type> g(lock_);
+    auto* e = large_.find(reinterpret_cast<std::uintptr_t>(p));
+    if (e == nullptr || bytes > packed_size_mask || e->value != pack_size_alignment(bytes, alignment)) {
+      report(e == nullptr ? error_kind::foreign_pointer : error_kind::wrong_size, p, bytes, alignment,
+             e == nullptr ? "not an allocation of this pool" : "size or alignment differs from the allocation's");
+      return;
+    }
+    large_.erase(e);
+    upstream_->deallocate(p, bytes, alignment);
+    ++upstream_deallocations_;
+  }
+  note_deallocation(bytes, 0);
+}
+
+// ---- resize --------------------------------------------------------------------------------------------------------
+
+template <bool Sync>
+bool fixed_pool_engine<Sync>::resize(void* p, std::size_t old_size, std::size_t new_size,
+                                     std::size_t alignment) noexcept {
+  if (!is_power_of_two(alignment) || !pooled(old_size, alignment) || !pooled(new_size, alignment)) return false;
+  const std::size_t k_old = blocks_for(old_size), k_new = blocks_for(new_size);
+  {
+    std::lock_guard<lock_type> g(lock_);
+    flush_hot();
+    chunk* c;
+    std::size_t q;
+    if (!live_run(p, k_old, c, q)) return false;
+    if (k_new < k_old) {  // shrink: the tail blocks become free
+      transition(c, q + k_new, k_old - k_new, 0, pool_low_bits);
+      if constexpr (!Sync) {
+        c->free_count += static_cast<std::uint32_t>(k_old - k_new);
+        if (((q + k_new) >> 5) < c->hint) c->hint = static_cast<std::uint32_t>((q + k_new) >> 5);
+      }
+    } else if (k_new > k_old) {  // grow into the free blocks that follow
+      if (q + k_new > c->limit || !transition(c, q + k_old, k_new - k_old, pool_low_bits, 0)) return false;
+      if constexpr (!Sync) c->free_count -= static_cast<std::uint32_t>(k_new - k_old);
+      hand_out(c, q + k_old, k_new - k_old);
+    }
+  }
+  add(my_tally(), 0, 0, static_cast<std::int64_t>(new_size) - static_cast<std::int64_t>(old_size),
+      static_cast<std::int64_t>(k_new) - static_cast<std::int64_t>(k_old));
+  return true;
+}
+
+// ---- release, stats, invariants ------------------------------------------------------------------------------------
+
+template <bool Sync>
+void fixed_pool_engine<Sync>::release() noexcept {
+  std::lock_guard<lock_type> g(lock_);
+  hot_ = nullptr;
+  while (chunks_ != nullptr) {
+    chunk* c = chunks_;
+    chunks_ = c->next;
+    free_chunk_memory(c);
+  }
+  while (empty_ != nullptr) {
+    chunk* c = empty_;
+    empty_ = c->next;
+    free_chunk_memory(c);
+  }
+  chunk_count_ = empty_count_ = 0;
+  put(current_, static_cast<chunk*>(nullptr));
+  if (region_ != nullptr) {
+    upstream_->deallocate(region_, region_size_, chunk_size_);
+    ++upstream_deallocations_;
+    region_ = nullptr;
+    region_used_ = 0;
+  }
+  large_.for_each([this](const auto& e) {
+    upstream_->deallocate(reinterpret_cast<void*>(e.key), packed_size(e.value), packed_alignment(e.value));
+    ++upstream_deallocations_;
+  });
+  large_.reset();
+  // Every allocation is gone: it counts as deallocated.
+  for (tally& t : tallies_) {
+    released_allocations_ += get(t.allocations) - get(t.deallocations);
+    put(t.bytes, std::int64_t{0});
+    put(t.blocks, std::int64_t{0});
+  }
+}
+
+template <bool Sync>
+typename fixed_pool_engine<Sync>::totals fixed_pool_engine<Sync>::sum() const noexcept {
+  totals s{};
+  for (const tally& t : tallies_) {
+    s.allocations += get(t.allocations);
+    s.deallocations += get(t.deallocations);
+    s.bytes += get(t.bytes);
+    s.blocks += get(t.blocks);
+    // A stripe's peak is of its own net count: their sum bounds the pool's peak from above (exact for !Sync).
+    s.peak_bytes += get(t.peak_bytes) > 0 ? get(t.peak_bytes) : 0;
+    s.peak_blocks += get(t.peak_blocks) > 0 ? get(t.peak_blocks) : 0;
+  }
+  s.deallocations += released_allocations_;
+  if (s.peak_bytes < s.bytes) s.peak_bytes = s.bytes;
+  if (s.peak_blocks < s.blocks) s.peak_blocks = s.blocks;
+  return s;
+}
+
+template <bool Sync>
+std::size_t fixed_pool_engine<Sync>::blocks_in_use() const noexcept {
+  const std::int64_t b = sum().blocks;
+  return b > 0 ? static_cast<std::size_t>(b) : 0;
+}
+
+template <bool Sync>
+std::size_t fixed_pool_engine<Sync>::peak_blocks_in_use() const noexcept {
+  return static_cast<std::size_t>(sum().peak_blocks);
+}
+
+template <bool Sync>
+resource_stats fixed_pool_engine<Sync>::stats() const noexcept {
+  const totals t = sum();
+  resource_stats s;
+  s.allocations = t.allocations;
+  s.deallocations = t.deallocations;
+  s.bytes_in_use = t.bytes > 0 ? static_cast<std::size_t>(t.bytes) : 0;
+  s.peak_bytes_in_use = static_cast<std::size_t>(t.peak_bytes);
+  std::lock_guard<lock_type> g(lock_);
+  std::size_t large = 0;
+  large_.for_each([&](const auto& e) { large += packed_size(e.value); });
+  s.bytes_held = (region_ != nullptr ? region_size_ : (chunk_count_ + empty_count_) * chunk_size_) + large;
+  // A reservation is resident only where touched: count the chunks carved from it.
+  s.bytes_resident = (region_ != nullptr ? region_used_ : (chunk_count_ + empty_count_) * chunk_size_) + large;
+  s.failed_allocations = failed_;
+  s.upstream_allocations = upstream_allocations_;
+  s.upstream_deallocations = upstream_deallocations_;
+  return s;
+}
+
+template <bool Sync>
+bool fixed_pool_engine<Sync>::check_invariants() const noexcept {
+  const char* broken = nullptr;
+  std::size_t chunks = 0, used = 0;
+  {
+    std::lock_guard<lock_type> g(lock_);
+    for (const chunk* c = chunks_; c != nullptr && broken == nullptr; c = c->next) {
+      ++chunks;
+      if (c->tag != tag_of(c)) broken = "chunk tag corrupt";
+      else if (!block_map_contains(c)) broken = "chunk missing from the block map";
+      if (broken != nullptr) break;
+      std::size_t free = 0;
+      unsigned prev = pool_start;
+      for (std::size_t q = 0; q < std::size_t{c->words} * 32 && broken == nullptr; ++q) {
+        const unsigned s = state_at(c, q);
+        const bool block = q >= c->skip && q < c->limit;
+        if (!block && s != pool_start) broken = "a slot outside the blocks that is not marked as such";
+        else if (s == 3) broken = "a block in no known state";
+        else if (s == pool_cont && prev == pool_free) broken = "a continuation after a free block";
+        else if (s == pool_free && !Sync && (q >> 5) < get(c->hint)) broken = "a free block below the hint";
+        if (block && s == pool_free) ++free;
+        prev = s;
+      }
+      if (broken == nullptr && !Sync && free != c->free_count) broken = "free count disagrees with the bitmap";
+      used += c->limit - c->skip - free;
+    }
+    if (broken == nullptr && chunks != chunk_count_) broken = "chunk count disagrees with the list";
+    if (broken == nullptr && !Sync && hot_ != nullptr) {
+      const chunk* c;
+      const std::size_t q = slot_of(hot_, c);
+      if (q == npos || state_at(c, q) != pool_start) broken = "the deferred free block is not a live block";
+      else --used;  // free, though its bits still say live
+    }
+  }
+  const std::int64_t counted = sum().blocks;
+  if (broken == nullptr && counted >= 0 && static_cast<std::size_t>(counted) != used)
+    broken = "blocks in use disagree with the bitmaps";
+  if (broken == nullptr && capacity_blocks_ != 0 && used > capacity_blocks_) broken = "capacity exceeded";
+  if (broken == nullptr) return true;
+  report_error(error_info{error_kind::invariant_violated, name_, owner_, nullptr, 0, 0, 0, broken});
+  return false;
+}
+
+template class fixed_pool_engine<false>;
+template class fixed_pool_engine<true>;
+
+}  // namespace strata::detail
