@@ -78,6 +78,8 @@ const std::vector<resource_entry>& resources() {
        [](const workload_info&) { return make_holder<strata::synchronized_bitmap_resource>(); }},
       {"strata_fixed_pool", small_blocks | fixed_size_only,
        [](const workload_info& w) { return make_holder<strata::fixed_pool_resource>(w.fixed_size); }},
+      {"strata_sync_fixed_pool", thread_safe | small_blocks | fixed_size_only,
+       [](const workload_info& w) { return make_holder<strata::synchronized_fixed_pool_resource>(w.fixed_size); }},
       {"glibc", thread_safe | small_blocks | large_blocks, new_delete},
       {"mimalloc", thread_safe | small_blocks | large_blocks, new_delete, "libmimalloc.so.2", "STRATA_BENCH_MIMALLOC"},
       {"jemalloc", thread_safe | small_blocks | large_blocks, new_delete, "libjemalloc.so.2", "STRATA_BENCH_JEMALLOC"},

@@ -148,15 +148,16 @@ double run_mixed_lifo(std::pmr::memory_resource& r, const workload_info& w, scal
 
 // ---- mixed_random and mt_mixed_random -----------------------------------------------------------------------------
 
-/// One thread's live set of mixed-size blocks and its precomputed replacement schedule.
+/// One thread's live set of blocks of lo..hi bytes and its precomputed replacement schedule.
 class mixed_churn {
  public:
-  mixed_churn(std::size_t live_count, std::size_t ops, std::size_t align, std::uint64_t seed)
+  mixed_churn(std::size_t live_count, std::size_t ops, std::size_t align, std::uint64_t seed, std::size_t lo = 8,
+              std::size_t hi = 1024)
       : align_(align), live_(live_count), live_sizes_(live_count), victims_(ops), new_sizes_(ops) {
     splitmix64 rng{seed};
-    for (auto& sz : live_sizes_) sz = static_cast<std::uint16_t>(rng.between(8, 1024));
+    for (auto& sz : live_sizes_) sz = static_cast<std::uint16_t>(rng.between(lo, hi));
     for (auto& v : victims_) v = rng.below(live_count);
-    for (auto& sz : new_sizes_) sz = static_cast<std::uint16_t>(rng.between(8, 1024));
+    for (auto& sz : new_sizes_) sz = static_cast<std::uint16_t>(rng.between(lo, hi));
   }
 
   void fill(std::pmr::memory_resource& r) {
@@ -207,6 +208,7 @@ double run_mixed_random(std::pmr::memory_resource& r, const workload_info& w, sc
 double run_mt_mixed_random(std::pmr::memory_resource& r, const workload_info& w, scale s) {
   constexpr std::size_t live_count = 50'000;
   const std::size_t ops = pick(s, 1'000'000, 250'000);
+  const std::size_t lo = w.fixed_size != 0 ? w.fixed_size : 8, hi = w.fixed_size != 0 ? w.fixed_size : 1024;
   std::atomic<int> ready{0};
   std::atomic<bool> go{false};
   std::atomic<int> done{0};
@@ -216,7 +218,7 @@ double run_mt_mixed_random(std::pmr::memory_resource& r, const workload_info& w,
   std::unique_ptr<mixed_churn> other;
   std::uint64_t other_sum = 0;
   std::thread worker([&] {
-    other = std::make_unique<mixed_churn>(live_count, ops, w.alignment, 0x3A7E2ULL);
+    other = std::make_unique<mixed_churn>(live_count, ops, w.alignment, 0x3A7E2ULL, lo, hi);
     other->fill(r);
     ready.fetch_add(1, std::memory_order_release);
     wait_until(go);
@@ -227,7 +229,7 @@ double run_mt_mixed_random(std::pmr::memory_resource& r, const workload_info& w,
     other_sum = other->drain(r);
   });
 
-  mixed_churn mine(live_count, ops, w.alignment, 0x3A7E1ULL);
+  mixed_churn mine(live_count, ops, w.alignment, 0x3A7E1ULL, lo, hi);
   mine.fill(r);
   ready.fetch_add(1, std::memory_order_release);
   wait_count(ready, 2);
@@ -305,7 +307,8 @@ double run_xthread(std::pmr::memory_resource& r, const workload_info& w, scale s
   const std::size_t align = w.alignment;
   splitmix64 rng{0x7412EADULL};
   std::vector<std::uint16_t> sizes(n);  // both sides know the i-th object's size
-  for (auto& sz : sizes) sz = static_cast<std::uint16_t>(rng.between(16, 256));
+  const std::size_t lo = w.fixed_size != 0 ? w.fixed_size : 16, hi = w.fixed_size != 0 ? w.fixed_size : 256;
+  for (auto& sz : sizes) sz = static_cast<std::uint16_t>(rng.between(lo, hi));
 
   auto ring = std::make_unique<spsc_ring>();
   std::atomic<bool> go{false};
@@ -421,6 +424,12 @@ const std::vector<workload>& workloads() {
       {{"mt_mixed_random", "ns/op", block_kind::small_mixed, true, false, 0, mixed_align,
         "2 threads, each 50k live 8..1024 B and 1M random replacements; wall time per op (both threads' ops)"},
        run_mt_mixed_random},
+      {{"mt_fixed32_churn", "ns/op", block_kind::small_fixed, true, false, 32, node_align,
+        "2 threads, each 50k live 32 B blocks and 1M random replacements; wall time per op (both threads' ops)"},
+       run_mt_mixed_random},
+      {{"xthread_fixed32", "ns/op", block_kind::small_fixed, true, false, 32, node_align,
+        "producer allocates 1M blocks of 32 B, SPSC ring, consumer frees them; per object"},
+       run_xthread},
       {{"large_random", "ns/op", block_kind::large, false, false, 0, mixed_align,
         "64 live blocks of 4 KiB..1 MiB; timed: 20k random replacements, one byte written per 4 KiB"},
        run_large_random},
