@@ -395,3 +395,20 @@ TEST_CASE("synchronized_fixed_pool_resource: chunks stay until release") {
   CHECK(up.live_bytes() == 0);
   CHECK(up.mismatches() == 0);
 }
+
+TEST_CASE("fixed_pool_resource: chunks are a huge page over a page_resource unless told otherwise") {
+  const std::size_t huge = strata::page_resource::huge_page_size();
+  const std::size_t mib = std::size_t{1} << 20;
+  fixed_pool_resource pages(32);
+  CHECK(pages.chunk_size() == (huge > mib ? huge : mib));
+  strata::fixed_pool_options o;
+  o.huge_pages = false;
+  fixed_pool_resource small(32, o);
+  CHECK(small.chunk_size() == mib);
+  recording_resource heap;  // not a page_resource: no advice to give
+  fixed_pool_resource over_heap(32, &heap);
+  CHECK(over_heap.chunk_size() == mib);
+  void* p = pages.allocate(32, 8);
+  pages.deallocate(p, 32, 8);
+  CHECK(pages.check_invariants());
+}

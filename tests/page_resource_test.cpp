@@ -402,3 +402,19 @@ TEST_CASE("page_resource: the default instance") {
   strata::default_page_resource()->deallocate(p, 100, 8);
   CHECK(strata::default_page_resource()->check_invariants());
 }
+
+TEST_CASE("page_resource: huge page advice only for its own live allocations") {
+  strata::page_resource r;
+  const std::size_t huge = strata::page_resource::huge_page_size();
+  int local = 0;
+  CHECK_FALSE(r.advise_huge_pages(&local, huge == 0 ? 4096 : huge));  // not an allocation of r
+  if (huge == 0) return;  // no transparent huge pages here: nothing more to ask
+  void* p = r.allocate(2 * huge, huge);
+  CHECK(r.advise_huge_pages(p, 2 * huge));
+  CHECK_FALSE(r.advise_huge_pages(p, 3 * huge));                           // past its end
+  CHECK_FALSE(r.advise_huge_pages(static_cast<char*>(p) + huge, huge));    // not its start
+  CHECK_FALSE(r.advise_huge_pages(p, huge / 2));                           // less than one huge page
+  r.deallocate(p, 2 * huge, huge);
+  CHECK_FALSE(r.advise_huge_pages(p, 2 * huge));  // freed
+  CHECK(r.check_invariants());
+}
