@@ -69,7 +69,7 @@ class fixed_pool_engine {
     std::uint32_t limit;  // one past the last
     std::uint32_t words;  // state words (slots 0 .. limit inclusive)
     std::uint32_t free_count;         // !Sync: free blocks (Sync: unused; the bitmap is the truth)
-    counter<std::uint32_t> hint;      // !Sync: words below hold no free block; Sync: where scans start
+    counter<std::uint32_t> hint;      // !Sync: words below hold no free block (Sync: unused; threads keep their own)
     counter<std::uint32_t> fresh_from;  // slots from here on never handed out since the chunk arrived zero-filled
     bool in_region;                   // carved from the capacity reservation
     word* bits() noexcept { return reinterpret_cast<word*>(this + 1); }
@@ -304,7 +304,7 @@ inline std::size_t fixed_pool_engine<Sync>::claim_one(chunk* c, [[maybe_unused]]
 template <bool Sync>
 inline bool fixed_pool_engine<Sync>::hand_out(chunk* c, std::size_t q, std::size_t k) noexcept {
   std::uint32_t ff = get(c->fresh_from);
-  if (STRATA_LIKELY(q + k <= ff && q < ff)) return false;  // (a chunk that did not arrive zeroed has ff == limit)
+  if (STRATA_LIKELY(q + k <= ff)) return false;  // (k >= 1; a chunk that did not arrive zeroed has ff == limit)
   if constexpr (Sync) {
     while (q + k > ff)
       if (c->fresh_from.compare_exchange_weak(ff, static_cast<std::uint32_t>(q + k), std::memory_order_relaxed))
