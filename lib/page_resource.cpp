@@ -462,6 +462,21 @@ bool page_resource::advise_huge_pages(void* p, std::size_t bytes) noexcept {
   return os::advise_huge_pages(p, bytes, true) == os::result::ok;
 }
 
+bool page_resource::purge(void* allocation, std::size_t offset, std::size_t bytes) noexcept {
+  const std::size_t page = os::page_size();
+  const auto begin = reinterpret_cast<std::uintptr_t>(allocation);
+  if (bytes == 0 || offset % page != 0 || bytes % page != 0) return false;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto* e = live_.find(begin);
+    if (e == nullptr || offset > span_of(packed_size(e->value.packed)) ||
+        bytes > span_of(packed_size(e->value.packed)) - offset)
+      return false;
+  }
+  // The caller owns the allocation, so it cannot be freed meanwhile: purge outside the lock.
+  return os::purge(static_cast<char*>(allocation) + offset, bytes, os::purge_kind::eager) == os::result::ok;
+}
+
 // ---- resize --------------------------------------------------------------------------------------------------------
 
 bool page_resource::do_resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) {

@@ -78,6 +78,12 @@ class page_resource final : public resource {
   /// this resource, `bytes` exceeds it, or the OS has no transparent huge pages. Thread-safe.
   bool advise_huge_pages(void* p, std::size_t bytes) noexcept;
 
+  /// Gives the physical memory behind [allocation + offset, allocation + offset + bytes), whole pages inside the
+  /// live allocation `allocation`, back to the OS. The pages stay mapped and read as zero when next touched. False
+  /// (and nothing done) when the range is not page-aligned or not inside a live allocation of this resource.
+  /// Thread-safe.
+  bool purge(void* allocation, std::size_t offset, std::size_t bytes) noexcept;
+
   /// Returns every cached span to the OS. Live allocations are untouched. Thread-safe.
   void trim() noexcept;
 

@@ -24,12 +24,23 @@ struct resource_stats {
   /// Calls into upstream (or the OS) to obtain and to return memory.
   std::uint64_t upstream_allocations = 0;
   std::uint64_t upstream_deallocations = 0;
+  /// Free space between blocks, for resources that carve blocks of any size (free_list_resource); 0 for the others.
+  /// free_bytes: the sum of the free blocks' sizes inside chunks in use; free_blocks: how many there are;
+  /// largest_free_block: the size of the largest.
+  std::size_t free_bytes = 0;
+  std::size_t free_blocks = 0;
+  std::size_t largest_free_block = 0;
 
   /// Allocations live now.
   [[nodiscard]] std::uint64_t live_allocations() const noexcept { return allocations - deallocations; }
   /// Bytes held but not handed out: metadata, rounding, free space and caches.
   [[nodiscard]] std::size_t overhead_bytes() const noexcept {
     return bytes_held > bytes_in_use ? bytes_held - bytes_in_use : 0;
+  }
+  /// 1 - largest_free_block / free_bytes: 0 when the free space is one block (or there is none), near 1 when it is
+  /// scattered in small pieces that a large request cannot use.
+  [[nodiscard]] double external_fragmentation() const noexcept {
+    return free_bytes == 0 ? 0.0 : 1.0 - static_cast<double>(largest_free_block) / static_cast<double>(free_bytes);
   }
 };
 
