@@ -3,6 +3,7 @@
 
 #include <strata/bitmap_resource.hpp>
 #include <strata/fixed_pool_resource.hpp>
+#include <strata/free_list_resource.hpp>
 
 namespace strata_test {
 using page_subject = subject<strata::page_resource, os_upstream>;
@@ -25,6 +26,34 @@ using pool256_over_heap = subject<strata::fixed_pool_resource, chained_upstream<
 using sync_pool = strata::synchronized_fixed_pool_resource;
 using sync_pool24_over_pages = subject<sync_pool, chained_upstream<page_base>, fixed_pool_maker<24, sync_pool>>;
 using sync_pool256_over_heap = subject<sync_pool, chained_upstream<new_delete_base>, fixed_pool_maker<256, sync_pool>>;
+
+/// A free list with fit policy `P` and chunks of `ChunkSize` bytes (0: the default) for the suite.
+template <strata::fit_policy P, class List = strata::free_list_resource, std::size_t ChunkSize = 0>
+struct free_list_maker {
+  static std::unique_ptr<List> over(std::pmr::memory_resource* upstream) {
+    strata::free_list_options o;
+    o.policy = P;
+    o.chunk_size = ChunkSize;
+    return std::make_unique<List>(o, upstream);
+  }
+};
+template <strata::fit_policy P, class Base, class List = strata::free_list_resource, std::size_t ChunkSize = 0>
+using free_list_subject = subject<List, chained_upstream<Base>, free_list_maker<P, List, ChunkSize>>;
+using strata::fit_policy;
+using sync_list = strata::synchronized_free_list_resource;
+using list = strata::free_list_resource;
+// One subject with the default chunks (1 MiB); the others with smaller ones, which cross chunk boundaries and large
+// requests (from a quarter of a chunk up) more often, and keep the exhaustion test, which fills every chunk it gets,
+// quick under the sanitizers.
+constexpr std::size_t kib256 = std::size_t{256} << 10, kib64 = std::size_t{64} << 10;
+using segregated_over_pages = free_list_subject<fit_policy::segregated, page_base>;
+using segregated_over_heap = free_list_subject<fit_policy::segregated, new_delete_base, list, kib256>;
+using first_fit_over_pages = free_list_subject<fit_policy::first_fit, page_base, list, kib256>;
+using first_fit_over_heap = free_list_subject<fit_policy::first_fit, new_delete_base, list, kib256>;
+using next_fit_over_heap = free_list_subject<fit_policy::next_fit, new_delete_base, list, kib256>;
+using best_fit_over_pages = free_list_subject<fit_policy::best_fit, page_base, list, kib64>;
+using sync_list_over_pages = free_list_subject<fit_policy::segregated, page_base, sync_list, kib256>;
+using sync_list_over_heap = free_list_subject<fit_policy::segregated, new_delete_base, sync_list, kib256>;
 }  // namespace strata_test
 
 TYPE_TO_STRING_AS("page_resource", strata_test::page_subject);
@@ -36,6 +65,14 @@ TYPE_TO_STRING_AS("fixed_pool_resource(24) over pages", strata_test::pool24_over
 TYPE_TO_STRING_AS("fixed_pool_resource(256) over new_delete", strata_test::pool256_over_heap);
 TYPE_TO_STRING_AS("synchronized_fixed_pool_resource(24) over pages", strata_test::sync_pool24_over_pages);
 TYPE_TO_STRING_AS("synchronized_fixed_pool_resource(256) over new_delete", strata_test::sync_pool256_over_heap);
+TYPE_TO_STRING_AS("free_list_resource(segregated, 1 MiB chunks) over pages", strata_test::segregated_over_pages);
+TYPE_TO_STRING_AS("free_list_resource(segregated, 256 KiB chunks) over new_delete", strata_test::segregated_over_heap);
+TYPE_TO_STRING_AS("free_list_resource(first_fit, 256 KiB chunks) over pages", strata_test::first_fit_over_pages);
+TYPE_TO_STRING_AS("free_list_resource(first_fit, 256 KiB chunks) over new_delete", strata_test::first_fit_over_heap);
+TYPE_TO_STRING_AS("free_list_resource(next_fit, 256 KiB chunks) over new_delete", strata_test::next_fit_over_heap);
+TYPE_TO_STRING_AS("free_list_resource(best_fit, 64 KiB chunks) over pages", strata_test::best_fit_over_pages);
+TYPE_TO_STRING_AS("synchronized_free_list_resource(256 KiB chunks) over pages", strata_test::sync_list_over_pages);
+TYPE_TO_STRING_AS("synchronized_free_list_resource(256 KiB chunks) over new_delete", strata_test::sync_list_over_heap);
 
 namespace strata_test {
 STRATA_CONFORMANCE(page_subject);
@@ -46,4 +83,8 @@ STRATA_CONFORMANCE_THREADS(sync_bitmap_over_pages, sync_bitmap_over_heap);
 STRATA_CONFORMANCE(pool24_over_pages, pool256_over_heap);
 STRATA_CONFORMANCE(sync_pool24_over_pages, sync_pool256_over_heap);
 STRATA_CONFORMANCE_THREADS(sync_pool24_over_pages, sync_pool256_over_heap);
+STRATA_CONFORMANCE(segregated_over_pages, segregated_over_heap, first_fit_over_pages, first_fit_over_heap);
+STRATA_CONFORMANCE(next_fit_over_heap, best_fit_over_pages);
+STRATA_CONFORMANCE(sync_list_over_pages, sync_list_over_heap);
+STRATA_CONFORMANCE_THREADS(sync_list_over_pages, sync_list_over_heap);
 }  // namespace strata_test

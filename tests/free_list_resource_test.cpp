@@ -1,0 +1,1593 @@
+// tests/free_list_resource_test.cpp: free_list_resource and synchronized_free_list_resource beyond the conformance
+// suite: options, coalescing in adversarial orders, misuse reports, resize in place, a fragmentation scenario that
+// separates the fit policies, stats, empty chunks, alignment, purging, a randomized stress per policy, and threads for
+// the synchronized one.
+#include <strata/free_list_resource.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <new>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <doctest/doctest.h>
+
+#include <strata/detail/math.hpp>
+#include <strata/testing.hpp>
+
+#include "support.hpp"
+
+using strata::fit_policy;
+using strata::free_list_options;
+using strata::free_list_resource;
+using strata::synchronized_free_list_resource;
+using strata::testing::recording_resource;
+using strata_test::error_capture;
+
+namespace strata {
+/// Failed checks on an error kind print its name (found by argument-dependent lookup).
+inline doctest::String toString(error_kind kind) { return to_string(kind); }
+}  // namespace strata
+
+TYPE_TO_STRING_AS("free_list_resource", strata::free_list_resource);
+TYPE_TO_STRING_AS("synchronized_free_list_resource", strata::synchronized_free_list_resource);
+
+namespace {
+constexpr std::size_t KiB = std::size_t{1} << 10;
+constexpr std::size_t MiB = std::size_t{1} << 20;
+constexpr fit_policy all_policies[] = {fit_policy::first_fit, fit_policy::next_fit, fit_policy::best_fit,
+                                       fit_policy::segregated};
+
+std::string name_of(fit_policy p) {
+  switch (p) {
+    case fit_policy::first_fit: return "first_fit";
+    case fit_policy::next_fit: return "next_fit";
+    case fit_policy::best_fit: return "best_fit";
+    case fit_policy::segregated: return "segregated";
+  }
+  return "?";
+}
+
+/// 64 KiB chunks without huge pages: small, quick to fill, and over a page_resource they still purge.
+free_list_options small_chunks(fit_policy policy = fit_policy::segregated, std::size_t max_empty = 1) {
+  free_list_options o;
+  o.policy = policy;
+  o.chunk_size = 64 * KiB;
+  o.huge_pages = false;
+  o.max_empty_chunks = max_empty;
+  return o;
+}
+
+std::size_t block_size(std::size_t bytes, std::size_t alignment = 8) {
+  return free_list_resource::block_size_for(bytes, alignment);
+}
+
+/// A live block in a test's own bookkeeping.
+struct item {
+  char* p;
+  std::size_t size;
+  std::size_t alignment;
+  std::uint64_t seed;
+};
+
+/// `count` blocks of `size` bytes (alignment 8), sorted by address; required to lie back to back (they do in a fresh
+/// chunk, or in one free block big enough for all of them).
+std::vector<char*> adjacent_blocks(strata::resource& r, std::size_t size, std::size_t count) {
+  std::vector<char*> v;
+  for (std::size_t i = 0; i < count; ++i) v.push_back(static_cast<char*>(r.allocate(size, 8)));
+  std::sort(v.begin(), v.end());
+  for (std::size_t i = 1; i < count; ++i) REQUIRE(v[i] == v[i - 1] + block_size(size));
+  return v;
+}
+
+/// Every field of two snapshots agrees: a misuse report changed nothing.
+void check_unchanged(const strata::resource_stats& before, const strata::resource_stats& after) {
+  CHECK(after.bytes_in_use == before.bytes_in_use);
+  CHECK(after.peak_bytes_in_use == before.peak_bytes_in_use);
+  CHECK(after.bytes_held == before.bytes_held);
+  CHECK(after.bytes_resident == before.bytes_resident);
+  CHECK(after.allocations == before.allocations);
+  CHECK(after.deallocations == before.deallocations);
+  CHECK(after.failed_allocations == before.failed_allocations);
+  CHECK(after.upstream_allocations == before.upstream_allocations);
+  CHECK(after.upstream_deallocations == before.upstream_deallocations);
+  CHECK(after.free_bytes == before.free_bytes);
+  CHECK(after.free_blocks == before.free_blocks);
+  CHECK(after.largest_free_block == before.largest_free_block);
+}
+
+/// The last captured error (of `count` so far) is of `kind`, for `p`, with the caller's `size` and, unless any_size,
+/// the expected size.
+constexpr std::size_t any_size = ~std::size_t{0};
+void check_error(const error_capture& errors, std::size_t count, strata::error_kind kind, const void* p,
+                 std::size_t size, std::size_t expected = any_size) {
+  REQUIRE(errors.count() == count);
+  const auto& e = errors.errors().back();
+  CAPTURE(e.message);
+  CHECK(e.kind == kind);
+  CHECK(e.pointer == p);
+  CHECK(e.size == size);
+  if (expected != any_size) CHECK(e.expected_size == expected);
+  CHECK(e.message.find("free_list_resource") != std::string::npos);
+}
+}  // namespace
+
+// ---- options and geometry ------------------------------------------------------------------------------------------
+
+TEST_CASE("free_list_resource: options are validated and the defaults follow the upstream") {
+  recording_resource heap;
+  {
+    free_list_resource r(&heap);
+    CHECK(r.policy() == fit_policy::segregated);
+    CHECK(r.chunk_size() == MiB);  // not a page_resource: no huge pages
+    // 256 KiB asked by default, but at most a quarter of what a chunk holds (a little less than 256 KiB here).
+    CHECK(r.large_threshold() <= 256 * KiB);
+    CHECK(r.large_threshold() > r.chunk_capacity() / 4 - 8);
+    // The header and the boundary bitmap (two bits per 8 bytes: 1/32 of the chunk) come off the capacity.
+    CHECK(r.chunk_capacity() < r.chunk_size() - r.chunk_size() / 32);
+    CHECK(r.chunk_capacity() >= r.chunk_size() - r.chunk_size() / 32 - 4096);
+    CHECK(r.chunk_capacity() % 8 == 0);
+    CHECK(r.chunk_count() == 0);
+    CHECK(heap.live_blocks() == 0);  // nothing taken before the first allocation
+  }
+  const std::size_t huge = strata::page_resource::huge_page_size();
+  {
+    free_list_resource r;  // over the default page resource, huge pages on
+    CHECK(r.chunk_size() == (huge > MiB ? huge : MiB));
+    free_list_options o;
+    o.huge_pages = false;
+    free_list_resource plain(o);
+    CHECK(plain.chunk_size() == MiB);
+  }
+  for (fit_policy p : all_policies) {
+    free_list_resource r(small_chunks(p), &heap);
+    CHECK(r.policy() == p);
+    CHECK(r.chunk_size() == 64 * KiB);
+    CHECK(r.large_threshold() <= r.chunk_capacity() / 4);  // 256 KiB asked by default: at most a quarter of a chunk
+    CHECK(r.large_threshold() > r.chunk_capacity() / 4 - 8);
+  }
+  free_list_options o = small_chunks();
+  for (std::size_t bad : {std::size_t{3} << 16, 32 * KiB, std::size_t{1} << 31, 64 * KiB + 8}) {
+    CAPTURE(bad);
+    o.chunk_size = bad;
+    CHECK_THROWS_AS(free_list_resource(o, &heap), std::invalid_argument);
+  }
+  o = small_chunks();
+  o.policy = static_cast<fit_policy>(7);
+  CHECK_THROWS_AS(free_list_resource(o, &heap), std::invalid_argument);
+  o = small_chunks();
+  o.large_threshold = MiB;  // more than a quarter of the chunk: capped
+  {
+    free_list_resource r(o, &heap);
+    CHECK(r.large_threshold() <= r.chunk_capacity() / 4);
+  }
+  o.large_threshold = 1000;
+  {
+    free_list_resource r(o, &heap);
+    CHECK(r.large_threshold() == 1000);
+    void* big = r.allocate(1001, 8);  // above the threshold: upstream, no chunk
+    CHECK(r.chunk_count() == 0);
+    CHECK(r.stats().upstream_allocations == 1);
+    void* small = r.allocate(1000, 8);  // at the threshold: in a chunk
+    CHECK(r.chunk_count() == 1);
+    CHECK(r.stats().upstream_allocations == 2);
+    r.deallocate(big, 1001, 8);
+    r.deallocate(small, 1000, 8);
+    CHECK(r.check_invariants());
+  }
+  CHECK(heap.live_blocks() == 0);
+  CHECK(heap.mismatches() == 0);
+}
+
+TEST_CASE("free_list_resource: block sizes round to 8, to 16 from alignment 16, at least one granule") {
+  CHECK(block_size(0, 1) == 8);
+  CHECK(block_size(0, 8) == 8);
+  CHECK(block_size(0, 16) == 16);
+  CHECK(block_size(1, 1) == 8);
+  CHECK(block_size(8, 8) == 8);
+  CHECK(block_size(9, 8) == 16);
+  CHECK(block_size(24, 8) == 24);
+  CHECK(block_size(24, 16) == 32);
+  CHECK(block_size(25, 4) == 32);
+  CHECK(block_size(100, 4096) == 112);
+  CHECK(synchronized_free_list_resource::block_size_for(24, 64) == 32);
+}
+
+// ---- coalescing ----------------------------------------------------------------------------------------------------
+
+namespace {
+/// Allocates blocks of assorted sizes (1 B to 3000 B, many of 8..24 B) until the chunk's capacity is used exactly:
+/// no free byte is left in it (a remainder of 8..24 B would be an unlisted fragment no request can find, so the last
+/// block takes it).
+std::vector<item> fill_one_chunk(free_list_resource& r, strata_test::rng& g) {
+  const std::size_t cap = r.chunk_capacity();
+  std::vector<item> v;
+  std::size_t left = cap;
+  while (left != 0) {
+    const std::uint64_t k = g.next() % 10;
+    std::size_t n = k < 3 ? g.between(1, 24) : k < 8 ? g.between(25, 512) : g.between(513, 3000);
+    std::size_t b = block_size(n);
+    if (b > left || (left - b != 0 && left - b < 32)) n = b = left;
+    auto* p = static_cast<char*>(r.allocate(n, 8));
+    v.push_back(item{p, n, 8, g.next()});
+    strata_test::fill_pattern(p, n, v.back().seed);
+    left -= b;
+  }
+  return v;
+}
+
+std::vector<std::size_t> free_order(int kind, std::size_t n, strata_test::rng& g) {
+  std::vector<std::size_t> order;
+  switch (kind) {
+    case 0:  // every other one, then the rest: each later free merges on both sides
+      for (std::size_t i = 0; i < n; i += 2) order.push_back(i);
+      for (std::size_t i = 1; i < n; i += 2) order.push_back(i);
+      break;
+    case 1:  // reverse: each free merges with the free block after it
+      for (std::size_t i = n; i-- > 0;) order.push_back(i);
+      break;
+    case 2:  // forward: each free merges with the free block before it
+      for (std::size_t i = 0; i < n; ++i) order.push_back(i);
+      break;
+    default:  // a random permutation (fixed seed)
+      for (std::size_t i = 0; i < n; ++i) order.push_back(i);
+      for (std::size_t i = n; i > 1; --i) std::swap(order[i - 1], order[g.next() % i]);
+      break;
+  }
+  return order;
+}
+}  // namespace
+
+TEST_CASE("free_list_resource: a chunk's blocks freed in adversarial orders coalesce into one free chunk") {
+  const char* order_names[] = {"every other, then the rest", "reverse", "forward", "random"};
+  for (fit_policy policy : all_policies) {
+    for (int kind = 0; kind < 4; ++kind) {
+      for (std::size_t max_empty : {std::size_t{1}, std::size_t{0}}) {
+        CAPTURE(name_of(policy));
+        CAPTURE(order_names[kind]);
+        CAPTURE(max_empty);
+        recording_resource up;
+        free_list_resource r(small_chunks(policy, max_empty), &up);
+        const std::size_t cap = r.chunk_capacity();
+        strata_test::rng g(0xC0A1E5CEu + static_cast<std::uint64_t>(kind));
+        std::vector<item> blocks = fill_one_chunk(r, g);
+        // Addresses ascend with the allocation order in a fresh chunk: blocks[i + 1] follows blocks[i].
+        std::sort(blocks.begin(), blocks.end(), [](const item& a, const item& b) { return a.p < b.p; });
+        std::size_t sum = 0, tiny = 0;
+        for (std::size_t i = 0; i < blocks.size(); ++i) {
+          sum += blocks[i].size;
+          tiny += block_size(blocks[i].size) < 32;
+          if (i > 0) REQUIRE(blocks[i].p == blocks[i - 1].p + block_size(blocks[i - 1].size));
+        }
+        CHECK(tiny > 10);  // unlisted fragments take part in the merges
+        auto s = r.stats();
+        REQUIRE(r.chunk_count() == 1);
+        CHECK(s.bytes_in_use == sum);
+        CHECK(s.free_bytes == 0);  // the chunk is used to the last byte
+        CHECK(s.free_blocks == 0);
+        CHECK(s.largest_free_block == 0);
+        CHECK(r.check_invariants());
+
+        const std::vector<std::size_t> order = free_order(kind, blocks.size(), g);
+        std::size_t freed = 0, freed_bytes = 0, largest = 0, corrupted = 0;
+        for (std::size_t i : order) {
+          const item& b = blocks[i];
+          if (!strata_test::check_pattern(b.p, b.size, b.seed)) ++corrupted;
+          r.deallocate(b.p, b.size, 8);
+          ++freed;
+          freed_bytes += block_size(b.size);
+          largest = std::max(largest, block_size(b.size));
+          if (freed % 37 == 0) CHECK(r.check_invariants());
+          if (kind == 0 && freed == (blocks.size() + 1) / 2) {
+            // Every other block is free and no two free blocks touch: one free block per freed block, tiny ones too.
+            s = r.stats();
+            CHECK(s.free_blocks == freed);
+            CHECK(s.free_bytes == freed_bytes);
+            CHECK(s.largest_free_block == largest);
+            CHECK(s.external_fragmentation() > 0.9);
+            CHECK(r.check_invariants());
+          }
+        }
+        CHECK(corrupted == 0);
+        CHECK(r.check_invariants());
+        s = r.stats();
+        CHECK(s.bytes_in_use == 0);
+        CHECK(s.live_allocations() == 0);
+        if (max_empty == 1) {
+          // The chunk is one free block again, kept as the cached empty chunk.
+          CHECK(r.chunk_count() == 1);
+          CHECK(s.free_blocks == 1);
+          CHECK(s.free_bytes == cap);
+          CHECK(s.largest_free_block == cap);
+          CHECK(s.external_fragmentation() == 0.0);
+          CHECK(s.bytes_held == r.chunk_size());
+          CHECK(s.upstream_deallocations == 0);
+          CHECK(up.live_bytes() == r.chunk_size());
+          // And all of it can be handed out again without a new chunk.
+          std::vector<item> again = fill_one_chunk(r, g);
+          CHECK(r.chunk_count() == 1);
+          CHECK(r.stats().upstream_allocations == 1);
+          for (const item& b : again) r.deallocate(b.p, b.size, 8);
+          CHECK(r.stats().free_blocks == 1);
+        } else {
+          // The empty chunk went straight back upstream.
+          CHECK(r.chunk_count() == 0);
+          CHECK(s.bytes_held == 0);
+          CHECK(s.upstream_deallocations == 1);
+          CHECK(s.free_blocks == 0);
+          CHECK(s.free_bytes == 0);
+          CHECK(up.live_bytes() == 0);
+        }
+        CHECK(r.check_invariants());
+        CHECK(up.mismatches() == 0);
+      }
+    }
+  }
+}
+
+// ---- misuse --------------------------------------------------------------------------------------------------------
+
+TEST_CASE_TEMPLATE("free lists: double frees are reported, at once and after the block merged", R, free_list_resource,
+                   synchronized_free_list_resource) {
+  error_capture errors;
+  recording_resource up;
+  R r(small_chunks(), &up);
+  const std::size_t cap = r.chunk_capacity();
+  std::vector<char*> b = adjacent_blocks(r, 64, 4);  // A B C D, then the rest of the chunk (free)
+  r.deallocate(b[1], 64, 8);
+  auto before = r.stats();
+  r.deallocate(b[1], 64, 8);  // B again, still a free block of its own
+  check_error(errors, 1, strata::error_kind::double_free, b[1], 64);
+  check_unchanged(before, r.stats());
+  CHECK(r.check_invariants());
+
+  r.deallocate(b[0], 64, 8);  // A merges with B: one free block of 128 at A
+  CHECK(errors.count() == 1);
+  before = r.stats();
+  CHECK(before.free_blocks == 2);
+  CHECK(before.free_bytes == cap - 2 * 64);
+  r.deallocate(b[1], 64, 8);  // B is now inside a free block
+  check_error(errors, 2, strata::error_kind::double_free, b[1], 64);
+  r.deallocate(b[0], 64, 8);  // A starts a free block of 128
+  check_error(errors, 3, strata::error_kind::double_free, b[0], 64);
+  r.deallocate(b[0], 128, 8);  // ... even with the merged block's size
+  check_error(errors, 4, strata::error_kind::double_free, b[0], 128);
+  check_unchanged(before, r.stats());
+  CHECK(r.check_invariants());
+
+  r.deallocate(b[2], 64, 8);
+  r.deallocate(b[3], 64, 8);  // the chunk is empty: one free block, cached
+  CHECK(errors.count() == 4);
+  before = r.stats();
+  CHECK(before.free_blocks == 1);
+  CHECK(before.free_bytes == cap);
+  r.deallocate(b[3], 64, 8);  // inside the empty chunk's free block
+  check_error(errors, 5, strata::error_kind::double_free, b[3], 64);
+  r.deallocate(b[0], 64, 8);  // its start
+  check_error(errors, 6, strata::error_kind::double_free, b[0], 64);
+  check_unchanged(before, r.stats());
+  CHECK(r.check_invariants());
+  CHECK(r.stats().live_allocations() == 0);
+  CHECK(up.mismatches() == 0);
+}
+
+TEST_CASE_TEMPLATE("free lists: foreign and interior pointers are reported and change nothing", R, free_list_resource,
+                   synchronized_free_list_resource) {
+  error_capture errors;
+  recording_resource up;
+  R r(small_chunks(), &up);
+  std::vector<char*> b = adjacent_blocks(r, 64, 3);
+  std::memset(b[1], 0x5A, 64);
+  R other(small_chunks(), &up);
+  void* theirs = other.allocate(64, 8);
+  void* page = strata::default_page_resource()->allocate(4096, 4096);
+  void* heap = ::operator new(64);
+  int on_stack = 0;
+  auto* chunk_header =
+      reinterpret_cast<char*>(strata::detail::to_address(b[0]) & ~(static_cast<std::uintptr_t>(r.chunk_size()) - 1));
+  const auto before = r.stats();
+  const auto other_before = other.stats();
+  std::size_t n = 0;
+
+  SUBCASE("pointers from elsewhere") {
+    r.deallocate(&on_stack, 64, 8);
+    check_error(errors, ++n, strata::error_kind::foreign_pointer, &on_stack, 64, 0);
+    r.deallocate(heap, 64, 8);
+    check_error(errors, ++n, strata::error_kind::foreign_pointer, heap, 64, 0);
+    r.deallocate(theirs, 64, 8);  // another free list's block: its chunk is a strata chunk, but not ours
+    check_error(errors, ++n, strata::error_kind::foreign_pointer, theirs, 64, 0);
+    r.deallocate(page, 64, 8);
+    check_error(errors, ++n, strata::error_kind::foreign_pointer, page, 64, 0);
+    r.deallocate(chunk_header, 64, 8);  // our own chunk, but its header
+    check_error(errors, ++n, strata::error_kind::foreign_pointer, chunk_header, 64, 0);
+    char* const last_header_granule = chunk_header + r.chunk_size() - r.chunk_capacity() - 8;
+    r.deallocate(last_header_granule, 8, 8);
+    check_error(errors, ++n, strata::error_kind::foreign_pointer, last_header_granule, 8, 0);
+    r.deallocate(&on_stack, 100000, 8);  // not a large block of ours either
+    check_error(errors, ++n, strata::error_kind::foreign_pointer, &on_stack, 100000, 0);
+    CHECK_FALSE(r.resize(heap, 64, 32, 8));
+    check_error(errors, ++n, strata::error_kind::foreign_pointer, heap, 64, 0);
+  }
+  SUBCASE("interior pointers of a live block") {
+    r.deallocate(b[1] + 8, 56, 8);  // would end exactly where B ends
+    check_error(errors, ++n, strata::error_kind::foreign_pointer, b[1] + 8, 56, 0);
+    r.deallocate(b[1] + 32, 8, 8);
+    check_error(errors, ++n, strata::error_kind::foreign_pointer, b[1] + 32, 8, 0);
+    r.deallocate(b[1] + 3, 61, 8);  // not even at a granule
+    check_error(errors, ++n, strata::error_kind::foreign_pointer, b[1] + 3, 61, 0);
+    r.deallocate(b[1] + 56, 8, 8);  // B's last granule
+    check_error(errors, ++n, strata::error_kind::foreign_pointer, b[1] + 56, 8, 0);
+    CHECK_FALSE(r.resize(b[1] + 8, 56, 24, 8));
+    check_error(errors, ++n, strata::error_kind::foreign_pointer, b[1] + 8, 56, 0);
+    CHECK(std::all_of(b[1], b[1] + 64, [](char c) { return c == 0x5A; }));
+  }
+  check_unchanged(before, r.stats());
+  check_unchanged(other_before, other.stats());
+  CHECK(r.check_invariants());
+  CHECK(other.check_invariants());
+  for (char* p : b) r.deallocate(p, 64, 8);  // the real frees still work
+  other.deallocate(theirs, 64, 8);
+  CHECK(errors.count() == n);
+  CHECK(r.stats().live_allocations() == 0);
+  CHECK(r.stats().free_blocks == 1);
+  CHECK(r.check_invariants());
+  ::operator delete(heap);
+  strata::default_page_resource()->deallocate(page, 4096, 4096);
+  CHECK(up.mismatches() == 0);
+}
+
+TEST_CASE_TEMPLATE("free lists: wrong sizes and alignments are reported and change nothing", R, free_list_resource,
+                   synchronized_free_list_resource) {
+  error_capture errors;
+  recording_resource up;
+  R r(small_chunks(), &up);
+  std::vector<char*> b = adjacent_blocks(r, 64, 4);  // A B C D
+  char* const a = b[0];
+  auto before = r.stats();
+  std::size_t n = 0;
+  r.deallocate(a, 32, 8);  // too small
+  check_error(errors, ++n, strata::error_kind::wrong_size, a, 32, 64);
+  r.deallocate(a, 56, 8);  // one granule short
+  check_error(errors, ++n, strata::error_kind::wrong_size, a, 56, 64);
+  r.deallocate(a, 0, 8);
+  check_error(errors, ++n, strata::error_kind::wrong_size, a, 0, 64);
+  r.deallocate(a, 128, 8);  // too large, ending exactly at C's start: a boundary right after, but B's start inside
+  check_error(errors, ++n, strata::error_kind::wrong_size, a, 128, 64);
+  r.deallocate(a, 100, 8);  // too large, ending inside B
+  check_error(errors, ++n, strata::error_kind::wrong_size, a, 100, 64);
+  r.deallocate(a, 64 * 4, 8);  // the whole run A..D, ending at the chunk's free rest
+  check_error(errors, ++n, strata::error_kind::wrong_size, a, 256, 64);
+  CHECK_FALSE(r.resize(a, 32, 48, 8));  // resize names the block's size too
+  check_error(errors, ++n, strata::error_kind::wrong_size, a, 32, 64);
+  check_unchanged(before, r.stats());
+  CHECK(r.check_invariants());
+
+  // The alignment changes the rounding: 24 bytes at alignment 16 occupy 32, at alignment 8 they occupy 24.
+  auto* p16 = static_cast<char*>(r.allocate(24, 16));
+  auto* p8 = static_cast<char*>(r.allocate(24, 8));
+  auto* after = static_cast<char*>(r.allocate(24, 8));
+  CHECK(strata::detail::is_aligned(p16, 16));
+  before = r.stats();
+  r.deallocate(p16, 24, 8);
+  check_error(errors, ++n, strata::error_kind::wrong_size, p16, 24, 32);
+  r.deallocate(p8, 24, 16);  // rounds to 32 where the block is 24
+  check_error(errors, ++n, strata::error_kind::wrong_size, p8, 24, 24);
+  // An alignment that is not a power of two: an exception on allocate, a report on deallocate.
+  CHECK_THROWS_AS((void)r.allocate(64, 3), std::invalid_argument);
+  CHECK_THROWS_AS((void)r.allocate(64, 24), std::invalid_argument);
+  CHECK_THROWS_AS((void)r.allocate(64, 48), std::invalid_argument);
+  CHECK_THROWS_AS((void)r.allocate(64, 0), std::invalid_argument);
+  r.deallocate(a, 64, 24);
+  check_error(errors, ++n, strata::error_kind::bad_alignment, a, 64);
+  check_unchanged(before, r.stats());
+  CHECK(r.check_invariants());
+
+  // Large (upstream) blocks: the size and alignment are recorded and checked.
+  void* big = r.allocate(100000, 8);
+  before = r.stats();
+  r.deallocate(big, 100008, 8);
+  check_error(errors, ++n, strata::error_kind::wrong_size, big, 100008, 100000);
+  r.deallocate(big, 99999, 8);
+  check_error(errors, ++n, strata::error_kind::wrong_size, big, 99999, 100000);
+  r.deallocate(big, 100000, 64);
+  check_error(errors, ++n, strata::error_kind::wrong_size, big, 100000, 100000);
+  CHECK_FALSE(r.resize(big, 90000, 200000, 8));
+  check_error(errors, ++n, strata::error_kind::wrong_size, big, 90000, 100000);
+  check_unchanged(before, r.stats());
+  CHECK(up.is_live(big));
+
+  // The right frees still work.
+  r.deallocate(big, 100000, 8);
+  r.deallocate(p16, 24, 16);
+  r.deallocate(p8, 24, 8);
+  r.deallocate(after, 24, 8);
+  for (char* p : b) r.deallocate(p, 64, 8);
+  CHECK(errors.count() == n);
+  const auto s = r.stats();
+  CHECK(s.live_allocations() == 0);
+  CHECK(s.bytes_in_use == 0);
+  CHECK(s.free_blocks == 1);
+  CHECK(r.check_invariants());
+  CHECK(up.mismatches() == 0);
+}
+
+TEST_CASE_TEMPLATE("free lists: a size on the wrong side of large_threshold is a wrong size, not a foreign pointer", R,
+                   free_list_resource, synchronized_free_list_resource) {
+  // The pointer is this resource's own (a chunk block, or a large block it sent upstream): calling it foreign would
+  // send the user looking for another resource. bitmap_resource reports these as wrong sizes too.
+  error_capture errors;
+  recording_resource up;
+  R r(small_chunks(), &up);
+  auto* small = static_cast<char*>(r.allocate(64, 8));
+  void* big = r.allocate(100000, 8);
+  const auto before = r.stats();
+  r.deallocate(small, 100000, 8);  // a chunk block freed with a large size
+  check_error(errors, 1, strata::error_kind::wrong_size, small, 100000, 64);
+  r.deallocate(big, 64, 8);  // a large block freed with a small size
+  check_error(errors, 2, strata::error_kind::wrong_size, big, 64, 100000);
+  check_unchanged(before, r.stats());
+  CHECK(r.check_invariants());
+  r.deallocate(small, 64, 8);
+  r.deallocate(big, 100000, 8);
+  CHECK(errors.count() == 2);
+  CHECK(r.stats().live_allocations() == 0);
+  CHECK(up.mismatches() == 0);
+}
+
+TEST_CASE_TEMPLATE("free lists: a free block overwritten after its free is reported as corrupt; nothing is freed", R,
+                   free_list_resource, synchronized_free_list_resource) {
+  error_capture errors;
+  recording_resource up;
+  R r(small_chunks(), &up);
+  std::vector<char*> b = adjacent_blocks(r, 64, 4);  // A B C D: D keeps C's next neighbour live
+  char* const a = b[0];
+  char* const free_b = b[1];
+  char* const c = b[2];
+  r.deallocate(free_b, 64, 8);
+  std::size_t head = 0, tail = 0;
+  std::memcpy(&head, free_b, 8);
+  std::memcpy(&tail, free_b + 56, 8);
+  CHECK(head == 64);  // a free block holds its size at both ends
+  CHECK(tail == 64);
+  const std::uint64_t garbage = 0x4141414141414141ull;
+  const auto before = r.stats();
+  char* victim = nullptr;
+  std::size_t offset = 0;  // where in B the garbage goes
+
+  SUBCASE("B's size overwritten, A freed (B follows it)") { victim = a; }
+  SUBCASE("B's size overwritten, C freed (B precedes it)") { victim = c; }
+  SUBCASE("B's end size overwritten, C freed") {
+    victim = c;
+    offset = 56;
+  }
+  SUBCASE("B's end size overwritten, A freed") {
+    victim = a;
+    offset = 56;
+  }
+  REQUIRE(victim != nullptr);
+  CAPTURE(offset);
+  CAPTURE(victim == a ? "A" : "C");
+  std::memcpy(free_b + offset, &garbage, 8);
+  r.deallocate(victim, 64, 8);
+  REQUIRE(errors.count() == 1);
+  CHECK(errors.errors()[0].kind == strata::error_kind::corrupt_metadata);
+  CHECK(errors.errors()[0].pointer == victim);
+  check_unchanged(before, r.stats());
+  // Growing A into B reads B too.
+  if (victim == a) {
+    CHECK_FALSE(r.resize(a, 64, 96, 8));
+    REQUIRE(errors.count() == 2);
+    CHECK(errors.errors()[1].kind == strata::error_kind::corrupt_metadata);
+    check_unchanged(before, r.stats());
+  }
+  // The invariant walk sees it as well.
+  const std::size_t seen = errors.count();
+  CHECK_FALSE(r.check_invariants());
+  REQUIRE(errors.count() == seen + 1);
+  CHECK(errors.errors().back().kind == strata::error_kind::invariant_violated);
+
+  // Repaired, everything works again: the victim is still live and merges with B when freed.
+  std::memcpy(free_b, &head, 8);
+  std::memcpy(free_b + 56, &tail, 8);
+  CHECK(r.check_invariants());
+  const std::size_t reported = errors.count();
+  r.deallocate(victim, 64, 8);
+  CHECK(errors.count() == reported);
+  auto s = r.stats();
+  CHECK(s.live_allocations() == 2);
+  CHECK(s.free_blocks == 2);  // A+B (or B+C), and the chunk's rest
+  CHECK(s.free_bytes == r.chunk_capacity() - 128);
+  for (char* p : {a, c, b[3]})
+    if (p != victim) r.deallocate(p, 64, 8);
+  CHECK(errors.count() == reported);
+  CHECK(r.stats().free_blocks == 1);
+  CHECK(r.check_invariants());
+  CHECK(up.mismatches() == 0);
+}
+
+TEST_CASE("free_list_resource: allocating over an overwritten free block reports it and throws bad_alloc") {
+  error_capture errors;
+  recording_resource up;
+  for (fit_policy policy : all_policies) {
+    CAPTURE(name_of(policy));
+    errors.clear();
+    free_list_resource r(small_chunks(policy), &up);
+    std::vector<char*> b = adjacent_blocks(r, 64, 3);
+    r.deallocate(b[1], 64, 8);  // at the head of its list (of its bin): the first block every policy looks at
+    std::size_t head = 0;
+    std::memcpy(&head, b[1], 8);
+    // A plausible size (best_fit would pass over a huge one: the chunk's rest is a better fit), wrong for the bitmap.
+    const std::uint64_t garbage = 72;
+    std::memcpy(b[1], &garbage, 8);
+    const auto before = r.stats();
+    CHECK_THROWS_AS((void)r.allocate(64, 8), std::bad_alloc);
+    REQUIRE(errors.count() == 1);
+    CHECK(errors.errors()[0].kind == strata::error_kind::corrupt_metadata);
+    CHECK(r.stats().live_allocations() == before.live_allocations());
+    CHECK(r.stats().free_blocks == before.free_blocks);
+    std::memcpy(b[1], &head, 8);
+    CHECK(r.check_invariants());
+    void* p = r.allocate(64, 8);
+    if (policy != fit_policy::next_fit) CHECK(p == b[1]);  // next_fit's walk has moved past it
+    r.deallocate(p, 64, 8);
+    r.deallocate(b[0], 64, 8);
+    r.deallocate(b[2], 64, 8);
+    CHECK(errors.count() == 1);
+    CHECK(r.stats().free_blocks == 1);
+    CHECK(r.check_invariants());
+  }
+  CHECK(up.mismatches() == 0);
+}
+
+// ---- resize --------------------------------------------------------------------------------------------------------
+
+TEST_CASE_TEMPLATE("free lists: resize shrinks in place and grows into a free block after it", R, free_list_resource,
+                   synchronized_free_list_resource) {
+  recording_resource up;
+  R r(small_chunks(), &up);
+  const std::size_t cap = r.chunk_capacity();
+  const std::vector<char*> b = adjacent_blocks(r, 256, 5);  // V W X Y Z, then the chunk's rest
+  char* const v = b[0];
+  char* const w = b[1];
+  char* const x = b[2];
+  char* const z = b[4];
+  std::map<char*, std::size_t> live;  // block -> its size now
+  for (std::size_t i = 0; i < 5; ++i) {
+    strata_test::fill_pattern(b[i], 256, i);
+    live[b[i]] = 256;
+  }
+  const std::size_t rest = cap - 5 * 256;
+  auto s = r.stats();
+  REQUIRE(s.free_blocks == 1);
+  REQUIRE(s.free_bytes == rest);
+  // Resizes `p` and, when it worked, keeps the bookkeeping.
+  auto resize = [&](char* p, std::size_t to) {
+    const bool ok = r.resize(p, live.at(p), to, 8);
+    if (ok) live[p] = to;
+    return ok;
+  };
+  auto free_block = [&](char* p) {
+    r.deallocate(p, live.at(p), 8);
+    live.erase(p);
+  };
+
+  SUBCASE("shrinking frees the tail, which merges with a free block after it") {
+    CHECK(resize(w, 100));  // block 104: a 152-byte free block between W and X
+    s = r.stats();
+    CHECK(s.bytes_in_use == 4 * 256 + 100);
+    CHECK(s.free_blocks == 2);
+    CHECK(s.free_bytes == rest + 152);
+    CHECK(s.largest_free_block == rest);
+    CHECK(strata_test::check_pattern(w, 100, 1));
+    CHECK(r.check_invariants());
+    CHECK(resize(w, 96));  // one more granule: it joins the free tail
+    s = r.stats();
+    CHECK(s.free_blocks == 2);
+    CHECK(s.free_bytes == rest + 160);
+    CHECK(r.check_invariants());
+    CHECK(resize(w, 256));  // and back, exactly over the tail
+    s = r.stats();
+    CHECK(s.free_blocks == 1);
+    CHECK(s.free_bytes == rest);
+    CHECK(s.bytes_in_use == 5 * 256);
+    CHECK(strata_test::check_pattern(w, 96, 1));
+    CHECK(resize(w, 248));  // a one-granule tail: an unlisted free block
+    s = r.stats();
+    CHECK(s.free_blocks == 2);
+    CHECK(s.free_bytes == rest + 8);
+    CHECK(r.check_invariants());
+    CHECK(resize(w, 256));  // grown back into it
+    CHECK(r.stats().free_blocks == 1);
+    CHECK(r.stats().free_bytes == rest);
+    free_block(x);  // W is followed by a free block of 256, then Y
+    CHECK(resize(w, 64));  // the 192-byte tail merges with it
+    s = r.stats();
+    CHECK(s.free_blocks == 2);
+    CHECK(s.free_bytes == rest + 448);
+    CHECK(s.largest_free_block == rest);
+    CHECK(r.check_invariants());
+    CHECK(resize(w, 512));  // over the whole merged block
+    CHECK_FALSE(resize(w, 520));  // Y follows, live
+    s = r.stats();
+    CHECK(s.free_blocks == 1);
+    CHECK(s.free_bytes == rest);
+    CHECK(strata_test::check_pattern(w, 64, 1));
+    CHECK(resize(z, 8));  // the last block's tail merges with the chunk's rest
+    s = r.stats();
+    CHECK(s.free_blocks == 1);
+    CHECK(s.free_bytes == rest + 248);
+    CHECK(s.largest_free_block == rest + 248);
+  }
+  SUBCASE("growing takes what it needs from the free block after it, or nothing") {
+    free_block(x);  // W, then a free block of 256, then Y
+    CHECK(resize(w, 400));  // 144 of it; 112 stay free
+    s = r.stats();
+    CHECK(s.free_blocks == 2);
+    CHECK(s.free_bytes == rest + 112);
+    CHECK(s.bytes_in_use == 3 * 256 + 400);
+    CHECK(strata_test::check_pattern(w, 256, 1));
+    CHECK(r.check_invariants());
+    strata_test::fill_pattern(w, 400, 11);
+    const auto before = r.stats();
+    CHECK_FALSE(resize(w, 600));  // 112 free before Y: too small
+    check_unchanged(before, r.stats());
+    CHECK(strata_test::check_pattern(w, 400, 11));
+    CHECK_FALSE(resize(v, 264));  // W follows V, live
+    check_unchanged(before, r.stats());
+    CHECK(strata_test::check_pattern(v, 256, 0));
+    CHECK(resize(w, 512));  // all of it
+    s = r.stats();
+    CHECK(s.free_blocks == 1);
+    CHECK(s.free_bytes == rest);
+    CHECK(strata_test::check_pattern(w, 400, 11));
+    CHECK(resize(z, 10000));  // the last block grows into the chunk's rest
+    s = r.stats();
+    CHECK(s.free_bytes == rest - (10000 - 256));
+    CHECK(s.largest_free_block == rest - (10000 - 256));
+    CHECK(strata_test::check_pattern(z, 256, 4));
+    CHECK(r.check_invariants());
+  }
+  SUBCASE("16-aligned blocks resize in steps of 16") {
+    auto* p = static_cast<char*>(r.allocate(40, 16));  // block 48, from the chunk's rest
+    strata_test::fill_pattern(p, 40, 21);
+    CHECK(r.resize(p, 40, 33, 16));  // still 48
+    CHECK(r.stats().free_bytes == rest - 48);
+    CHECK(r.resize(p, 33, 20, 16));  // 32: a 16-byte tail merges with the rest
+    CHECK(r.stats().free_bytes == rest - 32);
+    CHECK(r.resize(p, 20, 100, 16));  // 112
+    CHECK(r.stats().free_bytes == rest - 112);
+    CHECK(strata_test::check_pattern(p, 20, 21));
+    CHECK(r.check_invariants());
+    r.deallocate(p, 100, 16);
+    CHECK(r.stats().free_bytes == rest);
+  }
+  SUBCASE("reallocate moves when the block cannot grow in place") {
+    auto* moved = static_cast<char*>(strata::reallocate(r, v, 256, 5000, 8));
+    live.erase(v);
+    live[moved] = 5000;
+    CHECK(moved != v);
+    CHECK(strata_test::check_pattern(moved, 256, 0));
+    s = r.stats();
+    CHECK(s.bytes_in_use == 4 * 256 + 5000);
+    CHECK(s.free_blocks == 2);  // V's old place, and the rest after the new block
+    CHECK(s.free_bytes == 256 + rest - 5000);
+    auto* same = static_cast<char*>(strata::reallocate(r, moved, 5000, 100, 8));
+    CHECK(same == moved);  // shrinking never moves
+    live[same] = 100;
+    CHECK(strata_test::check_pattern(same, 100, 0));
+    CHECK(r.stats().free_bytes == 256 + rest - 104);
+    auto* grown = static_cast<char*>(strata::reallocate(r, same, 100, 3000, 8));
+    CHECK(grown == same);  // the chunk's rest follows it
+    live[grown] = 3000;
+    CHECK(strata_test::check_pattern(grown, 100, 0));
+    CHECK(r.check_invariants());
+  }
+  std::size_t sum = 0;
+  for (const auto& kv : live) sum += kv.second;
+  CHECK(r.stats().bytes_in_use == sum);
+  while (!live.empty()) free_block(live.begin()->first);
+  s = r.stats();
+  CHECK(s.bytes_in_use == 0);
+  CHECK(s.free_blocks == 1);
+  CHECK(s.free_bytes == cap);
+  CHECK(r.check_invariants());
+  CHECK(up.mismatches() == 0);
+}
+
+TEST_CASE("free_list_resource: large blocks resize through upstream; a resize across large_threshold fails") {
+  strata::page_resource pages;
+  free_list_resource r(small_chunks(), &pages);
+  const std::size_t t = r.large_threshold();
+  auto* big = static_cast<char*>(r.allocate(2 * MiB, 8));
+  strata_test::fill_sparse(big, 2 * MiB, 31, 4093);
+  CHECK(r.stats().upstream_allocations == 1);
+  // page_resource reserves address space after spans of 1 MiB and more: growth in place works.
+  CHECK(r.resize(big, 2 * MiB, 5 * MiB, 8));
+  CHECK(r.stats().bytes_in_use == 5 * MiB);
+  CHECK(r.stats().bytes_held == 5 * MiB);
+  CHECK(strata_test::check_sparse(big, 2 * MiB, 31, 4093));
+  strata_test::fill_sparse(big + 2 * MiB, 3 * MiB, 32, 4096);  // the new pages are usable
+  CHECK(r.resize(big, 5 * MiB, MiB, 8));  // shrinking gives the tail back
+  CHECK(r.stats().bytes_in_use == MiB);
+  const auto before = r.stats();
+  CHECK_FALSE(r.resize(big, MiB, t, 8));  // would have to become a chunk block
+  CHECK_FALSE(r.resize(big, MiB, 100, 8));
+  auto* small = static_cast<char*>(r.allocate(1000, 8));  // first block of a fresh chunk: free space after it
+  std::memset(small, 2, 1000);
+  CHECK_FALSE(r.resize(small, 1000, t + 1, 8));  // would have to go upstream
+  CHECK_FALSE(r.resize(small, 1000, 100000, 8));
+  CHECK(r.stats().bytes_in_use == MiB + 1000);
+  CHECK(r.stats().upstream_allocations == before.upstream_allocations + 1);  // the chunk
+  CHECK(r.resize(small, 1000, t, 8));  // up to the threshold: in the chunk
+  CHECK(small[999] == 2);
+  // strata::reallocate crosses it by moving.
+  auto* moved = static_cast<char*>(strata::reallocate(r, small, t, t + 1, 8));
+  CHECK(moved != small);
+  CHECK(moved[999] == 2);
+  CHECK(r.stats().upstream_allocations == before.upstream_allocations + 2);
+  r.deallocate(moved, t + 1, 8);
+  r.deallocate(big, MiB, 8);
+  CHECK(r.stats().bytes_in_use == 0);
+  CHECK(r.check_invariants());
+
+  // Over an upstream that cannot resize (new/delete behind a recorder), large blocks do not resize.
+  recording_resource heap;
+  free_list_resource h(small_chunks(), &heap);
+  void* p = h.allocate(100000, 8);
+  CHECK_FALSE(h.resize(p, 100000, 200000, 8));
+  CHECK(h.stats().bytes_in_use == 100000);
+  h.deallocate(p, 100000, 8);
+  CHECK(heap.mismatches() == 0);
+}
+
+// ---- fragmentation: the policies differ -----------------------------------------------------------------------------
+
+namespace {
+struct fragmentation_outcome {
+  strata::resource_stats holes;        // after the holes were made
+  strata::resource_stats after_small;  // after the small requests
+  std::size_t chunks_after_large;      // after one request as large as the large hole
+  std::uint64_t upstream_after_large;
+};
+
+/// One 64 KiB chunk filled to the last byte: 200 holes of 64 B and one hole of large_threshold() bytes, each hole
+/// between live blocks, every other byte of the chunk live. The small holes are freed first, the large one last, so
+/// it heads the LIFO list of the list policies. Then 200 requests of 64 B, then one request the size of the large hole.
+///
+/// - segregated and best_fit put each 64-byte request in a 64-byte hole (exact fits): the large hole stays whole,
+///   the free space is that one block (external fragmentation 0) and the large request fits without a new chunk.
+/// - first_fit takes the list head each time: the large hole, split again and again (its rest goes back to the
+///   head). After 200 requests 12,800 of its bytes are gone and the 200 small holes are still free: 201 free blocks,
+///   the same free bytes, the largest 12,800 bytes smaller, external fragmentation about 0.8, and the large request
+///   needs a second chunk.
+/// - next_fit splits the large hole once, then its walk moves on through the small holes: the large hole loses
+///   64 bytes, which is enough for the large request to need a new chunk too.
+fragmentation_outcome fragment(fit_policy policy) {
+  recording_resource up;
+  free_list_resource r(small_chunks(policy), &up);
+  const std::size_t cap = r.chunk_capacity();
+  const std::size_t large = r.large_threshold();
+  constexpr std::size_t holes = 200, small = 64;
+  std::vector<char*> small_holes;
+  for (std::size_t i = 0; i < holes; ++i) {
+    small_holes.push_back(static_cast<char*>(r.allocate(small, 8)));
+    (void)r.allocate(small, 8);  // the live separator
+  }
+  char* large_hole = static_cast<char*>(r.allocate(large, 8));
+  (void)r.allocate(small, 8);
+  REQUIRE(cap > holes * 2 * small + large + small);
+  std::size_t left = cap - (holes * 2 * small + large + small);
+  while (left != 0) {  // fill the rest of the chunk, leaving no fragment behind
+    std::size_t n = std::min(left, large);
+    if (left - n != 0 && left - n < 32) n = left - 32;
+    (void)r.allocate(n, 8);
+    left -= n;
+  }
+  REQUIRE(r.chunk_count() == 1);
+  REQUIRE(r.stats().free_bytes == 0);
+  for (char* p : small_holes) r.deallocate(p, small, 8);
+  r.deallocate(large_hole, large, 8);
+  fragmentation_outcome out;
+  out.holes = r.stats();
+  CHECK(r.check_invariants());
+  for (std::size_t i = 0; i < holes; ++i) (void)r.allocate(small, 8);
+  out.after_small = r.stats();
+  CHECK(r.check_invariants());
+  (void)r.allocate(large, 8);
+  out.chunks_after_large = r.chunk_count();
+  out.upstream_after_large = r.stats().upstream_allocations;
+  CHECK(r.check_invariants());
+  return out;  // the destructor frees the rest
+}
+}  // namespace
+
+TEST_CASE("free_list_resource: small requests split first_fit's large hole but not segregated's") {
+  free_list_resource probe(small_chunks());
+  const std::size_t large = probe.large_threshold();
+  constexpr std::size_t holes = 200, small = 64;
+  for (fit_policy policy : all_policies) {
+    CAPTURE(name_of(policy));
+    const fragmentation_outcome o = fragment(policy);
+    // The same holes for every policy.
+    CHECK(o.holes.free_blocks == holes + 1);
+    CHECK(o.holes.free_bytes == holes * small + large);
+    CHECK(o.holes.largest_free_block == large);
+    // The small requests take as many bytes whatever the policy.
+    CHECK(o.after_small.free_bytes == large);
+    CHECK(o.after_small.bytes_held == 64 * KiB);
+    MESSAGE(name_of(policy) << ": after the small requests " << o.after_small.free_blocks << " free blocks, largest "
+                            << o.after_small.largest_free_block << ", external fragmentation "
+                            << o.after_small.external_fragmentation() << "; chunks after the large request "
+                            << o.chunks_after_large);
+    switch (policy) {
+      case fit_policy::segregated:
+      case fit_policy::best_fit:
+        CHECK(o.after_small.free_blocks == 1);
+        CHECK(o.after_small.largest_free_block == large);
+        CHECK(o.after_small.external_fragmentation() == 0.0);
+        CHECK(o.chunks_after_large == 1);
+        CHECK(o.upstream_after_large == 1);
+        break;
+      case fit_policy::first_fit:
+        CHECK(o.after_small.free_blocks == holes + 1);
+        CHECK(o.after_small.largest_free_block == large - holes * small);
+        CHECK(o.after_small.external_fragmentation() > 0.75);
+        CHECK(o.chunks_after_large == 2);
+        CHECK(o.upstream_after_large == 2);
+        break;
+      case fit_policy::next_fit:
+        CHECK(o.after_small.largest_free_block < large);
+        CHECK(o.chunks_after_large == 2);
+        break;
+    }
+  }
+}
+
+// ---- stats ---------------------------------------------------------------------------------------------------------
+
+TEST_CASE_TEMPLATE("free lists: stats follow a known layout exactly", R, free_list_resource,
+                   synchronized_free_list_resource) {
+  recording_resource up;
+  R r(small_chunks(), &up);
+  const std::size_t cap = r.chunk_capacity();
+  const std::size_t t = r.large_threshold();
+  auto s = r.stats();
+  CHECK(s.bytes_in_use == 0);
+  CHECK(s.bytes_held == 0);
+  CHECK(s.free_bytes == 0);
+  CHECK(s.free_blocks == 0);
+  CHECK(s.largest_free_block == 0);
+  CHECK(s.external_fragmentation() == 0.0);
+  void* a = r.allocate(100, 8);  // block 104
+  void* b = r.allocate(200, 8);  // 200
+  void* c = r.allocate(300, 8);  // 304
+  s = r.stats();
+  CHECK(s.bytes_in_use == 600);
+  CHECK(s.peak_bytes_in_use == 600);
+  CHECK(s.allocations == 3);
+  CHECK(s.live_allocations() == 3);
+  CHECK(s.upstream_allocations == 1);
+  CHECK(s.bytes_held == r.chunk_size());
+  CHECK(s.bytes_resident <= s.bytes_held);
+  CHECK(s.free_blocks == 1);
+  CHECK(s.free_bytes == cap - 608);
+  CHECK(s.largest_free_block == cap - 608);
+  CHECK(s.external_fragmentation() == 0.0);
+  CHECK(up.live_bytes() == r.chunk_size());
+
+  r.deallocate(b, 200, 8);  // a hole of 200 between a and c
+  s = r.stats();
+  CHECK(s.bytes_in_use == 400);
+  CHECK(s.peak_bytes_in_use == 600);
+  CHECK(s.deallocations == 1);
+  CHECK(s.free_blocks == 2);
+  CHECK(s.free_bytes == cap - 408);
+  CHECK(s.largest_free_block == cap - 608);
+  const double frag = s.external_fragmentation();
+  CHECK(frag > 0.0);
+  CHECK(frag < 0.01);
+  CHECK(frag == doctest::Approx(200.0 / static_cast<double>(cap - 408)));
+  r.deallocate(a, 100, 8);  // merges with the hole
+  s = r.stats();
+  CHECK(s.free_blocks == 2);
+  CHECK(s.free_bytes == cap - 304);
+  CHECK(s.largest_free_block == cap - 608);
+
+  // Above large_threshold(): straight upstream, and back on free.
+  void* big = r.allocate(t + 1, 8);
+  s = r.stats();
+  CHECK(s.upstream_allocations == 2);
+  CHECK(s.bytes_held == r.chunk_size() + t + 1);
+  CHECK(s.bytes_in_use == 300 + t + 1);
+  CHECK(s.peak_bytes_in_use == 300 + t + 1);
+  CHECK(s.free_bytes == cap - 304);  // not from a chunk
+  CHECK(r.chunk_count() == 1);
+  void* at = r.allocate(t, 8);  // at the threshold: from the chunk
+  s = r.stats();
+  CHECK(s.upstream_allocations == 2);
+  CHECK(s.free_bytes == cap - 304 - t);
+  r.deallocate(big, t + 1, 8);
+  s = r.stats();
+  CHECK(s.upstream_deallocations == 1);
+  CHECK(s.bytes_held == r.chunk_size());
+  CHECK(s.bytes_in_use == 300 + t);
+  r.deallocate(c, 300, 8);
+  r.deallocate(at, t, 8);
+  s = r.stats();
+  CHECK(s.bytes_in_use == 0);
+  CHECK(s.peak_bytes_in_use == 300 + 2 * t + 1);
+  CHECK(s.allocations == 5);
+  CHECK(s.deallocations == 5);
+  CHECK(s.failed_allocations == 0);
+  CHECK(s.free_blocks == 1);  // the empty chunk, kept
+  CHECK(s.free_bytes == cap);
+  CHECK(s.largest_free_block == cap);
+  CHECK(s.bytes_held == r.chunk_size());
+  CHECK(r.check_invariants());
+  CHECK(up.mismatches() == 0);
+}
+
+TEST_CASE("free_list_resource: external fragmentation stays in [0, 1] and matches its definition") {
+  recording_resource up;
+  free_list_resource r(small_chunks(fit_policy::best_fit), &up);
+  strata_test::rng g(77);
+  std::vector<item> live;
+  for (int i = 0; i < 3000; ++i) {
+    if (live.empty() || g.next() % 3 != 0) {
+      const std::size_t n = g.between(1, 2000);
+      live.push_back(item{static_cast<char*>(r.allocate(n, 8)), n, 8, 0});
+    } else {
+      const std::size_t k = g.next() % live.size();
+      r.deallocate(live[k].p, live[k].size, 8);
+      live[k] = live.back();
+      live.pop_back();
+    }
+    if (i % 100 == 0) {
+      const auto s = r.stats();
+      const double f = s.external_fragmentation();
+      CHECK(f >= 0.0);
+      CHECK(f <= 1.0);
+      CHECK(s.largest_free_block <= s.free_bytes);
+      CHECK(s.free_bytes <= s.bytes_held);
+      if (s.free_bytes != 0)
+        CHECK(f == doctest::Approx(1.0 - static_cast<double>(s.largest_free_block) /
+                                             static_cast<double>(s.free_bytes)));
+    }
+  }
+  for (const item& b : live) r.deallocate(b.p, b.size, 8);
+  CHECK(r.check_invariants());
+}
+
+// ---- empty chunks, trim, release -----------------------------------------------------------------------------------
+
+TEST_CASE("free_list_resource: empty chunks are kept up to max_empty_chunks, the rest go upstream") {
+  for (std::size_t max_empty : {std::size_t{0}, std::size_t{1}, std::size_t{2}}) {
+    CAPTURE(max_empty);
+    recording_resource up;
+    free_list_resource r(small_chunks(fit_policy::segregated, max_empty), &up);
+    const std::size_t per_chunk = r.chunk_capacity() / 8000;
+    std::map<std::uintptr_t, std::vector<void*>> by_chunk;
+    for (std::size_t i = 0; i < 3 * per_chunk; ++i) {
+      void* p = r.allocate(8000, 8);
+      by_chunk[strata::detail::to_address(p) & ~(std::uintptr_t{64 * KiB} - 1)].push_back(p);
+    }
+    REQUIRE(by_chunk.size() == 3);
+    CHECK(r.chunk_count() == 3);
+    CHECK(up.live_bytes() == 3 * 64 * KiB);
+    std::size_t emptied = 0;
+    for (auto& kv : by_chunk) {
+      for (void* p : kv.second) r.deallocate(p, 8000, 8);
+      ++emptied;
+      CAPTURE(emptied);
+      const std::size_t returned = emptied > max_empty ? emptied - max_empty : 0;
+      CHECK(r.chunk_count() == 3 - returned);
+      CHECK(r.stats().upstream_deallocations == returned);
+      CHECK(r.stats().bytes_held == (3 - returned) * 64 * KiB);
+      CHECK(up.live_bytes() == (3 - returned) * 64 * KiB);
+      CHECK(r.check_invariants());
+    }
+    CHECK(r.stats().free_blocks == std::min<std::size_t>(max_empty, 3));
+  }
+}
+
+TEST_CASE_TEMPLATE("free lists: trim returns the cached empty chunk, release returns everything", R, free_list_resource,
+                   synchronized_free_list_resource) {
+  recording_resource up;
+  R r(small_chunks(), &up);
+  const std::size_t per_chunk = r.chunk_capacity() / 8000;
+  std::map<std::uintptr_t, std::vector<void*>> by_chunk;
+  for (std::size_t i = 0; i < 2 * per_chunk; ++i) {
+    void* p = r.allocate(8000, 8);
+    by_chunk[strata::detail::to_address(p) & ~(std::uintptr_t{64 * KiB} - 1)].push_back(p);
+  }
+  REQUIRE(by_chunk.size() == 2);
+  for (void* p : by_chunk.begin()->second) r.deallocate(p, 8000, 8);
+  CHECK(r.chunk_count() == 2);  // one empty, cached
+  r.trim();
+  CHECK(r.chunk_count() == 1);
+  CHECK(r.stats().upstream_deallocations == 1);
+  CHECK(up.live_bytes() == 64 * KiB);
+  CHECK(r.check_invariants());
+  r.trim();  // nothing empty left: nothing changes
+  CHECK(r.chunk_count() == 1);
+  CHECK(r.stats().bytes_in_use == per_chunk * 8000);
+
+  void* big = r.allocate(100000, 8);
+  CHECK(r.stats().bytes_held == 64 * KiB + 100000);
+  r.release();  // live blocks, small and large, all at once
+  auto s = r.stats();
+  CHECK(s.bytes_held == 0);
+  CHECK(s.bytes_in_use == 0);
+  CHECK(s.live_allocations() == 0);
+  CHECK(s.free_bytes == 0);
+  CHECK(s.free_blocks == 0);
+  CHECK(r.chunk_count() == 0);
+  CHECK(up.live_bytes() == 0);
+  CHECK(r.check_invariants());
+  (void)big;
+  // Still usable.
+  void* p = r.allocate(5000, 64);
+  void* q = r.allocate(100000, 8);
+  std::memset(p, 1, 5000);
+  std::memset(q, 2, 100000);
+  CHECK(r.chunk_count() == 1);
+  r.deallocate(p, 5000, 64);
+  r.deallocate(q, 100000, 8);
+  CHECK(r.stats().bytes_in_use == 0);
+  CHECK(r.check_invariants());
+  r.release();
+  CHECK(up.live_bytes() == 0);
+  CHECK(up.mismatches() == 0);
+}
+
+// ---- alignment -----------------------------------------------------------------------------------------------------
+
+TEST_CASE("free_list_resource: every alignment up to 4096 inside chunks, larger ones upstream") {
+  for (fit_policy policy : all_policies) {
+    CAPTURE(name_of(policy));
+    recording_resource up;
+    free_list_resource r(small_chunks(policy), &up);
+    std::vector<item> live;
+    std::size_t misaligned = 0, corrupted = 0, large_requests = 0;
+    std::uint64_t seed = 1;
+    for (std::size_t a = 1; a <= 4096; a *= 2) {
+      for (std::size_t size : {1u, 8u, 24u, 40u, 100u, 1000u, 3000u}) {
+        auto* p = static_cast<char*>(r.allocate(size, a));
+        if (!strata::detail::is_aligned(p, a)) ++misaligned;
+        live.push_back(item{p, size, a, ++seed});
+        strata_test::fill_pattern(p, size, seed);
+      }
+    }
+    // Nothing was freed, so every upstream request was a chunk: none of these went upstream on its own.
+    CHECK(r.stats().upstream_allocations == r.chunk_count());
+    CHECK(r.check_invariants());
+    for (std::size_t a : {std::size_t{8192}, std::size_t{65536}, 2 * MiB}) {
+      auto* p = static_cast<char*>(r.allocate(100, a));
+      ++large_requests;
+      if (!strata::detail::is_aligned(p, a)) ++misaligned;
+      live.push_back(item{p, 100, a, ++seed});
+      strata_test::fill_pattern(p, 100, seed);
+    }
+    CHECK(r.stats().upstream_allocations == r.chunk_count() + large_requests);
+    CHECK(misaligned == 0);
+    for (const item& b : live) {
+      if (!strata_test::check_pattern(b.p, b.size, b.seed)) ++corrupted;
+      r.deallocate(b.p, b.size, b.alignment);
+    }
+    CHECK(corrupted == 0);
+    const auto s = r.stats();
+    CHECK(s.bytes_in_use == 0);
+    CHECK(s.free_blocks == 1);  // one empty chunk kept; padding merged back
+    CHECK(s.free_bytes == r.chunk_capacity());
+    CHECK(r.check_invariants());
+  }
+}
+
+TEST_CASE("free_list_resource: mixed 8- and 16-aligned requests, and zero-size ones") {
+  recording_resource up;
+  free_list_resource r(small_chunks(), &up);
+  strata_test::rng g(16);
+  std::vector<item> live;
+  std::size_t misaligned = 0;
+  for (int i = 0; i < 2000; ++i) {
+    const std::size_t a = (i % 2 == 0) ? 8 : 16;
+    const std::size_t size = g.between(1, 40);
+    auto* p = static_cast<char*>(r.allocate(size, a));
+    if (!strata::detail::is_aligned(p, a)) ++misaligned;
+    live.push_back(item{p, size, a, g.next()});
+    strata_test::fill_pattern(p, size, live.back().seed);
+    if (i % 3 == 2) {  // free one at random: holes of 8, 16, 24... for the next requests to fit, or not
+      const std::size_t k = g.next() % live.size();
+      r.deallocate(live[k].p, live[k].size, live[k].alignment);
+      live[k] = live.back();
+      live.pop_back();
+    }
+  }
+  CHECK(misaligned == 0);
+  std::sort(live.begin(), live.end(), [](const item& a, const item& b) { return a.p < b.p; });
+  std::size_t overlaps = 0, corrupted = 0, sum = 0;
+  for (std::size_t i = 0; i < live.size(); ++i) {
+    if (i > 0 && live[i - 1].p + block_size(live[i - 1].size, live[i - 1].alignment) > live[i].p) ++overlaps;
+    if (!strata_test::check_pattern(live[i].p, live[i].size, live[i].seed)) ++corrupted;
+    sum += live[i].size;
+  }
+  CHECK(overlaps == 0);
+  CHECK(corrupted == 0);
+  CHECK(r.stats().bytes_in_use == sum);
+  CHECK(r.check_invariants());
+  for (const item& b : live) r.deallocate(b.p, b.size, b.alignment);
+  CHECK(r.stats().free_blocks == 1);
+  CHECK(r.check_invariants());
+
+  // Zero bytes: a distinct block of one granule (two at alignment 16).
+  auto* z1 = static_cast<char*>(r.allocate(0, 1));
+  auto* z2 = static_cast<char*>(r.allocate(0, 1));
+  auto* z3 = static_cast<char*>(r.allocate(0, 16));
+  CHECK(z1 != nullptr);
+  CHECK(z2 != nullptr);
+  CHECK(z3 != nullptr);
+  CHECK(z1 != z2);
+  CHECK(z2 != z3);
+  CHECK(strata::detail::is_aligned(z3, 16));
+  auto s = r.stats();
+  CHECK(s.bytes_in_use == 0);
+  CHECK(s.live_allocations() == 3);
+  CHECK(s.free_bytes <= r.chunk_capacity() - 8 - 8 - 16);
+  r.deallocate(z1, 0, 1);
+  r.deallocate(z2, 0, 1);
+  r.deallocate(z3, 0, 16);
+  s = r.stats();
+  CHECK(s.live_allocations() == 0);
+  CHECK(s.free_blocks == 1);
+  CHECK(r.check_invariants());
+  CHECK(up.mismatches() == 0);
+}
+
+// ---- purging -------------------------------------------------------------------------------------------------------
+
+namespace {
+/// A 2 MiB chunk over the default page resource, filled with 64 KiB blocks, each written (resident); purging of free
+/// blocks from 64 KiB up after `delay` deallocations.
+struct purge_setup {
+  static constexpr std::size_t block = 64 * KiB;
+  free_list_resource r;
+  std::vector<char*> blocks;  // by address
+  explicit purge_setup(std::size_t delay) : r(options(delay)) {
+    REQUIRE(r.chunk_size() == 2 * MiB);
+    const std::size_t count = r.chunk_capacity() / block;
+    REQUIRE(count >= 21);
+    for (std::size_t i = 0; i < count; ++i) {
+      auto* p = static_cast<char*>(r.allocate(block, 8));
+      std::memset(p, static_cast<int>(i + 1), block);
+      blocks.push_back(p);
+    }
+    REQUIRE(r.chunk_count() == 1);
+    std::sort(blocks.begin(), blocks.end());
+  }
+  static free_list_options options(std::size_t delay) {
+    free_list_options o;
+    o.chunk_size = 2 * MiB;
+    o.purge_threshold = 64 * KiB;
+    o.purge_delay = delay;
+    o.huge_pages = false;
+    return o;
+  }
+  /// Frees blocks [4, 20): 1 MiB in one piece once merged.
+  void free_range() {
+    for (std::size_t i = 4; i < 20; ++i) r.deallocate(blocks[i], block, 8);
+  }
+  /// Allocates the range again (the only free block large enough) and writes it; false if a block lands elsewhere.
+  bool refill(int value) {
+    bool inside = true;
+    for (std::size_t i = 4; i < 20; ++i) {
+      auto* p = static_cast<char*>(r.allocate(block, 8));
+      inside = inside && p >= blocks[4] && p < blocks[19] + block;
+      std::memset(p, value, block);
+      blocks[i] = p;
+    }
+    return inside;
+  }
+  /// `n` deallocations elsewhere in the chunk (8-byte blocks carved from the free rest after the last block).
+  void churn(std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) r.deallocate(r.allocate(8, 8), 8, 8);
+  }
+  bool untouched(std::size_t i) const {
+    return std::all_of(blocks[i], blocks[i] + block, [i](char c) { return c == static_cast<char>(i + 1); });
+  }
+  ~purge_setup() {
+    for (char* p : blocks) r.deallocate(p, block, 8);
+  }
+};
+}  // namespace
+
+TEST_CASE("free_list_resource: a large free range gives its pages back to the OS and is reused") {
+  purge_setup t(0);  // purged at once
+  auto& r = t.r;
+  const auto s0 = r.stats();
+  const std::size_t rss0 = strata::testing::process_resident_bytes();
+  t.free_range();
+  const auto s1 = r.stats();
+  const std::size_t rss1 = strata::testing::process_resident_bytes();
+  CHECK(s1.bytes_held == s0.bytes_held);
+  REQUIRE(s1.bytes_resident <= s0.bytes_resident);
+  const std::size_t dropped = s0.bytes_resident - s1.bytes_resident;
+  MESSAGE("resident estimate dropped by " << dropped / KiB << " KiB; process RSS by "
+                                          << (rss0 > rss1 ? (rss0 - rss1) / KiB : 0) << " KiB");
+  // Every whole page inside the merged 1 MiB free block but the one holding its size and links (and the one holding
+  // its end size, when the block is not page-aligned).
+  CHECK(dropped >= MiB - 2 * strata::page_resource::page_size());
+  CHECK(dropped <= MiB);
+  if (rss0 != 0) CHECK(rss1 + 3 * MiB / 4 <= rss0);
+  CHECK(s1.largest_free_block == MiB);
+  CHECK(r.check_invariants());
+  for (std::size_t i : {0u, 1u, 2u, 3u, 20u}) CHECK(t.untouched(i));  // the live blocks around it kept their data
+
+  CHECK(t.refill(0x77));
+  CHECK(r.chunk_count() == 1);
+  std::size_t wrong = 0;
+  for (std::size_t i = 4; i < 20; ++i)
+    for (std::size_t j = 0; j < t.block; ++j) wrong += t.blocks[i][j] != 0x77;
+  CHECK(wrong == 0);
+  CHECK(r.stats().bytes_resident == s0.bytes_resident);  // written again: resident again
+  CHECK(r.check_invariants());
+}
+
+TEST_CASE("free_list_resource: large free blocks are purged only after purge_delay deallocations") {
+  SUBCASE("left free: purged once the delay is over") {
+    purge_setup t(1000);
+    auto& r = t.r;
+    const auto s0 = r.stats();
+    t.free_range();
+    t.churn(500);
+    CHECK(r.stats().bytes_resident == s0.bytes_resident);  // not yet
+    CHECK(r.check_invariants());
+    t.churn(600);
+    const std::size_t dropped = s0.bytes_resident - r.stats().bytes_resident;
+    CHECK(dropped >= MiB - 2 * strata::page_resource::page_size());
+    CHECK(dropped <= MiB);
+    CHECK(r.check_invariants());
+    CHECK(t.refill(5));
+    CHECK(r.stats().bytes_resident == s0.bytes_resident);
+  }
+  SUBCASE("used again before the delay is over: never purged") {
+    purge_setup t(1000);
+    auto& r = t.r;
+    const auto s0 = r.stats();
+    t.free_range();
+    t.churn(100);
+    CHECK(t.refill(6));
+    t.churn(2000);
+    CHECK(r.stats().bytes_resident == s0.bytes_resident);
+    CHECK(r.check_invariants());
+  }
+  SUBCASE("trim() purges now") {
+    purge_setup t(1000000);
+    auto& r = t.r;
+    const auto s0 = r.stats();
+    t.free_range();
+    t.churn(10);
+    CHECK(r.stats().bytes_resident == s0.bytes_resident);
+    r.trim();
+    const auto s1 = r.stats();
+    CHECK(s1.bytes_held == s0.bytes_held);
+    CHECK(s0.bytes_resident - s1.bytes_resident >= MiB - 2 * strata::page_resource::page_size());
+    CHECK(r.check_invariants());
+    for (std::size_t i : {0u, 1u, 2u, 3u, 20u}) CHECK(t.untouched(i));
+    CHECK(t.refill(7));
+    CHECK(r.stats().bytes_resident == s0.bytes_resident);
+  }
+}
+
+TEST_CASE("free_list_resource: trim returns an empty chunk over the page resource, resident pages and all") {
+  purge_setup t(0);
+  auto& r = t.r;
+  for (char* p : t.blocks) r.deallocate(p, t.block, 8);
+  t.blocks.clear();
+  CHECK(r.chunk_count() == 1);  // kept, empty
+  CHECK(r.stats().free_blocks == 1);
+  CHECK(r.check_invariants());
+  r.trim();
+  CHECK(r.chunk_count() == 0);
+  CHECK(r.stats().bytes_held == 0);
+  CHECK(r.stats().bytes_resident == 0);
+  void* p = r.allocate(100, 8);  // usable after
+  r.deallocate(p, 100, 8);
+  CHECK(r.check_invariants());
+}
+
+// ---- randomized stress per policy ----------------------------------------------------------------------------------
+
+namespace {
+void stress(fit_policy policy) {
+  recording_resource up;
+  free_list_resource r(small_chunks(policy), &up);
+  const std::size_t t = r.large_threshold();
+  strata_test::rng g(0x57E55000u + static_cast<std::uint64_t>(policy));
+  std::vector<item> live;
+  std::size_t sum = 0, misaligned = 0, corrupted = 0, stats_mismatch = 0, invariant_failures = 0;
+  std::size_t in_place = 0, moved = 0, refused = 0;
+  const std::size_t ops = strata_test::scaled(20000);
+  auto pick_size = [&] { return g.next() % 50 == 0 ? g.between(t - 2000, 3 * t) : g.between(1, 5000); };
+  for (std::size_t i = 0; i < ops; ++i) {
+    const std::uint64_t k = g.next() % 100;
+    if (live.empty() || (k < 45 && live.size() < 1500)) {
+      const std::size_t size = pick_size();
+      const std::size_t a = std::size_t{1} << g.between(0, 6);
+      auto* p = static_cast<char*>(r.allocate(size, a));
+      if (!strata::detail::is_aligned(p, a)) ++misaligned;
+      live.push_back(item{p, size, a, g.next()});
+      strata_test::fill_pattern(p, size, live.back().seed);
+      sum += size;
+    } else if (k < 75) {
+      const std::size_t j = g.next() % live.size();
+      const item b = live[j];
+      if (!strata_test::check_pattern(b.p, b.size, b.seed)) ++corrupted;
+      r.deallocate(b.p, b.size, b.alignment);
+      sum -= b.size;
+      live[j] = live.back();
+      live.pop_back();
+    } else if (k < 90) {
+      item& b = live[g.next() % live.size()];
+      const std::size_t to = g.next() % 2 ? pick_size() : std::max<std::size_t>(1, b.size + g.between(0, 64) - 32);
+      if (r.resize(b.p, b.size, to, b.alignment)) {
+        ++in_place;
+        if (!strata_test::check_pattern(b.p, std::min(b.size, to), b.seed)) ++corrupted;
+        sum = sum - b.size + to;
+        b.size = to;
+        b.seed = g.next();
+        strata_test::fill_pattern(b.p, to, b.seed);
+      } else {
+        ++refused;
+        if (!strata_test::check_pattern(b.p, b.size, b.seed)) ++corrupted;
+      }
+    } else {
+      item& b = live[g.next() % live.size()];
+      const std::size_t to = pick_size();
+      auto* p = static_cast<char*>(strata::reallocate(r, b.p, b.size, to, b.alignment));
+      if (p != b.p) ++moved;
+      if (!strata::detail::is_aligned(p, b.alignment)) ++misaligned;
+      if (!strata_test::check_pattern(p, std::min(b.size, to), b.seed)) ++corrupted;
+      sum = sum - b.size + to;
+      b.p = p;
+      b.size = to;
+      b.seed = g.next();
+      strata_test::fill_pattern(p, to, b.seed);
+    }
+    if (i % 300 == 299) {
+      if (!r.check_invariants()) ++invariant_failures;
+      const auto s = r.stats();
+      if (s.bytes_in_use != sum || s.live_allocations() != live.size()) ++stats_mismatch;
+    }
+  }
+  MESSAGE(name_of(policy) << ": " << in_place << " resized in place, " << refused << " refused, " << moved
+                          << " moved by reallocate; " << r.chunk_count() << " chunks at the end");
+  CHECK(in_place > 0);
+  CHECK(refused > 0);
+  CHECK(moved > 0);
+  CHECK(misaligned == 0);
+  CHECK(corrupted == 0);
+  CHECK(stats_mismatch == 0);
+  CHECK(invariant_failures == 0);
+  for (const item& b : live) {
+    if (!strata_test::check_pattern(b.p, b.size, b.seed)) ++corrupted;
+    r.deallocate(b.p, b.size, b.alignment);
+  }
+  CHECK(corrupted == 0);
+  const auto s = r.stats();
+  CHECK(s.bytes_in_use == 0);
+  CHECK(s.live_allocations() == 0);
+  CHECK(r.chunk_count() <= 1);  // everything coalesced; one empty chunk kept at most
+  CHECK(s.free_blocks == r.chunk_count());
+  CHECK(r.check_invariants());
+  CHECK(up.mismatches() == 0);
+}
+}  // namespace
+
+TEST_CASE("free_list_resource: randomized stress, first_fit") { stress(fit_policy::first_fit); }
+TEST_CASE("free_list_resource: randomized stress, next_fit") { stress(fit_policy::next_fit); }
+TEST_CASE("free_list_resource: randomized stress, best_fit") { stress(fit_policy::best_fit); }
+TEST_CASE("free_list_resource: randomized stress, segregated") { stress(fit_policy::segregated); }
+
+// ---- the synchronized resource under threads ------------------------------------------------------------------------
+
+TEST_CASE("synchronized_free_list_resource: 4 threads allocate, resize and free their own and each other's blocks") {
+  recording_resource up(strata::default_page_resource());
+  synchronized_free_list_resource r(small_chunks(), &up);  // small chunks: chunks come and go often
+  const std::size_t t = r.large_threshold();
+  constexpr int threads = 4;
+  const std::size_t ops = strata_test::scaled(20000);
+  std::mutex hand_off_mutex;
+  std::vector<item> hand_off;  // allocated by one thread, freed by another
+  std::atomic<std::size_t> corrupted{0}, misaligned{0}, resized{0};
+  std::atomic<bool> done{false};
+  std::vector<std::thread> workers;
+  for (int w = 0; w < threads; ++w) {
+    workers.emplace_back([&, w] {
+      strata_test::rng g(0xF1EE0000u + static_cast<std::uint64_t>(w));
+      std::vector<item> mine;
+      auto release = [&](const item& b) {
+        if (!strata_test::check_pattern(b.p, b.size, b.seed)) ++corrupted;
+        r.deallocate(b.p, b.size, b.alignment);
+      };
+      for (std::size_t i = 0; i < ops; ++i) {
+        const std::uint64_t k = g.next() % 100;
+        if (k < 45 || mine.empty()) {
+          const std::size_t size = g.next() % 20 == 0 ? g.between(t + 1, 3 * t) : g.between(1, 3000);
+          const std::size_t a = std::size_t{1} << g.between(0, 6);
+          auto* p = static_cast<char*>(r.allocate(size, a));
+          if (!strata::detail::is_aligned(p, a)) ++misaligned;
+          mine.push_back(item{p, size, a, g.next()});
+          strata_test::fill_pattern(p, size, mine.back().seed);
+        } else if (k < 75) {
+          const std::size_t j = g.next() % mine.size();
+          release(mine[j]);
+          mine[j] = mine.back();
+          mine.pop_back();
+        } else if (k < 82) {
+          item& b = mine[g.next() % mine.size()];
+          const std::size_t to = g.between(1, 3000);
+          if (r.resize(b.p, b.size, to, b.alignment)) {
+            ++resized;
+            if (!strata_test::check_pattern(b.p, std::min(b.size, to), b.seed)) ++corrupted;
+            b.size = to;
+            strata_test::fill_pattern(b.p, to, b.seed);
+          }
+        } else if (k < 91) {
+          std::lock_guard<std::mutex> lock(hand_off_mutex);
+          hand_off.push_back(mine.back());
+          mine.pop_back();
+        } else {
+          item b{};
+          {
+            std::lock_guard<std::mutex> lock(hand_off_mutex);
+            if (hand_off.empty()) continue;
+            b = hand_off.back();
+            hand_off.pop_back();
+          }
+          release(b);
+        }
+      }
+      for (const item& b : mine) release(b);
+    });
+  }
+  // A watcher reads stats and walks the invariants while the others work.
+  std::size_t watched = 0, bad_stats = 0, invariant_failures = 0;
+  std::thread watcher([&] {
+    while (!done.load()) {
+      const auto s = r.stats();
+      if (s.bytes_resident > s.bytes_held || s.largest_free_block > s.free_bytes ||
+          s.deallocations > s.allocations)
+        ++bad_stats;
+      if (!r.check_invariants()) ++invariant_failures;
+      ++watched;
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+  });
+  for (auto& th : workers) th.join();
+  done = true;
+  watcher.join();
+  for (const item& b : hand_off) {
+    if (!strata_test::check_pattern(b.p, b.size, b.seed)) ++corrupted;
+    r.deallocate(b.p, b.size, b.alignment);
+  }
+  MESSAGE(watched << " looks by the watcher, " << resized.load() << " resized in place");
+  CHECK(corrupted.load() == 0);
+  CHECK(misaligned.load() == 0);
+  CHECK(resized.load() > 0);
+  CHECK(bad_stats == 0);
+  CHECK(invariant_failures == 0);
+  CHECK(r.check_invariants());
+  const auto s = r.stats();
+  CHECK(s.bytes_in_use == 0);
+  CHECK(s.live_allocations() == 0);
+  CHECK(s.allocations > ops);
+  CHECK(r.chunk_count() <= 1);
+  CHECK(up.mismatches() == 0);
+}
