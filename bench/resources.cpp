@@ -10,6 +10,7 @@
 
 #include <strata/bitmap_resource.hpp>
 #include <strata/fixed_pool_resource.hpp>
+#include <strata/free_list_resource.hpp>
 #include <strata/page_resource.hpp>
 
 #if defined(STRATA_BENCH_HAVE_BOOST)
@@ -27,6 +28,14 @@ namespace {
 
 /// The malloc peers: operator new/delete, with the allocator chosen by LD_PRELOAD in the child.
 holder_ptr new_delete(const workload_info&) { return make_ref(std::pmr::new_delete_resource()); }
+
+/// A free_list_resource with default options but the fit policy `P` (over the default page_resource).
+template <strata::fit_policy P>
+holder_ptr free_list_with(const workload_info&) {
+  strata::free_list_options o;
+  o.policy = P;
+  return make_holder<strata::free_list_resource>(o);
+}
 
 #if defined(STRATA_BENCH_HAVE_FOONATHAN)
 /// A std::pmr::memory_resource over a foonathan::memory::memory_pool built for one node size (the workload's fixed
@@ -80,6 +89,13 @@ const std::vector<resource_entry>& resources() {
        [](const workload_info& w) { return make_holder<strata::fixed_pool_resource>(w.fixed_size); }},
       {"strata_sync_fixed_pool", thread_safe | small_blocks | fixed_size_only,
        [](const workload_info& w) { return make_holder<strata::synchronized_fixed_pool_resource>(w.fixed_size); }},
+      {"strata_free_list", small_blocks | large_blocks,
+       [](const workload_info&) { return make_holder<strata::free_list_resource>(); }},
+      {"strata_free_list_first", small_blocks | large_blocks | linear_search, free_list_with<strata::fit_policy::first_fit>},
+      {"strata_free_list_next", small_blocks | large_blocks | linear_search, free_list_with<strata::fit_policy::next_fit>},
+      {"strata_free_list_best", small_blocks | large_blocks | linear_search, free_list_with<strata::fit_policy::best_fit>},
+      {"strata_sync_free_list", thread_safe | small_blocks | large_blocks,
+       [](const workload_info&) { return make_holder<strata::synchronized_free_list_resource>(); }},
       {"glibc", thread_safe | small_blocks | large_blocks, new_delete},
       {"mimalloc", thread_safe | small_blocks | large_blocks, new_delete, "libmimalloc.so.2", "STRATA_BENCH_MIMALLOC"},
       {"jemalloc", thread_safe | small_blocks | large_blocks, new_delete, "libjemalloc.so.2", "STRATA_BENCH_JEMALLOC"},
@@ -137,6 +153,9 @@ bool fits(const resource_entry& r, const workload_info& w) noexcept {
     case block_kind::small_fixed:
       return has(small_blocks);
     case block_kind::small_mixed:
+      if (has(linear_search) && std::string_view(w.name).rfind("fragmented", 0) != 0 &&
+          std::string_view(w.name) != "mixed_lifo")
+        return false;
       return has(small_blocks) && !has(fixed_size_only);
     case block_kind::large:
       return has(large_blocks) && !has(fixed_size_only);

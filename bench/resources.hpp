@@ -19,6 +19,8 @@ enum resource_flags : unsigned {
   large_blocks = 1U << 2,     ///< serves large-block workloads
   fixed_size_only = 1U << 3,  ///< built for the workload's one fixed_size: small_fixed workloads only
   never_frees = 1U << 4,      ///< deallocate is a no-op: skips memory figures and large-block churn
+  linear_search = 1U << 5,    ///< O(free blocks) allocation: among small-mixed workloads only the fragmented_* and
+                              ///< mixed_lifo ones (a long random churn would take minutes)
 };
 
 /// Owns a resource for the length of one run, with whatever it is built on (an upstream, a pool made for the

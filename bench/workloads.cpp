@@ -266,6 +266,66 @@ double run_pmr_map(std::pmr::memory_resource& r, const workload_info&, scale s) 
   return ns_between(t0, t1) / static_cast<double>(n);
 }
 
+// ---- fragmented_1k, fragmented_100k --------------------------------------------------------------------------------
+
+/// `free_count` free blocks of assorted sizes held apart by live blocks, so they cannot merge: the allocator must find
+/// a fitting one for every request. Setup (untimed): 2 x free_count blocks of 16..1024 B, then every other one is
+/// freed (blocks 0, 2, 4, ... in allocation order); a window of the 16 most recent blocks is filled and 1024
+/// warm-up ops run (so work a malloc defers past the frees, e.g. glibc sorting its unsorted bin, is not timed).
+/// Timed: `ops` times, allocate a block of a new random size 16..1024 B and free the oldest in the window. The heap
+/// keeps about free_count free blocks throughout. Per allocate+free pair; the same number of pairs for every
+/// free_count, so the columns compare.
+double run_fragmented(std::pmr::memory_resource& r, const workload_info& w, scale s, std::size_t free_count) {
+  constexpr std::size_t window = 16;  // a power of two
+  constexpr std::size_t warmup = 1024;
+  const std::size_t ops = pick(s, 200'000, 50'000);
+  const std::size_t align = w.alignment;
+
+  splitmix64 rng{0xF2A6ULL};  // the same seed for every free_count: the 1k setup is a prefix of the 100k one
+  std::vector<std::uint16_t> setup_sizes(2 * free_count);
+  for (auto& sz : setup_sizes) sz = static_cast<std::uint16_t>(rng.between(16, 1024));
+  splitmix64 rng_ops{0xF2A60F5ULL};  // and the same requests in the timed loop
+  // sizes[i] is the size of the i-th block the window holds: window fill, then warm-up ops, then timed ops.
+  std::vector<std::uint16_t> sizes(window + warmup + ops);
+  for (auto& sz : sizes) sz = static_cast<std::uint16_t>(rng_ops.between(16, 1024));
+
+  std::vector<unsigned char*> blocks(2 * free_count);
+  for (std::size_t i = 0; i < blocks.size(); ++i) blocks[i] = alloc_touch(r, setup_sizes[i], align, tag(i));
+  std::uint64_t sum = 0;
+  for (std::size_t i = 0; i < blocks.size(); i += 2) sum += read_free(r, blocks[i], setup_sizes[i], align);
+
+  std::array<unsigned char*, window> win{};
+  for (std::size_t k = 0; k < window; ++k) win[k] = alloc_touch(r, sizes[k], align, tag(k));
+  // Op i allocates block i + window and frees block i (the oldest), whose pointer is in win[i % window].
+  const auto step = [&](std::size_t i) {
+    unsigned char* p = alloc_touch(r, sizes[i + window], align, tag(i));
+    unsigned char*& slot = win[i & (window - 1)];
+    sum += read_free(r, slot, sizes[i], align);
+    slot = p;
+  };
+  for (std::size_t i = 0; i < warmup; ++i) step(i);
+
+  const auto t0 = bench_clock::now();
+  for (std::size_t i = warmup; i < warmup + ops; ++i) step(i);
+  const auto t1 = bench_clock::now();
+
+  for (std::size_t k = 0; k < window; ++k) {
+    const std::size_t i = warmup + ops + k;  // the blocks left in the window: i = warmup + ops .. + window - 1
+    sum += read_free(r, win[i & (window - 1)], sizes[i], align);
+  }
+  for (std::size_t i = 1; i < blocks.size(); i += 2) sum += read_free(r, blocks[i], setup_sizes[i], align);
+  g_sink = sum;
+  return ns_between(t0, t1) / static_cast<double>(ops);
+}
+
+double run_fragmented_1k(std::pmr::memory_resource& r, const workload_info& w, scale s) {
+  return run_fragmented(r, w, s, 1'000);
+}
+
+double run_fragmented_100k(std::pmr::memory_resource& r, const workload_info& w, scale s) {
+  return run_fragmented(r, w, s, 100'000);
+}
+
 // ---- resident_24, resident_100 ------------------------------------------------------------------------------------
 
 double run_resident(std::pmr::memory_resource& r, const workload_info& w, scale) {
@@ -409,6 +469,12 @@ const std::vector<workload>& workloads() {
       {{"mixed_random", "ns/op", block_kind::small_mixed, false, false, 0, mixed_align,
         "100k live blocks of 8..1024 B; timed: 2M random replacements with new random sizes"},
        run_mixed_random},
+      {{"fragmented_1k", "ns/op", block_kind::small_mixed, false, false, 0, mixed_align,
+        "1k free blocks of 16..1024 B between live ones; timed: 200k random allocate + free-oldest-of-16 pairs"},
+       run_fragmented_1k},
+      {{"fragmented_100k", "ns/op", block_kind::small_mixed, false, false, 0, mixed_align,
+        "100k free blocks of 16..1024 B between live ones; timed: 200k random allocate + free-oldest-of-16 pairs"},
+       run_fragmented_100k},
       {{"pmr_map", "ns/op", block_kind::small_mixed, false, false, 0, mixed_align,
         "timed: std::pmr::map<int64,int64>, 1M random-key inserts plus destruction; per insert"},
        run_pmr_map},
