@@ -27,7 +27,8 @@ struct free_list_options {
   /// Bytes per chunk taken from upstream, aligned to its size: a power of two from 64 KiB to 1 GiB. 0 picks 1 MiB, or
   /// the huge page size with `huge_pages` over a page_resource.
   std::size_t chunk_size = 0;
-  /// Requests larger than this go straight to upstream. 0 picks 256 KiB; never more than a quarter of a chunk.
+  /// Requests larger than this go straight to upstream. 0 picks 256 KiB; never more than a quarter of chunk_capacity()
+  /// (so 253,920 bytes with 1 MiB chunks).
   std::size_t large_threshold = 0;
   /// Chunks that became entirely free kept for reuse before they go back upstream.
   std::size_t max_empty_chunks = 1;
