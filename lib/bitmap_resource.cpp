@@ -38,7 +38,7 @@ basic_bitmap_resource<Sync>::basic_bitmap_resource(const options& opts, std::pmr
       engine_({opts.block_size, opts.max_small_size, opts.natural_alignment, opts.max_empty_blocks,
                Sync ? "synchronized_bitmap_resource" : "bitmap_resource"},
               block_source{this, &acquire_block, &release_block}),
-      large_(upstream_storage{upstream}) {}
+      large_(upstream) {}
 
 template <bool Sync>
 basic_bitmap_resource<Sync>::~basic_bitmap_resource() {
@@ -55,12 +55,9 @@ void basic_bitmap_resource<Sync>::release() noexcept {
 template <bool Sync>
 void basic_bitmap_resource<Sync>::release_large() noexcept {
   std::lock_guard<decltype(large_lock_)> lock(large_lock_);
-  large_.for_each([this](const auto& e) {
-    upstream_->deallocate(reinterpret_cast<void*>(e.key), packed_size(e.value), packed_alignment(e.value));
-    bump(upstream_deallocations_);
-    bump(large_deallocations_);
-  });
-  large_.reset();
+  const std::size_t n = large_.release_all();
+  bump(upstream_deallocations_, n);
+  bump(large_deallocations_, n);
   if constexpr (Sync) large_bytes_.store(0, std::memory_order_relaxed);
   else large_bytes_ = 0;
 }
@@ -130,7 +127,7 @@ void* basic_bitmap_resource<Sync>::allocate_large(std::size_t bytes, std::size_t
     if (bytes > max_request_size) throw std::bad_alloc();  // never trust upstream with sizes near SIZE_MAX
     {
       std::lock_guard<decltype(large_lock_)> lock(large_lock_);
-      if (!large_.ensure_room()) throw std::bad_alloc();
+      if (!large_.reserve()) throw std::bad_alloc();
     }
     p = upstream_->allocate(bytes, alignment);
   } catch (...) {
@@ -139,12 +136,12 @@ void* basic_bitmap_resource<Sync>::allocate_large(std::size_t bytes, std::size_t
   }
   {
     std::lock_guard<decltype(large_lock_)> lock(large_lock_);
-    if (!large_.ensure_room()) {  // another thread took the room meanwhile and growing failed
+    if (!large_.reserve()) {  // another thread took the room meanwhile and growing failed
       upstream_->deallocate(p, bytes, alignment);
       bump(failed_);
       throw std::bad_alloc();
     }
-    large_.insert(reinterpret_cast<std::uintptr_t>(p), pack_size_alignment(bytes, alignment));
+    large_.record(p, bytes, alignment);
   }
   bump(large_allocations_);
   bump(upstream_allocations_);
@@ -177,16 +174,10 @@ void basic_bitmap_resource<Sync>::deallocate_large(void* p, std::size_t bytes, s
     why = "the pointer is a small object; the size is not its class's";
   } else {
     std::lock_guard<decltype(large_lock_)> lock(large_lock_);
-    auto* e = large_.find(reinterpret_cast<std::uintptr_t>(p));
-    if (e == nullptr) {
-      kind = error_kind::foreign_pointer;
-      why = "not an allocation of this resource";
-    } else if (bytes > packed_size_mask || e->value != pack_size_alignment(bytes, alignment)) {
-      expected = packed_size(e->value);
-      why = expected == bytes ? "alignment differs from the one allocated with" : "size differs from the allocation's";
-    } else {
-      large_.erase(e);
-    }
+    const auto v = large_.take(p, bytes, alignment);
+    kind = v.kind;
+    expected = v.expected;
+    why = v.why;
   }
   if (why != nullptr) {
     report_error(error_info{kind, Sync ? "synchronized_bitmap_resource" : "bitmap_resource", this, p, bytes,
@@ -212,19 +203,16 @@ bool basic_bitmap_resource<Sync>::do_resize(void* p, std::size_t old_size, std::
     return true;
   }
   // Large: only upstream can grow or shrink it in place, and it must stay large.
-  auto* up = dynamic_cast<resource*>(upstream_);
-  if (new_class != engine_.no_class || up == nullptr || new_size > packed_size_mask) return false;
+  if (new_class != engine_.no_class) return false;
   {
     std::lock_guard<decltype(large_lock_)> lock(large_lock_);
-    auto* e = large_.find(reinterpret_cast<std::uintptr_t>(p));
-    if (e == nullptr || e->value != pack_size_alignment(old_size, alignment)) {
-      report_error(error_info{e == nullptr ? error_kind::foreign_pointer : error_kind::wrong_size,
-                              Sync ? "synchronized_bitmap_resource" : "bitmap_resource", this, p, old_size, alignment,
-                              e == nullptr ? 0 : packed_size(e->value), "resize of a block this resource did not hand out"});
+    bool resized;
+    if (const auto v = large_.resize(p, old_size, new_size, alignment, resized); !v) {
+      report_error(error_info{v.kind, Sync ? "synchronized_bitmap_resource" : "bitmap_resource", this, p, old_size,
+                              alignment, v.expected, "resize of a block this resource did not hand out"});
       return false;
     }
-    if (!up->resize(p, old_size, new_size, alignment)) return false;
-    if (auto* moved = large_.find(reinterpret_cast<std::uintptr_t>(p))) moved->value = pack_size_alignment(new_size, alignment);
+    if (!resized) return false;
   }
   bump(large_bytes_, new_size - old_size);
   note_large_peak();

@@ -84,7 +84,7 @@ fixed_pool_engine<Sync>::fixed_pool_engine(const fixed_pool_params& params, std:
       block_size_(params.block_size),
       stride_(align_up(params.block_size == 0 ? 8 : params.block_size, 8)),
       pages_(dynamic_cast<page_resource*>(upstream)),
-      large_(upstream_storage{upstream}) {
+      large_(upstream) {
   if (block_size_ == 0 || block_size_ > (std::size_t{1} << 30))
     throw std::invalid_argument(std::string(name) + ": block_size must be 1 B .. 1 GiB");
   block_alignment_ = stride_ & (~stride_ + 1);
@@ -126,7 +126,7 @@ fixed_pool_engine<Sync>::fixed_pool_engine(const fixed_pool_params& params, std:
     region_size_ = params.max_bytes / chunk_size_ * chunk_size_;
     capacity_blocks_ = region_size_ / chunk_size_ * blocks_per_chunk_;
     if (!reserve_capacity()) {
-      large_.reset();
+      large_.release_all();
       throw std::bad_alloc();
     }
   }
@@ -409,13 +409,11 @@ void* fixed_pool_engine<Sync>::allocate_upstream(std::size_t bytes, std::size_t 
   {
     std::lock_guard<lock_type> g(lock_);
     try {
-      if (bytes > max_request_size || !large_.ensure_room()) throw std::bad_alloc();
-      p = upstream_->allocate(bytes, alignment);
+      p = large_.allocate(bytes, alignment);
     } catch (...) {
       ++failed_;
       throw;
     }
-    large_.insert(reinterpret_cast<std::uintptr_t>(p), pack_size_alignment(bytes, alignment));
     ++upstream_allocations_;
   }
   note_allocation(bytes, 0);
@@ -426,8 +424,8 @@ void* fixed_pool_engine<Sync>::allocate_upstream(std::size_t bytes, std::size_t 
 
 template <bool Sync>
 void fixed_pool_engine<Sync>::report(error_kind kind, const void* p, std::size_t bytes, std::size_t alignment,
-                                     const char* why) const noexcept {
-  report_error(error_info{kind, name_, owner_, p, bytes, alignment, 0, why});
+                                     const char* why, std::size_t expected) const noexcept {
+  report_error(error_info{kind, name_, owner_, p, bytes, alignment, expected, why});
 }
 
 // Whether p is a live allocation of exactly k blocks (c and q: its chunk and first slot); misuse is reported.
@@ -488,14 +486,10 @@ template <bool Sync>
 void fixed_pool_engine<Sync>::deallocate_upstream(void* p, std::size_t bytes, std::size_t alignment) noexcept {
   {
     std::lock_guard<lock_type> g(lock_);
-    auto* e = large_.find(reinterpret_cast<std::uintptr_t>(p));
-    if (e == nullptr || bytes > packed_size_mask || e->value != pack_size_alignment(bytes, alignment)) {
-      report(e == nullptr ? error_kind::foreign_pointer : error_kind::wrong_size, p, bytes, alignment,
-             e == nullptr ? "not an allocation of this pool" : "size or alignment differs from the allocation's");
+    if (const auto v = large_.deallocate(p, bytes, alignment); !v) {
+      report(v.kind, p, bytes, alignment, v.why, v.expected);
       return;
     }
-    large_.erase(e);
-    upstream_->deallocate(p, bytes, alignment);
     ++upstream_deallocations_;
   }
   note_deallocation(bytes, 0);
@@ -555,11 +549,7 @@ void fixed_pool_engine<Sync>::release() noexcept {
     region_ = nullptr;
     region_used_ = 0;
   }
-  large_.for_each([this](const auto& e) {
-    upstream_->deallocate(reinterpret_cast<void*>(e.key), packed_size(e.value), packed_alignment(e.value));
-    ++upstream_deallocations_;
-  });
-  large_.reset();
+  upstream_deallocations_ += large_.release_all();
   // Every allocation is gone: it counts as deallocated.
   for (tally& t : tallies_) {
     released_allocations_ += get(t.allocations) - get(t.deallocations);
@@ -607,7 +597,7 @@ resource_stats fixed_pool_engine<Sync>::stats() const noexcept {
   s.peak_bytes_in_use = static_cast<std::size_t>(t.peak_bytes);
   std::lock_guard<lock_type> g(lock_);
   std::size_t large = 0;
-  large_.for_each([&](const auto& e) { large += packed_size(e.value); });
+  large_.for_each([&](void*, std::size_t bytes, std::size_t) { large += bytes; });
   s.bytes_held = (region_ != nullptr ? region_size_ : (chunk_count_ + empty_count_) * chunk_size_) + large;
   // A reservation is resident only where touched: count the chunks carved from it.
   s.bytes_resident = (region_ != nullptr ? region_used_ : (chunk_count_ + empty_count_) * chunk_size_) + large;

@@ -37,7 +37,7 @@ free_list_engine::free_list_engine(const free_list_params& params, std::pmr::mem
       pages_(dynamic_cast<page_resource*>(upstream)),
       policy_(params.policy),
       max_empty_(params.max_empty_chunks),
-      large_(upstream_storage{upstream}) {
+      large_(upstream) {
   if (params.policy > segregated) throw std::invalid_argument(std::string(name) + ": unknown fit policy");
   std::size_t csize = params.chunk_size;
   const std::size_t huge = page_resource::huge_page_size();
@@ -373,13 +373,11 @@ void* free_list_engine::take(free_block* b, std::size_t n, std::size_t pad) {
 void* free_list_engine::allocate_upstream(std::size_t bytes, std::size_t alignment) {
   void* p;
   try {
-    if (bytes > max_request_size || !large_.ensure_room()) throw std::bad_alloc();
-    p = upstream_->allocate(bytes, alignment);
+    p = large_.allocate(bytes, alignment);
   } catch (...) {
     ++failed_;
     throw;
   }
-  large_.insert(reinterpret_cast<std::uintptr_t>(p), pack_size_alignment(bytes, alignment));
   ++upstream_allocations_;
   large_bytes_ += bytes;
   note_allocation(bytes);
@@ -424,8 +422,8 @@ STRATA_ALWAYS_INLINE bool free_list_engine::live_block(const void* p, std::size_
                                   std::size_t& g) noexcept {
   c = chunk_of(p);
   if (STRATA_UNLIKELY(!ours(p))) {
-    if (const auto* e = large_.find(reinterpret_cast<std::uintptr_t>(p)); e != nullptr)
-      report(error_kind::wrong_size, p, bytes, alignment, packed_size(e->value),
+    if (const auto v = large_.check(p, bytes, alignment); v.kind == error_kind::wrong_size)
+      report(error_kind::wrong_size, p, bytes, alignment, v.expected,
              "a large block (sent upstream) freed with a small size");
     else
       report(error_kind::foreign_pointer, p, bytes, alignment, 0, "not a block of this resource");
@@ -540,15 +538,10 @@ STRATA_ALWAYS_INLINE bool free_list_engine::free_range(chunk* c, std::size_t g, 
 }
 
 void free_list_engine::deallocate_upstream(void* p, std::size_t bytes, std::size_t alignment) noexcept {
-  auto* e = large_.find(reinterpret_cast<std::uintptr_t>(p));
-  if (e == nullptr || bytes > packed_size_mask || e->value != pack_size_alignment(bytes, alignment)) {
-    if (e == nullptr) return report_not_large(p, bytes, alignment);
-    report(error_kind::wrong_size, p, bytes, alignment, packed_size(e->value),
-           "size or alignment differs from the allocation's");
-    return;
+  if (const auto v = large_.deallocate(p, bytes, alignment); !v) {
+    if (v.kind == error_kind::foreign_pointer) return report_not_large(p, bytes, alignment);
+    return report(v.kind, p, bytes, alignment, v.expected, v.why);
   }
-  large_.erase(e);
-  upstream_->deallocate(p, bytes, alignment);
   ++upstream_deallocations_;
   ++deallocations_;
   large_bytes_ -= bytes;
@@ -602,24 +595,13 @@ bool free_list_engine::resize(void* p, std::size_t old_size, std::size_t new_siz
 // Both sizes above the threshold: upstream resizes in place if it is a strata::resource and can.
 bool free_list_engine::resize_upstream(void* p, std::size_t old_size, std::size_t new_size,
                                        std::size_t alignment) noexcept {
-  auto* e = large_.find(reinterpret_cast<std::uintptr_t>(p));
-  if (e == nullptr || old_size > packed_size_mask || e->value != pack_size_alignment(old_size, alignment)) {
-    if (e == nullptr) report_not_large(p, old_size, alignment);
-    else
-      report(error_kind::wrong_size, p, old_size, alignment, packed_size(e->value),
-             "size or alignment differs from the allocation's");
+  bool resized;
+  if (const auto v = large_.resize(p, old_size, new_size, alignment, resized); !v) {
+    if (v.kind == error_kind::foreign_pointer) report_not_large(p, old_size, alignment);
+    else report(v.kind, p, old_size, alignment, v.expected, v.why);
     return false;
   }
-  auto* up = dynamic_cast<resource*>(upstream_);
-  if (up == nullptr || new_size > packed_size_mask) return false;
-  bool ok = false;
-  try {
-    ok = up->resize(p, old_size, new_size, alignment);
-  } catch (...) {
-    ok = false;
-  }
-  if (!ok) return false;
-  e->value = pack_size_alignment(new_size, alignment);
+  if (!resized) return false;
   large_bytes_ = large_bytes_ - old_size + new_size;
   bytes_in_use_ = bytes_in_use_ - old_size + new_size;
   if (bytes_in_use_ > peak_bytes_) peak_bytes_ = bytes_in_use_;
@@ -767,11 +749,7 @@ void free_list_engine::release() noexcept {
     upstream_->deallocate(c, chunk_size_, chunk_size_);
     ++upstream_deallocations_;
   }
-  large_.for_each([this](const auto& e) {
-    upstream_->deallocate(reinterpret_cast<void*>(e.key), packed_size(e.value), packed_alignment(e.value));
-    ++upstream_deallocations_;
-  });
-  large_.reset();
+  upstream_deallocations_ += large_.release_all();
   chunk_count_ = empty_count_ = purged_pages_ = untouched_bytes_ = 0;
   next_sweep_ = ~std::uint64_t{0};
   fl_map_ = 0;

@@ -4,9 +4,8 @@
 #include <cstddef>
 #include <memory_resource>
 
-#include <strata/detail/address_table.hpp>
 #include <strata/detail/bitmap_engine.hpp>
-#include <strata/detail/upstream_storage.hpp>
+#include <strata/detail/large_ledger.hpp>
 #include <strata/page_resource.hpp>
 #include <strata/resource.hpp>
 
@@ -88,7 +87,7 @@ class basic_bitmap_resource : public resource {
   options opts_;
   bitmap_engine<Sync> engine_;
   std::conditional_t<Sync, spin_lock, null_lock> large_lock_;
-  address_table<upstream_storage> large_;  // live large allocations: address -> packed size and alignment
+  large_ledger large_;  // live large allocations
   counter<std::uint64_t> large_allocations_{0};
   counter<std::uint64_t> large_deallocations_{0};
   counter<std::size_t> large_bytes_{0};

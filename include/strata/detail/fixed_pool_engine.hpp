@@ -11,9 +11,8 @@
 #include <type_traits>
 
 #include <strata/config.hpp>
-#include <strata/detail/address_table.hpp>
 #include <strata/detail/block_map.hpp>
-#include <strata/detail/upstream_storage.hpp>
+#include <strata/detail/large_ledger.hpp>
 #include <strata/error.hpp>
 #include <strata/stats.hpp>
 
@@ -192,7 +191,8 @@ class fixed_pool_engine {
   bool reserve_capacity();
   void* allocate_upstream(std::size_t bytes, std::size_t alignment);
   void deallocate_upstream(void* p, std::size_t bytes, std::size_t alignment) noexcept;
-  void report(error_kind kind, const void* p, std::size_t bytes, std::size_t alignment, const char* why) const noexcept;
+  void report(error_kind kind, const void* p, std::size_t bytes, std::size_t alignment, const char* why,
+              std::size_t expected = 0) const noexcept;
 
   // Fixed at construction.
   std::pmr::memory_resource* upstream_;
@@ -224,7 +224,7 @@ class fixed_pool_engine {
   std::size_t region_used_ = 0;
   std::uint64_t failed_ = 0, upstream_allocations_ = 0, upstream_deallocations_ = 0;
   std::uint64_t released_allocations_ = 0;  // allocations that release() ended (counted as deallocations)
-  address_table<upstream_storage> large_;   // requests sent upstream: address -> packed size and alignment
+  large_ledger large_;                     // requests sent upstream
 };
 
 // ---- fast paths ----------------------------------------------------------------------------------------------------

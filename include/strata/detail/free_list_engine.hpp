@@ -8,9 +8,8 @@
 #include <memory_resource>
 
 #include <strata/config.hpp>
-#include <strata/detail/address_table.hpp>
+#include <strata/detail/large_ledger.hpp>
 #include <strata/detail/math.hpp>
-#include <strata/detail/upstream_storage.hpp>
 #include <strata/error.hpp>
 #include <strata/stats.hpp>
 
@@ -219,7 +218,7 @@ class free_list_engine {
   std::uint64_t allocations_ = 0, deallocations_ = 0, failed_ = 0;
   std::uint64_t upstream_allocations_ = 0, upstream_deallocations_ = 0;
   std::size_t large_bytes_ = 0;
-  address_table<upstream_storage> large_;  // requests sent upstream: address -> packed size and alignment
+  large_ledger large_;  // requests sent upstream
 };
 
 }  // namespace strata::detail

@@ -1,0 +1,114 @@
+// strata/detail/large_ledger.hpp: the record of requests a resource passed straight to its upstream.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory_resource>
+#include <new>
+
+#include <strata/detail/address_table.hpp>
+#include <strata/detail/math.hpp>
+#include <strata/detail/upstream_storage.hpp>
+#include <strata/error.hpp>
+#include <strata/resource.hpp>
+
+namespace strata::detail {
+
+/// Requests too large (or too aligned) for a resource's own blocks go to its upstream. They are recorded here by
+/// address with their size and alignment, so that a free or resize can be checked against the allocation and the
+/// owner's release() can hand them all back. The table lives in upstream memory. Not thread-safe: the owner locks
+/// around every call where it must.
+class large_ledger {
+ public:
+  /// What check() found. `why == nullptr`: p is recorded with exactly that size and alignment.
+  struct verdict {
+    error_kind kind = error_kind::foreign_pointer;
+    std::size_t expected = 0;  // the recorded size; 0 when p is not recorded
+    const char* why = nullptr;
+    explicit operator bool() const noexcept { return why == nullptr; }
+  };
+
+  explicit large_ledger(std::pmr::memory_resource* upstream) noexcept
+      : table_(upstream_storage{upstream}), upstream_(upstream) {}
+
+  /// Room for one more record (the table may grow); false when growing failed.
+  bool reserve() noexcept { return table_.ensure_room(); }
+
+  /// Records p; after a successful reserve() this cannot fail.
+  void record(const void* p, std::size_t bytes, std::size_t alignment) noexcept {
+    table_.insert(reinterpret_cast<std::uintptr_t>(p), pack_size_alignment(bytes, alignment));
+  }
+
+  /// Allocates from upstream and records the block. std::bad_alloc, with nothing recorded, when the size is beyond
+  /// max_request_size (upstream is never trusted with sizes near SIZE_MAX), the table cannot grow or upstream fails.
+  void* allocate(std::size_t bytes, std::size_t alignment) {
+    if (bytes > max_request_size || !reserve()) throw std::bad_alloc();
+    void* p = upstream_->allocate(bytes, alignment);
+    record(p, bytes, alignment);
+    return p;
+  }
+
+  /// Whether p is recorded, and with this size and alignment.
+  [[nodiscard]] verdict check(const void* p, std::size_t bytes, std::size_t alignment) const noexcept {
+    const auto* e = table_.find(reinterpret_cast<std::uintptr_t>(p));
+    if (e == nullptr) return {error_kind::foreign_pointer, 0, "not an allocation of this resource"};
+    if (bytes <= packed_size_mask && e->value == pack_size_alignment(bytes, alignment)) return {};
+    const std::size_t expected = packed_size(e->value);
+    return {error_kind::wrong_size, expected,
+            expected == bytes ? "alignment differs from the one allocated with" : "size differs from the allocation's"};
+  }
+
+  /// check(); on a match, forgets p: the caller returns it upstream (outside its lock, if it likes).
+  verdict take(const void* p, std::size_t bytes, std::size_t alignment) noexcept {
+    const verdict v = check(p, bytes, alignment);
+    if (v) table_.erase(table_.find(reinterpret_cast<std::uintptr_t>(p)));
+    return v;
+  }
+
+  /// take(); on a match, returns p upstream.
+  verdict deallocate(void* p, std::size_t bytes, std::size_t alignment) noexcept {
+    const verdict v = take(p, bytes, alignment);
+    if (v) upstream_->deallocate(p, bytes, alignment);
+    return v;
+  }
+
+  /// check(); on a match, asks upstream to resize p in place, which only a strata::resource can. `resized` says
+  /// whether it did (then the record holds the new size).
+  verdict resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment, bool& resized) noexcept {
+    resized = false;
+    const verdict v = check(p, old_size, alignment);
+    auto* up = dynamic_cast<resource*>(upstream_);
+    if (!v || up == nullptr || new_size > packed_size_mask) return v;
+    try {
+      resized = up->resize(p, old_size, new_size, alignment);
+    } catch (...) {
+      resized = false;
+    }
+    if (resized) record(p, new_size, alignment);
+    return v;
+  }
+
+  /// Calls f(pointer, size, alignment) for every recorded block.
+  template <class F>
+  void for_each(F&& f) const {
+    table_.for_each([&](const auto& e) {
+      f(reinterpret_cast<void*>(e.key), packed_size(e.value), packed_alignment(e.value));
+    });
+  }
+
+  /// Returns every recorded block upstream and forgets them all (the table's own storage too). Returns how many.
+  std::size_t release_all() noexcept {
+    const std::size_t n = table_.size();
+    for_each([this](void* p, std::size_t bytes, std::size_t alignment) { upstream_->deallocate(p, bytes, alignment); });
+    table_.reset();
+    return n;
+  }
+
+  [[nodiscard]] std::size_t count() const noexcept { return table_.size(); }
+
+ private:
+  address_table<upstream_storage> table_;
+  std::pmr::memory_resource* upstream_;
+};
+
+}  // namespace strata::detail
