@@ -4,21 +4,6 @@
 #include <new>
 
 namespace strata::detail {
-namespace {
-// The bits of bitmap word i whose slot numbers lie in [begin, end).
-std::uint64_t range_mask(std::size_t i, std::size_t begin, std::size_t end) noexcept {
-  const std::size_t lo = i * 64, hi = lo + 64;
-  if (hi <= begin || lo >= end) return 0;
-  std::uint64_t m = ~std::uint64_t{0};
-  if (begin > lo) m &= ~std::uint64_t{0} << (begin - lo);
-  if (end < hi) m &= (std::uint64_t{1} << (end - lo)) - 1;
-  return m;
-}
-// The bits of bitmap word i that stand for slots: numbers in [0, limit) outside [skip_begin, skip_end).
-std::uint64_t slot_mask(std::size_t i, std::size_t skip_begin, std::size_t skip_end, std::size_t limit) noexcept {
-  return range_mask(i, 0, limit) & ~range_mask(i, skip_begin, skip_end);
-}
-}  // namespace
 
 template <bool Sync>
 bitmap_engine<Sync>::bitmap_engine(const config& cfg, block_source source) noexcept

@@ -548,6 +548,14 @@ void free_list_engine::deallocate_upstream(void* p, std::size_t bytes, std::size
   bytes_in_use_ -= bytes;
 }
 
+std::size_t free_list_engine::usable_size(const void* p) const noexcept {
+  if (!ours(p)) return large_.size_of(p);
+  const chunk* c = chunk_of(p);
+  const std::size_t g = granule_of(c, p);
+  if (!is_aligned(p, granule) || g < c->first || state(c, g) != st_start) return 0;
+  return (next_boundary(c, g) - g) * granule;
+}
+
 // ---- resize --------------------------------------------------------------------------------------------------------
 
 bool free_list_engine::resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) noexcept {

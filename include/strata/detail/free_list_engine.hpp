@@ -57,6 +57,9 @@ class free_list_engine {
   bool resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) noexcept;
   void release() noexcept;
   void trim() noexcept;
+  /// The size of the live block at p (its rounded size in a chunk, its requested size upstream), or 0 when p is not
+  /// the start of a live block of this engine. Nothing is reported.
+  [[nodiscard]] std::size_t usable_size(const void* p) const noexcept;
   [[nodiscard]] resource_stats stats() const noexcept;
   bool check_invariants() const noexcept;
 

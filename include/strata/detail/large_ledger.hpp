@@ -104,6 +104,12 @@ class large_ledger {
     return n;
   }
 
+  /// The recorded size of p, or 0 when p is not recorded.
+  [[nodiscard]] std::size_t size_of(const void* p) const noexcept {
+    const auto* e = table_.find(reinterpret_cast<std::uintptr_t>(p));
+    return e == nullptr ? 0 : packed_size(e->value);
+  }
+
   [[nodiscard]] std::size_t count() const noexcept { return table_.size(); }
 
  private:

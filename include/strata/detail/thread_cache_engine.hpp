@@ -1,0 +1,150 @@
+// strata/detail/thread_cache_engine.hpp: thread_cache_resource's engine: routes requests to the three tiers and
+// finds the calling thread's heap.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory_resource>
+#include <mutex>
+
+#include <strata/config.hpp>
+#include <strata/detail/checks.hpp>
+#include <strata/detail/math.hpp>
+#include <strata/detail/thread_cache_back.hpp>
+#include <strata/detail/thread_cache_front.hpp>
+#include <strata/detail/thread_cache_middle.hpp>
+#include <strata/stats.hpp>
+
+#if defined(__GNUC__) || defined(__clang__)
+#define STRATA_TLS_INITIAL_EXEC __attribute__((tls_model("initial-exec")))
+#else
+#define STRATA_TLS_INITIAL_EXEC
+#endif
+
+namespace strata::detail {
+
+/// The calling thread's heaps, direct-mapped by engine id: the fast path's only thread-local access. Engine ids are
+/// never reused, so an entry left by a destroyed engine never matches again.
+struct tc_tls_entry {
+  std::uint64_t id;
+  tc_heap* heap;
+};
+inline constexpr unsigned tc_tls_ways = 8;
+inline thread_local tc_tls_entry tc_tls[tc_tls_ways] STRATA_TLS_INITIAL_EXEC = {};
+
+class thread_cache_engine {
+ public:
+  struct config {
+    std::size_t max_small;
+    std::size_t max_shared;
+    std::size_t max_empty_blocks;
+  };
+
+  thread_cache_engine(const config& cfg, std::pmr::memory_resource* upstream, const void* owner);
+  ~thread_cache_engine();
+  thread_cache_engine(const thread_cache_engine&) = delete;
+  thread_cache_engine& operator=(const thread_cache_engine&) = delete;
+
+  // The fast paths below make no call that returns to them (slow paths are tail calls), so they save no registers.
+
+  STRATA_ALWAYS_INLINE void* allocate(std::size_t bytes, std::size_t alignment) {
+    if (STRATA_UNLIKELY(bytes > front_.max_small() || !plain_alignment(alignment)))
+      return allocate_other(bytes, alignment);
+    const unsigned c = front_.sizes().class_of(align_up(bytes, alignment));
+    tc_heap* h = my_heap();
+    if (STRATA_UNLIKELY(h == nullptr)) return allocate_small_slow(c, bytes, alignment);
+    tc_bin& bin = h->bins[c];
+    void* p;
+    if (bin.recent_count != 0) {
+      --bin.recent_count;
+      p = bin.recent[--bin.recent_top % tc_bin::recent_capacity];
+      if (STRATA_UNLIKELY(!tc_front::take_recent(bin, p))) return refill(*h, c, bytes);
+    } else if (STRATA_LIKELY(bin.mask != 0)) {
+      const std::uint64_t m = bin.mask;
+      bin.mask = m & (m - 1);
+      p = bin.word_base + static_cast<std::size_t>(__builtin_ctzll(m)) * bin.object_size;
+    } else {
+      return refill(*h, c, bytes);
+    }
+    owner_add(h->allocations, 1);
+    owner_add(h->bytes, bytes);
+    return p;
+  }
+
+  STRATA_ALWAYS_INLINE void deallocate(void* p, std::size_t bytes, std::size_t alignment) noexcept {
+    if (STRATA_UNLIKELY(bytes > front_.max_small() || !plain_alignment(alignment)))
+      return deallocate_other(p, bytes, alignment);
+    const unsigned c = front_.sizes().class_of(align_up(bytes, alignment));
+    tc_heap* h = my_heap();
+    if (STRATA_UNLIKELY(h == nullptr)) return deallocate_small_slow(p, c, bytes, alignment);
+    front_.deallocate(*h, p, c, bytes, alignment);
+  }
+
+  bool resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) noexcept;
+  [[nodiscard]] std::size_t usable_size(const void* p) const noexcept;
+  void trim() noexcept;
+
+  enum tier : unsigned { thread_tier = 0, shared_tier = 1, upstream_tier = 2 };
+  [[nodiscard]] tier tier_of(std::size_t bytes, std::size_t alignment) const noexcept {
+    if (front_.class_for(bytes, alignment) != tc_front::no_class) return thread_tier;
+    if (bytes <= middle_.max_shared() && alignment <= free_list_engine::max_alignment) return shared_tier;
+    return upstream_tier;
+  }
+  [[nodiscard]] std::size_t max_small() const noexcept { return front_.max_small(); }
+  [[nodiscard]] std::size_t max_shared() const noexcept { return middle_.max_shared(); }
+  [[nodiscard]] std::size_t round_size(std::size_t bytes, std::size_t alignment) const noexcept;
+  [[nodiscard]] std::size_t heap_count() const noexcept;
+  [[nodiscard]] resource_stats tier_stats(tier t) const noexcept;
+  [[nodiscard]] resource_stats stats() const noexcept;
+  bool check_invariants() const noexcept;
+
+  /// Thread exit: hands h back (called with the engines' registry lock held).
+  void detach_heap(tc_heap* h) noexcept;
+  [[nodiscard]] std::uint64_t id() const noexcept { return id_; }
+  [[nodiscard]] std::pmr::memory_resource* upstream() const noexcept { return upstream_; }
+
+ private:
+  // 1, 2, 4, 8 or 16: the alignments whose requests round straight to a class.
+  STRATA_ALWAYS_INLINE static bool plain_alignment(std::size_t a) noexcept {
+    return a <= 16 && ((std::uint32_t{0x10116} >> a) & 1) != 0;
+  }
+  STRATA_ALWAYS_INLINE tc_heap* my_heap() const noexcept {
+    const tc_tls_entry& e = tc_tls[id_ & (tc_tls_ways - 1)];
+    return e.id == id_ ? e.heap : nullptr;
+  }
+  tc_heap* find_heap() noexcept;     // the calling thread's heap, made on first use; nullptr: use the shared heap
+  tc_heap* attach_heap() noexcept;   // a spare heap, or a new one from upstream
+  void* allocate_small_slow(unsigned c, std::size_t bytes, std::size_t alignment);
+  STRATA_NOINLINE void* refill(tc_heap& h, unsigned c, std::size_t bytes);
+  void deallocate_small_slow(void* p, unsigned c, std::size_t bytes, std::size_t alignment) noexcept;
+  void* allocate_other(std::size_t bytes, std::size_t alignment);
+  void deallocate_other(void* p, std::size_t bytes, std::size_t alignment) noexcept;
+  void report(error_kind kind, const void* p, std::size_t bytes, std::size_t alignment, std::size_t expected,
+              const char* why) const noexcept;
+  void release_heaps() noexcept;
+
+  std::pmr::memory_resource* upstream_;
+  const void* owner_;
+  std::uint64_t id_;
+  tc_middle middle_;
+  tc_front front_;
+  tc_back back_;
+
+  mutable std::mutex heaps_lock_;
+  tc_heap* heaps_ = nullptr;  // every heap made, attached or spare
+  std::size_t heap_count_ = 0;
+  std::atomic<std::uint64_t> failed_{0};
+  mutable std::atomic<std::size_t> peak_{0};  // thread tier: highest bytes in use seen by stats()
+
+  // Threads with no heap of their own (past their thread-exit cleanup, or out of heaps) share this one.
+  std::mutex shared_heap_lock_;
+  tc_heap* shared_heap_ = nullptr;
+
+  // Engines alive, for the thread-exit cleanup (under the registry lock).
+  thread_cache_engine* next_live_ = nullptr;
+  thread_cache_engine* prev_live_ = nullptr;
+  friend struct tc_registry;
+};
+
+}  // namespace strata::detail

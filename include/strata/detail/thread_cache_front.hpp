@@ -1,0 +1,249 @@
+// strata/detail/thread_cache_front.hpp: the front end of thread_cache_resource. Per-thread heaps of bitmap blocks:
+// allocation and same-thread frees without locks or atomic read-modify-writes; cross-thread frees with one atomic OR
+// per batch.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+#include <strata/config.hpp>
+#include <strata/detail/block_map.hpp>
+#include <strata/detail/math.hpp>
+#include <strata/detail/size_classes.hpp>
+#include <strata/error.hpp>
+
+namespace strata::detail {
+
+class tc_middle;
+struct tc_heap;
+
+/// Bytes per front-end block (one block-map granule), aligned to its size.
+inline constexpr std::size_t tc_block_size = block_map_granule;
+
+/// A 64 KiB block of one size class. Slot q lies at base + q * object_size; the few slot numbers whose bytes the
+/// header and bitmaps take are never handed out. The header sits one of 16 cache lines past the base (by address),
+/// so the headers of many blocks do not share cache sets.
+///
+/// Two bitmaps, 1 = free: `local` words are written only by the owning heap (relaxed atomics, so that other threads
+/// may read them for a double-free check); `remote` words, on their own cache lines, take cross-thread frees by
+/// atomic OR. The owner folds remote bits into local ones when it runs out of free slots.
+struct tc_block {
+  enum : std::uint8_t { in_current, in_partial, in_full, in_abandoned, in_empty };
+
+  std::uintptr_t tag;             // engine key ^ block address: ownership and header integrity in one compare
+  std::atomic<tc_heap*> owner;    // heap that allocates from it; nullptr while in the shared tier
+  tc_block* next;                 // links on the owner's (or the shared tier's) lists
+  tc_block* prev;
+  std::uint32_t object_size;
+  std::uint32_t capacity;         // slots that can be handed out
+  std::uint32_t limit;            // one past the last slot number
+  std::uint32_t skip_begin;       // slot numbers [skip_begin, skip_end) overlap header and bitmaps
+  std::uint32_t skip_end;
+  std::uint32_t free_count;       // set bits in the local words (owner)
+  std::uint16_t words;            // bitmap words per bitmap
+  std::uint16_t hint;             // local words [0, hint) are zero (owner)
+  std::uint16_t remote_offset;    // bytes from the header to the first remote word (a cache-line multiple)
+  std::uint8_t size_class;
+  std::uint8_t where;
+
+  std::atomic<std::uint64_t>* local() noexcept { return reinterpret_cast<std::atomic<std::uint64_t>*>(this + 1); }
+  const std::atomic<std::uint64_t>* local() const noexcept {
+    return reinterpret_cast<const std::atomic<std::uint64_t>*>(this + 1);
+  }
+  std::atomic<std::uint64_t>* remote() noexcept {
+    return reinterpret_cast<std::atomic<std::uint64_t>*>(reinterpret_cast<char*>(this) + remote_offset);
+  }
+  const std::atomic<std::uint64_t>* remote() const noexcept {
+    return reinterpret_cast<const std::atomic<std::uint64_t>*>(reinterpret_cast<const char*>(this) + remote_offset);
+  }
+  char* base() noexcept { return reinterpret_cast<char*>(reinterpret_cast<std::uintptr_t>(this) & ~(tc_block_size - 1)); }
+  const char* base() const noexcept {
+    return reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(this) & ~(tc_block_size - 1));
+  }
+};
+
+/// Owner-only update of a counter that other threads read (no read-modify-write: one writer).
+template <class T, class U>
+STRATA_ALWAYS_INLINE void owner_add(std::atomic<T>& a, U v) noexcept {
+  a.store(static_cast<T>(a.load(std::memory_order_relaxed) + static_cast<T>(v)), std::memory_order_relaxed);
+}
+
+/// A heap's state for one size class.
+struct alignas(64) tc_bin {
+  static constexpr unsigned recent_capacity = 16;
+
+  // The word of `current` being allocated from: its free bits were taken out of the block ("claimed") into `mask`.
+  std::uint64_t mask = 0;        // free slots of the claimed word
+  std::uint64_t valid = 0;       // slots of the claimed word that exist (not header, not past the limit)
+  char* word_base = nullptr;     // address of the claimed word's slot 0
+  std::size_t span = 0;          // 64 * object_size while a word is claimed, else 0
+  std::uint64_t reciprocal = 0;  // floor(2^40 / object_size) + 1
+  std::uint32_t object_size = 0;
+  std::uint32_t word = 0;        // index of the claimed word
+  tc_block* current = nullptr;
+  tc_block* partial = nullptr;   // owned blocks with free local slots (doubly linked)
+  tc_block* full = nullptr;      // owned blocks without (remote frees may wait in them)
+  std::uint32_t blocks = 0;      // owned blocks, current and spare included
+  // Slots freed last outside the claimed word, newest on top; reused first while their cache lines are warm. Their
+  // bits are set like every free slot's: an entry is a hint, checked when popped.
+  std::uint32_t recent_top = 0;    // free-running: the newest entry is recent[(recent_top - 1) % capacity]
+  std::uint32_t recent_count = 0;  // entries held, at most recent_capacity (older ones are overwritten)
+  tc_block* spare = nullptr;       // one owned block entirely free, on no list (not allocated from)
+  tc_block* scan = nullptr;        // where the next look for remote frees in `full` starts
+  void* recent[recent_capacity] = {};
+};
+
+/// Cross-thread frees waiting to be published: one bitmap word of one block per class.
+struct tc_pending {
+  tc_block* block = nullptr;
+  std::uint64_t mask = 0;
+  std::uint32_t word = 0;
+};
+
+/// One thread's cache for one thread_cache_resource.
+struct tc_heap {
+  tc_bin bins[size_class_table::max_classes];
+  tc_pending pending[size_class_table::max_classes];
+  std::uint64_t pending_classes = 0;  // bit c: pending[c] holds bits
+  // Counters (written by the owner, read by stats()).
+  std::atomic<std::uint64_t> allocations{0};
+  std::atomic<std::uint64_t> deallocations{0};
+  std::atomic<std::int64_t> bytes{0};  // requested bytes allocated minus freed through this heap
+  std::atomic<std::int64_t> blocks_held{0};
+  tc_heap* next = nullptr;  // the engine's list of heaps
+  bool attached = false;    // a thread (or the shared fallback) is using it
+  std::uint64_t owner_id = 0;
+};
+
+/// The front end: what a heap does with its blocks. Stateless apart from configuration; the heaps hold the state.
+class tc_front {
+ public:
+  static constexpr unsigned no_class = size_class_table::none;
+
+  tc_front(std::size_t max_small, std::uintptr_t key, const char* name, tc_middle& middle) noexcept;
+
+  [[nodiscard]] const size_class_table& sizes() const noexcept { return sizes_; }
+  [[nodiscard]] std::size_t max_small() const noexcept { return max_small_; }
+
+  /// The class serving (bytes, alignment), or no_class.
+  [[nodiscard]] STRATA_ALWAYS_INLINE unsigned class_for(std::size_t bytes, std::size_t alignment) const noexcept {
+    if (STRATA_UNLIKELY(bytes > max_small_)) return no_class;
+    if (STRATA_LIKELY(alignment <= 16)) return sizes_.class_of(align_up(bytes == 0 ? 1 : bytes, alignment));
+    return class_for_aligned(bytes, alignment);
+  }
+
+  void init_heap(tc_heap& h) const noexcept;
+
+  /// Frees p (`bytes` of class c) through heap h. Misuse is reported and changes nothing.
+  STRATA_ALWAYS_INLINE void deallocate(tc_heap& h, void* p, unsigned c, std::size_t bytes,
+                                       std::size_t alignment) const noexcept {
+    tc_bin& bin = h.bins[c];
+    const std::size_t d = static_cast<std::size_t>(static_cast<char*>(p) - bin.word_base);
+    if (STRATA_LIKELY(d < bin.span)) {  // a slot of the claimed word
+      const std::size_t i = static_cast<std::size_t>((d * bin.reciprocal) >> 40);
+      const std::uint64_t m = std::uint64_t{1} << i;
+      // Allocated slots of the word are valid ^ mask (mask is a subset of valid).
+      if (STRATA_UNLIKELY(i * bin.object_size != d || ((bin.valid ^ bin.mask) & m) == 0))
+        return report_claimed(h, p, c, bytes, alignment, i * bin.object_size != d);
+      bin.mask |= m;
+      owner_add(h.deallocations, 1);
+      owner_add(h.bytes, -static_cast<std::int64_t>(bytes));
+      return;
+    }
+    deallocate_block(h, p, c, bytes, alignment);
+  }
+
+  /// Frees p (class c) when it is not in the claimed word: into its block's local bitmap when h owns the block,
+  /// else into h's pending remote batch.
+  void deallocate_block(tc_heap& h, void* p, unsigned c, std::size_t bytes, std::size_t alignment) const noexcept;
+
+  /// Publishes every pending cross-thread free of h.
+  void flush_pending(tc_heap& h) const noexcept;
+  /// Hands every block of h to the shared tier (blocks entirely free go to its empty cache) and resets h's bins.
+  /// Pending frees are published first.
+  void abandon_all(tc_heap& h) const noexcept;
+
+  /// Block header of any address inside a front-end block.
+  static tc_block* block_of(const void* p) noexcept {
+    const std::uintptr_t base = reinterpret_cast<std::uintptr_t>(p) & ~(tc_block_size - 1);
+    return reinterpret_cast<tc_block*>(base + header_offset(base));
+  }
+  static std::uintptr_t header_offset(std::uintptr_t base) noexcept {
+    return ((base >> block_map_shift) & 15) * 64;
+  }
+  std::uintptr_t tag_of(const tc_block* b) const noexcept { return key_ ^ reinterpret_cast<std::uintptr_t>(b); }
+  /// Whether p lies in a block of this front end (any byte of it).
+  bool owns(const void* p) const noexcept { return block_map_contains(p) && block_of(p)->tag == tag_of(block_of(p)); }
+
+  /// Formats `base` (tc_block_size bytes, aligned to it) as a block of class c, owned by nobody yet.
+  tc_block* format(void* base, unsigned c) const noexcept;
+  /// Folds b's remote frees into its local bitmap (caller owns b, or holds the shared tier's lock for an unowned
+  /// block), with no word of it claimed. Returns the slots gained.
+  std::size_t collect(tc_block* b) const noexcept;
+  /// Slots free in b by its bitmaps (local and remote), for the invariant check and stats.
+  [[nodiscard]] std::size_t free_slots(const tc_block* b) const noexcept;
+  /// Checks block b's header and bitmaps; returns what is broken or nullptr.
+  const char* check_block(const tc_block* b) const noexcept;
+  /// Checks h's bins and lists (h not in use by another thread); returns what is broken or nullptr.
+  const char* check_heap(const tc_heap& h, std::size_t& blocks, std::size_t& live) const noexcept;
+
+ private:
+  struct layout {
+    std::size_t limit, words, skip_begin, skip_end, remote_offset;
+  };
+  layout layout_of(std::size_t size, std::size_t header) const noexcept;
+  unsigned class_for_aligned(std::size_t bytes, std::size_t alignment) const noexcept;
+  static std::uint64_t valid_mask(const tc_block* b, std::size_t w) noexcept;
+
+  /// Takes p, popped from bin's recent stack, if its slot is still free; false otherwise.
+ public:
+  STRATA_ALWAYS_INLINE static bool take_recent(tc_bin& bin, void* p) noexcept {
+    tc_block* b = block_of(p);
+    const std::size_t q =
+        static_cast<std::size_t>(((reinterpret_cast<std::uintptr_t>(p) & (tc_block_size - 1)) * bin.reciprocal) >> 40);
+    std::atomic<std::uint64_t>& w = b->local()[q >> 6];
+    const std::uint64_t v = w.load(std::memory_order_relaxed), m = std::uint64_t{1} << (q & 63);
+    if (STRATA_UNLIKELY((v & m) == 0)) return false;
+    w.store(v & ~m, std::memory_order_relaxed);
+    --b->free_count;
+    return true;
+  }
+
+  /// Allocates one object of class c from heap h: the bin's hints, its claimed word, then the next word, block or
+  /// shared-tier block (thread_cache_engine::allocate inlines the first two). nullptr when no block could be had.
+  void* allocate_slow(tc_heap& h, unsigned c, std::size_t bytes) const noexcept;
+
+ private:
+  void claim(tc_bin& bin) const noexcept;
+  void release_claim(tc_bin& bin) const noexcept;
+  void make_current(tc_bin& bin, tc_block* b) const noexcept;
+  void remote_free(tc_heap& h, tc_block* b, std::size_t q, void* p, unsigned c, std::size_t bytes,
+                   std::size_t alignment) const noexcept;
+  void publish(tc_pending& e) const noexcept;
+  void block_emptied(tc_heap& h, tc_bin& bin, tc_block* b) const noexcept;
+  void report_claimed(tc_heap& h, void* p, unsigned c, std::size_t bytes, std::size_t alignment,
+                      bool interior) const noexcept;
+  void report_bad_free(const void* p, unsigned c, std::size_t bytes, std::size_t alignment) const noexcept;
+  void report(error_kind kind, const void* p, std::size_t bytes, std::size_t alignment, std::size_t expected,
+              const char* why) const noexcept;
+  static void push(tc_block*& head, tc_block* b) noexcept;
+  static void unlink(tc_block*& head, tc_block* b) noexcept;
+
+  bool adopt_from_shared(tc_heap& h, tc_bin& bin, unsigned c) const noexcept;
+  void* take(tc_bin& bin) const noexcept;
+
+  size_class_table sizes_;
+  std::size_t max_small_;
+  std::uintptr_t key_;
+  const char* name_;
+  tc_middle* middle_;
+  const void* owner_ = nullptr;  // the resource, for error reports
+  // Where a pointer the front end does not know may come from (the other tiers): its size there, or 0.
+  std::size_t (*size_elsewhere_)(const void* context, const void* p) noexcept = nullptr;
+  const void* elsewhere_context_ = nullptr;
+
+  friend class thread_cache_engine;
+};
+
+}  // namespace strata::detail

@@ -1,0 +1,115 @@
+// strata/detail/thread_cache_middle.hpp: the shared tier of thread_cache_resource. Blocks threads hand to each
+// other (abandoned by exited threads, or empty) and the free list for mid-size requests.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory_resource>
+#include <mutex>
+
+#include <strata/detail/bitmap_engine.hpp>  // spin_lock
+#include <strata/detail/free_list_engine.hpp>
+#include <strata/detail/size_classes.hpp>
+#include <strata/stats.hpp>
+
+namespace strata::detail {
+
+struct tc_block;
+class tc_front;
+
+class tc_middle {
+ public:
+  tc_middle(std::pmr::memory_resource* upstream, std::size_t max_empty_blocks, std::size_t max_shared,
+            const void* owner, const char* name);
+  ~tc_middle();
+  tc_middle(const tc_middle&) = delete;
+  tc_middle& operator=(const tc_middle&) = delete;
+
+  void set_front(const tc_front* front) noexcept { front_ = front; }
+
+  // ---- blocks ------------------------------------------------------------------------------------------------------
+
+  /// A block of class c that no heap owns and that has free slots (remote frees folded in), or nullptr.
+  tc_block* take_abandoned(unsigned c) noexcept;
+  /// Memory for a new block (tc_block_size bytes, aligned to it, in the block map): from the empty cache, else
+  /// upstream. nullptr when upstream fails.
+  void* take_empty() noexcept;
+  /// b (owner already cleared, remote frees folded in) waits in the shared tier for another heap.
+  void give_abandoned(tc_block* b) noexcept;
+  /// An entirely free block goes to the empty cache, or upstream beyond max_empty_blocks.
+  void give_empty(tc_block* b) noexcept;
+  /// Returns a block a heap owns straight upstream, whatever it holds (the resource is going away).
+  void release_owned(tc_block* b) noexcept;
+
+  // ---- mid-size requests -------------------------------------------------------------------------------------------
+
+  void* allocate(std::size_t bytes, std::size_t alignment) {
+    std::lock_guard<std::mutex> g(list_lock_);
+    return list_.allocate(bytes, alignment);
+  }
+  void deallocate(void* p, std::size_t bytes, std::size_t alignment) noexcept {
+    std::lock_guard<std::mutex> g(list_lock_);
+    list_.deallocate(p, bytes, alignment);
+  }
+  bool resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) noexcept {
+    std::lock_guard<std::mutex> g(list_lock_);
+    return list_.resize(p, old_size, new_size, alignment);
+  }
+  [[nodiscard]] std::size_t usable_size(const void* p) const noexcept {
+    std::lock_guard<std::mutex> g(list_lock_);
+    return list_.usable_size(p);
+  }
+  [[nodiscard]] std::size_t max_shared() const noexcept { return list_.large_threshold(); }
+  [[nodiscard]] static std::size_t rounded(std::size_t bytes, std::size_t alignment) noexcept {
+    return free_list_engine::rounded(bytes, alignment);
+  }
+
+  // ---- upkeep ------------------------------------------------------------------------------------------------------
+
+  /// Folds remote frees into the abandoned blocks, returns those entirely free and the empty cache upstream, trims
+  /// the free list.
+  void trim() noexcept;
+  /// Returns every block and chunk upstream (the resource is going away).
+  void release_all() noexcept;
+
+  struct block_totals {
+    std::size_t held;       // blocks taken from upstream and not returned
+    std::size_t empty;      // in the empty cache
+    std::size_t abandoned;  // waiting for a heap
+    std::size_t abandoned_live;  // objects live in abandoned blocks (remote frees not folded in count as live)
+    std::uint64_t upstream_allocations, upstream_deallocations, failed;
+  };
+  block_totals blocks() const noexcept;
+  [[nodiscard]] resource_stats list_stats() const noexcept {
+    std::lock_guard<std::mutex> g(list_lock_);
+    return list_.stats();
+  }
+  /// Checks the abandoned lists, the empty cache and the free list; returns what is broken or nullptr.
+  const char* check(std::size_t& blocks, std::size_t& live) const noexcept;
+  bool check_list() const noexcept {
+    std::lock_guard<std::mutex> g(list_lock_);
+    return list_.check_invariants();
+  }
+
+ private:
+  void release_block(void* base) noexcept;  // under block_lock_
+
+  std::pmr::memory_resource* upstream_;
+  const tc_front* front_ = nullptr;
+  std::size_t max_empty_;
+
+  mutable spin_lock block_lock_;
+  tc_block* abandoned_[size_class_table::max_classes] = {};
+  std::size_t abandoned_count_ = 0;
+  void* empty_ = nullptr;  // singly linked through the first word of each block
+  std::size_t empty_count_ = 0;
+  std::size_t held_ = 0;
+  std::uint64_t upstream_allocations_ = 0;
+  std::uint64_t upstream_deallocations_ = 0;
+  std::uint64_t failed_ = 0;
+
+  mutable std::mutex list_lock_;
+  free_list_engine list_;
+};
+
+}  // namespace strata::detail

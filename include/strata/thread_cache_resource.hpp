@@ -1,0 +1,105 @@
+// strata/thread_cache_resource.hpp: the scalable general-purpose resource. Per-thread caches of bitmap blocks in
+// front, a shared tier in the middle, the upstream (page) resource behind; cross-thread frees without a lock.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory_resource>
+
+#include <strata/detail/thread_cache_engine.hpp>
+#include <strata/page_resource.hpp>
+#include <strata/resource.hpp>
+
+namespace strata {
+
+/// Options of a thread_cache_resource.
+struct thread_cache_options {
+  /// Largest request served by the per-thread caches (size classes in 64 KiB bitmap blocks). 0 picks 8 KiB; at most
+  /// 8 KiB; rounded up to a class boundary.
+  std::size_t max_small_size = 0;
+  /// Largest request served by the shared tier's free list (variable sizes, under one lock); larger requests go
+  /// straight upstream. 0 picks 256 KiB; capped by the free list's large threshold (a quarter of its chunk).
+  std::size_t max_shared_size = 0;
+  /// Empty bitmap blocks the shared tier keeps for any thread to reuse before it returns them upstream.
+  std::size_t max_empty_blocks = 16;
+};
+
+/// The tiers a request can be served by, smallest first.
+enum class cache_tier {
+  thread,    ///< the calling thread's own cache of bitmap blocks: no lock, no atomic read-modify-write
+  shared,    ///< the shared tier: a free list under one lock (and, for blocks, the pool threads hand blocks through)
+  upstream,  ///< the upstream resource, one request each, recorded so that frees are checked
+};
+
+/// A general-purpose, thread-safe resource in the tcmalloc/mimalloc tradition.
+///
+/// - **Thread tier** (requests up to max_size(cache_tier::thread), 8 KiB by default): size classes in 64 KiB bitmap
+///   blocks, no header per object. Each thread that uses the resource gets its own heap: per class a current block
+///   it alone allocates from, one word of free bits at a time, plus a short stack of the slots it freed last (reused
+///   first, while their cache lines are warm). Allocating and freeing on the owning thread takes no lock and no
+///   atomic read-modify-write.
+/// - **Cross-thread frees** set the slot's bit in its block's remote bitmap with one atomic OR, wait-free. The
+///   freeing thread batches consecutive frees into the same bitmap word, so a stream of objects freed in the order
+///   they were made costs one OR per 64. The owner folds remote bits in when its block runs dry.
+/// - **Shared tier**: blocks that threads hand back (empty, or still holding objects when a thread exits) per class,
+///   for any thread to adopt; and a segregated free list (free_list_resource's engine) under one lock for requests
+///   up to max_size(cache_tier::shared).
+/// - **Upstream**: larger or more aligned requests, one upstream call each.
+/// - **Threads**: a thread's heap goes back to the shared tier when the thread exits (its blocks are adopted by
+///   others, empty ones are cached or returned upstream); heaps are reused by new threads, so threads coming and
+///   going by the thousand cost no memory growth. Any number of instances coexist, each with its own heaps;
+///   destroying one while threads that used it still run is safe.
+/// - **Misuse** is reported through strata::report_error: foreign and interior pointers, a size from another class,
+///   double frees (on the owning thread at once; across threads when the remote bits are folded in).
+/// - **usable_size(p)** gives the bytes a live pointer can use, without its size (the block header knows its class).
+class thread_cache_resource : public resource {
+ public:
+  using options = thread_cache_options;
+
+  thread_cache_resource() : thread_cache_resource(options{}, default_page_resource()) {}
+  explicit thread_cache_resource(std::pmr::memory_resource* upstream) : thread_cache_resource(options{}, upstream) {}
+  /// Throws std::invalid_argument when an option is out of range.
+  explicit thread_cache_resource(const options& opts, std::pmr::memory_resource* upstream = default_page_resource());
+  /// Returns everything upstream. Threads that used the resource may still be running (they must not use it again).
+  ~thread_cache_resource() override;
+
+  /// The tier that serves (bytes, alignment).
+  [[nodiscard]] cache_tier tier_of(std::size_t bytes, std::size_t alignment = alignof(std::max_align_t)) const noexcept;
+  /// Smallest and largest request (alignment <= 16) each tier serves; max_size(cache_tier::upstream) is the largest
+  /// request the resource accepts at all.
+  [[nodiscard]] std::size_t min_size(cache_tier t) const noexcept;
+  [[nodiscard]] std::size_t max_size(cache_tier t) const noexcept;
+  /// The smallest block the thread tier hands out (any request occupies at least this).
+  [[nodiscard]] static constexpr std::size_t thread_cache_min_size() noexcept { return 8; }
+  /// Bytes a request really occupies: its class size in the thread tier, its rounded block in the shared tier,
+  /// the request itself upstream.
+  [[nodiscard]] std::size_t round_size(std::size_t bytes, std::size_t alignment = alignof(std::max_align_t)) const noexcept;
+  /// Bytes usable at `p`, a live allocation of this resource (at least the size it was allocated with), found
+  /// without its size. A pointer this resource did not hand out is reported and gives 0.
+  [[nodiscard]] std::size_t usable_size(const void* p) const noexcept;
+
+  /// Folds in the calling thread's pending cross-thread frees, collects remote frees into the shared tier's blocks,
+  /// and returns cached empty blocks and the shared free list's empty chunks upstream.
+  void trim() noexcept;
+  /// Heaps in existence (threads using the resource now, plus heaps kept for reuse).
+  [[nodiscard]] std::size_t heap_count() const noexcept;
+  /// Per-tier accounting: stats() is the sum of the three.
+  [[nodiscard]] resource_stats tier_stats(cache_tier t) const noexcept;
+  /// Walks every heap, block and list; reports a broken invariant through the error handler and returns false. Call
+  /// it when no other thread is using the resource.
+  bool check_invariants() const noexcept;
+  [[nodiscard]] std::pmr::memory_resource* upstream_resource() const noexcept;
+  [[nodiscard]] const options& get_options() const noexcept;
+
+ protected:
+  void* do_allocate(std::size_t bytes, std::size_t alignment) override;
+  void do_deallocate(void* p, std::size_t bytes, std::size_t alignment) override;
+  bool do_resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) override;
+  resource_stats do_stats() const noexcept override;
+
+ private:
+  options opts_;
+  detail::thread_cache_engine engine_;
+};
+
+}  // namespace strata

@@ -1,0 +1,416 @@
+// lib/thread_cache_engine.cpp: thread_cache_resource's engine: heaps per thread (made on first use, handed back at
+// thread exit, reused), routing to the tiers, stats and checks.
+#include <strata/detail/thread_cache_engine.hpp>
+
+#include <new>
+
+namespace strata::detail {
+
+namespace {
+constexpr const char* engine_name = "thread_cache_resource";
+
+std::atomic<std::uint64_t> g_next_id{1};
+
+// Every live engine, for the thread-exit cleanup: a thread hands its heaps back only to engines still alive.
+std::mutex& registry_lock() noexcept {
+  static std::mutex m;
+  return m;
+}
+thread_cache_engine* g_live = nullptr;
+
+// Set once the calling thread's registry has been torn down (thread exit): it gets no new heaps after that.
+thread_local bool tc_thread_exited STRATA_TLS_INITIAL_EXEC = false;
+}  // namespace
+
+/// The heaps of the calling thread, one per engine it used. Its destructor runs at thread exit.
+struct tc_registry {
+  struct entry {
+    std::uint64_t id;
+    thread_cache_engine* engine;
+    tc_heap* heap;
+  };
+  static constexpr unsigned capacity = 64;
+  entry entries[capacity] = {};
+  unsigned count = 0;
+
+  static bool live(const thread_cache_engine* e, std::uint64_t id) noexcept {  // under registry_lock()
+    for (const thread_cache_engine* x = g_live; x != nullptr; x = x->next_live_)
+      if (x == e && x->id_ == id) return true;
+    return false;
+  }
+
+  bool add(std::uint64_t id, thread_cache_engine* e, tc_heap* h) noexcept {
+    if (count == capacity) {  // forget entries of engines destroyed since
+      std::lock_guard<std::mutex> g(registry_lock());
+      unsigned n = 0;
+      for (unsigned i = 0; i < count; ++i)
+        if (live(entries[i].engine, entries[i].id)) entries[n++] = entries[i];
+      count = n;
+    }
+    if (count == capacity) return false;
+    entries[count++] = entry{id, e, h};
+    return true;
+  }
+
+  ~tc_registry() {
+    tc_thread_exited = true;
+    std::lock_guard<std::mutex> g(registry_lock());
+    for (unsigned i = 0; i < count; ++i)
+      if (live(entries[i].engine, entries[i].id)) entries[i].engine->detach_heap(entries[i].heap);
+    count = 0;
+    for (auto& t : tc_tls) t = tc_tls_entry{0, nullptr};
+  }
+
+  static tc_registry& local() noexcept {
+    static thread_local tc_registry r;
+    return r;
+  }
+};
+
+// ---- construction --------------------------------------------------------------------------------------------------
+
+thread_cache_engine::thread_cache_engine(const config& cfg, std::pmr::memory_resource* upstream, const void* owner)
+    : upstream_(upstream),
+      owner_(owner),
+      id_(g_next_id.fetch_add(1, std::memory_order_relaxed)),
+      middle_(upstream, cfg.max_empty_blocks, cfg.max_shared, owner, engine_name),
+      front_(cfg.max_small, reinterpret_cast<std::uintptr_t>(this) ^ 0x5354524154435400ull ^ (id_ << 48), engine_name,
+             middle_),
+      back_(upstream) {
+  middle_.set_front(&front_);
+  front_.owner_ = owner;
+  front_.elsewhere_context_ = this;
+  front_.size_elsewhere_ = [](const void* context, const void* p) noexcept -> std::size_t {
+    const auto* e = static_cast<const thread_cache_engine*>(context);
+    if (std::size_t n = e->middle_.usable_size(p)) return n;
+    return e->back_.size_of(p);
+  };
+  std::lock_guard<std::mutex> g(registry_lock());
+  next_live_ = g_live;
+  if (g_live != nullptr) g_live->prev_live_ = this;
+  g_live = this;
+}
+
+thread_cache_engine::~thread_cache_engine() {
+  {
+    std::lock_guard<std::mutex> g(registry_lock());
+    if (prev_live_ != nullptr) prev_live_->next_live_ = next_live_;
+    else g_live = next_live_;
+    if (next_live_ != nullptr) next_live_->prev_live_ = prev_live_;
+  }
+  // From here no thread hands a heap back to this engine; threads still holding one never touch it again (the
+  // engine's id is never reused).
+  release_heaps();
+  middle_.release_all();
+  back_.release_all();
+}
+
+void thread_cache_engine::release_heaps() noexcept {
+  std::lock_guard<std::mutex> g(heaps_lock_);
+  while (heaps_ != nullptr) {
+    tc_heap* h = heaps_;
+    heaps_ = h->next;
+    for (unsigned c = 0; c < front_.sizes().count(); ++c) {
+      tc_bin& bin = h->bins[c];
+      if (bin.current != nullptr) middle_.release_owned(bin.current);
+      if (bin.spare != nullptr) middle_.release_owned(bin.spare);
+      for (tc_block* list : {bin.partial, bin.full}) {
+        while (list != nullptr) {
+          tc_block* b = list;
+          list = b->next;
+          middle_.release_owned(b);
+        }
+      }
+    }
+    h->~tc_heap();
+    upstream_->deallocate(h, sizeof(tc_heap), alignof(tc_heap));
+  }
+  heap_count_ = 0;
+  shared_heap_ = nullptr;
+}
+
+// ---- heaps ---------------------------------------------------------------------------------------------------------
+
+tc_heap* thread_cache_engine::attach_heap() noexcept {
+  std::lock_guard<std::mutex> g(heaps_lock_);
+  for (tc_heap* h = heaps_; h != nullptr; h = h->next) {
+    if (!h->attached) {
+      h->attached = true;
+      return h;
+    }
+  }
+  void* mem;
+  try {
+    mem = upstream_->allocate(sizeof(tc_heap), alignof(tc_heap));
+  } catch (...) {
+    return nullptr;
+  }
+  auto* h = new (mem) tc_heap();
+  front_.init_heap(*h);
+  h->attached = true;
+  h->next = heaps_;
+  heaps_ = h;
+  ++heap_count_;
+  return h;
+}
+
+void thread_cache_engine::detach_heap(tc_heap* h) noexcept {
+  front_.abandon_all(*h);
+  std::lock_guard<std::mutex> g(heaps_lock_);
+  h->attached = false;
+}
+
+tc_heap* thread_cache_engine::find_heap() noexcept {
+  if (tc_thread_exited) return nullptr;
+  tc_registry& reg = tc_registry::local();
+  tc_heap* h = nullptr;
+  for (unsigned i = 0; i < reg.count && h == nullptr; ++i)
+    if (reg.entries[i].id == id_) h = reg.entries[i].heap;
+  if (h == nullptr) {
+    h = attach_heap();
+    if (h == nullptr) return nullptr;
+    if (!reg.add(id_, this, h)) {
+      detach_heap(h);
+      return nullptr;
+    }
+  }
+  tc_tls[id_ & (tc_tls_ways - 1)] = tc_tls_entry{id_, h};
+  return h;
+}
+
+// ---- slow paths ----------------------------------------------------------------------------------------------------
+
+void* thread_cache_engine::refill(tc_heap& h, unsigned c, std::size_t bytes) {
+  void* p = front_.allocate_slow(h, c, bytes);
+  if (STRATA_UNLIKELY(p == nullptr)) {
+    failed_.fetch_add(1, std::memory_order_relaxed);
+    throw_bad_alloc();
+  }
+  return p;
+}
+
+void* thread_cache_engine::allocate_small_slow(unsigned c, std::size_t bytes, std::size_t) {
+  void* p = nullptr;
+  if (tc_heap* h = my_heap(); h != nullptr) {
+    p = front_.allocate_slow(*h, c, bytes);
+  } else if ((h = find_heap()) != nullptr) {
+    p = front_.allocate_slow(*h, c, bytes);
+  } else {
+    std::lock_guard<std::mutex> g(shared_heap_lock_);
+    if (shared_heap_ == nullptr) shared_heap_ = attach_heap();
+    if (shared_heap_ != nullptr) p = front_.allocate_slow(*shared_heap_, c, bytes);
+  }
+  if (p == nullptr) {
+    failed_.fetch_add(1, std::memory_order_relaxed);
+    throw_bad_alloc();
+  }
+  return p;
+}
+
+void thread_cache_engine::deallocate_small_slow(void* p, unsigned c, std::size_t bytes,
+                                                std::size_t alignment) noexcept {
+  if (tc_heap* h = my_heap(); h != nullptr) return front_.deallocate(*h, p, c, bytes, alignment);
+  if (tc_heap* h = find_heap(); h != nullptr) return front_.deallocate(*h, p, c, bytes, alignment);
+  std::lock_guard<std::mutex> g(shared_heap_lock_);
+  if (shared_heap_ == nullptr) shared_heap_ = attach_heap();
+  if (shared_heap_ != nullptr) return front_.deallocate(*shared_heap_, p, c, bytes, alignment);
+  // No heap at all (upstream is out of memory): publish the free on its own.
+  tc_heap local;
+  front_.init_heap(local);
+  front_.deallocate(local, p, c, bytes, alignment);
+  front_.flush_pending(local);
+}
+
+void* thread_cache_engine::allocate_other(std::size_t bytes, std::size_t alignment) {
+  check_alignment("thread_cache_resource::allocate", alignment);
+  if (const unsigned c = front_.class_for(bytes, alignment); c != tc_front::no_class)
+    return allocate_small_slow(c, bytes, alignment);  // a small request aligned beyond 16
+  if (bytes <= middle_.max_shared() && alignment <= free_list_engine::max_alignment)
+    return middle_.allocate(bytes, alignment);
+  return back_.allocate(bytes, alignment);
+}
+
+void thread_cache_engine::deallocate_other(void* p, std::size_t bytes, std::size_t alignment) noexcept {
+  if (!is_power_of_two(alignment))
+    return report(error_kind::bad_alignment, p, bytes, alignment, 0, "alignment is not a power of two");
+  if (const unsigned c = front_.class_for(bytes, alignment); c != tc_front::no_class)
+    return deallocate_small_slow(p, c, bytes, alignment);  // a small request aligned beyond 16
+  if (front_.owns(p))
+    return report(error_kind::wrong_size, p, bytes, alignment, tc_front::block_of(p)->object_size,
+                  "an object of the thread tier freed with a size above it");
+  if (bytes <= middle_.max_shared() && alignment <= free_list_engine::max_alignment)
+    return middle_.deallocate(p, bytes, alignment);
+  if (const auto v = back_.deallocate(p, bytes, alignment); !v) {
+    if (v.kind == error_kind::foreign_pointer && middle_.usable_size(p) != 0)
+      return report(error_kind::wrong_size, p, bytes, alignment, middle_.usable_size(p),
+                    "a block of the shared tier freed with a size above it");
+    report(v.kind, p, bytes, alignment, v.expected, v.why);
+  }
+}
+
+void thread_cache_engine::report(error_kind kind, const void* p, std::size_t bytes, std::size_t alignment,
+                                 std::size_t expected, const char* why) const noexcept {
+  report_error(error_info{kind, engine_name, owner_, p, bytes, alignment, expected, why});
+}
+
+// ---- resize, sizes -------------------------------------------------------------------------------------------------
+
+bool thread_cache_engine::resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) noexcept {
+  const tier t_old = tier_of(old_size, alignment), t_new = tier_of(new_size, alignment);
+  if (t_old != t_new) return false;
+  if (t_old == shared_tier) return middle_.resize(p, old_size, new_size, alignment);
+  if (t_old == upstream_tier) {
+    bool resized;
+    if (const auto v = back_.resize(p, old_size, new_size, alignment, resized); !v) {
+      report(v.kind, p, old_size, alignment, v.expected, "resize of a block this resource did not hand out");
+      return false;
+    }
+    return resized;
+  }
+  const unsigned c = front_.class_for(old_size, alignment);
+  if (front_.class_for(new_size, alignment) != c) return false;
+  if (!front_.owns(p)) {
+    report(error_kind::foreign_pointer, p, old_size, alignment, 0, "resize of a block this resource did not hand out");
+    return false;
+  }
+  const tc_block* b = tc_front::block_of(p);
+  const std::size_t off = reinterpret_cast<std::uintptr_t>(p) & (tc_block_size - 1);
+  if (b->size_class != c || off % b->object_size != 0) {
+    report(b->size_class != c ? error_kind::wrong_size : error_kind::foreign_pointer, p, old_size, alignment,
+           b->object_size, "resize of an object named with the wrong size or pointer");
+    return false;
+  }
+  tc_heap* h = my_heap();
+  if (h == nullptr) h = find_heap();
+  if (h != nullptr) {
+    owner_add(h->bytes, static_cast<std::int64_t>(new_size) - static_cast<std::int64_t>(old_size));
+  } else {
+    std::lock_guard<std::mutex> g(shared_heap_lock_);
+    if (shared_heap_ == nullptr) shared_heap_ = attach_heap();
+    if (shared_heap_ == nullptr) return false;
+    owner_add(shared_heap_->bytes, static_cast<std::int64_t>(new_size) - static_cast<std::int64_t>(old_size));
+  }
+  return true;
+}
+
+std::size_t thread_cache_engine::usable_size(const void* p) const noexcept {
+  if (front_.owns(p)) {
+    const tc_block* b = tc_front::block_of(p);
+    const std::size_t off = reinterpret_cast<std::uintptr_t>(p) & (tc_block_size - 1);
+    const std::size_t q = off / b->object_size;
+    if (off % b->object_size == 0 && q < b->limit && (q < b->skip_begin || q >= b->skip_end)) return b->object_size;
+    report(error_kind::foreign_pointer, p, 0, 0, 0, "usable_size: not the start of an object");
+    return 0;
+  }
+  if (std::size_t n = middle_.usable_size(p)) return n;
+  if (std::size_t n = back_.size_of(p)) return n;
+  report(error_kind::foreign_pointer, p, 0, 0, 0, "usable_size: not an allocation of this resource");
+  return 0;
+}
+
+std::size_t thread_cache_engine::round_size(std::size_t bytes, std::size_t alignment) const noexcept {
+  switch (tier_of(bytes, alignment)) {
+    case thread_tier: return front_.sizes().size_of(front_.class_for(bytes, alignment));
+    case shared_tier: return tc_middle::rounded(bytes, alignment);
+    default: return bytes;
+  }
+}
+
+void thread_cache_engine::trim() noexcept {
+  if (tc_heap* h = my_heap()) front_.flush_pending(*h);
+  {
+    std::lock_guard<std::mutex> g(shared_heap_lock_);
+    if (shared_heap_ != nullptr) front_.flush_pending(*shared_heap_);
+  }
+  middle_.trim();
+}
+
+// ---- stats and checks ----------------------------------------------------------------------------------------------
+
+std::size_t thread_cache_engine::heap_count() const noexcept {
+  std::lock_guard<std::mutex> g(heaps_lock_);
+  return heap_count_;
+}
+
+resource_stats thread_cache_engine::tier_stats(tier t) const noexcept {
+  if (t == shared_tier) return middle_.list_stats();
+  if (t == upstream_tier) return back_.stats();
+  resource_stats s;
+  std::int64_t bytes = 0;
+  std::size_t heaps;
+  {
+    std::lock_guard<std::mutex> g(heaps_lock_);
+    for (const tc_heap* h = heaps_; h != nullptr; h = h->next) {
+      s.allocations += h->allocations.load(std::memory_order_relaxed);
+      s.deallocations += h->deallocations.load(std::memory_order_relaxed);
+      bytes += h->bytes.load(std::memory_order_relaxed);
+    }
+    heaps = heap_count_;
+  }
+  s.bytes_in_use = bytes > 0 ? static_cast<std::size_t>(bytes) : 0;
+  std::size_t peak = peak_.load(std::memory_order_relaxed);
+  while (s.bytes_in_use > peak && !peak_.compare_exchange_weak(peak, s.bytes_in_use, std::memory_order_relaxed)) {
+  }
+  s.peak_bytes_in_use = peak > s.bytes_in_use ? peak : s.bytes_in_use;
+  const tc_middle::block_totals b = middle_.blocks();
+  s.bytes_held = b.held * tc_block_size + heaps * sizeof(tc_heap);
+  s.bytes_resident = s.bytes_held;
+  s.failed_allocations = failed_.load(std::memory_order_relaxed);
+  s.upstream_allocations = b.upstream_allocations + heaps;
+  s.upstream_deallocations = b.upstream_deallocations;
+  return s;
+}
+
+resource_stats thread_cache_engine::stats() const noexcept {
+  resource_stats s = tier_stats(thread_tier);
+  for (tier t : {shared_tier, upstream_tier}) {
+    const resource_stats x = tier_stats(t);
+    s.allocations += x.allocations;
+    s.deallocations += x.deallocations;
+    s.bytes_in_use += x.bytes_in_use;
+    s.peak_bytes_in_use += x.peak_bytes_in_use;
+    s.bytes_held += x.bytes_held;
+    s.bytes_resident += x.bytes_resident;
+    s.failed_allocations += x.failed_allocations;
+    s.upstream_allocations += x.upstream_allocations;
+    s.upstream_deallocations += x.upstream_deallocations;
+    s.free_bytes += x.free_bytes;
+    s.free_blocks += x.free_blocks;
+    if (x.largest_free_block > s.largest_free_block) s.largest_free_block = x.largest_free_block;
+  }
+  return s;
+}
+
+bool thread_cache_engine::check_invariants() const noexcept {
+  const char* broken = nullptr;
+  std::size_t blocks = 0, live = 0;
+  std::uint64_t allocations = 0, deallocations = 0;
+  {
+    std::lock_guard<std::mutex> g(heaps_lock_);
+    std::size_t n = 0;
+    for (const tc_heap* h = heaps_; h != nullptr && broken == nullptr; h = h->next) {
+      ++n;
+      std::size_t heap_blocks = 0;
+      broken = front_.check_heap(*h, heap_blocks, live);
+      if (broken == nullptr && static_cast<std::int64_t>(heap_blocks) != h->blocks_held.load(std::memory_order_relaxed))
+        broken = "heap block count differs from its bins";
+      blocks += heap_blocks;
+      allocations += h->allocations.load(std::memory_order_relaxed);
+      deallocations += h->deallocations.load(std::memory_order_relaxed);
+    }
+    if (broken == nullptr && n != heap_count_) broken = "heap count differs from the heap list";
+  }
+  if (broken == nullptr) broken = middle_.check(blocks, live);
+  if (broken == nullptr) {
+    const tc_middle::block_totals t = middle_.blocks();
+    if (blocks != t.held) broken = "blocks held differ from the blocks in heaps and the shared tier";
+    else if (live != allocations - deallocations) broken = "objects live in the bitmaps differ from the counts";
+  }
+  if (broken != nullptr) {
+    report_error(error_info{error_kind::invariant_violated, engine_name, owner_, nullptr, 0, 0, 0, broken});
+    return false;
+  }
+  return middle_.check_list();
+}
+
+}  // namespace strata::detail

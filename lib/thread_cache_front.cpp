@@ -1,0 +1,511 @@
+// lib/thread_cache_front.cpp: the front end's slow paths: claiming bitmap words, refilling a bin, cross-thread
+// frees, handing blocks to the shared tier, checks.
+#include <strata/detail/thread_cache_front.hpp>
+
+#include <new>
+
+#include <strata/detail/thread_cache_middle.hpp>
+
+namespace strata::detail {
+
+namespace {
+unsigned popcount(std::uint64_t v) noexcept { return static_cast<unsigned>(__builtin_popcountll(v)); }
+}  // namespace
+
+tc_front::tc_front(std::size_t max_small, std::uintptr_t key, const char* name, tc_middle& middle) noexcept
+    : max_small_(0), key_(key), name_(name), middle_(&middle) {
+  sizes_.init(max_small, false);
+  max_small_ = sizes_.max_small();
+}
+
+unsigned tc_front::class_for_aligned(std::size_t bytes, std::size_t alignment) const noexcept {
+  unsigned c = sizes_.class_of(bytes == 0 ? 1 : bytes);
+  while (c < sizes_.count() && sizes_.natural_alignment(c, 4096) < alignment) ++c;
+  return c < sizes_.count() ? c : no_class;
+}
+
+void tc_front::init_heap(tc_heap& h) const noexcept {
+  for (unsigned c = 0; c < sizes_.count(); ++c) {
+    tc_bin& bin = h.bins[c];
+    bin = tc_bin{};
+    bin.object_size = static_cast<std::uint32_t>(sizes_.size_of(c));
+    bin.reciprocal = ((std::uint64_t{1} << 40) / bin.object_size) + 1;
+  }
+  for (auto& e : h.pending) e = tc_pending{};
+  h.pending_classes = 0;
+}
+
+// ---- blocks --------------------------------------------------------------------------------------------------------
+
+auto tc_front::layout_of(std::size_t size, std::size_t header) const noexcept -> layout {
+  layout l{};
+  l.limit = tc_block_size / size;
+  l.words = (l.limit + 63) / 64;
+  l.remote_offset = align_up(sizeof(tc_block) + l.words * 8, 64);
+  l.skip_begin = header / size;
+  l.skip_end = (header + l.remote_offset + l.words * 8 + size - 1) / size;
+  return l;
+}
+
+tc_block* tc_front::format(void* base, unsigned c) const noexcept {
+  const std::size_t size = sizes_.size_of(c);
+  const std::size_t header = header_offset(reinterpret_cast<std::uintptr_t>(base));
+  const layout l = layout_of(size, header);
+  auto* b = new (static_cast<char*>(base) + header) tc_block{};
+  b->tag = tag_of(b);
+  b->owner.store(nullptr, std::memory_order_relaxed);
+  b->object_size = static_cast<std::uint32_t>(size);
+  b->limit = static_cast<std::uint32_t>(l.limit);
+  b->skip_begin = static_cast<std::uint32_t>(l.skip_begin);
+  b->skip_end = static_cast<std::uint32_t>(l.skip_end);
+  b->capacity = static_cast<std::uint32_t>(l.limit - (l.skip_end - l.skip_begin));
+  b->free_count = b->capacity;
+  b->words = static_cast<std::uint16_t>(l.words);
+  b->remote_offset = static_cast<std::uint16_t>(l.remote_offset);
+  b->size_class = static_cast<std::uint8_t>(c);
+  for (std::size_t i = 0; i < l.words; ++i) {
+    new (&b->local()[i]) std::atomic<std::uint64_t>(slot_mask(i, l.skip_begin, l.skip_end, l.limit));
+    new (&b->remote()[i]) std::atomic<std::uint64_t>(0);
+  }
+  return b;
+}
+
+std::uint64_t tc_front::valid_mask(const tc_block* b, std::size_t w) noexcept {
+  return slot_mask(w, b->skip_begin, b->skip_end, b->limit);
+}
+
+std::size_t tc_front::collect(tc_block* b) const noexcept {
+  std::size_t gained = 0;
+  for (std::size_t w = 0; w < b->words; ++w) {
+    std::atomic<std::uint64_t>& r = b->remote()[w];
+    if (r.load(std::memory_order_relaxed) == 0) continue;
+    std::uint64_t v = r.exchange(0, std::memory_order_acquire);
+    std::atomic<std::uint64_t>& l = b->local()[w];
+    const std::uint64_t local = l.load(std::memory_order_relaxed);
+    if (const std::uint64_t dup = v & local; STRATA_UNLIKELY(dup != 0)) {
+      // Freed by another thread while already free here: a double free, found as the bits meet.
+      const std::size_t q = w * 64 + static_cast<std::size_t>(__builtin_ctzll(dup));
+      report(error_kind::double_free, b->base() + q * b->object_size, b->object_size, 0, 0,
+             "freed by another thread while already free (found when its frees were folded in)");
+      v &= ~dup;
+    }
+    l.store(local | v, std::memory_order_relaxed);
+    gained += popcount(v);
+    if (v != 0 && w < b->hint) b->hint = static_cast<std::uint16_t>(w);
+  }
+  b->free_count += static_cast<std::uint32_t>(gained);
+  return gained;
+}
+
+std::size_t tc_front::free_slots(const tc_block* b) const noexcept {
+  std::size_t n = 0;
+  for (std::size_t w = 0; w < b->words; ++w)
+    n += popcount(b->local()[w].load(std::memory_order_relaxed) | b->remote()[w].load(std::memory_order_relaxed));
+  return n;
+}
+
+void tc_front::push(tc_block*& head, tc_block* b) noexcept {
+  b->prev = nullptr;
+  b->next = head;
+  if (head != nullptr) head->prev = b;
+  head = b;
+}
+
+void tc_front::unlink(tc_block*& head, tc_block* b) noexcept {
+  if (b->prev != nullptr) b->prev->next = b->next;
+  else head = b->next;
+  if (b->next != nullptr) b->next->prev = b->prev;
+  b->next = b->prev = nullptr;
+}
+
+// ---- claiming words ------------------------------------------------------------------------------------------------
+
+// Gives the claimed word's free bits back to the current block.
+void tc_front::release_claim(tc_bin& bin) const noexcept {
+  if (bin.span == 0) return;
+  tc_block* b = bin.current;
+  std::atomic<std::uint64_t>& l = b->local()[bin.word];
+  l.store(l.load(std::memory_order_relaxed) | bin.mask, std::memory_order_relaxed);
+  b->free_count += popcount(bin.mask);
+  if (bin.mask != 0 && bin.word < b->hint) b->hint = static_cast<std::uint16_t>(bin.word);
+  bin.mask = bin.valid = 0;
+  bin.word_base = nullptr;
+  bin.span = 0;
+}
+
+// Takes the current block's first word with free bits into the bin (the block has some: free_count > 0).
+void tc_front::claim(tc_bin& bin) const noexcept {
+  tc_block* b = bin.current;
+  std::size_t w = b->hint;
+  std::uint64_t v;
+  while ((v = b->local()[w].load(std::memory_order_relaxed)) == 0) ++w;
+  b->local()[w].store(0, std::memory_order_relaxed);
+  b->free_count -= popcount(v);
+  b->hint = static_cast<std::uint16_t>(w + 1);
+  const std::size_t first = w * 64;
+  const std::size_t n = b->limit - first < 64 ? b->limit - first : 64;
+  bin.word = static_cast<std::uint32_t>(w);
+  bin.mask = v;
+  bin.valid = valid_mask(b, w);
+  bin.word_base = b->base() + first * b->object_size;
+  bin.span = n * b->object_size;  // never past the block, so an address in the span is in this block
+}
+
+void tc_front::make_current(tc_bin& bin, tc_block* b) const noexcept {
+  bin.current = b;
+  b->where = tc_block::in_current;
+}
+
+void* tc_front::take(tc_bin& bin) const noexcept {
+  claim(bin);
+  const std::uint64_t m = bin.mask;
+  bin.mask = m & (m - 1);
+  return bin.word_base + static_cast<std::size_t>(__builtin_ctzll(m)) * bin.object_size;
+}
+
+// ---- refill --------------------------------------------------------------------------------------------------------
+
+void* tc_front::allocate_slow(tc_heap& h, unsigned c, std::size_t bytes) const noexcept {
+  tc_bin& bin = h.bins[c];
+  void* p = nullptr;
+  // Stale hints first: an entry whose slot was claimed or handed out since is skipped.
+  while (bin.recent_count != 0) {
+    --bin.recent_count;
+    void* q = bin.recent[--bin.recent_top % tc_bin::recent_capacity];
+    if (take_recent(bin, q)) {
+      p = q;
+      break;
+    }
+  }
+  if (p == nullptr && bin.mask != 0) {
+    const std::uint64_t m = bin.mask;
+    bin.mask = m & (m - 1);
+    p = bin.word_base + static_cast<std::size_t>(__builtin_ctzll(m)) * bin.object_size;
+  }
+  if (p == nullptr) {
+    // The claimed word is used up: the next word of the current block, then its remote frees, then other blocks.
+    tc_block* const old = bin.current;
+    const std::size_t enough = old != nullptr ? old->capacity / 16 + 1 : 1;
+    if (old != nullptr) {
+      release_claim(bin);
+      if (old->free_count < enough) collect(old);
+      if (old->free_count >= enough) p = take(bin);
+    }
+    if (p == nullptr) {
+      tc_block* next = nullptr;
+      while (bin.partial != nullptr && next == nullptr) {  // blocks with local frees (some drained by hints since)
+        tc_block* b = bin.partial;
+        unlink(bin.partial, b);
+        collect(b);
+        if (b->free_count != 0) {
+          next = b;
+        } else {
+          b->where = tc_block::in_full;
+          push(bin.full, b);
+        }
+      }
+      if (next == nullptr && bin.spare != nullptr) {
+        next = bin.spare;
+        bin.spare = nullptr;
+      }
+      // Blocks that were full: remote frees may have arrived. Look at a few per refill, round robin.
+      for (unsigned k = 0; next == nullptr && k < 4 && bin.full != nullptr; ++k) {
+        tc_block* b = bin.scan != nullptr ? bin.scan : bin.full;
+        bin.scan = b->next;
+        if (collect(b) >= (b->capacity / 16 + 1)) {
+          unlink(bin.full, b);
+          next = b;
+        }
+      }
+      if (next != nullptr) {
+        if (old != nullptr) {
+          if (old->free_count != 0) {
+            old->where = tc_block::in_partial;
+            push(bin.partial, old);
+          } else {
+            old->where = tc_block::in_full;
+            push(bin.full, old);
+          }
+        }
+        make_current(bin, next);
+        p = take(bin);
+      } else if (old != nullptr && old->free_count != 0) {
+        p = take(bin);  // a few slots are better than a new block
+      } else {
+        if (old != nullptr) {
+          old->where = tc_block::in_full;
+          push(bin.full, old);
+          bin.current = nullptr;
+        }
+        if (!adopt_from_shared(h, bin, c)) return nullptr;
+        p = take(bin);
+      }
+    }
+  }
+  owner_add(h.allocations, 1);
+  owner_add(h.bytes, bytes);
+  return p;
+}
+
+// A block for bin c from the shared tier: one another heap left behind, else an empty one. Publishes h's pending
+// cross-thread frees first (a good moment: this path is rare). False when upstream has no memory.
+bool tc_front::adopt_from_shared(tc_heap& h, tc_bin& bin, unsigned c) const noexcept {
+  flush_pending(h);
+  for (unsigned tries = 0; tries < 8; ++tries) {
+    tc_block* b = middle_->take_abandoned(c);
+    if (b == nullptr) break;
+    b->owner.store(&h, std::memory_order_relaxed);
+    ++bin.blocks;
+    owner_add(h.blocks_held, 1);
+    if (b->free_count != 0) {
+      make_current(bin, b);
+      return true;
+    }
+    b->where = tc_block::in_full;  // all its objects live: it is ours now, their frees will come back to us
+    push(bin.full, b);
+  }
+  void* base = middle_->take_empty();
+  if (base == nullptr) return false;
+  tc_block* b = format(base, c);
+  b->owner.store(&h, std::memory_order_relaxed);
+  ++bin.blocks;
+  owner_add(h.blocks_held, 1);
+  make_current(bin, b);
+  return true;
+}
+
+// ---- frees ---------------------------------------------------------------------------------------------------------
+
+void tc_front::deallocate_block(tc_heap& h, void* p, unsigned c, std::size_t bytes,
+                                std::size_t alignment) const noexcept {
+  tc_bin& bin = h.bins[c];
+  tc_block* b = block_of(p);
+  const std::size_t off = reinterpret_cast<std::uintptr_t>(p) & (tc_block_size - 1);
+  const std::size_t q = static_cast<std::size_t>((off * bin.reciprocal) >> 40);
+  if (STRATA_UNLIKELY(b != bin.current && !owns(p)) || STRATA_UNLIKELY(b->size_class != c) ||
+      STRATA_UNLIKELY(q * bin.object_size != off) || STRATA_UNLIKELY(q >= b->limit) ||
+      STRATA_UNLIKELY(q - b->skip_begin < b->skip_end - b->skip_begin))
+    return report_bad_free(p, c, bytes, alignment);
+  if (b->owner.load(std::memory_order_relaxed) != &h) return remote_free(h, b, q, p, c, bytes, alignment);
+  std::atomic<std::uint64_t>& w = b->local()[q >> 6];
+  const std::uint64_t v = w.load(std::memory_order_relaxed), m = std::uint64_t{1} << (q & 63);
+  if (STRATA_UNLIKELY((v & m) != 0)) {
+    report(error_kind::double_free, p, bytes, alignment, 0, "the slot is already free");
+    return;
+  }
+  w.store(v | m, std::memory_order_relaxed);
+  if ((q >> 6) < b->hint) b->hint = static_cast<std::uint16_t>(q >> 6);
+  owner_add(h.deallocations, 1);
+  owner_add(h.bytes, -static_cast<std::int64_t>(bytes));
+  bin.recent[bin.recent_top++ % tc_bin::recent_capacity] = p;
+  if (bin.recent_count < tc_bin::recent_capacity) ++bin.recent_count;
+  const std::uint32_t n = ++b->free_count;
+  if (STRATA_UNLIKELY(n == 1 || n == b->capacity) && b != bin.current) {
+    if (b->where == tc_block::in_full) {
+      if (bin.scan == b) bin.scan = b->next;
+      unlink(bin.full, b);
+      b->where = tc_block::in_partial;
+      push(bin.partial, b);
+    }
+    if (n == b->capacity) block_emptied(h, bin, b);
+  }
+}
+
+// b (not current) has become entirely free: it becomes the bin's spare, or goes to the shared tier if there is one.
+void tc_front::block_emptied(tc_heap& h, tc_bin& bin, tc_block* b) const noexcept {
+  unlink(bin.partial, b);
+  bin.recent_count = 0;  // hints may point into it
+  if (bin.spare == nullptr) {
+    bin.spare = b;
+    b->where = tc_block::in_empty;
+    return;
+  }
+  --bin.blocks;
+  owner_add(h.blocks_held, -1);
+  b->owner.store(nullptr, std::memory_order_relaxed);
+  middle_->give_empty(b);
+}
+
+void tc_front::remote_free(tc_heap& h, tc_block* b, std::size_t q, void* p, unsigned c, std::size_t bytes,
+                           std::size_t alignment) const noexcept {
+  tc_pending& e = h.pending[c];
+  const auto w = static_cast<std::uint32_t>(q >> 6);
+  const std::uint64_t m = std::uint64_t{1} << (q & 63);
+  if (e.block != b || e.word != w) {
+    if (e.mask != 0) publish(e);
+    e.block = b;
+    e.word = w;
+    h.pending_classes |= std::uint64_t{1} << c;
+  }
+  // Free already in the owner's bitmap, or in this batch: a double free. (A slot the owner has claimed, or one
+  // another thread freed, shows when the bits are folded in.)
+  if (STRATA_UNLIKELY(((e.mask | b->local()[w].load(std::memory_order_relaxed)) & m) != 0)) {
+    report(error_kind::double_free, p, bytes, alignment, 0, "the slot is already free");
+    return;
+  }
+  e.mask |= m;
+  owner_add(h.deallocations, 1);
+  owner_add(h.bytes, -static_cast<std::int64_t>(bytes));
+}
+
+// One atomic OR makes a batch visible to the block's owner. Nothing of the block is read after it: once the owner
+// has the bits it may hand the block back upstream.
+void tc_front::publish(tc_pending& e) const noexcept {
+  tc_block* b = e.block;
+  char* const base = b->base();
+  const std::size_t size = b->object_size;
+  const std::uint64_t mask = e.mask;
+  const std::size_t w = e.word;
+  e.mask = 0;
+  e.block = nullptr;
+  const std::uint64_t old = b->remote()[w].fetch_or(mask, std::memory_order_release);
+  if (const std::uint64_t dup = old & mask; STRATA_UNLIKELY(dup != 0)) {
+    const std::size_t q = w * 64 + static_cast<std::size_t>(__builtin_ctzll(dup));
+    report(error_kind::double_free, base + q * size, size, 0, 0, "freed twice by other threads");
+  }
+}
+
+void tc_front::flush_pending(tc_heap& h) const noexcept {
+  for (std::uint64_t s = h.pending_classes; s != 0; s &= s - 1) {
+    tc_pending& e = h.pending[__builtin_ctzll(s)];
+    if (e.mask != 0) publish(e);
+    e.block = nullptr;
+  }
+  h.pending_classes = 0;
+}
+
+// ---- thread exit ---------------------------------------------------------------------------------------------------
+
+void tc_front::abandon_all(tc_heap& h) const noexcept {
+  flush_pending(h);
+  for (unsigned c = 0; c < sizes_.count(); ++c) {
+    tc_bin& bin = h.bins[c];
+    if (bin.blocks == 0) continue;
+    release_claim(bin);
+    auto hand_over = [&](tc_block* b) {
+      collect(b);
+      b->owner.store(nullptr, std::memory_order_release);
+      if (b->free_count == b->capacity) middle_->give_empty(b);
+      else middle_->give_abandoned(b);
+    };
+    if (bin.current != nullptr) hand_over(bin.current);
+    if (bin.spare != nullptr) hand_over(bin.spare);
+    for (tc_block* list : {bin.partial, bin.full}) {
+      while (list != nullptr) {
+        tc_block* b = list;
+        list = b->next;
+        b->next = b->prev = nullptr;
+        hand_over(b);
+      }
+    }
+    owner_add(h.blocks_held, -static_cast<std::int64_t>(bin.blocks));
+    const std::uint32_t size = bin.object_size;
+    const std::uint64_t reciprocal = bin.reciprocal;
+    bin = tc_bin{};
+    bin.object_size = size;
+    bin.reciprocal = reciprocal;
+  }
+}
+
+// ---- misuse --------------------------------------------------------------------------------------------------------
+
+void tc_front::report(error_kind kind, const void* p, std::size_t bytes, std::size_t alignment, std::size_t expected,
+                      const char* why) const noexcept {
+  report_error(error_info{kind, name_, owner_, p, bytes, alignment, expected, why});
+}
+
+void tc_front::report_claimed(tc_heap&, void* p, unsigned, std::size_t bytes, std::size_t alignment,
+                              bool interior) const noexcept {
+  if (interior) report(error_kind::foreign_pointer, p, bytes, alignment, 0, "inside an object, not at its start");
+  else report(error_kind::double_free, p, bytes, alignment, 0, "the slot is already free (or is not a slot)");
+}
+
+void tc_front::report_bad_free(const void* p, unsigned c, std::size_t bytes, std::size_t alignment) const noexcept {
+  if (!owns(p)) {
+    const std::size_t there = size_elsewhere_ != nullptr ? size_elsewhere_(elsewhere_context_, p) : 0;
+    if (there != 0)
+      report(error_kind::wrong_size, p, bytes, alignment, there, "a block of another tier freed with a small size");
+    else
+      report(error_kind::foreign_pointer, p, bytes, alignment, 0, "not an allocation of this resource");
+    return;
+  }
+  const tc_block* b = block_of(p);
+  if (b->size_class != c) {
+    report(error_kind::wrong_size, p, bytes, alignment, b->object_size, "the size is of another size class");
+    return;
+  }
+  report(error_kind::foreign_pointer, p, bytes, alignment, 0, "not at the start of a slot");
+}
+
+// ---- checks --------------------------------------------------------------------------------------------------------
+
+const char* tc_front::check_block(const tc_block* b) const noexcept {
+  if (b->tag != tag_of(b)) return "block tag corrupt";
+  if (!block_map_contains(b)) return "block missing from the block map";
+  if (b->size_class >= sizes_.count() || b->object_size != sizes_.size_of(b->size_class)) return "block class corrupt";
+  const layout l = layout_of(b->object_size, header_offset(reinterpret_cast<std::uintptr_t>(b->base())));
+  if (b->limit != l.limit || b->words != l.words || b->skip_begin != l.skip_begin || b->skip_end != l.skip_end ||
+      b->remote_offset != l.remote_offset || b->capacity != l.limit - (l.skip_end - l.skip_begin))
+    return "block layout corrupt";
+  std::size_t local = 0;
+  for (std::size_t w = 0; w < b->words; ++w) {
+    const std::uint64_t v = b->local()[w].load(std::memory_order_relaxed);
+    const std::uint64_t r = b->remote()[w].load(std::memory_order_relaxed);
+    if ((v & ~valid_mask(b, w)) != 0 || (r & ~valid_mask(b, w)) != 0) return "bits set for slots that do not exist";
+    if ((v & r) != 0) return "a slot free in both bitmaps";
+    if (v != 0 && w < b->hint) return "hint past a word with free slots";
+    local += popcount(v);
+  }
+  if (local != b->free_count) return "free count differs from the local bitmap";
+  return nullptr;
+}
+
+const char* tc_front::check_heap(const tc_heap& h, std::size_t& blocks, std::size_t& live) const noexcept {
+  for (unsigned c = 0; c < sizes_.count(); ++c) {
+    const tc_bin& bin = h.bins[c];
+    std::size_t n = 0;
+    auto one = [&](const tc_block* b, std::uint8_t where) -> const char* {
+      ++n;
+      if (const char* e = check_block(b)) return e;
+      if (b->size_class != c) return "block in another class's bin";
+      if (b->owner.load(std::memory_order_relaxed) != &h) return "block in a bin of a heap that does not own it";
+      if (b->where != where) return "block on the wrong list";
+      std::size_t free = free_slots(b);
+      if (b == bin.current && bin.span != 0) {
+        if ((bin.mask & ~bin.valid) != 0 || bin.valid != valid_mask(b, bin.word)) return "claimed word corrupt";
+        if (b->local()[bin.word].load(std::memory_order_relaxed) != 0) return "claimed word also in the block";
+        free += popcount(bin.mask);
+      }
+      live += b->capacity - free;
+      return nullptr;
+    };
+    if (bin.current != nullptr)
+      if (const char* e = one(bin.current, tc_block::in_current)) return e;
+    if (bin.spare != nullptr) {
+      if (const char* e = one(bin.spare, tc_block::in_empty)) return e;
+      if (bin.spare->free_count != bin.spare->capacity) return "spare block not empty";
+    }
+    for (const tc_block* b = bin.partial; b != nullptr; b = b->next)
+      if (const char* e = one(b, tc_block::in_partial)) return e;
+    bool scan_found = bin.scan == nullptr;
+    for (const tc_block* b = bin.full; b != nullptr; b = b->next) {
+      if (const char* e = one(b, tc_block::in_full)) return e;
+      scan_found = scan_found || b == bin.scan;
+    }
+    if (!scan_found) return "scan cursor off the full list";
+    if (n != bin.blocks) return "bin block count differs from its lists";
+    if (bin.recent_count > tc_bin::recent_capacity) return "recent count out of range";
+    blocks += n;
+  }
+  for (unsigned c = 0; c < sizes_.count(); ++c) {
+    const tc_pending& e = h.pending[c];
+    if (e.mask != 0) {
+      if ((h.pending_classes >> c & 1) == 0) return "pending batch not marked";
+      if (e.block == nullptr || e.block->size_class != c) return "pending batch on a wrong block";
+      live -= popcount(e.mask);  // freed, not yet in any bitmap
+    }
+  }
+  return nullptr;
+}
+
+}  // namespace strata::detail

@@ -1,0 +1,197 @@
+// lib/thread_cache_middle.cpp: the shared tier: blocks passed between heaps, the empty-block cache, and the
+// mid-size free list.
+#include <strata/detail/thread_cache_middle.hpp>
+
+#include <strata/detail/block_map.hpp>
+#include <strata/detail/thread_cache_front.hpp>
+
+namespace strata::detail {
+
+namespace {
+free_list_params shared_list_params(std::size_t max_shared) noexcept {
+  free_list_params p;
+  p.policy = 3;  // segregated
+  p.large_threshold = max_shared;
+  p.max_empty_chunks = 1;
+  p.purge_threshold = std::size_t{256} << 10;
+  p.purge_delay = 65536;
+  p.huge_pages = true;
+  return p;
+}
+}  // namespace
+
+tc_middle::tc_middle(std::pmr::memory_resource* upstream, std::size_t max_empty_blocks, std::size_t max_shared,
+                     const void* owner, const char* name)
+    : upstream_(upstream), max_empty_(max_empty_blocks), list_(shared_list_params(max_shared), upstream, owner, name) {}
+
+tc_middle::~tc_middle() { release_all(); }
+
+tc_block* tc_middle::take_abandoned(unsigned c) noexcept {
+  std::lock_guard<spin_lock> g(block_lock_);
+  tc_block* b = abandoned_[c];
+  if (b == nullptr) return nullptr;
+  abandoned_[c] = b->next;
+  if (b->next != nullptr) b->next->prev = nullptr;
+  b->next = b->prev = nullptr;
+  --abandoned_count_;
+  front_->collect(b);  // no owner, and the lock is held: this thread acts as the owner
+  return b;
+}
+
+void* tc_middle::take_empty() noexcept {
+  {
+    std::lock_guard<spin_lock> g(block_lock_);
+    if (void* base = empty_) {
+      empty_ = *static_cast<void**>(base);
+      --empty_count_;
+      return base;
+    }
+  }
+  void* base;
+  try {
+    base = upstream_->allocate(tc_block_size, tc_block_size);
+  } catch (...) {
+    std::lock_guard<spin_lock> g(block_lock_);
+    ++failed_;
+    return nullptr;
+  }
+  if (!block_map_register(base, tc_block_size)) {
+    upstream_->deallocate(base, tc_block_size, tc_block_size);
+    std::lock_guard<spin_lock> g(block_lock_);
+    ++upstream_allocations_;
+    ++upstream_deallocations_;
+    ++failed_;
+    return nullptr;
+  }
+  std::lock_guard<spin_lock> g(block_lock_);
+  ++held_;
+  ++upstream_allocations_;
+  return base;
+}
+
+void tc_middle::give_abandoned(tc_block* b) noexcept {
+  std::lock_guard<spin_lock> g(block_lock_);
+  b->where = tc_block::in_abandoned;
+  b->prev = nullptr;
+  b->next = abandoned_[b->size_class];
+  if (b->next != nullptr) b->next->prev = b;
+  abandoned_[b->size_class] = b;
+  ++abandoned_count_;
+}
+
+void tc_middle::give_empty(tc_block* b) noexcept {
+  void* base = b->base();
+  b->tag = 0;  // no longer a block of any class: a stale free is reported as foreign
+  std::lock_guard<spin_lock> g(block_lock_);
+  if (empty_count_ < max_empty_) {
+    *static_cast<void**>(base) = empty_;
+    empty_ = base;
+    ++empty_count_;
+    return;
+  }
+  release_block(base);
+}
+
+void tc_middle::release_block(void* base) noexcept {
+  block_map_unregister(base, tc_block_size);
+  upstream_->deallocate(base, tc_block_size, tc_block_size);
+  --held_;
+  ++upstream_deallocations_;
+}
+
+void tc_middle::release_owned(tc_block* b) noexcept {
+  std::lock_guard<spin_lock> g(block_lock_);
+  release_block(b->base());
+}
+
+void tc_middle::trim() noexcept {
+  {
+    std::lock_guard<spin_lock> g(block_lock_);
+    for (auto& head : abandoned_) {
+      for (tc_block* b = head; b != nullptr;) {
+        tc_block* next = b->next;
+        front_->collect(b);
+        if (b->free_count == b->capacity) {
+          if (b->prev != nullptr) b->prev->next = b->next;
+          else head = b->next;
+          if (b->next != nullptr) b->next->prev = b->prev;
+          --abandoned_count_;
+          release_block(b->base());
+        }
+        b = next;
+      }
+    }
+    while (empty_ != nullptr) {
+      void* base = empty_;
+      empty_ = *static_cast<void**>(base);
+      --empty_count_;
+      release_block(base);
+    }
+  }
+  std::lock_guard<std::mutex> g(list_lock_);
+  list_.trim();
+}
+
+void tc_middle::release_all() noexcept {
+  {
+    std::lock_guard<spin_lock> g(block_lock_);
+    for (auto& head : abandoned_) {
+      while (head != nullptr) {
+        tc_block* b = head;
+        head = b->next;
+        release_block(b->base());
+      }
+    }
+    abandoned_count_ = 0;
+    while (empty_ != nullptr) {
+      void* base = empty_;
+      empty_ = *static_cast<void**>(base);
+      release_block(base);
+    }
+    empty_count_ = 0;
+  }
+  std::lock_guard<std::mutex> g(list_lock_);
+  list_.release();
+}
+
+tc_middle::block_totals tc_middle::blocks() const noexcept {
+  std::lock_guard<spin_lock> g(block_lock_);
+  block_totals t{};
+  t.held = held_;
+  t.empty = empty_count_;
+  t.abandoned = abandoned_count_;
+  for (const tc_block* head : abandoned_)
+    for (const tc_block* b = head; b != nullptr; b = b->next) t.abandoned_live += b->capacity - front_->free_slots(b);
+  t.upstream_allocations = upstream_allocations_;
+  t.upstream_deallocations = upstream_deallocations_;
+  t.failed = failed_;
+  return t;
+}
+
+const char* tc_middle::check(std::size_t& blocks, std::size_t& live) const noexcept {
+  std::lock_guard<spin_lock> g(block_lock_);
+  std::size_t n = 0;
+  for (unsigned c = 0; c < size_class_table::max_classes; ++c) {
+    for (const tc_block* b = abandoned_[c]; b != nullptr; b = b->next) {
+      ++n;
+      if (const char* e = front_->check_block(b)) return e;
+      if (b->size_class != c) return "abandoned block in another class's list";
+      if (b->where != tc_block::in_abandoned) return "abandoned block marked as elsewhere";
+      if (b->owner.load(std::memory_order_relaxed) != nullptr) return "abandoned block with an owner";
+      if (b->next != nullptr && b->next->prev != b) return "abandoned list links broken";
+      live += b->capacity - front_->free_slots(b);
+    }
+  }
+  if (n != abandoned_count_) return "abandoned count differs from the lists";
+  std::size_t e = 0;
+  for (const void* base = empty_; base != nullptr; base = *static_cast<void* const*>(base)) {
+    ++e;
+    if (!block_map_contains(base)) return "empty block missing from the block map";
+  }
+  if (e != empty_count_) return "empty count differs from the cache";
+  if (empty_count_ > max_empty_) return "more empty blocks cached than allowed";
+  blocks += n + e;
+  return nullptr;
+}
+
+}  // namespace strata::detail

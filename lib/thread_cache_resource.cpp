@@ -1,0 +1,70 @@
+// lib/thread_cache_resource.cpp: the pmr face of detail::thread_cache_engine.
+#include <strata/thread_cache_resource.hpp>
+
+#include <stdexcept>
+
+namespace strata {
+
+namespace {
+thread_cache_options validated(thread_cache_options o) {
+  if (o.max_small_size == 0) o.max_small_size = std::size_t{8} << 10;
+  if (o.max_shared_size == 0) o.max_shared_size = std::size_t{256} << 10;
+  if (o.max_small_size > (std::size_t{8} << 10))
+    throw std::invalid_argument("thread_cache_resource: max_small_size must be at most 8 KiB");
+  if (o.max_shared_size < o.max_small_size)
+    throw std::invalid_argument("thread_cache_resource: max_shared_size must be at least max_small_size");
+  return o;
+}
+}  // namespace
+
+thread_cache_resource::thread_cache_resource(const options& opts, std::pmr::memory_resource* upstream)
+    : opts_(validated(opts)),
+      engine_({opts_.max_small_size, opts_.max_shared_size, opts_.max_empty_blocks}, upstream, this) {}
+
+thread_cache_resource::~thread_cache_resource() = default;
+
+cache_tier thread_cache_resource::tier_of(std::size_t bytes, std::size_t alignment) const noexcept {
+  return static_cast<cache_tier>(engine_.tier_of(bytes, alignment));
+}
+
+std::size_t thread_cache_resource::min_size(cache_tier t) const noexcept {
+  switch (t) {
+    case cache_tier::thread: return 1;
+    case cache_tier::shared: return engine_.max_small() + 1;
+    default: return engine_.max_shared() + 1;
+  }
+}
+
+std::size_t thread_cache_resource::max_size(cache_tier t) const noexcept {
+  switch (t) {
+    case cache_tier::thread: return engine_.max_small();
+    case cache_tier::shared: return engine_.max_shared();
+    default: return detail::max_request_size;
+  }
+}
+
+std::size_t thread_cache_resource::round_size(std::size_t bytes, std::size_t alignment) const noexcept {
+  return engine_.round_size(bytes, alignment);
+}
+std::size_t thread_cache_resource::usable_size(const void* p) const noexcept { return engine_.usable_size(p); }
+void thread_cache_resource::trim() noexcept { engine_.trim(); }
+std::size_t thread_cache_resource::heap_count() const noexcept { return engine_.heap_count(); }
+resource_stats thread_cache_resource::tier_stats(cache_tier t) const noexcept {
+  return engine_.tier_stats(static_cast<detail::thread_cache_engine::tier>(t));
+}
+bool thread_cache_resource::check_invariants() const noexcept { return engine_.check_invariants(); }
+std::pmr::memory_resource* thread_cache_resource::upstream_resource() const noexcept { return engine_.upstream(); }
+const thread_cache_resource::options& thread_cache_resource::get_options() const noexcept { return opts_; }
+
+void* thread_cache_resource::do_allocate(std::size_t bytes, std::size_t alignment) {
+  return engine_.allocate(bytes, alignment);
+}
+void thread_cache_resource::do_deallocate(void* p, std::size_t bytes, std::size_t alignment) {
+  engine_.deallocate(p, bytes, alignment);
+}
+bool thread_cache_resource::do_resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) {
+  return engine_.resize(p, old_size, new_size, alignment);
+}
+resource_stats thread_cache_resource::do_stats() const noexcept { return engine_.stats(); }
+
+}  // namespace strata
