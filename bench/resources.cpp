@@ -11,6 +11,7 @@
 #include <strata/bitmap_resource.hpp>
 #include <strata/fixed_pool_resource.hpp>
 #include <strata/free_list_resource.hpp>
+#include <strata/thread_cache_resource.hpp>
 #include <strata/page_resource.hpp>
 
 #if defined(STRATA_BENCH_HAVE_BOOST)
@@ -96,6 +97,8 @@ const std::vector<resource_entry>& resources() {
       {"strata_free_list_best", small_blocks | large_blocks | linear_search, free_list_with<strata::fit_policy::best_fit>},
       {"strata_sync_free_list", thread_safe | small_blocks | large_blocks,
        [](const workload_info&) { return make_holder<strata::synchronized_free_list_resource>(); }},
+      {"strata_thread_cache", thread_safe | small_blocks | large_blocks,
+       [](const workload_info&) { return make_holder<strata::thread_cache_resource>(); }},
       {"glibc", thread_safe | small_blocks | large_blocks, new_delete},
       {"mimalloc", thread_safe | small_blocks | large_blocks, new_delete, "libmimalloc.so.2", "STRATA_BENCH_MIMALLOC"},
       {"jemalloc", thread_safe | small_blocks | large_blocks, new_delete, "libjemalloc.so.2", "STRATA_BENCH_JEMALLOC"},
