@@ -272,7 +272,7 @@ void bitmap_engine<Sync>::report_bad_free(void* p, std::size_t bytes, std::size_
                                           unsigned c) const noexcept {
   error_info info{error_kind::foreign_pointer, name_, this, p, bytes, alignment, 0, nullptr};
   const block* b = block_of(p);
-  if (!block_map_contains(p) || b->tag != tag_of(b)) {
+  if (!block_map_contains(p) || !block_map_contains(b) || b->tag != tag_of(b)) {
     info.detail = "not in any block of this resource";
   } else {
     const class_state& own = classes_[b->size_class];

@@ -432,7 +432,7 @@ void fixed_pool_engine<Sync>::report(error_kind kind, const void* p, std::size_t
 template <bool Sync>
 bool fixed_pool_engine<Sync>::live_run(const void* p, std::size_t k, chunk*& c, std::size_t& q) noexcept {
   c = chunk_of(p);
-  if (!block_map_contains(p) || c->tag != tag_of(c)) {
+  if (!block_map_contains(p) || !block_map_contains(c) || c->tag != tag_of(c)) {
     report(error_kind::foreign_pointer, p, k * stride_, 0, "not a block of this pool");
     return false;
   }

@@ -91,7 +91,8 @@ std::size_t free_list_engine::prev_boundary(const chunk* c, std::size_t g) noexc
 
 STRATA_ALWAYS_INLINE bool free_list_engine::ours(const void* p) const noexcept {
   const chunk* c = chunk_of(p);
-  return block_map_contains(p) && c->tag == tag_of(c);
+  // The chunk header may lie in another granule than p: it must be mapped (registered) before it is read.
+  return block_map_contains(p) && block_map_contains(c) && c->tag == tag_of(c);
 }
 
 // ---- free lists ----------------------------------------------------------------------------------------------------

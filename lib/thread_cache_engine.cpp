@@ -225,9 +225,20 @@ void* thread_cache_engine::allocate_other(std::size_t bytes, std::size_t alignme
   check_alignment("thread_cache_resource::allocate", alignment);
   if (const unsigned c = front_.class_for(bytes, alignment); c != tc_front::no_class)
     return allocate_small_slow(c, bytes, alignment);  // a small request aligned beyond 16
-  if (bytes <= middle_.max_shared() && alignment <= free_list_engine::max_alignment)
-    return middle_.allocate(bytes, alignment);
-  return back_.allocate(bytes, alignment);
+  void* p = bytes <= middle_.max_shared() && alignment <= free_list_engine::max_alignment
+                ? middle_.allocate(bytes, alignment)
+                : back_.allocate(bytes, alignment);
+  account(static_cast<std::int64_t>(bytes));
+  return p;
+}
+
+void thread_cache_engine::account(std::int64_t delta) noexcept {
+  tc_heap* h = my_heap();
+  if (h == nullptr) h = find_heap();
+  if (h != nullptr) return note_bytes(*h, delta);
+  std::lock_guard<std::mutex> g(shared_heap_lock_);
+  if (shared_heap_ == nullptr) shared_heap_ = attach_heap();
+  if (shared_heap_ != nullptr) note_bytes(*shared_heap_, delta);
 }
 
 void thread_cache_engine::deallocate_other(void* p, std::size_t bytes, std::size_t alignment) noexcept {
@@ -238,9 +249,16 @@ void thread_cache_engine::deallocate_other(void* p, std::size_t bytes, std::size
   if (front_.owns(p))
     return report(error_kind::wrong_size, p, bytes, alignment, tc_front::block_of(p)->object_size,
                   "an object of the thread tier freed with a size above it");
-  if (bytes <= middle_.max_shared() && alignment <= free_list_engine::max_alignment)
-    return middle_.deallocate(p, bytes, alignment);
-  if (const auto v = back_.deallocate(p, bytes, alignment); !v) {
+  if (bytes <= middle_.max_shared() && alignment <= free_list_engine::max_alignment) {
+    if (const std::size_t there = back_.size_of(p); STRATA_UNLIKELY(there != 0))
+      return report(error_kind::wrong_size, p, bytes, alignment, there,
+                    "a block of the upstream tier freed with a size of the shared tier");
+    if (middle_.deallocate(p, bytes, alignment)) account(-static_cast<std::int64_t>(bytes));
+    return;
+  }
+  if (const auto v = back_.deallocate(p, bytes, alignment); v) {
+    account(-static_cast<std::int64_t>(bytes));
+  } else {
     if (v.kind == error_kind::foreign_pointer && middle_.usable_size(p) != 0)
       return report(error_kind::wrong_size, p, bytes, alignment, middle_.usable_size(p),
                     "a block of the shared tier freed with a size above it");
@@ -258,13 +276,19 @@ void thread_cache_engine::report(error_kind kind, const void* p, std::size_t byt
 bool thread_cache_engine::resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) noexcept {
   const tier t_old = tier_of(old_size, alignment), t_new = tier_of(new_size, alignment);
   if (t_old != t_new) return false;
-  if (t_old == shared_tier) return middle_.resize(p, old_size, new_size, alignment);
+  const auto delta = static_cast<std::int64_t>(new_size) - static_cast<std::int64_t>(old_size);
+  if (t_old == shared_tier) {
+    if (!middle_.resize(p, old_size, new_size, alignment)) return false;
+    account(delta);
+    return true;
+  }
   if (t_old == upstream_tier) {
     bool resized;
     if (const auto v = back_.resize(p, old_size, new_size, alignment, resized); !v) {
       report(v.kind, p, old_size, alignment, v.expected, "resize of a block this resource did not hand out");
       return false;
     }
+    if (resized) account(delta);
     return resized;
   }
   const unsigned c = front_.class_for(old_size, alignment);
@@ -280,16 +304,7 @@ bool thread_cache_engine::resize(void* p, std::size_t old_size, std::size_t new_
            b->object_size, "resize of an object named with the wrong size or pointer");
     return false;
   }
-  tc_heap* h = my_heap();
-  if (h == nullptr) h = find_heap();
-  if (h != nullptr) {
-    owner_add(h->bytes, static_cast<std::int64_t>(new_size) - static_cast<std::int64_t>(old_size));
-  } else {
-    std::lock_guard<std::mutex> g(shared_heap_lock_);
-    if (shared_heap_ == nullptr) shared_heap_ = attach_heap();
-    if (shared_heap_ == nullptr) return false;
-    owner_add(shared_heap_->bytes, static_cast<std::int64_t>(new_size) - static_cast<std::int64_t>(old_size));
-  }
+  account(delta);
   return true;
 }
 
@@ -332,11 +347,22 @@ std::size_t thread_cache_engine::heap_count() const noexcept {
   return heap_count_;
 }
 
+// Each heap counts its thread's bytes in use over every tier (and the highest they reached); the shared and upstream
+// tiers count their own, so the thread tier's bytes are the difference.
 resource_stats thread_cache_engine::tier_stats(tier t) const noexcept {
   if (t == shared_tier) return middle_.list_stats();
   if (t == upstream_tier) return back_.stats();
+  resource_stats s = thread_totals();
+  const resource_stats shared = middle_.list_stats(), upstream = back_.stats();
+  const std::size_t others = shared.bytes_in_use + upstream.bytes_in_use;
+  s.bytes_in_use = s.bytes_in_use > others ? s.bytes_in_use - others : 0;
+  s.peak_bytes_in_use = s.bytes_in_use;  // the thread tier's own peak is not kept apart from the others'
+  return s;
+}
+
+resource_stats thread_cache_engine::thread_totals() const noexcept {
   resource_stats s;
-  std::int64_t bytes = 0;
+  std::int64_t bytes = 0, peak = 0;
   std::size_t heaps;
   {
     std::lock_guard<std::mutex> g(heaps_lock_);
@@ -344,14 +370,13 @@ resource_stats thread_cache_engine::tier_stats(tier t) const noexcept {
       s.allocations += h->allocations.load(std::memory_order_relaxed);
       s.deallocations += h->deallocations.load(std::memory_order_relaxed);
       bytes += h->bytes.load(std::memory_order_relaxed);
+      peak += h->peak.load(std::memory_order_relaxed);
     }
     heaps = heap_count_;
   }
   s.bytes_in_use = bytes > 0 ? static_cast<std::size_t>(bytes) : 0;
-  std::size_t peak = peak_.load(std::memory_order_relaxed);
-  while (s.bytes_in_use > peak && !peak_.compare_exchange_weak(peak, s.bytes_in_use, std::memory_order_relaxed)) {
-  }
-  s.peak_bytes_in_use = peak > s.bytes_in_use ? peak : s.bytes_in_use;
+  s.peak_bytes_in_use = peak > 0 ? static_cast<std::size_t>(peak) : 0;
+  if (s.peak_bytes_in_use < s.bytes_in_use) s.peak_bytes_in_use = s.bytes_in_use;
   const tc_middle::block_totals b = middle_.blocks();
   s.bytes_held = b.held * tc_block_size + heaps * sizeof(tc_heap);
   s.bytes_resident = s.bytes_held;
@@ -361,14 +386,13 @@ resource_stats thread_cache_engine::tier_stats(tier t) const noexcept {
   return s;
 }
 
+// Bytes in use and their peak come from the heaps, which count every tier; the rest is summed over the tiers.
 resource_stats thread_cache_engine::stats() const noexcept {
-  resource_stats s = tier_stats(thread_tier);
+  resource_stats s = thread_totals();
   for (tier t : {shared_tier, upstream_tier}) {
     const resource_stats x = tier_stats(t);
     s.allocations += x.allocations;
     s.deallocations += x.deallocations;
-    s.bytes_in_use += x.bytes_in_use;
-    s.peak_bytes_in_use += x.peak_bytes_in_use;
     s.bytes_held += x.bytes_held;
     s.bytes_resident += x.bytes_resident;
     s.failed_allocations += x.failed_allocations;

@@ -8,6 +8,8 @@
 
 namespace strata::detail {
 
+std::atomic<std::uint64_t> tc_front::no_word{0};
+
 namespace {
 unsigned popcount(std::uint64_t v) noexcept { return static_cast<unsigned>(__builtin_popcountll(v)); }
 }  // namespace
@@ -30,6 +32,7 @@ void tc_front::init_heap(tc_heap& h) const noexcept {
     bin = tc_bin{};
     bin.object_size = static_cast<std::uint32_t>(sizes_.size_of(c));
     bin.reciprocal = ((std::uint64_t{1} << 40) / bin.object_size) + 1;
+    bin.word_ptr = bin.remote_ptr = &no_word;
   }
   for (auto& e : h.pending) e = tc_pending{};
   h.pending_classes = 0;
@@ -124,11 +127,11 @@ void tc_front::unlink(tc_block*& head, tc_block* b) noexcept {
 void tc_front::release_claim(tc_bin& bin) const noexcept {
   if (bin.span == 0) return;
   tc_block* b = bin.current;
-  std::atomic<std::uint64_t>& l = b->local()[bin.word];
-  l.store(l.load(std::memory_order_relaxed) | bin.mask, std::memory_order_relaxed);
-  b->free_count += popcount(bin.mask);
-  if (bin.mask != 0 && bin.word < b->hint) b->hint = static_cast<std::uint16_t>(bin.word);
-  bin.mask = bin.valid = 0;
+  const std::uint64_t v = bin.word_ptr->load(std::memory_order_relaxed);
+  b->free_count += popcount(v);
+  if (v != 0 && bin.word < b->hint) b->hint = static_cast<std::uint16_t>(bin.word);
+  bin.valid = 0;
+  bin.word_ptr = bin.remote_ptr = &no_word;
   bin.word_base = nullptr;
   bin.span = 0;
 }
@@ -139,13 +142,13 @@ void tc_front::claim(tc_bin& bin) const noexcept {
   std::size_t w = b->hint;
   std::uint64_t v;
   while ((v = b->local()[w].load(std::memory_order_relaxed)) == 0) ++w;
-  b->local()[w].store(0, std::memory_order_relaxed);
   b->free_count -= popcount(v);
-  b->hint = static_cast<std::uint16_t>(w + 1);
+  b->hint = static_cast<std::uint16_t>(w);
   const std::size_t first = w * 64;
   const std::size_t n = b->limit - first < 64 ? b->limit - first : 64;
   bin.word = static_cast<std::uint32_t>(w);
-  bin.mask = v;
+  bin.word_ptr = &b->local()[w];
+  bin.remote_ptr = &b->remote()[w];
   bin.valid = valid_mask(b, w);
   bin.word_base = b->base() + first * b->object_size;
   bin.span = n * b->object_size;  // never past the block, so an address in the span is in this block
@@ -158,8 +161,8 @@ void tc_front::make_current(tc_bin& bin, tc_block* b) const noexcept {
 
 void* tc_front::take(tc_bin& bin) const noexcept {
   claim(bin);
-  const std::uint64_t m = bin.mask;
-  bin.mask = m & (m - 1);
+  const std::uint64_t m = bin.word_ptr->load(std::memory_order_relaxed);
+  bin.word_ptr->store(m & (m - 1), std::memory_order_relaxed);
   return bin.word_base + static_cast<std::size_t>(__builtin_ctzll(m)) * bin.object_size;
 }
 
@@ -177,9 +180,8 @@ void* tc_front::allocate_slow(tc_heap& h, unsigned c, std::size_t bytes) const n
       break;
     }
   }
-  if (p == nullptr && bin.mask != 0) {
-    const std::uint64_t m = bin.mask;
-    bin.mask = m & (m - 1);
+  if (const std::uint64_t m = bin.word_ptr->load(std::memory_order_relaxed); p == nullptr && m != 0) {
+    bin.word_ptr->store(m & (m - 1), std::memory_order_relaxed);
     p = bin.word_base + static_cast<std::size_t>(__builtin_ctzll(m)) * bin.object_size;
   }
   if (p == nullptr) {
@@ -242,8 +244,7 @@ void* tc_front::allocate_slow(tc_heap& h, unsigned c, std::size_t bytes) const n
       }
     }
   }
-  owner_add(h.allocations, 1);
-  owner_add(h.bytes, bytes);
+  note_allocation(h, bytes);
   return p;
 }
 
@@ -289,14 +290,14 @@ void tc_front::deallocate_block(tc_heap& h, void* p, unsigned c, std::size_t byt
   if (b->owner.load(std::memory_order_relaxed) != &h) return remote_free(h, b, q, p, c, bytes, alignment);
   std::atomic<std::uint64_t>& w = b->local()[q >> 6];
   const std::uint64_t v = w.load(std::memory_order_relaxed), m = std::uint64_t{1} << (q & 63);
-  if (STRATA_UNLIKELY((v & m) != 0)) {
-    report(error_kind::double_free, p, bytes, alignment, 0, "the slot is already free");
+  if (STRATA_UNLIKELY(((v | b->remote()[q >> 6].load(std::memory_order_relaxed)) & m) != 0)) {
+    report(error_kind::double_free, p, bytes, alignment, 0,
+           (v & m) != 0 ? "the slot is already free" : "the slot was already freed by another thread");
     return;
   }
   w.store(v | m, std::memory_order_relaxed);
   if ((q >> 6) < b->hint) b->hint = static_cast<std::uint16_t>(q >> 6);
-  owner_add(h.deallocations, 1);
-  owner_add(h.bytes, -static_cast<std::int64_t>(bytes));
+  note_deallocation(h, bytes);
   bin.recent[bin.recent_top++ % tc_bin::recent_capacity] = p;
   if (bin.recent_count < tc_bin::recent_capacity) ++bin.recent_count;
   const std::uint32_t n = ++b->free_count;
@@ -339,13 +340,13 @@ void tc_front::remote_free(tc_heap& h, tc_block* b, std::size_t q, void* p, unsi
   }
   // Free already in the owner's bitmap, or in this batch: a double free. (A slot the owner has claimed, or one
   // another thread freed, shows when the bits are folded in.)
-  if (STRATA_UNLIKELY(((e.mask | b->local()[w].load(std::memory_order_relaxed)) & m) != 0)) {
+  if (STRATA_UNLIKELY(((e.mask | b->local()[w].load(std::memory_order_relaxed) |
+                        b->remote()[w].load(std::memory_order_relaxed)) & m) != 0)) {
     report(error_kind::double_free, p, bytes, alignment, 0, "the slot is already free");
     return;
   }
   e.mask |= m;
-  owner_add(h.deallocations, 1);
-  owner_add(h.bytes, -static_cast<std::int64_t>(bytes));
+  note_deallocation(h, bytes);
 }
 
 // One atomic OR makes a batch visible to the block's owner. Nothing of the block is read after it: once the owner
@@ -404,6 +405,7 @@ void tc_front::abandon_all(tc_heap& h) const noexcept {
     bin = tc_bin{};
     bin.object_size = size;
     bin.reciprocal = reciprocal;
+    bin.word_ptr = bin.remote_ptr = &no_word;
   }
 }
 
@@ -439,7 +441,7 @@ void tc_front::report_bad_free(const void* p, unsigned c, std::size_t bytes, std
 
 // ---- checks --------------------------------------------------------------------------------------------------------
 
-const char* tc_front::check_block(const tc_block* b) const noexcept {
+const char* tc_front::check_block(const tc_block* b, std::size_t claimed_word) const noexcept {
   if (b->tag != tag_of(b)) return "block tag corrupt";
   if (!block_map_contains(b)) return "block missing from the block map";
   if (b->size_class >= sizes_.count() || b->object_size != sizes_.size_of(b->size_class)) return "block class corrupt";
@@ -454,7 +456,7 @@ const char* tc_front::check_block(const tc_block* b) const noexcept {
     if ((v & ~valid_mask(b, w)) != 0 || (r & ~valid_mask(b, w)) != 0) return "bits set for slots that do not exist";
     if ((v & r) != 0) return "a slot free in both bitmaps";
     if (v != 0 && w < b->hint) return "hint past a word with free slots";
-    local += popcount(v);
+    if (w != claimed_word) local += popcount(v);
   }
   if (local != b->free_count) return "free count differs from the local bitmap";
   return nullptr;
@@ -466,16 +468,15 @@ const char* tc_front::check_heap(const tc_heap& h, std::size_t& blocks, std::siz
     std::size_t n = 0;
     auto one = [&](const tc_block* b, std::uint8_t where) -> const char* {
       ++n;
-      if (const char* e = check_block(b)) return e;
+      const bool claimed = b == bin.current && bin.span != 0;
+      if (const char* e = check_block(b, claimed ? bin.word : ~std::size_t{0})) return e;
       if (b->size_class != c) return "block in another class's bin";
       if (b->owner.load(std::memory_order_relaxed) != &h) return "block in a bin of a heap that does not own it";
       if (b->where != where) return "block on the wrong list";
-      std::size_t free = free_slots(b);
-      if (b == bin.current && bin.span != 0) {
-        if ((bin.mask & ~bin.valid) != 0 || bin.valid != valid_mask(b, bin.word)) return "claimed word corrupt";
-        if (b->local()[bin.word].load(std::memory_order_relaxed) != 0) return "claimed word also in the block";
-        free += popcount(bin.mask);
-      }
+      const std::size_t free = free_slots(b);
+      if (claimed && (bin.valid != valid_mask(b, bin.word) || bin.word_ptr != &b->local()[bin.word] ||
+                      bin.remote_ptr != &b->remote()[bin.word]))
+        return "claimed word corrupt";
       live += b->capacity - free;
       return nullptr;
     };

@@ -4,6 +4,7 @@
 #include <strata/bitmap_resource.hpp>
 #include <strata/fixed_pool_resource.hpp>
 #include <strata/free_list_resource.hpp>
+#include <strata/thread_cache_resource.hpp>
 
 namespace strata_test {
 using page_subject = subject<strata::page_resource, os_upstream>;
@@ -54,6 +55,8 @@ using next_fit_over_heap = free_list_subject<fit_policy::next_fit, new_delete_ba
 using best_fit_over_pages = free_list_subject<fit_policy::best_fit, page_base, list, kib64>;
 using sync_list_over_pages = free_list_subject<fit_policy::segregated, page_base, sync_list, kib256>;
 using sync_list_over_heap = free_list_subject<fit_policy::segregated, new_delete_base, sync_list, kib256>;
+using thread_cache_over_pages = subject<strata::thread_cache_resource, chained_upstream<page_base>>;
+using thread_cache_over_heap = subject<strata::thread_cache_resource, chained_upstream<new_delete_base>>;
 }  // namespace strata_test
 
 TYPE_TO_STRING_AS("page_resource", strata_test::page_subject);
@@ -73,6 +76,8 @@ TYPE_TO_STRING_AS("free_list_resource(next_fit, 256 KiB chunks) over new_delete"
 TYPE_TO_STRING_AS("free_list_resource(best_fit, 64 KiB chunks) over pages", strata_test::best_fit_over_pages);
 TYPE_TO_STRING_AS("synchronized_free_list_resource(256 KiB chunks) over pages", strata_test::sync_list_over_pages);
 TYPE_TO_STRING_AS("synchronized_free_list_resource(256 KiB chunks) over new_delete", strata_test::sync_list_over_heap);
+TYPE_TO_STRING_AS("thread_cache_resource over pages", strata_test::thread_cache_over_pages);
+TYPE_TO_STRING_AS("thread_cache_resource over new_delete", strata_test::thread_cache_over_heap);
 
 namespace strata_test {
 STRATA_CONFORMANCE(page_subject);
@@ -87,4 +92,6 @@ STRATA_CONFORMANCE(segregated_over_pages, segregated_over_heap, first_fit_over_p
 STRATA_CONFORMANCE(next_fit_over_heap, best_fit_over_pages);
 STRATA_CONFORMANCE(sync_list_over_pages, sync_list_over_heap);
 STRATA_CONFORMANCE_THREADS(sync_list_over_pages, sync_list_over_heap);
+STRATA_CONFORMANCE(thread_cache_over_pages, thread_cache_over_heap);
+STRATA_CONFORMANCE_THREADS(thread_cache_over_pages, thread_cache_over_heap);
 }  // namespace strata_test

@@ -83,7 +83,7 @@ class thread_cache_resource : public resource {
   void trim() noexcept;
   /// Heaps in existence (threads using the resource now, plus heaps kept for reuse).
   [[nodiscard]] std::size_t heap_count() const noexcept;
-  /// Per-tier accounting: stats() is the sum of the three.
+  /// Per-tier accounting: counts and bytes in use add up to stats(); the thread tier reports no peak of its own.
   [[nodiscard]] resource_stats tier_stats(cache_tier t) const noexcept;
   /// Walks every heap, block and list; reports a broken invariant through the error handler and returns false. Call
   /// it when no other thread is using the resource.

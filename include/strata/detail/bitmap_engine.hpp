@@ -154,7 +154,7 @@ class bitmap_engine {
 
   /// Whether `p` lies in a block of this engine (any slot or header byte).
   bool owns(const void* p) const noexcept {
-    return block_map_contains(p) && block_of(p)->tag == tag_of(block_of(p));
+    return block_map_contains(p) && block_map_contains(block_of(p)) && block_of(p)->tag == tag_of(block_of(p));
   }
 
   /// Collects remote frees, returns empty blocks beyond the cache bound, and then the whole empty cache, upstream.
@@ -294,7 +294,9 @@ class bitmap_engine {
   /// this engine.
   STRATA_ALWAYS_INLINE bool is_slot_of(const void* p, const block* b, std::size_t q, const class_state& cs,
                                        unsigned c) const noexcept {
-    if (STRATA_UNLIKELY(!block_map_contains(p)) || STRATA_UNLIKELY(b->tag != tag_of(b))) return false;
+    if (STRATA_UNLIKELY(!block_map_contains(p)) || STRATA_UNLIKELY(!block_map_contains(b)) ||
+        STRATA_UNLIKELY(b->tag != tag_of(b)))
+      return false;
     return q * cs.object_size == offset_in_block(p) && q < b->limit && q - b->skip_begin >= b->skip_count &&
            b->size_class == c;
   }

@@ -148,7 +148,7 @@ class fixed_pool_engine {
     c = chunk_of(p);
     const auto offset = static_cast<std::size_t>(static_cast<const char*>(p) - reinterpret_cast<const char*>(c));
     const std::size_t q = (offset * reciprocal_) >> 40;
-    if (STRATA_LIKELY(block_map_contains(p) && c->tag == tag_of(c) && q * stride_ == offset &&
+    if (STRATA_LIKELY(block_map_contains(p) && block_map_contains(c) && c->tag == tag_of(c) && q * stride_ == offset &&
                       q - c->skip < std::size_t{c->limit} - c->skip))
       return q;
     return ~std::size_t{0};

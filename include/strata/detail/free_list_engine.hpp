@@ -68,6 +68,8 @@ class free_list_engine {
   [[nodiscard]] std::size_t chunk_capacity() const noexcept { return (chunk_size_ / granule - first_) * granule; }
   [[nodiscard]] std::size_t large_threshold() const noexcept { return large_threshold_; }
   [[nodiscard]] std::size_t chunk_count() const noexcept { return chunk_count_; }
+  /// Successful deallocate() calls so far (a caller can tell whether its free was taken or reported).
+  [[nodiscard]] std::uint64_t deallocation_count() const noexcept { return deallocations_; }
 
  private:
   enum : unsigned { first_fit = 0, next_fit = 1, best_fit = 2, segregated = 3 };

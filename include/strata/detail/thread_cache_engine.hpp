@@ -60,15 +60,13 @@ class thread_cache_engine {
       --bin.recent_count;
       p = bin.recent[--bin.recent_top % tc_bin::recent_capacity];
       if (STRATA_UNLIKELY(!tc_front::take_recent(bin, p))) return refill(*h, c, bytes);
-    } else if (STRATA_LIKELY(bin.mask != 0)) {
-      const std::uint64_t m = bin.mask;
-      bin.mask = m & (m - 1);
+    } else if (const std::uint64_t m = bin.word_ptr->load(std::memory_order_relaxed); STRATA_LIKELY(m != 0)) {
+      bin.word_ptr->store(m & (m - 1), std::memory_order_relaxed);
       p = bin.word_base + static_cast<std::size_t>(__builtin_ctzll(m)) * bin.object_size;
     } else {
       return refill(*h, c, bytes);
     }
-    owner_add(h->allocations, 1);
-    owner_add(h->bytes, bytes);
+    note_allocation(*h, bytes);
     return p;
   }
 
@@ -123,6 +121,9 @@ class thread_cache_engine {
   void report(error_kind kind, const void* p, std::size_t bytes, std::size_t alignment, std::size_t expected,
               const char* why) const noexcept;
   void release_heaps() noexcept;
+  /// Adds delta to the calling thread's bytes in use (requests served by the shared and upstream tiers).
+  void account(std::int64_t delta) noexcept;
+  resource_stats thread_totals() const noexcept;
 
   std::pmr::memory_resource* upstream_;
   const void* owner_;
@@ -135,7 +136,6 @@ class thread_cache_engine {
   tc_heap* heaps_ = nullptr;  // every heap made, attached or spare
   std::size_t heap_count_ = 0;
   std::atomic<std::uint64_t> failed_{0};
-  mutable std::atomic<std::size_t> peak_{0};  // thread tier: highest bytes in use seen by stats()
 
   // Threads with no heap of their own (past their thread-exit cleanup, or out of heaps) share this one.
   std::mutex shared_heap_lock_;

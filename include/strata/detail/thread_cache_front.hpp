@@ -69,12 +69,36 @@ STRATA_ALWAYS_INLINE void owner_add(std::atomic<T>& a, U v) noexcept {
   a.store(static_cast<T>(a.load(std::memory_order_relaxed) + static_cast<T>(v)), std::memory_order_relaxed);
 }
 
+/// Counts an allocation of `bytes` by heap h (one writer: plain stores).
+template <class Heap>
+STRATA_ALWAYS_INLINE void note_allocation(Heap& h, std::size_t bytes) noexcept {
+  owner_add(h.allocations, 1);
+  const std::int64_t b = h.bytes.load(std::memory_order_relaxed) + static_cast<std::int64_t>(bytes);
+  h.bytes.store(b, std::memory_order_relaxed);
+  if (b > h.peak.load(std::memory_order_relaxed)) h.peak.store(b, std::memory_order_relaxed);
+}
+/// Adds `delta` to the bytes heap h's thread has in use (any tier), keeping the peak.
+template <class Heap>
+STRATA_ALWAYS_INLINE void note_bytes(Heap& h, std::int64_t delta) noexcept {
+  const std::int64_t b = h.bytes.load(std::memory_order_relaxed) + delta;
+  h.bytes.store(b, std::memory_order_relaxed);
+  if (b > h.peak.load(std::memory_order_relaxed)) h.peak.store(b, std::memory_order_relaxed);
+}
+/// Counts a free of `bytes` by heap h.
+template <class Heap>
+STRATA_ALWAYS_INLINE void note_deallocation(Heap& h, std::size_t bytes) noexcept {
+  owner_add(h.deallocations, 1);
+  owner_add(h.bytes, -static_cast<std::int64_t>(bytes));
+}
+
 /// A heap's state for one size class.
 struct alignas(64) tc_bin {
   static constexpr unsigned recent_capacity = 16;
 
-  // The word of `current` being allocated from: its free bits were taken out of the block ("claimed") into `mask`.
-  std::uint64_t mask = 0;        // free slots of the claimed word
+  // The word of `current` being allocated from ("claimed"). Its bits stay the truth in the block (so that other
+  // threads can check a free against them); the block's free_count leaves them out while it is claimed.
+  std::atomic<std::uint64_t>* word_ptr = nullptr;  // the claimed local word, or tc_front::no_word
+  std::atomic<std::uint64_t>* remote_ptr = nullptr;  // its remote word
   std::uint64_t valid = 0;       // slots of the claimed word that exist (not header, not past the limit)
   char* word_base = nullptr;     // address of the claimed word's slot 0
   std::size_t span = 0;          // 64 * object_size while a word is claimed, else 0
@@ -109,7 +133,8 @@ struct tc_heap {
   // Counters (written by the owner, read by stats()).
   std::atomic<std::uint64_t> allocations{0};
   std::atomic<std::uint64_t> deallocations{0};
-  std::atomic<std::int64_t> bytes{0};  // requested bytes allocated minus freed through this heap
+  std::atomic<std::int64_t> bytes{0};  // requested bytes allocated minus freed by this heap's thread, every tier
+  std::atomic<std::int64_t> peak{0};   // the highest `bytes` has been
   std::atomic<std::int64_t> blocks_held{0};
   tc_heap* next = nullptr;  // the engine's list of heaps
   bool attached = false;    // a thread (or the shared fallback) is using it
@@ -120,6 +145,8 @@ struct tc_heap {
 class tc_front {
  public:
   static constexpr unsigned no_class = size_class_table::none;
+  /// What an unclaimed bin's word pointers point to: no free slot.
+  static std::atomic<std::uint64_t> no_word;
 
   tc_front(std::size_t max_small, std::uintptr_t key, const char* name, tc_middle& middle) noexcept;
 
@@ -143,12 +170,13 @@ class tc_front {
     if (STRATA_LIKELY(d < bin.span)) {  // a slot of the claimed word
       const std::size_t i = static_cast<std::size_t>((d * bin.reciprocal) >> 40);
       const std::uint64_t m = std::uint64_t{1} << i;
-      // Allocated slots of the word are valid ^ mask (mask is a subset of valid).
-      if (STRATA_UNLIKELY(i * bin.object_size != d || ((bin.valid ^ bin.mask) & m) == 0))
+      const std::uint64_t v = bin.word_ptr->load(std::memory_order_relaxed);
+      // Allocated: a slot (valid), not free here, not freed by another thread and not yet folded in.
+      if (STRATA_UNLIKELY(i * bin.object_size != d ||
+                          ((bin.valid & ~(v | bin.remote_ptr->load(std::memory_order_relaxed))) & m) == 0))
         return report_claimed(h, p, c, bytes, alignment, i * bin.object_size != d);
-      bin.mask |= m;
-      owner_add(h.deallocations, 1);
-      owner_add(h.bytes, -static_cast<std::int64_t>(bytes));
+      bin.word_ptr->store(v | m, std::memory_order_relaxed);
+      note_deallocation(h, bytes);
       return;
     }
     deallocate_block(h, p, c, bytes, alignment);
@@ -184,7 +212,7 @@ class tc_front {
   /// Slots free in b by its bitmaps (local and remote), for the invariant check and stats.
   [[nodiscard]] std::size_t free_slots(const tc_block* b) const noexcept;
   /// Checks block b's header and bitmaps; returns what is broken or nullptr.
-  const char* check_block(const tc_block* b) const noexcept;
+  const char* check_block(const tc_block* b, std::size_t claimed_word = ~std::size_t{0}) const noexcept;
   /// Checks h's bins and lists (h not in use by another thread); returns what is broken or nullptr.
   const char* check_heap(const tc_heap& h, std::size_t& blocks, std::size_t& live) const noexcept;
 
@@ -206,7 +234,7 @@ class tc_front {
     const std::uint64_t v = w.load(std::memory_order_relaxed), m = std::uint64_t{1} << (q & 63);
     if (STRATA_UNLIKELY((v & m) == 0)) return false;
     w.store(v & ~m, std::memory_order_relaxed);
-    --b->free_count;
+    if (STRATA_LIKELY(&w != bin.word_ptr)) --b->free_count;  // the claimed word is not in free_count
     return true;
   }
 

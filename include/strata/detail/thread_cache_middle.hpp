@@ -47,9 +47,12 @@ class tc_middle {
     std::lock_guard<std::mutex> g(list_lock_);
     return list_.allocate(bytes, alignment);
   }
-  void deallocate(void* p, std::size_t bytes, std::size_t alignment) noexcept {
+  /// False when the free was misuse (reported, nothing changed).
+  bool deallocate(void* p, std::size_t bytes, std::size_t alignment) noexcept {
     std::lock_guard<std::mutex> g(list_lock_);
+    const std::uint64_t before = list_.deallocation_count();
     list_.deallocate(p, bytes, alignment);
+    return list_.deallocation_count() != before;
   }
   bool resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) noexcept {
     std::lock_guard<std::mutex> g(list_lock_);

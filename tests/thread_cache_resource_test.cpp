@@ -1,0 +1,1946 @@
+// tests/thread_cache_resource_test.cpp: thread_cache_resource beyond the conformance suite: many threads on few cores,
+// producers and consumers, objects that outlive their threads, thousands of short-lived threads, two instances on the
+// same threads, misuse (on the owning thread and across threads), size queries, alignment, exact statistics across
+// threads, upstream failure, destruction with threads alive, resize.
+#include <strata/thread_cache_resource.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <mutex>
+#include <new>
+#include <optional>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <doctest/doctest.h>
+
+#include <strata/detail/math.hpp>
+#include <strata/page_resource.hpp>
+#include <strata/testing.hpp>
+
+#include "os/os.hpp"
+#include "support.hpp"
+
+using strata::cache_tier;
+using strata::thread_cache_options;
+using strata::thread_cache_resource;
+using strata::testing::fault_injecting_resource;
+using strata::testing::recording_resource;
+using strata_test::error_capture;
+using strata_test::rng;
+
+namespace strata {
+/// Failed checks on an error kind print its name (found by argument-dependent lookup).
+inline doctest::String toString(error_kind kind) { return to_string(kind); }
+inline doctest::String toString(cache_tier t) {
+  return t == cache_tier::thread ? "thread" : t == cache_tier::shared ? "shared" : "upstream";
+}
+}  // namespace strata
+
+namespace {
+constexpr std::size_t KiB = std::size_t{1} << 10;
+constexpr std::size_t MiB = std::size_t{1} << 20;
+constexpr std::size_t max_align = alignof(std::max_align_t);
+constexpr cache_tier all_tiers[] = {cache_tier::thread, cache_tier::shared, cache_tier::upstream};
+
+std::size_t index_of(cache_tier t) { return static_cast<std::size_t>(t); }
+
+/// A live object in a test's own bookkeeping.
+struct item {
+  char* p;
+  std::size_t size;
+  std::size_t alignment;
+  std::uint64_t seed;
+};
+
+/// Writes an object's pattern: every byte up to 1 KiB, every 61st byte (and the last) above.
+void fill(const item& b) {
+  if (b.size <= KiB)
+    strata_test::fill_pattern(b.p, b.size, b.seed);
+  else
+    strata_test::fill_sparse(b.p, b.size, b.seed, 61);
+}
+bool intact(const item& b) {
+  return b.size <= KiB ? strata_test::check_pattern(b.p, b.size, b.seed)
+                       : strata_test::check_sparse(b.p, b.size, b.seed, 61);
+}
+
+/// Allocates and fills an object.
+item make(std::pmr::memory_resource& r, std::size_t size, std::size_t alignment, std::uint64_t seed) {
+  item b{static_cast<char*>(r.allocate(size, alignment)), size, alignment, seed};
+  fill(b);
+  return b;
+}
+
+/// Checks an object's pattern and frees it; false when the pattern was damaged.
+bool release(std::pmr::memory_resource& r, const item& b) {
+  const bool ok = intact(b);
+  r.deallocate(b.p, b.size, b.alignment);
+  return ok;
+}
+
+/// Every field of two snapshots agrees: a misuse report changed nothing.
+void check_unchanged(const strata::resource_stats& before, const strata::resource_stats& after) {
+  CHECK(after.bytes_in_use == before.bytes_in_use);
+  CHECK(after.peak_bytes_in_use == before.peak_bytes_in_use);
+  CHECK(after.bytes_held == before.bytes_held);
+  CHECK(after.bytes_resident == before.bytes_resident);
+  CHECK(after.allocations == before.allocations);
+  CHECK(after.deallocations == before.deallocations);
+  CHECK(after.failed_allocations == before.failed_allocations);
+  CHECK(after.upstream_allocations == before.upstream_allocations);
+  CHECK(after.upstream_deallocations == before.upstream_deallocations);
+}
+
+/// The last captured error (of `count` so far) is of `kind`, for `p`, with the caller's `size` and, unless any_size,
+/// the expected size; its message names the resource.
+constexpr std::size_t any_size = ~std::size_t{0};
+void check_error(const error_capture& errors, std::size_t count, strata::error_kind kind, const void* p,
+                 std::size_t size, std::size_t expected = any_size) {
+  REQUIRE(errors.count() == count);
+  const auto& e = errors.errors().back();
+  CAPTURE(e.message);
+  CHECK(e.kind == kind);
+  CHECK(e.pointer == p);
+  CHECK(e.size == size);
+  if (expected != any_size) CHECK(e.expected_size == expected);
+  CHECK(e.message.find("thread_cache") != std::string::npos);
+}
+
+/// A thread that stays alive between tasks: run() hands it one and waits until it is done, so a test decides exactly
+/// which thread does what and when (and which threads are still alive when something happens).
+class worker {
+ public:
+  worker() : thread_([this] { loop(); }) {}
+  ~worker() { join(); }
+  worker(const worker&) = delete;
+  worker& operator=(const worker&) = delete;
+
+  void run(std::function<void()> task) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    task_ = std::move(task);
+    pending_ = true;
+    cv_.notify_all();
+    cv_.wait(lock, [this] { return !pending_; });
+  }
+  /// Lets the thread exit (its thread-local state is destroyed) and waits for it.
+  void join() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stop_ = true;
+      cv_.notify_all();
+    }
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  void loop() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    for (;;) {
+      cv_.wait(lock, [this] { return pending_ || stop_; });
+      if (pending_) {
+        std::function<void()> task = std::move(task_);
+        lock.unlock();
+        task();
+        lock.lock();
+        pending_ = false;
+        cv_.notify_all();
+      } else {
+        return;
+      }
+    }
+  }
+
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::function<void()> task_;
+  bool pending_ = false;
+  bool stop_ = false;
+  std::thread thread_;  // last: started once the rest is ready
+};
+
+/// A reusable barrier for a fixed number of threads (C++17 has none).
+class barrier {
+ public:
+  explicit barrier(std::size_t n) : n_(n) {}
+  void arrive_and_wait() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    const std::uint64_t generation = generation_;
+    if (++arrived_ == n_) {
+      arrived_ = 0;
+      ++generation_;
+      cv_.notify_all();
+      return;
+    }
+    cv_.wait(lock, [&] { return generation_ != generation; });
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::size_t n_;
+  std::size_t arrived_ = 0;
+  std::uint64_t generation_ = 0;
+};
+
+/// A vector of objects shared between threads.
+struct hand_off {
+  std::mutex mutex;
+  std::vector<item> items;
+  void push(const item& b) {
+    std::lock_guard<std::mutex> lock(mutex);
+    items.push_back(b);
+  }
+  bool pop(item& out) {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (items.empty()) return false;
+    out = items.back();
+    items.pop_back();
+    return true;
+  }
+};
+
+/// What the resource says it holds matches what its upstream handed out. The large-request ledger's own table
+/// (upstream memory too) is not counted in bytes_held, as in the other strata resources: a few KiB of slack.
+void check_held(const recording_resource& up, const thread_cache_resource& r) {
+  const std::size_t held = r.stats().bytes_held, live = up.live_bytes();
+  CAPTURE(held);
+  CAPTURE(live);
+  CHECK(live >= held);
+  CHECK(live - held <= 16 * KiB);
+}
+
+/// Sum of the stats of the three tiers, field by field, equals stats().
+void check_tiers_sum(const thread_cache_resource& r) {
+  strata::resource_stats sum{};
+  for (cache_tier t : all_tiers) {
+    const auto s = r.tier_stats(t);
+    sum.bytes_in_use += s.bytes_in_use;
+    sum.bytes_held += s.bytes_held;
+    sum.bytes_resident += s.bytes_resident;
+    sum.allocations += s.allocations;
+    sum.deallocations += s.deallocations;
+    sum.failed_allocations += s.failed_allocations;
+    sum.upstream_allocations += s.upstream_allocations;
+    sum.upstream_deallocations += s.upstream_deallocations;
+  }
+  const auto s = r.stats();
+  CHECK(sum.bytes_in_use == s.bytes_in_use);
+  CHECK(sum.bytes_held == s.bytes_held);
+  CHECK(sum.bytes_resident == s.bytes_resident);
+  CHECK(sum.allocations == s.allocations);
+  CHECK(sum.deallocations == s.deallocations);
+  CHECK(sum.failed_allocations == s.failed_allocations);
+  CHECK(sum.upstream_allocations == s.upstream_allocations);
+  CHECK(sum.upstream_deallocations == s.upstream_deallocations);
+}
+}  // namespace
+
+// ---- many threads --------------------------------------------------------------------------------------------------
+
+TEST_CASE("thread_cache_resource: 64 threads on two cores churn mixed sizes in every tier, contents checked") {
+  recording_resource up(strata::default_page_resource());
+  std::optional<thread_cache_resource> holder(std::in_place, &up);
+  thread_cache_resource& r = *holder;
+  const std::size_t small_max = r.max_size(cache_tier::thread);
+  const std::size_t shared_max = r.max_size(cache_tier::shared);
+  REQUIRE(small_max < 16 * KiB);
+  constexpr int threads = 64;
+  const std::size_t ops = strata_test::scaled(3000);
+  hand_off passed;  // allocated by one thread, freed by another
+  std::atomic<std::uint64_t> allocations{0}, corrupted{0}, misaligned{0};
+  std::atomic<std::uint64_t> per_tier[3] = {};
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      rng g(0x64000000u + static_cast<std::uint64_t>(t));
+      std::vector<item> mine;
+      std::uint64_t made = 0, bad = 0, tiers[3] = {0, 0, 0};
+      auto pick_size = [&]() -> std::size_t {
+        const std::uint64_t k = g.next() % 1000;
+        if (k < 750) return g.between(1, 256);
+        if (k < 930) return g.between(257, small_max);
+        if (k < 995) return g.between(small_max + 1, 16 * KiB);
+        return g.between(shared_max + 1, shared_max + 64 * KiB);
+      };
+      for (std::size_t i = 0; i < ops; ++i) {
+        const std::uint64_t k = g.next() % 100;
+        if (mine.empty() || (k < 50 && mine.size() < 64)) {
+          const std::size_t size = pick_size();
+          const std::size_t alignment = g.next() % 8 == 0 ? std::size_t{1} << g.between(0, 7) : max_align;
+          const item b = make(r, size, alignment, g.next());
+          if (!strata::detail::is_aligned(b.p, alignment)) ++misaligned;
+          ++made;
+          ++tiers[index_of(r.tier_of(size, alignment))];
+          mine.push_back(b);
+        } else if (k < 85) {
+          const std::size_t j = g.next() % mine.size();
+          if (!release(r, mine[j])) ++bad;
+          mine[j] = mine.back();
+          mine.pop_back();
+        } else if (k < 93) {
+          passed.push(mine.back());
+          mine.pop_back();
+        } else {
+          item b{};
+          if (passed.pop(b) && !release(r, b)) ++bad;
+        }
+      }
+      for (const item& b : mine)
+        if (!release(r, b)) ++bad;
+      allocations += made;
+      corrupted += bad;
+      for (std::size_t x = 0; x < 3; ++x) per_tier[x] += tiers[x];
+    });
+  }
+  for (auto& th : pool) th.join();
+  for (const item& b : passed.items)
+    if (!release(r, b)) ++corrupted;
+  MESSAGE("allocations per tier: " << per_tier[0].load() << " thread, " << per_tier[1].load() << " shared, "
+                                   << per_tier[2].load() << " upstream; " << r.heap_count() << " heaps");
+  CHECK(corrupted.load() == 0);
+  CHECK(misaligned.load() == 0);
+  CHECK(per_tier[1].load() > 0);
+  CHECK(per_tier[2].load() > 0);
+  CHECK(r.check_invariants());
+  const auto s = r.stats();
+  CHECK(s.bytes_in_use == 0);
+  CHECK(s.live_allocations() == 0);
+  CHECK(s.allocations == allocations.load());
+  CHECK(s.deallocations == allocations.load());
+  for (cache_tier t : all_tiers) {
+    CAPTURE(t);
+    CHECK(r.tier_stats(t).allocations == per_tier[index_of(t)].load());
+    CHECK(r.tier_stats(t).bytes_in_use == 0);
+  }
+  check_tiers_sum(r);
+  r.trim();
+  CHECK(r.check_invariants());
+  check_held(up, r);
+  holder.reset();
+  CHECK(up.live_bytes() == 0);
+  CHECK(up.mismatches() == 0);
+}
+
+TEST_CASE("thread_cache_resource: producers and consumers, every object freed by another thread") {
+  recording_resource up(strata::default_page_resource());
+  std::optional<thread_cache_resource> holder(std::in_place, &up);
+  thread_cache_resource& r = *holder;
+  const std::size_t small_max = r.max_size(cache_tier::thread);
+  const std::size_t shared_max = r.max_size(cache_tier::shared);
+  constexpr int producers = 3, consumers = 3;
+  const std::size_t per_producer = strata_test::scaled(15000);
+  std::mutex queue_mutex;
+  std::vector<item> queue;
+  std::atomic<int> producing{producers};
+  std::atomic<std::uint64_t> consumed{0}, corrupted{0}, peak_held{0};
+  std::vector<std::thread> pool;
+  for (int p = 0; p < producers; ++p) {
+    pool.emplace_back([&, p] {
+      rng g(0x9D0D0000u + static_cast<std::uint64_t>(p));
+      for (std::size_t i = 0; i < per_producer; ++i) {
+        const std::uint64_t k = g.next() % 1000;
+        const std::size_t size = k < 850   ? g.between(1, 512)
+                                 : k < 970 ? g.between(513, small_max)
+                                 : k < 995 ? g.between(small_max + 1, 4 * small_max)
+                                           : g.between(shared_max + 1, shared_max + 4096);
+        const item b = make(r, size, max_align, (static_cast<std::uint64_t>(p) << 32) | i);
+        std::lock_guard<std::mutex> lock(queue_mutex);
+        queue.push_back(b);
+      }
+      producing.fetch_sub(1);
+    });
+  }
+  for (int c = 0; c < consumers; ++c) {
+    pool.emplace_back([&] {
+      std::vector<item> batch;
+      for (;;) {
+        bool done = false;
+        {
+          std::lock_guard<std::mutex> lock(queue_mutex);
+          batch.swap(queue);
+          done = producing.load() == 0;  // read after the swap, under the lock: the last push is in hand
+        }
+        if (batch.empty()) {
+          if (done) break;
+          std::this_thread::yield();
+          continue;
+        }
+        std::uint64_t bad = 0;
+        for (const item& b : batch)
+          if (!release(r, b)) ++bad;
+        corrupted += bad;
+        consumed += batch.size();
+        batch.clear();
+        const std::uint64_t held = r.stats().bytes_held;  // stats from any thread, while others work
+        std::uint64_t seen = peak_held.load();
+        while (held > seen && !peak_held.compare_exchange_weak(seen, held)) {
+        }
+      }
+    });
+  }
+  for (auto& th : pool) th.join();
+  const std::uint64_t total = producers * per_producer;
+  CHECK(consumed.load() == total);
+  CHECK(corrupted.load() == 0);
+  CHECK(r.check_invariants());
+  auto s = r.stats();
+  CHECK(s.bytes_in_use == 0);
+  CHECK(s.live_allocations() == 0);
+  CHECK(s.allocations == total);
+  CHECK(s.deallocations == total);
+  const std::size_t held_before_trim = s.bytes_held;
+  r.trim();
+  CHECK(r.check_invariants());
+  s = r.stats();
+  MESSAGE("bytes held: at most " << peak_held.load() / KiB << " KiB seen while running, " << held_before_trim / KiB
+                                 << " KiB after, " << s.bytes_held / KiB << " KiB after trim()");
+  CHECK(s.bytes_in_use == 0);
+  CHECK(s.live_allocations() == 0);
+  CHECK(s.bytes_held <= 2 * MiB);
+  check_held(up, r);
+  holder.reset();
+  CHECK(up.live_bytes() == 0);
+  CHECK(up.mismatches() == 0);
+}
+
+TEST_CASE("thread_cache_resource: objects outlive the threads that made them, later threads adopt their blocks") {
+  error_capture errors;
+  recording_resource up(strata::default_page_resource());
+  std::optional<thread_cache_resource> holder(std::in_place, &up);
+  thread_cache_resource& r = *holder;
+  const std::size_t shared_max = r.max_size(cache_tier::shared);
+  constexpr std::size_t classes[] = {48, 256, 1024};
+  constexpr int makers = 4;
+  const std::size_t per_class = 2000;
+  std::vector<std::vector<item>> made(makers), extras(makers);
+
+  // A: four threads allocate, then exit with all their objects alive.
+  {
+    std::vector<std::thread> pool;
+    for (int t = 0; t < makers; ++t) {
+      pool.emplace_back([&, t] {
+        const auto base = static_cast<std::uint64_t>(t) << 40;
+        for (std::size_t i = 0; i < per_class; ++i)
+          for (std::size_t c : classes) made[static_cast<std::size_t>(t)].push_back(make(r, c, 8, base + i * 8 + c));
+        for (std::size_t i = 0; i < 20; ++i)
+          extras[static_cast<std::size_t>(t)].push_back(make(r, 20000 + i * 16, max_align, base + 7 * i + 1));
+        for (std::size_t i = 0; i < 2; ++i)
+          extras[static_cast<std::size_t>(t)].push_back(make(r, shared_max + 1000 + i, max_align, base + 3 * i + 2));
+      });
+    }
+    for (auto& th : pool) th.join();
+  }
+  std::size_t live = 0, bytes = 0;
+  for (int t = 0; t < makers; ++t) {
+    for (const auto* v : {&made[static_cast<std::size_t>(t)], &extras[static_cast<std::size_t>(t)]}) {
+      live += v->size();
+      for (const item& b : *v) bytes += b.size;
+    }
+  }
+  CHECK(r.check_invariants());
+  auto s = r.stats();
+  CHECK(s.live_allocations() == live);
+  CHECK(s.bytes_in_use == bytes);
+  const std::size_t held_after_making = s.bytes_held;
+
+  // B: other threads, and the main thread, free three objects in four (every fourth stays, so no block empties).
+  std::atomic<std::uint64_t> corrupted{0};
+  auto free_share = [&](std::size_t share, bool with_extras) {
+    std::uint64_t bad = 0;
+    for (int t = 0; t < makers; ++t) {
+      const auto& v = made[static_cast<std::size_t>(t)];
+      for (std::size_t j = 0; j < v.size(); ++j)
+        if (j % 4 == share && !release(r, v[j])) ++bad;
+      if (with_extras)
+        for (const item& b : extras[static_cast<std::size_t>(t)])
+          if (!release(r, b)) ++bad;
+    }
+    corrupted += bad;
+  };
+  {
+    std::thread x([&] { free_share(1, true); });
+    std::thread y([&] { free_share(2, false); });
+    free_share(3, false);
+    x.join();
+    y.join();
+  }
+  std::vector<item> kept;
+  for (int t = 0; t < makers; ++t) {
+    const auto& v = made[static_cast<std::size_t>(t)];
+    for (std::size_t j = 0; j < v.size(); j += 4) kept.push_back(v[j]);
+  }
+  std::size_t kept_bytes = 0;
+  for (const item& b : kept) kept_bytes += b.size;
+  CHECK(corrupted.load() == 0);
+  CHECK(r.check_invariants());
+  s = r.stats();
+  CHECK(s.live_allocations() == kept.size());
+  CHECK(s.bytes_in_use == kept_bytes);
+  const std::size_t held_after_freeing = s.bytes_held;
+
+  // C: two new threads allocate as many objects of each class as were freed: the abandoned blocks have room for them.
+  std::vector<std::vector<item>> fresh(2);
+  {
+    std::vector<std::thread> pool;
+    for (std::size_t t = 0; t < 2; ++t) {
+      pool.emplace_back([&, t] {
+        for (std::size_t i = 0; i < makers * per_class * 3 / 4 / 2; ++i)
+          for (std::size_t c : classes) fresh[t].push_back(make(r, c, 8, (std::uint64_t{9 + t} << 40) + i * 8 + c));
+      });
+    }
+    for (auto& th : pool) th.join();
+  }
+  std::size_t damaged = 0;
+  std::set<char*> addresses;
+  auto look = [&](const item& b) {
+    damaged += !intact(b);
+    addresses.insert(b.p);
+  };
+  for (const item& b : kept) look(b);
+  for (const auto& v : fresh)
+    for (const item& b : v) look(b);
+  CHECK(damaged == 0);
+  CHECK(addresses.size() == kept.size() + fresh[0].size() + fresh[1].size());
+  CHECK(r.check_invariants());
+  s = r.stats();
+  CHECK(s.live_allocations() == addresses.size());
+  MESSAGE("bytes held: " << held_after_making / KiB << " KiB after the makers exited, " << held_after_freeing / KiB
+                         << " KiB after three in four were freed, " << s.bytes_held / KiB
+                         << " KiB after new threads allocated as many (without adoption: some 7 MiB more)");
+  CHECK(s.bytes_held <= held_after_freeing + MiB);
+
+  // D: the main thread frees everything.
+  for (const item& b : kept) damaged += !release(r, b);
+  for (const auto& v : fresh)
+    for (const item& b : v) damaged += !release(r, b);
+  CHECK(damaged == 0);
+  r.trim();
+  CHECK(r.check_invariants());
+  s = r.stats();
+  CHECK(s.bytes_in_use == 0);
+  CHECK(s.live_allocations() == 0);
+  CHECK(s.bytes_held <= 2 * MiB);
+  check_held(up, r);
+  CHECK(errors.count() == 0);
+  holder.reset();
+  CHECK(up.live_bytes() == 0);
+  CHECK(up.mismatches() == 0);
+}
+
+TEST_CASE("thread_cache_resource: 10,000 short-lived threads reuse heaps, memory does not grow with them") {
+  error_capture errors;
+  recording_resource up(strata::default_page_resource());
+  std::optional<thread_cache_resource> holder(std::in_place, &up);
+  thread_cache_resource& r = *holder;
+  const std::size_t small_max = r.max_size(cache_tier::thread);
+  const std::size_t shared_max = r.max_size(cache_tier::shared);
+  const std::size_t total_threads = 10000;
+  constexpr std::size_t batch = 8;
+  hand_off to_main;
+  std::atomic<std::uint64_t> allocations{0}, corrupted{0};
+  std::size_t max_heaps = 0, held_first = 0, held_last = 0;
+  for (std::size_t started = 0; started < total_threads; started += batch) {
+    std::vector<std::thread> pool;
+    for (std::size_t k = 0; k < batch; ++k) {
+      pool.emplace_back([&, id = started + k] {
+        rng g(id * 0x9E3779B9u + 1);
+        std::vector<item> v;
+        v.push_back(make(r, g.between(1, 32), max_align, g.next()));
+        v.push_back(make(r, g.between(33, 200), max_align, g.next()));
+        v.push_back(make(r, g.between(201, 1024), max_align, g.next()));
+        v.push_back(make(r, g.between(1025, small_max), max_align, g.next()));
+        v.push_back(make(r, g.between(small_max + 1, 3 * small_max), max_align, g.next()));
+        if (id % 97 == 0) v.push_back(make(r, shared_max + 1 + id, max_align, g.next()));
+        allocations += v.size();
+        std::uint64_t bad = 0;
+        for (std::size_t j = 0; j < v.size(); ++j) {
+          if (j % 2 == 0) {
+            if (!release(r, v[j])) ++bad;  // freed here
+          } else {
+            to_main.push(v[j]);  // freed by the main thread, after this thread is gone
+          }
+        }
+        corrupted += bad;
+      });
+    }
+    for (auto& th : pool) th.join();
+    max_heaps = std::max(max_heaps, r.heap_count());
+    for (const item& b : to_main.items)
+      if (!release(r, b)) ++corrupted;
+    to_main.items.clear();
+    const std::size_t done = started + batch;
+    if (done == 1000 || done == total_threads) {
+      r.trim();
+      CHECK(r.check_invariants());
+      const auto s = r.stats();
+      CHECK(s.bytes_in_use == 0);
+      CHECK(s.live_allocations() == 0);
+      (done == 1000 ? held_first : held_last) = s.bytes_held;
+    }
+  }
+  MESSAGE("at most " << max_heaps << " heaps; bytes held after trim(): " << held_first / KiB << " KiB after 1,000 threads, "
+                     << held_last / KiB << " KiB after " << total_threads << "; " << r.heap_count() << " heaps now");
+  CHECK(corrupted.load() == 0);
+  CHECK(errors.count() == 0);
+  CHECK(max_heaps <= 64);
+  CHECK(r.heap_count() <= 64);
+  CHECK(held_last <= held_first + 256 * KiB);
+  CHECK(held_last <= 2 * MiB);
+  const auto s = r.stats();
+  CHECK(s.allocations == allocations.load());
+  CHECK(s.deallocations == allocations.load());
+  check_held(up, r);
+  CHECK(r.check_invariants());
+  holder.reset();
+  CHECK(up.live_bytes() == 0);
+  CHECK(up.mismatches() == 0);
+}
+
+// ---- instances and threads -----------------------------------------------------------------------------------------
+
+TEST_CASE("thread_cache_resource: two instances on the same threads, one destroyed while those threads live on") {
+  error_capture errors;
+  // The C++ heap behind both: AddressSanitizer sees any use of an instance's memory after it is gone.
+  recording_resource up_a, up_b;
+  std::optional<thread_cache_resource> a(std::in_place, &up_a);
+  std::optional<thread_cache_resource> b(std::in_place, &up_b);
+  const std::size_t small_max = a->max_size(cache_tier::thread);
+  constexpr std::size_t threads = 4;
+  const std::size_t ops = strata_test::scaled(2000);
+  barrier sync(threads + 1);
+  struct tagged {
+    bool from_a;
+    item object;
+  };
+  std::mutex inbox_mutex[threads];
+  std::vector<tagged> inbox[threads];  // objects handed to thread i, to be freed through the instance they came from
+  std::atomic<std::uint64_t> corrupted{0}, live_a{0}, bytes_a{0}, live_b{0}, bytes_b{0};
+  std::vector<std::thread> pool;
+  for (std::size_t t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      rng g(0xAB000000u + t);
+      std::vector<item> mine_a, mine_b;
+      std::uint64_t bad = 0;
+      auto pick = [&] { return g.next() % 10 == 0 ? g.between(small_max + 1, 3 * small_max) : g.between(1, 600); };
+      // 1: allocations from both, interleaved; frees through the right instance, some by the next thread.
+      for (std::size_t i = 0; i < ops; ++i) {
+        mine_a.push_back(make(*a, pick(), max_align, g.next()));
+        mine_b.push_back(make(*b, pick(), max_align, g.next()));
+        const std::uint64_t k = g.next() % 10;
+        if (k < 4) {
+          const std::size_t j = g.next() % mine_a.size();
+          bad += !release(*a, mine_a[j]);
+          mine_a[j] = mine_a.back();
+          mine_a.pop_back();
+          const std::size_t m = g.next() % mine_b.size();
+          bad += !release(*b, mine_b[m]);
+          mine_b[m] = mine_b.back();
+          mine_b.pop_back();
+        } else if (k < 6) {
+          const std::size_t next = (t + 1) % threads;
+          std::lock_guard<std::mutex> lock(inbox_mutex[next]);
+          inbox[next].push_back(tagged{true, mine_a.back()});
+          inbox[next].push_back(tagged{false, mine_b.back()});
+          mine_a.pop_back();
+          mine_b.pop_back();
+        }
+      }
+      sync.arrive_and_wait();  // everything handed over
+      for (const tagged& x : inbox[t]) bad += !release(x.from_a ? *a : *b, x.object);
+      inbox[t].clear();
+      live_a += mine_a.size();
+      live_b += mine_b.size();
+      for (const item& x : mine_a) bytes_a += x.size;
+      for (const item& x : mine_b) bytes_b += x.size;
+      sync.arrive_and_wait();  // 2: the main thread destroys `a` now, with these threads alive
+      sync.arrive_and_wait();
+      // 3: `a` is gone (mine_a died with it); keep working with `b`, then free everything and exit.
+      for (std::size_t i = 0; i < ops; ++i) {
+        mine_b.push_back(make(*b, pick(), max_align, g.next()));
+        if (g.next() % 2 == 0) {
+          const std::size_t m = g.next() % mine_b.size();
+          bad += !release(*b, mine_b[m]);
+          mine_b[m] = mine_b.back();
+          mine_b.pop_back();
+        }
+      }
+      for (const item& x : mine_b) bad += !release(*b, x);
+      corrupted += bad;
+    });
+  }
+  sync.arrive_and_wait();
+  sync.arrive_and_wait();
+  // Quiet: the threads wait. Both instances hold exactly what the threads kept.
+  CHECK(a->check_invariants());
+  CHECK(b->check_invariants());
+  CHECK(a->stats().live_allocations() == live_a.load());
+  CHECK(a->stats().bytes_in_use == bytes_a.load());
+  CHECK(b->stats().live_allocations() == live_b.load());
+  CHECK(b->stats().bytes_in_use == bytes_b.load());
+  CHECK(live_a.load() > 0);
+  a.reset();
+  CHECK(up_a.live_bytes() == 0);
+  CHECK(up_a.mismatches() == 0);
+  sync.arrive_and_wait();
+  for (auto& th : pool) th.join();
+  CHECK(corrupted.load() == 0);
+  CHECK(errors.count() == 0);
+  CHECK(b->check_invariants());
+  const auto s = b->stats();
+  CHECK(s.bytes_in_use == 0);
+  CHECK(s.live_allocations() == 0);
+  check_held(up_b, *b);
+  b.reset();
+  CHECK(up_b.live_bytes() == 0);
+  CHECK(up_b.mismatches() == 0);
+}
+
+TEST_CASE("thread_cache_resource: an instance built where a destroyed one stood is new to the threads that used it") {
+  error_capture errors;
+  recording_resource up;  // the C++ heap: AddressSanitizer sees use of the old instance's memory
+  std::optional<thread_cache_resource> holder(std::in_place, &up);
+  const std::size_t small_max = holder->max_size(cache_tier::thread);
+  constexpr std::size_t threads = 3;
+  std::vector<std::unique_ptr<worker>> workers;
+  for (std::size_t t = 0; t < threads; ++t) workers.push_back(std::make_unique<worker>());
+  std::vector<std::vector<item>> objects(threads);
+  const std::size_t sizes[] = {16, 48, 100, 256, 1000, 3000, small_max, small_max + 1, 40000};
+  // Each thread allocates; then each frees half of the next one's objects (cross-thread frees, possibly batched and
+  // not yet published) and keeps the rest alive.
+  for (std::size_t t = 0; t < threads; ++t) {
+    workers[t]->run([&, t] {
+      for (std::size_t i = 0; i < 300; ++i)
+        objects[t].push_back(make(*holder, sizes[i % 9], max_align, (std::uint64_t{t} << 32) + i));
+    });
+  }
+  std::size_t bad = 0;
+  for (std::size_t t = 0; t < threads; ++t) {
+    workers[t]->run([&, t] {
+      auto& v = objects[(t + 1) % threads];
+      for (std::size_t i = 0; i < v.size(); i += 2) bad += !release(*holder, v[i]);
+    });
+  }
+  CHECK(bad == 0);
+  CHECK(holder->check_invariants());
+  CHECK(holder->stats().live_allocations() == threads * 150);
+  // Destroyed with the threads alive, and a new instance built in the same place.
+  holder.reset();
+  CHECK(up.live_bytes() == 0);
+  holder.emplace(&up);
+  thread_cache_resource& r = *holder;
+  CHECK(r.stats().allocations == 0);
+  CHECK(r.heap_count() == 0);
+  std::vector<std::vector<item>> again(threads);
+  for (std::size_t t = 0; t < threads; ++t) {
+    workers[t]->run([&, t] {
+      for (std::size_t i = 0; i < 300; ++i) again[t].push_back(make(r, sizes[i % 9], max_align, 77 + i + 1000 * t));
+      for (std::size_t i = 0; i < again[t].size(); i += 3) bad += !release(r, again[t][i]);
+    });
+  }
+  std::set<char*> addresses;
+  std::size_t bytes = 0, live = 0;
+  for (const auto& v : again)
+    for (std::size_t i = 0; i < v.size(); ++i)
+      if (i % 3 != 0) {
+        bad += !intact(v[i]);
+        addresses.insert(v[i].p);
+        bytes += v[i].size;
+        ++live;
+      }
+  CHECK(bad == 0);
+  CHECK(addresses.size() == live);
+  CHECK(r.check_invariants());
+  auto s = r.stats();
+  CHECK(s.allocations == threads * 300);
+  CHECK(s.live_allocations() == live);
+  CHECK(s.bytes_in_use == bytes);
+  CHECK(r.heap_count() <= threads);
+  // The threads exit; the main thread frees what they left.
+  for (auto& w : workers) w->join();
+  for (const auto& v : again)
+    for (std::size_t i = 0; i < v.size(); ++i)
+      if (i % 3 != 0) bad += !release(r, v[i]);
+  CHECK(bad == 0);
+  CHECK(errors.count() == 0);
+  CHECK(r.check_invariants());
+  s = r.stats();
+  CHECK(s.bytes_in_use == 0);
+  CHECK(s.live_allocations() == 0);
+  holder.reset();
+  CHECK(up.live_bytes() == 0);
+  CHECK(up.mismatches() == 0);
+}
+
+TEST_CASE("thread_cache_resource: the destructor returns everything, whatever threads did and whether they live") {
+  error_capture errors;
+  recording_resource up;  // the C++ heap: AddressSanitizer sees use of the instance's memory after it is gone
+  std::optional<thread_cache_resource> holder(std::in_place, &up);
+  thread_cache_resource& r = *holder;
+  const std::size_t small_max = r.max_size(cache_tier::thread);
+  const std::size_t shared_max = r.max_size(cache_tier::shared);
+  const std::size_t sizes[] = {8, 24, 64, 100, 500, 2000, small_max, small_max + 100, 50000, shared_max + 10};
+  std::vector<item> main_objects, exited_objects, alive_objects;
+  for (std::size_t i = 0; i < 400; ++i) main_objects.push_back(make(r, sizes[i % 10], max_align, i));
+  // A thread that allocated and exited: its blocks are abandoned, still holding objects.
+  std::thread([&] {
+    for (std::size_t i = 0; i < 400; ++i) exited_objects.push_back(make(r, sizes[i % 10], max_align, 1000 + i));
+  }).join();
+  // Threads still alive at destruction: one owns objects, one freed some of everyone's (frees maybe still batched).
+  worker owner, freer;
+  owner.run([&] {
+    for (std::size_t i = 0; i < 400; ++i) alive_objects.push_back(make(r, sizes[i % 10], max_align, 2000 + i));
+  });
+  std::size_t bad = 0;
+  freer.run([&] {
+    for (std::size_t i = 0; i < 400; i += 3) {
+      bad += !release(r, main_objects[i]);
+      bad += !release(r, exited_objects[i]);
+      bad += !release(r, alive_objects[i]);
+    }
+  });
+  // The main thread frees some of the exited thread's objects too (cross-thread, to abandoned blocks).
+  for (std::size_t i = 1; i < 400; i += 3) bad += !release(r, exited_objects[i]);
+  CHECK(bad == 0);
+  CHECK(r.check_invariants());
+  CHECK(r.stats().live_allocations() == 3 * 400 - 3 * 134 - 133);
+  CHECK(up.live_bytes() > 0);
+  holder.reset();
+  CHECK(up.live_bytes() == 0);
+  CHECK(up.live_blocks() == 0);
+  CHECK(up.mismatches() == 0);
+  // The threads exit after the resource is gone; the main thread goes on with a new one.
+  owner.join();
+  freer.join();
+  holder.emplace(&up);
+  for (std::size_t i = 0; i < 100; ++i) bad += !release(*holder, make(*holder, sizes[i % 10], max_align, i));
+  CHECK(bad == 0);
+  CHECK(holder->stats().live_allocations() == 0);
+  CHECK(holder->check_invariants());
+  holder.reset();
+  CHECK(up.live_bytes() == 0);
+  CHECK(errors.count() == 0);
+}
+
+// ---- misuse --------------------------------------------------------------------------------------------------------
+
+TEST_CASE("thread_cache_resource: a double free on the owning thread is reported at once, in every tier") {
+  error_capture errors;
+  recording_resource up(strata::default_page_resource());
+  thread_cache_resource r(&up);
+  const std::size_t shared_max = r.max_size(cache_tier::shared);
+  std::vector<char*> keep;  // keeps the blocks non-empty
+  for (int i = 0; i < 4; ++i) keep.push_back(static_cast<char*>(r.allocate(48, 8)));
+  std::size_t n = 0;
+
+  SUBCASE("a small object freed twice in a row (the slot is on the recently freed stack)") {
+    void* p = r.allocate(48, 8);
+    r.deallocate(p, 48, 8);
+    const auto before = r.stats();
+    r.deallocate(p, 48, 8);
+    check_error(errors, ++n, strata::error_kind::double_free, p, 48);
+    check_unchanged(before, r.stats());
+  }
+  SUBCASE("a small object freed again after many other frees of its class") {
+    std::vector<void*> v;
+    for (int i = 0; i < 300; ++i) v.push_back(r.allocate(48, 8));
+    void* p = v[100];
+    r.deallocate(p, 48, 8);
+    for (int i = 0; i < 300; ++i)
+      if (i != 100) r.deallocate(v[static_cast<std::size_t>(i)], 48, 8);
+    const auto before = r.stats();
+    r.deallocate(p, 48, 8);
+    check_error(errors, ++n, strata::error_kind::double_free, p, 48);
+    r.deallocate(v[299], 48, 8);
+    check_error(errors, ++n, strata::error_kind::double_free, v[299], 48);
+    check_unchanged(before, r.stats());
+    // The freed slots are handed out once each.
+    std::set<void*> again;
+    for (int i = 0; i < 600; ++i) again.insert(r.allocate(48, 8));
+    CHECK(again.size() == 600);
+    for (char* k : keep) CHECK(again.count(k) == 0);
+    for (void* q : again) r.deallocate(q, 48, 8);
+  }
+  SUBCASE("a shared-tier object") {
+    void* p = r.allocate(20000, 8);
+    void* q = r.allocate(20000, 8);  // keeps p's neighbourhood live
+    r.deallocate(p, 20000, 8);
+    const auto before = r.stats();
+    r.deallocate(p, 20000, 8);
+    check_error(errors, ++n, strata::error_kind::double_free, p, 20000);
+    check_unchanged(before, r.stats());
+    r.deallocate(q, 20000, 8);
+  }
+  SUBCASE("an upstream block (a double free or a foreign pointer: it is no longer recorded)") {
+    const std::size_t size = shared_max + 1;
+    void* p = r.allocate(size, 8);
+    r.deallocate(p, size, 8);
+    const auto before = r.stats();
+    r.deallocate(p, size, 8);
+    REQUIRE(errors.count() == ++n);
+    const auto& e = errors.errors().back();
+    CHECK((e.kind == strata::error_kind::double_free || e.kind == strata::error_kind::foreign_pointer));
+    CHECK(e.pointer == p);
+    check_unchanged(before, r.stats());
+  }
+  CHECK(r.check_invariants());
+  for (char* p : keep) r.deallocate(p, 48, 8);
+  CHECK(errors.count() == n);
+  CHECK(r.stats().live_allocations() == 0);
+  CHECK(r.stats().bytes_in_use == 0);
+  CHECK(r.check_invariants());
+  CHECK(up.mismatches() == 0);
+}
+
+namespace {
+/// The world of a cross-thread double-free test: a resource, and what every such test checks at the end.
+struct double_free_setup {
+  static constexpr std::size_t size = 48;
+  static constexpr std::size_t many = 4000;  // more than a 64 KiB block holds of 48-byte objects: a block runs dry
+  error_capture errors;
+  recording_resource up{strata::default_page_resource()};
+  std::optional<thread_cache_resource> holder{std::in_place, &up};
+  thread_cache_resource& r = *holder;
+
+  /// The calling thread allocates `many` objects of the class (so that its block runs dry and remote frees are
+  /// folded in), frees each distinct address once and trims. False when an address came twice or equals one of
+  /// `live_ones`: a slot freed twice was handed out twice.
+  bool churn(const std::vector<void*>& live_ones) {
+    std::set<void*> seen;
+    bool unique = true;
+    for (std::size_t i = 0; i < many; ++i) {
+      void* p = r.allocate(size, 8);
+      unique = seen.insert(p).second && unique;
+      unique = std::find(live_ones.begin(), live_ones.end(), p) == live_ones.end() && unique;
+    }
+    for (void* p : seen) r.deallocate(p, size, 8);
+    r.trim();
+    return unique;
+  }
+  /// Exactly one report so far: a double free of p.
+  void check_reported_once(const void* p) {
+    REQUIRE(errors.count() == 1);
+    const auto& e = errors.errors()[0];
+    CAPTURE(e.message);
+    CHECK(e.kind == strata::error_kind::double_free);
+    CHECK(e.pointer == p);
+  }
+  /// Nothing live, nothing more reported, everything returned on destruction.
+  void finish() {
+    CHECK(errors.count() == 1);
+    CHECK(r.check_invariants());
+    const auto s = r.stats();
+    CHECK(s.live_allocations() == 0);
+    CHECK(s.bytes_in_use == 0);
+    holder.reset();
+    CHECK(up.live_bytes() == 0);
+    CHECK(up.mismatches() == 0);
+  }
+};
+}  // namespace
+
+TEST_CASE("thread_cache_resource: a cross-thread free of a slot free in the owner's bitmap is reported at once") {
+  double_free_setup t;
+  auto& r = t.r;
+  std::vector<void*> v;
+  for (int i = 0; i < 200; ++i) v.push_back(r.allocate(t.size, 8));  // past the first bitmap word
+  void* p = v[0];
+  r.deallocate(p, t.size, 8);  // into the block's bitmap: the owner allocates from another word now
+  v.erase(v.begin());
+  worker other;
+  other.run([&] { r.deallocate(r.allocate(t.size, 8), t.size, 8); });  // its heap exists before the snapshot
+  const auto before = r.stats();
+  other.run([&] { r.deallocate(p, t.size, 8); });
+  t.check_reported_once(p);
+  check_unchanged(before, r.stats());
+  other.join();
+  r.trim();
+  CHECK(t.churn(v));
+  t.check_reported_once(p);
+  CHECK(r.check_invariants());
+  for (void* q : v) r.deallocate(q, t.size, 8);
+  t.finish();
+}
+
+TEST_CASE("thread_cache_resource: the owner's free, then another thread's: one report, no slot handed out twice") {
+  double_free_setup t;
+  auto& r = t.r;
+  void* p = r.allocate(t.size, 8);
+  void* q = r.allocate(t.size, 8);
+  r.deallocate(p, t.size, 8);  // the owner's free: the slot is free in the word the owner allocates from
+  const auto before = r.stats();
+  {
+    worker other;
+    other.run([&] { r.deallocate(p, t.size, 8); });  // the second free
+  }  // the thread exits: what it batched is published
+  r.trim();
+  CHECK(t.churn({q}));  // the owner allocates past the block: remote frees are folded in
+  t.check_reported_once(p);
+  const auto after = r.stats();
+  CHECK(after.live_allocations() == before.live_allocations());
+  CHECK(after.bytes_in_use == before.bytes_in_use);
+  CHECK(r.check_invariants());
+  r.deallocate(q, t.size, 8);
+  t.finish();
+}
+
+TEST_CASE("thread_cache_resource: a double free by two other threads is reported once, the stats stay exact") {
+  double_free_setup t;
+  auto& r = t.r;
+  worker owner;
+  void* p = nullptr;
+  void* q = nullptr;
+  owner.run([&] {
+    p = r.allocate(t.size, 8);
+    q = r.allocate(t.size, 8);
+  });
+  {
+    worker x;
+    x.run([&] { r.deallocate(p, t.size, 8); });  // the real free
+  }
+  const auto before = r.stats();
+  {
+    worker y;
+    y.run([&] { r.deallocate(p, t.size, 8); });  // the second free
+  }
+  bool unique = false;
+  owner.run([&] { unique = t.churn({q}); });
+  r.trim();
+  CHECK(unique);
+  t.check_reported_once(p);
+  const auto after = r.stats();
+  CHECK(after.live_allocations() == before.live_allocations());
+  CHECK(after.bytes_in_use == before.bytes_in_use);
+  CHECK(r.check_invariants());
+  owner.run([&] { r.deallocate(q, t.size, 8); });
+  t.finish();
+}
+
+TEST_CASE("thread_cache_resource: another thread's free, then the owner's: one report, no slot handed out twice") {
+  double_free_setup t;
+  auto& r = t.r;
+  worker owner;
+  void* p = nullptr;
+  void* q = nullptr;
+  owner.run([&] {
+    p = r.allocate(t.size, 8);
+    q = r.allocate(t.size, 8);
+  });
+  r.deallocate(p, t.size, 8);  // the main thread: a cross-thread free
+  r.trim();                    // publishes the main thread's batched frees
+  const auto before = r.stats();
+  owner.run([&] { r.deallocate(p, t.size, 8); });  // the second free, by the owner
+  bool unique = false;
+  owner.run([&] { unique = t.churn({q}); });
+  CHECK(unique);
+  t.check_reported_once(p);
+  const auto after = r.stats();
+  CHECK(after.live_allocations() == before.live_allocations());
+  CHECK(after.bytes_in_use == before.bytes_in_use);
+  CHECK(r.check_invariants());
+  owner.run([&] { r.deallocate(q, t.size, 8); });
+  t.finish();
+}
+
+TEST_CASE("thread_cache_resource: foreign and interior pointers are reported and change nothing") {
+  error_capture errors;
+  recording_resource up(strata::default_page_resource());
+  thread_cache_resource r(&up);
+  thread_cache_resource other(&up);
+  const std::size_t shared_max = r.max_size(cache_tier::shared);
+  const std::size_t big_size = shared_max + 5000;
+  auto* p = static_cast<char*>(r.allocate(40, 8));
+  auto* s = static_cast<char*>(r.allocate(20000, 8));
+  auto* big = static_cast<char*>(r.allocate(big_size, 8));
+  std::memset(p, 0x5A, 40);
+  void* theirs = other.allocate(40, 8);
+  void* theirs_shared = other.allocate(20000, 8);
+  void* theirs_big = other.allocate(big_size, 8);
+  void* heap = std::malloc(40);
+  void* page = strata::default_page_resource()->allocate(4096, 4096);
+  int on_stack = 0;
+  worker w;  // another thread, which has used the resource before (its heap exists)
+  w.run([&] { r.deallocate(r.allocate(40, 8), 40, 8); });
+  const auto before = r.stats();
+  const auto other_before = other.stats();
+  std::size_t n = 0;
+  using strata::error_kind;
+
+  SUBCASE("pointers from elsewhere, with sizes of every tier") {
+    r.deallocate(heap, 40, 8);
+    check_error(errors, ++n, error_kind::foreign_pointer, heap, 40);
+    r.deallocate(&on_stack, 40, 8);
+    check_error(errors, ++n, error_kind::foreign_pointer, &on_stack, 40);
+    r.deallocate(page, 40, 8);
+    check_error(errors, ++n, error_kind::foreign_pointer, page, 40);
+    r.deallocate(theirs, 40, 8);  // another instance's thread-tier object: a block of the same kind, not ours
+    check_error(errors, ++n, error_kind::foreign_pointer, theirs, 40);
+    r.deallocate(heap, 20000, 8);
+    check_error(errors, ++n, error_kind::foreign_pointer, heap, 20000);
+    r.deallocate(theirs_shared, 20000, 8);
+    check_error(errors, ++n, error_kind::foreign_pointer, theirs_shared, 20000);
+    r.deallocate(heap, big_size, 8);
+    check_error(errors, ++n, error_kind::foreign_pointer, heap, big_size);
+    r.deallocate(theirs_big, big_size, 8);
+    check_error(errors, ++n, error_kind::foreign_pointer, theirs_big, big_size);
+    w.run([&] { r.deallocate(heap, 40, 8); });  // from another thread too
+    check_error(errors, ++n, error_kind::foreign_pointer, heap, 40);
+    w.run([&] { r.deallocate(theirs, 40, 8); });
+    check_error(errors, ++n, error_kind::foreign_pointer, theirs, 40);
+  }
+  SUBCASE("interior pointers") {
+    r.deallocate(p + 8, 40, 8);  // the object's own size
+    check_error(errors, ++n, error_kind::foreign_pointer, p + 8, 40);
+    r.deallocate(p + 1, 40, 1);
+    check_error(errors, ++n, error_kind::foreign_pointer, p + 1, 40);
+    r.deallocate(p + 8, 32, 8);  // the size of what is left: another class, so either report will do
+    REQUIRE(errors.count() == ++n);
+    CHECK((errors.errors().back().kind == error_kind::foreign_pointer ||
+           errors.errors().back().kind == error_kind::wrong_size));
+    r.deallocate(s + 16, 19984, 8);
+    check_error(errors, ++n, error_kind::foreign_pointer, s + 16, 19984);
+    r.deallocate(big + 4096, big_size - 4096, 8);
+    check_error(errors, ++n, error_kind::foreign_pointer, big + 4096, big_size - 4096);
+    // The start of p's 64 KiB block: its header, not an object.
+    auto* block = reinterpret_cast<char*>(strata::detail::to_address(p) & ~(std::uintptr_t{64 * KiB} - 1));
+    if (block != p) {
+      r.deallocate(block, 40, 8);
+      check_error(errors, ++n, error_kind::foreign_pointer, block, 40);
+    }
+    w.run([&] { r.deallocate(p + 8, 40, 8); });
+    check_error(errors, ++n, error_kind::foreign_pointer, p + 8, 40);
+    CHECK(std::all_of(p, p + 40, [](char c) { return c == 0x5A; }));
+  }
+  SUBCASE("usable_size of a pointer it did not hand out is reported and 0") {
+    const void* const strangers[] = {heap, theirs, p + 8, theirs_shared, theirs_big, &on_stack, page};
+    for (const void* q : strangers) {
+      CHECK(r.usable_size(q) == 0);
+      REQUIRE(errors.count() == ++n);
+      CHECK(errors.errors().back().kind == error_kind::foreign_pointer);
+      CHECK(errors.errors().back().pointer == q);
+    }
+  }
+  check_unchanged(before, r.stats());
+  check_unchanged(other_before, other.stats());
+  CHECK(r.check_invariants());
+  CHECK(other.check_invariants());
+  // The real frees still work.
+  r.deallocate(p, 40, 8);
+  r.deallocate(s, 20000, 8);
+  r.deallocate(big, big_size, 8);
+  other.deallocate(theirs, 40, 8);
+  other.deallocate(theirs_shared, 20000, 8);
+  other.deallocate(theirs_big, big_size, 8);
+  CHECK(errors.count() == n);
+  CHECK(r.stats().live_allocations() == 0);
+  CHECK(other.stats().live_allocations() == 0);
+  CHECK(r.check_invariants());
+  CHECK(other.check_invariants());
+  std::free(heap);
+  strata::default_page_resource()->deallocate(page, 4096, 4096);
+  CHECK(up.mismatches() == 0);
+}
+
+namespace {
+/// An upstream that serves 64 KiB blocks (aligned to their size) from the second 64 KiB of a 2 MiB-aligned region
+/// whose first 64 KiB stay reserved and inaccessible: code that rounds a pointer in such a block down to 1 or 2 MiB and
+/// reads there faults at once, whatever else the process has mapped. Other requests go to the C++ heap.
+class sparse_block_upstream : public std::pmr::memory_resource {
+ public:
+  static constexpr std::size_t region = 2 * MiB;
+  sparse_block_upstream() {
+    raw_ = static_cast<char*>(strata::os::reserve(2 * region));
+    REQUIRE(raw_ != nullptr);
+    base_ = reinterpret_cast<char*>(strata::detail::align_up(strata::detail::to_address(raw_), region));
+    next_ = base_ + 64 * KiB;
+  }
+  ~sparse_block_upstream() override { strata::os::release(raw_, 2 * region); }
+  sparse_block_upstream(const sparse_block_upstream&) = delete;
+  sparse_block_upstream& operator=(const sparse_block_upstream&) = delete;
+  bool holds(const void* p) const { return p >= base_ && p < base_ + region; }
+
+ private:
+  void* do_allocate(std::size_t bytes, std::size_t alignment) override {
+    if (bytes == 64 * KiB && alignment == 64 * KiB && next_ < base_ + region) {
+      if (strata::os::commit(next_, bytes) != strata::os::result::ok) throw std::bad_alloc();
+      char* p = next_;
+      next_ += bytes;
+      return p;
+    }
+    return std::pmr::new_delete_resource()->allocate(bytes, alignment);
+  }
+  void do_deallocate(void* p, std::size_t bytes, std::size_t alignment) override {
+    if (holds(p))
+      (void)strata::os::decommit(p, bytes);  // not reused: a block comes from here once
+    else
+      std::pmr::new_delete_resource()->deallocate(p, bytes, alignment);
+  }
+  bool do_is_equal(const std::pmr::memory_resource& other) const noexcept override { return this == &other; }
+
+  char* raw_ = nullptr;
+  char* base_ = nullptr;
+  char* next_ = nullptr;
+};
+}  // namespace
+
+TEST_CASE("thread_cache_resource: a pointer into another instance's block is reported, not followed") {
+  // The foreign-pointer path must not read memory the pointer does not vouch for: here the 1 and 2 MiB boundaries
+  // below the other instance's block are inaccessible.
+  error_capture errors;
+  sparse_block_upstream arena;
+  thread_cache_resource other(&arena);
+  recording_resource up;
+  thread_cache_resource r(&up);
+  void* mine = r.allocate(20000, 8);
+  void* theirs = other.allocate(40, 8);
+  REQUIRE(arena.holds(theirs));
+  const auto before = r.stats();
+  std::size_t n = 0;
+  using strata::error_kind;
+  SUBCASE("freed with a thread-tier size") {
+    r.deallocate(theirs, 40, 8);
+    check_error(errors, ++n, error_kind::foreign_pointer, theirs, 40);
+  }
+  SUBCASE("freed with a shared-tier size") {
+    r.deallocate(theirs, 20000, 8);
+    check_error(errors, ++n, error_kind::foreign_pointer, theirs, 20000);
+  }
+  SUBCASE("usable_size") {
+    CHECK(r.usable_size(theirs) == 0);
+    REQUIRE(errors.count() == ++n);
+    CHECK(errors.errors().back().kind == error_kind::foreign_pointer);
+  }
+  check_unchanged(before, r.stats());
+  CHECK(r.check_invariants());
+  r.deallocate(mine, 20000, 8);
+  other.deallocate(theirs, 40, 8);
+  CHECK(errors.count() == n);
+  CHECK(other.check_invariants());
+  CHECK(up.mismatches() == 0);
+}
+
+TEST_CASE("thread_cache_resource: wrong sizes and alignments are reported and change nothing") {
+  error_capture errors;
+  recording_resource up(strata::default_page_resource());
+  thread_cache_resource r(&up);
+  const std::size_t shared_max = r.max_size(cache_tier::shared);
+  const std::size_t big_size = shared_max + 5000;
+  REQUIRE(r.round_size(40, 8) == 40);
+  REQUIRE(r.round_size(100, 8) != 40);
+  REQUIRE(r.round_size(8, 8) != 40);
+  auto* p = static_cast<char*>(r.allocate(40, 8));
+  auto* s = static_cast<char*>(r.allocate(20000, 8));
+  auto* big = static_cast<char*>(r.allocate(big_size, 8));
+  std::memset(p, 0x33, 40);
+  worker w;  // another thread, which has used the resource before (its heap exists)
+  w.run([&] { r.deallocate(r.allocate(40, 8), 40, 8); });
+  const auto before = r.stats();
+  std::size_t n = 0;
+  using strata::error_kind;
+
+  // A thread-tier object.
+  r.deallocate(p, 100, 8);  // another class
+  check_error(errors, ++n, error_kind::wrong_size, p, 100, 40);
+  r.deallocate(p, 8, 8);
+  check_error(errors, ++n, error_kind::wrong_size, p, 8, 40);
+  r.deallocate(p, 20000, 8);  // a shared-tier size
+  check_error(errors, ++n, error_kind::wrong_size, p, 20000);
+  r.deallocate(p, shared_max + 1, 8);  // an upstream size
+  check_error(errors, ++n, error_kind::wrong_size, p, shared_max + 1);
+  CHECK_FALSE(r.resize(p, 100, 104, 8));  // resize names the size too
+  check_error(errors, ++n, error_kind::wrong_size, p, 100, 40);
+  w.run([&] { r.deallocate(p, 100, 8); });  // from another thread: the block knows its class
+  check_error(errors, ++n, error_kind::wrong_size, p, 100, 40);
+  // A shared-tier object.
+  r.deallocate(s, 40, 8);
+  check_error(errors, ++n, error_kind::wrong_size, s, 40);
+  r.deallocate(s, 30000, 8);
+  check_error(errors, ++n, error_kind::wrong_size, s, 30000);
+  r.deallocate(s, shared_max + 1, 8);
+  check_error(errors, ++n, error_kind::wrong_size, s, shared_max + 1);
+  // An upstream block: its size and alignment are recorded.
+  r.deallocate(big, 40, 8);
+  check_error(errors, ++n, error_kind::wrong_size, big, 40);
+  r.deallocate(big, 20000, 8);
+  check_error(errors, ++n, error_kind::wrong_size, big, 20000);
+  r.deallocate(big, big_size + 1, 8);
+  check_error(errors, ++n, error_kind::wrong_size, big, big_size + 1, big_size);
+  r.deallocate(big, big_size, 64);
+  check_error(errors, ++n, error_kind::wrong_size, big, big_size, big_size);
+  // Alignments that are not powers of two: an exception on allocate, a report on deallocate.
+  CHECK_THROWS_AS((void)r.allocate(40, 24), std::invalid_argument);
+  CHECK_THROWS_AS((void)r.allocate(40, 0), std::invalid_argument);
+  r.deallocate(p, 40, 24);
+  check_error(errors, ++n, error_kind::bad_alignment, p, 40);
+  r.deallocate(s, 20000, 3);
+  check_error(errors, ++n, error_kind::bad_alignment, s, 20000);
+  r.deallocate(big, big_size, 0);
+  check_error(errors, ++n, error_kind::bad_alignment, big, big_size);
+
+  auto after = r.stats();
+  after.failed_allocations = before.failed_allocations;  // the two invalid_argument throws may count as failures
+  check_unchanged(before, after);
+  CHECK(std::all_of(p, p + 40, [](char c) { return c == 0x33; }));
+  CHECK(r.check_invariants());
+  r.deallocate(p, 40, 8);
+  r.deallocate(s, 20000, 8);
+  r.deallocate(big, big_size, 8);
+  CHECK(errors.count() == n);
+  CHECK(r.stats().live_allocations() == 0);
+  CHECK(r.stats().bytes_in_use == 0);
+  CHECK(r.check_invariants());
+  CHECK(up.mismatches() == 0);
+}
+
+// ---- sizes, tiers, alignment ---------------------------------------------------------------------------------------
+
+TEST_CASE("thread_cache_resource: tiers, sizes and options are consistent") {
+  recording_resource up;
+  thread_cache_resource r(&up);
+  CHECK(r.upstream_resource() == &up);
+  CHECK(r.get_options().max_empty_blocks == 16);
+  const std::size_t small_max = r.max_size(cache_tier::thread);
+  const std::size_t shared_max = r.max_size(cache_tier::shared);
+  CHECK(small_max == 8 * KiB);  // the default
+  CHECK(shared_max <= 256 * KiB);
+  CHECK(shared_max > 128 * KiB);
+  const std::size_t min_thread = r.min_size(cache_tier::thread);
+  CHECK((min_thread <= 1 || min_thread == thread_cache_resource::thread_cache_min_size()));
+  CHECK(r.tier_of(1) == cache_tier::thread);
+  CHECK(r.min_size(cache_tier::shared) == small_max + 1);
+  CHECK(r.min_size(cache_tier::upstream) == shared_max + 1);
+  CHECK(r.max_size(cache_tier::upstream) >= (std::size_t{1} << 40));
+  CHECK(r.max_size(cache_tier::upstream) <= strata::detail::max_request_size);
+  for (cache_tier t : all_tiers) {
+    CAPTURE(t);
+    CHECK(r.min_size(t) <= r.max_size(t));
+    CHECK(r.tier_of(r.min_size(t)) == t);
+    CHECK(r.tier_of(r.max_size(t)) == t);
+    CHECK(r.tier_of(r.max_size(t), 1) == t);
+    CHECK(r.tier_of(r.max_size(t), 16) == t);
+  }
+  CHECK(r.tier_of(small_max + 1) == cache_tier::shared);
+  CHECK(r.tier_of(shared_max + 1) == cache_tier::upstream);
+  CHECK(r.tier_of(std::size_t{1} << 30) == cache_tier::upstream);
+  // Requests more aligned than a 64 KiB block can serve go upstream.
+  CHECK(r.tier_of(64, 128 * KiB) != cache_tier::thread);
+  CHECK(thread_cache_resource::thread_cache_min_size() == 8);
+  CHECK(r.round_size(1, 1) == thread_cache_resource::thread_cache_min_size());
+  CHECK(r.round_size(1, 8) == thread_cache_resource::thread_cache_min_size());
+  CHECK(r.round_size(0, 8) == thread_cache_resource::thread_cache_min_size());
+  CHECK(r.round_size(1) == alignof(std::max_align_t));  // the default alignment rounds up first
+  CHECK(r.round_size(24, 8) == 24);
+  CHECK(r.round_size(24, 16) == 32);
+  // Thread-tier rounding: a class size, never below the request, idempotent, nondecreasing, modest waste.
+  std::size_t previous = 0, classes = 0, waste_ok = 0, checked = 0;
+  for (std::size_t n = 1; n <= small_max; ++n) {
+    const std::size_t c = r.round_size(n, 8);
+    if (c < n || c > small_max || c % 8 != 0 || c < previous || r.round_size(c, 8) != c) {
+      CAPTURE(n);
+      CAPTURE(c);
+      FAIL_CHECK("round_size is not a class size");
+      break;
+    }
+    if (c != previous) ++classes;
+    if (n >= 40) {
+      ++checked;
+      waste_ok += (c - n) * 100 <= 25 * c;
+    }
+    previous = c;
+  }
+  MESSAGE(classes << " thread-tier classes up to " << small_max << " bytes; shared tier up to " << shared_max);
+  CHECK(waste_ok == checked);
+  CHECK(classes >= 16);
+  CHECK(classes <= 64);
+  for (std::size_t n : {small_max + 1, small_max + 7, std::size_t{20000}, shared_max - 1, shared_max}) {
+    CAPTURE(n);
+    CHECK(r.round_size(n) >= n);
+    CHECK(r.round_size(n) <= n + 64);
+  }
+  for (std::size_t n : {shared_max + 1, std::size_t{1} << 20, (std::size_t{1} << 20) + 3}) CHECK(r.round_size(n) == n);
+  CHECK_THROWS_AS((void)r.allocate(r.max_size(cache_tier::upstream) + 1, 8), std::bad_alloc);
+  CHECK(r.check_invariants());
+
+  // Options.
+  thread_cache_options o;
+  o.max_small_size = 1000;  // rounded up to a class boundary
+  {
+    thread_cache_resource s(o, &up);
+    CHECK(s.max_size(cache_tier::thread) == s.round_size(1000, 8));
+    CHECK(s.max_size(cache_tier::thread) >= 1000);
+    CHECK(s.max_size(cache_tier::thread) < 1300);
+    CHECK(s.min_size(cache_tier::shared) == s.max_size(cache_tier::thread) + 1);
+    CHECK(s.tier_of(s.max_size(cache_tier::thread) + 1) == cache_tier::shared);
+    void* q = s.allocate(1100, 8);
+    CHECK(s.tier_stats(cache_tier::shared).allocations == 1);
+    s.deallocate(q, 1100, 8);
+    CHECK(s.check_invariants());
+  }
+  o = thread_cache_options{};
+  o.max_small_size = 8 * KiB + 1;
+  CHECK_THROWS_AS(thread_cache_resource(o, &up), std::invalid_argument);
+  o = thread_cache_options{};
+  o.max_shared_size = 100000;
+  {
+    thread_cache_resource s(o, &up);
+    CHECK(s.max_size(cache_tier::shared) == 100000);
+    CHECK(s.tier_of(100001) == cache_tier::upstream);
+  }
+  o.max_shared_size = std::size_t{1} << 30;  // capped, not refused
+  {
+    thread_cache_resource s(o, &up);
+    CHECK(s.max_size(cache_tier::shared) < MiB);
+    CHECK(s.max_size(cache_tier::shared) >= 128 * KiB);
+  }
+  CHECK(up.live_bytes() == 0);
+  CHECK(up.mismatches() == 0);
+}
+
+TEST_CASE("thread_cache_resource: usable_size covers the request in every tier and is the class size in the thread tier") {
+  error_capture errors;
+  recording_resource up(strata::default_page_resource());
+  thread_cache_resource r(&up);
+  const std::size_t small_max = r.max_size(cache_tier::thread);
+  const std::size_t shared_max = r.max_size(cache_tier::shared);
+  std::size_t wrong = 0, damaged = 0;
+  // Thread tier, every size: all usable bytes are written, while neighbours stay intact.
+  constexpr std::size_t ring = 16;
+  item live[ring] = {};
+  for (std::size_t n = 1; n <= small_max; ++n) {
+    item& slot = live[n % ring];
+    if (slot.p != nullptr) {
+      damaged += !strata_test::check_pattern(slot.p, r.round_size(slot.size, 8), slot.seed);
+      r.deallocate(slot.p, slot.size, slot.alignment);
+    }
+    slot = item{static_cast<char*>(r.allocate(n, 8)), n, 8, n};
+    const std::size_t u = r.usable_size(slot.p);
+    if (u != r.round_size(n, 8) || u < n) {
+      if (++wrong < 5) MESSAGE("size " << n << ": usable " << u << ", round_size " << r.round_size(n, 8));
+    }
+    strata_test::fill_pattern(slot.p, u, slot.seed);  // all u usable bytes
+    if (!strata_test::check_pattern(slot.p, n, slot.seed)) ++damaged;
+  }
+  for (item& b : live) {
+    damaged += !strata_test::check_pattern(b.p, r.round_size(b.size, 8), b.seed);  // neighbours wrote nothing here
+    r.deallocate(b.p, b.size, b.alignment);
+  }
+  CHECK(wrong == 0);
+  CHECK(damaged == 0);
+  // Shared tier and upstream: at least the request.
+  std::vector<item> v;
+  for (std::size_t n = small_max + 1; n <= shared_max; n += 7919) v.push_back(make(r, n, 8, n));
+  for (std::size_t n : {shared_max, shared_max + 1, std::size_t{1} << 20, (std::size_t{3} << 20) + 5})
+    v.push_back(make(r, n, 8, n));
+  for (const item& b : v) {
+    CAPTURE(b.size);
+    const std::size_t u = r.usable_size(b.p);
+    CHECK(u >= b.size);
+    if (r.tier_of(b.size) == cache_tier::shared) CHECK(u <= b.size + 4 * KiB);
+    strata_test::fill_sparse(b.p, u, 99, 509);
+    CHECK(strata_test::check_sparse(b.p, u, 99, 509));
+    r.deallocate(b.p, b.size, b.alignment);
+  }
+  // Any thread can ask.
+  void* p = r.allocate(100, 8);
+  std::size_t from_other = 0;
+  std::thread([&] { from_other = r.usable_size(p); }).join();
+  CHECK(from_other == r.round_size(100, 8));
+  r.deallocate(p, 100, 8);
+  CHECK(errors.count() == 0);
+  CHECK(r.stats().live_allocations() == 0);
+  CHECK(r.check_invariants());
+  CHECK(up.mismatches() == 0);
+}
+
+TEST_CASE("thread_cache_resource: every power-of-two alignment from 1 B to 64 KiB, in every tier") {
+  error_capture errors;
+  recording_resource up(strata::default_page_resource());
+  thread_cache_resource r(&up);
+  const std::size_t shared_max = r.max_size(cache_tier::shared);
+  const std::size_t sizes[] = {1, 8, 24, 100, 1000, 5000, 8192, 20000, shared_max, shared_max + 1};
+  auto run = [&](std::uint64_t salt) {
+    std::vector<item> v;
+    std::size_t misaligned = 0, short_usable = 0, damaged = 0;
+    for (std::size_t a = 1; a <= 64 * KiB; a *= 2) {
+      for (std::size_t n : sizes) {
+        const item b = make(r, n, a, salt + a * 31 + n);
+        misaligned += !strata::detail::is_aligned(b.p, a);
+        short_usable += r.usable_size(b.p) < n;
+        v.push_back(b);
+      }
+    }
+    for (std::size_t i = v.size(); i-- > 0;) damaged += !release(r, v[i]);
+    return misaligned + short_usable * 1000 + damaged * 1000000;
+  };
+  CHECK(run(1) == 0);
+  std::size_t from_thread = 1;
+  std::thread([&] { from_thread = run(2); }).join();
+  CHECK(from_thread == 0);
+  CHECK(errors.count() == 0);
+  CHECK(r.check_invariants());
+  const auto s = r.stats();
+  CHECK(s.bytes_in_use == 0);
+  CHECK(s.live_allocations() == 0);
+  CHECK(up.mismatches() == 0);
+}
+
+// ---- statistics ----------------------------------------------------------------------------------------------------
+
+TEST_CASE("thread_cache_resource: statistics are exact across threads and per tier") {
+  recording_resource up(strata::default_page_resource());
+  thread_cache_resource r(&up);
+  const std::size_t small_max = r.max_size(cache_tier::thread);
+  const std::size_t shared_max = r.max_size(cache_tier::shared);
+  constexpr std::size_t threads = 4;
+  barrier sync(threads + 1);
+  std::vector<std::vector<item>> objects(threads);
+  std::vector<std::vector<item>> remaining(threads);  // what each thread leaves alive
+  std::atomic<bool> done{false};
+  // A watcher reads stats() from yet another thread while the others work (ThreadSanitizer checks the reads).
+  std::thread watcher([&] {
+    std::uint64_t reads = 0;
+    while (!done.load()) {
+      const auto s = r.stats();
+      for (cache_tier t : all_tiers) (void)r.tier_stats(t);
+      reads += s.allocations >= s.deallocations;
+      std::this_thread::yield();
+    }
+    (void)reads;
+  });
+  std::vector<std::thread> pool;
+  for (std::size_t t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      // Known numbers: 1000 + 100 t thread-tier objects, 20 + t shared, 2 + t upstream.
+      for (std::size_t i = 0; i < 1000 + 100 * t; ++i) objects[t].push_back(make(r, 1 + (i * 37 + t) % small_max, 8, i));
+      for (std::size_t i = 0; i < 20 + t; ++i) objects[t].push_back(make(r, small_max + 1 + i * 1000, 8, i));
+      for (std::size_t i = 0; i < 2 + t; ++i) objects[t].push_back(make(r, shared_max + 1 + i * 4096, 8, i));
+      sync.arrive_and_wait();  // the main thread reads the stats with everything allocated
+      sync.arrive_and_wait();
+      // Each thread frees every third object of its own and every second of the next thread's (cross-thread).
+      auto& mine = objects[t];
+      auto& next = objects[(t + 1) % threads];
+      for (std::size_t i = 0; i < mine.size(); i += 3) r.deallocate(mine[i].p, mine[i].size, 8);
+      for (std::size_t i = 1; i < next.size(); i += 2)
+        if (i % 3 != 0) r.deallocate(next[i].p, next[i].size, 8);
+    });
+  }
+  sync.arrive_and_wait();
+  std::size_t expected_allocations = 0, expected_bytes = 0;
+  std::size_t tier_allocations[3] = {}, tier_bytes[3] = {};
+  for (const auto& v : objects)
+    for (const item& b : v) {
+      ++expected_allocations;
+      expected_bytes += b.size;
+      ++tier_allocations[index_of(r.tier_of(b.size, 8))];
+      tier_bytes[index_of(r.tier_of(b.size, 8))] += b.size;
+    }
+  CHECK(expected_allocations == 4 * 1000 + 600 + 4 * 20 + 6 + 4 * 2 + 6);
+  auto s = r.stats();
+  CHECK(s.allocations == expected_allocations);
+  CHECK(s.deallocations == 0);
+  CHECK(s.bytes_in_use == expected_bytes);
+  CHECK(s.peak_bytes_in_use >= expected_bytes);
+  const std::size_t in_use_at_full = s.bytes_in_use;
+  CHECK(s.bytes_held >= s.bytes_in_use);
+  for (cache_tier t : all_tiers) {
+    CAPTURE(t);
+    const auto ts = r.tier_stats(t);
+    CHECK(ts.allocations == tier_allocations[index_of(t)]);
+    CHECK(ts.bytes_in_use == tier_bytes[index_of(t)]);
+    CHECK(ts.deallocations == 0);
+  }
+  CHECK(r.tier_stats(cache_tier::upstream).upstream_allocations >= tier_allocations[2]);
+  check_tiers_sum(r);
+  check_held(up, r);
+  sync.arrive_and_wait();
+  for (auto& th : pool) th.join();
+  done = true;
+  watcher.join();
+  // After the join: exact.
+  std::size_t freed = 0;
+  std::size_t live_bytes[3] = {}, live_count[3] = {}, freed_count[3] = {};
+  for (std::size_t t = 0; t < threads; ++t) {
+    const auto& v = objects[t];
+    for (std::size_t i = 0; i < v.size(); ++i) {
+      const bool by_owner = i % 3 == 0;
+      const bool by_previous = i % 2 == 1 && i % 3 != 0;
+      const std::size_t tier = index_of(r.tier_of(v[i].size, 8));
+      if (by_owner || by_previous) {
+        ++freed;
+        ++freed_count[tier];
+      } else {
+        remaining[t].push_back(v[i]);
+        live_bytes[tier] += v[i].size;
+        ++live_count[tier];
+      }
+    }
+  }
+  s = r.stats();
+  CHECK(s.allocations == expected_allocations);
+  CHECK(s.deallocations == freed);
+  CHECK(s.bytes_in_use == live_bytes[0] + live_bytes[1] + live_bytes[2]);
+  CHECK(s.peak_bytes_in_use >= in_use_at_full);
+  for (cache_tier t : all_tiers) {
+    CAPTURE(t);
+    const auto ts = r.tier_stats(t);
+    CHECK(ts.bytes_in_use == live_bytes[index_of(t)]);
+    CHECK(ts.live_allocations() == live_count[index_of(t)]);
+    CHECK(ts.deallocations == freed_count[index_of(t)]);
+  }
+  check_tiers_sum(r);
+  CHECK(r.check_invariants());
+  std::size_t damaged = 0;
+  for (const auto& v : remaining)
+    for (const item& b : v) damaged += !release(r, b);
+  CHECK(damaged == 0);
+  s = r.stats();
+  CHECK(s.bytes_in_use == 0);
+  CHECK(s.live_allocations() == 0);
+  CHECK(s.deallocations == expected_allocations);
+  for (cache_tier t : all_tiers) CHECK(r.tier_stats(t).bytes_in_use == 0);
+  check_tiers_sum(r);
+  r.trim();
+  check_held(up, r);
+  CHECK(r.check_invariants());
+}
+
+// ---- upstream failure ----------------------------------------------------------------------------------------------
+
+TEST_CASE("thread_cache_resource: upstream failure at every point leaves it usable, consistent and leak-free") {
+  error_capture errors;
+  recording_resource rec;  // the C++ heap: AddressSanitizer sees what a failure path leaks or frees twice
+  fault_injecting_resource faults(&rec);
+  std::size_t without_failure = 0, damaged = 0;
+  const std::size_t points = 40;
+  for (std::size_t k = 0; k < points; ++k) {
+    CAPTURE(k);
+    {
+      thread_cache_resource r(&faults);
+      const std::size_t small_max = r.max_size(cache_tier::thread);
+      const std::size_t shared_max = r.max_size(cache_tier::shared);
+      const std::size_t sizes[] = {8,    24,   64,   200, 512, 1024, 3000, small_max, small_max + 1,
+                                   20000, 50000, shared_max + 1};
+      std::vector<item> live;
+      std::size_t bytes = 0;
+      faults.fail_after(k);
+      bool failed = false;
+      for (std::size_t i = 0; i < 20000 && !failed; ++i) {
+        try {
+          live.push_back(make(r, sizes[i % 12], max_align, i));
+          bytes += live.back().size;
+        } catch (const std::bad_alloc&) {
+          failed = true;
+        }
+      }
+      without_failure += !failed;
+      CHECK(r.check_invariants());
+      auto s = r.stats();
+      CHECK(s.live_allocations() == live.size());
+      CHECK(s.bytes_in_use == bytes);
+      CHECK(s.failed_allocations >= 1);
+      // A thread whose first requests fail (its heap, its first block) exits; the resource stays consistent.
+      std::size_t thread_failures = 0;
+      std::vector<item> from_thread;
+      std::thread([&] {
+        for (std::size_t i = 0; i < 24; ++i) {
+          try {
+            from_thread.push_back(make(r, sizes[i % 12], max_align, 500 + i));
+          } catch (const std::bad_alloc&) {
+            ++thread_failures;
+          }
+        }
+      }).join();
+      CHECK(r.check_invariants());
+      faults.reset();
+      // Usable again, from this thread and from a new one.
+      for (std::size_t i = 0; i < 60; ++i) live.push_back(make(r, sizes[i % 12], max_align, 1000 + i));
+      std::thread([&] {
+        std::vector<item> v;
+        for (std::size_t i = 0; i < 60; ++i) v.push_back(make(r, sizes[i % 12], max_align, 2000 + i));
+        for (const item& b : v) damaged += !release(r, b);
+      }).join();
+      for (const item& b : from_thread) damaged += !release(r, b);
+      for (const item& b : live) damaged += !release(r, b);
+      s = r.stats();
+      CHECK(s.bytes_in_use == 0);
+      CHECK(s.live_allocations() == 0);
+      CHECK(r.check_invariants());
+    }
+    CHECK(rec.live_bytes() == 0);
+    CHECK(rec.live_blocks() == 0);
+  }
+  CHECK(without_failure == 0);
+  CHECK(damaged == 0);
+  CHECK(errors.count() == 0);
+  CHECK(rec.mismatches() == 0);
+}
+
+// ---- resize --------------------------------------------------------------------------------------------------------
+
+TEST_CASE("thread_cache_resource: resize in place within a class, never across classes or tiers") {
+  error_capture errors;
+  recording_resource up;
+  thread_cache_resource r(&up);
+  const std::size_t small_max = r.max_size(cache_tier::thread);
+  const std::size_t shared_max = r.max_size(cache_tier::shared);
+  const std::size_t c = r.round_size(100, 8);
+  REQUIRE(c > 100);
+  REQUIRE(r.round_size(97, 8) == c);
+  auto* p = static_cast<char*>(r.allocate(100, 8));
+  strata_test::fill_pattern(p, 100, 5);
+  CHECK(r.resize(p, 100, c, 8));
+  CHECK(r.stats().bytes_in_use == c);
+  CHECK(r.resize(p, c, 97, 8));
+  CHECK(r.stats().bytes_in_use == 97);
+  CHECK(strata_test::check_pattern(p, 97, 5));
+  const auto before = r.stats();
+  CHECK_FALSE(r.resize(p, 97, c + 1, 8));  // the next class
+  CHECK_FALSE(r.resize(p, 97, 8, 8));      // a smaller class
+  CHECK_FALSE(r.resize(p, 97, 20000, 8));  // the shared tier
+  CHECK_FALSE(r.resize(p, 97, shared_max + 1, 8));
+  check_unchanged(before, r.stats());
+  CHECK(strata_test::check_pattern(p, 97, 5));
+  // Another thread resizes it within its class.
+  bool remote = false;
+  std::thread([&] { remote = r.resize(p, 97, 99, 8); }).join();
+  CHECK(remote);
+  CHECK(r.stats().bytes_in_use == 99);
+  r.deallocate(p, 99, 8);
+  CHECK(r.stats().bytes_in_use == 0);
+
+  // The shared tier: in place or not, the contents stay and the stats follow; never across tiers.
+  auto* s = static_cast<char*>(r.allocate(20000, 8));
+  strata_test::fill_pattern(s, 20000, 6);
+  std::size_t size = 20000;
+  if (r.resize(s, 20000, 20008, 8)) size = 20008;
+  CHECK(r.stats().bytes_in_use == size);
+  if (r.resize(s, size, 15000, 8)) size = 15000;
+  CHECK(r.stats().bytes_in_use == size);
+  CHECK(strata_test::check_pattern(s, std::min<std::size_t>(size, 20000), 6));
+  CHECK_FALSE(r.resize(s, size, 100, 8));
+  CHECK_FALSE(r.resize(s, size, small_max, 8));
+  CHECK_FALSE(r.resize(s, size, shared_max + 1, 8));
+  CHECK(r.stats().bytes_in_use == size);
+  // reallocate() crosses classes and tiers by moving.
+  auto* moved = static_cast<char*>(strata::reallocate(r, s, size, shared_max + 100, 8));
+  CHECK(strata_test::check_pattern(moved, std::min<std::size_t>(size, 15000), 6));
+  moved = static_cast<char*>(strata::reallocate(r, moved, shared_max + 100, 50, 8));
+  CHECK(strata_test::check_pattern(moved, 50, 6));
+  CHECK(r.stats().bytes_in_use == 50);
+  r.deallocate(moved, 50, 8);
+
+  // Over an upstream that cannot resize (the C++ heap behind a recorder), upstream blocks do not resize.
+  void* big = r.allocate(shared_max + 100, 8);
+  CHECK_FALSE(r.resize(big, shared_max + 100, shared_max + 200, 8));
+  CHECK(r.stats().bytes_in_use == shared_max + 100);
+  r.deallocate(big, shared_max + 100, 8);
+  CHECK(errors.count() == 0);
+  CHECK(r.stats().live_allocations() == 0);
+  CHECK(r.check_invariants());
+  CHECK(up.mismatches() == 0);
+}
+
+TEST_CASE("thread_cache_resource: large blocks resize in place over a page_resource") {
+  strata::page_resource pages;
+  thread_cache_resource r(&pages);
+  const std::size_t shared_max = r.max_size(cache_tier::shared);
+  auto* big = static_cast<char*>(r.allocate(2 * MiB, 8));
+  strata_test::fill_sparse(big, 2 * MiB, 31, 4093);
+  // page_resource reserves address space after spans of 1 MiB and more: growth in place works.
+  CHECK(r.resize(big, 2 * MiB, 5 * MiB, 8));
+  CHECK(r.stats().bytes_in_use == 5 * MiB);
+  CHECK(r.tier_stats(cache_tier::upstream).bytes_in_use == 5 * MiB);
+  CHECK(strata_test::check_sparse(big, 2 * MiB, 31, 4093));
+  strata_test::fill_sparse(big + 2 * MiB, 3 * MiB, 32, 4096);  // the new pages are usable
+  CHECK(r.usable_size(big) >= 5 * MiB);
+  CHECK(r.resize(big, 5 * MiB, MiB, 8));  // shrinking gives the tail back
+  CHECK(r.stats().bytes_in_use == MiB);
+  CHECK(r.resize(big, MiB, shared_max + 1, 8));  // still an upstream size
+  CHECK_FALSE(r.resize(big, shared_max + 1, shared_max, 8));  // would have to become a shared-tier block
+  CHECK_FALSE(r.resize(big, shared_max + 1, 100, 8));
+  CHECK(r.stats().bytes_in_use == shared_max + 1);
+  CHECK(strata_test::check_sparse(big, shared_max / 4093 * 4093 + 1, 31, 4093));  // ends on a pattern byte
+  r.deallocate(big, shared_max + 1, 8);
+  CHECK(r.stats().bytes_in_use == 0);
+  CHECK(r.stats().live_allocations() == 0);
+  CHECK(r.check_invariants());
+}
+
+// ---- trimming ------------------------------------------------------------------------------------------------------
+
+TEST_CASE("thread_cache_resource: emptied blocks go back upstream beyond max_empty_blocks, and all of them on trim") {
+  recording_resource up;
+  thread_cache_options o;
+  o.max_empty_blocks = 2;
+  thread_cache_resource r(o, &up);
+  std::vector<void*> v;
+  for (int i = 0; i < 20000; ++i) v.push_back(r.allocate(64, 8));  // about 20 blocks
+  const std::size_t held = r.stats().bytes_held;
+  CHECK(held >= 19 * 64 * KiB);
+  CHECK(r.check_invariants());
+  for (void* p : v) r.deallocate(p, 64, 8);
+  auto s = r.stats();
+  MESSAGE("held " << held / KiB << " KiB with 20,000 objects of 64 B, " << s.bytes_held / KiB << " KiB after freeing them");
+  CHECK(s.bytes_in_use == 0);
+  CHECK(s.bytes_held <= held - 12 * 64 * KiB);  // at most the current block, a few cached, and the heap's own memory
+  CHECK(r.check_invariants());
+  r.trim();
+  s = r.stats();
+  CHECK(s.bytes_held <= held - 17 * 64 * KiB);
+  check_held(up, r);
+  CHECK(r.check_invariants());
+  void* again = r.allocate(64, 8);  // usable after trim()
+  r.deallocate(again, 64, 8);
+  CHECK(r.check_invariants());
+  CHECK(up.mismatches() == 0);
+}
+
+// ---- statistics: the peak ------------------------------------------------------------------------------------------
+
+TEST_CASE("thread_cache_resource: peak_bytes_in_use is the highest bytes_in_use, looked at or not") {
+  recording_resource up;
+  thread_cache_resource r(&up);
+  std::vector<void*> v;
+  for (int i = 0; i < 1000; ++i) v.push_back(r.allocate(64, 8));
+  for (void* p : v) r.deallocate(p, 64, 8);
+  CHECK(r.stats().peak_bytes_in_use >= 64000);  // nobody read the stats while it was the peak
+  // Then 64,000 bytes in the thread tier and, after they are freed, 64,000 in the shared tier: never both at once.
+  v.clear();
+  for (int i = 0; i < 1000; ++i) v.push_back(r.allocate(64, 8));
+  CHECK(r.stats().bytes_in_use == 64000);
+  for (void* p : v) r.deallocate(p, 64, 8);
+  void* s = r.allocate(64000, 8);
+  CHECK(r.tier_of(64000) == cache_tier::shared);
+  CHECK(r.stats().bytes_in_use == 64000);
+  r.deallocate(s, 64000, 8);
+  const auto st = r.stats();
+  CHECK(st.peak_bytes_in_use >= 64000);
+  CHECK(st.peak_bytes_in_use <= 64000);  // the highest value bytes_in_use had, not a sum of the tiers' peaks
+  CHECK(r.check_invariants());
+}
+
+// ---- threads and instances: edges -----------------------------------------------------------------------------------
+
+namespace {
+/// A thread_local that frees (and allocates) through a resource when its thread exits.
+struct frees_at_exit {
+  thread_cache_resource* r = nullptr;
+  std::atomic<std::size_t>* damaged = nullptr;
+  std::vector<item> objects;
+  ~frees_at_exit() {
+    if (r == nullptr) return;
+    for (const item& b : objects) *damaged += !release(*r, b);
+    for (std::size_t size : {std::size_t{24}, std::size_t{300}, std::size_t{5000}}) *damaged += !release(*r, make(*r, size, 8, size));
+  }
+};
+}  // namespace
+
+TEST_CASE("thread_cache_resource: thread_local destructors may allocate and free while their thread exits") {
+  error_capture errors;
+  recording_resource up;
+  std::optional<thread_cache_resource> holder(std::in_place, &up);
+  thread_cache_resource& r = *holder;
+  std::atomic<std::size_t> damaged{0};
+  std::vector<std::thread> pool;
+  for (std::size_t t = 0; t < 4; ++t) {
+    pool.emplace_back([&, t] {
+      // Built before the thread first uses the resource: destroyed after the resource's own thread-exit cleanup.
+      thread_local frees_at_exit early;
+      early.r = &r;
+      early.damaged = &damaged;
+      for (std::size_t i = 0; i < 300; ++i) early.objects.push_back(make(r, 16 + i * 7 % 3000, 8, t * 1000 + i));
+      // Built after: destroyed before it.
+      thread_local frees_at_exit late;
+      late.r = &r;
+      late.damaged = &damaged;
+      for (std::size_t i = 0; i < 300; ++i) late.objects.push_back(make(r, 16 + i * 11 % 3000, 8, t * 1000 + i));
+    });
+  }
+  for (auto& th : pool) th.join();
+  CHECK(damaged.load() == 0);
+  CHECK(errors.count() == 0);
+  CHECK(r.check_invariants());
+  const auto s = r.stats();
+  CHECK(s.live_allocations() == 0);
+  CHECK(s.bytes_in_use == 0);
+  CHECK(s.allocations == 4 * (600 + 3 + 3));
+  // The resource still serves new threads and the main thread.
+  std::thread([&] { damaged += !release(r, make(r, 100, 8, 1)); }).join();
+  damaged += !release(r, make(r, 100, 8, 2));
+  CHECK(damaged.load() == 0);
+  CHECK(r.stats().live_allocations() == 0);
+  CHECK(r.check_invariants());
+  holder.reset();
+  CHECK(up.live_bytes() == 0);
+  CHECK(up.mismatches() == 0);
+}
+
+TEST_CASE("thread_cache_resource: one thread using more instances at once than it keeps heaps for") {
+  error_capture errors;
+  recording_resource up;
+  constexpr std::size_t count = 70;  // the per-thread record of heaps holds 64; engine ids share 8 fast slots
+  std::vector<std::unique_ptr<thread_cache_resource>> rs;
+  for (std::size_t i = 0; i < count; ++i) rs.push_back(std::make_unique<thread_cache_resource>(&up));
+  std::vector<std::vector<item>> objects(count);
+  std::size_t damaged = 0;
+  std::thread([&] {
+    for (std::size_t round = 0; round < 20; ++round)  // round robin: every call switches instance
+      for (std::size_t i = 0; i < count; ++i)
+        objects[i].push_back(make(*rs[i], 8 + (round * 8 + i) % 400, 8, round * 100 + i));
+    for (std::size_t i = 0; i < count; ++i)
+      for (std::size_t k = 0; k < objects[i].size(); k += 2) damaged += !release(*rs[i], objects[i][k]);
+  }).join();
+  CHECK(damaged == 0);
+  for (std::size_t i = 0; i < count; ++i) {
+    CAPTURE(i);
+    auto& r = *rs[i];
+    CHECK(r.check_invariants());
+    CHECK(r.stats().allocations == 20);
+    CHECK(r.stats().live_allocations() == 10);
+    CHECK(r.heap_count() <= 2);
+    for (std::size_t k = 1; k < objects[i].size(); k += 2) damaged += !release(r, objects[i][k]);
+    CHECK(r.stats().live_allocations() == 0);
+    CHECK(r.stats().bytes_in_use == 0);
+    CHECK(r.check_invariants());
+  }
+  CHECK(damaged == 0);
+  CHECK(errors.count() == 0);
+  rs.clear();
+  CHECK(up.live_bytes() == 0);
+  CHECK(up.mismatches() == 0);
+}
+
+TEST_CASE("thread_cache_resource: freeing a shared-tier block reads no other live object's memory") {
+  // Meant for ThreadSanitizer: one thread writes its objects while another frees the blocks between them. A free that
+  // looks for a block header at the 64 KiB boundary below the pointer reads the neighbours' bytes: a data race.
+  recording_resource up;
+  thread_cache_resource r(&up);
+  std::vector<char*> v;
+  for (int i = 0; i < 48; ++i) v.push_back(static_cast<char*>(r.allocate(20000, 8)));  // carved one after another
+  REQUIRE(r.tier_of(20000) == cache_tier::shared);
+  std::thread writer([&] {
+    for (int round = 0; round < 4; ++round)
+      for (std::size_t i = 0; i < v.size(); i += 2) std::memset(v[i], round, 20000);
+  });
+  std::thread freer([&] {
+    for (std::size_t i = 1; i < v.size(); i += 2) {
+      CHECK(r.usable_size(v[i]) >= 20000);
+      r.deallocate(v[i], 20000, 8);
+    }
+  });
+  writer.join();
+  freer.join();
+  for (std::size_t i = 0; i < v.size(); i += 2) r.deallocate(v[i], 20000, 8);
+  CHECK(r.stats().live_allocations() == 0);
+  CHECK(r.check_invariants());
+  CHECK(up.mismatches() == 0);
+}
