@@ -246,22 +246,31 @@ void thread_cache_engine::deallocate_other(void* p, std::size_t bytes, std::size
     return report(error_kind::bad_alignment, p, bytes, alignment, 0, "alignment is not a power of two");
   if (const unsigned c = front_.class_for(bytes, alignment); c != tc_front::no_class)
     return deallocate_small_slow(p, c, bytes, alignment);  // a small request aligned beyond 16
-  if (front_.owns(p))
-    return report(error_kind::wrong_size, p, bytes, alignment, tc_front::block_of(p)->object_size,
-                  "an object of the thread tier freed with a size above it");
+  // The legitimate free is looked up first: diagnosing misuse reads other tiers' headers, which for a pointer of
+  // this tier may be other objects' memory.
   if (bytes <= middle_.max_shared() && alignment <= free_list_engine::max_alignment) {
-    if (const std::size_t there = back_.size_of(p); STRATA_UNLIKELY(there != 0))
+    if (middle_.usable_size(p) != 0) {
+      if (middle_.deallocate(p, bytes, alignment)) account(-static_cast<std::int64_t>(bytes));
+      return;
+    }
+    if (const std::size_t there = back_.size_of(p); there != 0)
       return report(error_kind::wrong_size, p, bytes, alignment, there,
                     "a block of the upstream tier freed with a size of the shared tier");
-    if (middle_.deallocate(p, bytes, alignment)) account(-static_cast<std::int64_t>(bytes));
+    if (front_.owns(p))
+      return report(error_kind::wrong_size, p, bytes, alignment, tc_front::block_of(p)->object_size,
+                    "an object of the thread tier freed with a size above it");
+    middle_.deallocate(p, bytes, alignment);  // reports what the free list finds wrong
     return;
   }
   if (const auto v = back_.deallocate(p, bytes, alignment); v) {
     account(-static_cast<std::int64_t>(bytes));
+  } else if (v.kind == error_kind::foreign_pointer && front_.owns(p)) {
+    report(error_kind::wrong_size, p, bytes, alignment, tc_front::block_of(p)->object_size,
+           "an object of the thread tier freed with a size above it");
+  } else if (v.kind == error_kind::foreign_pointer && middle_.usable_size(p) != 0) {
+    report(error_kind::wrong_size, p, bytes, alignment, middle_.usable_size(p),
+           "a block of the shared tier freed with a size above it");
   } else {
-    if (v.kind == error_kind::foreign_pointer && middle_.usable_size(p) != 0)
-      return report(error_kind::wrong_size, p, bytes, alignment, middle_.usable_size(p),
-                    "a block of the shared tier freed with a size above it");
     report(v.kind, p, bytes, alignment, v.expected, v.why);
   }
 }
@@ -309,6 +318,9 @@ bool thread_cache_engine::resize(void* p, std::size_t old_size, std::size_t new_
 }
 
 std::size_t thread_cache_engine::usable_size(const void* p) const noexcept {
+  // The shared tier first: for its blocks, the front end's header check would read another object's memory.
+  if (std::size_t n = middle_.usable_size(p)) return n;
+  if (std::size_t n = back_.size_of(p)) return n;
   if (front_.owns(p)) {
     const tc_block* b = tc_front::block_of(p);
     const std::size_t off = reinterpret_cast<std::uintptr_t>(p) & (tc_block_size - 1);
@@ -317,8 +329,6 @@ std::size_t thread_cache_engine::usable_size(const void* p) const noexcept {
     report(error_kind::foreign_pointer, p, 0, 0, 0, "usable_size: not the start of an object");
     return 0;
   }
-  if (std::size_t n = middle_.usable_size(p)) return n;
-  if (std::size_t n = back_.size_of(p)) return n;
   report(error_kind::foreign_pointer, p, 0, 0, 0, "usable_size: not an allocation of this resource");
   return 0;
 }
