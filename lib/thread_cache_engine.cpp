@@ -111,16 +111,7 @@ void thread_cache_engine::release_heaps() noexcept {
     tc_heap* h = heaps_;
     heaps_ = h->next;
     for (unsigned c = 0; c < front_.sizes().count(); ++c) {
-      tc_bin& bin = h->bins[c];
-      if (bin.current != nullptr) middle_.release_owned(bin.current);
-      if (bin.spare != nullptr) middle_.release_owned(bin.spare);
-      for (tc_block* list : {bin.partial, bin.full}) {
-        while (list != nullptr) {
-          tc_block* b = list;
-          list = b->next;
-          middle_.release_owned(b);
-        }
-      }
+      tc_front::take_blocks(h->bins[c], [this](tc_block* b) { middle_.release_owned(b); });
     }
     h->~tc_heap();
     upstream_->deallocate(h, sizeof(tc_heap), alignof(tc_heap));
@@ -307,8 +298,7 @@ bool thread_cache_engine::resize(void* p, std::size_t old_size, std::size_t new_
     return false;
   }
   const tc_block* b = tc_front::block_of(p);
-  const std::size_t off = reinterpret_cast<std::uintptr_t>(p) & (tc_block_size - 1);
-  if (b->size_class != c || off % b->object_size != 0) {
+  if (b->size_class != c || !tc_front::is_slot(b, p)) {
     report(b->size_class != c ? error_kind::wrong_size : error_kind::foreign_pointer, p, old_size, alignment,
            b->object_size, "resize of an object named with the wrong size or pointer");
     return false;
@@ -323,9 +313,7 @@ std::size_t thread_cache_engine::usable_size(const void* p) const noexcept {
   if (std::size_t n = back_.size_of(p)) return n;
   if (front_.owns(p)) {
     const tc_block* b = tc_front::block_of(p);
-    const std::size_t off = reinterpret_cast<std::uintptr_t>(p) & (tc_block_size - 1);
-    const std::size_t q = off / b->object_size;
-    if (off % b->object_size == 0 && q < b->limit && (q < b->skip_begin || q >= b->skip_end)) return b->object_size;
+    if (tc_front::is_slot(b, p)) return b->object_size;
     report(error_kind::foreign_pointer, p, 0, 0, 0, "usable_size: not the start of an object");
     return 0;
   }

@@ -389,16 +389,7 @@ void tc_front::abandon_all(tc_heap& h) const noexcept {
       if (b->free_count == b->capacity) middle_->give_empty(b);
       else middle_->give_abandoned(b);
     };
-    if (bin.current != nullptr) hand_over(bin.current);
-    if (bin.spare != nullptr) hand_over(bin.spare);
-    for (tc_block* list : {bin.partial, bin.full}) {
-      while (list != nullptr) {
-        tc_block* b = list;
-        list = b->next;
-        b->next = b->prev = nullptr;
-        hand_over(b);
-      }
-    }
+    take_blocks(bin, hand_over);
     owner_add(h.blocks_held, -static_cast<std::int64_t>(bin.blocks));
     const std::uint32_t size = bin.object_size;
     const std::uint64_t reciprocal = bin.reciprocal;
@@ -416,7 +407,7 @@ void tc_front::report(error_kind kind, const void* p, std::size_t bytes, std::si
   report_error(error_info{kind, name_, owner_, p, bytes, alignment, expected, why});
 }
 
-void tc_front::report_claimed(tc_heap&, void* p, unsigned, std::size_t bytes, std::size_t alignment,
+void tc_front::report_claimed(void* p, std::size_t bytes, std::size_t alignment,
                               bool interior) const noexcept {
   if (interior) report(error_kind::foreign_pointer, p, bytes, alignment, 0, "inside an object, not at its start");
   else report(error_kind::double_free, p, bytes, alignment, 0, "the slot is already free (or is not a slot)");

@@ -29,6 +29,9 @@ using strata::free_list_options;
 using strata::free_list_resource;
 using strata::synchronized_free_list_resource;
 using strata::testing::recording_resource;
+using strata_test::any_size;
+using strata_test::check_error;
+using strata_test::check_unchanged;
 using strata_test::error_capture;
 
 namespace strata {
@@ -87,36 +90,6 @@ std::vector<char*> adjacent_blocks(strata::resource& r, std::size_t size, std::s
   return v;
 }
 
-/// Every field of two snapshots agrees: a misuse report changed nothing.
-void check_unchanged(const strata::resource_stats& before, const strata::resource_stats& after) {
-  CHECK(after.bytes_in_use == before.bytes_in_use);
-  CHECK(after.peak_bytes_in_use == before.peak_bytes_in_use);
-  CHECK(after.bytes_held == before.bytes_held);
-  CHECK(after.bytes_resident == before.bytes_resident);
-  CHECK(after.allocations == before.allocations);
-  CHECK(after.deallocations == before.deallocations);
-  CHECK(after.failed_allocations == before.failed_allocations);
-  CHECK(after.upstream_allocations == before.upstream_allocations);
-  CHECK(after.upstream_deallocations == before.upstream_deallocations);
-  CHECK(after.free_bytes == before.free_bytes);
-  CHECK(after.free_blocks == before.free_blocks);
-  CHECK(after.largest_free_block == before.largest_free_block);
-}
-
-/// The last captured error (of `count` so far) is of `kind`, for `p`, with the caller's `size` and, unless any_size,
-/// the expected size.
-constexpr std::size_t any_size = ~std::size_t{0};
-void check_error(const error_capture& errors, std::size_t count, strata::error_kind kind, const void* p,
-                 std::size_t size, std::size_t expected = any_size) {
-  REQUIRE(errors.count() == count);
-  const auto& e = errors.errors().back();
-  CAPTURE(e.message);
-  CHECK(e.kind == kind);
-  CHECK(e.pointer == p);
-  CHECK(e.size == size);
-  if (expected != any_size) CHECK(e.expected_size == expected);
-  CHECK(e.message.find("free_list_resource") != std::string::npos);
-}
 }  // namespace
 
 // ---- options and geometry ------------------------------------------------------------------------------------------
@@ -344,7 +317,7 @@ TEST_CASE_TEMPLATE("free lists: double frees are reported, at once and after the
   r.deallocate(b[1], 64, 8);
   auto before = r.stats();
   r.deallocate(b[1], 64, 8);  // B again, still a free block of its own
-  check_error(errors, 1, strata::error_kind::double_free, b[1], 64);
+  check_error("free_list_resource", errors, 1, strata::error_kind::double_free, b[1], 64);
   check_unchanged(before, r.stats());
   CHECK(r.check_invariants());
 
@@ -354,11 +327,11 @@ TEST_CASE_TEMPLATE("free lists: double frees are reported, at once and after the
   CHECK(before.free_blocks == 2);
   CHECK(before.free_bytes == cap - 2 * 64);
   r.deallocate(b[1], 64, 8);  // B is now inside a free block
-  check_error(errors, 2, strata::error_kind::double_free, b[1], 64);
+  check_error("free_list_resource", errors, 2, strata::error_kind::double_free, b[1], 64);
   r.deallocate(b[0], 64, 8);  // A starts a free block of 128
-  check_error(errors, 3, strata::error_kind::double_free, b[0], 64);
+  check_error("free_list_resource", errors, 3, strata::error_kind::double_free, b[0], 64);
   r.deallocate(b[0], 128, 8);  // ... even with the merged block's size
-  check_error(errors, 4, strata::error_kind::double_free, b[0], 128);
+  check_error("free_list_resource", errors, 4, strata::error_kind::double_free, b[0], 128);
   check_unchanged(before, r.stats());
   CHECK(r.check_invariants());
 
@@ -369,9 +342,9 @@ TEST_CASE_TEMPLATE("free lists: double frees are reported, at once and after the
   CHECK(before.free_blocks == 1);
   CHECK(before.free_bytes == cap);
   r.deallocate(b[3], 64, 8);  // inside the empty chunk's free block
-  check_error(errors, 5, strata::error_kind::double_free, b[3], 64);
+  check_error("free_list_resource", errors, 5, strata::error_kind::double_free, b[3], 64);
   r.deallocate(b[0], 64, 8);  // its start
-  check_error(errors, 6, strata::error_kind::double_free, b[0], 64);
+  check_error("free_list_resource", errors, 6, strata::error_kind::double_free, b[0], 64);
   check_unchanged(before, r.stats());
   CHECK(r.check_invariants());
   CHECK(r.stats().live_allocations() == 0);
@@ -398,34 +371,34 @@ TEST_CASE_TEMPLATE("free lists: foreign and interior pointers are reported and c
 
   SUBCASE("pointers from elsewhere") {
     r.deallocate(&on_stack, 64, 8);
-    check_error(errors, ++n, strata::error_kind::foreign_pointer, &on_stack, 64, 0);
+    check_error("free_list_resource", errors, ++n, strata::error_kind::foreign_pointer, &on_stack, 64, 0);
     r.deallocate(heap, 64, 8);
-    check_error(errors, ++n, strata::error_kind::foreign_pointer, heap, 64, 0);
+    check_error("free_list_resource", errors, ++n, strata::error_kind::foreign_pointer, heap, 64, 0);
     r.deallocate(theirs, 64, 8);  // another free list's block: its chunk is a strata chunk, but not ours
-    check_error(errors, ++n, strata::error_kind::foreign_pointer, theirs, 64, 0);
+    check_error("free_list_resource", errors, ++n, strata::error_kind::foreign_pointer, theirs, 64, 0);
     r.deallocate(page, 64, 8);
-    check_error(errors, ++n, strata::error_kind::foreign_pointer, page, 64, 0);
+    check_error("free_list_resource", errors, ++n, strata::error_kind::foreign_pointer, page, 64, 0);
     r.deallocate(chunk_header, 64, 8);  // our own chunk, but its header
-    check_error(errors, ++n, strata::error_kind::foreign_pointer, chunk_header, 64, 0);
+    check_error("free_list_resource", errors, ++n, strata::error_kind::foreign_pointer, chunk_header, 64, 0);
     char* const last_header_granule = chunk_header + r.chunk_size() - r.chunk_capacity() - 8;
     r.deallocate(last_header_granule, 8, 8);
-    check_error(errors, ++n, strata::error_kind::foreign_pointer, last_header_granule, 8, 0);
+    check_error("free_list_resource", errors, ++n, strata::error_kind::foreign_pointer, last_header_granule, 8, 0);
     r.deallocate(&on_stack, 100000, 8);  // not a large block of ours either
-    check_error(errors, ++n, strata::error_kind::foreign_pointer, &on_stack, 100000, 0);
+    check_error("free_list_resource", errors, ++n, strata::error_kind::foreign_pointer, &on_stack, 100000, 0);
     CHECK_FALSE(r.resize(heap, 64, 32, 8));
-    check_error(errors, ++n, strata::error_kind::foreign_pointer, heap, 64, 0);
+    check_error("free_list_resource", errors, ++n, strata::error_kind::foreign_pointer, heap, 64, 0);
   }
   SUBCASE("interior pointers of a live block") {
     r.deallocate(b[1] + 8, 56, 8);  // would end exactly where B ends
-    check_error(errors, ++n, strata::error_kind::foreign_pointer, b[1] + 8, 56, 0);
+    check_error("free_list_resource", errors, ++n, strata::error_kind::foreign_pointer, b[1] + 8, 56, 0);
     r.deallocate(b[1] + 32, 8, 8);
-    check_error(errors, ++n, strata::error_kind::foreign_pointer, b[1] + 32, 8, 0);
+    check_error("free_list_resource", errors, ++n, strata::error_kind::foreign_pointer, b[1] + 32, 8, 0);
     r.deallocate(b[1] + 3, 61, 8);  // not even at a granule
-    check_error(errors, ++n, strata::error_kind::foreign_pointer, b[1] + 3, 61, 0);
+    check_error("free_list_resource", errors, ++n, strata::error_kind::foreign_pointer, b[1] + 3, 61, 0);
     r.deallocate(b[1] + 56, 8, 8);  // B's last granule
-    check_error(errors, ++n, strata::error_kind::foreign_pointer, b[1] + 56, 8, 0);
+    check_error("free_list_resource", errors, ++n, strata::error_kind::foreign_pointer, b[1] + 56, 8, 0);
     CHECK_FALSE(r.resize(b[1] + 8, 56, 24, 8));
-    check_error(errors, ++n, strata::error_kind::foreign_pointer, b[1] + 8, 56, 0);
+    check_error("free_list_resource", errors, ++n, strata::error_kind::foreign_pointer, b[1] + 8, 56, 0);
     CHECK(std::all_of(b[1], b[1] + 64, [](char c) { return c == 0x5A; }));
   }
   check_unchanged(before, r.stats());
@@ -453,19 +426,19 @@ TEST_CASE_TEMPLATE("free lists: wrong sizes and alignments are reported and chan
   auto before = r.stats();
   std::size_t n = 0;
   r.deallocate(a, 32, 8);  // too small
-  check_error(errors, ++n, strata::error_kind::wrong_size, a, 32, 64);
+  check_error("free_list_resource", errors, ++n, strata::error_kind::wrong_size, a, 32, 64);
   r.deallocate(a, 56, 8);  // one granule short
-  check_error(errors, ++n, strata::error_kind::wrong_size, a, 56, 64);
+  check_error("free_list_resource", errors, ++n, strata::error_kind::wrong_size, a, 56, 64);
   r.deallocate(a, 0, 8);
-  check_error(errors, ++n, strata::error_kind::wrong_size, a, 0, 64);
+  check_error("free_list_resource", errors, ++n, strata::error_kind::wrong_size, a, 0, 64);
   r.deallocate(a, 128, 8);  // too large, ending exactly at C's start: a boundary right after, but B's start inside
-  check_error(errors, ++n, strata::error_kind::wrong_size, a, 128, 64);
+  check_error("free_list_resource", errors, ++n, strata::error_kind::wrong_size, a, 128, 64);
   r.deallocate(a, 100, 8);  // too large, ending inside B
-  check_error(errors, ++n, strata::error_kind::wrong_size, a, 100, 64);
+  check_error("free_list_resource", errors, ++n, strata::error_kind::wrong_size, a, 100, 64);
   r.deallocate(a, 64 * 4, 8);  // the whole run A..D, ending at the chunk's free rest
-  check_error(errors, ++n, strata::error_kind::wrong_size, a, 256, 64);
+  check_error("free_list_resource", errors, ++n, strata::error_kind::wrong_size, a, 256, 64);
   CHECK_FALSE(r.resize(a, 32, 48, 8));  // resize names the block's size too
-  check_error(errors, ++n, strata::error_kind::wrong_size, a, 32, 64);
+  check_error("free_list_resource", errors, ++n, strata::error_kind::wrong_size, a, 32, 64);
   check_unchanged(before, r.stats());
   CHECK(r.check_invariants());
 
@@ -476,16 +449,16 @@ TEST_CASE_TEMPLATE("free lists: wrong sizes and alignments are reported and chan
   CHECK(strata::detail::is_aligned(p16, 16));
   before = r.stats();
   r.deallocate(p16, 24, 8);
-  check_error(errors, ++n, strata::error_kind::wrong_size, p16, 24, 32);
+  check_error("free_list_resource", errors, ++n, strata::error_kind::wrong_size, p16, 24, 32);
   r.deallocate(p8, 24, 16);  // rounds to 32 where the block is 24
-  check_error(errors, ++n, strata::error_kind::wrong_size, p8, 24, 24);
+  check_error("free_list_resource", errors, ++n, strata::error_kind::wrong_size, p8, 24, 24);
   // An alignment that is not a power of two: an exception on allocate, a report on deallocate.
   CHECK_THROWS_AS((void)r.allocate(64, 3), std::invalid_argument);
   CHECK_THROWS_AS((void)r.allocate(64, 24), std::invalid_argument);
   CHECK_THROWS_AS((void)r.allocate(64, 48), std::invalid_argument);
   CHECK_THROWS_AS((void)r.allocate(64, 0), std::invalid_argument);
   r.deallocate(a, 64, 24);
-  check_error(errors, ++n, strata::error_kind::bad_alignment, a, 64);
+  check_error("free_list_resource", errors, ++n, strata::error_kind::bad_alignment, a, 64);
   check_unchanged(before, r.stats());
   CHECK(r.check_invariants());
 
@@ -493,13 +466,13 @@ TEST_CASE_TEMPLATE("free lists: wrong sizes and alignments are reported and chan
   void* big = r.allocate(100000, 8);
   before = r.stats();
   r.deallocate(big, 100008, 8);
-  check_error(errors, ++n, strata::error_kind::wrong_size, big, 100008, 100000);
+  check_error("free_list_resource", errors, ++n, strata::error_kind::wrong_size, big, 100008, 100000);
   r.deallocate(big, 99999, 8);
-  check_error(errors, ++n, strata::error_kind::wrong_size, big, 99999, 100000);
+  check_error("free_list_resource", errors, ++n, strata::error_kind::wrong_size, big, 99999, 100000);
   r.deallocate(big, 100000, 64);
-  check_error(errors, ++n, strata::error_kind::wrong_size, big, 100000, 100000);
+  check_error("free_list_resource", errors, ++n, strata::error_kind::wrong_size, big, 100000, 100000);
   CHECK_FALSE(r.resize(big, 90000, 200000, 8));
-  check_error(errors, ++n, strata::error_kind::wrong_size, big, 90000, 100000);
+  check_error("free_list_resource", errors, ++n, strata::error_kind::wrong_size, big, 90000, 100000);
   check_unchanged(before, r.stats());
   CHECK(up.is_live(big));
 
@@ -529,9 +502,9 @@ TEST_CASE_TEMPLATE("free lists: a size on the wrong side of large_threshold is a
   void* big = r.allocate(100000, 8);
   const auto before = r.stats();
   r.deallocate(small, 100000, 8);  // a chunk block freed with a large size
-  check_error(errors, 1, strata::error_kind::wrong_size, small, 100000, 64);
+  check_error("free_list_resource", errors, 1, strata::error_kind::wrong_size, small, 100000, 64);
   r.deallocate(big, 64, 8);  // a large block freed with a small size
-  check_error(errors, 2, strata::error_kind::wrong_size, big, 64, 100000);
+  check_error("free_list_resource", errors, 2, strata::error_kind::wrong_size, big, 64, 100000);
   check_unchanged(before, r.stats());
   CHECK(r.check_invariants());
   r.deallocate(small, 64, 8);

@@ -4,6 +4,8 @@
 #include <cstdlib>
 #include <mutex>
 
+#include <doctest/doctest.h>
+
 namespace strata_test {
 namespace {
 std::mutex g_mutex;
@@ -60,6 +62,33 @@ std::size_t scaled(std::size_t n) {
   const char* s = std::getenv("STRATA_TEST_SCALE");
   const long k = s != nullptr ? std::atol(s) : 1;
   return n * static_cast<std::size_t>(k > 0 ? k : 1);
+}
+
+void check_unchanged(const strata::resource_stats& before, const strata::resource_stats& after) {
+  CHECK(after.bytes_in_use == before.bytes_in_use);
+  CHECK(after.peak_bytes_in_use == before.peak_bytes_in_use);
+  CHECK(after.bytes_held == before.bytes_held);
+  CHECK(after.bytes_resident == before.bytes_resident);
+  CHECK(after.allocations == before.allocations);
+  CHECK(after.deallocations == before.deallocations);
+  CHECK(after.failed_allocations == before.failed_allocations);
+  CHECK(after.upstream_allocations == before.upstream_allocations);
+  CHECK(after.upstream_deallocations == before.upstream_deallocations);
+  CHECK(after.free_bytes == before.free_bytes);
+  CHECK(after.free_blocks == before.free_blocks);
+  CHECK(after.largest_free_block == before.largest_free_block);
+}
+
+void check_error(const char* resource, const error_capture& errors, std::size_t count, strata::error_kind kind,
+                 const void* p, std::size_t size, std::size_t expected) {
+  REQUIRE(errors.count() == count);
+  const auto& e = errors.errors().back();
+  CAPTURE(e.message);
+  CHECK(e.kind == kind);
+  CHECK(e.pointer == p);
+  CHECK(e.size == size);
+  if (expected != any_size) CHECK(e.expected_size == expected);
+  CHECK(e.message.find(resource) != std::string::npos);
 }
 
 }  // namespace strata_test

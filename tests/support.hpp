@@ -7,6 +7,7 @@
 #include <vector>
 
 #include <strata/error.hpp>
+#include <strata/stats.hpp>
 
 namespace strata_test {
 
@@ -62,5 +63,15 @@ class error_capture {
 
 /// How many iterations a stress test runs: its default times STRATA_TEST_SCALE (environment, default 1).
 std::size_t scaled(std::size_t n);
+
+/// Every field of two stats snapshots agrees (a misuse report changed nothing). Reports through doctest.
+void check_unchanged(const strata::resource_stats& before, const strata::resource_stats& after);
+
+/// check_error: match any expected size.
+inline constexpr std::size_t any_size = ~std::size_t{0};
+/// The last captured error (of `count` so far) is of `kind`, for `p`, with the caller's `size` and, unless any_size,
+/// the expected size; its message names `resource`. Reports through doctest.
+void check_error(const char* resource, const error_capture& errors, std::size_t count, strata::error_kind kind,
+                 const void* p, std::size_t size, std::size_t expected = any_size);
 
 }  // namespace strata_test

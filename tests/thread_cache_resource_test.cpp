@@ -35,6 +35,9 @@ using strata::thread_cache_options;
 using strata::thread_cache_resource;
 using strata::testing::fault_injecting_resource;
 using strata::testing::recording_resource;
+using strata_test::any_size;
+using strata_test::check_error;
+using strata_test::check_unchanged;
 using strata_test::error_capture;
 using strata_test::rng;
 
@@ -88,33 +91,6 @@ bool release(std::pmr::memory_resource& r, const item& b) {
   return ok;
 }
 
-/// Every field of two snapshots agrees: a misuse report changed nothing.
-void check_unchanged(const strata::resource_stats& before, const strata::resource_stats& after) {
-  CHECK(after.bytes_in_use == before.bytes_in_use);
-  CHECK(after.peak_bytes_in_use == before.peak_bytes_in_use);
-  CHECK(after.bytes_held == before.bytes_held);
-  CHECK(after.bytes_resident == before.bytes_resident);
-  CHECK(after.allocations == before.allocations);
-  CHECK(after.deallocations == before.deallocations);
-  CHECK(after.failed_allocations == before.failed_allocations);
-  CHECK(after.upstream_allocations == before.upstream_allocations);
-  CHECK(after.upstream_deallocations == before.upstream_deallocations);
-}
-
-/// The last captured error (of `count` so far) is of `kind`, for `p`, with the caller's `size` and, unless any_size,
-/// the expected size; its message names the resource.
-constexpr std::size_t any_size = ~std::size_t{0};
-void check_error(const error_capture& errors, std::size_t count, strata::error_kind kind, const void* p,
-                 std::size_t size, std::size_t expected = any_size) {
-  REQUIRE(errors.count() == count);
-  const auto& e = errors.errors().back();
-  CAPTURE(e.message);
-  CHECK(e.kind == kind);
-  CHECK(e.pointer == p);
-  CHECK(e.size == size);
-  if (expected != any_size) CHECK(e.expected_size == expected);
-  CHECK(e.message.find("thread_cache") != std::string::npos);
-}
 
 /// A thread that stays alive between tasks: run() hands it one and waits until it is done, so a test decides exactly
 /// which thread does what and when (and which threads are still alive when something happens).
@@ -847,7 +823,7 @@ TEST_CASE("thread_cache_resource: a double free on the owning thread is reported
     r.deallocate(p, 48, 8);
     const auto before = r.stats();
     r.deallocate(p, 48, 8);
-    check_error(errors, ++n, strata::error_kind::double_free, p, 48);
+    check_error("thread_cache_resource", errors, ++n, strata::error_kind::double_free, p, 48);
     check_unchanged(before, r.stats());
   }
   SUBCASE("a small object freed again after many other frees of its class") {
@@ -859,9 +835,9 @@ TEST_CASE("thread_cache_resource: a double free on the owning thread is reported
       if (i != 100) r.deallocate(v[static_cast<std::size_t>(i)], 48, 8);
     const auto before = r.stats();
     r.deallocate(p, 48, 8);
-    check_error(errors, ++n, strata::error_kind::double_free, p, 48);
+    check_error("thread_cache_resource", errors, ++n, strata::error_kind::double_free, p, 48);
     r.deallocate(v[299], 48, 8);
-    check_error(errors, ++n, strata::error_kind::double_free, v[299], 48);
+    check_error("thread_cache_resource", errors, ++n, strata::error_kind::double_free, v[299], 48);
     check_unchanged(before, r.stats());
     // The freed slots are handed out once each.
     std::set<void*> again;
@@ -876,7 +852,7 @@ TEST_CASE("thread_cache_resource: a double free on the owning thread is reported
     r.deallocate(p, 20000, 8);
     const auto before = r.stats();
     r.deallocate(p, 20000, 8);
-    check_error(errors, ++n, strata::error_kind::double_free, p, 20000);
+    check_error("thread_cache_resource", errors, ++n, strata::error_kind::double_free, p, 20000);
     check_unchanged(before, r.stats());
     r.deallocate(q, 20000, 8);
   }
@@ -1077,39 +1053,39 @@ TEST_CASE("thread_cache_resource: foreign and interior pointers are reported and
 
   SUBCASE("pointers from elsewhere, with sizes of every tier") {
     r.deallocate(heap, 40, 8);
-    check_error(errors, ++n, error_kind::foreign_pointer, heap, 40);
+    check_error("thread_cache_resource", errors, ++n, error_kind::foreign_pointer, heap, 40);
     r.deallocate(&on_stack, 40, 8);
-    check_error(errors, ++n, error_kind::foreign_pointer, &on_stack, 40);
+    check_error("thread_cache_resource", errors, ++n, error_kind::foreign_pointer, &on_stack, 40);
     r.deallocate(page, 40, 8);
-    check_error(errors, ++n, error_kind::foreign_pointer, page, 40);
+    check_error("thread_cache_resource", errors, ++n, error_kind::foreign_pointer, page, 40);
     r.deallocate(theirs, 40, 8);  // another instance's thread-tier object: a block of the same kind, not ours
-    check_error(errors, ++n, error_kind::foreign_pointer, theirs, 40);
+    check_error("thread_cache_resource", errors, ++n, error_kind::foreign_pointer, theirs, 40);
     r.deallocate(heap, 20000, 8);
-    check_error(errors, ++n, error_kind::foreign_pointer, heap, 20000);
+    check_error("thread_cache_resource", errors, ++n, error_kind::foreign_pointer, heap, 20000);
     r.deallocate(theirs_shared, 20000, 8);
-    check_error(errors, ++n, error_kind::foreign_pointer, theirs_shared, 20000);
+    check_error("thread_cache_resource", errors, ++n, error_kind::foreign_pointer, theirs_shared, 20000);
     r.deallocate(heap, big_size, 8);
-    check_error(errors, ++n, error_kind::foreign_pointer, heap, big_size);
+    check_error("thread_cache_resource", errors, ++n, error_kind::foreign_pointer, heap, big_size);
     r.deallocate(theirs_big, big_size, 8);
-    check_error(errors, ++n, error_kind::foreign_pointer, theirs_big, big_size);
+    check_error("thread_cache_resource", errors, ++n, error_kind::foreign_pointer, theirs_big, big_size);
     w.run([&] { r.deallocate(heap, 40, 8); });  // from another thread too
-    check_error(errors, ++n, error_kind::foreign_pointer, heap, 40);
+    check_error("thread_cache_resource", errors, ++n, error_kind::foreign_pointer, heap, 40);
     w.run([&] { r.deallocate(theirs, 40, 8); });
-    check_error(errors, ++n, error_kind::foreign_pointer, theirs, 40);
+    check_error("thread_cache_resource", errors, ++n, error_kind::foreign_pointer, theirs, 40);
   }
   SUBCASE("interior pointers") {
     r.deallocate(p + 8, 40, 8);  // the object's own size
-    check_error(errors, ++n, error_kind::foreign_pointer, p + 8, 40);
+    check_error("thread_cache_resource", errors, ++n, error_kind::foreign_pointer, p + 8, 40);
     r.deallocate(p + 1, 40, 1);
-    check_error(errors, ++n, error_kind::foreign_pointer, p + 1, 40);
+    check_error("thread_cache_resource", errors, ++n, error_kind::foreign_pointer, p + 1, 40);
     r.deallocate(p + 8, 32, 8);  // the size of what is left: another class, so either report will do
     REQUIRE(errors.count() == ++n);
     CHECK((errors.errors().back().kind == error_kind::foreign_pointer ||
            errors.errors().back().kind == error_kind::wrong_size));
     r.deallocate(s + 16, 19984, 8);
-    check_error(errors, ++n, error_kind::foreign_pointer, s + 16, 19984);
+    check_error("thread_cache_resource", errors, ++n, error_kind::foreign_pointer, s + 16, 19984);
     r.deallocate(big + 4096, big_size - 4096, 8);
-    check_error(errors, ++n, error_kind::foreign_pointer, big + 4096, big_size - 4096);
+    check_error("thread_cache_resource", errors, ++n, error_kind::foreign_pointer, big + 4096, big_size - 4096);
     // The start of p's 64 KiB block: its header (not an object) or a slot no one allocated (free).
     auto* block = reinterpret_cast<char*>(strata::detail::to_address(p) & ~(std::uintptr_t{64 * KiB} - 1));
     if (block != p) {
@@ -1120,7 +1096,7 @@ TEST_CASE("thread_cache_resource: foreign and interior pointers are reported and
       CHECK(errors.errors().back().pointer == block);
     }
     w.run([&] { r.deallocate(p + 8, 40, 8); });
-    check_error(errors, ++n, error_kind::foreign_pointer, p + 8, 40);
+    check_error("thread_cache_resource", errors, ++n, error_kind::foreign_pointer, p + 8, 40);
     CHECK(std::all_of(p, p + 40, [](char c) { return c == 0x5A; }));
   }
   SUBCASE("usable_size of a pointer it did not hand out is reported and 0") {
@@ -1211,11 +1187,11 @@ TEST_CASE("thread_cache_resource: a pointer into another instance's block is rep
   using strata::error_kind;
   SUBCASE("freed with a thread-tier size") {
     r.deallocate(theirs, 40, 8);
-    check_error(errors, ++n, error_kind::foreign_pointer, theirs, 40);
+    check_error("thread_cache_resource", errors, ++n, error_kind::foreign_pointer, theirs, 40);
   }
   SUBCASE("freed with a shared-tier size") {
     r.deallocate(theirs, 20000, 8);
-    check_error(errors, ++n, error_kind::foreign_pointer, theirs, 20000);
+    check_error("thread_cache_resource", errors, ++n, error_kind::foreign_pointer, theirs, 20000);
   }
   SUBCASE("usable_size") {
     CHECK(r.usable_size(theirs) == 0);
@@ -1252,42 +1228,42 @@ TEST_CASE("thread_cache_resource: wrong sizes and alignments are reported and ch
 
   // A thread-tier object.
   r.deallocate(p, 100, 8);  // another class
-  check_error(errors, ++n, error_kind::wrong_size, p, 100, 40);
+  check_error("thread_cache_resource", errors, ++n, error_kind::wrong_size, p, 100, 40);
   r.deallocate(p, 8, 8);
-  check_error(errors, ++n, error_kind::wrong_size, p, 8, 40);
+  check_error("thread_cache_resource", errors, ++n, error_kind::wrong_size, p, 8, 40);
   r.deallocate(p, 20000, 8);  // a shared-tier size
-  check_error(errors, ++n, error_kind::wrong_size, p, 20000);
+  check_error("thread_cache_resource", errors, ++n, error_kind::wrong_size, p, 20000);
   r.deallocate(p, shared_max + 1, 8);  // an upstream size
-  check_error(errors, ++n, error_kind::wrong_size, p, shared_max + 1);
+  check_error("thread_cache_resource", errors, ++n, error_kind::wrong_size, p, shared_max + 1);
   CHECK_FALSE(r.resize(p, 100, 104, 8));  // resize names the size too
-  check_error(errors, ++n, error_kind::wrong_size, p, 100, 40);
+  check_error("thread_cache_resource", errors, ++n, error_kind::wrong_size, p, 100, 40);
   w.run([&] { r.deallocate(p, 100, 8); });  // from another thread: the block knows its class
-  check_error(errors, ++n, error_kind::wrong_size, p, 100, 40);
+  check_error("thread_cache_resource", errors, ++n, error_kind::wrong_size, p, 100, 40);
   // A shared-tier object.
   r.deallocate(s, 40, 8);
-  check_error(errors, ++n, error_kind::wrong_size, s, 40);
+  check_error("thread_cache_resource", errors, ++n, error_kind::wrong_size, s, 40);
   r.deallocate(s, 30000, 8);
-  check_error(errors, ++n, error_kind::wrong_size, s, 30000);
+  check_error("thread_cache_resource", errors, ++n, error_kind::wrong_size, s, 30000);
   r.deallocate(s, shared_max + 1, 8);
-  check_error(errors, ++n, error_kind::wrong_size, s, shared_max + 1);
+  check_error("thread_cache_resource", errors, ++n, error_kind::wrong_size, s, shared_max + 1);
   // An upstream block: its size and alignment are recorded.
   r.deallocate(big, 40, 8);
-  check_error(errors, ++n, error_kind::wrong_size, big, 40);
+  check_error("thread_cache_resource", errors, ++n, error_kind::wrong_size, big, 40);
   r.deallocate(big, 20000, 8);
-  check_error(errors, ++n, error_kind::wrong_size, big, 20000);
+  check_error("thread_cache_resource", errors, ++n, error_kind::wrong_size, big, 20000);
   r.deallocate(big, big_size + 1, 8);
-  check_error(errors, ++n, error_kind::wrong_size, big, big_size + 1, big_size);
+  check_error("thread_cache_resource", errors, ++n, error_kind::wrong_size, big, big_size + 1, big_size);
   r.deallocate(big, big_size, 64);
-  check_error(errors, ++n, error_kind::wrong_size, big, big_size, big_size);
+  check_error("thread_cache_resource", errors, ++n, error_kind::wrong_size, big, big_size, big_size);
   // Alignments that are not powers of two: an exception on allocate, a report on deallocate.
   CHECK_THROWS_AS((void)r.allocate(40, 24), std::invalid_argument);
   CHECK_THROWS_AS((void)r.allocate(40, 0), std::invalid_argument);
   r.deallocate(p, 40, 24);
-  check_error(errors, ++n, error_kind::bad_alignment, p, 40);
+  check_error("thread_cache_resource", errors, ++n, error_kind::bad_alignment, p, 40);
   r.deallocate(s, 20000, 3);
-  check_error(errors, ++n, error_kind::bad_alignment, s, 20000);
+  check_error("thread_cache_resource", errors, ++n, error_kind::bad_alignment, s, 20000);
   r.deallocate(big, big_size, 0);
-  check_error(errors, ++n, error_kind::bad_alignment, big, big_size);
+  check_error("thread_cache_resource", errors, ++n, error_kind::bad_alignment, big, big_size);
 
   auto after = r.stats();
   after.failed_allocations = before.failed_allocations;  // the two invalid_argument throws may count as failures

@@ -174,7 +174,7 @@ class tc_front {
       // Allocated: a slot (valid), not free here, not freed by another thread and not yet folded in.
       if (STRATA_UNLIKELY(i * bin.object_size != d ||
                           ((bin.valid & ~(v | bin.remote_ptr->load(std::memory_order_relaxed))) & m) == 0))
-        return report_claimed(h, p, c, bytes, alignment, i * bin.object_size != d);
+        return report_claimed(p, bytes, alignment, i * bin.object_size != d);
       bin.word_ptr->store(v | m, std::memory_order_relaxed);
       note_deallocation(h, bytes);
       return;
@@ -203,6 +203,28 @@ class tc_front {
   std::uintptr_t tag_of(const tc_block* b) const noexcept { return key_ ^ reinterpret_cast<std::uintptr_t>(b); }
   /// Whether p lies in a block of this front end (any byte of it).
   bool owns(const void* p) const noexcept { return block_map_contains(p) && block_of(p)->tag == tag_of(block_of(p)); }
+
+  /// Unlinks every block bin owns (current, spare, partial, full) and calls f(block) on each; the bin's lists are
+  /// left dangling: the caller resets the bin.
+  template <class F>
+  static void take_blocks(tc_bin& bin, F&& f) {
+    if (bin.current != nullptr) f(bin.current);
+    if (bin.spare != nullptr) f(bin.spare);
+    for (tc_block* list : {bin.partial, bin.full}) {
+      while (list != nullptr) {
+        tc_block* b = list;
+        list = b->next;
+        b->next = b->prev = nullptr;
+        f(b);
+      }
+    }
+  }
+  /// Whether p is the start of a slot of b (not a header slot, not past the limit).
+  static bool is_slot(const tc_block* b, const void* p) noexcept {
+    const std::size_t off = reinterpret_cast<std::uintptr_t>(p) & (tc_block_size - 1);
+    const std::size_t q = off / b->object_size;
+    return off % b->object_size == 0 && q < b->limit && (q < b->skip_begin || q >= b->skip_end);
+  }
 
   /// Formats `base` (tc_block_size bytes, aligned to it) as a block of class c, owned by nobody yet.
   tc_block* format(void* base, unsigned c) const noexcept;
@@ -250,7 +272,7 @@ class tc_front {
                    std::size_t alignment) const noexcept;
   void publish(tc_pending& e) const noexcept;
   void block_emptied(tc_heap& h, tc_bin& bin, tc_block* b) const noexcept;
-  void report_claimed(tc_heap& h, void* p, unsigned c, std::size_t bytes, std::size_t alignment,
+  void report_claimed(void* p, std::size_t bytes, std::size_t alignment,
                       bool interior) const noexcept;
   void report_bad_free(const void* p, unsigned c, std::size_t bytes, std::size_t alignment) const noexcept;
   void report(error_kind kind, const void* p, std::size_t bytes, std::size_t alignment, std::size_t expected,
