@@ -8,21 +8,22 @@
 
 namespace strata::detail {
 
-std::atomic<std::uint64_t*> g_block_map{nullptr};
+block_map g_block_map{nullptr};
+block_map g_front_block_map{nullptr};
 
 namespace {
 constexpr std::size_t map_bytes = static_cast<std::size_t>(block_map_limit >> block_map_shift) / 8;
 
-std::atomic<std::uint64_t>* map_words() noexcept {
-  std::uint64_t* words = g_block_map.load(std::memory_order_acquire);
+std::atomic<std::uint64_t>* map_words(block_map& map) noexcept {
+  std::uint64_t* words = map.load(std::memory_order_acquire);
   if (words == nullptr) {
     // First registration (or an earlier attempt failed): map it once, under a lock.
     static std::mutex mutex;
     std::lock_guard<std::mutex> lock(mutex);
-    words = g_block_map.load(std::memory_order_acquire);
+    words = map.load(std::memory_order_acquire);
     if (words == nullptr) {
       words = static_cast<std::uint64_t*>(os::map_sparse(map_bytes));
-      if (words != nullptr) g_block_map.store(words, std::memory_order_release);
+      if (words != nullptr) map.store(words, std::memory_order_release);
     }
   }
   return reinterpret_cast<std::atomic<std::uint64_t>*>(words);
@@ -36,17 +37,17 @@ void for_granules(const void* block, std::size_t size, F&& f) noexcept {
 }
 }  // namespace
 
-bool block_map_register(const void* block, std::size_t size) noexcept {
+bool block_map_register(const void* block, std::size_t size, block_map& map) noexcept {
   const auto a = reinterpret_cast<std::uintptr_t>(block);
   if (a + size > block_map_limit) return false;
-  std::atomic<std::uint64_t>* words = map_words();
+  std::atomic<std::uint64_t>* words = map_words(map);
   if (words == nullptr) return false;
   for_granules(block, size, [&](std::size_t w, std::uint64_t bit) { words[w].fetch_or(bit, std::memory_order_relaxed); });
   return true;
 }
 
-void block_map_unregister(const void* block, std::size_t size) noexcept {
-  auto* words = reinterpret_cast<std::atomic<std::uint64_t>*>(g_block_map.load(std::memory_order_acquire));
+void block_map_unregister(const void* block, std::size_t size, block_map& map) noexcept {
+  auto* words = reinterpret_cast<std::atomic<std::uint64_t>*>(map.load(std::memory_order_acquire));
   if (words == nullptr) return;
   for_granules(block, size,
                [&](std::size_t w, std::uint64_t bit) { words[w].fetch_and(~bit, std::memory_order_relaxed); });

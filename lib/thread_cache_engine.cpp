@@ -151,6 +151,21 @@ void thread_cache_engine::detach_heap(tc_heap* h) noexcept {
   h->attached = false;
 }
 
+void thread_cache_engine::release_thread_heap() noexcept {
+  if (tc_thread_exited) return;
+  tc_registry& reg = tc_registry::local();
+  tc_heap* h = nullptr;
+  for (unsigned i = 0; i < reg.count; ++i) {
+    if (reg.entries[i].id == id_) {
+      h = reg.entries[i].heap;
+      reg.entries[i] = reg.entries[--reg.count];
+      break;
+    }
+  }
+  if (tc_tls_entry& t = tc_tls[id_ & (tc_tls_ways - 1)]; t.id == id_) t = tc_tls_entry{0, nullptr};
+  if (h != nullptr) detach_heap(h);
+}
+
 tc_heap* thread_cache_engine::find_heap() noexcept {
   if (tc_thread_exited) return nullptr;
   tc_registry& reg = tc_registry::local();
@@ -308,20 +323,46 @@ bool thread_cache_engine::resize(void* p, std::size_t old_size, std::size_t new_
 }
 
 std::size_t thread_cache_engine::usable_size(const void* p) const noexcept {
-  // The shared tier first: for its blocks, the front end's header check would read another object's memory.
-  if (std::size_t n = middle_.usable_size(p)) return n;
-  if (std::size_t n = back_.size_of(p)) return n;
+  // Front blocks have a block map of their own, so no tier reads a header inside another tier's objects.
   if (front_.owns(p)) {
     const tc_block* b = tc_front::block_of(p);
     if (tc_front::is_slot(b, p)) return b->object_size;
     report(error_kind::foreign_pointer, p, 0, 0, 0, "usable_size: not the start of an object");
     return 0;
   }
+  if (std::size_t n = middle_.usable_size(p)) return n;
+  if (std::size_t n, a; back_.lookup(p, n, a)) return n;
   report(error_kind::foreign_pointer, p, 0, 0, 0, "usable_size: not an allocation of this resource");
   return 0;
 }
 
-std::size_t thread_cache_engine::round_size(std::size_t bytes, std::size_t alignment) const noexcept {
+std::size_t thread_cache_engine::deallocate_unsized(void* p) noexcept {
+  // Each tier is freed with a size and alignment that lead back to it: a class size rounds to its own class, and a
+  // free-list block's size is already rounded to its granule.
+  const auto plain = [](std::size_t n) -> std::size_t { return n % 16 == 0 ? 16 : 8; };
+  if (front_.owns(p)) {
+    const std::size_t n = tc_front::block_of(p)->object_size;
+    deallocate(p, n, plain(n));  // checks the slot and its bits as any free does
+    return n;
+  }
+  if (const std::size_t n = middle_.usable_size(p); n != 0) {
+    if (!middle_.deallocate(p, n, plain(n))) return 0;
+    account(-static_cast<std::int64_t>(n));
+    return n;
+  }
+  if (std::size_t n, a; back_.lookup(p, n, a)) {
+    if (const auto v = back_.deallocate(p, n, a); !v) {  // freed by another thread meanwhile
+      report(v.kind, p, n, a, v.expected, v.why);
+      return 0;
+    }
+    account(-static_cast<std::int64_t>(n));
+    return n;
+  }
+  report(error_kind::foreign_pointer, p, 0, 0, 0, "free without a size: not an allocation of this resource");
+  return 0;
+}
+
+std::size_t thread_cache_engine::round_size_other(std::size_t bytes, std::size_t alignment) const noexcept {
   switch (tier_of(bytes, alignment)) {
     case thread_tier: return front_.sizes().size_of(front_.class_for(bytes, alignment));
     case shared_tier: return tc_middle::rounded(bytes, alignment);

@@ -434,7 +434,7 @@ void tc_front::report_bad_free(const void* p, unsigned c, std::size_t bytes, std
 
 const char* tc_front::check_block(const tc_block* b, std::size_t claimed_word) const noexcept {
   if (b->tag != tag_of(b)) return "block tag corrupt";
-  if (!block_map_contains(b)) return "block missing from the block map";
+  if (!block_map_contains(b, g_front_block_map)) return "block missing from the block map";
   if (b->size_class >= sizes_.count() || b->object_size != sizes_.size_of(b->size_class)) return "block class corrupt";
   const layout l = layout_of(b->object_size, header_offset(reinterpret_cast<std::uintptr_t>(b->base())));
   if (b->limit != l.limit || b->words != l.words || b->skip_begin != l.skip_begin || b->skip_end != l.skip_end ||

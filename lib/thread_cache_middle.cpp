@@ -55,7 +55,7 @@ void* tc_middle::take_empty() noexcept {
     ++failed_;
     return nullptr;
   }
-  if (!block_map_register(base, tc_block_size)) {
+  if (!block_map_register(base, tc_block_size, g_front_block_map)) {
     upstream_->deallocate(base, tc_block_size, tc_block_size);
     std::lock_guard<spin_lock> g(block_lock_);
     ++upstream_allocations_;
@@ -93,7 +93,7 @@ void tc_middle::give_empty(tc_block* b) noexcept {
 }
 
 void tc_middle::release_block(void* base) noexcept {
-  block_map_unregister(base, tc_block_size);
+  block_map_unregister(base, tc_block_size, g_front_block_map);
   upstream_->deallocate(base, tc_block_size, tc_block_size);
   --held_;
   ++upstream_deallocations_;
@@ -186,7 +186,7 @@ const char* tc_middle::check(std::size_t& blocks, std::size_t& live) const noexc
   std::size_t e = 0;
   for (const void* base = empty_; base != nullptr; base = *static_cast<void* const*>(base)) {
     ++e;
-    if (!block_map_contains(base)) return "empty block missing from the block map";
+    if (!block_map_contains(base, g_front_block_map)) return "empty block missing from the block map";
   }
   if (e != empty_count_) return "empty count differs from the cache";
   if (empty_count_ > max_empty_) return "more empty blocks cached than allowed";

@@ -43,9 +43,6 @@ std::size_t thread_cache_resource::max_size(cache_tier t) const noexcept {
   }
 }
 
-std::size_t thread_cache_resource::round_size(std::size_t bytes, std::size_t alignment) const noexcept {
-  return engine_.round_size(bytes, alignment);
-}
 std::size_t thread_cache_resource::usable_size(const void* p) const noexcept { return engine_.usable_size(p); }
 void thread_cache_resource::trim() noexcept { engine_.trim(); }
 std::size_t thread_cache_resource::heap_count() const noexcept { return engine_.heap_count(); }

@@ -1926,3 +1926,103 @@ TEST_CASE("thread_cache_resource: freeing a shared-tier block reads no other liv
   CHECK(r.check_invariants());
   CHECK(up.mismatches() == 0);
 }
+
+TEST_CASE("thread_cache_resource: usable_size of thread-tier objects reads no shared-tier chunk while others write") {
+  // The other direction: front blocks have their own block map, so a thread-tier pointer is never taken for a
+  // shared-tier chunk whose header would sit inside another front block's objects.
+  recording_resource up;
+  thread_cache_resource r(&up);
+  std::vector<char*> v;
+  for (int i = 0; i < 4000; ++i) v.push_back(static_cast<char*>(r.allocate(64, 8)));
+  barrier start(2);
+  std::thread writer([&] {
+    start.arrive_and_wait();
+    for (std::size_t i = 0; i < v.size(); i += 2) strata_test::fill_pattern(v[i], 64, i);
+  });
+  std::thread reader([&] {
+    start.arrive_and_wait();
+    for (std::size_t i = 1; i < v.size(); i += 2) CHECK(r.usable_size(v[i]) == 64);
+  });
+  writer.join();
+  reader.join();
+  for (char* p : v) r.deallocate(p, 64, 8);
+  CHECK(r.stats().live_allocations() == 0);
+}
+
+TEST_CASE("thread_cache_resource: deallocate_unsized frees every tier; stats stay exact for round_size requests") {
+  recording_resource up;
+  thread_cache_resource r(&up);
+  const std::size_t sizes[] = {0, 1, 8, 24, 100, 4096, 8192, 8193, 20000, 256 * KiB, 256 * KiB + 1, 3 * MiB};
+  const std::size_t alignments[] = {1, 8, 16, 64, 4096, 64 * KiB};
+  const auto before = r.stats();
+  std::size_t count = 0;
+  for (std::size_t n : sizes) {
+    for (std::size_t a : alignments) {
+      const std::size_t request = r.round_size(n, a);
+      void* p = r.allocate(request, a);
+      CHECK(r.usable_size(p) == request);
+      strata_test::fill_pattern(p, request, n);
+      CHECK(r.deallocate_unsized(p) == request);
+      ++count;
+    }
+  }
+  const auto after = r.stats();
+  CHECK(after.bytes_in_use == before.bytes_in_use);
+  CHECK(after.allocations - before.allocations == count);
+  CHECK(after.deallocations - before.deallocations == count);
+  for (cache_tier t : all_tiers) CHECK(r.tier_stats(t).bytes_in_use == 0);
+  CHECK(r.check_invariants());
+  CHECK(up.mismatches() == 0);
+}
+
+TEST_CASE("thread_cache_resource: deallocate_unsized reports foreign pointers and double frees and changes nothing") {
+  thread_cache_resource r;
+  error_capture errors;
+  void* small = r.allocate(40);
+  void* mid = r.allocate(30000);
+  void* large = r.allocate(MiB);
+  const auto before = r.stats();
+  int on_stack = 0;
+  CHECK(r.deallocate_unsized(&on_stack) == 0);
+  check_error("thread_cache_resource", errors, 1, strata::error_kind::foreign_pointer, &on_stack, 0);
+  CHECK(r.deallocate_unsized(static_cast<char*>(small) + 8) == r.round_size(40));  // inside an object
+  check_error("thread_cache_resource", errors, 2, strata::error_kind::foreign_pointer, static_cast<char*>(small) + 8,
+              r.round_size(40));
+  check_unchanged(before, r.stats());
+  for (void* p : {small, mid, large}) CHECK(r.deallocate_unsized(p) != 0);
+  const auto freed = r.stats();
+  CHECK(freed.live_allocations() == 0);
+  r.deallocate_unsized(small);  // double frees, each tier
+  CHECK(errors.count() == 3);
+  CHECK(errors.errors().back().kind == strata::error_kind::double_free);
+  CHECK(r.deallocate_unsized(mid) == 0);
+  CHECK(r.deallocate_unsized(large) == 0);
+  CHECK(errors.count() == 5);
+  check_unchanged(freed, r.stats());
+  CHECK(r.check_invariants());
+}
+
+TEST_CASE("thread_cache_resource: release_thread_cache hands the thread's blocks back; the thread may go on") {
+  recording_resource up;
+  thread_cache_resource r(&up);
+  std::vector<void*> kept;
+  std::thread t([&] {
+    for (int i = 0; i < 1000; ++i) kept.push_back(r.allocate(48));
+    r.release_thread_cache();
+    r.release_thread_cache();  // twice is harmless
+    void* p = r.allocate(48);  // a heap again
+    r.deallocate(p, 48);
+    for (std::size_t i = 0; i < kept.size(); i += 2) r.deallocate(kept[i], 48);  // freed after the handback
+    r.release_thread_cache();
+  });
+  t.join();
+  CHECK(r.heap_count() >= 1);
+  // The blocks the thread held are in the shared tier now: this thread adopts them, and frees the rest.
+  for (std::size_t i = 1; i < kept.size(); i += 2) r.deallocate(kept[i], 48);
+  CHECK(r.stats().live_allocations() == 0);
+  CHECK(r.check_invariants());
+  r.release_thread_cache();
+  r.trim();
+  CHECK(r.stats().bytes_in_use == 0);
+  CHECK(up.mismatches() == 0);
+}

@@ -73,10 +73,20 @@ class thread_cache_resource : public resource {
   [[nodiscard]] static constexpr std::size_t thread_cache_min_size() noexcept { return 8; }
   /// Bytes a request really occupies: its class size in the thread tier, its rounded block in the shared tier,
   /// the request itself upstream.
-  [[nodiscard]] std::size_t round_size(std::size_t bytes, std::size_t alignment = alignof(std::max_align_t)) const noexcept;
+  [[nodiscard]] std::size_t round_size(std::size_t bytes, std::size_t alignment = alignof(std::max_align_t)) const noexcept {
+    return engine_.round_size(bytes, alignment);
+  }
   /// Bytes usable at `p`, a live allocation of this resource (at least the size it was allocated with), found
   /// without its size. A pointer this resource did not hand out is reported and gives 0.
   [[nodiscard]] std::size_t usable_size(const void* p) const noexcept;
+  /// Frees `p` without its size: the block's tier finds it (usable_size(p)), and the statistics count that size as
+  /// freed. They stay exact when such blocks were requested at their round_size() (as the C API's heap does); a block
+  /// requested with fewer bytes leaves the difference counted as in use. Returns the size freed; 0 after reporting
+  /// a pointer this resource did not hand out.
+  std::size_t deallocate_unsized(void* p) noexcept { return engine_.deallocate_unsized(p); }
+  /// Hands the calling thread's cache back now, as thread exit would (its blocks become available to other
+  /// threads, empty ones are cached or returned upstream). The thread may go on using the resource.
+  void release_thread_cache() noexcept { engine_.release_thread_heap(); }
 
   /// Folds in the calling thread's pending cross-thread frees, collects remote frees into the shared tier's blocks,
   /// and returns cached empty blocks and the shared free list's empty chunks upstream.

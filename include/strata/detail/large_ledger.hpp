@@ -109,6 +109,14 @@ class large_ledger {
     const auto* e = table_.find(reinterpret_cast<std::uintptr_t>(p));
     return e == nullptr ? 0 : packed_size(e->value);
   }
+  /// Whether p is recorded; if so, its size and alignment into `bytes` and `alignment` (the size may be 0).
+  bool lookup(const void* p, std::size_t& bytes, std::size_t& alignment) const noexcept {
+    const auto* e = table_.find(reinterpret_cast<std::uintptr_t>(p));
+    if (e == nullptr) return false;
+    bytes = packed_size(e->value);
+    alignment = packed_alignment(e->value);
+    return true;
+  }
 
   [[nodiscard]] std::size_t count() const noexcept { return table_.size(); }
 

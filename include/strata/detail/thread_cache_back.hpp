@@ -63,6 +63,10 @@ class tc_back {
     std::lock_guard<std::mutex> g(lock_);
     return ledger_.size_of(p);
   }
+  bool lookup(const void* p, std::size_t& bytes, std::size_t& alignment) const noexcept {
+    std::lock_guard<std::mutex> g(lock_);
+    return ledger_.lookup(p, bytes, alignment);
+  }
 
   [[nodiscard]] resource_stats stats() const noexcept {
     std::lock_guard<std::mutex> g(lock_);

@@ -81,6 +81,11 @@ class thread_cache_engine {
 
   bool resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) noexcept;
   [[nodiscard]] std::size_t usable_size(const void* p) const noexcept;
+  /// Frees p with the size its tier finds (usable_size(p)), which is also what the statistics count; returns it, or
+  /// 0 after reporting a pointer this engine did not hand out.
+  std::size_t deallocate_unsized(void* p) noexcept;
+  /// Hands the calling thread's heap back as thread exit would; the thread gets a heap again if it comes back.
+  void release_thread_heap() noexcept;
   void trim() noexcept;
 
   enum tier : unsigned { thread_tier = 0, shared_tier = 1, upstream_tier = 2 };
@@ -91,7 +96,11 @@ class thread_cache_engine {
   }
   [[nodiscard]] std::size_t max_small() const noexcept { return front_.max_small(); }
   [[nodiscard]] std::size_t max_shared() const noexcept { return middle_.max_shared(); }
-  [[nodiscard]] std::size_t round_size(std::size_t bytes, std::size_t alignment) const noexcept;
+  STRATA_ALWAYS_INLINE std::size_t round_size(std::size_t bytes, std::size_t alignment) const noexcept {
+    if (STRATA_LIKELY(bytes <= front_.max_small() && plain_alignment(alignment)))
+      return front_.sizes().size_of(front_.sizes().class_of(align_up(bytes, alignment)));
+    return round_size_other(bytes, alignment);
+  }
   [[nodiscard]] std::size_t heap_count() const noexcept;
   [[nodiscard]] resource_stats tier_stats(tier t) const noexcept;
   [[nodiscard]] resource_stats stats() const noexcept;
@@ -118,6 +127,7 @@ class thread_cache_engine {
   void deallocate_small_slow(void* p, unsigned c, std::size_t bytes, std::size_t alignment) noexcept;
   void* allocate_other(std::size_t bytes, std::size_t alignment);
   void deallocate_other(void* p, std::size_t bytes, std::size_t alignment) noexcept;
+  std::size_t round_size_other(std::size_t bytes, std::size_t alignment) const noexcept;
   void report(error_kind kind, const void* p, std::size_t bytes, std::size_t alignment, std::size_t expected,
               const char* why) const noexcept;
   void release_heaps() noexcept;

@@ -202,7 +202,7 @@ class tc_front {
   }
   std::uintptr_t tag_of(const tc_block* b) const noexcept { return key_ ^ reinterpret_cast<std::uintptr_t>(b); }
   /// Whether p lies in a block of this front end (any byte of it).
-  bool owns(const void* p) const noexcept { return block_map_contains(p) && block_of(p)->tag == tag_of(block_of(p)); }
+  bool owns(const void* p) const noexcept { return block_map_contains(p, g_front_block_map) && block_of(p)->tag == tag_of(block_of(p)); }
 
   /// Unlinks every block bin owns (current, spare, partial, full) and calls f(block) on each; the bin's lists are
   /// left dangling: the caller resets the bin.
