@@ -238,6 +238,15 @@ void* thread_cache_engine::allocate_other(std::size_t bytes, std::size_t alignme
   return p;
 }
 
+void* thread_cache_engine::allocate_other_rounded(std::size_t bytes, std::size_t alignment) {
+  check_alignment("thread_cache_resource::allocate", alignment);
+  return allocate_other(round_size_other(bytes, alignment), alignment);
+}
+
+void thread_cache_engine::deallocate_other_rounded(void* p, std::size_t bytes, std::size_t alignment) noexcept {
+  deallocate_other(p, is_power_of_two(alignment) ? round_size_other(bytes, alignment) : bytes, alignment);
+}
+
 void thread_cache_engine::account(std::int64_t delta) noexcept {
   tc_heap* h = my_heap();
   if (h == nullptr) h = find_heap();

@@ -79,6 +79,15 @@ class thread_cache_resource : public resource {
   /// Bytes usable at `p`, a live allocation of this resource (at least the size it was allocated with), found
   /// without its size. A pointer this resource did not hand out is reported and gives 0.
   [[nodiscard]] std::size_t usable_size(const void* p) const noexcept;
+  /// allocate(round_size(bytes, alignment), alignment) and deallocate(p, round_size(bytes, alignment), alignment),
+  /// in one step each and without the virtual call: for callers that count blocks at their rounded size (the C API's
+  /// heap), so that deallocate_unsized keeps the statistics exact.
+  void* allocate_rounded(std::size_t bytes, std::size_t alignment = alignof(std::max_align_t)) {
+    return engine_.allocate<true>(bytes, alignment);
+  }
+  void deallocate_rounded(void* p, std::size_t bytes, std::size_t alignment = alignof(std::max_align_t)) noexcept {
+    engine_.deallocate<true>(p, bytes, alignment);
+  }
   /// Frees `p` without its size: the block's tier finds it (usable_size(p)), and the statistics count that size as
   /// freed. They stay exact when such blocks were requested at their round_size() (as the C API's heap does); a block
   /// requested with fewer bytes leaves the difference counted as in use. Returns the size freed; 0 after reporting

@@ -48,10 +48,13 @@ class thread_cache_engine {
 
   // The fast paths below make no call that returns to them (slow paths are tail calls), so they save no registers.
 
+  // Rounded: the request is taken as round_size(bytes, alignment) (what the statistics count), computed on the way.
+  template <bool Rounded = false>
   STRATA_ALWAYS_INLINE void* allocate(std::size_t bytes, std::size_t alignment) {
     if (STRATA_UNLIKELY(bytes > front_.max_small() || !plain_alignment(alignment)))
-      return allocate_other(bytes, alignment);
+      return Rounded ? allocate_other_rounded(bytes, alignment) : allocate_other(bytes, alignment);
     const unsigned c = front_.sizes().class_of(align_up(bytes, alignment));
+    if constexpr (Rounded) bytes = front_.sizes().size_of(c);
     tc_heap* h = my_heap();
     if (STRATA_UNLIKELY(h == nullptr)) return allocate_small_slow(c, bytes, alignment);
     tc_bin& bin = h->bins[c];
@@ -70,10 +73,12 @@ class thread_cache_engine {
     return p;
   }
 
+  template <bool Rounded = false>
   STRATA_ALWAYS_INLINE void deallocate(void* p, std::size_t bytes, std::size_t alignment) noexcept {
     if (STRATA_UNLIKELY(bytes > front_.max_small() || !plain_alignment(alignment)))
-      return deallocate_other(p, bytes, alignment);
+      return Rounded ? deallocate_other_rounded(p, bytes, alignment) : deallocate_other(p, bytes, alignment);
     const unsigned c = front_.sizes().class_of(align_up(bytes, alignment));
+    if constexpr (Rounded) bytes = front_.sizes().size_of(c);
     tc_heap* h = my_heap();
     if (STRATA_UNLIKELY(h == nullptr)) return deallocate_small_slow(p, c, bytes, alignment);
     front_.deallocate(*h, p, c, bytes, alignment);
@@ -128,6 +133,8 @@ class thread_cache_engine {
   void* allocate_other(std::size_t bytes, std::size_t alignment);
   void deallocate_other(void* p, std::size_t bytes, std::size_t alignment) noexcept;
   std::size_t round_size_other(std::size_t bytes, std::size_t alignment) const noexcept;
+  void* allocate_other_rounded(std::size_t bytes, std::size_t alignment);
+  void deallocate_other_rounded(void* p, std::size_t bytes, std::size_t alignment) noexcept;
   void report(error_kind kind, const void* p, std::size_t bytes, std::size_t alignment, std::size_t expected,
               const char* why) const noexcept;
   void release_heaps() noexcept;
