@@ -11,6 +11,7 @@
 #include <strata/bitmap_resource.hpp>
 #include <strata/fixed_pool_resource.hpp>
 #include <strata/free_list_resource.hpp>
+#include <strata/strata.h>
 #include <strata/thread_cache_resource.hpp>
 #include <strata/page_resource.hpp>
 
@@ -37,6 +38,23 @@ holder_ptr free_list_with(const workload_info&) {
   o.policy = P;
   return make_holder<strata::free_list_resource>(o);
 }
+
+/// The C API's default heap (<strata/strata.h>) behind a memory_resource: the same one virtual call as the C++
+/// resources' rows, then strata_malloc/strata_free (strata_aligned_* when the workload asks for more alignment than
+/// a plain allocation of that size gets), so the row against strata_thread_cache is the shim's own cost.
+class c_api_resource final : public std::pmr::memory_resource {
+  static std::size_t plain_alignment(std::size_t n) noexcept { return n >= 16 ? 16 : 8; }  // strata.h's promise
+  void* do_allocate(std::size_t bytes, std::size_t alignment) override {
+    void* p = alignment <= plain_alignment(bytes) ? strata_malloc(bytes) : strata_aligned_alloc(bytes, alignment);
+    if (p == nullptr) throw std::bad_alloc();
+    return p;
+  }
+  void do_deallocate(void* p, std::size_t bytes, std::size_t alignment) override {
+    if (alignment <= plain_alignment(bytes)) strata_free(p, bytes);
+    else strata_aligned_free(p, bytes, alignment);
+  }
+  bool do_is_equal(const std::pmr::memory_resource& other) const noexcept override { return this == &other; }
+};
 
 #if defined(STRATA_BENCH_HAVE_FOONATHAN)
 /// A std::pmr::memory_resource over a foonathan::memory::memory_pool built for one node size (the workload's fixed
@@ -99,6 +117,8 @@ const std::vector<resource_entry>& resources() {
        [](const workload_info&) { return make_holder<strata::synchronized_free_list_resource>(); }},
       {"strata_thread_cache", thread_safe | small_blocks | large_blocks,
        [](const workload_info&) { return make_holder<strata::thread_cache_resource>(); }},
+      {"strata_c_api", thread_safe | small_blocks | large_blocks,
+       [](const workload_info&) { return make_holder<c_api_resource>(); }},
       {"glibc", thread_safe | small_blocks | large_blocks, new_delete},
       {"mimalloc", thread_safe | small_blocks | large_blocks, new_delete, "libmimalloc.so.2", "STRATA_BENCH_MIMALLOC"},
       {"jemalloc", thread_safe | small_blocks | large_blocks, new_delete, "libjemalloc.so.2", "STRATA_BENCH_JEMALLOC"},

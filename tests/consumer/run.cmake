@@ -1,5 +1,6 @@
 # Installs the strata build into a scratch prefix, then configures, builds and runs tests/consumer against it with
-# find_package(strata CONFIG), and compiles the same program with pkg-config's flags when pkg-config is present.
+# find_package(strata CONFIG), and compiles the same programs (C++ and C) with pkg-config's flags when pkg-config is
+# present.
 file(REMOVE_RECURSE ${WORK_DIR})
 set(prefix ${WORK_DIR}/prefix)
 
@@ -13,9 +14,11 @@ endfunction()
 
 run(${CMAKE_COMMAND} --install ${STRATA_BUILD_DIR} --prefix ${prefix})
 run(${CMAKE_COMMAND} -S ${CONSUMER_SOURCE_DIR} -B ${WORK_DIR}/build -G ${CMAKE_GENERATOR}
-    -DCMAKE_PREFIX_PATH=${prefix} -DCMAKE_CXX_COMPILER=${CXX_COMPILER} -DCMAKE_BUILD_TYPE=Release)
+    -DCMAKE_PREFIX_PATH=${prefix} -DCMAKE_CXX_COMPILER=${CXX_COMPILER} -DCMAKE_C_COMPILER=${C_COMPILER}
+    -DCMAKE_BUILD_TYPE=Release)
 run(${CMAKE_COMMAND} --build ${WORK_DIR}/build)
 run(${WORK_DIR}/build/consumer)
+run(${WORK_DIR}/build/consumer_c)
 
 find_program(PKG_CONFIG pkg-config)
 if(PKG_CONFIG)
@@ -34,6 +37,9 @@ if(PKG_CONFIG)
   run(${CXX_COMPILER} ${CONSUMER_SOURCE_DIR}/main.cpp -o ${WORK_DIR}/consumer-pc ${flags})
   # pkg-config sets no rpath: with BUILD_SHARED_LIBS=ON the loader must be told where libstrata.so is.
   run(${CMAKE_COMMAND} -E env LD_LIBRARY_PATH=${libdir} ${WORK_DIR}/consumer-pc)
+  # And from C, linked by the C compiler: the flags must be valid C and bring the C++ runtime along.
+  run(${C_COMPILER} -std=c99 -Wall -Werror ${CONSUMER_SOURCE_DIR}/main.c -o ${WORK_DIR}/consumer-pc-c ${flags})
+  run(${CMAKE_COMMAND} -E env LD_LIBRARY_PATH=${libdir} ${WORK_DIR}/consumer-pc-c)
 else()
   message(STATUS "pkg-config not found: the .pc check is skipped")
 endif()

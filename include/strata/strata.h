@@ -1,0 +1,292 @@
+/* strata/strata.h: the C API. A default heap with sized free, and handles for every strategy. Valid C99 and C++. */
+#ifndef STRATA_STRATA_H
+#define STRATA_STRATA_H
+
+#include <stddef.h>
+#include <stdint.h>
+#ifndef __cplusplus
+#include <stdbool.h>
+#endif
+
+#ifdef __cplusplus
+#define STRATA_C_NOEXCEPT noexcept
+extern "C" {
+#else
+#define STRATA_C_NOEXCEPT
+#endif
+
+/*
+ * Conventions, for every function below:
+ * - Sizes come before alignments. Alignments are powers of two; anything else fails with STRATA_EINVAL.
+ * - Nothing needs an init call, and no C++ exception ever leaves a function: a failure returns NULL (or false, or 0)
+ *   and sets the calling thread's strata_last_error() (and errno to ENOMEM or EINVAL, as malloc would). A success
+ *   leaves strata_last_error() as it was, as errno does.
+ * - Sized free: strata_free(p, size) names the size p was allocated with (or last resized or reallocated to). Any
+ *   size that rounds to the same block is accepted. Misuse the strategy can see (a double free, a pointer it did not
+ *   hand out, a size of another block) goes to the misuse handler (strata_set_misuse_handler); the default one prints
+ *   one line to stderr and aborts.
+ * - Alignment of plain allocations (strata_malloc, strata_calloc, strata_realloc): 16 bytes from 16 bytes on, 8
+ *   below, so any object of that size or smaller with a fundamental alignment fits, as C17 asks of malloc. Fixed
+ *   pools give their blocks' alignment (see strata_fixed_pool_create). More: the aligned_alloc forms.
+ * - Size 0 is a valid request for the smallest block; every call returns a distinct pointer.
+ * - NULL is accepted and ignored by every free function.
+ */
+
+/* ---- errors ------------------------------------------------------------------------------------------------------ */
+
+/** Why the last failing call on this thread failed. */
+typedef enum strata_error {
+  STRATA_OK = 0,        /**< no failure yet on this thread */
+  STRATA_ENOMEM = 1,    /**< out of memory: upstream refused, a capped pool is full, or a size too large to serve */
+  STRATA_EOVERFLOW = 2, /**< a size computation overflowed (count * size, or rounding a size near SIZE_MAX) */
+  STRATA_EINVAL = 3,    /**< an invalid argument: an alignment not a power of two, an option out of range, a NULL handle */
+  STRATA_ENOTSUP = 4,   /**< the strategy cannot do this (e.g. find a block's size without being told it) */
+  STRATA_EMISUSE = 5    /**< misuse was detected and reported to the misuse handler, which returned */
+} strata_error_t;
+
+/** The calling thread's last failure (STRATA_OK if none). */
+strata_error_t strata_last_error(void) STRATA_C_NOEXCEPT;
+/** Resets the calling thread's last failure to STRATA_OK. */
+void strata_clear_error(void) STRATA_C_NOEXCEPT;
+/** A short description of `error`, e.g. "out of memory". Never NULL. */
+const char* strata_error_string(strata_error_t error) STRATA_C_NOEXCEPT;
+
+/** What kind of misuse a strategy detected. */
+typedef enum strata_misuse_kind {
+  STRATA_MISUSE_DOUBLE_FREE = 0,        /**< the block is already free */
+  STRATA_MISUSE_FOREIGN_POINTER = 1,    /**< the pointer was not handed out by this strategy */
+  STRATA_MISUSE_WRONG_SIZE = 2,         /**< a size (or alignment) other than the block's */
+  STRATA_MISUSE_BAD_ALIGNMENT = 3,      /**< an alignment that is not a power of two */
+  STRATA_MISUSE_CORRUPT_METADATA = 4,   /**< the strategy's own bookkeeping failed a check (an overwrite?) */
+  STRATA_MISUSE_INVARIANT_VIOLATED = 5  /**< strata_resource_check found a broken invariant */
+} strata_misuse_kind_t;
+
+/** Everything known about one detected misuse; the strings live only during the handler's call. */
+typedef struct strata_misuse {
+  strata_misuse_kind_t kind;
+  const char* strategy;  /**< e.g. "thread_cache_resource" */
+  const void* pointer;   /**< the pointer passed (may be NULL) */
+  size_t size;           /**< the size passed (by the default heap and thread caches: rounded to its block) */
+  size_t alignment;      /**< the alignment passed */
+  size_t expected_size;  /**< the size the strategy knows the block by; 0 when unknown */
+  const char* detail;    /**< one more phrase of explanation, or NULL */
+  const char* message;   /**< the whole report as one line, as the default handler prints it */
+} strata_misuse_t;
+
+/** Called for every detected misuse, on the thread that made it. When it returns, the call that detected the misuse
+ *  does nothing further (the bad pointer is ignored; nothing changes) and sets strata_last_error() to EMISUSE. */
+typedef void (*strata_misuse_handler_t)(const strata_misuse_t* misuse, void* context);
+
+/** Installs `handler` (with `context` passed back to it) for the whole process; NULL restores the default handler,
+ *  which prints the message to stderr and aborts. Thread-safe. */
+void strata_set_misuse_handler(strata_misuse_handler_t handler, void* context) STRATA_C_NOEXCEPT;
+
+/* ---- statistics -------------------------------------------------------------------------------------------------- */
+
+/** A snapshot of a strategy's accounting. Counts and bytes_in_use are exact; bytes_resident is an estimate. */
+typedef struct strata_stats_s {
+  size_t bytes_in_use;      /**< sum of the sizes of the live allocations (see each strategy for rounding) */
+  size_t peak_bytes_in_use; /**< highest bytes_in_use so far */
+  size_t bytes_held;        /**< bytes obtained from upstream (or the OS) and not given back */
+  size_t bytes_resident;    /**< estimate of the part of bytes_held backed by physical memory */
+  uint64_t allocations;     /**< successful allocations since creation */
+  uint64_t deallocations;   /**< frees since creation */
+  uint64_t failed_allocations;
+  uint64_t upstream_allocations;
+  uint64_t upstream_deallocations;
+  size_t free_bytes;         /**< free-list strategies: free space between blocks; 0 for the others */
+  size_t free_blocks;        /**< how many free blocks make up free_bytes */
+  size_t largest_free_block; /**< the largest of them */
+} strata_stats_t;
+
+/* ---- the default heap -------------------------------------------------------------------------------------------- */
+/*
+ * One process-wide thread_cache_resource over the default page resource, made on first use and never destroyed (so
+ * it may be used from atexit handlers and thread-exit destructors). Thread-safe; a block may be freed by any thread.
+ * Its statistics count each block at its rounded size (strata_round_size), so that blocks freed without their size
+ * keep them exact.
+ */
+
+/** A block of at least `size` bytes, or NULL (ENOMEM). */
+void* strata_malloc(size_t size) STRATA_C_NOEXCEPT;
+/** A zero-filled block for `count` objects of `size` bytes; NULL on overflow of count * size (EOVERFLOW) or ENOMEM. */
+void* strata_calloc(size_t count, size_t size) STRATA_C_NOEXCEPT;
+/** Gives p (allocated with old_size) the size new_size: in place when its block allows, else a new block with the
+ *  first min(old_size, new_size) bytes copied, and p freed. p NULL: strata_malloc(new_size). new_size 0: frees p and
+ *  returns NULL. On failure returns NULL and p is still valid and unchanged. */
+void* strata_realloc(void* p, size_t old_size, size_t new_size) STRATA_C_NOEXCEPT;
+/** Changes p's size from old_size to new_size without moving it; false (p unchanged) when that cannot be done. */
+bool strata_resize(void* p, size_t old_size, size_t new_size) STRATA_C_NOEXCEPT;
+/** Frees p, allocated with `size` bytes. */
+void strata_free(void* p, size_t size) STRATA_C_NOEXCEPT;
+/** The bytes a request of `size` really gets (its size class, or its rounded block): strata_malloc(size) can be
+ *  used up to this size, and freed with any size that rounds to it. */
+size_t strata_round_size(size_t size) STRATA_C_NOEXCEPT;
+/** A block of `size` bytes aligned to `alignment` (any power of two), or NULL (EINVAL, ENOMEM). */
+void* strata_aligned_alloc(size_t size, size_t alignment) STRATA_C_NOEXCEPT;
+/** Frees p, allocated by strata_aligned_alloc(size, alignment). */
+void strata_aligned_free(void* p, size_t size, size_t alignment) STRATA_C_NOEXCEPT;
+
+/** The bytes usable at p, a live block of the default heap (what strata_round_size gave for its request), found
+ *  from the block itself. 0 and a misuse report for a pointer the heap did not hand out. A block already freed is
+ *  not always recognized as such (a freed small block still gives its class size). */
+size_t strata_usable_size(const void* p) STRATA_C_NOEXCEPT;
+/** Frees p, any live block of the default heap (also an aligned one), without its size. Costs more than
+ *  strata_free for blocks above the thread tier (a lookup under a lock). */
+void strata_free_unsized(void* p) STRATA_C_NOEXCEPT;
+/** strata_realloc(p, strata_usable_size(p), new_size): for code that does not keep sizes (the classic realloc). */
+void* strata_realloc_unsized(void* p, size_t new_size) STRATA_C_NOEXCEPT;
+
+/** The default heap's tiers, smallest requests first. */
+typedef enum strata_tier {
+  STRATA_TIER_THREAD = 0,  /**< per-thread caches: no lock, no atomic read-modify-write */
+  STRATA_TIER_SHARED = 1,  /**< a shared free list under one lock */
+  STRATA_TIER_UPSTREAM = 2 /**< one upstream (page) request each */
+} strata_tier_t;
+/** The tier that serves a plain request of `size` bytes. */
+strata_tier_t strata_tier_of(size_t size) STRATA_C_NOEXCEPT;
+/** Smallest and largest plain request `tier` serves (the upstream tier's maximum is the largest request at all). */
+size_t strata_tier_min_size(strata_tier_t tier) STRATA_C_NOEXCEPT;
+size_t strata_tier_max_size(strata_tier_t tier) STRATA_C_NOEXCEPT;
+
+/** The default heap's statistics into *out; false (EINVAL) when out is NULL. Any thread. */
+bool strata_stats(strata_stats_t* out) STRATA_C_NOEXCEPT;
+/** Returns the default heap's cached empty blocks and free chunks upstream (and the calling thread's pending
+ *  cross-thread frees). */
+void strata_trim(void) STRATA_C_NOEXCEPT;
+/** Hands the calling thread's cache of the default heap back now, as thread exit does: its blocks become available
+ *  to other threads. Optional; the thread may allocate again afterwards. */
+void strata_thread_cleanup(void) STRATA_C_NOEXCEPT;
+
+/* ---- persistent allocation --------------------------------------------------------------------------------------- */
+
+/** A block that is never freed on its own: bump allocation from shared chunks, lock-free, any thread. Aligned as a
+ *  plain allocation. NULL on ENOMEM. */
+void* strata_persistent_malloc(size_t size) STRATA_C_NOEXCEPT;
+/** Frees every persistent block at once and returns the chunks upstream. No other thread may be using persistent
+ *  blocks or calling strata_persistent_malloc meanwhile. */
+void strata_persistent_cleanup(void) STRATA_C_NOEXCEPT;
+/** The persistent blocks' statistics (bytes_in_use: the sizes requested since the last cleanup). */
+bool strata_persistent_stats(strata_stats_t* out) STRATA_C_NOEXCEPT;
+
+/* ---- handles: a strategy per subsystem --------------------------------------------------------------------------- */
+
+/** An opaque handle on one strata resource. */
+typedef struct strata_resource strata_resource_t;
+
+/** The default heap as a handle (never destroyed; strata_resource_destroy ignores it). */
+strata_resource_t* strata_default_resource(void) STRATA_C_NOEXCEPT;
+/** The process-wide page resource (whole pages from the OS, memory given back) as a handle, e.g. as an upstream. */
+strata_resource_t* strata_page_resource(void) STRATA_C_NOEXCEPT;
+/** The C library's heap (operator new, hence malloc) as a handle, e.g. as an upstream whose memory leak checkers
+ *  see. */
+strata_resource_t* strata_system_resource(void) STRATA_C_NOEXCEPT;
+
+/*
+ * Each create function takes an options struct, or NULL for the defaults. Fill one with its *_options_init function
+ * and change what you need. `upstream` (NULL: the page resource) must outlive the handle. A handle made with
+ * `synchronized` false must be used by one thread at a time. Every create returns NULL on failure (EINVAL for
+ * options out of range, ENOMEM).
+ */
+
+/** Size classes in bitmap blocks, no header per object (bitmap_resource). */
+typedef struct strata_bitmap_options {
+  size_t block_size;       /**< bytes per block: a power of two, 64 KiB .. 16 MiB (default 64 KiB) */
+  size_t max_small_size;   /**< largest request served from classes; larger go upstream (default 4096) */
+  bool natural_alignment;  /**< align every object to its class size's lowest set bit up to the block (default false) */
+  size_t max_empty_blocks; /**< empty blocks kept for reuse (default 2) */
+  bool synchronized;       /**< safe for many threads at once (default false) */
+  strata_resource_t* upstream;
+} strata_bitmap_options_t;
+void strata_bitmap_options_init(strata_bitmap_options_t* options) STRATA_C_NOEXCEPT;
+strata_resource_t* strata_bitmap_create(const strata_bitmap_options_t* options) STRATA_C_NOEXCEPT;
+
+/** Fit policies of a free list. */
+typedef enum strata_fit {
+  STRATA_FIT_SEGREGATED = 0, /**< size-binned lists (TLSF), O(1): the default */
+  STRATA_FIT_FIRST = 1,
+  STRATA_FIT_NEXT = 2,
+  STRATA_FIT_BEST = 3
+} strata_fit_t;
+
+/** Variable sizes with splitting and coalescing (free_list_resource). */
+typedef struct strata_free_list_options {
+  strata_fit_t fit;
+  size_t chunk_size;       /**< 0: the default (see free_list_resource) */
+  size_t large_threshold;  /**< requests above go upstream; 0: the default */
+  size_t max_empty_chunks; /**< default 1 */
+  size_t purge_threshold;  /**< free blocks at least this large give their pages back; default 256 KiB */
+  size_t purge_delay;      /**< frees between purges; default 65536 */
+  bool huge_pages;         /**< default true */
+  bool synchronized;       /**< default false */
+  strata_resource_t* upstream;
+} strata_free_list_options_t;
+void strata_free_list_options_init(strata_free_list_options_t* options) STRATA_C_NOEXCEPT;
+strata_resource_t* strata_free_list_create(const strata_free_list_options_t* options) STRATA_C_NOEXCEPT;
+
+/** Blocks of one size (fixed_pool_resource). */
+typedef struct strata_fixed_pool_options {
+  size_t chunk_size;       /**< 0: the default */
+  bool forward_large;      /**< requests above one block go upstream instead of taking runs of blocks */
+  size_t max_empty_chunks; /**< default 1 */
+  bool huge_pages;         /**< default true; turn off for many small pools */
+  bool synchronized;       /**< default false */
+  strata_resource_t* upstream;
+} strata_fixed_pool_options_t;
+void strata_fixed_pool_options_init(strata_fixed_pool_options_t* options) STRATA_C_NOEXCEPT;
+/** A pool of `block_size`-byte blocks holding at most `capacity` bytes (0: it grows as needed; else at least 64 KiB).
+ *  When full, allocations return NULL (ENOMEM). The capacity is taken up front as whole chunks within it, so a
+ *  capacity that is not a multiple of the chunk size (1 MiB, or 2 MiB with huge_pages, or less to fit) holds fewer
+ *  blocks than capacity / block_size: strata_fixed_pool_capacity says how many; a smaller chunk_size fits tighter.
+ *  Blocks are aligned to the lowest set bit of block_size rounded up to 8 (at most 4 KiB), and a plain allocation
+ *  from the pool gets that alignment when it is below the usual one. */
+strata_resource_t* strata_fixed_pool_create(size_t block_size, size_t capacity,
+                                            const strata_fixed_pool_options_t* options) STRATA_C_NOEXCEPT;
+/** How many blocks a capped pool holds at once (0 for a pool without a cap); 0 and EINVAL for another handle. */
+size_t strata_fixed_pool_capacity(strata_resource_t* pool) STRATA_C_NOEXCEPT;
+
+/** A heap with per-thread caches (thread_cache_resource), always thread-safe; the default heap is one. */
+typedef struct strata_thread_cache_options {
+  size_t max_small_size;   /**< largest request served by the per-thread caches; 0: 8 KiB (the most) */
+  size_t max_shared_size;  /**< largest request served by the shared free list; 0: 256 KiB */
+  size_t max_empty_blocks; /**< empty blocks the shared tier keeps; default 16 */
+  strata_resource_t* upstream;
+} strata_thread_cache_options_t;
+void strata_thread_cache_options_init(strata_thread_cache_options_t* options) STRATA_C_NOEXCEPT;
+strata_resource_t* strata_thread_cache_create(const strata_thread_cache_options_t* options) STRATA_C_NOEXCEPT;
+
+/** Destroys a handle made by a create function: every block still allocated from it is freed and everything goes
+ *  back upstream. NULL is ignored; the process-wide handles are left alone (EINVAL). */
+void strata_resource_destroy(strata_resource_t* r) STRATA_C_NOEXCEPT;
+/** Frees every block of r at once, returning its memory upstream; r stays usable. False (ENOTSUP) for the thread
+ *  cache and the process-wide handles. */
+bool strata_resource_release(strata_resource_t* r) STRATA_C_NOEXCEPT;
+
+/* The calls of the default heap, on a handle. */
+void* strata_resource_malloc(strata_resource_t* r, size_t size) STRATA_C_NOEXCEPT;
+void* strata_resource_calloc(strata_resource_t* r, size_t count, size_t size) STRATA_C_NOEXCEPT;
+void* strata_resource_realloc(strata_resource_t* r, void* p, size_t old_size, size_t new_size) STRATA_C_NOEXCEPT;
+bool strata_resource_resize(strata_resource_t* r, void* p, size_t old_size, size_t new_size) STRATA_C_NOEXCEPT;
+void strata_resource_free(strata_resource_t* r, void* p, size_t size) STRATA_C_NOEXCEPT;
+void* strata_resource_aligned_alloc(strata_resource_t* r, size_t size, size_t alignment) STRATA_C_NOEXCEPT;
+void strata_resource_aligned_free(strata_resource_t* r, void* p, size_t size, size_t alignment) STRATA_C_NOEXCEPT;
+/** The bytes a plain request of `size` occupies in r; 0 (EOVERFLOW) when that does not fit in size_t. */
+size_t strata_resource_round_size(strata_resource_t* r, size_t size) STRATA_C_NOEXCEPT;
+/** Thread-cache handles only (else 0 or nothing, with ENOTSUP): the unsized forms. */
+size_t strata_resource_usable_size(strata_resource_t* r, const void* p) STRATA_C_NOEXCEPT;
+void strata_resource_free_unsized(strata_resource_t* r, void* p) STRATA_C_NOEXCEPT;
+/** r's statistics into *out. */
+bool strata_resource_stats(strata_resource_t* r, strata_stats_t* out) STRATA_C_NOEXCEPT;
+/** Walks r's bookkeeping; a broken invariant is reported to the misuse handler and gives false. Not while other
+ *  threads use r. */
+bool strata_resource_check(strata_resource_t* r) STRATA_C_NOEXCEPT;
+/** The strategy's name, e.g. "fixed_pool_resource". */
+const char* strata_resource_name(strata_resource_t* r) STRATA_C_NOEXCEPT;
+/** Thread-cache handles: strata_thread_cleanup for r. */
+void strata_resource_thread_cleanup(strata_resource_t* r) STRATA_C_NOEXCEPT;
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* STRATA_STRATA_H */
