@@ -76,7 +76,6 @@ void forward_misuse(const strata::error_info& info) {
 // object of that size or smaller with a fundamental alignment fits), and every strategy's smallest block is 8-aligned
 // anyway.
 constexpr std::size_t plain_alignment(std::size_t size) noexcept { return size >= 16 ? 16 : 8; }
-static_assert(alignof(std::max_align_t) == 16 || alignof(std::max_align_t) == 8);
 
 // ---- handles -------------------------------------------------------------------------------------------------------
 
@@ -174,28 +173,27 @@ struct owned_handle final : strata_resource {
   const char* name_;
 };
 
-// The default heap.
-std::atomic<strata::thread_cache_resource*> g_heap{nullptr};
-
-STRATA_NOINLINE strata::thread_cache_resource& make_heap() {
-  // Made on first use and never destroyed: atexit handlers and thread-exit destructors may still use it.
-  alignas(strata::thread_cache_resource) static unsigned char storage[sizeof(strata::thread_cache_resource)];
-  static auto* const heap = new (storage) strata::thread_cache_resource();
-  g_heap.store(heap, std::memory_order_release);
-  return *heap;
-}
-
-STRATA_ALWAYS_INLINE strata::thread_cache_resource& heap() {
-  strata::thread_cache_resource* h = g_heap.load(std::memory_order_acquire);
-  return STRATA_LIKELY(h != nullptr) ? *h : make_heap();
-}
-
-// Process-wide objects are made on first use and never destroyed, as the default heap.
+// Process-wide objects (the default heap, the persistent arena, the process-wide handles) are made on first use and
+// never destroyed: atexit handlers and thread-exit destructors may still use them.
 template <class R>
 R& immortal() {
   alignas(R) static unsigned char storage[sizeof(R)];
   static R* const object = new (storage) R();
   return *object;
+}
+
+// The default heap, also published here so that its fast paths need no guard of a function-local static.
+std::atomic<strata::thread_cache_resource*> g_heap{nullptr};
+
+STRATA_NOINLINE strata::thread_cache_resource& make_heap() {
+  auto& heap = immortal<strata::thread_cache_resource>();
+  g_heap.store(&heap, std::memory_order_release);
+  return heap;
+}
+
+STRATA_ALWAYS_INLINE strata::thread_cache_resource& heap() {
+  strata::thread_cache_resource* h = g_heap.load(std::memory_order_acquire);
+  return STRATA_LIKELY(h != nullptr) ? *h : make_heap();
 }
 
 struct default_handle final : strata_resource {
@@ -318,11 +316,10 @@ void copy_stats(const strata::resource_stats& s, strata_stats_t* out) noexcept {
                         s.free_bytes,           s.free_blocks,          s.largest_free_block};
 }
 
-strata::detail::bump_arena& persistent() {
-  alignas(strata::detail::bump_arena) static unsigned char storage[sizeof(strata::detail::bump_arena)];
-  static auto* const arena = new (storage) strata::detail::bump_arena(strata::default_page_resource());
-  return *arena;
-}
+struct persistent_arena : strata::detail::bump_arena {
+  persistent_arena() noexcept : bump_arena(strata::default_page_resource()) {}
+};
+strata::detail::bump_arena& persistent() { return immortal<persistent_arena>(); }
 
 }  // namespace
 
