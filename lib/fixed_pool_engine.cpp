@@ -102,8 +102,11 @@ fixed_pool_engine<Sync>::fixed_pool_engine(const fixed_pool_params& params, std:
     if (csize < (std::size_t{1} << 20)) csize = std::size_t{1} << 20;
     const std::size_t huge = page_resource::huge_page_size();
     if (params.huge_pages && pages_ != nullptr && huge != 0 && csize < huge && is_power_of_two(huge)) csize = huge;
-    if (params.max_bytes != 0)  // a capped pool needs at least one chunk inside the cap
-      while (csize > params.max_bytes && csize > block_map_granule && csize / 2 >= stride_ * 2 + 4096) csize /= 2;
+    // A capped pool needs at least one chunk inside the cap, and uses whole chunks: smaller chunks until they fill
+    // all but a sixteenth of it (a 3 MiB cap takes three 1 MiB chunks, not one 2 MiB huge page).
+    const auto can_halve = [&] { return csize > block_map_granule && csize / 2 >= stride_ * 2 + 4096; };
+    if (params.max_bytes != 0)
+      while (can_halve() && (csize > params.max_bytes || params.max_bytes % csize > params.max_bytes / 16)) csize /= 2;
   }
   if (!is_power_of_two(csize) || csize < block_map_granule || csize > (std::size_t{1} << 34) ||
       csize / stride_ <= skip_for(csize))

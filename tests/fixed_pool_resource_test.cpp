@@ -193,6 +193,33 @@ TEST_CASE_TEMPLATE("fixed pools: misuse is reported with the pointer and changes
   CHECK(up.mismatches() == 0);
 }
 
+TEST_CASE("fixed_pool_resource: a cap that is not a whole number of default chunks is still used almost whole") {
+  recording_resource up;
+  for (const std::size_t max : {std::size_t{3} << 20, std::size_t{5} << 19, std::size_t{3} << 16, std::size_t{1} << 20,
+                                std::size_t{1000000}}) {
+    for (const std::size_t block : {std::size_t{24}, std::size_t{100}, std::size_t{4000}}) {
+      CAPTURE(max);
+      CAPTURE(block);
+      strata::fixed_pool_options o;
+      o.max_bytes = max;
+      fixed_pool_resource pool(block, o, &up);
+      // Whole chunks leave at most a sixteenth of the cap unused (or part of one 64 KiB chunk, the smallest)...
+      const std::size_t chunks = max / pool.chunk_size();
+      CHECK(chunks * pool.chunk_size() >= std::min(max - max / 16, max - (std::size_t{64} << 10)));
+      // ...and each chunk spends a header, two bits per block and the tail that holds no whole block.
+      const std::size_t per_chunk_cost = pool.block_stride() + 4096 + pool.chunk_size() / 32;
+      CHECK(pool.capacity_blocks() * pool.block_stride() + chunks * per_chunk_cost >= chunks * pool.chunk_size());
+      CHECK(pool.capacity_blocks() * pool.block_stride() <= max);
+      std::vector<void*> v;
+      for (std::size_t i = 0; i < pool.capacity_blocks(); ++i) v.push_back(pool.allocate(block, 8));
+      CHECK_THROWS_AS((void)pool.allocate(block, 8), std::bad_alloc);
+      CHECK(up.live_bytes() <= max + 4096);  // the cap, and the large-request ledger's table at most
+      for (void* p : v) pool.deallocate(p, block, 8);
+    }
+  }
+  CHECK(up.live_bytes() == 0);
+}
+
 TEST_CASE_TEMPLATE("fixed pools: release frees everything and the pool stays usable", Pool, fixed_pool_resource,
                    synchronized_fixed_pool_resource) {
   recording_resource up;

@@ -17,7 +17,7 @@ struct fixed_pool_options {
   /// grows chunk by chunk.
   std::size_t max_bytes = 0;
   /// Bytes per chunk (a power of two of at least 64 KiB; 0 picks 1 MiB, or the huge page size with `huge_pages`, or
-  /// more to hold 256 blocks, or less to fit max_bytes).
+  /// more to hold 256 blocks; with max_bytes, less, until whole chunks fill all but a sixteenth of the cap).
   std::size_t chunk_size = 0;
   /// Send requests larger than one block straight upstream instead of serving them from runs of blocks.
   bool forward_large = false;

@@ -235,9 +235,9 @@ typedef struct strata_fixed_pool_options {
 } strata_fixed_pool_options_t;
 void strata_fixed_pool_options_init(strata_fixed_pool_options_t* options) STRATA_C_NOEXCEPT;
 /** A pool of `block_size`-byte blocks holding at most `capacity` bytes (0: it grows as needed; else at least 64 KiB).
- *  When full, allocations return NULL (ENOMEM). The capacity is taken up front as whole chunks within it, so a
- *  capacity that is not a multiple of the chunk size (1 MiB, or 2 MiB with huge_pages, or less to fit) holds fewer
- *  blocks than capacity / block_size: strata_fixed_pool_capacity says how many; a smaller chunk_size fits tighter.
+ *  When full, allocations return NULL (ENOMEM). The capacity is taken up front as whole chunks within it (chunks of
+ *  64 KiB .. 2 MiB, chosen to fill all but a sixteenth of the capacity), and each chunk spends a header and 2 bits
+ *  per block: strata_fixed_pool_capacity says how many blocks fit.
  *  Blocks are aligned to the lowest set bit of block_size rounded up to 8 (at most 4 KiB), and a plain allocation
  *  from the pool gets that alignment when it is below the usual one. */
 strata_resource_t* strata_fixed_pool_create(size_t block_size, size_t capacity,
