@@ -483,8 +483,11 @@ extern "C" void strata_free_list_options_init(strata_free_list_options_t* o) noe
 
 extern "C" strata_resource_t* strata_free_list_create(const strata_free_list_options_t* options) noexcept {
   const strata_free_list_options_t o = given_or_default(options, strata_free_list_options_init);
+  // The field may hold any int a C caller put there, which is no valid value of the enum in C++: read it as an int.
+  std::underlying_type_t<strata_fit_t> fit;
+  std::memcpy(&fit, &o.fit, sizeof fit);
   strata::fit_policy policy;
-  switch (o.fit) {
+  switch (fit) {
     case STRATA_FIT_SEGREGATED: policy = strata::fit_policy::segregated; break;
     case STRATA_FIT_FIRST: policy = strata::fit_policy::first_fit; break;
     case STRATA_FIT_NEXT: policy = strata::fit_policy::next_fit; break;
