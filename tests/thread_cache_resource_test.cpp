@@ -910,6 +910,14 @@ struct double_free_setup {
     CHECK(e.kind == strata::error_kind::double_free);
     CHECK(e.pointer == p);
   }
+  /// One report, a double free of p, and the counts as they were `before` it: the second free changed nothing.
+  void check_reported_once_unchanged(const void* p, const strata::resource_stats& before) {
+    check_reported_once(p);
+    const auto after = r.stats();
+    CHECK(after.live_allocations() == before.live_allocations());
+    CHECK(after.bytes_in_use == before.bytes_in_use);
+    CHECK(r.check_invariants());
+  }
   /// Nothing live, nothing more reported, everything returned on destruction.
   void finish() {
     CHECK(errors.count() == 1);
@@ -960,11 +968,7 @@ TEST_CASE("thread_cache_resource: the owner's free, then another thread's: one r
   }  // the thread exits: what it batched is published
   r.trim();
   CHECK(t.churn({q}));  // the owner allocates past the block: remote frees are folded in
-  t.check_reported_once(p);
-  const auto after = r.stats();
-  CHECK(after.live_allocations() == before.live_allocations());
-  CHECK(after.bytes_in_use == before.bytes_in_use);
-  CHECK(r.check_invariants());
+  t.check_reported_once_unchanged(p, before);
   r.deallocate(q, t.size, 8);
   t.finish();
 }
@@ -992,11 +996,7 @@ TEST_CASE("thread_cache_resource: a double free by two other threads is reported
   owner.run([&] { unique = t.churn({q}); });
   r.trim();
   CHECK(unique);
-  t.check_reported_once(p);
-  const auto after = r.stats();
-  CHECK(after.live_allocations() == before.live_allocations());
-  CHECK(after.bytes_in_use == before.bytes_in_use);
-  CHECK(r.check_invariants());
+  t.check_reported_once_unchanged(p, before);
   owner.run([&] { r.deallocate(q, t.size, 8); });
   t.finish();
 }
@@ -1018,11 +1018,7 @@ TEST_CASE("thread_cache_resource: another thread's free, then the owner's: one r
   bool unique = false;
   owner.run([&] { unique = t.churn({q}); });
   CHECK(unique);
-  t.check_reported_once(p);
-  const auto after = r.stats();
-  CHECK(after.live_allocations() == before.live_allocations());
-  CHECK(after.bytes_in_use == before.bytes_in_use);
-  CHECK(r.check_invariants());
+  t.check_reported_once_unchanged(p, before);
   owner.run([&] { r.deallocate(q, t.size, 8); });
   t.finish();
 }
