@@ -30,3 +30,16 @@ namespace strata::detail {
 #define STRATA_ASSERT(cond) static_cast<void>(0)
 #define STRATA_ASSERTS_ENABLED 0
 #endif
+
+namespace strata::detail {
+void inject_delay() noexcept;
+}  // namespace strata::detail
+
+/// STRATA_INJECT_DELAY(): a publication point of a lock-free protocol (between two steps another thread may observe
+/// apart). Built with STRATA_INJECT_DELAYS (CMake option of that name, for the soak and TSan runs), it sometimes
+/// yields or spins for a random while, so that rare interleavings show up in tests; otherwise it is nothing.
+#if defined(STRATA_INJECT_DELAYS)
+#define STRATA_INJECT_DELAY() ::strata::detail::inject_delay()
+#else
+#define STRATA_INJECT_DELAY() static_cast<void>(0)
+#endif
