@@ -365,7 +365,9 @@ void* free_list_engine::take(free_block* b, std::size_t n, std::size_t pad) {
     }
     if (rest != 0) free_tail(c, ge, last, was_top);
   }
-  const std::size_t written = ge * granule + (rest != 0 ? sizeof(free_block) : 0);
+  // The free rest gets its size (and, from min_listed bytes up, its links) at its start: a rest of 8 or 16 bytes at
+  // the chunk's end writes only those, and no byte past the chunk may count as written.
+  const std::size_t written = ge * granule + (rest < sizeof(free_block) ? rest : sizeof(free_block));
   if (STRATA_UNLIKELY(written > c->fresh || (c->purged != 0 && any_purged(c, gp * granule, written))))
     touch(c, gp * granule, written);
   return p;
@@ -592,7 +594,7 @@ bool free_list_engine::resize(void* p, std::size_t old_size, std::size_t new_siz
     clear(c, gn, st_start | st_free);
     if (rest != 0) free_tail(c, ge, last, was_top);
     else clear(c, last, st_free);
-    const std::size_t written = ge * granule + (rest != 0 ? sizeof(free_block) : 0);
+    const std::size_t written = ge * granule + (rest < sizeof(free_block) ? rest : sizeof(free_block));
     if (written > c->fresh || (c->purged != 0 && any_purged(c, gn * granule, written)))
       touch(c, gn * granule, written);
   }
@@ -729,6 +731,7 @@ void free_list_engine::sweep() noexcept {
 
 // Bytes [begin, end) of c (chunk offsets) are about to be written: their pages are no longer given back or fresh.
 void free_list_engine::touch(chunk* c, std::size_t begin, std::size_t end) noexcept {
+  STRATA_ASSERT(begin < end && end <= chunk_size_);
   if (c->purged != 0) {
     std::uint64_t* map = c->purge_map();
     for (std::size_t q = begin / page_; q * page_ < end; ++q)

@@ -1312,6 +1312,51 @@ TEST_CASE("free_list_resource: a large free range gives its pages back to the OS
   CHECK(r.check_invariants());
 }
 
+TEST_CASE("free lists: carving a chunk's last bytes with pages purged leaves the first block's data alone") {
+  // A split that leaves 8 or 16 free bytes at the very end of a chunk writes only those bytes, not a whole free
+  // block's header: the pages it marks as used must stop at the chunk's end. With 2 MiB chunks the purge map is 8 words
+  // and the word after it is the first block's first word.
+  for (fit_policy policy : all_policies)
+    for (std::size_t rest : {std::size_t{8}, std::size_t{16}, std::size_t{24}, std::size_t{32}}) {
+      CAPTURE(name_of(policy));
+      CAPTURE(rest);
+      free_list_options o;
+      o.policy = policy;
+      o.chunk_size = 2 * MiB;
+      o.large_threshold = MiB;  // capped at a quarter of the chunk's capacity
+      o.purge_threshold = 64 * KiB;
+      o.purge_delay = 0;
+      o.huge_pages = false;
+      free_list_resource r(o);
+      auto* first = static_cast<unsigned char*>(r.allocate(16, 8));
+      std::memset(first, 0xff, 16);
+      void* hole = r.allocate(64 * KiB, 8);
+      void* guard = r.allocate(16, 8);
+      r.deallocate(hole, 64 * KiB, 8);  // purged at once: the chunk has purged pages from now on
+      REQUIRE(r.stats().bytes_resident < r.stats().bytes_held);
+      std::size_t remaining = r.chunk_capacity() - 16 - 64 * KiB - 16;
+      constexpr std::size_t step = 200 * KiB;
+      std::vector<std::pair<void*, std::size_t>> live;
+      while (remaining - rest > 2 * step) {
+        live.emplace_back(r.allocate(step, 8), step);
+        remaining -= step;
+      }
+      REQUIRE(remaining - rest <= r.large_threshold());
+      live.emplace_back(r.allocate(remaining - rest, 8), remaining - rest);
+      REQUIRE(r.chunk_count() == 1);
+      // The last block ends `rest` bytes before the chunk does (the first block starts its capacity).
+      CHECK(static_cast<char*>(live.back().first) + (remaining - rest) + rest ==
+            reinterpret_cast<char*>(first) + r.chunk_capacity());
+      CHECK(std::all_of(first, first + 16, [](unsigned char c) { return c == 0xff; }));
+      CHECK(r.check_invariants());
+      for (auto [p, n] : live) r.deallocate(p, n, 8);
+      r.deallocate(guard, 16, 8);
+      r.deallocate(first, 16, 8);
+      CHECK(r.check_invariants());
+      CHECK(r.stats().bytes_in_use == 0);
+    }
+}
+
 TEST_CASE("free_list_resource: large free blocks are purged only after purge_delay deallocations") {
   SUBCASE("left free: purged once the delay is over") {
     purge_setup t(1000);
