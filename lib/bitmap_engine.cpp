@@ -137,8 +137,8 @@ auto bitmap_engine<Sync>::refill(class_state& cs, unsigned c) -> block* {
 
 // Under cs.lock: the current block is full (or missing). Out of line so that allocate() stays register-light.
 template <bool Sync>
-void* bitmap_engine<Sync>::allocate_slow(class_state& cs, unsigned c, std::size_t bytes, lock_guard&) {
-  return take_slot(cs, refill(cs, c), bytes);
+void* bitmap_engine<Sync>::allocate_slow(class_state& cs, unsigned c, lock_guard&) {
+  return take_slot(cs, refill(cs, c));
 }
 
 template <bool Sync>
@@ -165,6 +165,17 @@ void bitmap_engine<Sync>::relist(class_state& cs, block* b) noexcept {
         b->where = in_partial;
         push(cs.partial, b);
       }
+      return;
+    }
+    // Empty, but a remote free whose bit was collected is still finishing with the header (it may be about to push
+    // the block on the remote stack): it stays, and goes on the remote stack so that a later collection retires it.
+    if (b->free_count == b->capacity && b->remote_pins.load(std::memory_order_acquire) != 0) {
+      if (b->where == in_full) {
+        unlink(cs.full, b);
+        b->where = in_partial;
+        push(cs.partial, b);
+      }
+      push_remote(cs, b);
       return;
     }
   }
@@ -214,23 +225,68 @@ void bitmap_engine<Sync>::remote_free(class_state& cs, block* b, std::size_t ind
   if constexpr (Sync) {
     const std::uint64_t m = std::uint64_t{1} << (index & 63);
     void* p = static_cast<char*>(base_of(b)) + index * b->object_size;
-    // acq_rel: if this OR lands after a collector drained the word, it must also see the collector's earlier
-    // clearing of remote_listed below, or the block would be pushed by nobody and the bit never collected.
+    // Once the remote bit is set, a collection may count the slot free, find the block empty and retire it: every
+    // later touch of the header would be a use after free. The pin, taken while the slot is still live (so the block
+    // cannot be empty yet), keeps the block until the last touch below.
+    b->remote_pins.fetch_add(1, std::memory_order_seq_cst);
+    // seq_cst (with the collector's): if this OR lands after a collector drained the word, the exchange of
+    // remote_listed below must see that collector's clearing of it, or the block would be pushed by nobody and the
+    // bit never collected; and a collector that drained this bit must see the pin.
     if ((load(b->bit_word(index >> 6)) & m) != 0 ||
-        (b->remote_word(index >> 6).fetch_or(m, std::memory_order_acq_rel) & m) != 0) {
+        (b->remote_word(index >> 6).fetch_or(m, std::memory_order_seq_cst) & m) != 0) {
       report_double_free(p, bytes, alignment, b);
+      b->remote_pins.fetch_sub(1, std::memory_order_seq_cst);
       return;
     }
+    STRATA_INJECT_DELAY();  // a collection here drains the bit and may find the block empty
     cs.remote_deallocations.fetch_add(1, std::memory_order_relaxed);
-    cs.remote_bytes.fetch_add(bytes, std::memory_order_relaxed);
-    if (!b->remote_listed.exchange(true, std::memory_order_acq_rel)) {
-      block* head = cs.remote_head.load(std::memory_order_relaxed);
-      do {
-        b->remote_next = head;
-      } while (!cs.remote_head.compare_exchange_weak(head, b, std::memory_order_release, std::memory_order_relaxed));
-    }
+    cs.remote_bytes.fetch_add(cs.object_size, std::memory_order_relaxed);
+    push_remote(cs, b);
+    STRATA_INJECT_DELAY();
+    b->remote_pins.fetch_sub(1, std::memory_order_seq_cst);  // the last touch of b
   } else {
     (void)cs, (void)b, (void)index, (void)bytes, (void)alignment;
+  }
+}
+
+// Puts b on its class's remote stack unless it is there already.
+template <bool Sync>
+void bitmap_engine<Sync>::push_remote(class_state& cs, block* b) noexcept {
+  if (!b->remote_listed.exchange(true, std::memory_order_seq_cst)) {
+    block* head = cs.remote_head.load(std::memory_order_relaxed);
+    do {
+      b->remote_next = head;
+    } while (!cs.remote_head.compare_exchange_weak(head, b, std::memory_order_release, std::memory_order_relaxed));
+  }
+}
+
+template <bool Sync>
+void bitmap_engine<Sync>::uncount_double_frees(class_state& cs, block* b, std::size_t i, std::uint64_t slots) noexcept {
+  if constexpr (Sync) {
+    const auto n = static_cast<unsigned>(__builtin_popcountll(slots));
+    cs.remote_deallocations.fetch_sub(n, std::memory_order_relaxed);
+    cs.remote_bytes.fetch_sub(std::size_t{n} * cs.object_size, std::memory_order_relaxed);
+    for (; slots != 0; slots &= slots - 1) {
+      const std::size_t index = i * 64 + static_cast<unsigned>(__builtin_ctzll(slots));
+      report_error(error_info{error_kind::double_free, name_, this,
+                              static_cast<char*>(base_of(b)) + index * b->object_size, 0, 0, b->object_size,
+                              "freed by two threads at once (found after both frees returned; the size and "
+                              "alignment given are not known here)"});
+    }
+  } else {
+    (void)cs, (void)b, (void)i, (void)slots;
+  }
+}
+
+template <bool Sync>
+void bitmap_engine<Sync>::settle_double_frees(class_state& cs, block* b, std::size_t i) noexcept {
+  if constexpr (Sync) {
+    const std::uint64_t both = load(b->bit_word(i)) & b->remote_word(i).load(std::memory_order_acquire);
+    if (both == 0) return;
+    b->remote_word(i).fetch_and(~both, std::memory_order_acq_rel);  // remote frees only set bits: these stay ours
+    uncount_double_frees(cs, b, i, both);
+  } else {
+    (void)cs, (void)b, (void)i;
   }
 }
 
@@ -247,11 +303,10 @@ void bitmap_engine<Sync>::collect_remote(class_state& cs) noexcept {
       for (unsigned i = 0; i < b->words; ++i) {
         auto& remote = b->remote_word(i);
         if (remote.load(std::memory_order_relaxed) == 0) continue;
-        std::uint64_t r = remote.exchange(0, std::memory_order_acq_rel);
+        std::uint64_t r = remote.exchange(0, std::memory_order_seq_cst);
         const std::uint64_t v = load(b->bit_word(i));
-        if ((v & r) != 0) {  // a slot freed both ways: report it, count it once
-          const std::size_t index = std::size_t{i} * 64 + static_cast<unsigned>(__builtin_ctzll(v & r));
-          report_double_free(static_cast<char*>(base_of(b)) + index * b->object_size, 0, 0, b);
+        if ((v & r) != 0) {  // slots freed both ways: report them, count each once
+          uncount_double_frees(cs, b, i, v & r);
           r &= ~v;
         }
         store(b->bit_word(i), v | r);
@@ -273,7 +328,14 @@ void bitmap_engine<Sync>::report_bad_free(void* p, std::size_t bytes, std::size_
   error_info info{error_kind::foreign_pointer, name_, this, p, bytes, alignment, 0, nullptr};
   const block* b = block_of(p);
   if (!block_map_contains(p) || !block_map_contains(b) || b->tag != tag_of(b)) {
-    info.detail = "not in any block of this resource";
+    const std::size_t large = source_.large_size != nullptr ? source_.large_size(source_.context, p) : 0;
+    if (large != 0) {
+      info.kind = error_kind::wrong_size;
+      info.expected_size = large;
+      info.detail = "a large block (passed to upstream) freed with a small size";
+    } else {
+      info.detail = "not in any block of this resource";
+    }
   } else {
     const class_state& own = classes_[b->size_class];
     const std::size_t offset = offset_in_block(p);
@@ -312,21 +374,6 @@ bool bitmap_engine<Sync>::check_live(void* p, std::size_t bytes, std::size_t ali
     return false;
   }
   return true;
-}
-
-template <bool Sync>
-void bitmap_engine<Sync>::note_resize(unsigned c, std::size_t old_bytes, std::size_t new_bytes) noexcept {
-  class_state& cs = classes_[c];
-  lock_guard guard(cs.lock);
-  add(cs.bytes_in_use, new_bytes - old_bytes);  // modular: shrinking works too
-  if (get<std::size_t>(cs.bytes_in_use) > get<std::size_t>(cs.peak)) {
-    if constexpr (Sync) cs.peak.store(cs.bytes_in_use.load(std::memory_order_relaxed), std::memory_order_relaxed);
-    else cs.peak = cs.bytes_in_use;
-  }
-  if constexpr (!Sync) {
-    in_use_ = in_use_ - old_bytes + new_bytes;
-    if (in_use_ > peak_) peak_ = in_use_;
-  }
 }
 
 // ---- bulk operations -------------------------------------------------------------------------------------------------
@@ -482,7 +529,9 @@ bool bitmap_engine<Sync>::check_invariants() const noexcept {
         ones += static_cast<std::size_t>(__builtin_popcountll(v));
         if constexpr (Sync) {
           const std::uint64_t r = b->remote_word(i).load(std::memory_order_relaxed);
-          if ((r & v) != 0 || (r & ~valid) != 0) broken = "remote bits overlap free bits or pass the capacity";
+          // A bit set both ways is a double free by two threads at once, pending: the collection or allocation that
+          // meets it reports it and counts it once. The counts below agree with it meanwhile.
+          if ((r & ~valid) != 0) broken = "remote bits pass the capacity";
           pending += static_cast<std::size_t>(__builtin_popcountll(r));
         }
       }

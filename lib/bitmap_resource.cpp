@@ -37,7 +37,7 @@ basic_bitmap_resource<Sync>::basic_bitmap_resource(const options& opts, std::pmr
       opts_(validated(opts)),
       engine_({opts.block_size, opts.max_small_size, opts.natural_alignment, opts.max_empty_blocks,
                Sync ? "synchronized_bitmap_resource" : "bitmap_resource"},
-              block_source{this, &acquire_block, &release_block}),
+              block_source{this, &acquire_block, &release_block, &large_size}),
       large_(upstream) {}
 
 template <bool Sync>
@@ -71,6 +71,13 @@ void* basic_bitmap_resource<Sync>::acquire_block(void* self, std::size_t size) {
 }
 
 template <bool Sync>
+std::size_t basic_bitmap_resource<Sync>::large_size(void* self, const void* p) noexcept {
+  auto* r = static_cast<basic_bitmap_resource*>(self);
+  std::lock_guard<decltype(large_lock_)> lock(r->large_lock_);
+  return r->large_.size_of(p);
+}
+
+template <bool Sync>
 void basic_bitmap_resource<Sync>::release_block(void* self, void* block, std::size_t size) noexcept {
   auto* r = static_cast<basic_bitmap_resource*>(self);
   r->upstream_->deallocate(block, size, size);
@@ -99,7 +106,7 @@ void* basic_bitmap_resource<Sync>::do_allocate(std::size_t bytes, std::size_t al
   }
   if (STRATA_LIKELY(c != engine_.no_class)) {
     try {
-      return engine_.allocate(c, bytes);
+      return engine_.allocate(c);
     } catch (...) {
       bump(failed_);
       throw;
@@ -110,8 +117,10 @@ void* basic_bitmap_resource<Sync>::do_allocate(std::size_t bytes, std::size_t al
 
 template <bool Sync>
 void basic_bitmap_resource<Sync>::do_deallocate(void* p, std::size_t bytes, std::size_t alignment) {
-  // No alignment check here: a bad alignment gives no class or a class that is not the block's, and either way the
-  // free is reported (deallocate_large checks it).
+  // An alignment that is not a power of two may still give the block's class: it is checked first (one bit test up to
+  // 16), and reported by deallocate_large.
+  if (STRATA_UNLIKELY(alignment > 16 ? !is_power_of_two(alignment) : ((0x10116u >> alignment) & 1u) == 0))
+    return deallocate_large(p, bytes, alignment);
   const unsigned c = engine_.class_for(bytes, alignment);
   if (STRATA_LIKELY(c != engine_.no_class)) {
     engine_.deallocate(p, bytes, alignment, c);
@@ -198,9 +207,9 @@ bool basic_bitmap_resource<Sync>::do_resize(void* p, std::size_t old_size, std::
   const unsigned old_class = engine_.class_for(old_size, alignment);
   const unsigned new_class = engine_.class_for(new_size, alignment);
   if (old_class != engine_.no_class) {
-    if (old_class != new_class || !engine_.check_live(p, old_size, alignment, old_class)) return false;
-    engine_.note_resize(old_class, old_size, new_size);
-    return true;
+    // Within its class a block keeps its size: the statistics count class sizes, so nothing changes but the
+    // caller's size.
+    return old_class == new_class && engine_.check_live(p, old_size, alignment, old_class);
   }
   // Large: only upstream can grow or shrink it in place, and it must stay large.
   if (new_class != engine_.no_class) return false;

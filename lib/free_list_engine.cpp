@@ -281,7 +281,7 @@ void* free_list_engine::allocate(std::size_t bytes, std::size_t alignment) {
     STRATA_ASSERT(p != nullptr);
   }
   ++live_;
-  note_allocation(bytes);
+  note_allocation(n);  // the statistics count the block's bytes: a free with any size that rounds the same agrees
   return p;
 }
 
@@ -462,7 +462,7 @@ void free_list_engine::deallocate(void* p, std::size_t bytes, std::size_t alignm
   if (!live_block(p, bytes, alignment, n, c, g) || !free_range(c, g, g + n / granule)) return;
   --live_;
   ++deallocations_;
-  bytes_in_use_ -= bytes;
+  bytes_in_use_ -= n;
   if (STRATA_UNLIKELY(deallocations_ >= next_sweep_)) sweep();
 }
 
@@ -598,7 +598,7 @@ bool free_list_engine::resize(void* p, std::size_t old_size, std::size_t new_siz
     if (written > c->fresh || (c->purged != 0 && any_purged(c, gn * granule, written)))
       touch(c, gn * granule, written);
   }
-  bytes_in_use_ = bytes_in_use_ - old_size + new_size;
+  bytes_in_use_ = bytes_in_use_ - n_old + n_new;
   if (bytes_in_use_ > peak_bytes_) peak_bytes_ = bytes_in_use_;
   return true;
 }
@@ -935,7 +935,7 @@ bool free_list_engine::check_invariants() const noexcept {
     else if (live != live_) broken = "live blocks disagree with the count";
     else if (purged != purged_pages_) broken = "purged page total disagrees";
     else if (untouched != untouched_bytes_) broken = "never-written byte total disagrees";
-    else if (bytes_in_use_ - large_bytes_ > in_blocks) broken = "bytes in use exceed the live blocks";
+    else if (bytes_in_use_ - large_bytes_ != in_blocks) broken = "bytes in use disagree with the live blocks";
     else if (large_bytes_ > bytes_in_use_) broken = "upstream bytes exceed bytes in use";
     else if (rover_ != nullptr && (policy_ != next_fit || !ours(rover_) ||
                                    state(chunk_of(rover_), granule_of(chunk_of(rover_), rover_)) != (st_start | st_free)))

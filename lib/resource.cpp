@@ -10,7 +10,7 @@ namespace strata {
 bool resource::resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) {
   detail::check_alignment("strata::resource::resize", alignment);
   if (p == nullptr) return false;
-  if (old_size == new_size) return true;
+  // Equal sizes go to the resource too: only it can tell a live block from a freed or foreign pointer.
   return do_resize(p, old_size, new_size, alignment);
 }
 

@@ -75,6 +75,7 @@ bool recording_resource::do_resize(void* p, std::size_t old_size, std::size_t ne
     std::lock_guard<std::mutex> lock(mutex_);
     if (!check_live(p, old_size, alignment, "resize does not match a live block")) return false;
   }
+  if (old_size == new_size) return true;
   auto* up = dynamic_cast<resource*>(upstream_);
   if (up == nullptr || !up->resize(p, old_size, new_size, alignment)) return false;
   std::lock_guard<std::mutex> lock(mutex_);

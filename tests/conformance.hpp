@@ -16,6 +16,8 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <doctest/doctest.h>
@@ -119,6 +121,28 @@ class harness {
   std::unique_ptr<R> resource_;
 };
 
+/// What stats().bytes_in_use counts for a live block of (size, alignment): its usable size, round_size(size,
+/// alignment), for resources that round requests up to their blocks; the size itself for the others (page_resource
+/// records each request exactly).
+template <class R, class = void>
+struct has_round_size : std::false_type {};
+template <class R>
+struct has_round_size<R, std::void_t<decltype(std::declval<const R&>().round_size(std::size_t{}, std::size_t{}))>>
+    : std::true_type {};
+template <class R>
+std::size_t counted_bytes(const R& r, std::size_t size, std::size_t alignment) {
+  if constexpr (has_round_size<R>::value) return r.round_size(size, alignment);
+  else return size;
+}
+/// The same through a pmr pointer: a strata resource is found by its dynamic type.
+using rounding = std::size_t (*)(const std::pmr::memory_resource&, std::size_t, std::size_t);
+template <class R>
+rounding rounding_of() {
+  return [](const std::pmr::memory_resource& r, std::size_t size, std::size_t alignment) {
+    return counted_bytes(static_cast<const R&>(r), size, alignment);
+  };
+}
+
 /// A live block in a test's shadow model.
 struct block {
   void* p;
@@ -141,7 +165,8 @@ inline std::size_t pick_alignment(rng& g) {
 /// Allocates into a shadow model, filling the block; the model checks alignment and overlap.
 class shadow {
  public:
-  explicit shadow(std::pmr::memory_resource& r) : r_(r) {}
+  template <class R>
+  explicit shadow(R& r) : r_(r), round_(rounding_of<R>()) {}
   block& add(std::size_t size, std::size_t alignment, std::uint64_t seed) {
     void* p = r_.allocate(size, alignment);
     REQUIRE(p != nullptr);
@@ -153,7 +178,7 @@ class shadow {
     ranges_.emplace(a, std::max<std::size_t>(size, 1));
     fill_pattern(p, size, seed);
     live.push_back(block{p, size, alignment, seed});
-    bytes += size;
+    bytes += round_(r_, size, alignment);
     return live.back();
   }
   void remove(std::size_t index) {
@@ -162,7 +187,7 @@ class shadow {
     ranges_.erase(strata::detail::to_address(b.p));
     live[index] = live.back();
     live.pop_back();
-    bytes -= b.size;
+    bytes -= round_(r_, b.size, b.alignment);
     r_.deallocate(b.p, b.size, b.alignment);
   }
   void verify_all() {
@@ -178,6 +203,7 @@ class shadow {
 
  private:
   std::pmr::memory_resource& r_;
+  rounding round_;
   std::map<std::uintptr_t, std::size_t> ranges_;
 };
 
@@ -258,6 +284,19 @@ TEST_CASE_TEMPLATE_DEFINE("conformance: zero-size requests get distinct usable b
   r.deallocate(a, 0, 1);
   r.deallocate(b, 0, alignof(std::max_align_t));
   CHECK(r.stats().live_allocations() == 0);
+  // A zero-size block is aligned as asked, like any other.
+  for (std::size_t alignment = 1; alignment <= 65536; alignment *= 2) {
+    CAPTURE(alignment);
+    void* p = r.allocate(0, alignment);
+    void* q = r.allocate(0, alignment);
+    CHECK(strata::detail::is_aligned(p, alignment));
+    CHECK(strata::detail::is_aligned(q, alignment));
+    CHECK(p != q);
+    r.deallocate(p, 0, alignment);
+    r.deallocate(q, 0, alignment);
+  }
+  CHECK(r.stats().live_allocations() == 0);
+  CHECK(r.stats().bytes_in_use == 0);
   h.invariants();
 }
 
@@ -280,6 +319,19 @@ TEST_CASE_TEMPLATE_DEFINE("conformance: impossible sizes and bad alignments are 
   CHECK(s.failed_allocations >= 10);
   void* p = r.allocate(100, 8);
   fill_pattern(p, 100, 7);
+  CHECK(check_pattern(p, 100, 7));
+  {
+    // Freeing with an alignment that is not a power of two is misuse: reported, and the block stays live.
+    error_capture errors;
+    const auto before = r.stats();
+    for (std::size_t alignment : {std::size_t{0}, std::size_t{3}, std::size_t{24}, std::size_t{4097}}) {
+      CAPTURE(alignment);
+      const std::size_t n = errors.count();
+      r.deallocate(p, 100, alignment);
+      CHECK(errors.count() == n + 1);
+    }
+    check_unchanged(before, r.stats());
+  }
   CHECK(check_pattern(p, 100, 7));
   r.deallocate(p, 100, 8);
   h.invariants();
@@ -371,13 +423,13 @@ TEST_CASE_TEMPLATE_DEFINE("conformance: resize in place keeps contents or change
     if (r.resize(p, old_size, new_size, alignment)) {
       ++resized;
       if (!check_pattern(p, std::min(old_size, new_size), 11)) ++corrupted;
-      CHECK(r.stats().bytes_in_use == new_size);
+      CHECK(r.stats().bytes_in_use == counted_bytes(r, new_size, alignment));
       fill_pattern(p, new_size, 12);
       if (!check_pattern(p, new_size, 12)) ++corrupted;
       r.deallocate(p, new_size, alignment);
     } else {
       if (!check_pattern(p, old_size, 11)) ++corrupted;
-      CHECK(r.stats().bytes_in_use == old_size);
+      CHECK(r.stats().bytes_in_use == counted_bytes(r, old_size, alignment));
       r.deallocate(p, old_size, alignment);
     }
   }
@@ -403,24 +455,42 @@ TEST_CASE_TEMPLATE_DEFINE("conformance: stats are exact", S, conformance_stats) 
   void* a = r.allocate(10, 8);
   void* b = r.allocate(5000, 64);
   void* c = r.allocate(70000, 16);
+  const std::size_t na = counted_bytes(r, 10, 8), nb = counted_bytes(r, 5000, 64), nc = counted_bytes(r, 70000, 16);
+  CHECK(na >= 10);
+  CHECK(nb >= 5000);
+  CHECK(nc >= 70000);
   auto s = r.stats();
-  CHECK(s.bytes_in_use == 75010);
-  CHECK(s.peak_bytes_in_use >= 75010);
+  CHECK(s.bytes_in_use == na + nb + nc);
+  CHECK(s.peak_bytes_in_use >= na + nb + nc);
   CHECK(s.allocations == before.allocations + 3);
   CHECK(s.live_allocations() == 3);
   CHECK(s.bytes_held >= s.bytes_in_use);
   CHECK(s.bytes_resident <= s.bytes_held);
   r.deallocate(b, 5000, 64);
   s = r.stats();
-  CHECK(s.bytes_in_use == 70010);
-  CHECK(s.peak_bytes_in_use == 75010);
+  CHECK(s.bytes_in_use == na + nc);
+  CHECK(s.peak_bytes_in_use == na + nb + nc);
   CHECK(s.deallocations == before.deallocations + 1);
   r.deallocate(a, 10, 8);
   r.deallocate(c, 70000, 16);
   s = r.stats();
   CHECK(s.bytes_in_use == 0);
   CHECK(s.live_allocations() == 0);
-  CHECK(s.peak_bytes_in_use == 75010);
+  CHECK(s.peak_bytes_in_use == na + nb + nc);
+  if constexpr (has_round_size<typename S::resource_type>::value) {
+    // The usable size is a size to free with too: the counts stay exact (they count usable sizes).
+    for (std::size_t size : {std::size_t{1}, std::size_t{20}, std::size_t{100}, std::size_t{1000}}) {
+      CAPTURE(size);
+      void* p = r.allocate(size, 8);
+      const std::size_t usable = r.round_size(size, 8);
+      CHECK(r.stats().bytes_in_use == usable);
+      CHECK(r.resize(p, size, usable, 8));
+      CHECK(r.stats().bytes_in_use == usable);
+      r.deallocate(p, usable, 8);
+      CHECK(r.stats().bytes_in_use == 0);
+    }
+    CHECK(r.stats().live_allocations() == 0);
+  }
   h.invariants();
 }
 

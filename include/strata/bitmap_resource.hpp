@@ -78,6 +78,7 @@ class basic_bitmap_resource : public resource {
   void note_large_peak() noexcept;
   static void* acquire_block(void* self, std::size_t size);
   static void release_block(void* self, void* block, std::size_t size) noexcept;
+  static std::size_t large_size(void* self, const void* p) noexcept;
   template <class T>
   using counter = std::conditional_t<Sync, std::atomic<T>, T>;
 

@@ -83,6 +83,14 @@ class basic_free_list_resource : public resource {
   [[nodiscard]] static std::size_t block_size_for(std::size_t bytes, std::size_t alignment) noexcept {
     return free_list_engine::rounded(bytes, alignment);
   }
+  /// Bytes a request occupies as stats() counts it (bytes_in_use is the sum over live blocks): block_size_for()
+  /// inside chunks, the request itself above large_threshold() (or aligned above 4 KiB). Freeing with any size that
+  /// rounds the same is correct.
+  [[nodiscard]] std::size_t round_size(std::size_t bytes,
+                                       std::size_t alignment = alignof(std::max_align_t)) const noexcept {
+    if (bytes > engine_.large_threshold() || alignment > free_list_engine::max_alignment) return bytes;
+    return free_list_engine::rounded(bytes, alignment);
+  }
   /// Chunks held now (cached empty ones included).
   [[nodiscard]] std::size_t chunk_count() const noexcept {
     std::lock_guard<lock_type> g(lock_);

@@ -36,7 +36,8 @@ class resource : public std::pmr::memory_resource {
   [[nodiscard]] resource_stats stats() const noexcept { return do_stats(); }
 
  protected:
-  /// Called by resize() with a valid alignment, a non-null `p` and old_size != new_size. Default: false.
+  /// Called by resize() with a valid alignment and a non-null `p` (old_size may equal new_size: true only for a live
+  /// block, misuse reported as for deallocate). Default: false.
   virtual bool do_resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment);
   virtual resource_stats do_stats() const noexcept = 0;
   /// A strata resource is equal only to itself: memory from one may not be freed through another.

@@ -8,7 +8,10 @@ namespace strata {
 
 /// A snapshot of a resource's accounting. Counts and `bytes_in_use` are exact; `bytes_resident` is an estimate.
 struct resource_stats {
-  /// Sum of the sizes, as requested, of the allocations that are live now.
+  /// Sum of the usable sizes of the allocations that are live now: each request rounded up to the block the resource
+  /// handed out (the resource's round_size(bytes, alignment): a size class, a block of a pool, 8-byte granules), and
+  /// the request itself where the resource records each block with its size (page_resource, requests passed
+  /// upstream). Freeing with any size that rounds to the same block is correct and keeps this exact.
   std::size_t bytes_in_use = 0;
   /// Highest value `bytes_in_use` has had.
   std::size_t peak_bytes_in_use = 0;

@@ -21,6 +21,8 @@ struct block_source {
   void* context;
   void* (*acquire)(void* context, std::size_t size);
   void (*release)(void* context, void* block, std::size_t size) noexcept;
+  /// For reports only: the size of p if it is a large block the owner passed upstream, else 0 (may be null).
+  std::size_t (*large_size)(void* context, const void* p) noexcept = nullptr;
 };
 
 /// A test-and-test-and-set lock for short critical sections; yields when the holder seems preempted.
@@ -92,14 +94,15 @@ class bitmap_engine {
     return class_for_aligned(bytes, alignment);
   }
   /// class_for when alignment <= 16: rounding the size up to the alignment lands in a class aligned enough.
+  /// A zero-byte request counts as one byte, so that it too is aligned as asked.
   STRATA_ALWAYS_INLINE unsigned class_for_low_alignment(std::size_t bytes, std::size_t alignment) const noexcept {
     if (STRATA_UNLIKELY(bytes > max_small_)) return no_class;
-    return sizes_.class_of(align_up(bytes, alignment));
+    return sizes_.class_of(align_up(bytes + (bytes == 0), alignment));
   }
 
-  /// Allocates one object of class `c` (from class_for) for a request of `bytes`. Throws std::bad_alloc when a new
-  /// block is needed and the source has none.
-  STRATA_ALWAYS_INLINE void* allocate(unsigned c, std::size_t bytes) {
+  /// Allocates one object of class `c` (from class_for). Throws std::bad_alloc when a new block is needed and the
+  /// source has none. The statistics count the class size (the block's usable bytes), whatever was asked.
+  STRATA_ALWAYS_INLINE void* allocate(unsigned c) {
     class_state& cs = classes_[c];
     lock_guard guard(cs.lock);
     if (void* h = cs.hot) {
@@ -111,17 +114,19 @@ class bitmap_engine {
       const std::uint64_t m = std::uint64_t{1} << (q & 63);
       const std::uint64_t v = load(w);
       if (STRATA_LIKELY((v & m) != 0)) {
+        // Freed both here and remotely (two threads freed it at once): settle that before it is handed out again.
+        if (STRATA_UNLIKELY(remote_bit_set(hb, q))) settle_double_frees(cs, hb, q >> 6);
         // A partial block this empties stays on the partial list; refill skips it when it gets there.
         store(w, v & ~m);
         --hb->free_count;
-        note_allocate(cs, bytes);
+        note_allocate(cs);
         return h;
       }
     }
     block* b = cs.current;
     // Slow paths are tail calls, so the fast path saves no registers.
-    if (STRATA_UNLIKELY(b == nullptr || b->free_count == 0)) return allocate_slow(cs, c, bytes, guard);
-    return take_slot(cs, b, bytes);
+    if (STRATA_UNLIKELY(b == nullptr || b->free_count == 0)) return allocate_slow(cs, c, guard);
+    return take_slot(cs, b);
   }
 
   /// Frees `p`, allocated as `bytes` bytes of class `c`. Misuse is reported and changes nothing.
@@ -140,7 +145,7 @@ class bitmap_engine {
     store(w, v | m);
     if ((index >> 6) < b->hint) b->hint = static_cast<std::uint16_t>(index >> 6);
     cs.hot = p;
-    note_deallocate(cs, bytes);
+    note_deallocate(cs);
     ++b->free_count;
     if (STRATA_UNLIKELY((b->where == in_full || b->free_count == b->capacity) && b != cs.current))
       return relist_unlock(cs, b);
@@ -149,8 +154,6 @@ class bitmap_engine {
 
   /// Whether `p` is a live object of class `c` of this engine (for resize); reports misuse when not.
   bool check_live(void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept;
-  /// Changes the requested size recorded for a live object of class `c` (same class): stats only.
-  void note_resize(unsigned c, std::size_t old_bytes, std::size_t new_bytes) noexcept;
 
   /// Whether `p` lies in a block of this engine (any slot or header byte).
   bool owns(const void* p) const noexcept {
@@ -199,6 +202,9 @@ class bitmap_engine {
     std::uint8_t size_class;
     std::uint8_t where;
     std::atomic<bool> remote_listed;  // Sync: on its class's remote stack
+    // Sync: remote frees between their first and their last touch of this header. A remote free pins the block while
+    // its slot is still live (so the block cannot be empty then); the block is not retired while pinned.
+    std::atomic<std::uint32_t> remote_pins;
     block* remote_next;
     // The bitmaps follow the header. Synchronized, the local and the remote word of the same 64 slots sit side by
     // side (one cache line), so a local free's check of the remote bit costs no extra miss.
@@ -308,7 +314,8 @@ class bitmap_engine {
   }
   // Sync: per-class counters (written under the class lock, read by stats without it). !Sync: engine totals only;
   // per-class figures are derived from the blocks when asked.
-  void note_allocate(class_state& cs, std::size_t bytes) noexcept {
+  void note_allocate(class_state& cs) noexcept {
+    const std::size_t bytes = cs.object_size;
     if constexpr (Sync) {
       add(cs.allocations, std::uint64_t{1});
       add(cs.bytes_in_use, bytes);
@@ -321,7 +328,8 @@ class bitmap_engine {
       if (in_use_ > peak_) peak_ = in_use_;
     }
   }
-  void note_deallocate(class_state& cs, std::size_t bytes) noexcept {
+  void note_deallocate(class_state& cs) noexcept {
+    const std::size_t bytes = cs.object_size;
     if constexpr (Sync) {
       add(cs.deallocations, std::uint64_t{1});
       add(cs.bytes_in_use, std::size_t{0} - bytes);
@@ -333,20 +341,23 @@ class bitmap_engine {
   }
 
   /// The first free slot of `b` (which has one), under the class lock.
-  STRATA_ALWAYS_INLINE void* take_slot(class_state& cs, block* b, std::size_t bytes) noexcept {
+  STRATA_ALWAYS_INLINE void* take_slot(class_state& cs, block* b) noexcept {
     unsigned h = b->hint;
     std::uint64_t v = load(b->bit_word(h));
     while (v == 0) v = load(b->bit_word(++h));
+    if constexpr (Sync) {  // the remote word shares the line: slots freed both ways are settled before reuse
+      if (STRATA_UNLIKELY((v & b->remote_word(h).load(std::memory_order_relaxed)) != 0)) settle_double_frees(cs, b, h);
+    }
     store(b->bit_word(h), v & (v - 1));
     b->hint = static_cast<std::uint16_t>(h);
     --b->free_count;
-    note_allocate(cs, bytes);
+    note_allocate(cs);
     return static_cast<char*>(base_of(b)) + (std::size_t{h} * 64 + static_cast<unsigned>(__builtin_ctzll(v))) * cs.object_size;
   }
 
   unsigned class_for_aligned(std::size_t bytes, std::size_t alignment) const noexcept;
   block* refill(class_state& cs, unsigned c);
-  void* allocate_slow(class_state& cs, unsigned c, std::size_t bytes, lock_guard& guard);
+  void* allocate_slow(class_state& cs, unsigned c, lock_guard& guard);
   void relist_unlock(class_state& cs, block* b) noexcept;
   void double_free_unlock(class_state& cs, void* p, std::size_t bytes, std::size_t alignment,
                           const block* b) noexcept;
@@ -364,7 +375,12 @@ class bitmap_engine {
   void relist(class_state& cs, block* b) noexcept;
   void retire(block* b) noexcept;
   void collect_remote(class_state& cs) noexcept;
+  /// Under cs.lock: slots of bitmap word i of b freed both locally and remotely (two threads freed one object at
+  /// once, neither saw the other) are reported, their remote bits cleared and the remote free uncounted.
+  STRATA_COLD void settle_double_frees(class_state& cs, block* b, std::size_t i) noexcept;
+  void uncount_double_frees(class_state& cs, block* b, std::size_t i, std::uint64_t slots) noexcept;
   void remote_free(class_state& cs, block* b, std::size_t index, std::size_t bytes, std::size_t alignment) noexcept;
+  void push_remote(class_state& cs, block* b) noexcept;
   void report_bad_free(void* p, std::size_t bytes, std::size_t alignment, unsigned c) const noexcept;
   void report_double_free(void* p, std::size_t bytes, std::size_t alignment, const block* b) const noexcept;
   std::size_t natural_alignment_of(unsigned c) const noexcept { return sizes_.natural_alignment(c, 4096); }

@@ -37,6 +37,7 @@ class large_ledger {
   /// Records p; after a successful reserve() this cannot fail.
   void record(const void* p, std::size_t bytes, std::size_t alignment) noexcept {
     table_.insert(reinterpret_cast<std::uintptr_t>(p), pack_size_alignment(bytes, alignment));
+    forget_freed(reinterpret_cast<std::uintptr_t>(p));  // upstream handed the address out again
   }
 
   /// Allocates from upstream and records the block. std::bad_alloc, with nothing recorded, when the size is beyond
@@ -51,7 +52,11 @@ class large_ledger {
   /// Whether p is recorded, and with this size and alignment.
   [[nodiscard]] verdict check(const void* p, std::size_t bytes, std::size_t alignment) const noexcept {
     const auto* e = table_.find(reinterpret_cast<std::uintptr_t>(p));
-    if (e == nullptr) return {error_kind::foreign_pointer, 0, "not an allocation of this resource"};
+    if (e == nullptr) {
+      if (recently_freed(reinterpret_cast<std::uintptr_t>(p)))
+        return {error_kind::double_free, 0, "a large block (passed to upstream) that was freed already"};
+      return {error_kind::foreign_pointer, 0, "not an allocation of this resource"};
+    }
     if (bytes <= packed_size_mask && e->value == pack_size_alignment(bytes, alignment)) return {};
     const std::size_t expected = packed_size(e->value);
     return {error_kind::wrong_size, expected,
@@ -61,7 +66,10 @@ class large_ledger {
   /// check(); on a match, forgets p: the caller returns it upstream (outside its lock, if it likes).
   verdict take(const void* p, std::size_t bytes, std::size_t alignment) noexcept {
     const verdict v = check(p, bytes, alignment);
-    if (v) table_.erase(table_.find(reinterpret_cast<std::uintptr_t>(p)));
+    if (v) {
+      table_.erase(table_.find(reinterpret_cast<std::uintptr_t>(p)));
+      freed_[freed_next_++ % freed_memory] = reinterpret_cast<std::uintptr_t>(p);
+    }
     return v;
   }
 
@@ -77,6 +85,10 @@ class large_ledger {
   verdict resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment, bool& resized) noexcept {
     resized = false;
     const verdict v = check(p, old_size, alignment);
+    if (v && old_size == new_size) {  // a live block keeps its size: nothing to ask upstream
+      resized = true;
+      return v;
+    }
     auto* up = dynamic_cast<resource*>(upstream_);
     if (!v || up == nullptr || new_size > packed_size_mask) return v;
     try {
@@ -101,6 +113,7 @@ class large_ledger {
     const std::size_t n = table_.size();
     for_each([this](void* p, std::size_t bytes, std::size_t alignment) { upstream_->deallocate(p, bytes, alignment); });
     table_.reset();
+    for (auto& a : freed_) a = 0;
     return n;
   }
 
@@ -121,8 +134,24 @@ class large_ledger {
   [[nodiscard]] std::size_t count() const noexcept { return table_.size(); }
 
  private:
+  // The addresses of the last few blocks freed, so that a second free of one is reported as a double free rather
+  // than as a pointer never seen. Upstream may hand such an address out again elsewhere: a free of it here is misuse
+  // all the same.
+  static constexpr unsigned freed_memory = 16;
+  bool recently_freed(std::uintptr_t a) const noexcept {
+    for (std::uintptr_t f : freed_)
+      if (f == a) return true;
+    return false;
+  }
+  void forget_freed(std::uintptr_t a) noexcept {
+    for (auto& f : freed_)
+      if (f == a) f = 0;
+  }
+
   address_table<upstream_storage> table_;
   std::pmr::memory_resource* upstream_;
+  std::uintptr_t freed_[freed_memory] = {};
+  unsigned freed_next_ = 0;
 };
 
 }  // namespace strata::detail
