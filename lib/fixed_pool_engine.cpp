@@ -83,13 +83,13 @@ fixed_pool_engine<Sync>::fixed_pool_engine(const fixed_pool_params& params, std:
       params_(params),
       block_size_(params.block_size),
       stride_(align_up(params.block_size == 0 ? 8 : params.block_size, 8)),
+      slot_divider_(stride_),
       pages_(dynamic_cast<page_resource*>(upstream)),
       large_(upstream) {
-  if (block_size_ == 0 || block_size_ > (std::size_t{1} << 30))
+  if (block_size_ == 0 || block_size_ > pool_max_block_size)
     throw std::invalid_argument(std::string(name) + ": block_size must be 1 B .. 1 GiB");
   block_alignment_ = stride_ & (~stride_ + 1);
   if (block_alignment_ > 4096) block_alignment_ = 4096;
-  reciprocal_ = ((std::uint64_t{1} << 40) / stride_) + 1;
   auto skip_for = [this](std::size_t csize) {
     const std::size_t words = csize / stride_ / 32 + 1;
     return (sizeof(chunk) + words * sizeof(word) + stride_ - 1) / stride_;
@@ -108,10 +108,10 @@ fixed_pool_engine<Sync>::fixed_pool_engine(const fixed_pool_params& params, std:
     if (params.max_bytes != 0)
       while (can_halve() && (csize > params.max_bytes || params.max_bytes % csize > params.max_bytes / 16)) csize /= 2;
   }
-  if (!is_power_of_two(csize) || csize < block_map_granule || csize > (std::size_t{1} << 34) ||
+  if (!is_power_of_two(csize) || csize < block_map_granule || csize > pool_max_chunk_size ||
       csize / stride_ <= skip_for(csize))
     throw std::invalid_argument(std::string(name) +
-                                ": chunk_size must be a power of two of 64 KiB or more that holds a block");
+                                ": chunk_size must be a power of two from 64 KiB to 16 GiB that holds a block");
   if (params.max_bytes != 0 && params.max_bytes < csize)
     throw std::invalid_argument(std::string(name) + ": max_bytes must hold at least one chunk (64 KiB or more)");
   chunk_size_ = csize;
@@ -250,7 +250,7 @@ void fixed_pool_engine<Sync>::flush_hot() noexcept {
     if (p == nullptr) return;
     hot_ = nullptr;
     chunk* c = chunk_of(p);
-    const std::size_t q = (static_cast<std::size_t>(static_cast<char*>(p) - reinterpret_cast<char*>(c)) * reciprocal_) >> 40;
+    const std::size_t q = slot_in(c, p);
     c->bits()[q >> 5] ^= std::uint64_t{3} << (2 * (q & 31));
     ++c->free_count;
     if ((q >> 5) < c->hint) c->hint = static_cast<std::uint32_t>(q >> 5);
@@ -401,7 +401,7 @@ void* fixed_pool_engine<Sync>::allocate(std::size_t bytes, std::size_t alignment
       throw;
     }
   }
-  note_allocation(bytes, k);
+  note_allocation(k * stride_, k);
   if (zeroed && !fresh) std::memset(p, 0, bytes);  // fresh blocks came zero-filled from the OS, never handed out
   return p;
 }
@@ -431,33 +431,46 @@ void fixed_pool_engine<Sync>::report(error_kind kind, const void* p, std::size_t
   report_error(error_info{kind, name_, owner_, p, bytes, alignment, expected, why});
 }
 
-// Whether p is a live allocation of exactly k blocks (c and q: its chunk and first slot); misuse is reported.
+// Whether p is a live allocation of exactly blocks_for(bytes) blocks (c and q: its chunk and first slot); misuse is
+// reported. Under the lock, after flush_hot().
 template <bool Sync>
-bool fixed_pool_engine<Sync>::live_run(const void* p, std::size_t k, chunk*& c, std::size_t& q) noexcept {
-  c = chunk_of(p);
-  if (!block_map_contains(p) || !block_map_contains(c) || c->tag != tag_of(c)) {
-    report(error_kind::foreign_pointer, p, k * stride_, 0, "not a block of this pool");
-    return false;
+bool fixed_pool_engine<Sync>::live_run(const void* p, std::size_t bytes, std::size_t alignment, chunk*& c,
+                                       std::size_t& q) noexcept {
+  const chunk* cc;
+  q = slot_of(p, cc);
+  c = const_cast<chunk*>(cc);
+  const std::size_t k = blocks_for(bytes);
+  bool ok = q != npos && state_at(c, q) == pool_start && q + k <= c->limit && state_at(c, q + k) != pool_cont;
+  for (std::size_t j = q + 1; ok && j < q + k; ++j) ok = state_at(c, j) == pool_cont;
+  if (STRATA_UNLIKELY(!ok)) report_misuse(p, bytes, alignment);
+  return ok;
+}
+
+// p is not a live allocation that (bytes, alignment) names: finds out what it is and reports that, with the caller's
+// pointer, size and alignment and, where known, the size it was allocated with. Under the lock, after flush_hot().
+template <bool Sync>
+void fixed_pool_engine<Sync>::report_misuse(const void* p, std::size_t bytes, std::size_t alignment) const noexcept {
+  const chunk* c;
+  if (!in_our_chunk(p, c)) {
+    // A block sent upstream, freed with a size the pool serves itself, or one freed already: the ledger knows, and its
+    // verdict stands.
+    if (const auto v = large_.check(p, bytes, alignment); !v && v.kind != error_kind::foreign_pointer)
+      return report(v.kind, p, bytes, alignment, v.why, v.expected);
+    return report(error_kind::foreign_pointer, p, bytes, alignment, "not a block of this pool");
   }
-  const auto offset = static_cast<std::size_t>(static_cast<const char*>(p) - reinterpret_cast<char*>(c));
-  q = (offset * reciprocal_) >> 40;
-  if (q * stride_ != offset || q < c->skip || q >= c->limit) {
-    report(error_kind::foreign_pointer, p, k * stride_, 0, "not at a block boundary");
-    return false;
-  }
+  const std::size_t q = slot_in(c, p);
+  if (address(c, q) != p || q < c->skip || q >= c->limit)
+    return report(error_kind::foreign_pointer, p, bytes, alignment, "not at a block boundary");
   const unsigned s = state_at(c, q);
-  if (s != pool_start) {
-    report(s == pool_free ? error_kind::double_free : error_kind::foreign_pointer, p, k * stride_, 0,
-           s == pool_free ? "the block is already free" : "inside an allocation of several blocks");
-    return false;
-  }
-  bool fits = q + k <= c->limit && state_at(c, q + k) != pool_cont;
-  for (std::size_t j = q + 1; fits && j < q + k; ++j) fits = state_at(c, j) == pool_cont;
-  if (!fits) {
-    report(error_kind::wrong_size, p, k * stride_, 0, "the size does not match the allocation's number of blocks");
-    return false;
-  }
-  return true;
+  if (s == pool_free) return report(error_kind::double_free, p, bytes, alignment, "the block is already free");
+  if (s != pool_start)
+    return report(error_kind::foreign_pointer, p, bytes, alignment, "inside an allocation of several blocks");
+  // A live allocation of another size: one block is expected with the pool's block size, a run with its usable size.
+  const std::size_t n = run_length(c, q);
+  report(error_kind::wrong_size, p, bytes, alignment,
+         pooled(bytes, alignment) ? "the size does not match the allocation's number of blocks"
+                                  : "a block of this pool named with a size or alignment that the pool sends upstream",
+         n == 1 ? block_size_ : n * stride_);
 }
 
 template <bool Sync>
@@ -473,7 +486,7 @@ void fixed_pool_engine<Sync>::deallocate(void* p, std::size_t bytes, std::size_t
     flush_hot();
     chunk* c;
     std::size_t q;
-    if (!live_run(p, k, c, q)) return;
+    if (!live_run(p, bytes, alignment, c, q)) return;
     if (k > 1) transition(c, q + 1, k - 1, 0, pool_low_bits);
     transition(c, q, 1, pool_high_bits, pool_low_bits);
     if constexpr (!Sync) {
@@ -482,7 +495,7 @@ void fixed_pool_engine<Sync>::deallocate(void* p, std::size_t bytes, std::size_t
       if (c->free_count == c->limit - c->skip && !c->in_region && c != current_) retire(c);
     }
   }
-  note_deallocation(bytes, k);
+  note_deallocation(k * stride_, k);
 }
 
 template <bool Sync>
@@ -490,7 +503,8 @@ void fixed_pool_engine<Sync>::deallocate_upstream(void* p, std::size_t bytes, st
   {
     std::lock_guard<lock_type> g(lock_);
     if (const auto v = large_.deallocate(p, bytes, alignment); !v) {
-      report(v.kind, p, bytes, alignment, v.why, v.expected);
+      flush_hot();  // the deferred free block must read as free if p is it
+      report_misuse(p, bytes, alignment);
       return;
     }
     ++upstream_deallocations_;
@@ -500,17 +514,22 @@ void fixed_pool_engine<Sync>::deallocate_upstream(void* p, std::size_t bytes, st
 
 // ---- resize --------------------------------------------------------------------------------------------------------
 
+// A run changes its number of blocks in place; a size within the same blocks changes nothing (the statistics count
+// whole blocks). Equal sizes only confirm that p is live with that size.
 template <bool Sync>
 bool fixed_pool_engine<Sync>::resize(void* p, std::size_t old_size, std::size_t new_size,
                                      std::size_t alignment) noexcept {
-  if (!is_power_of_two(alignment) || !pooled(old_size, alignment) || !pooled(new_size, alignment)) return false;
+  if (!is_power_of_two(alignment)) return false;  // resource::resize throws before it gets here
+  const bool new_pooled = pooled(new_size, alignment);
+  if (!pooled(old_size, alignment)) return resize_upstream(p, old_size, new_size, alignment, new_pooled);
   const std::size_t k_old = blocks_for(old_size), k_new = blocks_for(new_size);
   {
     std::lock_guard<lock_type> g(lock_);
     flush_hot();
     chunk* c;
     std::size_t q;
-    if (!live_run(p, k_old, c, q)) return false;
+    if (!live_run(p, old_size, alignment, c, q)) return false;
+    if (!new_pooled) return false;  // a block cannot become one of upstream's in place
     if (k_new < k_old) {  // shrink: the tail blocks become free
       transition(c, q + k_new, k_old - k_new, 0, pool_low_bits);
       if constexpr (!Sync) {
@@ -523,8 +542,32 @@ bool fixed_pool_engine<Sync>::resize(void* p, std::size_t old_size, std::size_t 
       hand_out(c, q + k_old, k_new - k_old);
     }
   }
-  add(my_tally(), 0, 0, static_cast<std::int64_t>(new_size) - static_cast<std::int64_t>(old_size),
-      static_cast<std::int64_t>(k_new) - static_cast<std::int64_t>(k_old));
+  if (k_new != k_old) {
+    const auto blocks = static_cast<std::int64_t>(k_new) - static_cast<std::int64_t>(k_old);
+    add(my_tally(), 0, 0, blocks * static_cast<std::int64_t>(stride_), blocks);
+  }
+  return true;
+}
+
+// A block sent upstream: upstream may resize it in place (if it is a strata::resource), as long as it stays a size the
+// pool sends upstream.
+template <bool Sync>
+bool fixed_pool_engine<Sync>::resize_upstream(void* p, std::size_t old_size, std::size_t new_size,
+                                              std::size_t alignment, bool new_pooled) noexcept {
+  bool resized = false;
+  {
+    std::lock_guard<lock_type> g(lock_);
+    const auto v = new_pooled ? large_.check(p, old_size, alignment)
+                              : large_.resize(p, old_size, new_size, alignment, resized);
+    if (!v) {
+      flush_hot();
+      report_misuse(p, old_size, alignment);
+      return false;
+    }
+  }
+  if (!resized) return false;
+  if (new_size != old_size)
+    add(my_tally(), 0, 0, static_cast<std::int64_t>(new_size) - static_cast<std::int64_t>(old_size), 0);
   return true;
 }
 
@@ -613,13 +656,23 @@ resource_stats fixed_pool_engine<Sync>::stats() const noexcept {
 template <bool Sync>
 bool fixed_pool_engine<Sync>::check_invariants() const noexcept {
   const char* broken = nullptr;
-  std::size_t chunks = 0, used = 0;
+  std::size_t chunks = 0, used = 0, large_bytes = 0;
+  const std::size_t limit = chunk_size_ / stride_, skip = limit - blocks_per_chunk_;
   {
     std::lock_guard<lock_type> g(lock_);
     for (const chunk* c = chunks_; c != nullptr && broken == nullptr; c = c->next) {
       ++chunks;
       if (c->tag != tag_of(c)) broken = "chunk tag corrupt";
       else if (!block_map_contains(c)) broken = "chunk missing from the block map";
+      else if (c->limit != limit || c->skip != skip || c->words != limit / 32 + 1) broken = "chunk geometry corrupt";
+      else if (c->next != nullptr && c->next->prev != c) broken = "chunk list links disagree";
+      else if (get(c->fresh_from) < c->skip || get(c->fresh_from) > c->limit) broken = "zero watermark out of range";
+      else if (!Sync && get(c->hint) >= c->words) broken = "scan hint out of range";
+      else if (c->in_region != (region_ != nullptr && reinterpret_cast<const char*>(c) >= region_ &&
+                                reinterpret_cast<const char*>(c) < region_ + region_used_))
+        broken = "chunk inside or outside the capacity reservation unlike its mark";
+      else if (slot_in(c, address(c, c->skip)) != c->skip || slot_in(c, address(c, c->limit - 1)) != c->limit - 1)
+        broken = "the slot arithmetic misses the chunk's first or last block";
       if (broken != nullptr) break;
       std::size_t free = 0;
       unsigned prev = pool_start;
@@ -637,16 +690,26 @@ bool fixed_pool_engine<Sync>::check_invariants() const noexcept {
       used += c->limit - c->skip - free;
     }
     if (broken == nullptr && chunks != chunk_count_) broken = "chunk count disagrees with the list";
+    std::size_t cached = 0;
+    for (const chunk* c = empty_; c != nullptr && broken == nullptr; c = c->next, ++cached)
+      if (c->tag != tag_of(c) || !block_map_contains(c)) broken = "a cached empty chunk is corrupt";
+    if (broken == nullptr && cached != empty_count_) broken = "cached chunk count disagrees with the list";
+    if (broken == nullptr && empty_count_ > params_.max_empty_chunks) broken = "more empty chunks cached than allowed";
     if (broken == nullptr && !Sync && hot_ != nullptr) {
       const chunk* c;
       const std::size_t q = slot_of(hot_, c);
-      if (q == npos || state_at(c, q) != pool_start) broken = "the deferred free block is not a live block";
+      if (q == npos || state_at(c, q) != pool_start || run_length(c, q) != 1)
+        broken = "the deferred free block is not a live single block";
       else --used;  // free, though its bits still say live
     }
+    large_.for_each([&](void*, std::size_t bytes, std::size_t) { large_bytes += bytes; });
   }
-  const std::int64_t counted = sum().blocks;
-  if (broken == nullptr && counted >= 0 && static_cast<std::size_t>(counted) != used)
+  // The counters: every live block counts its stride, every block sent upstream its size (round_size()).
+  const totals t = sum();
+  if (broken == nullptr && (t.blocks < 0 || static_cast<std::size_t>(t.blocks) != used))
     broken = "blocks in use disagree with the bitmaps";
+  if (broken == nullptr && (t.bytes < 0 || static_cast<std::size_t>(t.bytes) != used * stride_ + large_bytes))
+    broken = "bytes in use disagree with the blocks and the blocks sent upstream";
   if (broken == nullptr && capacity_blocks_ != 0 && used > capacity_blocks_) broken = "capacity exceeded";
   if (broken == nullptr) return true;
   report_error(error_info{error_kind::invariant_violated, name_, owner_, nullptr, 0, 0, 0, broken});

@@ -126,7 +126,7 @@ TEST_CASE_TEMPLATE("fixed pools: resize grows into free blocks and shrinks in pl
   auto* c = static_cast<char*>(pool.allocate(64, 8));  // takes a block freed by the shrink (the hot one is gone)
   CHECK((c >= b + 128 || c < a));
   CHECK_FALSE(pool.resize(a, 64, 128, 8));  // b follows a: no room
-  CHECK(pool.stats().bytes_in_use == 64 + 100 + 64);
+  CHECK(pool.stats().bytes_in_use == 64 + 128 + 64);  // whole blocks
   pool.deallocate(b, 100, 8);
   pool.deallocate(a, 64, 8);
   pool.deallocate(c, 64, 8);
@@ -438,4 +438,340 @@ TEST_CASE("fixed_pool_resource: chunks are a huge page over a page_resource unle
   void* p = pages.allocate(32, 8);
   pages.deallocate(p, 32, 8);
   CHECK(pages.check_invariants());
+}
+
+// ---- slot arithmetic, reports, statistics, zero-byte requests, resize to the same size -------------------------------
+
+TEST_CASE("fixed pools: the slot of an offset is exact for every stride and chunk size the options accept") {
+  // Chunks are at most 16 GiB and strides at most 1 GiB (block sizes up to 1 GiB, rounded up to 8).
+  constexpr std::size_t max_chunk = std::size_t{1} << 34;
+  std::vector<std::size_t> strides = {8, 16, 24, 40, 56, 64, 72, 104, 4096, 4104, 65528, 65536, 1000008,
+                                      (std::size_t{1} << 30) - 8, std::size_t{1} << 30};
+  strata_test::rng g(0x510715);
+  for (int i = 0; i < 200; ++i) strides.push_back(strata::detail::align_up(g.between(1, std::size_t{1} << 30), 8));
+  std::size_t wrong = 0;
+  for (const std::size_t stride : strides) {
+    CAPTURE(stride);
+    const strata::detail::pool_slot_divider slot(stride);
+    const std::size_t last = (max_chunk - 1) / stride;  // the last slot of the largest chunk
+    auto expect = [&](std::size_t offset) {
+      if (offset < max_chunk && slot(offset) != offset / stride) ++wrong;
+    };
+    for (std::size_t q : {std::size_t{0}, std::size_t{1}, std::size_t{2}, last - 2, last - 1, last}) {
+      expect(q * stride);  // a block boundary: the free path needs exactly this slot
+      expect(q * stride + stride / 2);
+      expect(q * stride + stride - 1);  // not a boundary: a free rejects any answer, but it is offset / stride too
+    }
+    expect(max_chunk - 1);
+    for (int j = 0; j < 1000; ++j) expect(g.between(0, max_chunk - 1));
+    // Every slot boundary past 2^24 blocks into the chunk (where a 64-bit product with a 2^40 reciprocal wraps).
+    const std::size_t from = (std::size_t{1} << 24) - 2;
+    if (stride <= 64)
+      for (std::size_t q = from; q < from + 4096 && q <= last; ++q) expect(q * stride);
+  }
+  CHECK(wrong == 0);
+}
+
+TEST_CASE_TEMPLATE("fixed pools: blocks far into a very large chunk are found on free", Pool, fixed_pool_resource,
+                   synchronized_fixed_pool_resource) {
+  // 8-byte blocks in 256 MiB chunks and 64-byte blocks in 4 GiB chunks: more than 2^24 blocks per chunk. Pages are
+  // mapped as they are touched: the bitmaps (8 and 16 MiB) are, the blocks are not.
+  error_capture errors;
+  const std::pair<std::size_t, std::size_t> shapes[] = {{8, std::size_t{256} << 20}, {64, std::size_t{4} << 30}};
+  for (const auto& [block, chunk] : shapes) {
+    CAPTURE(block);
+    strata::fixed_pool_options o;
+    o.chunk_size = chunk;
+    o.max_bytes = chunk;  // one chunk, so capacity_blocks() is the blocks per chunk
+    o.huge_pages = false;
+    Pool pool(block, o);
+    const std::size_t n = pool.capacity_blocks();
+    REQUIRE(n > (std::size_t{1} << 24));
+    // All blocks but the last as one run, then the last block alone.
+    auto* run = static_cast<char*>(pool.allocate((n - 1) * block, 8));
+    auto* last = static_cast<char*>(pool.allocate(block, 8));
+    CHECK(last == run + (n - 1) * block);
+    CHECK(pool.resize(last, block, block, 8));
+    pool.deallocate(last, block, 8);
+    CHECK(errors.count() == 0);
+    CHECK(pool.allocate(block, 8) == last);  // it was freed, so it is handed out again
+    pool.deallocate(last, block, 8);
+    pool.deallocate(run, (n - 1) * block, 8);
+    // A run that starts past 2^24 blocks into the chunk, grown, then shrunk to a single block.
+    const std::size_t lead = (std::size_t{1} << 24) + 5;
+    run = static_cast<char*>(pool.allocate(lead * block, 8));
+    auto* more = static_cast<char*>(pool.allocate(10 * block, 8));
+    CHECK(more == run + lead * block);
+    CHECK(pool.resize(more, 10 * block, 12 * block, 8));
+    CHECK(pool.resize(more, 12 * block, block, 8));
+    pool.deallocate(more, block, 8);
+    CHECK(errors.count() == 0);
+    CHECK(pool.blocks_in_use() == lead);
+    CHECK(pool.check_invariants());
+    pool.deallocate(run, lead * block, 8);
+    CHECK(pool.blocks_in_use() == 0);
+    CHECK(errors.count() == 0);
+  }
+}
+
+namespace {
+/// Every report in full (error_capture keeps no alignment), while alive.
+class report_log {
+ public:
+  struct entry {
+    strata::error_kind kind;
+    const void* pointer;
+    std::size_t size, alignment, expected;
+    std::string detail;
+  };
+  report_log() : previous_(strata::set_error_handler(&record)) { entries().clear(); }
+  ~report_log() { strata::set_error_handler(previous_); }
+  report_log(const report_log&) = delete;
+  report_log& operator=(const report_log&) = delete;
+  [[nodiscard]] std::size_t count() const { return entries().size(); }
+  [[nodiscard]] const entry& last() const { return entries().back(); }
+
+ private:
+  static std::vector<entry>& entries() {
+    static std::vector<entry> v;
+    return v;
+  }
+  static void record(const strata::error_info& e) {
+    static std::mutex m;
+    std::lock_guard<std::mutex> g(m);
+    entries().push_back(entry{e.kind, e.pointer, e.size, e.alignment, e.expected_size, e.detail ? e.detail : ""});
+  }
+  strata::error_handler previous_;
+};
+
+/// The last report is of `kind`, for `p`, with the caller's size and alignment and the expected size.
+void check_report(const report_log& log, std::size_t count, strata::error_kind kind, const void* p, std::size_t size,
+                  std::size_t alignment, std::size_t expected) {
+  REQUIRE(log.count() == count);
+  const auto& e = log.last();
+  CAPTURE(e.detail);
+  CHECK(e.kind == kind);
+  CHECK(e.pointer == p);
+  CHECK(e.size == size);
+  CHECK(e.alignment == alignment);
+  CHECK(e.expected == expected);
+}
+}  // namespace
+
+TEST_CASE_TEMPLATE("fixed pools: reports carry the caller's pointer, size and alignment and the expected size", Pool,
+                   fixed_pool_resource, synchronized_fixed_pool_resource) {
+  using strata::error_kind;
+  report_log log;
+  recording_resource up;
+  strata::fixed_pool_options o;
+  o.chunk_size = std::size_t{64} << 10;
+  Pool pool(24, o, &up);
+  auto* a = static_cast<char*>(pool.allocate(24, 8));
+  auto* run = static_cast<char*>(pool.allocate(24 * 4, 8));
+  auto* big = static_cast<char*>(pool.allocate(100000, 8));  // more than a chunk holds: upstream
+  auto* aligned = static_cast<char*>(pool.allocate(24, 64));  // more alignment than blocks have: upstream
+  const auto before = pool.stats();
+  std::size_t n = 0;
+  pool.deallocate(a, 100, 8);  // one block freed as a run of five
+  check_report(log, ++n, error_kind::wrong_size, a, 100, 8, 24);
+  pool.deallocate(run, 20, 8);  // a run of four freed as one block
+  check_report(log, ++n, error_kind::wrong_size, run, 20, 8, 96);
+  pool.deallocate(run, 24 * 5, 4);  // ... and as a run of five
+  check_report(log, ++n, error_kind::wrong_size, run, 120, 4, 96);
+  pool.deallocate(run + 24, 24, 8);  // inside the run
+  check_report(log, ++n, error_kind::foreign_pointer, run + 24, 24, 8, 0);
+  pool.deallocate(run + 5, 24, 2);  // not at a block boundary
+  check_report(log, ++n, error_kind::foreign_pointer, run + 5, 24, 2, 0);
+  int on_stack = 0;
+  pool.deallocate(&on_stack, 16, 4);
+  check_report(log, ++n, error_kind::foreign_pointer, &on_stack, 16, 4, 0);
+  pool.deallocate(a, 24, 64);  // a block freed with more alignment than blocks have (the upstream path)
+  check_report(log, ++n, error_kind::wrong_size, a, 24, 64, 24);
+  pool.deallocate(a, 100000, 8);  // ... or with a size served upstream
+  check_report(log, ++n, error_kind::wrong_size, a, 100000, 8, 24);
+  pool.deallocate(big, 24, 8);  // a large block freed with a small size
+  check_report(log, ++n, error_kind::wrong_size, big, 24, 8, 100000);
+  pool.deallocate(big, 99999, 8);  // ... or another large size
+  check_report(log, ++n, error_kind::wrong_size, big, 99999, 8, 100000);
+  pool.deallocate(aligned, 24, 8);  // an over-aligned block freed with a plain alignment
+  check_report(log, ++n, error_kind::wrong_size, aligned, 24, 8, 24);
+  CHECK_FALSE(pool.resize(run, 20, 30, 8));
+  check_report(log, ++n, error_kind::wrong_size, run, 20, 8, 96);
+  strata_test::check_unchanged(before, pool.stats());
+  CHECK(pool.check_invariants());
+
+  pool.deallocate(a, 20, 8);
+  pool.deallocate(run, 90, 8);
+  pool.deallocate(big, 100000, 8);
+  pool.deallocate(aligned, 24, 64);
+  CHECK(log.count() == n);
+  const auto after = pool.stats();
+  pool.deallocate(a, 24, 16);  // double free
+  check_report(log, ++n, error_kind::double_free, a, 24, 16, 0);
+  pool.deallocate(run, 96, 8);
+  check_report(log, ++n, error_kind::double_free, run, 96, 8, 0);
+  pool.deallocate(a, 24, 64);  // double free by the upstream path
+  check_report(log, ++n, error_kind::double_free, a, 24, 64, 0);
+  pool.deallocate(big, 100000, 8);  // a large block freed twice: the ledger knows it was freed
+  check_report(log, ++n, error_kind::double_free, big, 100000, 8, 0);
+  pool.deallocate(big, 8, 8);  // ... also when freed again with a small size
+  check_report(log, ++n, error_kind::double_free, big, 8, 8, 0);
+  strata_test::check_unchanged(after, pool.stats());
+  CHECK(pool.check_invariants());
+  CHECK(pool.blocks_in_use() == 0);
+  CHECK(up.mismatches() == 0);
+}
+
+TEST_CASE_TEMPLATE("fixed pools: statistics count the usable size of each block", Pool, fixed_pool_resource,
+                   synchronized_fixed_pool_resource) {
+  error_capture errors;
+  Pool pool(24);
+  auto* a = static_cast<char*>(pool.allocate(20, 8));
+  CHECK(pool.stats().bytes_in_use == 24);
+  auto* b = static_cast<char*>(pool.allocate(24, 8));
+  CHECK(pool.stats().bytes_in_use == 48);
+  pool.deallocate(a, 24, 8);  // the same one block: not misuse, and counted alike
+  CHECK(pool.stats().bytes_in_use == 24);
+  pool.deallocate(b, 1, 8);
+  CHECK(pool.stats().bytes_in_use == 0);
+  auto* r = static_cast<char*>(pool.allocate(50, 8));  // a run of 3 blocks
+  CHECK(pool.stats().bytes_in_use == 72);
+  CHECK(pool.resize(r, 50, 60, 8));  // still 3 blocks: nothing changes
+  CHECK(pool.stats().bytes_in_use == 72);
+  CHECK(pool.resize(r, 60, 100, 8));  // 5 blocks
+  CHECK(pool.stats().bytes_in_use == 120);
+  CHECK(pool.stats().peak_bytes_in_use == 120);
+  CHECK(pool.resize(r, 100, 49, 8));  // 3 blocks
+  CHECK(pool.stats().bytes_in_use == 72);
+  auto* over = static_cast<char*>(pool.allocate(10, 64));  // upstream: the request itself
+  CHECK(pool.stats().bytes_in_use == 82);
+  pool.deallocate(over, 10, 64);
+  pool.deallocate(r, 72, 8);
+  const auto s = pool.stats();
+  CHECK(s.bytes_in_use == 0);
+  CHECK(s.peak_bytes_in_use == 120);
+  CHECK(s.allocations == 4);
+  CHECK(s.deallocations == 4);
+  CHECK(errors.count() == 0);
+  CHECK(pool.check_invariants());
+}
+
+TEST_CASE_TEMPLATE("fixed pools: round_size is what a request occupies and what stats count", Pool,
+                   fixed_pool_resource, synchronized_fixed_pool_resource) {
+  Pool pool(24);
+  CHECK(pool.round_size(0, 8) == 24);
+  CHECK(pool.round_size(1, 8) == 24);
+  CHECK(pool.round_size(20, 1) == 24);
+  CHECK(pool.round_size(24, 8) == 24);
+  CHECK(pool.round_size(25, 8) == 48);
+  CHECK(pool.round_size(24 * 1000 + 1, 8) == 24 * 1001);
+  CHECK(pool.round_size(24) == 24);   // the default alignment, 16, is more than 24-byte blocks have: upstream
+  CHECK(pool.round_size(10, 64) == 10);
+  CHECK(pool.round_size(std::size_t{1} << 30, 8) == std::size_t{1} << 30);  // more than a chunk holds
+  CHECK(pool.round_size(~std::size_t{0}, 8) == ~std::size_t{0});
+  CHECK(pool.round_size(24, 3) == 24);  // not an alignment: nothing to round
+  Pool odd(100);
+  CHECK(odd.round_size(1, 8) == 104);
+  CHECK(odd.round_size(104, 8) == 104);
+  CHECK(odd.round_size(105, 8) == 208);
+  strata::fixed_pool_options o;
+  o.forward_large = true;
+  Pool forwarding(32, o);
+  CHECK(forwarding.round_size(32, 8) == 32);
+  CHECK(forwarding.round_size(33, 8) == 33);
+  // stats() follows round_size for every kind of request.
+  strata_test::rng g(0x70057);
+  std::vector<std::pair<void*, std::pair<std::size_t, std::size_t>>> live;
+  std::size_t expected = 0;
+  for (int i = 0; i < 500; ++i) {
+    const std::size_t bytes = g.next() % 4 == 0 ? g.between(0, 5000) : g.between(0, 48);
+    const std::size_t alignment = std::size_t{1} << g.between(0, 6);
+    live.push_back({pool.allocate(bytes, alignment), {bytes, alignment}});
+    expected += pool.round_size(bytes, alignment);
+    REQUIRE(pool.stats().bytes_in_use == expected);
+  }
+  CHECK(pool.check_invariants());
+  for (const auto& [p, req] : live) {
+    pool.deallocate(p, req.first, req.second);
+    expected -= pool.round_size(req.first, req.second);
+    REQUIRE(pool.stats().bytes_in_use == expected);
+  }
+  CHECK(pool.check_invariants());
+}
+
+TEST_CASE_TEMPLATE("fixed pools: allocate(0, a) is aligned to a", Pool, fixed_pool_resource,
+                   synchronized_fixed_pool_resource) {
+  error_capture errors;
+  recording_resource heap;
+  for (const std::size_t block : {std::size_t{8}, std::size_t{24}, std::size_t{100}, std::size_t{4096}}) {
+    for (std::pmr::memory_resource* up : {static_cast<std::pmr::memory_resource*>(&heap),
+                                          static_cast<std::pmr::memory_resource*>(strata::default_page_resource())}) {
+      CAPTURE(block);
+      Pool pool(block, up);
+      std::vector<std::pair<void*, std::size_t>> live;
+      for (std::size_t a = 1; a <= (std::size_t{1} << 22); a *= 2) {
+        CAPTURE(a);
+        for (int i = 0; i < 3; ++i) {
+          void* p = pool.allocate(0, a);
+          CHECK(strata::detail::is_aligned(p, a));
+          live.emplace_back(p, a);
+        }
+        void* z = pool.allocate_zeroed(0, a);
+        CHECK(strata::detail::is_aligned(z, a));
+        live.emplace_back(z, a);
+      }
+      CHECK(pool.check_invariants());
+      for (auto [p, a] : live) pool.deallocate(p, 0, a);
+      CHECK(pool.stats().live_allocations() == 0);
+      CHECK(pool.stats().bytes_in_use == 0);
+      CHECK(pool.check_invariants());
+    }
+  }
+  CHECK(errors.count() == 0);
+  CHECK(heap.live_bytes() == 0);
+  CHECK(heap.mismatches() == 0);
+}
+
+TEST_CASE_TEMPLATE("fixed pools: resize to the same size checks the block", Pool, fixed_pool_resource,
+                   synchronized_fixed_pool_resource) {
+  using strata::error_kind;
+  report_log log;
+  Pool pool(32);
+  auto* a = static_cast<char*>(pool.allocate(32, 8));
+  auto* run = static_cast<char*>(pool.allocate(32 * 3, 8));
+  auto* big = static_cast<char*>(pool.allocate(32, 128));  // upstream
+  const auto before = pool.stats();
+  CHECK(pool.resize(a, 32, 32, 8));
+  CHECK(pool.resize(a, 20, 20, 8));  // a size that names the same block
+  CHECK(pool.resize(run, 96, 96, 8));
+  CHECK(pool.resize(big, 32, 32, 128));
+  CHECK(log.count() == 0);
+  strata_test::check_unchanged(before, pool.stats());
+  std::size_t n = 0;
+  CHECK_FALSE(pool.resize(run, 32, 32, 8));  // a run named as one block
+  check_report(log, ++n, error_kind::wrong_size, run, 32, 8, 96);
+  CHECK_FALSE(pool.resize(run + 32, 32, 32, 8));  // inside the run
+  check_report(log, ++n, error_kind::foreign_pointer, run + 32, 32, 8, 0);
+  CHECK_FALSE(pool.resize(big, 40, 40, 128));
+  check_report(log, ++n, error_kind::wrong_size, big, 40, 128, 32);
+  int on_stack = 0;
+  CHECK_FALSE(pool.resize(&on_stack, 32, 32, 8));
+  check_report(log, ++n, error_kind::foreign_pointer, &on_stack, 32, 8, 0);
+  strata_test::check_unchanged(before, pool.stats());
+  pool.deallocate(a, 32, 8);
+  pool.deallocate(run, 96, 8);
+  pool.deallocate(big, 32, 128);
+  const auto after = pool.stats();
+  CHECK_FALSE(pool.resize(a, 32, 32, 8));  // freed
+  check_report(log, ++n, error_kind::double_free, a, 32, 8, 0);
+  CHECK_FALSE(pool.resize(a, 32, 64, 8));
+  check_report(log, ++n, error_kind::double_free, a, 32, 8, 0);
+  CHECK_FALSE(pool.resize(run, 96, 96, 8));
+  check_report(log, ++n, error_kind::double_free, run, 96, 8, 0);
+  CHECK_FALSE(pool.resize(big, 32, 32, 128));
+  check_report(log, ++n, error_kind::double_free, big, 32, 128, 0);
+  CHECK_FALSE(pool.resize(big, 32, 64, 128));
+  check_report(log, ++n, error_kind::double_free, big, 32, 128, 0);
+  strata_test::check_unchanged(after, pool.stats());
+  CHECK(pool.check_invariants());
 }

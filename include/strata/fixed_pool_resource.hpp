@@ -16,8 +16,8 @@ struct fixed_pool_options {
   /// memory arrives as it is touched) and never more. Past it, allocate throws std::bad_alloc. 0: no cap, the pool
   /// grows chunk by chunk.
   std::size_t max_bytes = 0;
-  /// Bytes per chunk (a power of two of at least 64 KiB; 0 picks 1 MiB, or the huge page size with `huge_pages`, or
-  /// more to hold 256 blocks; with max_bytes, less, until whole chunks fill all but a sixteenth of the cap).
+  /// Bytes per chunk (a power of two from 64 KiB to 16 GiB; 0 picks 1 MiB, or the huge page size with `huge_pages`,
+  /// or more to hold 256 blocks; with max_bytes, less, until whole chunks fill all but a sixteenth of the cap).
   std::size_t chunk_size = 0;
   /// Send requests larger than one block straight upstream instead of serving them from runs of blocks.
   bool forward_large = false;
@@ -38,8 +38,8 @@ class basic_fixed_pool_resource : public resource {
  public:
   using options = fixed_pool_options;
 
-  /// Throws std::invalid_argument for a zero block size or a chunk size that is not a power of two or too small for
-  /// one block; std::bad_alloc when the capacity cannot be reserved.
+  /// Throws std::invalid_argument for a block size of 0 or above 1 GiB, or a chunk size that is not a power of two
+  /// from 64 KiB to 16 GiB or too small for one block; std::bad_alloc when the capacity cannot be reserved.
   explicit basic_fixed_pool_resource(std::size_t block_size, const options& opts = {},
                                      std::pmr::memory_resource* upstream = default_page_resource());
   basic_fixed_pool_resource(std::size_t block_size, std::pmr::memory_resource* upstream)
@@ -53,6 +53,13 @@ class basic_fixed_pool_resource : public resource {
   /// Frees everything at once and returns it upstream (the capacity reservation too; it is taken again when needed).
   void release() noexcept { engine_.release(); }
 
+  /// Bytes a request of `bytes` with `alignment` occupies, as stats() counts it: the blocks it takes (block_stride()
+  /// for one block, k * block_stride() for a run of k) when the pool serves it, the request itself when it goes
+  /// upstream. Any size that rounds to the same blocks frees the block too.
+  [[nodiscard]] std::size_t round_size(std::size_t bytes, std::size_t alignment = alignof(std::max_align_t)) const
+      noexcept {
+    return engine_.round_size(bytes, alignment);
+  }
   /// Bytes between consecutive blocks (block_size rounded up to 8).
   [[nodiscard]] std::size_t block_stride() const noexcept { return engine_.stride(); }
   [[nodiscard]] std::size_t block_size() const noexcept { return engine_.block_size(); }
@@ -91,10 +98,11 @@ extern template class basic_fixed_pool_resource<true>;
 /// - Blocks live in chunks (a power of two bytes, aligned to their size). Each chunk starts with a small header and a
 ///   state bitmap, two bits per block (free, first block of an allocation, or continuation of one). No block has a
 ///   header.
-/// - One block: O(1). deallocate finds the chunk by masking and the slot by a multiply, checks the block's two bits
-///   (and its neighbour's, so a run cannot be freed as one block) and keeps it as the "hot" block: its bits are
-///   written only when another block is freed, so a free followed by an allocate (the common churn) touches no
-///   bitmap. allocate takes the hot block, else the first free block of the current chunk (a hint skips full words).
+/// - One block: O(1). deallocate finds the chunk by masking and the slot by one multiply (exact for every block and
+///   chunk size the options accept), checks the block's two bits (and its neighbour's, so a run cannot be freed as
+///   one block) and keeps it as the "hot" block: its bits are written only when another block is freed, so a free
+///   followed by an allocate (the common churn) touches no bitmap. allocate takes the hot block, else the first free
+///   block of the current chunk (a hint skips full words).
 /// - More than one block (a request up to a chunk's capacity): a run of contiguous free blocks found by scanning the
 ///   bitmap a word (32 blocks) at a time: O(blocks per chunk / 32) words per chunk looked at. With `forward_large`,
 ///   or when a run cannot fit a chunk, the request goes straight upstream (registered, so its free is checked too).
@@ -103,10 +111,16 @@ extern template class basic_fixed_pool_resource<true>;
 /// - Capacity (`max_bytes`): exact; `capacity_blocks()` blocks can be live at once, not one more.
 /// - allocate_zeroed(): zero-filled memory; blocks never handed out since their chunk came from a page_resource are
 ///   known to be zero and are not cleared again.
-/// - resize(): a run grows in place into the free blocks after it, and shrinks in place.
+/// - resize(): a run grows in place into the free blocks after it, and shrinks in place; a new size within the same
+///   blocks always succeeds. A request sent upstream is resized by upstream if it can (a strata::resource) and stays
+///   one sent upstream. With equal sizes it only confirms that the block is live with that size.
+/// - stats() counts each live allocation at round_size(): its whole blocks, or the request itself when it went
+///   upstream. A free or resize may name any size that rounds to the same blocks.
 /// - release() and the destructor return everything upstream.
-/// - Misuse (double free, a pointer not from this pool, a pointer inside a block or a run, a size that does not match
-///   the run) is reported through the error handler with the pointer; nothing changes.
+/// - Misuse (double free, a pointer not from this pool, a pointer inside a block or a run, a size or alignment that
+///   does not match the allocation) is reported through the error handler with the pointer, size and alignment the
+///   caller gave and, where known, the size expected: the block size for one block, the run's blocks times the
+///   stride for a run, the recorded size for a request sent upstream. Nothing changes.
 /// - Not thread-safe: see synchronized_fixed_pool_resource.
 class fixed_pool_resource final : public detail::basic_fixed_pool_resource<false> {
  public:

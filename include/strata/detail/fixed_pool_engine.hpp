@@ -13,6 +13,7 @@
 #include <strata/config.hpp>
 #include <strata/detail/block_map.hpp>
 #include <strata/detail/large_ledger.hpp>
+#include <strata/detail/math.hpp>
 #include <strata/error.hpp>
 #include <strata/stats.hpp>
 
@@ -50,6 +51,43 @@ inline unsigned pool_stripe() noexcept {
 enum : std::uint64_t { pool_cont = 0, pool_free = 1, pool_start = 2 };
 inline constexpr std::uint64_t pool_low_bits = 0x5555555555555555ull;   // every block free
 inline constexpr std::uint64_t pool_high_bits = 0xAAAAAAAAAAAAAAAAull;  // every block a start
+
+/// The largest block size and chunk size a pool accepts. Together they bound every offset * stride below 2^64, which
+/// pool_slot_divider needs to be exact.
+inline constexpr std::size_t pool_max_block_size = std::size_t{1} << 30;
+inline constexpr std::size_t pool_max_chunk_size = std::size_t{1} << 34;
+static_assert(pool_max_block_size % 8 == 0, "the largest block is its own stride");
+static_assert(pool_max_chunk_size - 1 <= ~std::uint64_t{0} / pool_max_block_size,
+              "pool_slot_divider is exact only while offset * stride < 2^64");
+
+/// The high 64 bits of a * b.
+inline std::uint64_t mul_high(std::uint64_t a, std::uint64_t b) noexcept {
+#if defined(__SIZEOF_INT128__)
+  __extension__ typedef unsigned __int128 u128;  // __extension__: -Wpedantic knows no 128-bit type
+  return static_cast<std::uint64_t>((static_cast<u128>(a) * b) >> 64);
+#else
+  const std::uint64_t a_lo = a & 0xFFFFFFFFu, a_hi = a >> 32, b_lo = b & 0xFFFFFFFFu, b_hi = b >> 32;
+  const std::uint64_t lo_lo = a_lo * b_lo, hi_lo = a_hi * b_lo, lo_hi = a_lo * b_hi, hi_hi = a_hi * b_hi;
+  const std::uint64_t cross = (lo_lo >> 32) + (hi_lo & 0xFFFFFFFFu) + lo_hi;
+  return hi_hi + (hi_lo >> 32) + (cross >> 32);
+#endif
+}
+
+/// offset / stride for every offset inside a chunk, by one multiply (a divide would cost 20 to 40 cycles on each
+/// free). m = floor((2^64 - 1) / stride) + 1 is 2^64 / stride + e with 0 <= e < 1 (e = 0 for a power of two). For
+/// offset = q * stride + r with 0 <= r < stride, offset * m / 2^64 = q + r / stride + offset * e / 2^64, and
+/// r / stride <= 1 - 1 / stride, so the high word of offset * m is exactly q whenever offset * stride < 2^64: true for
+/// every offset below pool_max_chunk_size and every stride up to pool_max_block_size.
+class pool_slot_divider {
+ public:
+  explicit constexpr pool_slot_divider(std::size_t stride) noexcept : m_(~std::uint64_t{0} / stride + 1) {}
+  std::size_t operator()(std::size_t offset) const noexcept {
+    return static_cast<std::size_t>(mul_high(offset, m_));
+  }
+
+ private:
+  std::uint64_t m_;
+};
 
 template <bool Sync>
 class fixed_pool_engine {
@@ -94,10 +132,17 @@ class fixed_pool_engine {
     return bytes <= stride_ && alignment <= block_alignment_ && (alignment & (alignment - 1)) == 0 && alignment != 0;
   }
 
+  /// Bytes a request occupies as the statistics count it: whole blocks (blocks x stride) when the pool serves it,
+  /// the request itself when it goes upstream.
+  [[nodiscard]] std::size_t round_size(std::size_t bytes, std::size_t alignment) const noexcept {
+    if (!is_power_of_two(alignment) || !pooled(bytes, alignment)) return bytes;
+    return blocks_for(bytes) * stride_;
+  }
+
   /// One block, if one is at hand without the lock or a new chunk; nullptr sends the caller to allocate().
-  inline void* try_allocate_one(std::size_t bytes) noexcept;
+  inline void* try_allocate_one() noexcept;
   /// Frees p if it is a live single block of this pool; false sends the caller to deallocate(), which reports misuse.
-  inline bool try_deallocate_one(void* p, std::size_t bytes) noexcept;
+  inline bool try_deallocate_one(void* p) noexcept;
 
   /// Any request: blocks, a run, or upstream. Throws std::bad_alloc (at the cap, or when upstream fails).
   void* allocate(std::size_t bytes, std::size_t alignment, bool zeroed);
@@ -143,14 +188,20 @@ class fixed_pool_engine {
   std::uintptr_t tag_of(const chunk* c) const noexcept {
     return reinterpret_cast<std::uintptr_t>(this) ^ reinterpret_cast<std::uintptr_t>(c) ^ 0x46495845445F504Full;
   }
+  /// Whether p lies in one of our chunks (c: that chunk, whatever p is).
+  bool in_our_chunk(const void* p, const chunk*& c) const noexcept {
+    c = chunk_of(p);
+    return block_map_contains(p) && block_map_contains(c) && c->tag == tag_of(c);
+  }
+  /// The slot p would be in: exact for a block boundary, offset / stride otherwise.
+  std::size_t slot_in(const chunk* c, const void* p) const noexcept {
+    return slot_divider_(static_cast<std::size_t>(static_cast<const char*>(p) - reinterpret_cast<const char*>(c)));
+  }
   /// The slot of p in chunk c if p is a block boundary of one of our chunks; ~0 otherwise.
   std::size_t slot_of(const void* p, const chunk*& c) const noexcept {
-    c = chunk_of(p);
-    const auto offset = static_cast<std::size_t>(static_cast<const char*>(p) - reinterpret_cast<const char*>(c));
-    const std::size_t q = (offset * reciprocal_) >> 40;
-    if (STRATA_LIKELY(block_map_contains(p) && block_map_contains(c) && c->tag == tag_of(c) && q * stride_ == offset &&
-                      q - c->skip < std::size_t{c->limit} - c->skip))
-      return q;
+    const bool ours = in_our_chunk(p, c);
+    const std::size_t q = slot_in(c, p);
+    if (STRATA_LIKELY(ours && address(c, q) == p && q - c->skip < std::size_t{c->limit} - c->skip)) return q;
     return ~std::size_t{0};
   }
   std::size_t blocks_for(std::size_t bytes) const noexcept {
@@ -170,11 +221,21 @@ class fixed_pool_engine {
     if constexpr (Sync) return tallies_ + pool_stripe();
     else return tallies_;
   }
+  // Bytes as round_size() gives them: blocks x stride, or the request itself for blocks sent upstream.
   void note_allocation(std::size_t bytes, std::size_t blocks) noexcept;
   void note_deallocation(std::size_t bytes, std::size_t blocks) noexcept;
   /// Raises fresh_from past [q, q + k); whether those blocks were all fresh (zero-filled, never handed out).
   static bool hand_out(chunk* c, std::size_t q, std::size_t k) noexcept;
   void* address(chunk* c, std::size_t q) const noexcept { return reinterpret_cast<char*>(c) + q * stride_; }
+  const void* address(const chunk* c, std::size_t q) const noexcept {
+    return reinterpret_cast<const char*>(c) + q * stride_;
+  }
+  /// Blocks of the allocation that starts at slot q (a start, then continuations).
+  std::size_t run_length(const chunk* c, std::size_t q) const noexcept {
+    std::size_t n = 1;
+    while (state_at(c, q + n) == pool_cont) ++n;  // slots past the last block read as starts
+    return n;
+  }
 
   // Out of line (lib/fixed_pool_engine.cpp).
   void flush_hot() noexcept;
@@ -183,7 +244,10 @@ class fixed_pool_engine {
   std::size_t claim_run(chunk* c, std::size_t k) noexcept;
   std::size_t find_run(const chunk* c, std::size_t k, std::size_t from) const noexcept;
   bool transition(chunk* c, std::size_t first, std::size_t count, std::uint64_t from, std::uint64_t to) noexcept;
-  bool live_run(const void* p, std::size_t k, chunk*& c, std::size_t& q) noexcept;
+  bool live_run(const void* p, std::size_t bytes, std::size_t alignment, chunk*& c, std::size_t& q) noexcept;
+  void report_misuse(const void* p, std::size_t bytes, std::size_t alignment) const noexcept;
+  bool resize_upstream(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment,
+                       bool new_pooled) noexcept;
   chunk* add_chunk();
   chunk* format(void* base, bool zeroed) noexcept;
   void retire(chunk* c) noexcept;
@@ -202,7 +266,7 @@ class fixed_pool_engine {
   std::size_t block_size_;
   std::size_t stride_;
   std::size_t block_alignment_ = 0;
-  std::uint64_t reciprocal_ = 0;  // slot = (offset * reciprocal_) >> 40
+  pool_slot_divider slot_divider_;
   std::size_t chunk_size_ = 0;
   std::size_t capacity_blocks_ = 0;
   std::size_t blocks_per_chunk_ = 0;
@@ -317,12 +381,12 @@ inline bool fixed_pool_engine<Sync>::hand_out(chunk* c, std::size_t q, std::size
 }
 
 template <bool Sync>
-inline void* fixed_pool_engine<Sync>::try_allocate_one(std::size_t bytes) noexcept {
+inline void* fixed_pool_engine<Sync>::try_allocate_one() noexcept {
   if constexpr (!Sync) {
     // The block freed last is still marked live: handing it out again touches no bitmap.
     if (void* p = hot_; STRATA_LIKELY(p != nullptr)) {
       hot_ = nullptr;
-      note_allocation(bytes, 1);
+      note_allocation(stride_, 1);
       return p;
     }
   }
@@ -334,12 +398,12 @@ inline void* fixed_pool_engine<Sync>::try_allocate_one(std::size_t bytes) noexce
   const std::size_t q = claim_one(c, t);
   if (q == ~std::size_t{0}) return nullptr;
   hand_out(c, q, 1);
-  add(t, 1, 0, static_cast<std::int64_t>(bytes), 1);
+  add(t, 1, 0, static_cast<std::int64_t>(stride_), 1);
   return address(c, q);
 }
 
 template <bool Sync>
-inline bool fixed_pool_engine<Sync>::try_deallocate_one(void* p, std::size_t bytes) noexcept {
+inline bool fixed_pool_engine<Sync>::try_deallocate_one(void* p) noexcept {
   const chunk* cc;
   const std::size_t q = slot_of(p, cc);
   if (STRATA_UNLIKELY(q == ~std::size_t{0})) return false;
@@ -362,7 +426,7 @@ inline bool fixed_pool_engine<Sync>::try_deallocate_one(void* p, std::size_t byt
         break;
     }
   }
-  note_deallocation(bytes, 1);
+  note_deallocation(stride_, 1);
   return true;
 }
 
