@@ -65,7 +65,7 @@ void basic_bitmap_resource<Sync>::release_large() noexcept {
 template <bool Sync>
 void* basic_bitmap_resource<Sync>::acquire_block(void* self, std::size_t size) {
   auto* r = static_cast<basic_bitmap_resource*>(self);
-  void* b = r->upstream_->allocate(size, size);
+  void* b = allocate_from(r->upstream_, size, size);
   bump(r->upstream_allocations_);
   return b;
 }
@@ -138,7 +138,7 @@ void* basic_bitmap_resource<Sync>::allocate_large(std::size_t bytes, std::size_t
       std::lock_guard<decltype(large_lock_)> lock(large_lock_);
       if (!large_.reserve()) throw std::bad_alloc();
     }
-    p = upstream_->allocate(bytes, alignment);
+    p = allocate_from(upstream_, bytes, alignment);
   } catch (...) {
     bump(failed_);
     throw;

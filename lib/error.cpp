@@ -79,5 +79,10 @@ void throw_bad_alignment(const char* who, std::size_t alignment) {
 
 void throw_bad_alloc() { throw std::bad_alloc(); }
 
+void reject_misaligned(std::pmr::memory_resource* upstream, void* p, std::size_t bytes, std::size_t alignment) {
+  upstream->deallocate(p, bytes, alignment);
+  throw std::bad_alloc();
+}
+
 }  // namespace detail
 }  // namespace strata

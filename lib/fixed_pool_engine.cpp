@@ -145,7 +145,7 @@ bool fixed_pool_engine<Sync>::reserve_capacity() {
   try {
     region_ = static_cast<char*>(pages_ != nullptr
                                      ? pages_->allocate_zeroed(region_size_, chunk_size_)
-                                     : upstream_->allocate(region_size_, chunk_size_));
+                                     : allocate_from(upstream_, region_size_, chunk_size_));
   } catch (...) {
     return false;
   }
@@ -193,7 +193,7 @@ typename fixed_pool_engine<Sync>::chunk* fixed_pool_engine<Sync>::add_chunk() {
     --empty_count_;
   } else {
     base = pages_ != nullptr ? pages_->allocate_zeroed(chunk_size_, chunk_size_)
-                            : upstream_->allocate(chunk_size_, chunk_size_);
+                            : allocate_from(upstream_, chunk_size_, chunk_size_);
     ++upstream_allocations_;
     zeroed = pages_ != nullptr;
     if (huge_pages_) pages_->advise_huge_pages(base, chunk_size_);

@@ -623,7 +623,7 @@ bool free_list_engine::resize_upstream(void* p, std::size_t old_size, std::size_
 
 void free_list_engine::add_chunk() {
   void* base = pages_ != nullptr ? pages_->allocate_zeroed(chunk_size_, chunk_size_)
-                                 : upstream_->allocate(chunk_size_, chunk_size_);
+                                 : allocate_from(upstream_, chunk_size_, chunk_size_);
   ++upstream_allocations_;
   if (!block_map_register(base, chunk_size_)) {
     upstream_->deallocate(base, chunk_size_, chunk_size_);

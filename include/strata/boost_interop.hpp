@@ -3,7 +3,10 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+#include <cstring>
 #include <memory_resource>
+#include <new>
 
 #include <boost/container/pmr/memory_resource.hpp>
 
@@ -34,15 +37,31 @@ class boost_resource_adapter final : public boost::container::pmr::memory_resour
 
 /// A std::pmr::memory_resource that forwards to a boost::container::pmr::memory_resource, so Boost's pool resources
 /// can serve std::pmr containers (or be the upstream of a strata resource). Non-owning.
+///
+/// Boost.Container's resources ignore alignments above alignof(std::max_align_t) (its new_delete_resource calls plain
+/// operator new). Such requests are served here from a larger block of the target: `bytes + alignment +
+/// sizeof(void*)` bytes, aligned inside, with the block's start kept in the word before the returned pointer. That
+/// costs up to `alignment` bytes more per such request (a strata resource's 64 KiB chunks take twice their size).
 class std_resource_adapter final : public std::pmr::memory_resource {
  public:
   explicit std_resource_adapter(boost::container::pmr::memory_resource* target) noexcept : target_(target) {}
   [[nodiscard]] boost::container::pmr::memory_resource* target() const noexcept { return target_; }
 
  protected:
-  void* do_allocate(std::size_t bytes, std::size_t alignment) override { return target_->allocate(bytes, alignment); }
+  void* do_allocate(std::size_t bytes, std::size_t alignment) override {
+    if (alignment <= alignof(std::max_align_t)) return target_->allocate(bytes, alignment);
+    if (bytes > static_cast<std::size_t>(-1) - alignment - sizeof(void*)) throw std::bad_alloc();
+    auto* raw = static_cast<char*>(target_->allocate(bytes + alignment + sizeof(void*), alignof(std::max_align_t)));
+    const auto start = reinterpret_cast<std::uintptr_t>(raw) + sizeof(void*);
+    char* p = raw + ((start + alignment - 1) & ~(alignment - 1)) - reinterpret_cast<std::uintptr_t>(raw);
+    std::memcpy(p - sizeof(void*), &raw, sizeof raw);
+    return p;
+  }
   void do_deallocate(void* p, std::size_t bytes, std::size_t alignment) override {
-    target_->deallocate(p, bytes, alignment);
+    if (alignment <= alignof(std::max_align_t)) return target_->deallocate(p, bytes, alignment);
+    char* raw;
+    std::memcpy(&raw, static_cast<char*>(p) - sizeof(void*), sizeof raw);
+    target_->deallocate(raw, bytes + alignment + sizeof(void*), alignof(std::max_align_t));
   }
   bool do_is_equal(const std::pmr::memory_resource& other) const noexcept override {
     if (this == &other) return true;

@@ -7,6 +7,7 @@
 #include <new>
 
 #include <strata/detail/address_table.hpp>
+#include <strata/detail/checks.hpp>
 #include <strata/detail/math.hpp>
 #include <strata/detail/upstream_storage.hpp>
 #include <strata/error.hpp>
@@ -44,7 +45,7 @@ class large_ledger {
   /// max_request_size (upstream is never trusted with sizes near SIZE_MAX), the table cannot grow or upstream fails.
   void* allocate(std::size_t bytes, std::size_t alignment) {
     if (bytes > max_request_size || !reserve()) throw std::bad_alloc();
-    void* p = upstream_->allocate(bytes, alignment);
+    void* p = allocate_from(upstream_, bytes, alignment);
     record(p, bytes, alignment);
     return p;
   }
