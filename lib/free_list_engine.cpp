@@ -697,10 +697,12 @@ void free_list_engine::purge_free_pages(chunk* c, std::size_t begin, std::size_t
       continue;
     }
     std::size_t r = q;
-    while (r < end_page && !((map[r >> 6] >> (r & 63)) & 1)) map[r >> 6] |= std::uint64_t{1} << (r & 63), ++r;
-    pages_->purge(c, q * page_, (r - q) * page_);
-    c->purged += static_cast<std::uint32_t>(r - q);
-    purged_pages_ += r - q;
+    while (r < end_page && !((map[r >> 6] >> (r & 63)) & 1)) ++r;
+    if (pages_->purge(c, q * page_, (r - q) * page_)) {  // refused (by the OS): the pages stay resident and unmarked
+      for (std::size_t k = q; k < r; ++k) map[k >> 6] |= std::uint64_t{1} << (k & 63);
+      c->purged += static_cast<std::uint32_t>(r - q);
+      purged_pages_ += r - q;
+    }
     q = r;
   }
 }

@@ -197,6 +197,7 @@ resource_stats fault_injecting_resource::do_stats() const noexcept {
 std::size_t process_resident_bytes() noexcept { return os::process_resident_bytes(); }
 std::size_t os_mapped_bytes() noexcept { return os::mapped_bytes(); }
 void inject_os_failures_after(std::size_t n) noexcept { os::inject_failure_after(n); }
+void refuse_os_advice(bool refuse) noexcept { os::refuse_advice(refuse); }
 void clear_os_failures() noexcept { os::clear_failures(); }
 
 }  // namespace strata::testing

@@ -104,6 +104,9 @@ std::size_t os_mapped_bytes() noexcept;
 /// Test hook into strata's OS layer: the next `n` mapping calls (map, reserve, commit, extend) succeed and every one
 /// after fails as if the OS were out of memory, until clear_os_failures(). Process-wide; for tests only.
 void inject_os_failures_after(std::size_t n) noexcept;
+/// Test hook: while set, the OS layer's requests to give memory back or to change its kind (purge, decommit, huge-page
+/// advice) fail, as a kernel or a sandbox may refuse them: memory stays mapped and keeps its contents.
+void refuse_os_advice(bool refuse) noexcept;
 void clear_os_failures() noexcept;
 
 }  // namespace strata::testing

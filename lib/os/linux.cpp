@@ -21,6 +21,9 @@ std::atomic<std::size_t> g_mapped{0};
 // < 0: no failures injected; otherwise how many more obtaining calls succeed.
 std::atomic<std::int64_t> g_fail_budget{-1};
 
+// Test hook: purge, decommit and huge-page advice refused, as a kernel or a seccomp filter may.
+std::atomic<bool> g_refuse_advice{false};
+
 bool injected_failure() noexcept {
   std::int64_t budget = g_fail_budget.load(std::memory_order_relaxed);
   while (budget >= 0) {
@@ -123,12 +126,14 @@ result commit(void* p, std::size_t size) noexcept {
 }
 
 result decommit(void* p, std::size_t size) noexcept {
+  if (g_refuse_advice.load(std::memory_order_relaxed)) return result::out_of_memory;
   // Replacing the range with a fresh PROT_NONE mapping drops its pages and its commit charge in one call.
   void* q = ::mmap(p, size, PROT_NONE, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   return q == MAP_FAILED ? from_errno(errno) : result::ok;
 }
 
 result purge(void* p, std::size_t size, purge_kind kind) noexcept {
+  if (g_refuse_advice.load(std::memory_order_relaxed)) return result::out_of_memory;
 #ifdef MADV_FREE
   if (kind == purge_kind::lazy) {
     if (::madvise(p, size, MADV_FREE) == 0) return result::ok;
@@ -158,6 +163,7 @@ result extend_in_place(void* p, std::size_t old_size, std::size_t new_size) noex
 }
 
 result advise_huge_pages(void* p, std::size_t size, bool enable) noexcept {
+  if (g_refuse_advice.load(std::memory_order_relaxed)) return result::out_of_memory;
 #if defined(MADV_HUGEPAGE) && defined(MADV_NOHUGEPAGE)
   return ::madvise(p, size, enable ? MADV_HUGEPAGE : MADV_NOHUGEPAGE) == 0 ? result::ok : from_errno(errno);
 #else
@@ -177,6 +183,11 @@ void inject_failure_after(std::size_t n) noexcept {
   g_fail_budget.store(static_cast<std::int64_t>(n), std::memory_order_relaxed);
 }
 
-void clear_failures() noexcept { g_fail_budget.store(-1, std::memory_order_relaxed); }
+void clear_failures() noexcept {
+  g_fail_budget.store(-1, std::memory_order_relaxed);
+  g_refuse_advice.store(false, std::memory_order_relaxed);
+}
+
+void refuse_advice(bool refuse) noexcept { g_refuse_advice.store(refuse, std::memory_order_relaxed); }
 
 }  // namespace strata::os

@@ -56,6 +56,9 @@ std::size_t process_resident_bytes() noexcept;
 /// Test hook: the next `n` calls that obtain memory (map, reserve, commit, extend_in_place) succeed, later ones fail
 /// with out_of_memory until clear_failures().
 void inject_failure_after(std::size_t n) noexcept;
+/// Test hook: while set, purge, decommit and advise_huge_pages fail with out_of_memory (memory stays as it was).
+/// clear_failures() clears it too.
+void refuse_advice(bool refuse) noexcept;
 void clear_failures() noexcept;
 
 }  // namespace strata::os
