@@ -3,11 +3,16 @@
 #   make test     install missing Debian packages, build (ci preset) and run every test through ctest
 #   make bench    the full benchmark (bench/results/latest.{md,csv,svg})
 #   make sanitize / make tsan   the ASan+UBSan and ThreadSanitizer test runs
+#   make soak     every thread-safe resource under SOAK_THREADS (64) threads for SOAK_SECONDS (60) each
+#                 (ci build: optimised, invariant asserts on; SOAK_RESOURCE=all or a name, e.g. bitmap)
 #   make install PREFIX=/some/prefix
-.PHONY: all deps build test demo bench sanitize tsan release install clean
+.PHONY: all deps build test demo bench sanitize tsan soak release install clean
 
 PREFIX ?= /usr/local
 JOBS ?= 2
+SOAK_SECONDS ?= 60
+SOAK_THREADS ?= 64
+SOAK_RESOURCE ?= all
 # Needed to build and test; the bench peers are installed too but may be missing (they are then skipped).
 DEPS := g++ cmake ninja-build pkg-config doctest-dev libboost-container-dev
 PEER_DEPS := libmimalloc2.0 libjemalloc2 libtcmalloc-minimal4 libfoonathan-memory-dev
@@ -37,6 +42,11 @@ sanitize: deps
 
 tsan: deps
 	cmake --workflow --preset tsan
+
+soak: deps
+	cmake --preset ci
+	cmake --build --preset ci -j $(JOBS) --target strata_soak
+	build/ci/soak/strata_soak --seconds=$(SOAK_SECONDS) --threads=$(SOAK_THREADS) --resource=$(SOAK_RESOURCE)
 
 release: deps
 	cmake --preset release
