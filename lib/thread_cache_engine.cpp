@@ -80,10 +80,9 @@ thread_cache_engine::thread_cache_engine(const config& cfg, std::pmr::memory_res
   middle_.set_front(&front_);
   front_.owner_ = owner;
   front_.elsewhere_context_ = this;
-  front_.size_elsewhere_ = [](const void* context, const void* p) noexcept -> std::size_t {
-    const auto* e = static_cast<const thread_cache_engine*>(context);
-    if (std::size_t n = e->middle_.usable_size(p)) return n;
-    return e->back_.size_of(p);
+  front_.elsewhere_ = [](const void* context, const void* p, std::size_t bytes,
+                         std::size_t alignment) noexcept -> tc_misuse {
+    return static_cast<const thread_cache_engine*>(context)->elsewhere(p, bytes, alignment, thread_tier);
   };
   std::lock_guard<std::mutex> g(registry_lock());
   next_live_ = g_live;
@@ -132,7 +131,8 @@ tc_heap* thread_cache_engine::attach_heap() noexcept {
   }
   void* mem;
   try {
-    mem = upstream_->allocate(sizeof(tc_heap), alignof(tc_heap));
+    // An upstream that ignores the alignment is refused (its memory given back): bins are cache-line aligned.
+    mem = allocate_from(upstream_, sizeof(tc_heap), alignof(tc_heap));
   } catch (...) {
     return nullptr;
   }
@@ -186,8 +186,8 @@ tc_heap* thread_cache_engine::find_heap() noexcept {
 
 // ---- slow paths ----------------------------------------------------------------------------------------------------
 
-void* thread_cache_engine::refill(tc_heap& h, unsigned c, std::size_t bytes) {
-  void* p = front_.allocate_slow(h, c, bytes);
+void* thread_cache_engine::refill(tc_heap& h, unsigned c) {
+  void* p = front_.allocate_slow(h, c);
   if (STRATA_UNLIKELY(p == nullptr)) {
     failed_.fetch_add(1, std::memory_order_relaxed);
     throw_bad_alloc();
@@ -195,16 +195,21 @@ void* thread_cache_engine::refill(tc_heap& h, unsigned c, std::size_t bytes) {
   return p;
 }
 
-void* thread_cache_engine::allocate_small_slow(unsigned c, std::size_t bytes, std::size_t) {
+void* thread_cache_engine::refuse_and_refill(tc_heap& h, unsigned c, void* p) {
+  front_.refuse_marked(p);
+  return refill(h, c);
+}
+
+void* thread_cache_engine::allocate_small_slow(unsigned c) {
   void* p = nullptr;
   if (tc_heap* h = my_heap(); h != nullptr) {
-    p = front_.allocate_slow(*h, c, bytes);
+    p = front_.allocate_slow(*h, c);
   } else if ((h = find_heap()) != nullptr) {
-    p = front_.allocate_slow(*h, c, bytes);
+    p = front_.allocate_slow(*h, c);
   } else {
     std::lock_guard<std::mutex> g(shared_heap_lock_);
     if (shared_heap_ == nullptr) shared_heap_ = attach_heap();
-    if (shared_heap_ != nullptr) p = front_.allocate_slow(*shared_heap_, c, bytes);
+    if (shared_heap_ != nullptr) p = front_.allocate_slow(*shared_heap_, c);
   }
   if (p == nullptr) {
     failed_.fetch_add(1, std::memory_order_relaxed);
@@ -230,17 +235,17 @@ void thread_cache_engine::deallocate_small_slow(void* p, unsigned c, std::size_t
 void* thread_cache_engine::allocate_other(std::size_t bytes, std::size_t alignment) {
   check_alignment("thread_cache_resource::allocate", alignment);
   if (const unsigned c = front_.class_for(bytes, alignment); c != tc_front::no_class)
-    return allocate_small_slow(c, bytes, alignment);  // a small request aligned beyond 16
-  void* p = bytes <= middle_.max_shared() && alignment <= free_list_engine::max_alignment
-                ? middle_.allocate(bytes, alignment)
-                : back_.allocate(bytes, alignment);
+    return allocate_small_slow(c);  // a small request aligned beyond 16
+  // The shared tier's free list counts its blocks at their rounded size, as the heaps do; upstream blocks count
+  // exactly what was asked (the ledger keeps that size and holds frees to it).
+  if (bytes <= middle_.max_shared() && alignment <= free_list_engine::max_alignment) {
+    void* p = middle_.allocate(bytes, alignment);
+    account(static_cast<std::int64_t>(tc_middle::rounded(bytes, alignment)));
+    return p;
+  }
+  void* p = back_.allocate(bytes, alignment);
   account(static_cast<std::int64_t>(bytes));
   return p;
-}
-
-void* thread_cache_engine::allocate_other_rounded(std::size_t bytes, std::size_t alignment) {
-  check_alignment("thread_cache_resource::allocate", alignment);
-  return allocate_other(round_size_other(bytes, alignment), alignment);
 }
 
 void thread_cache_engine::deallocate_other_rounded(void* p, std::size_t bytes, std::size_t alignment) noexcept {
@@ -265,29 +270,52 @@ void thread_cache_engine::deallocate_other(void* p, std::size_t bytes, std::size
   // this tier may be other objects' memory.
   if (bytes <= middle_.max_shared() && alignment <= free_list_engine::max_alignment) {
     if (middle_.usable_size(p) != 0) {
-      if (middle_.deallocate(p, bytes, alignment)) account(-static_cast<std::int64_t>(bytes));
+      if (middle_.deallocate(p, bytes, alignment))
+        account(-static_cast<std::int64_t>(tc_middle::rounded(bytes, alignment)));
       return;
     }
-    if (const std::size_t there = back_.size_of(p); there != 0)
-      return report(error_kind::wrong_size, p, bytes, alignment, there,
-                    "a block of the upstream tier freed with a size of the shared tier");
-    if (front_.owns(p))
-      return report(error_kind::wrong_size, p, bytes, alignment, tc_front::block_of(p)->object_size,
-                    "an object of the thread tier freed with a size above it");
-    middle_.deallocate(p, bytes, alignment);  // reports what the free list finds wrong
+    if (const tc_misuse m = elsewhere(p, bytes, alignment, shared_tier); m.kind != error_kind::foreign_pointer)
+      return report(m.kind, p, bytes, alignment, m.expected, m.why);
+    middle_.deallocate(p, bytes, alignment);  // reports what the free list finds wrong (freed already, interior)
     return;
   }
   if (const auto v = back_.deallocate(p, bytes, alignment); v) {
     account(-static_cast<std::int64_t>(bytes));
-  } else if (v.kind == error_kind::foreign_pointer && front_.owns(p)) {
-    report(error_kind::wrong_size, p, bytes, alignment, tc_front::block_of(p)->object_size,
-           "an object of the thread tier freed with a size above it");
-  } else if (v.kind == error_kind::foreign_pointer && middle_.usable_size(p) != 0) {
-    report(error_kind::wrong_size, p, bytes, alignment, middle_.usable_size(p),
-           "a block of the shared tier freed with a size above it");
+  } else if (v.kind == error_kind::foreign_pointer) {
+    report_misplaced(p, bytes, alignment, upstream_tier, v.kind, v.why);
   } else {
     report(v.kind, p, bytes, alignment, v.expected, v.why);
   }
+}
+
+tc_misuse thread_cache_engine::elsewhere(const void* p, std::size_t bytes, std::size_t alignment,
+                                         tier named) const noexcept {
+  if (named != thread_tier && front_.owns(p)) {
+    const tc_block* b = tc_front::block_of(p);
+    if (tc_front::is_slot(b, p) && !front_.is_live(b, p))
+      return {error_kind::double_free, 0, "an object of the thread tier, freed already"};
+    return {error_kind::wrong_size, b->object_size, "an object of the thread tier named with a size of another tier"};
+  }
+  if (named != shared_tier)
+    if (const std::size_t n = middle_.usable_size(p); n != 0)
+      return {error_kind::wrong_size, n, "a block of the shared tier named with a size of another tier"};
+  if (named != upstream_tier) {
+    const auto v = back_.check(p, bytes, alignment);
+    if (v.kind == error_kind::double_free) return {error_kind::double_free, 0, v.why};
+    if (v || v.kind == error_kind::wrong_size) {
+      const std::size_t size = v ? bytes : v.expected;
+      return {error_kind::wrong_size, size,
+              size == bytes && !v ? v.why : "a large block (passed upstream) named with a size of another tier"};
+    }
+  }
+  return {error_kind::foreign_pointer, 0, nullptr};
+}
+
+void thread_cache_engine::report_misplaced(const void* p, std::size_t bytes, std::size_t alignment, tier named,
+                                           error_kind kind, const char* why) const noexcept {
+  const tc_misuse m = elsewhere(p, bytes, alignment, named);
+  if (m.kind != error_kind::foreign_pointer) report(m.kind, p, bytes, alignment, m.expected, m.why);
+  else report(kind, p, bytes, alignment, 0, why);
 }
 
 void thread_cache_engine::report(error_kind kind, const void* p, std::size_t bytes, std::size_t alignment,
@@ -297,38 +325,57 @@ void thread_cache_engine::report(error_kind kind, const void* p, std::size_t byt
 
 // ---- resize, sizes -------------------------------------------------------------------------------------------------
 
+// p must be a live block named with its size before anything else is looked at, also when the answer would be "not
+// in place" anyway and when both sizes name the same block (strata::resource::resize passes equal sizes on): a
+// resize that says true for a freed or foreign pointer lets the caller go on using memory that is not its own.
 bool thread_cache_engine::resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) noexcept {
   const tier t_old = tier_of(old_size, alignment), t_new = tier_of(new_size, alignment);
-  if (t_old != t_new) return false;
-  const auto delta = static_cast<std::int64_t>(new_size) - static_cast<std::int64_t>(old_size);
-  if (t_old == shared_tier) {
-    if (!middle_.resize(p, old_size, new_size, alignment)) return false;
-    account(delta);
-    return true;
-  }
-  if (t_old == upstream_tier) {
-    bool resized;
-    if (const auto v = back_.resize(p, old_size, new_size, alignment, resized); !v) {
-      report(v.kind, p, old_size, alignment, v.expected, "resize of a block this resource did not hand out");
+  if (t_old == thread_tier) {
+    const unsigned c = front_.class_for(old_size, alignment);
+    if (!front_.owns(p)) {
+      report_misplaced(p, old_size, alignment, thread_tier, error_kind::foreign_pointer,
+                       "resize of a block this resource did not hand out");
       return false;
     }
-    if (resized) account(delta);
-    return resized;
+    const tc_block* b = tc_front::block_of(p);
+    if (b->size_class != c || !tc_front::is_slot(b, p)) {
+      report(b->size_class != c ? error_kind::wrong_size : error_kind::foreign_pointer, p, old_size, alignment,
+             b->object_size, "resize of an object named with the wrong size or pointer");
+      return false;
+    }
+    if (!front_.is_live(b, p)) {
+      report(error_kind::double_free, p, old_size, alignment, 0, "resize of an object that is free");
+      return false;
+    }
+    // In place within the class; the statistics count the class size, which does not change.
+    return t_new == thread_tier && front_.class_for(new_size, alignment) == c;
   }
-  const unsigned c = front_.class_for(old_size, alignment);
-  if (front_.class_for(new_size, alignment) != c) return false;
-  if (!front_.owns(p)) {
-    report(error_kind::foreign_pointer, p, old_size, alignment, 0, "resize of a block this resource did not hand out");
+  if (t_old == shared_tier) {
+    if (middle_.usable_size(p) == 0) {
+      if (const tc_misuse m = elsewhere(p, old_size, alignment, shared_tier); m.kind != error_kind::foreign_pointer) {
+        report(m.kind, p, old_size, alignment, m.expected, m.why);
+        return false;
+      }
+    }
+    // The free list checks the block (and reports what is wrong) whatever the new size.
+    if (!middle_.resize(p, old_size, t_new == shared_tier ? new_size : old_size, alignment)) return false;
+    if (t_new != shared_tier) return false;
+    account(static_cast<std::int64_t>(tc_middle::rounded(new_size, alignment)) -
+            static_cast<std::int64_t>(tc_middle::rounded(old_size, alignment)));
+    return true;
+  }
+  bool resized;
+  if (const auto v = back_.resize(p, old_size, t_new == upstream_tier ? new_size : old_size, alignment, resized); !v) {
+    if (v.kind == error_kind::foreign_pointer)
+      report_misplaced(p, old_size, alignment, upstream_tier, v.kind,
+                       "resize of a block this resource did not hand out");
+    else
+      report(v.kind, p, old_size, alignment, v.expected, v.why);
     return false;
   }
-  const tc_block* b = tc_front::block_of(p);
-  if (b->size_class != c || !tc_front::is_slot(b, p)) {
-    report(b->size_class != c ? error_kind::wrong_size : error_kind::foreign_pointer, p, old_size, alignment,
-           b->object_size, "resize of an object named with the wrong size or pointer");
-    return false;
-  }
-  account(delta);
-  return true;
+  if (t_new != upstream_tier) return false;
+  if (resized) account(static_cast<std::int64_t>(new_size) - static_cast<std::int64_t>(old_size));
+  return resized;
 }
 
 std::size_t thread_cache_engine::usable_size(const void* p) const noexcept {
@@ -341,7 +388,10 @@ std::size_t thread_cache_engine::usable_size(const void* p) const noexcept {
   }
   if (std::size_t n = middle_.usable_size(p)) return n;
   if (std::size_t n, a; back_.lookup(p, n, a)) return n;
-  report(error_kind::foreign_pointer, p, 0, 0, 0, "usable_size: not an allocation of this resource");
+  if (back_.check(p, 0, 0).kind == error_kind::double_free)
+    report(error_kind::double_free, p, 0, 0, 0, "usable_size: a large block (passed upstream) that was freed already");
+  else
+    report(error_kind::foreign_pointer, p, 0, 0, 0, "usable_size: not an allocation of this resource");
   return 0;
 }
 
@@ -367,7 +417,10 @@ std::size_t thread_cache_engine::deallocate_unsized(void* p) noexcept {
     account(-static_cast<std::int64_t>(n));
     return n;
   }
-  report(error_kind::foreign_pointer, p, 0, 0, 0, "free without a size: not an allocation of this resource");
+  if (const auto v = back_.check(p, 0, 0); v.kind == error_kind::double_free)
+    report(error_kind::double_free, p, 0, 0, 0, v.why);
+  else
+    report(error_kind::foreign_pointer, p, 0, 0, 0, "free without a size: not an allocation of this resource");
   return 0;
 }
 
@@ -380,10 +433,16 @@ std::size_t thread_cache_engine::round_size_other(std::size_t bytes, std::size_t
 }
 
 void thread_cache_engine::trim() noexcept {
-  if (tc_heap* h = my_heap()) front_.flush_pending(*h);
+  if (tc_heap* h = my_heap()) {
+    front_.flush_pending(*h);
+    front_.collect_owned(*h);
+  }
   {
     std::lock_guard<std::mutex> g(shared_heap_lock_);
-    if (shared_heap_ != nullptr) front_.flush_pending(*shared_heap_);
+    if (shared_heap_ != nullptr) {
+      front_.flush_pending(*shared_heap_);
+      front_.collect_owned(*shared_heap_);
+    }
   }
   middle_.trim();
 }
@@ -422,6 +481,9 @@ resource_stats thread_cache_engine::thread_totals() const noexcept {
     }
     heaps = heap_count_;
   }
+  // A double free found only after both frees were counted had one of its counts undone here.
+  s.deallocations -= front_.late_double_frees();
+  bytes += static_cast<std::int64_t>(front_.late_double_free_bytes());
   s.bytes_in_use = bytes > 0 ? static_cast<std::size_t>(bytes) : 0;
   s.peak_bytes_in_use = peak > 0 ? static_cast<std::size_t>(peak) : 0;
   if (s.peak_bytes_in_use < s.bytes_in_use) s.peak_bytes_in_use = s.bytes_in_use;
@@ -471,6 +533,17 @@ bool thread_cache_engine::check_invariants() const noexcept {
       deallocations += h->deallocations.load(std::memory_order_relaxed);
     }
     if (broken == nullptr && n != heap_count_) broken = "heap count differs from the heap list";
+    // No slot waits in two heaps' batches (each batch's own slots are checked against the bitmaps by check_heap).
+    for (const tc_heap* h = heaps_; h != nullptr && broken == nullptr; h = h->next)
+      for (const tc_heap* k = h->next; k != nullptr && broken == nullptr; k = k->next)
+        for (unsigned c = 0; c < front_.sizes().count(); ++c) {
+          const tc_pending &a = h->pending[c], &b = k->pending[c];
+          if (a.block == b.block && a.word == b.word && (a.mask & b.mask) != 0) {
+            broken = "a slot pending in two threads' batches (a double free not yet reported)";
+            break;
+          }
+        }
+    deallocations -= front_.late_double_frees();
   }
   if (broken == nullptr) broken = middle_.check(blocks, live);
   if (broken == nullptr) {

@@ -79,17 +79,27 @@ std::uint64_t tc_front::valid_mask(const tc_block* b, std::size_t w) noexcept {
 
 std::size_t tc_front::collect(tc_block* b) const noexcept {
   std::size_t gained = 0;
+  char* const slot0 = b->base();
   for (std::size_t w = 0; w < b->words; ++w) {
     std::atomic<std::uint64_t>& r = b->remote()[w];
     if (r.load(std::memory_order_relaxed) == 0) continue;
-    std::uint64_t v = r.exchange(0, std::memory_order_acquire);
+    std::uint64_t v = r.exchange(0, std::memory_order_acquire);  // the freeing threads' marks happen before
+    STRATA_INJECT_DELAY();
+    // The slots become plain free slots: their marks go, or the owner's next free or allocation of one would take
+    // it for a free still on its way.
+    for (std::uint64_t bits = v; bits != 0; bits &= bits - 1)
+      store_first_word(slot0 + (w * 64 + static_cast<std::size_t>(__builtin_ctzll(bits))) * b->object_size, 0);
     std::atomic<std::uint64_t>& l = b->local()[w];
     const std::uint64_t local = l.load(std::memory_order_relaxed);
     if (const std::uint64_t dup = v & local; STRATA_UNLIKELY(dup != 0)) {
-      // Freed by another thread while already free here: a double free, found as the bits meet.
-      const std::size_t q = w * 64 + static_cast<std::size_t>(__builtin_ctzll(dup));
-      report(error_kind::double_free, b->base() + q * b->object_size, b->object_size, 0, 0,
-             "freed by another thread while already free (found when its frees were folded in)");
+      // Freed by another thread while already free here: the two frees raced (each saw the slot live), and both
+      // were counted. The slot stays free once; one count is undone.
+      for (std::uint64_t bits = dup; bits != 0; bits &= bits - 1) {
+        const std::size_t q = w * 64 + static_cast<std::size_t>(__builtin_ctzll(bits));
+        report(error_kind::double_free, slot0 + q * b->object_size, b->object_size, 0, 0,
+               "freed by another thread while already free (found when its frees were folded in)");
+        count_late_double_free(b->object_size);
+      }
       v &= ~dup;
     }
     l.store(local | v, std::memory_order_relaxed);
@@ -98,6 +108,40 @@ std::size_t tc_front::collect(tc_block* b) const noexcept {
   }
   b->free_count += static_cast<std::uint32_t>(gained);
   return gained;
+}
+
+std::size_t tc_front::settle_marked(tc_block* b) const noexcept {
+  std::size_t n = 0;
+  char* const slot0 = b->base();
+  for (std::size_t w = 0; w < b->words; ++w) {
+    std::atomic<std::uint64_t>& l = b->local()[w];
+    std::uint64_t v = l.load(std::memory_order_relaxed);
+    for (std::uint64_t bits = v; bits != 0; bits &= bits - 1) {
+      void* p = slot0 + (w * 64 + static_cast<std::size_t>(__builtin_ctzll(bits))) * b->object_size;
+      if (STRATA_LIKELY(!marked(p))) continue;
+      report(error_kind::double_free, p, b->object_size, 0, 0,
+             "freed by its owner and by another thread (found when its block was emptied)");
+      count_late_double_free(b->object_size);
+      v &= ~(bits & (~bits + 1));
+      ++n;
+    }
+    l.store(v, std::memory_order_relaxed);
+  }
+  b->free_count -= static_cast<std::uint32_t>(n);
+  return n;
+}
+
+bool tc_front::is_live(const tc_block* b, const void* p) const noexcept {
+  const std::size_t q = (reinterpret_cast<std::uintptr_t>(p) & (tc_block_size - 1)) / b->object_size;
+  const std::uint64_t m = std::uint64_t{1} << (q & 63);
+  const std::uint64_t free_bits =
+      b->local()[q >> 6].load(std::memory_order_relaxed) | b->remote()[q >> 6].load(std::memory_order_relaxed);
+  return (free_bits & m) == 0 && !marked(p);
+}
+
+void tc_front::count_late_double_free(std::size_t bytes) const noexcept {
+  late_frees_.fetch_add(1, std::memory_order_relaxed);
+  late_bytes_.fetch_add(bytes, std::memory_order_relaxed);
 }
 
 std::size_t tc_front::free_slots(const tc_block* b) const noexcept {
@@ -168,7 +212,22 @@ void* tc_front::take(tc_bin& bin) const noexcept {
 
 // ---- refill --------------------------------------------------------------------------------------------------------
 
-void* tc_front::allocate_slow(tc_heap& h, unsigned c, std::size_t bytes) const noexcept {
+void* tc_front::allocate_slow(tc_heap& h, unsigned c) const noexcept {
+  void* p;
+  while ((p = take_any(h, c)) != nullptr && STRATA_UNLIKELY(marked(p))) refuse_marked(p);
+  if (p != nullptr) note_allocation(h, h.bins[c].object_size);
+  return p;
+}
+
+void tc_front::refuse_marked(void* p) const noexcept {
+  const std::size_t size = block_of(p)->object_size;
+  report(error_kind::double_free, p, size, 0, 0,
+         "freed by its owner and by another thread (found when it was to be handed out again)");
+  count_late_double_free(size);
+}
+
+// One slot of class c taken from h's bitmaps (marked or not: the caller looks), or nullptr.
+void* tc_front::take_any(tc_heap& h, unsigned c) const noexcept {
   tc_bin& bin = h.bins[c];
   void* p = nullptr;
   // Stale hints first: an entry whose slot was claimed or handed out since is skipped.
@@ -244,7 +303,6 @@ void* tc_front::allocate_slow(tc_heap& h, unsigned c, std::size_t bytes) const n
       }
     }
   }
-  note_allocation(h, bytes);
   return p;
 }
 
@@ -295,9 +353,15 @@ void tc_front::deallocate_block(tc_heap& h, void* p, unsigned c, std::size_t byt
            (v & m) != 0 ? "the slot is already free" : "the slot was already freed by another thread");
     return;
   }
+  if (STRATA_UNLIKELY(marked(p))) {
+    report(error_kind::double_free, p, bytes, alignment, 0,
+           "the slot was already freed by another thread (its free not yet returned to this one)");
+    return;
+  }
+  STRATA_INJECT_DELAY();
   w.store(v | m, std::memory_order_relaxed);
   if ((q >> 6) < b->hint) b->hint = static_cast<std::uint16_t>(q >> 6);
-  note_deallocation(h, bytes);
+  note_deallocation(h, bin.object_size);
   bin.recent[bin.recent_top++ % tc_bin::recent_capacity] = p;
   if (bin.recent_count < tc_bin::recent_capacity) ++bin.recent_count;
   const std::uint32_t n = ++b->free_count;
@@ -314,6 +378,9 @@ void tc_front::deallocate_block(tc_heap& h, void* p, unsigned c, std::size_t byt
 
 // b (not current) has become entirely free: it becomes the bin's spare, or goes to the shared tier if there is one.
 void tc_front::block_emptied(tc_heap& h, tc_bin& bin, tc_block* b) const noexcept {
+  // The spare stays h's (a marked slot in it is refused when allocated); a block handed on must hold no slot that
+  // a batch still names.
+  if (bin.spare != nullptr && settle_marked(b) != 0) return;  // not empty after all: stays partial
   unlink(bin.partial, b);
   bin.recent_count = 0;  // hints may point into it
   if (bin.spare == nullptr) {
@@ -338,15 +405,27 @@ void tc_front::remote_free(tc_heap& h, tc_block* b, std::size_t q, void* p, unsi
     e.word = w;
     h.pending_classes |= std::uint64_t{1} << c;
   }
-  // Free already in the owner's bitmap, or in this batch: a double free. (A slot the owner has claimed, or one
-  // another thread freed, shows when the bits are folded in.)
+  // Free already in the owner's bitmap, published by another thread, or in this batch: a double free.
   if (STRATA_UNLIKELY(((e.mask | b->local()[w].load(std::memory_order_relaxed) |
                         b->remote()[w].load(std::memory_order_relaxed)) & m) != 0)) {
     report(error_kind::double_free, p, bytes, alignment, 0, "the slot is already free");
     return;
   }
+  // The mark makes this free visible now, while its bit waits in the batch: to the owner's free and allocation of
+  // the slot, and to other threads' frees. The exchange settles a race with another thread freeing p: one of the
+  // two sees the other's mark.
+  const std::uint64_t mark = mark_of(p);
+  if (STRATA_UNLIKELY(exchange_first_word(p, mark) == mark)) {
+    report(error_kind::double_free, p, bytes, alignment, 0,
+           "already freed by another thread (its free not yet returned to the owner)");
+    return;
+  }
+  // Still undetectable: a free racing the owner's free and reuse of the slot (its free, then its allocation of the
+  // slot, both between this thread's look at the bitmap and its mark). Telling that free from a free of the new
+  // object takes a generation per allocation, which the blocks do not keep.
+  STRATA_INJECT_DELAY();
   e.mask |= m;
-  note_deallocation(h, bytes);
+  note_deallocation(h, b->object_size);
 }
 
 // One atomic OR makes a batch visible to the block's owner. Nothing of the block is read after it: once the owner
@@ -359,10 +438,16 @@ void tc_front::publish(tc_pending& e) const noexcept {
   const std::size_t w = e.word;
   e.mask = 0;
   e.block = nullptr;
+  STRATA_INJECT_DELAY();
   const std::uint64_t old = b->remote()[w].fetch_or(mask, std::memory_order_release);
   if (const std::uint64_t dup = old & mask; STRATA_UNLIKELY(dup != 0)) {
-    const std::size_t q = w * 64 + static_cast<std::size_t>(__builtin_ctzll(dup));
-    report(error_kind::double_free, base + q * size, size, 0, 0, "freed twice by other threads");
+    // Published by two threads (their marks did not meet: the owner folded the first free in between); the slot
+    // is free once, and this thread's count of it is undone.
+    for (std::uint64_t bits = dup; bits != 0; bits &= bits - 1) {
+      const std::size_t q = w * 64 + static_cast<std::size_t>(__builtin_ctzll(bits));
+      report(error_kind::double_free, base + q * size, size, 0, 0, "freed twice by other threads");
+      count_late_double_free(size);
+    }
   }
 }
 
@@ -375,6 +460,34 @@ void tc_front::flush_pending(tc_heap& h) const noexcept {
   h.pending_classes = 0;
 }
 
+void tc_front::collect_owned(tc_heap& h) const noexcept {
+  for (unsigned c = 0; c < sizes_.count(); ++c) {
+    tc_bin& bin = h.bins[c];
+    if (bin.blocks == 0) continue;
+    if (bin.current != nullptr) {
+      release_claim(bin);  // collect() folds no claimed word; the next allocation claims again
+      collect(bin.current);
+    }
+    // Full blocks that gained slots become partial; partial ones that became entirely free are handed on.
+    for (tc_block* b = bin.full; b != nullptr;) {
+      tc_block* next = b->next;
+      if (collect(b) != 0) {
+        if (bin.scan == b) bin.scan = next;
+        unlink(bin.full, b);
+        b->where = tc_block::in_partial;
+        push(bin.partial, b);
+      }
+      b = next;
+    }
+    for (tc_block* b = bin.partial; b != nullptr;) {
+      tc_block* next = b->next;
+      collect(b);
+      if (b->free_count == b->capacity) block_emptied(h, bin, b);
+      b = next;
+    }
+  }
+}
+
 // ---- thread exit ---------------------------------------------------------------------------------------------------
 
 void tc_front::abandon_all(tc_heap& h) const noexcept {
@@ -385,6 +498,7 @@ void tc_front::abandon_all(tc_heap& h) const noexcept {
     release_claim(bin);
     auto hand_over = [&](tc_block* b) {
       collect(b);
+      if (b->free_count == b->capacity) settle_marked(b);
       b->owner.store(nullptr, std::memory_order_release);
       if (b->free_count == b->capacity) middle_->give_empty(b);
       else middle_->give_abandoned(b);
@@ -410,16 +524,17 @@ void tc_front::report(error_kind kind, const void* p, std::size_t bytes, std::si
 void tc_front::report_claimed(void* p, std::size_t bytes, std::size_t alignment,
                               bool interior) const noexcept {
   if (interior) report(error_kind::foreign_pointer, p, bytes, alignment, 0, "inside an object, not at its start");
+  else if (marked(p))
+    report(error_kind::double_free, p, bytes, alignment, 0,
+           "the slot was already freed by another thread (its free not yet returned to this one)");
   else report(error_kind::double_free, p, bytes, alignment, 0, "the slot is already free (or is not a slot)");
 }
 
 void tc_front::report_bad_free(const void* p, unsigned c, std::size_t bytes, std::size_t alignment) const noexcept {
   if (!owns(p)) {
-    const std::size_t there = size_elsewhere_ != nullptr ? size_elsewhere_(elsewhere_context_, p) : 0;
-    if (there != 0)
-      report(error_kind::wrong_size, p, bytes, alignment, there, "a block of another tier freed with a small size");
-    else
-      report(error_kind::foreign_pointer, p, bytes, alignment, 0, "not an allocation of this resource");
+    const tc_misuse m = elsewhere_ != nullptr ? elsewhere_(elsewhere_context_, p, bytes, alignment)
+                                              : tc_misuse{error_kind::foreign_pointer, 0, nullptr};
+    report(m.kind, p, bytes, alignment, m.expected, m.why != nullptr ? m.why : "not an allocation of this resource");
     return;
   }
   const tc_block* b = block_of(p);
@@ -445,9 +560,13 @@ const char* tc_front::check_block(const tc_block* b, std::size_t claimed_word) c
     const std::uint64_t v = b->local()[w].load(std::memory_order_relaxed);
     const std::uint64_t r = b->remote()[w].load(std::memory_order_relaxed);
     if ((v & ~valid_mask(b, w)) != 0 || (r & ~valid_mask(b, w)) != 0) return "bits set for slots that do not exist";
-    if ((v & r) != 0) return "a slot free in both bitmaps";
+    if ((v & r) != 0) return "a slot free in both bitmaps (a double free not yet reported)";
     if (v != 0 && w < b->hint) return "hint past a word with free slots";
     if (w != claimed_word) local += popcount(v);
+    // A slot free here is no longer on its way from another thread: a mark in it is a second free, counted twice.
+    for (std::uint64_t bits = v; bits != 0; bits &= bits - 1)
+      if (marked(b->base() + (w * 64 + static_cast<std::size_t>(__builtin_ctzll(bits))) * b->object_size))
+        return "a free slot also freed by another thread (a double free not yet reported)";
   }
   if (local != b->free_count) return "free count differs from the local bitmap";
   return nullptr;
@@ -493,7 +612,16 @@ const char* tc_front::check_heap(const tc_heap& h, std::size_t& blocks, std::siz
     const tc_pending& e = h.pending[c];
     if (e.mask != 0) {
       if ((h.pending_classes >> c & 1) == 0) return "pending batch not marked";
-      if (e.block == nullptr || e.block->size_class != c) return "pending batch on a wrong block";
+      if (e.block == nullptr || e.block->size_class != c || e.word >= e.block->words)
+        return "pending batch on a wrong block";
+      if ((e.mask & ~valid_mask(e.block, e.word)) != 0) return "pending batch holds slots that do not exist";
+      if ((e.mask & (e.block->local()[e.word].load(std::memory_order_relaxed) |
+                     e.block->remote()[e.word].load(std::memory_order_relaxed))) != 0)
+        return "a slot in a pending batch is free in its block (a double free not yet reported)";
+      for (std::uint64_t bits = e.mask; bits != 0; bits &= bits - 1)
+        if (!marked(e.block->base() + (e.word * std::size_t{64} + static_cast<std::size_t>(__builtin_ctzll(bits))) *
+                                          e.block->object_size))
+          return "a slot in a pending batch lost its mark";
       live -= popcount(e.mask);  // freed, not yet in any bitmap
     }
   }

@@ -3,6 +3,7 @@
 #include <strata/detail/thread_cache_middle.hpp>
 
 #include <strata/detail/block_map.hpp>
+#include <strata/detail/checks.hpp>
 #include <strata/detail/thread_cache_front.hpp>
 
 namespace strata::detail {
@@ -49,7 +50,8 @@ void* tc_middle::take_empty() noexcept {
   }
   void* base;
   try {
-    base = upstream_->allocate(tc_block_size, tc_block_size);
+    // block_of() finds a header by rounding an address down to the block size: a misaligned block is given back.
+    base = allocate_from(upstream_, tc_block_size, tc_block_size);
   } catch (...) {
     std::lock_guard<spin_lock> g(block_lock_);
     ++failed_;
@@ -111,6 +113,7 @@ void tc_middle::trim() noexcept {
       for (tc_block* b = head; b != nullptr;) {
         tc_block* next = b->next;
         front_->collect(b);
+        if (b->free_count == b->capacity) front_->settle_marked(b);  // a slot a batch still names keeps it here
         if (b->free_count == b->capacity) {
           if (b->prev != nullptr) b->prev->next = b->next;
           else head = b->next;

@@ -636,8 +636,8 @@ TEST_CASE("thread_cache_resource: two instances on the same threads, one destroy
       inbox[t].clear();
       live_a += mine_a.size();
       live_b += mine_b.size();
-      for (const item& x : mine_a) bytes_a += x.size;
-      for (const item& x : mine_b) bytes_b += x.size;
+      for (const item& x : mine_a) bytes_a += a->round_size(x.size, x.alignment);
+      for (const item& x : mine_b) bytes_b += b->round_size(x.size, x.alignment);
       sync.arrive_and_wait();  // 2: the main thread destroys `a` now, with these threads alive
       sync.arrive_and_wait();
       // 3: `a` is gone (mine_a died with it); keep working with `b`, then free everything and exit.
@@ -730,7 +730,7 @@ TEST_CASE("thread_cache_resource: an instance built where a destroyed one stood 
       if (i % 3 != 0) {
         bad += !intact(v[i]);
         addresses.insert(v[i].p);
-        bytes += v[i].size;
+        bytes += r.round_size(v[i].size, v[i].alignment);
         ++live;
       }
   CHECK(bad == 0);
@@ -1023,6 +1023,145 @@ TEST_CASE("thread_cache_resource: another thread's free, then the owner's: one r
   t.finish();
 }
 
+TEST_CASE("thread_cache_resource: the owner frees what another thread's unpublished batch holds: reported at once") {
+  // Another thread's free of p waits in that thread's batch (published when the thread moves on to another bitmap
+  // word, trims or exits). The owner's second free of p must see it: accepted, p would be handed out again by the
+  // owner and then freed under its new user when the batch is published.
+  double_free_setup t;
+  auto& r = t.r;
+  void* p = r.allocate(t.size, 8);
+  void* q = r.allocate(t.size, 8);
+  worker other;
+  other.run([&] { r.deallocate(r.allocate(t.size, 8), t.size, 8); });  // its heap exists before the snapshot
+  other.run([&] { r.deallocate(p, t.size, 8); });                      // the real free, batched
+  const auto before = r.stats();
+  r.deallocate(p, t.size, 8);  // the second free, by the owner
+  t.check_reported_once(p);
+  check_unchanged(before, r.stats());
+  CHECK(r.check_invariants());
+  // The owner allocates on while the batch still holds p: p is not free for it yet.
+  std::vector<void*> mine{q};
+  for (int i = 0; i < 100; ++i) mine.push_back(r.allocate(t.size, 8));
+  CHECK(std::find(mine.begin(), mine.end(), p) == mine.end());
+  other.run([&] { r.trim(); });  // publishes the batch: p is free now, once
+  CHECK(t.churn(mine));
+  t.check_reported_once(p);
+  for (void* x : mine) r.deallocate(x, t.size, 8);
+  t.finish();
+}
+
+TEST_CASE("thread_cache_resource: two threads batch a free of the same object: reported at once, counted once") {
+  double_free_setup t;
+  auto& r = t.r;
+  void* p = r.allocate(t.size, 8);
+  void* q = r.allocate(t.size, 8);
+  worker x, y;
+  for (worker* w : {&x, &y}) w->run([&] { r.deallocate(r.allocate(t.size, 8), t.size, 8); });
+  x.run([&] { r.deallocate(p, t.size, 8); });  // the real free, batched in x
+  const auto before = r.stats();
+  y.run([&] { r.deallocate(p, t.size, 8); });  // the second free, while the first waits unpublished
+  t.check_reported_once(p);
+  check_unchanged(before, r.stats());
+  x.run([&] { r.trim(); });
+  y.run([&] { r.trim(); });
+  CHECK(t.churn({q}));
+  t.check_reported_once_unchanged(p, before);
+  r.deallocate(q, t.size, 8);
+  t.finish();
+}
+
+namespace {
+/// Rounds of one race: an object is allocated by its owner, then two threads free it at the same moment. Each round
+/// the racers publish their batches and the owner trims (folding in what other threads freed into its blocks); then
+/// exactly one report must have come for the object, and the counts must show it freed once.
+struct free_race {
+  static constexpr std::size_t size = 48;
+  error_capture errors;
+  recording_resource up{strata::default_page_resource()};
+  std::optional<thread_cache_resource> holder{std::in_place, &up};
+  thread_cache_resource& r = *holder;
+
+  /// `owner_races`: the owner is one of the two threads freeing; otherwise it is the main thread, idle meanwhile.
+  void run(std::size_t rounds, bool owner_races) {
+    barrier sync(3);
+    void* target = nullptr;
+    std::size_t wrong_reports = 0, wrong_counts = 0, broken = 0, handed_twice = 0;
+    auto racer = [&](bool is_owner) {
+      for (std::size_t i = 0; i < rounds; ++i) {
+        if (is_owner) target = r.allocate(size, 8);
+        sync.arrive_and_wait();  // A: target set
+        r.deallocate(target, size, 8);
+        sync.arrive_and_wait();  // B: both freed
+        if (!is_owner) r.trim();  // publishes the batch
+        sync.arrive_and_wait();  // C: published
+        if (is_owner) r.trim();  // folds other threads' frees into the owner's blocks
+        sync.arrive_and_wait();  // D: settled; the main thread checks
+        sync.arrive_and_wait();  // E
+      }
+    };
+    std::thread a(racer, owner_races), b(racer, false);
+    std::set<void*> seen;
+    for (std::size_t i = 0; i < rounds; ++i) {
+      if (!owner_races) target = r.allocate(size, 8);
+      sync.arrive_and_wait();  // A
+      sync.arrive_and_wait();  // B
+      sync.arrive_and_wait();  // C
+      if (!owner_races) r.trim();
+      sync.arrive_and_wait();  // D
+      const auto s = r.stats();
+      if (errors.count() != i + 1 || errors.errors().back().kind != strata::error_kind::double_free ||
+          errors.errors().back().pointer != target) {
+        if (++wrong_reports <= 3) MESSAGE("round " << i << ": " << errors.count() << " reports");
+      }
+      if (s.allocations != i + 1 || s.deallocations != i + 1 || s.bytes_in_use != 0) {
+        if (++wrong_counts <= 3)
+          MESSAGE("round " << i << ": " << s.allocations << " allocations, " << s.deallocations << " deallocations, "
+                           << s.bytes_in_use << " bytes in use");
+      }
+      if (i % 64 == 0 && !r.check_invariants()) ++broken;
+      seen.insert(target);
+      sync.arrive_and_wait();  // E
+    }
+    a.join();
+    b.join();
+    CHECK(wrong_reports == 0);
+    CHECK(wrong_counts == 0);
+    CHECK(broken == 0);
+    // Whatever the rounds left, each slot is free once: a run of allocations gets every address at most once.
+    const std::size_t reports = errors.count();
+    std::thread([&] {
+      std::set<void*> got;
+      std::vector<void*> v;
+      for (std::size_t i = 0; i < 4000; ++i) {
+        v.push_back(r.allocate(size, 8));
+        handed_twice += !got.insert(v.back()).second;
+      }
+      for (void* p : v) r.deallocate(p, size, 8);
+    }).join();
+    CHECK(handed_twice == 0);
+    CHECK(errors.count() == reports);
+    r.trim();
+    CHECK(r.check_invariants());
+    const auto s = r.stats();
+    CHECK(s.live_allocations() == 0);
+    CHECK(s.bytes_in_use == 0);
+    holder.reset();
+    CHECK(up.live_bytes() == 0);
+    CHECK(up.mismatches() == 0);
+  }
+};
+}  // namespace
+
+TEST_CASE("thread_cache_resource: two threads free the same object at once: one report, counted once") {
+  free_race race;
+  race.run(strata_test::scaled(2000), false);
+}
+
+TEST_CASE("thread_cache_resource: the owner and another thread free one object at once: one report, counted once") {
+  free_race race;
+  race.run(strata_test::scaled(2000), true);
+}
+
 TEST_CASE("thread_cache_resource: foreign and interior pointers are reported and change nothing") {
   error_capture errors;
   recording_resource up(strata::default_page_resource());
@@ -1276,6 +1415,61 @@ TEST_CASE("thread_cache_resource: wrong sizes and alignments are reported and ch
   CHECK(up.mismatches() == 0);
 }
 
+TEST_CASE("thread_cache_resource: misuse of a large block says what it is: a double free, or the size it has") {
+  error_capture errors;
+  recording_resource up(strata::default_page_resource());
+  thread_cache_resource r(&up);
+  const std::size_t big = r.max_size(cache_tier::shared) + 1;
+  void* keep = r.allocate(40, 8);  // the thread tier has blocks
+  void* b = r.allocate(big, 8);
+  worker w;  // another thread, whose heap exists before the snapshots
+  w.run([&] { r.deallocate(r.allocate(40, 8), 40, 8); });
+  std::size_t n = 0;
+  using strata::error_kind;
+  const std::size_t wrong_sizes[] = {0, 40, 8192, 8193, 20000, big - 1, big + 1};
+  // Live, named with another size (of any tier): a wrong size, with the size it was allocated with.
+  const auto live = r.stats();
+  for (std::size_t wrong : wrong_sizes) {
+    CAPTURE(wrong);
+    r.deallocate(b, wrong, 8);
+    check_error("thread_cache_resource", errors, ++n, error_kind::wrong_size, b, wrong, big);
+  }
+  r.deallocate(b, 40, 64);  // a small size aligned beyond 16
+  check_error("thread_cache_resource", errors, ++n, error_kind::wrong_size, b, 40, big);
+  w.run([&] { r.deallocate(b, 40, 8); });  // from another thread
+  check_error("thread_cache_resource", errors, ++n, error_kind::wrong_size, b, 40, big);
+  CHECK_FALSE(r.resize(b, 40, 48, 8));
+  check_error("thread_cache_resource", errors, ++n, error_kind::wrong_size, b, 40, big);
+  CHECK_FALSE(r.resize(b, 20000, 20016, 8));
+  check_error("thread_cache_resource", errors, ++n, error_kind::wrong_size, b, 20000, big);
+  check_unchanged(live, r.stats());
+  r.deallocate(b, big, 8);
+  // Freed: a double free, whatever size names it, from any thread, with or without a size.
+  const auto freed = r.stats();
+  for (std::size_t size : {big, std::size_t{0}, std::size_t{40}, std::size_t{8192}, std::size_t{20000}, big + 1}) {
+    CAPTURE(size);
+    r.deallocate(b, size, 8);
+    check_error("thread_cache_resource", errors, ++n, error_kind::double_free, b, size);
+  }
+  w.run([&] { r.deallocate(b, big, 8); });
+  check_error("thread_cache_resource", errors, ++n, error_kind::double_free, b, big);
+  w.run([&] { r.deallocate(b, 40, 8); });
+  check_error("thread_cache_resource", errors, ++n, error_kind::double_free, b, 40);
+  CHECK(r.deallocate_unsized(b) == 0);
+  check_error("thread_cache_resource", errors, ++n, error_kind::double_free, b, 0);
+  CHECK(r.usable_size(b) == 0);
+  REQUIRE(errors.count() == ++n);
+  CHECK(errors.errors().back().pointer == b);
+  CHECK_FALSE(r.resize(b, big, big + 4096, 8));
+  check_error("thread_cache_resource", errors, ++n, error_kind::double_free, b, big);
+  check_unchanged(freed, r.stats());
+  r.deallocate(keep, 40, 8);
+  CHECK(errors.count() == n);
+  CHECK(r.stats().live_allocations() == 0);
+  CHECK(r.check_invariants());
+  CHECK(up.mismatches() == 0);
+}
+
 // ---- sizes, tiers, alignment ---------------------------------------------------------------------------------------
 
 TEST_CASE("thread_cache_resource: tiers, sizes and options are consistent") {
@@ -1468,6 +1662,36 @@ TEST_CASE("thread_cache_resource: every power-of-two alignment from 1 B to 64 Ki
   CHECK(up.mismatches() == 0);
 }
 
+TEST_CASE("thread_cache_resource: a zero-size request honours every alignment") {
+  error_capture errors;
+  recording_resource up(strata::default_page_resource());
+  thread_cache_resource r(&up);
+  std::vector<std::pair<void*, std::size_t>> v;
+  std::size_t misaligned = 0, same = 0;
+  for (std::size_t a = 1; a <= 64 * KiB; a *= 2) {
+    CAPTURE(a);
+    void* p = r.allocate(0, a);
+    void* q = r.allocate_rounded(0, a);
+    misaligned += std::size_t{!strata::detail::is_aligned(p, a)} + std::size_t{!strata::detail::is_aligned(q, a)};
+    same += p == q;
+    if (r.tier_of(0, a) == cache_tier::thread) {
+      CHECK(r.round_size(0, a) == r.round_size(1, a));
+      CHECK(r.usable_size(p) == r.round_size(0, a));
+    }
+    v.emplace_back(p, a);
+    v.emplace_back(q, a);
+  }
+  CHECK(misaligned == 0);
+  CHECK(same == 0);
+  for (const auto& [p, a] : v) r.deallocate(p, 0, a);
+  CHECK(errors.count() == 0);
+  const auto s = r.stats();
+  CHECK(s.live_allocations() == 0);
+  CHECK(s.bytes_in_use == 0);
+  CHECK(r.check_invariants());
+  CHECK(up.mismatches() == 0);
+}
+
 // ---- statistics ----------------------------------------------------------------------------------------------------
 
 TEST_CASE("thread_cache_resource: statistics are exact across threads and per tier") {
@@ -1514,9 +1738,9 @@ TEST_CASE("thread_cache_resource: statistics are exact across threads and per ti
   for (const auto& v : objects)
     for (const item& b : v) {
       ++expected_allocations;
-      expected_bytes += b.size;
+      expected_bytes += r.round_size(b.size, 8);  // each block counts at its rounded size
       ++tier_allocations[index_of(r.tier_of(b.size, 8))];
-      tier_bytes[index_of(r.tier_of(b.size, 8))] += b.size;
+      tier_bytes[index_of(r.tier_of(b.size, 8))] += r.round_size(b.size, 8);
     }
   CHECK(expected_allocations == 4 * 1000 + 600 + 4 * 20 + 6 + 4 * 2 + 6);
   auto s = r.stats();
@@ -1554,7 +1778,7 @@ TEST_CASE("thread_cache_resource: statistics are exact across threads and per ti
         ++freed_count[tier];
       } else {
         remaining[t].push_back(v[i]);
-        live_bytes[tier] += v[i].size;
+        live_bytes[tier] += r.round_size(v[i].size, 8);
         ++live_count[tier];
       }
     }
@@ -1588,6 +1812,64 @@ TEST_CASE("thread_cache_resource: statistics are exact across threads and per ti
   CHECK(r.check_invariants());
 }
 
+TEST_CASE("thread_cache_resource: bytes_in_use counts each block at round_size; any size of the same block frees it") {
+  error_capture errors;
+  recording_resource up(strata::default_page_resource());
+  thread_cache_resource r(&up);
+  const std::size_t shared_max = r.max_size(cache_tier::shared);
+  REQUIRE(r.round_size(20, 8) == 24);
+  REQUIRE(r.round_size(17, 8) == 24);
+  // The thread tier: counted at the class size, freed with any size of the class (on any thread).
+  void* p = r.allocate(20, 8);
+  CHECK(r.stats().bytes_in_use == 24);
+  CHECK(r.tier_stats(cache_tier::thread).bytes_in_use == 24);
+  r.deallocate(p, 24, 8);
+  CHECK(r.stats().bytes_in_use == 0);
+  std::vector<void*> v;
+  for (std::size_t i = 0; i < 1000; ++i) v.push_back(r.allocate(17 + i % 8, 8));
+  CHECK(r.stats().bytes_in_use == 1000 * 24);
+  std::thread([&] {
+    for (std::size_t i = 0; i < v.size(); i += 2) r.deallocate(v[i], 24 - i % 8, 8);
+  }).join();
+  for (std::size_t i = 1; i < v.size(); i += 2) r.deallocate(v[i], 24 - i % 8, 8);
+  CHECK(r.stats().bytes_in_use == 0);
+  CHECK(r.stats().peak_bytes_in_use >= 1000 * 24);
+  // The shared tier: counted at its rounded block.
+  const std::size_t n = 20001, rounded = r.round_size(n, 8);
+  REQUIRE(rounded > n);
+  REQUIRE(r.round_size(rounded, 8) == rounded);
+  void* s = r.allocate(n, 8);
+  CHECK(r.stats().bytes_in_use == rounded);
+  CHECK(r.tier_stats(cache_tier::shared).bytes_in_use == rounded);
+  CHECK(r.tier_stats(cache_tier::thread).bytes_in_use == 0);
+  check_tiers_sum(r);
+  r.deallocate(s, rounded, 8);
+  CHECK(r.stats().bytes_in_use == 0);
+  // Upstream: the request exactly; another size is a mismatch, reported with the size it was allocated with.
+  const std::size_t big = shared_max + 1;
+  REQUIRE(r.round_size(big, 8) == big);
+  void* b = r.allocate(big, 8);
+  CHECK(r.stats().bytes_in_use == big);
+  const auto before = r.stats();
+  r.deallocate(b, big + 1, 8);
+  check_error("thread_cache_resource", errors, 1, strata::error_kind::wrong_size, b, big + 1, big);
+  check_unchanged(before, r.stats());
+  r.deallocate(b, big, 8);
+  // A resize within a class keeps the block and its count.
+  p = r.allocate(100, 8);
+  const std::size_t c = r.round_size(100, 8);
+  CHECK(r.resize(p, 100, 97, 8));
+  CHECK(r.stats().bytes_in_use == c);
+  r.deallocate(p, c, 8);
+  const auto after = r.stats();
+  CHECK(after.bytes_in_use == 0);
+  CHECK(after.live_allocations() == 0);
+  check_tiers_sum(r);
+  CHECK(errors.count() == 1);
+  CHECK(r.check_invariants());
+  CHECK(up.mismatches() == 0);
+}
+
 // ---- upstream failure ----------------------------------------------------------------------------------------------
 
 TEST_CASE("thread_cache_resource: upstream failure at every point leaves it usable, consistent and leak-free") {
@@ -1611,7 +1893,7 @@ TEST_CASE("thread_cache_resource: upstream failure at every point leaves it usab
       for (std::size_t i = 0; i < 20000 && !failed; ++i) {
         try {
           live.push_back(make(r, sizes[i % 12], max_align, i));
-          bytes += live.back().size;
+          bytes += r.round_size(live.back().size, max_align);
         } catch (const std::bad_alloc&) {
           failed = true;
         }
@@ -1673,9 +1955,9 @@ TEST_CASE("thread_cache_resource: resize in place within a class, never across c
   auto* p = static_cast<char*>(r.allocate(100, 8));
   strata_test::fill_pattern(p, 100, 5);
   CHECK(r.resize(p, 100, c, 8));
-  CHECK(r.stats().bytes_in_use == c);
+  CHECK(r.stats().bytes_in_use == c);  // the block counts at its class size, whatever size names it
   CHECK(r.resize(p, c, 97, 8));
-  CHECK(r.stats().bytes_in_use == 97);
+  CHECK(r.stats().bytes_in_use == c);
   CHECK(strata_test::check_pattern(p, 97, 5));
   const auto before = r.stats();
   CHECK_FALSE(r.resize(p, 97, c + 1, 8));  // the next class
@@ -1688,7 +1970,7 @@ TEST_CASE("thread_cache_resource: resize in place within a class, never across c
   bool remote = false;
   std::thread([&] { remote = r.resize(p, 97, 99, 8); }).join();
   CHECK(remote);
-  CHECK(r.stats().bytes_in_use == 99);
+  CHECK(r.stats().bytes_in_use == c);
   r.deallocate(p, 99, 8);
   CHECK(r.stats().bytes_in_use == 0);
 
@@ -1697,20 +1979,20 @@ TEST_CASE("thread_cache_resource: resize in place within a class, never across c
   strata_test::fill_pattern(s, 20000, 6);
   std::size_t size = 20000;
   if (r.resize(s, 20000, 20008, 8)) size = 20008;
-  CHECK(r.stats().bytes_in_use == size);
+  CHECK(r.stats().bytes_in_use == r.round_size(size, 8));
   if (r.resize(s, size, 15000, 8)) size = 15000;
-  CHECK(r.stats().bytes_in_use == size);
+  CHECK(r.stats().bytes_in_use == r.round_size(size, 8));
   CHECK(strata_test::check_pattern(s, std::min<std::size_t>(size, 20000), 6));
   CHECK_FALSE(r.resize(s, size, 100, 8));
   CHECK_FALSE(r.resize(s, size, small_max, 8));
   CHECK_FALSE(r.resize(s, size, shared_max + 1, 8));
-  CHECK(r.stats().bytes_in_use == size);
+  CHECK(r.stats().bytes_in_use == r.round_size(size, 8));
   // reallocate() crosses classes and tiers by moving.
   auto* moved = static_cast<char*>(strata::reallocate(r, s, size, shared_max + 100, 8));
   CHECK(strata_test::check_pattern(moved, std::min<std::size_t>(size, 15000), 6));
   moved = static_cast<char*>(strata::reallocate(r, moved, shared_max + 100, 50, 8));
   CHECK(strata_test::check_pattern(moved, 50, 6));
-  CHECK(r.stats().bytes_in_use == 50);
+  CHECK(r.stats().bytes_in_use == r.round_size(50, 8));
   r.deallocate(moved, 50, 8);
 
   // Over an upstream that cannot resize (the C++ heap behind a recorder), upstream blocks do not resize.
@@ -1748,6 +2030,76 @@ TEST_CASE("thread_cache_resource: large blocks resize in place over a page_resou
   CHECK(r.stats().bytes_in_use == 0);
   CHECK(r.stats().live_allocations() == 0);
   CHECK(r.check_invariants());
+}
+
+namespace {
+/// Calls do_resize directly, with equal sizes too (as strata::resource::resize passes them on).
+struct resize_probe : thread_cache_resource {
+  using thread_cache_resource::thread_cache_resource;
+  using thread_cache_resource::do_resize;
+};
+}  // namespace
+
+TEST_CASE("thread_cache_resource: resize checks that the block is live, also for sizes of the same block") {
+  error_capture errors;
+  recording_resource up(strata::default_page_resource());
+  resize_probe r(&up);
+  const std::size_t big = r.max_size(cache_tier::shared) + 1;
+  REQUIRE(r.round_size(33, 8) == r.round_size(40, 8));
+  void* keep = r.allocate(40, 8);  // keeps the blocks in use
+  void* keep_shared = r.allocate(20000, 8);
+  void* keep_big = r.allocate(big, 8);
+  void* p = r.allocate(40, 8);
+  void* s = r.allocate(20000, 8);
+  void* b = r.allocate(big, 8);
+  void* q = r.allocate(40, 8);
+  r.deallocate(p, 40, 8);
+  r.deallocate(s, 20000, 8);
+  r.deallocate(b, big, 8);
+  worker other;
+  other.run([&] { r.deallocate(q, 40, 8); });  // waits in the other thread's batch
+  alignas(64) static char buffer[256];
+  const auto before = r.stats();
+  std::size_t n = 0;
+  using strata::error_kind;
+  // Freed blocks of every tier, including one whose free is not yet published.
+  CHECK_FALSE(r.resize(p, 33, 40, 8));
+  check_error("thread_cache_resource", errors, ++n, error_kind::double_free, p, 33);
+  CHECK_FALSE(r.do_resize(p, 40, 40, 8));
+  check_error("thread_cache_resource", errors, ++n, error_kind::double_free, p, 40);
+  CHECK_FALSE(r.do_resize(q, 40, 40, 8));
+  check_error("thread_cache_resource", errors, ++n, error_kind::double_free, q, 40);
+  CHECK_FALSE(r.do_resize(s, 20000, 20000, 8));
+  check_error("thread_cache_resource", errors, ++n, error_kind::double_free, s, 20000);
+  CHECK_FALSE(r.do_resize(b, big, big, 8));
+  check_error("thread_cache_resource", errors, ++n, error_kind::double_free, b, big);
+  // A buffer that is no allocation at all, named with a size of each tier.
+  for (std::size_t size : {std::size_t{40}, std::size_t{20000}, big}) {
+    CAPTURE(size);
+    CHECK_FALSE(r.do_resize(buffer, size, size, 8));
+    check_error("thread_cache_resource", errors, ++n, error_kind::foreign_pointer, buffer, size);
+  }
+  CHECK_FALSE(r.resize(buffer, 33, 40, 8));
+  check_error("thread_cache_resource", errors, ++n, error_kind::foreign_pointer, buffer, 33);
+  check_unchanged(before, r.stats());
+  // Live blocks: true, nothing reported, nothing changed.
+  CHECK(r.do_resize(keep, 40, 40, 8));
+  CHECK(r.resize(keep, 40, 33, 8));
+  CHECK(r.do_resize(keep, 33, 40, 8));
+  CHECK(r.do_resize(keep_shared, 20000, 20000, 8));
+  CHECK(r.do_resize(keep_big, big, big, 8));
+  CHECK(errors.count() == n);
+  check_unchanged(before, r.stats());
+  std::thread([&] { CHECK(r.do_resize(keep, 40, 40, 8)); }).join();  // any thread may ask
+  other.run([&] { r.trim(); });
+  r.deallocate(keep, 40, 8);
+  r.deallocate(keep_shared, 20000, 8);
+  r.deallocate(keep_big, big, 8);
+  CHECK(errors.count() == n);
+  CHECK(r.stats().live_allocations() == 0);
+  CHECK(r.stats().bytes_in_use == 0);
+  CHECK(r.check_invariants());
+  CHECK(up.mismatches() == 0);
 }
 
 // ---- trimming ------------------------------------------------------------------------------------------------------
@@ -1945,7 +2297,7 @@ TEST_CASE("thread_cache_resource: usable_size of thread-tier objects reads no sh
   CHECK(r.stats().live_allocations() == 0);
 }
 
-TEST_CASE("thread_cache_resource: deallocate_unsized frees every tier; stats stay exact for round_size requests") {
+TEST_CASE("thread_cache_resource: deallocate_unsized frees every tier; stats stay exact") {
   recording_resource up;
   thread_cache_resource r(&up);
   const std::size_t sizes[] = {0, 1, 8, 24, 100, 4096, 8192, 8193, 20000, 256 * KiB, 256 * KiB + 1, 3 * MiB};
@@ -1954,12 +2306,16 @@ TEST_CASE("thread_cache_resource: deallocate_unsized frees every tier; stats sta
   std::size_t count = 0;
   for (std::size_t n : sizes) {
     for (std::size_t a : alignments) {
+      // Any request: the block counts at round_size, which is what its tier finds without the size.
       const std::size_t request = r.round_size(n, a);
-      void* p = r.allocate(request, a);
+      void* p = r.allocate(n, a);
+      void* q = r.allocate(request, a);
       CHECK(r.usable_size(p) == request);
+      CHECK(r.usable_size(q) == request);
       strata_test::fill_pattern(p, request, n);
       CHECK(r.deallocate_unsized(p) == request);
-      ++count;
+      CHECK(r.deallocate_unsized(q) == request);
+      count += 2;
     }
   }
   const auto after = r.stats();

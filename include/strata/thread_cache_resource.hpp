@@ -40,7 +40,9 @@ enum class cache_tier {
 ///   atomic read-modify-write.
 /// - **Cross-thread frees** set the slot's bit in its block's remote bitmap with one atomic OR, wait-free. The
 ///   freeing thread batches consecutive frees into the same bitmap word, so a stream of objects freed in the order
-///   they were made costs one OR per 64. The owner folds remote bits in when its block runs dry.
+///   they were made costs one OR per 64. The owner folds remote bits in when its block runs dry (or on trim()). Each
+///   such free also marks its object at once, so that a second free of it, from any thread, and the owner's
+///   allocation of its slot see it before the batch is published.
 /// - **Shared tier**: blocks that threads hand back (empty, or still holding objects when a thread exits) per class,
 ///   for any thread to adopt; and a segregated free list (free_list_resource's engine) under one lock for requests
 ///   up to max_size(cache_tier::shared).
@@ -50,7 +52,12 @@ enum class cache_tier {
 ///   going by the thousand cost no memory growth. Any number of instances coexist, each with its own heaps;
 ///   destroying one while threads that used it still run is safe.
 /// - **Misuse** is reported through strata::report_error: foreign and interior pointers, a size from another class,
-///   double frees (on the owning thread at once; across threads when the remote bits are folded in).
+///   double frees (at once, on any thread; two frees of one object racing each other when the second is found:
+///   when the owner folds the frees in or would hand the slot out again). Nothing is handed out twice; a free
+///   racing the owner's free *and* its reuse of the slot is the one case no check can see (it would take a
+///   generation per allocation).
+/// - **Statistics** count each live block at round_size(bytes, alignment) (upstream blocks at their exact size), so a
+///   free with any size of the same block keeps bytes_in_use exact.
 /// - **usable_size(p)** gives the bytes a live pointer can use, without its size (the block header knows its class).
 class thread_cache_resource : public resource {
  public:
@@ -72,33 +79,36 @@ class thread_cache_resource : public resource {
   /// The smallest block the thread tier hands out (any request occupies at least this).
   [[nodiscard]] static constexpr std::size_t thread_cache_min_size() noexcept { return 8; }
   /// Bytes a request really occupies: its class size in the thread tier, its rounded block in the shared tier,
-  /// the request itself upstream.
+  /// the request itself upstream. It is what stats().bytes_in_use counts for the request, and any size with the same
+  /// round_size frees the block. In the thread tier a request of 0 bytes is one of 1: a block of its own, with the
+  /// alignment asked for.
   [[nodiscard]] std::size_t round_size(std::size_t bytes, std::size_t alignment = alignof(std::max_align_t)) const noexcept {
     return engine_.round_size(bytes, alignment);
   }
   /// Bytes usable at `p`, a live allocation of this resource (at least the size it was allocated with), found
   /// without its size. A pointer this resource did not hand out is reported and gives 0.
   [[nodiscard]] std::size_t usable_size(const void* p) const noexcept;
-  /// allocate(round_size(bytes, alignment), alignment) and deallocate(p, round_size(bytes, alignment), alignment),
-  /// in one step each and without the virtual call: for callers that count blocks at their rounded size (the C API's
-  /// heap), so that deallocate_unsized keeps the statistics exact.
+  /// allocate(bytes, alignment) and deallocate(p, bytes, alignment) without the virtual call, for callers that know
+  /// blocks by their rounded size (the C API's heap): a misuse report names round_size(bytes, alignment) as the
+  /// size given. The statistics are the same as for allocate and deallocate.
   void* allocate_rounded(std::size_t bytes, std::size_t alignment = alignof(std::max_align_t)) {
-    return engine_.allocate<true>(bytes, alignment);
+    return engine_.allocate(bytes, alignment);
   }
   void deallocate_rounded(void* p, std::size_t bytes, std::size_t alignment = alignof(std::max_align_t)) noexcept {
     engine_.deallocate<true>(p, bytes, alignment);
   }
-  /// Frees `p` without its size: the block's tier finds it (usable_size(p)), and the statistics count that size as
-  /// freed. They stay exact when such blocks were requested at their round_size() (as the C API's heap does); a block
-  /// requested with fewer bytes leaves the difference counted as in use. Returns the size freed; 0 after reporting
-  /// a pointer this resource did not hand out.
+  /// Frees `p` without its size: the block's tier finds it (usable_size(p), which is the round_size() the block is
+  /// counted at, so the statistics stay exact). Returns the size its tier found; 0 after reporting a pointer this
+  /// resource did not hand out (or a large block freed already).
   std::size_t deallocate_unsized(void* p) noexcept { return engine_.deallocate_unsized(p); }
   /// Hands the calling thread's cache back now, as thread exit would (its blocks become available to other
   /// threads, empty ones are cached or returned upstream). The thread may go on using the resource.
   void release_thread_cache() noexcept { engine_.release_thread_heap(); }
 
-  /// Folds in the calling thread's pending cross-thread frees, collects remote frees into the shared tier's blocks,
-  /// and returns cached empty blocks and the shared free list's empty chunks upstream.
+  /// Publishes the calling thread's pending cross-thread frees, folds other threads' frees into the calling thread's
+  /// own blocks and into the shared tier's blocks, and returns cached empty blocks and the shared free list's empty
+  /// chunks upstream. A double free of an object of the calling thread's blocks by two racing threads, not reported
+  /// yet, is reported then.
   void trim() noexcept;
   /// Heaps in existence (threads using the resource now, plus heaps kept for reuse).
   [[nodiscard]] std::size_t heap_count() const noexcept;

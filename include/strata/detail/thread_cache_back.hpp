@@ -58,6 +58,13 @@ class tc_back {
     return v;
   }
 
+  /// What a free of p with this size and alignment would find, without changing anything: a match, a wrong size
+  /// (with the recorded one), a block freed lately (double free), or nothing recorded.
+  [[nodiscard]] large_ledger::verdict check(const void* p, std::size_t bytes, std::size_t alignment) const noexcept {
+    std::lock_guard<std::mutex> g(lock_);
+    return ledger_.check(p, bytes, alignment);
+  }
+
   /// The recorded size of p, or 0.
   [[nodiscard]] std::size_t size_of(const void* p) const noexcept {
     std::lock_guard<std::mutex> g(lock_);

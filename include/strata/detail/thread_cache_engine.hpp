@@ -47,37 +47,39 @@ class thread_cache_engine {
   thread_cache_engine& operator=(const thread_cache_engine&) = delete;
 
   // The fast paths below make no call that returns to them (slow paths are tail calls), so they save no registers.
+  // Every tier counts a block at round_size(bytes, alignment): its class size here.
 
-  // Rounded: the request is taken as round_size(bytes, alignment) (what the statistics count), computed on the way.
-  template <bool Rounded = false>
   STRATA_ALWAYS_INLINE void* allocate(std::size_t bytes, std::size_t alignment) {
     if (STRATA_UNLIKELY(bytes > front_.max_small() || !plain_alignment(alignment)))
-      return Rounded ? allocate_other_rounded(bytes, alignment) : allocate_other(bytes, alignment);
-    const unsigned c = front_.sizes().class_of(align_up(bytes, alignment));
-    if constexpr (Rounded) bytes = front_.sizes().size_of(c);
+      return allocate_other(bytes, alignment);
+    const unsigned c = front_.plain_class(bytes, alignment);
     tc_heap* h = my_heap();
-    if (STRATA_UNLIKELY(h == nullptr)) return allocate_small_slow(c, bytes, alignment);
+    if (STRATA_UNLIKELY(h == nullptr)) return allocate_small_slow(c);
     tc_bin& bin = h->bins[c];
     void* p;
     if (bin.recent_count != 0) {
       --bin.recent_count;
       p = bin.recent[--bin.recent_top % tc_bin::recent_capacity];
-      if (STRATA_UNLIKELY(!tc_front::take_recent(bin, p))) return refill(*h, c, bytes);
+      if (STRATA_UNLIKELY(!tc_front::take_recent(bin, p))) return refill(*h, c);
     } else if (const std::uint64_t m = bin.word_ptr->load(std::memory_order_relaxed); STRATA_LIKELY(m != 0)) {
       bin.word_ptr->store(m & (m - 1), std::memory_order_relaxed);
       p = bin.word_base + static_cast<std::size_t>(__builtin_ctzll(m)) * bin.object_size;
     } else {
-      return refill(*h, c, bytes);
+      return refill(*h, c);
     }
-    note_allocation(*h, bytes);
+    // A free slot still marked by another thread's free: it was freed twice (see tc_front::refuse_marked).
+    if (STRATA_UNLIKELY(front_.marked(p))) return refuse_and_refill(*h, c, p);
+    note_allocation(*h, bin.object_size);
     return p;
   }
 
+  // Rounded: misuse reports name round_size(bytes, alignment) rather than the caller's size (the C API's heap, whose
+  // callers know blocks by their rounded size). The statistics are the same either way.
   template <bool Rounded = false>
   STRATA_ALWAYS_INLINE void deallocate(void* p, std::size_t bytes, std::size_t alignment) noexcept {
     if (STRATA_UNLIKELY(bytes > front_.max_small() || !plain_alignment(alignment)))
       return Rounded ? deallocate_other_rounded(p, bytes, alignment) : deallocate_other(p, bytes, alignment);
-    const unsigned c = front_.sizes().class_of(align_up(bytes, alignment));
+    const unsigned c = front_.plain_class(bytes, alignment);
     if constexpr (Rounded) bytes = front_.sizes().size_of(c);
     tc_heap* h = my_heap();
     if (STRATA_UNLIKELY(h == nullptr)) return deallocate_small_slow(p, c, bytes, alignment);
@@ -103,7 +105,7 @@ class thread_cache_engine {
   [[nodiscard]] std::size_t max_shared() const noexcept { return middle_.max_shared(); }
   STRATA_ALWAYS_INLINE std::size_t round_size(std::size_t bytes, std::size_t alignment) const noexcept {
     if (STRATA_LIKELY(bytes <= front_.max_small() && plain_alignment(alignment)))
-      return front_.sizes().size_of(front_.sizes().class_of(align_up(bytes, alignment)));
+      return front_.sizes().size_of(front_.plain_class(bytes, alignment));
     return round_size_other(bytes, alignment);
   }
   [[nodiscard]] std::size_t heap_count() const noexcept;
@@ -127,14 +129,19 @@ class thread_cache_engine {
   }
   tc_heap* find_heap() noexcept;     // the calling thread's heap, made on first use; nullptr: use the shared heap
   tc_heap* attach_heap() noexcept;   // a spare heap, or a new one from upstream
-  void* allocate_small_slow(unsigned c, std::size_t bytes, std::size_t alignment);
-  STRATA_NOINLINE void* refill(tc_heap& h, unsigned c, std::size_t bytes);
+  void* allocate_small_slow(unsigned c);
+  STRATA_NOINLINE void* refill(tc_heap& h, unsigned c);
+  STRATA_NOINLINE void* refuse_and_refill(tc_heap& h, unsigned c, void* p);
   void deallocate_small_slow(void* p, unsigned c, std::size_t bytes, std::size_t alignment) noexcept;
   void* allocate_other(std::size_t bytes, std::size_t alignment);
   void deallocate_other(void* p, std::size_t bytes, std::size_t alignment) noexcept;
   std::size_t round_size_other(std::size_t bytes, std::size_t alignment) const noexcept;
-  void* allocate_other_rounded(std::size_t bytes, std::size_t alignment);
   void deallocate_other_rounded(void* p, std::size_t bytes, std::size_t alignment) noexcept;
+  /// What p is, asking every tier but `named` (the tier its size names, where it is no live block).
+  tc_misuse elsewhere(const void* p, std::size_t bytes, std::size_t alignment, tier named) const noexcept;
+  /// Reports p, no live block of tier `named`: as what elsewhere() finds, else as `kind` with `why`.
+  void report_misplaced(const void* p, std::size_t bytes, std::size_t alignment, tier named, error_kind kind,
+                        const char* why) const noexcept;
   void report(error_kind kind, const void* p, std::size_t bytes, std::size_t alignment, std::size_t expected,
               const char* why) const noexcept;
   void release_heaps() noexcept;
