@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <memory_resource>
 #include <new>
@@ -25,6 +26,9 @@ using strata::detail::is_power_of_two;
 // ---- errors --------------------------------------------------------------------------------------------------------
 
 thread_local strata_error_t t_last_error = STRATA_OK;
+// Misuse reports the C handler has received on this thread: a call that goes on after a step of its own (realloc
+// after resize) looks here to stop when that step reported misuse.
+thread_local std::uint64_t t_misuse_reports = 0;
 
 STRATA_COLD void fail(strata_error_t e) noexcept {
   t_last_error = e;
@@ -63,6 +67,7 @@ void forward_misuse(const strata::error_info& info) {
                           info.detail,
                           message};
   t_last_error = STRATA_EMISUSE;
+  ++t_misuse_reports;
   if (const strata_misuse_handler_t h = g_misuse_handler.load(std::memory_order_acquire)) {
     h(&m, g_misuse_context.load(std::memory_order_acquire));
   } else {
@@ -231,8 +236,8 @@ strata_resource_t* create(kind k, const char* name, Args&&... args) noexcept {
   });
 }
 
-// A plain request's alignment on r, and the size r is asked for: thread caches are asked for the rounded size, so
-// that a free without the size (which frees the rounded size) keeps their statistics exact.
+// A plain request's alignment on r, and the size r is asked for: thread caches are asked for the rounded size, the
+// size their blocks are known by (and counted at), which misuse reports then name.
 std::size_t alignment_on(const strata_resource_t* r, std::size_t size) noexcept {
   const std::size_t a = plain_alignment(size);
   return a < r->align_cap ? a : r->align_cap;
@@ -267,15 +272,23 @@ void free_on(strata_resource_t* r, void* p, std::size_t size, std::size_t alignm
   });
 }
 
-// The in-place part of realloc: true when p can stay where it is with new_size.
+// The in-place part of realloc: true when p can stay where it is with new_size. The resource is asked even when
+// both sizes name the same block: only it can tell a live block from a freed pointer or one it never handed out.
 bool resize_on(strata_resource_t* r, void* p, std::size_t old_size, std::size_t new_size) noexcept {
   const std::size_t a_old = alignment_on(r, old_size), a_new = alignment_on(r, new_size);
   const std::size_t n_old = request_on(r, old_size, a_old), n_new = request_on(r, new_size, a_new);
-  if (n_old == n_new && reinterpret_cast<std::uintptr_t>(p) % a_new == 0 &&
-      (r->what == kind::thread_cache || a_old == a_new))
-    return true;  // the same block either way (a thread cache's rounded sizes name its class)
-  if (a_old != a_new || r->res == nullptr) return false;
-  return guarded(false, [&] { return r->res->resize(p, n_old, n_new, a_new); });
+  if (reinterpret_cast<std::uintptr_t>(p) % a_new != 0) return false;
+  if (r->res == nullptr) return n_old == n_new && a_old == a_new;  // new/delete: nothing to ask
+  // The block will be freed with new_size at the new size's plain alignment. Elsewhere than in a thread cache a
+  // block keeps the alignment it was allocated with, so it moves. A thread cache finds a block by its rounded size
+  // under the alignment it is freed with: it may stay only when the new size rounds to the very same block (then
+  // only its liveness is checked); a resize to another class under the old alignment would later be freed as a
+  // third one.
+  if (a_old != a_new) {
+    if (r->what != kind::thread_cache || n_old != n_new) return false;
+    return guarded(false, [&] { return r->res->resize(p, n_old, n_old, a_old); });
+  }
+  return guarded(false, [&] { return r->res->resize(p, n_old, n_new, a_old); });
 }
 
 void* realloc_on(strata_resource_t* r, void* p, std::size_t old_size, std::size_t new_size) noexcept {
@@ -284,7 +297,10 @@ void* realloc_on(strata_resource_t* r, void* p, std::size_t old_size, std::size_
     free_on(r, p, old_size, alignment_on(r, old_size));
     return nullptr;
   }
+  const std::uint64_t reports = t_misuse_reports;
   if (resize_on(r, p, old_size, new_size)) return p;
+  // p is no live block (reported): nothing further, not a copy from it nor its free.
+  if (t_misuse_reports != reports) return nullptr;
   void* q = allocate_on(r, new_size, alignment_on(r, new_size), false);
   if (q == nullptr) return nullptr;
   std::memcpy(q, p, old_size < new_size ? old_size : new_size);

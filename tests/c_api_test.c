@@ -312,6 +312,127 @@ static void test_resize(void) {
   CHECK(heap_stats().bytes_in_use == 0);
 }
 
+static void test_zero_size_alignment(void) {
+  /* Size 0 is the smallest block, and it honours the alignment asked for, on the heap and on a thread cache handle. */
+  strata_resource_t* tc = strata_thread_cache_create(NULL);
+  size_t a;
+  REQUIRE(tc != NULL);
+  for (a = 1; a <= (size_t)1 << 16; a <<= 1) {
+    void* p = strata_aligned_alloc(0, a);
+    void* q = strata_aligned_alloc(0, a);
+    void* t = strata_resource_aligned_alloc(tc, 0, a);
+    REQUIRE(p != NULL && q != NULL && t != NULL);
+    CHECK(p != q);
+    CHECK(aligned_to(p, a));
+    CHECK(aligned_to(q, a));
+    CHECK(aligned_to(t, a));
+    strata_aligned_free(p, 0, a);
+    strata_aligned_free(q, 0, a);
+    strata_resource_aligned_free(tc, t, 0, a);
+  }
+  CHECK(heap_stats().bytes_in_use == 0);
+  CHECK(stats_of(tc).bytes_in_use == 0);
+  CHECK(strata_resource_check(tc));
+  strata_resource_destroy(tc);
+}
+
+static void test_realloc_across_plain_alignments(void) {
+  /* Sizes below 16 are 8-aligned, from 16 up 16-aligned: a block reallocated across that line is freed with the new
+   * size at the new alignment, on the heap and on a thread cache handle, with no report and exact counts. */
+  static const size_t pairs[][2] = {{16, 2}, {16, 8}, {16, 12}, {2, 16}, {8, 16}, {12, 16}, {24, 7}, {7, 24}, {15, 16}};
+  strata_resource_t* tc = strata_thread_cache_create(NULL);
+  recorder rec;
+  size_t i;
+  REQUIRE(tc != NULL);
+  memset(&rec, 0, sizeof rec);
+  strata_set_misuse_handler(record_misuse, &rec);
+  for (i = 0; i < sizeof pairs / sizeof pairs[0]; ++i) {
+    const size_t from = pairs[i][0], to = pairs[i][1], keep = from < to ? from : to;
+    void* p = strata_malloc(from);
+    void* t = strata_resource_malloc(tc, from);
+    REQUIRE(p != NULL && t != NULL);
+    fill(p, from, 7);
+    fill(t, from, 8);
+    p = strata_realloc(p, from, to);
+    t = strata_resource_realloc(tc, t, from, to);
+    REQUIRE(p != NULL && t != NULL);
+    CHECK(filled(p, keep, 7));
+    CHECK(filled(t, keep, 8));
+    CHECK(aligned_to(p, plain_alignment(to)));
+    strata_free(p, to);
+    strata_resource_free(tc, t, to);
+  }
+  CHECK(rec.count == 0);
+  CHECK(heap_stats().bytes_in_use == 0);
+  CHECK(stats_of(tc).bytes_in_use == 0);
+  strata_set_misuse_handler(NULL, NULL);
+  strata_resource_destroy(tc);
+}
+
+static void test_resize_checks_the_block(void) {
+  /* A freed pointer or a static buffer is misuse for resize and realloc, also when the sizes round to the same
+   * block (20 and 24 both take 32 bytes): reported, nothing changes, false or NULL. */
+  static char buffer[64];
+  recorder rec;
+  strata_resource_t* tc = strata_thread_cache_create(NULL);
+  void* p;
+  void* t;
+  strata_stats_t before, tc_before;
+  REQUIRE(tc != NULL);
+  REQUIRE(strata_round_size(20) == strata_round_size(24));
+  memset(&rec, 0, sizeof rec);
+  strata_set_misuse_handler(record_misuse, &rec);
+  p = strata_malloc(20);
+  t = strata_resource_malloc(tc, 20);
+  REQUIRE(p != NULL && t != NULL);
+  strata_free(p, 20);
+  strata_resource_free(tc, t, 20);
+  before = heap_stats();
+  tc_before = stats_of(tc);
+
+  CHECK(!strata_resize(p, 20, 24));
+  CHECK(rec.count == 1 && rec.last_kind == STRATA_MISUSE_DOUBLE_FREE && rec.last_pointer == p);
+  CHECK(!strata_resize(p, 20, 20));
+  CHECK(rec.count == 2 && rec.last_kind == STRATA_MISUSE_DOUBLE_FREE);
+  strata_clear_error();
+  CHECK(strata_realloc(p, 20, 24) == NULL);
+  CHECK(rec.count == 3 && rec.last_kind == STRATA_MISUSE_DOUBLE_FREE && rec.last_pointer == p);
+  CHECK(strata_last_error() == STRATA_EMISUSE);
+  CHECK(strata_realloc(p, 20, 4000) == NULL); /* a move would read and free a block that is not there */
+  CHECK(rec.count == 4);
+  CHECK(!strata_resize(buffer, 20, 24));
+  CHECK(rec.count == 5 && rec.last_kind == STRATA_MISUSE_FOREIGN_POINTER && rec.last_pointer == buffer);
+  CHECK(strata_realloc(buffer, 20, 24) == NULL);
+  CHECK(rec.count == 6 && rec.last_kind == STRATA_MISUSE_FOREIGN_POINTER);
+
+  CHECK(!strata_resource_resize(tc, t, 20, 24));
+  CHECK(rec.count == 7 && rec.last_kind == STRATA_MISUSE_DOUBLE_FREE && rec.last_pointer == t);
+  CHECK(strata_resource_realloc(tc, t, 20, 24) == NULL);
+  CHECK(rec.count == 8 && rec.last_kind == STRATA_MISUSE_DOUBLE_FREE);
+  CHECK(!strata_resource_resize(tc, buffer, 20, 20));
+  CHECK(rec.count == 9 && rec.last_kind == STRATA_MISUSE_FOREIGN_POINTER);
+  {
+    const strata_stats_t after = heap_stats();
+    const strata_stats_t tc_after = stats_of(tc);
+    CHECK(after.allocations == before.allocations && after.deallocations == before.deallocations);
+    CHECK(after.bytes_in_use == before.bytes_in_use);
+    CHECK(tc_after.allocations == tc_before.allocations && tc_after.deallocations == tc_before.deallocations);
+    CHECK(tc_after.bytes_in_use == tc_before.bytes_in_use);
+  }
+  /* A live block still resizes and reallocates in place within its block. */
+  p = strata_malloc(20);
+  REQUIRE(p != NULL);
+  CHECK(strata_resize(p, 20, 24));
+  CHECK(strata_resize(p, 24, 24));
+  CHECK(strata_realloc(p, 24, 30) == p);
+  strata_free(p, 30);
+  CHECK(rec.count == 9);
+  CHECK(heap_stats().bytes_in_use == 0);
+  CHECK(strata_resource_check(tc));
+  strata_set_misuse_handler(NULL, NULL);
+  strata_resource_destroy(tc);
+}
+
 static void test_aligned(void) {
   size_t a;
   for (a = 1; a <= (size_t)1 << 16; a <<= 1) {
@@ -723,7 +844,7 @@ static void test_handle_unsized(void) {
     strata_clear_error();
     strata_resource_free_unsized(bm, p); /* not done: the block is still live */
     CHECK(strata_last_error() == STRATA_ENOTSUP);
-    CHECK(stats_of(bm).bytes_in_use == 40);
+    CHECK(stats_of(bm).bytes_in_use == strata_resource_round_size(bm, 40)); /* blocks count at their rounded size */
     strata_resource_thread_cleanup(bm);
     CHECK(strata_last_error() == STRATA_ENOTSUP);
     strata_resource_free(bm, p, 40);
@@ -870,6 +991,9 @@ static const test_case cases[] = {
     {"realloc_moves_when_it_must", test_realloc_moves_when_it_must},
     {"realloc_failure_keeps_the_block", test_realloc_failure_keeps_the_block},
     {"resize", test_resize},
+    {"zero_size_alignment", test_zero_size_alignment},
+    {"resize_checks_the_block", test_resize_checks_the_block},
+    {"realloc_across_plain_alignments", test_realloc_across_plain_alignments},
     {"aligned", test_aligned},
     {"unsized", test_unsized},
     {"tiers", test_tiers},
