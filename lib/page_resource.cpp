@@ -175,6 +175,12 @@ void* page_resource::allocate_span(std::size_t bytes, std::size_t alignment, boo
     reserved = 0;  // room for growth is a bonus: without it, try the span alone
     begin = map_span(span, span_alignment, 0, calls);
   }
+  if (begin == 0 && cached_bytes() != 0) {
+    // The OS is out of memory or address space (an RLIMIT_AS, overcommit off) while cached spans hold some:
+    // give them all back and try once more.
+    trim();
+    begin = map_span(span, span_alignment, 0, calls);
+  }
   if (begin != 0 && want_huge) os::advise_huge_pages(reinterpret_cast<void*>(begin), span, true);
 
   std::lock_guard<std::mutex> lock(mutex_);
