@@ -138,7 +138,7 @@ void* basic_bitmap_resource<Sync>::allocate_large(std::size_t bytes, std::size_t
       std::lock_guard<decltype(large_lock_)> lock(large_lock_);
       if (!large_.reserve()) throw std::bad_alloc();
     }
-    p = allocate_from(upstream_, bytes, alignment);
+    p = allocate_from(upstream_, large_ledger::upstream_size(bytes), alignment);
   } catch (...) {
     bump(failed_);
     throw;
@@ -146,7 +146,7 @@ void* basic_bitmap_resource<Sync>::allocate_large(std::size_t bytes, std::size_t
   {
     std::lock_guard<decltype(large_lock_)> lock(large_lock_);
     if (!large_.reserve()) {  // another thread took the room meanwhile and growing failed
-      upstream_->deallocate(p, bytes, alignment);
+      upstream_->deallocate(p, large_ledger::upstream_size(bytes), alignment);
       bump(failed_);
       throw std::bad_alloc();
     }
@@ -193,7 +193,7 @@ void basic_bitmap_resource<Sync>::deallocate_large(void* p, std::size_t bytes, s
                             alignment, expected, why});
     return;
   }
-  upstream_->deallocate(p, bytes, alignment);
+  upstream_->deallocate(p, large_ledger::upstream_size(bytes), alignment);
   bump(large_deallocations_);
   bump(upstream_deallocations_);
   bump(large_bytes_, std::size_t{0} - bytes);

@@ -242,20 +242,28 @@ void fixed_pool_engine<Sync>::retire(chunk* c) noexcept {
   free_chunk_memory(c);
 }
 
-// !Sync: the deferred free of the hot block reaches its bitmap.
+// !Sync: the deferred free of the hot block reaches its bitmap. A chunk it empties is retired when `retire_empty`;
+// otherwise it is returned, for the caller to retire once it knows its own request was no misuse (a reported misuse
+// changes nothing, the chunks held included).
 template <bool Sync>
-void fixed_pool_engine<Sync>::flush_hot() noexcept {
+auto fixed_pool_engine<Sync>::flush_hot(bool retire_empty) noexcept -> chunk* {
   if constexpr (!Sync) {
     void* p = hot_;
-    if (p == nullptr) return;
+    if (p == nullptr) return nullptr;
     hot_ = nullptr;
     chunk* c = chunk_of(p);
     const std::size_t q = slot_in(c, p);
     c->bits()[q >> 5] ^= std::uint64_t{3} << (2 * (q & 31));
     ++c->free_count;
     if ((q >> 5) < c->hint) c->hint = static_cast<std::uint32_t>(q >> 5);
-    if (STRATA_UNLIKELY(c->free_count == c->limit - c->skip) && !c->in_region && c != current_) retire(c);
+    if (STRATA_UNLIKELY(c->free_count == c->limit - c->skip) && !c->in_region && c != current_) {
+      if (!retire_empty) return c;
+      retire(c);
+    }
+  } else {
+    (void)retire_empty;
   }
+  return nullptr;
 }
 
 // ---- allocation ----------------------------------------------------------------------------------------------------
@@ -483,7 +491,7 @@ void fixed_pool_engine<Sync>::deallocate(void* p, std::size_t bytes, std::size_t
   const std::size_t k = blocks_for(bytes);
   {
     std::lock_guard<lock_type> g(lock_);
-    flush_hot();
+    chunk* const flushed = flush_hot(false);
     chunk* c;
     std::size_t q;
     if (!live_run(p, bytes, alignment, c, q)) return;
@@ -493,6 +501,7 @@ void fixed_pool_engine<Sync>::deallocate(void* p, std::size_t bytes, std::size_t
       c->free_count += static_cast<std::uint32_t>(k);
       if ((q >> 5) < c->hint) c->hint = static_cast<std::uint32_t>(q >> 5);
       if (c->free_count == c->limit - c->skip && !c->in_region && c != current_) retire(c);
+      if (flushed != nullptr && flushed != c) retire(flushed);
     }
   }
   note_deallocation(k * stride_, k);
@@ -503,7 +512,7 @@ void fixed_pool_engine<Sync>::deallocate_upstream(void* p, std::size_t bytes, st
   {
     std::lock_guard<lock_type> g(lock_);
     if (const auto v = large_.deallocate(p, bytes, alignment); !v) {
-      flush_hot();  // the deferred free block must read as free if p is it
+      flush_hot(false);  // the deferred free block must read as free if p is it
       report_misuse(p, bytes, alignment);
       return;
     }
@@ -525,7 +534,7 @@ bool fixed_pool_engine<Sync>::resize(void* p, std::size_t old_size, std::size_t 
   const std::size_t k_old = blocks_for(old_size), k_new = blocks_for(new_size);
   {
     std::lock_guard<lock_type> g(lock_);
-    flush_hot();
+    flush_hot(false);  // a chunk it empties is not p's (p is live): it waits for the next free or allocation
     chunk* c;
     std::size_t q;
     if (!live_run(p, old_size, alignment, c, q)) return false;
@@ -560,7 +569,7 @@ bool fixed_pool_engine<Sync>::resize_upstream(void* p, std::size_t old_size, std
     const auto v = new_pooled ? large_.check(p, old_size, alignment)
                               : large_.resize(p, old_size, new_size, alignment, resized);
     if (!v) {
-      flush_hot();
+      flush_hot(false);
       report_misuse(p, old_size, alignment);
       return false;
     }

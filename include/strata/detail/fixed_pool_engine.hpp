@@ -238,7 +238,7 @@ class fixed_pool_engine {
   }
 
   // Out of line (lib/fixed_pool_engine.cpp).
-  void flush_hot() noexcept;
+  chunk* flush_hot(bool retire_empty = true) noexcept;
   bool pooled(std::size_t bytes, std::size_t alignment) const noexcept;
   void* allocate_blocks(std::size_t k, bool& fresh);
   std::size_t claim_run(chunk* c, std::size_t k) noexcept;

@@ -35,6 +35,10 @@ class large_ledger {
   /// Room for one more record (the table may grow); false when growing failed.
   bool reserve() noexcept { return table_.ensure_room(); }
 
+  /// What is asked of upstream for a request of `bytes`: at least one byte, since an upstream may hand out the same
+  /// address for every zero-byte request (a monotonic buffer does) and blocks are recorded by address.
+  static constexpr std::size_t upstream_size(std::size_t bytes) noexcept { return bytes == 0 ? 1 : bytes; }
+
   /// Records p; after a successful reserve() this cannot fail.
   void record(const void* p, std::size_t bytes, std::size_t alignment) noexcept {
     table_.insert(reinterpret_cast<std::uintptr_t>(p), pack_size_alignment(bytes, alignment));
@@ -45,7 +49,7 @@ class large_ledger {
   /// max_request_size (upstream is never trusted with sizes near SIZE_MAX), the table cannot grow or upstream fails.
   void* allocate(std::size_t bytes, std::size_t alignment) {
     if (bytes > max_request_size || !reserve()) throw std::bad_alloc();
-    void* p = allocate_from(upstream_, bytes, alignment);
+    void* p = allocate_from(upstream_, upstream_size(bytes), alignment);
     record(p, bytes, alignment);
     return p;
   }
@@ -77,7 +81,7 @@ class large_ledger {
   /// take(); on a match, returns p upstream.
   verdict deallocate(void* p, std::size_t bytes, std::size_t alignment) noexcept {
     const verdict v = take(p, bytes, alignment);
-    if (v) upstream_->deallocate(p, bytes, alignment);
+    if (v) upstream_->deallocate(p, upstream_size(bytes), alignment);
     return v;
   }
 
@@ -93,7 +97,7 @@ class large_ledger {
     auto* up = dynamic_cast<resource*>(upstream_);
     if (!v || up == nullptr || new_size > packed_size_mask) return v;
     try {
-      resized = up->resize(p, old_size, new_size, alignment);
+      resized = up->resize(p, upstream_size(old_size), upstream_size(new_size), alignment);
     } catch (...) {
       resized = false;
     }
@@ -112,7 +116,9 @@ class large_ledger {
   /// Returns every recorded block upstream and forgets them all (the table's own storage too). Returns how many.
   std::size_t release_all() noexcept {
     const std::size_t n = table_.size();
-    for_each([this](void* p, std::size_t bytes, std::size_t alignment) { upstream_->deallocate(p, bytes, alignment); });
+    for_each([this](void* p, std::size_t bytes, std::size_t alignment) {
+      upstream_->deallocate(p, upstream_size(bytes), alignment);
+    });
     table_.reset();
     for (auto& a : freed_) a = 0;
     return n;
