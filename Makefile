@@ -5,17 +5,25 @@
 #   make sanitize / make tsan   the ASan+UBSan and ThreadSanitizer test runs
 #   make soak     every thread-safe resource under SOAK_THREADS (64) threads for SOAK_SECONDS (60) each
 #                 (ci build: optimised, invariant asserts on; SOAK_RESOURCE=all or a name, e.g. bitmap)
+#   make fuzz     the libFuzzer op-sequence fuzzers (fuzz preset: clang, ASan+UBSan), FUZZ_SECONDS (120) per target,
+#                 each on a scratch copy of its seed corpus (fuzz/run.sh; FUZZ_TARGETS to pick some)
+#   make fuzz-ci  the same, FUZZ_CI_SECONDS (18) per target: a short pass for CI, fails on any finding
 #   make install PREFIX=/some/prefix
-.PHONY: all deps build test demo bench sanitize tsan soak release install clean
+.PHONY: all deps fuzz-deps build test demo bench sanitize tsan soak fuzz fuzz-build fuzz-ci release install clean
 
 PREFIX ?= /usr/local
 JOBS ?= 2
 SOAK_SECONDS ?= 60
 SOAK_THREADS ?= 64
 SOAK_RESOURCE ?= all
+FUZZ_SECONDS ?= 120
+FUZZ_CI_SECONDS ?= 18
+FUZZ_TARGETS ?=
 # Needed to build and test; the bench peers are installed too but may be missing (they are then skipped).
 DEPS := g++ cmake ninja-build pkg-config doctest-dev libboost-container-dev
 PEER_DEPS := libmimalloc2.0 libjemalloc2 libtcmalloc-minimal4 libfoonathan-memory-dev
+# The fuzzers need clang and its runtime libraries (libclang_rt.fuzzer, asan, ubsan) besides DEPS.
+FUZZ_DEPS := clang libclang-rt-14-dev
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 missing = $(shell for p in $(1); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done)
 
@@ -29,6 +37,22 @@ deps:
 	{ [ -z "$$need" ] || $(SUDO) apt-get install -y -qq --no-install-recommends $$need; } && \
 	{ [ -z "$$peers" ] || $(SUDO) apt-get install -y -qq --no-install-recommends $$peers || \
 	  echo "deps: some benchmark peers could not be installed; the bench skips them"; }
+
+fuzz-deps: deps
+	@need="$(call missing,$(FUZZ_DEPS))"; \
+	if [ -z "$$need" ]; then echo "fuzz-deps: all present"; exit 0; fi; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends $$need
+
+fuzz-build: fuzz-deps
+	cmake --preset fuzz
+	cmake --build --preset fuzz -j $(JOBS)
+
+fuzz: fuzz-build
+	fuzz/run.sh --seconds $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+fuzz-ci: fuzz-build
+	fuzz/run.sh --seconds $(FUZZ_CI_SECONDS) $(FUZZ_TARGETS)
 
 build: deps
 	cmake --preset ci
