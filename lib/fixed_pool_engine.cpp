@@ -606,8 +606,10 @@ void fixed_pool_engine<Sync>::release() noexcept {
   }
   upstream_deallocations_ += large_.release_all();
   // Every allocation is gone: it counts as deallocated.
+  // Each stripe's deallocations catch up with its allocations: the totals then agree however often release() runs
+  // (a stripe may have freed more than it allocated; only the sums mean anything).
   for (tally& t : tallies_) {
-    released_allocations_ += get(t.allocations) - get(t.deallocations);
+    put(t.deallocations, get(t.allocations));
     put(t.bytes, std::int64_t{0});
     put(t.blocks, std::int64_t{0});
   }
@@ -625,7 +627,6 @@ typename fixed_pool_engine<Sync>::totals fixed_pool_engine<Sync>::sum() const no
     s.peak_bytes += get(t.peak_bytes) > 0 ? get(t.peak_bytes) : 0;
     s.peak_blocks += get(t.peak_blocks) > 0 ? get(t.peak_blocks) : 0;
   }
-  s.deallocations += released_allocations_;
   if (s.peak_bytes < s.bytes) s.peak_bytes = s.bytes;
   if (s.peak_blocks < s.blocks) s.peak_blocks = s.blocks;
   return s;

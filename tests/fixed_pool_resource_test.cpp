@@ -238,6 +238,15 @@ TEST_CASE_TEMPLATE("fixed pools: release frees everything and the pool stays usa
     void* p = pool.allocate(40, 8);
     pool.deallocate(p, 40, 8);
     CHECK(pool.check_invariants());
+    // A second release, with blocks live again: the counts stay exact (each release counts only what it ended).
+    for (int i = 0; i < 7; ++i) (void)pool.allocate(40, 8);
+    pool.release();
+    const auto s = pool.stats();
+    CHECK(s.live_allocations() == 0);
+    CHECK(s.deallocations == s.allocations);
+    pool.release();
+    CHECK(pool.stats().live_allocations() == 0);
+    CHECK(pool.check_invariants());
   }
   CHECK(up.live_bytes() == 0);
 }

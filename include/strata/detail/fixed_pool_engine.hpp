@@ -287,7 +287,6 @@ class fixed_pool_engine {
   std::size_t region_size_ = 0;
   std::size_t region_used_ = 0;
   std::uint64_t failed_ = 0, upstream_allocations_ = 0, upstream_deallocations_ = 0;
-  std::uint64_t released_allocations_ = 0;  // allocations that release() ended (counted as deallocations)
   large_ledger large_;                     // requests sent upstream
 };
 
