@@ -74,6 +74,9 @@ class pool_subject final : public sf::resource_subject<resource_type> {
   bool thread_safe() const override { return sync; }
   bool may_fail(std::size_t n, std::size_t a) const override {
     if (n > (std::size_t{1} << 40)) return true;
+    // 16 GiB chunks: the page resource reserves twice that to align them, which an OS with heuristic overcommit may
+    // refuse (then every pooled request is bad_alloc, consistently).
+    if (r_->chunk_size() > 4 * sf::GiB && pooled(n, a)) return true;
     if (opts_.max_bytes == 0 || !pooled(n, a)) return false;
     // Capped: one block must succeed while fewer than capacity_blocks() are live; runs may not find room.
     return concurrent || blocks_for(n) > 1 || r_->blocks_in_use() >= r_->capacity_blocks();

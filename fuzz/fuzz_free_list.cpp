@@ -62,6 +62,24 @@ class free_list_subject final : public sf::resource_subject<resource_type> {
     if (arg % 2) r_->trim();
     else (void)r_->chunk_count();
   }
+  // Carves the largest free block down to its last k bytes (k = 0 .. 40): blocks of the large threshold, then one of
+  // exactly what is left minus k. Reaches "a chunk's end minus a little" that random sizes almost never hit.
+  bool extra_op(sf::runner& run, sf::reader& in) override {
+    static constexpr std::size_t rests[] = {0, 8, 16, 24, 32, 40};
+    const std::size_t k = rests[in.u8() % 6];
+    const std::size_t a = in.bit() ? 8 : 16;
+    for (int i = 0; i < 64; ++i) {
+      const std::size_t largest = r_->stats().largest_free_block;
+      if (largest <= k + 8) break;
+      const std::size_t want = largest - k;
+      const std::size_t n = want > threshold_ ? threshold_ : want;
+      sf::trace("carve", nullptr, n, k, largest);
+      if (!run.alloc(n, a)) break;
+      if (n == want) break;
+    }
+    return true;
+  }
+
   void check_model(const std::vector<sf::block>&) override {
     const strata::resource_stats s = r_->stats();
     SF_CHECK(s.free_bytes <= r_->chunk_count() * r_->chunk_capacity(),

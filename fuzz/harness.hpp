@@ -1484,6 +1484,7 @@ class threaded_runner {
   void run(std::size_t max_rounds) {
     g_threaded_inputs.fetch_add(1, std::memory_order_relaxed);
     s_.concurrent = true;
+    for (std::size_t& h : hot_sizes_) h = pick_size(in_, s_.sizes()) % (64 * KiB);
     std::vector<std::thread> pool;
     for (unsigned t = 0; t < threads_; ++t) pool.emplace_back([this, t] { worker(t); });
     std::size_t rounds = 0;
@@ -1554,6 +1555,7 @@ class threaded_runner {
           g_reports_state.awaiting.push_back(slots_[split_slot_].b.p);
         }
         splits_.push_back(slots_[split_slot_].b.p);
+        split_arrived_.store(0, std::memory_order_relaxed);
         verify(slots_[split_slot_].b);
         g_misuse_injected.fetch_add(1, std::memory_order_relaxed);
         trace("split double free", slots_[split_slot_].b.p, split_a_, split_b_);
@@ -1591,11 +1593,12 @@ class threaded_runner {
             o.kind = live ? op_free : op_alloc;
             break;
         }
-        o.size = pick_size(in_, s_.sizes());
+        // Half the sizes come from a few per input, so threads meet in the same size classes and blocks.
+        o.size = in_.bit() ? hot_sizes_[in_.u8() % 4] : pick_size(in_, s_.sizes());
         if (o.kind == op_alloc && planned + o.size > s_.sizes().live_budget) o.size %= 4096;
         if (o.kind == op_alloc) planned += o.size;
         o.alignment = pick_alignment(in_, s_.max_alignment());
-        o.new_size = o.kind == op_resize ? pick_size(in_, s_.sizes()) : 0;
+        o.new_size = o.kind == op_resize ? pick_size(in_, s_.sizes()) : o.kind == op_churn ? in_.u8() : 0;
         if (o.kind == op_resize && o.new_size == 0 && env().skips("zero_size_alignment")) o.new_size = 1;
         if (planned + o.new_size > s_.sizes().live_budget) o.new_size %= 4096;
         planned += o.new_size;
@@ -1634,6 +1637,13 @@ class threaded_runner {
 
   void split_free(unsigned t) {
     const block b = slots_[split_slot_].b;  // verified by the main thread before the round: one free may unmap it
+    // Both threads arrive, then free at once (a busy wait: no yield between arrival and the free).
+    split_arrived_.fetch_add(1, std::memory_order_acq_rel);
+    for (unsigned spins = 0; split_arrived_.load(std::memory_order_acquire) < 2 && spins < (1u << 24); ++spins) {
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#endif
+    }
     expectation e;
     e.pointer = b.p;
     e.size = b.size;
@@ -1696,25 +1706,34 @@ class threaded_runner {
         }
         return;
       }
-      case op_churn: {  // allocate, pattern, verify, free: private to this thread
-        void* p;
-        if (o.size % (16 * KiB) == 0 && o.alignment > 8 && env().skips("zero_size_alignment")) o.size = 1;
-        try {
-          doing("allocate(churn)", nullptr, o.size % (16 * KiB), o.alignment);
-          p = s_.allocate(o.size % (16 * KiB), o.alignment);
-          done_doing();
-        } catch (const std::bad_alloc&) {
-          if (!(up_ != nullptr && up_->faults_armed()) && !s_.may_fail(o.size % (16 * KiB), o.alignment))
-            fail("churn allocate(%zu, %zu) threw bad_alloc with no fault armed", o.size % (16 * KiB), o.alignment);
-          churn_fail_.fetch_add(1, std::memory_order_relaxed);
-          return;
+      case op_churn: {  // allocate a few blocks of one size, pattern, verify, free: private to this thread
+        std::size_t n = o.size % (16 * KiB);
+        if (n == 0 && o.alignment > 8 && env().skips("zero_size_alignment")) n = 1;
+        const std::size_t count = 1 + o.new_size % 8;
+        void* ps[8];
+        std::size_t got = 0;
+        for (; got < count; ++got) {
+          try {
+            doing("allocate(churn)", nullptr, n, o.alignment);
+            ps[got] = s_.allocate(n, o.alignment);
+            done_doing();
+          } catch (const std::bad_alloc&) {
+            done_doing();
+            if (!(up_ != nullptr && up_->faults_armed()) && !s_.may_fail(n, o.alignment))
+              fail("churn allocate(%zu, %zu) threw bad_alloc with no fault armed", n, o.alignment);
+            churn_fail_.fetch_add(1, std::memory_order_relaxed);
+            break;
+          }
+          if (reinterpret_cast<std::uintptr_t>(ps[got]) % o.alignment != 0)
+            fail("allocate(%zu, %zu) returned %p on thread %u: misaligned", n, o.alignment, ps[got], t);
+          fill(ps[got], n, static_cast<std::uint32_t>(77 + t + got));
         }
-        const std::size_t n = o.size % (16 * KiB);
-        fill(p, n, 77 + t);
-        const std::size_t bad = first_mismatch(p, n, 77 + t);
-        SF_CHECK(bad == SIZE_MAX, "a private block changed under another thread at %zu", bad);
-        s_.deallocate(p, n, o.alignment);
-        churns_.fetch_add(1, std::memory_order_relaxed);
+        for (std::size_t k = got; k-- > 0;) {
+          const std::size_t bad = first_mismatch(ps[k], n, static_cast<std::uint32_t>(77 + t + k));
+          SF_CHECK(bad == SIZE_MAX, "a private block %p (%zu bytes) changed under another thread at %zu", ps[k], n, bad);
+          s_.deallocate(ps[k], n, o.alignment);
+          churns_.fetch_add(1, std::memory_order_relaxed);
+        }
         return;
       }
       case op_trim:
@@ -1857,11 +1876,13 @@ class threaded_runner {
   std::atomic<unsigned> done_{0};
   std::atomic<bool> stop_{false};
   std::atomic<std::uint64_t> split_hits_{0}, churns_{0}, churn_fail_{0};
+  std::atomic<unsigned> split_arrived_{0};
   strata::resource_stats before_{};
   std::map<std::uintptr_t, std::uintptr_t> extents_;
   std::uint64_t m_allocs_ = 0, m_deallocs_ = 0;
   std::size_t sum_counted_ = 0, sum_rounded_ = 0;
   std::size_t round_count_ = 0;
+  std::size_t hot_sizes_[4] = {};
   std::uint64_t unsettled_ = 0;       // blocks freed by two threads at once and (so far) counted twice
   std::size_t unsettled_bytes_ = 0;
 };

@@ -107,6 +107,30 @@ int main(int argc, char** argv) {
   resource_target(root, "fuzz_fixed_pool", 5, false, 6, 16);
   resource_target(root, "fuzz_sync_fixed_pool", 5, true, 7, 14);
   resource_target(root, "fuzz_thread_cache", 3, true, 8, 14);
+  for (const char* list : {"fuzz_free_list", "fuzz_sync_free_list"}) {
+    // 2 MiB chunks over the default page resource, purge_threshold 64 KiB with no delay, huge pages off: a 64 KiB
+    // hole is freed (its pages purged), then the chunk is carved to its end but 8 (16) bytes.
+    for (std::uint8_t rest : {1, 2}) {
+      std::vector<std::uint8_t> b{0, 27, 7, 2, 0, 0};
+      b.insert(b.end(), {30, 16, 1});        // allocate(16, 8)
+      b.insert(b.end(), {0, 5, 16, 0, 68});  // allocate(64 KiB, 8)
+      b.insert(b.end(), {30, 16, 1});        // allocate(16, 8)
+      b.insert(b.end(), {9, 1});             // free the 64 KiB hole
+      b.insert(b.end(), {25, rest, 1});      // carve the chunk to its end minus 8 / 16 bytes
+      b.insert(b.end(), {23});               // check
+      write(root / list, 89 + rest, b);
+    }
+  }
+  for (const char* pool : {"fuzz_fixed_pool", "fuzz_sync_fixed_pool"}) {
+    // The extreme chunk: 256 MiB of 8-byte blocks over an own page_resource (more than 2^24 blocks), a run of
+    // exactly 2^24 blocks (the first size edge), then single blocks past slot 2^24, freed again.
+    std::vector<std::uint8_t> b{1, 0x00, 0x00, 0xF0, 0x01, 0x00, 0x00, 0x00, 0x00};
+    for (int i = 0; i < 2; ++i) b.insert(b.end(), {0, 7, 0, 0, 68});    // allocate(edge 0 = 2^24 blocks, alignment 8)
+    for (int i = 0; i < 6; ++i) b.insert(b.end(), {30, 8, 1});         // allocate(8, 8)
+    for (int i = 0; i < 8; ++i) b.insert(b.end(), {9, static_cast<std::uint8_t>(i)});  // frees
+    b.insert(b.end(), {23});                                           // check
+    write(root / pool, 90, b);
+  }
   {  // C heap: [flags] [ops]
     rng g{9};
     for (int i = 0; i < 10; ++i) {
