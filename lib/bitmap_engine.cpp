@@ -381,8 +381,17 @@ bool bitmap_engine<Sync>::check_live(void* p, std::size_t bytes, std::size_t ali
 template <bool Sync>
 void bitmap_engine<Sync>::trim() noexcept {
   for (unsigned c = 0; c < sizes_.count(); ++c) {
-    lock_guard guard(classes_[c].lock);
-    collect_remote(classes_[c]);
+    class_state& cs = classes_[c];
+    lock_guard guard(cs.lock);
+    collect_remote(cs);
+    // An empty current block is an empty chunk like any other: it goes too (relist retires it, or leaves it for a
+    // later collection while a remote free still pins it).
+    if (block* b = cs.current; b != nullptr && b->free_count == b->capacity) {
+      cs.current = nullptr;
+      b->where = in_partial;
+      push(cs.partial, b);
+      relist(cs, b);
+    }
   }
   block* list;
   {

@@ -266,6 +266,22 @@ auto fixed_pool_engine<Sync>::flush_hot(bool retire_empty) noexcept -> chunk* {
   return nullptr;
 }
 
+// !Sync: undoes flush_hot() of `h`, the hot block before it (nullptr: there was none), after a reported misuse: a
+// misuse changes nothing, and the chunk that flush may have emptied stays held as it was.
+template <bool Sync>
+void fixed_pool_engine<Sync>::defer_again(void* h) noexcept {
+  if constexpr (!Sync) {
+    if (h == nullptr) return;
+    chunk* c = chunk_of(h);
+    const std::size_t q = slot_in(c, h);
+    c->bits()[q >> 5] ^= std::uint64_t{3} << (2 * (q & 31));
+    --c->free_count;
+    hot_ = h;
+  } else {
+    (void)h;
+  }
+}
+
 // ---- allocation ----------------------------------------------------------------------------------------------------
 
 template <bool Sync>
@@ -491,10 +507,11 @@ void fixed_pool_engine<Sync>::deallocate(void* p, std::size_t bytes, std::size_t
   const std::size_t k = blocks_for(bytes);
   {
     std::lock_guard<lock_type> g(lock_);
+    void* const deferred = hot_;
     chunk* const flushed = flush_hot(false);
     chunk* c;
     std::size_t q;
-    if (!live_run(p, bytes, alignment, c, q)) return;
+    if (!live_run(p, bytes, alignment, c, q)) return defer_again(deferred);
     if (k > 1) transition(c, q + 1, k - 1, 0, pool_low_bits);
     transition(c, q, 1, pool_high_bits, pool_low_bits);
     if constexpr (!Sync) {
@@ -512,9 +529,10 @@ void fixed_pool_engine<Sync>::deallocate_upstream(void* p, std::size_t bytes, st
   {
     std::lock_guard<lock_type> g(lock_);
     if (const auto v = large_.deallocate(p, bytes, alignment); !v) {
+      void* const deferred = hot_;
       flush_hot(false);  // the deferred free block must read as free if p is it
       report_misuse(p, bytes, alignment);
-      return;
+      return defer_again(deferred);
     }
     ++upstream_deallocations_;
   }
@@ -534,10 +552,20 @@ bool fixed_pool_engine<Sync>::resize(void* p, std::size_t old_size, std::size_t 
   const std::size_t k_old = blocks_for(old_size), k_new = blocks_for(new_size);
   {
     std::lock_guard<lock_type> g(lock_);
-    flush_hot(false);  // a chunk it empties is not p's (p is live): it waits for the next free or allocation
+    void* const deferred = hot_;
+    chunk* const flushed = flush_hot(false);
     chunk* c;
     std::size_t q;
-    if (!live_run(p, old_size, alignment, c, q)) return false;
+    if (!live_run(p, old_size, alignment, c, q)) {
+      defer_again(deferred);
+      return false;
+    }
+    // p is live, so a chunk the flush emptied is not p's: it goes, whatever comes of the resize.
+    if constexpr (!Sync) {
+      if (flushed != nullptr) retire(flushed);
+    } else {
+      (void)flushed;
+    }
     if (!new_pooled) return false;  // a block cannot become one of upstream's in place
     if (k_new < k_old) {  // shrink: the tail blocks become free
       transition(c, q + k_new, k_old - k_new, 0, pool_low_bits);
@@ -569,8 +597,10 @@ bool fixed_pool_engine<Sync>::resize_upstream(void* p, std::size_t old_size, std
     const auto v = new_pooled ? large_.check(p, old_size, alignment)
                               : large_.resize(p, old_size, new_size, alignment, resized);
     if (!v) {
+      void* const deferred = hot_;
       flush_hot(false);
       report_misuse(p, old_size, alignment);
+      defer_again(deferred);
       return false;
     }
   }

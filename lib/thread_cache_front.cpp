@@ -16,7 +16,9 @@ unsigned popcount(std::uint64_t v) noexcept { return static_cast<unsigned>(__bui
 
 tc_front::tc_front(std::size_t max_small, std::uintptr_t key, const char* name, tc_middle& middle) noexcept
     : max_small_(0), key_(key), name_(name), middle_(&middle) {
-  sizes_.init(max_small, false);
+  // A multiple of 16 (at least 16): a request of at most max_small() bytes rounded up to an alignment of up to 16
+  // must still land in a class (allocate(100, 16) with max_small 104 would need the class 112).
+  sizes_.init(align_up(max_small < 16 ? 16 : max_small, 16), false);
   max_small_ = sizes_.max_small();
 }
 

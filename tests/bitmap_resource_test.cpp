@@ -217,12 +217,40 @@ TEST_CASE("bitmap_resource: empty blocks go back upstream beyond the cache bound
   CHECK(r.stats().bytes_in_use == 0);
   CHECK(r.check_invariants());
   r.trim();
-  CHECK(up.live_bytes() <= 65536);
+  CHECK(up.live_bytes() == 0);  // every empty block, the current ones too
   r.release();
   CHECK(up.live_bytes() == 0);
   void* again = r.allocate(64, 8);  // usable after release()
   r.deallocate(again, 64, 8);
   CHECK(r.check_invariants());
+}
+
+template <class Resource>
+void trim_returns_current_blocks() {
+  recording_resource up;
+  Resource r(strata::bitmap_options{}, &up);
+  void* small = r.allocate(8, 8);
+  void* other = r.allocate(1000, 8);  // another class: two current blocks
+  CHECK(up.live_bytes() > 0);
+  r.deallocate(small, 8, 8);
+  r.trim();  // the 1000-byte class's block is live and stays; the 8-byte class's current block is empty and goes
+  CHECK(up.live_bytes() == r.get_options().block_size);
+  CHECK(r.stats().bytes_held == r.get_options().block_size);
+  r.deallocate(other, 1000, 8);
+  r.trim();
+  CHECK(up.live_bytes() == 0);
+  CHECK(r.stats().bytes_held == 0);
+  CHECK(r.check_invariants());
+  void* again = r.allocate(8, 8);  // the class takes a new block
+  r.deallocate(again, 8, 8);
+  CHECK(r.check_invariants());
+}
+
+TEST_CASE("bitmap_resource: trim() returns the empty current block of every class") {
+  trim_returns_current_blocks<bitmap_resource>();
+}
+TEST_CASE("synchronized_bitmap_resource: trim() returns the empty current block of every class") {
+  trim_returns_current_blocks<synchronized_bitmap_resource>();
 }
 
 TEST_CASE("bitmap_resource: resize in place within a class, and large blocks through upstream") {

@@ -263,6 +263,54 @@ TEST_CASE("fixed_pool_resource: empty chunks of a growing pool go back upstream"
   CHECK(pool.check_invariants());
 }
 
+TEST_CASE("fixed_pool_resource: a chunk emptied by the deferred free goes back on resize; a misuse keeps it held") {
+  error_capture errors;
+  recording_resource up;
+  strata::fixed_pool_options o;
+  o.chunk_size = 64 * 1024;
+  o.max_empty_chunks = 0;  // an empty chunk goes straight back upstream
+  fixed_pool_resource pool(1024, o, &up);
+  // Fill the first chunk; the next allocation opens a second, which becomes the current one.
+  std::vector<void*> first;
+  void* p = pool.allocate(1024, 8);
+  const std::uintptr_t chunk_a = reinterpret_cast<std::uintptr_t>(p) & ~std::uintptr_t{o.chunk_size - 1};
+  first.push_back(p);
+  void* y = nullptr;
+  while (true) {
+    void* q = pool.allocate(1024, 8);
+    if ((reinterpret_cast<std::uintptr_t>(q) & ~std::uintptr_t{o.chunk_size - 1}) != chunk_a) {
+      y = q;
+      break;
+    }
+    first.push_back(q);
+  }
+  REQUIRE(up.live_bytes() == 2 * o.chunk_size);
+  for (void* q : first) pool.deallocate(q, 1024, 8);  // the last one's free is deferred: the chunk still looks used
+
+  // A misuse flushes the deferred free to find out what it is, and changes nothing: the chunk stays held.
+  const strata::resource_stats before = pool.stats();
+  int on_stack = 0;
+  pool.deallocate(&on_stack, 1024, 8);
+  pool.deallocate(first.back(), 1024, 8);  // freed already (deferred)
+  CHECK(pool.resize(&on_stack, 1024, 512, 8) == false);
+  CHECK(errors.count() == 3);
+  const strata::resource_stats after = pool.stats();
+  CHECK(after.bytes_held == before.bytes_held);
+  CHECK(after.upstream_deallocations == before.upstream_deallocations);
+  CHECK(after.deallocations == before.deallocations);
+  CHECK(up.live_bytes() == 2 * o.chunk_size);
+  CHECK(pool.check_invariants());
+
+  // resize() of a live block flushes it too: the emptied chunk goes back, not left held with nothing live.
+  CHECK(pool.resize(y, 1024, 1000, 8));
+  CHECK(up.live_bytes() == o.chunk_size);
+  CHECK(pool.check_invariants());
+  pool.deallocate(y, 1000, 8);
+  pool.release();
+  CHECK(up.live_bytes() == 0);
+  CHECK(errors.count() == 3);
+}
+
 // ---- the synchronized pool under threads -----------------------------------------------------------------------------
 
 namespace {

@@ -1554,6 +1554,24 @@ TEST_CASE("thread_cache_resource: tiers, sizes and options are consistent") {
     s.deallocate(q, 1100, 8);
     CHECK(s.check_invariants());
   }
+  // Tiny thread tiers: a request up to the tier's size, rounded up to any alignment up to 16, still has a class.
+  for (std::size_t small : {std::size_t{1}, std::size_t{8}, std::size_t{100}, std::size_t{120}}) {
+    o = thread_cache_options{};
+    o.max_small_size = small;
+    thread_cache_resource s(o, &up);
+    CHECK(s.max_size(cache_tier::thread) >= small);
+    CHECK(s.max_size(cache_tier::thread) % 16 == 0);
+    for (std::size_t n = 0; n <= s.max_size(cache_tier::thread) + 1; ++n) {
+      for (std::size_t a : {std::size_t{1}, std::size_t{2}, std::size_t{4}, std::size_t{8}, std::size_t{16}}) {
+        void* q = s.allocate(n, a);
+        CHECK(reinterpret_cast<std::uintptr_t>(q) % a == 0);
+        CHECK(s.round_size(n, a) >= n);
+        s.deallocate(q, n, a);
+      }
+    }
+    CHECK(s.stats().bytes_in_use == 0);
+    CHECK(s.check_invariants());
+  }
   o = thread_cache_options{};
   o.max_small_size = 8 * KiB + 1;
   CHECK_THROWS_AS(thread_cache_resource(o, &up), std::invalid_argument);

@@ -15,7 +15,7 @@ namespace strata {
 /// Options of a thread_cache_resource.
 struct thread_cache_options {
   /// Largest request served by the per-thread caches (size classes in 64 KiB bitmap blocks). 0 picks 8 KiB; at most
-  /// 8 KiB; rounded up to a class boundary.
+  /// 8 KiB; rounded up to a class boundary that is a multiple of 16 (so at least 16).
   std::size_t max_small_size = 0;
   /// Largest request served by the shared tier's free list (variable sizes, under one lock); larger requests go
   /// straight upstream. 0 picks 256 KiB; capped by the free list's large threshold (a quarter of its chunk).

@@ -239,6 +239,7 @@ class fixed_pool_engine {
 
   // Out of line (lib/fixed_pool_engine.cpp).
   chunk* flush_hot(bool retire_empty = true) noexcept;
+  void defer_again(void* h) noexcept;
   bool pooled(std::size_t bytes, std::size_t alignment) const noexcept;
   void* allocate_blocks(std::size_t k, bool& fresh);
   std::size_t claim_run(chunk* c, std::size_t k) noexcept;
