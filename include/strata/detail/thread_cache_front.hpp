@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 
 #include <strata/config.hpp>
 #include <strata/detail/block_map.hpp>
@@ -290,7 +291,8 @@ class tc_front {
   /// thread's raced, and both were counted); the batch will be published into this block, so the block must stay.
   /// Each such slot is reported, one count undone, and the slot taken out as refuse_marked does. Returns how many.
   std::size_t settle_marked(tc_block* b) const noexcept;
-  /// Slots free in b by its bitmaps (local and remote), for the invariant check and stats.
+  /// Frees b's bitmaps record (local and remote), for the invariant check and stats: the free slots, plus once more
+  /// each slot free in both (two frees that raced, both counted until collect() settles them).
   [[nodiscard]] std::size_t free_slots(const tc_block* b) const noexcept;
   /// Checks block b's header, bitmaps and the marks in its free slots; returns what is broken or nullptr.
   const char* check_block(const tc_block* b, std::size_t claimed_word = ~std::size_t{0}) const noexcept;
