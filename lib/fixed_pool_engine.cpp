@@ -716,15 +716,32 @@ bool fixed_pool_engine<Sync>::check_invariants() const noexcept {
       if (broken != nullptr) break;
       std::size_t free = 0;
       unsigned prev = pool_start;
-      for (std::size_t q = 0; q < std::size_t{c->words} * 32 && broken == nullptr; ++q) {
-        const unsigned s = state_at(c, q);
-        const bool block = q >= c->skip && q < c->limit;
-        if (!block && s != pool_start) broken = "a slot outside the blocks that is not marked as such";
-        else if (s == 3) broken = "a block in no known state";
-        else if (s == pool_cont && prev == pool_free) broken = "a continuation after a free block";
-        else if (s == pool_free && !Sync && (q >> 5) < get(c->hint)) broken = "a free block below the hint";
-        if (block && s == pool_free) ++free;
-        prev = s;
+      for (std::size_t w = 0; w < c->words && broken == nullptr; ++w) {
+        const std::uint64_t bits = ld(c->bits()[w]);
+        const std::size_t q0 = w * 32;
+        // A word of 32 blocks all in one state (most of a large chunk) is checked at once.
+        if (q0 >= c->skip && q0 + 32 <= c->limit) {
+          if (bits == pool_low_bits) {
+            if (!Sync && w < get(c->hint)) broken = "a free block below the hint";
+            free += 32;
+            prev = pool_free;
+            continue;
+          }
+          if (bits == pool_high_bits || (bits == 0 && prev != pool_free)) {
+            prev = bits == 0 ? pool_cont : pool_start;
+            continue;
+          }
+        }
+        for (std::size_t q = q0; q < q0 + 32 && broken == nullptr; ++q) {
+          const unsigned s = state(bits, q);
+          const bool block = q >= c->skip && q < c->limit;
+          if (!block && s != pool_start) broken = "a slot outside the blocks that is not marked as such";
+          else if (s == 3) broken = "a block in no known state";
+          else if (s == pool_cont && prev == pool_free) broken = "a continuation after a free block";
+          else if (s == pool_free && !Sync && w < get(c->hint)) broken = "a free block below the hint";
+          if (block && s == pool_free) ++free;
+          prev = s;
+        }
       }
       if (broken == nullptr && !Sync && free != c->free_count) broken = "free count disagrees with the bitmap";
       used += c->limit - c->skip - free;
