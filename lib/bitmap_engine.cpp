@@ -158,10 +158,6 @@ void bitmap_engine<Sync>::double_free_unlock(class_state& cs, void* p, std::size
 template <bool Sync>
 void bitmap_engine<Sync>::relist(class_state& cs, block* b) noexcept {
   if constexpr (Sync) {
-    // Between this thread's store of the last free bit and its look at the pins: with remote_free's pin and its
-    // (seq_cst) look at the local bit, either this sees the pin, or that free sees the slot free and reports it.
-    // Without the fence, both could miss (a store-load reorder) and the block would be retired under that free.
-    if (b->free_count == b->capacity) std::atomic_thread_fence(std::memory_order_seq_cst);
     // Still on the remote stack: the collection that pops it will relist it; it must not be retired before.
     if (b->remote_listed.load(std::memory_order_acquire)) {
       if (b->where == in_full && b->free_count != 0) {
@@ -173,7 +169,11 @@ void bitmap_engine<Sync>::relist(class_state& cs, block* b) noexcept {
     }
     // Empty, but a remote free whose bit was collected is still finishing with the header (it may be about to push
     // the block on the remote stack): it stays, and goes on the remote stack so that a later collection retires it.
-    if (b->free_count == b->capacity && b->remote_pins.load(std::memory_order_acquire) != 0) {
+    // The pins are read with a read-modify-write, after this thread's store of the block's last free bit: with
+    // remote_free's pin (also an RMW) before its look at the local bit, either this sees the pin, or that free sees
+    // the slot free (and reports it). A plain load could be reordered before the store, both would miss, and the
+    // block would be retired under that free.
+    if (b->free_count == b->capacity && b->remote_pins.fetch_add(0, std::memory_order_seq_cst) != 0) {
       if (b->where == in_full) {
         unlink(cs.full, b);
         b->where = in_partial;

@@ -206,22 +206,26 @@ bool basic_bitmap_resource<Sync>::do_resize(void* p, std::size_t old_size, std::
                                             std::size_t alignment) {
   const unsigned old_class = engine_.class_for(old_size, alignment);
   const unsigned new_class = engine_.class_for(new_size, alignment);
+  // The block must be live with old_size first, even when the answer is "not in place" anyway (another class):
+  // a freed, foreign or interior pointer, or a wrong size, is misuse to report.
   if (old_class != engine_.no_class) {
     // Within its class a block keeps its size: the statistics count class sizes, so nothing changes but the
     // caller's size.
-    return old_class == new_class && engine_.check_live(p, old_size, alignment, old_class);
+    return engine_.check_live(p, old_size, alignment, old_class) && old_class == new_class;
   }
   // Large: only upstream can grow or shrink it in place, and it must stay large.
-  if (new_class != engine_.no_class) return false;
+  const bool stays_large = new_class == engine_.no_class;
   {
     std::lock_guard<decltype(large_lock_)> lock(large_lock_);
     bool resized;
-    if (const auto v = large_.resize(p, old_size, new_size, alignment, resized); !v) {
+    if (const auto v = stays_large ? large_.resize(p, old_size, new_size, alignment, resized)
+                                   : large_.resize(p, old_size, old_size, alignment, resized);
+        !v) {
       report_error(error_info{v.kind, Sync ? "synchronized_bitmap_resource" : "bitmap_resource", this, p, old_size,
                               alignment, v.expected, "resize of a block this resource did not hand out"});
       return false;
     }
-    if (!resized) return false;
+    if (!resized || !stays_large) return false;
   }
   bump(large_bytes_, new_size - old_size);
   note_large_peak();

@@ -565,12 +565,13 @@ bool free_list_engine::resize(void* p, std::size_t old_size, std::size_t new_siz
   if (!is_power_of_two(alignment)) return false;
   const bool old_large = old_size > large_threshold_ || alignment > max_alignment;
   const bool new_large = new_size > large_threshold_ || alignment > max_alignment;
-  if (old_large || new_large)
-    return old_large && new_large && resize_upstream(p, old_size, new_size, alignment);
+  // The block must be live with old_size first, even when the answer is "not in place" anyway: a resize that
+  // changes tiers cannot be done, but a freed, foreign or interior pointer is still misuse to report.
+  if (old_large) return resize_upstream(p, old_size, new_large ? new_size : old_size, alignment) && new_large;
   const std::size_t n_old = rounded(old_size, alignment), n_new = rounded(new_size, alignment);
   chunk* c;
   std::size_t g;
-  if (!live_block(p, old_size, alignment, n_old, c, g)) return false;
+  if (!live_block(p, old_size, alignment, n_old, c, g) || new_large) return false;
   if (n_new < n_old) {  // the tail becomes a free block (merged with a free block after it)
     const std::size_t gs = g + n_new / granule;
     set(c, gs, st_start);

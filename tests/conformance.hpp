@@ -447,6 +447,37 @@ TEST_CASE_TEMPLATE_DEFINE("conformance: resize in place keeps contents or change
   h.invariants();
 }
 
+TEST_CASE_TEMPLATE_DEFINE("conformance: resize of a freed or interior pointer is reported, whatever the new size",
+                          S, conformance_resize_misuse) {
+  harness<S> h;
+  auto& r = h.r();
+  // From and to every tier: the answer is false either way, but the misuse must not go unreported because the new
+  // size alone already says "not in place".
+  const std::size_t sizes[] = {16, 200, 5000, 70000, 300000, std::size_t{3} << 20};
+  void* keep = r.allocate(64, 8);  // the resource keeps a chunk, so a freed block's memory stays where it was
+  for (std::size_t old_size : sizes)
+    for (std::size_t new_size : sizes) {
+      CAPTURE(old_size);
+      CAPTURE(new_size);
+      error_capture errors;
+      void* p = r.allocate(old_size, 8);
+      // An interior pointer of a live block.
+      auto before = r.stats();
+      CHECK_FALSE(r.resize(static_cast<char*>(p) + 8, old_size - 8, new_size, 8));
+      CHECK(errors.count() == 1);
+      check_unchanged(before, r.stats());
+      r.deallocate(p, old_size, 8);
+      // The same block, freed.
+      before = r.stats();
+      CHECK_FALSE(r.resize(p, old_size, new_size, 8));
+      CHECK(errors.count() == 2);
+      check_unchanged(before, r.stats());
+    }
+  r.deallocate(keep, 64, 8);
+  h.invariants();
+  h.destroy_and_check_nothing_held();
+}
+
 TEST_CASE_TEMPLATE_DEFINE("conformance: stats are exact", S, conformance_stats) {
   harness<S> h;
   auto& r = h.r();
@@ -593,6 +624,7 @@ TEST_CASE_TEMPLATE_DEFINE("conformance: threads allocate and free each other's b
   TEST_CASE_TEMPLATE_INVOKE(conformance_exhaustion, __VA_ARGS__); \
   TEST_CASE_TEMPLATE_INVOKE(conformance_release, __VA_ARGS__);  \
   TEST_CASE_TEMPLATE_INVOKE(conformance_resize, __VA_ARGS__);   \
+  TEST_CASE_TEMPLATE_INVOKE(conformance_resize_misuse, __VA_ARGS__); \
   TEST_CASE_TEMPLATE_INVOKE(conformance_stats, __VA_ARGS__);    \
   TEST_CASE_TEMPLATE_INVOKE(conformance_containers, __VA_ARGS__)
 

@@ -51,7 +51,8 @@ class basic_bitmap_resource : public resource {
 
   /// Frees every object at once and returns all memory upstream. The resource stays usable.
   void release() noexcept;
-  /// Returns cached empty blocks upstream (and, for the synchronized variant, first collects pending remote frees).
+  /// Returns every empty block upstream: the cached ones and each class's current block if it holds no object (the
+  /// synchronized variant first collects pending remote frees).
   void trim() noexcept { engine_.trim(); }
 
   /// Largest request served from blocks; anything larger goes upstream.
