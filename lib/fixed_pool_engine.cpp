@@ -464,8 +464,8 @@ bool fixed_pool_engine<Sync>::live_run(const void* p, std::size_t bytes, std::si
   q = slot_of(p, cc);
   c = const_cast<chunk*>(cc);
   const std::size_t k = blocks_for(bytes);
-  bool ok = q != npos && state_at(c, q) == pool_start && q + k <= c->limit && state_at(c, q + k) != pool_cont;
-  for (std::size_t j = q + 1; ok && j < q + k; ++j) ok = state_at(c, j) == pool_cont;
+  const bool ok = q != npos && state_at(c, q) == pool_start && q + k <= c->limit && state_at(c, q + k) != pool_cont &&
+                  all_continuations(c, q + 1, q + k);
   if (STRATA_UNLIKELY(!ok)) report_misuse(p, bytes, alignment);
   return ok;
 }
