@@ -2,7 +2,6 @@
 // coalescing, resize, purging, requests sent upstream, stats and invariants.
 #include <strata/detail/free_list_engine.hpp>
 
-#include <algorithm>
 #include <cstring>
 #include <new>
 #include <stdexcept>
@@ -866,15 +865,9 @@ bool free_list_engine::check_invariants() const noexcept {
       if (!(s & st_start)) broken = "a block without a start bit";
       else if (nb > c->end) broken = "a block runs past its chunk";
       if (broken != nullptr) break;
-      // State bits inside the block, other than at its ends: none (a word of 32 granules at a time).
-      for (std::size_t lo = g + 1, hi = nb - 1; lo < hi && broken == nullptr;) {
-        const std::size_t i = lo >> 5, end = std::min(hi, (i + 1) * 32);
-        const std::size_t from = 2 * (lo & 31), to = 2 * (end - i * 32);
-        const std::uint64_t mask = (to == 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << to) - 1) &
-                                   ~((std::uint64_t{1} << from) - 1);
-        if ((c->states()[i] & mask) != 0) broken = "a free mark inside a block";
-        lo = end;
-      }
+      // State bits inside the block, other than at its ends: none.
+      if (nb > g + 2 && !two_bit_fields_zero([c](std::size_t i) { return c->states()[i]; }, g + 1, nb - 1))
+        broken = "a free mark inside a block";
       if (s & st_free) {
         const auto* b = reinterpret_cast<const free_block*>(at(c, g));
         if (prev_free) broken = "two free blocks side by side (not merged)";

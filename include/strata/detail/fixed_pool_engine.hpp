@@ -230,17 +230,9 @@ class fixed_pool_engine {
   const void* address(const chunk* c, std::size_t q) const noexcept {
     return reinterpret_cast<const char*>(c) + q * stride_;
   }
-  /// Whether slots [lo, hi) are all continuations (2-bit state 0): a word of 32 slots at a time.
+  /// Whether slots [lo, hi) are all continuations (2-bit state 0).
   bool all_continuations(const chunk* c, std::size_t lo, std::size_t hi) const noexcept {
-    while (lo < hi) {
-      const std::size_t i = lo >> 5, end = hi < (i + 1) * 32 ? hi : (i + 1) * 32;
-      const std::size_t from = 2 * (lo & 31), to = 2 * (end - i * 32);
-      const std::uint64_t mask = (to == 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << to) - 1) &
-                                 ~((std::uint64_t{1} << from) - 1);
-      if ((ld(c->bits()[i]) & mask) != 0) return false;
-      lo = end;
-    }
-    return true;
+    return two_bit_fields_zero([c](std::size_t i) { return ld(c->bits()[i]); }, lo, hi);
   }
   /// Blocks of the allocation that starts at slot q (a start, then continuations).
   std::size_t run_length(const chunk* c, std::size_t q) const noexcept {

@@ -20,6 +20,21 @@ inline bool is_aligned(const void* p, std::size_t alignment) noexcept {
   return (to_address(p) & (alignment - 1)) == 0;
 }
 
+/// Whether 2-bit fields [lo, hi) of a bitmap of 64-bit words (32 fields each; `word(i)` loads word i) are all zero,
+/// a word at a time: the state bitmaps of the free list (granules) and the fixed pool (slots).
+template <class LoadWord>
+bool two_bit_fields_zero(LoadWord&& word, std::size_t lo, std::size_t hi) noexcept {
+  while (lo < hi) {
+    const std::size_t i = lo >> 5, end = hi < (i + 1) * 32 ? hi : (i + 1) * 32;
+    const std::size_t from = 2 * (lo & 31), to = 2 * (end - i * 32);
+    const std::uint64_t mask =
+        (to == 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << to) - 1) & ~((std::uint64_t{1} << from) - 1);
+    if ((word(i) & mask) != 0) return false;
+    lo = end;
+  }
+  return true;
+}
+
 /// align_up that reports overflow: false (and `out` untouched) when the result does not fit in size_t.
 constexpr bool checked_align_up(std::size_t x, std::size_t alignment, std::size_t& out) noexcept {
   if (x > std::numeric_limits<std::size_t>::max() - (alignment - 1)) return false;
