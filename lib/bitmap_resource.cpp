@@ -214,6 +214,11 @@ bool basic_bitmap_resource<Sync>::do_resize(void* p, std::size_t old_size, std::
     return engine_.check_live(p, old_size, alignment, old_class) && old_class == new_class;
   }
   // Large: only upstream can grow or shrink it in place, and it must stay large.
+  if (engine_.owns(p)) {  // as in deallocate_large: the ledger may remember the address from an earlier large block
+    report_error(error_info{error_kind::wrong_size, Sync ? "synchronized_bitmap_resource" : "bitmap_resource", this, p,
+                            old_size, alignment, 0, "the pointer is a small object; the size is not its class's"});
+    return false;
+  }
   const bool stays_large = new_class == engine_.no_class;
   {
     std::lock_guard<decltype(large_lock_)> lock(large_lock_);

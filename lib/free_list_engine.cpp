@@ -413,11 +413,17 @@ void free_list_engine::report_bad_start(chunk* c, std::size_t g, const void* p, 
 // wrong size, or not ours at all.
 void free_list_engine::report_not_large(const void* p, std::size_t bytes, std::size_t alignment) const noexcept {
   const chunk* c = chunk_of(p);
-  if (ours(p) && is_aligned(p, granule) && granule_of(c, p) >= c->first && state(c, granule_of(c, p)) == st_start)
+  if (is_block_start(p))
     report(error_kind::wrong_size, p, bytes, alignment, (next_boundary(c, granule_of(c, p)) - granule_of(c, p)) * granule,
            "a block of a chunk freed with a size above large_threshold");
   else
     report(error_kind::foreign_pointer, p, bytes, alignment, 0, "not an allocation of this resource");
+}
+
+// Whether p is the start of a block (live) of one of this engine's chunks.
+bool free_list_engine::is_block_start(const void* p) const noexcept {
+  const chunk* c = chunk_of(p);
+  return ours(p) && is_aligned(p, granule) && granule_of(c, p) >= c->first && state(c, granule_of(c, p)) == st_start;
 }
 
 // Whether p is a live block of this engine of exactly n bytes (c and g: its chunk and granule); misuse is reported.
@@ -542,7 +548,8 @@ STRATA_ALWAYS_INLINE bool free_list_engine::free_range(chunk* c, std::size_t g, 
 
 void free_list_engine::deallocate_upstream(void* p, std::size_t bytes, std::size_t alignment) noexcept {
   if (const auto v = large_.deallocate(p, bytes, alignment); !v) {
-    if (v.kind == error_kind::foreign_pointer) return report_not_large(p, bytes, alignment);
+    // A block of a chunk now may sit where a freed large block was (which the ledger remembers as a double free).
+    if (v.kind == error_kind::foreign_pointer || is_block_start(p)) return report_not_large(p, bytes, alignment);
     return report(v.kind, p, bytes, alignment, v.expected, v.why);
   }
   ++upstream_deallocations_;
@@ -609,7 +616,7 @@ bool free_list_engine::resize_upstream(void* p, std::size_t old_size, std::size_
                                        std::size_t alignment) noexcept {
   bool resized;
   if (const auto v = large_.resize(p, old_size, new_size, alignment, resized); !v) {
-    if (v.kind == error_kind::foreign_pointer) report_not_large(p, old_size, alignment);
+    if (v.kind == error_kind::foreign_pointer || is_block_start(p)) report_not_large(p, old_size, alignment);
     else report(v.kind, p, old_size, alignment, v.expected, v.why);
     return false;
   }

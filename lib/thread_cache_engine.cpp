@@ -284,7 +284,8 @@ void thread_cache_engine::deallocate_other(void* p, std::size_t bytes, std::size
   }
   if (const auto v = back_.deallocate(p, bytes, alignment); v) {
     account(-static_cast<std::int64_t>(bytes));
-  } else if (v.kind == error_kind::foreign_pointer) {
+  } else if (v.kind == error_kind::foreign_pointer || v.kind == error_kind::double_free) {
+    // Another tier's block may sit where a freed large block was (which the ledger remembers as a double free).
     report_misplaced(p, bytes, alignment, upstream_tier, v.kind, v.why);
   } else {
     report(v.kind, p, bytes, alignment, v.expected, v.why);
@@ -369,9 +370,9 @@ bool thread_cache_engine::resize(void* p, std::size_t old_size, std::size_t new_
   }
   bool resized;
   if (const auto v = back_.resize(p, old_size, t_new == upstream_tier ? new_size : old_size, alignment, resized); !v) {
-    if (v.kind == error_kind::foreign_pointer)
+    if (v.kind == error_kind::foreign_pointer || v.kind == error_kind::double_free)
       report_misplaced(p, old_size, alignment, upstream_tier, v.kind,
-                       "resize of a block this resource did not hand out");
+                       v.kind == error_kind::double_free ? v.why : "resize of a block this resource did not hand out");
     else
       report(v.kind, p, old_size, alignment, v.expected, v.why);
     return false;

@@ -20,6 +20,7 @@ using strata::synchronized_bitmap_resource;
 using strata::testing::recording_resource;
 using strata_test::check_unchanged;
 using strata_test::error_capture;
+using strata_test::reusing_upstream;
 
 TEST_CASE("bitmap_resource: size classes") {
   bitmap_resource r;
@@ -251,6 +252,34 @@ TEST_CASE("bitmap_resource: trim() returns the empty current block of every clas
 }
 TEST_CASE("synchronized_bitmap_resource: trim() returns the empty current block of every class") {
   trim_returns_current_blocks<synchronized_bitmap_resource>();
+}
+
+TEST_CASE("bitmap_resource: a small object where a freed large block was, named with the large size: wrong size") {
+  // The address of a freed large block is remembered (a second free of it is a double free); when a block of small
+  // objects reuses it, a misuse naming the old large size is about the small object there.
+  reusing_upstream up(64 * 1024);
+  // A block's header sits at one of 16 cache lines chosen by bits 16..19 of its base: not on the base itself, so
+  // that the first slot is there.
+  if (((reinterpret_cast<std::uintptr_t>(up.base()) >> 16) & 15) == 0) up.use_second();
+  strata::bitmap_options o;
+  o.max_empty_blocks = 0;
+  bitmap_resource r(o, &up);
+  up.offset = 0;
+  void* big = r.allocate(40000, 8);  // larger than any class: upstream
+  REQUIRE(big == up.base());
+  r.deallocate(big, 40000, 8);
+  void* small = r.allocate(8, 8);  // a new block at the same base; its first slot is the base
+  REQUIRE(small == up.base());
+  error_capture errors;
+  CHECK_FALSE(r.resize(small, 40000, 50000, 8));
+  REQUIRE(errors.count() == 1);
+  CHECK(errors.errors()[0].kind == strata::error_kind::wrong_size);
+  r.deallocate(small, 40000, 8);
+  REQUIRE(errors.count() == 2);
+  CHECK(errors.errors()[1].kind == strata::error_kind::wrong_size);
+  r.deallocate(small, 8, 8);
+  CHECK(r.check_invariants());
+  CHECK(errors.count() == 2);
 }
 
 TEST_CASE("bitmap_resource: resize in place within a class, and large blocks through upstream") {

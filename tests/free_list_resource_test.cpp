@@ -33,6 +33,7 @@ using strata_test::any_size;
 using strata_test::check_error;
 using strata_test::check_unchanged;
 using strata_test::error_capture;
+using strata_test::reusing_upstream;
 
 namespace strata {
 /// Failed checks on an error kind print its name (found by argument-dependent lookup).
@@ -1608,4 +1609,35 @@ TEST_CASE("synchronized_free_list_resource: 4 threads allocate, resize and free 
   CHECK(s.allocations > ops);
   CHECK(r.chunk_count() <= 1);
   CHECK(up.mismatches() == 0);
+}
+
+TEST_CASE("free_list_resource: a block where a freed large block was, named with the large size: wrong size") {
+  // The address of a freed large block is remembered (a second free of it is a double free); when a chunk's block
+  // reuses it, a misuse naming the old large size is about the block there.
+  free_list_options o;
+  o.chunk_size = 64 * 1024;
+  o.max_empty_chunks = 0;
+  reusing_upstream up(o.chunk_size);
+  free_list_resource r(o, &up);
+  void* first = r.allocate(64, 8);  // the chunk's first block: where blocks start past the header
+  const auto header = static_cast<std::size_t>(static_cast<char*>(first) - up.base());
+  r.deallocate(first, 64, 8);
+  r.release();  // the chunk goes back
+  up.offset = header;
+  const std::size_t large = r.large_threshold() + 64;
+  void* big = r.allocate(large, 8);  // upstream, at the address the chunk's first block will have
+  REQUIRE(big == up.base() + header);
+  r.deallocate(big, large, 8);
+  void* p = r.allocate(64, 8);  // a new chunk at the same base: its first block is at the large block's address
+  REQUIRE(p == big);
+  error_capture errors;
+  CHECK_FALSE(r.resize(p, large, large + 64, 8));
+  REQUIRE(errors.count() == 1);
+  CHECK(errors.errors()[0].kind == strata::error_kind::wrong_size);
+  r.deallocate(p, large, 8);
+  REQUIRE(errors.count() == 2);
+  CHECK(errors.errors()[1].kind == strata::error_kind::wrong_size);
+  r.deallocate(p, 64, 8);
+  CHECK(r.check_invariants());
+  CHECK(errors.count() == 2);
 }

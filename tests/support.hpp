@@ -3,6 +3,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
+#include <memory_resource>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -10,6 +13,44 @@
 #include <strata/stats.hpp>
 
 namespace strata_test {
+
+/// An upstream that hands out one region of `size` bytes, aligned to `size`, over and over: a request aligned to
+/// `size` gets its base, any other request of more than 4 KiB base + `offset`; one such block at a time, other requests
+/// (a resource's own tables) go to the C++ heap. It makes a
+/// resource reuse the address of a block it freed for another kind of block, as a caching upstream may.
+class reusing_upstream : public std::pmr::memory_resource {
+ public:
+  explicit reusing_upstream(std::size_t size) : size_(size) {
+    mem_ = static_cast<char*>(std::aligned_alloc(size, 2 * size));
+    if (mem_ == nullptr) throw std::bad_alloc();
+    raw_ = mem_;
+  }
+  ~reusing_upstream() override { std::free(mem_); }
+  reusing_upstream(const reusing_upstream&) = delete;
+  reusing_upstream& operator=(const reusing_upstream&) = delete;
+  char* base() const noexcept { return raw_; }
+  /// Hands out the second region of `size` bytes instead (an address with other low bits).
+  void use_second() noexcept { raw_ = mem_ + size_; }
+  std::size_t offset = 0;
+
+ private:
+  void* do_allocate(std::size_t bytes, std::size_t alignment) override {
+    char* p = alignment >= size_ ? raw_ : raw_ + offset;
+    if (used_ || bytes <= 4096 || p + bytes > raw_ + size_)
+      return std::pmr::new_delete_resource()->allocate(bytes, alignment);
+    used_ = true;
+    return p;
+  }
+  void do_deallocate(void* p, std::size_t bytes, std::size_t alignment) override {
+    if (p >= mem_ && p < mem_ + 2 * size_) used_ = false;
+    else std::pmr::new_delete_resource()->deallocate(p, bytes, alignment);
+  }
+  bool do_is_equal(const std::pmr::memory_resource& o) const noexcept override { return this == &o; }
+  std::size_t size_;
+  char* mem_ = nullptr;
+  char* raw_ = nullptr;
+  bool used_ = false;
+};
 
 /// Deterministic, fast RNG (splitmix64) so failures reproduce.
 class rng {

@@ -127,6 +127,7 @@ class free_list_engine {
     return reinterpret_cast<std::uintptr_t>(this) ^ reinterpret_cast<std::uintptr_t>(c) ^ 0x465245454C495354ull;
   }
   bool ours(const void* p) const noexcept;
+  bool is_block_start(const void* p) const noexcept;
   std::size_t payload_bytes() const noexcept { return (chunk_size_ / granule - first_) * granule; }
   static char* at(chunk* c, std::size_t g) noexcept { return reinterpret_cast<char*>(c) + g * granule; }
   static std::size_t granule_of(const chunk* c, const void* p) noexcept {
