@@ -57,6 +57,9 @@ class c_heap_subject final : public sf::subject {
     if (is_plain(n, a)) strata_free(p, n);
     else strata_aligned_free(p, n, a);
   }
+  bool resize_reaches_resource(std::size_t o, std::size_t n, std::size_t a) const override {
+    return is_plain(o, a) && plain(o) == plain(n);
+  }
   bool resize(void* p, std::size_t o, std::size_t n, std::size_t a) override {
     if (!is_plain(o, a) || plain(o) != plain(n)) return o == n;  // strata_resize is for plain blocks
     return strata_resize(p, o, n);

@@ -3,6 +3,8 @@
 
 #include <stdexcept>
 
+#include <strata/detail/math.hpp>
+
 namespace strata {
 
 namespace {
@@ -13,6 +15,10 @@ thread_cache_options validated(thread_cache_options o) {
     throw std::invalid_argument("thread_cache_resource: max_small_size must be at most 8 KiB");
   if (o.max_shared_size < o.max_small_size)
     throw std::invalid_argument("thread_cache_resource: max_shared_size must be at least max_small_size");
+  // The thread tier's bound becomes a multiple of 16 (at least 16); the shared tier's follows, so that a request of
+  // the shared tier, rounded up to its granule, still names the shared tier when it is freed.
+  const std::size_t small = detail::align_up(o.max_small_size < 16 ? 16 : o.max_small_size, 16);
+  o.max_shared_size = detail::align_up(o.max_shared_size < small ? small : o.max_shared_size, 16);
   return o;
 }
 }  // namespace

@@ -1563,17 +1563,22 @@ TEST_CASE("thread_cache_resource: tiers, sizes and options are consistent") {
   for (std::size_t small : {std::size_t{1}, std::size_t{8}, std::size_t{100}, std::size_t{120}}) {
     o = thread_cache_options{};
     o.max_small_size = small;
+    o.max_shared_size = small;  // the shared tier follows the thread tier's rounding
+    error_capture caught;
     thread_cache_resource s(o, &up);
     CHECK(s.max_size(cache_tier::thread) >= small);
     CHECK(s.max_size(cache_tier::thread) % 16 == 0);
+    CHECK(s.max_size(cache_tier::shared) >= s.max_size(cache_tier::thread));
     for (std::size_t n = 0; n <= s.max_size(cache_tier::thread) + 1; ++n) {
-      for (std::size_t a : {std::size_t{1}, std::size_t{2}, std::size_t{4}, std::size_t{8}, std::size_t{16}}) {
+      for (std::size_t a : {std::size_t{1}, std::size_t{2}, std::size_t{4}, std::size_t{8}, std::size_t{16},
+                            std::size_t{64}}) {
         void* q = s.allocate(n, a);
         CHECK(reinterpret_cast<std::uintptr_t>(q) % a == 0);
         CHECK(s.round_size(n, a) >= n);
-        s.deallocate(q, n, a);
+        s.deallocate(q, s.round_size(n, a), a);  // the usable size names the same block
       }
     }
+    CHECK(caught.count() == 0);
     CHECK(s.stats().bytes_in_use == 0);
     CHECK(s.check_invariants());
   }

@@ -18,7 +18,8 @@ struct thread_cache_options {
   /// 8 KiB; rounded up to a class boundary that is a multiple of 16 (so at least 16).
   std::size_t max_small_size = 0;
   /// Largest request served by the shared tier's free list (variable sizes, under one lock); larger requests go
-  /// straight upstream. 0 picks 256 KiB; capped by the free list's large threshold (a quarter of its chunk).
+  /// straight upstream. 0 picks 256 KiB; rounded up to a multiple of 16, at least the thread tier's size; capped by
+  /// the free list's large threshold (a quarter of its chunk).
   std::size_t max_shared_size = 0;
   /// Empty bitmap blocks the shared tier keeps for any thread to reuse before it returns them upstream.
   std::size_t max_empty_blocks = 16;
