@@ -277,17 +277,18 @@ void free_on(strata_resource_t* r, void* p, std::size_t size, std::size_t alignm
 bool resize_on(strata_resource_t* r, void* p, std::size_t old_size, std::size_t new_size) noexcept {
   const std::size_t a_old = alignment_on(r, old_size), a_new = alignment_on(r, new_size);
   const std::size_t n_old = request_on(r, old_size, a_old), n_new = request_on(r, new_size, a_new);
-  if (reinterpret_cast<std::uintptr_t>(p) % a_new != 0) return false;
-  if (r->res == nullptr) return n_old == n_new && a_old == a_new;  // new/delete: nothing to ask
+  const bool aligned = reinterpret_cast<std::uintptr_t>(p) % a_new == 0;
+  if (r->res == nullptr) return aligned && n_old == n_new && a_old == a_new;  // new/delete: nothing to ask
   // The block will be freed with new_size at the new size's plain alignment. Elsewhere than in a thread cache a
   // block keeps the alignment it was allocated with, so it moves. A thread cache finds a block by its rounded size
   // under the alignment it is freed with: it may stay only when the new size rounds to the very same block (then
   // only its liveness is checked); a resize to another class under the old alignment would later be freed as a
-  // third one.
-  if (a_old != a_new) {
-    if (r->what != kind::thread_cache || n_old != n_new) return false;
-    return guarded(false, [&] { return r->res->resize(p, n_old, n_old, a_old); });
+  // third one. When it cannot stay, p must still be live: a resize to the same size checks it (and reports misuse).
+  if (!aligned || (a_old != a_new && (r->what != kind::thread_cache || n_old != n_new))) {
+    guarded(false, [&] { return r->res->resize(p, n_old, n_old, a_old); });
+    return false;
   }
+  if (a_old != a_new) return guarded(false, [&] { return r->res->resize(p, n_old, n_old, a_old); });
   return guarded(false, [&] { return r->res->resize(p, n_old, n_new, a_old); });
 }
 

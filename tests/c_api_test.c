@@ -411,6 +411,12 @@ static void test_resize_checks_the_block(void) {
   CHECK(rec.count == 8 && rec.last_kind == STRATA_MISUSE_DOUBLE_FREE);
   CHECK(!strata_resource_resize(tc, buffer, 20, 20));
   CHECK(rec.count == 9 && rec.last_kind == STRATA_MISUSE_FOREIGN_POINTER);
+  /* A pointer that the new size's alignment rules out, or a resize across the 8/16 line: not in place either way,
+   * but a pointer that is no live block is still reported. */
+  CHECK(!strata_resize(buffer + 1, 20, 24));
+  CHECK(rec.count == 10);
+  CHECK(!strata_resize(p, 8, 4000));
+  CHECK(rec.count == 11 && rec.last_pointer == p);
   {
     const strata_stats_t after = heap_stats();
     const strata_stats_t tc_after = stats_of(tc);
@@ -426,7 +432,7 @@ static void test_resize_checks_the_block(void) {
   CHECK(strata_resize(p, 24, 24));
   CHECK(strata_realloc(p, 24, 30) == p);
   strata_free(p, 30);
-  CHECK(rec.count == 9);
+  CHECK(rec.count == 11);
   CHECK(heap_stats().bytes_in_use == 0);
   CHECK(strata_resource_check(tc));
   strata_set_misuse_handler(NULL, NULL);
