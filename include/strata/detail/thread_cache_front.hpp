@@ -181,6 +181,8 @@ class tc_front {
 
   [[nodiscard]] const size_class_table& sizes() const noexcept { return sizes_; }
   [[nodiscard]] std::size_t max_small() const noexcept { return max_small_; }
+  /// Reports a free of p (named as class c) that is no object of this resource's thread tier.
+  void report_bad_free(const void* p, unsigned c, std::size_t bytes, std::size_t alignment) const noexcept;
 
   /// The class serving (bytes, alignment), or no_class.
   [[nodiscard]] STRATA_ALWAYS_INLINE unsigned class_for(std::size_t bytes, std::size_t alignment) const noexcept {
@@ -347,7 +349,6 @@ class tc_front {
   void block_emptied(tc_heap& h, tc_bin& bin, tc_block* b) const noexcept;
   void count_late_double_free(std::size_t bytes) const noexcept;
   void report_claimed(void* p, std::size_t bytes, std::size_t alignment, bool interior) const noexcept;
-  void report_bad_free(const void* p, unsigned c, std::size_t bytes, std::size_t alignment) const noexcept;
   void report(error_kind kind, const void* p, std::size_t bytes, std::size_t alignment, std::size_t expected,
               const char* why) const noexcept;
   static void push(tc_block*& head, tc_block* b) noexcept;
