@@ -103,23 +103,7 @@ class pool_subject final : public sf::resource_subject<resource_type> {
     // allocate_zeroed: zero-filled, fresh blocks or reused ones alike.
     const std::size_t n = sf::pick_size(in, prof_);
     const std::size_t a = sf::pick_alignment(in);
-    const strata::resource_stats before = r_->stats();
-    void* p;
-    try {
-      p = r_->allocate_zeroed(n, a);
-    } catch (const std::bad_alloc&) {
-      sf::trace("allocate_zeroed", nullptr, n, a, 0, -1);
-      if (!run.failure_ok(n, a)) sf::fail("allocate_zeroed(%zu, %zu) threw bad_alloc with no fault armed", n, a);
-      run.after_bad_alloc(before);
-      return true;
-    }
-    sf::trace("allocate_zeroed", p, n, a);
-    sf::for_each_segment(n, [&](std::size_t o, std::size_t len) {
-      const auto* b = static_cast<const unsigned char*>(p) + o;
-      for (std::size_t i = 0; i < len; ++i)
-        if (b[i] != 0) sf::fail("allocate_zeroed(%zu, %zu) = %p: byte %zu is %u", n, a, p, o + i, b[i]);
-    });
-    run.mdl().add(p, n, a, run.next_seed());
+    run.allocate_zeroed(n, a, [&] { return r_->allocate_zeroed(n, a); });
     return true;
   }
 

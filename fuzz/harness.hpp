@@ -973,6 +973,29 @@ class runner {
     SF_CHECK(s_.check_invariants(), "invariants after bad_alloc");
   }
 
+  /// `zeroed()` is an allocate_zeroed(n, a) of the subject's: a bad_alloc must be allowed and change no count; the
+  /// block must read as zero (where patterned) and joins the model.
+  template <class Zeroed>
+  void allocate_zeroed(std::size_t n, std::size_t a, Zeroed&& zeroed) {
+    const strata::resource_stats before = s_.stats();
+    void* p;
+    try {
+      p = zeroed();
+    } catch (const std::bad_alloc&) {
+      trace("allocate_zeroed", nullptr, n, a, 0, -1);
+      if (!failure_ok(n, a)) fail("allocate_zeroed(%zu, %zu) threw bad_alloc with no fault armed", n, a);
+      after_bad_alloc(before);
+      return;
+    }
+    trace("allocate_zeroed", p, n, a);
+    for_each_segment(n, [&](std::size_t o, std::size_t len) {
+      const auto* b = static_cast<const unsigned char*>(p) + o;
+      for (std::size_t i = 0; i < len; ++i)
+        if (b[i] != 0) fail("allocate_zeroed(%zu, %zu) = %p: byte %zu is %u", n, a, p, o + i, b[i]);
+    });
+    m_.add(p, n, a, next_seed());
+  }
+
   void free_block(std::size_t i, std::size_t size_passed) {
     block b = m_.live[i];
     m_.verify(b, "before its free");
