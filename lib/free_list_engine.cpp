@@ -277,7 +277,10 @@ void* free_list_engine::allocate(std::size_t bytes, std::size_t alignment) {
       ++failed_;
       throw;
     }
-    p = allocate_in_chunks(n, a);
+    // The new chunk's block is the top now, and fits. Not a second search: add_chunk listed the old top block,
+    // and the search might take that (or another block the first search passed by) and leave the new chunk empty,
+    // one more empty chunk than max_empty_chunks allows.
+    p = take_from_top(n, a);
     STRATA_ASSERT(p != nullptr);
   }
   ++live_;
@@ -285,16 +288,18 @@ void* free_list_engine::allocate(std::size_t bytes, std::size_t alignment) {
   return p;
 }
 
+void* free_list_engine::take_from_top(std::size_t n, std::size_t a) {
+  if (top_ == nullptr) return nullptr;
+  const std::size_t pad = a == granule ? 0 : align_up(to_address(top_), a) - to_address(top_);
+  return top_->size >= n + pad ? take(top_, n, pad) : nullptr;
+}
+
 // A block of n bytes aligned to a (>= 8) from the free blocks, or nullptr when none fits.
 void* free_list_engine::allocate_in_chunks(std::size_t n, std::size_t a) {
   const auto pad_for = [a](const free_block* b) {
     return a == granule ? std::size_t{0} : align_up(to_address(b), a) - to_address(b);
   };
-  const auto from_top = [&]() -> void* {  // no listed block fits: the top block, if it does
-    if (top_ == nullptr) return nullptr;
-    const std::size_t pad = pad_for(top_);
-    return top_->size >= n + pad ? take(top_, n, pad) : nullptr;
-  };
+  const auto from_top = [&]() -> void* { return take_from_top(n, a); };  // no listed block fits
   if (policy_ == segregated) {
     free_block* b = find_segregated(n);
     if (b == nullptr) return from_top();

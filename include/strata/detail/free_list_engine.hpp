@@ -156,6 +156,8 @@ class free_list_engine {
   bool free_block_ok(chunk* c, std::size_t g, std::size_t size) noexcept;
   free_block* find_segregated(std::size_t n) noexcept;
   void* allocate_in_chunks(std::size_t n, std::size_t alignment);
+  /// n bytes aligned to a from the top block, or nullptr when it is missing or too small.
+  void* take_from_top(std::size_t n, std::size_t a);
   void* take(free_block* b, std::size_t n, std::size_t pad);
   bool free_range(chunk* c, std::size_t g, std::size_t gn) noexcept;
   bool live_block(const void* p, std::size_t bytes, std::size_t alignment, std::size_t n, chunk*& c,
