@@ -288,25 +288,29 @@ void* free_list_engine::allocate(std::size_t bytes, std::size_t alignment) {
   return p;
 }
 
+namespace {
+// Bytes from b to the first address aligned to a (>= 8) in it.
+std::size_t pad_for(const void* b, std::size_t a) noexcept {
+  return a == free_list_engine::granule ? std::size_t{0} : align_up(to_address(b), a) - to_address(b);
+}
+}  // namespace
+
 void* free_list_engine::take_from_top(std::size_t n, std::size_t a) {
   if (top_ == nullptr) return nullptr;
-  const std::size_t pad = a == granule ? 0 : align_up(to_address(top_), a) - to_address(top_);
+  const std::size_t pad = pad_for(top_, a);
   return top_->size >= n + pad ? take(top_, n, pad) : nullptr;
 }
 
 // A block of n bytes aligned to a (>= 8) from the free blocks, or nullptr when none fits.
 void* free_list_engine::allocate_in_chunks(std::size_t n, std::size_t a) {
-  const auto pad_for = [a](const free_block* b) {
-    return a == granule ? std::size_t{0} : align_up(to_address(b), a) - to_address(b);
-  };
   const auto from_top = [&]() -> void* { return take_from_top(n, a); };  // no listed block fits
   if (policy_ == segregated) {
     free_block* b = find_segregated(n);
     if (b == nullptr) return from_top();
-    std::size_t pad = pad_for(b);
+    std::size_t pad = pad_for(b, a);
     if (pad != 0 && b->size < n + pad) {  // misaligned: look for a block that fits whatever its alignment
       if ((b = find_segregated(n + a - granule)) == nullptr) return from_top();
-      pad = pad_for(b);
+      pad = pad_for(b, a);
     }
     return take(b, n, pad);
   }
@@ -316,7 +320,7 @@ void* free_list_engine::allocate_in_chunks(std::size_t n, std::size_t a) {
     free_block* best = nullptr;
     std::size_t best_pad = 0;
     for (free_block* b = head; b != nullptr; b = b->next) {
-      const std::size_t pad = pad_for(b);
+      const std::size_t pad = pad_for(b, a);
       if (b->size >= n + pad && (best == nullptr || b->size < best->size)) {
         best = b;
         best_pad = pad;
@@ -328,7 +332,7 @@ void* free_list_engine::allocate_in_chunks(std::size_t n, std::size_t a) {
   free_block* const from = policy_ == next_fit && rover_ != nullptr ? rover_ : head;
   free_block* b = from;
   do {
-    const std::size_t pad = pad_for(b);
+    const std::size_t pad = pad_for(b, a);
     if (b->size >= n + pad) {
       if (policy_ == next_fit) rover_ = b->next;
       return take(b, n, pad);
