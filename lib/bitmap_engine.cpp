@@ -7,7 +7,8 @@ namespace strata::detail {
 
 template <bool Sync>
 bitmap_engine<Sync>::bitmap_engine(const config& cfg, block_source source) noexcept
-    : block_size_(cfg.block_size), max_small_(0), max_empty_(cfg.max_empty_blocks), name_(cfg.name),
+    : kind_(cfg.block_size, reinterpret_cast<std::uintptr_t>(this) ^ 0x5354524154410000ull, Sync),
+      block_size_(cfg.block_size), max_small_(0), max_empty_(cfg.max_empty_blocks), name_(cfg.name),
       source_(source) {
   sizes_.init(cfg.max_small_size, cfg.natural_alignment);
   max_small_ = sizes_.max_small();
@@ -24,64 +25,7 @@ unsigned bitmap_engine<Sync>::class_for_aligned(std::size_t bytes, std::size_t a
   return c < sizes_.count() ? c : no_class;
 }
 
-// ---- lists -----------------------------------------------------------------------------------------------------------
-
-template <bool Sync>
-void bitmap_engine<Sync>::push(block*& head, block* b) noexcept {
-  b->prev = nullptr;
-  b->next = head;
-  if (head != nullptr) head->prev = b;
-  head = b;
-}
-
-template <bool Sync>
-void bitmap_engine<Sync>::unlink(block*& head, block* b) noexcept {
-  if (b->prev != nullptr) b->prev->next = b->next;
-  else head = b->next;
-  if (b->next != nullptr) b->next->prev = b->prev;
-  b->next = b->prev = nullptr;
-}
-
 // ---- blocks ----------------------------------------------------------------------------------------------------------
-
-// Slot numbers count from the base (so every slot is aligned like its size); the numbers whose bytes overlap the
-// header and its bitmaps (the remote bitmap follows the local one) are skipped.
-template <bool Sync>
-auto bitmap_engine<Sync>::layout_of(std::size_t size, std::size_t header) const noexcept -> slot_layout {
-  slot_layout l{};
-  l.limit = block_size_ / size;
-  l.words = (l.limit + 63) / 64;
-  l.skip_begin = header / size;
-  l.skip_end = (header + sizeof(block) + l.words * 8 * (Sync ? 2 : 1) + size - 1) / size;
-  return l;
-}
-
-template <bool Sync>
-auto bitmap_engine<Sync>::format(void* base, unsigned c) noexcept -> block* {
-  const std::size_t size = sizes_.size_of(c);
-  const std::size_t header = header_offset(reinterpret_cast<std::uintptr_t>(base));
-  auto* b = reinterpret_cast<block*>(static_cast<char*>(base) + header);
-  const slot_layout l = layout_of(size, header);
-  const std::size_t limit = l.limit, words = l.words, skip_begin = l.skip_begin, skip_end = l.skip_end;
-  const std::size_t n = l.capacity();
-  new (b) block{};
-  b->tag = tag_of(b);
-  b->skip_begin = static_cast<std::uint32_t>(skip_begin);
-  b->skip_count = static_cast<std::uint32_t>(skip_end - skip_begin);
-  b->limit = static_cast<std::uint32_t>(limit);
-  b->object_size = static_cast<std::uint32_t>(size);
-  b->capacity = static_cast<std::uint32_t>(n);
-  b->free_count = static_cast<std::uint32_t>(n);
-  b->words = static_cast<std::uint16_t>(words);
-  b->hint = 0;
-  b->size_class = static_cast<std::uint8_t>(c);
-  b->where = in_current;
-  for (std::size_t i = 0; i < words; ++i) {
-    new (&b->bit_word(i)) word(slot_mask(i, skip_begin, skip_end, limit));
-    if constexpr (Sync) new (&b->remote_word(i)) std::atomic<std::uint64_t>(0);
-  }
-  return b;
-}
 
 template <bool Sync>
 auto bitmap_engine<Sync>::take_empty_block() noexcept -> block* {
@@ -101,19 +45,19 @@ auto bitmap_engine<Sync>::refill(class_state& cs, unsigned c) -> block* {
   if (current != nullptr && current->free_count != 0) return current;
   if (current != nullptr) {
     current->where = in_full;
-    push(cs.full, current);
+    block::push(cs.full, current);
     cs.current = nullptr;
   }
   // Partial blocks may have been filled through the hot slot since they were listed: file those as full.
   block* b = cs.partial;
   while (b != nullptr && b->free_count == 0) {
-    unlink(cs.partial, b);
+    block::unlink(cs.partial, b);
     b->where = in_full;
-    push(cs.full, b);
+    block::push(cs.full, b);
     b = cs.partial;
   }
   if (b != nullptr) {
-    unlink(cs.partial, b);
+    block::unlink(cs.partial, b);
   } else {
     b = take_empty_block();
     if (b == nullptr) {
@@ -124,9 +68,9 @@ auto bitmap_engine<Sync>::refill(class_state& cs, unsigned c) -> block* {
       }
       if constexpr (Sync) blocks_.fetch_add(1, std::memory_order_relaxed);
       else ++blocks_;
-      b = format(raw, c);
+      b = kind_.format(raw, c, sizes_.size_of(c));
     } else {
-      b = format(base_of(b), c);
+      b = kind_.format(base_of(b), c, sizes_.size_of(c));
     }
     ++cs.blocks;
   }
@@ -161,9 +105,9 @@ void bitmap_engine<Sync>::relist(class_state& cs, block* b) noexcept {
     // Still on the remote stack: the collection that pops it will relist it; it must not be retired before.
     if (b->remote_listed.load(std::memory_order_acquire)) {
       if (b->where == in_full && b->free_count != 0) {
-        unlink(cs.full, b);
+        block::unlink(cs.full, b);
         b->where = in_partial;
-        push(cs.partial, b);
+        block::push(cs.partial, b);
       }
       return;
     }
@@ -175,24 +119,24 @@ void bitmap_engine<Sync>::relist(class_state& cs, block* b) noexcept {
     // block would be retired under that free.
     if (b->free_count == b->capacity && b->remote_pins.fetch_add(0, std::memory_order_seq_cst) != 0) {
       if (b->where == in_full) {
-        unlink(cs.full, b);
+        block::unlink(cs.full, b);
         b->where = in_partial;
-        push(cs.partial, b);
+        block::push(cs.partial, b);
       }
       push_remote(cs, b);
       return;
     }
   }
   if (b->free_count == b->capacity) {
-    if (b->where == in_partial) unlink(cs.partial, b);
-    else if (b->where == in_full) unlink(cs.full, b);
+    if (b->where == in_partial) block::unlink(cs.partial, b);
+    else if (b->where == in_full) block::unlink(cs.full, b);
     --cs.blocks;
     if (cs.hot != nullptr && block_of(cs.hot) == b) cs.hot = nullptr;  // it must not outlive the block
     retire(b);
   } else if (b->where == in_full && b->free_count != 0) {
-    unlink(cs.full, b);
+    block::unlink(cs.full, b);
     b->where = in_partial;
-    push(cs.partial, b);
+    block::push(cs.partial, b);
   }
 }
 
@@ -236,8 +180,8 @@ void bitmap_engine<Sync>::remote_free(class_state& cs, block* b, std::size_t ind
     // seq_cst (with the collector's): if this OR lands after a collector drained the word, the exchange of
     // remote_listed below must see that collector's clearing of it, or the block would be pushed by nobody and the
     // bit never collected; and a collector that drained this bit must see the pin.
-    if ((b->bit_word(index >> 6).load(std::memory_order_seq_cst) & m) != 0 ||
-        (b->remote_word(index >> 6).fetch_or(m, std::memory_order_seq_cst) & m) != 0) {
+    if ((b->local(index >> 6).load(std::memory_order_seq_cst) & m) != 0 ||
+        (b->remote(index >> 6).fetch_or(m, std::memory_order_seq_cst) & m) != 0) {
       report_double_free(p, bytes, alignment, b);
       b->remote_pins.fetch_sub(1, std::memory_order_seq_cst);
       return;
@@ -285,9 +229,9 @@ void bitmap_engine<Sync>::uncount_double_frees(class_state& cs, block* b, std::s
 template <bool Sync>
 void bitmap_engine<Sync>::settle_double_frees(class_state& cs, block* b, std::size_t i) noexcept {
   if constexpr (Sync) {
-    const std::uint64_t both = load(b->bit_word(i)) & b->remote_word(i).load(std::memory_order_acquire);
+    const std::uint64_t both = load(b->local(i)) & b->remote(i).load(std::memory_order_acquire);
     if (both == 0) return;
-    b->remote_word(i).fetch_and(~both, std::memory_order_acq_rel);  // remote frees only set bits: these stay ours
+    b->remote(i).fetch_and(~both, std::memory_order_acq_rel);  // remote frees only set bits: these stay ours
     uncount_double_frees(cs, b, i, both);
   } else {
     (void)cs, (void)b, (void)i;
@@ -304,19 +248,10 @@ void bitmap_engine<Sync>::collect_remote(class_state& cs) noexcept {
       list = b->remote_next;
       // Clear the flag before draining: a remote free after this point pushes the block again.
       b->remote_listed.store(false, std::memory_order_seq_cst);
-      for (unsigned i = 0; i < b->words; ++i) {
-        auto& remote = b->remote_word(i);
-        if (remote.load(std::memory_order_relaxed) == 0) continue;
-        std::uint64_t r = remote.exchange(0, std::memory_order_seq_cst);
-        const std::uint64_t v = load(b->bit_word(i));
-        if ((v & r) != 0) {  // slots freed both ways: report them, count each once
-          uncount_double_frees(cs, b, i, v & r);
-          r &= ~v;
-        }
-        store(b->bit_word(i), v | r);
-        b->free_count += static_cast<std::uint32_t>(__builtin_popcountll(r));
-        if (i < b->hint) b->hint = static_cast<std::uint16_t>(i);
-      }
+      // Slots freed both ways: reported, counted once.
+      kind_.fold_remote(b, [&](std::size_t i, std::uint64_t, std::uint64_t both) {
+        if (both != 0) uncount_double_frees(cs, b, i, both);
+      });
       if (b != cs.current) relist(cs, b);
     }
   } else {
@@ -331,7 +266,7 @@ void bitmap_engine<Sync>::report_bad_free(void* p, std::size_t bytes, std::size_
                                           unsigned c) const noexcept {
   error_info info{error_kind::foreign_pointer, name_, this, p, bytes, alignment, 0, nullptr};
   const block* b = block_of(p);
-  if (!block_map_contains(p) || !block_map_contains(b) || b->tag != tag_of(b)) {
+  if (!block_map_contains(p) || !block_map_contains(b) || !kind_.tagged(b)) {
     const std::size_t large = source_.large_size != nullptr ? source_.large_size(source_.context, p) : 0;
     if (large != 0) {
       info.kind = error_kind::wrong_size;
@@ -344,7 +279,7 @@ void bitmap_engine<Sync>::report_bad_free(void* p, std::size_t bytes, std::size_
     const class_state& own = classes_[b->size_class];
     const std::size_t offset = offset_in_block(p);
     const std::size_t q = slot_of(own, offset);
-    if (q >= b->limit || q - b->skip_begin < b->skip_count || q * b->object_size != offset) {
+    if (!kind_.is_slot(b, p) || q * b->object_size != offset) {
       info.detail = "not the start of an object";
     } else {
       info.kind = error_kind::wrong_size;
@@ -373,7 +308,7 @@ bool bitmap_engine<Sync>::check_live(void* p, std::size_t bytes, std::size_t ali
     return false;
   }
   lock_guard guard(cs.lock);
-  if ((load(b->bit_word(index >> 6)) >> (index & 63)) & 1 || remote_bit_set(b, index)) {
+  if ((load(b->local(index >> 6)) >> (index & 63)) & 1 || remote_bit_set(b, index)) {
     report_double_free(p, bytes, alignment, b);
     return false;
   }
@@ -393,7 +328,7 @@ void bitmap_engine<Sync>::trim() noexcept {
     if (block* b = cs.current; b != nullptr && b->free_count == b->capacity) {
       cs.current = nullptr;
       b->where = in_partial;
-      push(cs.partial, b);
+      block::push(cs.partial, b);
       relist(cs, b);
     }
   }
@@ -486,7 +421,7 @@ bitmap_class_info bitmap_engine<Sync>::class_info(unsigned c) const noexcept {
   info.natural_alignment = natural_alignment_of(c);
   {
     // The objects a block of this class holds (at header color 0; other colors may hold one more or one fewer).
-    info.objects_per_block = layout_of(info.object_size, 0).capacity();
+    info.objects_per_block = kind_.typical_layout(info.object_size).capacity();
   }
   lock_guard guard(cs.lock);
   info.blocks = cs.blocks;
@@ -496,7 +431,7 @@ bitmap_class_info bitmap_engine<Sync>::class_info(unsigned c) const noexcept {
     live += b->capacity - b->free_count;
     if constexpr (Sync)  // remote frees not collected yet are free too
       for (unsigned i = 0; i < b->words; ++i)
-        live -= static_cast<std::size_t>(__builtin_popcountll(b->remote_word(i).load(std::memory_order_relaxed)));
+        live -= static_cast<std::size_t>(__builtin_popcountll(b->remote(i).load(std::memory_order_relaxed)));
   };
   if (cs.current != nullptr) count_one(cs.current);
   for (const block* b = cs.partial; b != nullptr; b = b->next) count_one(b);
@@ -520,35 +455,12 @@ bool bitmap_engine<Sync>::check_invariants() const noexcept {
       if (broken != nullptr) return;
       where = b;
       ++class_blocks;
-      if (b->tag != tag_of(b)) { broken = "block tag corrupt"; return; }
+      if (const char* e = kind_.check(b, c, sizes_.size_of(c))) { broken = e; return; }
       if (!block_map_contains(b)) { broken = "block missing from the block map"; return; }
-      if (b->size_class != c || b->object_size != sizes_.size_of(c)) { broken = "block in the wrong class"; return; }
       if (b->where != expected_where) { broken = "block on the wrong list"; return; }
-      const char* base = static_cast<const char*>(base_of(b));
-      if (std::size_t{b->limit} * b->object_size > block_size_ || b->limit - b->skip_count != b->capacity ||
-          base + std::size_t{b->skip_begin} * b->object_size > reinterpret_cast<const char*>(b) ||
-          base + std::size_t{b->skip_begin + b->skip_count} * b->object_size <
-              reinterpret_cast<const char*>(b->bits() + b->words * (Sync ? 2 : 1)) ||
-          b->words != (b->limit + 63) / 64) {
-        broken = "slots overlap the header or run past the block";
-        return;
-      }
-      std::size_t ones = 0, pending = 0;
-      for (unsigned i = 0; i < b->words; ++i) {
-        const std::uint64_t v = load(b->bit_word(i));
-        const std::uint64_t valid = slot_mask(i, b->skip_begin, b->skip_begin + b->skip_count, b->limit);
-        if ((v & ~valid) != 0) broken = "free bits outside the slots";
-        if (i < b->hint && v != 0) broken = "free bits below the hint";
-        ones += static_cast<std::size_t>(__builtin_popcountll(v));
-        if constexpr (Sync) {
-          const std::uint64_t r = b->remote_word(i).load(std::memory_order_relaxed);
-          // A bit set both ways is a double free by two threads at once, pending: the collection or allocation that
-          // meets it reports it and counts it once. The counts below agree with it meanwhile.
-          if ((r & ~valid) != 0) broken = "remote bits pass the capacity";
-          pending += static_cast<std::size_t>(__builtin_popcountll(r));
-        }
-      }
-      if (ones != b->free_count) broken = "free count disagrees with the bitmap";
+      // A bit set both ways is a double free by two threads at once, pending: the collection or allocation that
+      // meets it reports it and counts it once. The counts below agree with it meanwhile.
+      const std::size_t pending = b->free_slots() - b->free_count;
       if (expected_where == in_partial && b->free_count == b->capacity && !Sync)
         broken = "empty block on the partial list";
       if (expected_where == in_full && b->free_count != 0) broken = "full block has free slots";

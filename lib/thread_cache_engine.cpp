@@ -298,7 +298,7 @@ tc_misuse thread_cache_engine::elsewhere(const void* p, std::size_t bytes, std::
                                          tier named) const noexcept {
   if (named != thread_tier && front_.owns(p)) {
     const tc_block* b = tc_front::block_of(p);
-    if (tc_front::is_slot(b, p) && !front_.is_live(b, p))
+    if (front_.is_slot(b, p) && !front_.is_live(b, p))
       return {error_kind::double_free, 0, "an object of the thread tier, freed already"};
     return {error_kind::wrong_size, b->object_size, "an object of the thread tier named with a size of another tier"};
   }
@@ -344,7 +344,7 @@ bool thread_cache_engine::resize(void* p, std::size_t old_size, std::size_t new_
       return false;
     }
     const tc_block* b = tc_front::block_of(p);
-    if (b->size_class != c || !tc_front::is_slot(b, p)) {
+    if (b->size_class != c || !front_.is_slot(b, p)) {
       report(b->size_class != c ? error_kind::wrong_size : error_kind::foreign_pointer, p, old_size, alignment,
              b->object_size, "resize of an object named with the wrong size or pointer");
       return false;
@@ -388,7 +388,7 @@ std::size_t thread_cache_engine::usable_size(const void* p) const noexcept {
   // Front blocks have a block map of their own, so no tier reads a header inside another tier's objects.
   if (front_.owns(p)) {
     const tc_block* b = tc_front::block_of(p);
-    if (tc_front::is_slot(b, p)) return b->object_size;
+    if (front_.is_slot(b, p)) return b->object_size;
     report(error_kind::foreign_pointer, p, 0, 0, 0, "usable_size: not the start of an object");
     return 0;
   }

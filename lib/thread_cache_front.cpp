@@ -15,7 +15,7 @@ unsigned popcount(std::uint64_t v) noexcept { return static_cast<unsigned>(__bui
 }  // namespace
 
 tc_front::tc_front(std::size_t max_small, std::uintptr_t key, const char* name, tc_middle& middle) noexcept
-    : max_small_(0), key_(key), name_(name), middle_(&middle) {
+    : kind_(tc_block_size, key, true), max_small_(0), key_(key), name_(name), middle_(&middle) {
   // A multiple of 16 (at least 16): a request of at most max_small() bytes rounded up to an alignment of up to 16
   // must still land in a class (allocate(100, 16) with max_small 104 would need the class 112).
   sizes_.init(align_up(max_small < 16 ? 16 : max_small, 16), false);
@@ -42,81 +42,31 @@ void tc_front::init_heap(tc_heap& h) const noexcept {
 
 // ---- blocks --------------------------------------------------------------------------------------------------------
 
-auto tc_front::layout_of(std::size_t size, std::size_t header) const noexcept -> layout {
-  layout l{};
-  l.limit = tc_block_size / size;
-  l.words = (l.limit + 63) / 64;
-  l.remote_offset = align_up(sizeof(tc_block) + l.words * 8, 64);
-  l.skip_begin = header / size;
-  l.skip_end = (header + l.remote_offset + l.words * 8 + size - 1) / size;
-  return l;
-}
-
 tc_block* tc_front::format(void* base, unsigned c) const noexcept {
-  const std::size_t size = sizes_.size_of(c);
-  const std::size_t header = header_offset(reinterpret_cast<std::uintptr_t>(base));
-  const layout l = layout_of(size, header);
-  auto* b = new (static_cast<char*>(base) + header) tc_block{};
-  b->tag = tag_of(b);
-  b->owner.store(nullptr, std::memory_order_relaxed);
-  b->object_size = static_cast<std::uint32_t>(size);
-  b->limit = static_cast<std::uint32_t>(l.limit);
-  b->skip_begin = static_cast<std::uint32_t>(l.skip_begin);
-  b->skip_end = static_cast<std::uint32_t>(l.skip_end);
-  b->capacity = static_cast<std::uint32_t>(l.limit - (l.skip_end - l.skip_begin));
-  b->free_count = b->capacity;
-  b->words = static_cast<std::uint16_t>(l.words);
-  b->remote_offset = static_cast<std::uint16_t>(l.remote_offset);
-  b->size_class = static_cast<std::uint8_t>(c);
-  for (std::size_t i = 0; i < l.words; ++i) {
-    new (&b->local()[i]) std::atomic<std::uint64_t>(slot_mask(i, l.skip_begin, l.skip_end, l.limit));
-    new (&b->remote()[i]) std::atomic<std::uint64_t>(0);
-  }
-  return b;
-}
-
-std::uint64_t tc_front::valid_mask(const tc_block* b, std::size_t w) noexcept {
-  return slot_mask(w, b->skip_begin, b->skip_end, b->limit);
+  return kind_.format(base, c, sizes_.size_of(c));
 }
 
 std::size_t tc_front::collect(tc_block* b) const noexcept {
-  std::size_t gained = 0;
-  char* const slot0 = b->base();
-  for (std::size_t w = 0; w < b->words; ++w) {
-    std::atomic<std::uint64_t>& r = b->remote()[w];
-    if (r.load(std::memory_order_relaxed) == 0) continue;
-    std::uint64_t v = r.exchange(0, std::memory_order_acquire);  // the freeing threads' marks happen before
-    STRATA_INJECT_DELAY();
+  char* const slot0 = base_of(b);
+  return kind_.fold_remote(b, [&](std::size_t w, std::uint64_t folded, std::uint64_t both) {
     // The slots become plain free slots: their marks go, or the owner's next free or allocation of one would take
     // it for a free still on its way.
-    for (std::uint64_t bits = v; bits != 0; bits &= bits - 1)
-      store_first_word(slot0 + (w * 64 + static_cast<std::size_t>(__builtin_ctzll(bits))) * b->object_size, 0);
-    std::atomic<std::uint64_t>& l = b->local()[w];
-    const std::uint64_t local = l.load(std::memory_order_relaxed);
-    if (const std::uint64_t dup = v & local; STRATA_UNLIKELY(dup != 0)) {
-      // Freed by another thread while already free here: the two frees raced (each saw the slot live), and both
-      // were counted. The slot stays free once; one count is undone.
-      for (std::uint64_t bits = dup; bits != 0; bits &= bits - 1) {
-        const std::size_t q = w * 64 + static_cast<std::size_t>(__builtin_ctzll(bits));
-        report(error_kind::double_free, slot0 + q * b->object_size, b->object_size, 0, 0,
-               "freed by another thread while already free (found when its frees were folded in)");
-        count_late_double_free(b->object_size);
-      }
-      v &= ~dup;
-    }
-    l.store(local | v, std::memory_order_relaxed);
-    gained += popcount(v);
-    if (v != 0 && w < b->hint) b->hint = static_cast<std::uint16_t>(w);
-  }
-  b->free_count += static_cast<std::uint32_t>(gained);
-  return gained;
+    b->for_each_slot(slot0, w, folded, [](void* p) { store_first_word(p, 0); });
+    // Freed by another thread while already free here: the two frees raced (each saw the slot live), and both were
+    // counted. The slot stays free once; one count is undone.
+    b->for_each_slot(slot0, w, both, [&](void* p) {
+      report(error_kind::double_free, p, b->object_size, 0, 0,
+             "freed by another thread while already free (found when its frees were folded in)");
+      count_late_double_free(b->object_size);
+    });
+  });
 }
 
 std::size_t tc_front::settle_marked(tc_block* b) const noexcept {
   std::size_t n = 0;
-  char* const slot0 = b->base();
+  char* const slot0 = base_of(b);
   for (std::size_t w = 0; w < b->words; ++w) {
-    std::atomic<std::uint64_t>& l = b->local()[w];
+    std::atomic<std::uint64_t>& l = b->local(w);
     std::uint64_t v = l.load(std::memory_order_relaxed);
     for (std::uint64_t bits = v; bits != 0; bits &= bits - 1) {
       void* p = slot0 + (w * 64 + static_cast<std::size_t>(__builtin_ctzll(bits))) * b->object_size;
@@ -137,34 +87,13 @@ bool tc_front::is_live(const tc_block* b, const void* p) const noexcept {
   const std::size_t q = (reinterpret_cast<std::uintptr_t>(p) & (tc_block_size - 1)) / b->object_size;
   const std::uint64_t m = std::uint64_t{1} << (q & 63);
   const std::uint64_t free_bits =
-      b->local()[q >> 6].load(std::memory_order_relaxed) | b->remote()[q >> 6].load(std::memory_order_relaxed);
+      b->local(q >> 6).load(std::memory_order_relaxed) | b->remote(q >> 6).load(std::memory_order_relaxed);
   return (free_bits & m) == 0 && !marked(p);
 }
 
 void tc_front::count_late_double_free(std::size_t bytes) const noexcept {
   late_frees_.fetch_add(1, std::memory_order_relaxed);
   late_bytes_.fetch_add(bytes, std::memory_order_relaxed);
-}
-
-std::size_t tc_front::free_slots(const tc_block* b) const noexcept {
-  std::size_t n = 0;
-  for (std::size_t w = 0; w < b->words; ++w)
-    n += popcount(b->local()[w].load(std::memory_order_relaxed)) + popcount(b->remote()[w].load(std::memory_order_relaxed));
-  return n;
-}
-
-void tc_front::push(tc_block*& head, tc_block* b) noexcept {
-  b->prev = nullptr;
-  b->next = head;
-  if (head != nullptr) head->prev = b;
-  head = b;
-}
-
-void tc_front::unlink(tc_block*& head, tc_block* b) noexcept {
-  if (b->prev != nullptr) b->prev->next = b->next;
-  else head = b->next;
-  if (b->next != nullptr) b->next->prev = b->prev;
-  b->next = b->prev = nullptr;
 }
 
 // ---- claiming words ------------------------------------------------------------------------------------------------
@@ -187,22 +116,22 @@ void tc_front::claim(tc_bin& bin) const noexcept {
   tc_block* b = bin.current;
   std::size_t w = b->hint;
   std::uint64_t v;
-  while ((v = b->local()[w].load(std::memory_order_relaxed)) == 0) ++w;
+  while ((v = b->local(w).load(std::memory_order_relaxed)) == 0) ++w;
   b->free_count -= popcount(v);
   b->hint = static_cast<std::uint16_t>(w);
   const std::size_t first = w * 64;
   const std::size_t n = b->limit - first < 64 ? b->limit - first : 64;
   bin.word = static_cast<std::uint32_t>(w);
-  bin.word_ptr = &b->local()[w];
-  bin.remote_ptr = &b->remote()[w];
-  bin.valid = valid_mask(b, w);
-  bin.word_base = b->base() + first * b->object_size;
+  bin.word_ptr = &b->local(w);
+  bin.remote_ptr = &b->remote(w);
+  bin.valid = b->valid_mask(w);
+  bin.word_base = base_of(b) + first * b->object_size;
   bin.span = n * b->object_size;  // never past the block, so an address in the span is in this block
 }
 
 void tc_front::make_current(tc_bin& bin, tc_block* b) const noexcept {
   bin.current = b;
-  b->where = tc_block::in_current;
+  b->where = slab::in_current;
 }
 
 void* tc_front::take(tc_bin& bin) const noexcept {
@@ -258,13 +187,13 @@ void* tc_front::take_any(tc_heap& h, unsigned c) const noexcept {
       tc_block* next = nullptr;
       while (bin.partial != nullptr && next == nullptr) {  // blocks with local frees (some drained by hints since)
         tc_block* b = bin.partial;
-        unlink(bin.partial, b);
+        slab::unlink(bin.partial, b);
         collect(b);
         if (b->free_count != 0) {
           next = b;
         } else {
-          b->where = tc_block::in_full;
-          push(bin.full, b);
+          b->where = slab::in_full;
+          slab::push(bin.full, b);
         }
       }
       if (next == nullptr && bin.spare != nullptr) {
@@ -276,18 +205,18 @@ void* tc_front::take_any(tc_heap& h, unsigned c) const noexcept {
         tc_block* b = bin.scan != nullptr ? bin.scan : bin.full;
         bin.scan = b->next;
         if (collect(b) >= (b->capacity / 16 + 1)) {
-          unlink(bin.full, b);
+          slab::unlink(bin.full, b);
           next = b;
         }
       }
       if (next != nullptr) {
         if (old != nullptr) {
           if (old->free_count != 0) {
-            old->where = tc_block::in_partial;
-            push(bin.partial, old);
+            old->where = slab::in_partial;
+            slab::push(bin.partial, old);
           } else {
-            old->where = tc_block::in_full;
-            push(bin.full, old);
+            old->where = slab::in_full;
+            slab::push(bin.full, old);
           }
         }
         make_current(bin, next);
@@ -296,8 +225,8 @@ void* tc_front::take_any(tc_heap& h, unsigned c) const noexcept {
         p = take(bin);  // a few slots are better than a new block
       } else {
         if (old != nullptr) {
-          old->where = tc_block::in_full;
-          push(bin.full, old);
+          old->where = slab::in_full;
+          slab::push(bin.full, old);
           bin.current = nullptr;
         }
         if (!adopt_from_shared(h, bin, c)) return nullptr;
@@ -322,8 +251,8 @@ bool tc_front::adopt_from_shared(tc_heap& h, tc_bin& bin, unsigned c) const noex
       make_current(bin, b);
       return true;
     }
-    b->where = tc_block::in_full;  // all its objects live: it is ours now, their frees will come back to us
-    push(bin.full, b);
+    b->where = slab::in_full;  // all its objects live: it is ours now, their frees will come back to us
+    slab::push(bin.full, b);
   }
   void* base = middle_->take_empty();
   if (base == nullptr) return false;
@@ -348,9 +277,9 @@ void tc_front::deallocate_block(tc_heap& h, void* p, unsigned c, std::size_t byt
       STRATA_UNLIKELY(q - b->skip_begin < b->skip_end - b->skip_begin))
     return report_bad_free(p, c, bytes, alignment);
   if (b->owner.load(std::memory_order_relaxed) != &h) return remote_free(h, b, q, p, c, bytes, alignment);
-  std::atomic<std::uint64_t>& w = b->local()[q >> 6];
+  std::atomic<std::uint64_t>& w = b->local(q >> 6);
   const std::uint64_t v = w.load(std::memory_order_relaxed), m = std::uint64_t{1} << (q & 63);
-  if (STRATA_UNLIKELY(((v | b->remote()[q >> 6].load(std::memory_order_relaxed)) & m) != 0)) {
+  if (STRATA_UNLIKELY(((v | b->remote(q >> 6).load(std::memory_order_relaxed)) & m) != 0)) {
     report(error_kind::double_free, p, bytes, alignment, 0,
            (v & m) != 0 ? "the slot is already free" : "the slot was already freed by another thread");
     return;
@@ -368,11 +297,11 @@ void tc_front::deallocate_block(tc_heap& h, void* p, unsigned c, std::size_t byt
   if (bin.recent_count < tc_bin::recent_capacity) ++bin.recent_count;
   const std::uint32_t n = ++b->free_count;
   if (STRATA_UNLIKELY(n == 1 || n == b->capacity) && b != bin.current) {
-    if (b->where == tc_block::in_full) {
+    if (b->where == slab::in_full) {
       if (bin.scan == b) bin.scan = b->next;
-      unlink(bin.full, b);
-      b->where = tc_block::in_partial;
-      push(bin.partial, b);
+      slab::unlink(bin.full, b);
+      b->where = slab::in_partial;
+      slab::push(bin.partial, b);
     }
     if (n == b->capacity) block_emptied(h, bin, b);
   }
@@ -383,11 +312,11 @@ void tc_front::block_emptied(tc_heap& h, tc_bin& bin, tc_block* b) const noexcep
   // The spare stays h's (a marked slot in it is refused when allocated); a block handed on must hold no slot that
   // a batch still names.
   if (bin.spare != nullptr && settle_marked(b) != 0) return;  // not empty after all: stays partial
-  unlink(bin.partial, b);
+  slab::unlink(bin.partial, b);
   bin.recent_count = 0;  // hints may point into it
   if (bin.spare == nullptr) {
     bin.spare = b;
-    b->where = tc_block::in_empty;
+    b->where = slab::in_empty;
     return;
   }
   --bin.blocks;
@@ -408,8 +337,8 @@ void tc_front::remote_free(tc_heap& h, tc_block* b, std::size_t q, void* p, unsi
     h.pending_classes |= std::uint64_t{1} << c;
   }
   // Free already in the owner's bitmap, published by another thread, or in this batch: a double free.
-  if (STRATA_UNLIKELY(((e.mask | b->local()[w].load(std::memory_order_relaxed) |
-                        b->remote()[w].load(std::memory_order_relaxed)) & m) != 0)) {
+  if (STRATA_UNLIKELY(((e.mask | b->local(w).load(std::memory_order_relaxed) |
+                        b->remote(w).load(std::memory_order_relaxed)) & m) != 0)) {
     report(error_kind::double_free, p, bytes, alignment, 0, "the slot is already free");
     return;
   }
@@ -434,14 +363,14 @@ void tc_front::remote_free(tc_heap& h, tc_block* b, std::size_t q, void* p, unsi
 // has the bits it may hand the block back upstream.
 void tc_front::publish(tc_pending& e) const noexcept {
   tc_block* b = e.block;
-  char* const base = b->base();
+  char* const base = base_of(b);
   const std::size_t size = b->object_size;
   const std::uint64_t mask = e.mask;
   const std::size_t w = e.word;
   e.mask = 0;
   e.block = nullptr;
   STRATA_INJECT_DELAY();
-  const std::uint64_t old = b->remote()[w].fetch_or(mask, std::memory_order_release);
+  const std::uint64_t old = b->remote(w).fetch_or(mask, std::memory_order_release);
   if (const std::uint64_t dup = old & mask; STRATA_UNLIKELY(dup != 0)) {
     // Published by two threads (their marks did not meet: the owner folded the first free in between); the slot
     // is free once, and this thread's count of it is undone.
@@ -475,9 +404,9 @@ void tc_front::collect_owned(tc_heap& h) const noexcept {
       tc_block* next = b->next;
       if (collect(b) != 0) {
         if (bin.scan == b) bin.scan = next;
-        unlink(bin.full, b);
-        b->where = tc_block::in_partial;
-        push(bin.partial, b);
+        slab::unlink(bin.full, b);
+        b->where = slab::in_partial;
+        slab::push(bin.partial, b);
       }
       b = next;
     }
@@ -550,26 +479,13 @@ void tc_front::report_bad_free(const void* p, unsigned c, std::size_t bytes, std
 // ---- checks --------------------------------------------------------------------------------------------------------
 
 const char* tc_front::check_block(const tc_block* b, std::size_t claimed_word) const noexcept {
-  if (b->tag != tag_of(b)) return "block tag corrupt";
+  if (!kind_.tagged(b)) return "block tag corrupt";
   if (!block_map_contains(b, g_front_block_map)) return "block missing from the block map";
-  if (b->size_class >= sizes_.count() || b->object_size != sizes_.size_of(b->size_class)) return "block class corrupt";
-  const layout l = layout_of(b->object_size, header_offset(reinterpret_cast<std::uintptr_t>(b->base())));
-  if (b->limit != l.limit || b->words != l.words || b->skip_begin != l.skip_begin || b->skip_end != l.skip_end ||
-      b->remote_offset != l.remote_offset || b->capacity != l.limit - (l.skip_end - l.skip_begin))
-    return "block layout corrupt";
-  std::size_t local = 0;
-  for (std::size_t w = 0; w < b->words; ++w) {
-    const std::uint64_t v = b->local()[w].load(std::memory_order_relaxed);
-    const std::uint64_t r = b->remote()[w].load(std::memory_order_relaxed);
-    if ((v & ~valid_mask(b, w)) != 0 || (r & ~valid_mask(b, w)) != 0) return "bits set for slots that do not exist";
-    if (v != 0 && w < b->hint) return "hint past a word with free slots";
-    if (w != claimed_word) local += popcount(v);
-    // Not checked: a slot free in both bitmaps, or free here and still marked by another thread's free. Those are a
-    // caller's double free across threads whose two frees raced and were both counted; collect(), settle_marked()
-    // and refuse_marked() report and settle them, and until then free_slots() counts both frees, as the counts do.
-  }
-  if (local != b->free_count) return "free count differs from the local bitmap";
-  return nullptr;
+  if (b->size_class >= sizes_.count()) return "block class corrupt";
+  // Not checked: a slot free in both bitmaps, or free here and still marked by another thread's free. Those are a
+  // caller's double free across threads whose two frees raced and were both counted; collect(), settle_marked() and
+  // refuse_marked() report and settle them, and until then free_slots() counts both frees, as the counts do.
+  return kind_.check(b, b->size_class, sizes_.size_of(b->size_class), claimed_word);
 }
 
 const char* tc_front::check_heap(const tc_heap& h, std::size_t& blocks, std::size_t& live) const noexcept {
@@ -584,23 +500,23 @@ const char* tc_front::check_heap(const tc_heap& h, std::size_t& blocks, std::siz
       if (b->owner.load(std::memory_order_relaxed) != &h) return "block in a bin of a heap that does not own it";
       if (b->where != where) return "block on the wrong list";
       const std::size_t free = free_slots(b);
-      if (claimed && (bin.valid != valid_mask(b, bin.word) || bin.word_ptr != &b->local()[bin.word] ||
-                      bin.remote_ptr != &b->remote()[bin.word]))
+      if (claimed && (bin.valid != b->valid_mask(bin.word) || bin.word_ptr != &b->local(bin.word) ||
+                      bin.remote_ptr != &b->remote(bin.word)))
         return "claimed word corrupt";
       live += b->capacity - free;
       return nullptr;
     };
     if (bin.current != nullptr)
-      if (const char* e = one(bin.current, tc_block::in_current)) return e;
+      if (const char* e = one(bin.current, slab::in_current)) return e;
     if (bin.spare != nullptr) {
-      if (const char* e = one(bin.spare, tc_block::in_empty)) return e;
+      if (const char* e = one(bin.spare, slab::in_empty)) return e;
       if (bin.spare->free_count != bin.spare->capacity) return "spare block not empty";
     }
     for (const tc_block* b = bin.partial; b != nullptr; b = b->next)
-      if (const char* e = one(b, tc_block::in_partial)) return e;
+      if (const char* e = one(b, slab::in_partial)) return e;
     bool scan_found = bin.scan == nullptr;
     for (const tc_block* b = bin.full; b != nullptr; b = b->next) {
-      if (const char* e = one(b, tc_block::in_full)) return e;
+      if (const char* e = one(b, slab::in_full)) return e;
       scan_found = scan_found || b == bin.scan;
     }
     if (!scan_found) return "scan cursor off the full list";
@@ -614,13 +530,13 @@ const char* tc_front::check_heap(const tc_heap& h, std::size_t& blocks, std::siz
       if ((h.pending_classes >> c & 1) == 0) return "pending batch not marked";
       if (e.block == nullptr || e.block->size_class != c || e.word >= e.block->words)
         return "pending batch on a wrong block";
-      if ((e.mask & ~valid_mask(e.block, e.word)) != 0) return "pending batch holds slots that do not exist";
+      if ((e.mask & ~e.block->valid_mask(e.word)) != 0) return "pending batch holds slots that do not exist";
       // A slot of the batch may already be free in its block, or wait in another heap's batch too: a caller's
       // double free across threads, settled (reported once, counted once) when the batch is folded in or the slot
       // is reused. Not broken structure: until then the counts include both frees, and the live count below, which
       // subtracts every pending slot, agrees with them.
       for (std::uint64_t bits = e.mask; bits != 0; bits &= bits - 1)
-        if (!marked(e.block->base() + (e.word * std::size_t{64} + static_cast<std::size_t>(__builtin_ctzll(bits))) *
+        if (!marked(base_of(e.block) + (e.word * std::size_t{64} + static_cast<std::size_t>(__builtin_ctzll(bits))) *
                                           e.block->object_size))
           return "a slot in a pending batch lost its mark";
       live -= popcount(e.mask);  // freed, not yet in any bitmap

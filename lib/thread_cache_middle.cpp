@@ -82,7 +82,7 @@ void tc_middle::give_abandoned(tc_block* b) noexcept {
 }
 
 void tc_middle::give_empty(tc_block* b) noexcept {
-  void* base = b->base();
+  void* base = tc_front::base_of(b);
   b->tag = 0;  // no longer a block of any class: a stale free is reported as foreign
   std::lock_guard<spin_lock> g(block_lock_);
   if (empty_count_ < max_empty_) {
@@ -103,7 +103,7 @@ void tc_middle::release_block(void* base) noexcept {
 
 void tc_middle::release_owned(tc_block* b) noexcept {
   std::lock_guard<spin_lock> g(block_lock_);
-  release_block(b->base());
+  release_block(tc_front::base_of(b));
 }
 
 void tc_middle::trim() noexcept {
@@ -119,7 +119,7 @@ void tc_middle::trim() noexcept {
           else head = b->next;
           if (b->next != nullptr) b->next->prev = b->prev;
           --abandoned_count_;
-          release_block(b->base());
+          release_block(tc_front::base_of(b));
         }
         b = next;
       }
@@ -142,7 +142,7 @@ void tc_middle::release_all() noexcept {
       while (head != nullptr) {
         tc_block* b = head;
         head = b->next;
-        release_block(b->base());
+        release_block(tc_front::base_of(b));
       }
     }
     abandoned_count_ = 0;

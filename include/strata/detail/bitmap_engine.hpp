@@ -12,6 +12,7 @@
 #include <strata/detail/block_map.hpp>
 #include <strata/detail/math.hpp>
 #include <strata/detail/size_classes.hpp>
+#include <strata/detail/slab.hpp>
 #include <strata/error.hpp>
 
 namespace strata::detail {
@@ -110,7 +111,7 @@ class bitmap_engine {
       cs.hot = nullptr;
       block* hb = block_of(h);
       const std::size_t q = slot_of(cs, offset_in_block(h));
-      word& w = hb->bit_word(q >> 6);
+      word& w = hb->local(q >> 6);
       const std::uint64_t m = std::uint64_t{1} << (q & 63);
       const std::uint64_t v = load(w);
       if (STRATA_LIKELY((v & m) != 0)) {
@@ -138,7 +139,7 @@ class bitmap_engine {
     if constexpr (Sync) {
       if (!cs.lock.try_lock()) return remote_free(cs, b, index, bytes, alignment);
     }
-    word& w = b->bit_word(index >> 6);
+    word& w = b->local(index >> 6);
     const std::uint64_t m = std::uint64_t{1} << (index & 63);
     const std::uint64_t v = load(w);
     if (STRATA_UNLIKELY((v & m) != 0 || remote_bit_set(b, index))) return double_free_unlock(cs, p, bytes, alignment, b);
@@ -157,7 +158,7 @@ class bitmap_engine {
 
   /// Whether `p` lies in a block of this engine (any slot or header byte).
   bool owns(const void* p) const noexcept {
-    return block_map_contains(p) && block_map_contains(block_of(p)) && block_of(p)->tag == tag_of(block_of(p));
+    return block_map_contains(p) && block_map_contains(block_of(p)) && kind_.tagged(block_of(p));
   }
 
   /// Collects remote frees, returns empty blocks beyond the cache bound, and then the whole empty cache, upstream.
@@ -180,45 +181,17 @@ class bitmap_engine {
   bool check_invariants() const noexcept;
 
  private:
-  using word = std::conditional_t<Sync, std::atomic<std::uint64_t>, std::uint64_t>;
   using lock_type = std::conditional_t<Sync, spin_lock, null_lock>;
   template <class T>
   using counter = std::conditional_t<Sync, std::atomic<T>, T>;
 
-  enum : std::uint8_t { in_current = 0, in_partial = 1, in_full = 2, in_empty = 3 };
-
-  struct block {
-    std::uintptr_t tag;  // engine ^ block address ^ magic: owner and header integrity in one compare
-    block* next;
-    block* prev;
-    std::uint32_t skip_begin;  // slot numbers [skip_begin, skip_begin + skip_count) overlap the header and bitmaps
-    std::uint32_t skip_count;
-    std::uint32_t limit;       // one past the last slot number
-    std::uint32_t object_size;
-    std::uint32_t capacity;
-    std::uint32_t free_count;  // free slots in bits() (remote frees count once collected)
-    std::uint16_t words;  // bitmap words: bit q is slot q; bits of skipped numbers and past limit stay zero
-    std::uint16_t hint;   // bit words [0, hint) are all zero
-    std::uint8_t size_class;
-    std::uint8_t where;
-    std::atomic<bool> remote_listed;  // Sync: on its class's remote stack
-    // Sync: remote frees between their first and their last touch of this header. A remote free pins the block while
-    // its slot is still live (so the block cannot be empty then); the block is not retired while pinned.
-    std::atomic<std::uint32_t> remote_pins;
-    block* remote_next;
-    // The bitmaps follow the header. Synchronized, the local and the remote word of the same 64 slots sit side by
-    // side (one cache line), so a local free's check of the remote bit costs no extra miss.
-    static constexpr std::size_t stride = Sync ? 2 : 1;
-    word* bits() noexcept { return reinterpret_cast<word*>(this + 1); }
-    const word* bits() const noexcept { return reinterpret_cast<const word*>(this + 1); }
-    word& bit_word(std::size_t i) noexcept { return bits()[i * stride]; }
-    const word& bit_word(std::size_t i) const noexcept { return bits()[i * stride]; }
-    std::atomic<std::uint64_t>& remote_word(std::size_t i) noexcept {
-      return *reinterpret_cast<std::atomic<std::uint64_t>*>(bits() + i * stride + 1);
-    }
-    const std::atomic<std::uint64_t>& remote_word(std::size_t i) const noexcept {
-      return *reinterpret_cast<const std::atomic<std::uint64_t>*>(bits() + i * stride + 1);
-    }
+  using block = slab;
+  using word = slab::word;
+  enum : std::uint8_t {
+    in_current = slab::in_current,
+    in_partial = slab::in_partial,
+    in_full = slab::in_full,
+    in_empty = slab::in_empty
   };
 
   struct alignas(64) class_state {
@@ -250,14 +223,8 @@ class bitmap_engine {
     lock_type& lock_;
   };
 
-  static std::uint64_t load(const word& w) noexcept {
-    if constexpr (Sync) return w.load(std::memory_order_relaxed);
-    else return w;
-  }
-  static void store(word& w, std::uint64_t v) noexcept {
-    if constexpr (Sync) w.store(v, std::memory_order_relaxed);
-    else w = v;
-  }
+  static std::uint64_t load(const slab::word& w) noexcept { return w.load(std::memory_order_relaxed); }
+  static void store(slab::word& w, std::uint64_t v) noexcept { w.store(v, std::memory_order_relaxed); }
   template <class T, class U>
   static void add(T& c, U v) noexcept {
     if constexpr (Sync) c.store(c.load(std::memory_order_relaxed) + v, std::memory_order_relaxed);  // under lock
@@ -269,30 +236,11 @@ class bitmap_engine {
     else return c;
   }
 
-  // A block's header does not sit at its (block_size-aligned) base but one of 16 cache lines further, chosen by the
-  // base address: headers of blocks at aligned addresses would otherwise all fall into the same cache sets and evict
-  // each other.
-  static constexpr std::size_t header_colors = 16;
-  static std::uintptr_t header_offset(std::uintptr_t base) noexcept {
-    return ((base >> block_map_shift) & (header_colors - 1)) * 64;
-  }
-  block* block_of(const void* p) const noexcept {
-    const std::uintptr_t base = reinterpret_cast<std::uintptr_t>(p) & ~(block_size_ - 1);
-    return reinterpret_cast<block*>(base + header_offset(base));
-  }
-  void* base_of(const block* b) const noexcept {
-    return reinterpret_cast<void*>(reinterpret_cast<std::uintptr_t>(b) & ~(block_size_ - 1));
-  }
-  std::uintptr_t tag_of(const block* b) const noexcept {
-    return reinterpret_cast<std::uintptr_t>(this) ^ reinterpret_cast<std::uintptr_t>(b) ^ 0x5354524154410000ull;
-  }
-  // Slots are numbered from the block's base: slot q of a block of class c lies at base + q * size(c), for q in
-  // [0, limit) except the few numbers whose bytes the header and bitmaps take. The number needs no header field, so
-  // the bitmap word can be loaded while the header is still on its way; and slots fill the block on both sides of
-  // the (colored) header, so coloring costs no space.
-  std::size_t offset_in_block(const void* p) const noexcept {
-    return reinterpret_cast<std::uintptr_t>(p) & (block_size_ - 1);
-  }
+  block* block_of(const void* p) const noexcept { return kind_.slab_of(p); }
+  void* base_of(const block* b) const noexcept { return kind_.base_of(b); }
+  // Slots are numbered from the block's base (see slab): the number needs no header field, so the bitmap word can be
+  // loaded while the header is still on its way.
+  std::size_t offset_in_block(const void* p) const noexcept { return kind_.offset_of(p); }
   static std::size_t slot_of(const class_state& cs, std::size_t offset) noexcept {
     return static_cast<std::size_t>((offset * cs.reciprocal) >> 40);
   }
@@ -301,14 +249,14 @@ class bitmap_engine {
   STRATA_ALWAYS_INLINE bool is_slot_of(const void* p, const block* b, std::size_t q, const class_state& cs,
                                        unsigned c) const noexcept {
     if (STRATA_UNLIKELY(!block_map_contains(p)) || STRATA_UNLIKELY(!block_map_contains(b)) ||
-        STRATA_UNLIKELY(b->tag != tag_of(b)))
+        STRATA_UNLIKELY(!kind_.tagged(b)))
       return false;
-    return q * cs.object_size == offset_in_block(p) && q < b->limit && q - b->skip_begin >= b->skip_count &&
+    return q * cs.object_size == offset_in_block(p) && q < b->limit && q - b->skip_begin >= b->skip_end - b->skip_begin &&
            b->size_class == c;
   }
   bool remote_bit_set(block* b, std::size_t index) const noexcept {
     if constexpr (Sync)
-      return (b->remote_word(index >> 6).load(std::memory_order_relaxed) >> (index & 63)) & 1;
+      return (b->remote(index >> 6).load(std::memory_order_relaxed) >> (index & 63)) & 1;
     else
       return false;
   }
@@ -343,12 +291,12 @@ class bitmap_engine {
   /// The first free slot of `b` (which has one), under the class lock.
   STRATA_ALWAYS_INLINE void* take_slot(class_state& cs, block* b) noexcept {
     unsigned h = b->hint;
-    std::uint64_t v = load(b->bit_word(h));
-    while (v == 0) v = load(b->bit_word(++h));
+    std::uint64_t v = load(b->local(h));
+    while (v == 0) v = load(b->local(++h));
     if constexpr (Sync) {  // the remote word shares the line: slots freed both ways are settled before reuse
-      if (STRATA_UNLIKELY((v & b->remote_word(h).load(std::memory_order_relaxed)) != 0)) settle_double_frees(cs, b, h);
+      if (STRATA_UNLIKELY((v & b->remote(h).load(std::memory_order_relaxed)) != 0)) settle_double_frees(cs, b, h);
     }
-    store(b->bit_word(h), v & (v - 1));
+    store(b->local(h), v & (v - 1));
     b->hint = static_cast<std::uint16_t>(h);
     --b->free_count;
     note_allocate(cs);
@@ -362,16 +310,6 @@ class bitmap_engine {
   void double_free_unlock(class_state& cs, void* p, std::size_t bytes, std::size_t alignment,
                           const block* b) noexcept;
   block* take_empty_block() noexcept;
-  /// Where the slots of a block of `size`-byte objects go when its header sits `header` bytes past the base.
-  struct slot_layout {
-    std::size_t limit;       // slot numbers [0, limit)
-    std::size_t words;       // bitmap words
-    std::size_t skip_begin;  // numbers [skip_begin, skip_end) overlap the header and bitmaps
-    std::size_t skip_end;
-    [[nodiscard]] std::size_t capacity() const noexcept { return limit - (skip_end - skip_begin); }
-  };
-  slot_layout layout_of(std::size_t size, std::size_t header) const noexcept;
-  block* format(void* base, unsigned c) noexcept;
   void relist(class_state& cs, block* b) noexcept;
   void retire(block* b) noexcept;
   void collect_remote(class_state& cs) noexcept;
@@ -385,11 +323,10 @@ class bitmap_engine {
   void report_double_free(void* p, std::size_t bytes, std::size_t alignment, const block* b) const noexcept;
   std::size_t natural_alignment_of(unsigned c) const noexcept { return sizes_.natural_alignment(c, 4096); }
   void release_block(block* b) noexcept;
-  static void unlink(block*& head, block* b) noexcept;
-  static void push(block*& head, block* b) noexcept;
 
   size_class_table sizes_;
   mutable class_state classes_[size_class_table::max_classes];
+  slab_kind kind_;
   std::size_t block_size_;
   std::size_t max_small_;
   std::size_t max_empty_;

@@ -12,6 +12,7 @@
 #include <strata/detail/block_map.hpp>
 #include <strata/detail/math.hpp>
 #include <strata/detail/size_classes.hpp>
+#include <strata/detail/slab.hpp>
 #include <strata/error.hpp>
 
 namespace strata::detail {
@@ -22,52 +23,18 @@ struct tc_heap;
 /// Bytes per front-end block (one block-map granule), aligned to its size.
 inline constexpr std::size_t tc_block_size = block_map_granule;
 
-/// A 64 KiB block of one size class. Slot q lies at base + q * object_size; the few slot numbers whose bytes the
-/// header and bitmaps take are never handed out. The header sits one of 16 cache lines past the base (by address),
-/// so the headers of many blocks do not share cache sets.
+/// A front-end block: a slab of tc_block_size bytes with remote words (see slab.hpp), owned by one heap at a time
+/// (`owner`), or by the shared tier (nullptr).
 ///
-/// Two bitmaps, 1 = free: `local` words are written only by the owning heap (relaxed atomics, so that other threads
-/// may read them for a double-free check); `remote` words, on their own cache lines, take cross-thread frees by
-/// atomic OR. The owner folds remote bits into local ones when it runs out of free slots.
+/// Local words are written only by the owning heap (relaxed atomics, so that other threads may read them for a
+/// double-free check); remote words take cross-thread frees by atomic OR. The owner folds remote bits into local
+/// ones when it runs out of free slots.
 ///
 /// A cross-thread free also marks the object it frees (its first word, see tc_front::mark_of) at once, while its bit
 /// may still wait in the freeing thread's batch; folding the bit in clears the mark. So a slot is free exactly when
 /// its local bit is set, its remote bit is set, or it carries the mark; a second free, from any thread, and the
 /// owner's allocation of the slot see the first free before it is published.
-struct tc_block {
-  enum : std::uint8_t { in_current, in_partial, in_full, in_abandoned, in_empty };
-
-  std::uintptr_t tag;             // engine key ^ block address: ownership and header integrity in one compare
-  std::atomic<tc_heap*> owner;    // heap that allocates from it; nullptr while in the shared tier
-  tc_block* next;                 // links on the owner's (or the shared tier's) lists
-  tc_block* prev;
-  std::uint32_t object_size;
-  std::uint32_t capacity;         // slots that can be handed out
-  std::uint32_t limit;            // one past the last slot number
-  std::uint32_t skip_begin;       // slot numbers [skip_begin, skip_end) overlap header and bitmaps
-  std::uint32_t skip_end;
-  std::uint32_t free_count;       // set bits in the local words (owner)
-  std::uint16_t words;            // bitmap words per bitmap
-  std::uint16_t hint;             // local words [0, hint) are zero (owner)
-  std::uint16_t remote_offset;    // bytes from the header to the first remote word (a cache-line multiple)
-  std::uint8_t size_class;
-  std::uint8_t where;
-
-  std::atomic<std::uint64_t>* local() noexcept { return reinterpret_cast<std::atomic<std::uint64_t>*>(this + 1); }
-  const std::atomic<std::uint64_t>* local() const noexcept {
-    return reinterpret_cast<const std::atomic<std::uint64_t>*>(this + 1);
-  }
-  std::atomic<std::uint64_t>* remote() noexcept {
-    return reinterpret_cast<std::atomic<std::uint64_t>*>(reinterpret_cast<char*>(this) + remote_offset);
-  }
-  const std::atomic<std::uint64_t>* remote() const noexcept {
-    return reinterpret_cast<const std::atomic<std::uint64_t>*>(reinterpret_cast<const char*>(this) + remote_offset);
-  }
-  char* base() noexcept { return reinterpret_cast<char*>(reinterpret_cast<std::uintptr_t>(this) & ~(tc_block_size - 1)); }
-  const char* base() const noexcept {
-    return reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(this) & ~(tc_block_size - 1));
-  }
-};
+using tc_block = slab;
 
 /// The first word of a slot, read and written atomically (the mark of a cross-thread free lives there while the
 /// slot is free; otherwise it is the user's data). may_alias: it overlays objects of any type.
@@ -248,14 +215,16 @@ class tc_front {
   /// Block header of any address inside a front-end block.
   static tc_block* block_of(const void* p) noexcept {
     const std::uintptr_t base = reinterpret_cast<std::uintptr_t>(p) & ~(tc_block_size - 1);
-    return reinterpret_cast<tc_block*>(base + header_offset(base));
+    return reinterpret_cast<tc_block*>(base + slab_kind::header_offset(base));
   }
-  static std::uintptr_t header_offset(std::uintptr_t base) noexcept {
-    return ((base >> block_map_shift) & 15) * 64;
+  /// The first byte of b's block (slot 0).
+  static char* base_of(const tc_block* b) noexcept {
+    return reinterpret_cast<char*>(reinterpret_cast<std::uintptr_t>(b) & ~(tc_block_size - 1));
   }
-  std::uintptr_t tag_of(const tc_block* b) const noexcept { return key_ ^ reinterpret_cast<std::uintptr_t>(b); }
   /// Whether p lies in a block of this front end (any byte of it).
-  bool owns(const void* p) const noexcept { return block_map_contains(p, g_front_block_map) && block_of(p)->tag == tag_of(block_of(p)); }
+  bool owns(const void* p) const noexcept {
+    return block_map_contains(p, g_front_block_map) && kind_.tagged(block_of(p));
+  }
 
   /// Unlinks every block bin owns (current, spare, partial, full) and calls f(block) on each; the bin's lists are
   /// left dangling: the caller resets the bin.
@@ -273,11 +242,7 @@ class tc_front {
     }
   }
   /// Whether p is the start of a slot of b (not a header slot, not past the limit).
-  static bool is_slot(const tc_block* b, const void* p) noexcept {
-    const std::size_t off = reinterpret_cast<std::uintptr_t>(p) & (tc_block_size - 1);
-    const std::size_t q = off / b->object_size;
-    return off % b->object_size == 0 && q < b->limit && (q < b->skip_begin || q >= b->skip_end);
-  }
+  bool is_slot(const tc_block* b, const void* p) const noexcept { return kind_.is_slot(b, p); }
   /// Whether the slot p of b (is_slot) holds a live object: free in neither bitmap and not marked as freed by
   /// another thread. Any thread may ask; the answer is exact when no other thread frees p meanwhile.
   bool is_live(const tc_block* b, const void* p) const noexcept;
@@ -295,7 +260,7 @@ class tc_front {
   std::size_t settle_marked(tc_block* b) const noexcept;
   /// Frees b's bitmaps record (local and remote), for the invariant check and stats: the free slots, plus once more
   /// each slot free in both (two frees that raced, both counted until collect() settles them).
-  [[nodiscard]] std::size_t free_slots(const tc_block* b) const noexcept;
+  [[nodiscard]] static std::size_t free_slots(const tc_block* b) noexcept { return b->free_slots(); }
   /// Checks block b's header, bitmaps and the marks in its free slots; returns what is broken or nullptr.
   const char* check_block(const tc_block* b, std::size_t claimed_word = ~std::size_t{0}) const noexcept;
   /// Checks h's bins, lists and pending batches (h not in use by another thread); returns what is broken or nullptr.
@@ -309,12 +274,7 @@ class tc_front {
   }
 
  private:
-  struct layout {
-    std::size_t limit, words, skip_begin, skip_end, remote_offset;
-  };
-  layout layout_of(std::size_t size, std::size_t header) const noexcept;
   unsigned class_for_aligned(std::size_t bytes, std::size_t alignment) const noexcept;
-  static std::uint64_t valid_mask(const tc_block* b, std::size_t w) noexcept;
 
  public:
   /// Takes p, popped from bin's recent stack, if its slot is still free; false otherwise.
@@ -322,7 +282,7 @@ class tc_front {
     tc_block* b = block_of(p);
     const std::size_t q =
         static_cast<std::size_t>(((reinterpret_cast<std::uintptr_t>(p) & (tc_block_size - 1)) * bin.reciprocal) >> 40);
-    std::atomic<std::uint64_t>& w = b->local()[q >> 6];
+    std::atomic<std::uint64_t>& w = b->local(q >> 6);
     const std::uint64_t v = w.load(std::memory_order_relaxed), m = std::uint64_t{1} << (q & 63);
     if (STRATA_UNLIKELY((v & m) == 0)) return false;
     w.store(v & ~m, std::memory_order_relaxed);
@@ -351,13 +311,12 @@ class tc_front {
   void report_claimed(void* p, std::size_t bytes, std::size_t alignment, bool interior) const noexcept;
   void report(error_kind kind, const void* p, std::size_t bytes, std::size_t alignment, std::size_t expected,
               const char* why) const noexcept;
-  static void push(tc_block*& head, tc_block* b) noexcept;
-  static void unlink(tc_block*& head, tc_block* b) noexcept;
 
   bool adopt_from_shared(tc_heap& h, tc_bin& bin, unsigned c) const noexcept;
   void* take(tc_bin& bin) const noexcept;
 
   size_class_table sizes_;
+  slab_kind kind_;
   std::size_t max_small_;
   std::uintptr_t key_;
   const char* name_;

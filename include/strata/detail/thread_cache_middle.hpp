@@ -14,7 +14,8 @@
 
 namespace strata::detail {
 
-struct tc_block;
+struct slab;
+using tc_block = slab;
 class tc_front;
 
 class tc_middle {
