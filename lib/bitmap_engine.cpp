@@ -1,20 +1,46 @@
 // lib/bitmap_engine.cpp: the slow paths of detail::bitmap_engine (refill, relisting, remote frees, checks).
 #include <strata/detail/bitmap_engine.hpp>
 
+#include <algorithm>
 #include <new>
 
 namespace strata::detail {
 
+namespace {
+// A key no program can predict: the engine's address (randomised by ASLR) mixed with a per-process counter and the
+// cycle counter, through a 64-bit finaliser.
+std::uintptr_t random_key(const void* engine) noexcept {
+  static std::atomic<std::uint64_t> counter{0};
+  std::uint64_t x = reinterpret_cast<std::uintptr_t>(engine) ^ (counter.fetch_add(1, std::memory_order_relaxed) << 48);
+#if defined(__x86_64__) || defined(__i386__)
+  x ^= __builtin_ia32_rdtsc();
+#endif
+  x ^= reinterpret_cast<std::uintptr_t>(&counter) << 7;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return static_cast<std::uintptr_t>(x ^ (x >> 31));
+}
+}  // namespace
+
 template <bool Sync>
 bitmap_engine<Sync>::bitmap_engine(const config& cfg, block_source source) noexcept
     : kind_(cfg.block_size, reinterpret_cast<std::uintptr_t>(this) ^ 0x5354524154410000ull, Sync),
+      node_key_(random_key(this)),
+      map_(block_source_storage{&source_}),
       block_size_(cfg.block_size), max_small_(0), max_empty_(cfg.max_empty_blocks), name_(cfg.name),
       source_(source) {
   sizes_.init(cfg.max_small_size, cfg.natural_alignment);
   max_small_ = sizes_.max_small();
   for (unsigned c = 0; c < sizes_.count(); ++c) {
-    classes_[c].object_size = static_cast<std::uint32_t>(sizes_.size_of(c));
-    classes_[c].reciprocal = ((std::uint64_t{1} << 40) / sizes_.size_of(c)) + 1;
+    class_state& cs = classes_[c];
+    const std::size_t size = sizes_.size_of(c);
+    cs.object_size = static_cast<std::uint32_t>(size);
+    cs.reciprocal = ((std::uint64_t{1} << 40) / size) + 1;
+    const slab_kind::layout l = kind_.typical_layout(size);
+    cs.meta_span = sizeof(slab) + l.words * 8 * (Sync ? 2 : 1) + size - 1;
+    // Objects of 16 bytes and more have room for a node; a list holds up to 8 KiB of them, 8 to 64 objects.
+    if (!Sync && !cfg.strict && size >= 16)
+      cs.cache.cap = static_cast<std::uint32_t>(std::min<std::size_t>(64, std::max<std::size_t>(8, 8192 / size)));
   }
 }
 
@@ -72,6 +98,10 @@ auto bitmap_engine<Sync>::refill(class_state& cs, unsigned c) -> block* {
     } else {
       b = kind_.format(base_of(b), c, sizes_.size_of(c));
     }
+    if (!Sync && !map_.set(base_of(b), block_size_, static_cast<std::uint8_t>(c + 1))) {
+      retire(b);  // no room for the class map: the block waits in the empty cache (or goes back)
+      throw std::bad_alloc();
+    }
     ++cs.blocks;
   }
   b->where = in_current;
@@ -128,6 +158,7 @@ void bitmap_engine<Sync>::relist(class_state& cs, block* b) noexcept {
     }
   }
   if (b->free_count == b->capacity) {
+    if constexpr (!Sync) purge_cached(cs, b);
     if (b->where == in_partial) block::unlink(cs.partial, b);
     else if (b->where == in_full) block::unlink(cs.full, b);
     --cs.blocks;
@@ -142,6 +173,7 @@ void bitmap_engine<Sync>::relist(class_state& cs, block* b) noexcept {
 
 template <bool Sync>
 void bitmap_engine<Sync>::retire(block* b) noexcept {
+  if constexpr (!Sync) map_.clear(base_of(b), block_size_);
   {
     lock_guard guard(empty_lock_);
     if (empty_count_ < max_empty_) {
@@ -159,6 +191,7 @@ void bitmap_engine<Sync>::retire(block* b) noexcept {
 template <bool Sync>
 void bitmap_engine<Sync>::release_block(block* b) noexcept {
   void* base = base_of(b);
+  if constexpr (!Sync) map_.clear(base, block_size_);
   block_map_unregister(base, block_size_);
   if constexpr (Sync) blocks_.fetch_sub(1, std::memory_order_relaxed);
   else --blocks_;
@@ -259,6 +292,214 @@ void bitmap_engine<Sync>::collect_remote(class_state& cs) noexcept {
   }
 }
 
+
+// ---- the free cache (!Sync) ------------------------------------------------------------------------------------------
+
+// The head list is empty: the older batch takes its place, else the claimed word is used up and the next is claimed.
+template <bool Sync>
+void* bitmap_engine<Sync>::allocate_cached_slow(class_state& cs, unsigned c) {
+  if (cs.cache.cold != nullptr) {
+    cs.cache.head = cs.cache.cold;
+    cs.cache.count = cs.cache.cold_count;
+    cs.cache.cold = nullptr;
+    cs.cache.cold_count = 0;
+    return allocate(c);
+  }
+  block* b = refill(cs, c);  // may throw: nothing has changed then
+  std::uint64_t fresh = 0;
+  cs.claimed_word = slab_kind::claim(b, cs.claimed, fresh);
+  cs.claimed_fresh = fresh;
+  cs.claimed_base = static_cast<char*>(base_of(b)) + cs.claimed_word * 64 * cs.object_size;
+  return allocate(c);
+}
+
+// The newest cached object is no node: it was written after its free, or it is live (freed twice, so it was in the
+// list twice, and handed out already). The list behind it cannot be trusted: it is dropped, and its objects stay
+// out of use until release().
+template <bool Sync>
+void* bitmap_engine<Sync>::cache_broken(class_state& cs, unsigned c) {
+  report_error(error_info{error_kind::double_free, name_, this, cs.cache.head, cs.object_size, 0, cs.object_size,
+                          "a freed object was written after its free, or freed twice (found in the free cache; "
+                          "the objects cached behind it are set aside)"});
+  cs.lost += cs.cache.count;
+  cs.cache.head = nullptr;
+  cs.cache.count = 0;
+  return allocate(c);
+}
+
+// The claimed word's next slot was handed out before and is no node: written after its free, or live (freed twice
+// and handed out from the cache). It is not handed out; it stays out of use until release().
+template <bool Sync>
+void* bitmap_engine<Sync>::refuse_claimed(class_state& cs, unsigned c) {
+  const auto i = static_cast<unsigned>(__builtin_ctzll(cs.claimed));
+  report_error(error_info{error_kind::double_free, name_, this, cs.claimed_base + std::size_t{i} * cs.object_size,
+                          cs.object_size, 0, cs.object_size,
+                          "a free slot was written after its free, or is live (freed twice): not handed out again"});
+  cs.claimed &= cs.claimed - 1;
+  ++cs.lost;
+  return allocate(c);
+}
+
+template <bool Sync>
+bool bitmap_engine<Sync>::slot_is_free(const class_state& cs, const block* b, const void* p,
+                                       std::size_t q) const noexcept {
+  const std::uint64_t m = std::uint64_t{1} << (q & 63);
+  if ((load(b->local(q >> 6)) & m) != 0 || remote_bit_set(const_cast<block*>(b), q)) return true;
+  if constexpr (!Sync) {
+    if (b == cs.current && cs.claimed_base != nullptr && (q >> 6) == cs.claimed_word && (cs.claimed & m) != 0)
+      return true;
+    if (cs.cache.holds(p, node_key_)) return true;
+  }
+  return false;
+}
+
+// The fast path's checks failed (or p looked like a node): the exact checks decide.
+template <bool Sync>
+void bitmap_engine<Sync>::deallocate_checked(void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept {
+  class_state& cs = classes_[c];
+  block* b = block_of(p);
+  const std::size_t q = slot_of(cs, offset_in_block(p));
+  if (!is_slot_of(p, b, q, cs, c)) return report_bad_free(p, bytes, alignment, c);
+  STRATA_ASSERT(map_.get(p) == c + 1);
+  if (slot_is_free(cs, b, p, q)) return report_double_free(p, bytes, alignment, b);
+  // A live object whose first two words happened to read as a node: an ordinary free.
+  if (cs.cache.count == cs.cache.cap) return push_to_full_cache(cs, p);
+  cs.cache.push(p, node_key_);
+  note_deallocate(cs);
+}
+
+// The head list is full: the older batch goes back to the bitmaps, the head list becomes the older batch, and p
+// starts a new head list.
+template <bool Sync>
+void bitmap_engine<Sync>::push_to_full_cache(class_state& cs, void* p) noexcept {
+  void* old = cs.cache.cold;
+  const std::size_t n = cs.cache.cold_count;
+  cs.cache.cold = cs.cache.head;
+  cs.cache.cold_count = cs.cache.count;
+  cs.cache.head = nullptr;
+  cs.cache.count = 0;
+  cs.cache.push(p, node_key_);
+  note_deallocate(cs);
+  if (old != nullptr) give_back(cs, old, n);
+}
+
+template <bool Sync>
+void bitmap_engine<Sync>::uncount_free(class_state& cs) noexcept {
+  if constexpr (!Sync) {
+    --deallocations_;
+    in_use_ += cs.object_size;
+    if (in_use_ > peak_) peak_ = in_use_;
+  } else {
+    (void)cs;
+  }
+}
+
+// Two passes: first every object's bit is set (the list is read while every block is still there), then each block
+// touched is relisted once (which may hand an emptied block back: nothing of it is read after that).
+template <bool Sync>
+void bitmap_engine<Sync>::give_back(class_state& cs, void* list, std::size_t n) noexcept {
+  block* touched[free_cache::max_cap];
+  std::size_t blocks = 0;
+  for (std::size_t k = 0; k < n && list != nullptr; ++k) {
+    void* p = list;
+    if (!is_node(p, node_key_)) {
+      report_error(error_info{error_kind::double_free, name_, this, p, cs.object_size, 0, cs.object_size,
+                              "a freed object was written after its free, or freed twice (found when the free "
+                              "cache gave it back; the objects cached behind it are set aside)"});
+      cs.lost += n - k;
+      break;
+    }
+    list = node_next(p);
+    block* b = block_of(p);
+    give_back_one(cs, p);
+    if (std::find(touched, touched + blocks, b) == touched + blocks) touched[blocks++] = b;
+  }
+  for (std::size_t i = 0; i < blocks; ++i) {
+    block* b = touched[i];
+    if ((b->where == in_full || b->free_count == b->capacity) && b != cs.current) relist(cs, b);
+  }
+}
+
+template <bool Sync>
+void bitmap_engine<Sync>::give_back_one(class_state& cs, void* p) noexcept {
+  block* b = block_of(p);
+  const std::size_t q = slot_of(cs, offset_in_block(p));
+  if (!kind_.tagged(b)) {  // checked when p was freed: the header has been written over since
+    report_error(error_info{error_kind::corrupt_metadata, name_, this, b, 0, 0, 0,
+                            "a block header was written over (found when a cached object went back to it)"});
+    ++cs.lost;
+    return;
+  }
+  word& w = b->local(q >> 6);
+  const std::uint64_t m = std::uint64_t{1} << (q & 63);
+  const std::uint64_t v = load(w);
+  if ((v & m) != 0 || (b == cs.current && cs.claimed_base != nullptr && (q >> 6) == cs.claimed_word &&
+                       (cs.claimed & m) != 0)) {
+    // Free already (its first free went back, then a write after it hid the node from the second free).
+    report_error(error_info{error_kind::double_free, name_, this, p, cs.object_size, 0, cs.object_size,
+                            "freed twice (found when the free cache gave it back)"});
+    uncount_free(cs);
+    return;
+  }
+  store(w, v | m);
+  if ((q >> 6) < b->hint) b->hint = static_cast<std::uint16_t>(q >> 6);
+  ++b->free_count;
+}
+
+template <bool Sync>
+void bitmap_engine<Sync>::purge_cached(class_state& cs, block* b) noexcept {
+  // Every slot of b is free in its bitmap: a cached object in b was freed twice.
+  for (void** link : {&cs.cache.head, &cs.cache.cold}) {
+    std::uint32_t& count = link == &cs.cache.head ? cs.cache.count : cs.cache.cold_count;
+    void* prev = nullptr;
+    void* n = *link;
+    for (std::uint32_t k = 0, total = count; k < total && n != nullptr; ++k) {
+      if (!is_node(n, node_key_)) break;  // found and reported when the list is used
+      void* next = node_next(n);
+      if (block_of(n) == b) {
+        report_error(error_info{error_kind::double_free, name_, this, n, cs.object_size, 0, cs.object_size,
+                                "freed twice (found when its block became empty)"});
+        uncount_free(cs);
+        if (prev == nullptr) *link = next;
+        else make_node(prev, next, node_key_);
+        --count;
+      } else {
+        prev = n;
+      }
+      n = next;
+    }
+  }
+}
+
+template <bool Sync>
+void bitmap_engine<Sync>::return_claim(class_state& cs) noexcept {
+  if (cs.claimed_base == nullptr) return;
+  slab_kind::return_claim(cs.current, cs.claimed_word, cs.claimed, cs.claimed_fresh);
+  cs.claimed = cs.claimed_fresh = 0;
+  cs.claimed_base = nullptr;
+}
+
+template <bool Sync>
+void bitmap_engine<Sync>::drain(class_state& cs) noexcept {
+  if constexpr (!Sync) {
+    return_claim(cs);
+    for (int list = 0; list < 2; ++list) {
+      void* head = list == 0 ? cs.cache.head : cs.cache.cold;
+      const std::size_t n = list == 0 ? cs.cache.count : cs.cache.cold_count;
+      if (list == 0) {
+        cs.cache.head = nullptr;
+        cs.cache.count = 0;
+      } else {
+        cs.cache.cold = nullptr;
+        cs.cache.cold_count = 0;
+      }
+      if (head != nullptr) give_back(cs, head, n);
+    }
+  } else {
+    (void)cs;
+  }
+}
+
 // ---- checks and reports ----------------------------------------------------------------------------------------------
 
 template <bool Sync>
@@ -308,7 +549,7 @@ bool bitmap_engine<Sync>::check_live(void* p, std::size_t bytes, std::size_t ali
     return false;
   }
   lock_guard guard(cs.lock);
-  if ((load(b->local(index >> 6)) >> (index & 63)) & 1 || remote_bit_set(b, index)) {
+  if (slot_is_free(cs, b, p, index)) {
     report_double_free(p, bytes, alignment, b);
     return false;
   }
@@ -323,6 +564,7 @@ void bitmap_engine<Sync>::trim() noexcept {
     class_state& cs = classes_[c];
     lock_guard guard(cs.lock);
     collect_remote(cs);
+    drain(cs);  // cached objects and the claimed word go back to their bitmaps
     // An empty current block is an empty chunk like any other: it goes too (relist retires it, or leaves it for a
     // later collection while a remote free still pins it).
     if (block* b = cs.current; b != nullptr && b->free_count == b->capacity) {
@@ -344,6 +586,7 @@ void bitmap_engine<Sync>::trim() noexcept {
     list = b->next;
     release_block(b);
   }
+  if constexpr (!Sync) map_.release_empty();
 }
 
 template <bool Sync>
@@ -367,6 +610,12 @@ void bitmap_engine<Sync>::release_all() noexcept {
     cs.current = cs.partial = cs.full = nullptr;
     cs.hot = nullptr;
     cs.blocks = 0;
+    const std::uint32_t cap = cs.cache.cap;
+    cs.cache = free_cache{};
+    cs.cache.cap = cap;
+    cs.claimed = cs.claimed_fresh = 0;
+    cs.claimed_base = nullptr;
+    cs.lost = 0;
     if constexpr (Sync) {
       cs.remote_head.store(nullptr, std::memory_order_relaxed);
       // Every live object is gone: count them as freed so that live = allocations - deallocations stays exact.
@@ -383,6 +632,7 @@ void bitmap_engine<Sync>::release_all() noexcept {
     in_use_ = 0;
   }
   trim();
+  if constexpr (!Sync) map_.reset();  // its leaves came from upstream too
 }
 
 template <bool Sync>
@@ -406,6 +656,7 @@ auto bitmap_engine<Sync>::collect_totals() const noexcept -> totals {
     t.peak_bytes_in_use = peak_;
   }
   t.blocks = get<std::size_t>(blocks_);
+  if constexpr (!Sync) t.table_bytes = map_.bytes_held();
   {
     lock_guard guard(empty_lock_);
     t.empty_blocks = empty_count_;
@@ -436,6 +687,8 @@ bitmap_class_info bitmap_engine<Sync>::class_info(unsigned c) const noexcept {
   if (cs.current != nullptr) count_one(cs.current);
   for (const block* b = cs.partial; b != nullptr; b = b->next) count_one(b);
   for (const block* b = cs.full; b != nullptr; b = b->next) count_one(b);
+  // Cached and claimed objects are free; lost ones too (set aside after a misuse).
+  live -= cs.cache.total() + static_cast<std::size_t>(__builtin_popcountll(cs.claimed)) + cs.lost;
   info.live_objects = live;
   return info;
 }
@@ -457,6 +710,7 @@ bool bitmap_engine<Sync>::check_invariants() const noexcept {
       ++class_blocks;
       if (const char* e = kind_.check(b, c, sizes_.size_of(c))) { broken = e; return; }
       if (!block_map_contains(b)) { broken = "block missing from the block map"; return; }
+      if (!Sync && map_.get(b) != c + 1) { broken = "block missing from the class map"; return; }
       if (b->where != expected_where) { broken = "block on the wrong list"; return; }
       // A bit set both ways is a double free by two threads at once, pending: the collection or allocation that
       // meets it reports it and counts it once. The counts below agree with it meanwhile.
@@ -469,6 +723,13 @@ bool bitmap_engine<Sync>::check_invariants() const noexcept {
     if (cs.current != nullptr) check_block(cs.current, in_current);
     for (const block* b = cs.partial; b != nullptr; b = b->next) check_block(b, in_partial);
     for (const block* b = cs.full; b != nullptr; b = b->next) check_block(b, in_full);
+    if (broken == nullptr) {
+      if constexpr (!Sync) {
+        const char* e = check_cache(cs, c);
+        if (e != nullptr) broken = e;
+        free_slots_live -= cs.cache.total() + static_cast<std::size_t>(__builtin_popcountll(cs.claimed)) + cs.lost;
+      }
+    }
     if (broken != nullptr) break;
     where = nullptr;
     if (class_blocks != cs.blocks) broken = "class block count disagrees with its lists";
@@ -495,6 +756,42 @@ bool bitmap_engine<Sync>::check_invariants() const noexcept {
   if (broken == nullptr) return true;
   report_error(error_info{error_kind::invariant_violated, name_, this, where, 0, 0, 0, broken});
   return false;
+}
+
+template <bool Sync>
+const char* bitmap_engine<Sync>::check_cache(const class_state& cs, unsigned c) const noexcept {
+  if (cs.claimed_base != nullptr) {
+    const block* b = cs.current;
+    if (b == nullptr || cs.claimed_word >= b->words) return "claimed word without a current block";
+    if ((cs.claimed & ~b->valid_mask(cs.claimed_word)) != 0) return "claimed bits for slots that do not exist";
+    if ((cs.claimed & load(b->local(cs.claimed_word))) != 0) return "claimed slots also free in the bitmap";
+    if (cs.claimed_base != static_cast<const char*>(base_of(b)) + cs.claimed_word * 64 * cs.object_size)
+      return "claimed word address wrong";
+  } else if (cs.claimed != 0) {
+    return "claimed bits without a claimed word";
+  }
+  if (cs.cache.count > cs.cache.cap || cs.cache.cold_count > cs.cache.cap) return "free cache over its bound";
+  if (cs.cache.cap == 0 && cs.cache.total() != 0) return "objects cached in a class without a cache";
+  const void* seen[2 * free_cache::max_cap];
+  std::size_t n = 0;
+  for (int list = 0; list < 2; ++list) {
+    const void* p = list == 0 ? cs.cache.head : cs.cache.cold;
+    const std::uint32_t count = list == 0 ? cs.cache.count : cs.cache.cold_count;
+    for (std::uint32_t k = 0; k < count; ++k, p = node_next(p)) {
+      if (p == nullptr) return "free cache shorter than its count";
+      if (!is_node(p, node_key_)) return "a cached object is no node (written after its free)";
+      const block* b = block_of(p);
+      const std::size_t q = slot_of(cs, offset_in_block(p));
+      if (map_.get(p) != c + 1 || !is_slot_of(p, b, q, cs, c)) return "a cached object is no slot of its class";
+      if ((load(b->local(q >> 6)) >> (q & 63)) & 1) return "a cached object is free in its bitmap";
+      if (b == cs.current && cs.claimed_base != nullptr && (q >> 6) == cs.claimed_word && ((cs.claimed >> (q & 63)) & 1))
+        return "a cached object is in the claimed word";
+      if (std::find(seen, seen + n, p) != seen + n) return "an object cached twice";
+      seen[n++] = p;
+    }
+    if (p != nullptr) return "free cache longer than its count";
+  }
+  return nullptr;
 }
 
 template class bitmap_engine<false>;

@@ -37,7 +37,7 @@ basic_bitmap_resource<Sync>::basic_bitmap_resource(const options& opts, std::pmr
       opts_(validated(opts)),
       engine_({opts.block_size, opts.max_small_size, opts.natural_alignment, opts.max_empty_blocks,
                Sync ? "synchronized_bitmap_resource" : "bitmap_resource"},
-              block_source{this, &acquire_block, &release_block, &large_size}),
+              block_source{this, &acquire_block, &release_block, &large_size, &acquire_table, &release_table}),
       large_(upstream) {}
 
 template <bool Sync>
@@ -68,6 +68,27 @@ void* basic_bitmap_resource<Sync>::acquire_block(void* self, std::size_t size) {
   void* b = allocate_from(r->upstream_, size, size);
   bump(r->upstream_allocations_);
   return b;
+}
+
+// The engine's tables (its class map) come from upstream too; they are not counted as blocks.
+template <bool Sync>
+void* basic_bitmap_resource<Sync>::acquire_table(void* self, std::size_t bytes) noexcept {
+  auto* r = static_cast<basic_bitmap_resource*>(self);
+  try {
+    void* p = r->upstream_->allocate(bytes, alignof(std::max_align_t));
+    std::memset(p, 0, bytes);
+    bump(r->upstream_allocations_);
+    return p;
+  } catch (...) {
+    return nullptr;
+  }
+}
+
+template <bool Sync>
+void basic_bitmap_resource<Sync>::release_table(void* self, void* p, std::size_t bytes) noexcept {
+  auto* r = static_cast<basic_bitmap_resource*>(self);
+  r->upstream_->deallocate(p, bytes, alignof(std::max_align_t));
+  bump(r->upstream_deallocations_);
 }
 
 template <bool Sync>
@@ -247,7 +268,7 @@ resource_stats basic_bitmap_resource<Sync>::do_stats() const noexcept {
   s.deallocations = t.deallocations + read(large_deallocations_);
   s.bytes_in_use = t.bytes_in_use + read(large_bytes_);
   s.peak_bytes_in_use = t.peak_bytes_in_use + read(large_peak_);
-  s.bytes_held = t.blocks * engine_.block_size() + read(large_bytes_);
+  s.bytes_held = t.blocks * engine_.block_size() + t.table_bytes + read(large_bytes_);
   s.bytes_resident = s.bytes_held;
   s.failed_allocations = read(failed_);
   s.upstream_allocations = read(upstream_allocations_);

@@ -35,6 +35,7 @@ slab* slab_kind::format(void* base, unsigned c, std::size_t object_size) const n
   s->skip_end = static_cast<std::uint32_t>(l.skip_end);
   s->capacity = static_cast<std::uint32_t>(l.capacity());
   s->free_count = s->capacity;
+  s->high_water = 0;
   s->words = static_cast<std::uint16_t>(l.words);
   s->hint = 0;
   s->size_class = static_cast<std::uint8_t>(c);

@@ -86,6 +86,25 @@ TEST_CASE("class_map: random sets and clears match a model, across windows that 
     CHECK(m.bytes_held() == counting_storage::live.load());
     CHECK(windows.size() > 7);  // some ranges crossed into a next window
     CHECK(m.bytes_held() == windows.size() * map_of<std::uint16_t>::leaf_bytes);
+    // Clearing every granule of some windows and releasing the empty leaves keeps the others intact.
+    for (auto it = model.begin(); it != model.end();) {
+      if ((it->first / window) % 2 == 0) {
+        m.clear(at(it->first), block_map_granule);
+        windows.erase(it->first / window);
+        it = model.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    std::set<std::uintptr_t> used;
+    for (const auto& kv : model) used.insert(kv.first / window);
+    m.release_empty();
+    CHECK(m.bytes_held() == used.size() * map_of<std::uint16_t>::leaf_bytes);
+    CHECK(counting_storage::live.load() == m.bytes_held());
+    for (const auto& [a, v] : model) REQUIRE(m.get(at(a)) == v);
+    CHECK(m.get(at(0x7f00 * window)) == 0);
+    REQUIRE(m.set(at(0x7f00 * window), block_map_granule, 5));  // a released window comes back
+    CHECK(m.get(at(0x7f00 * window + 77)) == 5);
     m.reset();
     CHECK(counting_storage::live.load() == 0);
     CHECK(m.get(at(0x7f00 * window)) == 0);

@@ -80,6 +80,8 @@ class basic_bitmap_resource : public resource {
   static void* acquire_block(void* self, std::size_t size);
   static void release_block(void* self, void* block, std::size_t size) noexcept;
   static std::size_t large_size(void* self, const void* p) noexcept;
+  static void* acquire_table(void* self, std::size_t bytes) noexcept;
+  static void release_table(void* self, void* p, std::size_t bytes) noexcept;
   template <class T>
   using counter = std::conditional_t<Sync, std::atomic<T>, T>;
 

@@ -10,6 +10,8 @@
 
 #include <strata/config.hpp>
 #include <strata/detail/block_map.hpp>
+#include <strata/detail/class_map.hpp>
+#include <strata/detail/free_cache.hpp>
 #include <strata/detail/math.hpp>
 #include <strata/detail/size_classes.hpp>
 #include <strata/detail/slab.hpp>
@@ -24,6 +26,16 @@ struct block_source {
   void (*release)(void* context, void* block, std::size_t size) noexcept;
   /// For reports only: the size of p if it is a large block the owner passed upstream, else 0 (may be null).
   std::size_t (*large_size)(void* context, const void* p) noexcept = nullptr;
+  /// Zero-filled memory for the engine's own tables (16-aligned), or nullptr; and its return.
+  void* (*acquire_table)(void* context, std::size_t bytes) noexcept = nullptr;
+  void (*release_table)(void* context, void* p, std::size_t bytes) noexcept = nullptr;
+};
+
+/// class_map storage through a block_source.
+struct block_source_storage {
+  const block_source* source = nullptr;
+  void* allocate(std::size_t bytes) noexcept { return source->acquire_table(source->context, bytes); }
+  void deallocate(void* p, std::size_t bytes) noexcept { source->release_table(source->context, p, bytes); }
 };
 
 /// A test-and-test-and-set lock for short critical sections; yields when the holder seems preempted.
@@ -81,6 +93,7 @@ class bitmap_engine {
     bool natural_alignment;
     std::size_t max_empty_blocks;
     const char* name;  // for error reports
+    bool strict = false;  // !Sync: verify every free against the block's header and bitmap at once (no free cache)
   };
 
   bitmap_engine(const config& cfg, block_source source) noexcept;
@@ -105,6 +118,32 @@ class bitmap_engine {
   /// source has none. The statistics count the class size (the block's usable bytes), whatever was asked.
   STRATA_ALWAYS_INLINE void* allocate(unsigned c) {
     class_state& cs = classes_[c];
+    if constexpr (!Sync) {
+      if (STRATA_LIKELY(cs.cache.cap != 0)) {
+        // The newest freed object: its lines are the warmest.
+        if (void* p = cs.cache.head; STRATA_LIKELY(p != nullptr)) {
+          if (STRATA_UNLIKELY(!is_node(p, node_key_))) return cache_broken(cs, c);
+          cs.cache.head = node_next(p);
+          --cs.cache.count;
+          clear_node(p);
+          note_allocate(cs);
+          return p;
+        }
+        if (const std::uint64_t m = cs.claimed; STRATA_LIKELY(m != 0)) {
+          const auto i = static_cast<unsigned>(__builtin_ctzll(m));
+          char* p = cs.claimed_base + std::size_t{i} * cs.object_size;
+          // A slot handed out before must still be the node its free made it: else it was written after its free,
+          // or it is live (freed twice and handed out from the cache meanwhile).
+          if (STRATA_UNLIKELY(((cs.claimed_fresh >> i) & 1) == 0 && !is_node(p, node_key_)))
+            return refuse_claimed(cs, c);
+          cs.claimed = m & (m - 1);
+          clear_node(p);
+          note_allocate(cs);
+          return p;
+        }
+        return allocate_cached_slow(cs, c);
+      }
+    }
     lock_guard guard(cs.lock);
     if (void* h = cs.hot) {
       // The slot freed last: its cache lines are likely still hot. Its bit tells whether it is still free.
@@ -133,6 +172,22 @@ class bitmap_engine {
   /// Frees `p`, allocated as `bytes` bytes of class `c`. Misuse is reported and changes nothing.
   STRATA_ALWAYS_INLINE void deallocate(void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept {
     class_state& cs = classes_[c];
+    if constexpr (!Sync) {
+      if (STRATA_LIKELY(cs.cache.cap != 0)) {
+        // Checks that read only p's granule in the class map, the class's constants and p's first two words.
+        const auto a = reinterpret_cast<std::uintptr_t>(p);
+        const std::size_t off = a & (block_size_ - 1);
+        const std::size_t header = slab_kind::header_offset(a - off);
+        if (STRATA_UNLIKELY(map_.get(p) != c + 1) || STRATA_UNLIKELY(slot_of(cs, off) * cs.object_size != off) ||
+            STRATA_UNLIKELY(off + cs.object_size > block_size_) ||
+            STRATA_UNLIKELY(off + cs.object_size - 1 - header < cs.meta_span) || STRATA_UNLIKELY(is_node(p, node_key_)))
+          return deallocate_checked(p, bytes, alignment, c);
+        if (STRATA_UNLIKELY(cs.cache.count == cs.cache.cap)) return push_to_full_cache(cs, p);
+        cs.cache.push(p, node_key_);
+        note_deallocate(cs);
+        return;
+      }
+    }
     block* b = block_of(p);
     const std::size_t index = slot_of(cs, offset_in_block(p));
     if (STRATA_UNLIKELY(!is_slot_of(p, b, index, cs, c))) return report_bad_free(p, bytes, alignment, c);
@@ -170,6 +225,7 @@ class bitmap_engine {
     std::uint64_t allocations, deallocations;
     std::size_t bytes_in_use, peak_bytes_in_use;
     std::size_t blocks, empty_blocks;
+    std::size_t table_bytes;  // the engine's own tables, from upstream too
   };
   totals collect_totals() const noexcept;
   [[nodiscard]] unsigned class_count() const noexcept { return sizes_.count(); }
@@ -207,6 +263,14 @@ class bitmap_engine {
     counter<std::uint64_t> deallocations{0};
     counter<std::size_t> bytes_in_use{0};
     counter<std::size_t> peak{0};
+    // !Sync, classes of 16 bytes and more, standard checks: the free cache and the claimed word.
+    free_cache cache;
+    std::size_t meta_span = 0;  // header and bitmap bytes of a block + object_size - 1: the header-slot test
+    std::uint64_t claimed = 0;        // free slots of word claimed_word of `current`, taken out of its bitmap
+    std::uint64_t claimed_fresh = 0;  // of those, the slots never handed out (they are no nodes)
+    char* claimed_base = nullptr;     // the address of that word's slot 0
+    std::size_t claimed_word = 0;
+    std::size_t lost = 0;  // cached objects lost with a free cache written over (held until release)
     std::atomic<block*> remote_head{nullptr};          // Sync: blocks with remote frees to collect
     std::atomic<std::uint64_t> remote_deallocations{0};  // Sync: frees that went the remote way
     std::atomic<std::size_t> remote_bytes{0};
@@ -304,6 +368,25 @@ class bitmap_engine {
   }
 
   unsigned class_for_aligned(std::size_t bytes, std::size_t alignment) const noexcept;
+  // ---- the free cache (!Sync) ----
+  void* allocate_cached_slow(class_state& cs, unsigned c);
+  void* cache_broken(class_state& cs, unsigned c);
+  void* refuse_claimed(class_state& cs, unsigned c);
+  void deallocate_checked(void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept;
+  void push_to_full_cache(class_state& cs, void* p) noexcept;
+  /// Gives the nodes of `list` (at most n) back to their blocks' bitmaps, with the exact checks.
+  void give_back(class_state& cs, void* list, std::size_t n) noexcept;
+  void give_back_one(class_state& cs, void* p) noexcept;
+  /// Gives back every cached object and the claimed word (for trim, stats walks that need the bitmaps exact).
+  void drain(class_state& cs) noexcept;
+  void return_claim(class_state& cs) noexcept;
+  /// Whether p, a slot of block b of class cs, is free: in the bitmap, the cache or the claimed word.
+  bool slot_is_free(const class_state& cs, const block* b, const void* p, std::size_t q) const noexcept;
+  void uncount_free(class_state& cs) noexcept;
+  /// b, not current, has just become empty: objects of it still in the cache were freed twice (their bits are set
+  /// too); they are reported and taken out before b can go.
+  void purge_cached(class_state& cs, block* b) noexcept;
+  const char* check_cache(const class_state& cs, unsigned c) const noexcept;
   block* refill(class_state& cs, unsigned c);
   void* allocate_slow(class_state& cs, unsigned c, lock_guard& guard);
   void relist_unlock(class_state& cs, block* b) noexcept;
@@ -327,6 +410,8 @@ class bitmap_engine {
   size_class_table sizes_;
   mutable class_state classes_[size_class_table::max_classes];
   slab_kind kind_;
+  std::uintptr_t node_key_;
+  class_map<block_source_storage> map_;  // block -> class + 1 (!Sync)
   std::size_t block_size_;
   std::size_t max_small_;
   std::size_t max_empty_;

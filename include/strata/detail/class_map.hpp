@@ -92,6 +92,31 @@ class class_map {
     leaves_ = 0;
   }
 
+  /// Frees the leaves whose granules are all 0. No lookup may run meanwhile (a lookup of a stale pointer could read
+  /// a freed leaf).
+  void release_empty() noexcept {
+    std::lock_guard<std::mutex> g(lock_);
+    for (root_entry& e : root_) {
+      leaf* keep = nullptr;  // the chain rebuilt from the leaves that stay, in order
+      leaf* tail = nullptr;
+      for (leaf* l = e.first.load(std::memory_order_relaxed); l != nullptr;) {
+        leaf* next = l->next.load(std::memory_order_relaxed);
+        if (empty(*l)) {
+          storage_.deallocate(l, leaf_bytes);
+          --leaves_;
+        } else {
+          l->next.store(nullptr, std::memory_order_relaxed);
+          if (tail == nullptr) keep = l;
+          else tail->next.store(l, std::memory_order_relaxed);
+          tail = l;
+        }
+        l = next;
+      }
+      e.first.store(keep, std::memory_order_relaxed);
+      e.window.store(keep == nullptr ? 0 : keep->window + 1, std::memory_order_release);
+    }
+  }
+
   /// Storage bytes the leaves take.
   [[nodiscard]] std::size_t bytes_held() const noexcept {
     std::lock_guard<std::mutex> g(lock_);
@@ -113,6 +138,12 @@ class class_map {
     std::atomic<std::uintptr_t> window{0};  // window number + 1 of `leaf`, 0 while empty; set once, after `leaf`
     std::atomic<leaf*> first{nullptr};
   };
+
+  static bool empty(const leaf& l) noexcept {
+    for (const auto& v : l.values)
+      if (v.load(std::memory_order_relaxed) != 0) return false;
+    return true;
+  }
 
   STRATA_COLD Value get_chained(std::uintptr_t a) const noexcept {
     const std::uintptr_t w = a >> window_shift;

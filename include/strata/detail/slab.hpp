@@ -37,6 +37,7 @@ struct slab {
   std::uint32_t skip_begin;  // slot numbers [skip_begin, skip_end) overlap the header and bitmaps
   std::uint32_t skip_end;
   std::uint32_t free_count;  // set bits in the local words (the engine may leave a claimed word out)
+  std::uint32_t high_water;  // slot numbers from here on have never been handed out (see free_cache.hpp)
   std::uint16_t words;       // words per bitmap
   std::uint16_t hint;        // local words [0, hint) are zero
   std::uint8_t size_class;
@@ -135,6 +136,32 @@ class slab_kind {
   [[nodiscard]] layout typical_layout(std::size_t object_size) const noexcept { return layout_of(object_size, 0); }
   /// Formats `base` (size() bytes, aligned to them) as an empty slab of class c, owned by nobody, on no list.
   slab* format(void* base, unsigned c, std::size_t object_size) const noexcept;
+
+  /// Takes every free bit of s's first local word that has one (s has some) out of the bitmap; returns the word's
+  /// index and sets `bits` to them and `fresh` to those never handed out. The high-water mark moves past the word:
+  /// the caller hands the bits out lowest first, and gives the rest back with return_claim().
+  static std::size_t claim(slab* s, std::uint64_t& bits, std::uint64_t& fresh) noexcept {
+    const std::size_t w = first_free_word(s);
+    bits = s->local(w).load(std::memory_order_relaxed);
+    s->local(w).store(0, std::memory_order_relaxed);
+    s->free_count -= static_cast<std::uint32_t>(__builtin_popcountll(bits));
+    const std::size_t first = w * 64;
+    fresh = s->high_water <= first ? bits
+            : s->high_water >= first + 64 ? 0
+                                           : bits & (~std::uint64_t{0} << (s->high_water - first));
+    const std::size_t end = first + 64 < s->limit ? first + 64 : s->limit;
+    if (s->high_water < end) s->high_water = static_cast<std::uint32_t>(end);
+    return w;
+  }
+  /// Gives the bits of claimed word w not handed out back to s; `fresh` are those never handed out.
+  static void return_claim(slab* s, std::size_t w, std::uint64_t bits, std::uint64_t fresh) noexcept {
+    if (bits == 0) return;
+    s->local(w).store(s->local(w).load(std::memory_order_relaxed) | bits, std::memory_order_relaxed);
+    s->free_count += static_cast<std::uint32_t>(__builtin_popcountll(bits));
+    if (w < s->hint) s->hint = static_cast<std::uint16_t>(w);
+    // Bits go out lowest first, so the fresh ones left are the word's top ones: the mark moves back to the first.
+    if ((fresh & bits) != 0) s->high_water = static_cast<std::uint32_t>(w * 64 + static_cast<std::size_t>(__builtin_ctzll(fresh & bits)));
+  }
 
   /// The first local word at or past the hint with a free bit (s has one); moves the hint there.
   static std::size_t first_free_word(slab* s) noexcept {
