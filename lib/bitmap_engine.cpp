@@ -87,9 +87,16 @@ auto bitmap_engine<Sync>::refill(class_state& cs, unsigned c) -> block* {
   } else {
     b = take_empty_block();
     if (b == nullptr) {
-      void* raw = source_.acquire(source_.context, block_size_);  // may throw: nothing changed but the lists
+      void* raw;
+      try {
+        raw = source_.acquire(source_.context, block_size_);  // may throw: nothing changed but the lists
+      } catch (...) {
+        count_failure();
+        throw;
+      }
       if (!block_map_register(raw, block_size_)) {
         source_.release(source_.context, raw, block_size_);
+        count_failure();
         throw std::bad_alloc();
       }
       if constexpr (Sync) blocks_.fetch_add(1, std::memory_order_relaxed);
@@ -100,6 +107,7 @@ auto bitmap_engine<Sync>::refill(class_state& cs, unsigned c) -> block* {
     }
     if (!Sync && !map_.set(base_of(b), block_size_, static_cast<std::uint8_t>(c + 1))) {
       retire(b);  // no room for the class map: the block waits in the empty cache (or goes back)
+      count_failure();
       throw std::bad_alloc();
     }
     ++cs.blocks;
@@ -394,12 +402,12 @@ void bitmap_engine<Sync>::uncount_free(class_state& cs) noexcept {
   }
 }
 
-// Two passes: first every object's bit is set (the list is read while every block is still there), then each block
-// touched is relisted once (which may hand an emptied block back: nothing of it is read after that).
+// Every object's bit is set while the list is read; a block this empties is handed on only after the whole list
+// is read (nothing of it is read after that). A block empties at most once here (its free count only grows).
 template <bool Sync>
 void bitmap_engine<Sync>::give_back(class_state& cs, void* list, std::size_t n) noexcept {
-  block* touched[free_cache::max_cap];
-  std::size_t blocks = 0;
+  block* emptied[free_cache::max_cap];
+  std::size_t empties = 0;
   for (std::size_t k = 0; k < n && list != nullptr; ++k) {
     void* p = list;
     if (!is_node(p, node_key_)) {
@@ -411,24 +419,27 @@ void bitmap_engine<Sync>::give_back(class_state& cs, void* list, std::size_t n) 
     }
     list = node_next(p);
     block* b = block_of(p);
-    give_back_one(cs, p);
-    if (std::find(touched, touched + blocks, b) == touched + blocks) touched[blocks++] = b;
+    if (!give_back_one(cs, p) || b == cs.current) continue;
+    if (b->free_count == b->capacity) {
+      emptied[empties++] = b;
+    } else if (b->where == in_full) {
+      block::unlink(cs.full, b);
+      b->where = in_partial;
+      block::push(cs.partial, b);
+    }
   }
-  for (std::size_t i = 0; i < blocks; ++i) {
-    block* b = touched[i];
-    if ((b->where == in_full || b->free_count == b->capacity) && b != cs.current) relist(cs, b);
-  }
+  for (std::size_t i = 0; i < empties; ++i) relist(cs, emptied[i]);
 }
 
 template <bool Sync>
-void bitmap_engine<Sync>::give_back_one(class_state& cs, void* p) noexcept {
+bool bitmap_engine<Sync>::give_back_one(class_state& cs, void* p) noexcept {
   block* b = block_of(p);
   const std::size_t q = slot_of(cs, offset_in_block(p));
   if (!kind_.tagged(b)) {  // checked when p was freed: the header has been written over since
     report_error(error_info{error_kind::corrupt_metadata, name_, this, b, 0, 0, 0,
                             "a block header was written over (found when a cached object went back to it)"});
     ++cs.lost;
-    return;
+    return false;
   }
   word& w = b->local(q >> 6);
   const std::uint64_t m = std::uint64_t{1} << (q & 63);
@@ -439,11 +450,12 @@ void bitmap_engine<Sync>::give_back_one(class_state& cs, void* p) noexcept {
     report_error(error_info{error_kind::double_free, name_, this, p, cs.object_size, 0, cs.object_size,
                             "freed twice (found when the free cache gave it back)"});
     uncount_free(cs);
-    return;
+    return false;
   }
   store(w, v | m);
   if ((q >> 6) < b->hint) b->hint = static_cast<std::uint16_t>(q >> 6);
   ++b->free_count;
+  return true;
 }
 
 template <bool Sync>

@@ -74,6 +74,9 @@ class basic_bitmap_resource : public resource {
   resource_stats do_stats() const noexcept override;
 
  private:
+  /// Requests the fast paths leave: alignments above 16 (or not powers of two), sizes past the classes.
+  STRATA_NOINLINE void* allocate_other(std::size_t bytes, std::size_t alignment);
+  STRATA_NOINLINE void deallocate_other(void* p, std::size_t bytes, std::size_t alignment) noexcept;
   void* allocate_large(std::size_t bytes, std::size_t alignment);
   void deallocate_large(void* p, std::size_t bytes, std::size_t alignment) noexcept;
   void note_large_peak() noexcept;

@@ -114,36 +114,52 @@ class bitmap_engine {
     return sizes_.class_of(align_up(bytes + (bytes == 0), alignment));
   }
 
+  /// Whether class c allocates and frees through its free cache (allocate_cached, deallocate_cached).
+  STRATA_ALWAYS_INLINE bool cached(unsigned c) const noexcept { return !Sync && classes_[c].cache.cap != 0; }
+
+  /// allocate(c) for a cached class: no lock, no register saved (every slow path is a tail call).
+  STRATA_ALWAYS_INLINE void* allocate_cached(unsigned c) {
+    class_state& cs = classes_[c];
+    // The newest freed object: its lines are the warmest.
+    if (void* p = cs.cache.head; STRATA_LIKELY(p != nullptr)) {
+      if (STRATA_UNLIKELY(!is_node(p, node_key_))) return cache_broken(cs, c);
+      cs.cache.head = node_next(p);
+      --cs.cache.count;
+      clear_node(p);
+      note_allocate(cs);
+      return p;
+    }
+    if (const std::uint64_t m = cs.claimed; STRATA_LIKELY(m != 0)) {
+      const auto i = static_cast<unsigned>(__builtin_ctzll(m));
+      char* p = cs.claimed_base + std::size_t{i} * cs.object_size;
+      // A slot handed out before must still be the node its free made it: else it was written after its free,
+      // or it is live (freed twice and handed out from the cache meanwhile).
+      if (STRATA_UNLIKELY(((cs.claimed_fresh >> i) & 1) == 0 && !is_node(p, node_key_)))
+        return refuse_claimed(cs, c);
+      cs.claimed = m & (m - 1);
+      clear_node(p);
+      note_allocate(cs);
+      return p;
+    }
+    return allocate_cached_slow(cs, c);
+  }
+
   /// Allocates one object of class `c` (from class_for). Throws std::bad_alloc when a new block is needed and the
   /// source has none. The statistics count the class size (the block's usable bytes), whatever was asked.
   STRATA_ALWAYS_INLINE void* allocate(unsigned c) {
-    class_state& cs = classes_[c];
-    if constexpr (!Sync) {
-      if (STRATA_LIKELY(cs.cache.cap != 0)) {
-        // The newest freed object: its lines are the warmest.
-        if (void* p = cs.cache.head; STRATA_LIKELY(p != nullptr)) {
-          if (STRATA_UNLIKELY(!is_node(p, node_key_))) return cache_broken(cs, c);
-          cs.cache.head = node_next(p);
-          --cs.cache.count;
-          clear_node(p);
-          note_allocate(cs);
-          return p;
-        }
-        if (const std::uint64_t m = cs.claimed; STRATA_LIKELY(m != 0)) {
-          const auto i = static_cast<unsigned>(__builtin_ctzll(m));
-          char* p = cs.claimed_base + std::size_t{i} * cs.object_size;
-          // A slot handed out before must still be the node its free made it: else it was written after its free,
-          // or it is live (freed twice and handed out from the cache meanwhile).
-          if (STRATA_UNLIKELY(((cs.claimed_fresh >> i) & 1) == 0 && !is_node(p, node_key_)))
-            return refuse_claimed(cs, c);
-          cs.claimed = m & (m - 1);
-          clear_node(p);
-          note_allocate(cs);
-          return p;
-        }
-        return allocate_cached_slow(cs, c);
-      }
+    if constexpr (Sync) {
+      return allocate_locked(c);
+    } else {
+      if (cached(c)) return allocate_cached(c);
+      return allocate_uncached(c);
     }
+  }
+  /// allocate(c) for a class without a free cache (strict checks, the 8-byte class), out of the cached path's way.
+  STRATA_NOINLINE void* allocate_uncached(unsigned c) { return allocate_locked(c); }
+
+  /// allocate(c) from the bitmaps, under the class lock (the synchronized engine, and uncached classes).
+  STRATA_ALWAYS_INLINE void* allocate_locked(unsigned c) {
+    class_state& cs = classes_[c];
     lock_guard guard(cs.lock);
     if (void* h = cs.hot) {
       // The slot freed last: its cache lines are likely still hot. Its bit tells whether it is still free.
@@ -169,25 +185,39 @@ class bitmap_engine {
     return take_slot(cs, b);
   }
 
+  /// deallocate() for a cached class: no lock, no register saved.
+  STRATA_ALWAYS_INLINE void deallocate_cached(void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept {
+    class_state& cs = classes_[c];
+    // Checks that read only p's granule in the class map, the class's constants and p's first two words.
+    const auto a = reinterpret_cast<std::uintptr_t>(p);
+    const std::size_t off = a & (block_size_ - 1);
+    const std::size_t header = slab_kind::header_offset(a - off);
+    if (STRATA_UNLIKELY(map_.get_direct(p) != c + 1) || STRATA_UNLIKELY(slot_of(cs, off) * cs.object_size != off) ||
+        STRATA_UNLIKELY(off + cs.object_size > block_size_) ||
+        STRATA_UNLIKELY(off + cs.object_size - 1 - header < cs.meta_span) || STRATA_UNLIKELY(is_node(p, node_key_)))
+      return deallocate_checked(p, bytes, alignment, c);
+    if (STRATA_UNLIKELY(cs.cache.count == cs.cache.cap)) return push_to_full_cache(cs, p);
+    cs.cache.push(p, node_key_);
+    note_deallocate(cs);
+    return;
+  }
+
   /// Frees `p`, allocated as `bytes` bytes of class `c`. Misuse is reported and changes nothing.
   STRATA_ALWAYS_INLINE void deallocate(void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept {
-    class_state& cs = classes_[c];
-    if constexpr (!Sync) {
-      if (STRATA_LIKELY(cs.cache.cap != 0)) {
-        // Checks that read only p's granule in the class map, the class's constants and p's first two words.
-        const auto a = reinterpret_cast<std::uintptr_t>(p);
-        const std::size_t off = a & (block_size_ - 1);
-        const std::size_t header = slab_kind::header_offset(a - off);
-        if (STRATA_UNLIKELY(map_.get(p) != c + 1) || STRATA_UNLIKELY(slot_of(cs, off) * cs.object_size != off) ||
-            STRATA_UNLIKELY(off + cs.object_size > block_size_) ||
-            STRATA_UNLIKELY(off + cs.object_size - 1 - header < cs.meta_span) || STRATA_UNLIKELY(is_node(p, node_key_)))
-          return deallocate_checked(p, bytes, alignment, c);
-        if (STRATA_UNLIKELY(cs.cache.count == cs.cache.cap)) return push_to_full_cache(cs, p);
-        cs.cache.push(p, node_key_);
-        note_deallocate(cs);
-        return;
-      }
+    if constexpr (Sync) {
+      deallocate_locked(p, bytes, alignment, c);
+    } else {
+      if (cached(c)) return deallocate_cached(p, bytes, alignment, c);
+      deallocate_uncached(p, bytes, alignment, c);
     }
+  }
+  STRATA_NOINLINE void deallocate_uncached(void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept {
+    deallocate_locked(p, bytes, alignment, c);
+  }
+
+  /// deallocate() into the bitmaps at once, with every check (the synchronized engine, and uncached classes).
+  STRATA_ALWAYS_INLINE void deallocate_locked(void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept {
+    class_state& cs = classes_[c];
     block* b = block_of(p);
     const std::size_t index = slot_of(cs, offset_in_block(p));
     if (STRATA_UNLIKELY(!is_slot_of(p, b, index, cs, c))) return report_bad_free(p, bytes, alignment, c);
@@ -228,6 +258,8 @@ class bitmap_engine {
     std::size_t table_bytes;  // the engine's own tables, from upstream too
   };
   totals collect_totals() const noexcept;
+  /// allocate() calls that threw std::bad_alloc (no block to be had).
+  [[nodiscard]] std::uint64_t failed() const noexcept { return get<std::uint64_t>(failed_); }
   [[nodiscard]] unsigned class_count() const noexcept { return sizes_.count(); }
   bitmap_class_info class_info(unsigned c) const noexcept;
   [[nodiscard]] std::size_t class_size(unsigned c) const noexcept { return sizes_.size_of(c); }
@@ -289,6 +321,10 @@ class bitmap_engine {
 
   static std::uint64_t load(const slab::word& w) noexcept { return w.load(std::memory_order_relaxed); }
   static void store(slab::word& w, std::uint64_t v) noexcept { w.store(v, std::memory_order_relaxed); }
+  void count_failure() noexcept {
+    if constexpr (Sync) failed_.fetch_add(1, std::memory_order_relaxed);
+    else ++failed_;
+  }
   template <class T, class U>
   static void add(T& c, U v) noexcept {
     if constexpr (Sync) c.store(c.load(std::memory_order_relaxed) + v, std::memory_order_relaxed);  // under lock
@@ -376,7 +412,8 @@ class bitmap_engine {
   void push_to_full_cache(class_state& cs, void* p) noexcept;
   /// Gives the nodes of `list` (at most n) back to their blocks' bitmaps, with the exact checks.
   void give_back(class_state& cs, void* list, std::size_t n) noexcept;
-  void give_back_one(class_state& cs, void* p) noexcept;
+  /// Sets p's bit (false when p was reported instead: freed twice, or its block's header written over).
+  bool give_back_one(class_state& cs, void* p) noexcept;
   /// Gives back every cached object and the claimed word (for trim, stats walks that need the bitmaps exact).
   void drain(class_state& cs) noexcept;
   void return_claim(class_state& cs) noexcept;
@@ -421,6 +458,7 @@ class bitmap_engine {
   block* empty_ = nullptr;  // formatted for no class; singly linked through next
   std::size_t empty_count_ = 0;
   counter<std::size_t> blocks_{0};
+  counter<std::uint64_t> failed_{0};
   std::size_t in_use_ = 0;  // !Sync: exact totals for stats
   std::size_t peak_ = 0;
   std::uint64_t allocations_ = 0;

@@ -56,6 +56,17 @@ class class_map {
     return get_chained(a);
   }
 
+  /// get(p) when p's window holds its root entry (almost always), else 0: for fast paths, which take a 0 to their
+  /// slow path anyway; makes no call.
+  STRATA_ALWAYS_INLINE Value get_direct(const void* p) const noexcept {
+    const auto a = reinterpret_cast<std::uintptr_t>(p);
+    const std::uintptr_t w = a >> window_shift;
+    const root_entry& e = root_[w & (root_entries - 1)];
+    if (STRATA_LIKELY(e.window.load(std::memory_order_acquire) == w + 1))
+      return e.first.load(std::memory_order_relaxed)->at(a).load(std::memory_order_relaxed);
+    return 0;
+  }
+
   /// Sets every granule of [base, base + size) (granule-aligned) to v (non-zero). Returns false, changing nothing,
   /// when a leaf was needed and the storage had none, or when the range lies outside the 48-bit space.
   bool set(const void* base, std::size_t size, Value v) noexcept {
