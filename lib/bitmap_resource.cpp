@@ -36,7 +36,7 @@ basic_bitmap_resource<Sync>::basic_bitmap_resource(const options& opts, std::pmr
     : upstream_(upstream),
       opts_(validated(opts)),
       engine_({opts.block_size, opts.max_small_size, opts.natural_alignment, opts.max_empty_blocks,
-               Sync ? "synchronized_bitmap_resource" : "bitmap_resource"},
+               Sync ? "synchronized_bitmap_resource" : "bitmap_resource", opts.checks == check_mode::strict},
               block_source{this, &acquire_block, &release_block, &large_size, &acquire_table, &release_table}),
       large_(upstream) {}
 

@@ -28,6 +28,8 @@ struct bitmap_options {
   bool natural_alignment = false;
   /// Empty blocks kept for reuse by any class before they go back upstream.
   std::size_t max_empty_blocks = 2;
+  /// bitmap_resource: how frees are checked (see check_mode). synchronized_bitmap_resource always checks strictly.
+  check_mode checks = check_mode::standard;
 };
 
 /// Per-class figures: object size, alignment, objects per block, blocks and live objects now.
