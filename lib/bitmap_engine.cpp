@@ -372,8 +372,10 @@ void bitmap_engine<Sync>::deallocate_checked(void* p, std::size_t bytes, std::si
   if (slot_is_free(cs, b, p, q)) return report_double_free(p, bytes, alignment, b);
   // A live object whose first two words happened to read as a node: an ordinary free.
   if (cs.cache.count == cs.cache.cap) return push_to_full_cache(cs, p);
+  cached_classes_ |= std::uint64_t{1} << c;
   cs.cache.push(p, node_key_);
   note_deallocate(cs);
+  if (in_use_ == 0) settle_idle();
 }
 
 // The head list is full: the older batch goes back to the bitmaps, the head list becomes the older batch, and p
@@ -389,6 +391,7 @@ void bitmap_engine<Sync>::push_to_full_cache(class_state& cs, void* p) noexcept 
   cs.cache.push(p, node_key_);
   note_deallocate(cs);
   if (old != nullptr) give_back(cs, old, n);
+  if (in_use_ == 0) settle_idle();
 }
 
 template <bool Sync>
@@ -489,6 +492,64 @@ void bitmap_engine<Sync>::return_claim(class_state& cs) noexcept {
   slab_kind::return_claim(cs.current, cs.claimed_word, cs.claimed, cs.claimed_fresh);
   cs.claimed = cs.claimed_fresh = 0;
   cs.claimed_base = nullptr;
+}
+
+template <bool Sync>
+void bitmap_engine<Sync>::settle_idle() noexcept {
+  if constexpr (!Sync) {
+    for (std::uint64_t classes = cached_classes_; classes != 0; classes &= classes - 1) {
+      const auto c = static_cast<unsigned>(__builtin_ctzll(classes));
+      class_state& cs = classes_[c];
+      // Both lists, oldest last, into one array; a node that does not check ends the walk (the list from it on is
+      // left as it is: the allocation that reaches it reports it).
+      void* nodes[2 * free_cache::max_cap];
+      std::size_t n = 0;
+      bool intact = true;
+      for (int which = 0; which < 2; ++which) {
+        void* list = which == 0 ? cs.cache.head : cs.cache.cold;
+        const std::uint32_t count = which == 0 ? cs.cache.count : cs.cache.cold_count;
+        for (std::uint32_t k = 0; k < count && list != nullptr && intact; ++k, list = node_next(list)) {
+          intact = is_node(list, node_key_);
+          if (intact) nodes[n++] = list;
+        }
+      }
+      if (!intact) continue;
+      // Objects of the current block stay cached (that block stays anyway), newest in the head list; the others
+      // go back, in their order.
+      void* back = nullptr;
+      std::size_t backs = 0;
+      std::size_t kept = 0;
+      for (std::size_t i = n; i-- > 0;) {
+        if (block_of(nodes[i]) != cs.current) {
+          make_node(nodes[i], back, node_key_);
+          back = nodes[i];
+          ++backs;
+        }
+      }
+      for (std::size_t i = 0; i < n; ++i)
+        if (block_of(nodes[i]) == cs.current) nodes[kept++] = nodes[i];
+      const std::size_t in_head = std::min<std::size_t>(kept, cs.cache.cap);
+      void* lists[2] = {nullptr, nullptr};
+      for (std::size_t i = kept; i-- > 0;) {
+        void*& list = lists[i < in_head ? 0 : 1];
+        make_node(nodes[i], list, node_key_);
+        list = nodes[i];
+      }
+      cs.cache.head = lists[0];
+      cs.cache.count = static_cast<std::uint32_t>(in_head);
+      cs.cache.cold = lists[1];
+      cs.cache.cold_count = static_cast<std::uint32_t>(kept - in_head);
+      if (kept == 0) cached_classes_ &= ~(std::uint64_t{1} << c);
+      while (backs > 0) {  // give_back takes at most max_cap objects at a time
+        const std::size_t part = std::min<std::size_t>(backs, free_cache::max_cap);
+        void* rest = back;
+        for (std::size_t k = 0; k < part; ++k) rest = node_next(rest);
+        give_back(cs, back, part);
+        back = rest;
+        backs -= part;
+      }
+    }
+  }
 }
 
 template <bool Sync>
@@ -642,6 +703,7 @@ void bitmap_engine<Sync>::release_all() noexcept {
   if constexpr (!Sync) {
     deallocations_ = allocations_;
     in_use_ = 0;
+    cached_classes_ = 0;
   }
   trim();
   if constexpr (!Sync) map_.reset();  // its leaves came from upstream too
@@ -784,6 +846,7 @@ const char* bitmap_engine<Sync>::check_cache(const class_state& cs, unsigned c) 
   }
   if (cs.cache.count > cs.cache.cap || cs.cache.cold_count > cs.cache.cap) return "free cache over its bound";
   if (cs.cache.cap == 0 && cs.cache.total() != 0) return "objects cached in a class without a cache";
+  if (cs.cache.total() != 0 && ((cached_classes_ >> c) & 1) == 0) return "cached objects in a class not marked so";
   const void* seen[2 * free_cache::max_cap];
   std::size_t n = 0;
   for (int list = 0; list < 2; ++list) {

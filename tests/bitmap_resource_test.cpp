@@ -237,6 +237,48 @@ TEST_CASE("bitmap_resource: empty blocks go back upstream beyond the cache bound
   CHECK(r.check_invariants());
 }
 
+TEST_CASE("bitmap_resource: objects freed last, one in each of many blocks, do not keep the blocks once none is live") {
+  // The last free of each block goes to the free cache, where it keeps its block from being empty; once no object
+  // is live, such blocks are given back as if nothing were cached.
+  for (const strata::check_mode mode : {strata::check_mode::standard, strata::check_mode::strict}) {
+    CAPTURE(static_cast<int>(mode));
+    recording_resource up;
+    strata::bitmap_options o;
+    o.max_empty_blocks = 1;
+    o.checks = mode;
+    bitmap_resource r(o, &up);
+    std::vector<void*> a, b;
+    for (int i = 0; i < 20000; ++i) a.push_back(r.allocate(64, 8));   // ~20 blocks
+    for (int i = 0; i < 10000; ++i) b.push_back(r.allocate(200, 8));  // another class, ~30 blocks
+    std::vector<void*> last;  // one object of each block, freed after all others
+    auto free_all_but_one_per_block = [&](std::vector<void*>& v, std::size_t n) {
+      std::vector<const void*> seen;
+      for (void* p : v) {
+        const void* blk = reinterpret_cast<const void*>(reinterpret_cast<std::uintptr_t>(p) & ~std::uintptr_t{65535});
+        if (std::find(seen.begin(), seen.end(), blk) == seen.end()) {
+          seen.push_back(blk);
+          last.push_back(p);
+        } else {
+          r.deallocate(p, n, 8);
+        }
+      }
+    };
+    free_all_but_one_per_block(a, 64);
+    const std::size_t from_a = last.size();
+    free_all_but_one_per_block(b, 200);
+    CHECK(last.size() > 40);
+    for (std::size_t i = 0; i < last.size(); ++i) r.deallocate(last[i], i < from_a ? 64 : 200, 8);
+    CHECK(r.stats().bytes_in_use == 0);
+    CHECK(r.check_invariants());
+    CHECK(live_upstream_blocks(up, 65536) <= 3);  // each class's current block, one cached
+    void* again = r.allocate(64, 8);
+    r.deallocate(again, 64, 8);
+    CHECK(live_upstream_blocks(up, 65536) <= 3);
+    r.trim();
+    CHECK(up.live_bytes() == 0);
+  }
+}
+
 template <class Resource>
 void trim_returns_current_blocks() {
   recording_resource up;

@@ -197,9 +197,10 @@ class bitmap_engine {
         STRATA_UNLIKELY(off + cs.object_size - 1 - header < cs.meta_span) || STRATA_UNLIKELY(is_node(p, node_key_)))
       return deallocate_checked(p, bytes, alignment, c);
     if (STRATA_UNLIKELY(cs.cache.count == cs.cache.cap)) return push_to_full_cache(cs, p);
+    if (STRATA_UNLIKELY(cs.cache.count == 0)) cached_classes_ |= std::uint64_t{1} << c;
     cs.cache.push(p, node_key_);
     note_deallocate(cs);
-    return;
+    if (STRATA_UNLIKELY(in_use_ == 0)) return settle_idle();
   }
 
   /// Frees `p`, allocated as `bytes` bytes of class `c`. Misuse is reported and changes nothing.
@@ -420,6 +421,9 @@ class bitmap_engine {
   /// Whether p, a slot of block b of class cs, is free: in the bitmap, the cache or the claimed word.
   bool slot_is_free(const class_state& cs, const block* b, const void* p, std::size_t q) const noexcept;
   void uncount_free(class_state& cs) noexcept;
+  /// No object is live: cached objects outside their class's current block go back to their bitmaps, so that the
+  /// blocks they kept from being empty are relisted (and given back beyond max_empty_blocks).
+  STRATA_NOINLINE void settle_idle() noexcept;
   /// b, not current, has just become empty: objects of it still in the cache were freed twice (their bits are set
   /// too); they are reported and taken out before b can go.
   void purge_cached(class_state& cs, block* b) noexcept;
@@ -460,6 +464,7 @@ class bitmap_engine {
   counter<std::size_t> blocks_{0};
   counter<std::uint64_t> failed_{0};
   std::size_t in_use_ = 0;  // !Sync: exact totals for stats
+  std::uint64_t cached_classes_ = 0;  // !Sync: bit c: class c may cache objects (set when its head list fills from 0)
   std::size_t peak_ = 0;
   std::uint64_t allocations_ = 0;
   std::uint64_t deallocations_ = 0;
