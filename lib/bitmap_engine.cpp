@@ -6,26 +6,11 @@
 
 namespace strata::detail {
 
-namespace {
-// A key no program can predict: the engine's address (randomised by ASLR) mixed with a per-process counter and the
-// cycle counter, through a 64-bit finaliser.
-std::uintptr_t random_key(const void* engine) noexcept {
-  static std::atomic<std::uint64_t> counter{0};
-  std::uint64_t x = reinterpret_cast<std::uintptr_t>(engine) ^ (counter.fetch_add(1, std::memory_order_relaxed) << 48);
-#if defined(__x86_64__) || defined(__i386__)
-  x ^= __builtin_ia32_rdtsc();
-#endif
-  x ^= reinterpret_cast<std::uintptr_t>(&counter) << 7;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return static_cast<std::uintptr_t>(x ^ (x >> 31));
-}
-}  // namespace
 
 template <bool Sync>
 bitmap_engine<Sync>::bitmap_engine(const config& cfg, block_source source) noexcept
     : kind_(cfg.block_size, reinterpret_cast<std::uintptr_t>(this) ^ 0x5354524154410000ull, Sync),
-      node_key_(random_key(this)),
+      node_key_(random_node_key(this)),
       map_(block_source_storage{&source_}),
       block_size_(cfg.block_size), max_small_(0), max_empty_(cfg.max_empty_blocks), name_(cfg.name),
       source_(source) {
@@ -314,6 +299,11 @@ void* bitmap_engine<Sync>::allocate_cached_slow(class_state& cs, unsigned c) {
     return allocate(c);
   }
   block* b = refill(cs, c);  // may throw: nothing has changed then
+  // Slots from the high-water mark on were never handed out (the mark is exact here: the last claimed word was used
+  // up or given back). The claim moves it past the word.
+  const std::size_t never_used = b->high_water;
+  cs.fresh_from = reinterpret_cast<std::uintptr_t>(base_of(b)) + never_used * cs.object_size;
+  cs.fresh_span = never_used < b->limit ? (b->limit - never_used) * std::size_t{cs.object_size} : 0;
   std::uint64_t fresh = 0;
   cs.claimed_word = slab_kind::claim(b, cs.claimed, fresh);
   cs.claimed_fresh = fresh;
@@ -642,6 +632,8 @@ void bitmap_engine<Sync>::trim() noexcept {
     // later collection while a remote free still pins it).
     if (block* b = cs.current; b != nullptr && b->free_count == b->capacity) {
       cs.current = nullptr;
+      cs.fresh_from = 0;
+      cs.fresh_span = 0;
       b->where = in_partial;
       block::push(cs.partial, b);
       relist(cs, b);
@@ -688,6 +680,8 @@ void bitmap_engine<Sync>::release_all() noexcept {
     cs.cache.cap = cap;
     cs.claimed = cs.claimed_fresh = 0;
     cs.claimed_base = nullptr;
+    cs.fresh_from = 0;
+    cs.fresh_span = 0;
     cs.lost = 0;
     if constexpr (Sync) {
       cs.remote_head.store(nullptr, std::memory_order_relaxed);
@@ -844,6 +838,20 @@ const char* bitmap_engine<Sync>::check_cache(const class_state& cs, unsigned c) 
   } else if (cs.claimed != 0) {
     return "claimed bits without a claimed word";
   }
+  if (cs.fresh_span != 0) {
+    const block* b = cs.current;
+    if (b == nullptr) return "never-used slots without a current block";
+    const std::uintptr_t end = reinterpret_cast<std::uintptr_t>(base_of(b)) + std::size_t{b->limit} * cs.object_size;
+    if (cs.fresh_from + cs.fresh_span != end) return "never-used slots do not end with the block";
+    const std::size_t first = (cs.fresh_from - reinterpret_cast<std::uintptr_t>(base_of(b))) / cs.object_size;
+    if (first > b->high_water) return "never-used slots above the high-water mark";
+    for (std::size_t q = first; q < b->limit; ++q) {  // each free: in the bitmap or the claimed word
+      if (q >= b->skip_begin && q < b->skip_end) continue;
+      const std::uint64_t m = std::uint64_t{1} << (q & 63);
+      const bool in_claim = cs.claimed_base != nullptr && (q >> 6) == cs.claimed_word && (cs.claimed & m) != 0;
+      if ((load(b->local(q >> 6)) & m) == 0 && !in_claim) return "a never-used slot is not free";
+    }
+  }
   if (cs.cache.count > cs.cache.cap || cs.cache.cold_count > cs.cache.cap) return "free cache over its bound";
   if (cs.cache.cap == 0 && cs.cache.total() != 0) return "objects cached in a class without a cache";
   if (cs.cache.total() != 0 && ((cached_classes_ >> c) & 1) == 0) return "cached objects in a class not marked so";
@@ -858,6 +866,7 @@ const char* bitmap_engine<Sync>::check_cache(const class_state& cs, unsigned c) 
       const block* b = block_of(p);
       const std::size_t q = slot_of(cs, offset_in_block(p));
       if (map_.get(p) != c + 1 || !is_slot_of(p, b, q, cs, c)) return "a cached object is no slot of its class";
+      if (reinterpret_cast<std::uintptr_t>(p) - cs.fresh_from < cs.fresh_span) return "a cached object never handed out";
       if ((load(b->local(q >> 6)) >> (q & 63)) & 1) return "a cached object is free in its bitmap";
       if (b == cs.current && cs.claimed_base != nullptr && (q >> 6) == cs.claimed_word && ((cs.claimed >> (q & 63)) & 1))
         return "a cached object is in the claimed word";

@@ -1,9 +1,25 @@
 // lib/slab.cpp: formatting and checking slabs.
 #include <strata/detail/slab.hpp>
 
+#include <strata/detail/free_cache.hpp>
+
 #include <new>
 
 namespace strata::detail {
+
+// The engine's address (randomised by ASLR) mixed with a per-process counter and the cycle counter, through a 64-bit
+// finaliser.
+std::uintptr_t random_node_key(const void* owner) noexcept {
+  static std::atomic<std::uint64_t> counter{0};
+  std::uint64_t x = reinterpret_cast<std::uintptr_t>(owner) ^ (counter.fetch_add(1, std::memory_order_relaxed) << 48);
+#if defined(__x86_64__) || defined(__i386__)
+  x ^= __builtin_ia32_rdtsc();
+#endif
+  x ^= reinterpret_cast<std::uintptr_t>(&counter) << 7;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return static_cast<std::uintptr_t>(x ^ (x >> 31));
+}
 
 std::size_t slab::free_slots() const noexcept {
   std::size_t n = 0;

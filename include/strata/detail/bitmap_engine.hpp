@@ -134,8 +134,16 @@ class bitmap_engine {
       char* p = cs.claimed_base + std::size_t{i} * cs.object_size;
       // A slot handed out before must still be the node its free made it: else it was written after its free,
       // or it is live (freed twice and handed out from the cache meanwhile).
-      if (STRATA_UNLIKELY(((cs.claimed_fresh >> i) & 1) == 0 && !is_node(p, node_key_)))
+      if (((cs.claimed_fresh >> i) & 1) != 0) {
+        // The first use of the slot: the current block's never-used slots begin after it now (fresh slots go out
+        // in address order; header slots between are skipped).
+        const std::uintptr_t next = reinterpret_cast<std::uintptr_t>(p) + cs.object_size;
+        STRATA_ASSERT(next > cs.fresh_from && next - cs.fresh_from <= cs.fresh_span);
+        cs.fresh_span -= next - cs.fresh_from;
+        cs.fresh_from = next;
+      } else if (STRATA_UNLIKELY(!is_node(p, node_key_))) {
         return refuse_claimed(cs, c);
+      }
       cs.claimed = m & (m - 1);
       clear_node(p);
       note_allocate(cs);
@@ -188,13 +196,16 @@ class bitmap_engine {
   /// deallocate() for a cached class: no lock, no register saved.
   STRATA_ALWAYS_INLINE void deallocate_cached(void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept {
     class_state& cs = classes_[c];
-    // Checks that read only p's granule in the class map, the class's constants and p's first two words.
+    // Checks that read only p's granule in the class map, the class's constants and p's first two words. A slot
+    // never handed out (free in its bitmap or in the claimed word, and no node) would pass the others: the range of
+    // the current block's never-used slots catches it (they are the only ones, see settle_idle).
     const auto a = reinterpret_cast<std::uintptr_t>(p);
     const std::size_t off = a & (block_size_ - 1);
     const std::size_t header = slab_kind::header_offset(a - off);
     if (STRATA_UNLIKELY(map_.get_direct(p) != c + 1) || STRATA_UNLIKELY(slot_of(cs, off) * cs.object_size != off) ||
         STRATA_UNLIKELY(off + cs.object_size > block_size_) ||
-        STRATA_UNLIKELY(off + cs.object_size - 1 - header < cs.meta_span) || STRATA_UNLIKELY(is_node(p, node_key_)))
+        STRATA_UNLIKELY(off + cs.object_size - 1 - header < cs.meta_span) || STRATA_UNLIKELY(is_node(p, node_key_)) ||
+        STRATA_UNLIKELY(a - cs.fresh_from < cs.fresh_span))
       return deallocate_checked(p, bytes, alignment, c);
     if (STRATA_UNLIKELY(cs.cache.count == cs.cache.cap)) return push_to_full_cache(cs, p);
     if (STRATA_UNLIKELY(cs.cache.count == 0)) cached_classes_ |= std::uint64_t{1} << c;
@@ -303,6 +314,11 @@ class bitmap_engine {
     std::uint64_t claimed_fresh = 0;  // of those, the slots never handed out (they are no nodes)
     char* claimed_base = nullptr;     // the address of that word's slot 0
     std::size_t claimed_word = 0;
+    // The current block's slots never handed out: [fresh_from, fresh_from + fresh_span). Every other block of the
+    // class has handed out each of its slots at least once (a block stops being current only when it has no free
+    // slot, or empty, when it leaves the class).
+    std::uintptr_t fresh_from = 0;
+    std::size_t fresh_span = 0;
     std::size_t lost = 0;  // cached objects lost with a free cache written over (held until release)
     std::atomic<block*> remote_head{nullptr};          // Sync: blocks with remote frees to collect
     std::atomic<std::uint64_t> remote_deallocations{0};  // Sync: frees that went the remote way

@@ -17,27 +17,46 @@ namespace strata::detail {
 /// bitmap. Every path that hands a block out checks it (a block that is no node was written after its free, or is
 /// being handed out a second time) and clears the check word, so a live block is no node. Blocks need two words
 /// (16 bytes); smaller classes do not use a cache.
+///
+/// The words are read and written with relaxed atomic accesses (plain moves on the targets we build for): in the
+/// thread cache another thread may read them (a free of p checks whether p is some heap's node), and a program's
+/// double free across threads must not be a data race inside the library.
 using node_word = std::uintptr_t __attribute__((may_alias));
+STRATA_ALWAYS_INLINE std::uintptr_t load_node_word(const void* p, int i) noexcept {
+  return __atomic_load_n(static_cast<const node_word*>(p) + i, __ATOMIC_RELAXED);
+}
+STRATA_ALWAYS_INLINE void store_node_word(void* p, int i, std::uintptr_t v) noexcept {
+  __atomic_store_n(static_cast<node_word*>(p) + i, v, __ATOMIC_RELAXED);
+}
+
+/// A key no program can predict, for an owner's nodes.
+std::uintptr_t random_node_key(const void* owner) noexcept;
 
 STRATA_ALWAYS_INLINE std::uintptr_t node_check(const void* p, std::uintptr_t next, std::uintptr_t key) noexcept {
   return reinterpret_cast<std::uintptr_t>(p) ^ next ^ key;
 }
 /// Whether p's first two words form a node under `key`.
 STRATA_ALWAYS_INLINE bool is_node(const void* p, std::uintptr_t key) noexcept {
-  const auto* w = static_cast<const node_word*>(p);
-  return w[1] == node_check(p, w[0], key);
+  return load_node_word(p, 1) == node_check(p, load_node_word(p, 0), key);
 }
+
+/// Heap keys (the thread cache): heap i makes its nodes with base_key ^ (i << 48), i < 2^16. node_residue(p) is
+/// i << 48 when p is a node of heap i; is_any_node(p): p is a node of some heap.
+STRATA_ALWAYS_INLINE std::uintptr_t node_residue(const void* p, std::uintptr_t base_key) noexcept {
+  return load_node_word(p, 1) ^ node_check(p, load_node_word(p, 0), base_key);
+}
+STRATA_ALWAYS_INLINE bool is_any_node(const void* p, std::uintptr_t base_key) noexcept {
+  return (node_residue(p, base_key) << 16) == 0;
+}
+
 STRATA_ALWAYS_INLINE void make_node(void* p, const void* next, std::uintptr_t key) noexcept {
-  auto* w = static_cast<node_word*>(p);
   const auto n = reinterpret_cast<std::uintptr_t>(next);
-  w[0] = n;
-  w[1] = node_check(p, n, key);
+  store_node_word(p, 0, n);
+  store_node_word(p, 1, node_check(p, n, key));
 }
-STRATA_ALWAYS_INLINE void* node_next(const void* p) noexcept {
-  return reinterpret_cast<void*>(static_cast<const node_word*>(p)[0]);
-}
+STRATA_ALWAYS_INLINE void* node_next(const void* p) noexcept { return reinterpret_cast<void*>(load_node_word(p, 0)); }
 /// Makes p no node (it is being handed out).
-STRATA_ALWAYS_INLINE void clear_node(void* p) noexcept { static_cast<node_word*>(p)[1] = 0; }
+STRATA_ALWAYS_INLINE void clear_node(void* p) noexcept { store_node_word(p, 1, 0); }
 
 /// A bounded LIFO of nodes in two lists of at most `cap` nodes: `head`, where frees push and allocations pop, and
 /// `cold`, the older batch. When `head` is full, a free moves it to `cold` whole (giving the previous cold batch
