@@ -75,7 +75,7 @@ thread_cache_engine::thread_cache_engine(const config& cfg, std::pmr::memory_res
       id_(g_next_id.fetch_add(1, std::memory_order_relaxed)),
       middle_(upstream, cfg.max_empty_blocks, cfg.max_shared, owner, engine_name),
       front_(cfg.max_small, reinterpret_cast<std::uintptr_t>(this) ^ 0x5354524154435400ull ^ (id_ << 48), engine_name,
-             middle_),
+             middle_, upstream),
       back_(upstream) {
   middle_.set_front(&front_);
   front_.owner_ = owner;
@@ -129,6 +129,8 @@ tc_heap* thread_cache_engine::attach_heap() noexcept {
       return h;
     }
   }
+  // Heap indexes are 16 bits of a node key (0 and tc_no_heap excepted); threads beyond share a heap.
+  if (heap_count_ + 1 >= tc_no_heap) return nullptr;
   void* mem;
   try {
     // An upstream that ignores the alignment is refused (its memory given back): bins are cache-line aligned.
@@ -137,7 +139,7 @@ tc_heap* thread_cache_engine::attach_heap() noexcept {
     return nullptr;
   }
   auto* h = new (mem) tc_heap();
-  front_.init_heap(*h);
+  front_.init_heap(*h, static_cast<std::uint32_t>(heap_count_ + 1));
   h->attached = true;
   h->next = heaps_;
   heaps_ = h;
@@ -195,11 +197,6 @@ void* thread_cache_engine::refill(tc_heap& h, unsigned c) {
   return p;
 }
 
-void* thread_cache_engine::refuse_and_refill(tc_heap& h, unsigned c, void* p) {
-  front_.refuse_marked(p);
-  return refill(h, c);
-}
-
 void* thread_cache_engine::allocate_small_slow(unsigned c) {
   void* p = nullptr;
   if (tc_heap* h = my_heap(); h != nullptr) {
@@ -229,9 +226,9 @@ void thread_cache_engine::deallocate_small_slow(void* p, unsigned c, std::size_t
   if (shared_heap_ != nullptr) return front_.deallocate(*shared_heap_, p, c, bytes, alignment);
   // No heap at all (upstream is out of memory): publish the free on its own.
   tc_heap local;
-  front_.init_heap(local);
+  front_.init_heap(local, 0);
   front_.deallocate(local, p, c, bytes, alignment);
-  front_.flush_pending(local);
+  front_.flush_remote(local);
   heapless_deallocations_.fetch_add(local.deallocations.load(std::memory_order_relaxed), std::memory_order_relaxed);
   heapless_bytes_.fetch_add(local.bytes.load(std::memory_order_relaxed), std::memory_order_relaxed);
 }
@@ -439,16 +436,10 @@ std::size_t thread_cache_engine::round_size_other(std::size_t bytes, std::size_t
 }
 
 void thread_cache_engine::trim() noexcept {
-  if (tc_heap* h = my_heap()) {
-    front_.flush_pending(*h);
-    front_.collect_owned(*h);
-  }
+  if (tc_heap* h = my_heap()) front_.collect_owned(*h);  // caches and the remote list first
   {
     std::lock_guard<std::mutex> g(shared_heap_lock_);
-    if (shared_heap_ != nullptr) {
-      front_.flush_pending(*shared_heap_);
-      front_.collect_owned(*shared_heap_);
-    }
+    if (shared_heap_ != nullptr) front_.collect_owned(*shared_heap_);
   }
   middle_.trim();
 }
@@ -496,10 +487,11 @@ resource_stats thread_cache_engine::thread_totals() const noexcept {
   s.peak_bytes_in_use = peak > 0 ? static_cast<std::size_t>(peak) : 0;
   if (s.peak_bytes_in_use < s.bytes_in_use) s.peak_bytes_in_use = s.bytes_in_use;
   const tc_middle::block_totals b = middle_.blocks();
-  s.bytes_held = b.held * tc_block_size + heaps * sizeof(tc_heap);
+  const std::size_t map_bytes = front_.map().bytes_held();  // the class map's leaves, from upstream too
+  s.bytes_held = b.held * tc_block_size + heaps * sizeof(tc_heap) + map_bytes;
   s.bytes_resident = s.bytes_held;
   s.failed_allocations = failed_.load(std::memory_order_relaxed);
-  s.upstream_allocations = b.upstream_allocations + heaps;
+  s.upstream_allocations = b.upstream_allocations + heaps + map_bytes / tc_map::leaf_bytes;
   s.upstream_deallocations = b.upstream_deallocations;
   return s;
 }

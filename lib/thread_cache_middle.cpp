@@ -83,6 +83,7 @@ void tc_middle::give_abandoned(tc_block* b) noexcept {
 
 void tc_middle::give_empty(tc_block* b) noexcept {
   void* base = tc_front::base_of(b);
+  front_->map().clear(base, tc_block_size);
   b->tag = 0;  // no longer a block of any class: a stale free is reported as foreign
   std::lock_guard<spin_lock> g(block_lock_);
   if (empty_count_ < max_empty_) {
@@ -95,6 +96,7 @@ void tc_middle::give_empty(tc_block* b) noexcept {
 }
 
 void tc_middle::release_block(void* base) noexcept {
+  front_->map().clear(base, tc_block_size);
   block_map_unregister(base, tc_block_size, g_front_block_map);
   upstream_->deallocate(base, tc_block_size, tc_block_size);
   --held_;
@@ -113,7 +115,6 @@ void tc_middle::trim() noexcept {
       for (tc_block* b = head; b != nullptr;) {
         tc_block* next = b->next;
         front_->collect(b);
-        if (b->free_count == b->capacity) front_->settle_marked(b);  // a slot a batch still names keeps it here
         if (b->free_count == b->capacity) {
           if (b->prev != nullptr) b->prev->next = b->next;
           else head = b->next;
@@ -181,6 +182,7 @@ const char* tc_middle::check(std::size_t& blocks, std::size_t& live) const noexc
       if (b->size_class != c) return "abandoned block in another class's list";
       if (b->where != tc_block::in_abandoned) return "abandoned block marked as elsewhere";
       if (b->owner.load(std::memory_order_relaxed) != nullptr) return "abandoned block with an owner";
+      if (front_->map().get(b) != tc_map_value(0, c)) return "abandoned block's class map value wrong";
       if (b->next != nullptr && b->next->prev != b) return "abandoned list links broken";
       live += b->capacity - front_->free_slots(b);
     }

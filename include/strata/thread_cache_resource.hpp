@@ -78,7 +78,7 @@ class thread_cache_resource : public resource {
   [[nodiscard]] std::size_t min_size(cache_tier t) const noexcept;
   [[nodiscard]] std::size_t max_size(cache_tier t) const noexcept;
   /// The smallest block the thread tier hands out (any request occupies at least this).
-  [[nodiscard]] static constexpr std::size_t thread_cache_min_size() noexcept { return 8; }
+  [[nodiscard]] static constexpr std::size_t thread_cache_min_size() noexcept { return 16; }
   /// Bytes a request really occupies: its class size in the thread tier, its rounded block in the shared tier,
   /// the request itself upstream. It is what stats().bytes_in_use counts for the request, and any size with the same
   /// round_size frees the block. In the thread tier a request of 0 bytes is one of 1: a block of its own, with the

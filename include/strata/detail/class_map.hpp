@@ -31,7 +31,7 @@ namespace strata::detail {
 /// `void deallocate(void* p, std::size_t bytes) noexcept`, as for address_table.
 template <class Storage, class Value = std::uint8_t>
 class class_map {
-  static_assert(std::is_unsigned_v<Value> && sizeof(Value) <= 2, "one or two bytes per granule");
+  static_assert(std::is_unsigned_v<Value> && sizeof(Value) <= 4, "one to four bytes per granule");
 
  public:
   static constexpr unsigned window_shift = 28;

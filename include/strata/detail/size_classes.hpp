@@ -20,10 +20,11 @@ class size_class_table {
   static constexpr std::uint8_t none = 0xFF;
 
   /// `max_small`: the largest size served by a class (rounded up to a class boundary). At most 1 MiB.
-  void init(std::size_t max_small, bool powers_of_two) noexcept {
+  /// `min_size`: the smallest class (8 or 16).
+  void init(std::size_t max_small, bool powers_of_two, std::size_t min_size = 8) noexcept {
     powers_of_two_ = powers_of_two;
     count_ = 0;
-    for (std::size_t s = 8; count_ < max_classes; s = next_class_size(s)) {
+    for (std::size_t s = min_size; count_ < max_classes; s = next_class_size(s)) {
       sizes_[count_++] = static_cast<std::uint32_t>(s);
       if (s >= max_small) break;
     }

@@ -55,21 +55,8 @@ class thread_cache_engine {
     const unsigned c = front_.plain_class(bytes, alignment);
     tc_heap* h = my_heap();
     if (STRATA_UNLIKELY(h == nullptr)) return allocate_small_slow(c);
-    tc_bin& bin = h->bins[c];
-    void* p;
-    if (bin.recent_count != 0) {
-      --bin.recent_count;
-      p = bin.recent[--bin.recent_top % tc_bin::recent_capacity];
-      if (STRATA_UNLIKELY(!tc_front::take_recent(bin, p))) return refill(*h, c);
-    } else if (const std::uint64_t m = bin.word_ptr->load(std::memory_order_relaxed); STRATA_LIKELY(m != 0)) {
-      bin.word_ptr->store(m & (m - 1), std::memory_order_relaxed);
-      p = bin.word_base + static_cast<std::size_t>(__builtin_ctzll(m)) * bin.object_size;
-    } else {
-      return refill(*h, c);
-    }
-    // A free slot still marked by another thread's free: it was freed twice (see tc_front::refuse_marked).
-    if (STRATA_UNLIKELY(front_.marked(p))) return refuse_and_refill(*h, c, p);
-    note_allocation(*h, bin.object_size);
+    void* p = front_.allocate_fast(*h, c);
+    if (STRATA_UNLIKELY(p == nullptr)) return refill(*h, c);
     return p;
   }
 
@@ -131,7 +118,6 @@ class thread_cache_engine {
   tc_heap* attach_heap() noexcept;   // a spare heap, or a new one from upstream
   void* allocate_small_slow(unsigned c);
   STRATA_NOINLINE void* refill(tc_heap& h, unsigned c);
-  STRATA_NOINLINE void* refuse_and_refill(tc_heap& h, unsigned c, void* p);
   void deallocate_small_slow(void* p, unsigned c, std::size_t bytes, std::size_t alignment) noexcept;
   void* allocate_other(std::size_t bytes, std::size_t alignment);
   void deallocate_other(void* p, std::size_t bytes, std::size_t alignment) noexcept;
