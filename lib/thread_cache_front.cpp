@@ -52,9 +52,7 @@ void tc_front::uncount_free(tc_heap& h, std::size_t bytes) noexcept {
 void tc_front::init_heap(tc_heap& h, std::uint32_t index) const noexcept {
   for (unsigned c = 0; c < sizes_.count(); ++c) init_bin(h.bins[c], c);
   h.lost_total = 0;
-  h.remote = nullptr;
   h.remote_count = 0;
-  h.remote_lost = 0;
   h.index = index;
   // A heap with no index owns no block: no map value matches it, so its every free takes the remote way.
   h.map_owner = index == 0 ? 0xFF000000u : index << 8;
@@ -85,7 +83,7 @@ bool tc_front::is_live(const tc_block* b, const void* p) const noexcept {
   const std::uint64_t m = std::uint64_t{1} << (q & 63);
   const std::uint64_t free_bits =
       b->local(q >> 6).load(std::memory_order_relaxed) | b->remote(q >> 6).load(std::memory_order_relaxed);
-  return (free_bits & m) == 0 && !is_any_node(p, node_key_);
+  return (free_bits & m) == 0 && !is_any_node(p, node_key_) && !is_any_mark(p, node_key_);
 }
 
 void tc_front::count_late_double_free(std::size_t bytes) const noexcept {
@@ -273,18 +271,16 @@ bool tc_front::is_free_for(const tc_heap& h, const tc_bin& bin, const void* p) c
     if (bin.claimed_base != nullptr && (q >> 6) == bin.claimed_word && (bin.claimed & m) != 0) return true;
     if (reinterpret_cast<std::uintptr_t>(p) - bin.fresh_from < bin.fresh_span) return true;
   }
-  const std::uintptr_t residue = node_residue(p, node_key_);
-  if ((residue << 16) != 0) return false;  // no node: live
-  if ((residue >> 48) != h.index) return true;  // another heap's node: in its cache or remote list
-  // A node of this heap: in its cache or remote list, unless the program wrote the same two words (the walk is
-  // exact).
-  if (bin.cache.holds(p, h.node_key)) return true;
-  std::uint32_t k = 0;
-  for (const void* n = h.remote; n != nullptr && k < h.remote_count; n = node_next(n), ++k) {
-    if (n == p) return true;
-    if (!is_node(n, h.node_key)) break;
-  }
-  return false;
+  // A mark (flushed by its owner, or freed by another heap) or a node (cached) of some heap.
+  const std::uintptr_t mark = load_node_word(p, 1) ^ mark_of(p, node_key_);
+  const std::uintptr_t node = node_residue(p, node_key_);
+  std::uintptr_t heap;
+  if ((mark << 16) == 0) heap = mark >> 48;
+  else if ((node << 16) == 0) heap = node >> 48;
+  else return false;  // neither: live
+  if (heap != h.index) return true;  // another heap's: in its cache or remote array, or in a bitmap
+  // This heap's: in its cache or remote array, unless the program wrote the same words (the look is exact).
+  return bin.cache.holds(p, h.node_key) || std::find(h.remote, h.remote + h.remote_count, p) != h.remote + h.remote_count;
 }
 
 void tc_front::deallocate_slow(tc_heap& h, void* p, unsigned c, std::size_t bytes,
@@ -305,11 +301,24 @@ void tc_front::deallocate_slow(tc_heap& h, void* p, unsigned c, std::size_t byte
   note_deallocation(h, bin.object_size);
 }
 
-// p (checked live) is an object of a block h does not own: onto h's remote list.
-void tc_front::remote_free(tc_heap& h, void* p, unsigned c, std::size_t, std::size_t) const noexcept {
-  STRATA_INJECT_DELAY();
-  make_node(p, h.remote, h.node_key);
-  h.remote = p;
+// p (checked live) is an object of a block h does not own: marked, then into h's remote array. The mark goes in by
+// compare-and-swap, so of two frees of p racing, one sees the other's node or mark; a free by p's owner racing this
+// one writes over the mark with plain stores, which the publication finds.
+void tc_front::remote_free(tc_heap& h, void* p, unsigned c, std::size_t bytes, std::size_t alignment) const noexcept {
+  const std::uintptr_t mark = mark_of(p, h.node_key);
+  std::uintptr_t old = load_node_word(p, 1);
+  for (;;) {
+    if (((old ^ mark_of(p, node_key_)) << 16) == 0 ||
+        ((old ^ node_check(p, load_node_word(p, 0), node_key_)) << 16) == 0) {
+      report(error_kind::double_free, p, bytes, alignment, 0, "freed by another thread meanwhile");
+      return;
+    }
+    STRATA_INJECT_DELAY();
+    if (__atomic_compare_exchange_n(static_cast<node_word*>(p) + 1, &old, mark, false, __ATOMIC_ACQ_REL,
+                                    __ATOMIC_RELAXED))
+      break;
+  }
+  h.remote[h.remote_count] = p;
   note_deallocation(h, sizes_.size_of(c));
   if (++h.remote_count == tc_heap::remote_cap) flush_remote(h);
 }
@@ -317,9 +326,7 @@ void tc_front::remote_free(tc_heap& h, void* p, unsigned c, std::size_t, std::si
 // One atomic OR per run of objects in one bitmap word. Nothing of a block is read after its OR: once the owner has
 // the bits it may hand the block back upstream.
 void tc_front::flush_remote(tc_heap& h) const noexcept {
-  void* n = h.remote;
-  std::uint32_t count = h.remote_count;
-  h.remote = nullptr;
+  const std::uint32_t count = h.remote_count;
   h.remote_count = 0;
   tc_block* run_block = nullptr;
   std::size_t run_word = 0;
@@ -334,7 +341,7 @@ void tc_front::flush_remote(tc_heap& h) const noexcept {
     STRATA_INJECT_DELAY();
     const std::uint64_t old = run_block->remote(w).fetch_or(mask, std::memory_order_release);
     if (const std::uint64_t dup = old & mask; STRATA_UNLIKELY(dup != 0)) {
-      // Published by two heaps (neither saw the other's node); the slot is free once, one count is undone.
+      // Published by two heaps (neither saw the other's mark); the slot is free once, one count is undone.
       for (std::uint64_t bits = dup; bits != 0; bits &= bits - 1) {
         report(error_kind::double_free, base + (w * 64 + static_cast<std::size_t>(__builtin_ctzll(bits))) * size,
                size, 0, 0, "freed twice by other threads");
@@ -342,17 +349,18 @@ void tc_front::flush_remote(tc_heap& h) const noexcept {
       }
     }
   };
-  for (; count != 0 && n != nullptr; --count) {
-    void* p = n;
-    if (STRATA_UNLIKELY(!is_node(p, h.node_key))) {
-      report(error_kind::double_free, p, 0, 0, 0,
-             "a freed object was written after its free, or freed twice (found when this thread's frees of other "
-             "threads' objects were published; the ones behind it are set aside)");
-      h.remote_lost += count;
-      break;
-    }
-    n = node_next(p);
+  for (std::uint32_t k = 0; k < count; ++k) {
+    void* p = h.remote[k];
     tc_block* b = block_of(p);
+    if (STRATA_UNLIKELY(load_node_word(p, 1) != mark_of(p, h.node_key))) {
+      // The mark is gone: the owner freed p too (its free raced this one and wrote over the mark), or p was written
+      // after its free. The owner's free stands; this one is undone. (p is live or in its owner's cache, so its
+      // block is still there.)
+      report(error_kind::double_free, p, b->object_size, 0, 0,
+             "freed by its owner and by another thread (found when the other thread's frees were published)");
+      uncount_free(h, b->object_size);
+      continue;
+    }
     const std::size_t q = (reinterpret_cast<std::uintptr_t>(p) & (tc_block_size - 1)) / b->object_size;
     if (b != run_block || (q >> 6) != run_word) {
       publish();
@@ -406,6 +414,7 @@ void tc_front::give_back(tc_heap& h, tc_bin& bin, void* list, std::size_t n) con
       uncount_free(h, bin.object_size);
       continue;
     }
+    make_node(p, nullptr, h.node_key);  // the mark of a slot in a bitmap (a node with no next), its link read above
     w.store(v | m, std::memory_order_relaxed);
     if ((q >> 6) < b->hint) b->hint = static_cast<std::uint16_t>(q >> 6);
     const std::uint32_t free = ++b->free_count;
@@ -561,7 +570,7 @@ const char* tc_front::check_block(const tc_block* b, std::size_t claimed_word) c
 }
 
 const char* tc_front::check_heap(const tc_heap& h, std::size_t& blocks, std::size_t& live) const noexcept {
-  std::size_t set_aside = h.lost_total + h.remote_lost;
+  std::size_t set_aside = h.lost_total;
   for (unsigned c = 0; c < sizes_.count(); ++c) {
     const tc_bin& bin = h.bins[c];
     std::size_t n = 0;
@@ -623,11 +632,9 @@ const char* tc_front::check_heap(const tc_heap& h, std::size_t& blocks, std::siz
     set_aside += bin.lost;
     blocks += n;
   }
-  // Objects in the remote list are live in their blocks' bitmaps (owned by others) and freed in the counts.
-  std::uint32_t k = 0;
-  for (const void* p = h.remote; p != nullptr && k < h.remote_count; p = node_next(p), ++k)
-    if (!is_node(p, h.node_key)) return "an object on the remote list is no node";
-  if (k != h.remote_count) return "remote list shorter than its count";
+  // Objects in the remote array are live in their blocks' bitmaps (owned by others) and freed in the counts. (One
+  // whose mark is gone lost a race with its owner's free: both are counted until the publication undoes one.)
+  if (h.remote_count > tc_heap::remote_cap) return "remote array over its bound";
   // The caller adds every heap's and tier's live slots, then takes off what lists hold and what was set aside.
   live -= h.remote_count + set_aside;
   return nullptr;

@@ -48,6 +48,14 @@ STRATA_ALWAYS_INLINE std::uintptr_t node_residue(const void* p, std::uintptr_t b
 STRATA_ALWAYS_INLINE bool is_any_node(const void* p, std::uintptr_t base_key) noexcept {
   return (node_residue(p, base_key) << 16) == 0;
 }
+/// The thread cache's mark: word 1 alone is p ^ base_key ^ (i << 48) (word 0 is not looked at). A node with no
+/// next is also a mark.
+STRATA_ALWAYS_INLINE std::uintptr_t mark_of(const void* p, std::uintptr_t key) noexcept {
+  return reinterpret_cast<std::uintptr_t>(p) ^ key;
+}
+STRATA_ALWAYS_INLINE bool is_any_mark(const void* p, std::uintptr_t base_key) noexcept {
+  return ((load_node_word(p, 1) ^ mark_of(p, base_key)) << 16) == 0;
+}
 
 STRATA_ALWAYS_INLINE void make_node(void* p, const void* next, std::uintptr_t key) noexcept {
   const auto n = reinterpret_cast<std::uintptr_t>(next);

@@ -1,7 +1,7 @@
 // strata/detail/thread_cache_front.hpp: the front end of thread_cache_resource. Per-thread heaps of slabs, each
 // class with a free cache in front: allocation and same-thread frees touch the object and the heap's bin, no block
-// header and no bitmap; cross-thread frees wait in the freeing heap's remote list and are published to the owner's
-// remote words in batches, one atomic OR per bitmap word.
+// header and no bitmap; cross-thread frees mark the object (one compare-and-swap), wait in the freeing heap's
+// remote array and are published to the owner's remote words in batches, one atomic OR per bitmap word.
 #pragma once
 
 #include <atomic>
@@ -101,14 +101,13 @@ struct tc_heap {
   static constexpr std::uint32_t remote_cap = 128;
 
   tc_bin bins[size_class_table::max_classes];
-  // Frees of objects of blocks this heap does not own (any class): nodes under node_key, newest first, published
-  // to their blocks' remote words when the list is full and on this heap's slow paths.
-  void* remote = nullptr;
+  // Frees of objects of blocks this heap does not own (any class), each marked (word 1 = p ^ node_key), published
+  // to their blocks' remote words when the array is full and on this heap's slow paths.
+  void* remote[remote_cap] = {};
   std::uint32_t remote_count = 0;
   std::uint32_t index = 0;        // 1 .. tc_no_heap - 1; 0: a heap that owns no block (a free with no heap at all)
   std::uint32_t map_owner = 0;    // what the class map holds for blocks this heap owns: index << 8
   std::uintptr_t node_key = 0;    // the front's node key ^ (index << 48)
-  std::size_t remote_lost = 0;    // remote-list objects set aside with a list found written over
   std::size_t lost_total = 0;     // cached objects set aside in bins since reset (in blocks handed over)
   // Counters (written by the owner, read by stats()).
   std::atomic<std::uint64_t> allocations{0};
@@ -178,9 +177,9 @@ class tc_front {
         const std::uintptr_t next = reinterpret_cast<std::uintptr_t>(p) + bin.object_size;
         bin.fresh_span -= next - bin.fresh_from;
         bin.fresh_from = next;
-      } else if (STRATA_UNLIKELY(!is_any_node(p, node_key_))) {
-        // A slot handed out before is the node its free made it (of whichever heap freed it): else it was written
-        // after its free, or is live.
+      } else if (STRATA_UNLIKELY(!is_any_mark(p, node_key_))) {
+        // A slot handed out before carries the mark its way into the bitmap left (its owner's flush, or another
+        // heap's free): else it was written after its free, or is live.
         return nullptr;
       }
       bin.claimed = m & (m - 1);
@@ -217,11 +216,11 @@ class tc_front {
     bin.cache.push(p, h.node_key);
     note_deallocation(h, bin.object_size);
   }
-  /// deallocate()'s other cases: a block of another heap or of the shared tier (the remote list), and misuse.
+  /// deallocate()'s other cases: a block of another heap or of the shared tier (the remote array), and misuse.
   STRATA_NOINLINE void deallocate_slow(tc_heap& h, void* p, unsigned c, std::size_t bytes,
                                        std::size_t alignment) const noexcept;
 
-  /// Publishes h's remote list.
+  /// Publishes h's remote array.
   void flush_remote(tc_heap& h) const noexcept;
   /// Gives h's cached objects and claimed words back to their blocks (for trim and thread exit).
   void drain(tc_heap& h) const noexcept;
@@ -229,7 +228,7 @@ class tc_front {
   /// entirely free go where such blocks go, and double frees still unreported show now.
   void collect_owned(tc_heap& h) const noexcept;
   /// Hands every block of h to the shared tier (blocks entirely free go to its empty cache) and resets h's bins.
-  /// The caches and the remote list are given back first.
+  /// The caches and the remote array are given back first.
   void abandon_all(tc_heap& h) const noexcept;
 
   /// Block header of any address inside a front-end block.
