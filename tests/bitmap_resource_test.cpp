@@ -683,3 +683,23 @@ TEST_CASE("bitmap_resource: a free of a slot never handed out is reported and th
     CHECK(r.stats().bytes_in_use == 0);
   }
 }
+
+TEST_CASE("bitmap_resource: a request under max_small_size whose alignment rounds it past the last class") {
+  // 24 bytes at alignment 16 needs 32: past the classes when max_small_size is 24.
+  for (const strata::check_mode mode : {strata::check_mode::standard, strata::check_mode::strict}) {
+    strata::bitmap_options o;
+    o.max_small_size = 24;
+    o.checks = mode;
+    bitmap_resource r(o);
+    REQUIRE(r.max_small_size() == 24);
+    void* p = r.allocate(24, 16);
+    CHECK(strata::detail::is_aligned(p, 16));
+    std::memset(p, 0xAB, 24);
+    void* q = r.allocate(17, 16);
+    CHECK(strata::detail::is_aligned(q, 16));
+    r.deallocate(q, 17, 16);
+    r.deallocate(p, 24, 16);
+    CHECK(r.stats().bytes_in_use == 0);
+    CHECK(r.check_invariants());
+  }
+}
