@@ -702,4 +702,13 @@ TEST_CASE("bitmap_resource: a request under max_small_size whose alignment round
     CHECK(r.stats().bytes_in_use == 0);
     CHECK(r.check_invariants());
   }
+  // With only the 8-byte class, 0 bytes at alignment 16 (one byte, rounded to 16) leaves the classes too.
+  strata::bitmap_options o;
+  o.max_small_size = 8;
+  bitmap_resource r(o);
+  void* z = r.allocate(0, 16);
+  CHECK(strata::detail::is_aligned(z, 16));
+  r.deallocate(z, 0, 16);
+  CHECK(r.stats().bytes_in_use == 0);
+  CHECK(r.check_invariants());
 }

@@ -277,7 +277,8 @@ class bitmap_engine {
   [[nodiscard]] std::size_t class_size(unsigned c) const noexcept { return sizes_.size_of(c); }
   [[nodiscard]] std::size_t max_small() const noexcept { return max_small_; }
   /// The largest request that class_for_low_alignment() always places (any alignment up to 16): max_small() rounded
-  /// down to 16, since rounding a request up to its alignment must not leave the classes.
+  /// down to 16, since rounding a request up to its alignment must not leave the classes. A request of 0 bytes
+  /// counts as 1, which may not fit either: fast paths take [1, max_plain()].
   [[nodiscard]] std::size_t max_plain() const noexcept { return max_small_ & ~std::size_t{15}; }
   [[nodiscard]] std::size_t block_size() const noexcept { return block_size_; }
   /// Walks every block and list; reports the first broken invariant through the error handler.
