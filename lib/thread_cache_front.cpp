@@ -361,6 +361,9 @@ void tc_front::flush_remote(tc_heap& h) const noexcept {
       uncount_free(h, b->object_size);
       continue;
     }
+    // Published: the mark of no heap. An entry for p later in this array (a free of p that lost a race and was
+    // left here, and a later free of p by this heap after p came back) finds its mark gone and is undone.
+    store_node_word(p, 1, mark_of(p, node_key_ ^ (std::uintptr_t{tc_no_heap} << 48)));
     const std::size_t q = (reinterpret_cast<std::uintptr_t>(p) & (tc_block_size - 1)) / b->object_size;
     if (b != run_block || (q >> 6) != run_word) {
       publish();
