@@ -515,6 +515,29 @@ resource_stats thread_cache_engine::stats() const noexcept {
   return s;
 }
 
+// Each block's pins are the pinned entries naming it in every heap's remote array (heaps_lock_ held). A block with
+// a pin and no entry would never be handed on; an entry with no pin could be published into a block reused.
+const char* thread_cache_engine::check_pins() const noexcept {
+  auto pins_naming = [this](const tc_block* b) {
+    std::uint32_t n = 0;
+    for (const tc_heap* h = heaps_; h != nullptr; h = h->next)
+      for (std::uint32_t k = 0; k < h->remote_count; ++k)
+        if ((h->remote[k] & 1) != 0 && tc_front::block_of(remote_entry(h->remote[k])) == b) ++n;
+    return n;
+  };
+  for (const tc_heap* h = heaps_; h != nullptr; h = h->next) {
+    const tc_block* prev = nullptr;
+    for (std::uint32_t k = 0; k < h->remote_count; ++k) {
+      const tc_block* b = tc_front::block_of(remote_entry(h->remote[k]));
+      if (b != prev && (h->remote[k] & 1) == 0) return "a remote entry without a pin on its block";
+      prev = b;
+      if ((h->remote[k] & 1) != 0 && b->remote_pins.load(std::memory_order_relaxed) != pins_naming(b))
+        return "a block's pins differ from the remote entries naming it";
+    }
+  }
+  return nullptr;
+}
+
 bool thread_cache_engine::check_invariants() const noexcept {
   const char* broken = nullptr;
   std::size_t blocks = 0, live = 0;
@@ -533,6 +556,7 @@ bool thread_cache_engine::check_invariants() const noexcept {
       deallocations += h->deallocations.load(std::memory_order_relaxed);
     }
     if (broken == nullptr && n != heap_count_) broken = "heap count differs from the heap list";
+    if (broken == nullptr) broken = check_pins();
     deallocations -= front_.late_double_frees();
     deallocations += heapless_deallocations_.load(std::memory_order_relaxed);
   }

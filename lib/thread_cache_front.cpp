@@ -280,7 +280,10 @@ bool tc_front::is_free_for(const tc_heap& h, const tc_bin& bin, const void* p) c
   else return false;  // neither: live
   if (heap != h.index) return true;  // another heap's: in its cache or remote array, or in a bitmap
   // This heap's: in its cache or remote array, unless the program wrote the same words (the look is exact).
-  return bin.cache.holds(p, h.node_key) || std::find(h.remote, h.remote + h.remote_count, p) != h.remote + h.remote_count;
+  if (bin.cache.holds(p, h.node_key)) return true;
+  for (std::uint32_t k = 0; k < h.remote_count; ++k)
+    if (remote_entry(h.remote[k]) == p) return true;
+  return false;
 }
 
 void tc_front::deallocate_slow(tc_heap& h, void* p, unsigned c, std::size_t bytes,
@@ -304,33 +307,43 @@ void tc_front::deallocate_slow(tc_heap& h, void* p, unsigned c, std::size_t byte
 // p (checked live) is an object of a block h does not own: marked, then into h's remote array. The mark goes in by
 // compare-and-swap, so of two frees of p racing, one sees the other's node or mark; a free by p's owner racing this
 // one writes over the mark with plain stores, which the publication finds.
+//
+// The entry pins p's block (unless the entry before it, of the same block, holds a pin for both) before the mark
+// goes in: an entry whose mark is lost names an object its owner also freed, and without the pin the owner could
+// empty the block and hand it on before the publication reads p.
 void tc_front::remote_free(tc_heap& h, void* p, unsigned c, std::size_t bytes, std::size_t alignment) const noexcept {
+  tc_block* const b = block_of(p);
+  const bool pin = h.remote_count == 0 || block_of(remote_entry(h.remote[h.remote_count - 1])) != b;
+  if (pin) b->remote_pins.fetch_add(1, std::memory_order_seq_cst);
   const std::uintptr_t mark = mark_of(p, h.node_key);
   std::uintptr_t old = load_node_word(p, 1);
   for (;;) {
     if (((old ^ mark_of(p, node_key_)) << 16) == 0 ||
         ((old ^ node_check(p, load_node_word(p, 0), node_key_)) << 16) == 0) {
+      if (pin) b->remote_pins.fetch_sub(1, std::memory_order_release);
       report(error_kind::double_free, p, bytes, alignment, 0, "freed by another thread meanwhile");
       return;
     }
     STRATA_INJECT_DELAY();
-    if (__atomic_compare_exchange_n(static_cast<node_word*>(p) + 1, &old, mark, false, __ATOMIC_ACQ_REL,
+    if (__atomic_compare_exchange_n(static_cast<node_word*>(p) + 1, &old, mark, false, __ATOMIC_SEQ_CST,
                                     __ATOMIC_RELAXED))
       break;
   }
-  h.remote[h.remote_count] = p;
+  h.remote[h.remote_count] = reinterpret_cast<std::uintptr_t>(p) | (pin ? 1u : 0u);
   note_deallocation(h, sizes_.size_of(c));
   if (++h.remote_count == tc_heap::remote_cap) flush_remote(h);
 }
 
-// One atomic OR per run of objects in one bitmap word. Nothing of a block is read after its OR: once the owner has
-// the bits it may hand the block back upstream.
+// One atomic OR per run of objects in one bitmap word; one subtraction of pins per run of entries in one block,
+// after its ORs. Nothing of a block is read after that: once the owner has the bits and no pin holds the block, it
+// may hand the block on.
 void tc_front::flush_remote(tc_heap& h) const noexcept {
   const std::uint32_t count = h.remote_count;
   h.remote_count = 0;
-  tc_block* run_block = nullptr;
+  tc_block* run_block = nullptr;  // the block of the entries since the last change of block
+  std::uint32_t run_pins = 0;     // pins those entries hold
   std::size_t run_word = 0;
-  std::uint64_t run_mask = 0;
+  std::uint64_t run_mask = 0;     // their objects in word run_word, to publish
   auto publish = [&] {
     if (run_mask == 0) return;
     char* const base = base_of(run_block);
@@ -349,13 +362,23 @@ void tc_front::flush_remote(tc_heap& h) const noexcept {
       }
     }
   };
+  auto end_block = [&] {
+    publish();
+    if (run_pins != 0) run_block->remote_pins.fetch_sub(run_pins, std::memory_order_release);
+    run_pins = 0;
+  };
   for (std::uint32_t k = 0; k < count; ++k) {
-    void* p = h.remote[k];
+    void* p = remote_entry(h.remote[k]);
     tc_block* b = block_of(p);
+    if (b != run_block) {
+      end_block();
+      run_block = b;
+      run_word = ~std::size_t{0};
+    }
+    run_pins += static_cast<std::uint32_t>(h.remote[k] & 1);
     if (STRATA_UNLIKELY(load_node_word(p, 1) != mark_of(p, h.node_key))) {
       // The mark is gone: the owner freed p too (its free raced this one and wrote over the mark), or p was written
-      // after its free. The owner's free stands; this one is undone. (p is live or in its owner's cache, so its
-      // block is still there.)
+      // after its free. The owner's free stands; this one is undone. (The pin kept p's block.)
       report(error_kind::double_free, p, b->object_size, 0, 0,
              "freed by its owner and by another thread (found when the other thread's frees were published)");
       uncount_free(h, b->object_size);
@@ -365,14 +388,13 @@ void tc_front::flush_remote(tc_heap& h) const noexcept {
     // left here, and a later free of p by this heap after p came back) finds its mark gone and is undone.
     store_node_word(p, 1, mark_of(p, node_key_ ^ (std::uintptr_t{tc_no_heap} << 48)));
     const std::size_t q = (reinterpret_cast<std::uintptr_t>(p) & (tc_block_size - 1)) / b->object_size;
-    if (b != run_block || (q >> 6) != run_word) {
+    if ((q >> 6) != run_word) {
       publish();
-      run_block = b;
       run_word = q >> 6;
     }
     run_mask |= std::uint64_t{1} << (q & 63);
   }
-  publish();
+  if (run_block != nullptr) end_block();
 }
 
 // The head list is full: the older batch goes back to the bitmaps, the head list becomes the older batch, and p

@@ -81,8 +81,18 @@ void tc_middle::give_abandoned(tc_block* b) noexcept {
   ++abandoned_count_;
 }
 
+// A block a cross-thread free waiting to be published still names (pinned) must stay a block of its class: the
+// publication reads the object and may set its bit. (The read-modify-write sees every pin taken before the owner's
+// last free of the block: a waiting free pins before it marks the object.)
+bool tc_middle::pinned(tc_block* b) noexcept { return b->remote_pins.fetch_add(0, std::memory_order_seq_cst) != 0; }
+
 void tc_middle::give_empty(tc_block* b) noexcept {
   void* base = tc_front::base_of(b);
+  if (b->tag != 0 && pinned(b)) {  // held like a block left by an exited thread, until the pins are gone
+    front_->map().set(base, tc_block_size, tc_map_value(0, b->size_class));
+    give_abandoned(b);
+    return;
+  }
   front_->map().clear(base, tc_block_size);
   b->tag = 0;  // no longer a block of any class: a stale free is reported as foreign
   std::lock_guard<spin_lock> g(block_lock_);
@@ -115,7 +125,7 @@ void tc_middle::trim() noexcept {
       for (tc_block* b = head; b != nullptr;) {
         tc_block* next = b->next;
         front_->collect(b);
-        if (b->free_count == b->capacity) {
+        if (b->free_count == b->capacity && !pinned(b)) {
           if (b->prev != nullptr) b->prev->next = b->next;
           else head = b->next;
           if (b->next != nullptr) b->next->prev = b->prev;

@@ -44,7 +44,9 @@ struct slab {
   std::uint8_t where;
   std::uint8_t stride;                     // 1: local words only; 2: local and remote word side by side
   std::atomic<bool> remote_listed;         // synchronized bitmap: on its class's list of slabs to collect
-  std::atomic<std::uint32_t> remote_pins;  // synchronized bitmap: remote frees between first and last header touch
+  // While not zero the slab is not handed on (released, or formatted anew): synchronized bitmap: remote frees
+  // between their first and last touch of it; thread cache: cross-thread frees of it waiting to be published.
+  std::atomic<std::uint32_t> remote_pins;
   slab* remote_next;                       // synchronized bitmap: that list's link
 
   word& local(std::size_t i) noexcept { return bits()[i * stride]; }

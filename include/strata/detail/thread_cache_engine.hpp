@@ -99,6 +99,7 @@ class thread_cache_engine {
   [[nodiscard]] resource_stats tier_stats(tier t) const noexcept;
   [[nodiscard]] resource_stats stats() const noexcept;
   bool check_invariants() const noexcept;
+  const char* check_pins() const noexcept;
 
   /// Thread exit: hands h back (called with the engines' registry lock held).
   void detach_heap(tc_heap* h) noexcept;

@@ -96,14 +96,21 @@ struct alignas(64) tc_bin {
   std::size_t lost = 0;           // cached objects set aside with a list found written over (held until release)
 };
 
+/// The object a remote-array entry names (bit 0 is its pin flag).
+STRATA_ALWAYS_INLINE void* remote_entry(std::uintptr_t e) noexcept {
+  return reinterpret_cast<void*>(e & ~std::uintptr_t{1});
+}
+
 /// One thread's cache for one thread_cache_resource.
 struct tc_heap {
   static constexpr std::uint32_t remote_cap = 128;
 
   tc_bin bins[size_class_table::max_classes];
   // Frees of objects of blocks this heap does not own (any class), each marked (word 1 = p ^ node_key), published
-  // to their blocks' remote words when the array is full and on this heap's slow paths.
-  void* remote[remote_cap] = {};
+  // to their blocks' remote words when the array is full and on this heap's slow paths. An entry with bit 0 set
+  // holds a pin on its block (slab::remote_pins), for itself and the entries of the same block right after it: a
+  // pinned block is never handed on, so a publication never writes into a block reused meanwhile.
+  std::uintptr_t remote[remote_cap] = {};
   std::uint32_t remote_count = 0;
   std::uint32_t index = 0;        // 1 .. tc_no_heap - 1; 0: a heap that owns no block (a free with no heap at all)
   std::uint32_t map_owner = 0;    // what the class map holds for blocks this heap owns: index << 8
@@ -207,9 +214,11 @@ class tc_front {
         STRATA_UNLIKELY(off + bin.object_size > tc_block_size) ||
         STRATA_UNLIKELY(off + bin.object_size - 1 - header < bin.meta_span))
       return deallocate_slow(h, p, c, bytes, alignment);
-    // A slot of class c of a block h owns (so p's two words are in the block). A node (freed already, or data
-    // that looks like one) or a slot never handed out: the exact checks decide.
-    if (STRATA_UNLIKELY(is_any_node(p, node_key_)) || STRATA_UNLIKELY(a - bin.fresh_from < bin.fresh_span))
+    // A slot of class c of a block h owns (so p's two words are in the block). A node or a mark (freed already,
+    // or data that looks like one) or a slot never handed out: the exact checks decide.
+    const std::uintptr_t w1 = load_node_word(p, 1) ^ mark_of(p, node_key_);
+    if (STRATA_UNLIKELY((w1 << 16) == 0) || STRATA_UNLIKELY(((w1 ^ load_node_word(p, 0)) << 16) == 0) ||
+        STRATA_UNLIKELY(a - bin.fresh_from < bin.fresh_span))
       return deallocate_slow(h, p, c, bytes, alignment);
     STRATA_INJECT_DELAY();
     if (STRATA_UNLIKELY(bin.cache.count == bin.cache.cap)) return push_to_full_cache(h, bin, p);
