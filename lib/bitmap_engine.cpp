@@ -23,9 +23,9 @@ bitmap_engine<Sync>::bitmap_engine(const config& cfg, block_source source) noexc
     cs.reciprocal = ((std::uint64_t{1} << 40) / size) + 1;
     const slab_kind::layout l = kind_.typical_layout(size);
     cs.meta_span = sizeof(slab) + l.words * 8 * (Sync ? 2 : 1) + size - 1;
-    // Objects of 16 bytes and more have room for a node; a list holds up to 8 KiB of them, 8 to 64 objects.
+    // Objects of 16 bytes and more have room for a node.
     if (!Sync && !cfg.strict && size >= 16)
-      cs.cache.cap = static_cast<std::uint32_t>(std::min<std::size_t>(64, std::max<std::size_t>(8, 8192 / size)));
+      cs.cache.cap = free_cache::cap_for(size);
   }
 }
 

@@ -217,17 +217,17 @@ void* thread_cache_engine::allocate_small_slow(unsigned c) {
 
 void thread_cache_engine::deallocate_small_slow(void* p, unsigned c, std::size_t bytes,
                                                 std::size_t alignment) noexcept {
-  if (tc_heap* h = my_heap(); h != nullptr) return front_.deallocate(*h, p, c, bytes, alignment);
+  if (tc_heap* h = my_heap(); h != nullptr) return front_.deallocate_slow(*h, p, c, bytes, alignment);
   // A pointer in no block of this resource is reported before a heap is made for it: a misuse changes nothing.
   if (!front_.owns(p)) return front_.report_bad_free(p, c, bytes, alignment);
-  if (tc_heap* h = find_heap(); h != nullptr) return front_.deallocate(*h, p, c, bytes, alignment);
+  if (tc_heap* h = find_heap(); h != nullptr) return front_.deallocate_slow(*h, p, c, bytes, alignment);
   std::lock_guard<std::mutex> g(shared_heap_lock_);
   if (shared_heap_ == nullptr) shared_heap_ = attach_heap();
-  if (shared_heap_ != nullptr) return front_.deallocate(*shared_heap_, p, c, bytes, alignment);
+  if (shared_heap_ != nullptr) return front_.deallocate_slow(*shared_heap_, p, c, bytes, alignment);
   // No heap at all (upstream is out of memory): publish the free on its own.
   tc_heap local;
   front_.init_heap(local, 0);
-  front_.deallocate(local, p, c, bytes, alignment);
+  front_.deallocate_slow(local, p, c, bytes, alignment);
   front_.flush_remote(local);
   heapless_deallocations_.fetch_add(local.deallocations.load(std::memory_order_relaxed), std::memory_order_relaxed);
   heapless_bytes_.fetch_add(local.bytes.load(std::memory_order_relaxed), std::memory_order_relaxed);

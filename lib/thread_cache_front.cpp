@@ -25,6 +25,7 @@ tc_front::tc_front(std::size_t max_small, std::uintptr_t key, const char* name, 
   // must still land in a class. The smallest class is 16 bytes: a freed object holds a node (two words).
   sizes_.init(align_up(max_small < 16 ? 16 : max_small, 16), false, 16);
   max_small_ = sizes_.max_small();
+  STRATA_ASSERT(max_small_ <= size_class_table::table_limit);  // plain_class() uses class_of_small()
 }
 
 unsigned tc_front::class_for_aligned(std::size_t bytes, std::size_t alignment) const noexcept {
@@ -33,15 +34,15 @@ unsigned tc_front::class_for_aligned(std::size_t bytes, std::size_t alignment) c
   return c < sizes_.count() ? c : no_class;
 }
 
-void tc_front::init_bin(tc_bin& bin, unsigned c) const noexcept {
+void tc_front::init_bin(const tc_heap& h, tc_bin& bin, unsigned c) const noexcept {
   bin = tc_bin{};
+  bin.map_value = h.map_owner | (c + 1);
   const std::size_t size = sizes_.size_of(c);
   bin.object_size = static_cast<std::uint32_t>(size);
   bin.reciprocal = ((std::uint64_t{1} << 40) / size) + 1;
   const slab_kind::layout l = kind_.typical_layout(size);
   bin.meta_span = static_cast<std::uint32_t>(sizeof(slab) + l.words * 16 + size - 1);
-  // A list holds up to 8 KiB of objects, 8 to 64 of them.
-  bin.cache.cap = static_cast<std::uint32_t>(std::min<std::size_t>(64, std::max<std::size_t>(8, 8192 / size)));
+  bin.cache.cap = free_cache::cap_for(size);
 }
 
 void tc_front::uncount_free(tc_heap& h, std::size_t bytes) noexcept {
@@ -50,12 +51,12 @@ void tc_front::uncount_free(tc_heap& h, std::size_t bytes) noexcept {
 }
 
 void tc_front::init_heap(tc_heap& h, std::uint32_t index) const noexcept {
-  for (unsigned c = 0; c < sizes_.count(); ++c) init_bin(h.bins[c], c);
   h.lost_total = 0;
   h.remote_count = 0;
   h.index = index;
   // A heap with no index owns no block: no map value matches it, so its every free takes the remote way.
   h.map_owner = index == 0 ? 0xFF000000u : index << 8;
+  for (unsigned c = 0; c < sizes_.count(); ++c) init_bin(h, h.bins[c], c);
   h.node_key = node_key_ ^ (std::uintptr_t{index} << 48);
 }
 
@@ -286,18 +287,35 @@ bool tc_front::is_free_for(const tc_heap& h, const tc_bin& bin, const void* p) c
   return false;
 }
 
+void tc_front::deallocate_slow(tc_heap& h, void* p, std::size_t bytes, std::size_t alignment) const noexcept {
+  deallocate_slow(h, p, plain_class(bytes, alignment), bytes, alignment);
+}
+
 void tc_front::deallocate_slow(tc_heap& h, void* p, unsigned c, std::size_t bytes,
                                std::size_t alignment) const noexcept {
   const std::uint32_t v = map_.get(p);
   if (v == 0 || (v & 0x7F) != c + 1) return report_bad_free(p, c, bytes, alignment);
   tc_bin& bin = h.bins[c];
+  if ((v & ~0xFFu) != h.map_owner) {
+    // A block of another heap or of the shared tier (the map says it is one of class c): the slot from the class
+    // constants, its bits (a free that reached a bitmap already), then remote_free() (any heap's node or mark).
+    if (!is_slot_start(bin, p)) return report_bad_free(p, c, bytes, alignment);
+    const tc_block* b = block_of(p);
+    const std::size_t q = static_cast<std::size_t>(((reinterpret_cast<std::uintptr_t>(p) & (tc_block_size - 1)) *
+                                                    bin.reciprocal) >> 40);
+    if (((b->local(q >> 6).load(std::memory_order_relaxed) | b->remote(q >> 6).load(std::memory_order_relaxed)) >>
+         (q & 63) & 1) != 0) {
+      report(error_kind::double_free, p, bytes, alignment, 0, "the object is free already");
+      return;
+    }
+    return remote_free(h, p, c, bytes, alignment);
+  }
   const tc_block* b = block_of(p);
   if (!kind_.tagged(b) || b->size_class != c || !kind_.is_slot(b, p)) return report_bad_free(p, c, bytes, alignment);
   if (is_free_for(h, bin, p)) {
     report(error_kind::double_free, p, bytes, alignment, 0, "the object is free already");
     return;
   }
-  if ((v & ~0xFFu) != h.map_owner) return remote_free(h, p, c, bytes, alignment);
   // A live object of a block h owns whose words happened to read as a node: an ordinary free.
   if (bin.cache.count == bin.cache.cap) return push_to_full_cache(h, bin, p);
   bin.cache.push(p, h.node_key);
@@ -387,7 +405,8 @@ void tc_front::flush_remote(tc_heap& h) const noexcept {
     // Published: the mark of no heap. An entry for p later in this array (a free of p that lost a race and was
     // left here, and a later free of p by this heap after p came back) finds its mark gone and is undone.
     store_node_word(p, 1, mark_of(p, node_key_ ^ (std::uintptr_t{tc_no_heap} << 48)));
-    const std::size_t q = (reinterpret_cast<std::uintptr_t>(p) & (tc_block_size - 1)) / b->object_size;
+    const std::size_t q = static_cast<std::size_t>(((reinterpret_cast<std::uintptr_t>(p) & (tc_block_size - 1)) *
+                                                    h.bins[b->size_class].reciprocal) >> 40);
     if ((q >> 6) != run_word) {
       publish();
       run_word = q >> 6;
@@ -559,7 +578,7 @@ void tc_front::abandon_all(tc_heap& h) const noexcept {
     owner_add(h.blocks_held, -static_cast<std::int64_t>(bin.blocks));
     // Objects set aside stay out of use (in the blocks handed over); the bin starts over.
     h.lost_total += bin.lost;
-    init_bin(bin, c);
+    init_bin(h, bin, c);
   }
 }
 

@@ -62,8 +62,12 @@ class class_map {
     const auto a = reinterpret_cast<std::uintptr_t>(p);
     const std::uintptr_t w = a >> window_shift;
     const root_entry& e = root_[w & (root_entries - 1)];
-    if (STRATA_LIKELY(e.window.load(std::memory_order_acquire) == w + 1))
-      return e.first.load(std::memory_order_relaxed)->at(a).load(std::memory_order_relaxed);
+    // One compare and one load past the root entry: `values_bias` is where the first leaf's values would start
+    // for window 0, so the value of granule a >> block_map_shift is at that index from it.
+    if (STRATA_LIKELY(e.tag.load(std::memory_order_acquire) == w))
+      return reinterpret_cast<const std::atomic<Value>*>(e.values_bias.load(std::memory_order_relaxed) +
+                                                         (a >> block_map_shift) * sizeof(Value))
+          ->load(std::memory_order_relaxed);
     return 0;
   }
 
@@ -92,6 +96,7 @@ class class_map {
     std::lock_guard<std::mutex> g(lock_);
     for (root_entry& e : root_) {
       leaf* l = e.first.load(std::memory_order_relaxed);
+      set_view(e, nullptr);
       e.window.store(0, std::memory_order_relaxed);
       e.first.store(nullptr, std::memory_order_relaxed);
       while (l != nullptr) {
@@ -125,6 +130,7 @@ class class_map {
       }
       e.first.store(keep, std::memory_order_relaxed);
       e.window.store(keep == nullptr ? 0 : keep->window + 1, std::memory_order_release);
+      set_view(e, keep);
     }
   }
 
@@ -145,10 +151,28 @@ class class_map {
   static_assert(sizeof(leaf) == leaf_bytes, "leaf layout");
   static_assert(std::is_trivially_destructible_v<std::atomic<Value>>, "zero-filled storage is a valid leaf");
 
-  struct root_entry {
+  struct alignas(32) root_entry {
+    // get_direct()'s view of `first`: its window number (no_tag while empty), set after values_bias, and the
+    // address of its values less that window's first granule number times sizeof(Value).
+    std::atomic<std::uintptr_t> tag{no_tag};
+    std::atomic<std::uintptr_t> values_bias{0};
     std::atomic<std::uintptr_t> window{0};  // window number + 1 of `leaf`, 0 while empty; set once, after `leaf`
     std::atomic<leaf*> first{nullptr};
   };
+  static constexpr std::uintptr_t no_tag = ~std::uintptr_t{0};  // no address has this window number
+
+  /// Points e's fast view at leaf l (nullptr: none).
+  static void set_view(root_entry& e, leaf* l) noexcept {
+    if (l == nullptr) {
+      e.tag.store(no_tag, std::memory_order_relaxed);
+      e.values_bias.store(0, std::memory_order_relaxed);
+      return;
+    }
+    const std::uintptr_t first_granule = l->window << (window_shift - block_map_shift);
+    e.values_bias.store(reinterpret_cast<std::uintptr_t>(l->values) - first_granule * sizeof(Value),
+                        std::memory_order_relaxed);
+    e.tag.store(l->window, std::memory_order_release);
+  }
 
   static bool empty(const leaf& l) noexcept {
     for (const auto& v : l.values)
@@ -182,6 +206,7 @@ class class_map {
     if (last == nullptr) {
       e.first.store(fresh, std::memory_order_relaxed);
       e.window.store(w + 1, std::memory_order_release);
+      set_view(e, fresh);
     } else {
       last->next.store(fresh, std::memory_order_release);
     }

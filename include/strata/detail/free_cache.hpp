@@ -71,6 +71,11 @@ STRATA_ALWAYS_INLINE void clear_node(void* p) noexcept { store_node_word(p, 1, 0
 /// back to the bitmaps first); when `head` is empty, an allocation takes `cold` back. Both are pointer moves: no walk.
 struct free_cache {
   static constexpr std::uint32_t max_cap = 64;
+  /// The bound of each list for objects of `size` bytes: 32 KiB of objects, at least 16 and at most max_cap.
+  static constexpr std::uint32_t cap_for(std::size_t size) noexcept {
+    const std::size_t n = (std::size_t{32} << 10) / size;
+    return static_cast<std::uint32_t>(n < 16 ? 16 : n > max_cap ? max_cap : n);
+  }
 
   void* head = nullptr;
   void* cold = nullptr;

@@ -66,11 +66,10 @@ class thread_cache_engine {
   STRATA_ALWAYS_INLINE void deallocate(void* p, std::size_t bytes, std::size_t alignment) noexcept {
     if (STRATA_UNLIKELY(bytes > front_.max_small() || !plain_alignment(alignment)))
       return Rounded ? deallocate_other_rounded(p, bytes, alignment) : deallocate_other(p, bytes, alignment);
-    const unsigned c = front_.plain_class(bytes, alignment);
-    if constexpr (Rounded) bytes = front_.sizes().size_of(c);
+    if constexpr (Rounded) bytes = front_.sizes().size_of(front_.plain_class(bytes, alignment));
     tc_heap* h = my_heap();
-    if (STRATA_UNLIKELY(h == nullptr)) return deallocate_small_slow(p, c, bytes, alignment);
-    front_.deallocate(*h, p, c, bytes, alignment);
+    if (STRATA_UNLIKELY(h == nullptr)) return deallocate_small_slow(p, front_.plain_class(bytes, alignment), bytes, alignment);
+    front_.deallocate(*h, p, bytes, alignment);
   }
 
   bool resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) noexcept;
@@ -112,8 +111,11 @@ class thread_cache_engine {
     return a <= 16 && ((std::uint32_t{0x10116} >> a) & 1) != 0;
   }
   STRATA_ALWAYS_INLINE tc_heap* my_heap() const noexcept {
-    const tc_tls_entry& e = tc_tls[id_ & (tc_tls_ways - 1)];
-    return e.id == id_ ? e.heap : nullptr;
+    const unsigned i = static_cast<unsigned>(id_) & (tc_tls_ways - 1);
+    if (STRATA_UNLIKELY(tc_tls[i].id != id_)) return nullptr;
+    tc_heap* h = tc_tls[i].heap;
+    if (h == nullptr) __builtin_unreachable();  // an entry with this engine's id always names its heap
+    return h;
   }
   tc_heap* find_heap() noexcept;     // the calling thread's heap, made on first use; nullptr: use the shared heap
   tc_heap* attach_heap() noexcept;   // a spare heap, or a new one from upstream

@@ -82,6 +82,7 @@ struct alignas(64) tc_bin {
   std::size_t fresh_span = 0;
   std::uint32_t object_size = 0;
   std::uint32_t meta_span = 0;    // header and bitmap bytes of a block + object_size - 1: the header-slot test
+  std::uint32_t map_value = 0;    // the class map's value for blocks of this class the heap owns
   // The claimed word: free slots of word claimed_word of `current`, taken out of its bitmap.
   std::uint64_t claimed = 0;
   std::uint64_t claimed_fresh = 0;  // of those, the slots never handed out (they are no nodes)
@@ -156,7 +157,7 @@ class tc_front {
   /// The class of (bytes, alignment) for bytes <= max_small() and alignment 1, 2, 4, 8 or 16. A request of 0 bytes
   /// is one of 1: it gets a block of its own, aligned as asked.
   [[nodiscard]] STRATA_ALWAYS_INLINE unsigned plain_class(std::size_t bytes, std::size_t alignment) const noexcept {
-    return sizes_.class_of(align_up(bytes + (bytes == 0), alignment));
+    return sizes_.class_of_small(align_up(bytes + (bytes == 0), alignment));
   }
 
   /// Sets up heap h with index i (0: a heap that owns no block, for one free).
@@ -200,34 +201,41 @@ class tc_front {
   /// no block could be had.
   void* allocate_slow(tc_heap& h, unsigned c) const noexcept;
 
-  /// Frees p (`bytes` of class c) through heap h. Misuse is reported and changes nothing. `bytes` is what reports
-  /// name; the statistics count the class size.
-  STRATA_ALWAYS_INLINE void deallocate(tc_heap& h, void* p, unsigned c, std::size_t bytes,
-                                       std::size_t alignment) const noexcept {
-    tc_bin& bin = h.bins[c];
+  /// Frees p (`bytes` at `alignment`, plain: at most max_small() bytes, alignment 1 to 16) through heap h. Misuse
+  /// is reported and changes nothing. `bytes` is what reports name; the statistics count the class size.
+  ///
+  /// Only p, bytes, alignment, h and the bin stay live across the checks (the slow path finds the class again), so
+  /// that the fast path fits in the registers a call may clobber and saves none.
+  STRATA_ALWAYS_INLINE void deallocate(tc_heap& h, void* p, std::size_t bytes, std::size_t alignment) const noexcept {
+    tc_bin& bin = h.bins[plain_class(bytes, alignment)];
     // Checks that read only p's granule in the class map, the bin and p's first two words.
     const auto a = reinterpret_cast<std::uintptr_t>(p);
-    const std::size_t off = a & (tc_block_size - 1);
-    const std::size_t header = slab_kind::header_offset(a - off);
-    if (STRATA_UNLIKELY(map_.get_direct(p) != (h.map_owner | (c + 1))) ||
-        STRATA_UNLIKELY(((off * bin.reciprocal) >> 40) * bin.object_size != off) ||
-        STRATA_UNLIKELY(off + bin.object_size > tc_block_size) ||
-        STRATA_UNLIKELY(off + bin.object_size - 1 - header < bin.meta_span))
-      return deallocate_slow(h, p, c, bytes, alignment);
-    // A slot of class c of a block h owns (so p's two words are in the block). A node or a mark (freed already,
-    // or data that looks like one) or a slot never handed out: the exact checks decide.
+    if (STRATA_UNLIKELY(map_.get_direct(p) != bin.map_value) || STRATA_UNLIKELY(!is_slot_start(bin, p)))
+      return deallocate_slow(h, p, bytes, alignment);
+    // A slot of this class of a block h owns (so p's two words are in the block). A node or a mark (freed
+    // already, or data that looks like one) or a slot never handed out: the exact checks decide.
     const std::uintptr_t w1 = load_node_word(p, 1) ^ mark_of(p, node_key_);
     if (STRATA_UNLIKELY((w1 << 16) == 0) || STRATA_UNLIKELY(((w1 ^ load_node_word(p, 0)) << 16) == 0) ||
         STRATA_UNLIKELY(a - bin.fresh_from < bin.fresh_span))
-      return deallocate_slow(h, p, c, bytes, alignment);
+      return deallocate_slow(h, p, bytes, alignment);
     STRATA_INJECT_DELAY();
     if (STRATA_UNLIKELY(bin.cache.count == bin.cache.cap)) return push_to_full_cache(h, bin, p);
     bin.cache.push(p, h.node_key);
     note_deallocation(h, bin.object_size);
   }
+  /// Whether p, in a block of bin's class (the class map says so), is the start of a slot that is no header slot
+  /// and lies wholly in the block: per-class constants only, no read of the block.
+  STRATA_ALWAYS_INLINE static bool is_slot_start(const tc_bin& bin, const void* p) noexcept {
+    const auto a = reinterpret_cast<std::uintptr_t>(p);
+    const std::size_t off = a & (tc_block_size - 1);
+    const std::size_t header = slab_kind::header_offset(a);  // a block is one granule: a's colour is its base's
+    return ((off * bin.reciprocal) >> 40) * bin.object_size == off && off + bin.object_size <= tc_block_size &&
+           off + bin.object_size - 1 - header >= bin.meta_span;
+  }
+  /// deallocate()'s other cases (the class found again from bytes and alignment).
+  STRATA_NOINLINE void deallocate_slow(tc_heap& h, void* p, std::size_t bytes, std::size_t alignment) const noexcept;
   /// deallocate()'s other cases: a block of another heap or of the shared tier (the remote array), and misuse.
-  STRATA_NOINLINE void deallocate_slow(tc_heap& h, void* p, unsigned c, std::size_t bytes,
-                                       std::size_t alignment) const noexcept;
+  void deallocate_slow(tc_heap& h, void* p, unsigned c, std::size_t bytes, std::size_t alignment) const noexcept;
 
   /// Publishes h's remote array.
   void flush_remote(tc_heap& h) const noexcept;
@@ -309,7 +317,7 @@ class tc_front {
  private:
   unsigned class_for_aligned(std::size_t bytes, std::size_t alignment) const noexcept;
 
-  void init_bin(tc_bin& bin, unsigned c) const noexcept;
+  void init_bin(const tc_heap& h, tc_bin& bin, unsigned c) const noexcept;
   static void uncount_free(tc_heap& h, std::size_t bytes) noexcept;
   void* refill(tc_heap& h, tc_bin& bin, unsigned c) const noexcept;
   void claim(tc_bin& bin) const noexcept;
