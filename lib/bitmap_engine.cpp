@@ -20,6 +20,7 @@ bitmap_engine<Sync>::bitmap_engine(const config& cfg, block_source source) noexc
     class_state& cs = classes_[c];
     const std::size_t size = sizes_.size_of(c);
     cs.object_size = static_cast<std::uint32_t>(size);
+    cs.class_bit = std::uint64_t{1} << c;
     cs.reciprocal = ((std::uint64_t{1} << 40) / size) + 1;
     const slab_kind::layout l = kind_.typical_layout(size);
     cs.meta_span = sizeof(slab) + l.words * 8 * (Sync ? 2 : 1) + size - 1;

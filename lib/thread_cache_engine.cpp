@@ -59,6 +59,7 @@ struct tc_registry {
       if (live(entries[i].engine, entries[i].id)) entries[i].engine->detach_heap(entries[i].heap);
     count = 0;
     for (auto& t : tc_tls) t = tc_tls_entry{0, nullptr};
+    tc_tls_last = tc_tls_entry{0, nullptr};
   }
 
   static tc_registry& local() noexcept {
@@ -165,6 +166,7 @@ void thread_cache_engine::release_thread_heap() noexcept {
     }
   }
   if (tc_tls_entry& t = tc_tls[id_ & (tc_tls_ways - 1)]; t.id == id_) t = tc_tls_entry{0, nullptr};
+  if (tc_tls_last.id == id_) tc_tls_last = tc_tls_entry{0, nullptr};
   if (h != nullptr) detach_heap(h);
 }
 
@@ -183,7 +185,16 @@ tc_heap* thread_cache_engine::find_heap() noexcept {
     }
   }
   tc_tls[id_ & (tc_tls_ways - 1)] = tc_tls_entry{id_, h};
+  tc_tls_last = tc_tls_entry{id_, h};
   return h;
+}
+
+tc_heap* thread_cache_engine::my_heap() const noexcept {
+  if (tc_tls_last.id == id_) return tc_tls_last.heap;
+  const tc_tls_entry& e = tc_tls[id_ & (tc_tls_ways - 1)];
+  if (e.id != id_) return nullptr;
+  tc_tls_last = e;
+  return e.heap;
 }
 
 // ---- slow paths ----------------------------------------------------------------------------------------------------

@@ -195,7 +195,7 @@ class bitmap_engine {
 
   /// deallocate() for a cached class: no lock, no register saved.
   STRATA_ALWAYS_INLINE void deallocate_cached(void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept {
-    class_state& cs = classes_[c];
+    class_state& cs = *(classes_ + static_cast<std::size_t>(c));
     // Checks that read only p's granule in the class map, the class's constants and p's first two words. A slot
     // never handed out (free in its bitmap or in the claimed word, and no node) would pass the others: the range of
     // the current block's never-used slots catches it (they are the only ones, see settle_idle).
@@ -206,9 +206,9 @@ class bitmap_engine {
         STRATA_UNLIKELY(off + cs.object_size > block_size_) ||
         STRATA_UNLIKELY(off + cs.object_size - 1 - header < cs.meta_span) || STRATA_UNLIKELY(is_node(p, node_key_)) ||
         STRATA_UNLIKELY(a - cs.fresh_from < cs.fresh_span))
-      return deallocate_checked(p, bytes, alignment, c);
+      return deallocate_checked_sized(p, bytes, alignment);  // c is not kept live: no register to save
     if (STRATA_UNLIKELY(cs.cache.count == cs.cache.cap)) return push_to_full_cache(cs, p);
-    if (STRATA_UNLIKELY(cs.cache.count == 0)) cached_classes_ |= std::uint64_t{1} << c;
+    if (STRATA_UNLIKELY(cs.cache.count == 0)) cached_classes_ |= cs.class_bit;
     cs.cache.push(p, node_key_);
     note_deallocate(cs);
     if (STRATA_UNLIKELY(in_use_ == 0)) return settle_idle();
@@ -314,6 +314,7 @@ class bitmap_engine {
     // !Sync, classes of 16 bytes and more, standard checks: the free cache and the claimed word.
     free_cache cache;
     std::size_t meta_span = 0;  // header and bitmap bytes of a block + object_size - 1: the header-slot test
+    std::uint64_t class_bit = 0;  // 1 << the class's number (its bit in cached_classes_)
     std::uint64_t claimed = 0;        // free slots of word claimed_word of `current`, taken out of its bitmap
     std::uint64_t claimed_fresh = 0;  // of those, the slots never handed out (they are no nodes)
     char* claimed_base = nullptr;     // the address of that word's slot 0
@@ -430,6 +431,10 @@ class bitmap_engine {
   void* cache_broken(class_state& cs, unsigned c);
   void* refuse_claimed(class_state& cs, unsigned c);
   void deallocate_checked(void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept;
+  /// deallocate_checked() with the class found again from bytes and alignment.
+  STRATA_NOINLINE void deallocate_checked_sized(void* p, std::size_t bytes, std::size_t alignment) noexcept {
+    deallocate_checked(p, bytes, alignment, class_for(bytes, alignment));
+  }
   void push_to_full_cache(class_state& cs, void* p) noexcept;
   /// Gives the nodes of `list` (at most n) back to their blocks' bitmaps, with the exact checks.
   void give_back(class_state& cs, void* list, std::size_t n) noexcept;

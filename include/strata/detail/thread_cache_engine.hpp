@@ -32,6 +32,8 @@ struct tc_tls_entry {
 };
 inline constexpr unsigned tc_tls_ways = 8;
 inline thread_local tc_tls_entry tc_tls[tc_tls_ways] STRATA_TLS_INITIAL_EXEC = {};
+/// The entry of the engine the thread used last, looked at first: one compare when a thread uses one engine.
+inline thread_local tc_tls_entry tc_tls_last STRATA_TLS_INITIAL_EXEC = {};
 
 class thread_cache_engine {
  public:
@@ -50,12 +52,13 @@ class thread_cache_engine {
   // Every tier counts a block at round_size(bytes, alignment): its class size here.
 
   STRATA_ALWAYS_INLINE void* allocate(std::size_t bytes, std::size_t alignment) {
-    if (STRATA_UNLIKELY(bytes > front_.max_small() || !plain_alignment(alignment)))
+    // 0 bytes takes the other path too (it finds the class there).
+    if (STRATA_UNLIKELY(bytes - 1 >= front_.max_small() || !plain_alignment(alignment)))
       return allocate_other(bytes, alignment);
-    const unsigned c = front_.plain_class(bytes, alignment);
-    tc_heap* h = my_heap();
+    const unsigned c = front_.plain_class_nonzero(bytes, alignment);
+    tc_heap* h = last_heap();
     if (STRATA_UNLIKELY(h == nullptr)) return allocate_small_slow(c);
-    void* p = front_.allocate_fast(*h, c);
+    void* p = front_.allocate_cached(*h, c);
     if (STRATA_UNLIKELY(p == nullptr)) return refill(*h, c);
     return p;
   }
@@ -64,10 +67,10 @@ class thread_cache_engine {
   // callers know blocks by their rounded size). The statistics are the same either way.
   template <bool Rounded = false>
   STRATA_ALWAYS_INLINE void deallocate(void* p, std::size_t bytes, std::size_t alignment) noexcept {
-    if (STRATA_UNLIKELY(bytes > front_.max_small() || !plain_alignment(alignment)))
+    if (STRATA_UNLIKELY(bytes - 1 >= front_.max_small() || !plain_alignment(alignment)))
       return Rounded ? deallocate_other_rounded(p, bytes, alignment) : deallocate_other(p, bytes, alignment);
-    if constexpr (Rounded) bytes = front_.sizes().size_of(front_.plain_class(bytes, alignment));
-    tc_heap* h = my_heap();
+    if constexpr (Rounded) bytes = front_.sizes().size_of(front_.plain_class_nonzero(bytes, alignment));
+    tc_heap* h = last_heap();
     if (STRATA_UNLIKELY(h == nullptr)) return deallocate_small_slow(p, front_.plain_class(bytes, alignment), bytes, alignment);
     front_.deallocate(*h, p, bytes, alignment);
   }
@@ -110,13 +113,16 @@ class thread_cache_engine {
   STRATA_ALWAYS_INLINE static bool plain_alignment(std::size_t a) noexcept {
     return a <= 16 && ((std::uint32_t{0x10116} >> a) & 1) != 0;
   }
-  STRATA_ALWAYS_INLINE tc_heap* my_heap() const noexcept {
-    const unsigned i = static_cast<unsigned>(id_) & (tc_tls_ways - 1);
-    if (STRATA_UNLIKELY(tc_tls[i].id != id_)) return nullptr;
-    tc_heap* h = tc_tls[i].heap;
+  /// The calling thread's heap if this is the engine it used last, else nullptr (the fast paths then tail-call
+  /// their slow paths, which ask my_heap(): a fast path makes no call that returns to it, so it saves no registers).
+  STRATA_ALWAYS_INLINE tc_heap* last_heap() const noexcept {
+    if (STRATA_UNLIKELY(tc_tls_last.id != id_)) return nullptr;
+    tc_heap* h = tc_tls_last.heap;
     if (h == nullptr) __builtin_unreachable();  // an entry with this engine's id always names its heap
     return h;
   }
+  /// The calling thread's heap for this engine, or nullptr when it has none yet (a hit becomes tc_tls_last).
+  tc_heap* my_heap() const noexcept;
   tc_heap* find_heap() noexcept;     // the calling thread's heap, made on first use; nullptr: use the shared heap
   tc_heap* attach_heap() noexcept;   // a spare heap, or a new one from upstream
   void* allocate_small_slow(unsigned c);

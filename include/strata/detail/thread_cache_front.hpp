@@ -46,10 +46,25 @@ inline constexpr std::uint32_t tc_map_spare = 0x80;
 inline constexpr std::uint32_t tc_no_heap = 0xFFFF;
 
 
-/// Owner-only update of a counter that other threads read (no read-modify-write: one writer).
+#if defined(__SANITIZE_THREAD__)
+#define STRATA_TSAN_BUILD 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define STRATA_TSAN_BUILD 1
+#endif
+#endif
+
+/// Owner-only update of a counter that other threads read (one writer, so no locked read-modify-write): a relaxed
+/// load and store. On x86-64 one unlocked add to memory does the same (an aligned 8-byte store that readers see
+/// whole), in one instruction where the compiler keeps the load and store apart; TSan builds keep the portable form.
 template <class T, class U>
 STRATA_ALWAYS_INLINE void owner_add(std::atomic<T>& a, U v) noexcept {
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(STRATA_TSAN_BUILD)
+  static_assert(sizeof(std::atomic<T>) == 8 && alignof(std::atomic<T>) == 8, "one aligned 8-byte word");
+  asm volatile("addq %1, %0" : "+m"(a) : "er"(static_cast<std::int64_t>(v)) : "cc");
+#else
   a.store(static_cast<T>(a.load(std::memory_order_relaxed) + static_cast<T>(v)), std::memory_order_relaxed);
+#endif
 }
 
 /// Counts an allocation of `bytes` (the block's size) by heap h (one writer: plain stores).
@@ -159,6 +174,10 @@ class tc_front {
   [[nodiscard]] STRATA_ALWAYS_INLINE unsigned plain_class(std::size_t bytes, std::size_t alignment) const noexcept {
     return sizes_.class_of_small(align_up(bytes + (bytes == 0), alignment));
   }
+  /// plain_class() for bytes known not to be 0.
+  [[nodiscard]] STRATA_ALWAYS_INLINE unsigned plain_class_nonzero(std::size_t bytes, std::size_t alignment) const noexcept {
+    return sizes_.class_of_small(align_up(bytes, alignment));
+  }
 
   /// Sets up heap h with index i (0: a heap that owns no block, for one free).
   void init_heap(tc_heap& h, std::uint32_t index) const noexcept;
@@ -166,6 +185,18 @@ class tc_front {
 
   /// Allocates one object of class c from heap h: the cache, the claimed word (thread_cache_engine::allocate inlines
   /// both: allocate_fast), then the slow path.
+  /// The engine's inlined allocation: the newest cached object, or nullptr (then allocate_slow(), a tail call,
+  /// does the rest). Short, so that the inlined path needs no saved registers.
+  STRATA_ALWAYS_INLINE void* allocate_cached(tc_heap& h, unsigned c) const noexcept {
+    tc_bin& bin = h.bins[c];
+    void* p = bin.cache.head;
+    if (STRATA_UNLIKELY(p == nullptr) || STRATA_UNLIKELY(!is_node(p, h.node_key))) return nullptr;
+    bin.cache.head = node_next(p);
+    --bin.cache.count;
+    clear_node(p);
+    note_allocation(h, bin.object_size);
+    return p;
+  }
   STRATA_ALWAYS_INLINE void* allocate_fast(tc_heap& h, unsigned c) const noexcept {
     tc_bin& bin = h.bins[c];
     // The newest freed object: its lines are the warmest.
@@ -207,7 +238,8 @@ class tc_front {
   /// Only p, bytes, alignment, h and the bin stay live across the checks (the slow path finds the class again), so
   /// that the fast path fits in the registers a call may clobber and saves none.
   STRATA_ALWAYS_INLINE void deallocate(tc_heap& h, void* p, std::size_t bytes, std::size_t alignment) const noexcept {
-    tc_bin& bin = h.bins[plain_class(bytes, alignment)];
+    STRATA_ASSERT(bytes != 0);
+    tc_bin& bin = *(h.bins + static_cast<std::size_t>(plain_class_nonzero(bytes, alignment)));
     // Checks that read only p's granule in the class map, the bin and p's first two words.
     const auto a = reinterpret_cast<std::uintptr_t>(p);
     if (STRATA_UNLIKELY(map_.get_direct(p) != bin.map_value) || STRATA_UNLIKELY(!is_slot_start(bin, p)))
