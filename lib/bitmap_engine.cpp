@@ -299,7 +299,11 @@ void* bitmap_engine<Sync>::allocate_cached_slow(class_state& cs, unsigned c) {
     cs.cache.cold_count = 0;
     return allocate(c);
   }
-  block* b = refill(cs, c);  // may throw: nothing has changed then
+  // The claimed word is used up: it is forgotten before refill(), which may retire the current block and then
+  // throw, leaving no current block for a claim to belong to.
+  STRATA_ASSERT(cs.claimed == 0);
+  cs.claimed_base = nullptr;
+  block* b = refill(cs, c);  // may throw: nothing else has changed then
   // Slots from the high-water mark on were never handed out (the mark is exact here: the last claimed word was used
   // up or given back). The claim moves it past the word.
   const std::size_t never_used = b->high_water;

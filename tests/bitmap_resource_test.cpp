@@ -712,3 +712,28 @@ TEST_CASE("bitmap_resource: a request under max_small_size whose alignment round
   CHECK(r.stats().bytes_in_use == 0);
   CHECK(r.check_invariants());
 }
+
+TEST_CASE("bitmap_resource: upstream failing when a class's block runs out leaves it consistent, in both check modes") {
+  // The class's current block is full and its last claimed word used up; the next allocation retires the block and
+  // asks upstream for another, which fails. No claimed word may be left pointing into the retired block.
+  for (const auto mode : {strata::check_mode::standard, strata::check_mode::strict}) {
+    CAPTURE(static_cast<int>(mode));
+    strata::testing::fault_injecting_resource up(strata::default_page_resource());
+    strata::bitmap_options o;
+    o.checks = mode;
+    bitmap_resource r(o, &up);
+    std::vector<void*> v;
+    v.push_back(r.allocate(4096, 8));  // the class's first block
+    const std::size_t per_block = o.block_size / 4096;
+    while (v.size() < per_block - 1) v.push_back(r.allocate(4096, 8));  // the block is full (one slot is the header's)
+    up.fail_after(0);
+    CHECK_THROWS_AS(static_cast<void>(r.allocate(4096, 8)), std::bad_alloc);
+    CHECK(r.check_invariants());
+    up.reset();
+    v.push_back(r.allocate(4096, 8));
+    CHECK(r.check_invariants());
+    for (void* p : v) r.deallocate(p, 4096, 8);
+    CHECK(r.check_invariants());
+    CHECK(r.stats().bytes_in_use == 0);
+  }
+}
