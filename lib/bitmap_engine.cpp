@@ -495,6 +495,9 @@ void bitmap_engine<Sync>::settle_idle() noexcept {
     for (std::uint64_t classes = cached_classes_; classes != 0; classes &= classes - 1) {
       const auto c = static_cast<unsigned>(__builtin_ctzll(classes));
       class_state& cs = classes_[c];
+      // A class whose only block is its current one caches nothing else (a program that empties it again and
+      // again pays no walk).
+      if (cs.partial == nullptr && cs.full == nullptr) continue;
       // Both lists, oldest last, into one array; a node that does not check ends the walk (the list from it on is
       // left as it is: the allocation that reaches it reports it).
       void* nodes[2 * free_cache::max_cap];
