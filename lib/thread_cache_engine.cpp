@@ -200,6 +200,9 @@ tc_heap* thread_cache_engine::my_heap() const noexcept {
 // ---- slow paths ----------------------------------------------------------------------------------------------------
 
 void* thread_cache_engine::refill(tc_heap& h, unsigned c) {
+  // The cache is empty (or broken: allocate_slow reports it): the claimed word, here, with few registers to save.
+  if (STRATA_LIKELY(h.bins[c].cache.head == nullptr))
+    if (void* p = front_.allocate_claimed(h, c)) return p;
   void* p = front_.allocate_slow(h, c);
   if (STRATA_UNLIKELY(p == nullptr)) {
     failed_.fetch_add(1, std::memory_order_relaxed);
@@ -537,11 +540,12 @@ const char* thread_cache_engine::check_pins() const noexcept {
     return n;
   };
   for (const tc_heap* h = heaps_; h != nullptr; h = h->next) {
-    const tc_block* prev = nullptr;
     for (std::uint32_t k = 0; k < h->remote_count; ++k) {
       const tc_block* b = tc_front::block_of(remote_entry(h->remote[k]));
-      if (b != prev && (h->remote[k] & 1) == 0) return "a remote entry without a pin on its block";
-      prev = b;
+      bool pinned = false;  // by this entry or an earlier one of the same array
+      for (std::uint32_t i = 0; i <= k && !pinned; ++i)
+        pinned = (h->remote[i] & 1) != 0 && tc_front::block_of(remote_entry(h->remote[i])) == b;
+      if (!pinned) return "a remote entry without a pin on its block";
       if ((h->remote[k] & 1) != 0 && b->remote_pins.load(std::memory_order_relaxed) != pins_naming(b))
         return "a block's pins differ from the remote entries naming it";
     }

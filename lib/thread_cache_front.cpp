@@ -53,6 +53,7 @@ void tc_front::uncount_free(tc_heap& h, std::size_t bytes) noexcept {
 void tc_front::init_heap(tc_heap& h, std::uint32_t index) const noexcept {
   h.lost_total = 0;
   h.remote_count = 0;
+  for (tc_block*& b : h.pinned) b = nullptr;
   h.index = index;
   // A heap with no index owns no block: no map value matches it, so its every free takes the remote way.
   h.map_owner = index == 0 ? 0xFF000000u : index << 8;
@@ -326,12 +327,13 @@ void tc_front::deallocate_slow(tc_heap& h, void* p, unsigned c, std::size_t byte
 // compare-and-swap, so of two frees of p racing, one sees the other's node or mark; a free by p's owner racing this
 // one writes over the mark with plain stores, which the publication finds.
 //
-// The entry pins p's block (unless the entry before it, of the same block, holds a pin for both) before the mark
+// The entry pins p's block (unless an earlier entry of the array pins it already) before the mark
 // goes in: an entry whose mark is lost names an object its owner also freed, and without the pin the owner could
 // empty the block and hand it on before the publication reads p.
 void tc_front::remote_free(tc_heap& h, void* p, unsigned c, std::size_t bytes, std::size_t alignment) const noexcept {
   tc_block* const b = block_of(p);
-  const bool pin = h.remote_count == 0 || block_of(remote_entry(h.remote[h.remote_count - 1])) != b;
+  tc_block*& pinned = h.pinned[(reinterpret_cast<std::uintptr_t>(b) / tc_block_size) & 7];
+  const bool pin = pinned != b;
   if (pin) b->remote_pins.fetch_add(1, std::memory_order_seq_cst);
   const std::uintptr_t mark = mark_of(p, h.node_key);
   std::uintptr_t old = load_node_word(p, 1);
@@ -347,19 +349,18 @@ void tc_front::remote_free(tc_heap& h, void* p, unsigned c, std::size_t bytes, s
                                     __ATOMIC_RELAXED))
       break;
   }
+  if (pin) pinned = b;
   h.remote[h.remote_count] = reinterpret_cast<std::uintptr_t>(p) | (pin ? 1u : 0u);
   note_deallocation(h, sizes_.size_of(c));
   if (++h.remote_count == tc_heap::remote_cap) flush_remote(h);
 }
 
-// One atomic OR per run of objects in one bitmap word; one subtraction of pins per run of entries in one block,
-// after its ORs. Nothing of a block is read after that: once the owner has the bits and no pin holds the block, it
-// may hand the block on.
+// One atomic OR per run of objects in one bitmap word; then the pins go, after every OR. Nothing of a block is read
+// after its last pin goes: once the owner has the bits and no pin holds the block, it may hand the block on.
 void tc_front::flush_remote(tc_heap& h) const noexcept {
   const std::uint32_t count = h.remote_count;
   h.remote_count = 0;
   tc_block* run_block = nullptr;  // the block of the entries since the last change of block
-  std::uint32_t run_pins = 0;     // pins those entries hold
   std::size_t run_word = 0;
   std::uint64_t run_mask = 0;     // their objects in word run_word, to publish
   auto publish = [&] {
@@ -380,11 +381,7 @@ void tc_front::flush_remote(tc_heap& h) const noexcept {
       }
     }
   };
-  auto end_block = [&] {
-    publish();
-    if (run_pins != 0) run_block->remote_pins.fetch_sub(run_pins, std::memory_order_release);
-    run_pins = 0;
-  };
+  auto end_block = [&] { publish(); };
   for (std::uint32_t k = 0; k < count; ++k) {
     void* p = remote_entry(h.remote[k]);
     tc_block* b = block_of(p);
@@ -393,7 +390,6 @@ void tc_front::flush_remote(tc_heap& h) const noexcept {
       run_block = b;
       run_word = ~std::size_t{0};
     }
-    run_pins += static_cast<std::uint32_t>(h.remote[k] & 1);
     if (STRATA_UNLIKELY(load_node_word(p, 1) != mark_of(p, h.node_key))) {
       // The mark is gone: the owner freed p too (its free raced this one and wrote over the mark), or p was written
       // after its free. The owner's free stands; this one is undone. (The pin kept p's block.)
@@ -414,6 +410,10 @@ void tc_front::flush_remote(tc_heap& h) const noexcept {
     run_mask |= std::uint64_t{1} << (q & 63);
   }
   if (run_block != nullptr) end_block();
+  // Every OR is done: the pins go (an entry may rely on an earlier entry's pin of its block).
+  for (std::uint32_t k = 0; k < count; ++k)
+    if ((h.remote[k] & 1) != 0) block_of(remote_entry(h.remote[k]))->remote_pins.fetch_sub(1, std::memory_order_release);
+  for (tc_block*& b : h.pinned) b = nullptr;
 }
 
 // The head list is full: the older batch goes back to the bitmaps, the head list becomes the older batch, and p

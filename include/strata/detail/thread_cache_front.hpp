@@ -124,10 +124,13 @@ struct tc_heap {
   tc_bin bins[size_class_table::max_classes];
   // Frees of objects of blocks this heap does not own (any class), each marked (word 1 = p ^ node_key), published
   // to their blocks' remote words when the array is full and on this heap's slow paths. An entry with bit 0 set
-  // holds a pin on its block (slab::remote_pins), for itself and the entries of the same block right after it: a
-  // pinned block is never handed on, so a publication never writes into a block reused meanwhile.
+  // holds a pin on its block (slab::remote_pins), for itself and the later entries of the same block: a pinned block
+  // is never handed on, so a publication never writes into a block reused meanwhile. Pins go after every OR.
   std::uintptr_t remote[remote_cap] = {};
   std::uint32_t remote_count = 0;
+  // Blocks an entry of the array pins already (direct-mapped by address; cleared when the array is published): a
+  // later free of such a block takes no pin of its own.
+  tc_block* pinned[8] = {};
   std::uint32_t index = 0;        // 1 .. tc_no_heap - 1; 0: a heap that owns no block (a free with no heap at all)
   std::uint32_t map_owner = 0;    // what the class map holds for blocks this heap owns: index << 8
   std::uintptr_t node_key = 0;    // the front's node key ^ (index << 48)
@@ -197,36 +200,33 @@ class tc_front {
     note_allocation(h, bin.object_size);
     return p;
   }
-  STRATA_ALWAYS_INLINE void* allocate_fast(tc_heap& h, unsigned c) const noexcept {
+  /// The next slot of the claimed word, or nullptr (used up, or a slot refused: see allocate_slow).
+  STRATA_ALWAYS_INLINE void* allocate_claimed(tc_heap& h, unsigned c) const noexcept {
     tc_bin& bin = h.bins[c];
-    // The newest freed object: its lines are the warmest.
-    if (void* p = bin.cache.head; STRATA_LIKELY(p != nullptr)) {
-      if (STRATA_UNLIKELY(!is_node(p, h.node_key))) return nullptr;
-      bin.cache.head = node_next(p);
-      --bin.cache.count;
-      clear_node(p);
-      note_allocation(h, bin.object_size);
-      return p;
+    const std::uint64_t m = bin.claimed;
+    if (STRATA_UNLIKELY(m == 0)) return nullptr;
+    const auto i = static_cast<unsigned>(__builtin_ctzll(m));
+    char* p = bin.claimed_base + std::size_t{i} * bin.object_size;
+    if (((bin.claimed_fresh >> i) & 1) != 0) {
+      // Its first use: the current block's never-used slots begin after it now.
+      const std::uintptr_t next = reinterpret_cast<std::uintptr_t>(p) + bin.object_size;
+      bin.fresh_span -= next - bin.fresh_from;
+      bin.fresh_from = next;
+    } else if (STRATA_UNLIKELY(!is_any_mark(p, node_key_))) {
+      // A slot handed out before carries the mark its way into the bitmap left (its owner's flush, or another
+      // heap's free): else it was written after its free, or is live.
+      return nullptr;
     }
-    if (const std::uint64_t m = bin.claimed; STRATA_LIKELY(m != 0)) {
-      const auto i = static_cast<unsigned>(__builtin_ctzll(m));
-      char* p = bin.claimed_base + std::size_t{i} * bin.object_size;
-      if (((bin.claimed_fresh >> i) & 1) != 0) {
-        // Its first use: the current block's never-used slots begin after it now.
-        const std::uintptr_t next = reinterpret_cast<std::uintptr_t>(p) + bin.object_size;
-        bin.fresh_span -= next - bin.fresh_from;
-        bin.fresh_from = next;
-      } else if (STRATA_UNLIKELY(!is_any_mark(p, node_key_))) {
-        // A slot handed out before carries the mark its way into the bitmap left (its owner's flush, or another
-        // heap's free): else it was written after its free, or is live.
-        return nullptr;
-      }
-      bin.claimed = m & (m - 1);
-      clear_node(p);
-      note_allocation(h, bin.object_size);
-      return p;
-    }
-    return nullptr;
+    bin.claimed = m & (m - 1);
+    clear_node(p);
+    note_allocation(h, bin.object_size);
+    return p;
+  }
+  /// The cache, then the claimed word (a broken cache: nullptr, for allocate_slow to report).
+  STRATA_ALWAYS_INLINE void* allocate_fast(tc_heap& h, unsigned c) const noexcept {
+    if (void* p = allocate_cached(h, c)) return p;
+    if (h.bins[c].cache.head != nullptr) return nullptr;
+    return allocate_claimed(h, c);
   }
   /// allocate_fast's other cases: a broken cache, a refused claimed slot, the claimed word used up. nullptr when
   /// no block could be had.
