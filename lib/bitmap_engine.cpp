@@ -1,19 +1,32 @@
 // lib/bitmap_engine.cpp: the slow paths of detail::bitmap_engine (refill, relisting, remote frees, checks).
 #include <strata/detail/bitmap_engine.hpp>
 
+#include <algorithm>
 #include <new>
 
 namespace strata::detail {
 
+
 template <bool Sync>
 bitmap_engine<Sync>::bitmap_engine(const config& cfg, block_source source) noexcept
-    : block_size_(cfg.block_size), max_small_(0), max_empty_(cfg.max_empty_blocks), name_(cfg.name),
+    : kind_(cfg.block_size, reinterpret_cast<std::uintptr_t>(this) ^ 0x5354524154410000ull, Sync),
+      node_key_(random_node_key(this)),
+      map_(block_source_storage{&source_}),
+      block_size_(cfg.block_size), max_small_(0), max_empty_(cfg.max_empty_blocks), name_(cfg.name),
       source_(source) {
   sizes_.init(cfg.max_small_size, cfg.natural_alignment);
   max_small_ = sizes_.max_small();
   for (unsigned c = 0; c < sizes_.count(); ++c) {
-    classes_[c].object_size = static_cast<std::uint32_t>(sizes_.size_of(c));
-    classes_[c].reciprocal = ((std::uint64_t{1} << 40) / sizes_.size_of(c)) + 1;
+    class_state& cs = classes_[c];
+    const std::size_t size = sizes_.size_of(c);
+    cs.object_size = static_cast<std::uint32_t>(size);
+    cs.class_bit = std::uint64_t{1} << c;
+    cs.reciprocal = ((std::uint64_t{1} << 40) / size) + 1;
+    const slab_kind::layout l = kind_.typical_layout(size);
+    cs.meta_span = sizeof(slab) + l.words * 8 * (Sync ? 2 : 1) + size - 1;
+    // Objects of 16 bytes and more have room for a node.
+    if (!Sync && !cfg.strict && size >= 16)
+      cs.cache.cap = free_cache::cap_for(size);
   }
 }
 
@@ -24,64 +37,7 @@ unsigned bitmap_engine<Sync>::class_for_aligned(std::size_t bytes, std::size_t a
   return c < sizes_.count() ? c : no_class;
 }
 
-// ---- lists -----------------------------------------------------------------------------------------------------------
-
-template <bool Sync>
-void bitmap_engine<Sync>::push(block*& head, block* b) noexcept {
-  b->prev = nullptr;
-  b->next = head;
-  if (head != nullptr) head->prev = b;
-  head = b;
-}
-
-template <bool Sync>
-void bitmap_engine<Sync>::unlink(block*& head, block* b) noexcept {
-  if (b->prev != nullptr) b->prev->next = b->next;
-  else head = b->next;
-  if (b->next != nullptr) b->next->prev = b->prev;
-  b->next = b->prev = nullptr;
-}
-
 // ---- blocks ----------------------------------------------------------------------------------------------------------
-
-// Slot numbers count from the base (so every slot is aligned like its size); the numbers whose bytes overlap the
-// header and its bitmaps (the remote bitmap follows the local one) are skipped.
-template <bool Sync>
-auto bitmap_engine<Sync>::layout_of(std::size_t size, std::size_t header) const noexcept -> slot_layout {
-  slot_layout l{};
-  l.limit = block_size_ / size;
-  l.words = (l.limit + 63) / 64;
-  l.skip_begin = header / size;
-  l.skip_end = (header + sizeof(block) + l.words * 8 * (Sync ? 2 : 1) + size - 1) / size;
-  return l;
-}
-
-template <bool Sync>
-auto bitmap_engine<Sync>::format(void* base, unsigned c) noexcept -> block* {
-  const std::size_t size = sizes_.size_of(c);
-  const std::size_t header = header_offset(reinterpret_cast<std::uintptr_t>(base));
-  auto* b = reinterpret_cast<block*>(static_cast<char*>(base) + header);
-  const slot_layout l = layout_of(size, header);
-  const std::size_t limit = l.limit, words = l.words, skip_begin = l.skip_begin, skip_end = l.skip_end;
-  const std::size_t n = l.capacity();
-  new (b) block{};
-  b->tag = tag_of(b);
-  b->skip_begin = static_cast<std::uint32_t>(skip_begin);
-  b->skip_count = static_cast<std::uint32_t>(skip_end - skip_begin);
-  b->limit = static_cast<std::uint32_t>(limit);
-  b->object_size = static_cast<std::uint32_t>(size);
-  b->capacity = static_cast<std::uint32_t>(n);
-  b->free_count = static_cast<std::uint32_t>(n);
-  b->words = static_cast<std::uint16_t>(words);
-  b->hint = 0;
-  b->size_class = static_cast<std::uint8_t>(c);
-  b->where = in_current;
-  for (std::size_t i = 0; i < words; ++i) {
-    new (&b->bit_word(i)) word(slot_mask(i, skip_begin, skip_end, limit));
-    if constexpr (Sync) new (&b->remote_word(i)) std::atomic<std::uint64_t>(0);
-  }
-  return b;
-}
 
 template <bool Sync>
 auto bitmap_engine<Sync>::take_empty_block() noexcept -> block* {
@@ -101,32 +57,44 @@ auto bitmap_engine<Sync>::refill(class_state& cs, unsigned c) -> block* {
   if (current != nullptr && current->free_count != 0) return current;
   if (current != nullptr) {
     current->where = in_full;
-    push(cs.full, current);
+    block::push(cs.full, current);
     cs.current = nullptr;
   }
   // Partial blocks may have been filled through the hot slot since they were listed: file those as full.
   block* b = cs.partial;
   while (b != nullptr && b->free_count == 0) {
-    unlink(cs.partial, b);
+    block::unlink(cs.partial, b);
     b->where = in_full;
-    push(cs.full, b);
+    block::push(cs.full, b);
     b = cs.partial;
   }
   if (b != nullptr) {
-    unlink(cs.partial, b);
+    block::unlink(cs.partial, b);
   } else {
     b = take_empty_block();
     if (b == nullptr) {
-      void* raw = source_.acquire(source_.context, block_size_);  // may throw: nothing changed but the lists
+      void* raw;
+      try {
+        raw = source_.acquire(source_.context, block_size_);  // may throw: nothing changed but the lists
+      } catch (...) {
+        count_failure();
+        throw;
+      }
       if (!block_map_register(raw, block_size_)) {
         source_.release(source_.context, raw, block_size_);
+        count_failure();
         throw std::bad_alloc();
       }
       if constexpr (Sync) blocks_.fetch_add(1, std::memory_order_relaxed);
       else ++blocks_;
-      b = format(raw, c);
+      b = kind_.format(raw, c, sizes_.size_of(c));
     } else {
-      b = format(base_of(b), c);
+      b = kind_.format(base_of(b), c, sizes_.size_of(c));
+    }
+    if (!Sync && !map_.set(base_of(b), block_size_, static_cast<std::uint8_t>(c + 1))) {
+      retire(b);  // no room for the class map: the block waits in the empty cache (or goes back)
+      count_failure();
+      throw std::bad_alloc();
     }
     ++cs.blocks;
   }
@@ -161,9 +129,9 @@ void bitmap_engine<Sync>::relist(class_state& cs, block* b) noexcept {
     // Still on the remote stack: the collection that pops it will relist it; it must not be retired before.
     if (b->remote_listed.load(std::memory_order_acquire)) {
       if (b->where == in_full && b->free_count != 0) {
-        unlink(cs.full, b);
+        block::unlink(cs.full, b);
         b->where = in_partial;
-        push(cs.partial, b);
+        block::push(cs.partial, b);
       }
       return;
     }
@@ -175,29 +143,31 @@ void bitmap_engine<Sync>::relist(class_state& cs, block* b) noexcept {
     // block would be retired under that free.
     if (b->free_count == b->capacity && b->remote_pins.fetch_add(0, std::memory_order_seq_cst) != 0) {
       if (b->where == in_full) {
-        unlink(cs.full, b);
+        block::unlink(cs.full, b);
         b->where = in_partial;
-        push(cs.partial, b);
+        block::push(cs.partial, b);
       }
       push_remote(cs, b);
       return;
     }
   }
   if (b->free_count == b->capacity) {
-    if (b->where == in_partial) unlink(cs.partial, b);
-    else if (b->where == in_full) unlink(cs.full, b);
+    if constexpr (!Sync) purge_cached(cs, b);
+    if (b->where == in_partial) block::unlink(cs.partial, b);
+    else if (b->where == in_full) block::unlink(cs.full, b);
     --cs.blocks;
     if (cs.hot != nullptr && block_of(cs.hot) == b) cs.hot = nullptr;  // it must not outlive the block
     retire(b);
   } else if (b->where == in_full && b->free_count != 0) {
-    unlink(cs.full, b);
+    block::unlink(cs.full, b);
     b->where = in_partial;
-    push(cs.partial, b);
+    block::push(cs.partial, b);
   }
 }
 
 template <bool Sync>
 void bitmap_engine<Sync>::retire(block* b) noexcept {
+  if constexpr (!Sync) map_.clear(base_of(b), block_size_);
   {
     lock_guard guard(empty_lock_);
     if (empty_count_ < max_empty_) {
@@ -215,6 +185,7 @@ void bitmap_engine<Sync>::retire(block* b) noexcept {
 template <bool Sync>
 void bitmap_engine<Sync>::release_block(block* b) noexcept {
   void* base = base_of(b);
+  if constexpr (!Sync) map_.clear(base, block_size_);
   block_map_unregister(base, block_size_);
   if constexpr (Sync) blocks_.fetch_sub(1, std::memory_order_relaxed);
   else --blocks_;
@@ -236,8 +207,8 @@ void bitmap_engine<Sync>::remote_free(class_state& cs, block* b, std::size_t ind
     // seq_cst (with the collector's): if this OR lands after a collector drained the word, the exchange of
     // remote_listed below must see that collector's clearing of it, or the block would be pushed by nobody and the
     // bit never collected; and a collector that drained this bit must see the pin.
-    if ((b->bit_word(index >> 6).load(std::memory_order_seq_cst) & m) != 0 ||
-        (b->remote_word(index >> 6).fetch_or(m, std::memory_order_seq_cst) & m) != 0) {
+    if ((b->local(index >> 6).load(std::memory_order_seq_cst) & m) != 0 ||
+        (b->remote(index >> 6).fetch_or(m, std::memory_order_seq_cst) & m) != 0) {
       report_double_free(p, bytes, alignment, b);
       b->remote_pins.fetch_sub(1, std::memory_order_seq_cst);
       return;
@@ -285,9 +256,9 @@ void bitmap_engine<Sync>::uncount_double_frees(class_state& cs, block* b, std::s
 template <bool Sync>
 void bitmap_engine<Sync>::settle_double_frees(class_state& cs, block* b, std::size_t i) noexcept {
   if constexpr (Sync) {
-    const std::uint64_t both = load(b->bit_word(i)) & b->remote_word(i).load(std::memory_order_acquire);
+    const std::uint64_t both = load(b->local(i)) & b->remote(i).load(std::memory_order_acquire);
     if (both == 0) return;
-    b->remote_word(i).fetch_and(~both, std::memory_order_acq_rel);  // remote frees only set bits: these stay ours
+    b->remote(i).fetch_and(~both, std::memory_order_acq_rel);  // remote frees only set bits: these stay ours
     uncount_double_frees(cs, b, i, both);
   } else {
     (void)cs, (void)b, (void)i;
@@ -304,20 +275,296 @@ void bitmap_engine<Sync>::collect_remote(class_state& cs) noexcept {
       list = b->remote_next;
       // Clear the flag before draining: a remote free after this point pushes the block again.
       b->remote_listed.store(false, std::memory_order_seq_cst);
-      for (unsigned i = 0; i < b->words; ++i) {
-        auto& remote = b->remote_word(i);
-        if (remote.load(std::memory_order_relaxed) == 0) continue;
-        std::uint64_t r = remote.exchange(0, std::memory_order_seq_cst);
-        const std::uint64_t v = load(b->bit_word(i));
-        if ((v & r) != 0) {  // slots freed both ways: report them, count each once
-          uncount_double_frees(cs, b, i, v & r);
-          r &= ~v;
-        }
-        store(b->bit_word(i), v | r);
-        b->free_count += static_cast<std::uint32_t>(__builtin_popcountll(r));
-        if (i < b->hint) b->hint = static_cast<std::uint16_t>(i);
-      }
+      // Slots freed both ways: reported, counted once.
+      kind_.fold_remote(b, [&](std::size_t i, std::uint64_t, std::uint64_t both) {
+        if (both != 0) uncount_double_frees(cs, b, i, both);
+      });
       if (b != cs.current) relist(cs, b);
+    }
+  } else {
+    (void)cs;
+  }
+}
+
+
+// ---- the free cache (!Sync) ------------------------------------------------------------------------------------------
+
+// The head list is empty: the older batch takes its place, else the claimed word is used up and the next is claimed.
+template <bool Sync>
+void* bitmap_engine<Sync>::allocate_cached_slow(class_state& cs, unsigned c) {
+  if (cs.cache.cold != nullptr) {
+    cs.cache.head = cs.cache.cold;
+    cs.cache.count = cs.cache.cold_count;
+    cs.cache.cold = nullptr;
+    cs.cache.cold_count = 0;
+    return allocate(c);
+  }
+  // The claimed word is used up: it is forgotten before refill(), which may retire the current block and then
+  // throw, leaving no current block for a claim to belong to.
+  STRATA_ASSERT(cs.claimed == 0);
+  cs.claimed_base = nullptr;
+  block* b = refill(cs, c);  // may throw: nothing else has changed then
+  // Slots from the high-water mark on were never handed out (the mark is exact here: the last claimed word was used
+  // up or given back). The claim moves it past the word.
+  const std::size_t never_used = b->high_water;
+  cs.fresh_from = reinterpret_cast<std::uintptr_t>(base_of(b)) + never_used * cs.object_size;
+  cs.fresh_span = never_used < b->limit ? (b->limit - never_used) * std::size_t{cs.object_size} : 0;
+  std::uint64_t fresh = 0;
+  cs.claimed_word = slab_kind::claim(b, cs.claimed, fresh);
+  cs.claimed_fresh = fresh;
+  cs.claimed_base = static_cast<char*>(base_of(b)) + cs.claimed_word * 64 * cs.object_size;
+  return allocate(c);
+}
+
+// The newest cached object is no node: it was written after its free, or it is live (freed twice, so it was in the
+// list twice, and handed out already). The list behind it cannot be trusted: it is dropped, and its objects stay
+// out of use until release().
+template <bool Sync>
+void* bitmap_engine<Sync>::cache_broken(class_state& cs, unsigned c) {
+  report_error(error_info{error_kind::double_free, name_, this, cs.cache.head, cs.object_size, 0, cs.object_size,
+                          "a freed object was written after its free, or freed twice (found in the free cache; "
+                          "the objects cached behind it are set aside)"});
+  cs.lost += cs.cache.count;
+  cs.cache.head = nullptr;
+  cs.cache.count = 0;
+  return allocate(c);
+}
+
+// The claimed word's next slot was handed out before and is no node: written after its free, or live (freed twice
+// and handed out from the cache). It is not handed out; it stays out of use until release().
+template <bool Sync>
+void* bitmap_engine<Sync>::refuse_claimed(class_state& cs, unsigned c) {
+  const auto i = static_cast<unsigned>(__builtin_ctzll(cs.claimed));
+  report_error(error_info{error_kind::double_free, name_, this, cs.claimed_base + std::size_t{i} * cs.object_size,
+                          cs.object_size, 0, cs.object_size,
+                          "a free slot was written after its free, or is live (freed twice): not handed out again"});
+  cs.claimed &= cs.claimed - 1;
+  ++cs.lost;
+  return allocate(c);
+}
+
+template <bool Sync>
+bool bitmap_engine<Sync>::slot_is_free(const class_state& cs, const block* b, const void* p,
+                                       std::size_t q) const noexcept {
+  const std::uint64_t m = std::uint64_t{1} << (q & 63);
+  if ((load(b->local(q >> 6)) & m) != 0 || remote_bit_set(const_cast<block*>(b), q)) return true;
+  if constexpr (!Sync) {
+    if (b == cs.current && cs.claimed_base != nullptr && (q >> 6) == cs.claimed_word && (cs.claimed & m) != 0)
+      return true;
+    if (cs.cache.holds(p, node_key_)) return true;
+  }
+  return false;
+}
+
+// The fast path's checks failed (or p looked like a node): the exact checks decide.
+template <bool Sync>
+void bitmap_engine<Sync>::deallocate_checked(void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept {
+  class_state& cs = classes_[c];
+  block* b = block_of(p);
+  const std::size_t q = slot_of(cs, offset_in_block(p));
+  if (!is_slot_of(p, b, q, cs, c)) return report_bad_free(p, bytes, alignment, c);
+  STRATA_ASSERT(map_.get(p) == c + 1);
+  if (slot_is_free(cs, b, p, q)) return report_double_free(p, bytes, alignment, b);
+  // A live object whose first two words happened to read as a node: an ordinary free.
+  if (cs.cache.count == cs.cache.cap) return push_to_full_cache(cs, p);
+  cached_classes_ |= std::uint64_t{1} << c;
+  cs.cache.push(p, node_key_);
+  note_deallocate(cs);
+  if (in_use_ == 0) settle_idle();
+}
+
+// The head list is full: the older batch goes back to the bitmaps, the head list becomes the older batch, and p
+// starts a new head list.
+template <bool Sync>
+void bitmap_engine<Sync>::push_to_full_cache(class_state& cs, void* p) noexcept {
+  void* old = cs.cache.cold;
+  const std::size_t n = cs.cache.cold_count;
+  cs.cache.cold = cs.cache.head;
+  cs.cache.cold_count = cs.cache.count;
+  cs.cache.head = nullptr;
+  cs.cache.count = 0;
+  cs.cache.push(p, node_key_);
+  note_deallocate(cs);
+  if (old != nullptr) give_back(cs, old, n);
+  if (in_use_ == 0) settle_idle();
+}
+
+template <bool Sync>
+void bitmap_engine<Sync>::uncount_free(class_state& cs) noexcept {
+  if constexpr (!Sync) {
+    --deallocations_;
+    in_use_ += cs.object_size;
+    if (in_use_ > peak_) peak_ = in_use_;
+  } else {
+    (void)cs;
+  }
+}
+
+// Every object's bit is set while the list is read; a block this empties is handed on only after the whole list
+// is read (nothing of it is read after that). A block empties at most once here (its free count only grows).
+template <bool Sync>
+void bitmap_engine<Sync>::give_back(class_state& cs, void* list, std::size_t n) noexcept {
+  block* emptied[free_cache::max_cap];
+  std::size_t empties = 0;
+  for (std::size_t k = 0; k < n && list != nullptr; ++k) {
+    void* p = list;
+    if (!is_node(p, node_key_)) {
+      report_error(error_info{error_kind::double_free, name_, this, p, cs.object_size, 0, cs.object_size,
+                              "a freed object was written after its free, or freed twice (found when the free "
+                              "cache gave it back; the objects cached behind it are set aside)"});
+      cs.lost += n - k;
+      break;
+    }
+    list = node_next(p);
+    block* b = block_of(p);
+    if (!give_back_one(cs, p) || b == cs.current) continue;
+    if (b->free_count == b->capacity) {
+      emptied[empties++] = b;
+    } else if (b->where == in_full) {
+      block::unlink(cs.full, b);
+      b->where = in_partial;
+      block::push(cs.partial, b);
+    }
+  }
+  for (std::size_t i = 0; i < empties; ++i) relist(cs, emptied[i]);
+}
+
+template <bool Sync>
+bool bitmap_engine<Sync>::give_back_one(class_state& cs, void* p) noexcept {
+  block* b = block_of(p);
+  const std::size_t q = slot_of(cs, offset_in_block(p));
+  if (!kind_.tagged(b)) {  // checked when p was freed: the header has been written over since
+    report_error(error_info{error_kind::corrupt_metadata, name_, this, b, 0, 0, 0,
+                            "a block header was written over (found when a cached object went back to it)"});
+    ++cs.lost;
+    return false;
+  }
+  word& w = b->local(q >> 6);
+  const std::uint64_t m = std::uint64_t{1} << (q & 63);
+  const std::uint64_t v = load(w);
+  if ((v & m) != 0 || (b == cs.current && cs.claimed_base != nullptr && (q >> 6) == cs.claimed_word &&
+                       (cs.claimed & m) != 0)) {
+    // Free already (its first free went back, then a write after it hid the node from the second free).
+    report_error(error_info{error_kind::double_free, name_, this, p, cs.object_size, 0, cs.object_size,
+                            "freed twice (found when the free cache gave it back)"});
+    uncount_free(cs);
+    return false;
+  }
+  store(w, v | m);
+  if ((q >> 6) < b->hint) b->hint = static_cast<std::uint16_t>(q >> 6);
+  ++b->free_count;
+  return true;
+}
+
+template <bool Sync>
+void bitmap_engine<Sync>::purge_cached(class_state& cs, block* b) noexcept {
+  // Every slot of b is free in its bitmap: a cached object in b was freed twice.
+  for (void** link : {&cs.cache.head, &cs.cache.cold}) {
+    std::uint32_t& count = link == &cs.cache.head ? cs.cache.count : cs.cache.cold_count;
+    void* prev = nullptr;
+    void* n = *link;
+    for (std::uint32_t k = 0, total = count; k < total && n != nullptr; ++k) {
+      if (!is_node(n, node_key_)) break;  // found and reported when the list is used
+      void* next = node_next(n);
+      if (block_of(n) == b) {
+        report_error(error_info{error_kind::double_free, name_, this, n, cs.object_size, 0, cs.object_size,
+                                "freed twice (found when its block became empty)"});
+        uncount_free(cs);
+        if (prev == nullptr) *link = next;
+        else make_node(prev, next, node_key_);
+        --count;
+      } else {
+        prev = n;
+      }
+      n = next;
+    }
+  }
+}
+
+template <bool Sync>
+void bitmap_engine<Sync>::return_claim(class_state& cs) noexcept {
+  if (cs.claimed_base == nullptr) return;
+  slab_kind::return_claim(cs.current, cs.claimed_word, cs.claimed, cs.claimed_fresh);
+  cs.claimed = cs.claimed_fresh = 0;
+  cs.claimed_base = nullptr;
+}
+
+template <bool Sync>
+void bitmap_engine<Sync>::settle_idle() noexcept {
+  if constexpr (!Sync) {
+    for (std::uint64_t classes = cached_classes_; classes != 0; classes &= classes - 1) {
+      const auto c = static_cast<unsigned>(__builtin_ctzll(classes));
+      class_state& cs = classes_[c];
+      // A class whose only block is its current one caches nothing else (a program that empties it again and
+      // again pays no walk).
+      if (cs.partial == nullptr && cs.full == nullptr) continue;
+      // Both lists, oldest last, into one array; a node that does not check ends the walk (the list from it on is
+      // left as it is: the allocation that reaches it reports it).
+      void* nodes[2 * free_cache::max_cap];
+      std::size_t n = 0;
+      bool intact = true;
+      for (int which = 0; which < 2; ++which) {
+        void* list = which == 0 ? cs.cache.head : cs.cache.cold;
+        const std::uint32_t count = which == 0 ? cs.cache.count : cs.cache.cold_count;
+        for (std::uint32_t k = 0; k < count && list != nullptr && intact; ++k, list = node_next(list)) {
+          intact = is_node(list, node_key_);
+          if (intact) nodes[n++] = list;
+        }
+      }
+      if (!intact) continue;
+      // Objects of the current block stay cached (that block stays anyway), newest in the head list; the others
+      // go back, in their order.
+      void* back = nullptr;
+      std::size_t backs = 0;
+      std::size_t kept = 0;
+      for (std::size_t i = n; i-- > 0;) {
+        if (block_of(nodes[i]) != cs.current) {
+          make_node(nodes[i], back, node_key_);
+          back = nodes[i];
+          ++backs;
+        }
+      }
+      for (std::size_t i = 0; i < n; ++i)
+        if (block_of(nodes[i]) == cs.current) nodes[kept++] = nodes[i];
+      const std::size_t in_head = std::min<std::size_t>(kept, cs.cache.cap);
+      void* lists[2] = {nullptr, nullptr};
+      for (std::size_t i = kept; i-- > 0;) {
+        void*& list = lists[i < in_head ? 0 : 1];
+        make_node(nodes[i], list, node_key_);
+        list = nodes[i];
+      }
+      cs.cache.head = lists[0];
+      cs.cache.count = static_cast<std::uint32_t>(in_head);
+      cs.cache.cold = lists[1];
+      cs.cache.cold_count = static_cast<std::uint32_t>(kept - in_head);
+      if (kept == 0) cached_classes_ &= ~(std::uint64_t{1} << c);
+      while (backs > 0) {  // give_back takes at most max_cap objects at a time
+        const std::size_t part = std::min<std::size_t>(backs, free_cache::max_cap);
+        void* rest = back;
+        for (std::size_t k = 0; k < part; ++k) rest = node_next(rest);
+        give_back(cs, back, part);
+        back = rest;
+        backs -= part;
+      }
+    }
+  }
+}
+
+template <bool Sync>
+void bitmap_engine<Sync>::drain(class_state& cs) noexcept {
+  if constexpr (!Sync) {
+    return_claim(cs);
+    for (int list = 0; list < 2; ++list) {
+      void* head = list == 0 ? cs.cache.head : cs.cache.cold;
+      const std::size_t n = list == 0 ? cs.cache.count : cs.cache.cold_count;
+      if (list == 0) {
+        cs.cache.head = nullptr;
+        cs.cache.count = 0;
+      } else {
+        cs.cache.cold = nullptr;
+        cs.cache.cold_count = 0;
+      }
+      if (head != nullptr) give_back(cs, head, n);
     }
   } else {
     (void)cs;
@@ -331,7 +578,7 @@ void bitmap_engine<Sync>::report_bad_free(void* p, std::size_t bytes, std::size_
                                           unsigned c) const noexcept {
   error_info info{error_kind::foreign_pointer, name_, this, p, bytes, alignment, 0, nullptr};
   const block* b = block_of(p);
-  if (!block_map_contains(p) || !block_map_contains(b) || b->tag != tag_of(b)) {
+  if (!block_map_contains(p) || !block_map_contains(b) || !kind_.tagged(b)) {
     const std::size_t large = source_.large_size != nullptr ? source_.large_size(source_.context, p) : 0;
     if (large != 0) {
       info.kind = error_kind::wrong_size;
@@ -344,7 +591,7 @@ void bitmap_engine<Sync>::report_bad_free(void* p, std::size_t bytes, std::size_
     const class_state& own = classes_[b->size_class];
     const std::size_t offset = offset_in_block(p);
     const std::size_t q = slot_of(own, offset);
-    if (q >= b->limit || q - b->skip_begin < b->skip_count || q * b->object_size != offset) {
+    if (!kind_.is_slot(b, p) || q * b->object_size != offset) {
       info.detail = "not the start of an object";
     } else {
       info.kind = error_kind::wrong_size;
@@ -373,7 +620,7 @@ bool bitmap_engine<Sync>::check_live(void* p, std::size_t bytes, std::size_t ali
     return false;
   }
   lock_guard guard(cs.lock);
-  if ((load(b->bit_word(index >> 6)) >> (index & 63)) & 1 || remote_bit_set(b, index)) {
+  if (slot_is_free(cs, b, p, index)) {
     report_double_free(p, bytes, alignment, b);
     return false;
   }
@@ -388,12 +635,15 @@ void bitmap_engine<Sync>::trim() noexcept {
     class_state& cs = classes_[c];
     lock_guard guard(cs.lock);
     collect_remote(cs);
+    drain(cs);  // cached objects and the claimed word go back to their bitmaps
     // An empty current block is an empty chunk like any other: it goes too (relist retires it, or leaves it for a
     // later collection while a remote free still pins it).
     if (block* b = cs.current; b != nullptr && b->free_count == b->capacity) {
       cs.current = nullptr;
+      cs.fresh_from = 0;
+      cs.fresh_span = 0;
       b->where = in_partial;
-      push(cs.partial, b);
+      block::push(cs.partial, b);
       relist(cs, b);
     }
   }
@@ -409,6 +659,7 @@ void bitmap_engine<Sync>::trim() noexcept {
     list = b->next;
     release_block(b);
   }
+  if constexpr (!Sync) map_.release_empty();
 }
 
 template <bool Sync>
@@ -432,6 +683,14 @@ void bitmap_engine<Sync>::release_all() noexcept {
     cs.current = cs.partial = cs.full = nullptr;
     cs.hot = nullptr;
     cs.blocks = 0;
+    const std::uint32_t cap = cs.cache.cap;
+    cs.cache = free_cache{};
+    cs.cache.cap = cap;
+    cs.claimed = cs.claimed_fresh = 0;
+    cs.claimed_base = nullptr;
+    cs.fresh_from = 0;
+    cs.fresh_span = 0;
+    cs.lost = 0;
     if constexpr (Sync) {
       cs.remote_head.store(nullptr, std::memory_order_relaxed);
       // Every live object is gone: count them as freed so that live = allocations - deallocations stays exact.
@@ -446,8 +705,10 @@ void bitmap_engine<Sync>::release_all() noexcept {
   if constexpr (!Sync) {
     deallocations_ = allocations_;
     in_use_ = 0;
+    cached_classes_ = 0;
   }
   trim();
+  if constexpr (!Sync) map_.reset();  // its leaves came from upstream too
 }
 
 template <bool Sync>
@@ -471,6 +732,7 @@ auto bitmap_engine<Sync>::collect_totals() const noexcept -> totals {
     t.peak_bytes_in_use = peak_;
   }
   t.blocks = get<std::size_t>(blocks_);
+  if constexpr (!Sync) t.table_bytes = map_.bytes_held();
   {
     lock_guard guard(empty_lock_);
     t.empty_blocks = empty_count_;
@@ -486,7 +748,7 @@ bitmap_class_info bitmap_engine<Sync>::class_info(unsigned c) const noexcept {
   info.natural_alignment = natural_alignment_of(c);
   {
     // The objects a block of this class holds (at header color 0; other colors may hold one more or one fewer).
-    info.objects_per_block = layout_of(info.object_size, 0).capacity();
+    info.objects_per_block = kind_.typical_layout(info.object_size).capacity();
   }
   lock_guard guard(cs.lock);
   info.blocks = cs.blocks;
@@ -496,11 +758,13 @@ bitmap_class_info bitmap_engine<Sync>::class_info(unsigned c) const noexcept {
     live += b->capacity - b->free_count;
     if constexpr (Sync)  // remote frees not collected yet are free too
       for (unsigned i = 0; i < b->words; ++i)
-        live -= static_cast<std::size_t>(__builtin_popcountll(b->remote_word(i).load(std::memory_order_relaxed)));
+        live -= static_cast<std::size_t>(__builtin_popcountll(b->remote(i).load(std::memory_order_relaxed)));
   };
   if (cs.current != nullptr) count_one(cs.current);
   for (const block* b = cs.partial; b != nullptr; b = b->next) count_one(b);
   for (const block* b = cs.full; b != nullptr; b = b->next) count_one(b);
+  // Cached and claimed objects are free; lost ones too (set aside after a misuse).
+  live -= cs.cache.total() + static_cast<std::size_t>(__builtin_popcountll(cs.claimed)) + cs.lost;
   info.live_objects = live;
   return info;
 }
@@ -520,35 +784,13 @@ bool bitmap_engine<Sync>::check_invariants() const noexcept {
       if (broken != nullptr) return;
       where = b;
       ++class_blocks;
-      if (b->tag != tag_of(b)) { broken = "block tag corrupt"; return; }
+      if (const char* e = kind_.check(b, c, sizes_.size_of(c))) { broken = e; return; }
       if (!block_map_contains(b)) { broken = "block missing from the block map"; return; }
-      if (b->size_class != c || b->object_size != sizes_.size_of(c)) { broken = "block in the wrong class"; return; }
+      if (!Sync && map_.get(b) != c + 1) { broken = "block missing from the class map"; return; }
       if (b->where != expected_where) { broken = "block on the wrong list"; return; }
-      const char* base = static_cast<const char*>(base_of(b));
-      if (std::size_t{b->limit} * b->object_size > block_size_ || b->limit - b->skip_count != b->capacity ||
-          base + std::size_t{b->skip_begin} * b->object_size > reinterpret_cast<const char*>(b) ||
-          base + std::size_t{b->skip_begin + b->skip_count} * b->object_size <
-              reinterpret_cast<const char*>(b->bits() + b->words * (Sync ? 2 : 1)) ||
-          b->words != (b->limit + 63) / 64) {
-        broken = "slots overlap the header or run past the block";
-        return;
-      }
-      std::size_t ones = 0, pending = 0;
-      for (unsigned i = 0; i < b->words; ++i) {
-        const std::uint64_t v = load(b->bit_word(i));
-        const std::uint64_t valid = slot_mask(i, b->skip_begin, b->skip_begin + b->skip_count, b->limit);
-        if ((v & ~valid) != 0) broken = "free bits outside the slots";
-        if (i < b->hint && v != 0) broken = "free bits below the hint";
-        ones += static_cast<std::size_t>(__builtin_popcountll(v));
-        if constexpr (Sync) {
-          const std::uint64_t r = b->remote_word(i).load(std::memory_order_relaxed);
-          // A bit set both ways is a double free by two threads at once, pending: the collection or allocation that
-          // meets it reports it and counts it once. The counts below agree with it meanwhile.
-          if ((r & ~valid) != 0) broken = "remote bits pass the capacity";
-          pending += static_cast<std::size_t>(__builtin_popcountll(r));
-        }
-      }
-      if (ones != b->free_count) broken = "free count disagrees with the bitmap";
+      // A bit set both ways is a double free by two threads at once, pending: the collection or allocation that
+      // meets it reports it and counts it once. The counts below agree with it meanwhile.
+      const std::size_t pending = b->free_slots() - b->free_count;
       if (expected_where == in_partial && b->free_count == b->capacity && !Sync)
         broken = "empty block on the partial list";
       if (expected_where == in_full && b->free_count != 0) broken = "full block has free slots";
@@ -557,6 +799,13 @@ bool bitmap_engine<Sync>::check_invariants() const noexcept {
     if (cs.current != nullptr) check_block(cs.current, in_current);
     for (const block* b = cs.partial; b != nullptr; b = b->next) check_block(b, in_partial);
     for (const block* b = cs.full; b != nullptr; b = b->next) check_block(b, in_full);
+    if (broken == nullptr) {
+      if constexpr (!Sync) {
+        const char* e = check_cache(cs, c);
+        if (e != nullptr) broken = e;
+        free_slots_live -= cs.cache.total() + static_cast<std::size_t>(__builtin_popcountll(cs.claimed)) + cs.lost;
+      }
+    }
     if (broken != nullptr) break;
     where = nullptr;
     if (class_blocks != cs.blocks) broken = "class block count disagrees with its lists";
@@ -583,6 +832,58 @@ bool bitmap_engine<Sync>::check_invariants() const noexcept {
   if (broken == nullptr) return true;
   report_error(error_info{error_kind::invariant_violated, name_, this, where, 0, 0, 0, broken});
   return false;
+}
+
+template <bool Sync>
+const char* bitmap_engine<Sync>::check_cache(const class_state& cs, unsigned c) const noexcept {
+  if (cs.claimed_base != nullptr) {
+    const block* b = cs.current;
+    if (b == nullptr || cs.claimed_word >= b->words) return "claimed word without a current block";
+    if ((cs.claimed & ~b->valid_mask(cs.claimed_word)) != 0) return "claimed bits for slots that do not exist";
+    if ((cs.claimed & load(b->local(cs.claimed_word))) != 0) return "claimed slots also free in the bitmap";
+    if (cs.claimed_base != static_cast<const char*>(base_of(b)) + cs.claimed_word * 64 * cs.object_size)
+      return "claimed word address wrong";
+  } else if (cs.claimed != 0) {
+    return "claimed bits without a claimed word";
+  }
+  if (cs.fresh_span != 0) {
+    const block* b = cs.current;
+    if (b == nullptr) return "never-used slots without a current block";
+    const std::uintptr_t end = reinterpret_cast<std::uintptr_t>(base_of(b)) + std::size_t{b->limit} * cs.object_size;
+    if (cs.fresh_from + cs.fresh_span != end) return "never-used slots do not end with the block";
+    const std::size_t first = (cs.fresh_from - reinterpret_cast<std::uintptr_t>(base_of(b))) / cs.object_size;
+    if (first > b->high_water) return "never-used slots above the high-water mark";
+    for (std::size_t q = first; q < b->limit; ++q) {  // each free: in the bitmap or the claimed word
+      if (q >= b->skip_begin && q < b->skip_end) continue;
+      const std::uint64_t m = std::uint64_t{1} << (q & 63);
+      const bool in_claim = cs.claimed_base != nullptr && (q >> 6) == cs.claimed_word && (cs.claimed & m) != 0;
+      if ((load(b->local(q >> 6)) & m) == 0 && !in_claim) return "a never-used slot is not free";
+    }
+  }
+  if (cs.cache.count > cs.cache.cap || cs.cache.cold_count > cs.cache.cap) return "free cache over its bound";
+  if (cs.cache.cap == 0 && cs.cache.total() != 0) return "objects cached in a class without a cache";
+  if (cs.cache.total() != 0 && ((cached_classes_ >> c) & 1) == 0) return "cached objects in a class not marked so";
+  const void* seen[2 * free_cache::max_cap];
+  std::size_t n = 0;
+  for (int list = 0; list < 2; ++list) {
+    const void* p = list == 0 ? cs.cache.head : cs.cache.cold;
+    const std::uint32_t count = list == 0 ? cs.cache.count : cs.cache.cold_count;
+    for (std::uint32_t k = 0; k < count; ++k, p = node_next(p)) {
+      if (p == nullptr) return "free cache shorter than its count";
+      if (!is_node(p, node_key_)) return "a cached object is no node (written after its free)";
+      const block* b = block_of(p);
+      const std::size_t q = slot_of(cs, offset_in_block(p));
+      if (map_.get(p) != c + 1 || !is_slot_of(p, b, q, cs, c)) return "a cached object is no slot of its class";
+      if (reinterpret_cast<std::uintptr_t>(p) - cs.fresh_from < cs.fresh_span) return "a cached object never handed out";
+      if ((load(b->local(q >> 6)) >> (q & 63)) & 1) return "a cached object is free in its bitmap";
+      if (b == cs.current && cs.claimed_base != nullptr && (q >> 6) == cs.claimed_word && ((cs.claimed >> (q & 63)) & 1))
+        return "a cached object is in the claimed word";
+      if (std::find(seen, seen + n, p) != seen + n) return "an object cached twice";
+      seen[n++] = p;
+    }
+    if (p != nullptr) return "free cache longer than its count";
+  }
+  return nullptr;
 }
 
 template class bitmap_engine<false>;

@@ -36,8 +36,8 @@ basic_bitmap_resource<Sync>::basic_bitmap_resource(const options& opts, std::pmr
     : upstream_(upstream),
       opts_(validated(opts)),
       engine_({opts.block_size, opts.max_small_size, opts.natural_alignment, opts.max_empty_blocks,
-               Sync ? "synchronized_bitmap_resource" : "bitmap_resource"},
-              block_source{this, &acquire_block, &release_block, &large_size}),
+               Sync ? "synchronized_bitmap_resource" : "bitmap_resource", opts.checks == check_mode::strict},
+              block_source{this, &acquire_block, &release_block, &large_size, &acquire_table, &release_table}),
       large_(upstream) {}
 
 template <bool Sync>
@@ -70,6 +70,27 @@ void* basic_bitmap_resource<Sync>::acquire_block(void* self, std::size_t size) {
   return b;
 }
 
+// The engine's tables (its class map) come from upstream too; they are not counted as blocks.
+template <bool Sync>
+void* basic_bitmap_resource<Sync>::acquire_table(void* self, std::size_t bytes) noexcept {
+  auto* r = static_cast<basic_bitmap_resource*>(self);
+  try {
+    void* p = r->upstream_->allocate(bytes, alignof(std::max_align_t));
+    std::memset(p, 0, bytes);
+    bump(r->upstream_allocations_);
+    return p;
+  } catch (...) {
+    return nullptr;
+  }
+}
+
+template <bool Sync>
+void basic_bitmap_resource<Sync>::release_table(void* self, void* p, std::size_t bytes) noexcept {
+  auto* r = static_cast<basic_bitmap_resource*>(self);
+  r->upstream_->deallocate(p, bytes, alignof(std::max_align_t));
+  bump(r->upstream_deallocations_);
+}
+
 template <bool Sync>
 std::size_t basic_bitmap_resource<Sync>::large_size(void* self, const void* p) noexcept {
   auto* r = static_cast<basic_bitmap_resource*>(self);
@@ -93,39 +114,42 @@ std::size_t basic_bitmap_resource<Sync>::round_size(std::size_t bytes, std::size
 
 // ---- allocate / deallocate -----------------------------------------------------------------------------------------
 
+// The fast paths: alignment 1, 2, 4, 8 or 16 (one bit test) and a size a class serves. Everything else leaves at
+// once, through a tail call, so that these functions save no registers.
 template <bool Sync>
 void* basic_bitmap_resource<Sync>::do_allocate(std::size_t bytes, std::size_t alignment) {
-  unsigned c;
-  if (STRATA_LIKELY(alignment <= 16)) {
-    // 1, 2, 4, 8 and 16 are the powers of two up to 16: one bit test instead of the general check.
-    if (STRATA_UNLIKELY(((0x10116u >> alignment) & 1u) == 0)) throw_bad_alignment("bitmap_resource::allocate", alignment);
-    c = engine_.class_for_low_alignment(bytes, alignment);
-  } else {
-    check_alignment("bitmap_resource::allocate", alignment);
-    c = engine_.class_for(bytes, alignment);
-  }
-  if (STRATA_LIKELY(c != engine_.no_class)) {
-    try {
-      return engine_.allocate(c);
-    } catch (...) {
-      bump(failed_);
-      throw;
-    }
-  }
-  return allocate_large(bytes, alignment);
+  if (STRATA_LIKELY(alignment <= 16 && ((0x10116u >> alignment) & 1u) != 0 && bytes - 1 < engine_.max_plain()))
+    return engine_.allocate(engine_.class_for_low_alignment(bytes, alignment));  // it counts its own failures
+  return allocate_other(bytes, alignment);
 }
 
 template <bool Sync>
 void basic_bitmap_resource<Sync>::do_deallocate(void* p, std::size_t bytes, std::size_t alignment) {
-  // An alignment that is not a power of two may still give the block's class: it is checked first (one bit test up to
-  // 16), and reported by deallocate_large.
-  if (STRATA_UNLIKELY(alignment > 16 ? !is_power_of_two(alignment) : ((0x10116u >> alignment) & 1u) == 0))
+  if (STRATA_LIKELY(alignment <= 16 && ((0x10116u >> alignment) & 1u) != 0 && bytes - 1 < engine_.max_plain()))
+    return engine_.deallocate(p, bytes, alignment, engine_.class_for_low_alignment(bytes, alignment));
+  deallocate_other(p, bytes, alignment);
+}
+
+template <bool Sync>
+void* basic_bitmap_resource<Sync>::allocate_other(std::size_t bytes, std::size_t alignment) {
+  if (alignment <= 16) {
+    if (((0x10116u >> alignment) & 1u) == 0) throw_bad_alignment("bitmap_resource::allocate", alignment);
+  } else {
+    check_alignment("bitmap_resource::allocate", alignment);
+  }
+  const unsigned c = engine_.class_for(bytes, alignment);
+  if (c != engine_.no_class) return engine_.allocate(c);
+  return allocate_large(bytes, alignment);
+}
+
+// An alignment that is not a power of two may still give the block's class: it is checked first, and reported by
+// deallocate_large.
+template <bool Sync>
+void basic_bitmap_resource<Sync>::deallocate_other(void* p, std::size_t bytes, std::size_t alignment) noexcept {
+  if (alignment > 16 ? !is_power_of_two(alignment) : ((0x10116u >> alignment) & 1u) == 0)
     return deallocate_large(p, bytes, alignment);
   const unsigned c = engine_.class_for(bytes, alignment);
-  if (STRATA_LIKELY(c != engine_.no_class)) {
-    engine_.deallocate(p, bytes, alignment, c);
-    return;
-  }
+  if (c != engine_.no_class) return engine_.deallocate(p, bytes, alignment, c);
   deallocate_large(p, bytes, alignment);
 }
 
@@ -247,9 +271,9 @@ resource_stats basic_bitmap_resource<Sync>::do_stats() const noexcept {
   s.deallocations = t.deallocations + read(large_deallocations_);
   s.bytes_in_use = t.bytes_in_use + read(large_bytes_);
   s.peak_bytes_in_use = t.peak_bytes_in_use + read(large_peak_);
-  s.bytes_held = t.blocks * engine_.block_size() + read(large_bytes_);
+  s.bytes_held = t.blocks * engine_.block_size() + t.table_bytes + read(large_bytes_);
   s.bytes_resident = s.bytes_held;
-  s.failed_allocations = read(failed_);
+  s.failed_allocations = read(failed_) + engine_.failed();
   s.upstream_allocations = read(upstream_allocations_);
   s.upstream_deallocations = read(upstream_deallocations_);
   return s;

@@ -478,12 +478,23 @@ extern "C" strata_resource_t* strata_system_resource(void) noexcept { return &im
 extern "C" void strata_bitmap_options_init(strata_bitmap_options_t* o) noexcept {
   if (o == nullptr) return;
   const strata::bitmap_options d;
-  *o = strata_bitmap_options_t{d.block_size, d.max_small_size, d.natural_alignment, d.max_empty_blocks, false, nullptr};
+  *o = strata_bitmap_options_t{d.block_size,       d.max_small_size, d.natural_alignment,
+                               d.max_empty_blocks, false,            nullptr,
+                               STRATA_CHECKS_STANDARD};
 }
 
 extern "C" strata_resource_t* strata_bitmap_create(const strata_bitmap_options_t* options) noexcept {
   const strata_bitmap_options_t o = given_or_default(options, strata_bitmap_options_init);
-  const strata::bitmap_options opts{o.block_size, o.max_small_size, o.natural_alignment, o.max_empty_blocks};
+  // Read as its underlying type: a C caller may have stored any int there, which a C++ enum need not hold.
+  std::underlying_type_t<strata_checks_t> checks;
+  std::memcpy(&checks, &o.checks, sizeof checks);
+  if (checks != STRATA_CHECKS_STANDARD && checks != STRATA_CHECKS_STRICT) {
+    fail(STRATA_EINVAL);
+    return nullptr;
+  }
+  const strata::bitmap_options opts{o.block_size, o.max_small_size, o.natural_alignment, o.max_empty_blocks,
+                                    checks == STRATA_CHECKS_STRICT ? strata::check_mode::strict
+                                                                   : strata::check_mode::standard};
   return o.synchronized
              ? create<strata::synchronized_bitmap_resource>(kind::bitmap, "synchronized_bitmap_resource", opts,
                                                             upstream_of(o.upstream))

@@ -59,6 +59,7 @@ struct tc_registry {
       if (live(entries[i].engine, entries[i].id)) entries[i].engine->detach_heap(entries[i].heap);
     count = 0;
     for (auto& t : tc_tls) t = tc_tls_entry{0, nullptr};
+    tc_tls_last = tc_tls_entry{0, nullptr};
   }
 
   static tc_registry& local() noexcept {
@@ -75,7 +76,7 @@ thread_cache_engine::thread_cache_engine(const config& cfg, std::pmr::memory_res
       id_(g_next_id.fetch_add(1, std::memory_order_relaxed)),
       middle_(upstream, cfg.max_empty_blocks, cfg.max_shared, owner, engine_name),
       front_(cfg.max_small, reinterpret_cast<std::uintptr_t>(this) ^ 0x5354524154435400ull ^ (id_ << 48), engine_name,
-             middle_),
+             middle_, upstream),
       back_(upstream) {
   middle_.set_front(&front_);
   front_.owner_ = owner;
@@ -129,6 +130,8 @@ tc_heap* thread_cache_engine::attach_heap() noexcept {
       return h;
     }
   }
+  // Heap indexes are 16 bits of a node key (0 and tc_no_heap excepted); threads beyond share a heap.
+  if (heap_count_ + 1 >= tc_no_heap) return nullptr;
   void* mem;
   try {
     // An upstream that ignores the alignment is refused (its memory given back): bins are cache-line aligned.
@@ -137,7 +140,7 @@ tc_heap* thread_cache_engine::attach_heap() noexcept {
     return nullptr;
   }
   auto* h = new (mem) tc_heap();
-  front_.init_heap(*h);
+  front_.init_heap(*h, static_cast<std::uint32_t>(heap_count_ + 1));
   h->attached = true;
   h->next = heaps_;
   heaps_ = h;
@@ -163,6 +166,7 @@ void thread_cache_engine::release_thread_heap() noexcept {
     }
   }
   if (tc_tls_entry& t = tc_tls[id_ & (tc_tls_ways - 1)]; t.id == id_) t = tc_tls_entry{0, nullptr};
+  if (tc_tls_last.id == id_) tc_tls_last = tc_tls_entry{0, nullptr};
   if (h != nullptr) detach_heap(h);
 }
 
@@ -181,23 +185,30 @@ tc_heap* thread_cache_engine::find_heap() noexcept {
     }
   }
   tc_tls[id_ & (tc_tls_ways - 1)] = tc_tls_entry{id_, h};
+  tc_tls_last = tc_tls_entry{id_, h};
   return h;
+}
+
+tc_heap* thread_cache_engine::my_heap() const noexcept {
+  if (tc_tls_last.id == id_) return tc_tls_last.heap;
+  const tc_tls_entry& e = tc_tls[id_ & (tc_tls_ways - 1)];
+  if (e.id != id_) return nullptr;
+  tc_tls_last = e;
+  return e.heap;
 }
 
 // ---- slow paths ----------------------------------------------------------------------------------------------------
 
 void* thread_cache_engine::refill(tc_heap& h, unsigned c) {
+  // The cache is empty (or broken: allocate_slow reports it): the claimed word, here, with few registers to save.
+  if (STRATA_LIKELY(h.bins[c].cache.head == nullptr))
+    if (void* p = front_.allocate_claimed(h, c)) return p;
   void* p = front_.allocate_slow(h, c);
   if (STRATA_UNLIKELY(p == nullptr)) {
     failed_.fetch_add(1, std::memory_order_relaxed);
     throw_bad_alloc();
   }
   return p;
-}
-
-void* thread_cache_engine::refuse_and_refill(tc_heap& h, unsigned c, void* p) {
-  front_.refuse_marked(p);
-  return refill(h, c);
 }
 
 void* thread_cache_engine::allocate_small_slow(unsigned c) {
@@ -220,18 +231,18 @@ void* thread_cache_engine::allocate_small_slow(unsigned c) {
 
 void thread_cache_engine::deallocate_small_slow(void* p, unsigned c, std::size_t bytes,
                                                 std::size_t alignment) noexcept {
-  if (tc_heap* h = my_heap(); h != nullptr) return front_.deallocate(*h, p, c, bytes, alignment);
+  if (tc_heap* h = my_heap(); h != nullptr) return front_.deallocate_slow(*h, p, c, bytes, alignment);
   // A pointer in no block of this resource is reported before a heap is made for it: a misuse changes nothing.
   if (!front_.owns(p)) return front_.report_bad_free(p, c, bytes, alignment);
-  if (tc_heap* h = find_heap(); h != nullptr) return front_.deallocate(*h, p, c, bytes, alignment);
+  if (tc_heap* h = find_heap(); h != nullptr) return front_.deallocate_slow(*h, p, c, bytes, alignment);
   std::lock_guard<std::mutex> g(shared_heap_lock_);
   if (shared_heap_ == nullptr) shared_heap_ = attach_heap();
-  if (shared_heap_ != nullptr) return front_.deallocate(*shared_heap_, p, c, bytes, alignment);
+  if (shared_heap_ != nullptr) return front_.deallocate_slow(*shared_heap_, p, c, bytes, alignment);
   // No heap at all (upstream is out of memory): publish the free on its own.
   tc_heap local;
-  front_.init_heap(local);
-  front_.deallocate(local, p, c, bytes, alignment);
-  front_.flush_pending(local);
+  front_.init_heap(local, 0);
+  front_.deallocate_slow(local, p, c, bytes, alignment);
+  front_.flush_remote(local);
   heapless_deallocations_.fetch_add(local.deallocations.load(std::memory_order_relaxed), std::memory_order_relaxed);
   heapless_bytes_.fetch_add(local.bytes.load(std::memory_order_relaxed), std::memory_order_relaxed);
 }
@@ -298,7 +309,7 @@ tc_misuse thread_cache_engine::elsewhere(const void* p, std::size_t bytes, std::
                                          tier named) const noexcept {
   if (named != thread_tier && front_.owns(p)) {
     const tc_block* b = tc_front::block_of(p);
-    if (tc_front::is_slot(b, p) && !front_.is_live(b, p))
+    if (front_.is_slot(b, p) && !front_.is_live(b, p))
       return {error_kind::double_free, 0, "an object of the thread tier, freed already"};
     return {error_kind::wrong_size, b->object_size, "an object of the thread tier named with a size of another tier"};
   }
@@ -344,7 +355,7 @@ bool thread_cache_engine::resize(void* p, std::size_t old_size, std::size_t new_
       return false;
     }
     const tc_block* b = tc_front::block_of(p);
-    if (b->size_class != c || !tc_front::is_slot(b, p)) {
+    if (b->size_class != c || !front_.is_slot(b, p)) {
       report(b->size_class != c ? error_kind::wrong_size : error_kind::foreign_pointer, p, old_size, alignment,
              b->object_size, "resize of an object named with the wrong size or pointer");
       return false;
@@ -388,7 +399,7 @@ std::size_t thread_cache_engine::usable_size(const void* p) const noexcept {
   // Front blocks have a block map of their own, so no tier reads a header inside another tier's objects.
   if (front_.owns(p)) {
     const tc_block* b = tc_front::block_of(p);
-    if (tc_front::is_slot(b, p)) return b->object_size;
+    if (front_.is_slot(b, p)) return b->object_size;
     report(error_kind::foreign_pointer, p, 0, 0, 0, "usable_size: not the start of an object");
     return 0;
   }
@@ -439,16 +450,10 @@ std::size_t thread_cache_engine::round_size_other(std::size_t bytes, std::size_t
 }
 
 void thread_cache_engine::trim() noexcept {
-  if (tc_heap* h = my_heap()) {
-    front_.flush_pending(*h);
-    front_.collect_owned(*h);
-  }
+  if (tc_heap* h = my_heap()) front_.collect_owned(*h);  // caches and the remote list first
   {
     std::lock_guard<std::mutex> g(shared_heap_lock_);
-    if (shared_heap_ != nullptr) {
-      front_.flush_pending(*shared_heap_);
-      front_.collect_owned(*shared_heap_);
-    }
+    if (shared_heap_ != nullptr) front_.collect_owned(*shared_heap_);
   }
   middle_.trim();
 }
@@ -496,10 +501,11 @@ resource_stats thread_cache_engine::thread_totals() const noexcept {
   s.peak_bytes_in_use = peak > 0 ? static_cast<std::size_t>(peak) : 0;
   if (s.peak_bytes_in_use < s.bytes_in_use) s.peak_bytes_in_use = s.bytes_in_use;
   const tc_middle::block_totals b = middle_.blocks();
-  s.bytes_held = b.held * tc_block_size + heaps * sizeof(tc_heap);
+  const std::size_t map_bytes = front_.map().bytes_held();  // the class map's leaves, from upstream too
+  s.bytes_held = b.held * tc_block_size + heaps * sizeof(tc_heap) + map_bytes;
   s.bytes_resident = s.bytes_held;
   s.failed_allocations = failed_.load(std::memory_order_relaxed);
-  s.upstream_allocations = b.upstream_allocations + heaps;
+  s.upstream_allocations = b.upstream_allocations + heaps + map_bytes / tc_map::leaf_bytes;
   s.upstream_deallocations = b.upstream_deallocations;
   return s;
 }
@@ -523,6 +529,30 @@ resource_stats thread_cache_engine::stats() const noexcept {
   return s;
 }
 
+// Each block's pins are the pinned entries naming it in every heap's remote array (heaps_lock_ held). A block with
+// a pin and no entry would never be handed on; an entry with no pin could be published into a block reused.
+const char* thread_cache_engine::check_pins() const noexcept {
+  auto pins_naming = [this](const tc_block* b) {
+    std::uint32_t n = 0;
+    for (const tc_heap* h = heaps_; h != nullptr; h = h->next)
+      for (std::uint32_t k = 0; k < h->remote_count; ++k)
+        if ((h->remote[k] & 1) != 0 && tc_front::block_of(remote_entry(h->remote[k])) == b) ++n;
+    return n;
+  };
+  for (const tc_heap* h = heaps_; h != nullptr; h = h->next) {
+    for (std::uint32_t k = 0; k < h->remote_count; ++k) {
+      const tc_block* b = tc_front::block_of(remote_entry(h->remote[k]));
+      bool pinned = false;  // by this entry or an earlier one of the same array
+      for (std::uint32_t i = 0; i <= k && !pinned; ++i)
+        pinned = (h->remote[i] & 1) != 0 && tc_front::block_of(remote_entry(h->remote[i])) == b;
+      if (!pinned) return "a remote entry without a pin on its block";
+      if ((h->remote[k] & 1) != 0 && b->remote_pins.load(std::memory_order_relaxed) != pins_naming(b))
+        return "a block's pins differ from the remote entries naming it";
+    }
+  }
+  return nullptr;
+}
+
 bool thread_cache_engine::check_invariants() const noexcept {
   const char* broken = nullptr;
   std::size_t blocks = 0, live = 0;
@@ -541,6 +571,7 @@ bool thread_cache_engine::check_invariants() const noexcept {
       deallocations += h->deallocations.load(std::memory_order_relaxed);
     }
     if (broken == nullptr && n != heap_count_) broken = "heap count differs from the heap list";
+    if (broken == nullptr) broken = check_pins();
     deallocations -= front_.late_double_frees();
     deallocations += heapless_deallocations_.load(std::memory_order_relaxed);
   }

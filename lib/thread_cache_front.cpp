@@ -1,25 +1,31 @@
-// lib/thread_cache_front.cpp: the front end's slow paths: claiming bitmap words, refilling a bin, cross-thread
-// frees, handing blocks to the shared tier, checks.
+// lib/thread_cache_front.cpp: the front end's slow paths: refilling a bin, the caches' batches, cross-thread frees,
+// handing blocks to the shared tier, checks.
 #include <strata/detail/thread_cache_front.hpp>
 
+#include <algorithm>
 #include <new>
 
 #include <strata/detail/thread_cache_middle.hpp>
 
 namespace strata::detail {
 
-std::atomic<std::uint64_t> tc_front::no_word{0};
-
 namespace {
 unsigned popcount(std::uint64_t v) noexcept { return static_cast<unsigned>(__builtin_popcountll(v)); }
 }  // namespace
 
-tc_front::tc_front(std::size_t max_small, std::uintptr_t key, const char* name, tc_middle& middle) noexcept
-    : max_small_(0), key_(key), name_(name), middle_(&middle) {
+tc_front::tc_front(std::size_t max_small, std::uintptr_t key, const char* name, tc_middle& middle,
+                   std::pmr::memory_resource* upstream) noexcept
+    : kind_(tc_block_size, key, true),
+      max_small_(0),
+      node_key_(random_node_key(this)),
+      name_(name),
+      middle_(&middle),
+      map_(upstream_storage{upstream}) {
   // A multiple of 16 (at least 16): a request of at most max_small() bytes rounded up to an alignment of up to 16
-  // must still land in a class (allocate(100, 16) with max_small 104 would need the class 112).
-  sizes_.init(align_up(max_small < 16 ? 16 : max_small, 16), false);
+  // must still land in a class. The smallest class is 16 bytes: a freed object holds a node (two words).
+  sizes_.init(align_up(max_small < 16 ? 16 : max_small, 16), false, 16);
   max_small_ = sizes_.max_small();
+  STRATA_ASSERT(max_small_ <= size_class_table::table_limit);  // plain_class() uses class_of_small()
 }
 
 unsigned tc_front::class_for_aligned(std::size_t bytes, std::size_t alignment) const noexcept {
@@ -28,117 +34,58 @@ unsigned tc_front::class_for_aligned(std::size_t bytes, std::size_t alignment) c
   return c < sizes_.count() ? c : no_class;
 }
 
-void tc_front::init_heap(tc_heap& h) const noexcept {
-  for (unsigned c = 0; c < sizes_.count(); ++c) {
-    tc_bin& bin = h.bins[c];
-    bin = tc_bin{};
-    bin.object_size = static_cast<std::uint32_t>(sizes_.size_of(c));
-    bin.reciprocal = ((std::uint64_t{1} << 40) / bin.object_size) + 1;
-    bin.word_ptr = bin.remote_ptr = &no_word;
-  }
-  for (auto& e : h.pending) e = tc_pending{};
-  h.pending_classes = 0;
+void tc_front::init_bin(const tc_heap& h, tc_bin& bin, unsigned c) const noexcept {
+  bin = tc_bin{};
+  bin.map_value = h.map_owner | (c + 1);
+  const std::size_t size = sizes_.size_of(c);
+  bin.object_size = static_cast<std::uint32_t>(size);
+  bin.reciprocal = ((std::uint64_t{1} << 40) / size) + 1;
+  const slab_kind::layout l = kind_.typical_layout(size);
+  bin.meta_span = static_cast<std::uint32_t>(sizeof(slab) + l.words * 16 + size - 1);
+  bin.cache.cap = free_cache::cap_for(size);
+}
+
+void tc_front::uncount_free(tc_heap& h, std::size_t bytes) noexcept {
+  owner_add(h.deallocations, -1);
+  owner_add(h.bytes, static_cast<std::int64_t>(bytes));
+}
+
+void tc_front::init_heap(tc_heap& h, std::uint32_t index) const noexcept {
+  h.lost_total = 0;
+  h.remote_count = 0;
+  for (tc_block*& b : h.pinned) b = nullptr;
+  h.index = index;
+  // A heap with no index owns no block: no map value matches it, so its every free takes the remote way.
+  h.map_owner = index == 0 ? 0xFF000000u : index << 8;
+  for (unsigned c = 0; c < sizes_.count(); ++c) init_bin(h, h.bins[c], c);
+  h.node_key = node_key_ ^ (std::uintptr_t{index} << 48);
 }
 
 // ---- blocks --------------------------------------------------------------------------------------------------------
 
-auto tc_front::layout_of(std::size_t size, std::size_t header) const noexcept -> layout {
-  layout l{};
-  l.limit = tc_block_size / size;
-  l.words = (l.limit + 63) / 64;
-  l.remote_offset = align_up(sizeof(tc_block) + l.words * 8, 64);
-  l.skip_begin = header / size;
-  l.skip_end = (header + l.remote_offset + l.words * 8 + size - 1) / size;
-  return l;
-}
-
 tc_block* tc_front::format(void* base, unsigned c) const noexcept {
-  const std::size_t size = sizes_.size_of(c);
-  const std::size_t header = header_offset(reinterpret_cast<std::uintptr_t>(base));
-  const layout l = layout_of(size, header);
-  auto* b = new (static_cast<char*>(base) + header) tc_block{};
-  b->tag = tag_of(b);
-  b->owner.store(nullptr, std::memory_order_relaxed);
-  b->object_size = static_cast<std::uint32_t>(size);
-  b->limit = static_cast<std::uint32_t>(l.limit);
-  b->skip_begin = static_cast<std::uint32_t>(l.skip_begin);
-  b->skip_end = static_cast<std::uint32_t>(l.skip_end);
-  b->capacity = static_cast<std::uint32_t>(l.limit - (l.skip_end - l.skip_begin));
-  b->free_count = b->capacity;
-  b->words = static_cast<std::uint16_t>(l.words);
-  b->remote_offset = static_cast<std::uint16_t>(l.remote_offset);
-  b->size_class = static_cast<std::uint8_t>(c);
-  for (std::size_t i = 0; i < l.words; ++i) {
-    new (&b->local()[i]) std::atomic<std::uint64_t>(slot_mask(i, l.skip_begin, l.skip_end, l.limit));
-    new (&b->remote()[i]) std::atomic<std::uint64_t>(0);
-  }
-  return b;
-}
-
-std::uint64_t tc_front::valid_mask(const tc_block* b, std::size_t w) noexcept {
-  return slot_mask(w, b->skip_begin, b->skip_end, b->limit);
+  return kind_.format(base, c, sizes_.size_of(c));
 }
 
 std::size_t tc_front::collect(tc_block* b) const noexcept {
-  std::size_t gained = 0;
-  char* const slot0 = b->base();
-  for (std::size_t w = 0; w < b->words; ++w) {
-    std::atomic<std::uint64_t>& r = b->remote()[w];
-    if (r.load(std::memory_order_relaxed) == 0) continue;
-    std::uint64_t v = r.exchange(0, std::memory_order_acquire);  // the freeing threads' marks happen before
-    STRATA_INJECT_DELAY();
-    // The slots become plain free slots: their marks go, or the owner's next free or allocation of one would take
-    // it for a free still on its way.
-    for (std::uint64_t bits = v; bits != 0; bits &= bits - 1)
-      store_first_word(slot0 + (w * 64 + static_cast<std::size_t>(__builtin_ctzll(bits))) * b->object_size, 0);
-    std::atomic<std::uint64_t>& l = b->local()[w];
-    const std::uint64_t local = l.load(std::memory_order_relaxed);
-    if (const std::uint64_t dup = v & local; STRATA_UNLIKELY(dup != 0)) {
-      // Freed by another thread while already free here: the two frees raced (each saw the slot live), and both
-      // were counted. The slot stays free once; one count is undone.
-      for (std::uint64_t bits = dup; bits != 0; bits &= bits - 1) {
-        const std::size_t q = w * 64 + static_cast<std::size_t>(__builtin_ctzll(bits));
-        report(error_kind::double_free, slot0 + q * b->object_size, b->object_size, 0, 0,
-               "freed by another thread while already free (found when its frees were folded in)");
-        count_late_double_free(b->object_size);
-      }
-      v &= ~dup;
-    }
-    l.store(local | v, std::memory_order_relaxed);
-    gained += popcount(v);
-    if (v != 0 && w < b->hint) b->hint = static_cast<std::uint16_t>(w);
-  }
-  b->free_count += static_cast<std::uint32_t>(gained);
-  return gained;
-}
-
-std::size_t tc_front::settle_marked(tc_block* b) const noexcept {
-  std::size_t n = 0;
-  char* const slot0 = b->base();
-  for (std::size_t w = 0; w < b->words; ++w) {
-    std::atomic<std::uint64_t>& l = b->local()[w];
-    std::uint64_t v = l.load(std::memory_order_relaxed);
-    for (std::uint64_t bits = v; bits != 0; bits &= bits - 1) {
-      void* p = slot0 + (w * 64 + static_cast<std::size_t>(__builtin_ctzll(bits))) * b->object_size;
-      if (STRATA_LIKELY(!marked(p))) continue;
+  char* const slot0 = base_of(b);
+  return kind_.fold_remote(b, [&](std::size_t w, std::uint64_t, std::uint64_t both) {
+    // Freed by another thread while already free here: two frees that each saw the object live, both counted. The
+    // slot stays free once; one count is undone.
+    b->for_each_slot(slot0, w, both, [&](void* p) {
       report(error_kind::double_free, p, b->object_size, 0, 0,
-             "freed by its owner and by another thread (found when its block was emptied)");
+             "freed by another thread while already free (found when its frees were folded in)");
       count_late_double_free(b->object_size);
-      v &= ~(bits & (~bits + 1));
-      ++n;
-    }
-    l.store(v, std::memory_order_relaxed);
-  }
-  b->free_count -= static_cast<std::uint32_t>(n);
-  return n;
+    });
+  });
 }
 
 bool tc_front::is_live(const tc_block* b, const void* p) const noexcept {
   const std::size_t q = (reinterpret_cast<std::uintptr_t>(p) & (tc_block_size - 1)) / b->object_size;
   const std::uint64_t m = std::uint64_t{1} << (q & 63);
   const std::uint64_t free_bits =
-      b->local()[q >> 6].load(std::memory_order_relaxed) | b->remote()[q >> 6].load(std::memory_order_relaxed);
-  return (free_bits & m) == 0 && !marked(p);
+      b->local(q >> 6).load(std::memory_order_relaxed) | b->remote(q >> 6).load(std::memory_order_relaxed);
+  return (free_bits & m) == 0 && !is_any_node(p, node_key_) && !is_any_mark(p, node_key_);
 }
 
 void tc_front::count_late_double_free(std::size_t bytes) const noexcept {
@@ -146,188 +93,165 @@ void tc_front::count_late_double_free(std::size_t bytes) const noexcept {
   late_bytes_.fetch_add(bytes, std::memory_order_relaxed);
 }
 
-std::size_t tc_front::free_slots(const tc_block* b) const noexcept {
-  std::size_t n = 0;
-  for (std::size_t w = 0; w < b->words; ++w)
-    n += popcount(b->local()[w].load(std::memory_order_relaxed)) + popcount(b->remote()[w].load(std::memory_order_relaxed));
-  return n;
-}
+// ---- the claimed word ----------------------------------------------------------------------------------------------
 
-void tc_front::push(tc_block*& head, tc_block* b) noexcept {
-  b->prev = nullptr;
-  b->next = head;
-  if (head != nullptr) head->prev = b;
-  head = b;
-}
-
-void tc_front::unlink(tc_block*& head, tc_block* b) noexcept {
-  if (b->prev != nullptr) b->prev->next = b->next;
-  else head = b->next;
-  if (b->next != nullptr) b->next->prev = b->prev;
-  b->next = b->prev = nullptr;
-}
-
-// ---- claiming words ------------------------------------------------------------------------------------------------
-
-// Gives the claimed word's free bits back to the current block.
-void tc_front::release_claim(tc_bin& bin) const noexcept {
-  if (bin.span == 0) return;
-  tc_block* b = bin.current;
-  const std::uint64_t v = bin.word_ptr->load(std::memory_order_relaxed);
-  b->free_count += popcount(v);
-  if (v != 0 && bin.word < b->hint) b->hint = static_cast<std::uint16_t>(bin.word);
-  bin.valid = 0;
-  bin.word_ptr = bin.remote_ptr = &no_word;
-  bin.word_base = nullptr;
-  bin.span = 0;
-}
-
-// Takes the current block's first word with free bits into the bin (the block has some: free_count > 0).
+// Takes the current block's first word with free bits (it has some) into the bin.
 void tc_front::claim(tc_bin& bin) const noexcept {
   tc_block* b = bin.current;
-  std::size_t w = b->hint;
-  std::uint64_t v;
-  while ((v = b->local()[w].load(std::memory_order_relaxed)) == 0) ++w;
-  b->free_count -= popcount(v);
-  b->hint = static_cast<std::uint16_t>(w);
-  const std::size_t first = w * 64;
-  const std::size_t n = b->limit - first < 64 ? b->limit - first : 64;
-  bin.word = static_cast<std::uint32_t>(w);
-  bin.word_ptr = &b->local()[w];
-  bin.remote_ptr = &b->remote()[w];
-  bin.valid = valid_mask(b, w);
-  bin.word_base = b->base() + first * b->object_size;
-  bin.span = n * b->object_size;  // never past the block, so an address in the span is in this block
+  // Slots from the high-water mark on were never handed out (the mark is exact here: no word is claimed).
+  const std::size_t never_used = b->high_water;
+  bin.fresh_from = reinterpret_cast<std::uintptr_t>(base_of(b)) + never_used * bin.object_size;
+  bin.fresh_span = never_used < b->limit ? (b->limit - never_used) * std::size_t{bin.object_size} : 0;
+  std::uint64_t fresh = 0;
+  bin.claimed_word = static_cast<std::uint32_t>(slab_kind::claim(b, bin.claimed, fresh));
+  bin.claimed_fresh = fresh;
+  bin.claimed_base = base_of(b) + std::size_t{bin.claimed_word} * 64 * bin.object_size;
+}
+
+// Gives the claimed word's free bits back to the current block (the never-used range stays right).
+void tc_front::return_claim(tc_bin& bin) const noexcept {
+  if (bin.claimed_base == nullptr) return;
+  slab_kind::return_claim(bin.current, bin.claimed_word, bin.claimed, bin.claimed_fresh);
+  bin.claimed = bin.claimed_fresh = 0;
+  bin.claimed_base = nullptr;
 }
 
 void tc_front::make_current(tc_bin& bin, tc_block* b) const noexcept {
   bin.current = b;
-  b->where = tc_block::in_current;
+  b->where = slab::in_current;
+  bin.fresh_from = 0;
+  bin.fresh_span = 0;
 }
 
-void* tc_front::take(tc_bin& bin) const noexcept {
-  claim(bin);
-  const std::uint64_t m = bin.word_ptr->load(std::memory_order_relaxed);
-  bin.word_ptr->store(m & (m - 1), std::memory_order_relaxed);
-  return bin.word_base + static_cast<std::size_t>(__builtin_ctzll(m)) * bin.object_size;
-}
-
-// ---- refill --------------------------------------------------------------------------------------------------------
+// ---- allocation ----------------------------------------------------------------------------------------------------
 
 void* tc_front::allocate_slow(tc_heap& h, unsigned c) const noexcept {
-  void* p;
-  while ((p = take_any(h, c)) != nullptr && STRATA_UNLIKELY(marked(p))) refuse_marked(p);
-  if (p != nullptr) note_allocation(h, h.bins[c].object_size);
-  return p;
-}
-
-void tc_front::refuse_marked(void* p) const noexcept {
-  const std::size_t size = block_of(p)->object_size;
-  report(error_kind::double_free, p, size, 0, 0,
-         "freed by its owner and by another thread (found when it was to be handed out again)");
-  count_late_double_free(size);
-}
-
-// One slot of class c taken from h's bitmaps (marked or not: the caller looks), or nullptr.
-void* tc_front::take_any(tc_heap& h, unsigned c) const noexcept {
   tc_bin& bin = h.bins[c];
-  void* p = nullptr;
-  // Stale hints first: an entry whose slot was claimed or handed out since is skipped.
-  while (bin.recent_count != 0) {
-    --bin.recent_count;
-    void* q = bin.recent[--bin.recent_top % tc_bin::recent_capacity];
-    if (take_recent(bin, q)) {
-      p = q;
-      break;
+  for (;;) {
+    if (void* p = allocate_fast(h, c)) return p;
+    if (void* p = bin.cache.head) {
+      // The newest cached object is no node of this heap: written after its free, or freed twice and handed out
+      // already. The list behind it cannot be trusted: set aside until release().
+      report(error_kind::double_free, p, bin.object_size, 0, 0,
+             "a freed object was written after its free, or freed twice (found in the free cache; the objects "
+             "cached behind it are set aside)");
+      bin.lost += bin.cache.count;
+      bin.cache.head = nullptr;
+      bin.cache.count = 0;
+      continue;
     }
-  }
-  if (const std::uint64_t m = bin.word_ptr->load(std::memory_order_relaxed); p == nullptr && m != 0) {
-    bin.word_ptr->store(m & (m - 1), std::memory_order_relaxed);
-    p = bin.word_base + static_cast<std::size_t>(__builtin_ctzll(m)) * bin.object_size;
-  }
-  if (p == nullptr) {
-    // The claimed word is used up: the next word of the current block, then its remote frees, then other blocks.
-    tc_block* const old = bin.current;
-    const std::size_t enough = old != nullptr ? old->capacity / 16 + 1 : 1;
-    if (old != nullptr) {
-      release_claim(bin);
-      if (old->free_count < enough) collect(old);
-      if (old->free_count >= enough) p = take(bin);
+    if (const std::uint64_t m = bin.claimed; m != 0) {
+      // A slot handed out before that is no node: written after its free, or live (freed twice, handed out from a
+      // cache meanwhile). Not handed out; out of use until release().
+      const auto i = static_cast<unsigned>(__builtin_ctzll(m));
+      report(error_kind::double_free, bin.claimed_base + std::size_t{i} * bin.object_size, bin.object_size, 0, 0,
+             "a free slot was written after its free, or is live (freed twice): not handed out again");
+      bin.claimed = m & (m - 1);
+      ++bin.lost;
+      continue;
     }
-    if (p == nullptr) {
-      tc_block* next = nullptr;
-      while (bin.partial != nullptr && next == nullptr) {  // blocks with local frees (some drained by hints since)
-        tc_block* b = bin.partial;
-        unlink(bin.partial, b);
-        collect(b);
-        if (b->free_count != 0) {
-          next = b;
-        } else {
-          b->where = tc_block::in_full;
-          push(bin.full, b);
-        }
-      }
-      if (next == nullptr && bin.spare != nullptr) {
-        next = bin.spare;
-        bin.spare = nullptr;
-      }
-      // Blocks that were full: remote frees may have arrived. Look at a few per refill, round robin.
-      for (unsigned k = 0; next == nullptr && k < 4 && bin.full != nullptr; ++k) {
-        tc_block* b = bin.scan != nullptr ? bin.scan : bin.full;
-        bin.scan = b->next;
-        if (collect(b) >= (b->capacity / 16 + 1)) {
-          unlink(bin.full, b);
-          next = b;
-        }
-      }
-      if (next != nullptr) {
-        if (old != nullptr) {
-          if (old->free_count != 0) {
-            old->where = tc_block::in_partial;
-            push(bin.partial, old);
-          } else {
-            old->where = tc_block::in_full;
-            push(bin.full, old);
-          }
-        }
-        make_current(bin, next);
-        p = take(bin);
-      } else if (old != nullptr && old->free_count != 0) {
-        p = take(bin);  // a few slots are better than a new block
-      } else {
-        if (old != nullptr) {
-          old->where = tc_block::in_full;
-          push(bin.full, old);
-          bin.current = nullptr;
-        }
-        if (!adopt_from_shared(h, bin, c)) return nullptr;
-        p = take(bin);
-      }
+    if (bin.cache.cold != nullptr) {
+      bin.cache.head = bin.cache.cold;
+      bin.cache.count = bin.cache.cold_count;
+      bin.cache.cold = nullptr;
+      bin.cache.cold_count = 0;
+      continue;
     }
+    if (refill(h, bin, c) == nullptr) return nullptr;
   }
-  return p;
 }
 
-// A block for bin c from the shared tier: one another heap left behind, else an empty one. Publishes h's pending
-// cross-thread frees first (a good moment: this path is rare). False when upstream has no memory.
+// The cache is empty and the claimed word used up: claims the next word, of the current block or another.
+// Returns the bin's current block, or nullptr when no block could be had.
+void* tc_front::refill(tc_heap& h, tc_bin& bin, unsigned c) const noexcept {
+  tc_block* const old = bin.current;
+  if (old != nullptr) {
+    return_claim(bin);
+    const std::size_t enough = old->capacity / 16 + 1;
+    if (old->free_count < enough) collect(old);
+    // A block with slots never used stays current until they are (they are checked only there).
+    if (old->free_count >= enough || (old->free_count != 0 && old->high_water < old->limit)) {
+      claim(bin);
+      return old;
+    }
+  }
+  tc_block* next = nullptr;
+  while (bin.partial != nullptr && next == nullptr) {  // blocks with local frees
+    tc_block* b = bin.partial;
+    slab::unlink(bin.partial, b);
+    collect(b);
+    if (b->free_count != 0) {
+      next = b;
+    } else {
+      b->where = slab::in_full;
+      slab::push(bin.full, b);
+    }
+  }
+  if (next == nullptr && bin.spare != nullptr) {
+    next = bin.spare;
+    bin.spare = nullptr;
+    map_block(next, h.map_owner);  // no longer the spare: frees into it take the fast path again
+  }
+  // Blocks that were full: remote frees may have arrived. Look at a few per refill, round robin.
+  for (unsigned k = 0; next == nullptr && k < 4 && bin.full != nullptr; ++k) {
+    tc_block* b = bin.scan != nullptr ? bin.scan : bin.full;
+    bin.scan = b->next;
+    if (collect(b) >= (b->capacity / 16 + 1)) {
+      slab::unlink(bin.full, b);
+      next = b;
+    }
+  }
+  if (next == nullptr && old != nullptr && old->free_count != 0) {
+    claim(bin);  // a few slots are better than a new block
+    return old;
+  }
+  if (old != nullptr) {
+    if (old->free_count != 0) {
+      old->where = slab::in_partial;
+      slab::push(bin.partial, old);
+    } else {
+      old->where = slab::in_full;
+      slab::push(bin.full, old);
+    }
+    bin.current = nullptr;
+    bin.fresh_from = 0;
+    bin.fresh_span = 0;
+  }
+  if (next == nullptr) {
+    if (!adopt_from_shared(h, bin, c)) return nullptr;
+  } else {
+    make_current(bin, next);
+  }
+  claim(bin);
+  return bin.current;
+}
+
+// A block for bin c from the shared tier: one another heap left behind, else an empty one; made current. Publishes
+// h's remote list first (a good moment: this path is rare). False when upstream has no memory.
 bool tc_front::adopt_from_shared(tc_heap& h, tc_bin& bin, unsigned c) const noexcept {
-  flush_pending(h);
+  flush_remote(h);
   for (unsigned tries = 0; tries < 8; ++tries) {
     tc_block* b = middle_->take_abandoned(c);
     if (b == nullptr) break;
     b->owner.store(&h, std::memory_order_relaxed);
+    map_block(b, h.map_owner);  // its granule has a leaf already: cannot fail
     ++bin.blocks;
     owner_add(h.blocks_held, 1);
     if (b->free_count != 0) {
       make_current(bin, b);
       return true;
     }
-    b->where = tc_block::in_full;  // all its objects live: it is ours now, their frees will come back to us
-    push(bin.full, b);
+    b->where = slab::in_full;  // all its objects live: it is ours now, their frees come back to us
+    slab::push(bin.full, b);
   }
   void* base = middle_->take_empty();
   if (base == nullptr) return false;
   tc_block* b = format(base, c);
+  if (!map_block(b, h.map_owner)) {  // no memory for the map's leaf
+    b->tag = 0;
+    middle_->give_empty(b);
+    return false;
+  }
   b->owner.store(&h, std::memory_order_relaxed);
   ++bin.blocks;
   owner_add(h.blocks_held, 1);
@@ -337,147 +261,290 @@ bool tc_front::adopt_from_shared(tc_heap& h, tc_bin& bin, unsigned c) const noex
 
 // ---- frees ---------------------------------------------------------------------------------------------------------
 
-void tc_front::deallocate_block(tc_heap& h, void* p, unsigned c, std::size_t bytes,
-                                std::size_t alignment) const noexcept {
-  tc_bin& bin = h.bins[c];
-  tc_block* b = block_of(p);
-  const std::size_t off = reinterpret_cast<std::uintptr_t>(p) & (tc_block_size - 1);
-  const std::size_t q = static_cast<std::size_t>((off * bin.reciprocal) >> 40);
-  if (STRATA_UNLIKELY(b != bin.current && !owns(p)) || STRATA_UNLIKELY(b->size_class != c) ||
-      STRATA_UNLIKELY(q * bin.object_size != off) || STRATA_UNLIKELY(q >= b->limit) ||
-      STRATA_UNLIKELY(q - b->skip_begin < b->skip_end - b->skip_begin))
-    return report_bad_free(p, c, bytes, alignment);
-  if (b->owner.load(std::memory_order_relaxed) != &h) return remote_free(h, b, q, p, c, bytes, alignment);
-  std::atomic<std::uint64_t>& w = b->local()[q >> 6];
-  const std::uint64_t v = w.load(std::memory_order_relaxed), m = std::uint64_t{1} << (q & 63);
-  if (STRATA_UNLIKELY(((v | b->remote()[q >> 6].load(std::memory_order_relaxed)) & m) != 0)) {
-    report(error_kind::double_free, p, bytes, alignment, 0,
-           (v & m) != 0 ? "the slot is already free" : "the slot was already freed by another thread");
-    return;
+bool tc_front::is_free_for(const tc_heap& h, const tc_bin& bin, const void* p) const noexcept {
+  const tc_block* b = block_of(p);
+  const std::size_t q = static_cast<std::size_t>(((reinterpret_cast<std::uintptr_t>(p) & (tc_block_size - 1)) *
+                                                  bin.reciprocal) >> 40);
+  const std::uint64_t m = std::uint64_t{1} << (q & 63);
+  if (((b->local(q >> 6).load(std::memory_order_relaxed) | b->remote(q >> 6).load(std::memory_order_relaxed)) & m) !=
+      0)
+    return true;
+  if (b == bin.current) {
+    if (bin.claimed_base != nullptr && (q >> 6) == bin.claimed_word && (bin.claimed & m) != 0) return true;
+    if (reinterpret_cast<std::uintptr_t>(p) - bin.fresh_from < bin.fresh_span) return true;
   }
-  if (STRATA_UNLIKELY(marked(p))) {
-    report(error_kind::double_free, p, bytes, alignment, 0,
-           "the slot was already freed by another thread (its free not yet returned to this one)");
-    return;
-  }
-  STRATA_INJECT_DELAY();
-  w.store(v | m, std::memory_order_relaxed);
-  if ((q >> 6) < b->hint) b->hint = static_cast<std::uint16_t>(q >> 6);
-  note_deallocation(h, bin.object_size);
-  bin.recent[bin.recent_top++ % tc_bin::recent_capacity] = p;
-  if (bin.recent_count < tc_bin::recent_capacity) ++bin.recent_count;
-  const std::uint32_t n = ++b->free_count;
-  if (STRATA_UNLIKELY(n == 1 || n == b->capacity) && b != bin.current) {
-    if (b->where == tc_block::in_full) {
-      if (bin.scan == b) bin.scan = b->next;
-      unlink(bin.full, b);
-      b->where = tc_block::in_partial;
-      push(bin.partial, b);
-    }
-    if (n == b->capacity) block_emptied(h, bin, b);
-  }
+  // A mark (flushed by its owner, or freed by another heap) or a node (cached) of some heap.
+  const std::uintptr_t mark = load_node_word(p, 1) ^ mark_of(p, node_key_);
+  const std::uintptr_t node = node_residue(p, node_key_);
+  std::uintptr_t heap;
+  if ((mark << 16) == 0) heap = mark >> 48;
+  else if ((node << 16) == 0) heap = node >> 48;
+  else return false;  // neither: live
+  if (heap != h.index) return true;  // another heap's: in its cache or remote array, or in a bitmap
+  // This heap's: in its cache or remote array, unless the program wrote the same words (the look is exact).
+  if (bin.cache.holds(p, h.node_key)) return true;
+  for (std::uint32_t k = 0; k < h.remote_count; ++k)
+    if (remote_entry(h.remote[k]) == p) return true;
+  return false;
 }
 
-// b (not current) has become entirely free: it becomes the bin's spare, or goes to the shared tier if there is one.
+void tc_front::deallocate_slow(tc_heap& h, void* p, std::size_t bytes, std::size_t alignment) const noexcept {
+  deallocate_slow(h, p, plain_class(bytes, alignment), bytes, alignment);
+}
+
+void tc_front::deallocate_slow(tc_heap& h, void* p, unsigned c, std::size_t bytes,
+                               std::size_t alignment) const noexcept {
+  const std::uint32_t v = map_.get(p);
+  if (v == 0 || (v & 0x7F) != c + 1) return report_bad_free(p, c, bytes, alignment);
+  tc_bin& bin = h.bins[c];
+  if ((v & ~0xFFu) != h.map_owner) {
+    // A block of another heap or of the shared tier (the map says it is one of class c): the slot from the class
+    // constants, its bits (a free that reached a bitmap already), then remote_free() (any heap's node or mark).
+    if (!is_slot_start(bin, p)) return report_bad_free(p, c, bytes, alignment);
+    const tc_block* b = block_of(p);
+    const std::size_t q = static_cast<std::size_t>(((reinterpret_cast<std::uintptr_t>(p) & (tc_block_size - 1)) *
+                                                    bin.reciprocal) >> 40);
+    if (((b->local(q >> 6).load(std::memory_order_relaxed) | b->remote(q >> 6).load(std::memory_order_relaxed)) >>
+         (q & 63) & 1) != 0) {
+      report(error_kind::double_free, p, bytes, alignment, 0, "the object is free already");
+      return;
+    }
+    return remote_free(h, p, c, bytes, alignment);
+  }
+  const tc_block* b = block_of(p);
+  if (!kind_.tagged(b) || b->size_class != c || !kind_.is_slot(b, p)) return report_bad_free(p, c, bytes, alignment);
+  if (is_free_for(h, bin, p)) {
+    report(error_kind::double_free, p, bytes, alignment, 0, "the object is free already");
+    return;
+  }
+  // A live object of a block h owns whose words happened to read as a node: an ordinary free.
+  if (bin.cache.count == bin.cache.cap) return push_to_full_cache(h, bin, p);
+  bin.cache.push(p, h.node_key);
+  note_deallocation(h, bin.object_size);
+}
+
+// p (checked live) is an object of a block h does not own: marked, then into h's remote array. The mark goes in by
+// compare-and-swap, so of two frees of p racing, one sees the other's node or mark; a free by p's owner racing this
+// one writes over the mark with plain stores, which the publication finds.
+//
+// The entry pins p's block (unless an earlier entry of the array pins it already) before the mark
+// goes in: an entry whose mark is lost names an object its owner also freed, and without the pin the owner could
+// empty the block and hand it on before the publication reads p.
+void tc_front::remote_free(tc_heap& h, void* p, unsigned c, std::size_t bytes, std::size_t alignment) const noexcept {
+  tc_block* const b = block_of(p);
+  tc_block*& pinned = h.pinned[(reinterpret_cast<std::uintptr_t>(b) / tc_block_size) & 7];
+  const bool pin = pinned != b;
+  if (pin) b->remote_pins.fetch_add(1, std::memory_order_seq_cst);
+  const std::uintptr_t mark = mark_of(p, h.node_key);
+  std::uintptr_t old = load_node_word(p, 1);
+  for (;;) {
+    if (((old ^ mark_of(p, node_key_)) << 16) == 0 ||
+        ((old ^ node_check(p, load_node_word(p, 0), node_key_)) << 16) == 0) {
+      if (pin) b->remote_pins.fetch_sub(1, std::memory_order_release);
+      report(error_kind::double_free, p, bytes, alignment, 0, "freed by another thread meanwhile");
+      return;
+    }
+    STRATA_INJECT_DELAY();
+    if (__atomic_compare_exchange_n(static_cast<node_word*>(p) + 1, &old, mark, false, __ATOMIC_SEQ_CST,
+                                    __ATOMIC_RELAXED))
+      break;
+  }
+  if (pin) pinned = b;
+  h.remote[h.remote_count] = reinterpret_cast<std::uintptr_t>(p) | (pin ? 1u : 0u);
+  note_deallocation(h, sizes_.size_of(c));
+  if (++h.remote_count == tc_heap::remote_cap) flush_remote(h);
+}
+
+// One atomic OR per run of objects in one bitmap word; then the pins go, after every OR. Nothing of a block is read
+// after its last pin goes: once the owner has the bits and no pin holds the block, it may hand the block on.
+void tc_front::flush_remote(tc_heap& h) const noexcept {
+  const std::uint32_t count = h.remote_count;
+  h.remote_count = 0;
+  tc_block* run_block = nullptr;  // the block of the entries since the last change of block
+  std::size_t run_word = 0;
+  std::uint64_t run_mask = 0;     // their objects in word run_word, to publish
+  auto publish = [&] {
+    if (run_mask == 0) return;
+    char* const base = base_of(run_block);
+    const std::size_t size = run_block->object_size;
+    const std::size_t w = run_word;
+    const std::uint64_t mask = run_mask;
+    run_mask = 0;
+    STRATA_INJECT_DELAY();
+    const std::uint64_t old = run_block->remote(w).fetch_or(mask, std::memory_order_release);
+    if (const std::uint64_t dup = old & mask; STRATA_UNLIKELY(dup != 0)) {
+      // Published by two heaps (neither saw the other's mark); the slot is free once, one count is undone.
+      for (std::uint64_t bits = dup; bits != 0; bits &= bits - 1) {
+        report(error_kind::double_free, base + (w * 64 + static_cast<std::size_t>(__builtin_ctzll(bits))) * size,
+               size, 0, 0, "freed twice by other threads");
+        count_late_double_free(size);
+      }
+    }
+  };
+  auto end_block = [&] { publish(); };
+  for (std::uint32_t k = 0; k < count; ++k) {
+    void* p = remote_entry(h.remote[k]);
+    tc_block* b = block_of(p);
+    if (b != run_block) {
+      end_block();
+      run_block = b;
+      run_word = ~std::size_t{0};
+    }
+    if (STRATA_UNLIKELY(load_node_word(p, 1) != mark_of(p, h.node_key))) {
+      // The mark is gone: the owner freed p too (its free raced this one and wrote over the mark), or p was written
+      // after its free. The owner's free stands; this one is undone. (The pin kept p's block.)
+      report(error_kind::double_free, p, b->object_size, 0, 0,
+             "freed by its owner and by another thread (found when the other thread's frees were published)");
+      uncount_free(h, b->object_size);
+      continue;
+    }
+    // Published: the mark of no heap. An entry for p later in this array (a free of p that lost a race and was
+    // left here, and a later free of p by this heap after p came back) finds its mark gone and is undone.
+    store_node_word(p, 1, mark_of(p, node_key_ ^ (std::uintptr_t{tc_no_heap} << 48)));
+    const std::size_t q = static_cast<std::size_t>(((reinterpret_cast<std::uintptr_t>(p) & (tc_block_size - 1)) *
+                                                    h.bins[b->size_class].reciprocal) >> 40);
+    if ((q >> 6) != run_word) {
+      publish();
+      run_word = q >> 6;
+    }
+    run_mask |= std::uint64_t{1} << (q & 63);
+  }
+  if (run_block != nullptr) end_block();
+  // Every OR is done: the pins go (an entry may rely on an earlier entry's pin of its block).
+  for (std::uint32_t k = 0; k < count; ++k)
+    if ((h.remote[k] & 1) != 0) block_of(remote_entry(h.remote[k]))->remote_pins.fetch_sub(1, std::memory_order_release);
+  for (tc_block*& b : h.pinned) b = nullptr;
+}
+
+// The head list is full: the older batch goes back to the bitmaps, the head list becomes the older batch, and p
+// starts a new head list.
+void tc_front::push_to_full_cache(tc_heap& h, tc_bin& bin, void* p) const noexcept {
+  void* old = bin.cache.cold;
+  const std::size_t n = bin.cache.cold_count;
+  bin.cache.cold = bin.cache.head;
+  bin.cache.cold_count = bin.cache.count;
+  bin.cache.head = nullptr;
+  bin.cache.count = 0;
+  bin.cache.push(p, h.node_key);
+  note_deallocation(h, bin.object_size);
+  if (old != nullptr) give_back(h, bin, old, n);
+}
+
+// Every object's bit is set while the list is read; a block this empties is handed on only after the whole list
+// is read.
+void tc_front::give_back(tc_heap& h, tc_bin& bin, void* list, std::size_t n) const noexcept {
+  tc_block* emptied[free_cache::max_cap];
+  std::size_t empties = 0;
+  for (std::size_t k = 0; k < n && list != nullptr; ++k) {
+    void* p = list;
+    if (!is_node(p, h.node_key)) {
+      report(error_kind::double_free, p, bin.object_size, 0, 0,
+             "a freed object was written after its free, or freed twice (found when the free cache gave it back; "
+             "the objects cached behind it are set aside)");
+      bin.lost += n - k;
+      break;
+    }
+    list = node_next(p);
+    tc_block* b = block_of(p);
+    const std::size_t q = static_cast<std::size_t>(((reinterpret_cast<std::uintptr_t>(p) & (tc_block_size - 1)) *
+                                                    bin.reciprocal) >> 40);
+    std::atomic<std::uint64_t>& w = b->local(q >> 6);
+    const std::uint64_t m = std::uint64_t{1} << (q & 63);
+    const std::uint64_t v = w.load(std::memory_order_relaxed);
+    if ((v & m) != 0 || (b == bin.current && bin.claimed_base != nullptr && (q >> 6) == bin.claimed_word &&
+                         (bin.claimed & m) != 0)) {
+      // Free already: its first free reached the bitmap, then a write after it hid the node from the second free.
+      report(error_kind::double_free, p, bin.object_size, 0, 0, "freed twice (found when the free cache gave it back)");
+      uncount_free(h, bin.object_size);
+      continue;
+    }
+    make_node(p, nullptr, h.node_key);  // the mark of a slot in a bitmap (a node with no next), its link read above
+    w.store(v | m, std::memory_order_relaxed);
+    if ((q >> 6) < b->hint) b->hint = static_cast<std::uint16_t>(q >> 6);
+    const std::uint32_t free = ++b->free_count;
+    if (b == bin.current) continue;
+    if (b->where == slab::in_full) {
+      if (bin.scan == b) bin.scan = b->next;
+      slab::unlink(bin.full, b);
+      b->where = slab::in_partial;
+      slab::push(bin.partial, b);
+    }
+    if (free == b->capacity) emptied[empties++] = b;
+  }
+  for (std::size_t i = 0; i < empties; ++i) block_emptied(h, bin, emptied[i]);
+}
+
+// b (not current, on the partial list) has become entirely free: it becomes the bin's spare, or goes to the shared
+// tier. Cached objects of b were freed twice (their bits are set too): they are reported and taken out first.
 void tc_front::block_emptied(tc_heap& h, tc_bin& bin, tc_block* b) const noexcept {
-  // The spare stays h's (a marked slot in it is refused when allocated); a block handed on must hold no slot that
-  // a batch still names.
-  if (bin.spare != nullptr && settle_marked(b) != 0) return;  // not empty after all: stays partial
-  unlink(bin.partial, b);
-  bin.recent_count = 0;  // hints may point into it
+  for (void** link : {&bin.cache.head, &bin.cache.cold}) {
+    std::uint32_t& count = link == &bin.cache.head ? bin.cache.count : bin.cache.cold_count;
+    void* prev = nullptr;
+    void* n = *link;
+    for (std::uint32_t k = 0, total = count; k < total && n != nullptr; ++k) {
+      if (!is_node(n, h.node_key)) break;  // found and reported when the list is used
+      void* next = node_next(n);
+      if (block_of(n) == b) {
+        report(error_kind::double_free, n, bin.object_size, 0, 0, "freed twice (found when its block became empty)");
+        uncount_free(h, bin.object_size);
+        if (prev == nullptr) *link = next;
+        else make_node(prev, next, h.node_key);
+        --count;
+      } else {
+        prev = n;
+      }
+      n = next;
+    }
+  }
+  slab::unlink(bin.partial, b);
   if (bin.spare == nullptr) {
     bin.spare = b;
-    b->where = tc_block::in_empty;
+    b->where = slab::in_empty;
+    map_.set(base_of(b), tc_block_size, h.map_owner | (b->size_class + 1u) | tc_map_spare);
     return;
   }
   --bin.blocks;
   owner_add(h.blocks_held, -1);
   b->owner.store(nullptr, std::memory_order_relaxed);
-  middle_->give_empty(b);
+  middle_->give_empty(b);  // clears its map value
 }
 
-void tc_front::remote_free(tc_heap& h, tc_block* b, std::size_t q, void* p, unsigned c, std::size_t bytes,
-                           std::size_t alignment) const noexcept {
-  tc_pending& e = h.pending[c];
-  const auto w = static_cast<std::uint32_t>(q >> 6);
-  const std::uint64_t m = std::uint64_t{1} << (q & 63);
-  if (e.block != b || e.word != w) {
-    if (e.mask != 0) publish(e);
-    e.block = b;
-    e.word = w;
-    h.pending_classes |= std::uint64_t{1} << c;
-  }
-  // Free already in the owner's bitmap, published by another thread, or in this batch: a double free.
-  if (STRATA_UNLIKELY(((e.mask | b->local()[w].load(std::memory_order_relaxed) |
-                        b->remote()[w].load(std::memory_order_relaxed)) & m) != 0)) {
-    report(error_kind::double_free, p, bytes, alignment, 0, "the slot is already free");
-    return;
-  }
-  // The mark makes this free visible now, while its bit waits in the batch: to the owner's free and allocation of
-  // the slot, and to other threads' frees. The exchange settles a race with another thread freeing p: one of the
-  // two sees the other's mark.
-  const std::uint64_t mark = mark_of(p);
-  if (STRATA_UNLIKELY(exchange_first_word(p, mark) == mark)) {
-    report(error_kind::double_free, p, bytes, alignment, 0,
-           "already freed by another thread (its free not yet returned to the owner)");
-    return;
-  }
-  // Still undetectable: a free racing the owner's free and reuse of the slot (its free, then its allocation of the
-  // slot, both between this thread's look at the bitmap and its mark). Telling that free from a free of the new
-  // object takes a generation per allocation, which the blocks do not keep.
-  STRATA_INJECT_DELAY();
-  e.mask |= m;
-  note_deallocation(h, b->object_size);
-}
-
-// One atomic OR makes a batch visible to the block's owner. Nothing of the block is read after it: once the owner
-// has the bits it may hand the block back upstream.
-void tc_front::publish(tc_pending& e) const noexcept {
-  tc_block* b = e.block;
-  char* const base = b->base();
-  const std::size_t size = b->object_size;
-  const std::uint64_t mask = e.mask;
-  const std::size_t w = e.word;
-  e.mask = 0;
-  e.block = nullptr;
-  STRATA_INJECT_DELAY();
-  const std::uint64_t old = b->remote()[w].fetch_or(mask, std::memory_order_release);
-  if (const std::uint64_t dup = old & mask; STRATA_UNLIKELY(dup != 0)) {
-    // Published by two threads (their marks did not meet: the owner folded the first free in between); the slot
-    // is free once, and this thread's count of it is undone.
-    for (std::uint64_t bits = dup; bits != 0; bits &= bits - 1) {
-      const std::size_t q = w * 64 + static_cast<std::size_t>(__builtin_ctzll(bits));
-      report(error_kind::double_free, base + q * size, size, 0, 0, "freed twice by other threads");
-      count_late_double_free(size);
+void tc_front::drain_bin(tc_heap& h, tc_bin& bin) const noexcept {
+  return_claim(bin);
+  for (int list = 0; list < 2; ++list) {
+    void* head = list == 0 ? bin.cache.head : bin.cache.cold;
+    const std::size_t n = list == 0 ? bin.cache.count : bin.cache.cold_count;
+    if (list == 0) {
+      bin.cache.head = nullptr;
+      bin.cache.count = 0;
+    } else {
+      bin.cache.cold = nullptr;
+      bin.cache.cold_count = 0;
     }
+    if (head != nullptr) give_back(h, bin, head, n);
   }
 }
 
-void tc_front::flush_pending(tc_heap& h) const noexcept {
-  for (std::uint64_t s = h.pending_classes; s != 0; s &= s - 1) {
-    tc_pending& e = h.pending[__builtin_ctzll(s)];
-    if (e.mask != 0) publish(e);
-    e.block = nullptr;
-  }
-  h.pending_classes = 0;
+void tc_front::drain(tc_heap& h) const noexcept {
+  flush_remote(h);
+  for (unsigned c = 0; c < sizes_.count(); ++c)
+    if (h.bins[c].blocks != 0) drain_bin(h, h.bins[c]);
 }
 
 void tc_front::collect_owned(tc_heap& h) const noexcept {
+  drain(h);
   for (unsigned c = 0; c < sizes_.count(); ++c) {
     tc_bin& bin = h.bins[c];
     if (bin.blocks == 0) continue;
-    if (bin.current != nullptr) {
-      release_claim(bin);  // collect() folds no claimed word; the next allocation claims again
-      collect(bin.current);
-    }
+    if (bin.current != nullptr) collect(bin.current);  // no word is claimed after drain()
     // Full blocks that gained slots become partial; partial ones that became entirely free are handed on.
     for (tc_block* b = bin.full; b != nullptr;) {
       tc_block* next = b->next;
       if (collect(b) != 0) {
         if (bin.scan == b) bin.scan = next;
-        unlink(bin.full, b);
-        b->where = tc_block::in_partial;
-        push(bin.partial, b);
+        slab::unlink(bin.full, b);
+        b->where = slab::in_partial;
+        slab::push(bin.partial, b);
       }
       b = next;
     }
@@ -493,26 +560,25 @@ void tc_front::collect_owned(tc_heap& h) const noexcept {
 // ---- thread exit ---------------------------------------------------------------------------------------------------
 
 void tc_front::abandon_all(tc_heap& h) const noexcept {
-  flush_pending(h);
+  drain(h);
   for (unsigned c = 0; c < sizes_.count(); ++c) {
     tc_bin& bin = h.bins[c];
     if (bin.blocks == 0) continue;
-    release_claim(bin);
     auto hand_over = [&](tc_block* b) {
       collect(b);
-      if (b->free_count == b->capacity) settle_marked(b);
       b->owner.store(nullptr, std::memory_order_release);
-      if (b->free_count == b->capacity) middle_->give_empty(b);
-      else middle_->give_abandoned(b);
+      if (b->free_count == b->capacity) {
+        middle_->give_empty(b);  // clears its map value
+      } else {
+        map_block(b, 0);  // owned by nobody: every free takes the remote way
+        middle_->give_abandoned(b);
+      }
     };
     take_blocks(bin, hand_over);
     owner_add(h.blocks_held, -static_cast<std::int64_t>(bin.blocks));
-    const std::uint32_t size = bin.object_size;
-    const std::uint64_t reciprocal = bin.reciprocal;
-    bin = tc_bin{};
-    bin.object_size = size;
-    bin.reciprocal = reciprocal;
-    bin.word_ptr = bin.remote_ptr = &no_word;
+    // Objects set aside stay out of use (in the blocks handed over); the bin starts over.
+    h.lost_total += bin.lost;
+    init_bin(h, bin, c);
   }
 }
 
@@ -521,15 +587,6 @@ void tc_front::abandon_all(tc_heap& h) const noexcept {
 void tc_front::report(error_kind kind, const void* p, std::size_t bytes, std::size_t alignment, std::size_t expected,
                       const char* why) const noexcept {
   report_error(error_info{kind, name_, owner_, p, bytes, alignment, expected, why});
-}
-
-void tc_front::report_claimed(void* p, std::size_t bytes, std::size_t alignment,
-                              bool interior) const noexcept {
-  if (interior) report(error_kind::foreign_pointer, p, bytes, alignment, 0, "inside an object, not at its start");
-  else if (marked(p))
-    report(error_kind::double_free, p, bytes, alignment, 0,
-           "the slot was already freed by another thread (its free not yet returned to this one)");
-  else report(error_kind::double_free, p, bytes, alignment, 0, "the slot is already free (or is not a slot)");
 }
 
 void tc_front::report_bad_free(const void* p, unsigned c, std::size_t bytes, std::size_t alignment) const noexcept {
@@ -550,82 +607,80 @@ void tc_front::report_bad_free(const void* p, unsigned c, std::size_t bytes, std
 // ---- checks --------------------------------------------------------------------------------------------------------
 
 const char* tc_front::check_block(const tc_block* b, std::size_t claimed_word) const noexcept {
-  if (b->tag != tag_of(b)) return "block tag corrupt";
+  if (!kind_.tagged(b)) return "block tag corrupt";
   if (!block_map_contains(b, g_front_block_map)) return "block missing from the block map";
-  if (b->size_class >= sizes_.count() || b->object_size != sizes_.size_of(b->size_class)) return "block class corrupt";
-  const layout l = layout_of(b->object_size, header_offset(reinterpret_cast<std::uintptr_t>(b->base())));
-  if (b->limit != l.limit || b->words != l.words || b->skip_begin != l.skip_begin || b->skip_end != l.skip_end ||
-      b->remote_offset != l.remote_offset || b->capacity != l.limit - (l.skip_end - l.skip_begin))
-    return "block layout corrupt";
-  std::size_t local = 0;
-  for (std::size_t w = 0; w < b->words; ++w) {
-    const std::uint64_t v = b->local()[w].load(std::memory_order_relaxed);
-    const std::uint64_t r = b->remote()[w].load(std::memory_order_relaxed);
-    if ((v & ~valid_mask(b, w)) != 0 || (r & ~valid_mask(b, w)) != 0) return "bits set for slots that do not exist";
-    if (v != 0 && w < b->hint) return "hint past a word with free slots";
-    if (w != claimed_word) local += popcount(v);
-    // Not checked: a slot free in both bitmaps, or free here and still marked by another thread's free. Those are a
-    // caller's double free across threads whose two frees raced and were both counted; collect(), settle_marked()
-    // and refuse_marked() report and settle them, and until then free_slots() counts both frees, as the counts do.
-  }
-  if (local != b->free_count) return "free count differs from the local bitmap";
-  return nullptr;
+  if (b->size_class >= sizes_.count()) return "block class corrupt";
+  return kind_.check(b, b->size_class, sizes_.size_of(b->size_class), claimed_word);
 }
 
 const char* tc_front::check_heap(const tc_heap& h, std::size_t& blocks, std::size_t& live) const noexcept {
+  std::size_t set_aside = h.lost_total;
   for (unsigned c = 0; c < sizes_.count(); ++c) {
     const tc_bin& bin = h.bins[c];
     std::size_t n = 0;
     auto one = [&](const tc_block* b, std::uint8_t where) -> const char* {
       ++n;
-      const bool claimed = b == bin.current && bin.span != 0;
-      if (const char* e = check_block(b, claimed ? bin.word : ~std::size_t{0})) return e;
+      if (const char* e = check_block(b)) return e;  // claimed bits are out of the bitmap and of free_count
       if (b->size_class != c) return "block in another class's bin";
       if (b->owner.load(std::memory_order_relaxed) != &h) return "block in a bin of a heap that does not own it";
       if (b->where != where) return "block on the wrong list";
-      const std::size_t free = free_slots(b);
-      if (claimed && (bin.valid != valid_mask(b, bin.word) || bin.word_ptr != &b->local()[bin.word] ||
-                      bin.remote_ptr != &b->remote()[bin.word]))
-        return "claimed word corrupt";
-      live += b->capacity - free;
+      const std::uint32_t expect = h.map_owner | (c + 1) | (where == slab::in_empty ? tc_map_spare : 0);
+      if (map_.get(b) != expect) return "block's class map value wrong";
+      live += b->capacity - free_slots(b);
       return nullptr;
     };
     if (bin.current != nullptr)
-      if (const char* e = one(bin.current, tc_block::in_current)) return e;
+      if (const char* e = one(bin.current, slab::in_current)) return e;
     if (bin.spare != nullptr) {
-      if (const char* e = one(bin.spare, tc_block::in_empty)) return e;
+      if (const char* e = one(bin.spare, slab::in_empty)) return e;
       if (bin.spare->free_count != bin.spare->capacity) return "spare block not empty";
     }
     for (const tc_block* b = bin.partial; b != nullptr; b = b->next)
-      if (const char* e = one(b, tc_block::in_partial)) return e;
+      if (const char* e = one(b, slab::in_partial)) return e;
     bool scan_found = bin.scan == nullptr;
     for (const tc_block* b = bin.full; b != nullptr; b = b->next) {
-      if (const char* e = one(b, tc_block::in_full)) return e;
+      if (const char* e = one(b, slab::in_full)) return e;
       scan_found = scan_found || b == bin.scan;
     }
     if (!scan_found) return "scan cursor off the full list";
     if (n != bin.blocks) return "bin block count differs from its lists";
-    if (bin.recent_count > tc_bin::recent_capacity) return "recent count out of range";
+    // The claimed word's bits are out of the bitmap: free, not live.
+    if (bin.claimed_base != nullptr) {
+      if (bin.current == nullptr) return "claimed word without a current block";
+      if ((bin.claimed & ~bin.current->valid_mask(bin.claimed_word)) != 0) return "claimed bits for slots that do not exist";
+      live -= popcount(bin.claimed);
+    } else if (bin.claimed != 0) {
+      return "claimed bits without a claimed word";
+    }
+    if (bin.fresh_span != 0) {
+      const tc_block* b = bin.current;
+      if (b == nullptr) return "never-used slots without a current block";
+      if (bin.fresh_from + bin.fresh_span !=
+          reinterpret_cast<std::uintptr_t>(base_of(b)) + std::size_t{b->limit} * bin.object_size)
+        return "never-used slots do not end with the block";
+    }
+    if (bin.cache.count > bin.cache.cap || bin.cache.cold_count > bin.cache.cap) return "free cache over its bound";
+    for (int list = 0; list < 2; ++list) {
+      const void* p = list == 0 ? bin.cache.head : bin.cache.cold;
+      const std::uint32_t count = list == 0 ? bin.cache.count : bin.cache.cold_count;
+      for (std::uint32_t k = 0; k < count; ++k, p = node_next(p)) {
+        if (p == nullptr) return "free cache shorter than its count";
+        if (!is_node(p, h.node_key)) return "a cached object is no node (written after its free)";
+        const tc_block* b = block_of(p);
+        if (map_.get(p) != (h.map_owner | (c + 1)) || !kind_.is_slot(b, p)) return "a cached object is no slot of its class";
+        if (reinterpret_cast<std::uintptr_t>(p) - bin.fresh_from < bin.fresh_span) return "a cached object never handed out";
+      }
+      if (p != nullptr) return "free cache longer than its count";
+    }
+    live -= bin.cache.total();
+    set_aside += bin.lost;
     blocks += n;
   }
-  for (unsigned c = 0; c < sizes_.count(); ++c) {
-    const tc_pending& e = h.pending[c];
-    if (e.mask != 0) {
-      if ((h.pending_classes >> c & 1) == 0) return "pending batch not marked";
-      if (e.block == nullptr || e.block->size_class != c || e.word >= e.block->words)
-        return "pending batch on a wrong block";
-      if ((e.mask & ~valid_mask(e.block, e.word)) != 0) return "pending batch holds slots that do not exist";
-      // A slot of the batch may already be free in its block, or wait in another heap's batch too: a caller's
-      // double free across threads, settled (reported once, counted once) when the batch is folded in or the slot
-      // is reused. Not broken structure: until then the counts include both frees, and the live count below, which
-      // subtracts every pending slot, agrees with them.
-      for (std::uint64_t bits = e.mask; bits != 0; bits &= bits - 1)
-        if (!marked(e.block->base() + (e.word * std::size_t{64} + static_cast<std::size_t>(__builtin_ctzll(bits))) *
-                                          e.block->object_size))
-          return "a slot in a pending batch lost its mark";
-      live -= popcount(e.mask);  // freed, not yet in any bitmap
-    }
-  }
+  // Objects in the remote array are live in their blocks' bitmaps (owned by others) and freed in the counts. (One
+  // whose mark is gone lost a race with its owner's free: both are counted until the publication undoes one.)
+  if (h.remote_count > tc_heap::remote_cap) return "remote array over its bound";
+  // The caller adds every heap's and tier's live slots, then takes off what lists hold and what was set aside.
+  live -= h.remote_count + set_aside;
   return nullptr;
 }
 

@@ -81,8 +81,19 @@ void tc_middle::give_abandoned(tc_block* b) noexcept {
   ++abandoned_count_;
 }
 
+// A block a cross-thread free waiting to be published still names (pinned) must stay a block of its class: the
+// publication reads the object and may set its bit. (The read-modify-write sees every pin taken before the owner's
+// last free of the block: a waiting free pins before it marks the object.)
+bool tc_middle::pinned(tc_block* b) noexcept { return b->remote_pins.fetch_add(0, std::memory_order_seq_cst) != 0; }
+
 void tc_middle::give_empty(tc_block* b) noexcept {
-  void* base = b->base();
+  void* base = tc_front::base_of(b);
+  if (b->tag != 0 && pinned(b)) {  // held like a block left by an exited thread, until the pins are gone
+    front_->map().set(base, tc_block_size, tc_map_value(0, b->size_class));
+    give_abandoned(b);
+    return;
+  }
+  front_->map().clear(base, tc_block_size);
   b->tag = 0;  // no longer a block of any class: a stale free is reported as foreign
   std::lock_guard<spin_lock> g(block_lock_);
   if (empty_count_ < max_empty_) {
@@ -95,6 +106,7 @@ void tc_middle::give_empty(tc_block* b) noexcept {
 }
 
 void tc_middle::release_block(void* base) noexcept {
+  front_->map().clear(base, tc_block_size);
   block_map_unregister(base, tc_block_size, g_front_block_map);
   upstream_->deallocate(base, tc_block_size, tc_block_size);
   --held_;
@@ -103,7 +115,7 @@ void tc_middle::release_block(void* base) noexcept {
 
 void tc_middle::release_owned(tc_block* b) noexcept {
   std::lock_guard<spin_lock> g(block_lock_);
-  release_block(b->base());
+  release_block(tc_front::base_of(b));
 }
 
 void tc_middle::trim() noexcept {
@@ -113,13 +125,12 @@ void tc_middle::trim() noexcept {
       for (tc_block* b = head; b != nullptr;) {
         tc_block* next = b->next;
         front_->collect(b);
-        if (b->free_count == b->capacity) front_->settle_marked(b);  // a slot a batch still names keeps it here
-        if (b->free_count == b->capacity) {
+        if (b->free_count == b->capacity && !pinned(b)) {
           if (b->prev != nullptr) b->prev->next = b->next;
           else head = b->next;
           if (b->next != nullptr) b->next->prev = b->prev;
           --abandoned_count_;
-          release_block(b->base());
+          release_block(tc_front::base_of(b));
         }
         b = next;
       }
@@ -142,7 +153,7 @@ void tc_middle::release_all() noexcept {
       while (head != nullptr) {
         tc_block* b = head;
         head = b->next;
-        release_block(b->base());
+        release_block(tc_front::base_of(b));
       }
     }
     abandoned_count_ = 0;
@@ -181,6 +192,7 @@ const char* tc_middle::check(std::size_t& blocks, std::size_t& live) const noexc
       if (b->size_class != c) return "abandoned block in another class's list";
       if (b->where != tc_block::in_abandoned) return "abandoned block marked as elsewhere";
       if (b->owner.load(std::memory_order_relaxed) != nullptr) return "abandoned block with an owner";
+      if (front_->map().get(b) != tc_map_value(0, c)) return "abandoned block's class map value wrong";
       if (b->next != nullptr && b->next->prev != b) return "abandoned list links broken";
       live += b->capacity - front_->free_slots(b);
     }

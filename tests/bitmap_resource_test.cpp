@@ -1,6 +1,7 @@
 // tests/bitmap_resource_test.cpp: bitmap_resource and synchronized_bitmap_resource beyond the conformance suite.
 #include <strata/bitmap_resource.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -204,6 +205,15 @@ TEST_CASE("synchronized_bitmap_resource: misuse is reported and corrupts nothing
   misuse_is_reported<synchronized_bitmap_resource>();
 }
 
+namespace {
+/// Blocks of `size` bytes a recording upstream has handed out and not got back.
+std::size_t live_upstream_blocks(const recording_resource& up, std::size_t size) {
+  std::size_t n = 0;
+  for (const auto& a : up.live()) n += a.size == size;
+  return n;
+}
+}  // namespace
+
 TEST_CASE("bitmap_resource: empty blocks go back upstream beyond the cache bound") {
   recording_resource up;
   strata::bitmap_options o;
@@ -214,7 +224,8 @@ TEST_CASE("bitmap_resource: empty blocks go back upstream beyond the cache bound
   const std::size_t held = up.live_bytes();
   CHECK(held >= 20 * 64 * 1024 / 2);
   for (void* p : objects) r.deallocate(p, 64, 8);
-  CHECK(up.live_bytes() <= 2 * 65536);  // the current block and one cached
+  CHECK(live_upstream_blocks(up, 65536) <= 2);  // the current block and one cached
+  CHECK(up.live_bytes() == r.stats().bytes_held);  // besides blocks: the resource's class map
   CHECK(r.stats().bytes_in_use == 0);
   CHECK(r.check_invariants());
   r.trim();
@@ -226,6 +237,48 @@ TEST_CASE("bitmap_resource: empty blocks go back upstream beyond the cache bound
   CHECK(r.check_invariants());
 }
 
+TEST_CASE("bitmap_resource: objects freed last, one in each of many blocks, do not keep the blocks once none is live") {
+  // The last free of each block goes to the free cache, where it keeps its block from being empty; once no object
+  // is live, such blocks are given back as if nothing were cached.
+  for (const strata::check_mode mode : {strata::check_mode::standard, strata::check_mode::strict}) {
+    CAPTURE(static_cast<int>(mode));
+    recording_resource up;
+    strata::bitmap_options o;
+    o.max_empty_blocks = 1;
+    o.checks = mode;
+    bitmap_resource r(o, &up);
+    std::vector<void*> a, b;
+    for (int i = 0; i < 20000; ++i) a.push_back(r.allocate(64, 8));   // ~20 blocks
+    for (int i = 0; i < 10000; ++i) b.push_back(r.allocate(200, 8));  // another class, ~30 blocks
+    std::vector<void*> last;  // one object of each block, freed after all others
+    auto free_all_but_one_per_block = [&](std::vector<void*>& v, std::size_t n) {
+      std::vector<const void*> seen;
+      for (void* p : v) {
+        const void* blk = reinterpret_cast<const void*>(reinterpret_cast<std::uintptr_t>(p) & ~std::uintptr_t{65535});
+        if (std::find(seen.begin(), seen.end(), blk) == seen.end()) {
+          seen.push_back(blk);
+          last.push_back(p);
+        } else {
+          r.deallocate(p, n, 8);
+        }
+      }
+    };
+    free_all_but_one_per_block(a, 64);
+    const std::size_t from_a = last.size();
+    free_all_but_one_per_block(b, 200);
+    CHECK(last.size() > 40);
+    for (std::size_t i = 0; i < last.size(); ++i) r.deallocate(last[i], i < from_a ? 64 : 200, 8);
+    CHECK(r.stats().bytes_in_use == 0);
+    CHECK(r.check_invariants());
+    CHECK(live_upstream_blocks(up, 65536) <= 3);  // each class's current block, one cached
+    void* again = r.allocate(64, 8);
+    r.deallocate(again, 64, 8);
+    CHECK(live_upstream_blocks(up, 65536) <= 3);
+    r.trim();
+    CHECK(up.live_bytes() == 0);
+  }
+}
+
 template <class Resource>
 void trim_returns_current_blocks() {
   recording_resource up;
@@ -235,8 +288,9 @@ void trim_returns_current_blocks() {
   CHECK(up.live_bytes() > 0);
   r.deallocate(small, 8, 8);
   r.trim();  // the 1000-byte class's block is live and stays; the 8-byte class's current block is empty and goes
-  CHECK(up.live_bytes() == r.get_options().block_size);
-  CHECK(r.stats().bytes_held == r.get_options().block_size);
+  CHECK(live_upstream_blocks(up, r.get_options().block_size) == 1);
+  CHECK(up.live_bytes() == r.stats().bytes_held);  // besides blocks: the resource's class map, if it has one
+  CHECK(r.stats().bytes_held < 2 * r.get_options().block_size);
   r.deallocate(other, 1000, 8);
   r.trim();
   CHECK(up.live_bytes() == 0);
@@ -313,7 +367,8 @@ TEST_CASE("bitmap_resource: per-class statistics") {
   CHECK(info.objects_per_block >= 2000);
   const auto s = r.stats();
   CHECK(s.bytes_in_use == 32000);
-  CHECK(s.bytes_held == 65536);
+  // One block, and one leaf of the class map (a 256 MiB window of addresses).
+  CHECK(s.bytes_held == 65536 + strata::detail::class_map<strata::detail::block_source_storage>::leaf_bytes);
   for (void* p : v) r.deallocate(p, 32, 8);
   CHECK(r.class_stats(c32).live_objects == 0);
 }
@@ -535,4 +590,150 @@ TEST_CASE("synchronized_bitmap_resource: blocks emptied by collections while rem
   CHECK(r.stats().live_allocations() == 0);
   CHECK(r.stats().bytes_in_use == 0);
   CHECK(up.mismatches() == 0);
+}
+
+// A double free the free cache cannot see at once: the program wrote over the block between the two frees (a use
+// after free), so the second free finds no node. The block must still never be handed out twice without a report.
+TEST_CASE("bitmap_resource: a double free hidden by a write after the first free is never handed out twice") {
+  for (const bool flushed : {false, true}) {
+    CAPTURE(flushed);
+    error_capture errors;
+    bitmap_resource r;
+    std::vector<void*> others;
+    for (int i = 0; i < 300; ++i) others.push_back(r.allocate(64, 8));
+    void* p = r.allocate(64, 8);
+    r.deallocate(p, 64, 8);
+    if (flushed)  // enough frees after p's that its batch goes back to the bitmap
+      for (void* q : others) r.deallocate(q, 64, 8);
+    std::memset(p, 0x5A, 64);  // the write after free: p's node words are gone
+    r.deallocate(p, 64, 8);    // the second free
+    std::vector<void*> live;
+    for (int i = 0; i < 2000; ++i) live.push_back(r.allocate(64, 8));
+    if (!flushed) live.insert(live.end(), others.begin(), others.end());
+    std::vector<void*> sorted = live;
+    std::sort(sorted.begin(), sorted.end());
+    CHECK(std::adjacent_find(sorted.begin(), sorted.end()) == sorted.end());  // nothing handed out twice
+    CHECK(errors.count() >= 1);  // and the double free was reported
+    for (const auto& e : errors.errors()) CHECK(e.kind == strata::error_kind::double_free);
+    CHECK(r.check_invariants());
+    for (void* q : live) r.deallocate(q, 64, 8);
+    CHECK(r.check_invariants());
+    r.release();
+    CHECK(r.check_invariants());
+  }
+}
+
+TEST_CASE("bitmap_resource: double frees while cached, after a flush and at trim are reported and change nothing") {
+  error_capture errors;
+  bitmap_resource r;
+  std::vector<void*> v;
+  for (int i = 0; i < 500; ++i) v.push_back(r.allocate(48, 8));
+  // While cached.
+  r.deallocate(v[0], 48, 8);
+  auto before = r.stats();
+  r.deallocate(v[0], 48, 8);
+  check_error("bitmap_resource", errors, 1, strata::error_kind::double_free, v[0], 48);
+  check_unchanged(before, r.stats());
+  // After its batch went back to the bitmap.
+  for (std::size_t i = 1; i < v.size(); ++i) r.deallocate(v[i], 48, 8);
+  before = r.stats();
+  r.deallocate(v[0], 48, 8);
+  check_error("bitmap_resource", errors, 2, strata::error_kind::double_free, v[0], 48);
+  check_unchanged(before, r.stats());
+  CHECK(r.check_invariants());
+  // A wrong size for a cached object names the size.
+  void* q = r.allocate(48, 8);
+  r.deallocate(q, 48, 8);
+  r.deallocate(q, 200, 8);
+  CHECK(errors.count() == 3);
+  CHECK(r.check_invariants());
+  r.trim();
+  CHECK(r.stats().bytes_held == 0);
+  CHECK(errors.count() == 3);
+}
+
+TEST_CASE("bitmap_resource: a free of a slot never handed out is reported and the slot is handed out once") {
+  for (const strata::check_mode mode : {strata::check_mode::standard, strata::check_mode::strict}) {
+    CAPTURE(static_cast<int>(mode));
+    error_capture errors;
+    strata::bitmap_options o;
+    o.checks = mode;
+    bitmap_resource r(o);
+    char* p = static_cast<char*>(r.allocate(64, 8));
+    void* held = r.allocate(64, 8);  // something stays live, so no free below makes the resource idle
+    // Slots that exist but were never handed out: one in the word being allocated from, one further on.
+    char* const never[] = {p + 2 * 64, p + 300 * 64};
+    std::size_t reports = 0;
+    for (char* q : never) {
+      const auto before = r.stats();
+      r.deallocate(q, 64, 8);
+      CHECK(errors.count() == ++reports);
+      check_unchanged(before, r.stats());
+      CHECK(r.check_invariants());
+    }
+    // Every slot of the block is handed out once.
+    std::vector<void*> v{p, held};
+    for (int i = 0; i < 2000; ++i) v.push_back(r.allocate(64, 8));
+    std::vector<void*> sorted = v;
+    std::sort(sorted.begin(), sorted.end());
+    CHECK(std::adjacent_find(sorted.begin(), sorted.end()) == sorted.end());
+    CHECK(errors.count() == reports);
+    for (void* q : v) r.deallocate(q, 64, 8);
+    CHECK(r.check_invariants());
+    CHECK(r.stats().bytes_in_use == 0);
+  }
+}
+
+TEST_CASE("bitmap_resource: a request under max_small_size whose alignment rounds it past the last class") {
+  // 24 bytes at alignment 16 needs 32: past the classes when max_small_size is 24.
+  for (const strata::check_mode mode : {strata::check_mode::standard, strata::check_mode::strict}) {
+    strata::bitmap_options o;
+    o.max_small_size = 24;
+    o.checks = mode;
+    bitmap_resource r(o);
+    REQUIRE(r.max_small_size() == 24);
+    void* p = r.allocate(24, 16);
+    CHECK(strata::detail::is_aligned(p, 16));
+    std::memset(p, 0xAB, 24);
+    void* q = r.allocate(17, 16);
+    CHECK(strata::detail::is_aligned(q, 16));
+    r.deallocate(q, 17, 16);
+    r.deallocate(p, 24, 16);
+    CHECK(r.stats().bytes_in_use == 0);
+    CHECK(r.check_invariants());
+  }
+  // With only the 8-byte class, 0 bytes at alignment 16 (one byte, rounded to 16) leaves the classes too.
+  strata::bitmap_options o;
+  o.max_small_size = 8;
+  bitmap_resource r(o);
+  void* z = r.allocate(0, 16);
+  CHECK(strata::detail::is_aligned(z, 16));
+  r.deallocate(z, 0, 16);
+  CHECK(r.stats().bytes_in_use == 0);
+  CHECK(r.check_invariants());
+}
+
+TEST_CASE("bitmap_resource: upstream failing when a class's block runs out leaves it consistent, in both check modes") {
+  // The class's current block is full and its last claimed word used up; the next allocation retires the block and
+  // asks upstream for another, which fails. No claimed word may be left pointing into the retired block.
+  for (const auto mode : {strata::check_mode::standard, strata::check_mode::strict}) {
+    CAPTURE(static_cast<int>(mode));
+    strata::testing::fault_injecting_resource up(strata::default_page_resource());
+    strata::bitmap_options o;
+    o.checks = mode;
+    bitmap_resource r(o, &up);
+    std::vector<void*> v;
+    v.push_back(r.allocate(4096, 8));  // the class's first block
+    const std::size_t per_block = o.block_size / 4096;
+    while (v.size() < per_block - 1) v.push_back(r.allocate(4096, 8));  // the block is full (one slot is the header's)
+    up.fail_after(0);
+    CHECK_THROWS_AS(static_cast<void>(r.allocate(4096, 8)), std::bad_alloc);
+    CHECK(r.check_invariants());
+    up.reset();
+    v.push_back(r.allocate(4096, 8));
+    CHECK(r.check_invariants());
+    for (void* p : v) r.deallocate(p, 4096, 8);
+    CHECK(r.check_invariants());
+    CHECK(r.stats().bytes_in_use == 0);
+  }
 }

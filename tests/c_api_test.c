@@ -960,6 +960,22 @@ static void test_bad_options(void) {
   CHECK(strata_bitmap_create(&bo) == NULL);
   CHECK(strata_last_error() == STRATA_EINVAL);
   CHECK(errno == EINVAL);
+  strata_bitmap_options_init(&bo);
+  CHECK(bo.checks == STRATA_CHECKS_STANDARD);
+  bo.checks = (strata_checks_t)7;
+  strata_clear_error();
+  CHECK(strata_bitmap_create(&bo) == NULL);
+  CHECK(strata_last_error() == STRATA_EINVAL);
+  bo.checks = STRATA_CHECKS_STRICT;
+  {
+    strata_resource_t* strict = strata_bitmap_create(&bo);
+    void* p;
+    CHECK(strict != NULL);
+    p = strata_resource_malloc(strict, 40);
+    CHECK(p != NULL);
+    strata_resource_free(strict, p, 40);
+    strata_resource_destroy(strict);
+  }
   strata_free_list_options_init(&fo);
   fo.fit = (strata_fit_t)17;
   strata_clear_error();

@@ -10,6 +10,16 @@ namespace strata_test {
 using page_subject = subject<strata::page_resource, os_upstream>;
 using bitmap_over_pages = subject<strata::bitmap_resource, chained_upstream<page_base>>;
 using bitmap_over_heap = subject<strata::bitmap_resource, chained_upstream<new_delete_base>>;
+/// A bitmap resource with strict checks (no free cache).
+struct strict_bitmap_maker {
+  static std::unique_ptr<strata::bitmap_resource> over(std::pmr::memory_resource* upstream) {
+    strata::bitmap_options o;
+    o.checks = strata::check_mode::strict;
+    return std::make_unique<strata::bitmap_resource>(o, upstream);
+  }
+};
+using strict_bitmap_over_pages = subject<strata::bitmap_resource, chained_upstream<page_base>, strict_bitmap_maker>;
+using strict_bitmap_over_heap = subject<strata::bitmap_resource, chained_upstream<new_delete_base>, strict_bitmap_maker>;
 using sync_bitmap_over_pages = subject<strata::synchronized_bitmap_resource, chained_upstream<page_base>>;
 using sync_bitmap_over_heap = subject<strata::synchronized_bitmap_resource, chained_upstream<new_delete_base>>;
 
@@ -62,6 +72,8 @@ using thread_cache_over_heap = subject<strata::thread_cache_resource, chained_up
 TYPE_TO_STRING_AS("page_resource", strata_test::page_subject);
 TYPE_TO_STRING_AS("bitmap_resource over pages", strata_test::bitmap_over_pages);
 TYPE_TO_STRING_AS("bitmap_resource over new_delete", strata_test::bitmap_over_heap);
+TYPE_TO_STRING_AS("bitmap_resource (strict) over pages", strata_test::strict_bitmap_over_pages);
+TYPE_TO_STRING_AS("bitmap_resource (strict) over new_delete", strata_test::strict_bitmap_over_heap);
 TYPE_TO_STRING_AS("synchronized_bitmap_resource over pages", strata_test::sync_bitmap_over_pages);
 TYPE_TO_STRING_AS("synchronized_bitmap_resource over new_delete", strata_test::sync_bitmap_over_heap);
 TYPE_TO_STRING_AS("fixed_pool_resource(24) over pages", strata_test::pool24_over_pages);
@@ -83,6 +95,7 @@ namespace strata_test {
 STRATA_CONFORMANCE(page_subject);
 STRATA_CONFORMANCE_THREADS(page_subject);
 STRATA_CONFORMANCE(bitmap_over_pages, bitmap_over_heap);
+STRATA_CONFORMANCE(strict_bitmap_over_pages, strict_bitmap_over_heap);
 STRATA_CONFORMANCE(sync_bitmap_over_pages, sync_bitmap_over_heap);
 STRATA_CONFORMANCE_THREADS(sync_bitmap_over_pages, sync_bitmap_over_heap);
 STRATA_CONFORMANCE(pool24_over_pages, pool256_over_heap);

@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <new>
 #include <optional>
@@ -1031,6 +1032,7 @@ TEST_CASE("thread_cache_resource: the owner frees what another thread's unpublis
   auto& r = t.r;
   void* p = r.allocate(t.size, 8);
   void* q = r.allocate(t.size, 8);
+  std::memset(p, 0x5A, t.size);  // the program's data, in the words a free cache links through
   worker other;
   other.run([&] { r.deallocate(r.allocate(t.size, 8), t.size, 8); });  // its heap exists before the snapshot
   other.run([&] { r.deallocate(p, t.size, 8); });                      // the real free, batched
@@ -1048,6 +1050,73 @@ TEST_CASE("thread_cache_resource: the owner frees what another thread's unpublis
   t.check_reported_once(p);
   for (void* x : mine) r.deallocate(x, t.size, 8);
   t.finish();
+}
+
+TEST_CASE("thread_cache_resource: a block a waiting cross-thread free names is not handed on until it is published") {
+  // Another thread's free of p waits in that thread's array; the program then writes over p (a use after free,
+  // which erases the free's mark) and the owner frees p again, which nothing can see yet. p's block empties and
+  // would go upstream (max_empty_blocks 0) before the waiting free is published, which then reads p: the waiting
+  // free must keep the block.
+  error_capture errors;
+  recording_resource up{strata::default_page_resource()};
+  strata::thread_cache_options o;
+  o.max_empty_blocks = 0;
+  std::optional<thread_cache_resource> holder{std::in_place, o, &up};
+  thread_cache_resource& r = *holder;
+  constexpr std::size_t size = 48;
+  std::map<std::uintptr_t, std::vector<void*>> by_block;
+  std::vector<void*> all;
+  for (int i = 0; i < 4000; ++i) {  // three 64 KiB blocks of 48-byte objects and more
+    void* x = r.allocate(size, 8);
+    all.push_back(x);
+    by_block[reinterpret_cast<std::uintptr_t>(x) >> 16].push_back(x);  // 64 KiB blocks
+  }
+  REQUIRE(by_block.size() >= 3);
+  // The first two blocks filled (not the current one, which the last object is in).
+  const auto block = [](const void* x) { return reinterpret_cast<std::uintptr_t>(x) >> 16; };
+  std::vector<void*>& first = by_block[block(all.front())];
+  const auto in_second = std::find_if(all.begin(), all.end(), [&](void* x) { return block(x) != block(all.front()); });
+  std::vector<void*>& second = by_block[block(*in_second)];
+  REQUIRE(block(*in_second) != block(all.back()));
+  auto release_all_of = [&](const std::vector<void*>& v) {
+    for (void* x : v) {
+      r.deallocate(x, size, 8);
+      all.erase(std::find(all.begin(), all.end(), x));
+    }
+  };
+  release_all_of(second);
+  r.trim();  // the second block becomes the owner's spare: the next block to empty goes upstream
+  void* p = first.back();
+  first.pop_back();
+  std::memset(p, 0x5A, size);
+  worker other;
+  other.run([&] { r.deallocate(p, size, 8); });  // waits in the other thread's array
+  std::memset(p, 0xA5, 16);                       // written after its free: the mark is gone
+  r.deallocate(p, size, 8);                       // the owner's second free, not seen yet
+  all.erase(std::find(all.begin(), all.end(), p));
+  release_all_of(first);
+  const std::size_t held = up.live_bytes();
+  r.trim();  // the first block is empty now, but the waiting free keeps it
+  CHECK(up.live_bytes() == held);
+  CHECK(errors.count() == 0);
+  CHECK(r.check_invariants());
+  other.run([&] { r.trim(); });  // publishes: p's mark is gone, the other thread's free is undone
+  REQUIRE(errors.count() == 1);
+  CHECK(errors.errors()[0].kind == strata::error_kind::double_free);
+  CHECK(errors.errors()[0].pointer == p);
+  CHECK(r.check_invariants());
+  CHECK(r.stats().live_allocations() == all.size());
+  r.trim();  // no pin holds the block now: it goes upstream
+  CHECK(up.live_bytes() == held - (std::size_t{64} << 10));
+  CHECK(r.check_invariants());
+  for (void* x : all) r.deallocate(x, size, 8);
+  r.trim();
+  CHECK(r.stats().live_allocations() == 0);
+  CHECK(r.stats().bytes_in_use == 0);
+  CHECK(r.check_invariants());
+  holder.reset();
+  CHECK(up.live_bytes() == 0);
+  CHECK(errors.count() == 1);
 }
 
 TEST_CASE("thread_cache_resource: two threads batch a free of the same object: reported at once, counted once") {
@@ -1507,7 +1576,7 @@ TEST_CASE("thread_cache_resource: tiers, sizes and options are consistent") {
   CHECK(r.tier_of(std::size_t{1} << 30) == cache_tier::upstream);
   // Requests more aligned than a 64 KiB block can serve go upstream.
   CHECK(r.tier_of(64, 128 * KiB) != cache_tier::thread);
-  CHECK(thread_cache_resource::thread_cache_min_size() == 8);
+  CHECK(thread_cache_resource::thread_cache_min_size() == 16);  // a freed object holds two words
   CHECK(r.round_size(1, 1) == thread_cache_resource::thread_cache_min_size());
   CHECK(r.round_size(1, 8) == thread_cache_resource::thread_cache_min_size());
   CHECK(r.round_size(0, 8) == thread_cache_resource::thread_cache_min_size());

@@ -28,6 +28,8 @@ struct bitmap_options {
   bool natural_alignment = false;
   /// Empty blocks kept for reuse by any class before they go back upstream.
   std::size_t max_empty_blocks = 2;
+  /// bitmap_resource: how frees are checked (see check_mode). synchronized_bitmap_resource always checks strictly.
+  check_mode checks = check_mode::standard;
 };
 
 /// Per-class figures: object size, alignment, objects per block, blocks and live objects now.
@@ -74,12 +76,17 @@ class basic_bitmap_resource : public resource {
   resource_stats do_stats() const noexcept override;
 
  private:
+  /// Requests the fast paths leave: alignments above 16 (or not powers of two), sizes past the classes.
+  STRATA_NOINLINE void* allocate_other(std::size_t bytes, std::size_t alignment);
+  STRATA_NOINLINE void deallocate_other(void* p, std::size_t bytes, std::size_t alignment) noexcept;
   void* allocate_large(std::size_t bytes, std::size_t alignment);
   void deallocate_large(void* p, std::size_t bytes, std::size_t alignment) noexcept;
   void note_large_peak() noexcept;
   static void* acquire_block(void* self, std::size_t size);
   static void release_block(void* self, void* block, std::size_t size) noexcept;
   static std::size_t large_size(void* self, const void* p) noexcept;
+  static void* acquire_table(void* self, std::size_t bytes) noexcept;
+  static void release_table(void* self, void* p, std::size_t bytes) noexcept;
   template <class T>
   using counter = std::conditional_t<Sync, std::atomic<T>, T>;
 

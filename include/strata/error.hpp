@@ -51,4 +51,15 @@ std::size_t format_error(const error_info& info, char* buffer, std::size_t buffe
 /// Calls the installed handler. Out of line and cold: resources call it only when something is wrong.
 void report_error(const error_info& info);
 
+/// How a resource checks frees (an option of the resources that keep a free cache).
+enum class check_mode {
+  /// Foreign, interior and wrong-size frees are reported on the free itself; a double free on the second free, or
+  /// at the latest when the block would be handed out again or its cache is flushed. Nothing is ever handed out
+  /// twice without a report. Frees touch only the block and per-class state: the fast default.
+  standard,
+  /// Every free is verified at once against the block's header and bitmap: every misuse is reported on the call
+  /// that makes it. No free cache; slower.
+  strict,
+};
+
 }  // namespace strata

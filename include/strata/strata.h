@@ -189,6 +189,12 @@ strata_resource_t* strata_system_resource(void) STRATA_C_NOEXCEPT;
  * options out of range, ENOMEM).
  */
 
+/** How frees are checked (see strata::check_mode). */
+typedef enum strata_checks {
+  STRATA_CHECKS_STANDARD = 0, /**< double frees found on the second free, or before the block is handed out again */
+  STRATA_CHECKS_STRICT = 1    /**< every free verified at once; no free cache */
+} strata_checks_t;
+
 /** Size classes in bitmap blocks, no header per object (bitmap_resource). */
 typedef struct strata_bitmap_options {
   size_t block_size;       /**< bytes per block: a power of two, 64 KiB .. 16 MiB (default 64 KiB) */
@@ -197,6 +203,7 @@ typedef struct strata_bitmap_options {
   size_t max_empty_blocks; /**< empty blocks kept for reuse (default 2) */
   bool synchronized;       /**< safe for many threads at once (default false) */
   strata_resource_t* upstream;
+  strata_checks_t checks;  /**< STRATA_CHECKS_STANDARD (default) or STRATA_CHECKS_STRICT (synchronized: always strict) */
 } strata_bitmap_options_t;
 void strata_bitmap_options_init(strata_bitmap_options_t* options) STRATA_C_NOEXCEPT;
 strata_resource_t* strata_bitmap_create(const strata_bitmap_options_t* options) STRATA_C_NOEXCEPT;

@@ -34,16 +34,17 @@ enum class cache_tier {
 
 /// A general-purpose, thread-safe resource in the tcmalloc/mimalloc tradition.
 ///
-/// - **Thread tier** (requests up to max_size(cache_tier::thread), 8 KiB by default): size classes in 64 KiB bitmap
-///   blocks, no header per object. Each thread that uses the resource gets its own heap: per class a current block
-///   it alone allocates from, one word of free bits at a time, plus a short stack of the slots it freed last (reused
-///   first, while their cache lines are warm). Allocating and freeing on the owning thread takes no lock and no
-///   atomic read-modify-write.
-/// - **Cross-thread frees** set the slot's bit in its block's remote bitmap with one atomic OR, wait-free. The
-///   freeing thread batches consecutive frees into the same bitmap word, so a stream of objects freed in the order
-///   they were made costs one OR per 64. The owner folds remote bits in when its block runs dry (or on trim()). Each
-///   such free also marks its object at once, so that a second free of it, from any thread, and the owner's
-///   allocation of its slot see it before the batch is published.
+/// - **Thread tier** (requests up to max_size(cache_tier::thread), 8 KiB by default; the smallest class is 16 bytes):
+///   size classes in 64 KiB bitmap blocks, no header per object. Each thread that uses the resource gets its own
+///   heap, which owns blocks: per class a free cache (the objects it freed last, a LIFO threaded through the objects
+///   themselves, each tagged with the heap's key), then one claimed word of free bits of its current block at a
+///   time. Allocating and freeing on the owning thread takes no lock and no atomic read-modify-write, and touches
+///   only the object, the heap's bin and a per-resource class map (owner and class per block).
+/// - **Cross-thread frees** are wait-free: the freeing thread checks the slot's bits, marks the object (one
+///   compare-and-swap of its second word) and queues the pointer in its heap's remote array, which it publishes when
+///   full and on its slow paths, one atomic OR per run of objects in one bitmap word. A queued free pins its block, so
+///   the block is not handed on before the free is published. The owner folds remote bits in when its block runs
+///   dry (or on trim()).
 /// - **Shared tier**: blocks that threads hand back (empty, or still holding objects when a thread exits) per class,
 ///   for any thread to adopt; and a segregated free list (free_list_resource's engine) under one lock for requests
 ///   up to max_size(cache_tier::shared).
@@ -53,10 +54,10 @@ enum class cache_tier {
 ///   going by the thousand cost no memory growth. Any number of instances coexist, each with its own heaps;
 ///   destroying one while threads that used it still run is safe.
 /// - **Misuse** is reported through strata::report_error: foreign and interior pointers, a size from another class,
-///   double frees (at once, on any thread; two frees of one object racing each other when the second is found:
-///   when the owner folds the frees in or would hand the slot out again). Nothing is handed out twice; a free
-///   racing the owner's free *and* its reuse of the slot is the one case no check can see (it would take a
-///   generation per allocation).
+///   double frees (at once when the first free left its node, mark or bit; a double free whose evidence a write
+///   after the free erased, or two frees racing, when the object would be handed out again, flushed or published).
+///   Nothing is handed out twice without a report; a free racing the owner's free *and* its reuse of the slot is the
+///   one case no check can see (it would take a generation per allocation).
 /// - **Statistics** count each live block at round_size(bytes, alignment) (upstream blocks at their exact size), so a
 ///   free with any size of the same block keeps bytes_in_use exact.
 /// - **usable_size(p)** gives the bytes a live pointer can use, without its size (the block header knows its class).
@@ -78,7 +79,7 @@ class thread_cache_resource : public resource {
   [[nodiscard]] std::size_t min_size(cache_tier t) const noexcept;
   [[nodiscard]] std::size_t max_size(cache_tier t) const noexcept;
   /// The smallest block the thread tier hands out (any request occupies at least this).
-  [[nodiscard]] static constexpr std::size_t thread_cache_min_size() noexcept { return 8; }
+  [[nodiscard]] static constexpr std::size_t thread_cache_min_size() noexcept { return 16; }
   /// Bytes a request really occupies: its class size in the thread tier, its rounded block in the shared tier,
   /// the request itself upstream. It is what stats().bytes_in_use counts for the request, and any size with the same
   /// round_size frees the block. In the thread tier a request of 0 bytes is one of 1: a block of its own, with the

@@ -10,8 +10,11 @@
 
 #include <strata/config.hpp>
 #include <strata/detail/block_map.hpp>
+#include <strata/detail/class_map.hpp>
+#include <strata/detail/free_cache.hpp>
 #include <strata/detail/math.hpp>
 #include <strata/detail/size_classes.hpp>
+#include <strata/detail/slab.hpp>
 #include <strata/error.hpp>
 
 namespace strata::detail {
@@ -23,6 +26,16 @@ struct block_source {
   void (*release)(void* context, void* block, std::size_t size) noexcept;
   /// For reports only: the size of p if it is a large block the owner passed upstream, else 0 (may be null).
   std::size_t (*large_size)(void* context, const void* p) noexcept = nullptr;
+  /// Zero-filled memory for the engine's own tables (16-aligned), or nullptr; and its return.
+  void* (*acquire_table)(void* context, std::size_t bytes) noexcept = nullptr;
+  void (*release_table)(void* context, void* p, std::size_t bytes) noexcept = nullptr;
+};
+
+/// class_map storage through a block_source.
+struct block_source_storage {
+  const block_source* source = nullptr;
+  void* allocate(std::size_t bytes) noexcept { return source->acquire_table(source->context, bytes); }
+  void deallocate(void* p, std::size_t bytes) noexcept { source->release_table(source->context, p, bytes); }
 };
 
 /// A test-and-test-and-set lock for short critical sections; yields when the holder seems preempted.
@@ -80,6 +93,7 @@ class bitmap_engine {
     bool natural_alignment;
     std::size_t max_empty_blocks;
     const char* name;  // for error reports
+    bool strict = false;  // !Sync: verify every free against the block's header and bitmap at once (no free cache)
   };
 
   bitmap_engine(const config& cfg, block_source source) noexcept;
@@ -100,9 +114,59 @@ class bitmap_engine {
     return sizes_.class_of(align_up(bytes + (bytes == 0), alignment));
   }
 
+  /// Whether class c allocates and frees through its free cache (allocate_cached, deallocate_cached).
+  STRATA_ALWAYS_INLINE bool cached(unsigned c) const noexcept { return !Sync && classes_[c].cache.cap != 0; }
+
+  /// allocate(c) for a cached class: no lock, no register saved (every slow path is a tail call).
+  STRATA_ALWAYS_INLINE void* allocate_cached(unsigned c) {
+    class_state& cs = classes_[c];
+    // The newest freed object: its lines are the warmest.
+    if (void* p = cs.cache.head; STRATA_LIKELY(p != nullptr)) {
+      if (STRATA_UNLIKELY(!is_node(p, node_key_))) return cache_broken(cs, c);
+      cs.cache.head = node_next(p);
+      --cs.cache.count;
+      clear_node(p);
+      note_allocate(cs);
+      return p;
+    }
+    if (const std::uint64_t m = cs.claimed; STRATA_LIKELY(m != 0)) {
+      const auto i = static_cast<unsigned>(__builtin_ctzll(m));
+      char* p = cs.claimed_base + std::size_t{i} * cs.object_size;
+      // A slot handed out before must still be the node its free made it: else it was written after its free,
+      // or it is live (freed twice and handed out from the cache meanwhile).
+      if (((cs.claimed_fresh >> i) & 1) != 0) {
+        // The first use of the slot: the current block's never-used slots begin after it now (fresh slots go out
+        // in address order; header slots between are skipped).
+        const std::uintptr_t next = reinterpret_cast<std::uintptr_t>(p) + cs.object_size;
+        STRATA_ASSERT(next > cs.fresh_from && next - cs.fresh_from <= cs.fresh_span);
+        cs.fresh_span -= next - cs.fresh_from;
+        cs.fresh_from = next;
+      } else if (STRATA_UNLIKELY(!is_node(p, node_key_))) {
+        return refuse_claimed(cs, c);
+      }
+      cs.claimed = m & (m - 1);
+      clear_node(p);
+      note_allocate(cs);
+      return p;
+    }
+    return allocate_cached_slow(cs, c);
+  }
+
   /// Allocates one object of class `c` (from class_for). Throws std::bad_alloc when a new block is needed and the
   /// source has none. The statistics count the class size (the block's usable bytes), whatever was asked.
   STRATA_ALWAYS_INLINE void* allocate(unsigned c) {
+    if constexpr (Sync) {
+      return allocate_locked(c);
+    } else {
+      if (cached(c)) return allocate_cached(c);
+      return allocate_uncached(c);
+    }
+  }
+  /// allocate(c) for a class without a free cache (strict checks, the 8-byte class), out of the cached path's way.
+  STRATA_NOINLINE void* allocate_uncached(unsigned c) { return allocate_locked(c); }
+
+  /// allocate(c) from the bitmaps, under the class lock (the synchronized engine, and uncached classes).
+  STRATA_ALWAYS_INLINE void* allocate_locked(unsigned c) {
     class_state& cs = classes_[c];
     lock_guard guard(cs.lock);
     if (void* h = cs.hot) {
@@ -110,7 +174,7 @@ class bitmap_engine {
       cs.hot = nullptr;
       block* hb = block_of(h);
       const std::size_t q = slot_of(cs, offset_in_block(h));
-      word& w = hb->bit_word(q >> 6);
+      word& w = hb->local(q >> 6);
       const std::uint64_t m = std::uint64_t{1} << (q & 63);
       const std::uint64_t v = load(w);
       if (STRATA_LIKELY((v & m) != 0)) {
@@ -129,8 +193,42 @@ class bitmap_engine {
     return take_slot(cs, b);
   }
 
+  /// deallocate() for a cached class: no lock, no register saved.
+  STRATA_ALWAYS_INLINE void deallocate_cached(void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept {
+    class_state& cs = *(classes_ + static_cast<std::size_t>(c));
+    // Checks that read only p's granule in the class map, the class's constants and p's first two words. A slot
+    // never handed out (free in its bitmap or in the claimed word, and no node) would pass the others: the range of
+    // the current block's never-used slots catches it (they are the only ones, see settle_idle).
+    const auto a = reinterpret_cast<std::uintptr_t>(p);
+    const std::size_t off = a & (block_size_ - 1);
+    const std::size_t header = slab_kind::header_offset(a - off);
+    if (STRATA_UNLIKELY(map_.get_direct(p) != c + 1) || STRATA_UNLIKELY(slot_of(cs, off) * cs.object_size != off) ||
+        STRATA_UNLIKELY(off + cs.object_size > block_size_) ||
+        STRATA_UNLIKELY(off + cs.object_size - 1 - header < cs.meta_span) || STRATA_UNLIKELY(is_node(p, node_key_)) ||
+        STRATA_UNLIKELY(a - cs.fresh_from < cs.fresh_span))
+      return deallocate_checked_sized(p, bytes, alignment);  // c is not kept live: no register to save
+    if (STRATA_UNLIKELY(cs.cache.count == cs.cache.cap)) return push_to_full_cache(cs, p);
+    if (STRATA_UNLIKELY(cs.cache.count == 0)) cached_classes_ |= cs.class_bit;
+    cs.cache.push(p, node_key_);
+    note_deallocate(cs);
+    if (STRATA_UNLIKELY(in_use_ == 0)) return settle_idle();
+  }
+
   /// Frees `p`, allocated as `bytes` bytes of class `c`. Misuse is reported and changes nothing.
   STRATA_ALWAYS_INLINE void deallocate(void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept {
+    if constexpr (Sync) {
+      deallocate_locked(p, bytes, alignment, c);
+    } else {
+      if (cached(c)) return deallocate_cached(p, bytes, alignment, c);
+      deallocate_uncached(p, bytes, alignment, c);
+    }
+  }
+  STRATA_NOINLINE void deallocate_uncached(void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept {
+    deallocate_locked(p, bytes, alignment, c);
+  }
+
+  /// deallocate() into the bitmaps at once, with every check (the synchronized engine, and uncached classes).
+  STRATA_ALWAYS_INLINE void deallocate_locked(void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept {
     class_state& cs = classes_[c];
     block* b = block_of(p);
     const std::size_t index = slot_of(cs, offset_in_block(p));
@@ -138,7 +236,7 @@ class bitmap_engine {
     if constexpr (Sync) {
       if (!cs.lock.try_lock()) return remote_free(cs, b, index, bytes, alignment);
     }
-    word& w = b->bit_word(index >> 6);
+    word& w = b->local(index >> 6);
     const std::uint64_t m = std::uint64_t{1} << (index & 63);
     const std::uint64_t v = load(w);
     if (STRATA_UNLIKELY((v & m) != 0 || remote_bit_set(b, index))) return double_free_unlock(cs, p, bytes, alignment, b);
@@ -157,7 +255,7 @@ class bitmap_engine {
 
   /// Whether `p` lies in a block of this engine (any slot or header byte).
   bool owns(const void* p) const noexcept {
-    return block_map_contains(p) && block_map_contains(block_of(p)) && block_of(p)->tag == tag_of(block_of(p));
+    return block_map_contains(p) && block_map_contains(block_of(p)) && kind_.tagged(block_of(p));
   }
 
   /// Collects remote frees, returns empty blocks beyond the cache bound, and then the whole empty cache, upstream.
@@ -169,56 +267,35 @@ class bitmap_engine {
     std::uint64_t allocations, deallocations;
     std::size_t bytes_in_use, peak_bytes_in_use;
     std::size_t blocks, empty_blocks;
+    std::size_t table_bytes;  // the engine's own tables, from upstream too
   };
   totals collect_totals() const noexcept;
+  /// allocate() calls that threw std::bad_alloc (no block to be had).
+  [[nodiscard]] std::uint64_t failed() const noexcept { return get<std::uint64_t>(failed_); }
   [[nodiscard]] unsigned class_count() const noexcept { return sizes_.count(); }
   bitmap_class_info class_info(unsigned c) const noexcept;
   [[nodiscard]] std::size_t class_size(unsigned c) const noexcept { return sizes_.size_of(c); }
   [[nodiscard]] std::size_t max_small() const noexcept { return max_small_; }
+  /// The largest request that class_for_low_alignment() always places (any alignment up to 16): max_small() rounded
+  /// down to 16, since rounding a request up to its alignment must not leave the classes. A request of 0 bytes
+  /// counts as 1, which may not fit either: fast paths take [1, max_plain()].
+  [[nodiscard]] std::size_t max_plain() const noexcept { return max_small_ & ~std::size_t{15}; }
   [[nodiscard]] std::size_t block_size() const noexcept { return block_size_; }
   /// Walks every block and list; reports the first broken invariant through the error handler.
   bool check_invariants() const noexcept;
 
  private:
-  using word = std::conditional_t<Sync, std::atomic<std::uint64_t>, std::uint64_t>;
   using lock_type = std::conditional_t<Sync, spin_lock, null_lock>;
   template <class T>
   using counter = std::conditional_t<Sync, std::atomic<T>, T>;
 
-  enum : std::uint8_t { in_current = 0, in_partial = 1, in_full = 2, in_empty = 3 };
-
-  struct block {
-    std::uintptr_t tag;  // engine ^ block address ^ magic: owner and header integrity in one compare
-    block* next;
-    block* prev;
-    std::uint32_t skip_begin;  // slot numbers [skip_begin, skip_begin + skip_count) overlap the header and bitmaps
-    std::uint32_t skip_count;
-    std::uint32_t limit;       // one past the last slot number
-    std::uint32_t object_size;
-    std::uint32_t capacity;
-    std::uint32_t free_count;  // free slots in bits() (remote frees count once collected)
-    std::uint16_t words;  // bitmap words: bit q is slot q; bits of skipped numbers and past limit stay zero
-    std::uint16_t hint;   // bit words [0, hint) are all zero
-    std::uint8_t size_class;
-    std::uint8_t where;
-    std::atomic<bool> remote_listed;  // Sync: on its class's remote stack
-    // Sync: remote frees between their first and their last touch of this header. A remote free pins the block while
-    // its slot is still live (so the block cannot be empty then); the block is not retired while pinned.
-    std::atomic<std::uint32_t> remote_pins;
-    block* remote_next;
-    // The bitmaps follow the header. Synchronized, the local and the remote word of the same 64 slots sit side by
-    // side (one cache line), so a local free's check of the remote bit costs no extra miss.
-    static constexpr std::size_t stride = Sync ? 2 : 1;
-    word* bits() noexcept { return reinterpret_cast<word*>(this + 1); }
-    const word* bits() const noexcept { return reinterpret_cast<const word*>(this + 1); }
-    word& bit_word(std::size_t i) noexcept { return bits()[i * stride]; }
-    const word& bit_word(std::size_t i) const noexcept { return bits()[i * stride]; }
-    std::atomic<std::uint64_t>& remote_word(std::size_t i) noexcept {
-      return *reinterpret_cast<std::atomic<std::uint64_t>*>(bits() + i * stride + 1);
-    }
-    const std::atomic<std::uint64_t>& remote_word(std::size_t i) const noexcept {
-      return *reinterpret_cast<const std::atomic<std::uint64_t>*>(bits() + i * stride + 1);
-    }
+  using block = slab;
+  using word = slab::word;
+  enum : std::uint8_t {
+    in_current = slab::in_current,
+    in_partial = slab::in_partial,
+    in_full = slab::in_full,
+    in_empty = slab::in_empty
   };
 
   struct alignas(64) class_state {
@@ -234,6 +311,20 @@ class bitmap_engine {
     counter<std::uint64_t> deallocations{0};
     counter<std::size_t> bytes_in_use{0};
     counter<std::size_t> peak{0};
+    // !Sync, classes of 16 bytes and more, standard checks: the free cache and the claimed word.
+    free_cache cache;
+    std::size_t meta_span = 0;  // header and bitmap bytes of a block + object_size - 1: the header-slot test
+    std::uint64_t class_bit = 0;  // 1 << the class's number (its bit in cached_classes_)
+    std::uint64_t claimed = 0;        // free slots of word claimed_word of `current`, taken out of its bitmap
+    std::uint64_t claimed_fresh = 0;  // of those, the slots never handed out (they are no nodes)
+    char* claimed_base = nullptr;     // the address of that word's slot 0
+    std::size_t claimed_word = 0;
+    // The current block's slots never handed out: [fresh_from, fresh_from + fresh_span). Every other block of the
+    // class has handed out each of its slots at least once (a block stops being current only when it has no free
+    // slot, or empty, when it leaves the class).
+    std::uintptr_t fresh_from = 0;
+    std::size_t fresh_span = 0;
+    std::size_t lost = 0;  // cached objects lost with a free cache written over (held until release)
     std::atomic<block*> remote_head{nullptr};          // Sync: blocks with remote frees to collect
     std::atomic<std::uint64_t> remote_deallocations{0};  // Sync: frees that went the remote way
     std::atomic<std::size_t> remote_bytes{0};
@@ -250,13 +341,11 @@ class bitmap_engine {
     lock_type& lock_;
   };
 
-  static std::uint64_t load(const word& w) noexcept {
-    if constexpr (Sync) return w.load(std::memory_order_relaxed);
-    else return w;
-  }
-  static void store(word& w, std::uint64_t v) noexcept {
-    if constexpr (Sync) w.store(v, std::memory_order_relaxed);
-    else w = v;
+  static std::uint64_t load(const slab::word& w) noexcept { return w.load(std::memory_order_relaxed); }
+  static void store(slab::word& w, std::uint64_t v) noexcept { w.store(v, std::memory_order_relaxed); }
+  void count_failure() noexcept {
+    if constexpr (Sync) failed_.fetch_add(1, std::memory_order_relaxed);
+    else ++failed_;
   }
   template <class T, class U>
   static void add(T& c, U v) noexcept {
@@ -269,30 +358,11 @@ class bitmap_engine {
     else return c;
   }
 
-  // A block's header does not sit at its (block_size-aligned) base but one of 16 cache lines further, chosen by the
-  // base address: headers of blocks at aligned addresses would otherwise all fall into the same cache sets and evict
-  // each other.
-  static constexpr std::size_t header_colors = 16;
-  static std::uintptr_t header_offset(std::uintptr_t base) noexcept {
-    return ((base >> block_map_shift) & (header_colors - 1)) * 64;
-  }
-  block* block_of(const void* p) const noexcept {
-    const std::uintptr_t base = reinterpret_cast<std::uintptr_t>(p) & ~(block_size_ - 1);
-    return reinterpret_cast<block*>(base + header_offset(base));
-  }
-  void* base_of(const block* b) const noexcept {
-    return reinterpret_cast<void*>(reinterpret_cast<std::uintptr_t>(b) & ~(block_size_ - 1));
-  }
-  std::uintptr_t tag_of(const block* b) const noexcept {
-    return reinterpret_cast<std::uintptr_t>(this) ^ reinterpret_cast<std::uintptr_t>(b) ^ 0x5354524154410000ull;
-  }
-  // Slots are numbered from the block's base: slot q of a block of class c lies at base + q * size(c), for q in
-  // [0, limit) except the few numbers whose bytes the header and bitmaps take. The number needs no header field, so
-  // the bitmap word can be loaded while the header is still on its way; and slots fill the block on both sides of
-  // the (colored) header, so coloring costs no space.
-  std::size_t offset_in_block(const void* p) const noexcept {
-    return reinterpret_cast<std::uintptr_t>(p) & (block_size_ - 1);
-  }
+  block* block_of(const void* p) const noexcept { return kind_.slab_of(p); }
+  void* base_of(const block* b) const noexcept { return kind_.base_of(b); }
+  // Slots are numbered from the block's base (see slab): the number needs no header field, so the bitmap word can be
+  // loaded while the header is still on its way.
+  std::size_t offset_in_block(const void* p) const noexcept { return kind_.offset_of(p); }
   static std::size_t slot_of(const class_state& cs, std::size_t offset) noexcept {
     return static_cast<std::size_t>((offset * cs.reciprocal) >> 40);
   }
@@ -301,14 +371,14 @@ class bitmap_engine {
   STRATA_ALWAYS_INLINE bool is_slot_of(const void* p, const block* b, std::size_t q, const class_state& cs,
                                        unsigned c) const noexcept {
     if (STRATA_UNLIKELY(!block_map_contains(p)) || STRATA_UNLIKELY(!block_map_contains(b)) ||
-        STRATA_UNLIKELY(b->tag != tag_of(b)))
+        STRATA_UNLIKELY(!kind_.tagged(b)))
       return false;
-    return q * cs.object_size == offset_in_block(p) && q < b->limit && q - b->skip_begin >= b->skip_count &&
+    return q * cs.object_size == offset_in_block(p) && q < b->limit && q - b->skip_begin >= b->skip_end - b->skip_begin &&
            b->size_class == c;
   }
   bool remote_bit_set(block* b, std::size_t index) const noexcept {
     if constexpr (Sync)
-      return (b->remote_word(index >> 6).load(std::memory_order_relaxed) >> (index & 63)) & 1;
+      return (b->remote(index >> 6).load(std::memory_order_relaxed) >> (index & 63)) & 1;
     else
       return false;
   }
@@ -343,12 +413,12 @@ class bitmap_engine {
   /// The first free slot of `b` (which has one), under the class lock.
   STRATA_ALWAYS_INLINE void* take_slot(class_state& cs, block* b) noexcept {
     unsigned h = b->hint;
-    std::uint64_t v = load(b->bit_word(h));
-    while (v == 0) v = load(b->bit_word(++h));
+    std::uint64_t v = load(b->local(h));
+    while (v == 0) v = load(b->local(++h));
     if constexpr (Sync) {  // the remote word shares the line: slots freed both ways are settled before reuse
-      if (STRATA_UNLIKELY((v & b->remote_word(h).load(std::memory_order_relaxed)) != 0)) settle_double_frees(cs, b, h);
+      if (STRATA_UNLIKELY((v & b->remote(h).load(std::memory_order_relaxed)) != 0)) settle_double_frees(cs, b, h);
     }
-    store(b->bit_word(h), v & (v - 1));
+    store(b->local(h), v & (v - 1));
     b->hint = static_cast<std::uint16_t>(h);
     --b->free_count;
     note_allocate(cs);
@@ -356,22 +426,39 @@ class bitmap_engine {
   }
 
   unsigned class_for_aligned(std::size_t bytes, std::size_t alignment) const noexcept;
+  // ---- the free cache (!Sync) ----
+  void* allocate_cached_slow(class_state& cs, unsigned c);
+  void* cache_broken(class_state& cs, unsigned c);
+  void* refuse_claimed(class_state& cs, unsigned c);
+  void deallocate_checked(void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept;
+  /// deallocate_checked() with the class found again from bytes and alignment.
+  STRATA_NOINLINE void deallocate_checked_sized(void* p, std::size_t bytes, std::size_t alignment) noexcept {
+    deallocate_checked(p, bytes, alignment, class_for(bytes, alignment));
+  }
+  void push_to_full_cache(class_state& cs, void* p) noexcept;
+  /// Gives the nodes of `list` (at most n) back to their blocks' bitmaps, with the exact checks.
+  void give_back(class_state& cs, void* list, std::size_t n) noexcept;
+  /// Sets p's bit (false when p was reported instead: freed twice, or its block's header written over).
+  bool give_back_one(class_state& cs, void* p) noexcept;
+  /// Gives back every cached object and the claimed word (for trim, stats walks that need the bitmaps exact).
+  void drain(class_state& cs) noexcept;
+  void return_claim(class_state& cs) noexcept;
+  /// Whether p, a slot of block b of class cs, is free: in the bitmap, the cache or the claimed word.
+  bool slot_is_free(const class_state& cs, const block* b, const void* p, std::size_t q) const noexcept;
+  void uncount_free(class_state& cs) noexcept;
+  /// No object is live: cached objects outside their class's current block go back to their bitmaps, so that the
+  /// blocks they kept from being empty are relisted (and given back beyond max_empty_blocks).
+  STRATA_NOINLINE void settle_idle() noexcept;
+  /// b, not current, has just become empty: objects of it still in the cache were freed twice (their bits are set
+  /// too); they are reported and taken out before b can go.
+  void purge_cached(class_state& cs, block* b) noexcept;
+  const char* check_cache(const class_state& cs, unsigned c) const noexcept;
   block* refill(class_state& cs, unsigned c);
   void* allocate_slow(class_state& cs, unsigned c, lock_guard& guard);
   void relist_unlock(class_state& cs, block* b) noexcept;
   void double_free_unlock(class_state& cs, void* p, std::size_t bytes, std::size_t alignment,
                           const block* b) noexcept;
   block* take_empty_block() noexcept;
-  /// Where the slots of a block of `size`-byte objects go when its header sits `header` bytes past the base.
-  struct slot_layout {
-    std::size_t limit;       // slot numbers [0, limit)
-    std::size_t words;       // bitmap words
-    std::size_t skip_begin;  // numbers [skip_begin, skip_end) overlap the header and bitmaps
-    std::size_t skip_end;
-    [[nodiscard]] std::size_t capacity() const noexcept { return limit - (skip_end - skip_begin); }
-  };
-  slot_layout layout_of(std::size_t size, std::size_t header) const noexcept;
-  block* format(void* base, unsigned c) noexcept;
   void relist(class_state& cs, block* b) noexcept;
   void retire(block* b) noexcept;
   void collect_remote(class_state& cs) noexcept;
@@ -385,11 +472,12 @@ class bitmap_engine {
   void report_double_free(void* p, std::size_t bytes, std::size_t alignment, const block* b) const noexcept;
   std::size_t natural_alignment_of(unsigned c) const noexcept { return sizes_.natural_alignment(c, 4096); }
   void release_block(block* b) noexcept;
-  static void unlink(block*& head, block* b) noexcept;
-  static void push(block*& head, block* b) noexcept;
 
   size_class_table sizes_;
   mutable class_state classes_[size_class_table::max_classes];
+  slab_kind kind_;
+  std::uintptr_t node_key_;
+  class_map<block_source_storage> map_;  // block -> class + 1 (!Sync)
   std::size_t block_size_;
   std::size_t max_small_;
   std::size_t max_empty_;
@@ -399,7 +487,9 @@ class bitmap_engine {
   block* empty_ = nullptr;  // formatted for no class; singly linked through next
   std::size_t empty_count_ = 0;
   counter<std::size_t> blocks_{0};
+  counter<std::uint64_t> failed_{0};
   std::size_t in_use_ = 0;  // !Sync: exact totals for stats
+  std::uint64_t cached_classes_ = 0;  // !Sync: bit c: class c may cache objects (set when its head list fills from 0)
   std::size_t peak_ = 0;
   std::uint64_t allocations_ = 0;
   std::uint64_t deallocations_ = 0;

@@ -16,14 +16,15 @@ namespace strata::detail {
 class size_class_table {
  public:
   static constexpr unsigned max_classes = 64;
-  static constexpr std::size_t table_limit = 4096;
+  static constexpr std::size_t table_limit = 8192;
   static constexpr std::uint8_t none = 0xFF;
 
   /// `max_small`: the largest size served by a class (rounded up to a class boundary). At most 1 MiB.
-  void init(std::size_t max_small, bool powers_of_two) noexcept {
+  /// `min_size`: the smallest class (8 or 16).
+  void init(std::size_t max_small, bool powers_of_two, std::size_t min_size = 8) noexcept {
     powers_of_two_ = powers_of_two;
     count_ = 0;
-    for (std::size_t s = 8; count_ < max_classes; s = next_class_size(s)) {
+    for (std::size_t s = min_size; count_ < max_classes; s = next_class_size(s)) {
       sizes_[count_++] = static_cast<std::uint32_t>(s);
       if (s >= max_small) break;
     }
@@ -40,6 +41,11 @@ class size_class_table {
   [[nodiscard]] unsigned class_of(std::size_t bytes) const noexcept {
     if (STRATA_LIKELY(bytes <= table_limit)) return table_[(bytes + 7) >> 3];
     return class_of_large(bytes);
+  }
+  /// class_of() for bytes known to be at most table_limit (one load).
+  [[nodiscard]] STRATA_ALWAYS_INLINE unsigned class_of_small(std::size_t bytes) const noexcept {
+    STRATA_ASSERT(bytes <= table_limit);
+    return table_[(bytes + 7) >> 3];
   }
   [[nodiscard]] std::size_t size_of(unsigned c) const noexcept { return sizes_[c]; }
   [[nodiscard]] unsigned count() const noexcept { return count_; }

@@ -32,6 +32,8 @@ struct tc_tls_entry {
 };
 inline constexpr unsigned tc_tls_ways = 8;
 inline thread_local tc_tls_entry tc_tls[tc_tls_ways] STRATA_TLS_INITIAL_EXEC = {};
+/// The entry of the engine the thread used last, looked at first: one compare when a thread uses one engine.
+inline thread_local tc_tls_entry tc_tls_last STRATA_TLS_INITIAL_EXEC = {};
 
 class thread_cache_engine {
  public:
@@ -50,26 +52,14 @@ class thread_cache_engine {
   // Every tier counts a block at round_size(bytes, alignment): its class size here.
 
   STRATA_ALWAYS_INLINE void* allocate(std::size_t bytes, std::size_t alignment) {
-    if (STRATA_UNLIKELY(bytes > front_.max_small() || !plain_alignment(alignment)))
+    // 0 bytes takes the other path too (it finds the class there).
+    if (STRATA_UNLIKELY(bytes - 1 >= front_.max_small() || !plain_alignment(alignment)))
       return allocate_other(bytes, alignment);
-    const unsigned c = front_.plain_class(bytes, alignment);
-    tc_heap* h = my_heap();
+    const unsigned c = front_.plain_class_nonzero(bytes, alignment);
+    tc_heap* h = last_heap();
     if (STRATA_UNLIKELY(h == nullptr)) return allocate_small_slow(c);
-    tc_bin& bin = h->bins[c];
-    void* p;
-    if (bin.recent_count != 0) {
-      --bin.recent_count;
-      p = bin.recent[--bin.recent_top % tc_bin::recent_capacity];
-      if (STRATA_UNLIKELY(!tc_front::take_recent(bin, p))) return refill(*h, c);
-    } else if (const std::uint64_t m = bin.word_ptr->load(std::memory_order_relaxed); STRATA_LIKELY(m != 0)) {
-      bin.word_ptr->store(m & (m - 1), std::memory_order_relaxed);
-      p = bin.word_base + static_cast<std::size_t>(__builtin_ctzll(m)) * bin.object_size;
-    } else {
-      return refill(*h, c);
-    }
-    // A free slot still marked by another thread's free: it was freed twice (see tc_front::refuse_marked).
-    if (STRATA_UNLIKELY(front_.marked(p))) return refuse_and_refill(*h, c, p);
-    note_allocation(*h, bin.object_size);
+    void* p = front_.allocate_cached(*h, c);
+    if (STRATA_UNLIKELY(p == nullptr)) return refill(*h, c);
     return p;
   }
 
@@ -77,13 +67,12 @@ class thread_cache_engine {
   // callers know blocks by their rounded size). The statistics are the same either way.
   template <bool Rounded = false>
   STRATA_ALWAYS_INLINE void deallocate(void* p, std::size_t bytes, std::size_t alignment) noexcept {
-    if (STRATA_UNLIKELY(bytes > front_.max_small() || !plain_alignment(alignment)))
+    if (STRATA_UNLIKELY(bytes - 1 >= front_.max_small() || !plain_alignment(alignment)))
       return Rounded ? deallocate_other_rounded(p, bytes, alignment) : deallocate_other(p, bytes, alignment);
-    const unsigned c = front_.plain_class(bytes, alignment);
-    if constexpr (Rounded) bytes = front_.sizes().size_of(c);
-    tc_heap* h = my_heap();
-    if (STRATA_UNLIKELY(h == nullptr)) return deallocate_small_slow(p, c, bytes, alignment);
-    front_.deallocate(*h, p, c, bytes, alignment);
+    if constexpr (Rounded) bytes = front_.sizes().size_of(front_.plain_class_nonzero(bytes, alignment));
+    tc_heap* h = last_heap();
+    if (STRATA_UNLIKELY(h == nullptr)) return deallocate_small_slow(p, front_.plain_class(bytes, alignment), bytes, alignment);
+    front_.deallocate(*h, p, bytes, alignment);
   }
 
   bool resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) noexcept;
@@ -112,6 +101,7 @@ class thread_cache_engine {
   [[nodiscard]] resource_stats tier_stats(tier t) const noexcept;
   [[nodiscard]] resource_stats stats() const noexcept;
   bool check_invariants() const noexcept;
+  const char* check_pins() const noexcept;
 
   /// Thread exit: hands h back (called with the engines' registry lock held).
   void detach_heap(tc_heap* h) noexcept;
@@ -123,15 +113,20 @@ class thread_cache_engine {
   STRATA_ALWAYS_INLINE static bool plain_alignment(std::size_t a) noexcept {
     return a <= 16 && ((std::uint32_t{0x10116} >> a) & 1) != 0;
   }
-  STRATA_ALWAYS_INLINE tc_heap* my_heap() const noexcept {
-    const tc_tls_entry& e = tc_tls[id_ & (tc_tls_ways - 1)];
-    return e.id == id_ ? e.heap : nullptr;
+  /// The calling thread's heap if this is the engine it used last, else nullptr (the fast paths then tail-call
+  /// their slow paths, which ask my_heap(): a fast path makes no call that returns to it, so it saves no registers).
+  STRATA_ALWAYS_INLINE tc_heap* last_heap() const noexcept {
+    if (STRATA_UNLIKELY(tc_tls_last.id != id_)) return nullptr;
+    tc_heap* h = tc_tls_last.heap;
+    if (h == nullptr) __builtin_unreachable();  // an entry with this engine's id always names its heap
+    return h;
   }
+  /// The calling thread's heap for this engine, or nullptr when it has none yet (a hit becomes tc_tls_last).
+  tc_heap* my_heap() const noexcept;
   tc_heap* find_heap() noexcept;     // the calling thread's heap, made on first use; nullptr: use the shared heap
   tc_heap* attach_heap() noexcept;   // a spare heap, or a new one from upstream
   void* allocate_small_slow(unsigned c);
   STRATA_NOINLINE void* refill(tc_heap& h, unsigned c);
-  STRATA_NOINLINE void* refuse_and_refill(tc_heap& h, unsigned c, void* p);
   void deallocate_small_slow(void* p, unsigned c, std::size_t bytes, std::size_t alignment) noexcept;
   void* allocate_other(std::size_t bytes, std::size_t alignment);
   void deallocate_other(void* p, std::size_t bytes, std::size_t alignment) noexcept;

@@ -1,6 +1,7 @@
-// strata/detail/thread_cache_front.hpp: the front end of thread_cache_resource. Per-thread heaps of bitmap blocks:
-// allocation and same-thread frees without locks or atomic read-modify-writes; cross-thread frees with one atomic OR
-// per batch, each free marked in the object it frees until its owner folds it in.
+// strata/detail/thread_cache_front.hpp: the front end of thread_cache_resource. Per-thread heaps of slabs, each
+// class with a free cache in front: allocation and same-thread frees touch the object and the heap's bin, no block
+// header and no bitmap; cross-thread frees mark the object (one compare-and-swap), wait in the freeing heap's
+// remote array and are published to the owner's remote words in batches, one atomic OR per bitmap word.
 #pragma once
 
 #include <atomic>
@@ -10,8 +11,12 @@
 
 #include <strata/config.hpp>
 #include <strata/detail/block_map.hpp>
+#include <strata/detail/class_map.hpp>
+#include <strata/detail/free_cache.hpp>
 #include <strata/detail/math.hpp>
 #include <strata/detail/size_classes.hpp>
+#include <strata/detail/slab.hpp>
+#include <strata/detail/upstream_storage.hpp>
 #include <strata/error.hpp>
 
 namespace strata::detail {
@@ -22,70 +27,44 @@ struct tc_heap;
 /// Bytes per front-end block (one block-map granule), aligned to its size.
 inline constexpr std::size_t tc_block_size = block_map_granule;
 
-/// A 64 KiB block of one size class. Slot q lies at base + q * object_size; the few slot numbers whose bytes the
-/// header and bitmaps take are never handed out. The header sits one of 16 cache lines past the base (by address),
-/// so the headers of many blocks do not share cache sets.
-///
-/// Two bitmaps, 1 = free: `local` words are written only by the owning heap (relaxed atomics, so that other threads
-/// may read them for a double-free check); `remote` words, on their own cache lines, take cross-thread frees by
-/// atomic OR. The owner folds remote bits into local ones when it runs out of free slots.
-///
-/// A cross-thread free also marks the object it frees (its first word, see tc_front::mark_of) at once, while its bit
-/// may still wait in the freeing thread's batch; folding the bit in clears the mark. So a slot is free exactly when
-/// its local bit is set, its remote bit is set, or it carries the mark; a second free, from any thread, and the
-/// owner's allocation of the slot see the first free before it is published.
-struct tc_block {
-  enum : std::uint8_t { in_current, in_partial, in_full, in_abandoned, in_empty };
+/// A front-end block: a slab of tc_block_size bytes with remote words (see slab.hpp), owned by one heap at a time
+/// (`owner`), or by the shared tier (nullptr). Only its owner hands its slots out and writes its local words; other
+/// threads' frees set its remote words (atomic OR), which the owner folds in when it needs slots.
+using tc_block = slab;
 
-  std::uintptr_t tag;             // engine key ^ block address: ownership and header integrity in one compare
-  std::atomic<tc_heap*> owner;    // heap that allocates from it; nullptr while in the shared tier
-  tc_block* next;                 // links on the owner's (or the shared tier's) lists
-  tc_block* prev;
-  std::uint32_t object_size;
-  std::uint32_t capacity;         // slots that can be handed out
-  std::uint32_t limit;            // one past the last slot number
-  std::uint32_t skip_begin;       // slot numbers [skip_begin, skip_end) overlap header and bitmaps
-  std::uint32_t skip_end;
-  std::uint32_t free_count;       // set bits in the local words (owner)
-  std::uint16_t words;            // bitmap words per bitmap
-  std::uint16_t hint;             // local words [0, hint) are zero (owner)
-  std::uint16_t remote_offset;    // bytes from the header to the first remote word (a cache-line multiple)
-  std::uint8_t size_class;
-  std::uint8_t where;
-
-  std::atomic<std::uint64_t>* local() noexcept { return reinterpret_cast<std::atomic<std::uint64_t>*>(this + 1); }
-  const std::atomic<std::uint64_t>* local() const noexcept {
-    return reinterpret_cast<const std::atomic<std::uint64_t>*>(this + 1);
-  }
-  std::atomic<std::uint64_t>* remote() noexcept {
-    return reinterpret_cast<std::atomic<std::uint64_t>*>(reinterpret_cast<char*>(this) + remote_offset);
-  }
-  const std::atomic<std::uint64_t>* remote() const noexcept {
-    return reinterpret_cast<const std::atomic<std::uint64_t>*>(reinterpret_cast<const char*>(this) + remote_offset);
-  }
-  char* base() noexcept { return reinterpret_cast<char*>(reinterpret_cast<std::uintptr_t>(this) & ~(tc_block_size - 1)); }
-  const char* base() const noexcept {
-    return reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(this) & ~(tc_block_size - 1));
-  }
-};
-
-/// The first word of a slot, read and written atomically (the mark of a cross-thread free lives there while the
-/// slot is free; otherwise it is the user's data). may_alias: it overlays objects of any type.
-using tc_word = std::uint64_t __attribute__((may_alias));
-STRATA_ALWAYS_INLINE std::uint64_t load_first_word(const void* p) noexcept {
-  return __atomic_load_n(static_cast<const tc_word*>(p), __ATOMIC_RELAXED);
+/// Per resource: granule -> (owner heap index << 8) | (class + 1). Owner 0: no heap (the shared tier holds the
+/// block); value 0: no block of this resource's thread tier. A free compares one value with what its heap expects
+/// for the class: a match means "a slot of class c in a block this heap owns".
+using tc_map = class_map<upstream_storage, std::uint32_t>;
+STRATA_ALWAYS_INLINE constexpr std::uint32_t tc_map_value(std::uint32_t owner, unsigned c) noexcept {
+  return (owner << 8) | (c + 1);
 }
-STRATA_ALWAYS_INLINE void store_first_word(void* p, std::uint64_t v) noexcept {
-  __atomic_store_n(static_cast<tc_word*>(p), v, __ATOMIC_RELAXED);
-}
-STRATA_ALWAYS_INLINE std::uint64_t exchange_first_word(void* p, std::uint64_t v) noexcept {
-  return __atomic_exchange_n(static_cast<tc_word*>(p), v, __ATOMIC_RELAXED);
-}
+/// Added to a block's map value while its owner keeps it as the spare (all slots free, not allocated from): frees
+/// into it take the exact path (each one is a double free, or a stray pointer).
+inline constexpr std::uint32_t tc_map_spare = 0x80;
+/// The index in a node key that no heap has.
+inline constexpr std::uint32_t tc_no_heap = 0xFFFF;
 
-/// Owner-only update of a counter that other threads read (no read-modify-write: one writer).
+
+#if defined(__SANITIZE_THREAD__)
+#define STRATA_TSAN_BUILD 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define STRATA_TSAN_BUILD 1
+#endif
+#endif
+
+/// Owner-only update of a counter that other threads read (one writer, so no locked read-modify-write): a relaxed
+/// load and store. On x86-64 one unlocked add to memory does the same (an aligned 8-byte store that readers see
+/// whole), in one instruction where the compiler keeps the load and store apart; TSan builds keep the portable form.
 template <class T, class U>
 STRATA_ALWAYS_INLINE void owner_add(std::atomic<T>& a, U v) noexcept {
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(STRATA_TSAN_BUILD)
+  static_assert(sizeof(std::atomic<T>) == 8 && alignof(std::atomic<T>) == 8, "one aligned 8-byte word");
+  asm volatile("addq %1, %0" : "+m"(a) : "er"(static_cast<std::int64_t>(v)) : "cc");
+#else
   a.store(static_cast<T>(a.load(std::memory_order_relaxed) + static_cast<T>(v)), std::memory_order_relaxed);
+#endif
 }
 
 /// Counts an allocation of `bytes` (the block's size) by heap h (one writer: plain stores).
@@ -110,47 +89,52 @@ STRATA_ALWAYS_INLINE void note_deallocation(Heap& h, std::size_t bytes) noexcept
   owner_add(h.bytes, -static_cast<std::int64_t>(bytes));
 }
 
-/// A heap's state for one size class.
+/// A heap's state for one size class. The first cache line is what a free and a pop from the cache read.
 struct alignas(64) tc_bin {
-  static constexpr unsigned recent_capacity = 16;
-
-  // The word of `current` being allocated from ("claimed"). Its bits stay the truth in the block (so that other
-  // threads can check a free against them); the block's free_count leaves them out while it is claimed.
-  std::atomic<std::uint64_t>* word_ptr = nullptr;  // the claimed local word, or tc_front::no_word
-  std::atomic<std::uint64_t>* remote_ptr = nullptr;  // its remote word
-  std::uint64_t valid = 0;       // slots of the claimed word that exist (not header, not past the limit)
-  char* word_base = nullptr;     // address of the claimed word's slot 0
-  std::size_t span = 0;          // 64 * object_size while a word is claimed, else 0
-  std::uint64_t reciprocal = 0;  // floor(2^40 / object_size) + 1
+  free_cache cache;               // freed objects of blocks this heap owns, newest first
+  std::uint64_t reciprocal = 0;   // floor(2^40 / object_size) + 1
+  std::uintptr_t fresh_from = 0;  // the current block's slots never handed out: [fresh_from, + fresh_span)
+  std::size_t fresh_span = 0;
   std::uint32_t object_size = 0;
-  std::uint32_t word = 0;        // index of the claimed word
+  std::uint32_t meta_span = 0;    // header and bitmap bytes of a block + object_size - 1: the header-slot test
+  std::uint32_t map_value = 0;    // the class map's value for blocks of this class the heap owns
+  // The claimed word: free slots of word claimed_word of `current`, taken out of its bitmap.
+  std::uint64_t claimed = 0;
+  std::uint64_t claimed_fresh = 0;  // of those, the slots never handed out (they are no nodes)
+  char* claimed_base = nullptr;     // the address of that word's slot 0
+  std::uint32_t claimed_word = 0;
+  std::uint32_t blocks = 0;       // owned blocks, current and spare included
   tc_block* current = nullptr;
-  tc_block* partial = nullptr;   // owned blocks with free local slots (doubly linked)
-  tc_block* full = nullptr;      // owned blocks without (remote frees may wait in them)
-  std::uint32_t blocks = 0;      // owned blocks, current and spare included
-  // Slots freed last outside the claimed word, newest on top; reused first while their cache lines are warm. Their
-  // bits are set like every free slot's: an entry is a hint, checked when popped.
-  std::uint32_t recent_top = 0;    // free-running: the newest entry is recent[(recent_top - 1) % capacity]
-  std::uint32_t recent_count = 0;  // entries held, at most recent_capacity (older ones are overwritten)
-  tc_block* spare = nullptr;       // one owned block entirely free, on no list (not allocated from)
-  tc_block* scan = nullptr;        // where the next look for remote frees in `full` starts
-  void* recent[recent_capacity] = {};
+  tc_block* partial = nullptr;    // owned blocks with free local slots (doubly linked)
+  tc_block* full = nullptr;       // owned blocks without (remote frees may wait in them)
+  tc_block* spare = nullptr;      // one owned block entirely free, on no list (not allocated from)
+  tc_block* scan = nullptr;       // where the next look for remote frees in `full` starts
+  std::size_t lost = 0;           // cached objects set aside with a list found written over (held until release)
 };
 
-/// Cross-thread frees waiting to be published: one bitmap word of one block per class. Each slot in `mask` carries
-/// the mark of its free (so that nobody takes it for live meanwhile) and is counted as freed by the heap holding the
-/// batch.
-struct tc_pending {
-  tc_block* block = nullptr;
-  std::uint64_t mask = 0;
-  std::uint32_t word = 0;
-};
+/// The object a remote-array entry names (bit 0 is its pin flag).
+STRATA_ALWAYS_INLINE void* remote_entry(std::uintptr_t e) noexcept {
+  return reinterpret_cast<void*>(e & ~std::uintptr_t{1});
+}
 
 /// One thread's cache for one thread_cache_resource.
 struct tc_heap {
+  static constexpr std::uint32_t remote_cap = 128;
+
   tc_bin bins[size_class_table::max_classes];
-  tc_pending pending[size_class_table::max_classes];
-  std::uint64_t pending_classes = 0;  // bit c: pending[c] holds bits
+  // Frees of objects of blocks this heap does not own (any class), each marked (word 1 = p ^ node_key), published
+  // to their blocks' remote words when the array is full and on this heap's slow paths. An entry with bit 0 set
+  // holds a pin on its block (slab::remote_pins), for itself and the later entries of the same block: a pinned block
+  // is never handed on, so a publication never writes into a block reused meanwhile. Pins go after every OR.
+  std::uintptr_t remote[remote_cap] = {};
+  std::uint32_t remote_count = 0;
+  // Blocks an entry of the array pins already (direct-mapped by address; cleared when the array is published): a
+  // later free of such a block takes no pin of its own.
+  tc_block* pinned[8] = {};
+  std::uint32_t index = 0;        // 1 .. tc_no_heap - 1; 0: a heap that owns no block (a free with no heap at all)
+  std::uint32_t map_owner = 0;    // what the class map holds for blocks this heap owns: index << 8
+  std::uintptr_t node_key = 0;    // the front's node key ^ (index << 48)
+  std::size_t lost_total = 0;     // cached objects set aside in bins since reset (in blocks handed over)
   // Counters (written by the owner, read by stats()).
   std::atomic<std::uint64_t> allocations{0};
   std::atomic<std::uint64_t> deallocations{0};
@@ -159,7 +143,6 @@ struct tc_heap {
   std::atomic<std::int64_t> blocks_held{0};
   tc_heap* next = nullptr;  // the engine's list of heaps
   bool attached = false;    // a thread (or the shared fallback) is using it
-  std::uint64_t owner_id = 0;
 };
 
 /// What a pointer is when it is no live block of the tier its size names (the other tiers are asked).
@@ -169,15 +152,14 @@ struct tc_misuse {
   const char* why;
 };
 
-/// The front end: what a heap does with its blocks. Stateless apart from configuration and two counters of double
-/// frees found late; the heaps hold the state.
+/// The front end: what a heap does with its blocks. Holds the configuration, the class map and two counters of
+/// double frees found late; the heaps hold the rest.
 class tc_front {
  public:
   static constexpr unsigned no_class = size_class_table::none;
-  /// What an unclaimed bin's word pointers point to: no free slot.
-  static std::atomic<std::uint64_t> no_word;
 
-  tc_front(std::size_t max_small, std::uintptr_t key, const char* name, tc_middle& middle) noexcept;
+  tc_front(std::size_t max_small, std::uintptr_t key, const char* name, tc_middle& middle,
+           std::pmr::memory_resource* upstream) noexcept;
 
   [[nodiscard]] const size_class_table& sizes() const noexcept { return sizes_; }
   [[nodiscard]] std::size_t max_small() const noexcept { return max_small_; }
@@ -193,69 +175,124 @@ class tc_front {
   /// The class of (bytes, alignment) for bytes <= max_small() and alignment 1, 2, 4, 8 or 16. A request of 0 bytes
   /// is one of 1: it gets a block of its own, aligned as asked.
   [[nodiscard]] STRATA_ALWAYS_INLINE unsigned plain_class(std::size_t bytes, std::size_t alignment) const noexcept {
-    return sizes_.class_of(align_up(bytes + (bytes == 0), alignment));
+    return sizes_.class_of_small(align_up(bytes + (bytes == 0), alignment));
+  }
+  /// plain_class() for bytes known not to be 0.
+  [[nodiscard]] STRATA_ALWAYS_INLINE unsigned plain_class_nonzero(std::size_t bytes, std::size_t alignment) const noexcept {
+    return sizes_.class_of_small(align_up(bytes, alignment));
   }
 
-  void init_heap(tc_heap& h) const noexcept;
+  /// Sets up heap h with index i (0: a heap that owns no block, for one free).
+  void init_heap(tc_heap& h, std::uint32_t index) const noexcept;
+  [[nodiscard]] std::uintptr_t node_key() const noexcept { return node_key_; }
 
-  /// The mark a cross-thread free leaves in the first word of the object it frees, until the owner folds the free
-  /// into its bitmap: this engine's key and the address, so that neither user data nor another engine's marks
-  /// match it by chance.
-  [[nodiscard]] STRATA_ALWAYS_INLINE std::uint64_t mark_of(const void* p) const noexcept {
-    return key_ ^ 0x6D61726B65642021ull ^ reinterpret_cast<std::uintptr_t>(p);
-  }
-  /// Whether the slot at p carries the mark of a cross-thread free that its owner has not folded in yet.
-  [[nodiscard]] STRATA_ALWAYS_INLINE bool marked(const void* p) const noexcept {
-    return load_first_word(p) == mark_of(p);
-  }
-
-  /// Frees p (`bytes` of class c) through heap h. Misuse is reported and changes nothing. `bytes` is what reports
-  /// name; the statistics count the class size.
-  STRATA_ALWAYS_INLINE void deallocate(tc_heap& h, void* p, unsigned c, std::size_t bytes,
-                                       std::size_t alignment) const noexcept {
+  /// Allocates one object of class c from heap h: the cache, the claimed word (thread_cache_engine::allocate inlines
+  /// both: allocate_fast), then the slow path.
+  /// The engine's inlined allocation: the newest cached object, or nullptr (then allocate_slow(), a tail call,
+  /// does the rest). Short, so that the inlined path needs no saved registers.
+  STRATA_ALWAYS_INLINE void* allocate_cached(tc_heap& h, unsigned c) const noexcept {
     tc_bin& bin = h.bins[c];
-    const std::size_t d = static_cast<std::size_t>(static_cast<char*>(p) - bin.word_base);
-    if (STRATA_LIKELY(d < bin.span)) {  // a slot of the claimed word
-      const std::size_t i = static_cast<std::size_t>((d * bin.reciprocal) >> 40);
-      const std::uint64_t m = std::uint64_t{1} << i;
-      const std::uint64_t v = bin.word_ptr->load(std::memory_order_relaxed);
-      // Allocated: a slot (valid), not free here, not freed by another thread (folded in or not).
-      if (STRATA_UNLIKELY(i * bin.object_size != d ||
-                          ((bin.valid & ~(v | bin.remote_ptr->load(std::memory_order_relaxed))) & m) == 0 ||
-                          marked(p)))
-        return report_claimed(p, bytes, alignment, i * bin.object_size != d);
-      STRATA_INJECT_DELAY();
-      bin.word_ptr->store(v | m, std::memory_order_relaxed);
-      note_deallocation(h, bin.object_size);
-      return;
-    }
-    deallocate_block(h, p, c, bytes, alignment);
+    void* p = bin.cache.head;
+    if (STRATA_UNLIKELY(p == nullptr) || STRATA_UNLIKELY(!is_node(p, h.node_key))) return nullptr;
+    bin.cache.head = node_next(p);
+    --bin.cache.count;
+    clear_node(p);
+    note_allocation(h, bin.object_size);
+    return p;
   }
+  /// The next slot of the claimed word, or nullptr (used up, or a slot refused: see allocate_slow).
+  STRATA_ALWAYS_INLINE void* allocate_claimed(tc_heap& h, unsigned c) const noexcept {
+    tc_bin& bin = h.bins[c];
+    const std::uint64_t m = bin.claimed;
+    if (STRATA_UNLIKELY(m == 0)) return nullptr;
+    const auto i = static_cast<unsigned>(__builtin_ctzll(m));
+    char* p = bin.claimed_base + std::size_t{i} * bin.object_size;
+    if (((bin.claimed_fresh >> i) & 1) != 0) {
+      // Its first use: the current block's never-used slots begin after it now.
+      const std::uintptr_t next = reinterpret_cast<std::uintptr_t>(p) + bin.object_size;
+      bin.fresh_span -= next - bin.fresh_from;
+      bin.fresh_from = next;
+    } else if (STRATA_UNLIKELY(!is_any_mark(p, node_key_))) {
+      // A slot handed out before carries the mark its way into the bitmap left (its owner's flush, or another
+      // heap's free): else it was written after its free, or is live.
+      return nullptr;
+    }
+    bin.claimed = m & (m - 1);
+    clear_node(p);
+    note_allocation(h, bin.object_size);
+    return p;
+  }
+  /// The cache, then the claimed word (a broken cache: nullptr, for allocate_slow to report).
+  STRATA_ALWAYS_INLINE void* allocate_fast(tc_heap& h, unsigned c) const noexcept {
+    if (void* p = allocate_cached(h, c)) return p;
+    if (h.bins[c].cache.head != nullptr) return nullptr;
+    return allocate_claimed(h, c);
+  }
+  /// allocate_fast's other cases: a broken cache, a refused claimed slot, the claimed word used up. nullptr when
+  /// no block could be had.
+  void* allocate_slow(tc_heap& h, unsigned c) const noexcept;
 
-  /// Frees p (class c) when it is not in the claimed word: into its block's local bitmap when h owns the block,
-  /// else into h's pending remote batch.
-  void deallocate_block(tc_heap& h, void* p, unsigned c, std::size_t bytes, std::size_t alignment) const noexcept;
+  /// Frees p (`bytes` at `alignment`, plain: at most max_small() bytes, alignment 1 to 16) through heap h. Misuse
+  /// is reported and changes nothing. `bytes` is what reports name; the statistics count the class size.
+  ///
+  /// Only p, bytes, alignment, h and the bin stay live across the checks (the slow path finds the class again), so
+  /// that the fast path fits in the registers a call may clobber and saves none.
+  STRATA_ALWAYS_INLINE void deallocate(tc_heap& h, void* p, std::size_t bytes, std::size_t alignment) const noexcept {
+    STRATA_ASSERT(bytes != 0);
+    tc_bin& bin = *(h.bins + static_cast<std::size_t>(plain_class_nonzero(bytes, alignment)));
+    // Checks that read only p's granule in the class map, the bin and p's first two words.
+    const auto a = reinterpret_cast<std::uintptr_t>(p);
+    if (STRATA_UNLIKELY(map_.get_direct(p) != bin.map_value) || STRATA_UNLIKELY(!is_slot_start(bin, p)))
+      return deallocate_slow(h, p, bytes, alignment);
+    // A slot of this class of a block h owns (so p's two words are in the block). A node or a mark (freed
+    // already, or data that looks like one) or a slot never handed out: the exact checks decide.
+    const std::uintptr_t w1 = load_node_word(p, 1) ^ mark_of(p, node_key_);
+    if (STRATA_UNLIKELY((w1 << 16) == 0) || STRATA_UNLIKELY(((w1 ^ load_node_word(p, 0)) << 16) == 0) ||
+        STRATA_UNLIKELY(a - bin.fresh_from < bin.fresh_span))
+      return deallocate_slow(h, p, bytes, alignment);
+    STRATA_INJECT_DELAY();
+    if (STRATA_UNLIKELY(bin.cache.count == bin.cache.cap)) return push_to_full_cache(h, bin, p);
+    bin.cache.push(p, h.node_key);
+    note_deallocation(h, bin.object_size);
+  }
+  /// Whether p, in a block of bin's class (the class map says so), is the start of a slot that is no header slot
+  /// and lies wholly in the block: per-class constants only, no read of the block.
+  STRATA_ALWAYS_INLINE static bool is_slot_start(const tc_bin& bin, const void* p) noexcept {
+    const auto a = reinterpret_cast<std::uintptr_t>(p);
+    const std::size_t off = a & (tc_block_size - 1);
+    const std::size_t header = slab_kind::header_offset(a);  // a block is one granule: a's colour is its base's
+    return ((off * bin.reciprocal) >> 40) * bin.object_size == off && off + bin.object_size <= tc_block_size &&
+           off + bin.object_size - 1 - header >= bin.meta_span;
+  }
+  /// deallocate()'s other cases (the class found again from bytes and alignment).
+  STRATA_NOINLINE void deallocate_slow(tc_heap& h, void* p, std::size_t bytes, std::size_t alignment) const noexcept;
+  /// deallocate()'s other cases: a block of another heap or of the shared tier (the remote array), and misuse.
+  void deallocate_slow(tc_heap& h, void* p, unsigned c, std::size_t bytes, std::size_t alignment) const noexcept;
 
-  /// Publishes every pending cross-thread free of h.
-  void flush_pending(tc_heap& h) const noexcept;
+  /// Publishes h's remote array.
+  void flush_remote(tc_heap& h) const noexcept;
+  /// Gives h's cached objects and claimed words back to their blocks (for trim and thread exit).
+  void drain(tc_heap& h) const noexcept;
   /// Folds other threads' frees into every block h owns (h is the calling thread's heap): blocks that became
   /// entirely free go where such blocks go, and double frees still unreported show now.
   void collect_owned(tc_heap& h) const noexcept;
   /// Hands every block of h to the shared tier (blocks entirely free go to its empty cache) and resets h's bins.
-  /// Pending frees are published first.
+  /// The caches and the remote array are given back first.
   void abandon_all(tc_heap& h) const noexcept;
 
   /// Block header of any address inside a front-end block.
   static tc_block* block_of(const void* p) noexcept {
     const std::uintptr_t base = reinterpret_cast<std::uintptr_t>(p) & ~(tc_block_size - 1);
-    return reinterpret_cast<tc_block*>(base + header_offset(base));
+    return reinterpret_cast<tc_block*>(base + slab_kind::header_offset(base));
   }
-  static std::uintptr_t header_offset(std::uintptr_t base) noexcept {
-    return ((base >> block_map_shift) & 15) * 64;
+  /// The first byte of b's block (slot 0).
+  static char* base_of(const tc_block* b) noexcept {
+    return reinterpret_cast<char*>(reinterpret_cast<std::uintptr_t>(b) & ~(tc_block_size - 1));
   }
-  std::uintptr_t tag_of(const tc_block* b) const noexcept { return key_ ^ reinterpret_cast<std::uintptr_t>(b); }
   /// Whether p lies in a block of this front end (any byte of it).
-  bool owns(const void* p) const noexcept { return block_map_contains(p, g_front_block_map) && block_of(p)->tag == tag_of(block_of(p)); }
+  bool owns(const void* p) const noexcept {
+    return block_map_contains(p, g_front_block_map) && kind_.tagged(block_of(p));
+  }
 
   /// Unlinks every block bin owns (current, spare, partial, full) and calls f(block) on each; the bin's lists are
   /// left dangling: the caller resets the bin.
@@ -273,32 +310,23 @@ class tc_front {
     }
   }
   /// Whether p is the start of a slot of b (not a header slot, not past the limit).
-  static bool is_slot(const tc_block* b, const void* p) noexcept {
-    const std::size_t off = reinterpret_cast<std::uintptr_t>(p) & (tc_block_size - 1);
-    const std::size_t q = off / b->object_size;
-    return off % b->object_size == 0 && q < b->limit && (q < b->skip_begin || q >= b->skip_end);
-  }
-  /// Whether the slot p of b (is_slot) holds a live object: free in neither bitmap and not marked as freed by
-  /// another thread. Any thread may ask; the answer is exact when no other thread frees p meanwhile.
+  bool is_slot(const tc_block* b, const void* p) const noexcept { return kind_.is_slot(b, p); }
+  /// Whether the slot p of b (is_slot) holds a live object: free in neither bitmap, and no heap's node (in no
+  /// cache or remote list). Any thread may ask; the answer is exact when no other thread frees p meanwhile.
   bool is_live(const tc_block* b, const void* p) const noexcept;
 
-  /// Formats `base` (tc_block_size bytes, aligned to it) as a block of class c, owned by nobody yet.
-  tc_block* format(void* base, unsigned c) const noexcept;
   /// Folds b's remote frees into its local bitmap (caller owns b, or holds the shared tier's lock for an unowned
-  /// block), with no word of it claimed; their marks are cleared. A slot freed remotely while already free locally
-  /// is a double free found late: reported, and one of its two counted frees undone. Returns the slots gained.
+  /// block), with no word of it claimed. A slot freed remotely while already free locally is a double free found
+  /// late: reported, and one of its two counted frees undone. Returns the slots gained.
   std::size_t collect(tc_block* b) const noexcept;
-  /// b is about to leave its heap entirely free (to the empty cache or upstream), remote frees folded in. A free slot
-  /// still carrying a cross-thread free's mark is also held by that thread's batch (the owner's free and that
-  /// thread's raced, and both were counted); the batch will be published into this block, so the block must stay.
-  /// Each such slot is reported, one count undone, and the slot taken out as refuse_marked does. Returns how many.
-  std::size_t settle_marked(tc_block* b) const noexcept;
   /// Frees b's bitmaps record (local and remote), for the invariant check and stats: the free slots, plus once more
   /// each slot free in both (two frees that raced, both counted until collect() settles them).
-  [[nodiscard]] std::size_t free_slots(const tc_block* b) const noexcept;
-  /// Checks block b's header, bitmaps and the marks in its free slots; returns what is broken or nullptr.
+  [[nodiscard]] static std::size_t free_slots(const tc_block* b) noexcept { return b->free_slots(); }
+  /// Checks block b's header and bitmaps; returns what is broken or nullptr.
   const char* check_block(const tc_block* b, std::size_t claimed_word = ~std::size_t{0}) const noexcept;
-  /// Checks h's bins, lists and pending batches (h not in use by another thread); returns what is broken or nullptr.
+  /// Checks h's bins, lists, caches and remote list (h not in use by another thread); adds its blocks and the
+  /// objects live in them to `blocks` and `live`, less the objects its caches and remote list hold. Returns what is
+  /// broken or nullptr.
   const char* check_heap(const tc_heap& h, std::size_t& blocks, std::size_t& live) const noexcept;
 
   /// Double frees found only after both frees were counted (two threads freeing one object at about the same
@@ -308,60 +336,48 @@ class tc_front {
     return late_bytes_.load(std::memory_order_relaxed);
   }
 
- private:
-  struct layout {
-    std::size_t limit, words, skip_begin, skip_end, remote_offset;
-  };
-  layout layout_of(std::size_t size, std::size_t header) const noexcept;
-  unsigned class_for_aligned(std::size_t bytes, std::size_t alignment) const noexcept;
-  static std::uint64_t valid_mask(const tc_block* b, std::size_t w) noexcept;
-
- public:
-  /// Takes p, popped from bin's recent stack, if its slot is still free; false otherwise.
-  STRATA_ALWAYS_INLINE static bool take_recent(tc_bin& bin, void* p) noexcept {
-    tc_block* b = block_of(p);
-    const std::size_t q =
-        static_cast<std::size_t>(((reinterpret_cast<std::uintptr_t>(p) & (tc_block_size - 1)) * bin.reciprocal) >> 40);
-    std::atomic<std::uint64_t>& w = b->local()[q >> 6];
-    const std::uint64_t v = w.load(std::memory_order_relaxed), m = std::uint64_t{1} << (q & 63);
-    if (STRATA_UNLIKELY((v & m) == 0)) return false;
-    w.store(v & ~m, std::memory_order_relaxed);
-    if (STRATA_LIKELY(&w != bin.word_ptr)) --b->free_count;  // the claimed word is not in free_count
-    return true;
+  /// The class map (the shared tier clears blocks it takes back, and holds its bytes in its statistics).
+  tc_map& map() const noexcept { return map_; }
+  /// Marks b, of class c, as owned by heap h (map_owner; 0: by the shared tier). False: no room for the map.
+  bool map_block(const tc_block* b, std::uint32_t map_owner) const noexcept {
+    return map_.set(base_of(b), tc_block_size, map_owner | (b->size_class + 1u));
   }
 
-  /// Allocates one object of class c from heap h: the bin's hints, its claimed word, then the next word, block or
-  /// shared-tier block (thread_cache_engine::allocate inlines the first two). nullptr when no block could be had.
-  void* allocate_slow(tc_heap& h, unsigned c) const noexcept;
-  /// p, just taken from h's bitmap for an allocation, carries a cross-thread free's mark: p was freed by its owner
-  /// and by another thread, and both frees were counted. Reports it and undoes one count; p stays taken (it is not
-  /// handed out) until the other thread's free, folded in, makes it free once.
-  void refuse_marked(void* p) const noexcept;
+  /// Formats `base` (tc_block_size bytes, aligned to it) as a block of class c, owned by nobody yet.
+  tc_block* format(void* base, unsigned c) const noexcept;
 
  private:
-  void* take_any(tc_heap& h, unsigned c) const noexcept;
+  unsigned class_for_aligned(std::size_t bytes, std::size_t alignment) const noexcept;
+
+  void init_bin(const tc_heap& h, tc_bin& bin, unsigned c) const noexcept;
+  static void uncount_free(tc_heap& h, std::size_t bytes) noexcept;
+  void* refill(tc_heap& h, tc_bin& bin, unsigned c) const noexcept;
   void claim(tc_bin& bin) const noexcept;
-  void release_claim(tc_bin& bin) const noexcept;
+  void return_claim(tc_bin& bin) const noexcept;
   void make_current(tc_bin& bin, tc_block* b) const noexcept;
-  void remote_free(tc_heap& h, tc_block* b, std::size_t q, void* p, unsigned c, std::size_t bytes,
-                   std::size_t alignment) const noexcept;
-  void publish(tc_pending& e) const noexcept;
+  void push_to_full_cache(tc_heap& h, tc_bin& bin, void* p) const noexcept;
+  /// Gives the nodes of `list` (at most n) back to their blocks (all owned by h), with the exact checks.
+  void give_back(tc_heap& h, tc_bin& bin, void* list, std::size_t n) const noexcept;
+  void drain_bin(tc_heap& h, tc_bin& bin) const noexcept;
+  void remote_free(tc_heap& h, void* p, unsigned c, std::size_t bytes, std::size_t alignment) const noexcept;
+  /// Whether p (a slot of class c, of a block of this resource) is free now as far as heap h can tell: free in its
+  /// block's bitmaps, in h's claimed word, cache or remote list; or a node of another heap (in its cache or remote
+  /// list: h cannot look there, the node tells).
+  bool is_free_for(const tc_heap& h, const tc_bin& bin, const void* p) const noexcept;
+  void block_gained(tc_heap& h, tc_bin& bin, tc_block* b) const noexcept;
   void block_emptied(tc_heap& h, tc_bin& bin, tc_block* b) const noexcept;
+  bool adopt_from_shared(tc_heap& h, tc_bin& bin, unsigned c) const noexcept;
   void count_late_double_free(std::size_t bytes) const noexcept;
-  void report_claimed(void* p, std::size_t bytes, std::size_t alignment, bool interior) const noexcept;
   void report(error_kind kind, const void* p, std::size_t bytes, std::size_t alignment, std::size_t expected,
               const char* why) const noexcept;
-  static void push(tc_block*& head, tc_block* b) noexcept;
-  static void unlink(tc_block*& head, tc_block* b) noexcept;
-
-  bool adopt_from_shared(tc_heap& h, tc_bin& bin, unsigned c) const noexcept;
-  void* take(tc_bin& bin) const noexcept;
 
   size_class_table sizes_;
+  slab_kind kind_;
   std::size_t max_small_;
-  std::uintptr_t key_;
+  std::uintptr_t node_key_;
   const char* name_;
   tc_middle* middle_;
+  mutable tc_map map_;
   const void* owner_ = nullptr;  // the resource, for error reports
   // What a pointer the front end does not know is in the other tiers, for its report.
   tc_misuse (*elsewhere_)(const void* context, const void* p, std::size_t bytes, std::size_t alignment) noexcept =

@@ -14,7 +14,8 @@
 
 namespace strata::detail {
 
-struct tc_block;
+struct slab;
+using tc_block = slab;
 class tc_front;
 
 class tc_middle {
@@ -36,10 +37,13 @@ class tc_middle {
   void* take_empty() noexcept;
   /// b (owner already cleared, remote frees folded in) waits in the shared tier for another heap.
   void give_abandoned(tc_block* b) noexcept;
-  /// An entirely free block goes to the empty cache, or upstream beyond max_empty_blocks.
+  /// An entirely free block goes to the empty cache, or upstream beyond max_empty_blocks; one that waiting
+  /// cross-thread frees pin stays formatted, held with the abandoned blocks.
   void give_empty(tc_block* b) noexcept;
   /// Returns a block a heap owns straight upstream, whatever it holds (the resource is going away).
   void release_owned(tc_block* b) noexcept;
+  /// Whether cross-thread frees waiting in some heap's remote array name b.
+  static bool pinned(tc_block* b) noexcept;
 
   // ---- mid-size requests -------------------------------------------------------------------------------------------
 

@@ -1,0 +1,108 @@
+// strata/detail/free_cache.hpp: the free cache: freed blocks kept LIFO in front of the slabs' bitmaps, threaded
+// through the blocks themselves, each carrying a check word that ties its address, its link and the owner's key.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include <strata/config.hpp>
+
+namespace strata::detail {
+
+/// A freed block in a free cache (a "node"): word 0 is the link to the next (older) node, word 1 the check,
+/// address ^ link ^ key. The key is random per resource, so user data is a node only by a 1 in 2^64 chance, unless
+/// the program stores that value itself.
+///
+/// Every path that frees a block into a cache makes it a node; the node words stay when the block moves on into a
+/// bitmap. Every path that hands a block out checks it (a block that is no node was written after its free, or is
+/// being handed out a second time) and clears the check word, so a live block is no node. Blocks need two words
+/// (16 bytes); smaller classes do not use a cache.
+///
+/// The words are read and written with relaxed atomic accesses (plain moves on the targets we build for): in the
+/// thread cache another thread may read them (a free of p checks whether p is some heap's node), and a program's
+/// double free across threads must not be a data race inside the library.
+using node_word = std::uintptr_t __attribute__((may_alias));
+STRATA_ALWAYS_INLINE std::uintptr_t load_node_word(const void* p, int i) noexcept {
+  return __atomic_load_n(static_cast<const node_word*>(p) + i, __ATOMIC_RELAXED);
+}
+STRATA_ALWAYS_INLINE void store_node_word(void* p, int i, std::uintptr_t v) noexcept {
+  __atomic_store_n(static_cast<node_word*>(p) + i, v, __ATOMIC_RELAXED);
+}
+
+/// A key no program can predict, for an owner's nodes.
+std::uintptr_t random_node_key(const void* owner) noexcept;
+
+STRATA_ALWAYS_INLINE std::uintptr_t node_check(const void* p, std::uintptr_t next, std::uintptr_t key) noexcept {
+  return reinterpret_cast<std::uintptr_t>(p) ^ next ^ key;
+}
+/// Whether p's first two words form a node under `key`.
+STRATA_ALWAYS_INLINE bool is_node(const void* p, std::uintptr_t key) noexcept {
+  return load_node_word(p, 1) == node_check(p, load_node_word(p, 0), key);
+}
+
+/// Heap keys (the thread cache): heap i makes its nodes with base_key ^ (i << 48), i < 2^16. node_residue(p) is
+/// i << 48 when p is a node of heap i; is_any_node(p): p is a node of some heap.
+STRATA_ALWAYS_INLINE std::uintptr_t node_residue(const void* p, std::uintptr_t base_key) noexcept {
+  return load_node_word(p, 1) ^ node_check(p, load_node_word(p, 0), base_key);
+}
+STRATA_ALWAYS_INLINE bool is_any_node(const void* p, std::uintptr_t base_key) noexcept {
+  return (node_residue(p, base_key) << 16) == 0;
+}
+/// The thread cache's mark: word 1 alone is p ^ base_key ^ (i << 48) (word 0 is not looked at). A node with no
+/// next is also a mark.
+STRATA_ALWAYS_INLINE std::uintptr_t mark_of(const void* p, std::uintptr_t key) noexcept {
+  return reinterpret_cast<std::uintptr_t>(p) ^ key;
+}
+STRATA_ALWAYS_INLINE bool is_any_mark(const void* p, std::uintptr_t base_key) noexcept {
+  return ((load_node_word(p, 1) ^ mark_of(p, base_key)) << 16) == 0;
+}
+
+STRATA_ALWAYS_INLINE void make_node(void* p, const void* next, std::uintptr_t key) noexcept {
+  const auto n = reinterpret_cast<std::uintptr_t>(next);
+  store_node_word(p, 0, n);
+  store_node_word(p, 1, node_check(p, n, key));
+}
+STRATA_ALWAYS_INLINE void* node_next(const void* p) noexcept { return reinterpret_cast<void*>(load_node_word(p, 0)); }
+/// Makes p no node (it is being handed out).
+STRATA_ALWAYS_INLINE void clear_node(void* p) noexcept { store_node_word(p, 1, 0); }
+
+/// A bounded LIFO of nodes in two lists of at most `cap` nodes: `head`, where frees push and allocations pop, and
+/// `cold`, the older batch. When `head` is full, a free moves it to `cold` whole (giving the previous cold batch
+/// back to the bitmaps first); when `head` is empty, an allocation takes `cold` back. Both are pointer moves: no walk.
+struct free_cache {
+  static constexpr std::uint32_t max_cap = 64;
+  /// The bound of each list for objects of `size` bytes: 32 KiB of objects, at least 16 and at most max_cap.
+  static constexpr std::uint32_t cap_for(std::size_t size) noexcept {
+    const std::size_t n = (std::size_t{32} << 10) / size;
+    return static_cast<std::uint32_t>(n < 16 ? 16 : n > max_cap ? max_cap : n);
+  }
+
+  void* head = nullptr;
+  void* cold = nullptr;
+  std::uint32_t count = 0;       // nodes in head
+  std::uint32_t cold_count = 0;  // nodes in cold
+  std::uint32_t cap = 0;         // at most max_cap; 0: no cache (the class is too small for a node, or checks are strict)
+
+  STRATA_ALWAYS_INLINE void push(void* p, std::uintptr_t key) noexcept {
+    make_node(p, head, key);
+    head = p;
+    ++count;
+  }
+  [[nodiscard]] std::uint32_t total() const noexcept { return count + cold_count; }
+
+  /// Whether p is one of the nodes (walks at most total() nodes; stops at a node that does not check).
+  [[nodiscard]] bool holds(const void* p, std::uintptr_t key) const noexcept {
+    return list_holds(head, count, p, key) || list_holds(cold, cold_count, p, key);
+  }
+
+ private:
+  static bool list_holds(const void* n, std::uint32_t count, const void* p, std::uintptr_t key) noexcept {
+    for (std::uint32_t k = 0; n != nullptr && k < count; ++k, n = node_next(n)) {
+      if (n == p) return true;
+      if (!is_node(n, key)) return false;
+    }
+    return false;
+  }
+};
+
+}  // namespace strata::detail
