@@ -292,13 +292,7 @@ void bitmap_engine<Sync>::collect_remote(class_state& cs) noexcept {
 // The head list is empty: the older batch takes its place, else the claimed word is used up and the next is claimed.
 template <bool Sync>
 void* bitmap_engine<Sync>::allocate_cached_slow(class_state& cs, unsigned c) {
-  if (cs.cache.cold != nullptr) {
-    cs.cache.head = cs.cache.cold;
-    cs.cache.count = cs.cache.cold_count;
-    cs.cache.cold = nullptr;
-    cs.cache.cold_count = 0;
-    return allocate(c);
-  }
+  if (cs.cache.take_cold()) return allocate(c);
   // The claimed word is used up: it is forgotten before refill(), which may retire the current block and then
   // throw, leaving no current block for a claim to belong to.
   STRATA_ASSERT(cs.claimed == 0);
@@ -377,13 +371,8 @@ void bitmap_engine<Sync>::deallocate_checked(void* p, std::size_t bytes, std::si
 // starts a new head list.
 template <bool Sync>
 void bitmap_engine<Sync>::push_to_full_cache(class_state& cs, void* p) noexcept {
-  void* old = cs.cache.cold;
-  const std::size_t n = cs.cache.cold_count;
-  cs.cache.cold = cs.cache.head;
-  cs.cache.cold_count = cs.cache.count;
-  cs.cache.head = nullptr;
-  cs.cache.count = 0;
-  cs.cache.push(p, node_key_);
+  std::size_t n;
+  void* old = cs.cache.push_rotating(p, node_key_, n);
   note_deallocate(cs);
   if (old != nullptr) give_back(cs, old, n);
   if (in_use_ == 0) settle_idle();
@@ -459,26 +448,13 @@ bool bitmap_engine<Sync>::give_back_one(class_state& cs, void* p) noexcept {
 template <bool Sync>
 void bitmap_engine<Sync>::purge_cached(class_state& cs, block* b) noexcept {
   // Every slot of b is free in its bitmap: a cached object in b was freed twice.
-  for (void** link : {&cs.cache.head, &cs.cache.cold}) {
-    std::uint32_t& count = link == &cs.cache.head ? cs.cache.count : cs.cache.cold_count;
-    void* prev = nullptr;
-    void* n = *link;
-    for (std::uint32_t k = 0, total = count; k < total && n != nullptr; ++k) {
-      if (!is_node(n, node_key_)) break;  // found and reported when the list is used
-      void* next = node_next(n);
-      if (block_of(n) == b) {
+  cs.cache.remove_if(
+      node_key_, [&](void* n) { return block_of(n) == b; },
+      [&](void* n) {
         report_error(error_info{error_kind::double_free, name_, this, n, cs.object_size, 0, cs.object_size,
                                 "freed twice (found when its block became empty)"});
         uncount_free(cs);
-        if (prev == nullptr) *link = next;
-        else make_node(prev, next, node_key_);
-        --count;
-      } else {
-        prev = n;
-      }
-      n = next;
-    }
-  }
+      });
 }
 
 template <bool Sync>

@@ -150,13 +150,7 @@ void* tc_front::allocate_slow(tc_heap& h, unsigned c) const noexcept {
       ++bin.lost;
       continue;
     }
-    if (bin.cache.cold != nullptr) {
-      bin.cache.head = bin.cache.cold;
-      bin.cache.count = bin.cache.cold_count;
-      bin.cache.cold = nullptr;
-      bin.cache.cold_count = 0;
-      continue;
-    }
+    if (bin.cache.take_cold()) continue;
     if (refill(h, bin, c) == nullptr) return nullptr;
   }
 }
@@ -419,13 +413,8 @@ void tc_front::flush_remote(tc_heap& h) const noexcept {
 // The head list is full: the older batch goes back to the bitmaps, the head list becomes the older batch, and p
 // starts a new head list.
 void tc_front::push_to_full_cache(tc_heap& h, tc_bin& bin, void* p) const noexcept {
-  void* old = bin.cache.cold;
-  const std::size_t n = bin.cache.cold_count;
-  bin.cache.cold = bin.cache.head;
-  bin.cache.cold_count = bin.cache.count;
-  bin.cache.head = nullptr;
-  bin.cache.count = 0;
-  bin.cache.push(p, h.node_key);
+  std::size_t n;
+  void* old = bin.cache.push_rotating(p, h.node_key, n);
   note_deallocation(h, bin.object_size);
   if (old != nullptr) give_back(h, bin, old, n);
 }
@@ -477,25 +466,12 @@ void tc_front::give_back(tc_heap& h, tc_bin& bin, void* list, std::size_t n) con
 // b (not current, on the partial list) has become entirely free: it becomes the bin's spare, or goes to the shared
 // tier. Cached objects of b were freed twice (their bits are set too): they are reported and taken out first.
 void tc_front::block_emptied(tc_heap& h, tc_bin& bin, tc_block* b) const noexcept {
-  for (void** link : {&bin.cache.head, &bin.cache.cold}) {
-    std::uint32_t& count = link == &bin.cache.head ? bin.cache.count : bin.cache.cold_count;
-    void* prev = nullptr;
-    void* n = *link;
-    for (std::uint32_t k = 0, total = count; k < total && n != nullptr; ++k) {
-      if (!is_node(n, h.node_key)) break;  // found and reported when the list is used
-      void* next = node_next(n);
-      if (block_of(n) == b) {
+  bin.cache.remove_if(
+      h.node_key, [&](void* n) { return block_of(n) == b; },
+      [&](void* n) {
         report(error_kind::double_free, n, bin.object_size, 0, 0, "freed twice (found when its block became empty)");
         uncount_free(h, bin.object_size);
-        if (prev == nullptr) *link = next;
-        else make_node(prev, next, h.node_key);
-        --count;
-      } else {
-        prev = n;
-      }
-      n = next;
-    }
-  }
+      });
   slab::unlink(bin.partial, b);
   if (bin.spare == nullptr) {
     bin.spare = b;

@@ -90,6 +90,51 @@ struct free_cache {
   }
   [[nodiscard]] std::uint32_t total() const noexcept { return count + cold_count; }
 
+  /// The head list is full: it becomes the cold list whole and p starts a new head list. Returns the previous cold
+  /// list (its length in `n`), which the caller gives back to the bitmaps, or nullptr.
+  void* push_rotating(void* p, std::uintptr_t key, std::size_t& n) noexcept {
+    void* old = cold;
+    n = cold_count;
+    cold = head;
+    cold_count = count;
+    head = nullptr;
+    count = 0;
+    push(p, key);
+    return old;
+  }
+  /// The head list is empty: the cold list takes its place. False when there is none.
+  bool take_cold() noexcept {
+    if (cold == nullptr) return false;
+    head = cold;
+    count = cold_count;
+    cold = nullptr;
+    cold_count = 0;
+    return true;
+  }
+  /// Unlinks from both lists every node for which match(node) holds, then calls drop(node). Stops a list at a node
+  /// that does not check under `key` (found and reported when the list is used).
+  template <class Match, class Drop>
+  void remove_if(std::uintptr_t key, Match match, Drop drop) noexcept {
+    for (void** link : {&head, &cold}) {
+      std::uint32_t& n_left = link == &head ? count : cold_count;
+      void* prev = nullptr;
+      void* n = *link;
+      for (std::uint32_t k = 0, total = n_left; k < total && n != nullptr; ++k) {
+        if (!is_node(n, key)) break;
+        void* next = node_next(n);
+        if (match(n)) {
+          drop(n);
+          if (prev == nullptr) *link = next;
+          else make_node(prev, next, key);
+          --n_left;
+        } else {
+          prev = n;
+        }
+        n = next;
+      }
+    }
+  }
+
   /// Whether p is one of the nodes (walks at most total() nodes; stops at a node that does not check).
   [[nodiscard]] bool holds(const void* p, std::uintptr_t key) const noexcept {
     return list_holds(head, count, p, key) || list_holds(cold, cold_count, p, key);
