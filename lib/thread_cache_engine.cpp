@@ -2,6 +2,8 @@
 // thread exit, reused), routing to the tiers, stats and checks.
 #include <strata/detail/thread_cache_engine.hpp>
 
+#include <thread>
+
 #include <new>
 
 namespace strata::detail {
@@ -79,6 +81,9 @@ thread_cache_engine::thread_cache_engine(const config& cfg, std::pmr::memory_res
              middle_, upstream),
       back_(upstream) {
   middle_.set_front(&front_);
+  middle_.set_grace([](const void* context) noexcept {
+    static_cast<const thread_cache_engine*>(context)->wait_for_publications();
+  }, this);
   front_.owner_ = owner;
   front_.elsewhere_context_ = this;
   front_.elsewhere_ = [](const void* context, const void* p, std::size_t bytes,
@@ -107,9 +112,9 @@ thread_cache_engine::~thread_cache_engine() {
 
 void thread_cache_engine::release_heaps() noexcept {
   std::lock_guard<std::mutex> g(heaps_lock_);
-  while (heaps_ != nullptr) {
-    tc_heap* h = heaps_;
-    heaps_ = h->next;
+  while (heaps_.load(std::memory_order_relaxed) != nullptr) {
+    tc_heap* h = heaps_.load(std::memory_order_relaxed);
+    heaps_.store(h->next, std::memory_order_relaxed);
     for (unsigned c = 0; c < front_.sizes().count(); ++c) {
       tc_front::take_blocks(h->bins[c], [this](tc_block* b) { middle_.release_owned(b); });
     }
@@ -124,7 +129,7 @@ void thread_cache_engine::release_heaps() noexcept {
 
 tc_heap* thread_cache_engine::attach_heap() noexcept {
   std::lock_guard<std::mutex> g(heaps_lock_);
-  for (tc_heap* h = heaps_; h != nullptr; h = h->next) {
+  for (tc_heap* h = heaps_.load(std::memory_order_relaxed); h != nullptr; h = h->next) {
     if (!h->attached) {
       h->attached = true;
       return h;
@@ -142,8 +147,8 @@ tc_heap* thread_cache_engine::attach_heap() noexcept {
   auto* h = new (mem) tc_heap();
   front_.init_heap(*h, static_cast<std::uint32_t>(heap_count_ + 1));
   h->attached = true;
-  h->next = heaps_;
-  heaps_ = h;
+  h->next = heaps_.load(std::memory_order_relaxed);
+  heaps_.store(h, std::memory_order_release);  // wait_for_publications() walks the list without the lock
   ++heap_count_;
   return h;
 }
@@ -241,8 +246,10 @@ void thread_cache_engine::deallocate_small_slow(void* p, unsigned c, std::size_t
   // No heap at all (upstream is out of memory): publish the free on its own.
   tc_heap local;
   front_.init_heap(local, 0);
+  heapless_publications_.fetch_add(1, std::memory_order_acq_rel);  // local is in no list wait_for_publications() walks
   front_.deallocate_slow(local, p, c, bytes, alignment);
   front_.flush_remote(local);
+  heapless_publications_.fetch_sub(1, std::memory_order_release);
   heapless_deallocations_.fetch_add(local.deallocations.load(std::memory_order_relaxed), std::memory_order_relaxed);
   heapless_bytes_.fetch_add(local.bytes.load(std::memory_order_relaxed), std::memory_order_relaxed);
 }
@@ -484,7 +491,7 @@ resource_stats thread_cache_engine::thread_totals() const noexcept {
   std::size_t heaps;
   {
     std::lock_guard<std::mutex> g(heaps_lock_);
-    for (const tc_heap* h = heaps_; h != nullptr; h = h->next) {
+    for (const tc_heap* h = heaps_.load(std::memory_order_relaxed); h != nullptr; h = h->next) {
       s.allocations += h->allocations.load(std::memory_order_relaxed);
       s.deallocations += h->deallocations.load(std::memory_order_relaxed);
       bytes += h->bytes.load(std::memory_order_relaxed);
@@ -529,28 +536,24 @@ resource_stats thread_cache_engine::stats() const noexcept {
   return s;
 }
 
-// Each block's pins are the pinned entries naming it in every heap's remote array (heaps_lock_ held). A block with
-// a pin and no entry would never be handed on; an entry with no pin could be published into a block reused.
-const char* thread_cache_engine::check_pins() const noexcept {
-  auto pins_naming = [this](const tc_block* b) {
-    std::uint32_t n = 0;
-    for (const tc_heap* h = heaps_; h != nullptr; h = h->next)
-      for (std::uint32_t k = 0; k < h->remote_count; ++k)
-        if ((h->remote[k] & 1) != 0 && tc_front::block_of(remote_entry(h->remote[k])) == b) ++n;
-    return n;
+// Publications of cross-thread frees read a block's map value with their heap's flush_seq odd; the caller has
+// cleared the map values of the blocks it retires. Heaps are only ever added (at the head, with a release store)
+// while the engine lives, so the list can be walked without the lock (a caller may hold it).
+//
+// Each look is a read-modify-write of the publication's own word (flush_seq, which a publication increments on entry
+// the same way): in that word's order either the publication's increment comes first, and the look sees it running,
+// or the look comes first, and the publication sees the caller's map clears.
+void thread_cache_engine::wait_for_publications() const noexcept {
+  auto wait = [](std::atomic<std::uint32_t>& word, bool counter) {
+    const std::uint32_t seen = word.fetch_add(0, std::memory_order_acq_rel);
+    if (counter ? seen == 0 : (seen & 1) == 0) return;
+    for (unsigned spins = 0; counter ? word.load(std::memory_order_acquire) != 0
+                                     : word.load(std::memory_order_acquire) == seen;
+         ++spins)
+      if (spins > 64) std::this_thread::yield();
   };
-  for (const tc_heap* h = heaps_; h != nullptr; h = h->next) {
-    for (std::uint32_t k = 0; k < h->remote_count; ++k) {
-      const tc_block* b = tc_front::block_of(remote_entry(h->remote[k]));
-      bool pinned = false;  // by this entry or an earlier one of the same array
-      for (std::uint32_t i = 0; i <= k && !pinned; ++i)
-        pinned = (h->remote[i] & 1) != 0 && tc_front::block_of(remote_entry(h->remote[i])) == b;
-      if (!pinned) return "a remote entry without a pin on its block";
-      if ((h->remote[k] & 1) != 0 && b->remote_pins.load(std::memory_order_relaxed) != pins_naming(b))
-        return "a block's pins differ from the remote entries naming it";
-    }
-  }
-  return nullptr;
+  for (tc_heap* h = heaps_.load(std::memory_order_acquire); h != nullptr; h = h->next) wait(h->flush_seq, false);
+  wait(heapless_publications_, true);
 }
 
 bool thread_cache_engine::check_invariants() const noexcept {
@@ -560,7 +563,7 @@ bool thread_cache_engine::check_invariants() const noexcept {
   {
     std::lock_guard<std::mutex> g(heaps_lock_);
     std::size_t n = 0;
-    for (const tc_heap* h = heaps_; h != nullptr && broken == nullptr; h = h->next) {
+    for (const tc_heap* h = heaps_.load(std::memory_order_relaxed); h != nullptr && broken == nullptr; h = h->next) {
       ++n;
       std::size_t heap_blocks = 0;
       broken = front_.check_heap(*h, heap_blocks, live);
@@ -571,7 +574,6 @@ bool thread_cache_engine::check_invariants() const noexcept {
       deallocations += h->deallocations.load(std::memory_order_relaxed);
     }
     if (broken == nullptr && n != heap_count_) broken = "heap count differs from the heap list";
-    if (broken == nullptr) broken = check_pins();
     deallocations -= front_.late_double_frees();
     deallocations += heapless_deallocations_.load(std::memory_order_relaxed);
   }

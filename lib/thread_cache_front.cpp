@@ -53,7 +53,6 @@ void tc_front::uncount_free(tc_heap& h, std::size_t bytes) noexcept {
 void tc_front::init_heap(tc_heap& h, std::uint32_t index) const noexcept {
   h.lost_total = 0;
   h.remote_count = 0;
-  for (tc_block*& b : h.pinned) b = nullptr;
   h.index = index;
   // A heap with no index owns no block: no map value matches it, so its every free takes the remote way.
   h.map_owner = index == 0 ? 0xFF000000u : index << 8;
@@ -278,11 +277,14 @@ bool tc_front::is_free_for(const tc_heap& h, const tc_bin& bin, const void* p) c
   // This heap's: in its cache or remote array, unless the program wrote the same words (the look is exact).
   if (bin.cache.holds(p, h.node_key)) return true;
   for (std::uint32_t k = 0; k < h.remote_count; ++k)
-    if (remote_entry(h.remote[k]) == p) return true;
+    if (h.remote[k] == p) return true;
   return false;
 }
 
 void tc_front::deallocate_slow(tc_heap& h, void* p, std::size_t bytes, std::size_t alignment) const noexcept {
+  // Most frees here are of another heap's objects, whose second word takes a compare-and-swap after the checks: the
+  // line is asked for now, so that its transfer overlaps them (a locked instruction would wait for it).
+  STRATA_PREFETCH_WRITE(p);
   deallocate_slow(h, p, plain_class(bytes, alignment), bytes, alignment);
 }
 
@@ -318,23 +320,15 @@ void tc_front::deallocate_slow(tc_heap& h, void* p, unsigned c, std::size_t byte
 }
 
 // p (checked live) is an object of a block h does not own: marked, then into h's remote array. The mark goes in by
-// compare-and-swap, so of two frees of p racing, one sees the other's node or mark; a free by p's owner racing this
-// one writes over the mark with plain stores, which the publication finds.
-//
-// The entry pins p's block (unless an earlier entry of the array pins it already) before the mark
-// goes in: an entry whose mark is lost names an object its owner also freed, and without the pin the owner could
-// empty the block and hand it on before the publication reads p.
+// compare-and-swap, so of two frees of p racing, one sees the other's node or mark (a plain store could land after
+// the other free was published and p handed out again); a free by p's owner racing this one writes over the mark
+// with plain stores, which the publication finds.
 void tc_front::remote_free(tc_heap& h, void* p, unsigned c, std::size_t bytes, std::size_t alignment) const noexcept {
-  tc_block* const b = block_of(p);
-  tc_block*& pinned = h.pinned[(reinterpret_cast<std::uintptr_t>(b) / tc_block_size) & 7];
-  const bool pin = pinned != b;
-  if (pin) b->remote_pins.fetch_add(1, std::memory_order_seq_cst);
   const std::uintptr_t mark = mark_of(p, h.node_key);
   std::uintptr_t old = load_node_word(p, 1);
   for (;;) {
     if (((old ^ mark_of(p, node_key_)) << 16) == 0 ||
         ((old ^ node_check(p, load_node_word(p, 0), node_key_)) << 16) == 0) {
-      if (pin) b->remote_pins.fetch_sub(1, std::memory_order_release);
       report(error_kind::double_free, p, bytes, alignment, 0, "freed by another thread meanwhile");
       return;
     }
@@ -343,71 +337,82 @@ void tc_front::remote_free(tc_heap& h, void* p, unsigned c, std::size_t bytes, s
                                     __ATOMIC_RELAXED))
       break;
   }
-  if (pin) pinned = b;
-  h.remote[h.remote_count] = reinterpret_cast<std::uintptr_t>(p) | (pin ? 1u : 0u);
+  h.remote[h.remote_count] = p;
+  h.remote_class[h.remote_count] = static_cast<std::uint8_t>(c);
   note_deallocation(h, sizes_.size_of(c));
   if (++h.remote_count == tc_heap::remote_cap) flush_remote(h);
 }
 
-// One atomic OR per run of objects in one bitmap word; then the pins go, after every OR. Nothing of a block is read
-// after its last pin goes: once the owner has the bits and no pin holds the block, it may hand the block on.
+// One atomic OR per run of objects in one bitmap word. The array's objects were live when they went in, so their
+// blocks stay while the entries wait: a block can be emptied and leave only if its owner freed such an object too
+// (a double free). Against that, each block's class is read from the class map, with h.flush_seq odd: a block
+// leaves the resource only after its map value is cleared and no publication that began before is still running
+// (both sides read-modify-write flush_seq), so nothing here writes into memory gone upstream. A
+// block emptied and formatted again meanwhile may take a bit for a slot it holds differently: its owner's checks
+// find that as any other double free (see remote_free).
 void tc_front::flush_remote(tc_heap& h) const noexcept {
   const std::uint32_t count = h.remote_count;
   h.remote_count = 0;
-  tc_block* run_block = nullptr;  // the block of the entries since the last change of block
+  if (count == 0) return;
+  // Odd from here: a read-modify-write, so that wait_for_publications()'s on the same word orders this against the
+  // map clears before it (either it reads odd and waits, or this sees the clears).
+  const std::uint32_t seq = h.flush_seq.fetch_add(1, std::memory_order_acq_rel);
+  std::uintptr_t run_base = 0;  // the block of the entries since the last change of block (0: none)
+  const tc_bin* run_bin = nullptr;  // its class's constants (nullptr: the block is gone)
   std::size_t run_word = 0;
   std::uint64_t run_mask = 0;     // their objects in word run_word, to publish
   auto publish = [&] {
     if (run_mask == 0) return;
-    char* const base = base_of(run_block);
-    const std::size_t size = run_block->object_size;
-    const std::size_t w = run_word;
     const std::uint64_t mask = run_mask;
     run_mask = 0;
     STRATA_INJECT_DELAY();
-    const std::uint64_t old = run_block->remote(w).fetch_or(mask, std::memory_order_release);
+    const std::uint64_t old = block_of(reinterpret_cast<void*>(run_base))->remote_word(run_word).fetch_or(mask, std::memory_order_release);
     if (const std::uint64_t dup = old & mask; STRATA_UNLIKELY(dup != 0)) {
       // Published by two heaps (neither saw the other's mark); the slot is free once, one count is undone.
+      const std::size_t size = run_bin->object_size;
       for (std::uint64_t bits = dup; bits != 0; bits &= bits - 1) {
-        report(error_kind::double_free, base + (w * 64 + static_cast<std::size_t>(__builtin_ctzll(bits))) * size,
+        report(error_kind::double_free,
+               reinterpret_cast<char*>(run_base) + (run_word * 64 + static_cast<std::size_t>(__builtin_ctzll(bits))) * size,
                size, 0, 0, "freed twice by other threads");
         count_late_double_free(size);
       }
     }
   };
-  auto end_block = [&] { publish(); };
   for (std::uint32_t k = 0; k < count; ++k) {
-    void* p = remote_entry(h.remote[k]);
-    tc_block* b = block_of(p);
-    if (b != run_block) {
-      end_block();
-      run_block = b;
+    void* p = h.remote[k];
+    const std::uintptr_t base = reinterpret_cast<std::uintptr_t>(p) & ~(tc_block_size - 1);
+    if (base != run_base) {
+      publish();
+      run_base = base;
       run_word = ~std::size_t{0};
+      const std::uint32_t v = map_.get(p) & 0x7F;
+      run_bin = v == 0 ? nullptr : &h.bins[v - 1];
     }
-    if (STRATA_UNLIKELY(load_node_word(p, 1) != mark_of(p, h.node_key))) {
-      // The mark is gone: the owner freed p too (its free raced this one and wrote over the mark), or p was written
-      // after its free. The owner's free stands; this one is undone. (The pin kept p's block.)
-      report(error_kind::double_free, p, b->object_size, 0, 0,
-             "freed by its owner and by another thread (found when the other thread's frees were published)");
-      uncount_free(h, b->object_size);
+    const std::size_t freed_size = sizes_.size_of(h.remote_class[k]);
+    if (STRATA_UNLIKELY(run_bin == nullptr) || STRATA_UNLIKELY(!is_slot_start(*run_bin, p)) ||
+        STRATA_UNLIKELY(load_node_word(p, 1) != mark_of(p, h.node_key))) {
+      // The block is gone or holds other slots, or the mark is gone: the owner freed p too (its free raced this
+      // one and wrote over the mark), another thread did, or p was written after its free. That free stands; this
+      // one is undone.
+      report(error_kind::double_free, p, freed_size, 0, 0,
+             "freed by its owner or another thread as well (found when this thread's cross-thread frees were "
+             "published)");
+      uncount_free(h, freed_size);
       continue;
     }
-    // Published: the mark of no heap. An entry for p later in this array (a free of p that lost a race and was
-    // left here, and a later free of p by this heap after p came back) finds its mark gone and is undone.
+    // Published: the mark of no heap. An entry for p later in this array (a free of p by this heap after p came
+    // back, with an earlier entry of a racing double free) finds its mark gone and is undone.
     store_node_word(p, 1, mark_of(p, node_key_ ^ (std::uintptr_t{tc_no_heap} << 48)));
     const std::size_t q = static_cast<std::size_t>(((reinterpret_cast<std::uintptr_t>(p) & (tc_block_size - 1)) *
-                                                    h.bins[b->size_class].reciprocal) >> 40);
+                                                    run_bin->reciprocal) >> 40);
     if ((q >> 6) != run_word) {
       publish();
       run_word = q >> 6;
     }
     run_mask |= std::uint64_t{1} << (q & 63);
   }
-  if (run_block != nullptr) end_block();
-  // Every OR is done: the pins go (an entry may rely on an earlier entry's pin of its block).
-  for (std::uint32_t k = 0; k < count; ++k)
-    if ((h.remote[k] & 1) != 0) block_of(remote_entry(h.remote[k]))->remote_pins.fetch_sub(1, std::memory_order_release);
-  for (tc_block*& b : h.pinned) b = nullptr;
+  publish();
+  h.flush_seq.store(seq + 2, std::memory_order_release);
 }
 
 // The head list is full: the older batch goes back to the bitmaps, the head list becomes the older batch, and p
@@ -655,6 +660,9 @@ const char* tc_front::check_heap(const tc_heap& h, std::size_t& blocks, std::siz
   // Objects in the remote array are live in their blocks' bitmaps (owned by others) and freed in the counts. (One
   // whose mark is gone lost a race with its owner's free: both are counted until the publication undoes one.)
   if (h.remote_count > tc_heap::remote_cap) return "remote array over its bound";
+  if ((h.flush_seq.load(std::memory_order_relaxed) & 1) != 0) return "a publication left unfinished";
+  for (std::uint32_t k = 0; k < h.remote_count; ++k)
+    if (h.remote_class[k] >= sizes_.count()) return "a remote entry with no class";
   // The caller adds every heap's and tier's live slots, then takes off what lists hold and what was set aside.
   live -= h.remote_count + set_aside;
   return nullptr;

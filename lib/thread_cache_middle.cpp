@@ -81,56 +81,67 @@ void tc_middle::give_abandoned(tc_block* b) noexcept {
   ++abandoned_count_;
 }
 
-// A block a cross-thread free waiting to be published still names (pinned) must stay a block of its class: the
-// publication reads the object and may set its bit. (The read-modify-write sees every pin taken before the owner's
-// last free of the block: a waiting free pins before it marks the object.)
-bool tc_middle::pinned(tc_block* b) noexcept { return b->remote_pins.fetch_add(0, std::memory_order_seq_cst) != 0; }
-
 void tc_middle::give_empty(tc_block* b) noexcept {
   void* base = tc_front::base_of(b);
-  if (b->tag != 0 && pinned(b)) {  // held like a block left by an exited thread, until the pins are gone
-    front_->map().set(base, tc_block_size, tc_map_value(0, b->size_class));
-    give_abandoned(b);
-    return;
-  }
   front_->map().clear(base, tc_block_size);
   b->tag = 0;  // no longer a block of any class: a stale free is reported as foreign
-  std::lock_guard<spin_lock> g(block_lock_);
-  if (empty_count_ < max_empty_) {
-    *static_cast<void**>(base) = empty_;
-    empty_ = base;
-    ++empty_count_;
-    return;
+  void* retired = nullptr;
+  {
+    std::lock_guard<spin_lock> g(block_lock_);
+    if (empty_count_ < max_empty_) {
+      *static_cast<void**>(base) = empty_;
+      empty_ = base;
+      ++empty_count_;
+      return;
+    }
+    retire(base, retired);
   }
-  release_block(base);
+  release_retired(retired);
 }
 
-void tc_middle::release_block(void* base) noexcept {
+void tc_middle::retire(void* base, void*& list) noexcept {
   front_->map().clear(base, tc_block_size);
-  block_map_unregister(base, tc_block_size, g_front_block_map);
-  upstream_->deallocate(base, tc_block_size, tc_block_size);
+  *static_cast<void**>(base) = list;
+  list = base;
   --held_;
   ++upstream_deallocations_;
 }
 
+void tc_middle::release_retired(void* list, bool grace) noexcept {
+  if (list == nullptr) return;
+  if (grace && grace_ != nullptr) grace_(grace_context_);
+  while (list != nullptr) {
+    void* base = list;
+    list = *static_cast<void**>(base);
+    block_map_unregister(base, tc_block_size, g_front_block_map);
+    upstream_->deallocate(base, tc_block_size, tc_block_size);
+  }
+}
+
 void tc_middle::release_owned(tc_block* b) noexcept {
-  std::lock_guard<spin_lock> g(block_lock_);
-  release_block(tc_front::base_of(b));
+  void* retired = nullptr;
+  {
+    std::lock_guard<spin_lock> g(block_lock_);
+    retire(tc_front::base_of(b), retired);
+  }
+  release_retired(retired, false);  // the resource is going away: no publication runs
 }
 
 void tc_middle::trim() noexcept {
+  void* retired = nullptr;
   {
     std::lock_guard<spin_lock> g(block_lock_);
     for (auto& head : abandoned_) {
       for (tc_block* b = head; b != nullptr;) {
         tc_block* next = b->next;
         front_->collect(b);
-        if (b->free_count == b->capacity && !pinned(b)) {
+        if (b->free_count == b->capacity) {
           if (b->prev != nullptr) b->prev->next = b->next;
           else head = b->next;
           if (b->next != nullptr) b->next->prev = b->prev;
           --abandoned_count_;
-          release_block(tc_front::base_of(b));
+          b->tag = 0;
+          retire(tc_front::base_of(b), retired);
         }
         b = next;
       }
@@ -139,31 +150,35 @@ void tc_middle::trim() noexcept {
       void* base = empty_;
       empty_ = *static_cast<void**>(base);
       --empty_count_;
-      release_block(base);
+      retire(base, retired);
     }
   }
+  release_retired(retired);
   std::lock_guard<std::mutex> g(list_lock_);
   list_.trim();
 }
 
+// The resource is going away: no thread uses it, no publication runs.
 void tc_middle::release_all() noexcept {
+  void* retired = nullptr;
   {
     std::lock_guard<spin_lock> g(block_lock_);
     for (auto& head : abandoned_) {
       while (head != nullptr) {
         tc_block* b = head;
         head = b->next;
-        release_block(tc_front::base_of(b));
+        retire(tc_front::base_of(b), retired);
       }
     }
     abandoned_count_ = 0;
     while (empty_ != nullptr) {
       void* base = empty_;
       empty_ = *static_cast<void**>(base);
-      release_block(base);
+      retire(base, retired);
     }
     empty_count_ = 0;
   }
+  release_retired(retired, false);
   std::lock_guard<std::mutex> g(list_lock_);
   list_.release();
 }

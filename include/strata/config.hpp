@@ -15,6 +15,16 @@
 #define STRATA_ALWAYS_INLINE inline
 #endif
 
+/// STRATA_PREFETCH_WRITE(p): asks for p's cache line in a state it can be written in, without waiting for it (x86
+/// PREFETCHW, a no-op where the CPU lacks it; elsewhere the compiler's prefetch for write).
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define STRATA_PREFETCH_WRITE(p) __asm__ volatile("prefetchw %0" : : "m"(*static_cast<const char*>(p)))
+#elif defined(__GNUC__) || defined(__clang__)
+#define STRATA_PREFETCH_WRITE(p) __builtin_prefetch((p), 1)
+#else
+#define STRATA_PREFETCH_WRITE(p) static_cast<void>(p)
+#endif
+
 namespace strata::detail {
 [[noreturn]] void assertion_failed(const char* expr, const char* file, int line) noexcept;
 }  // namespace strata::detail

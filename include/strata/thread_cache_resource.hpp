@@ -42,9 +42,8 @@ enum class cache_tier {
 ///   only the object, the heap's bin and a per-resource class map (owner and class per block).
 /// - **Cross-thread frees** are wait-free: the freeing thread checks the slot's bits, marks the object (one
 ///   compare-and-swap of its second word) and queues the pointer in its heap's remote array, which it publishes when
-///   full and on its slow paths, one atomic OR per run of objects in one bitmap word. A queued free pins its block, so
-///   the block is not handed on before the free is published. The owner folds remote bits in when its block runs
-///   dry (or on trim()).
+///   full and on its slow paths, one atomic OR per run of objects in one bitmap word. The owner folds remote bits in
+///   when its block runs dry (or on trim()).
 /// - **Shared tier**: blocks that threads hand back (empty, or still holding objects when a thread exits) per class,
 ///   for any thread to adopt; and a segregated free list (free_list_resource's engine) under one lock for requests
 ///   up to max_size(cache_tier::shared).

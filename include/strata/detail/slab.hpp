@@ -44,8 +44,8 @@ struct slab {
   std::uint8_t where;
   std::uint8_t stride;                     // 1: local words only; 2: local and remote word side by side
   std::atomic<bool> remote_listed;         // synchronized bitmap: on its class's list of slabs to collect
-  // While not zero the slab is not handed on (released, or formatted anew): synchronized bitmap: remote frees
-  // between their first and last touch of it; thread cache: cross-thread frees of it waiting to be published.
+  // Synchronized bitmap: while not zero the slab is not handed on (released, or formatted anew): remote frees
+  // between their first and last touch of it.
   std::atomic<std::uint32_t> remote_pins;
   slab* remote_next;                       // synchronized bitmap: that list's link
 
@@ -54,6 +54,8 @@ struct slab {
   /// Only in slabs with remote words (stride 2).
   word& remote(std::size_t i) noexcept { return bits()[i * stride + 1]; }
   const word& remote(std::size_t i) const noexcept { return bits()[i * stride + 1]; }
+  /// remote(i) of a slab known to have remote words, without reading its header.
+  word& remote_word(std::size_t i) noexcept { return bits()[i * 2 + 1]; }
   [[nodiscard]] bool has_remote() const noexcept { return stride == 2; }
   /// Bits of local word i that stand for slots.
   [[nodiscard]] std::uint64_t valid_mask(std::size_t i) const noexcept {

@@ -101,7 +101,6 @@ class thread_cache_engine {
   [[nodiscard]] resource_stats tier_stats(tier t) const noexcept;
   [[nodiscard]] resource_stats stats() const noexcept;
   bool check_invariants() const noexcept;
-  const char* check_pins() const noexcept;
 
   /// Thread exit: hands h back (called with the engines' registry lock held).
   void detach_heap(tc_heap* h) noexcept;
@@ -140,6 +139,8 @@ class thread_cache_engine {
   void report(error_kind kind, const void* p, std::size_t bytes, std::size_t alignment, std::size_t expected,
               const char* why) const noexcept;
   void release_heaps() noexcept;
+  /// Returns once no publication of cross-thread frees that began before the call is still running.
+  void wait_for_publications() const noexcept;
   /// Adds delta to the calling thread's bytes in use (requests served by the shared and upstream tiers).
   void account(std::int64_t delta) noexcept;
   resource_stats thread_totals() const noexcept;
@@ -152,7 +153,7 @@ class thread_cache_engine {
   tc_back back_;
 
   mutable std::mutex heaps_lock_;
-  tc_heap* heaps_ = nullptr;  // every heap made, attached or spare
+  std::atomic<tc_heap*> heaps_{nullptr};  // every heap made, attached or spare (added under heaps_lock_)
   std::size_t heap_count_ = 0;
   std::atomic<std::uint64_t> failed_{0};
 
@@ -163,6 +164,7 @@ class thread_cache_engine {
   // here, so that the statistics stay exact.
   std::atomic<std::int64_t> heapless_bytes_{0};
   std::atomic<std::uint64_t> heapless_deallocations_{0};
+  mutable std::atomic<std::uint32_t> heapless_publications_{0};  // such frees being published (see wait_for_publications)
 
   // Engines alive, for the thread-exit cleanup (under the registry lock).
   thread_cache_engine* next_live_ = nullptr;

@@ -112,25 +112,21 @@ struct alignas(64) tc_bin {
   std::size_t lost = 0;           // cached objects set aside with a list found written over (held until release)
 };
 
-/// The object a remote-array entry names (bit 0 is its pin flag).
-STRATA_ALWAYS_INLINE void* remote_entry(std::uintptr_t e) noexcept {
-  return reinterpret_cast<void*>(e & ~std::uintptr_t{1});
-}
-
 /// One thread's cache for one thread_cache_resource.
 struct tc_heap {
   static constexpr std::uint32_t remote_cap = 128;
 
   tc_bin bins[size_class_table::max_classes];
-  // Frees of objects of blocks this heap does not own (any class), each marked (word 1 = p ^ node_key), published
-  // to their blocks' remote words when the array is full and on this heap's slow paths. An entry with bit 0 set
-  // holds a pin on its block (slab::remote_pins), for itself and the later entries of the same block: a pinned block
-  // is never handed on, so a publication never writes into a block reused meanwhile. Pins go after every OR.
-  std::uintptr_t remote[remote_cap] = {};
+  // Frees of objects of blocks this heap does not own (any class), each marked (word 1 = p ^ node_key by
+  // compare-and-swap) and counted,
+  // published to their blocks' remote words when the array is full and on this heap's slow paths. The class each
+  // was freed as is kept beside it (a publication that finds the block gone undoes the count by it).
+  void* remote[remote_cap] = {};
+  std::uint8_t remote_class[remote_cap] = {};
   std::uint32_t remote_count = 0;
-  // Blocks an entry of the array pins already (direct-mapped by address; cleared when the array is published): a
-  // later free of such a block takes no pin of its own.
-  tc_block* pinned[8] = {};
+  // Odd while this heap publishes its remote array: a block leaves the resource (back upstream) only once no
+  // publication that may have seen it in the class map is still running (see tc_front::flush_remote).
+  std::atomic<std::uint32_t> flush_seq{0};
   std::uint32_t index = 0;        // 1 .. tc_no_heap - 1; 0: a heap that owns no block (a free with no heap at all)
   std::uint32_t map_owner = 0;    // what the class map holds for blocks this heap owns: index << 8
   std::uintptr_t node_key = 0;    // the front's node key ^ (index << 48)

@@ -37,13 +37,17 @@ class tc_middle {
   void* take_empty() noexcept;
   /// b (owner already cleared, remote frees folded in) waits in the shared tier for another heap.
   void give_abandoned(tc_block* b) noexcept;
-  /// An entirely free block goes to the empty cache, or upstream beyond max_empty_blocks; one that waiting
-  /// cross-thread frees pin stays formatted, held with the abandoned blocks.
+  /// An entirely free block goes to the empty cache, or upstream beyond max_empty_blocks.
   void give_empty(tc_block* b) noexcept;
   /// Returns a block a heap owns straight upstream, whatever it holds (the resource is going away).
   void release_owned(tc_block* b) noexcept;
-  /// Whether cross-thread frees waiting in some heap's remote array name b.
-  static bool pinned(tc_block* b) noexcept;
+  /// What runs after blocks leave the class map and before their memory goes upstream: it returns once no
+  /// publication of cross-thread frees that may have read their old map values is still running.
+  using grace_fn = void (*)(const void* context) noexcept;
+  void set_grace(grace_fn wait, const void* context) noexcept {
+    grace_ = wait;
+    grace_context_ = context;
+  }
 
   // ---- mid-size requests -------------------------------------------------------------------------------------------
 
@@ -99,10 +103,15 @@ class tc_middle {
   }
 
  private:
-  void release_block(void* base) noexcept;  // under block_lock_
+  /// Takes base out of the class map and the counts, onto `list` (linked through the first word); under block_lock_.
+  void retire(void* base, void*& list) noexcept;
+  /// Gives the retired blocks of `list` upstream, after the grace; with block_lock_ not held.
+  void release_retired(void* list, bool grace = true) noexcept;
 
   std::pmr::memory_resource* upstream_;
   const tc_front* front_ = nullptr;
+  grace_fn grace_ = nullptr;
+  const void* grace_context_ = nullptr;
   std::size_t max_empty_;
 
   mutable spin_lock block_lock_;
