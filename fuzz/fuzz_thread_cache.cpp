@@ -1,5 +1,5 @@
 // fuzz/fuzz_thread_cache.cpp: thread_cache_resource over every upstream kind: max_small_size 8 B .. 8 KiB,
-// max_shared_size from max_small_size up, max_empty_blocks; its rounded and unsized entry points, usable_size,
+// max_shared_size from max_small_size up, max_empty_blocks, both check modes; its rounded and unsized entry points, usable_size,
 // release_thread_cache, trim; misuse; cross-thread replay with hand-offs and split double frees.
 //
 // Input: [upstream] [page options if own pages: 2] [options: 3 bytes] [flags] [ops...]
@@ -121,9 +121,12 @@ strata::thread_cache_options decode(sf::reader& in, std::string& desc) {
   if (b % 8 == 2) o.max_shared_size = o.max_small_size == 0 ? 8192 : o.max_small_size;  // no shared tier to speak of
   static constexpr std::size_t empties[] = {0, 1, 16, 1000};
   o.max_empty_blocks = empties[c % 4];
+  o.checks = (c & 4) != 0 ? strata::check_mode::strict : strata::check_mode::standard;
   char buf[200];
-  std::snprintf(buf, sizeof buf, "thread_cache_resource{max_small_size=%zu max_shared_size=%zu max_empty_blocks=%zu}",
-                o.max_small_size, o.max_shared_size, o.max_empty_blocks);
+  std::snprintf(buf, sizeof buf,
+                "thread_cache_resource{max_small_size=%zu max_shared_size=%zu max_empty_blocks=%zu checks=%s}",
+                o.max_small_size, o.max_shared_size, o.max_empty_blocks,
+                o.checks == strata::check_mode::strict ? "strict" : "standard");
   desc = buf;
   return o;
 }

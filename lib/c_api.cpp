@@ -318,6 +318,19 @@ O given_or_default(const O* given, void (*init)(O*) noexcept) noexcept {
   return o;
 }
 
+// A C caller's check mode into `out`; false (EINVAL) for a value that names none. Read as its underlying type: a C
+// caller may have stored any int there, which a C++ enum need not hold.
+bool check_mode_of(const strata_checks_t& given, strata::check_mode& out) noexcept {
+  std::underlying_type_t<strata_checks_t> checks;
+  std::memcpy(&checks, &given, sizeof checks);
+  if (checks != STRATA_CHECKS_STANDARD && checks != STRATA_CHECKS_STRICT) {
+    fail(STRATA_EINVAL);
+    return false;
+  }
+  out = checks == STRATA_CHECKS_STRICT ? strata::check_mode::strict : strata::check_mode::standard;
+  return true;
+}
+
 bool checked_product(std::size_t count, std::size_t size, std::size_t& out) noexcept {
   if (STRATA_UNLIKELY(__builtin_mul_overflow(count, size, &out))) {
     fail(STRATA_EOVERFLOW);
@@ -485,16 +498,9 @@ extern "C" void strata_bitmap_options_init(strata_bitmap_options_t* o) noexcept 
 
 extern "C" strata_resource_t* strata_bitmap_create(const strata_bitmap_options_t* options) noexcept {
   const strata_bitmap_options_t o = given_or_default(options, strata_bitmap_options_init);
-  // Read as its underlying type: a C caller may have stored any int there, which a C++ enum need not hold.
-  std::underlying_type_t<strata_checks_t> checks;
-  std::memcpy(&checks, &o.checks, sizeof checks);
-  if (checks != STRATA_CHECKS_STANDARD && checks != STRATA_CHECKS_STRICT) {
-    fail(STRATA_EINVAL);
-    return nullptr;
-  }
-  const strata::bitmap_options opts{o.block_size, o.max_small_size, o.natural_alignment, o.max_empty_blocks,
-                                    checks == STRATA_CHECKS_STRICT ? strata::check_mode::strict
-                                                                   : strata::check_mode::standard};
+  strata::check_mode checks;
+  if (!check_mode_of(o.checks, checks)) return nullptr;
+  const strata::bitmap_options opts{o.block_size, o.max_small_size, o.natural_alignment, o.max_empty_blocks, checks};
   return o.synchronized
              ? create<strata::synchronized_bitmap_resource>(kind::bitmap, "synchronized_bitmap_resource", opts,
                                                             upstream_of(o.upstream))
@@ -550,12 +556,15 @@ extern "C" strata_resource_t* strata_fixed_pool_create(size_t block_size, size_t
 extern "C" void strata_thread_cache_options_init(strata_thread_cache_options_t* o) noexcept {
   if (o == nullptr) return;
   const strata::thread_cache_options d;
-  *o = strata_thread_cache_options_t{d.max_small_size, d.max_shared_size, d.max_empty_blocks, nullptr};
+  *o = strata_thread_cache_options_t{d.max_small_size, d.max_shared_size, d.max_empty_blocks, nullptr,
+                                     STRATA_CHECKS_STANDARD};
 }
 
 extern "C" strata_resource_t* strata_thread_cache_create(const strata_thread_cache_options_t* options) noexcept {
   const strata_thread_cache_options_t o = given_or_default(options, strata_thread_cache_options_init);
-  const strata::thread_cache_options opts{o.max_small_size, o.max_shared_size, o.max_empty_blocks};
+  strata::check_mode checks;
+  if (!check_mode_of(o.checks, checks)) return nullptr;
+  const strata::thread_cache_options opts{o.max_small_size, o.max_shared_size, o.max_empty_blocks, checks};
   return create<strata::thread_cache_resource>(kind::thread_cache, "thread_cache_resource", opts,
                                                upstream_of(o.upstream));
 }

@@ -78,7 +78,7 @@ thread_cache_engine::thread_cache_engine(const config& cfg, std::pmr::memory_res
       id_(g_next_id.fetch_add(1, std::memory_order_relaxed)),
       middle_(upstream, cfg.max_empty_blocks, cfg.max_shared, owner, engine_name),
       front_(cfg.max_small, reinterpret_cast<std::uintptr_t>(this) ^ 0x5354524154435400ull ^ (id_ << 48), engine_name,
-             middle_, upstream),
+             middle_, upstream, cfg.strict),
       back_(upstream) {
   middle_.set_front(&front_);
   middle_.set_grace([](const void* context) noexcept {

@@ -14,9 +14,10 @@ unsigned popcount(std::uint64_t v) noexcept { return static_cast<unsigned>(__bui
 }  // namespace
 
 tc_front::tc_front(std::size_t max_small, std::uintptr_t key, const char* name, tc_middle& middle,
-                   std::pmr::memory_resource* upstream) noexcept
+                   std::pmr::memory_resource* upstream, bool strict) noexcept
     : kind_(tc_block_size, key, true),
       max_small_(0),
+      strict_(strict),
       node_key_(random_node_key(this)),
       name_(name),
       middle_(&middle),
@@ -42,7 +43,7 @@ void tc_front::init_bin(const tc_heap& h, tc_bin& bin, unsigned c) const noexcep
   bin.reciprocal = ((std::uint64_t{1} << 40) / size) + 1;
   const slab_kind::layout l = kind_.typical_layout(size);
   bin.meta_span = static_cast<std::uint32_t>(sizeof(slab) + l.words * 16 + size - 1);
-  bin.cache.cap = free_cache::cap_for(size);
+  bin.cache.cap = strict_ ? 0 : free_cache::cap_for(size);
 }
 
 void tc_front::uncount_free(tc_heap& h, std::size_t bytes) noexcept {
@@ -254,7 +255,7 @@ bool tc_front::adopt_from_shared(tc_heap& h, tc_bin& bin, unsigned c) const noex
 
 // ---- frees ---------------------------------------------------------------------------------------------------------
 
-bool tc_front::is_free_for(const tc_heap& h, const tc_bin& bin, const void* p) const noexcept {
+bool tc_front::is_free_for(const tc_bin& bin, const void* p) const noexcept {
   const tc_block* b = block_of(p);
   const std::size_t q = static_cast<std::size_t>(((reinterpret_cast<std::uintptr_t>(p) & (tc_block_size - 1)) *
                                                   bin.reciprocal) >> 40);
@@ -266,19 +267,10 @@ bool tc_front::is_free_for(const tc_heap& h, const tc_bin& bin, const void* p) c
     if (bin.claimed_base != nullptr && (q >> 6) == bin.claimed_word && (bin.claimed & m) != 0) return true;
     if (reinterpret_cast<std::uintptr_t>(p) - bin.fresh_from < bin.fresh_span) return true;
   }
-  // A mark (flushed by its owner, or freed by another heap) or a node (cached) of some heap.
-  const std::uintptr_t mark = load_node_word(p, 1) ^ mark_of(p, node_key_);
-  const std::uintptr_t node = node_residue(p, node_key_);
-  std::uintptr_t heap;
-  if ((mark << 16) == 0) heap = mark >> 48;
-  else if ((node << 16) == 0) heap = node >> 48;
-  else return false;  // neither: live
-  if (heap != h.index) return true;  // another heap's: in its cache or remote array, or in a bitmap
-  // This heap's: in its cache or remote array, unless the program wrote the same words (the look is exact).
-  if (bin.cache.holds(p, h.node_key)) return true;
-  for (std::uint32_t k = 0; k < h.remote_count; ++k)
-    if (h.remote[k] == p) return true;
-  return false;
+  // A mark (flushed by its owner, or freed by another heap) or a node (cached, or set aside behind a cache found
+  // written over) of some heap: free. Every object handed out has its second word cleared, so a live one carries
+  // such words only if the program wrote them (they hold the resource's secret key).
+  return ((load_node_word(p, 1) ^ mark_of(p, node_key_)) << 16) == 0 || (node_residue(p, node_key_) << 16) == 0;
 }
 
 void tc_front::deallocate_slow(tc_heap& h, void* p, std::size_t bytes, std::size_t alignment) const noexcept {
@@ -309,7 +301,7 @@ void tc_front::deallocate_slow(tc_heap& h, void* p, unsigned c, std::size_t byte
   }
   const tc_block* b = block_of(p);
   if (!kind_.tagged(b) || b->size_class != c || !kind_.is_slot(b, p)) return report_bad_free(p, c, bytes, alignment);
-  if (is_free_for(h, bin, p)) {
+  if (is_free_for(bin, p)) {
     report(error_kind::double_free, p, bytes, alignment, 0, "the object is free already");
     return;
   }
@@ -418,10 +410,27 @@ void tc_front::flush_remote(tc_heap& h) const noexcept {
 // The head list is full: the older batch goes back to the bitmaps, the head list becomes the older batch, and p
 // starts a new head list.
 void tc_front::push_to_full_cache(tc_heap& h, tc_bin& bin, void* p) const noexcept {
+  if (STRATA_UNLIKELY(bin.cache.cap == 0)) return free_strict(h, bin, p);
   std::size_t n;
   void* old = bin.cache.push_rotating(p, h.node_key, n);
   note_deallocation(h, bin.object_size);
   if (old != nullptr) give_back(h, bin, old, n);
+}
+
+// Strict checks, no cache: p (a slot of bin's class in a block h owns, by the class map and the class's constants,
+// whose words are no node or mark) is verified against its block's header and bitmaps, then its bit is set.
+void tc_front::free_strict(tc_heap& h, tc_bin& bin, void* p) const noexcept {
+  const auto c = static_cast<unsigned>(&bin - h.bins);
+  const tc_block* b = block_of(p);
+  if (!kind_.tagged(b) || b->size_class != c || !kind_.is_slot(b, p))
+    return report_bad_free(p, c, bin.object_size, 0);
+  if (is_free_for(bin, p)) {
+    report(error_kind::double_free, p, bin.object_size, 0, 0, "the object is free already");
+    return;
+  }
+  note_deallocation(h, bin.object_size);
+  make_node(p, nullptr, h.node_key);
+  give_back(h, bin, p, 1);
 }
 
 // Every object's bit is set while the list is read; a block this empties is handed on only after the whole list

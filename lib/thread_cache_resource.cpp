@@ -11,6 +11,8 @@ namespace {
 thread_cache_options validated(thread_cache_options o) {
   if (o.max_small_size == 0) o.max_small_size = std::size_t{8} << 10;
   if (o.max_shared_size == 0) o.max_shared_size = std::size_t{256} << 10;
+  if (o.checks != check_mode::standard && o.checks != check_mode::strict)
+    throw std::invalid_argument("thread_cache_resource: checks must be check_mode::standard or check_mode::strict");
   if (o.max_small_size > (std::size_t{8} << 10))
     throw std::invalid_argument("thread_cache_resource: max_small_size must be at most 8 KiB");
   if (o.max_shared_size < o.max_small_size)
@@ -25,7 +27,9 @@ thread_cache_options validated(thread_cache_options o) {
 
 thread_cache_resource::thread_cache_resource(const options& opts, std::pmr::memory_resource* upstream)
     : opts_(validated(opts)),
-      engine_({opts_.max_small_size, opts_.max_shared_size, opts_.max_empty_blocks}, upstream, this) {}
+      engine_({opts_.max_small_size, opts_.max_shared_size, opts_.max_empty_blocks,
+               opts_.checks == check_mode::strict},
+              upstream, this) {}
 
 thread_cache_resource::~thread_cache_resource() = default;
 

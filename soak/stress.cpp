@@ -750,6 +750,16 @@ std::vector<resource_entry> make_catalogue() {
     o = {};
     o.max_empty_blocks = 0;
     add("hot-class-1024", up::pages, o, false, 1024);
+    o = {};
+    o.max_small_size = 1024;
+    o.max_shared_size = 16 * kib;
+    o.max_empty_blocks = 0;
+    o.checks = strata::check_mode::strict;
+    add("strict-small-tiers", up::recording, o, true);
+    o = {};
+    o.max_empty_blocks = 0;
+    o.checks = strata::check_mode::strict;
+    add("strict-hot-class-256", up::pages, o, false, 256);
     all.push_back(std::move(e));
   }
   {
@@ -770,6 +780,16 @@ std::vector<resource_entry> make_catalogue() {
                            twin.max_shared_size = o.max_shared_size;
                            twin.max_empty_blocks = o.max_empty_blocks;
                            return std::make_unique<c_subject>("thread-cache-handle", h, twin);
+                         }});
+    e.configs.push_back({"strict-thread-cache-handle", [] {
+                           strata_thread_cache_options_t o;
+                           strata_thread_cache_options_init(&o);
+                           o.checks = STRATA_CHECKS_STRICT;
+                           strata_resource_t* h = strata_thread_cache_create(&o);
+                           if (h == nullptr) die("strata_thread_cache_create failed");
+                           strata::thread_cache_options twin;
+                           twin.checks = strata::check_mode::strict;
+                           return std::make_unique<c_subject>("strict-thread-cache-handle", h, twin);
                          }});
     all.push_back(std::move(e));
   }

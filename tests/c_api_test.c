@@ -94,6 +94,17 @@ static const size_t sizes[] = {0,    1,     2,     3,     7,     8,      9,     
 
 /* ---- the default heap --------------------------------------------------------------------------------------------- */
 
+/* A handle just made (not NULL): one block allocated and freed, then the handle destroyed. */
+static void use_once_and_destroy(strata_resource_t* r) {
+  void* p;
+  CHECK(r != NULL);
+  if (r == NULL) return;
+  p = strata_resource_malloc(r, 40);
+  CHECK(p != NULL);
+  strata_resource_free(r, p, 40);
+  strata_resource_destroy(r);
+}
+
 static void test_malloc_free(void) {
   void* blocks[SIZE_COUNT];
   const strata_stats_t before = heap_stats();
@@ -967,15 +978,7 @@ static void test_bad_options(void) {
   CHECK(strata_bitmap_create(&bo) == NULL);
   CHECK(strata_last_error() == STRATA_EINVAL);
   bo.checks = STRATA_CHECKS_STRICT;
-  {
-    strata_resource_t* strict = strata_bitmap_create(&bo);
-    void* p;
-    CHECK(strict != NULL);
-    p = strata_resource_malloc(strict, 40);
-    CHECK(p != NULL);
-    strata_resource_free(strict, p, 40);
-    strata_resource_destroy(strict);
-  }
+  use_once_and_destroy(strata_bitmap_create(&bo));
   strata_free_list_options_init(&fo);
   fo.fit = (strata_fit_t)17;
   strata_clear_error();
@@ -989,6 +992,14 @@ static void test_bad_options(void) {
   strata_clear_error();
   CHECK(strata_thread_cache_create(&to) == NULL);
   CHECK(strata_last_error() == STRATA_EINVAL);
+  strata_thread_cache_options_init(&to);
+  CHECK(to.checks == STRATA_CHECKS_STANDARD);
+  to.checks = (strata_checks_t)3;
+  strata_clear_error();
+  CHECK(strata_thread_cache_create(&to) == NULL);
+  CHECK(strata_last_error() == STRATA_EINVAL);
+  to.checks = STRATA_CHECKS_STRICT;
+  use_once_and_destroy(strata_thread_cache_create(&to));
   /* Options init ignores NULL. */
   strata_bitmap_options_init(NULL);
   strata_free_list_options_init(NULL);

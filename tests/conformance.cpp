@@ -67,6 +67,18 @@ using sync_list_over_pages = free_list_subject<fit_policy::segregated, page_base
 using sync_list_over_heap = free_list_subject<fit_policy::segregated, new_delete_base, sync_list, kib256>;
 using thread_cache_over_pages = subject<strata::thread_cache_resource, chained_upstream<page_base>>;
 using thread_cache_over_heap = subject<strata::thread_cache_resource, chained_upstream<new_delete_base>>;
+/// A thread cache with strict checks (no free caches).
+struct strict_thread_cache_maker {
+  static std::unique_ptr<strata::thread_cache_resource> over(std::pmr::memory_resource* upstream) {
+    strata::thread_cache_options o;
+    o.checks = strata::check_mode::strict;
+    return std::make_unique<strata::thread_cache_resource>(o, upstream);
+  }
+};
+using strict_thread_cache_over_pages =
+    subject<strata::thread_cache_resource, chained_upstream<page_base>, strict_thread_cache_maker>;
+using strict_thread_cache_over_heap =
+    subject<strata::thread_cache_resource, chained_upstream<new_delete_base>, strict_thread_cache_maker>;
 }  // namespace strata_test
 
 TYPE_TO_STRING_AS("page_resource", strata_test::page_subject);
@@ -90,6 +102,8 @@ TYPE_TO_STRING_AS("synchronized_free_list_resource(256 KiB chunks) over pages", 
 TYPE_TO_STRING_AS("synchronized_free_list_resource(256 KiB chunks) over new_delete", strata_test::sync_list_over_heap);
 TYPE_TO_STRING_AS("thread_cache_resource over pages", strata_test::thread_cache_over_pages);
 TYPE_TO_STRING_AS("thread_cache_resource over new_delete", strata_test::thread_cache_over_heap);
+TYPE_TO_STRING_AS("thread_cache_resource (strict) over pages", strata_test::strict_thread_cache_over_pages);
+TYPE_TO_STRING_AS("thread_cache_resource (strict) over new_delete", strata_test::strict_thread_cache_over_heap);
 
 namespace strata_test {
 STRATA_CONFORMANCE(page_subject);
@@ -107,4 +121,6 @@ STRATA_CONFORMANCE(sync_list_over_pages, sync_list_over_heap);
 STRATA_CONFORMANCE_THREADS(sync_list_over_pages, sync_list_over_heap);
 STRATA_CONFORMANCE(thread_cache_over_pages, thread_cache_over_heap);
 STRATA_CONFORMANCE_THREADS(thread_cache_over_pages, thread_cache_over_heap);
+STRATA_CONFORMANCE(strict_thread_cache_over_pages, strict_thread_cache_over_heap);
+STRATA_CONFORMANCE_THREADS(strict_thread_cache_over_pages, strict_thread_cache_over_heap);
 }  // namespace strata_test

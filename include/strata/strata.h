@@ -258,6 +258,7 @@ typedef struct strata_thread_cache_options {
   size_t max_shared_size;  /**< largest request served by the shared free list; 0: 256 KiB */
   size_t max_empty_blocks; /**< empty blocks the shared tier keeps; default 16 */
   strata_resource_t* upstream;
+  strata_checks_t checks;  /**< STRATA_CHECKS_STANDARD (default) or STRATA_CHECKS_STRICT (no per-thread free caches) */
 } strata_thread_cache_options_t;
 void strata_thread_cache_options_init(strata_thread_cache_options_t* options) STRATA_C_NOEXCEPT;
 strata_resource_t* strata_thread_cache_create(const strata_thread_cache_options_t* options) STRATA_C_NOEXCEPT;

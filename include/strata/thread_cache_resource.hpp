@@ -7,6 +7,7 @@
 #include <memory_resource>
 
 #include <strata/detail/thread_cache_engine.hpp>
+#include <strata/error.hpp>
 #include <strata/page_resource.hpp>
 #include <strata/resource.hpp>
 
@@ -23,6 +24,9 @@ struct thread_cache_options {
   std::size_t max_shared_size = 0;
   /// Empty bitmap blocks the shared tier keeps for any thread to reuse before it returns them upstream.
   std::size_t max_empty_blocks = 16;
+  /// How the thread tier checks frees (see check_mode): strict keeps no free cache, and a free by the owning thread
+  /// goes to its block's bitmap at once, verified against the header and bitmaps.
+  check_mode checks = check_mode::standard;
 };
 
 /// The tiers a request can be served by, smallest first.

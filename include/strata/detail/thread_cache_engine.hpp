@@ -41,6 +41,7 @@ class thread_cache_engine {
     std::size_t max_small;
     std::size_t max_shared;
     std::size_t max_empty_blocks;
+    bool strict = false;  // no free caches: the owner's frees go to the bitmaps at once, fully checked
   };
 
   thread_cache_engine(const config& cfg, std::pmr::memory_resource* upstream, const void* owner);

@@ -155,7 +155,9 @@ class tc_front {
   static constexpr unsigned no_class = size_class_table::none;
 
   tc_front(std::size_t max_small, std::uintptr_t key, const char* name, tc_middle& middle,
-           std::pmr::memory_resource* upstream) noexcept;
+           std::pmr::memory_resource* upstream, bool strict = false) noexcept;
+  /// Strict checks: no free caches (see thread_cache_options::checks).
+  [[nodiscard]] bool strict() const noexcept { return strict_; }
 
   [[nodiscard]] const size_class_table& sizes() const noexcept { return sizes_; }
   [[nodiscard]] std::size_t max_small() const noexcept { return max_small_; }
@@ -352,14 +354,14 @@ class tc_front {
   void return_claim(tc_bin& bin) const noexcept;
   void make_current(tc_bin& bin, tc_block* b) const noexcept;
   void push_to_full_cache(tc_heap& h, tc_bin& bin, void* p) const noexcept;
+  void free_strict(tc_heap& h, tc_bin& bin, void* p) const noexcept;
   /// Gives the nodes of `list` (at most n) back to their blocks (all owned by h), with the exact checks.
   void give_back(tc_heap& h, tc_bin& bin, void* list, std::size_t n) const noexcept;
   void drain_bin(tc_heap& h, tc_bin& bin) const noexcept;
   void remote_free(tc_heap& h, void* p, unsigned c, std::size_t bytes, std::size_t alignment) const noexcept;
-  /// Whether p (a slot of class c, of a block of this resource) is free now as far as heap h can tell: free in its
-  /// block's bitmaps, in h's claimed word, cache or remote list; or a node of another heap (in its cache or remote
-  /// list: h cannot look there, the node tells).
-  bool is_free_for(const tc_heap& h, const tc_bin& bin, const void* p) const noexcept;
+  /// Whether p (a slot of bin's class, of a block bin's heap owns) is free: in its block's bitmaps, in the bin's
+  /// claimed word or never-used range, or a node or mark of any heap (cached, set aside, queued or given back).
+  bool is_free_for(const tc_bin& bin, const void* p) const noexcept;
   void block_gained(tc_heap& h, tc_bin& bin, tc_block* b) const noexcept;
   void block_emptied(tc_heap& h, tc_bin& bin, tc_block* b) const noexcept;
   bool adopt_from_shared(tc_heap& h, tc_bin& bin, unsigned c) const noexcept;
@@ -370,6 +372,7 @@ class tc_front {
   size_class_table sizes_;
   slab_kind kind_;
   std::size_t max_small_;
+  bool strict_;
   std::uintptr_t node_key_;
   const char* name_;
   tc_middle* middle_;
