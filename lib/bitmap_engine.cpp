@@ -16,6 +16,7 @@ bitmap_engine<Sync>::bitmap_engine(const config& cfg, block_source source) noexc
       source_(source) {
   sizes_.init(cfg.max_small_size, cfg.natural_alignment);
   max_small_ = sizes_.max_small();
+  plain_limit_ = std::min(max_plain(), size_class_table::table_limit);
   for (unsigned c = 0; c < sizes_.count(); ++c) {
     class_state& cs = classes_[c];
     const std::size_t size = sizes_.size_of(c);
@@ -25,8 +26,10 @@ bitmap_engine<Sync>::bitmap_engine(const config& cfg, block_source source) noexc
     const slab_kind::layout l = kind_.typical_layout(size);
     cs.meta_span = sizeof(slab) + l.words * 8 * (Sync ? 2 : 1) + size - 1;
     // Objects of 16 bytes and more have room for a node.
-    if (!Sync && !cfg.strict && size >= 16)
+    if (!Sync && !cfg.strict && size >= 16) {
       cs.cache.cap = free_cache::cap_for(size);
+      cs.map_value = c + 1;
+    }
   }
 }
 
@@ -292,6 +295,7 @@ void bitmap_engine<Sync>::collect_remote(class_state& cs) noexcept {
 // The head list is empty: the older batch takes its place, else the claimed word is used up and the next is claimed.
 template <bool Sync>
 void* bitmap_engine<Sync>::allocate_cached_slow(class_state& cs, unsigned c) {
+  if (cs.cache.cap == 0) return allocate_locked(c);  // a class without a cache
   if (cs.cache.take_cold()) return allocate(c);
   // The claimed word is used up: it is forgotten before refill(), which may retire the current block and then
   // throw, leaving no current block for a claim to belong to.
@@ -345,7 +349,8 @@ bool bitmap_engine<Sync>::slot_is_free(const class_state& cs, const block* b, co
   if constexpr (!Sync) {
     if (b == cs.current && cs.claimed_base != nullptr && (q >> 6) == cs.claimed_word && (cs.claimed & m) != 0)
       return true;
-    if (cs.cache.holds(p, node_key_)) return true;
+    // A cached object is a node (one written over after its free is found when the cache reaches it).
+    if (is_node(p, node_key_) && cs.cache.holds(p, node_key_)) return true;
   }
   return false;
 }
@@ -354,6 +359,7 @@ bool bitmap_engine<Sync>::slot_is_free(const class_state& cs, const block* b, co
 template <bool Sync>
 void bitmap_engine<Sync>::deallocate_checked(void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept {
   class_state& cs = classes_[c];
+  if (cs.cache.cap == 0) return deallocate_locked(p, bytes, alignment, c);  // a class without a cache
   block* b = block_of(p);
   const std::size_t q = slot_of(cs, offset_in_block(p));
   if (!is_slot_of(p, b, q, cs, c)) return report_bad_free(p, bytes, alignment, c);

@@ -118,15 +118,15 @@ std::size_t basic_bitmap_resource<Sync>::round_size(std::size_t bytes, std::size
 // once, through a tail call, so that these functions save no registers.
 template <bool Sync>
 void* basic_bitmap_resource<Sync>::do_allocate(std::size_t bytes, std::size_t alignment) {
-  if (STRATA_LIKELY(alignment <= 16 && ((0x10116u >> alignment) & 1u) != 0 && bytes - 1 < engine_.max_plain()))
-    return engine_.allocate(engine_.class_for_low_alignment(bytes, alignment));  // it counts its own failures
+  if (STRATA_LIKELY(alignment <= 16 && ((0x10116u >> alignment) & 1u) != 0 && bytes - 1 < engine_.plain_limit()))
+    return engine_.allocate(engine_.plain_class(bytes, alignment));  // it counts its own failures
   return allocate_other(bytes, alignment);
 }
 
 template <bool Sync>
 void basic_bitmap_resource<Sync>::do_deallocate(void* p, std::size_t bytes, std::size_t alignment) {
-  if (STRATA_LIKELY(alignment <= 16 && ((0x10116u >> alignment) & 1u) != 0 && bytes - 1 < engine_.max_plain()))
-    return engine_.deallocate(p, bytes, alignment, engine_.class_for_low_alignment(bytes, alignment));
+  if (STRATA_LIKELY(alignment <= 16 && ((0x10116u >> alignment) & 1u) != 0 && bytes - 1 < engine_.plain_limit()))
+    return engine_.deallocate(p, bytes, alignment, engine_.plain_class(bytes, alignment));
   deallocate_other(p, bytes, alignment);
 }
 

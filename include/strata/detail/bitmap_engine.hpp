@@ -117,6 +117,13 @@ class bitmap_engine {
   /// Whether class c allocates and frees through its free cache (allocate_cached, deallocate_cached).
   STRATA_ALWAYS_INLINE bool cached(unsigned c) const noexcept { return !Sync && classes_[c].cache.cap != 0; }
 
+  /// Requests of 1 to plain_limit() bytes at alignment 1, 2, 4, 8 or 16 take the fast paths with plain_class().
+  [[nodiscard]] std::size_t plain_limit() const noexcept { return plain_limit_; }
+  /// The class of such a request: rounding the size up to the alignment lands in a class aligned enough.
+  STRATA_ALWAYS_INLINE unsigned plain_class(std::size_t bytes, std::size_t alignment) const noexcept {
+    return sizes_.class_of_small(align_up(bytes, alignment));
+  }
+
   /// allocate(c) for a cached class: no lock, no register saved (every slow path is a tail call).
   STRATA_ALWAYS_INLINE void* allocate_cached(unsigned c) {
     class_state& cs = classes_[c];
@@ -154,16 +161,12 @@ class bitmap_engine {
 
   /// Allocates one object of class `c` (from class_for). Throws std::bad_alloc when a new block is needed and the
   /// source has none. The statistics count the class size (the block's usable bytes), whatever was asked.
+  /// !Sync: a class without a free cache (strict checks, the 8-byte class) has neither cached objects nor a claimed
+  /// word, so allocate_cached() sends it to its slow path, which takes the locked way.
   STRATA_ALWAYS_INLINE void* allocate(unsigned c) {
-    if constexpr (Sync) {
-      return allocate_locked(c);
-    } else {
-      if (cached(c)) return allocate_cached(c);
-      return allocate_uncached(c);
-    }
+    if constexpr (Sync) return allocate_locked(c);
+    else return allocate_cached(c);
   }
-  /// allocate(c) for a class without a free cache (strict checks, the 8-byte class), out of the cached path's way.
-  STRATA_NOINLINE void* allocate_uncached(unsigned c) { return allocate_locked(c); }
 
   /// allocate(c) from the bitmaps, under the class lock (the synchronized engine, and uncached classes).
   STRATA_ALWAYS_INLINE void* allocate_locked(unsigned c) {
@@ -202,7 +205,7 @@ class bitmap_engine {
     const auto a = reinterpret_cast<std::uintptr_t>(p);
     const std::size_t off = a & (block_size_ - 1);
     const std::size_t header = slab_kind::header_offset(a - off);
-    if (STRATA_UNLIKELY(map_.get_direct(p) != c + 1) || STRATA_UNLIKELY(slot_of(cs, off) * cs.object_size != off) ||
+    if (STRATA_UNLIKELY(map_.get_direct(p) != cs.map_value) || STRATA_UNLIKELY(slot_of(cs, off) * cs.object_size != off) ||
         STRATA_UNLIKELY(off + cs.object_size > block_size_) ||
         STRATA_UNLIKELY(off + cs.object_size - 1 - header < cs.meta_span) || STRATA_UNLIKELY(is_node(p, node_key_)) ||
         STRATA_UNLIKELY(a - cs.fresh_from < cs.fresh_span))
@@ -214,17 +217,12 @@ class bitmap_engine {
     if (STRATA_UNLIKELY(in_use_ == 0)) return settle_idle();
   }
 
-  /// Frees `p`, allocated as `bytes` bytes of class `c`. Misuse is reported and changes nothing.
+  /// Frees `p`, allocated as `bytes` bytes of class `c`. Misuse is reported and changes nothing. !Sync: a class
+  /// without a free cache matches no block in deallocate_cached() (its map_value is none), whose slow path takes
+  /// the locked way.
   STRATA_ALWAYS_INLINE void deallocate(void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept {
-    if constexpr (Sync) {
-      deallocate_locked(p, bytes, alignment, c);
-    } else {
-      if (cached(c)) return deallocate_cached(p, bytes, alignment, c);
-      deallocate_uncached(p, bytes, alignment, c);
-    }
-  }
-  STRATA_NOINLINE void deallocate_uncached(void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept {
-    deallocate_locked(p, bytes, alignment, c);
+    if constexpr (Sync) deallocate_locked(p, bytes, alignment, c);
+    else deallocate_cached(p, bytes, alignment, c);
   }
 
   /// deallocate() into the bitmaps at once, with every check (the synchronized engine, and uncached classes).
@@ -301,6 +299,7 @@ class bitmap_engine {
   struct alignas(64) class_state {
     std::uint64_t reciprocal = 0;  // floor(2^40 / object_size) + 1: slot number = (offset * reciprocal) >> 40
     std::uint32_t object_size = 0;
+    std::uint32_t map_value = 0xFF;  // !Sync: the class map's value of its blocks (c + 1) if it caches, else none
     lock_type lock;
     block* current = nullptr;
     block* partial = nullptr;  // blocks with free slots (a few may have been filled since), doubly linked
@@ -480,6 +479,7 @@ class bitmap_engine {
   class_map<block_source_storage> map_;  // block -> class + 1 (!Sync)
   std::size_t block_size_;
   std::size_t max_small_;
+  std::size_t plain_limit_;
   std::size_t max_empty_;
   const char* name_;
   block_source source_;
