@@ -81,6 +81,10 @@ void forward_misuse(const strata::error_info& info) {
 // object of that size or smaller with a fundamental alignment fits), and every strategy's smallest block is 8-aligned
 // anyway.
 constexpr std::size_t plain_alignment(std::size_t size) noexcept { return size >= 16 ? 16 : 8; }
+// What the default heap's malloc and free pass: a constant the fast paths fold. The heap's smallest block is 16
+// bytes, so a request under 16 bytes at alignment 16 lands in the block plain_alignment() would give it, in every
+// tier; at 16 bytes and more the two are the same.
+constexpr std::size_t heap_alignment = 16;
 
 // ---- handles -------------------------------------------------------------------------------------------------------
 
@@ -392,13 +396,13 @@ STRATA_NOINLINE void first_free(void* p, std::size_t size) noexcept {
 extern "C" void* strata_malloc(size_t size) noexcept {
   strata::thread_cache_resource* h = g_heap.load(std::memory_order_acquire);
   if (STRATA_UNLIKELY(h == nullptr)) return first_malloc(size);
-  return guarded<void*>(nullptr, [&] { return h->allocate_rounded(size, plain_alignment(size)); });
+  return guarded<void*>(nullptr, [&] { return h->allocate_rounded(size, heap_alignment); });
 }
 
 extern "C" void strata_free(void* p, size_t size) noexcept {
   strata::thread_cache_resource* h = g_heap.load(std::memory_order_acquire);
   if (STRATA_UNLIKELY(h == nullptr)) return first_free(p, size);
-  if (p != nullptr) h->deallocate_rounded(p, size, plain_alignment(size));  // noexcept: nothing to catch
+  if (p != nullptr) h->deallocate_rounded(p, size, heap_alignment);  // noexcept: nothing to catch
 }
 
 extern "C" void* strata_calloc(size_t count, size_t size) noexcept {

@@ -280,6 +280,12 @@ void tc_front::deallocate_slow(tc_heap& h, void* p, std::size_t bytes, std::size
   deallocate_slow(h, p, plain_class(bytes, alignment), bytes, alignment);
 }
 
+void tc_front::deallocate_slow_rounded(tc_heap& h, void* p, std::size_t bytes, std::size_t alignment) const noexcept {
+  STRATA_PREFETCH_WRITE(p);
+  const unsigned c = plain_class(bytes, alignment);
+  deallocate_slow(h, p, c, sizes_.size_of(c), alignment);
+}
+
 void tc_front::deallocate_slow(tc_heap& h, void* p, unsigned c, std::size_t bytes,
                                std::size_t alignment) const noexcept {
   const std::uint32_t v = map_.get(p);

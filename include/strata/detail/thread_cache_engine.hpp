@@ -70,10 +70,13 @@ class thread_cache_engine {
   STRATA_ALWAYS_INLINE void deallocate(void* p, std::size_t bytes, std::size_t alignment) noexcept {
     if (STRATA_UNLIKELY(bytes - 1 >= front_.max_small() || !plain_alignment(alignment)))
       return Rounded ? deallocate_other_rounded(p, bytes, alignment) : deallocate_other(p, bytes, alignment);
-    if constexpr (Rounded) bytes = front_.sizes().size_of(front_.plain_class_nonzero(bytes, alignment));
     tc_heap* h = last_heap();
-    if (STRATA_UNLIKELY(h == nullptr)) return deallocate_small_slow(p, front_.plain_class(bytes, alignment), bytes, alignment);
-    front_.deallocate(*h, p, bytes, alignment);
+    if (STRATA_UNLIKELY(h == nullptr)) {
+      if constexpr (Rounded) bytes = front_.sizes().size_of(front_.plain_class_nonzero(bytes, alignment));
+      return deallocate_small_slow(p, front_.plain_class(bytes, alignment), bytes, alignment);
+    }
+    // The class of bytes is that of its round_size: only reports need the rounded size (the slow path rounds).
+    front_.deallocate<Rounded>(*h, p, bytes, alignment);
   }
 
   bool resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) noexcept;

@@ -235,19 +235,21 @@ class tc_front {
   ///
   /// Only p, bytes, alignment, h and the bin stay live across the checks (the slow path finds the class again), so
   /// that the fast path fits in the registers a call may clobber and saves none.
+  /// Rounded: reports name round_size(bytes, alignment) (the slow path rounds it).
+  template <bool Rounded = false>
   STRATA_ALWAYS_INLINE void deallocate(tc_heap& h, void* p, std::size_t bytes, std::size_t alignment) const noexcept {
     STRATA_ASSERT(bytes != 0);
     tc_bin& bin = *(h.bins + static_cast<std::size_t>(plain_class_nonzero(bytes, alignment)));
     // Checks that read only p's granule in the class map, the bin and p's first two words.
     const auto a = reinterpret_cast<std::uintptr_t>(p);
     if (STRATA_UNLIKELY(map_.get_direct(p) != bin.map_value) || STRATA_UNLIKELY(!is_slot_start(bin, p)))
-      return deallocate_slow(h, p, bytes, alignment);
+      return Rounded ? deallocate_slow_rounded(h, p, bytes, alignment) : deallocate_slow(h, p, bytes, alignment);
     // A slot of this class of a block h owns (so p's two words are in the block). A node or a mark (freed
     // already, or data that looks like one) or a slot never handed out: the exact checks decide.
     const std::uintptr_t w1 = load_node_word(p, 1) ^ mark_of(p, node_key_);
     if (STRATA_UNLIKELY((w1 << 16) == 0) || STRATA_UNLIKELY(((w1 ^ load_node_word(p, 0)) << 16) == 0) ||
         STRATA_UNLIKELY(a - bin.fresh_from < bin.fresh_span))
-      return deallocate_slow(h, p, bytes, alignment);
+      return Rounded ? deallocate_slow_rounded(h, p, bytes, alignment) : deallocate_slow(h, p, bytes, alignment);
     STRATA_INJECT_DELAY();
     if (STRATA_UNLIKELY(bin.cache.count == bin.cache.cap)) return push_to_full_cache(h, bin, p);
     bin.cache.push(p, h.node_key);
@@ -264,6 +266,8 @@ class tc_front {
   }
   /// deallocate()'s other cases (the class found again from bytes and alignment).
   STRATA_NOINLINE void deallocate_slow(tc_heap& h, void* p, std::size_t bytes, std::size_t alignment) const noexcept;
+  /// deallocate_slow() naming the class size of bytes in reports.
+  STRATA_NOINLINE void deallocate_slow_rounded(tc_heap& h, void* p, std::size_t bytes, std::size_t alignment) const noexcept;
   /// deallocate()'s other cases: a block of another heap or of the shared tier (the remote array), and misuse.
   void deallocate_slow(tc_heap& h, void* p, unsigned c, std::size_t bytes, std::size_t alignment) const noexcept;
 
