@@ -37,7 +37,8 @@ unsigned tc_front::class_for_aligned(std::size_t bytes, std::size_t alignment) c
 
 void tc_front::init_bin(const tc_heap& h, tc_bin& bin, unsigned c) const noexcept {
   bin = tc_bin{};
-  bin.map_value = h.map_owner | (c + 1);
+  // Strict checks: no map value matches, so that every free takes deallocate_slow() and its exact checks.
+  bin.map_value = strict_ ? tc_map_none : h.map_owner | (c + 1);
   const std::size_t size = sizes_.size_of(c);
   bin.object_size = static_cast<std::uint32_t>(size);
   bin.reciprocal = ((std::uint64_t{1} << 40) / size) + 1;
@@ -311,6 +312,12 @@ void tc_front::deallocate_slow(tc_heap& h, void* p, unsigned c, std::size_t byte
     report(error_kind::double_free, p, bytes, alignment, 0, "the object is free already");
     return;
   }
+  if (bin.cache.cap == 0) {
+    // Strict checks, no cache: the slot's bit goes in at once (give_back() relists its block).
+    note_deallocation(h, bin.object_size);
+    make_node(p, nullptr, h.node_key);
+    return give_back(h, bin, p, 1);
+  }
   // A live object of a block h owns whose words happened to read as a node: an ordinary free.
   if (bin.cache.count == bin.cache.cap) return push_to_full_cache(h, bin, p);
   bin.cache.push(p, h.node_key);
@@ -416,27 +423,10 @@ void tc_front::flush_remote(tc_heap& h) const noexcept {
 // The head list is full: the older batch goes back to the bitmaps, the head list becomes the older batch, and p
 // starts a new head list.
 void tc_front::push_to_full_cache(tc_heap& h, tc_bin& bin, void* p) const noexcept {
-  if (STRATA_UNLIKELY(bin.cache.cap == 0)) return free_strict(h, bin, p);
   std::size_t n;
   void* old = bin.cache.push_rotating(p, h.node_key, n);
   note_deallocation(h, bin.object_size);
   if (old != nullptr) give_back(h, bin, old, n);
-}
-
-// Strict checks, no cache: p (a slot of bin's class in a block h owns, by the class map and the class's constants,
-// whose words are no node or mark) is verified against its block's header and bitmaps, then its bit is set.
-void tc_front::free_strict(tc_heap& h, tc_bin& bin, void* p) const noexcept {
-  const auto c = static_cast<unsigned>(&bin - h.bins);
-  const tc_block* b = block_of(p);
-  if (!kind_.tagged(b) || b->size_class != c || !kind_.is_slot(b, p))
-    return report_bad_free(p, c, bin.object_size, 0);
-  if (is_free_for(bin, p)) {
-    report(error_kind::double_free, p, bin.object_size, 0, 0, "the object is free already");
-    return;
-  }
-  note_deallocation(h, bin.object_size);
-  make_node(p, nullptr, h.node_key);
-  give_back(h, bin, p, 1);
 }
 
 // Every object's bit is set while the list is read; a block this empties is handed on only after the whole list

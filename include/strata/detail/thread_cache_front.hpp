@@ -42,6 +42,8 @@ STRATA_ALWAYS_INLINE constexpr std::uint32_t tc_map_value(std::uint32_t owner, u
 /// Added to a block's map value while its owner keeps it as the spare (all slots free, not allocated from): frees
 /// into it take the exact path (each one is a double free, or a stray pointer).
 inline constexpr std::uint32_t tc_map_spare = 0x80;
+/// A map value no block has (owner indexes stop below tc_no_heap).
+inline constexpr std::uint32_t tc_map_none = 0xFFFFFFFFu;
 /// The index in a node key that no heap has.
 inline constexpr std::uint32_t tc_no_heap = 0xFFFF;
 
@@ -358,7 +360,6 @@ class tc_front {
   void return_claim(tc_bin& bin) const noexcept;
   void make_current(tc_bin& bin, tc_block* b) const noexcept;
   void push_to_full_cache(tc_heap& h, tc_bin& bin, void* p) const noexcept;
-  void free_strict(tc_heap& h, tc_bin& bin, void* p) const noexcept;
   /// Gives the nodes of `list` (at most n) back to their blocks (all owned by h), with the exact checks.
   void give_back(tc_heap& h, tc_bin& bin, void* list, std::size_t n) const noexcept;
   void drain_bin(tc_heap& h, tc_bin& bin) const noexcept;
