@@ -10,74 +10,15 @@ namespace strata::detail {
 
 namespace {
 constexpr const char* engine_name = "thread_cache_resource";
-
-std::atomic<std::uint64_t> g_next_id{1};
-
-// Every live engine, for the thread-exit cleanup: a thread hands its heaps back only to engines still alive.
-std::mutex& registry_lock() noexcept {
-  static std::mutex m;
-  return m;
-}
-thread_cache_engine* g_live = nullptr;
-
-// Set once the calling thread's registry has been torn down (thread exit): it gets no new heaps after that.
-thread_local bool tc_thread_exited STRATA_TLS_INITIAL_EXEC = false;
 }  // namespace
-
-/// The heaps of the calling thread, one per engine it used. Its destructor runs at thread exit.
-struct tc_registry {
-  struct entry {
-    std::uint64_t id;
-    thread_cache_engine* engine;
-    tc_heap* heap;
-  };
-  static constexpr unsigned capacity = 64;
-  entry entries[capacity] = {};
-  unsigned count = 0;
-
-  static bool live(const thread_cache_engine* e, std::uint64_t id) noexcept {  // under registry_lock()
-    for (const thread_cache_engine* x = g_live; x != nullptr; x = x->next_live_)
-      if (x == e && x->id_ == id) return true;
-    return false;
-  }
-
-  bool add(std::uint64_t id, thread_cache_engine* e, tc_heap* h) noexcept {
-    if (count == capacity) {  // forget entries of engines destroyed since
-      std::lock_guard<std::mutex> g(registry_lock());
-      unsigned n = 0;
-      for (unsigned i = 0; i < count; ++i)
-        if (live(entries[i].engine, entries[i].id)) entries[n++] = entries[i];
-      count = n;
-    }
-    if (count == capacity) return false;
-    entries[count++] = entry{id, e, h};
-    return true;
-  }
-
-  ~tc_registry() {
-    tc_thread_exited = true;
-    std::lock_guard<std::mutex> g(registry_lock());
-    for (unsigned i = 0; i < count; ++i)
-      if (live(entries[i].engine, entries[i].id)) entries[i].engine->detach_heap(entries[i].heap);
-    count = 0;
-    for (auto& t : tc_tls) t = tc_tls_entry{0, nullptr};
-    tc_tls_last = tc_tls_entry{0, nullptr};
-  }
-
-  static tc_registry& local() noexcept {
-    static thread_local tc_registry r;
-    return r;
-  }
-};
 
 // ---- construction --------------------------------------------------------------------------------------------------
 
 thread_cache_engine::thread_cache_engine(const config& cfg, std::pmr::memory_resource* upstream, const void* owner)
     : upstream_(upstream),
       owner_(owner),
-      id_(g_next_id.fetch_add(1, std::memory_order_relaxed)),
       middle_(upstream, cfg.max_empty_blocks, cfg.max_shared, owner, engine_name),
-      front_(cfg.max_small, reinterpret_cast<std::uintptr_t>(this) ^ 0x5354524154435400ull ^ (id_ << 48), engine_name,
+      front_(cfg.max_small, reinterpret_cast<std::uintptr_t>(this) ^ 0x5354524154435400ull ^ (id() << 48), engine_name,
              middle_, upstream, cfg.strict),
       back_(upstream) {
   middle_.set_front(&front_);
@@ -90,19 +31,10 @@ thread_cache_engine::thread_cache_engine(const config& cfg, std::pmr::memory_res
                          std::size_t alignment) noexcept -> tc_misuse {
     return static_cast<const thread_cache_engine*>(context)->elsewhere(p, bytes, alignment, thread_tier);
   };
-  std::lock_guard<std::mutex> g(registry_lock());
-  next_live_ = g_live;
-  if (g_live != nullptr) g_live->prev_live_ = this;
-  g_live = this;
 }
 
 thread_cache_engine::~thread_cache_engine() {
-  {
-    std::lock_guard<std::mutex> g(registry_lock());
-    if (prev_live_ != nullptr) prev_live_->next_live_ = next_live_;
-    else g_live = next_live_;
-    if (next_live_ != nullptr) next_live_->prev_live_ = prev_live_;
-  }
+  leave();
   // From here no thread hands a heap back to this engine; threads still holding one never touch it again (the
   // engine's id is never reused).
   release_heaps();
@@ -160,46 +92,19 @@ void thread_cache_engine::detach_heap(tc_heap* h) noexcept {
 }
 
 void thread_cache_engine::release_thread_heap() noexcept {
-  if (tc_thread_exited) return;
-  tc_registry& reg = tc_registry::local();
-  tc_heap* h = nullptr;
-  for (unsigned i = 0; i < reg.count; ++i) {
-    if (reg.entries[i].id == id_) {
-      h = reg.entries[i].heap;
-      reg.entries[i] = reg.entries[--reg.count];
-      break;
-    }
-  }
-  if (tc_tls_entry& t = tc_tls[id_ & (tc_tls_ways - 1)]; t.id == id_) t = tc_tls_entry{0, nullptr};
-  if (tc_tls_last.id == id_) tc_tls_last = tc_tls_entry{0, nullptr};
-  if (h != nullptr) detach_heap(h);
+  if (void* h = remove_state()) detach_heap(static_cast<tc_heap*>(h));
 }
 
 tc_heap* thread_cache_engine::find_heap() noexcept {
-  if (tc_thread_exited) return nullptr;
-  tc_registry& reg = tc_registry::local();
-  tc_heap* h = nullptr;
-  for (unsigned i = 0; i < reg.count && h == nullptr; ++i)
-    if (reg.entries[i].id == id_) h = reg.entries[i].heap;
-  if (h == nullptr) {
-    h = attach_heap();
-    if (h == nullptr) return nullptr;
-    if (!reg.add(id_, this, h)) {
-      detach_heap(h);
-      return nullptr;
-    }
+  if (thread_exited()) return nullptr;
+  if (void* h = registered_state()) return static_cast<tc_heap*>(h);
+  tc_heap* h = attach_heap();
+  if (h == nullptr) return nullptr;
+  if (!add_state(h)) {  // the thread is exiting, or keeps heaps of too many engines
+    detach_heap(h);
+    return nullptr;
   }
-  tc_tls[id_ & (tc_tls_ways - 1)] = tc_tls_entry{id_, h};
-  tc_tls_last = tc_tls_entry{id_, h};
   return h;
-}
-
-tc_heap* thread_cache_engine::my_heap() const noexcept {
-  if (tc_tls_last.id == id_) return tc_tls_last.heap;
-  const tc_tls_entry& e = tc_tls[id_ & (tc_tls_ways - 1)];
-  if (e.id != id_) return nullptr;
-  tc_tls_last = e;
-  return e.heap;
 }
 
 // ---- slow paths ----------------------------------------------------------------------------------------------------
@@ -218,7 +123,7 @@ void* thread_cache_engine::refill(tc_heap& h, unsigned c) {
 
 void* thread_cache_engine::allocate_small_slow(unsigned c) {
   void* p = nullptr;
-  if (tc_heap* h = my_heap(); h != nullptr) {
+  if (tc_heap* h = static_cast<tc_heap*>(cached_state()); h != nullptr) {
     p = front_.allocate_slow(*h, c);
   } else if ((h = find_heap()) != nullptr) {
     p = front_.allocate_slow(*h, c);
@@ -236,7 +141,7 @@ void* thread_cache_engine::allocate_small_slow(unsigned c) {
 
 void thread_cache_engine::deallocate_small_slow(void* p, unsigned c, std::size_t bytes,
                                                 std::size_t alignment) noexcept {
-  if (tc_heap* h = my_heap(); h != nullptr) return front_.deallocate_slow(*h, p, c, bytes, alignment);
+  if (tc_heap* h = static_cast<tc_heap*>(cached_state()); h != nullptr) return front_.deallocate_slow(*h, p, c, bytes, alignment);
   // A pointer in no block of this resource is reported before a heap is made for it: a misuse changes nothing.
   if (!front_.owns(p)) return front_.report_bad_free(p, c, bytes, alignment);
   if (tc_heap* h = find_heap(); h != nullptr) return front_.deallocate_slow(*h, p, c, bytes, alignment);
@@ -275,7 +180,7 @@ void thread_cache_engine::deallocate_other_rounded(void* p, std::size_t bytes, s
 }
 
 void thread_cache_engine::account(std::int64_t delta) noexcept {
-  tc_heap* h = my_heap();
+  tc_heap* h = static_cast<tc_heap*>(cached_state());
   if (h == nullptr) h = find_heap();
   if (h != nullptr) return note_bytes(*h, delta);
   std::lock_guard<std::mutex> g(shared_heap_lock_);
@@ -457,7 +362,7 @@ std::size_t thread_cache_engine::round_size_other(std::size_t bytes, std::size_t
 }
 
 void thread_cache_engine::trim() noexcept {
-  if (tc_heap* h = my_heap()) front_.collect_owned(*h);  // caches and the remote list first
+  if (auto* h = static_cast<tc_heap*>(cached_state())) front_.collect_owned(*h);  // caches and the remote list first
   {
     std::lock_guard<std::mutex> g(shared_heap_lock_);
     if (shared_heap_ != nullptr) front_.collect_owned(*shared_heap_);

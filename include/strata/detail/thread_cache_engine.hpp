@@ -14,28 +14,13 @@
 #include <strata/detail/thread_cache_back.hpp>
 #include <strata/detail/thread_cache_front.hpp>
 #include <strata/detail/thread_cache_middle.hpp>
+#include <strata/detail/thread_registry.hpp>
 #include <strata/stats.hpp>
-
-#if defined(__GNUC__) || defined(__clang__)
-#define STRATA_TLS_INITIAL_EXEC __attribute__((tls_model("initial-exec")))
-#else
-#define STRATA_TLS_INITIAL_EXEC
-#endif
 
 namespace strata::detail {
 
-/// The calling thread's heaps, direct-mapped by engine id: the fast path's only thread-local access. Engine ids are
-/// never reused, so an entry left by a destroyed engine never matches again.
-struct tc_tls_entry {
-  std::uint64_t id;
-  tc_heap* heap;
-};
-inline constexpr unsigned tc_tls_ways = 8;
-inline thread_local tc_tls_entry tc_tls[tc_tls_ways] STRATA_TLS_INITIAL_EXEC = {};
-/// The entry of the engine the thread used last, looked at first: one compare when a thread uses one engine.
-inline thread_local tc_tls_entry tc_tls_last STRATA_TLS_INITIAL_EXEC = {};
-
-class thread_cache_engine {
+/// Its per-thread state is each thread's heap (see per_thread_owner).
+class thread_cache_engine final : private per_thread_owner {
  public:
   struct config {
     std::size_t max_small;
@@ -106,9 +91,9 @@ class thread_cache_engine {
   [[nodiscard]] resource_stats stats() const noexcept;
   bool check_invariants() const noexcept;
 
-  /// Thread exit: hands h back (called with the engines' registry lock held).
+  /// Hands h back (thread exit, release_thread_heap, a heap that could not be registered).
   void detach_heap(tc_heap* h) noexcept;
-  [[nodiscard]] std::uint64_t id() const noexcept { return id_; }
+  using per_thread_owner::id;
   [[nodiscard]] std::pmr::memory_resource* upstream() const noexcept { return upstream_; }
 
  private:
@@ -117,15 +102,14 @@ class thread_cache_engine {
     return a <= 16 && ((std::uint32_t{0x10116} >> a) & 1) != 0;
   }
   /// The calling thread's heap if this is the engine it used last, else nullptr (the fast paths then tail-call
-  /// their slow paths, which ask my_heap(): a fast path makes no call that returns to it, so it saves no registers).
+  /// their slow paths, which ask cached_state(): a fast path makes no call that returns to it, so it saves no
+  /// registers).
   STRATA_ALWAYS_INLINE tc_heap* last_heap() const noexcept {
-    if (STRATA_UNLIKELY(tc_tls_last.id != id_)) return nullptr;
-    tc_heap* h = tc_tls_last.heap;
+    if (STRATA_UNLIKELY(thread_state_last.id != id())) return nullptr;
+    auto* h = static_cast<tc_heap*>(thread_state_last.state);
     if (h == nullptr) __builtin_unreachable();  // an entry with this engine's id always names its heap
     return h;
   }
-  /// The calling thread's heap for this engine, or nullptr when it has none yet (a hit becomes tc_tls_last).
-  tc_heap* my_heap() const noexcept;
   tc_heap* find_heap() noexcept;     // the calling thread's heap, made on first use; nullptr: use the shared heap
   tc_heap* attach_heap() noexcept;   // a spare heap, or a new one from upstream
   void* allocate_small_slow(unsigned c);
@@ -151,7 +135,6 @@ class thread_cache_engine {
 
   std::pmr::memory_resource* upstream_;
   const void* owner_;
-  std::uint64_t id_;
   tc_middle middle_;
   tc_front front_;
   tc_back back_;
@@ -170,10 +153,7 @@ class thread_cache_engine {
   std::atomic<std::uint64_t> heapless_deallocations_{0};
   mutable std::atomic<std::uint32_t> heapless_publications_{0};  // such frees being published (see wait_for_publications)
 
-  // Engines alive, for the thread-exit cleanup (under the registry lock).
-  thread_cache_engine* next_live_ = nullptr;
-  thread_cache_engine* prev_live_ = nullptr;
-  friend struct tc_registry;
+  void thread_exit(void* state) noexcept override { detach_heap(static_cast<tc_heap*>(state)); }
 };
 
 }  // namespace strata::detail
