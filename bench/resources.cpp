@@ -102,6 +102,12 @@ const std::vector<resource_entry>& resources() {
       {"strata_page", thread_safe | large_blocks,
        [](const workload_info&) { return make_holder<strata::page_resource>(); }},
       {"strata_bitmap", small_blocks, [](const workload_info&) { return make_holder<strata::bitmap_resource>(); }},
+      {"strata_bitmap_strict", small_blocks,
+       [](const workload_info&) {
+         strata::bitmap_options o;
+         o.checks = strata::check_mode::strict;
+         return make_holder<strata::bitmap_resource>(o);
+       }},
       {"strata_sync_bitmap", thread_safe | small_blocks,
        [](const workload_info&) { return make_holder<strata::synchronized_bitmap_resource>(); }},
       {"strata_fixed_pool", small_blocks | fixed_size_only,
@@ -117,6 +123,12 @@ const std::vector<resource_entry>& resources() {
        [](const workload_info&) { return make_holder<strata::synchronized_free_list_resource>(); }},
       {"strata_thread_cache", thread_safe | small_blocks | large_blocks,
        [](const workload_info&) { return make_holder<strata::thread_cache_resource>(); }},
+      {"strata_thread_cache_strict", thread_safe | small_blocks | large_blocks,
+       [](const workload_info&) {
+         strata::thread_cache_options o;
+         o.checks = strata::check_mode::strict;
+         return make_holder<strata::thread_cache_resource>(o);
+       }},
       {"strata_c_api", thread_safe | small_blocks | large_blocks,
        [](const workload_info&) { return make_holder<c_api_resource>(); }},
       {"glibc", thread_safe | small_blocks | large_blocks, new_delete},

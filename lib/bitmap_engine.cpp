@@ -12,7 +12,8 @@ bitmap_engine<Sync>::bitmap_engine(const config& cfg, block_source source) noexc
     : kind_(cfg.block_size, reinterpret_cast<std::uintptr_t>(this) ^ 0x5354524154410000ull, Sync),
       node_key_(random_node_key(this)),
       map_(block_source_storage{&source_}),
-      block_size_(cfg.block_size), max_small_(0), max_empty_(cfg.max_empty_blocks), name_(cfg.name),
+      block_size_(cfg.block_size), max_small_(0), plain_limit_(0), strict_(!Sync && cfg.strict),
+      max_empty_(cfg.max_empty_blocks), name_(cfg.name),
       source_(source) {
   sizes_.init(cfg.max_small_size, cfg.natural_alignment);
   max_small_ = sizes_.max_small();

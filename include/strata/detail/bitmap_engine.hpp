@@ -164,9 +164,15 @@ class bitmap_engine {
   /// !Sync: a class without a free cache (strict checks, the 8-byte class) has neither cached objects nor a claimed
   /// word, so allocate_cached() sends it to its slow path, which takes the locked way.
   STRATA_ALWAYS_INLINE void* allocate(unsigned c) {
-    if constexpr (Sync) return allocate_locked(c);
-    else return allocate_cached(c);
+    if constexpr (Sync) {
+      return allocate_locked(c);
+    } else {
+      if (STRATA_UNLIKELY(strict_)) return allocate_uncached(c);
+      return allocate_cached(c);
+    }
   }
+  /// allocate(c) with strict checks, out of the cached path's way.
+  STRATA_NOINLINE void* allocate_uncached(unsigned c) { return allocate_locked(c); }
 
   /// allocate(c) from the bitmaps, under the class lock (the synchronized engine, and uncached classes).
   STRATA_ALWAYS_INLINE void* allocate_locked(unsigned c) {
@@ -221,8 +227,16 @@ class bitmap_engine {
   /// without a free cache matches no block in deallocate_cached() (its map_value is none), whose slow path takes
   /// the locked way.
   STRATA_ALWAYS_INLINE void deallocate(void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept {
-    if constexpr (Sync) deallocate_locked(p, bytes, alignment, c);
-    else deallocate_cached(p, bytes, alignment, c);
+    if constexpr (Sync) {
+      deallocate_locked(p, bytes, alignment, c);
+    } else {
+      if (STRATA_UNLIKELY(strict_)) return deallocate_uncached(p, bytes, alignment, c);
+      deallocate_cached(p, bytes, alignment, c);
+    }
+  }
+  /// deallocate() with strict checks, out of the cached path's way.
+  STRATA_NOINLINE void deallocate_uncached(void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept {
+    deallocate_locked(p, bytes, alignment, c);
   }
 
   /// deallocate() into the bitmaps at once, with every check (the synchronized engine, and uncached classes).
@@ -480,6 +494,7 @@ class bitmap_engine {
   std::size_t block_size_;
   std::size_t max_small_;
   std::size_t plain_limit_;
+  bool strict_;  // !Sync: no free caches (every class takes the locked way)
   std::size_t max_empty_;
   const char* name_;
   block_source source_;
