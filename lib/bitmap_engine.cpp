@@ -130,29 +130,32 @@ void bitmap_engine<Sync>::double_free_unlock(class_state& cs, void* p, std::size
 template <bool Sync>
 void bitmap_engine<Sync>::relist(class_state& cs, block* b) noexcept {
   if constexpr (Sync) {
-    // Still on the remote stack: the collection that pops it will relist it; it must not be retired before.
-    if (b->remote_listed.load(std::memory_order_acquire)) {
+    auto keep = [&] {
       if (b->where == in_full && b->free_count != 0) {
         block::unlink(cs.full, b);
         b->where = in_partial;
         block::push(cs.partial, b);
       }
-      return;
-    }
-    // Empty, but a remote free whose bit was collected is still finishing with the header (it may be about to push
-    // the block on the remote stack): it stays, and goes on the remote stack so that a later collection retires it.
-    // The pins are read with a read-modify-write, after this thread's store of the block's last free bit: with
-    // remote_free's pin (also an RMW) before its look at the local bit, either this sees the pin, or that free sees
-    // the slot free (and reports it). A plain load could be reordered before the store, both would miss, and the
-    // block would be retired under that free.
-    if (b->free_count == b->capacity && b->remote_pins.fetch_add(0, std::memory_order_seq_cst) != 0) {
-      if (b->where == in_full) {
-        block::unlink(cs.full, b);
-        b->where = in_partial;
-        block::push(cs.partial, b);
+    };
+    if (b->free_count != b->capacity) {
+      // Still on the remote stack: the collection that pops it relists it.
+      if (b->remote_listed.load(std::memory_order_acquire)) return keep();
+    } else {
+      // Empty, but a remote free whose bit was collected may still be finishing with the header (about to push the
+      // block on the remote stack): it stays, and goes on the remote stack so that a later collection retires it.
+      // The pins are read with a read-modify-write, after this thread's store of the block's last free bit: with
+      // remote_free's pin (also an RMW) before its look at the local bit, either this sees the pin, or that free
+      // sees the slot free (and reports it).
+      if (b->remote_pins.fetch_add(0, std::memory_order_seq_cst) != 0) {
+        keep();
+        push_remote(cs, b);
+        return;
       }
-      push_remote(cs, b);
-      return;
+      // No pin: every remote free of b is done, and one that pushed b did so before it unpinned, so the flag, read
+      // by a read-modify-write after the pins, shows that push (a plain load could still return the clearing this
+      // collection made, and b would be retired while on the stack, then retired again when popped).
+      bool listed = false;  // a compare-and-swap that writes what it read: a read-modify-write of the flag
+      if (!b->remote_listed.compare_exchange_strong(listed, false, std::memory_order_seq_cst)) return keep();
     }
   }
   if (b->free_count == b->capacity) {
