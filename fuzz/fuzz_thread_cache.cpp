@@ -1,6 +1,6 @@
 // fuzz/fuzz_thread_cache.cpp: thread_cache_resource over every upstream kind: max_small_size 8 B .. 8 KiB,
-// max_shared_size from max_small_size up, max_empty_blocks, both check modes; its rounded and unsized entry points, usable_size,
-// release_thread_cache, trim; misuse; cross-thread replay with hand-offs and split double frees.
+// max_shared_size from max_small_size up, max_empty_blocks, both check modes; its rounded and unsized entry points,
+// usable_size, release_thread_cache, trim; misuse; cross-thread replay with hand-offs and split double frees.
 //
 // Input: [upstream] [page options if own pages: 2] [options: 3 bytes] [flags] [ops...]
 #include <strata/thread_cache_resource.hpp>

@@ -141,7 +141,8 @@ void* thread_cache_engine::allocate_small_slow(unsigned c) {
 
 void thread_cache_engine::deallocate_small_slow(void* p, unsigned c, std::size_t bytes,
                                                 std::size_t alignment) noexcept {
-  if (tc_heap* h = static_cast<tc_heap*>(cached_state()); h != nullptr) return front_.deallocate_slow(*h, p, c, bytes, alignment);
+  if (auto* h = static_cast<tc_heap*>(cached_state()); h != nullptr)
+    return front_.deallocate_slow(*h, p, c, bytes, alignment);
   // A pointer in no block of this resource is reported before a heap is made for it: a misuse changes nothing.
   if (!front_.owns(p)) return front_.report_bad_free(p, c, bytes, alignment);
   if (tc_heap* h = find_heap(); h != nullptr) return front_.deallocate_slow(*h, p, c, bytes, alignment);

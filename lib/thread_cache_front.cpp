@@ -352,9 +352,9 @@ void tc_front::remote_free(tc_heap& h, void* p, unsigned c, std::size_t bytes, s
 // blocks stay while the entries wait: a block can be emptied and leave only if its owner freed such an object too
 // (a double free). Against that, each block's class is read from the class map, with h.flush_seq odd: a block
 // leaves the resource only after its map value is cleared and no publication that began before is still running
-// (both sides read-modify-write flush_seq), so nothing here writes into memory gone upstream. A
-// block emptied and formatted again meanwhile may take a bit for a slot it holds differently: its owner's checks
-// find that as any other double free (see remote_free).
+// (both sides read-modify-write flush_seq), so nothing here writes into memory gone upstream. A block emptied and
+// formatted again meanwhile may take a bit for a slot it holds differently: its owner's checks find that as any
+// other double free (see remote_free).
 void tc_front::flush_remote(tc_heap& h) const noexcept {
   const std::uint32_t count = h.remote_count;
   h.remote_count = 0;
@@ -371,14 +371,15 @@ void tc_front::flush_remote(tc_heap& h) const noexcept {
     const std::uint64_t mask = run_mask;
     run_mask = 0;
     STRATA_INJECT_DELAY();
-    const std::uint64_t old = block_of(reinterpret_cast<void*>(run_base))->remote_word(run_word).fetch_or(mask, std::memory_order_release);
+    tc_block* const b = block_of(reinterpret_cast<void*>(run_base));
+    const std::uint64_t old = b->remote_word(run_word).fetch_or(mask, std::memory_order_release);
     if (const std::uint64_t dup = old & mask; STRATA_UNLIKELY(dup != 0)) {
       // Published by two heaps (neither saw the other's mark); the slot is free once, one count is undone.
       const std::size_t size = run_bin->object_size;
       for (std::uint64_t bits = dup; bits != 0; bits &= bits - 1) {
-        report(error_kind::double_free,
-               reinterpret_cast<char*>(run_base) + (run_word * 64 + static_cast<std::size_t>(__builtin_ctzll(bits))) * size,
-               size, 0, 0, "freed twice by other threads");
+        const std::size_t q = run_word * 64 + static_cast<std::size_t>(__builtin_ctzll(bits));
+        report(error_kind::double_free, reinterpret_cast<char*>(run_base) + q * size, size, 0, 0,
+               "freed twice by other threads");
         count_late_double_free(size);
       }
     }

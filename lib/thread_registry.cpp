@@ -109,6 +109,7 @@ void* per_thread_owner::registered_state() const noexcept {
 }
 
 bool per_thread_owner::add_state(void* state) noexcept {
+  STRATA_ASSERT(state != nullptr);
   if (g_thread_exited) return false;
   if (!thread_registry::local().add(id_, this, state)) return false;
   thread_states[id_ & (thread_state_ways - 1)] = thread_state_entry{id_, state};
@@ -127,7 +128,8 @@ void* per_thread_owner::remove_state() noexcept {
       break;
     }
   }
-  if (thread_state_entry& t = thread_states[id_ & (thread_state_ways - 1)]; t.id == id_) t = thread_state_entry{0, nullptr};
+  thread_state_entry& t = thread_states[id_ & (thread_state_ways - 1)];
+  if (t.id == id_) t = thread_state_entry{0, nullptr};
   if (thread_state_last.id == id_) thread_state_last = thread_state_entry{0, nullptr};
   return state;
 }

@@ -114,9 +114,6 @@ class bitmap_engine {
     return sizes_.class_of(align_up(bytes + (bytes == 0), alignment));
   }
 
-  /// Whether class c allocates and frees through its free cache (allocate_cached, deallocate_cached).
-  STRATA_ALWAYS_INLINE bool cached(unsigned c) const noexcept { return !Sync && classes_[c].cache.cap != 0; }
-
   /// Requests of 1 to plain_limit() bytes at alignment 1, 2, 4, 8 or 16 take the fast paths with plain_class().
   [[nodiscard]] std::size_t plain_limit() const noexcept { return plain_limit_; }
   /// The class of such a request: rounding the size up to the alignment lands in a class aligned enough.
@@ -161,8 +158,8 @@ class bitmap_engine {
 
   /// Allocates one object of class `c` (from class_for). Throws std::bad_alloc when a new block is needed and the
   /// source has none. The statistics count the class size (the block's usable bytes), whatever was asked.
-  /// !Sync: a class without a free cache (strict checks, the 8-byte class) has neither cached objects nor a claimed
-  /// word, so allocate_cached() sends it to its slow path, which takes the locked way.
+  /// !Sync: strict checks take the locked way; a class without a free cache (the 8-byte class) has neither cached
+  /// objects nor a claimed word, so allocate_cached() sends it to its slow path, which takes the locked way too.
   STRATA_ALWAYS_INLINE void* allocate(unsigned c) {
     if constexpr (Sync) {
       return allocate_locked(c);
@@ -211,8 +208,8 @@ class bitmap_engine {
     const auto a = reinterpret_cast<std::uintptr_t>(p);
     const std::size_t off = a & (block_size_ - 1);
     const std::size_t header = slab_kind::header_offset(a - off);
-    if (STRATA_UNLIKELY(map_.get_direct(p) != cs.map_value) || STRATA_UNLIKELY(slot_of(cs, off) * cs.object_size != off) ||
-        STRATA_UNLIKELY(off + cs.object_size > block_size_) ||
+    if (STRATA_UNLIKELY(map_.get_direct(p) != cs.map_value) ||
+        STRATA_UNLIKELY(slot_of(cs, off) * cs.object_size != off) || STRATA_UNLIKELY(off + cs.object_size > block_size_) ||
         STRATA_UNLIKELY(off + cs.object_size - 1 - header < cs.meta_span) || STRATA_UNLIKELY(is_node(p, node_key_)) ||
         STRATA_UNLIKELY(a - cs.fresh_from < cs.fresh_span))
       return deallocate_checked_sized(p, bytes, alignment);  // c is not kept live: no register to save
@@ -223,9 +220,9 @@ class bitmap_engine {
     if (STRATA_UNLIKELY(in_use_ == 0)) return settle_idle();
   }
 
-  /// Frees `p`, allocated as `bytes` bytes of class `c`. Misuse is reported and changes nothing. !Sync: a class
-  /// without a free cache matches no block in deallocate_cached() (its map_value is none), whose slow path takes
-  /// the locked way.
+  /// Frees `p`, allocated as `bytes` bytes of class `c`. Misuse is reported and changes nothing. !Sync: strict checks
+  /// take the locked way; a class without a free cache (the 8-byte class) matches no block in deallocate_cached()
+  /// (its map_value is none), whose slow path takes the locked way too.
   STRATA_ALWAYS_INLINE void deallocate(void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept {
     if constexpr (Sync) {
       deallocate_locked(p, bytes, alignment, c);

@@ -104,12 +104,7 @@ class thread_cache_engine final : private per_thread_owner {
   /// The calling thread's heap if this is the engine it used last, else nullptr (the fast paths then tail-call
   /// their slow paths, which ask cached_state(): a fast path makes no call that returns to it, so it saves no
   /// registers).
-  STRATA_ALWAYS_INLINE tc_heap* last_heap() const noexcept {
-    if (STRATA_UNLIKELY(thread_state_last.id != id())) return nullptr;
-    auto* h = static_cast<tc_heap*>(thread_state_last.state);
-    if (h == nullptr) __builtin_unreachable();  // an entry with this engine's id always names its heap
-    return h;
-  }
+  STRATA_ALWAYS_INLINE tc_heap* last_heap() const noexcept { return static_cast<tc_heap*>(last_state()); }
   tc_heap* find_heap() noexcept;     // the calling thread's heap, made on first use; nullptr: use the shared heap
   tc_heap* attach_heap() noexcept;   // a spare heap, or a new one from upstream
   void* allocate_small_slow(unsigned c);
@@ -151,7 +146,8 @@ class thread_cache_engine final : private per_thread_owner {
   // here, so that the statistics stay exact.
   std::atomic<std::int64_t> heapless_bytes_{0};
   std::atomic<std::uint64_t> heapless_deallocations_{0};
-  mutable std::atomic<std::uint32_t> heapless_publications_{0};  // such frees being published (see wait_for_publications)
+  // Such frees being published (see wait_for_publications).
+  mutable std::atomic<std::uint32_t> heapless_publications_{0};
 
   void thread_exit(void* state) noexcept override { detach_heap(static_cast<tc_heap*>(state)); }
 };

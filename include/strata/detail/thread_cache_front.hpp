@@ -119,10 +119,10 @@ struct tc_heap {
   static constexpr std::uint32_t remote_cap = 128;
 
   tc_bin bins[size_class_table::max_classes];
-  // Frees of objects of blocks this heap does not own (any class), each marked (word 1 = p ^ node_key by
-  // compare-and-swap) and counted,
-  // published to their blocks' remote words when the array is full and on this heap's slow paths. The class each
-  // was freed as is kept beside it (a publication that finds the block gone undoes the count by it).
+  // Frees of objects of blocks this heap does not own (any class), each marked (word 1 = p ^ node_key, by
+  // compare-and-swap) and counted, published to their blocks' remote words when the array is full and on this heap's
+  // slow paths. The class each was freed as is kept beside it (a publication that finds the block gone undoes the
+  // count by it).
   void* remote[remote_cap] = {};
   std::uint8_t remote_class[remote_cap] = {};
   std::uint32_t remote_count = 0;
@@ -158,8 +158,6 @@ class tc_front {
 
   tc_front(std::size_t max_small, std::uintptr_t key, const char* name, tc_middle& middle,
            std::pmr::memory_resource* upstream, bool strict = false) noexcept;
-  /// Strict checks: no free caches (see thread_cache_options::checks).
-  [[nodiscard]] bool strict() const noexcept { return strict_; }
 
   [[nodiscard]] const size_class_table& sizes() const noexcept { return sizes_; }
   [[nodiscard]] std::size_t max_small() const noexcept { return max_small_; }
@@ -269,7 +267,8 @@ class tc_front {
   /// deallocate()'s other cases (the class found again from bytes and alignment).
   STRATA_NOINLINE void deallocate_slow(tc_heap& h, void* p, std::size_t bytes, std::size_t alignment) const noexcept;
   /// deallocate_slow() naming the class size of bytes in reports.
-  STRATA_NOINLINE void deallocate_slow_rounded(tc_heap& h, void* p, std::size_t bytes, std::size_t alignment) const noexcept;
+  STRATA_NOINLINE void deallocate_slow_rounded(tc_heap& h, void* p, std::size_t bytes,
+                                               std::size_t alignment) const noexcept;
   /// deallocate()'s other cases: a block of another heap or of the shared tier (the remote array), and misuse.
   void deallocate_slow(tc_heap& h, void* p, unsigned c, std::size_t bytes, std::size_t alignment) const noexcept;
 

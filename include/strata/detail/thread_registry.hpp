@@ -39,14 +39,17 @@ class per_thread_owner {
 
   /// The calling thread's state if this is the owner it used last, else nullptr: one compare.
   STRATA_ALWAYS_INLINE void* last_state() const noexcept {
-    return STRATA_LIKELY(thread_state_last.id == id_) ? thread_state_last.state : nullptr;
+    if (STRATA_UNLIKELY(thread_state_last.id != id_)) return nullptr;
+    void* s = thread_state_last.state;
+    if (s == nullptr) __builtin_unreachable();  // an entry with this owner's id always names a state
+    return s;
   }
   /// The calling thread's state from the thread-local cache (the last one used, then one direct-mapped entry), or
   /// nullptr; a hit becomes the last one used.
   void* cached_state() const noexcept;
   /// The calling thread's state from its registry (a hit is cached), or nullptr when it has none.
   void* registered_state() const noexcept;
-  /// Records `state` as the calling thread's and caches it. False when the thread has run its exit cleanup or keeps
+  /// Records `state` (not null) as the calling thread's and caches it. False when the thread has run its exit cleanup or keeps
   /// states for too many live owners: the caller then works without a state of its own.
   bool add_state(void* state) noexcept;
   /// Forgets the calling thread's state and returns it (nullptr when it had none, or the thread has exited).
