@@ -12,7 +12,7 @@ bitmap_engine<Sync>::bitmap_engine(const config& cfg, block_source source) noexc
     : kind_(cfg.block_size, reinterpret_cast<std::uintptr_t>(this) ^ 0x5354524154410000ull, Sync),
       node_key_(random_node_key(this)),
       map_(block_source_storage{&source_}),
-      block_size_(cfg.block_size), max_small_(0), plain_limit_(0), strict_(!Sync && cfg.strict),
+      block_size_(cfg.block_size), max_small_(0), plain_limit_(0),
       max_empty_(cfg.max_empty_blocks), name_(cfg.name),
       source_(source) {
   sizes_.init(cfg.max_small_size, cfg.natural_alignment);
@@ -23,9 +23,11 @@ bitmap_engine<Sync>::bitmap_engine(const config& cfg, block_source source) noexc
     const std::size_t size = sizes_.size_of(c);
     cs.object_size = static_cast<std::uint32_t>(size);
     cs.class_bit = std::uint64_t{1} << c;
-    cs.reciprocal = ((std::uint64_t{1} << 40) / size) + 1;
+    cs.reciprocal = reciprocal40(size);
+    cs.reciprocal_high = cs.reciprocal << 24;
     const slab_kind::layout l = kind_.typical_layout(size);
     cs.meta_span = sizeof(slab) + l.words * 8 * (Sync ? 2 : 1) + size - 1;
+    cs.last_offset = block_size_ - size;
     // Objects of 16 bytes and more have room for a node.
     if (!Sync && !cfg.strict && size >= 16) {
       cs.cache.cap = free_cache::cap_for(size);
@@ -299,7 +301,7 @@ void bitmap_engine<Sync>::collect_remote(class_state& cs) noexcept {
 // The head list is empty: the older batch takes its place, else the claimed word is used up and the next is claimed.
 template <bool Sync>
 void* bitmap_engine<Sync>::allocate_cached_slow(class_state& cs, unsigned c) {
-  if (cs.cache.cap == 0) return allocate_locked(c);  // a class without a cache
+  STRATA_ASSERT(cs.cache.cap != 0);
   if (cs.cache.take_cold()) return allocate(c);
   // The claimed word is used up: it is forgotten before refill(), which may retire the current block and then
   // throw, leaving no current block for a claim to belong to.

@@ -118,15 +118,17 @@ std::size_t basic_bitmap_resource<Sync>::round_size(std::size_t bytes, std::size
 // once, through a tail call, so that these functions save no registers.
 template <bool Sync>
 void* basic_bitmap_resource<Sync>::do_allocate(std::size_t bytes, std::size_t alignment) {
-  if (STRATA_LIKELY(alignment <= 16 && ((0x10116u >> alignment) & 1u) != 0 && bytes - 1 < engine_.plain_limit()))
-    return engine_.allocate(engine_.plain_class(bytes, alignment));  // it counts its own failures
+  const std::size_t x = (bytes - 1) | (alignment - 1);
+  if (STRATA_LIKELY(alignment <= 16 && ((0x10116u >> alignment) & 1u) != 0 && x < engine_.plain_limit()))
+    return engine_.allocate(engine_.plain_class(x));  // it counts its own failures
   return allocate_other(bytes, alignment);
 }
 
 template <bool Sync>
 void basic_bitmap_resource<Sync>::do_deallocate(void* p, std::size_t bytes, std::size_t alignment) {
-  if (STRATA_LIKELY(alignment <= 16 && ((0x10116u >> alignment) & 1u) != 0 && bytes - 1 < engine_.plain_limit()))
-    return engine_.deallocate(p, bytes, alignment, engine_.plain_class(bytes, alignment));
+  const std::size_t x = (bytes - 1) | (alignment - 1);
+  if (STRATA_LIKELY(alignment <= 16 && ((0x10116u >> alignment) & 1u) != 0 && x < engine_.plain_limit()))
+    return engine_.deallocate(p, bytes, alignment, engine_.plain_class(x));
   deallocate_other(p, bytes, alignment);
 }
 

@@ -114,20 +114,21 @@ class bitmap_engine {
     return sizes_.class_of(align_up(bytes + (bytes == 0), alignment));
   }
 
-  /// Requests of 1 to plain_limit() bytes at alignment 1, 2, 4, 8 or 16 take the fast paths with plain_class().
+  /// Requests of 1 to plain_limit() bytes at alignment a = 1, 2, 4, 8 or 16 take the fast paths with
+  /// plain_class((bytes - 1) | (a - 1)); that value is below plain_limit() exactly when bytes is at most it (a
+  /// multiple of 16).
   [[nodiscard]] std::size_t plain_limit() const noexcept { return plain_limit_; }
   /// The class of such a request: rounding the size up to the alignment lands in a class aligned enough.
-  STRATA_ALWAYS_INLINE unsigned plain_class(std::size_t bytes, std::size_t alignment) const noexcept {
-    return sizes_.class_of_small(align_up(bytes, alignment));
-  }
+  STRATA_ALWAYS_INLINE unsigned plain_class(std::size_t x) const noexcept { return sizes_.class_of_plain(x); }
 
   /// allocate(c) for a cached class: no lock, no register saved (every slow path is a tail call).
   STRATA_ALWAYS_INLINE void* allocate_cached(unsigned c) {
-    class_state& cs = classes_[c];
+    class_state& cs = *(classes_ + static_cast<std::size_t>(c));
     // The newest freed object: its lines are the warmest.
     if (void* p = cs.cache.head; STRATA_LIKELY(p != nullptr)) {
-      if (STRATA_UNLIKELY(!is_node(p, node_key_))) return cache_broken(cs, c);
-      cs.cache.head = node_next(p);
+      const std::uintptr_t next = load_node_word(p, 0);  // read once: the words are atomics
+      if (STRATA_UNLIKELY(load_node_word(p, 1) != node_check(p, next, node_key_))) return cache_broken(cs, c);
+      cs.cache.head = reinterpret_cast<void*>(next);
       --cs.cache.count;
       clear_node(p);
       note_allocate(cs);
@@ -153,23 +154,23 @@ class bitmap_engine {
       note_allocate(cs);
       return p;
     }
+    if (STRATA_UNLIKELY(cs.cache.cap == 0)) return allocate_uncached(c);  // strict checks, or the 8-byte class
     return allocate_cached_slow(cs, c);
   }
+  /// allocate(c) for a class without a free cache, out of the cached path's way.
+  STRATA_NOINLINE void* allocate_uncached(unsigned c) { return allocate_locked(c); }
 
   /// Allocates one object of class `c` (from class_for). Throws std::bad_alloc when a new block is needed and the
   /// source has none. The statistics count the class size (the block's usable bytes), whatever was asked.
-  /// !Sync: strict checks take the locked way; a class without a free cache (the 8-byte class) has neither cached
-  /// objects nor a claimed word, so allocate_cached() sends it to its slow path, which takes the locked way too.
+  /// !Sync: a class without a free cache (strict checks, or the 8-byte class) has neither cached objects nor a
+  /// claimed word, so allocate_cached() sends it to its slow path, which takes the locked way.
   STRATA_ALWAYS_INLINE void* allocate(unsigned c) {
     if constexpr (Sync) {
       return allocate_locked(c);
     } else {
-      if (STRATA_UNLIKELY(strict_)) return allocate_uncached(c);
       return allocate_cached(c);
     }
   }
-  /// allocate(c) with strict checks, out of the cached path's way.
-  STRATA_NOINLINE void* allocate_uncached(unsigned c) { return allocate_locked(c); }
 
   /// allocate(c) from the bitmaps, under the class lock (the synchronized engine, and uncached classes).
   STRATA_ALWAYS_INLINE void* allocate_locked(unsigned c) {
@@ -205,13 +206,17 @@ class bitmap_engine {
     // Checks that read only p's granule in the class map, the class's constants and p's first two words. A slot
     // never handed out (free in its bitmap or in the claimed word, and no node) would pass the others: the range of
     // the current block's never-used slots catches it (they are the only ones, see settle_idle).
+    // Strict checks, and classes too small for a node, have no cache: the locked way.
+    if (STRATA_UNLIKELY(cs.cache.cap == 0)) return deallocate_uncached(p, bytes, alignment, c);
     const auto a = reinterpret_cast<std::uintptr_t>(p);
     const std::size_t off = a & (block_size_ - 1);
-    const std::size_t header = slab_kind::header_offset(a - off);
     if (STRATA_UNLIKELY(map_.get_direct(p) != cs.map_value) ||
-        STRATA_UNLIKELY(slot_of(cs, off) * cs.object_size != off) || STRATA_UNLIKELY(off + cs.object_size > block_size_) ||
-        STRATA_UNLIKELY(off + cs.object_size - 1 - header < cs.meta_span) || STRATA_UNLIKELY(is_node(p, node_key_)) ||
-        STRATA_UNLIKELY(a - cs.fresh_from < cs.fresh_span))
+        STRATA_UNLIKELY(!divides40(off, cs.reciprocal, cs.reciprocal_high)) ||
+        // Within the block and clear of its header and bitmaps (two compares that never change their way: which
+        // slots lie near the header depends on the data, so one test for them alone would be mispredicted).
+        STRATA_UNLIKELY(off > cs.last_offset) ||
+        STRATA_UNLIKELY(off + cs.object_size - 1 - slab_kind::header_offset(a & ~(block_size_ - 1)) < cs.meta_span) ||
+        STRATA_UNLIKELY(is_node(p, node_key_)) || STRATA_UNLIKELY(a - cs.fresh_from < cs.fresh_span))
       return deallocate_checked_sized(p, bytes, alignment);  // c is not kept live: no register to save
     if (STRATA_UNLIKELY(cs.cache.count == cs.cache.cap)) return push_to_full_cache(cs, p);
     if (STRATA_UNLIKELY(cs.cache.count == 0)) cached_classes_ |= cs.class_bit;
@@ -220,18 +225,17 @@ class bitmap_engine {
     if (STRATA_UNLIKELY(in_use_ == 0)) return settle_idle();
   }
 
-  /// Frees `p`, allocated as `bytes` bytes of class `c`. Misuse is reported and changes nothing. !Sync: strict checks
-  /// take the locked way; a class without a free cache (the 8-byte class) matches no block in deallocate_cached()
-  /// (its map_value is none), whose slow path takes the locked way too.
+  /// Frees `p`, allocated as `bytes` bytes of class `c`. Misuse is reported and changes nothing. !Sync: a class
+  /// without a free cache (strict checks, or the 8-byte class) takes the locked way.
   STRATA_ALWAYS_INLINE void deallocate(void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept {
     if constexpr (Sync) {
       deallocate_locked(p, bytes, alignment, c);
     } else {
-      if (STRATA_UNLIKELY(strict_)) return deallocate_uncached(p, bytes, alignment, c);
       deallocate_cached(p, bytes, alignment, c);
     }
   }
-  /// deallocate() with strict checks, out of the cached path's way.
+  /// deallocate() for a class without a free cache (strict checks, or too small for a node), out of the cached
+  /// path's way.
   STRATA_NOINLINE void deallocate_uncached(void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept {
     deallocate_locked(p, bytes, alignment, c);
   }
@@ -308,7 +312,8 @@ class bitmap_engine {
   };
 
   struct alignas(64) class_state {
-    std::uint64_t reciprocal = 0;  // floor(2^40 / object_size) + 1: slot number = (offset * reciprocal) >> 40
+    std::uint64_t reciprocal = 0;       // reciprocal40(object_size): slot number = (offset * reciprocal) >> 40
+    std::uint64_t reciprocal_high = 0;  // reciprocal << 24: the slot-start test (divides40)
     std::uint32_t object_size = 0;
     std::uint32_t map_value = 0xFF;  // !Sync: the class map's value of its blocks (c + 1) if it caches, else none
     lock_type lock;
@@ -324,6 +329,7 @@ class bitmap_engine {
     // !Sync, classes of 16 bytes and more, standard checks: the free cache and the claimed word.
     free_cache cache;
     std::size_t meta_span = 0;  // header and bitmap bytes of a block + object_size - 1: the header-slot test
+    std::size_t last_offset = 0;  // block size - object_size: the last offset a slot can start at
     std::uint64_t class_bit = 0;  // 1 << the class's number (its bit in cached_classes_)
     std::uint64_t claimed = 0;        // free slots of word claimed_word of `current`, taken out of its bitmap
     std::uint64_t claimed_fresh = 0;  // of those, the slots never handed out (they are no nodes)
@@ -374,7 +380,7 @@ class bitmap_engine {
   // loaded while the header is still on its way.
   std::size_t offset_in_block(const void* p) const noexcept { return kind_.offset_of(p); }
   static std::size_t slot_of(const class_state& cs, std::size_t offset) noexcept {
-    return static_cast<std::size_t>((offset * cs.reciprocal) >> 40);
+    return divide40(offset, cs.reciprocal);
   }
   /// Whether `p` (slot number q by class c's size) is exactly the start of a slot of block `b` of class c of
   /// this engine.
@@ -491,7 +497,6 @@ class bitmap_engine {
   std::size_t block_size_;
   std::size_t max_small_;
   std::size_t plain_limit_;
-  bool strict_;  // !Sync: no free caches (every class takes the locked way)
   std::size_t max_empty_;
   const char* name_;
   block_source source_;

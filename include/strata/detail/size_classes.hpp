@@ -47,6 +47,12 @@ class size_class_table {
     STRATA_ASSERT(bytes <= table_limit);
     return table_[(bytes + 7) >> 3];
   }
+  /// The class of a request of `bytes` (1..table_limit) at alignment `a` (1, 2, 4, 8 or 16), given as
+  /// x = (bytes - 1) | (a - 1): the index of the size rounded up to 8 bytes, or to 16 when a is 16 (x is then odd).
+  [[nodiscard]] STRATA_ALWAYS_INLINE unsigned class_of_plain(std::size_t x) const noexcept {
+    STRATA_ASSERT(x < table_limit);
+    return table_[(x >> 3) + 1];
+  }
   [[nodiscard]] std::size_t size_of(unsigned c) const noexcept { return sizes_[c]; }
   [[nodiscard]] unsigned count() const noexcept { return count_; }
   [[nodiscard]] std::size_t max_small() const noexcept { return max_small_; }
