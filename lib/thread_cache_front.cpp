@@ -41,7 +41,7 @@ void tc_front::init_bin(const tc_heap& h, tc_bin& bin, unsigned c) const noexcep
   bin.map_value = strict_ ? tc_map_none : h.map_owner | (c + 1);
   const std::size_t size = sizes_.size_of(c);
   bin.object_size = static_cast<std::uint32_t>(size);
-  bin.reciprocal = ((std::uint64_t{1} << 40) / size) + 1;
+  bin.reciprocal = reciprocal40(size);
   const slab_kind::layout l = kind_.typical_layout(size);
   bin.meta_span = static_cast<std::uint32_t>(sizeof(slab) + l.words * 16 + size - 1);
   bin.cache.cap = strict_ ? 0 : free_cache::cap_for(size);
@@ -258,8 +258,7 @@ bool tc_front::adopt_from_shared(tc_heap& h, tc_bin& bin, unsigned c) const noex
 
 bool tc_front::is_free_for(const tc_bin& bin, const void* p) const noexcept {
   const tc_block* b = block_of(p);
-  const std::size_t q = static_cast<std::size_t>(((reinterpret_cast<std::uintptr_t>(p) & (tc_block_size - 1)) *
-                                                  bin.reciprocal) >> 40);
+  const std::size_t q = slot_number(bin, p);
   const std::uint64_t m = std::uint64_t{1} << (q & 63);
   if (((b->local(q >> 6).load(std::memory_order_relaxed) | b->remote(q >> 6).load(std::memory_order_relaxed)) & m) !=
       0)
@@ -297,8 +296,7 @@ void tc_front::deallocate_slow(tc_heap& h, void* p, unsigned c, std::size_t byte
     // constants, its bits (a free that reached a bitmap already), then remote_free() (any heap's node or mark).
     if (!is_slot_start(bin, p)) return report_bad_free(p, c, bytes, alignment);
     const tc_block* b = block_of(p);
-    const std::size_t q = static_cast<std::size_t>(((reinterpret_cast<std::uintptr_t>(p) & (tc_block_size - 1)) *
-                                                    bin.reciprocal) >> 40);
+    const std::size_t q = slot_number(bin, p);
     if (((b->local(q >> 6).load(std::memory_order_relaxed) | b->remote(q >> 6).load(std::memory_order_relaxed)) >>
          (q & 63) & 1) != 0) {
       report(error_kind::double_free, p, bytes, alignment, 0, "the object is free already");
@@ -409,8 +407,7 @@ void tc_front::flush_remote(tc_heap& h) const noexcept {
     // Published: the mark of no heap. An entry for p later in this array (a free of p by this heap after p came
     // back, with an earlier entry of a racing double free) finds its mark gone and is undone.
     store_node_word(p, 1, mark_of(p, node_key_ ^ (std::uintptr_t{tc_no_heap} << 48)));
-    const std::size_t q = static_cast<std::size_t>(((reinterpret_cast<std::uintptr_t>(p) & (tc_block_size - 1)) *
-                                                    run_bin->reciprocal) >> 40);
+    const std::size_t q = slot_number(*run_bin, p);
     if ((q >> 6) != run_word) {
       publish();
       run_word = q >> 6;
@@ -446,8 +443,7 @@ void tc_front::give_back(tc_heap& h, tc_bin& bin, void* list, std::size_t n) con
     }
     list = node_next(p);
     tc_block* b = block_of(p);
-    const std::size_t q = static_cast<std::size_t>(((reinterpret_cast<std::uintptr_t>(p) & (tc_block_size - 1)) *
-                                                    bin.reciprocal) >> 40);
+    const std::size_t q = slot_number(bin, p);
     std::atomic<std::uint64_t>& w = b->local(q >> 6);
     const std::uint64_t m = std::uint64_t{1} << (q & 63);
     const std::uint64_t v = w.load(std::memory_order_relaxed);

@@ -39,7 +39,8 @@ class thread_cache_engine final : private per_thread_owner {
 
   STRATA_ALWAYS_INLINE void* allocate(std::size_t bytes, std::size_t alignment) {
     // 0 bytes takes the other path too (it finds the class there).
-    if (STRATA_UNLIKELY(bytes - 1 >= front_.max_small() || !plain_alignment(alignment)))
+    // max_small() is a multiple of 16: (bytes - 1) | (alignment - 1) is below it exactly when bytes - 1 is.
+    if (STRATA_UNLIKELY(((bytes - 1) | (alignment - 1)) >= front_.max_small() || !plain_alignment(alignment)))
       return allocate_other(bytes, alignment);
     const unsigned c = front_.plain_class_nonzero(bytes, alignment);
     tc_heap* h = last_heap();
@@ -53,7 +54,7 @@ class thread_cache_engine final : private per_thread_owner {
   // callers know blocks by their rounded size). The statistics are the same either way.
   template <bool Rounded = false>
   STRATA_ALWAYS_INLINE void deallocate(void* p, std::size_t bytes, std::size_t alignment) noexcept {
-    if (STRATA_UNLIKELY(bytes - 1 >= front_.max_small() || !plain_alignment(alignment)))
+    if (STRATA_UNLIKELY(((bytes - 1) | (alignment - 1)) >= front_.max_small() || !plain_alignment(alignment)))
       return Rounded ? deallocate_other_rounded(p, bytes, alignment) : deallocate_other(p, bytes, alignment);
     tc_heap* h = last_heap();
     if (STRATA_UNLIKELY(h == nullptr)) {

@@ -94,7 +94,7 @@ STRATA_ALWAYS_INLINE void note_deallocation(Heap& h, std::size_t bytes) noexcept
 /// A heap's state for one size class. The first cache line is what a free and a pop from the cache read.
 struct alignas(64) tc_bin {
   free_cache cache;               // freed objects of blocks this heap owns, newest first
-  std::uint64_t reciprocal = 0;   // floor(2^40 / object_size) + 1
+  std::uint64_t reciprocal = 0;   // reciprocal40(object_size)
   std::uintptr_t fresh_from = 0;  // the current block's slots never handed out: [fresh_from, + fresh_span)
   std::size_t fresh_span = 0;
   std::uint32_t object_size = 0;
@@ -175,9 +175,9 @@ class tc_front {
   [[nodiscard]] STRATA_ALWAYS_INLINE unsigned plain_class(std::size_t bytes, std::size_t alignment) const noexcept {
     return sizes_.class_of_small(align_up(bytes + (bytes == 0), alignment));
   }
-  /// plain_class() for bytes known not to be 0.
+  /// plain_class() for bytes known not to be 0: one table load (see size_class_table::class_of_plain).
   [[nodiscard]] STRATA_ALWAYS_INLINE unsigned plain_class_nonzero(std::size_t bytes, std::size_t alignment) const noexcept {
-    return sizes_.class_of_small(align_up(bytes, alignment));
+    return sizes_.class_of_plain((bytes - 1) | (alignment - 1));
   }
 
   /// Sets up heap h with index i (0: a heap that owns no block, for one free).
@@ -261,8 +261,12 @@ class tc_front {
     const auto a = reinterpret_cast<std::uintptr_t>(p);
     const std::size_t off = a & (tc_block_size - 1);
     const std::size_t header = slab_kind::header_offset(a);  // a block is one granule: a's colour is its base's
-    return ((off * bin.reciprocal) >> 40) * bin.object_size == off && off + bin.object_size <= tc_block_size &&
+    return divides40(off, bin.reciprocal, bin.reciprocal << 24) && off + bin.object_size <= tc_block_size &&
            off + bin.object_size - 1 - header >= bin.meta_span;
+  }
+  /// The slot number of p in its block, by bin's class size.
+  static std::size_t slot_number(const tc_bin& bin, const void* p) noexcept {
+    return divide40(reinterpret_cast<std::uintptr_t>(p) & (tc_block_size - 1), bin.reciprocal);
   }
   /// deallocate()'s other cases (the class found again from bytes and alignment).
   STRATA_NOINLINE void deallocate_slow(tc_heap& h, void* p, std::size_t bytes, std::size_t alignment) const noexcept;
