@@ -110,6 +110,12 @@ const std::vector<resource_entry>& resources() {
        }},
       {"strata_sync_bitmap", thread_safe | small_blocks,
        [](const workload_info&) { return make_holder<strata::synchronized_bitmap_resource>(); }},
+      {"strata_sync_bitmap_strict", thread_safe | small_blocks,
+       [](const workload_info&) {
+         strata::bitmap_options o;
+         o.checks = strata::check_mode::strict;
+         return make_holder<strata::synchronized_bitmap_resource>(o);
+       }},
       {"strata_fixed_pool", small_blocks | fixed_size_only,
        [](const workload_info& w) { return make_holder<strata::fixed_pool_resource>(w.fixed_size); }},
       {"strata_sync_fixed_pool", thread_safe | small_blocks | fixed_size_only,

@@ -12,7 +12,7 @@ bitmap_engine<Sync>::bitmap_engine(const config& cfg, block_source source) noexc
     : kind_(cfg.block_size, reinterpret_cast<std::uintptr_t>(this) ^ 0x5354524154410000ull, Sync),
       node_key_(random_node_key(this)),
       map_(block_source_storage{&source_}),
-      block_size_(cfg.block_size), max_small_(0), plain_limit_(0),
+      block_size_(cfg.block_size), max_small_(0), plain_limit_(0), mapped_(!Sync || cfg.thread_caches),
       max_empty_(cfg.max_empty_blocks), name_(cfg.name),
       source_(source) {
   sizes_.init(cfg.max_small_size, cfg.natural_alignment);
@@ -97,7 +97,7 @@ auto bitmap_engine<Sync>::refill(class_state& cs, unsigned c) -> block* {
     } else {
       b = kind_.format(base_of(b), c, sizes_.size_of(c));
     }
-    if (!Sync && !map_.set(base_of(b), block_size_, static_cast<std::uint8_t>(c + 1))) {
+    if (mapped_ && !map_.set(base_of(b), block_size_, static_cast<std::uint8_t>(c + 1))) {
       retire(b);  // no room for the class map: the block waits in the empty cache (or goes back)
       count_failure();
       throw std::bad_alloc();
@@ -106,6 +106,7 @@ auto bitmap_engine<Sync>::refill(class_state& cs, unsigned c) -> block* {
   }
   b->where = in_current;
   cs.current = b;
+  if (Sync && mapped_) publish_never_used(cs);
   return b;
 }
 
@@ -176,7 +177,7 @@ void bitmap_engine<Sync>::relist(class_state& cs, block* b) noexcept {
 
 template <bool Sync>
 void bitmap_engine<Sync>::retire(block* b) noexcept {
-  if constexpr (!Sync) map_.clear(base_of(b), block_size_);
+  if (mapped_) map_.clear(base_of(b), block_size_);
   {
     lock_guard guard(empty_lock_);
     if (empty_count_ < max_empty_) {
@@ -194,7 +195,7 @@ void bitmap_engine<Sync>::retire(block* b) noexcept {
 template <bool Sync>
 void bitmap_engine<Sync>::release_block(block* b) noexcept {
   void* base = base_of(b);
-  if constexpr (!Sync) map_.clear(base, block_size_);
+  if (mapped_) map_.clear(base, block_size_);
   block_map_unregister(base, block_size_);
   if constexpr (Sync) blocks_.fetch_sub(1, std::memory_order_relaxed);
   else --blocks_;
@@ -386,7 +387,7 @@ void bitmap_engine<Sync>::push_to_full_cache(class_state& cs, void* p) noexcept 
   std::size_t n;
   void* old = cs.cache.push_rotating(p, node_key_, n);
   note_deallocate(cs);
-  if (old != nullptr) give_back(cs, old, n);
+  if (old != nullptr) give_back(cs, old, n, node_key_);
   if (in_use_ == 0) settle_idle();
 }
 
@@ -404,21 +405,29 @@ void bitmap_engine<Sync>::uncount_free(class_state& cs) noexcept {
 // Every object's bit is set while the list is read; a block this empties is handed on only after the whole list
 // is read (nothing of it is read after that). A block empties at most once here (its free count only grows).
 template <bool Sync>
-void bitmap_engine<Sync>::give_back(class_state& cs, void* list, std::size_t n) noexcept {
+auto bitmap_engine<Sync>::give_back(class_state& cs, void* list, std::size_t n, std::uintptr_t key) noexcept
+    -> give_result {
+  give_result r{0, 0};
   block* emptied[free_cache::max_cap];
   std::size_t empties = 0;
   for (std::size_t k = 0; k < n && list != nullptr; ++k) {
     void* p = list;
-    if (!is_node(p, node_key_)) {
+    if (!is_node(p, key)) {
       report_error(error_info{error_kind::double_free, name_, this, p, cs.object_size, 0, cs.object_size,
                               "a freed object was written after its free, or freed twice (found when the free "
                               "cache gave it back; the objects cached behind it are set aside)"});
-      cs.lost += n - k;
+      r.lost += n - k;
+      if constexpr (!Sync) cs.lost += n - k;
       break;
     }
     list = node_next(p);
     block* b = block_of(p);
-    if (!give_back_one(cs, p) || b == cs.current) continue;
+    if (const give_one g = give_back_one(cs, p); g != give_one::set) {
+      if (g == give_one::refused) ++r.refused;
+      else ++r.lost;
+      continue;
+    }
+    if (b == cs.current) continue;
     if (b->free_count == b->capacity) {
       emptied[empties++] = b;
     } else if (b->where == in_full) {
@@ -428,33 +437,34 @@ void bitmap_engine<Sync>::give_back(class_state& cs, void* list, std::size_t n) 
     }
   }
   for (std::size_t i = 0; i < empties; ++i) relist(cs, emptied[i]);
+  return r;
 }
 
 template <bool Sync>
-bool bitmap_engine<Sync>::give_back_one(class_state& cs, void* p) noexcept {
+auto bitmap_engine<Sync>::give_back_one(class_state& cs, void* p) noexcept -> give_one {
   block* b = block_of(p);
   const std::size_t q = slot_of(cs, offset_in_block(p));
   if (!kind_.tagged(b)) {  // checked when p was freed: the header has been written over since
     report_error(error_info{error_kind::corrupt_metadata, name_, this, b, 0, 0, 0,
                             "a block header was written over (found when a cached object went back to it)"});
-    ++cs.lost;
-    return false;
+    if constexpr (!Sync) ++cs.lost;
+    return give_one::lost;
   }
   word& w = b->local(q >> 6);
   const std::uint64_t m = std::uint64_t{1} << (q & 63);
   const std::uint64_t v = load(w);
-  if ((v & m) != 0 || (b == cs.current && cs.claimed_base != nullptr && (q >> 6) == cs.claimed_word &&
-                       (cs.claimed & m) != 0)) {
+  if ((v & m) != 0 || remote_bit_set(b, q) ||
+      (b == cs.current && cs.claimed_base != nullptr && (q >> 6) == cs.claimed_word && (cs.claimed & m) != 0)) {
     // Free already (its first free went back, then a write after it hid the node from the second free).
     report_error(error_info{error_kind::double_free, name_, this, p, cs.object_size, 0, cs.object_size,
                             "freed twice (found when the free cache gave it back)"});
     uncount_free(cs);
-    return false;
+    return give_one::refused;
   }
   store(w, v | m);
   if ((q >> 6) < b->hint) b->hint = static_cast<std::uint16_t>(q >> 6);
   ++b->free_count;
-  return true;
+  return give_one::set;
 }
 
 template <bool Sync>
@@ -530,7 +540,7 @@ void bitmap_engine<Sync>::settle_idle() noexcept {
         const std::size_t part = std::min<std::size_t>(backs, free_cache::max_cap);
         void* rest = back;
         for (std::size_t k = 0; k < part; ++k) rest = node_next(rest);
-        give_back(cs, back, part);
+        give_back(cs, back, part, node_key_);
         back = rest;
         backs -= part;
       }
@@ -552,7 +562,7 @@ void bitmap_engine<Sync>::drain(class_state& cs) noexcept {
         cs.cache.cold = nullptr;
         cs.cache.cold_count = 0;
       }
-      if (head != nullptr) give_back(cs, head, n);
+      if (head != nullptr) give_back(cs, head, n, node_key_);
     }
   } else {
     (void)cs;
@@ -615,6 +625,81 @@ bool bitmap_engine<Sync>::check_live(void* p, std::size_t bytes, std::size_t ali
   return true;
 }
 
+// ---- batches for per-thread free caches (Sync) -----------------------------------------------------------------------
+
+template <bool Sync>
+std::size_t bitmap_engine<Sync>::take_batch(unsigned c, std::uintptr_t key, std::uintptr_t node_key_base,
+                                           std::size_t n, void*& list, std::size_t& refused) noexcept {
+  class_state& cs = classes_[c];
+  lock_guard guard(cs.lock);
+  void* head = nullptr;
+  std::size_t k = 0;
+  refused = 0;
+  for (; k < n; ++k) {
+    block* b = cs.current;
+    if (b == nullptr || b->free_count == 0) {
+      try {
+        b = refill(cs, c);  // counts its failure
+      } catch (...) {
+        break;
+      }
+    }
+    // Slots go out lowest first, so every slot below the highest one taken has been handed out.
+    const std::size_t q = take_bit(cs, b);
+    void* p = static_cast<char*>(base_of(b)) + q * cs.object_size;
+    if (q >= b->high_water) {
+      b->high_water = static_cast<std::uint32_t>(q + 1);
+    } else if (!is_any_node(p, node_key_base)) {
+      // Handed out before, so its free left a node in it: it was written after its free, or it is live (freed
+      // twice, and handed out from a cache meanwhile). It is not handed out again; it stays out until release().
+      report_error(error_info{error_kind::double_free, name_, this, p, cs.object_size, 0, cs.object_size,
+                              "a free slot was written after its free, or is live (freed twice): not handed out "
+                              "again"});
+      ++refused;
+      --k;
+      continue;
+    }
+    make_node(p, head, key);
+    head = p;
+  }
+  // After the nodes: a thread that sees the mark past a slot also sees the slot's node words.
+  publish_never_used(cs);
+  cs.batched_out.store(cs.batched_out.load(std::memory_order_relaxed) + k + refused, std::memory_order_relaxed);
+  list = head;
+  return k;
+}
+
+template <bool Sync>
+auto bitmap_engine<Sync>::give_batch(unsigned c, std::uintptr_t key, void* list, std::size_t n) noexcept
+    -> give_result {
+  class_state& cs = classes_[c];
+  lock_guard guard(cs.lock);
+  const give_result r = give_back(cs, list, n, key);
+  cs.batched_out.store(cs.batched_out.load(std::memory_order_relaxed) - (n - r.refused - r.lost),
+                       std::memory_order_relaxed);
+  return r;
+}
+
+template <bool Sync>
+auto bitmap_engine<Sync>::look_at_slot(const void* p, unsigned c, std::uintptr_t base_key) const noexcept
+    -> slot_look {
+  class_state& cs = classes_[c];
+  lock_guard guard(cs.lock);
+  // Blocks leave their class (retire clears the map) under this lock: while the map says c, the block is there.
+  if (map_.get(p) != c + 1) return slot_look{true, ~std::uintptr_t{0}};
+  const block* b = block_of(p);
+  const std::size_t q = slot_of(cs, offset_in_block(p));
+  const bool free = ((load(b->local(q >> 6)) >> (q & 63)) & 1) != 0 || remote_bit_set(const_cast<block*>(b), q);
+  return slot_look{free, node_residue(p, base_key)};
+}
+
+template <bool Sync>
+std::uint64_t bitmap_engine<Sync>::batched_out() const noexcept {
+  std::uint64_t n = 0;
+  for (unsigned c = 0; c < sizes_.count(); ++c) n += classes_[c].batched_out.load(std::memory_order_relaxed);
+  return n;
+}
+
 // ---- bulk operations -------------------------------------------------------------------------------------------------
 
 template <bool Sync>
@@ -630,6 +715,7 @@ void bitmap_engine<Sync>::trim() noexcept {
       cs.current = nullptr;
       cs.fresh_from = 0;
       cs.fresh_span = 0;
+      cs.never_used.store(0, std::memory_order_release);
       b->where = in_partial;
       block::push(cs.partial, b);
       relist(cs, b);
@@ -679,6 +765,8 @@ void bitmap_engine<Sync>::release_all() noexcept {
     cs.fresh_from = 0;
     cs.fresh_span = 0;
     cs.lost = 0;
+    cs.never_used.store(0, std::memory_order_relaxed);
+    cs.batched_out.store(0, std::memory_order_relaxed);
     if constexpr (Sync) {
       cs.remote_head.store(nullptr, std::memory_order_relaxed);
       // Every live object is gone: count them as freed so that live = allocations - deallocations stays exact.
@@ -696,7 +784,7 @@ void bitmap_engine<Sync>::release_all() noexcept {
     cached_classes_ = 0;
   }
   trim();
-  if constexpr (!Sync) map_.reset();  // its leaves came from upstream too
+  if (mapped_) map_.reset();  // its leaves came from upstream too
 }
 
 template <bool Sync>
@@ -720,7 +808,7 @@ auto bitmap_engine<Sync>::collect_totals() const noexcept -> totals {
     t.peak_bytes_in_use = peak_;
   }
   t.blocks = get<std::size_t>(blocks_);
-  if constexpr (!Sync) t.table_bytes = map_.bytes_held();
+  if (mapped_) t.table_bytes = map_.bytes_held();
   {
     lock_guard guard(empty_lock_);
     t.empty_blocks = empty_count_;
@@ -774,7 +862,7 @@ bool bitmap_engine<Sync>::check_invariants() const noexcept {
       ++class_blocks;
       if (const char* e = kind_.check(b, c, sizes_.size_of(c))) { broken = e; return; }
       if (!block_map_contains(b)) { broken = "block missing from the block map"; return; }
-      if (!Sync && map_.get(b) != c + 1) { broken = "block missing from the class map"; return; }
+      if (mapped_ && map_.get(b) != c + 1) { broken = "block missing from the class map"; return; }
       if (b->where != expected_where) { broken = "block on the wrong list"; return; }
       // A bit set both ways is a double free by two threads at once, pending: the collection or allocation that
       // meets it reports it and counts it once. The counts below agree with it meanwhile.
@@ -798,10 +886,24 @@ bool bitmap_engine<Sync>::check_invariants() const noexcept {
     where = nullptr;
     if (class_blocks != cs.blocks) broken = "class block count disagrees with its lists";
     if constexpr (Sync) {
+      // Objects out of the bitmaps: allocated here and not freed here (either may have happened through a
+      // thread's cache instead, so this may wrap), plus those taken out in batches.
       const std::uint64_t freed = cs.deallocations.load(std::memory_order_relaxed) +
                                   cs.remote_deallocations.load(std::memory_order_relaxed);
-      if (broken == nullptr && free_slots_live != cs.allocations.load(std::memory_order_relaxed) - freed)
+      if (broken == nullptr && free_slots_live != cs.allocations.load(std::memory_order_relaxed) - freed +
+                                                      cs.batched_out.load(std::memory_order_relaxed))
         broken = "live objects disagree with the allocation counts";
+      if (broken == nullptr && mapped_) {
+        // The mark stands at the current block's high-water mark (slots go out lowest first, so every slot below
+        // it has been handed out; the locked way may have taken some past it without moving it).
+        const block* b = cs.current;
+        const std::uintptr_t mark = cs.never_used.load(std::memory_order_relaxed);
+        const std::uintptr_t expected =
+            b != nullptr && b->high_water < b->limit
+                ? reinterpret_cast<std::uintptr_t>(base_of(b)) + std::size_t{b->high_water} * cs.object_size
+                : 0;
+        if (mark != expected) broken = "the never-used mark is not the current block's high-water mark";
+      }
     }
     live_total += free_slots_live;
     blocks += class_blocks;

@@ -36,20 +36,50 @@ basic_bitmap_resource<Sync>::basic_bitmap_resource(const options& opts, std::pmr
     : upstream_(upstream),
       opts_(validated(opts)),
       engine_({opts.block_size, opts.max_small_size, opts.natural_alignment, opts.max_empty_blocks,
-               Sync ? "synchronized_bitmap_resource" : "bitmap_resource", opts.checks == check_mode::strict},
+               Sync ? "synchronized_bitmap_resource" : "bitmap_resource", opts.checks == check_mode::strict,
+               Sync && opts.checks == check_mode::standard},
               block_source{this, &acquire_block, &release_block, &large_size, &acquire_table, &release_table}),
-      large_(upstream) {}
+      large_(upstream) {
+  if constexpr (Sync)
+    if (opts.checks == check_mode::standard) front_.emplace(engine_, upstream, "synchronized_bitmap_resource");
+}
 
 template <bool Sync>
 basic_bitmap_resource<Sync>::~basic_bitmap_resource() {
+  if constexpr (Sync) front_.reset();  // first: from here on no exiting thread hands its cache back
   engine_.release_all();
   release_large();
 }
 
 template <bool Sync>
 void basic_bitmap_resource<Sync>::release() noexcept {
+  if constexpr (Sync)
+    if (front_.has_value()) front_->forget_all();
   engine_.release_all();
   release_large();
+}
+
+template <bool Sync>
+void basic_bitmap_resource<Sync>::trim() noexcept {
+  if constexpr (Sync)
+    if (front_.has_value()) front_->flush_calling_thread();
+  engine_.trim();
+}
+
+template <bool Sync>
+bitmap_class_stats basic_bitmap_resource<Sync>::class_stats(unsigned c) const noexcept {
+  bitmap_class_stats info = engine_.class_info(c);
+  if constexpr (Sync)  // objects in other threads' caches count as live until those threads trim or exit
+    if (front_.has_value()) info.live_objects -= front_->cached_by_calling_thread(c);
+  return info;
+}
+
+template <bool Sync>
+bool basic_bitmap_resource<Sync>::check_invariants() const noexcept {
+  if (!engine_.check_invariants()) return false;
+  if constexpr (Sync)
+    if (front_.has_value()) return front_->check_invariants();
+  return true;
 }
 
 template <bool Sync>
@@ -120,7 +150,7 @@ template <bool Sync>
 void* basic_bitmap_resource<Sync>::do_allocate(std::size_t bytes, std::size_t alignment) {
   const std::size_t x = (bytes - 1) | (alignment - 1);
   if (STRATA_LIKELY(alignment <= 16 && ((0x10116u >> alignment) & 1u) != 0 && x < engine_.plain_limit()))
-    return engine_.allocate(engine_.plain_class(x));  // it counts its own failures
+    return allocate_class(engine_.plain_class(x));  // it counts its own failures
   return allocate_other(bytes, alignment);
 }
 
@@ -128,7 +158,7 @@ template <bool Sync>
 void basic_bitmap_resource<Sync>::do_deallocate(void* p, std::size_t bytes, std::size_t alignment) {
   const std::size_t x = (bytes - 1) | (alignment - 1);
   if (STRATA_LIKELY(alignment <= 16 && ((0x10116u >> alignment) & 1u) != 0 && x < engine_.plain_limit()))
-    return engine_.deallocate(p, bytes, alignment, engine_.plain_class(x));
+    return deallocate_class(p, bytes, alignment, engine_.plain_class(x));
   deallocate_other(p, bytes, alignment);
 }
 
@@ -140,7 +170,7 @@ void* basic_bitmap_resource<Sync>::allocate_other(std::size_t bytes, std::size_t
     check_alignment("bitmap_resource::allocate", alignment);
   }
   const unsigned c = engine_.class_for(bytes, alignment);
-  if (c != engine_.no_class) return engine_.allocate(c);
+  if (c != engine_.no_class) return allocate_class(c);
   return allocate_large(bytes, alignment);
 }
 
@@ -151,7 +181,7 @@ void basic_bitmap_resource<Sync>::deallocate_other(void* p, std::size_t bytes, s
   if (alignment > 16 ? !is_power_of_two(alignment) : ((0x10116u >> alignment) & 1u) == 0)
     return deallocate_large(p, bytes, alignment);
   const unsigned c = engine_.class_for(bytes, alignment);
-  if (c != engine_.no_class) return engine_.deallocate(p, bytes, alignment, c);
+  if (c != engine_.no_class) return deallocate_class(p, bytes, alignment, c);
   deallocate_large(p, bytes, alignment);
 }
 
@@ -237,7 +267,11 @@ bool basic_bitmap_resource<Sync>::do_resize(void* p, std::size_t old_size, std::
   if (old_class != engine_.no_class) {
     // Within its class a block keeps its size: the statistics count class sizes, so nothing changes but the
     // caller's size.
-    return engine_.check_live(p, old_size, alignment, old_class) && old_class == new_class;
+    bool live;
+    if constexpr (Sync) live = front_.has_value() ? front_->check_live(p, old_size, alignment, old_class)
+                                                  : engine_.check_live(p, old_size, alignment, old_class);
+    else live = engine_.check_live(p, old_size, alignment, old_class);
+    return live && old_class == new_class;
   }
   // Large: only upstream can grow or shrink it in place, and it must stay large.
   if (engine_.owns(p)) {  // as in deallocate_large: the ledger may remember the address from an earlier large block
@@ -267,7 +301,21 @@ bool basic_bitmap_resource<Sync>::do_resize(void* p, std::size_t old_size, std::
 
 template <bool Sync>
 resource_stats basic_bitmap_resource<Sync>::do_stats() const noexcept {
-  const auto t = engine_.collect_totals();
+  auto t = engine_.collect_totals();
+  if constexpr (Sync) {
+    // With thread caches, an object may be allocated through a cache and freed the locked way or the other way
+    // round: each part may wrap below zero, the sums are exact.
+    if (front_.has_value()) {
+      const auto f = front_->collect_totals();
+      t.allocations += f.allocations;
+      t.deallocations += f.deallocations;
+      t.bytes_in_use += static_cast<std::size_t>(f.bytes);
+      t.peak_bytes_in_use += f.peak > 0 ? static_cast<std::size_t>(f.peak) : 0;
+      t.table_bytes += f.heap_bytes;
+      if (static_cast<std::ptrdiff_t>(t.bytes_in_use) < 0) t.bytes_in_use = 0;  // threads between calls
+      if (t.peak_bytes_in_use < t.bytes_in_use) t.peak_bytes_in_use = t.bytes_in_use;
+    }
+  }
   resource_stats s{};
   s.allocations = t.allocations + read(large_allocations_);
   s.deallocations = t.deallocations + read(large_deallocations_);

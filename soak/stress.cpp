@@ -666,6 +666,12 @@ std::vector<resource_entry> make_catalogue() {
     hot.max_small_size = 1024;
     hot.max_empty_blocks = 0;
     add("hot-class-512", up::pages, hot, false, 512);
+    // Strict checks: every operation under the class lock, or the remote way.
+    strata::bitmap_options strict = small;
+    strict.checks = strata::check_mode::strict;
+    add("strict-small-blocks", up::recording, strict, true);
+    hot.checks = strata::check_mode::strict;
+    add("strict-hot-class-512", up::pages, hot, false, 512);
     all.push_back(std::move(e));
   }
   {

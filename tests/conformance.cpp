@@ -11,17 +11,23 @@ using page_subject = subject<strata::page_resource, os_upstream>;
 using bitmap_over_pages = subject<strata::bitmap_resource, chained_upstream<page_base>>;
 using bitmap_over_heap = subject<strata::bitmap_resource, chained_upstream<new_delete_base>>;
 /// A bitmap resource with strict checks (no free cache).
+template <class Bitmap = strata::bitmap_resource>
 struct strict_bitmap_maker {
-  static std::unique_ptr<strata::bitmap_resource> over(std::pmr::memory_resource* upstream) {
+  static std::unique_ptr<Bitmap> over(std::pmr::memory_resource* upstream) {
     strata::bitmap_options o;
     o.checks = strata::check_mode::strict;
-    return std::make_unique<strata::bitmap_resource>(o, upstream);
+    return std::make_unique<Bitmap>(o, upstream);
   }
 };
-using strict_bitmap_over_pages = subject<strata::bitmap_resource, chained_upstream<page_base>, strict_bitmap_maker>;
-using strict_bitmap_over_heap = subject<strata::bitmap_resource, chained_upstream<new_delete_base>, strict_bitmap_maker>;
+using strict_bitmap_over_pages = subject<strata::bitmap_resource, chained_upstream<page_base>, strict_bitmap_maker<>>;
+using strict_bitmap_over_heap = subject<strata::bitmap_resource, chained_upstream<new_delete_base>, strict_bitmap_maker<>>;
 using sync_bitmap_over_pages = subject<strata::synchronized_bitmap_resource, chained_upstream<page_base>>;
 using sync_bitmap_over_heap = subject<strata::synchronized_bitmap_resource, chained_upstream<new_delete_base>>;
+using strict_sync_bitmap_maker = strict_bitmap_maker<strata::synchronized_bitmap_resource>;
+using strict_sync_bitmap_over_pages =
+    subject<strata::synchronized_bitmap_resource, chained_upstream<page_base>, strict_sync_bitmap_maker>;
+using strict_sync_bitmap_over_heap =
+    subject<strata::synchronized_bitmap_resource, chained_upstream<new_delete_base>, strict_sync_bitmap_maker>;
 
 /// A fixed pool of `BlockSize`-byte blocks (optionally capped) for the suite.
 template <std::size_t BlockSize, class Pool = strata::fixed_pool_resource, std::size_t MaxBytes = 0>
@@ -88,6 +94,8 @@ TYPE_TO_STRING_AS("bitmap_resource (strict) over pages", strata_test::strict_bit
 TYPE_TO_STRING_AS("bitmap_resource (strict) over new_delete", strata_test::strict_bitmap_over_heap);
 TYPE_TO_STRING_AS("synchronized_bitmap_resource over pages", strata_test::sync_bitmap_over_pages);
 TYPE_TO_STRING_AS("synchronized_bitmap_resource over new_delete", strata_test::sync_bitmap_over_heap);
+TYPE_TO_STRING_AS("synchronized_bitmap_resource (strict) over pages", strata_test::strict_sync_bitmap_over_pages);
+TYPE_TO_STRING_AS("synchronized_bitmap_resource (strict) over new_delete", strata_test::strict_sync_bitmap_over_heap);
 TYPE_TO_STRING_AS("fixed_pool_resource(24) over pages", strata_test::pool24_over_pages);
 TYPE_TO_STRING_AS("fixed_pool_resource(256) over new_delete", strata_test::pool256_over_heap);
 TYPE_TO_STRING_AS("synchronized_fixed_pool_resource(24) over pages", strata_test::sync_pool24_over_pages);
@@ -112,6 +120,8 @@ STRATA_CONFORMANCE(bitmap_over_pages, bitmap_over_heap);
 STRATA_CONFORMANCE(strict_bitmap_over_pages, strict_bitmap_over_heap);
 STRATA_CONFORMANCE(sync_bitmap_over_pages, sync_bitmap_over_heap);
 STRATA_CONFORMANCE_THREADS(sync_bitmap_over_pages, sync_bitmap_over_heap);
+STRATA_CONFORMANCE(strict_sync_bitmap_over_pages, strict_sync_bitmap_over_heap);
+STRATA_CONFORMANCE_THREADS(strict_sync_bitmap_over_pages, strict_sync_bitmap_over_heap);
 STRATA_CONFORMANCE(pool24_over_pages, pool256_over_heap);
 STRATA_CONFORMANCE(sync_pool24_over_pages, sync_pool256_over_heap);
 STRATA_CONFORMANCE_THREADS(sync_pool24_over_pages, sync_pool256_over_heap);

@@ -3,8 +3,10 @@
 
 #include <cstddef>
 #include <memory_resource>
+#include <optional>
 
 #include <strata/detail/bitmap_engine.hpp>
+#include <strata/detail/sync_front.hpp>
 #include <strata/detail/large_ledger.hpp>
 #include <strata/page_resource.hpp>
 #include <strata/resource.hpp>
@@ -28,7 +30,8 @@ struct bitmap_options {
   bool natural_alignment = false;
   /// Empty blocks kept for reuse by any class before they go back upstream.
   std::size_t max_empty_blocks = 2;
-  /// bitmap_resource: how frees are checked (see check_mode). synchronized_bitmap_resource always checks strictly.
+  /// How frees are checked (see check_mode). synchronized_bitmap_resource: standard checks put a free cache per
+  /// thread in front of the classes' locks; strict checks take the lock (or the remote way) on every operation.
   check_mode checks = check_mode::standard;
 };
 
@@ -55,7 +58,7 @@ class basic_bitmap_resource : public resource {
   void release() noexcept;
   /// Returns every empty block upstream: the cached ones and each class's current block if it holds no object (the
   /// synchronized variant first collects pending remote frees).
-  void trim() noexcept { engine_.trim(); }
+  void trim() noexcept;
 
   /// Largest request served from blocks; anything larger goes upstream.
   [[nodiscard]] std::size_t max_small_size() const noexcept { return engine_.max_small(); }
@@ -63,11 +66,11 @@ class basic_bitmap_resource : public resource {
   [[nodiscard]] std::size_t round_size(std::size_t bytes,
                                        std::size_t alignment = alignof(std::max_align_t)) const noexcept;
   [[nodiscard]] unsigned class_count() const noexcept { return engine_.class_count(); }
-  [[nodiscard]] bitmap_class_stats class_stats(unsigned c) const noexcept { return engine_.class_info(c); }
+  [[nodiscard]] bitmap_class_stats class_stats(unsigned c) const noexcept;
   [[nodiscard]] std::pmr::memory_resource* upstream_resource() const noexcept { return upstream_; }
   [[nodiscard]] const options& get_options() const noexcept { return opts_; }
   /// Walks every block and list; reports a broken invariant through the error handler and returns false.
-  bool check_invariants() const noexcept { return engine_.check_invariants(); }
+  bool check_invariants() const noexcept;
 
  protected:
   void* do_allocate(std::size_t bytes, std::size_t alignment) override;
@@ -91,10 +94,24 @@ class basic_bitmap_resource : public resource {
   using counter = std::conditional_t<Sync, std::atomic<T>, T>;
 
   void release_large() noexcept;
+  /// Class c's allocations and frees: through the threads' caches when there are (Sync, standard checks).
+  STRATA_ALWAYS_INLINE void* allocate_class(unsigned c) {
+    if constexpr (Sync)
+      if (front_.has_value()) return front_->allocate(c);
+    return engine_.allocate(c);
+  }
+  STRATA_ALWAYS_INLINE void deallocate_class(void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept {
+    if constexpr (Sync)
+      if (front_.has_value()) return front_->deallocate(p, bytes, alignment, c);
+    engine_.deallocate(p, bytes, alignment, c);
+  }
+
+  struct no_front {};
 
   std::pmr::memory_resource* upstream_;
   options opts_;
   bitmap_engine<Sync> engine_;
+  std::conditional_t<Sync, std::optional<sync_front>, no_front> front_;  // Sync with standard checks
   std::conditional_t<Sync, spin_lock, null_lock> large_lock_;
   large_ledger large_;  // live large allocations
   counter<std::uint64_t> large_allocations_{0};
@@ -130,13 +147,22 @@ class bitmap_resource final : public detail::basic_bitmap_resource<false> {
   using basic_bitmap_resource::basic_bitmap_resource;
 };
 
-/// bitmap_resource for many threads. Allocation takes its size class's lock (a thread allocating 32-byte objects
-/// never waits for one allocating 256-byte objects). A free takes its class's lock only if it is free at once;
-/// otherwise, for instance while another thread allocates from that class, it sets the slot's bit in the block's
-/// remote bitmap with one atomic OR and returns: frees never wait. Remote frees are collected when their class
-/// needs slots, and by trim(); a block emptied by remote frees goes back upstream when collected. stats() counts a
-/// remote free at once and is exact for counts and bytes in use; `peak_bytes_in_use` is the sum of the classes'
-/// peaks (an upper bound).
+/// bitmap_resource for many threads.
+///
+/// Standard checks (the default): each thread keeps a free cache per class, as bitmap_resource does, and takes
+/// its class's lock once per batch of objects (filling the cache, or giving its older half back to the blocks). Any
+/// thread frees any object into its own cache. A thread's cache goes back to the blocks at trim() by that thread and
+/// when the thread exits. A double free is found from the object's first two words and confirmed on a slow path;
+/// one of an object in another thread's cache is recognised by its words alone (see docs/bitmap_resource.md).
+///
+/// Strict checks: allocation takes its size class's lock (a thread allocating 32-byte objects never waits for one
+/// allocating 256-byte objects). A free takes its class's lock only if it is free at once; otherwise, for instance
+/// while another thread allocates from that class, it sets the slot's bit in the block's remote bitmap with one
+/// atomic OR and returns: frees never wait. Remote frees are collected when their class needs slots, and by trim();
+/// a block emptied by remote frees goes back upstream when collected.
+///
+/// stats() is exact for counts and bytes in use once no thread is between calls; `peak_bytes_in_use` is the sum
+/// of per-class or per-thread peaks (an upper bound).
 class synchronized_bitmap_resource final : public detail::basic_bitmap_resource<true> {
  public:
   using basic_bitmap_resource::basic_bitmap_resource;

@@ -203,7 +203,7 @@ typedef struct strata_bitmap_options {
   size_t max_empty_blocks; /**< empty blocks kept for reuse (default 2) */
   bool synchronized;       /**< safe for many threads at once (default false) */
   strata_resource_t* upstream;
-  strata_checks_t checks;  /**< STRATA_CHECKS_STANDARD (default) or STRATA_CHECKS_STRICT (synchronized: always strict) */
+  strata_checks_t checks;  /**< STRATA_CHECKS_STANDARD (default: free caches, per thread when synchronized) or STRATA_CHECKS_STRICT */
 } strata_bitmap_options_t;
 void strata_bitmap_options_init(strata_bitmap_options_t* options) STRATA_C_NOEXCEPT;
 strata_resource_t* strata_bitmap_create(const strata_bitmap_options_t* options) STRATA_C_NOEXCEPT;

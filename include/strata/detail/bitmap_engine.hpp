@@ -94,6 +94,9 @@ class bitmap_engine {
     std::size_t max_empty_blocks;
     const char* name;  // for error reports
     bool strict = false;  // !Sync: verify every free against the block's header and bitmap at once (no free cache)
+    // Sync: per-thread free caches sit in front (sync_front): keep the class map, the never-used mark and the
+    // count of objects taken out in batches.
+    bool thread_caches = false;
   };
 
   bitmap_engine(const config& cfg, block_source source) noexcept;
@@ -266,6 +269,49 @@ class bitmap_engine {
   /// Whether `p` is a live object of class `c` of this engine (for resize); reports misuse when not.
   bool check_live(void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept;
 
+  // ---- batches for per-thread free caches (Sync, config::thread_caches) -------------------------------------------
+  // Objects taken out in batches are counted apart from allocations (batched_out): the caches count what their
+  // threads allocate and free.
+
+  /// Takes up to n free slots of class c out of the bitmaps as a list of nodes under `key` (the last taken first,
+  /// linked through word 0), and moves the never-used mark past them. Returns how many (0: no block could be had).
+  /// A slot handed out before must still be a node of some heap (keys node_key_base ^ (i << 48)): one that is not
+  /// is reported, set aside and counted in `refused` (it stays out of the bitmap until release()).
+  std::size_t take_batch(unsigned c, std::uintptr_t key, std::uintptr_t node_key_base, std::size_t n, void*& list,
+                         std::size_t& refused) noexcept;
+  struct give_result {
+    std::size_t refused;  // free in their bitmaps already (freed twice): reported, not counted back
+    std::size_t lost;     // behind a node that was written over: reported, set aside until release()
+  };
+  /// Gives the nodes of `list` (at most n, made under `key`) back to their bitmaps, with the exact checks.
+  give_result give_batch(unsigned c, std::uintptr_t key, void* list, std::size_t n) noexcept;
+  /// The class map's value for p's block (class + 1, 0 for none), read without a lock; the fast form may also give
+  /// 0 for a block whose window is not the one its root entry shows (a slow path then asks mapped_class).
+  STRATA_ALWAYS_INLINE unsigned mapped_class_fast(const void* p) const noexcept { return map_.get_direct(p); }
+  [[nodiscard]] unsigned mapped_class(const void* p) const noexcept { return map_.get(p); }
+  /// The start of the current block's never-used slots of class c (to the block's end; 0: none). Every other slot
+  /// of the class has been handed out at least once: one that is no node and lies below the mark is live.
+  STRATA_ALWAYS_INLINE std::uintptr_t never_used_mark(unsigned c) const noexcept {
+    return classes_[c].never_used.load(std::memory_order_acquire);
+  }
+  struct slot_look {
+    bool free;               // free in its block's bitmaps (or its block left the class: not live either)
+    std::uintptr_t residue;  // node_residue(p, base_key) of p's words
+  };
+  /// Under the class lock (where batches take slots and make them nodes): p, a slot of class c by the class map.
+  slot_look look_at_slot(const void* p, unsigned c, std::uintptr_t base_key) const noexcept;
+  /// Header and bitmap bytes of a block of class c + its object size - 1 (the header-slot test).
+  [[nodiscard]] std::size_t meta_span(unsigned c) const noexcept { return classes_[c].meta_span; }
+  /// Objects of every class taken out in batches and not given back.
+  [[nodiscard]] std::uint64_t batched_out() const noexcept;
+  /// Reports p (freed as bytes at alignment, class c) as no object of this engine, with the reason found.
+  void report_bad_free(void* p, std::size_t bytes, std::size_t alignment, unsigned c) const noexcept;
+  /// Whether p is exactly a slot start of class c in a block of this engine (reads the block's header).
+  bool is_slot(const void* p, unsigned c) const noexcept {
+    const class_state& cs = classes_[c];
+    return is_slot_of(p, block_of(p), slot_of(cs, offset_in_block(p)), cs, c);
+  }
+
   /// Whether `p` lies in a block of this engine (any slot or header byte).
   bool owns(const void* p) const noexcept {
     return block_map_contains(p) && block_map_contains(block_of(p)) && kind_.tagged(block_of(p));
@@ -341,6 +387,8 @@ class bitmap_engine {
     std::uintptr_t fresh_from = 0;
     std::size_t fresh_span = 0;
     std::size_t lost = 0;  // cached objects lost with a free cache written over (held until release)
+    std::atomic<std::uintptr_t> never_used{0};  // Sync with thread caches: see never_used_mark()
+    std::atomic<std::uint64_t> batched_out{0};   // Sync with thread caches: taken in batches, not given back
     std::atomic<block*> remote_head{nullptr};          // Sync: blocks with remote frees to collect
     std::atomic<std::uint64_t> remote_deallocations{0};  // Sync: frees that went the remote way
     std::atomic<std::size_t> remote_bytes{0};
@@ -426,8 +474,8 @@ class bitmap_engine {
     }
   }
 
-  /// The first free slot of `b` (which has one), under the class lock.
-  STRATA_ALWAYS_INLINE void* take_slot(class_state& cs, block* b) noexcept {
+  /// Takes the first free slot of `b` (which has one) out of its bitmap, under the class lock; returns its number.
+  STRATA_ALWAYS_INLINE std::size_t take_bit(class_state& cs, block* b) noexcept {
     unsigned h = b->hint;
     std::uint64_t v = load(b->local(h));
     while (v == 0) v = load(b->local(++h));
@@ -437,8 +485,21 @@ class bitmap_engine {
     store(b->local(h), v & (v - 1));
     b->hint = static_cast<std::uint16_t>(h);
     --b->free_count;
+    return std::size_t{h} * 64 + static_cast<unsigned>(__builtin_ctzll(v));
+  }
+  /// The first free slot of `b` (which has one), under the class lock.
+  STRATA_ALWAYS_INLINE void* take_slot(class_state& cs, block* b) noexcept {
+    const std::size_t q = take_bit(cs, b);
     note_allocate(cs);
-    return static_cast<char*>(base_of(b)) + (std::size_t{h} * 64 + static_cast<unsigned>(__builtin_ctzll(v))) * cs.object_size;
+    return static_cast<char*>(base_of(b)) + q * cs.object_size;
+  }
+  /// Sync with thread caches, under the class lock: the never-used mark for the current block.
+  void publish_never_used(class_state& cs) noexcept {
+    const block* b = cs.current;
+    cs.never_used.store(b != nullptr && b->high_water < b->limit
+                            ? reinterpret_cast<std::uintptr_t>(base_of(b)) + std::size_t{b->high_water} * cs.object_size
+                            : 0,
+                        std::memory_order_release);
   }
 
   unsigned class_for_aligned(std::size_t bytes, std::size_t alignment) const noexcept;
@@ -452,10 +513,11 @@ class bitmap_engine {
     deallocate_checked(p, bytes, alignment, class_for(bytes, alignment));
   }
   void push_to_full_cache(class_state& cs, void* p) noexcept;
-  /// Gives the nodes of `list` (at most n) back to their blocks' bitmaps, with the exact checks.
-  void give_back(class_state& cs, void* list, std::size_t n) noexcept;
-  /// Sets p's bit (false when p was reported instead: freed twice, or its block's header written over).
-  bool give_back_one(class_state& cs, void* p) noexcept;
+  /// Gives the nodes of `list` (at most n, made under `key`) back to their blocks' bitmaps, with the exact checks.
+  give_result give_back(class_state& cs, void* list, std::size_t n, std::uintptr_t key) noexcept;
+  enum class give_one { set, refused, lost };
+  /// Sets p's bit; or reports p: freed twice (refused), or its block's header written over (lost).
+  give_one give_back_one(class_state& cs, void* p) noexcept;
   /// Gives back every cached object and the claimed word (for trim, stats walks that need the bitmaps exact).
   void drain(class_state& cs) noexcept;
   void return_claim(class_state& cs) noexcept;
@@ -484,7 +546,6 @@ class bitmap_engine {
   void uncount_double_frees(class_state& cs, block* b, std::size_t i, std::uint64_t slots) noexcept;
   void remote_free(class_state& cs, block* b, std::size_t index, std::size_t bytes, std::size_t alignment) noexcept;
   void push_remote(class_state& cs, block* b) noexcept;
-  void report_bad_free(void* p, std::size_t bytes, std::size_t alignment, unsigned c) const noexcept;
   void report_double_free(void* p, std::size_t bytes, std::size_t alignment, const block* b) const noexcept;
   std::size_t natural_alignment_of(unsigned c) const noexcept { return sizes_.natural_alignment(c, 4096); }
   void release_block(block* b) noexcept;
@@ -497,6 +558,7 @@ class bitmap_engine {
   std::size_t block_size_;
   std::size_t max_small_;
   std::size_t plain_limit_;
+  bool mapped_;  // the class map is kept (!Sync, or Sync with thread caches)
   std::size_t max_empty_;
   const char* name_;
   block_source source_;

@@ -1,0 +1,181 @@
+// strata/detail/sync_front.hpp: per-thread free caches in front of the synchronized bitmap engine (standard checks):
+// allocations and frees touch the object, the thread's cache and the class map; a class's lock is taken once per
+// batch of objects.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory_resource>
+#include <mutex>
+
+#include <strata/config.hpp>
+#include <strata/detail/bitmap_engine.hpp>
+#include <strata/detail/free_cache.hpp>
+#include <strata/detail/math.hpp>
+#include <strata/detail/size_classes.hpp>
+#include <strata/detail/thread_registry.hpp>
+
+namespace strata::detail {
+
+/// One thread's caches: a free cache per class, and counts that only its thread writes (others read them for
+/// stats). Objects are no heap's own: any thread frees any object into its cache, and caches give objects back to
+/// whichever block they belong to.
+struct alignas(64) sync_heap {
+  free_cache bins[size_class_table::max_classes];
+  std::uintptr_t key = 0;  // nodes of this heap: base key ^ (index << 48)
+  std::uint32_t index = 0;
+  std::atomic<std::uint64_t> allocations{0};
+  std::atomic<std::uint64_t> deallocations{0};
+  std::atomic<std::int64_t> bytes{0};  // may go below 0: objects move between threads
+  std::atomic<std::int64_t> peak{0};
+  std::atomic<std::uint64_t> lost{0};  // objects set aside after a misuse (until release)
+  sync_heap* next = nullptr;           // on the front's live list or its pool
+  sync_heap* prev = nullptr;
+};
+
+/// The per-thread tier of synchronized_bitmap_resource with standard checks.
+///
+/// A free checks what it can without the block: the class map says p's block is of the class its size gives, the
+/// class constants say p starts a slot clear of the header, p's first two words are no node of any heap (else it
+/// may be free already), and p lies below the never-used mark (every slot there has been handed out). Then it
+/// pushes p on the calling thread's cache. The exact checks run on the slow path: a node of this thread's heap is
+/// looked for in its cache, then in its bitmap; a node of another heap that is not free in its bitmap sits in that
+/// heap's cache (freed twice), and is reported without the other cache being read. Nothing is handed out twice
+/// without a report: a pop checks the node, a give-back checks the bitmap.
+class sync_front final : public per_thread_owner {
+ public:
+  using engine_type = bitmap_engine<true>;
+
+  sync_front(engine_type& engine, std::pmr::memory_resource* upstream, const char* name) noexcept;
+  ~sync_front() override;
+  sync_front(const sync_front&) = delete;
+  sync_front& operator=(const sync_front&) = delete;
+
+  /// Allocates one object of class c; throws std::bad_alloc when no block could be had.
+  STRATA_ALWAYS_INLINE void* allocate(unsigned c) {
+    auto* h = static_cast<sync_heap*>(last_state());
+    if (STRATA_UNLIKELY(h == nullptr)) return allocate_slow(c);
+    free_cache& bin = h->bins[c];
+    void* p = bin.head;
+    if (STRATA_UNLIKELY(p == nullptr)) return refill(*h, c);
+    const std::uintptr_t next = load_node_word(p, 0);
+    if (STRATA_UNLIKELY(load_node_word(p, 1) != node_check(p, next, h->key))) return refill(*h, c);
+    bin.head = reinterpret_cast<void*>(next);
+    --bin.count;
+    clear_node(p);
+    note_allocation(*h, classes_[c].object_size);
+    return p;
+  }
+
+  /// Frees p (bytes at alignment, of class c). Misuse is reported and changes nothing.
+  STRATA_ALWAYS_INLINE void deallocate(void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept {
+    auto* h = static_cast<sync_heap*>(last_state());
+    const class_constants& k = classes_[c];
+    const auto a = reinterpret_cast<std::uintptr_t>(p);
+    const std::uintptr_t mark = engine_.never_used_mark(c);  // before p's words (see take_batch)
+    if (STRATA_UNLIKELY(h == nullptr) || STRATA_UNLIKELY(engine_.mapped_class_fast(p) != k.map_value) ||
+        STRATA_UNLIKELY(!is_slot_start(k, a)) || STRATA_UNLIKELY(is_any_node(p, base_key_)) ||
+        STRATA_UNLIKELY(a - mark <= (~mark & block_mask_)))
+      return deallocate_slow(p, bytes, alignment, c);
+    free_cache& bin = h->bins[c];
+    if (STRATA_UNLIKELY(bin.count == bin.cap)) return push_to_full(*h, c, p);
+    bin.push(p, h->key);
+    note_deallocation(*h, k.object_size);
+  }
+
+  /// Whether p is a live object of class c (for resize); reports misuse when not.
+  bool check_live(void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept;
+  /// Gives the calling thread's cached objects back to their blocks (trim).
+  void flush_calling_thread() noexcept;
+  /// Every object is gone (release): empties every cache and zeroes what the heaps count as in use; the calling
+  /// thread's heap and those of exited threads go back upstream.
+  void forget_all() noexcept;
+
+  struct totals {
+    std::uint64_t allocations, deallocations;
+    std::int64_t bytes, peak;
+    std::size_t heap_bytes;  // the heaps' own memory, from upstream
+  };
+  [[nodiscard]] totals collect_totals() const noexcept;
+  /// Objects of class c in the calling thread's cache.
+  [[nodiscard]] std::size_t cached_by_calling_thread(unsigned c) const noexcept;
+  /// The caches' lists and counts against the engine's; reports the first broken one. No thread may use the
+  /// resource meanwhile.
+  bool check_invariants() const noexcept;
+
+ protected:
+  void thread_exit(void* state) noexcept override;
+
+ private:
+  struct class_constants {
+    std::uint64_t reciprocal = 0;       // reciprocal40(object_size)
+    std::uint64_t reciprocal_high = 0;  // reciprocal << 24
+    std::size_t last_offset = 0;        // block size - object_size
+    std::size_t meta_span = 0;          // see bitmap_engine::meta_span
+    std::uint32_t object_size = 0;
+    // The class map's value for the class's blocks (c + 1); none for a class too small for a node (its frees take
+    // the slow path, which goes the locked way without reading past the object).
+    std::uint32_t map_value = 0xFFFF;
+  };
+
+  /// Whether address a, in a block of k's class, starts a slot that lies in the block clear of its header.
+  STRATA_ALWAYS_INLINE bool is_slot_start(const class_constants& k, std::uintptr_t a) const noexcept {
+    const std::size_t off = a & block_mask_;
+    return divides40(off, k.reciprocal, k.reciprocal_high) && off <= k.last_offset &&
+           off + k.object_size - 1 - slab_kind::header_offset(a & ~block_mask_) >= k.meta_span;
+  }
+  static void note_allocation(sync_heap& h, std::size_t size) noexcept {
+    h.allocations.store(h.allocations.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    const std::int64_t b = h.bytes.load(std::memory_order_relaxed) + static_cast<std::int64_t>(size);
+    h.bytes.store(b, std::memory_order_relaxed);
+    if (b > h.peak.load(std::memory_order_relaxed)) h.peak.store(b, std::memory_order_relaxed);
+  }
+  static void note_deallocation(sync_heap& h, std::size_t size) noexcept {
+    h.deallocations.store(h.deallocations.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    h.bytes.store(h.bytes.load(std::memory_order_relaxed) - static_cast<std::int64_t>(size), std::memory_order_relaxed);
+  }
+  /// Undoes note_deallocation for n objects found freed twice when their batch went back.
+  static void uncount(sync_heap& h, std::size_t n, std::size_t size) noexcept;
+
+  STRATA_NOINLINE void* allocate_slow(unsigned c);
+  STRATA_NOINLINE void* refill(sync_heap& h, unsigned c);
+  STRATA_NOINLINE void deallocate_slow(void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept;
+  STRATA_NOINLINE void push_to_full(sync_heap& h, unsigned c, void* p) noexcept;
+  /// The exact checks for a free through heap h; true when p may go into h's cache.
+  bool exact_free_check(sync_heap* h, void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept;
+  /// The checks that need no lock: p is a slot start of class c clear of the header (else reported).
+  bool slot_of_class(void* p, std::size_t bytes, std::size_t alignment, unsigned c) const noexcept;
+  void give_back(sync_heap& h, unsigned c, void* list, std::size_t n) noexcept;
+  void flush(sync_heap& h) noexcept;
+  /// The calling thread's heap, made and registered when it has none; nullptr when that cannot be.
+  sync_heap* heap_of_calling_thread() noexcept;
+  /// Under heaps_lock_: an index no held heap has, or 0 when all are taken.
+  std::uint32_t free_index() noexcept;
+  void unlink_live(sync_heap* h) noexcept;
+  void free_heap(sync_heap* h) noexcept;
+  void report_double_free(void* p, std::size_t bytes, std::size_t alignment, unsigned c,
+                          const char* why) const noexcept;
+
+  engine_type& engine_;
+  std::pmr::memory_resource* upstream_;
+  const char* name_;
+  std::uintptr_t base_key_;
+  std::uintptr_t block_mask_;
+  unsigned class_count_;
+  class_constants classes_[size_class_table::max_classes];
+
+  mutable std::mutex heaps_lock_;
+  sync_heap* live_ = nullptr;   // heaps of running threads
+  sync_heap* pool_ = nullptr;   // heaps of exited threads, for reuse (their index too)
+  std::uint32_t heaps_ = 0;     // heaps held (live and pooled)
+  std::uint32_t next_index_ = 1;
+  // What exited threads' heaps counted (their heaps start from zero when reused).
+  std::uint64_t retired_allocations_ = 0;
+  std::uint64_t retired_deallocations_ = 0;
+  std::int64_t retired_bytes_ = 0;
+  std::int64_t retired_peak_ = 0;
+  std::uint64_t retired_lost_ = 0;
+};
+
+}  // namespace strata::detail
