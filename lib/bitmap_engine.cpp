@@ -65,6 +65,7 @@ auto bitmap_engine<Sync>::refill(class_state& cs, unsigned c) -> block* {
     current->where = in_full;
     block::push(cs.full, current);
     cs.current = nullptr;
+    if (Sync && mapped_) publish_never_used(cs);  // no current block until one is had (which may throw)
   }
   // Partial blocks may have been filled through the hot slot since they were listed: file those as full.
   block* b = cs.partial;

@@ -9,7 +9,7 @@
 namespace strata::detail {
 
 namespace {
-constexpr std::uint32_t max_heaps = 0xFFFF;  // heap indices are 16 bits of the node key
+constexpr std::uint32_t max_heaps = 0xFFFE;  // heap indices are 16 bits of the node key; 0xFFFF: the shared heap
 }
 
 sync_front::sync_front(engine_type& engine, std::pmr::memory_resource* upstream, const char* name) noexcept
@@ -17,6 +17,7 @@ sync_front::sync_front(engine_type& engine, std::pmr::memory_resource* upstream,
       upstream_(upstream),
       name_(name),
       base_key_(random_node_key(this)),
+      busy_key_(random_node_key(&base_key_)),
       block_mask_(engine.block_size() - 1),
       class_count_(engine.class_count()) {
   for (unsigned c = 0; c < class_count_; ++c) {
@@ -29,6 +30,10 @@ sync_front::sync_front(engine_type& engine, std::pmr::memory_resource* upstream,
     k.meta_span = engine.meta_span(c);
     if (size >= 16) k.map_value = c + 1;
   }
+  shared_.index = 0xFFFF;
+  shared_.key = base_key_ ^ (std::uintptr_t{0xFFFF} << 48);
+  for (unsigned c = 0; c < class_count_; ++c)
+    shared_.bins[c].cap = classes_[c].object_size >= 16 ? free_cache::cap_for(classes_[c].object_size) : 0;
 }
 
 sync_front::~sync_front() {
@@ -140,8 +145,9 @@ void sync_front::thread_exit(void* state) noexcept {
 // ---- allocation ------------------------------------------------------------------------------------------------------
 
 void* sync_front::allocate_slow(unsigned c) {
-  if (heap_of_calling_thread() != nullptr) return allocate(c);  // it is the thread's last state now
-  return engine_.allocate_locked(c);  // no heap: the locked way, counted by the engine
+  if (sync_heap* h = heap_of_calling_thread()) return pop_or_refill(*h, c);
+  std::lock_guard<std::mutex> g(shared_lock_);  // no heap of its own: the shared one
+  return pop_or_refill(shared_, c);
 }
 
 void* sync_front::refill(sync_heap& h, unsigned c) {
@@ -171,7 +177,7 @@ void* sync_front::refill(sync_heap& h, unsigned c) {
     bin.head = list;
     bin.count = static_cast<std::uint32_t>(n);
   }
-  return allocate(c);
+  return pop_or_refill(h, c);
 }
 
 // ---- frees -----------------------------------------------------------------------------------------------------------
@@ -188,7 +194,7 @@ bool sync_front::slot_of_class(void* p, std::size_t bytes, std::size_t alignment
 }
 
 // h: the calling thread's heap, or nullptr.
-bool sync_front::exact_free_check(sync_heap* h, void* p, std::size_t bytes, std::size_t alignment,
+bool sync_front::exact_free_check(const sync_heap* h, void* p, std::size_t bytes, std::size_t alignment,
                                   unsigned c) noexcept {
   // The bitmap and p's words, read under the class lock, where batches take slots and make them nodes.
   const engine_type::slot_look look = engine_.look_at_slot(p, c, base_key_);
@@ -218,12 +224,21 @@ void sync_front::deallocate_slow(void* p, std::size_t bytes, std::size_t alignme
   if (!slot_of_class(p, bytes, alignment, c)) return;
   sync_heap* h = static_cast<sync_heap*>(last_state());
   if (h == nullptr) h = heap_of_calling_thread();
-  if (!exact_free_check(h, p, bytes, alignment, c)) return;
-  if (h == nullptr) return engine_.deallocate_locked(p, bytes, alignment, c);  // no heap: the locked way
-  free_cache& bin = h->bins[c];
-  if (bin.count == bin.cap) return push_to_full(*h, c, p);
-  bin.push(p, h->key);
-  note_deallocation(*h, k.object_size);
+  if (h != nullptr) return deallocate_through(*h, p, bytes, alignment, c);
+  std::lock_guard<std::mutex> g(shared_lock_);  // no heap of its own: the shared one
+  deallocate_through(shared_, p, bytes, alignment, c);
+}
+
+void sync_front::deallocate_through(sync_heap& h, void* p, std::size_t bytes, std::size_t alignment,
+                                    unsigned c) noexcept {
+  const std::uintptr_t seen = load_node_word(p, 1);  // before the exact checks: a write after them fails the push
+  if (seen == (reinterpret_cast<std::uintptr_t>(p) ^ busy_key_)) return freed_at_once(p, bytes, alignment, c);
+  if (!exact_free_check(&h, p, bytes, alignment, c)) return;
+  free_cache& bin = h.bins[c];
+  if (bin.count == bin.cap) return push_to_full(h, c, p, seen, bytes, alignment);
+  if (!bin.push_exclusive(p, h.key, seen, reinterpret_cast<std::uintptr_t>(p) ^ busy_key_))
+    return freed_at_once(p, bytes, alignment, c);
+  note_deallocation(h, classes_[c].object_size);
 }
 
 bool sync_front::check_live(void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept {
@@ -234,10 +249,24 @@ bool sync_front::check_live(void* p, std::size_t bytes, std::size_t alignment, u
   return exact_free_check(h, p, bytes, alignment, c);
 }
 
-void sync_front::push_to_full(sync_heap& h, unsigned c, void* p) noexcept {
-  std::size_t n = 0;
-  void* old = h.bins[c].push_rotating(p, h.key, n);
-  note_deallocation(h, classes_[c].object_size);
+void sync_front::freed_at_once(void* p, std::size_t bytes, std::size_t alignment, unsigned c) const noexcept {
+  report_double_free(p, bytes, alignment, c, "freed by two threads at once (or written while it was freed)");
+}
+
+void sync_front::push_to_full(sync_heap& h, unsigned c, void* p, std::uintptr_t seen, std::size_t bytes,
+                              std::size_t alignment) noexcept {
+  // The head list becomes the cold one whole (the previous cold one goes back), and p starts a new head list,
+  // pushed as deallocate() pushes.
+  free_cache& bin = h.bins[c];
+  void* old = bin.cold;
+  const std::size_t n = bin.cold_count;
+  bin.cold = bin.head;
+  bin.cold_count = bin.count;
+  bin.head = nullptr;
+  bin.count = 0;
+  if (bin.push_exclusive(p, h.key, seen, reinterpret_cast<std::uintptr_t>(p) ^ busy_key_))
+    note_deallocation(h, classes_[c].object_size);
+  else freed_at_once(p, bytes, alignment, c);
   if (old != nullptr) give_back(h, c, old, n);
 }
 
@@ -262,21 +291,24 @@ void sync_front::flush_calling_thread() noexcept {
   auto* h = static_cast<sync_heap*>(cached_state());
   if (h == nullptr) h = static_cast<sync_heap*>(registered_state());
   if (h != nullptr) flush(*h);
+  std::lock_guard<std::mutex> g(shared_lock_);  // and the shared heap, which threads without one use
+  flush(shared_);
 }
 
 void sync_front::forget_all() noexcept {
   std::lock_guard<std::mutex> g(heaps_lock_);
-  for (sync_heap* h = live_; h != nullptr; h = h->next) {
+  std::lock_guard<std::mutex> gs(shared_lock_);
+  for_each_heap([&](sync_heap& h) {
     for (unsigned c = 0; c < class_count_; ++c) {
-      const std::uint32_t cap = h->bins[c].cap;
-      h->bins[c] = free_cache{};
-      h->bins[c].cap = cap;
+      const std::uint32_t cap = h.bins[c].cap;
+      h.bins[c] = free_cache{};
+      h.bins[c].cap = cap;
     }
     // Every object is gone: count them as freed, so that in use = allocations - deallocations stays exact.
-    h->deallocations.store(h->allocations.load(std::memory_order_relaxed), std::memory_order_relaxed);
-    h->bytes.store(0, std::memory_order_relaxed);
-    h->lost.store(0, std::memory_order_relaxed);
-  }
+    h.deallocations.store(h.allocations.load(std::memory_order_relaxed), std::memory_order_relaxed);
+    h.bytes.store(0, std::memory_order_relaxed);
+    h.lost.store(0, std::memory_order_relaxed);
+  });
   retired_deallocations_ = retired_allocations_;
   retired_bytes_ = 0;
   retired_lost_ = 0;
@@ -301,12 +333,12 @@ sync_front::totals sync_front::collect_totals() const noexcept {
   std::lock_guard<std::mutex> g(heaps_lock_);
   totals t{retired_allocations_, retired_deallocations_, retired_bytes_, retired_peak_,
            std::size_t{heaps_} * sizeof(sync_heap)};
-  for (const sync_heap* h = live_; h != nullptr; h = h->next) {
-    t.allocations += h->allocations.load(std::memory_order_relaxed);
-    t.deallocations += h->deallocations.load(std::memory_order_relaxed);
-    t.bytes += h->bytes.load(std::memory_order_relaxed);
-    t.peak += h->peak.load(std::memory_order_relaxed);
-  }
+  for_each_heap([&](const sync_heap& h) {
+    t.allocations += h.allocations.load(std::memory_order_relaxed);
+    t.deallocations += h.deallocations.load(std::memory_order_relaxed);
+    t.bytes += h.bytes.load(std::memory_order_relaxed);
+    t.peak += h.peak.load(std::memory_order_relaxed);
+  });
   return t;
 }
 
@@ -320,11 +352,14 @@ bool sync_front::check_invariants() const noexcept {
   const char* broken = nullptr;
   const void* where = nullptr;
   std::lock_guard<std::mutex> g(heaps_lock_);
+  std::lock_guard<std::mutex> gs(shared_lock_);
   // Objects out of the bitmaps through batches: in use (allocated through a cache, less those freed through one:
   // either end may have gone the locked way), cached, or set aside.
   std::uint64_t held = retired_allocations_ - retired_deallocations_ + retired_lost_;
   const void* seen[2 * free_cache::max_cap];
-  for (const sync_heap* h = live_; h != nullptr && broken == nullptr; h = h->next) {
+  for_each_heap([&](const sync_heap& heap) {
+    const sync_heap* h = &heap;
+    if (broken != nullptr) return;
     held += h->allocations.load(std::memory_order_relaxed) - h->deallocations.load(std::memory_order_relaxed) +
             h->lost.load(std::memory_order_relaxed);
     for (unsigned c = 0; c < class_count_ && broken == nullptr; ++c) {
@@ -347,7 +382,7 @@ bool sync_front::check_invariants() const noexcept {
       }
       held += bin.total();
     }
-  }
+  });
   where = broken != nullptr ? where : nullptr;
   if (broken == nullptr && held != engine_.batched_out())
     broken = "objects taken out in batches disagree with the caches' counts";

@@ -89,6 +89,22 @@ struct free_cache {
     head = p;
     ++count;
   }
+  /// push() for an object other threads may free at the same moment: word 1 goes from `seen` (what the caller's
+  /// checks read there) to `busy` by one compare-and-swap, then word 0 and the check are written. False, with
+  /// nothing changed, when another write reached word 1 in between (the object freed twice at once: one of the two
+  /// wins). A free that meets `busy` (the push under way) takes it for such a second free too.
+  STRATA_ALWAYS_INLINE bool push_exclusive(void* p, std::uintptr_t key, std::uintptr_t seen,
+                                           std::uintptr_t busy) noexcept {
+    const auto n = reinterpret_cast<std::uintptr_t>(head);
+    if (STRATA_UNLIKELY(!__atomic_compare_exchange_n(static_cast<node_word*>(p) + 1, &seen, busy, false,
+                                                     __ATOMIC_RELAXED, __ATOMIC_RELAXED)))
+      return false;
+    store_node_word(p, 0, n);
+    store_node_word(p, 1, node_check(p, n, key));
+    head = p;
+    ++count;
+    return true;
+  }
   [[nodiscard]] std::uint32_t total() const noexcept { return count + cold_count; }
 
   /// The head list is full: it becomes the cold list whole and p starts a new head list. Returns the previous cold

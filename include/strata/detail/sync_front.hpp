@@ -56,16 +56,7 @@ class sync_front final : public per_thread_owner {
   STRATA_ALWAYS_INLINE void* allocate(unsigned c) {
     auto* h = static_cast<sync_heap*>(last_state());
     if (STRATA_UNLIKELY(h == nullptr)) return allocate_slow(c);
-    free_cache& bin = h->bins[c];
-    void* p = bin.head;
-    if (STRATA_UNLIKELY(p == nullptr)) return refill(*h, c);
-    const std::uintptr_t next = load_node_word(p, 0);
-    if (STRATA_UNLIKELY(load_node_word(p, 1) != node_check(p, next, h->key))) return refill(*h, c);
-    bin.head = reinterpret_cast<void*>(next);
-    --bin.count;
-    clear_node(p);
-    note_allocation(*h, classes_[c].object_size);
-    return p;
+    return pop_or_refill(*h, c);
   }
 
   /// Frees p (bytes at alignment, of class c). Misuse is reported and changes nothing.
@@ -74,13 +65,17 @@ class sync_front final : public per_thread_owner {
     const class_constants& k = classes_[c];
     const auto a = reinterpret_cast<std::uintptr_t>(p);
     const std::uintptr_t mark = engine_.never_used_mark(c);  // before p's words (see take_batch)
+    std::uintptr_t w1 = 0;
     if (STRATA_UNLIKELY(h == nullptr) || STRATA_UNLIKELY(engine_.mapped_class_fast(p) != k.map_value) ||
-        STRATA_UNLIKELY(!is_slot_start(k, a)) || STRATA_UNLIKELY(is_any_node(p, base_key_)) ||
+        STRATA_UNLIKELY(!is_slot_start(k, a)) ||
+        STRATA_UNLIKELY((((w1 = load_node_word(p, 1)) ^ node_check(p, load_node_word(p, 0), base_key_)) << 16) == 0) ||
+        STRATA_UNLIKELY(w1 == (a ^ busy_key_)) ||
         STRATA_UNLIKELY(a - mark <= (~mark & block_mask_)))
       return deallocate_slow(p, bytes, alignment, c);
     free_cache& bin = h->bins[c];
-    if (STRATA_UNLIKELY(bin.count == bin.cap)) return push_to_full(*h, c, p);
-    bin.push(p, h->key);
+    if (STRATA_UNLIKELY(bin.count == bin.cap)) return push_to_full(*h, c, p, w1, bytes, alignment);
+    // Two threads freeing p at once both find it live here: the compare-and-swap lets one of them push it.
+    if (STRATA_UNLIKELY(!bin.push_exclusive(p, h->key, w1, a ^ busy_key_))) return freed_at_once(p, bytes, alignment, c);
     note_deallocation(*h, k.object_size);
   }
 
@@ -119,6 +114,21 @@ class sync_front final : public per_thread_owner {
     std::uint32_t map_value = 0xFFFF;
   };
 
+  /// The newest object of h's cache for class c, or the slow path.
+  STRATA_ALWAYS_INLINE void* pop_or_refill(sync_heap& h, unsigned c) {
+    free_cache& bin = h.bins[c];
+    void* p = bin.head;
+    if (STRATA_UNLIKELY(p == nullptr)) return refill(h, c);
+    const std::uintptr_t next = load_node_word(p, 0);
+    if (STRATA_UNLIKELY(load_node_word(p, 1) != node_check(p, next, h.key))) return refill(h, c);
+    bin.head = reinterpret_cast<void*>(next);
+    --bin.count;
+    clear_node(p);
+    note_allocation(h, classes_[c].object_size);
+    return p;
+  }
+  /// deallocate()'s exact way through heap h (the calling thread's, or the shared one under its lock).
+  void deallocate_through(sync_heap& h, void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept;
   /// Whether address a, in a block of k's class, starts a slot that lies in the block clear of its header.
   STRATA_ALWAYS_INLINE bool is_slot_start(const class_constants& k, std::uintptr_t a) const noexcept {
     const std::size_t off = a & block_mask_;
@@ -141,15 +151,30 @@ class sync_front final : public per_thread_owner {
   STRATA_NOINLINE void* allocate_slow(unsigned c);
   STRATA_NOINLINE void* refill(sync_heap& h, unsigned c);
   STRATA_NOINLINE void deallocate_slow(void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept;
-  STRATA_NOINLINE void push_to_full(sync_heap& h, unsigned c, void* p) noexcept;
+  STRATA_NOINLINE void push_to_full(sync_heap& h, unsigned c, void* p, std::uintptr_t seen, std::size_t bytes,
+                                    std::size_t alignment) noexcept;
+  /// A push that lost its compare-and-swap: p was freed by another thread at the same moment (or written).
+  STRATA_NOINLINE void freed_at_once(void* p, std::size_t bytes, std::size_t alignment, unsigned c) const noexcept;
   /// The exact checks for a free through heap h; true when p may go into h's cache.
-  bool exact_free_check(sync_heap* h, void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept;
+  bool exact_free_check(const sync_heap* h, void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept;
   /// The checks that need no lock: p is a slot start of class c clear of the header (else reported).
   bool slot_of_class(void* p, std::size_t bytes, std::size_t alignment, unsigned c) const noexcept;
   void give_back(sync_heap& h, unsigned c, void* list, std::size_t n) noexcept;
   void flush(sync_heap& h) noexcept;
   /// The calling thread's heap, made and registered when it has none; nullptr when that cannot be.
   sync_heap* heap_of_calling_thread() noexcept;
+  /// f(heap) for every live heap and the shared one (under heaps_lock_, and shared_lock_ where the shared heap's
+  /// lists are read).
+  template <class F>
+  void for_each_heap(F&& f) const {
+    for (const sync_heap* h = live_; h != nullptr; h = h->next) f(*h);
+    f(shared_);
+  }
+  template <class F>
+  void for_each_heap(F&& f) {
+    for (sync_heap* h = live_; h != nullptr; h = h->next) f(*h);
+    f(shared_);
+  }
   /// Under heaps_lock_: an index no held heap has, or 0 when all are taken.
   std::uint32_t free_index() noexcept;
   void unlink_live(sync_heap* h) noexcept;
@@ -161,9 +186,15 @@ class sync_front final : public per_thread_owner {
   std::pmr::memory_resource* upstream_;
   const char* name_;
   std::uintptr_t base_key_;
+  std::uintptr_t busy_key_;  // word 1 of an object being pushed: its address ^ this
   std::uintptr_t block_mask_;
   unsigned class_count_;
   class_constants classes_[size_class_table::max_classes];
+
+  // The heap of threads that can have none of their own (their registry is full, they are exiting, or upstream had
+  // no memory for one): shared, under its lock. Index 0xFFFF.
+  sync_heap shared_;
+  mutable std::mutex shared_lock_;
 
   mutable std::mutex heaps_lock_;
   sync_heap* live_ = nullptr;   // heaps of running threads
