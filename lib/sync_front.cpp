@@ -14,6 +14,7 @@ constexpr std::uint32_t max_heaps = 0xFFFE;  // heap indices are 16 bits of the 
 
 sync_front::sync_front(engine_type& engine, std::pmr::memory_resource* upstream, const char* name) noexcept
     : engine_(engine),
+      map_(&engine.class_map_view()),
       upstream_(upstream),
       name_(name),
       base_key_(random_node_key(this)),
@@ -29,6 +30,7 @@ sync_front::sync_front(engine_type& engine, std::pmr::memory_resource* upstream,
     k.last_offset = engine.block_size() - size;
     k.meta_span = engine.meta_span(c);
     if (size >= 16) k.map_value = c + 1;
+    k.never_used = engine.never_used_mark_of(c);
   }
   shared_.index = 0xFFFF;
   shared_.key = base_key_ ^ (std::uintptr_t{0xFFFF} << 48);

@@ -96,13 +96,22 @@ class basic_bitmap_resource : public resource {
   void release_large() noexcept;
   /// Class c's allocations and frees: through the threads' caches when there are (Sync, standard checks).
   STRATA_ALWAYS_INLINE void* allocate_class(unsigned c) {
-    if constexpr (Sync)
-      if (front_.has_value()) return front_->allocate(c);
+    if constexpr (Sync) {
+      if (STRATA_LIKELY(front_.has_value())) return front_->allocate(c);
+      return allocate_locked(c);  // out of line: the cached path saves no registers for it
+    }
     return engine_.allocate(c);
   }
   STRATA_ALWAYS_INLINE void deallocate_class(void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept {
-    if constexpr (Sync)
-      if (front_.has_value()) return front_->deallocate(p, bytes, alignment, c);
+    if constexpr (Sync) {
+      if (STRATA_LIKELY(front_.has_value())) return front_->deallocate(p, bytes, alignment, c);
+      return deallocate_locked(p, bytes, alignment, c);
+    }
+    engine_.deallocate(p, bytes, alignment, c);
+  }
+  /// Sync with strict checks: the engine's locked way.
+  STRATA_NOINLINE void* allocate_locked(unsigned c) { return engine_.allocate(c); }
+  STRATA_NOINLINE void deallocate_locked(void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept {
     engine_.deallocate(p, bytes, alignment, c);
   }
 

@@ -294,6 +294,13 @@ class bitmap_engine {
   STRATA_ALWAYS_INLINE std::uintptr_t never_used_mark(unsigned c) const noexcept {
     return classes_[c].never_used.load(std::memory_order_acquire);
   }
+  /// Where class c's never-used mark lives, and the class map: for a front end's fast path, which keeps them at
+  /// hand rather than reaching through the engine.
+  [[nodiscard]] const std::atomic<std::uintptr_t>* never_used_mark_of(unsigned c) const noexcept {
+    return &classes_[c].never_used;
+  }
+  using map_type = class_map<block_source_storage>;
+  [[nodiscard]] const map_type& class_map_view() const noexcept { return map_; }
   struct slot_look {
     bool free;               // free in its block's bitmaps (or its block left the class: not live either)
     std::uintptr_t residue;  // node_residue(p, base_key) of p's words
@@ -554,7 +561,7 @@ class bitmap_engine {
   mutable class_state classes_[size_class_table::max_classes];
   slab_kind kind_;
   std::uintptr_t node_key_;
-  class_map<block_source_storage> map_;  // block -> class + 1 (!Sync)
+  map_type map_;  // block -> class + 1 (!Sync, and Sync with thread caches)
   std::size_t block_size_;
   std::size_t max_small_;
   std::size_t plain_limit_;

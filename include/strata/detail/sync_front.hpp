@@ -64,16 +64,16 @@ class sync_front final : public per_thread_owner {
     auto* h = static_cast<sync_heap*>(last_state());
     const class_constants& k = classes_[c];
     const auto a = reinterpret_cast<std::uintptr_t>(p);
-    const std::uintptr_t mark = engine_.never_used_mark(c);  // before p's words (see take_batch)
+    const std::uintptr_t mark = k.never_used->load(std::memory_order_acquire);  // before p's words (take_batch)
     std::uintptr_t w1 = 0;
-    if (STRATA_UNLIKELY(h == nullptr) || STRATA_UNLIKELY(engine_.mapped_class_fast(p) != k.map_value) ||
+    if (STRATA_UNLIKELY(h == nullptr) || STRATA_UNLIKELY(map_->get_direct(p) != k.map_value) ||
         STRATA_UNLIKELY(!is_slot_start(k, a)) ||
         STRATA_UNLIKELY((((w1 = load_node_word(p, 1)) ^ node_check(p, load_node_word(p, 0), base_key_)) << 16) == 0) ||
         STRATA_UNLIKELY(w1 == (a ^ busy_key_)) ||
         STRATA_UNLIKELY(a - mark <= (~mark & block_mask_)))
       return deallocate_slow(p, bytes, alignment, c);
     free_cache& bin = h->bins[c];
-    if (STRATA_UNLIKELY(bin.count == bin.cap)) return push_to_full(*h, c, p, w1, bytes, alignment);
+    if (STRATA_UNLIKELY(bin.count == bin.cap)) return push_to_full(c, p, w1, bytes, alignment);
     // Two threads freeing p at once both find it live here: the compare-and-swap lets one of them push it.
     if (STRATA_UNLIKELY(!bin.push_exclusive(p, h->key, w1, a ^ busy_key_))) return freed_at_once(p, bytes, alignment, c);
     note_deallocation(*h, k.object_size);
@@ -112,6 +112,7 @@ class sync_front final : public per_thread_owner {
     // The class map's value for the class's blocks (c + 1); none for a class too small for a node (its frees take
     // the slow path, which goes the locked way without reading past the object).
     std::uint32_t map_value = 0xFFFF;
+    const std::atomic<std::uintptr_t>* never_used = nullptr;  // the engine's never-used mark of the class
   };
 
   /// The newest object of h's cache for class c, or the slow path.
@@ -151,8 +152,13 @@ class sync_front final : public per_thread_owner {
   STRATA_NOINLINE void* allocate_slow(unsigned c);
   STRATA_NOINLINE void* refill(sync_heap& h, unsigned c);
   STRATA_NOINLINE void deallocate_slow(void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept;
-  STRATA_NOINLINE void push_to_full(sync_heap& h, unsigned c, void* p, std::uintptr_t seen, std::size_t bytes,
-                                    std::size_t alignment) noexcept;
+  /// The calling thread's cache of class c is full: see free_cache (six arguments: a tail call from deallocate).
+  STRATA_NOINLINE void push_to_full(unsigned c, void* p, std::uintptr_t seen, std::size_t bytes,
+                                    std::size_t alignment) noexcept {
+    push_to_full(*static_cast<sync_heap*>(last_state()), c, p, seen, bytes, alignment);
+  }
+  void push_to_full(sync_heap& h, unsigned c, void* p, std::uintptr_t seen, std::size_t bytes,
+                    std::size_t alignment) noexcept;
   /// A push that lost its compare-and-swap: p was freed by another thread at the same moment (or written).
   STRATA_NOINLINE void freed_at_once(void* p, std::size_t bytes, std::size_t alignment, unsigned c) const noexcept;
   /// The exact checks for a free through heap h; true when p may go into h's cache.
@@ -183,6 +189,7 @@ class sync_front final : public per_thread_owner {
                           const char* why) const noexcept;
 
   engine_type& engine_;
+  const engine_type::map_type* map_;  // the engine's class map
   std::pmr::memory_resource* upstream_;
   const char* name_;
   std::uintptr_t base_key_;
