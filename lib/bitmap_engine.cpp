@@ -717,6 +717,7 @@ void bitmap_engine<Sync>::trim() noexcept {
       cs.fresh_from = 0;
       cs.fresh_span = 0;
       cs.never_used.store(0, std::memory_order_release);
+      cs.current_base.store(0, std::memory_order_relaxed);
       b->where = in_partial;
       block::push(cs.partial, b);
       relist(cs, b);
@@ -767,6 +768,7 @@ void bitmap_engine<Sync>::release_all() noexcept {
     cs.fresh_span = 0;
     cs.lost = 0;
     cs.never_used.store(0, std::memory_order_relaxed);
+    cs.current_base.store(0, std::memory_order_relaxed);
     cs.batched_out.store(0, std::memory_order_relaxed);
     if constexpr (Sync) {
       cs.remote_head.store(nullptr, std::memory_order_relaxed);

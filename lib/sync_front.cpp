@@ -240,7 +240,7 @@ void sync_front::deallocate_through(sync_heap& h, void* p, std::size_t bytes, st
   if (bin.count == bin.cap) return push_to_full(h, c, p, seen, bytes, alignment);
   if (!bin.push_exclusive(p, h.key, seen, reinterpret_cast<std::uintptr_t>(p) ^ busy_key_))
     return freed_at_once(p, bytes, alignment, c);
-  note_deallocation(h, classes_[c].object_size);
+  if (note_deallocation(h, classes_[c].object_size) == 0) settle(h);
 }
 
 bool sync_front::check_live(void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept {
@@ -266,10 +266,66 @@ void sync_front::push_to_full(sync_heap& h, unsigned c, void* p, std::uintptr_t 
   bin.cold_count = bin.count;
   bin.head = nullptr;
   bin.count = 0;
-  if (bin.push_exclusive(p, h.key, seen, reinterpret_cast<std::uintptr_t>(p) ^ busy_key_))
-    note_deallocation(h, classes_[c].object_size);
-  else freed_at_once(p, bytes, alignment, c);
+  const bool pushed = bin.push_exclusive(p, h.key, seen, reinterpret_cast<std::uintptr_t>(p) ^ busy_key_);
+  if (!pushed) freed_at_once(p, bytes, alignment, c);
   if (old != nullptr) give_back(h, c, old, n);
+  if (pushed && note_deallocation(h, classes_[c].object_size) == 0) settle(h);
+}
+
+void sync_front::settle(sync_heap& h) noexcept {
+  for (unsigned c = 0; c < class_count_; ++c) {
+    free_cache& bin = h.bins[c];
+    if (bin.total() == 0) continue;
+    // Both lists, oldest last, into one array; a node that does not check ends the walk (the list from it on is
+    // left as it is: the allocation or give-back that reaches it reports it).
+    void* nodes[2 * free_cache::max_cap];
+    std::size_t n = 0;
+    bool intact = true;
+    for (int which = 0; which < 2 && intact; ++which) {
+      void* list = which == 0 ? bin.head : bin.cold;
+      const std::uint32_t count = which == 0 ? bin.count : bin.cold_count;
+      for (std::uint32_t k = 0; k < count && list != nullptr && intact; ++k, list = node_next(list)) {
+        intact = is_node(list, h.key);
+        if (intact) nodes[n++] = list;
+      }
+    }
+    if (!intact) continue;
+    const std::uintptr_t current = engine_.current_block_base(c);
+    auto in_current = [&](const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & ~block_mask_) == current; };
+    std::size_t kept = 0;
+    for (std::size_t i = 0; i < n; ++i) kept += in_current(nodes[i]);
+    if (kept == n) continue;  // nothing outside the current block: no walk beyond this one
+    // The others go back in batches of at most max_cap (as give_batch takes them), in their order.
+    void* back = nullptr;
+    std::size_t backs = 0;
+    auto flush_back = [&] {
+      if (backs != 0) give_back(h, c, back, backs);
+      back = nullptr;
+      backs = 0;
+    };
+    for (std::size_t i = n; i-- > 0;) {
+      if (in_current(nodes[i])) continue;
+      make_node(nodes[i], back, h.key);
+      back = nodes[i];
+      if (++backs == free_cache::max_cap) flush_back();
+    }
+    flush_back();
+    // The kept ones, newest in the head list.
+    std::size_t k = 0;
+    for (std::size_t i = 0; i < n; ++i)
+      if (in_current(nodes[i])) nodes[k++] = nodes[i];
+    const std::size_t in_head = std::min<std::size_t>(kept, bin.cap);
+    void* lists[2] = {nullptr, nullptr};
+    for (std::size_t i = kept; i-- > 0;) {
+      void*& list = lists[i < in_head ? 0 : 1];
+      make_node(nodes[i], list, h.key);
+      list = nodes[i];
+    }
+    bin.head = lists[0];
+    bin.count = static_cast<std::uint32_t>(in_head);
+    bin.cold = lists[1];
+    bin.cold_count = static_cast<std::uint32_t>(kept - in_head);
+  }
 }
 
 void sync_front::give_back(sync_heap& h, unsigned c, void* list, std::size_t n) noexcept {

@@ -301,6 +301,10 @@ class bitmap_engine {
   }
   using map_type = class_map<block_source_storage>;
   [[nodiscard]] const map_type& class_map_view() const noexcept { return map_; }
+  /// The base of class c's current block, or 0 (read without the lock: it may have changed since).
+  [[nodiscard]] std::uintptr_t current_block_base(unsigned c) const noexcept {
+    return classes_[c].current_base.load(std::memory_order_relaxed);
+  }
   struct slot_look {
     bool free;               // free in its block's bitmaps (or its block left the class: not live either)
     std::uintptr_t residue;  // node_residue(p, base_key) of p's words
@@ -395,6 +399,7 @@ class bitmap_engine {
     std::size_t fresh_span = 0;
     std::size_t lost = 0;  // cached objects lost with a free cache written over (held until release)
     std::atomic<std::uintptr_t> never_used{0};  // Sync with thread caches: see never_used_mark()
+    std::atomic<std::uintptr_t> current_base{0};  // Sync with thread caches: see current_block_base()
     std::atomic<std::uint64_t> batched_out{0};   // Sync with thread caches: taken in batches, not given back
     std::atomic<block*> remote_head{nullptr};          // Sync: blocks with remote frees to collect
     std::atomic<std::uint64_t> remote_deallocations{0};  // Sync: frees that went the remote way
@@ -503,6 +508,7 @@ class bitmap_engine {
   /// Sync with thread caches, under the class lock: the never-used mark for the current block.
   void publish_never_used(class_state& cs) noexcept {
     const block* b = cs.current;
+    cs.current_base.store(b != nullptr ? reinterpret_cast<std::uintptr_t>(base_of(b)) : 0, std::memory_order_relaxed);
     cs.never_used.store(b != nullptr && b->high_water < b->limit
                             ? reinterpret_cast<std::uintptr_t>(base_of(b)) + std::size_t{b->high_water} * cs.object_size
                             : 0,

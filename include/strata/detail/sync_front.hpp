@@ -61,22 +61,21 @@ class sync_front final : public per_thread_owner {
 
   /// Frees p (bytes at alignment, of class c). Misuse is reported and changes nothing.
   STRATA_ALWAYS_INLINE void deallocate(void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept {
-    auto* h = static_cast<sync_heap*>(last_state());
     const class_constants& k = classes_[c];
     const auto a = reinterpret_cast<std::uintptr_t>(p);
     const std::uintptr_t mark = k.never_used->load(std::memory_order_acquire);  // before p's words (take_batch)
     std::uintptr_t w1 = 0;
-    if (STRATA_UNLIKELY(h == nullptr) || STRATA_UNLIKELY(map_->get_direct(p) != k.map_value) ||
-        STRATA_UNLIKELY(!is_slot_start(k, a)) ||
+    if (STRATA_UNLIKELY(map_->get_direct(p) != k.map_value) || STRATA_UNLIKELY(!is_slot_start(k, a)) ||
         STRATA_UNLIKELY((((w1 = load_node_word(p, 1)) ^ node_check(p, load_node_word(p, 0), base_key_)) << 16) == 0) ||
-        STRATA_UNLIKELY(w1 == (a ^ busy_key_)) ||
-        STRATA_UNLIKELY(a - mark <= (~mark & block_mask_)))
+        STRATA_UNLIKELY(w1 == (a ^ busy_key_)) || STRATA_UNLIKELY(a - mark <= (~mark & block_mask_)))
       return deallocate_slow(p, bytes, alignment, c);
+    auto* h = static_cast<sync_heap*>(last_state());  // after the checks: fewer values live across them
+    if (STRATA_UNLIKELY(h == nullptr)) return deallocate_slow(p, bytes, alignment, c);
     free_cache& bin = h->bins[c];
     if (STRATA_UNLIKELY(bin.count == bin.cap)) return push_to_full(c, p, w1, bytes, alignment);
     // Two threads freeing p at once both find it live here: the compare-and-swap lets one of them push it.
     if (STRATA_UNLIKELY(!bin.push_exclusive(p, h->key, w1, a ^ busy_key_))) return freed_at_once(p, bytes, alignment, c);
-    note_deallocation(*h, k.object_size);
+    if (STRATA_UNLIKELY(note_deallocation(*h, k.object_size) == 0)) return settle(*h);
   }
 
   /// Whether p is a live object of class c (for resize); reports misuse when not.
@@ -142,10 +141,17 @@ class sync_front final : public per_thread_owner {
     h.bytes.store(b, std::memory_order_relaxed);
     if (b > h.peak.load(std::memory_order_relaxed)) h.peak.store(b, std::memory_order_relaxed);
   }
-  static void note_deallocation(sync_heap& h, std::size_t size) noexcept {
+  /// Returns what the heap's thread has in use now.
+  static std::int64_t note_deallocation(sync_heap& h, std::size_t size) noexcept {
     h.deallocations.store(h.deallocations.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-    h.bytes.store(h.bytes.load(std::memory_order_relaxed) - static_cast<std::int64_t>(size), std::memory_order_relaxed);
+    const std::int64_t b = h.bytes.load(std::memory_order_relaxed) - static_cast<std::int64_t>(size);
+    h.bytes.store(b, std::memory_order_relaxed);
+    return b;
   }
+  /// h's thread has freed all it allocated (for a program with one thread: no object is live): the cached objects
+  /// outside their class's current block go back, so that the blocks they kept from being empty are relisted (and
+  /// given back beyond max_empty_blocks). Objects of the current blocks stay cached.
+  STRATA_NOINLINE void settle(sync_heap& h) noexcept;
   /// Undoes note_deallocation for n objects found freed twice when their batch went back.
   static void uncount(sync_heap& h, std::size_t n, std::size_t size) noexcept;
 
