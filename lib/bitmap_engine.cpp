@@ -103,7 +103,7 @@ auto bitmap_engine<Sync>::refill(class_state& cs, unsigned c) -> block* {
       count_failure();
       throw std::bad_alloc();
     }
-    ++cs.blocks;
+    cs.blocks.fetch_add(1, std::memory_order_relaxed);
   }
   b->where = in_current;
   cs.current = b;
@@ -166,7 +166,7 @@ void bitmap_engine<Sync>::relist(class_state& cs, block* b) noexcept {
     if constexpr (!Sync) purge_cached(cs, b);
     if (b->where == in_partial) block::unlink(cs.partial, b);
     else if (b->where == in_full) block::unlink(cs.full, b);
-    --cs.blocks;
+    cs.blocks.fetch_sub(1, std::memory_order_relaxed);
     if (cs.hot != nullptr && block_of(cs.hot) == b) cs.hot = nullptr;  // it must not outlive the block
     retire(b);
   } else if (b->where == in_full && b->free_count != 0) {
@@ -758,7 +758,7 @@ void bitmap_engine<Sync>::release_all() noexcept {
     drop(cs.full);
     cs.current = cs.partial = cs.full = nullptr;
     cs.hot = nullptr;
-    cs.blocks = 0;
+    cs.blocks.store(0, std::memory_order_relaxed);
     const std::uint32_t cap = cs.cache.cap;
     cs.cache = free_cache{};
     cs.cache.cap = cap;
@@ -830,7 +830,7 @@ bitmap_class_info bitmap_engine<Sync>::class_info(unsigned c) const noexcept {
     info.objects_per_block = kind_.typical_layout(info.object_size).capacity();
   }
   lock_guard guard(cs.lock);
-  info.blocks = cs.blocks;
+  info.blocks = cs.blocks.load(std::memory_order_relaxed);
   // Live objects from the blocks themselves (remote frees not yet collected still count as live).
   std::size_t live = 0;
   auto count_one = [&](const block* b) {
@@ -887,7 +887,7 @@ bool bitmap_engine<Sync>::check_invariants() const noexcept {
     }
     if (broken != nullptr) break;
     where = nullptr;
-    if (class_blocks != cs.blocks) broken = "class block count disagrees with its lists";
+    if (class_blocks != cs.blocks.load(std::memory_order_relaxed)) broken = "class block count disagrees with its lists";
     if constexpr (Sync) {
       // Objects out of the bitmaps: allocated here and not freed here (either may have happened through a
       // thread's cache instead, so this may wrap), plus those taken out in batches.

@@ -275,7 +275,9 @@ void sync_front::push_to_full(sync_heap& h, unsigned c, void* p, std::uintptr_t 
 void sync_front::settle(sync_heap& h) noexcept {
   for (unsigned c = 0; c < class_count_; ++c) {
     free_cache& bin = h.bins[c];
-    if (bin.total() == 0) continue;
+    // A class whose only block is its current one caches nothing else (a program that empties it again and again
+    // pays no walk).
+    if (bin.total() == 0 || engine_.block_count_hint(c) <= 1) continue;
     // Both lists, oldest last, into one array; a node that does not check ends the walk (the list from it on is
     // left as it is: the allocation or give-back that reaches it reports it).
     void* nodes[2 * free_cache::max_cap];

@@ -301,6 +301,10 @@ class bitmap_engine {
   }
   using map_type = class_map<block_source_storage>;
   [[nodiscard]] const map_type& class_map_view() const noexcept { return map_; }
+  /// Blocks class c has now (read without the lock: it may have changed since).
+  [[nodiscard]] std::size_t block_count_hint(unsigned c) const noexcept {
+    return classes_[c].blocks.load(std::memory_order_relaxed);
+  }
   /// The base of class c's current block, or 0 (read without the lock: it may have changed since).
   [[nodiscard]] std::uintptr_t current_block_base(unsigned c) const noexcept {
     return classes_[c].current_base.load(std::memory_order_relaxed);
@@ -378,7 +382,7 @@ class bitmap_engine {
     block* partial = nullptr;  // blocks with free slots (a few may have been filled since), doubly linked
     block* full = nullptr;     // blocks without, doubly linked
     void* hot = nullptr;       // the slot freed last (its bit may have been taken since)
-    std::size_t blocks = 0;
+    std::atomic<std::size_t> blocks{0};  // changed under the lock; read without it as a hint (block_count_hint)
     counter<std::uint64_t> allocations{0};
     counter<std::uint64_t> deallocations{0};
     counter<std::size_t> bytes_in_use{0};
