@@ -497,54 +497,12 @@ void bitmap_engine<Sync>::settle_idle() noexcept {
       // A class whose only block is its current one caches nothing else (a program that empties it again and
       // again pays no walk).
       if (cs.partial == nullptr && cs.full == nullptr) continue;
-      // Both lists, oldest last, into one array; a node that does not check ends the walk (the list from it on is
-      // left as it is: the allocation that reaches it reports it).
-      void* nodes[2 * free_cache::max_cap];
-      std::size_t n = 0;
-      bool intact = true;
-      for (int which = 0; which < 2; ++which) {
-        void* list = which == 0 ? cs.cache.head : cs.cache.cold;
-        const std::uint32_t count = which == 0 ? cs.cache.count : cs.cache.cold_count;
-        for (std::uint32_t k = 0; k < count && list != nullptr && intact; ++k, list = node_next(list)) {
-          intact = is_node(list, node_key_);
-          if (intact) nodes[n++] = list;
-        }
-      }
-      if (!intact) continue;
-      // Objects of the current block stay cached (that block stays anyway), newest in the head list; the others
-      // go back, in their order.
-      void* back = nullptr;
-      std::size_t backs = 0;
-      std::size_t kept = 0;
-      for (std::size_t i = n; i-- > 0;) {
-        if (block_of(nodes[i]) != cs.current) {
-          make_node(nodes[i], back, node_key_);
-          back = nodes[i];
-          ++backs;
-        }
-      }
-      for (std::size_t i = 0; i < n; ++i)
-        if (block_of(nodes[i]) == cs.current) nodes[kept++] = nodes[i];
-      const std::size_t in_head = std::min<std::size_t>(kept, cs.cache.cap);
-      void* lists[2] = {nullptr, nullptr};
-      for (std::size_t i = kept; i-- > 0;) {
-        void*& list = lists[i < in_head ? 0 : 1];
-        make_node(nodes[i], list, node_key_);
-        list = nodes[i];
-      }
-      cs.cache.head = lists[0];
-      cs.cache.count = static_cast<std::uint32_t>(in_head);
-      cs.cache.cold = lists[1];
-      cs.cache.cold_count = static_cast<std::uint32_t>(kept - in_head);
-      if (kept == 0) cached_classes_ &= ~(std::uint64_t{1} << c);
-      while (backs > 0) {  // give_back takes at most max_cap objects at a time
-        const std::size_t part = std::min<std::size_t>(backs, free_cache::max_cap);
-        void* rest = back;
-        for (std::size_t k = 0; k < part; ++k) rest = node_next(rest);
-        give_back(cs, back, part, node_key_);
-        back = rest;
-        backs -= part;
-      }
+      // Objects of the current block stay cached (that block stays anyway); the others go back. A node that does
+      // not check leaves the cache as it is (the allocation that reaches it reports it).
+      cs.cache.split(
+          node_key_, [&](const void* p) { return block_of(p) == cs.current; },
+          [&](void* list, std::size_t n) { give_back(cs, list, n, node_key_); });
+      if (cs.cache.total() == 0) cached_classes_ &= ~(std::uint64_t{1} << c);
     }
   }
 }

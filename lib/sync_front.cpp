@@ -278,55 +278,12 @@ void sync_front::settle(sync_heap& h) noexcept {
     // A class whose only block is its current one caches nothing else (a program that empties it again and again
     // pays no walk).
     if (bin.total() == 0 || engine_.block_count_hint(c) <= 1) continue;
-    // Both lists, oldest last, into one array; a node that does not check ends the walk (the list from it on is
-    // left as it is: the allocation or give-back that reaches it reports it).
-    void* nodes[2 * free_cache::max_cap];
-    std::size_t n = 0;
-    bool intact = true;
-    for (int which = 0; which < 2 && intact; ++which) {
-      void* list = which == 0 ? bin.head : bin.cold;
-      const std::uint32_t count = which == 0 ? bin.count : bin.cold_count;
-      for (std::uint32_t k = 0; k < count && list != nullptr && intact; ++k, list = node_next(list)) {
-        intact = is_node(list, h.key);
-        if (intact) nodes[n++] = list;
-      }
-    }
-    if (!intact) continue;
+    // Objects of the current block stay cached (that block stays anyway); the others go back. A node that does not
+    // check leaves the cache as it is (the allocation or give-back that reaches it reports it).
     const std::uintptr_t current = engine_.current_block_base(c);
-    auto in_current = [&](const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & ~block_mask_) == current; };
-    std::size_t kept = 0;
-    for (std::size_t i = 0; i < n; ++i) kept += in_current(nodes[i]);
-    if (kept == n) continue;  // nothing outside the current block: no walk beyond this one
-    // The others go back in batches of at most max_cap (as give_batch takes them), in their order.
-    void* back = nullptr;
-    std::size_t backs = 0;
-    auto flush_back = [&] {
-      if (backs != 0) give_back(h, c, back, backs);
-      back = nullptr;
-      backs = 0;
-    };
-    for (std::size_t i = n; i-- > 0;) {
-      if (in_current(nodes[i])) continue;
-      make_node(nodes[i], back, h.key);
-      back = nodes[i];
-      if (++backs == free_cache::max_cap) flush_back();
-    }
-    flush_back();
-    // The kept ones, newest in the head list.
-    std::size_t k = 0;
-    for (std::size_t i = 0; i < n; ++i)
-      if (in_current(nodes[i])) nodes[k++] = nodes[i];
-    const std::size_t in_head = std::min<std::size_t>(kept, bin.cap);
-    void* lists[2] = {nullptr, nullptr};
-    for (std::size_t i = kept; i-- > 0;) {
-      void*& list = lists[i < in_head ? 0 : 1];
-      make_node(nodes[i], list, h.key);
-      list = nodes[i];
-    }
-    bin.head = lists[0];
-    bin.count = static_cast<std::uint32_t>(in_head);
-    bin.cold = lists[1];
-    bin.cold_count = static_cast<std::uint32_t>(kept - in_head);
+    bin.split(
+        h.key, [&](const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & ~block_mask_) == current; },
+        [&](void* list, std::size_t n) { give_back(h, c, list, n); });
   }
 }
 

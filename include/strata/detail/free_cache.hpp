@@ -152,6 +152,54 @@ struct free_cache {
     }
   }
 
+  /// Keeps the nodes for which keep(node) holds (newest in the head list) and passes the others, in their order, to
+  /// give(list, n) in lists of at most max_cap nodes. Changes nothing and returns false when a node does not check
+  /// under `key` (the use that reaches it reports it); also when every node is kept.
+  template <class Keep, class Give>
+  bool split(std::uintptr_t key, Keep keep, Give give) noexcept {
+    void* nodes[2 * max_cap];
+    std::size_t n = 0;
+    for (int which = 0; which < 2; ++which) {
+      void* list = which == 0 ? head : cold;
+      const std::uint32_t k = which == 0 ? count : cold_count;
+      for (std::uint32_t i = 0; i < k && list != nullptr; ++i, list = node_next(list)) {
+        if (!is_node(list, key)) return false;
+        nodes[n++] = list;
+      }
+    }
+    // Kept ones first, in order; then the others, in order.
+    void* others[2 * max_cap];
+    std::size_t kept = 0, backs = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      if (keep(nodes[i])) nodes[kept++] = nodes[i];
+      else others[backs++] = nodes[i];
+    }
+    if (backs == 0) return false;
+    // The cache first (a give-back may walk it), newest in the head list.
+    const std::size_t in_head = kept < cap ? kept : cap;
+    void* lists[2] = {nullptr, nullptr};
+    for (std::size_t i = kept; i-- > 0;) {
+      void*& list = lists[i < in_head ? 0 : 1];
+      make_node(nodes[i], list, key);
+      list = nodes[i];
+    }
+    head = lists[0];
+    count = static_cast<std::uint32_t>(in_head);
+    cold = lists[1];
+    cold_count = static_cast<std::uint32_t>(kept - in_head);
+    // The others, oldest last, in lists of at most max_cap.
+    for (std::size_t from = 0; from < backs; from += max_cap) {
+      const std::size_t to = from + max_cap < backs ? from + max_cap : backs;
+      void* back = nullptr;
+      for (std::size_t i = to; i-- > from;) {
+        make_node(others[i], back, key);
+        back = others[i];
+      }
+      give(back, to - from);
+    }
+    return true;
+  }
+
   /// Whether p is one of the nodes (walks at most total() nodes; stops at a node that does not check).
   [[nodiscard]] bool holds(const void* p, std::uintptr_t key) const noexcept {
     return list_holds(head, count, p, key) || list_holds(cold, cold_count, p, key);
