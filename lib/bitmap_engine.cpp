@@ -27,7 +27,6 @@ bitmap_engine<Sync>::bitmap_engine(const config& cfg, block_source source) noexc
     cs.reciprocal_high = cs.reciprocal << 24;
     const slab_kind::layout l = kind_.typical_layout(size);
     cs.meta_span = sizeof(slab) + l.words * 8 * (Sync ? 2 : 1) + size - 1;
-    cs.last_offset = block_size_ - size;
     // Objects of 16 bytes and more have room for a node.
     if (!Sync && !cfg.strict && size >= 16) {
       cs.cache.cap = free_cache::cap_for(size);
@@ -316,9 +315,9 @@ void* bitmap_engine<Sync>::allocate_cached_slow(class_state& cs, unsigned c) {
   cs.fresh_from = reinterpret_cast<std::uintptr_t>(base_of(b)) + never_used * cs.object_size;
   cs.fresh_span = never_used < b->limit ? (b->limit - never_used) * std::size_t{cs.object_size} : 0;
   std::uint64_t fresh = 0;
-  cs.claimed_word = slab_kind::claim(b, cs.claimed, fresh);
+  cs.claimed_word = static_cast<std::uint32_t>(slab_kind::claim(b, cs.claimed, fresh));
   cs.claimed_fresh = fresh;
-  cs.claimed_base = static_cast<char*>(base_of(b)) + cs.claimed_word * 64 * cs.object_size;
+  cs.claimed_base = static_cast<char*>(base_of(b)) + std::size_t{cs.claimed_word} * 64 * cs.object_size;
   return allocate(c);
 }
 
@@ -892,7 +891,7 @@ const char* bitmap_engine<Sync>::check_cache(const class_state& cs, unsigned c) 
     if (b == nullptr || cs.claimed_word >= b->words) return "claimed word without a current block";
     if ((cs.claimed & ~b->valid_mask(cs.claimed_word)) != 0) return "claimed bits for slots that do not exist";
     if ((cs.claimed & load(b->local(cs.claimed_word))) != 0) return "claimed slots also free in the bitmap";
-    if (cs.claimed_base != static_cast<const char*>(base_of(b)) + cs.claimed_word * 64 * cs.object_size)
+    if (cs.claimed_base != static_cast<const char*>(base_of(b)) + std::size_t{cs.claimed_word} * 64 * cs.object_size)
       return "claimed word address wrong";
   } else if (cs.claimed != 0) {
     return "claimed bits without a claimed word";

@@ -27,15 +27,11 @@ sync_front::sync_front(engine_type& engine, std::pmr::memory_resource* upstream,
     k.object_size = static_cast<std::uint32_t>(size);
     k.reciprocal = reciprocal40(size);
     k.reciprocal_high = k.reciprocal << 24;
-    k.last_offset = engine.block_size() - size;
     k.meta_span = engine.meta_span(c);
     if (size >= 16) k.map_value = c + 1;
     k.never_used = engine.never_used_mark_of(c);
   }
-  shared_.index = 0xFFFF;
-  shared_.key = base_key_ ^ (std::uintptr_t{0xFFFF} << 48);
-  for (unsigned c = 0; c < class_count_; ++c)
-    shared_.bins[c].cap = classes_[c].object_size >= 16 ? free_cache::cap_for(classes_[c].object_size) : 0;
+  init_heap(shared_, 0xFFFF);
 }
 
 sync_front::~sync_front() {
@@ -76,11 +72,11 @@ std::uint32_t sync_front::free_index() noexcept {
   return 0;
 }
 
-void sync_front::uncount(sync_heap& h, std::size_t n, std::size_t size) noexcept {
-  h.deallocations.store(h.deallocations.load(std::memory_order_relaxed) - n, std::memory_order_relaxed);
-  const std::int64_t b = h.bytes.load(std::memory_order_relaxed) + static_cast<std::int64_t>(n * size);
-  h.bytes.store(b, std::memory_order_relaxed);
-  if (b > h.peak.load(std::memory_order_relaxed)) h.peak.store(b, std::memory_order_relaxed);
+void sync_front::init_heap(sync_heap& h, std::uint32_t index) const noexcept {
+  h.index = index;
+  h.key = base_key_ ^ (std::uintptr_t{index} << 48);
+  for (unsigned c = 0; c < class_count_; ++c)
+    h.bins[c].cap = classes_[c].object_size >= 16 ? free_cache::cap_for(classes_[c].object_size) : 0;
 }
 
 // ---- heaps -----------------------------------------------------------------------------------------------------------
@@ -105,10 +101,7 @@ sync_heap* sync_front::heap_of_calling_thread() noexcept {
         return nullptr;  // the caller works without a heap
       }
       ++heaps_;
-      h->index = index;
-      h->key = base_key_ ^ (std::uintptr_t{index} << 48);
-      for (unsigned c = 0; c < class_count_; ++c)
-        h->bins[c].cap = classes_[c].object_size >= 16 ? free_cache::cap_for(classes_[c].object_size) : 0;
+      init_heap(*h, index);
     }
     h->prev = nullptr;
     h->next = live_;
@@ -162,7 +155,7 @@ void* sync_front::refill(sync_heap& h, unsigned c) {
                             classes_[c].object_size,
                             "a freed object was written after its free, or freed twice (found when it was to be "
                             "handed out again; the objects cached behind it are set aside)"});
-    h.lost.store(h.lost.load(std::memory_order_relaxed) + bin.count, std::memory_order_relaxed);
+    owner_add(h.lost, bin.count);
     bin.head = nullptr;
     bin.count = 0;
   }
@@ -171,7 +164,7 @@ void* sync_front::refill(sync_heap& h, unsigned c) {
     std::size_t refused = 0;
     // A quarter of the bound: the frees that follow land in the head list without pushing unused slots back.
     const std::size_t n = engine_.take_batch(c, h.key, base_key_, std::max<std::size_t>(bin.cap / 4, 4), list, refused);
-    if (refused != 0) h.lost.store(h.lost.load(std::memory_order_relaxed) + refused, std::memory_order_relaxed);
+    if (refused != 0) owner_add(h.lost, refused);
     if (n == 0) {
       if (refused != 0) return refill(h, c);  // only refused slots: take more
       throw std::bad_alloc();  // the engine counted the failure
@@ -240,7 +233,8 @@ void sync_front::deallocate_through(sync_heap& h, void* p, std::size_t bytes, st
   if (bin.count == bin.cap) return push_to_full(h, c, p, seen, bytes, alignment);
   if (!bin.push_exclusive(p, h.key, seen, reinterpret_cast<std::uintptr_t>(p) ^ busy_key_))
     return freed_at_once(p, bytes, alignment, c);
-  if (note_deallocation(h, classes_[c].object_size) == 0) settle(h);
+  note_deallocation(h, classes_[c].object_size);
+  if (h.bytes.load(std::memory_order_relaxed) == 0) settle(h);
 }
 
 bool sync_front::check_live(void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept {
@@ -260,16 +254,14 @@ void sync_front::push_to_full(sync_heap& h, unsigned c, void* p, std::uintptr_t 
   // The head list becomes the cold one whole (the previous cold one goes back), and p starts a new head list,
   // pushed as deallocate() pushes.
   free_cache& bin = h.bins[c];
-  void* old = bin.cold;
-  const std::size_t n = bin.cold_count;
-  bin.cold = bin.head;
-  bin.cold_count = bin.count;
-  bin.head = nullptr;
-  bin.count = 0;
+  std::size_t n = 0;
+  void* old = bin.rotate(n);
   const bool pushed = bin.push_exclusive(p, h.key, seen, reinterpret_cast<std::uintptr_t>(p) ^ busy_key_);
   if (!pushed) freed_at_once(p, bytes, alignment, c);
   if (old != nullptr) give_back(h, c, old, n);
-  if (pushed && note_deallocation(h, classes_[c].object_size) == 0) settle(h);
+  if (!pushed) return;
+  note_deallocation(h, classes_[c].object_size);
+  if (h.bytes.load(std::memory_order_relaxed) == 0) settle(h);
 }
 
 void sync_front::settle(sync_heap& h) noexcept {
@@ -289,8 +281,8 @@ void sync_front::settle(sync_heap& h) noexcept {
 
 void sync_front::give_back(sync_heap& h, unsigned c, void* list, std::size_t n) noexcept {
   const engine_type::give_result r = engine_.give_batch(c, h.key, list, n);
-  if (r.refused != 0) uncount(h, r.refused, classes_[c].object_size);
-  if (r.lost != 0) h.lost.store(h.lost.load(std::memory_order_relaxed) + r.lost, std::memory_order_relaxed);
+  if (r.refused != 0) undo_deallocations(h, r.refused, classes_[c].object_size);
+  if (r.lost != 0) owner_add(h.lost, r.lost);
 }
 
 void sync_front::flush(sync_heap& h) noexcept {

@@ -47,11 +47,6 @@ void tc_front::init_bin(const tc_heap& h, tc_bin& bin, unsigned c) const noexcep
   bin.cache.cap = strict_ ? 0 : free_cache::cap_for(size);
 }
 
-void tc_front::uncount_free(tc_heap& h, std::size_t bytes) noexcept {
-  owner_add(h.deallocations, -1);
-  owner_add(h.bytes, static_cast<std::int64_t>(bytes));
-}
-
 void tc_front::init_heap(tc_heap& h, std::uint32_t index) const noexcept {
   h.lost_total = 0;
   h.remote_count = 0;
@@ -401,7 +396,7 @@ void tc_front::flush_remote(tc_heap& h) const noexcept {
       report(error_kind::double_free, p, freed_size, 0, 0,
              "freed by its owner or another thread as well (found when this thread's cross-thread frees were "
              "published)");
-      uncount_free(h, freed_size);
+      undo_deallocations(h, 1, freed_size);
       continue;
     }
     // Published: the mark of no heap. An entry for p later in this array (a free of p by this heap after p came
@@ -451,7 +446,7 @@ void tc_front::give_back(tc_heap& h, tc_bin& bin, void* list, std::size_t n) con
                          (bin.claimed & m) != 0)) {
       // Free already: its first free reached the bitmap, then a write after it hid the node from the second free.
       report(error_kind::double_free, p, bin.object_size, 0, 0, "freed twice (found when the free cache gave it back)");
-      uncount_free(h, bin.object_size);
+      undo_deallocations(h, 1, bin.object_size);
       continue;
     }
     make_node(p, nullptr, h.node_key);  // the mark of a slot in a bitmap (a node with no next), its link read above
@@ -477,7 +472,7 @@ void tc_front::block_emptied(tc_heap& h, tc_bin& bin, tc_block* b) const noexcep
       h.node_key, [&](void* n) { return block_of(n) == b; },
       [&](void* n) {
         report(error_kind::double_free, n, bin.object_size, 0, 0, "freed twice (found when its block became empty)");
-        uncount_free(h, bin.object_size);
+        undo_deallocations(h, 1, bin.object_size);
       });
   slab::unlink(bin.partial, b);
   if (bin.spare == nullptr) {

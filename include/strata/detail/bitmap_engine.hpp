@@ -128,15 +128,11 @@ class bitmap_engine {
   STRATA_ALWAYS_INLINE void* allocate_cached(unsigned c) {
     class_state& cs = *(classes_ + static_cast<std::size_t>(c));
     // The newest freed object: its lines are the warmest.
-    if (void* p = cs.cache.head; STRATA_LIKELY(p != nullptr)) {
-      const std::uintptr_t next = load_node_word(p, 0);  // read once: the words are atomics
-      if (STRATA_UNLIKELY(load_node_word(p, 1) != node_check(p, next, node_key_))) return cache_broken(cs, c);
-      cs.cache.head = reinterpret_cast<void*>(next);
-      --cs.cache.count;
-      clear_node(p);
+    if (void* p = cs.cache.pop(node_key_); STRATA_LIKELY(p != nullptr)) {
       note_allocate(cs);
       return p;
     }
+    if (STRATA_UNLIKELY(cs.cache.head != nullptr)) return cache_broken(cs, c);
     if (const std::uint64_t m = cs.claimed; STRATA_LIKELY(m != 0)) {
       const auto i = static_cast<unsigned>(__builtin_ctzll(m));
       char* p = cs.claimed_base + std::size_t{i} * cs.object_size;
@@ -212,13 +208,9 @@ class bitmap_engine {
     // Strict checks, and classes too small for a node, have no cache: the locked way.
     if (STRATA_UNLIKELY(cs.cache.cap == 0)) return deallocate_uncached(p, bytes, alignment, c);
     const auto a = reinterpret_cast<std::uintptr_t>(p);
-    const std::size_t off = a & (block_size_ - 1);
     if (STRATA_UNLIKELY(map_.get_direct(p) != cs.map_value) ||
-        STRATA_UNLIKELY(!divides40(off, cs.reciprocal, cs.reciprocal_high)) ||
-        // Within the block and clear of its header and bitmaps (two compares that never change their way: which
-        // slots lie near the header depends on the data, so one test for them alone would be mispredicted).
-        STRATA_UNLIKELY(off > cs.last_offset) ||
-        STRATA_UNLIKELY(off + cs.object_size - 1 - slab_kind::header_offset(a & ~(block_size_ - 1)) < cs.meta_span) ||
+        STRATA_UNLIKELY(!slab_kind::starts_slot(a, block_size_ - 1, cs.object_size, cs.reciprocal, cs.reciprocal_high,
+                                                cs.meta_span)) ||
         STRATA_UNLIKELY(is_node(p, node_key_)) || STRATA_UNLIKELY(a - cs.fresh_from < cs.fresh_span))
       return deallocate_checked_sized(p, bytes, alignment);  // c is not kept live: no register to save
     if (STRATA_UNLIKELY(cs.cache.count == cs.cache.cap)) return push_to_full_cache(cs, p);
@@ -285,17 +277,11 @@ class bitmap_engine {
   };
   /// Gives the nodes of `list` (at most n, made under `key`) back to their bitmaps, with the exact checks.
   give_result give_batch(unsigned c, std::uintptr_t key, void* list, std::size_t n) noexcept;
-  /// The class map's value for p's block (class + 1, 0 for none), read without a lock; the fast form may also give
-  /// 0 for a block whose window is not the one its root entry shows (a slow path then asks mapped_class).
-  STRATA_ALWAYS_INLINE unsigned mapped_class_fast(const void* p) const noexcept { return map_.get_direct(p); }
+  /// The class map's value for p's block (class + 1, 0 for none), read without a lock.
   [[nodiscard]] unsigned mapped_class(const void* p) const noexcept { return map_.get(p); }
-  /// The start of the current block's never-used slots of class c (to the block's end; 0: none). Every other slot
-  /// of the class has been handed out at least once: one that is no node and lies below the mark is live.
-  STRATA_ALWAYS_INLINE std::uintptr_t never_used_mark(unsigned c) const noexcept {
-    return classes_[c].never_used.load(std::memory_order_acquire);
-  }
-  /// Where class c's never-used mark lives, and the class map: for a front end's fast path, which keeps them at
-  /// hand rather than reaching through the engine.
+  /// Class c's never-used mark: the start of the current block's never-used slots (to the block's end; 0: none),
+  /// read with acquire. Every other slot of the class has been handed out at least once: one that is no node and
+  /// lies below the mark is live. With the class map, for a front end's fast path to keep at hand.
   [[nodiscard]] const std::atomic<std::uintptr_t>* never_used_mark_of(unsigned c) const noexcept {
     return &classes_[c].never_used;
   }
@@ -378,6 +364,7 @@ class bitmap_engine {
     std::uint32_t object_size = 0;
     std::uint32_t map_value = 0xFF;  // !Sync: the class map's value of its blocks (c + 1) if it caches, else none
     lock_type lock;
+    std::uint32_t claimed_word = 0;  // !Sync: see claimed (beside the lock, where the line has room)
     block* current = nullptr;
     block* partial = nullptr;  // blocks with free slots (a few may have been filled since), doubly linked
     block* full = nullptr;     // blocks without, doubly linked
@@ -390,25 +377,24 @@ class bitmap_engine {
     // !Sync, classes of 16 bytes and more, standard checks: the free cache and the claimed word.
     free_cache cache;
     std::size_t meta_span = 0;  // header and bitmap bytes of a block + object_size - 1: the header-slot test
-    std::size_t last_offset = 0;  // block size - object_size: the last offset a slot can start at
     std::uint64_t class_bit = 0;  // 1 << the class's number (its bit in cached_classes_)
     std::uint64_t claimed = 0;        // free slots of word claimed_word of `current`, taken out of its bitmap
     std::uint64_t claimed_fresh = 0;  // of those, the slots never handed out (they are no nodes)
     char* claimed_base = nullptr;     // the address of that word's slot 0
-    std::size_t claimed_word = 0;
     // The current block's slots never handed out: [fresh_from, fresh_from + fresh_span). Every other block of the
     // class has handed out each of its slots at least once (a block stops being current only when it has no free
     // slot, or empty, when it leaves the class).
     std::uintptr_t fresh_from = 0;
     std::size_t fresh_span = 0;
     std::size_t lost = 0;  // cached objects lost with a free cache written over (held until release)
-    std::atomic<std::uintptr_t> never_used{0};  // Sync with thread caches: see never_used_mark()
+    std::atomic<std::uintptr_t> never_used{0};  // Sync with thread caches: see never_used_mark_of()
     std::atomic<std::uintptr_t> current_base{0};  // Sync with thread caches: see current_block_base()
     std::atomic<std::uint64_t> batched_out{0};   // Sync with thread caches: taken in batches, not given back
     std::atomic<block*> remote_head{nullptr};          // Sync: blocks with remote frees to collect
     std::atomic<std::uint64_t> remote_deallocations{0};  // Sync: frees that went the remote way
     std::atomic<std::size_t> remote_bytes{0};
   };
+  static_assert(sizeof(class_state) == 256, "four cache lines: a class's state is found with one shift");
 
   class lock_guard {
    public:

@@ -107,15 +107,33 @@ struct free_cache {
   }
   [[nodiscard]] std::uint32_t total() const noexcept { return count + cold_count; }
 
-  /// The head list is full: it becomes the cold list whole and p starts a new head list. Returns the previous cold
+  /// The newest node, taken off the head list and made no node; nullptr when the list is empty or its head does not
+  /// check under `key` (head is then left as it is: the caller tells the two apart and reports the second).
+  STRATA_ALWAYS_INLINE void* pop(std::uintptr_t key) noexcept {
+    void* p = head;
+    if (STRATA_UNLIKELY(p == nullptr)) return nullptr;
+    const std::uintptr_t next = load_node_word(p, 0);  // read once: the words are atomics
+    if (STRATA_UNLIKELY(load_node_word(p, 1) != node_check(p, next, key))) return nullptr;
+    head = reinterpret_cast<void*>(next);
+    --count;
+    clear_node(p);
+    return p;
+  }
+
+  /// The head list is full: it becomes the cold list whole, leaving the head list empty. Returns the previous cold
   /// list (its length in `n`), which the caller gives back to the bitmaps, or nullptr.
-  void* push_rotating(void* p, std::uintptr_t key, std::size_t& n) noexcept {
+  void* rotate(std::size_t& n) noexcept {
     void* old = cold;
     n = cold_count;
     cold = head;
     cold_count = count;
     head = nullptr;
     count = 0;
+    return old;
+  }
+  /// rotate(), and p starts the new head list.
+  void* push_rotating(void* p, std::uintptr_t key, std::size_t& n) noexcept {
+    void* old = rotate(n);
     push(p, key);
     return old;
   }

@@ -12,6 +12,7 @@
 #include <strata/config.hpp>
 #include <strata/detail/bitmap_engine.hpp>
 #include <strata/detail/free_cache.hpp>
+#include <strata/detail/heap_counters.hpp>
 #include <strata/detail/math.hpp>
 #include <strata/detail/size_classes.hpp>
 #include <strata/detail/thread_registry.hpp>
@@ -75,7 +76,8 @@ class sync_front final : public per_thread_owner {
     if (STRATA_UNLIKELY(bin.count == bin.cap)) return push_to_full(c, p, w1, bytes, alignment);
     // Two threads freeing p at once both find it live here: the compare-and-swap lets one of them push it.
     if (STRATA_UNLIKELY(!bin.push_exclusive(p, h->key, w1, a ^ busy_key_))) return freed_at_once(p, bytes, alignment, c);
-    if (STRATA_UNLIKELY(note_deallocation(*h, k.object_size) == 0)) return settle(*h);
+    note_deallocation(*h, k.object_size);
+    if (STRATA_UNLIKELY(h->bytes.load(std::memory_order_relaxed) == 0)) return settle(*h);
   }
 
   /// Whether p is a live object of class c (for resize); reports misuse when not.
@@ -105,7 +107,6 @@ class sync_front final : public per_thread_owner {
   struct class_constants {
     std::uint64_t reciprocal = 0;       // reciprocal40(object_size)
     std::uint64_t reciprocal_high = 0;  // reciprocal << 24
-    std::size_t last_offset = 0;        // block size - object_size
     std::size_t meta_span = 0;          // see bitmap_engine::meta_span
     std::uint32_t object_size = 0;
     // The class map's value for the class's blocks (c + 1); none for a class too small for a node (its frees take
@@ -116,14 +117,8 @@ class sync_front final : public per_thread_owner {
 
   /// The newest object of h's cache for class c, or the slow path.
   STRATA_ALWAYS_INLINE void* pop_or_refill(sync_heap& h, unsigned c) {
-    free_cache& bin = h.bins[c];
-    void* p = bin.head;
-    if (STRATA_UNLIKELY(p == nullptr)) return refill(h, c);
-    const std::uintptr_t next = load_node_word(p, 0);
-    if (STRATA_UNLIKELY(load_node_word(p, 1) != node_check(p, next, h.key))) return refill(h, c);
-    bin.head = reinterpret_cast<void*>(next);
-    --bin.count;
-    clear_node(p);
+    void* p = h.bins[c].pop(h.key);
+    if (STRATA_UNLIKELY(p == nullptr)) return refill(h, c);  // empty, or its head written over: refill tells
     note_allocation(h, classes_[c].object_size);
     return p;
   }
@@ -131,29 +126,14 @@ class sync_front final : public per_thread_owner {
   void deallocate_through(sync_heap& h, void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept;
   /// Whether address a, in a block of k's class, starts a slot that lies in the block clear of its header.
   STRATA_ALWAYS_INLINE bool is_slot_start(const class_constants& k, std::uintptr_t a) const noexcept {
-    const std::size_t off = a & block_mask_;
-    return divides40(off, k.reciprocal, k.reciprocal_high) && off <= k.last_offset &&
-           off + k.object_size - 1 - slab_kind::header_offset(a & ~block_mask_) >= k.meta_span;
-  }
-  static void note_allocation(sync_heap& h, std::size_t size) noexcept {
-    h.allocations.store(h.allocations.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-    const std::int64_t b = h.bytes.load(std::memory_order_relaxed) + static_cast<std::int64_t>(size);
-    h.bytes.store(b, std::memory_order_relaxed);
-    if (b > h.peak.load(std::memory_order_relaxed)) h.peak.store(b, std::memory_order_relaxed);
-  }
-  /// Returns what the heap's thread has in use now.
-  static std::int64_t note_deallocation(sync_heap& h, std::size_t size) noexcept {
-    h.deallocations.store(h.deallocations.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-    const std::int64_t b = h.bytes.load(std::memory_order_relaxed) - static_cast<std::int64_t>(size);
-    h.bytes.store(b, std::memory_order_relaxed);
-    return b;
+    return slab_kind::starts_slot(a, block_mask_, k.object_size, k.reciprocal, k.reciprocal_high, k.meta_span);
   }
   /// h's thread has freed all it allocated (for a program with one thread: no object is live): the cached objects
   /// outside their class's current block go back, so that the blocks they kept from being empty are relisted (and
   /// given back beyond max_empty_blocks). Objects of the current blocks stay cached.
   STRATA_NOINLINE void settle(sync_heap& h) noexcept;
-  /// Undoes note_deallocation for n objects found freed twice when their batch went back.
-  static void uncount(sync_heap& h, std::size_t n, std::size_t size) noexcept;
+  /// Gives heap h its index, key and bounds (a new heap, or the shared one).
+  void init_heap(sync_heap& h, std::uint32_t index) const noexcept;
 
   STRATA_NOINLINE void* allocate_slow(unsigned c);
   STRATA_NOINLINE void* refill(sync_heap& h, unsigned c);

@@ -13,6 +13,7 @@
 #include <strata/detail/block_map.hpp>
 #include <strata/detail/class_map.hpp>
 #include <strata/detail/free_cache.hpp>
+#include <strata/detail/heap_counters.hpp>
 #include <strata/detail/math.hpp>
 #include <strata/detail/size_classes.hpp>
 #include <strata/detail/slab.hpp>
@@ -47,49 +48,6 @@ inline constexpr std::uint32_t tc_map_none = 0xFFFFFFFFu;
 /// The index in a node key that no heap has.
 inline constexpr std::uint32_t tc_no_heap = 0xFFFF;
 
-
-#if defined(__SANITIZE_THREAD__)
-#define STRATA_TSAN_BUILD 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define STRATA_TSAN_BUILD 1
-#endif
-#endif
-
-/// Owner-only update of a counter that other threads read (one writer, so no locked read-modify-write): a relaxed
-/// load and store. On x86-64 one unlocked add to memory does the same (an aligned 8-byte store that readers see
-/// whole), in one instruction where the compiler keeps the load and store apart; TSan builds keep the portable form.
-template <class T, class U>
-STRATA_ALWAYS_INLINE void owner_add(std::atomic<T>& a, U v) noexcept {
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(STRATA_TSAN_BUILD)
-  static_assert(sizeof(std::atomic<T>) == 8 && alignof(std::atomic<T>) == 8, "one aligned 8-byte word");
-  asm volatile("addq %1, %0" : "+m"(a) : "er"(static_cast<std::int64_t>(v)) : "cc");
-#else
-  a.store(static_cast<T>(a.load(std::memory_order_relaxed) + static_cast<T>(v)), std::memory_order_relaxed);
-#endif
-}
-
-/// Counts an allocation of `bytes` (the block's size) by heap h (one writer: plain stores).
-template <class Heap>
-STRATA_ALWAYS_INLINE void note_allocation(Heap& h, std::size_t bytes) noexcept {
-  owner_add(h.allocations, 1);
-  const std::int64_t b = h.bytes.load(std::memory_order_relaxed) + static_cast<std::int64_t>(bytes);
-  h.bytes.store(b, std::memory_order_relaxed);
-  if (b > h.peak.load(std::memory_order_relaxed)) h.peak.store(b, std::memory_order_relaxed);
-}
-/// Adds `delta` to the bytes heap h's thread has in use (any tier), keeping the peak.
-template <class Heap>
-STRATA_ALWAYS_INLINE void note_bytes(Heap& h, std::int64_t delta) noexcept {
-  const std::int64_t b = h.bytes.load(std::memory_order_relaxed) + delta;
-  h.bytes.store(b, std::memory_order_relaxed);
-  if (b > h.peak.load(std::memory_order_relaxed)) h.peak.store(b, std::memory_order_relaxed);
-}
-/// Counts a free of `bytes` (the block's size) by heap h.
-template <class Heap>
-STRATA_ALWAYS_INLINE void note_deallocation(Heap& h, std::size_t bytes) noexcept {
-  owner_add(h.deallocations, 1);
-  owner_add(h.bytes, -static_cast<std::int64_t>(bytes));
-}
 
 /// A heap's state for one size class. The first cache line is what a free and a pop from the cache read.
 struct alignas(64) tc_bin {
@@ -190,11 +148,8 @@ class tc_front {
   /// does the rest). Short, so that the inlined path needs no saved registers.
   STRATA_ALWAYS_INLINE void* allocate_cached(tc_heap& h, unsigned c) const noexcept {
     tc_bin& bin = h.bins[c];
-    void* p = bin.cache.head;
-    if (STRATA_UNLIKELY(p == nullptr) || STRATA_UNLIKELY(!is_node(p, h.node_key))) return nullptr;
-    bin.cache.head = node_next(p);
-    --bin.cache.count;
-    clear_node(p);
+    void* p = bin.cache.pop(h.node_key);
+    if (STRATA_UNLIKELY(p == nullptr)) return nullptr;
     note_allocation(h, bin.object_size);
     return p;
   }
@@ -258,11 +213,8 @@ class tc_front {
   /// Whether p, in a block of bin's class (the class map says so), is the start of a slot that is no header slot
   /// and lies wholly in the block: per-class constants only, no read of the block.
   STRATA_ALWAYS_INLINE static bool is_slot_start(const tc_bin& bin, const void* p) noexcept {
-    const auto a = reinterpret_cast<std::uintptr_t>(p);
-    const std::size_t off = a & (tc_block_size - 1);
-    const std::size_t header = slab_kind::header_offset(a);  // a block is one granule: a's colour is its base's
-    return divides40(off, bin.reciprocal, bin.reciprocal << 24) && off + bin.object_size <= tc_block_size &&
-           off + bin.object_size - 1 - header >= bin.meta_span;
+    return slab_kind::starts_slot(reinterpret_cast<std::uintptr_t>(p), tc_block_size - 1, bin.object_size,
+                                  bin.reciprocal, bin.reciprocal << 24, bin.meta_span);
   }
   /// The slot number of p in its block, by bin's class size.
   static std::size_t slot_number(const tc_bin& bin, const void* p) noexcept {
@@ -357,7 +309,6 @@ class tc_front {
   unsigned class_for_aligned(std::size_t bytes, std::size_t alignment) const noexcept;
 
   void init_bin(const tc_heap& h, tc_bin& bin, unsigned c) const noexcept;
-  static void uncount_free(tc_heap& h, std::size_t bytes) noexcept;
   void* refill(tc_heap& h, tc_bin& bin, unsigned c) const noexcept;
   void claim(tc_bin& bin) const noexcept;
   void return_claim(tc_bin& bin) const noexcept;
