@@ -647,8 +647,7 @@ auto bitmap_engine<Sync>::look_at_slot(const void* p, unsigned c, std::uintptr_t
   if (map_.get(p) != c + 1) return slot_look{true, ~std::uintptr_t{0}};
   const block* b = block_of(p);
   const std::size_t q = slot_of(cs, offset_in_block(p));
-  const bool free = ((load(b->local(q >> 6)) >> (q & 63)) & 1) != 0 || remote_bit_set(const_cast<block*>(b), q);
-  return slot_look{free, node_residue(p, base_key)};
+  return slot_look{slot_is_free(cs, b, p, q), node_residue(p, base_key)};
 }
 
 template <bool Sync>

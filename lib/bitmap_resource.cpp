@@ -149,7 +149,7 @@ std::size_t basic_bitmap_resource<Sync>::round_size(std::size_t bytes, std::size
 template <bool Sync>
 void* basic_bitmap_resource<Sync>::do_allocate(std::size_t bytes, std::size_t alignment) {
   const std::size_t x = (bytes - 1) | (alignment - 1);
-  if (STRATA_LIKELY(alignment <= 16 && ((0x10116u >> alignment) & 1u) != 0 && x < engine_.plain_limit()))
+  if (STRATA_LIKELY(is_plain_alignment(alignment) && x < engine_.plain_limit()))
     return allocate_class(engine_.plain_class(x));  // it counts its own failures
   return allocate_other(bytes, alignment);
 }
@@ -157,7 +157,7 @@ void* basic_bitmap_resource<Sync>::do_allocate(std::size_t bytes, std::size_t al
 template <bool Sync>
 void basic_bitmap_resource<Sync>::do_deallocate(void* p, std::size_t bytes, std::size_t alignment) {
   const std::size_t x = (bytes - 1) | (alignment - 1);
-  if (STRATA_LIKELY(alignment <= 16 && ((0x10116u >> alignment) & 1u) != 0 && x < engine_.plain_limit()))
+  if (STRATA_LIKELY(is_plain_alignment(alignment) && x < engine_.plain_limit()))
     return deallocate_class(p, bytes, alignment, engine_.plain_class(x));
   deallocate_other(p, bytes, alignment);
 }
@@ -165,7 +165,7 @@ void basic_bitmap_resource<Sync>::do_deallocate(void* p, std::size_t bytes, std:
 template <bool Sync>
 void* basic_bitmap_resource<Sync>::allocate_other(std::size_t bytes, std::size_t alignment) {
   if (alignment <= 16) {
-    if (((0x10116u >> alignment) & 1u) == 0) throw_bad_alignment("bitmap_resource::allocate", alignment);
+    if (!is_plain_alignment(alignment)) throw_bad_alignment("bitmap_resource::allocate", alignment);
   } else {
     check_alignment("bitmap_resource::allocate", alignment);
   }
@@ -178,7 +178,7 @@ void* basic_bitmap_resource<Sync>::allocate_other(std::size_t bytes, std::size_t
 // deallocate_large.
 template <bool Sync>
 void basic_bitmap_resource<Sync>::deallocate_other(void* p, std::size_t bytes, std::size_t alignment) noexcept {
-  if (alignment > 16 ? !is_power_of_two(alignment) : ((0x10116u >> alignment) & 1u) == 0)
+  if (alignment > 16 ? !is_power_of_two(alignment) : !is_plain_alignment(alignment))
     return deallocate_large(p, bytes, alignment);
   const unsigned c = engine_.class_for(bytes, alignment);
   if (c != engine_.no_class) return deallocate_class(p, bytes, alignment, c);

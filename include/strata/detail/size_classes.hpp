@@ -4,9 +4,16 @@
 #include <cstddef>
 #include <cstdint>
 
+#include <strata/config.hpp>
 #include <strata/detail/math.hpp>
 
 namespace strata::detail {
+
+/// Alignments 1, 2, 4, 8 and 16: a request of up to a class table's limit at one of them rounds straight to a class
+/// (see size_class_table::class_of_plain). One bit test.
+STRATA_ALWAYS_INLINE constexpr bool is_plain_alignment(std::size_t a) noexcept {
+  return a <= 16 && ((std::uint32_t{0x10116} >> a) & 1) != 0;
+}
 
 /// Maps request sizes in [1, max_small] to size classes.
 ///

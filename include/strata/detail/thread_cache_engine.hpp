@@ -40,7 +40,7 @@ class thread_cache_engine final : private per_thread_owner {
   STRATA_ALWAYS_INLINE void* allocate(std::size_t bytes, std::size_t alignment) {
     // 0 bytes takes the other path too (it finds the class there).
     // max_small() is a multiple of 16: (bytes - 1) | (alignment - 1) is below it exactly when bytes - 1 is.
-    if (STRATA_UNLIKELY(((bytes - 1) | (alignment - 1)) >= front_.max_small() || !plain_alignment(alignment)))
+    if (STRATA_UNLIKELY(((bytes - 1) | (alignment - 1)) >= front_.max_small() || !is_plain_alignment(alignment)))
       return allocate_other(bytes, alignment);
     const unsigned c = front_.plain_class_nonzero(bytes, alignment);
     tc_heap* h = last_heap();
@@ -54,7 +54,7 @@ class thread_cache_engine final : private per_thread_owner {
   // callers know blocks by their rounded size). The statistics are the same either way.
   template <bool Rounded = false>
   STRATA_ALWAYS_INLINE void deallocate(void* p, std::size_t bytes, std::size_t alignment) noexcept {
-    if (STRATA_UNLIKELY(((bytes - 1) | (alignment - 1)) >= front_.max_small() || !plain_alignment(alignment)))
+    if (STRATA_UNLIKELY(((bytes - 1) | (alignment - 1)) >= front_.max_small() || !is_plain_alignment(alignment)))
       return Rounded ? deallocate_other_rounded(p, bytes, alignment) : deallocate_other(p, bytes, alignment);
     tc_heap* h = last_heap();
     if (STRATA_UNLIKELY(h == nullptr)) {
@@ -83,7 +83,7 @@ class thread_cache_engine final : private per_thread_owner {
   [[nodiscard]] std::size_t max_small() const noexcept { return front_.max_small(); }
   [[nodiscard]] std::size_t max_shared() const noexcept { return middle_.max_shared(); }
   STRATA_ALWAYS_INLINE std::size_t round_size(std::size_t bytes, std::size_t alignment) const noexcept {
-    if (STRATA_LIKELY(bytes <= front_.max_small() && plain_alignment(alignment)))
+    if (STRATA_LIKELY(bytes <= front_.max_small() && is_plain_alignment(alignment)))
       return front_.sizes().size_of(front_.plain_class(bytes, alignment));
     return round_size_other(bytes, alignment);
   }
@@ -98,10 +98,6 @@ class thread_cache_engine final : private per_thread_owner {
   [[nodiscard]] std::pmr::memory_resource* upstream() const noexcept { return upstream_; }
 
  private:
-  // 1, 2, 4, 8 or 16: the alignments whose requests round straight to a class.
-  STRATA_ALWAYS_INLINE static bool plain_alignment(std::size_t a) noexcept {
-    return a <= 16 && ((std::uint32_t{0x10116} >> a) & 1) != 0;
-  }
   /// The calling thread's heap if this is the engine it used last, else nullptr (the fast paths then tail-call
   /// their slow paths, which ask cached_state(): a fast path makes no call that returns to it, so it saves no
   /// registers).
