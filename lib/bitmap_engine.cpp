@@ -329,9 +329,7 @@ void* bitmap_engine<Sync>::cache_broken(class_state& cs, unsigned c) {
   report_error(error_info{error_kind::double_free, name_, this, cs.cache.head, cs.object_size, 0, cs.object_size,
                           "a freed object was written after its free, or freed twice (found in the free cache; "
                           "the objects cached behind it are set aside)"});
-  cs.lost += cs.cache.count;
-  cs.cache.head = nullptr;
-  cs.cache.count = 0;
+  cs.lost += cs.cache.drop_head();
   return allocate(c);
 }
 
@@ -510,18 +508,7 @@ template <bool Sync>
 void bitmap_engine<Sync>::drain(class_state& cs) noexcept {
   if constexpr (!Sync) {
     return_claim(cs);
-    for (int list = 0; list < 2; ++list) {
-      void* head = list == 0 ? cs.cache.head : cs.cache.cold;
-      const std::size_t n = list == 0 ? cs.cache.count : cs.cache.cold_count;
-      if (list == 0) {
-        cs.cache.head = nullptr;
-        cs.cache.count = 0;
-      } else {
-        cs.cache.cold = nullptr;
-        cs.cache.cold_count = 0;
-      }
-      if (head != nullptr) give_back(cs, head, n, node_key_);
-    }
+    cs.cache.empty_into([&](void* list, std::size_t n) { give_back(cs, list, n, node_key_); });
   } else {
     (void)cs;
   }

@@ -131,9 +131,7 @@ void* tc_front::allocate_slow(tc_heap& h, unsigned c) const noexcept {
       report(error_kind::double_free, p, bin.object_size, 0, 0,
              "a freed object was written after its free, or freed twice (found in the free cache; the objects "
              "cached behind it are set aside)");
-      bin.lost += bin.cache.count;
-      bin.cache.head = nullptr;
-      bin.cache.count = 0;
+      bin.lost += bin.cache.drop_head();
       continue;
     }
     if (const std::uint64_t m = bin.claimed; m != 0) {
@@ -489,18 +487,7 @@ void tc_front::block_emptied(tc_heap& h, tc_bin& bin, tc_block* b) const noexcep
 
 void tc_front::drain_bin(tc_heap& h, tc_bin& bin) const noexcept {
   return_claim(bin);
-  for (int list = 0; list < 2; ++list) {
-    void* head = list == 0 ? bin.cache.head : bin.cache.cold;
-    const std::size_t n = list == 0 ? bin.cache.count : bin.cache.cold_count;
-    if (list == 0) {
-      bin.cache.head = nullptr;
-      bin.cache.count = 0;
-    } else {
-      bin.cache.cold = nullptr;
-      bin.cache.cold_count = 0;
-    }
-    if (head != nullptr) give_back(h, bin, head, n);
-  }
+  bin.cache.empty_into([&](void* list, std::size_t n) { give_back(h, bin, list, n); });
 }
 
 void tc_front::drain(tc_heap& h) const noexcept {

@@ -146,6 +146,24 @@ struct free_cache {
     cold_count = 0;
     return true;
   }
+  /// The head list cannot be trusted (its newest node does not check): it is dropped, its nodes set aside.
+  /// Returns how many.
+  std::uint32_t drop_head() noexcept {
+    const std::uint32_t n = count;
+    head = nullptr;
+    count = 0;
+    return n;
+  }
+  /// Empties the cache: give(list, n) for the head list, then for the cold list (each only when not empty).
+  template <class Give>
+  void empty_into(Give give) noexcept {
+    void* lists[2] = {head, cold};
+    const std::uint32_t counts[2] = {count, cold_count};
+    head = cold = nullptr;
+    count = cold_count = 0;
+    for (int i = 0; i < 2; ++i)
+      if (lists[i] != nullptr) give(lists[i], counts[i]);
+  }
   /// Unlinks from both lists every node for which match(node) holds, then calls drop(node). Stops a list at a node
   /// that does not check under `key` (found and reported when the list is used).
   template <class Match, class Drop>
