@@ -145,8 +145,39 @@ void* tc_front::allocate_slow(tc_heap& h, unsigned c) const noexcept {
       continue;
     }
     if (bin.cache.take_cold()) continue;
+    // Strict checks: the slots freed last, unless the current block has enough free slots for a claim (a word of
+    // them is cheaper than each slot's own checks).
+    if (bin.hot_count != 0 && (bin.current == nullptr || bin.current->free_count < refill_threshold(bin.current)))
+      if (void* p = take_hot(h, bin, c)) return p;
     if (refill(h, bin, c) == nullptr) return nullptr;
   }
+}
+
+void* tc_front::take_hot(tc_heap& h, tc_bin& bin, unsigned c) const noexcept {
+  const std::uint32_t owned = h.map_owner | (c + 1);
+  while (bin.hot_count != 0) {
+    void* p = bin.hot[bin.hot_top];
+    bin.hot_top = (bin.hot_top - 1) % tc_bin::hot_slots;
+    --bin.hot_count;
+    // The map first: only a block h still owns may be read (its map value changes on this thread alone).
+    if (map_.get(p) != owned) continue;
+    tc_block* b = block_of(p);
+    const std::size_t q = slot_number(bin, p);
+    // A slot at or past the high-water mark was never handed out: the block was formatted again since p's free.
+    if (q >= b->high_water) continue;
+    std::atomic<std::uint64_t>& w = b->local(q >> 6);
+    const std::uint64_t m = std::uint64_t{1} << (q & 63);
+    const std::uint64_t v = w.load(std::memory_order_relaxed);
+    if ((v & m) == 0 || (b->remote(q >> 6).load(std::memory_order_relaxed) & m) != 0 || !is_any_mark(p, node_key_))
+      continue;
+    // A partial block this empties stays on its list: refill moves it on when it gets there.
+    w.store(v & ~m, std::memory_order_relaxed);
+    --b->free_count;
+    clear_node(p);
+    note_allocation(h, bin.object_size);
+    return p;
+  }
+  return nullptr;
 }
 
 // The cache is empty and the claimed word used up: claims the next word, of the current block or another.
@@ -155,7 +186,7 @@ void* tc_front::refill(tc_heap& h, tc_bin& bin, unsigned c) const noexcept {
   tc_block* const old = bin.current;
   if (old != nullptr) {
     return_claim(bin);
-    const std::size_t enough = old->capacity / 16 + 1;
+    const std::size_t enough = refill_threshold(old);
     if (old->free_count < enough) collect(old);
     // A block with slots never used stays current until they are (they are checked only there).
     if (old->free_count >= enough || (old->free_count != 0 && old->high_water < old->limit)) {
@@ -184,7 +215,7 @@ void* tc_front::refill(tc_heap& h, tc_bin& bin, unsigned c) const noexcept {
   for (unsigned k = 0; next == nullptr && k < 4 && bin.full != nullptr; ++k) {
     tc_block* b = bin.scan != nullptr ? bin.scan : bin.full;
     bin.scan = b->next;
-    if (collect(b) >= (b->capacity / 16 + 1)) {
+    if (collect(b) >= refill_threshold(b)) {
       slab::unlink(bin.full, b);
       next = b;
     }
@@ -297,17 +328,12 @@ void tc_front::deallocate_slow(tc_heap& h, void* p, unsigned c, std::size_t byte
     }
     return remote_free(h, p, c, bytes, alignment);
   }
-  const tc_block* b = block_of(p);
+  tc_block* b = block_of(p);
   if (!kind_.tagged(b) || b->size_class != c || !kind_.is_slot(b, p)) return report_bad_free(p, c, bytes, alignment);
+  if (bin.cache.cap == 0) return free_strict(h, bin, b, p, bytes, alignment);
   if (is_free_for(bin, p)) {
     report(error_kind::double_free, p, bytes, alignment, 0, "the object is free already");
     return;
-  }
-  if (bin.cache.cap == 0) {
-    // Strict checks, no cache: the slot's bit goes in at once (give_back() relists its block).
-    note_deallocation(h, bin.object_size);
-    make_node(p, nullptr, h.node_key);
-    return give_back(h, bin, p, 1);
   }
   // A live object of a block h owns whose words happened to read as a node: an ordinary free.
   if (bin.cache.count == bin.cache.cap) return push_to_full_cache(h, bin, p);
@@ -448,19 +474,51 @@ void tc_front::give_back(tc_heap& h, tc_bin& bin, void* list, std::size_t n) con
       continue;
     }
     make_node(p, nullptr, h.node_key);  // the mark of a slot in a bitmap (a node with no next), its link read above
-    w.store(v | m, std::memory_order_relaxed);
-    if ((q >> 6) < b->hint) b->hint = static_cast<std::uint16_t>(q >> 6);
-    const std::uint32_t free = ++b->free_count;
-    if (b == bin.current) continue;
-    if (b->where == slab::in_full) {
-      if (bin.scan == b) bin.scan = b->next;
-      slab::unlink(bin.full, b);
-      b->where = slab::in_partial;
-      slab::push(bin.partial, b);
-    }
-    if (free == b->capacity) emptied[empties++] = b;
+    if (set_free(bin, b, q, w, v | m)) emptied[empties++] = b;
   }
   for (std::size_t i = 0; i < empties; ++i) block_emptied(h, bin, emptied[i]);
+}
+
+// Slot q of b (a block of bin's) is free from here on: its local word becomes `now`. A full block becomes partial.
+// True when b, not the current block, has become entirely free (the caller hands it on).
+bool tc_front::set_free(tc_bin& bin, tc_block* b, std::size_t q, std::atomic<std::uint64_t>& w,
+                        std::uint64_t now) const noexcept {
+  w.store(now, std::memory_order_relaxed);
+  if ((q >> 6) < b->hint) b->hint = static_cast<std::uint16_t>(q >> 6);
+  const std::uint32_t free = ++b->free_count;
+  if (b == bin.current) return false;
+  if (b->where == slab::in_full) {
+    if (bin.scan == b) bin.scan = b->next;
+    slab::unlink(bin.full, b);
+    b->where = slab::in_partial;
+    slab::push(bin.partial, b);
+  }
+  return free == b->capacity;
+}
+
+// Strict checks: p (a slot of b, a block h owns of bin's class; header checked) goes into b's bitmap at once, after
+// the exact double-free test (its bits, the claimed word, the never-used range, and any heap's mark or node: a
+// free waiting in another thread's batch), and becomes the newest of bin.hot.
+void tc_front::free_strict(tc_heap& h, tc_bin& bin, tc_block* b, void* p, std::size_t bytes,
+                           std::size_t alignment) const noexcept {
+  const std::size_t q = slot_number(bin, p);
+  std::atomic<std::uint64_t>& w = b->local(q >> 6);
+  const std::uint64_t m = std::uint64_t{1} << (q & 63);
+  const std::uint64_t v = w.load(std::memory_order_relaxed);
+  const auto a = reinterpret_cast<std::uintptr_t>(p);
+  if (((v | b->remote(q >> 6).load(std::memory_order_relaxed)) & m) != 0 ||
+      (b == bin.current && (((q >> 6) == bin.claimed_word && bin.claimed_base != nullptr && (bin.claimed & m) != 0) ||
+                            a - bin.fresh_from < bin.fresh_span)) ||
+      ((load_node_word(p, 1) ^ mark_of(p, node_key_)) << 16) == 0 || (node_residue(p, node_key_) << 16) == 0) {
+    report(error_kind::double_free, p, bytes, alignment, 0, "the object is free already");
+    return;
+  }
+  note_deallocation(h, bin.object_size);
+  make_node(p, nullptr, h.node_key);  // the mark of a slot in a bitmap
+  bin.hot_top = (bin.hot_top + 1) % tc_bin::hot_slots;
+  bin.hot[bin.hot_top] = p;
+  if (bin.hot_count < tc_bin::hot_slots) ++bin.hot_count;
+  if (set_free(bin, b, q, w, v | m)) block_emptied(h, bin, b);
 }
 
 // b (not current, on the partial list) has become entirely free: it becomes the bin's spare, or goes to the shared

@@ -70,7 +70,15 @@ struct alignas(64) tc_bin {
   tc_block* spare = nullptr;      // one owned block entirely free, on no list (not allocated from)
   tc_block* scan = nullptr;       // where the next look for remote frees in `full` starts
   std::size_t lost = 0;           // cached objects set aside with a list found written over (held until release)
+  // Strict checks (no cache): the slots freed last, whose bits went into their bitmaps, newest at hot[hot_top];
+  // an allocation that finds the claimed word used up takes them back, newest first, while they are still free
+  // there (see take_hot). Hints only: each is checked again when taken.
+  static constexpr std::uint32_t hot_slots = 8;
+  void* hot[hot_slots] = {};
+  std::uint32_t hot_top = 0;
+  std::uint32_t hot_count = 0;
 };
+static_assert(sizeof(tc_bin) == 256, "four cache lines: a bin is found with one shift");
 
 /// One thread's cache for one thread_cache_resource.
 struct tc_heap {
@@ -184,6 +192,18 @@ class tc_front {
   /// allocate_fast's other cases: a broken cache, a refused claimed slot, the claimed word used up. nullptr when
   /// no block could be had.
   void* allocate_slow(tc_heap& h, unsigned c) const noexcept;
+  /// Strict checks: the newest of bin.hot handed out again that is still a slot of h's block of class c whose bit
+  /// says free (locally, and not also remotely: a double free the fold must see) and that still carries the mark
+  /// its free left; nullptr when none is (the other ways find and report what is wrong with the others).
+  void* take_hot(tc_heap& h, tc_bin& bin, unsigned c) const noexcept;
+  /// The free slots a block needs for refill() to claim a word of it rather than move on to another block.
+  static std::size_t refill_threshold(const tc_block* b) noexcept { return b->capacity / 16 + 1; }
+  /// Strict checks: the free of p, a slot of b (a block h owns of bin's class), into b's bitmap at once.
+  void free_strict(tc_heap& h, tc_bin& bin, tc_block* b, void* p, std::size_t bytes,
+                   std::size_t alignment) const noexcept;
+  /// Sets slot q's bit (b's local word w becomes `now`) and relists b; true when b, not current, is all free.
+  bool set_free(tc_bin& bin, tc_block* b, std::size_t q, std::atomic<std::uint64_t>& w,
+                std::uint64_t now) const noexcept;
 
   /// Frees p (`bytes` at `alignment`, plain: at most max_small() bytes, alignment 1 to 16) through heap h. Misuse
   /// is reported and changes nothing. `bytes` is what reports name; the statistics count the class size.
