@@ -111,8 +111,15 @@ tc_heap* thread_cache_engine::find_heap() noexcept {
 
 void* thread_cache_engine::refill(tc_heap& h, unsigned c) {
   // The cache is empty (or broken: allocate_slow reports it): the claimed word, here, with few registers to save.
-  if (STRATA_LIKELY(h.bins[c].cache.head == nullptr))
+  if (STRATA_LIKELY(h.bins[c].cache.head == nullptr)) {
     if (void* p = front_.allocate_claimed(h, c)) return p;
+    // Strict checks (no cache): the slots freed last, unless the current block has enough free slots to claim a
+    // word of them (a word of slots costs less than each slot's own checks).
+    const tc_bin& bin = h.bins[c];
+    if (bin.hot_count != 0 &&
+        (bin.current == nullptr || bin.current->free_count < tc_front::refill_threshold(bin.current)))
+      if (void* p = front_.take_hot(h, c)) return p;
+  }
   void* p = front_.allocate_slow(h, c);
   if (STRATA_UNLIKELY(p == nullptr)) {
     failed_.fetch_add(1, std::memory_order_relaxed);

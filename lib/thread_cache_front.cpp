@@ -37,8 +37,7 @@ unsigned tc_front::class_for_aligned(std::size_t bytes, std::size_t alignment) c
 
 void tc_front::init_bin(const tc_heap& h, tc_bin& bin, unsigned c) const noexcept {
   bin = tc_bin{};
-  // Strict checks: no map value matches, so that every free takes deallocate_slow() and its exact checks.
-  bin.map_value = strict_ ? tc_map_none : h.map_owner | (c + 1);
+  bin.map_value = h.map_owner | (c + 1);
   const std::size_t size = sizes_.size_of(c);
   bin.object_size = static_cast<std::uint32_t>(size);
   bin.reciprocal = reciprocal40(size);
@@ -145,26 +144,59 @@ void* tc_front::allocate_slow(tc_heap& h, unsigned c) const noexcept {
       continue;
     }
     if (bin.cache.take_cold()) continue;
-    // Strict checks: the slots freed last, unless the current block has enough free slots for a claim (a word of
-    // them is cheaper than each slot's own checks).
-    if (bin.hot_count != 0 && (bin.current == nullptr || bin.current->free_count < refill_threshold(bin.current)))
-      if (void* p = take_hot(h, bin, c)) return p;
     if (refill(h, bin, c) == nullptr) return nullptr;
   }
 }
 
-void* tc_front::take_hot(tc_heap& h, tc_bin& bin, unsigned c) const noexcept {
-  const std::uint32_t owned = h.map_owner | (c + 1);
+// Slot q of b (a block of bin's) is free from here on: its local word becomes `now`. A full block becomes partial.
+// True when b, not the current block, has become entirely free (the caller hands it on).
+bool tc_front::set_free(tc_bin& bin, tc_block* b, std::size_t q, std::atomic<std::uint64_t>& w,
+                        std::uint64_t now) const noexcept {
+  w.store(now, std::memory_order_relaxed);
+  if ((q >> 6) < b->hint) b->hint = static_cast<std::uint16_t>(q >> 6);
+  const std::uint32_t free = ++b->free_count;
+  if (b == bin.current) return false;
+  if (b->where == slab::in_full) {
+    if (bin.scan == b) bin.scan = b->next;
+    slab::unlink(bin.full, b);
+    b->where = slab::in_partial;
+    slab::push(bin.partial, b);
+  }
+  return free == b->capacity;
+}
+
+// Strict checks: p (a slot of b, a block h owns of bin's class; header checked) goes into b's bitmap at once, after
+// the exact double-free test (its bits, the claimed word, the never-used range, and any heap's mark: a free waiting
+// in another thread's batch; no heap has a cache under strict checks), and becomes the newest of bin.hot.
+void tc_front::free_strict(tc_heap& h, tc_bin& bin, tc_block* b, void* p, std::size_t q, std::size_t bytes,
+                           std::size_t alignment) const noexcept {
+  std::atomic<std::uint64_t>& w = b->local(q >> 6);
+  const std::uint64_t m = std::uint64_t{1} << (q & 63);
+  const std::uint64_t v = w.load(std::memory_order_relaxed);
+  const auto a = reinterpret_cast<std::uintptr_t>(p);
+  if (((v | b->remote(q >> 6).load(std::memory_order_relaxed)) & m) != 0 ||
+      (b == bin.current && (((q >> 6) == bin.claimed_word && bin.claimed_base != nullptr && (bin.claimed & m) != 0) ||
+                            a - bin.fresh_from < bin.fresh_span)) ||
+      is_any_mark(p, node_key_)) {
+    report(error_kind::double_free, p, bytes, alignment, 0, "the object is free already");
+    return;
+  }
+  note_deallocation(h, bin.object_size);
+  make_node(p, nullptr, h.node_key);  // the mark of a slot in a bitmap
+  bin.hot_top = (bin.hot_top + 1) % tc_bin::hot_slots;
+  bin.hot[bin.hot_top] = p;
+  if (bin.hot_count < tc_bin::hot_slots) ++bin.hot_count;
+  if (set_free(bin, b, q, w, v | m)) block_emptied(h, bin, b);
+}
+
+void* tc_front::take_hot(tc_heap& h, unsigned c) const noexcept {
+  tc_bin& bin = h.bins[c];
   while (bin.hot_count != 0) {
     void* p = bin.hot[bin.hot_top];
     bin.hot_top = (bin.hot_top - 1) % tc_bin::hot_slots;
     --bin.hot_count;
-    // The map first: only a block h still owns may be read (its map value changes on this thread alone).
-    if (map_.get(p) != owned) continue;
     tc_block* b = block_of(p);
     const std::size_t q = slot_number(bin, p);
-    // A slot at or past the high-water mark was never handed out: the block was formatted again since p's free.
-    if (q >= b->high_water) continue;
     std::atomic<std::uint64_t>& w = b->local(q >> 6);
     const std::uint64_t m = std::uint64_t{1} << (q & 63);
     const std::uint64_t v = w.load(std::memory_order_relaxed);
@@ -329,14 +361,16 @@ void tc_front::deallocate_slow(tc_heap& h, void* p, unsigned c, std::size_t byte
     return remote_free(h, p, c, bytes, alignment);
   }
   tc_block* b = block_of(p);
-  if (!kind_.tagged(b) || b->size_class != c || !kind_.is_slot(b, p)) return report_bad_free(p, c, bytes, alignment);
-  if (bin.cache.cap == 0) return free_strict(h, bin, b, p, bytes, alignment);
+  const std::size_t q = slot_number(bin, p);
+  if (!kind_.tagged(b) || b->size_class != c || !kind_.is_slot_number(b, p, q))
+    return report_bad_free(p, c, bytes, alignment);
+  if (bin.cache.cap == 0) return free_strict(h, bin, b, p, q, bytes, alignment);
   if (is_free_for(bin, p)) {
     report(error_kind::double_free, p, bytes, alignment, 0, "the object is free already");
     return;
   }
   // A live object of a block h owns whose words happened to read as a node: an ordinary free.
-  if (bin.cache.count == bin.cache.cap) return push_to_full_cache(h, bin, p);
+  if (bin.cache.count == bin.cache.cap) return push_to_full_cache(h, bin, p, bytes, alignment);
   bin.cache.push(p, h.node_key);
   note_deallocation(h, bin.object_size);
 }
@@ -438,8 +472,17 @@ void tc_front::flush_remote(tc_heap& h) const noexcept {
 }
 
 // The head list is full: the older batch goes back to the bitmaps, the head list becomes the older batch, and p
-// starts a new head list.
-void tc_front::push_to_full_cache(tc_heap& h, tc_bin& bin, void* p) const noexcept {
+// starts a new head list. Strict checks: p goes to its bitmap at once, after the header's checks.
+void tc_front::push_to_full_cache(tc_heap& h, tc_bin& bin, void* p, std::size_t bytes,
+                                  std::size_t alignment) const noexcept {
+  if (bin.cache.cap == 0) {
+    const auto c = static_cast<unsigned>(&bin - h.bins);
+    tc_block* b = block_of(p);
+    const std::size_t q = slot_number(bin, p);
+    if (!kind_.tagged(b) || b->size_class != c || !kind_.is_slot_number(b, p, q))
+      return report_bad_free(p, c, bytes, alignment);
+    return free_strict(h, bin, b, p, q, bytes, alignment);
+  }
   std::size_t n;
   void* old = bin.cache.push_rotating(p, h.node_key, n);
   note_deallocation(h, bin.object_size);
@@ -479,51 +522,11 @@ void tc_front::give_back(tc_heap& h, tc_bin& bin, void* list, std::size_t n) con
   for (std::size_t i = 0; i < empties; ++i) block_emptied(h, bin, emptied[i]);
 }
 
-// Slot q of b (a block of bin's) is free from here on: its local word becomes `now`. A full block becomes partial.
-// True when b, not the current block, has become entirely free (the caller hands it on).
-bool tc_front::set_free(tc_bin& bin, tc_block* b, std::size_t q, std::atomic<std::uint64_t>& w,
-                        std::uint64_t now) const noexcept {
-  w.store(now, std::memory_order_relaxed);
-  if ((q >> 6) < b->hint) b->hint = static_cast<std::uint16_t>(q >> 6);
-  const std::uint32_t free = ++b->free_count;
-  if (b == bin.current) return false;
-  if (b->where == slab::in_full) {
-    if (bin.scan == b) bin.scan = b->next;
-    slab::unlink(bin.full, b);
-    b->where = slab::in_partial;
-    slab::push(bin.partial, b);
-  }
-  return free == b->capacity;
-}
-
-// Strict checks: p (a slot of b, a block h owns of bin's class; header checked) goes into b's bitmap at once, after
-// the exact double-free test (its bits, the claimed word, the never-used range, and any heap's mark or node: a
-// free waiting in another thread's batch), and becomes the newest of bin.hot.
-void tc_front::free_strict(tc_heap& h, tc_bin& bin, tc_block* b, void* p, std::size_t bytes,
-                           std::size_t alignment) const noexcept {
-  const std::size_t q = slot_number(bin, p);
-  std::atomic<std::uint64_t>& w = b->local(q >> 6);
-  const std::uint64_t m = std::uint64_t{1} << (q & 63);
-  const std::uint64_t v = w.load(std::memory_order_relaxed);
-  const auto a = reinterpret_cast<std::uintptr_t>(p);
-  if (((v | b->remote(q >> 6).load(std::memory_order_relaxed)) & m) != 0 ||
-      (b == bin.current && (((q >> 6) == bin.claimed_word && bin.claimed_base != nullptr && (bin.claimed & m) != 0) ||
-                            a - bin.fresh_from < bin.fresh_span)) ||
-      ((load_node_word(p, 1) ^ mark_of(p, node_key_)) << 16) == 0 || (node_residue(p, node_key_) << 16) == 0) {
-    report(error_kind::double_free, p, bytes, alignment, 0, "the object is free already");
-    return;
-  }
-  note_deallocation(h, bin.object_size);
-  make_node(p, nullptr, h.node_key);  // the mark of a slot in a bitmap
-  bin.hot_top = (bin.hot_top + 1) % tc_bin::hot_slots;
-  bin.hot[bin.hot_top] = p;
-  if (bin.hot_count < tc_bin::hot_slots) ++bin.hot_count;
-  if (set_free(bin, b, q, w, v | m)) block_emptied(h, bin, b);
-}
 
 // b (not current, on the partial list) has become entirely free: it becomes the bin's spare, or goes to the shared
 // tier. Cached objects of b were freed twice (their bits are set too): they are reported and taken out first.
 void tc_front::block_emptied(tc_heap& h, tc_bin& bin, tc_block* b) const noexcept {
+  bin.hot_count = 0;  // its entries may point into b
   bin.cache.remove_if(
       h.node_key, [&](void* n) { return block_of(n) == b; },
       [&](void* n) {
@@ -683,6 +686,15 @@ const char* tc_front::check_heap(const tc_heap& h, std::size_t& blocks, std::siz
         return "never-used slots do not end with the block";
     }
     if (bin.cache.count > bin.cache.cap || bin.cache.cold_count > bin.cache.cap) return "free cache over its bound";
+    // The recently freed slots (strict checks) are slots of blocks the bin allocates from (not its spare).
+    if (bin.hot_count > tc_bin::hot_slots || bin.hot_top >= tc_bin::hot_slots) return "recent slots out of range";
+    if (bin.hot_count != 0 && bin.cache.cap != 0) return "recent slots with a free cache";
+    for (std::uint32_t k = 0; k < bin.hot_count; ++k) {
+      const void* p = bin.hot[(bin.hot_top - k) % tc_bin::hot_slots];
+      const tc_block* b = block_of(p);
+      if (map_.get(p) != (h.map_owner | (c + 1)) || b->where == slab::in_empty || !kind_.is_slot(b, p))
+        return "a recently freed slot outside the bin's blocks";
+    }
     for (int list = 0; list < 2; ++list) {
       const void* p = list == 0 ? bin.cache.head : bin.cache.cold;
       const std::uint32_t count = list == 0 ? bin.cache.count : bin.cache.cold_count;

@@ -145,6 +145,10 @@ class slab_kind {
     const std::size_t q = off / s->object_size;
     return off % s->object_size == 0 && q < s->limit && (q < s->skip_begin || q >= s->skip_end);
   }
+  /// is_slot() for q, p's slot number by its class's reciprocal (divide40): a multiply where is_slot divides.
+  [[nodiscard]] bool is_slot_number(const slab* s, const void* p, std::size_t q) const noexcept {
+    return q * s->object_size == offset_of(p) && q < s->limit && (q < s->skip_begin || q >= s->skip_end);
+  }
   [[nodiscard]] void* slot(const slab* s, std::size_t q) const noexcept { return base_of(s) + q * s->object_size; }
 
   [[nodiscard]] layout layout_of(std::size_t object_size, std::size_t header) const noexcept;

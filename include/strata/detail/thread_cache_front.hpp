@@ -43,8 +43,6 @@ STRATA_ALWAYS_INLINE constexpr std::uint32_t tc_map_value(std::uint32_t owner, u
 /// Added to a block's map value while its owner keeps it as the spare (all slots free, not allocated from): frees
 /// into it take the exact path (each one is a double free, or a stray pointer).
 inline constexpr std::uint32_t tc_map_spare = 0x80;
-/// A map value no block has (owner indexes stop below tc_no_heap).
-inline constexpr std::uint32_t tc_map_none = 0xFFFFFFFFu;
 /// The index in a node key that no heap has.
 inline constexpr std::uint32_t tc_no_heap = 0xFFFF;
 
@@ -71,8 +69,8 @@ struct alignas(64) tc_bin {
   tc_block* scan = nullptr;       // where the next look for remote frees in `full` starts
   std::size_t lost = 0;           // cached objects set aside with a list found written over (held until release)
   // Strict checks (no cache): the slots freed last, whose bits went into their bitmaps, newest at hot[hot_top];
-  // an allocation that finds the claimed word used up takes them back, newest first, while they are still free
-  // there (see take_hot). Hints only: each is checked again when taken.
+  // an allocation takes them back first, newest first, while they are still free there (see take_hot). Hints
+  // only, each checked again when taken; always slots of blocks the bin holds (emptied when a block leaves it).
   static constexpr std::uint32_t hot_slots = 8;
   void* hot[hot_slots] = {};
   std::uint32_t hot_top = 0;
@@ -192,17 +190,17 @@ class tc_front {
   /// allocate_fast's other cases: a broken cache, a refused claimed slot, the claimed word used up. nullptr when
   /// no block could be had.
   void* allocate_slow(tc_heap& h, unsigned c) const noexcept;
-  /// Strict checks: the newest of bin.hot handed out again that is still a slot of h's block of class c whose bit
-  /// says free (locally, and not also remotely: a double free the fold must see) and that still carries the mark
-  /// its free left; nullptr when none is (the other ways find and report what is wrong with the others).
-  void* take_hot(tc_heap& h, tc_bin& bin, unsigned c) const noexcept;
+  /// Strict checks: the newest of h's bin c's recently freed slots whose bit still says free (locally, and not
+  /// also remotely: a double free the fold must see) and that still carries the mark its free left, taken out of
+  /// its bitmap; nullptr when none is (the other ways find and report what is wrong with the others).
+  void* take_hot(tc_heap& h, unsigned c) const noexcept;
   /// The free slots a block needs for refill() to claim a word of it rather than move on to another block.
   static std::size_t refill_threshold(const tc_block* b) noexcept { return b->capacity / 16 + 1; }
-  /// Strict checks: the free of p, a slot of b (a block h owns of bin's class), into b's bitmap at once.
-  void free_strict(tc_heap& h, tc_bin& bin, tc_block* b, void* p, std::size_t bytes,
-                   std::size_t alignment) const noexcept;
+  /// Strict checks: the free of p, slot q of b (a block h owns of bin's class), into b's bitmap at once.
+  STRATA_ALWAYS_INLINE void free_strict(tc_heap& h, tc_bin& bin, tc_block* b, void* p, std::size_t q,
+                                        std::size_t bytes, std::size_t alignment) const noexcept;
   /// Sets slot q's bit (b's local word w becomes `now`) and relists b; true when b, not current, is all free.
-  bool set_free(tc_bin& bin, tc_block* b, std::size_t q, std::atomic<std::uint64_t>& w,
+  STRATA_ALWAYS_INLINE bool set_free(tc_bin& bin, tc_block* b, std::size_t q, std::atomic<std::uint64_t>& w,
                 std::uint64_t now) const noexcept;
 
   /// Frees p (`bytes` at `alignment`, plain: at most max_small() bytes, alignment 1 to 16) through heap h. Misuse
@@ -226,7 +224,9 @@ class tc_front {
         STRATA_UNLIKELY(a - bin.fresh_from < bin.fresh_span))
       return Rounded ? deallocate_slow_rounded(h, p, bytes, alignment) : deallocate_slow(h, p, bytes, alignment);
     STRATA_INJECT_DELAY();
-    if (STRATA_UNLIKELY(bin.cache.count == bin.cache.cap)) return push_to_full_cache(h, bin, p);
+    // Strict checks have no cache (its bound is 0): every free goes on to the header and the bitmap from here.
+    if (STRATA_UNLIKELY(bin.cache.count == bin.cache.cap))
+      return push_to_full_cache(h, bin, p, Rounded ? std::size_t{bin.object_size} : bytes, alignment);
     bin.cache.push(p, h.node_key);
     note_deallocation(h, bin.object_size);
   }
@@ -240,7 +240,8 @@ class tc_front {
   static std::size_t slot_number(const tc_bin& bin, const void* p) noexcept {
     return divide40(reinterpret_cast<std::uintptr_t>(p) & (tc_block_size - 1), bin.reciprocal);
   }
-  /// deallocate()'s other cases (the class found again from bytes and alignment).
+  /// deallocate()'s other cases (the class found again from bytes and alignment), and every free under strict
+  /// checks.
   STRATA_NOINLINE void deallocate_slow(tc_heap& h, void* p, std::size_t bytes, std::size_t alignment) const noexcept;
   /// deallocate_slow() naming the class size of bytes in reports.
   STRATA_NOINLINE void deallocate_slow_rounded(tc_heap& h, void* p, std::size_t bytes,
@@ -277,6 +278,7 @@ class tc_front {
   /// left dangling: the caller resets the bin.
   template <class F>
   static void take_blocks(tc_bin& bin, F&& f) {
+    bin.hot_count = 0;  // its entries point into these blocks
     if (bin.current != nullptr) f(bin.current);
     if (bin.spare != nullptr) f(bin.spare);
     for (tc_block* list : {bin.partial, bin.full}) {
@@ -333,7 +335,8 @@ class tc_front {
   void claim(tc_bin& bin) const noexcept;
   void return_claim(tc_bin& bin) const noexcept;
   void make_current(tc_bin& bin, tc_block* b) const noexcept;
-  void push_to_full_cache(tc_heap& h, tc_bin& bin, void* p) const noexcept;
+  /// The free of p, checked live by deallocate(), when bin's cache is full, or under strict checks (no cache).
+  void push_to_full_cache(tc_heap& h, tc_bin& bin, void* p, std::size_t bytes, std::size_t alignment) const noexcept;
   /// Gives the nodes of `list` (at most n) back to their blocks (all owned by h), with the exact checks.
   void give_back(tc_heap& h, tc_bin& bin, void* list, std::size_t n) const noexcept;
   void drain_bin(tc_heap& h, tc_bin& bin) const noexcept;
