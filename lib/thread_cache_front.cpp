@@ -336,6 +336,22 @@ void tc_front::deallocate_slow(tc_heap& h, void* p, std::size_t bytes, std::size
   deallocate_slow(h, p, plain_class(bytes, alignment), bytes, alignment);
 }
 
+void tc_front::deallocate_strict(tc_heap& h, void* p, std::size_t bytes, std::size_t alignment,
+                                 bool rounded) const noexcept {
+  const unsigned c = plain_class_nonzero(bytes, alignment);
+  tc_bin& bin = h.bins[c];
+  if (rounded) bytes = bin.object_size;
+  // A slot of a block h owns (its current block, or by the map: only then is the header read); anything else
+  // takes the general way.
+  tc_block* b = block_of(p);
+  if (STRATA_LIKELY(b == bin.current || map_.get_direct(p) == bin.map_value)) {
+    const std::size_t q = slot_number(bin, p);
+    if (STRATA_LIKELY(kind_.tagged(b) && b->size_class == c && kind_.is_slot_number(b, p, q)))
+      return free_strict(h, bin, b, p, q, bytes, alignment);
+  }
+  deallocate_slow(h, p, c, bytes, alignment);
+}
+
 void tc_front::deallocate_slow_rounded(tc_heap& h, void* p, std::size_t bytes, std::size_t alignment) const noexcept {
   STRATA_PREFETCH_WRITE(p);
   const unsigned c = plain_class(bytes, alignment);
@@ -370,7 +386,7 @@ void tc_front::deallocate_slow(tc_heap& h, void* p, unsigned c, std::size_t byte
     return;
   }
   // A live object of a block h owns whose words happened to read as a node: an ordinary free.
-  if (bin.cache.count == bin.cache.cap) return push_to_full_cache(h, bin, p, bytes, alignment);
+  if (bin.cache.count == bin.cache.cap) return push_to_full_cache(h, bin, p);
   bin.cache.push(p, h.node_key);
   note_deallocation(h, bin.object_size);
 }
@@ -472,17 +488,8 @@ void tc_front::flush_remote(tc_heap& h) const noexcept {
 }
 
 // The head list is full: the older batch goes back to the bitmaps, the head list becomes the older batch, and p
-// starts a new head list. Strict checks: p goes to its bitmap at once, after the header's checks.
-void tc_front::push_to_full_cache(tc_heap& h, tc_bin& bin, void* p, std::size_t bytes,
-                                  std::size_t alignment) const noexcept {
-  if (bin.cache.cap == 0) {
-    const auto c = static_cast<unsigned>(&bin - h.bins);
-    tc_block* b = block_of(p);
-    const std::size_t q = slot_number(bin, p);
-    if (!kind_.tagged(b) || b->size_class != c || !kind_.is_slot_number(b, p, q))
-      return report_bad_free(p, c, bytes, alignment);
-    return free_strict(h, bin, b, p, q, bytes, alignment);
-  }
+// starts a new head list.
+void tc_front::push_to_full_cache(tc_heap& h, tc_bin& bin, void* p) const noexcept {
   std::size_t n;
   void* old = bin.cache.push_rotating(p, h.node_key, n);
   note_deallocation(h, bin.object_size);

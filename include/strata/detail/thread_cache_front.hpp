@@ -212,6 +212,7 @@ class tc_front {
   template <bool Rounded = false>
   STRATA_ALWAYS_INLINE void deallocate(tc_heap& h, void* p, std::size_t bytes, std::size_t alignment) const noexcept {
     STRATA_ASSERT(bytes != 0);
+    if (STRATA_UNLIKELY(strict_)) return deallocate_strict(h, p, bytes, alignment, Rounded);
     tc_bin& bin = *(h.bins + static_cast<std::size_t>(plain_class_nonzero(bytes, alignment)));
     // Checks that read only p's granule in the class map, the bin and p's first two words.
     const auto a = reinterpret_cast<std::uintptr_t>(p);
@@ -224,9 +225,7 @@ class tc_front {
         STRATA_UNLIKELY(a - bin.fresh_from < bin.fresh_span))
       return Rounded ? deallocate_slow_rounded(h, p, bytes, alignment) : deallocate_slow(h, p, bytes, alignment);
     STRATA_INJECT_DELAY();
-    // Strict checks have no cache (its bound is 0): every free goes on to the header and the bitmap from here.
-    if (STRATA_UNLIKELY(bin.cache.count == bin.cache.cap))
-      return push_to_full_cache(h, bin, p, Rounded ? std::size_t{bin.object_size} : bytes, alignment);
+    if (STRATA_UNLIKELY(bin.cache.count == bin.cache.cap)) return push_to_full_cache(h, bin, p);
     bin.cache.push(p, h.node_key);
     note_deallocation(h, bin.object_size);
   }
@@ -335,8 +334,11 @@ class tc_front {
   void claim(tc_bin& bin) const noexcept;
   void return_claim(tc_bin& bin) const noexcept;
   void make_current(tc_bin& bin, tc_block* b) const noexcept;
-  /// The free of p, checked live by deallocate(), when bin's cache is full, or under strict checks (no cache).
-  void push_to_full_cache(tc_heap& h, tc_bin& bin, void* p, std::size_t bytes, std::size_t alignment) const noexcept;
+  void push_to_full_cache(tc_heap& h, tc_bin& bin, void* p) const noexcept;
+  /// deallocate() under strict checks: the class map, the block's header (tag, class, slot), its bitmaps and the
+  /// object's mark, then the slot's bit at once. Rounded: reports name the class size.
+  STRATA_NOINLINE void deallocate_strict(tc_heap& h, void* p, std::size_t bytes, std::size_t alignment,
+                                         bool rounded) const noexcept;
   /// Gives the nodes of `list` (at most n) back to their blocks (all owned by h), with the exact checks.
   void give_back(tc_heap& h, tc_bin& bin, void* list, std::size_t n) const noexcept;
   void drain_bin(tc_heap& h, tc_bin& bin) const noexcept;
