@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # strata: thin entry points over the CMake presets (see CMakePresets.json and README.md).
 #   make demo     build Release, run the examples and a short benchmark table
 #   make test     install missing Debian packages, build (ci preset) and run every test through ctest

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // bench/main.cpp: strata-bench. Two modes:
 //   strata-bench run <workload> <resource> [--scale quick|full]   one figure, in this process ("child mode")
 //   strata-bench [options]                                        runs every figure in fresh child processes

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // bench/report.cpp: markdown table, CSV of every repetition, SVG chart.
 #include "report.hpp"
 

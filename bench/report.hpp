@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // bench/report.hpp: the results of an orchestrated run and their markdown, CSV and SVG renderings.
 #pragma once
 

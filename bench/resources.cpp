@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // bench/resources.cpp: the registry. Adding a resource is one line in resources() below.
 #include "resources.hpp"
 
@@ -45,13 +46,13 @@ holder_ptr free_list_with(const workload_info&) {
 class c_api_resource final : public std::pmr::memory_resource {
   static std::size_t plain_alignment(std::size_t n) noexcept { return n >= 16 ? 16 : 8; }  // strata.h's promise
   void* do_allocate(std::size_t bytes, std::size_t alignment) override {
-    void* p = alignment <= plain_alignment(bytes) ? strata_malloc(bytes) : strata_aligned_alloc(bytes, alignment);
+    void* p = alignment <= plain_alignment(bytes) ? strata_malloc(bytes) : strata_malloc_aligned(bytes, alignment);
     if (p == nullptr) throw std::bad_alloc();
     return p;
   }
   void do_deallocate(void* p, std::size_t bytes, std::size_t alignment) override {
     if (alignment <= plain_alignment(bytes)) strata_free(p, bytes);
-    else strata_aligned_free(p, bytes, alignment);
+    else strata_free_aligned(p, bytes, alignment);
   }
   bool do_is_equal(const std::pmr::memory_resource& other) const noexcept override { return this == &other; }
 };

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // bench/resources.hpp: the registry of resources strata-bench compares, and the holder that owns one of them.
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // bench/workloads.cpp: the workloads. Each one precomputes its random numbers, builds whatever it keeps live before
 // the clock starts (where its definition says so), then runs the timed loop and returns one figure.
 #include "workloads.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // bench/workloads.hpp: the named workloads strata-bench measures through a std::pmr::memory_resource.
 #pragma once
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Warning and sanitizer flags shared by every strata target (never exported to consumers).
 add_library(strata_build_flags INTERFACE)
 target_compile_options(strata_build_flags INTERFACE

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // examples/astar.cpp: A* over a large grid; every search node lives in a fixed_pool_resource, timed against the same
 // search with its nodes on new/delete.
 #include <chrono>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // examples/boost_containers.cpp: Boost.Container pmr containers on a strata resource, and a Boost pool under std::pmr.
 #include <cstdio>
 #include <string>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* examples/c_api.c: the C API (<strata/strata.h>) from C99: a word index whose occurrence nodes live in a capped
  * fixed pool, interned words in persistent memory, growing arrays on the default heap with sized free, and the
  * statistics of each at the end. */

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // examples/page_buffers.cpp: large buffers from page_resource: over-alignment, growth in place, memory given back.
 #include <cstdio>
 #include <cstring>

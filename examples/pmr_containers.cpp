@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // examples/pmr_containers.cpp: choose a memory resource per subsystem and watch what each one holds.
 #include <chrono>
 #include <cstdio>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // fuzz/fuzz_bitmap.cpp: bitmap_resource, or synchronized_bitmap_resource (STRATA_FUZZ_SYNC), over every upstream
 // kind, with block sizes 64 KiB .. 16 MiB, max_small_size 8 .. 64 KiB, natural alignment on and off,
 // max_empty_blocks bounds, and both check modes.

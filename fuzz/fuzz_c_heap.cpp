@@ -1,5 +1,6 @@
+// SPDX-License-Identifier: MIT
 // fuzz/fuzz_c_heap.cpp: the C API's default heap (<strata/strata.h>): strata_malloc / strata_free / calloc /
-// realloc / resize / aligned_alloc / usable_size / free_unsized / realloc_unsized / trim / thread_cleanup, with the
+// realloc / resize / malloc_aligned / usable_size / free_unsized / realloc_unsized / trim / thread_cleanup, with the
 // C misuse handler, on one thread or replayed on 2..4 threads. The heap is process-wide: its stats are checked as
 // deltas, and every input frees what it allocated.
 //
@@ -41,21 +42,21 @@ class c_heap_subject final : public sf::subject {
                           15, 8192, 256 * sf::KiB});
   }
   const char* name() const override { return "strata C default heap"; }
-  // Plain requests (alignment up to the plain one) go through strata_malloc, others through strata_aligned_alloc.
+  // Plain requests (alignment up to the plain one) go through strata_malloc, others through strata_malloc_aligned.
   static bool is_plain(std::size_t n, std::size_t a) { return a <= plain(n) && (a & (a - 1)) == 0 && a != 0; }
   void* allocate(std::size_t n, std::size_t a) override {
     strata_clear_error();
-    void* p = is_plain(n, a) ? strata_malloc(n) : strata_aligned_alloc(n, a);
+    void* p = is_plain(n, a) ? strata_malloc(n) : strata_malloc_aligned(n, a);
     if (p != nullptr) return p;
     const strata_error_t e = strata_last_error();
     if (e == STRATA_ENOMEM || e == STRATA_EOVERFLOW) throw std::bad_alloc();
-    if (e == STRATA_EINVAL) throw std::invalid_argument("strata_aligned_alloc: EINVAL");
-    sf::fail("%s(%zu, %zu) returned NULL with error %d (%s)", is_plain(n, a) ? "strata_malloc" : "strata_aligned_alloc",
+    if (e == STRATA_EINVAL) throw std::invalid_argument("strata_malloc_aligned: EINVAL");
+    sf::fail("%s(%zu, %zu) returned NULL with error %d (%s)", is_plain(n, a) ? "strata_malloc" : "strata_malloc_aligned",
              n, a, static_cast<int>(e), strata_error_string(e));
   }
   void deallocate(void* p, std::size_t n, std::size_t a) override {
     if (is_plain(n, a)) strata_free(p, n);
-    else strata_aligned_free(p, n, a);
+    else strata_free_aligned(p, n, a);
   }
   bool resize_reaches_resource(std::size_t o, std::size_t n, std::size_t a) const override {
     return is_plain(o, a) && plain(o) == plain(n);

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // fuzz/fuzz_fixed_pool.cpp: fixed_pool_resource, or synchronized_fixed_pool_resource (STRATA_FUZZ_SYNC): block
 // sizes 1 B .. 1 GiB (8, odd 24/40/1000, ...), capped and uncapped, chunks 64 KiB .. 16 GiB (256 MiB of 8-byte blocks:
 // more than 2^24 blocks in a chunk), forward_large, max_empty_chunks, huge pages, runs, allocate_zeroed.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // fuzz/fuzz_free_list.cpp: free_list_resource (every fit policy), or synchronized_free_list_resource
 // (STRATA_FUZZ_SYNC), over every upstream kind: chunks 64 KiB .. 1 GiB (2 MiB huge-page chunks over pages), large
 // thresholds at both ends, purge thresholds and delays (page upstream), huge pages on and off, max_empty_chunks.

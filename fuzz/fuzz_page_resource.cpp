@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // fuzz/fuzz_page_resource.cpp: page_resource with every cache, purge, huge page and growth-reserve option, faults in
 // the OS layer, allocate_zeroed / purge / advise_huge_pages, misuse and cross-thread replay.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // fuzz/fuzz_thread_cache.cpp: thread_cache_resource over every upstream kind: max_small_size 8 B .. 8 KiB,
 // max_shared_size from max_small_size up, max_empty_blocks, both check modes; its rounded and unsized entry points,
 // usable_size, release_thread_cache, trim; misuse; cross-thread replay with hand-offs and split double frees.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // fuzz/harness.hpp: what every strata fuzz target shares: the input decoder, edge-biased sizes and alignments, the
 // upstream chains, a shadow model of the live blocks (contents, alignment, overlap, exact stats), misuse injection
 // with a recording error handler, and a cross-thread replay for the thread-safe resources.

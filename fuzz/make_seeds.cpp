@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // fuzz/make_seeds.cpp: writes the seed corpora (fuzz/corpus/<target>/seed-NN): for each target a few inputs that
 // cover its option sets, upstream kinds and modes (plain, misuse, cross-thread, destroyed with live blocks), each
 // followed by a deterministic mix of operations. Usage: fuzz_make_seeds <corpus-dir>. The committed corpora were

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # fuzz/run.sh: runs the libFuzzer targets of the fuzz preset (build/fuzz), one at a time, each for a set time with
 # its seed corpus copied to a scratch folder (the committed corpus never grows unless --merge is given).
 #

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // lib/bitmap_engine.cpp: the slow paths of detail::bitmap_engine (refill, relisting, remote frees, checks).
 #include <strata/detail/bitmap_engine.hpp>
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // lib/bitmap_resource.cpp: the pmr face of detail::bitmap_engine: routing, large requests, stats.
 #include <strata/bitmap_resource.hpp>
 

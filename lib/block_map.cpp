@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // lib/block_map.cpp: storage of the process-wide block map: one bit per 64 KiB granule of a 48-bit address space
 // (512 MiB of address space, mapped sparse: untouched parts read as zero and cost no memory).
 #include <strata/detail/block_map.hpp>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // lib/bump_arena.cpp: detail::bump_arena.
 #include <strata/detail/bump_arena.hpp>
 

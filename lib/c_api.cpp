@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // lib/c_api.cpp: <strata/strata.h>, forwarding to the C++ resources. Every entry point catches every exception.
 #include <strata/strata.h>
 
@@ -421,13 +422,13 @@ extern "C" bool strata_resize(void* p, size_t old_size, size_t new_size) noexcep
 
 extern "C" size_t strata_round_size(size_t size) noexcept { return heap().round_size(size, plain_alignment(size)); }
 
-extern "C" void* strata_aligned_alloc(size_t size, size_t alignment) noexcept {
+extern "C" void* strata_malloc_aligned(size_t size, size_t alignment) noexcept {
   if (!valid_alignment(alignment)) return nullptr;
   strata::thread_cache_resource& h = heap();
   return guarded<void*>(nullptr, [&] { return h.allocate_rounded(size, alignment); });
 }
 
-extern "C" void strata_aligned_free(void* p, size_t size, size_t alignment) noexcept {
+extern "C" void strata_free_aligned(void* p, size_t size, size_t alignment) noexcept {
   if (p == nullptr || !valid_alignment(alignment)) return;
   strata::thread_cache_resource& h = heap();
   guarded(0, [&] {
@@ -608,11 +609,11 @@ extern "C" void strata_resource_free(strata_resource_t* r, void* p, size_t size)
   if (p != nullptr && valid(r)) free_on(r, p, size, alignment_on(r, size));
 }
 
-extern "C" void* strata_resource_aligned_alloc(strata_resource_t* r, size_t size, size_t alignment) noexcept {
+extern "C" void* strata_resource_malloc_aligned(strata_resource_t* r, size_t size, size_t alignment) noexcept {
   return valid(r) && valid_alignment(alignment) ? allocate_on(r, size, alignment, false) : nullptr;
 }
 
-extern "C" void strata_resource_aligned_free(strata_resource_t* r, void* p, size_t size, size_t alignment) noexcept {
+extern "C" void strata_resource_free_aligned(strata_resource_t* r, void* p, size_t size, size_t alignment) noexcept {
   if (p != nullptr && valid(r) && valid_alignment(alignment)) free_on(r, p, size, alignment);
 }
 

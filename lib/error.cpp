@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // lib/error.cpp: the process-wide misuse handler and the shared throwing helpers.
 #include <strata/error.hpp>
 

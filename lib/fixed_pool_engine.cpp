@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // lib/fixed_pool_engine.cpp: chunks, runs, capacity, zeroed allocation, resize, release and invariants of the fixed
 // pool engine; the one-block fast paths are inline in the header.
 #include <strata/detail/fixed_pool_engine.hpp>

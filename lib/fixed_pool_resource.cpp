@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // lib/fixed_pool_resource.cpp: the pmr face of the fixed pool engine: the one-block fast path, then the general one.
 #include <strata/fixed_pool_resource.hpp>
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // lib/free_list_engine.cpp: the free list engine: chunks and their boundary bitmaps, fit policies, splitting,
 // coalescing, resize, purging, requests sent upstream, stats and invariants.
 #include <strata/detail/free_list_engine.hpp>

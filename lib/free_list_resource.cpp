@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // lib/free_list_resource.cpp: the pmr face of the free list engine (the synchronized one holds a mutex around it).
 #include <strata/free_list_resource.hpp>
 

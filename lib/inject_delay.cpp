@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // lib/inject_delay.cpp: random delays at the publication points of the lock-free protocols (STRATA_INJECT_DELAYS
 // builds only), so that the soak and TSan runs meet the rare interleavings a plain run almost never shows.
 #include <strata/config.hpp>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // lib/page_resource.cpp: page_resource: spans from lib/os, a live-span registry and a bounded span cache.
 #include <strata/page_resource.hpp>
 

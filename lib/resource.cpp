@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // lib/resource.cpp: strata::resource's non-virtual entry points and the reallocate helper.
 #include <strata/resource.hpp>
 

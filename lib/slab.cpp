@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // lib/slab.cpp: formatting and checking slabs.
 #include <strata/detail/slab.hpp>
 

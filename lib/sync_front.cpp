@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // lib/sync_front.cpp: the slow paths of detail::sync_front (batches, exact checks, heaps, thread exit, stats).
 #include <strata/detail/sync_front.hpp>
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // lib/testing.cpp: recording_resource, fault_injecting_resource and the OS-layer test hooks.
 #include <strata/testing.hpp>
 

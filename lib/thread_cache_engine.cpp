@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // lib/thread_cache_engine.cpp: thread_cache_resource's engine: heaps per thread (made on first use, handed back at
 // thread exit, reused), routing to the tiers, stats and checks.
 #include <strata/detail/thread_cache_engine.hpp>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // lib/thread_cache_front.cpp: the front end's slow paths: refilling a bin, the caches' batches, cross-thread frees,
 // handing blocks to the shared tier, checks.
 #include <strata/detail/thread_cache_front.hpp>

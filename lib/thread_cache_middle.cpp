@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // lib/thread_cache_middle.cpp: the shared tier: blocks passed between heaps, the empty-block cache, and the
 // mid-size free list.
 #include <strata/detail/thread_cache_middle.hpp>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // lib/thread_cache_resource.cpp: the pmr face of detail::thread_cache_engine.
 #include <strata/thread_cache_resource.hpp>
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // lib/thread_registry.cpp: the per-thread registry of states (see thread_registry.hpp).
 #include <strata/detail/thread_registry.hpp>
 

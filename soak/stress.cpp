@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // soak/stress.cpp: a multi-threaded soak for every thread-safe strata resource, in the spirit of mimalloc's
 // test/test-stress.c.
 //
@@ -546,21 +547,21 @@ class c_subject final : public subject {
   std::size_t pick_align(rng& r) override {
     const std::uint64_t k = r.next() % 1000;
     if (k < 900) return 0;  // plain: strata_malloc / strata_realloc / strata_free
-    if (k < 999) return std::size_t{8} << r.below(10);  // 8 .. 4096: strata_aligned_alloc / strata_aligned_free
+    if (k < 999) return std::size_t{8} << r.below(10);  // 8 .. 4096: strata_malloc_aligned / strata_free_aligned
     return std::size_t{8192} << r.below(4);
   }
   [[nodiscard]] bool can_resize(std::size_t align) const override { return align == 0; }
   void* allocate(std::size_t size, std::size_t align) override {
-    if (h_ == nullptr) return align == 0 ? strata_malloc(size) : strata_aligned_alloc(size, align);
-    return align == 0 ? strata_resource_malloc(h_, size) : strata_resource_aligned_alloc(h_, size, align);
+    if (h_ == nullptr) return align == 0 ? strata_malloc(size) : strata_malloc_aligned(size, align);
+    return align == 0 ? strata_resource_malloc(h_, size) : strata_resource_malloc_aligned(h_, size, align);
   }
   void deallocate(void* p, std::size_t size, std::size_t align) override {
     if (h_ == nullptr) {
       if (align == 0) strata_free(p, size);
-      else strata_aligned_free(p, size, align);
+      else strata_free_aligned(p, size, align);
     } else {
       if (align == 0) strata_resource_free(h_, p, size);
-      else strata_resource_aligned_free(h_, p, size, align);
+      else strata_resource_free_aligned(h_, p, size, align);
     }
   }
   void* reallocate(void* p, std::size_t old_size, std::size_t new_size, std::size_t) override {

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // tests/address_table_test.cpp: detail::address_table against std::unordered_map.
 #include <strata/detail/address_table.hpp>
 

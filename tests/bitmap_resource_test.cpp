@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // tests/bitmap_resource_test.cpp: bitmap_resource and synchronized_bitmap_resource beyond the conformance suite.
 #include <strata/bitmap_resource.hpp>
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // tests/boost_interop_test.cpp: Boost.Container pmr containers on strata resources, and the reverse.
 #include <strata/boost_interop.hpp>
 

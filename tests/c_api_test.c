@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tests/c_api_test.c: the C API, compiled as C99 (-Wall -Wextra -Werror -pedantic). Each case runs in its own
  * process: `strata_c_api_test NAME` (ctest registers one entry per case); no argument runs them all. */
 #include <strata/strata.h>
@@ -175,9 +176,9 @@ static void test_zero_sizes(void) {
   strata_resource_free(pool, b, 0);
   CHECK(stats_of(pool).bytes_in_use == 0);
   strata_resource_destroy(pool);
-  a = strata_aligned_alloc(0, 64);
+  a = strata_malloc_aligned(0, 64);
   CHECK(a != NULL && aligned_to(a, 64));
-  strata_aligned_free(a, 0, 64);
+  strata_free_aligned(a, 0, 64);
 }
 
 static void test_calloc(void) {
@@ -221,7 +222,7 @@ static void test_huge_requests(void) {
   CHECK(strata_last_error() == STRATA_ENOMEM);
   CHECK(errno == ENOMEM);
   CHECK(strata_malloc(SIZE_MAX / 2) == NULL);
-  CHECK(strata_aligned_alloc(SIZE_MAX - 100, 4096) == NULL);
+  CHECK(strata_malloc_aligned(SIZE_MAX - 100, 4096) == NULL);
   CHECK(strata_persistent_malloc(SIZE_MAX - 8) == NULL);
   CHECK(strata_last_error() == STRATA_ENOMEM);
   /* The heap is still fine. */
@@ -329,17 +330,17 @@ static void test_zero_size_alignment(void) {
   size_t a;
   REQUIRE(tc != NULL);
   for (a = 1; a <= (size_t)1 << 16; a <<= 1) {
-    void* p = strata_aligned_alloc(0, a);
-    void* q = strata_aligned_alloc(0, a);
-    void* t = strata_resource_aligned_alloc(tc, 0, a);
+    void* p = strata_malloc_aligned(0, a);
+    void* q = strata_malloc_aligned(0, a);
+    void* t = strata_resource_malloc_aligned(tc, 0, a);
     REQUIRE(p != NULL && q != NULL && t != NULL);
     CHECK(p != q);
     CHECK(aligned_to(p, a));
     CHECK(aligned_to(q, a));
     CHECK(aligned_to(t, a));
-    strata_aligned_free(p, 0, a);
-    strata_aligned_free(q, 0, a);
-    strata_resource_aligned_free(tc, t, 0, a);
+    strata_free_aligned(p, 0, a);
+    strata_free_aligned(q, 0, a);
+    strata_resource_free_aligned(tc, t, 0, a);
   }
   CHECK(heap_stats().bytes_in_use == 0);
   CHECK(stats_of(tc).bytes_in_use == 0);
@@ -456,22 +457,22 @@ static void test_aligned(void) {
     size_t i;
     for (i = 0; i < SIZE_COUNT; i += 3) {
       const size_t n = sizes[i];
-      void* p = strata_aligned_alloc(n, a);
+      void* p = strata_malloc_aligned(n, a);
       REQUIRE(p != NULL);
       CHECK(aligned_to(p, a));
       fill(p, n, (unsigned)a);
       CHECK(strata_usable_size(p) >= n);
       CHECK(filled(p, n, (unsigned)a));
-      strata_aligned_free(p, n, a);
+      strata_free_aligned(p, n, a);
     }
   }
   strata_clear_error();
   errno = 0;
-  CHECK(strata_aligned_alloc(64, 3) == NULL);
+  CHECK(strata_malloc_aligned(64, 3) == NULL);
   CHECK(strata_last_error() == STRATA_EINVAL);
   CHECK(errno == EINVAL);
-  CHECK(strata_aligned_alloc(64, 0) == NULL);
-  strata_aligned_free(NULL, 64, 64);
+  CHECK(strata_malloc_aligned(64, 0) == NULL);
+  strata_free_aligned(NULL, 64, 64);
   CHECK(heap_stats().bytes_in_use == 0);
 }
 
@@ -481,7 +482,7 @@ static void test_unsized(void) {
   size_t i;
   for (i = 0; i < SIZE_COUNT; ++i) {
     void* p = strata_malloc(sizes[i]);
-    void* q = strata_aligned_alloc(sizes[i], 256);
+    void* q = strata_malloc_aligned(sizes[i], 256);
     REQUIRE(p != NULL && q != NULL);
     CHECK(strata_usable_size(p) == strata_round_size(sizes[i]));
     CHECK(strata_usable_size(q) >= sizes[i]);
@@ -528,6 +529,34 @@ static void test_tiers(void) {
   CHECK(strata_tier_max_size(STRATA_TIER_UPSTREAM) > ((size_t)1 << 40));
 }
 
+static void test_version(void) {
+  CHECK(strcmp(strata_version(), STRATA_VERSION_STRING) == 0);
+  CHECK(strata_version_number() == STRATA_VERSION_NUMBER);
+  CHECK(STRATA_VERSION_NUMBER == STRATA_VERSION_MAJOR * 10000 + STRATA_VERSION_MINOR * 100 + STRATA_VERSION_PATCH);
+  {
+    char expect[32];
+    snprintf(expect, sizeof expect, "%d.%d.%d", STRATA_VERSION_MAJOR, STRATA_VERSION_MINOR, STRATA_VERSION_PATCH);
+    CHECK(strcmp(expect, STRATA_VERSION_STRING) == 0);
+  }
+  /* The build's version (CMake's project version) is the header's. */
+  CHECK(strcmp(STRATA_TEST_PROJECT_VERSION, STRATA_VERSION_STRING) == 0);
+}
+
+/* Written C11's way round, a size-first call asks for the wrong block; strata_malloc_aligned is size first. */
+static void test_aligned_size_first(void) {
+  unsigned char* p = (unsigned char*)strata_malloc_aligned(8192, 64);
+  CHECK(p != NULL);
+  CHECK(((uintptr_t)p & 63) == 0);
+  CHECK(strata_usable_size(p) >= 8192);
+  memset(p, 0xA5, 8192);
+  strata_free_aligned(p, 8192, 64);
+  p = (unsigned char*)strata_malloc_aligned(64, 8192);
+  CHECK(p != NULL);
+  CHECK(((uintptr_t)p & 8191) == 0);
+  CHECK(strata_usable_size(p) >= 64);
+  strata_free_aligned(p, 64, 8192);
+}
+
 static void test_errors(void) {
   strata_clear_error();
   CHECK(strata_last_error() == STRATA_OK);
@@ -539,7 +568,7 @@ static void test_errors(void) {
   CHECK(strata_error_string(STRATA_EMISUSE) != NULL);
   CHECK(strata_error_string((strata_error_t)99) != NULL);
   /* A success leaves the last error as it was. */
-  CHECK(strata_aligned_alloc(8, 5) == NULL);
+  CHECK(strata_malloc_aligned(8, 5) == NULL);
   {
     void* p = strata_malloc(8);
     CHECK(strata_last_error() == STRATA_EINVAL);
@@ -740,10 +769,10 @@ static void exercise(strata_resource_t* r, size_t max_size, int can_release) {
   {
     size_t a;
     for (a = 1; a <= 4096; a <<= 2) {
-      void* p = strata_resource_aligned_alloc(r, 100, a);
+      void* p = strata_resource_malloc_aligned(r, 100, a);
       REQUIRE(p != NULL);
       CHECK(aligned_to(p, a));
-      strata_resource_aligned_free(r, p, 100, a);
+      strata_resource_free_aligned(r, p, 100, a);
     }
   }
   {
@@ -1030,6 +1059,8 @@ static const test_case cases[] = {
     {"aligned", test_aligned},
     {"unsized", test_unsized},
     {"tiers", test_tiers},
+    {"version", test_version},
+    {"aligned_size_first", test_aligned_size_first},
     {"errors", test_errors},
     {"misuse_handler", test_misuse_handler},
     {"threads", test_threads},

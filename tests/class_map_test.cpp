@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // tests/class_map_test.cpp: detail::class_map against a model, with failing storage and concurrent lookups.
 #include <strata/detail/class_map.hpp>
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // tests/conformance.cpp: every strata resource joins the conformance suite here, one line each.
 #include "conformance.hpp"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // tests/conformance.hpp: the conformance suite that every strata resource passes. A resource joins it with one line
 // in conformance.cpp: STRATA_CONFORMANCE(subject<R, upstream>) (and STRATA_CONFORMANCE_THREADS for thread-safe ones).
 #pragma once

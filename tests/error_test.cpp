@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // tests/error_test.cpp: the error handler and its message.
 #include <strata/error.hpp>
 

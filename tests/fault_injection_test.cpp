@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // tests/fault_injection_test.cpp: every strategy when the OS says no: purge, decommit and huge-page advice refused,
 // and the address space limited (RLIMIT_AS) so that mapping fails for real. Each must stay usable and consistent,
 // keep every live block's contents and give everything back.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // tests/fixed_pool_resource_test.cpp: fixed_pool_resource and synchronized_fixed_pool_resource beyond the conformance
 // suite: the shared behaviour for both, then what only one of them does (threads for the synchronized one).
 #include <strata/fixed_pool_resource.hpp>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // tests/free_list_resource_test.cpp: free_list_resource and synchronized_free_list_resource beyond the conformance
 // suite: options, coalescing in adversarial orders, misuse reports, resize in place, a fragmentation scenario that
 // separates the fit policies, stats, empty chunks, alignment, purging, a randomized stress per policy, and threads for

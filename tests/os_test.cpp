@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // tests/os_test.cpp: the private OS layer contract (lib/os/os.hpp).
 #include "os/os.hpp"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // tests/page_resource_test.cpp: page_resource beyond the conformance suite.
 #include <strata/page_resource.hpp>
 

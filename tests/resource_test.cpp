@@ -1,14 +1,18 @@
+// SPDX-License-Identifier: MIT
 // tests/resource_test.cpp: strata::resource's entry points and strata::reallocate.
 #include <strata/resource.hpp>
 
 #include <cstring>
 #include <memory_resource>
 #include <stdexcept>
+#include <string>
 
 #include <doctest/doctest.h>
 
 #include <strata/page_resource.hpp>
+#include <strata/strata.h>
 #include <strata/testing.hpp>
+#include <strata/version.hpp>
 
 #include "support.hpp"
 
@@ -50,4 +54,12 @@ TEST_CASE("reallocate keeps the old block when the new one cannot be had") {
   faults.reset();
   faults.deallocate(p, 64, 8);
   CHECK(faults.live_bytes() == 0);
+}
+
+TEST_CASE("version: the headers and the linked library name the same version") {
+  CHECK(std::string(strata::library_version()) == strata::version_string);
+  CHECK(std::string(STRATA_VERSION_STRING) == std::to_string(STRATA_VERSION_MAJOR) + "." +
+                                                 std::to_string(STRATA_VERSION_MINOR) + "." +
+                                                 std::to_string(STRATA_VERSION_PATCH));
+  CHECK(strata_version_number() == STRATA_VERSION_NUMBER);
 }

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // tests/support.cpp
 #include "support.hpp"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // tests/support.hpp: helpers shared by the test files: error capture, content patterns, a small RNG.
 #pragma once
 

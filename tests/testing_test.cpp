@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // tests/testing_test.cpp: the public test kit (recording and fault-injecting resources).
 #include <strata/testing.hpp>
 

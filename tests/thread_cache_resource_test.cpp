@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // tests/thread_cache_resource_test.cpp: thread_cache_resource beyond the conformance suite: many threads on few cores,
 // producers and consumers, objects that outlive their threads, thousands of short-lived threads, two instances on the
 // same threads, misuse (on the owning thread and across threads), size queries, alignment, exact statistics across

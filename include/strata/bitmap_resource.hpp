@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // strata/bitmap_resource.hpp: small objects in size classes, packed in bitmap blocks with no per-object metadata.
 #pragma once
 

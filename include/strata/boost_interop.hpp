@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // strata/boost_interop.hpp: adapters both ways between std::pmr and boost::container::pmr memory resources.
 // Header-only; using it requires Boost.Container (link Boost::container for its pmr default resource).
 #pragma once

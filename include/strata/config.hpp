@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // strata/config.hpp: compiler portability macros and the two kinds of checks strata uses.
 #pragma once
 

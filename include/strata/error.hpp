@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // strata/error.hpp: reporting of detected misuse (double free, foreign pointer, wrong size, corrupt metadata).
 #pragma once
 

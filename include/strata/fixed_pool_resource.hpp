@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // strata/fixed_pool_resource.hpp: a pool of one block size with O(1) allocate/free, runs of blocks, and a hard cap.
 #pragma once
 

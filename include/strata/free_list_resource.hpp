@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // strata/free_list_resource.hpp: variable sizes from chunks, with explicit free lists, splitting, immediate
 // coalescing and a choice of fit policy (segregated, TLSF-style, by default).
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // strata/page_resource.hpp: whole pages straight from the OS, the default upstream of every strata resource.
 #pragma once
 

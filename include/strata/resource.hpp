@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // strata/resource.hpp: strata::resource, the base of every strata memory resource, and the reallocate helper.
 #pragma once
 

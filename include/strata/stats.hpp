@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // strata/stats.hpp: the statistics every strata resource reports.
 #pragma once
 

@@ -1,9 +1,11 @@
+/* SPDX-License-Identifier: MIT */
 /* strata/strata.h: the C API. A default heap with sized free, and handles for every strategy. Valid C99 and C++. */
 #ifndef STRATA_STRATA_H
 #define STRATA_STRATA_H
 
 #include <stddef.h>
 #include <stdint.h>
+#include <strata/version.h>
 #ifndef __cplusplus
 #include <stdbool.h>
 #endif
@@ -27,10 +29,17 @@ extern "C" {
  *   one line to stderr and aborts.
  * - Alignment of plain allocations (strata_malloc, strata_calloc, strata_realloc): 16 bytes from 16 bytes on, 8
  *   below, so any object of that size or smaller with a fundamental alignment fits, as C17 asks of malloc. Fixed
- *   pools give their blocks' alignment (see strata_fixed_pool_create). More: the aligned_alloc forms.
+ *   pools give their blocks' alignment (see strata_fixed_pool_create). More: the _aligned forms.
  * - Size 0 is a valid request for the smallest block; every call returns a distinct pointer.
  * - NULL is accepted and ignored by every free function.
  */
+
+/* ---- version ----------------------------------------------------------------------------------------------------- */
+
+/** The linked library's version, "major.minor.patch" (STRATA_VERSION_STRING is the headers'). Never NULL. */
+const char* strata_version(void) STRATA_C_NOEXCEPT;
+/** The linked library's STRATA_VERSION_NUMBER (major * 10000 + minor * 100 + patch). */
+int strata_version_number(void) STRATA_C_NOEXCEPT;
 
 /* ---- errors ------------------------------------------------------------------------------------------------------ */
 
@@ -122,10 +131,13 @@ void strata_free(void* p, size_t size) STRATA_C_NOEXCEPT;
 /** The bytes a request of `size` really gets (its size class, or its rounded block): strata_malloc(size) can be
  *  used up to this size, and freed with any size that rounds to it. */
 size_t strata_round_size(size_t size) STRATA_C_NOEXCEPT;
-/** A block of `size` bytes aligned to `alignment` (any power of two), or NULL (EINVAL, ENOMEM). */
-void* strata_aligned_alloc(size_t size, size_t alignment) STRATA_C_NOEXCEPT;
-/** Frees p, allocated by strata_aligned_alloc(size, alignment). */
-void strata_aligned_free(void* p, size_t size, size_t alignment) STRATA_C_NOEXCEPT;
+/** A block of `size` bytes aligned to `alignment` (any power of two), or NULL (EINVAL, ENOMEM). Size first, as in
+ *  every strata function: C11's aligned_alloc(alignment, size) is strata_malloc_aligned(size, alignment). (No
+ *  function here is named after aligned_alloc: with the opposite order, aligned_alloc(64, 4096) written by habit
+ *  would ask for 64 bytes.) */
+void* strata_malloc_aligned(size_t size, size_t alignment) STRATA_C_NOEXCEPT;
+/** Frees p, allocated by strata_malloc_aligned(size, alignment). */
+void strata_free_aligned(void* p, size_t size, size_t alignment) STRATA_C_NOEXCEPT;
 
 /** The bytes usable at p, a live block of the default heap (what strata_round_size gave for its request), found
  *  from the block itself. 0 and a misuse report for a pointer the heap did not hand out. A block already freed is
@@ -276,8 +288,8 @@ void* strata_resource_calloc(strata_resource_t* r, size_t count, size_t size) ST
 void* strata_resource_realloc(strata_resource_t* r, void* p, size_t old_size, size_t new_size) STRATA_C_NOEXCEPT;
 bool strata_resource_resize(strata_resource_t* r, void* p, size_t old_size, size_t new_size) STRATA_C_NOEXCEPT;
 void strata_resource_free(strata_resource_t* r, void* p, size_t size) STRATA_C_NOEXCEPT;
-void* strata_resource_aligned_alloc(strata_resource_t* r, size_t size, size_t alignment) STRATA_C_NOEXCEPT;
-void strata_resource_aligned_free(strata_resource_t* r, void* p, size_t size, size_t alignment) STRATA_C_NOEXCEPT;
+void* strata_resource_malloc_aligned(strata_resource_t* r, size_t size, size_t alignment) STRATA_C_NOEXCEPT;
+void strata_resource_free_aligned(strata_resource_t* r, void* p, size_t size, size_t alignment) STRATA_C_NOEXCEPT;
 /** The bytes a plain request of `size` occupies in r; 0 (EOVERFLOW) when that does not fit in size_t. */
 size_t strata_resource_round_size(strata_resource_t* r, size_t size) STRATA_C_NOEXCEPT;
 /** Thread-cache handles only (else 0 or nothing, with ENOTSUP): the unsized forms. */

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // strata/strata.hpp: umbrella header for the C++ API (Boost interop and the test kit are included separately).
 #pragma once
 
@@ -10,3 +11,4 @@
 #include <strata/page_resource.hpp>
 #include <strata/resource.hpp>
 #include <strata/stats.hpp>
+#include <strata/version.hpp>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // strata/testing.hpp: resources for testing code that allocates: a recording checker and a fault injector.
 #pragma once
 

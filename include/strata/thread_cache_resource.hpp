@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // strata/thread_cache_resource.hpp: the scalable general-purpose resource. Per-thread caches of bitmap blocks in
 // front, a shared tier in the middle, the upstream (page) resource behind; cross-thread frees without a lock.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // lib/os/linux.cpp: the os.hpp contract on Linux (mmap, mremap, madvise, /proc).
 #include "os.hpp"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // lib/os/os.hpp: strata's private contract with the operating system. The only code that maps memory.
 // See README.md beside this file. All functions are thread-safe and never throw.
 #pragma once

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A C user of an installed strata: the C API's default heap and a fixed pool. */
 #include <stdio.h>
 #include <string.h>
@@ -9,7 +10,7 @@ int main(void) {
   char* text = (char*)strata_malloc(64);
   void* node = strata_resource_malloc(pool, 32);
   strata_stats_t s;
-  int ok = text != NULL && node != NULL;
+  int ok = text != NULL && node != NULL && strcmp(strata_version(), STRATA_VERSION_STRING) == 0;
   if (ok) {
     strcpy(text, "strata from C");
     ok = strata_stats(&s) && s.bytes_in_use >= 64;

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Installs the strata build into a scratch prefix, then configures, builds and runs tests/consumer against it with
 # find_package(strata CONFIG), and compiles the same programs (C++ and C) with pkg-config's flags when pkg-config is
 # present.
@@ -13,6 +14,11 @@ function(run)
 endfunction()
 
 run(${CMAKE_COMMAND} --install ${STRATA_BUILD_DIR} --prefix ${prefix})
+foreach(f share/doc/strata/LICENSE share/doc/strata/CHANGELOG.md include/strata/version.h include/strata/version.hpp)
+  if(NOT EXISTS ${prefix}/${f})
+    message(FATAL_ERROR "the install lacks ${f}")
+  endif()
+endforeach()
 run(${CMAKE_COMMAND} -S ${CONSUMER_SOURCE_DIR} -B ${WORK_DIR}/build -G ${CMAKE_GENERATOR}
     -DCMAKE_PREFIX_PATH=${prefix} -DCMAKE_CXX_COMPILER=${CXX_COMPILER} -DCMAKE_C_COMPILER=${C_COMPILER}
     -DCMAKE_BUILD_TYPE=Release)

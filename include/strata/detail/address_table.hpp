@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // strata/detail/address_table.hpp: open-addressing hash table from non-zero addresses to a small value.
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // strata/detail/bitmap_engine.hpp: the size-class bitmap block allocator behind bitmap_resource and
 // synchronized_bitmap_resource. No pmr, no OS: blocks come from a block_source.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // strata/detail/block_map.hpp: a process-wide map of the 64 KiB granules that hold strata blocks, so that a free of
 // any pointer can be checked ("is this one of ours?") with one load, without touching the pointer's memory.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // strata/detail/bump_arena.hpp: a thread-safe bump allocator whose blocks are never freed one by one, only all at
 // once (the C API's persistent allocation).
 #pragma once

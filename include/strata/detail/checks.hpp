@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // strata/detail/checks.hpp: argument checks shared by every resource's allocate path (throwing, out of line).
 #pragma once
 

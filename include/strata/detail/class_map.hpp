@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // strata/detail/class_map.hpp: one resource's map from 64 KiB granules to a small value (a slab's size class, and
 // for the thread cache its owner), so that a free finds whether a pointer is one of this resource's slab slots, and
 // of which class, with two loads on lines that stay hot, without reading the slab's header.

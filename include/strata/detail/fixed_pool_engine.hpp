@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // strata/detail/fixed_pool_engine.hpp: the mechanism behind fixed_pool_resource and synchronized_fixed_pool_resource.
 // Chunks of equal blocks with two state bits per block, O(1) single blocks, runs of blocks, a hard cap, zeroed
 // allocation and resize in place. The pmr classes are thin wrappers over it.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // strata/detail/free_cache.hpp: the free cache: freed blocks kept LIFO in front of the slabs' bitmaps, threaded
 // through the blocks themselves, each carrying a check word that ties its address, its link and the owner's key.
 #pragma once

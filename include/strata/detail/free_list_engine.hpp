@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // strata/detail/free_list_engine.hpp: the mechanism behind free_list_resource: chunks with a boundary bitmap, free
 // blocks with boundary sizes and list links, four fit policies, splitting, immediate coalescing, page purging.
 // Not thread-safe; the synchronized resource puts a mutex around it.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // strata/detail/heap_counters.hpp: statistics a per-thread heap counts for itself (one writer, read by stats() from
 // any thread): the thread cache's heaps and the synchronized bitmap's.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // strata/detail/large_ledger.hpp: the record of requests a resource passed straight to its upstream.
 #pragma once
 

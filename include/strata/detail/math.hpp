@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // strata/detail/math.hpp: alignment and size arithmetic that never overflows silently.
 #pragma once
 

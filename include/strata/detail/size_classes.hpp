@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // strata/detail/size_classes.hpp: the size classes of the small-object strategies (table-driven, branch-light).
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // strata/detail/slab.hpp: the slab, the one bitmap-block mechanism behind bitmap_resource, its synchronized variant
 // and the thread cache's per-thread heaps: layout, header, format, bitmaps, folding remote frees, lists, checks.
 // The engines decide which slab to allocate from and where freed slots go; the slab calls no engine.

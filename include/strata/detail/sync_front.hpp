@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // strata/detail/sync_front.hpp: per-thread free caches in front of the synchronized bitmap engine (standard checks):
 // allocations and frees touch the object, the thread's cache and the class map; a class's lock is taken once per
 // batch of objects.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // strata/detail/thread_cache_back.hpp: the back end of thread_cache_resource: requests too large (or too aligned)
 // for the shared tier, one upstream call each, recorded so that their frees are checked.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // strata/detail/thread_cache_engine.hpp: thread_cache_resource's engine: routes requests to the three tiers and
 // finds the calling thread's heap.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // strata/detail/thread_cache_front.hpp: the front end of thread_cache_resource. Per-thread heaps of slabs, each
 // class with a free cache in front: allocation and same-thread frees touch the object and the heap's bin, no block
 // header and no bitmap; cross-thread frees mark the object (one compare-and-swap), wait in the freeing heap's

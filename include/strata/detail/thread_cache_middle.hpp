@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // strata/detail/thread_cache_middle.hpp: the shared tier of thread_cache_resource. Blocks threads hand to each
 // other (abandoned by exited threads, or empty) and the free list for mid-size requests.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // strata/detail/thread_registry.hpp: state an engine keeps per thread (a heap, a cache): found by one compare on the
 // fast path, handed back to its engine when the thread exits, never to an engine destroyed meanwhile.
 #pragma once

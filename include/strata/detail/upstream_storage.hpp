@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // strata/detail/upstream_storage.hpp: storage for address_table taken from a std::pmr upstream (zero-filled).
 #pragma once
 
