@@ -3,6 +3,7 @@
 #include <strata/strata.h>
 
 #include <atomic>
+#include <mutex>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
@@ -53,10 +54,26 @@ R guarded(R none, F&& f) noexcept {
   return none;
 }
 
-std::atomic<strata_misuse_handler_t> g_misuse_handler{nullptr};
-std::atomic<void*> g_misuse_context{nullptr};
+// A C handler and its context, the context of forward_misuse. Never freed: one per distinct pair (reused when set
+// again), all reachable from g_c_handlers.
+struct c_handler {
+  strata_misuse_handler_t function;
+  void* context;
+  const c_handler* next;
+};
+std::mutex g_c_handlers_lock;
+const c_handler* g_c_handlers = nullptr;
 
-void forward_misuse(const strata::error_info& info) {
+const c_handler* c_handler_for(strata_misuse_handler_t function, void* context) noexcept {
+  std::lock_guard<std::mutex> lock(g_c_handlers_lock);
+  for (const c_handler* n = g_c_handlers; n != nullptr; n = n->next)
+    if (n->function == function && n->context == context) return n;
+  auto* n = new (std::nothrow) c_handler{function, context, g_c_handlers};
+  if (n != nullptr) g_c_handlers = n;
+  return n;
+}
+
+void forward_misuse(const strata::error_info& info, void* handler) {
   char message[512];
   strata::format_error(info, message, sizeof message);
   const strata_misuse_t m{static_cast<strata_misuse_kind_t>(info.kind),
@@ -69,11 +86,8 @@ void forward_misuse(const strata::error_info& info) {
                           message};
   t_last_error = STRATA_EMISUSE;
   ++t_misuse_reports;
-  if (const strata_misuse_handler_t h = g_misuse_handler.load(std::memory_order_acquire)) {
-    h(&m, g_misuse_context.load(std::memory_order_acquire));
-  } else {
-    strata::default_error_handler(info);
-  }
+  const auto* h = static_cast<const c_handler*>(handler);
+  h->function(&m, h->context);
 }
 
 // ---- sizes and alignments ------------------------------------------------------------------------------------------
@@ -376,9 +390,11 @@ extern "C" const char* strata_error_string(strata_error_t error) noexcept {
 }
 
 extern "C" void strata_set_misuse_handler(strata_misuse_handler_t handler, void* context) noexcept {
-  g_misuse_context.store(context, std::memory_order_release);
-  g_misuse_handler.store(handler, std::memory_order_release);
-  strata::set_error_handler(handler != nullptr ? &forward_misuse : nullptr);
+  // The C++ handler carries the C one with its context: a report calls a matching pair, also while another thread
+  // sets a new one. Out of memory for the pair: the default handler.
+  const c_handler* h = handler != nullptr ? c_handler_for(handler, context) : nullptr;
+  strata::set_error_handler(h != nullptr ? strata::error_handler(&forward_misuse, const_cast<c_handler*>(h))
+                                         : strata::error_handler());
 }
 
 // ---- the default heap ----------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <mutex>
 #include <new>
 #include <stdexcept>
 #include <string>
@@ -14,7 +15,28 @@
 
 namespace strata {
 namespace {
-std::atomic<error_handler> g_handler{nullptr};
+
+// The installed handler is a pointer to an immutable node, so that a report reads a function and its context that
+// belong together. Nodes are never freed: each distinct handler gets one, reused when it is installed again (a
+// program installs few), and all stay reachable from g_nodes.
+struct handler_node {
+  error_handler handler;
+  const handler_node* next;
+};
+std::mutex g_nodes_lock;
+const handler_node* g_nodes = nullptr;  // every node made so far
+std::atomic<const handler_node*> g_handler{nullptr};  // nullptr: the default handler
+
+const handler_node* node_for(const error_handler& h) noexcept {
+  if (h == error_handler{}) return nullptr;
+  std::lock_guard<std::mutex> lock(g_nodes_lock);
+  for (const handler_node* n = g_nodes; n != nullptr; n = n->next)
+    if (n->handler == h) return n;
+  auto* n = new (std::nothrow) handler_node{h, g_nodes};
+  if (n != nullptr) g_nodes = n;
+  return n;  // nullptr when out of memory: the default handler
+}
+
 }  // namespace
 
 const char* to_string(error_kind kind) noexcept {
@@ -53,17 +75,27 @@ void default_error_handler(const error_info& info) noexcept {
   std::abort();
 }
 
+void error_handler::operator()(const error_info& info) const {
+  if (with_context_ != nullptr) with_context_(info, context_);
+  else if (plain_ != nullptr) plain_(info);
+  else default_error_handler(info);
+}
+
 error_handler set_error_handler(error_handler handler) noexcept {
-  error_handler previous = g_handler.exchange(handler, std::memory_order_acq_rel);
-  return previous != nullptr ? previous : &default_error_handler;
+  const handler_node* previous = g_handler.exchange(node_for(handler), std::memory_order_acq_rel);
+  return previous != nullptr ? previous->handler : error_handler{};
 }
 
 error_handler get_error_handler() noexcept {
-  error_handler h = g_handler.load(std::memory_order_acquire);
-  return h != nullptr ? h : &default_error_handler;
+  const handler_node* n = g_handler.load(std::memory_order_acquire);
+  return n != nullptr ? n->handler : error_handler{};
 }
 
-STRATA_COLD void report_error(const error_info& info) { get_error_handler()(info); }
+STRATA_COLD void report_error(const error_info& info) {
+  const handler_node* n = g_handler.load(std::memory_order_acquire);
+  if (n != nullptr) n->handler(info);
+  else default_error_handler(info);
+}
 
 namespace detail {
 

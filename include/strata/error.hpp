@@ -31,20 +31,61 @@ struct error_info {
   const char* detail;             ///< one more phrase of explanation, or nullptr
 };
 
-/// A handler is called for every detected misuse. If it returns, the operation that detected the misuse does
-/// nothing further (the bad pointer is ignored, no metadata is touched). It may throw only if the caller of the
-/// failing operation can handle an exception (deallocate is usually called from noexcept contexts).
-using error_handler = void (*)(const error_info&);
-
-/// Installs `handler` for the whole process and returns the previous one. nullptr restores the default handler,
-/// which prints one line to stderr and calls std::abort(). Thread-safe.
-error_handler set_error_handler(error_handler handler) noexcept;
-
-/// The handler installed now (never nullptr).
-error_handler get_error_handler() noexcept;
-
 /// The default handler: prints format_error(info) to stderr and aborts.
 [[noreturn]] void default_error_handler(const error_info& info) noexcept;
+
+/// What is called for every detected misuse: a function, and the context it is called with when it takes one (as
+/// the C API's misuse handler). If it returns, the operation that detected the misuse does nothing further (the bad
+/// pointer is ignored, no metadata is touched). It may throw only if the caller of the failing operation can handle
+/// an exception (deallocate is usually called from noexcept contexts).
+///
+///     strata::set_error_handler(&log_misuse);                       // void log_misuse(const strata::error_info&)
+///     strata::set_error_handler({&count_misuse, &my_counter});      // void count_misuse(const error_info&, void*)
+///     auto previous = strata::set_error_handler(h); ... strata::set_error_handler(previous);
+class error_handler {
+ public:
+  using plain_function = void (*)(const error_info&);
+  using context_function = void (*)(const error_info&, void* context);
+
+  /// The default handler (default_error_handler).
+  constexpr error_handler() noexcept = default;
+  /// The default handler, as nullptr has always meant.
+  constexpr error_handler(std::nullptr_t) noexcept {}
+  /// f(info); nullptr: the default handler.
+  constexpr error_handler(plain_function f) noexcept : plain_(f) {}
+  /// f(info, context); a null f: the default handler.
+  constexpr error_handler(context_function f, void* context) noexcept
+      : with_context_(f), context_(f != nullptr ? context : nullptr) {}
+
+  /// Calls the handler (the default one when none was given).
+  void operator()(const error_info& info) const;
+
+  /// The plain function, or nullptr when the handler takes a context (default_error_handler for the default).
+  [[nodiscard]] constexpr plain_function plain() const noexcept {
+    return with_context_ != nullptr ? nullptr : plain_ != nullptr ? plain_ : &default_error_handler;
+  }
+  /// The function taking a context, or nullptr.
+  [[nodiscard]] constexpr context_function function() const noexcept { return with_context_; }
+  [[nodiscard]] constexpr void* context() const noexcept { return context_; }
+
+  friend constexpr bool operator==(const error_handler& a, const error_handler& b) noexcept {
+    return a.plain() == b.plain() && a.with_context_ == b.with_context_ && a.context_ == b.context_;
+  }
+  friend constexpr bool operator!=(const error_handler& a, const error_handler& b) noexcept { return !(a == b); }
+
+ private:
+  plain_function plain_ = nullptr;
+  context_function with_context_ = nullptr;
+  void* context_ = nullptr;
+};
+
+/// Installs `handler` for the whole process and returns the previous one. nullptr (or a default-constructed
+/// handler) restores the default, which prints one line to stderr and calls std::abort(). Thread-safe: a report
+/// running meanwhile calls the old handler or the new one, each with its own context.
+error_handler set_error_handler(error_handler handler) noexcept;
+
+/// The handler installed now.
+error_handler get_error_handler() noexcept;
 
 /// Writes the one-line message for `info` into `buffer` (always NUL-terminated) and returns its length.
 std::size_t format_error(const error_info& info, char* buffer, std::size_t buffer_size) noexcept;
