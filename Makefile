@@ -9,7 +9,7 @@
 #   make fuzz     the libFuzzer op-sequence fuzzers (fuzz preset: clang, ASan+UBSan), FUZZ_SECONDS (120) per target,
 #                 each on a scratch copy of its seed corpus (fuzz/run.sh; FUZZ_TARGETS to pick some)
 #   make fuzz-ci  the same, FUZZ_CI_SECONDS (18) per target: a short pass for CI, fails on any finding
-#   make install PREFIX=/some/prefix
+#   make install PREFIX=/some/prefix   the library alone (no test dependencies)
 .PHONY: all deps fuzz-deps build test demo bench sanitize tsan soak fuzz fuzz-build fuzz-ci release install clean
 
 PREFIX ?= /usr/local
@@ -84,8 +84,12 @@ demo: release
 bench: release
 	build/release/bench/strata-bench --scale full --reps 5 --out bench/results/latest
 
-install: release
-	cmake --install build/release --prefix $(PREFIX)
+# The library alone: needs only cmake and a C++17 compiler (no test, bench or example dependencies).
+install:
+	cmake -S . -B build/install -DCMAKE_BUILD_TYPE=Release -DSTRATA_BUILD_TESTS=OFF -DSTRATA_BUILD_BENCH=OFF \
+	  -DSTRATA_BUILD_EXAMPLES=OFF -DSTRATA_BUILD_SOAK=OFF
+	cmake --build build/install -j $(JOBS)
+	cmake --install build/install --prefix $(PREFIX)
 
 clean:
 	rm -rf build
