@@ -5,9 +5,14 @@
 
 #include <cstdint>
 
+#include <strata/build_config.h>
 #include <strata/config.hpp>
 
-#if defined(__GNUC__) || defined(__clang__)
+// The static library's fast paths reach their thread-local state with the initial-exec model (one load off the
+// thread pointer). A shared library keeps the default model: initial-exec variables would have to fit the static TLS
+// block, and dlopen refuses a library whose do not. STRATA_NO_INITIAL_EXEC_TLS turns it off for a static library
+// linked into a shared object that is itself loaded with dlopen.
+#if (defined(__GNUC__) || defined(__clang__)) && !STRATA_SHARED_LIBRARY && !defined(STRATA_NO_INITIAL_EXEC_TLS)
 #define STRATA_TLS_INITIAL_EXEC __attribute__((tls_model("initial-exec")))
 #else
 #define STRATA_TLS_INITIAL_EXEC
