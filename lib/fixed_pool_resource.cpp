@@ -24,6 +24,9 @@ void basic_fixed_pool_resource<Sync>::do_deallocate(void* p, std::size_t bytes, 
   engine_.deallocate(p, bytes, alignment);  // runs, upstream requests, and every kind of misuse
 }
 
+template <bool Sync>
+basic_fixed_pool_resource<Sync>::~basic_fixed_pool_resource() = default;
+
 template class basic_fixed_pool_resource<false>;
 template class basic_fixed_pool_resource<true>;
 

@@ -11,6 +11,9 @@ basic_free_list_resource<Sync>::basic_free_list_resource(const options& opts, st
                                opts.huge_pages},
               upstream, this, Sync ? "synchronized_free_list_resource" : "free_list_resource") {}
 
+template <bool Sync>
+basic_free_list_resource<Sync>::~basic_free_list_resource() = default;
+
 template class basic_free_list_resource<false>;
 template class basic_free_list_resource<true>;
 

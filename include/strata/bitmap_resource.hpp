@@ -2,6 +2,8 @@
 // strata/bitmap_resource.hpp: small objects in size classes, packed in bitmap blocks with no per-object metadata.
 #pragma once
 
+#include <strata/config.hpp>
+
 #include <cstddef>
 #include <memory_resource>
 #include <optional>
@@ -12,6 +14,7 @@
 #include <strata/page_resource.hpp>
 #include <strata/resource.hpp>
 
+STRATA_PUBLIC_BEGIN
 namespace strata {
 
 namespace detail {
@@ -179,3 +182,4 @@ class synchronized_bitmap_resource final : public detail::basic_bitmap_resource<
 };
 
 }  // namespace strata
+STRATA_PUBLIC_END

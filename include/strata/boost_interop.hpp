@@ -3,6 +3,8 @@
 // Header-only; using it requires Boost.Container (link Boost::container for its pmr default resource).
 #pragma once
 
+#include <strata/config.hpp>
+
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -11,6 +13,7 @@
 
 #include <boost/container/pmr/memory_resource.hpp>
 
+STRATA_PUBLIC_BEGIN
 namespace strata {
 
 /// A boost::container::pmr::memory_resource that forwards to a std::pmr::memory_resource, so any strata resource
@@ -75,3 +78,4 @@ class std_resource_adapter final : public std::pmr::memory_resource {
 };
 
 }  // namespace strata
+STRATA_PUBLIC_END

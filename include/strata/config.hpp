@@ -2,6 +2,16 @@
 // strata/config.hpp: compiler portability macros and the two kinds of checks strata uses.
 #pragma once
 
+/// The library is built with hidden symbols; the public headers' declarations are bracketed by these, so that what
+/// a program may call is exported from a shared libstrata (and nothing else: the engines' internals stay hidden).
+#if defined(__GNUC__) || defined(__clang__)
+#define STRATA_PUBLIC_BEGIN _Pragma("GCC visibility push(default)")
+#define STRATA_PUBLIC_END _Pragma("GCC visibility pop")
+#else
+#define STRATA_PUBLIC_BEGIN
+#define STRATA_PUBLIC_END
+#endif
+
 #if defined(__GNUC__) || defined(__clang__)
 #define STRATA_LIKELY(x) __builtin_expect(!!(x), 1)
 #define STRATA_UNLIKELY(x) __builtin_expect(!!(x), 0)

@@ -2,8 +2,11 @@
 // strata/error.hpp: reporting of detected misuse (double free, foreign pointer, wrong size, corrupt metadata).
 #pragma once
 
+#include <strata/config.hpp>
+
 #include <cstddef>
 
+STRATA_PUBLIC_BEGIN
 namespace strata {
 
 /// What kind of misuse a resource detected.
@@ -105,3 +108,4 @@ enum class check_mode {
 };
 
 }  // namespace strata
+STRATA_PUBLIC_END

@@ -2,6 +2,8 @@
 // strata/fixed_pool_resource.hpp: a pool of one block size with O(1) allocate/free, runs of blocks, and a hard cap.
 #pragma once
 
+#include <strata/config.hpp>
+
 #include <cstddef>
 #include <cstdint>
 #include <memory_resource>
@@ -10,6 +12,7 @@
 #include <strata/page_resource.hpp>
 #include <strata/resource.hpp>
 
+STRATA_PUBLIC_BEGIN
 namespace strata {
 
 struct fixed_pool_options {
@@ -45,7 +48,7 @@ class basic_fixed_pool_resource : public resource {
                                      std::pmr::memory_resource* upstream = default_page_resource());
   basic_fixed_pool_resource(std::size_t block_size, std::pmr::memory_resource* upstream)
       : basic_fixed_pool_resource(block_size, options{}, upstream) {}
-  ~basic_fixed_pool_resource() override = default;
+  ~basic_fixed_pool_resource() override;  // out of line: the engine's destructor is the library's own
 
   /// Zero-filled memory, as allocate() otherwise.
   void* allocate_zeroed(std::size_t bytes, std::size_t alignment = alignof(std::max_align_t)) {
@@ -146,3 +149,4 @@ class synchronized_fixed_pool_resource final : public detail::basic_fixed_pool_r
 };
 
 }  // namespace strata
+STRATA_PUBLIC_END

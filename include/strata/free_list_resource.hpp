@@ -3,6 +3,8 @@
 // coalescing and a choice of fit policy (segregated, TLSF-style, by default).
 #pragma once
 
+#include <strata/config.hpp>
+
 #include <cstddef>
 #include <memory_resource>
 #include <mutex>
@@ -12,6 +14,7 @@
 #include <strata/page_resource.hpp>
 #include <strata/resource.hpp>
 
+STRATA_PUBLIC_BEGIN
 namespace strata {
 
 /// How a free_list_resource picks the free block a request is carved from. n: free blocks in the resource.
@@ -60,7 +63,7 @@ class basic_free_list_resource : public resource {
   /// Throws std::invalid_argument when an option is out of range.
   explicit basic_free_list_resource(const options& opts,
                                     std::pmr::memory_resource* upstream = default_page_resource());
-  ~basic_free_list_resource() override = default;
+  ~basic_free_list_resource() override;  // out of line: the engine's destructor is the library's own
 
   /// Frees every allocation at once and returns all memory upstream. The resource stays usable.
   void release() noexcept {
@@ -174,3 +177,4 @@ class synchronized_free_list_resource final : public detail::basic_free_list_res
 };
 
 }  // namespace strata
+STRATA_PUBLIC_END

@@ -2,6 +2,8 @@
 // strata/page_resource.hpp: whole pages straight from the OS, the default upstream of every strata resource.
 #pragma once
 
+#include <strata/config.hpp>
+
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
@@ -9,6 +11,7 @@
 #include <strata/detail/address_table.hpp>
 #include <strata/resource.hpp>
 
+STRATA_PUBLIC_BEGIN
 namespace strata {
 namespace detail {
 /// Storage for page_resource's own tables: whole pages from the OS layer, never the C++ heap.
@@ -159,3 +162,4 @@ class page_resource final : public resource {
 page_resource* default_page_resource() noexcept;
 
 }  // namespace strata
+STRATA_PUBLIC_END

@@ -2,11 +2,14 @@
 // strata/resource.hpp: strata::resource, the base of every strata memory resource, and the reallocate helper.
 #pragma once
 
+#include <strata/config.hpp>
+
 #include <cstddef>
 #include <memory_resource>
 
 #include <strata/stats.hpp>
 
+STRATA_PUBLIC_BEGIN
 namespace strata {
 
 /// Base of every strata resource: a std::pmr::memory_resource that can also resize a block in place and report
@@ -54,3 +57,4 @@ void* reallocate(std::pmr::memory_resource& r, void* p, std::size_t old_size, st
                  std::size_t alignment = alignof(std::max_align_t));
 
 }  // namespace strata
+STRATA_PUBLIC_END

@@ -2,9 +2,12 @@
 // strata/stats.hpp: the statistics every strata resource reports.
 #pragma once
 
+#include <strata/config.hpp>
+
 #include <cstddef>
 #include <cstdint>
 
+STRATA_PUBLIC_BEGIN
 namespace strata {
 
 /// A snapshot of a resource's accounting. Counts and `bytes_in_use` are exact; `bytes_resident` is an estimate.
@@ -49,3 +52,4 @@ struct resource_stats {
 };
 
 }  // namespace strata
+STRATA_PUBLIC_END

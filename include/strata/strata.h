@@ -16,6 +16,10 @@ extern "C" {
 #else
 #define STRATA_C_NOEXCEPT
 #endif
+/* Exported from a shared libstrata (the library is built with hidden symbols). */
+#if defined(__GNUC__) || defined(__clang__)
+#pragma GCC visibility push(default)
+#endif
 
 /*
  * Conventions, for every function below:
@@ -304,6 +308,10 @@ bool strata_resource_check(strata_resource_t* r) STRATA_C_NOEXCEPT;
 const char* strata_resource_name(strata_resource_t* r) STRATA_C_NOEXCEPT;
 /** Thread-cache handles: strata_thread_cleanup for r. */
 void strata_resource_thread_cleanup(strata_resource_t* r) STRATA_C_NOEXCEPT;
+
+#if defined(__GNUC__) || defined(__clang__)
+#pragma GCC visibility pop
+#endif
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -2,6 +2,8 @@
 // strata/testing.hpp: resources for testing code that allocates: a recording checker and a fault injector.
 #pragma once
 
+#include <strata/config.hpp>
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -13,6 +15,7 @@
 
 #include <strata/resource.hpp>
 
+STRATA_PUBLIC_BEGIN
 namespace strata::testing {
 
 /// One live block handed out by a recording_resource.
@@ -111,3 +114,4 @@ void refuse_os_advice(bool refuse) noexcept;
 void clear_os_failures() noexcept;
 
 }  // namespace strata::testing
+STRATA_PUBLIC_END

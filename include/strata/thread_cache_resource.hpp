@@ -3,6 +3,8 @@
 // front, a shared tier in the middle, the upstream (page) resource behind; cross-thread frees without a lock.
 #pragma once
 
+#include <strata/config.hpp>
+
 #include <cstddef>
 #include <cstdint>
 #include <memory_resource>
@@ -12,6 +14,7 @@
 #include <strata/page_resource.hpp>
 #include <strata/resource.hpp>
 
+STRATA_PUBLIC_BEGIN
 namespace strata {
 
 /// Options of a thread_cache_resource.
@@ -138,3 +141,4 @@ class thread_cache_resource : public resource {
 };
 
 }  // namespace strata
+STRATA_PUBLIC_END

@@ -2,8 +2,11 @@
 // strata/version.hpp: the library's version (the macros of <strata/version.h>) and what the linked library says.
 #pragma once
 
+#include <strata/config.hpp>
+
 #include <strata/version.h>
 
+STRATA_PUBLIC_BEGIN
 namespace strata {
 
 /// The version the headers in use carry, as "major.minor.patch".
@@ -12,3 +15,4 @@ inline constexpr const char* version_string = STRATA_VERSION_STRING;
 const char* library_version() noexcept;
 
 }  // namespace strata
+STRATA_PUBLIC_END
