@@ -23,6 +23,16 @@ install(FILES ${PROJECT_BINARY_DIR}/strataConfig.cmake ${PROJECT_BINARY_DIR}/str
 
 # The .pc file finds its prefix relative to itself, so `cmake --install --prefix X` anywhere works.
 file(RELATIVE_PATH strata_pc_to_prefix /root/${CMAKE_INSTALL_LIBDIR}/pkgconfig /root)
+# A static libstrata brings no runtime of its own: its dependencies go in Libs, so that a plain
+# `pkg-config --libs strata` links (from C too). A shared one records them itself: Libs.private.
+get_target_property(strata_type strata TYPE)
+if(strata_type STREQUAL "STATIC_LIBRARY")
+  set(strata_pc_libs " -pthread -lstdc++")
+  set(strata_pc_libs_private "")
+else()
+  set(strata_pc_libs "")
+  set(strata_pc_libs_private " -pthread -lstdc++")
+endif()
 configure_file(${PROJECT_SOURCE_DIR}/cmake/strata.pc.in ${PROJECT_BINARY_DIR}/strata.pc @ONLY)
 install(FILES ${PROJECT_BINARY_DIR}/strata.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
 

@@ -32,20 +32,28 @@ if(PKG_CONFIG)
   list(GET pc_files 0 pc_file)
   get_filename_component(pc_dir ${pc_file} DIRECTORY)
   set(ENV{PKG_CONFIG_PATH} ${pc_dir})
-  execute_process(COMMAND ${PKG_CONFIG} --cflags --libs --static strata OUTPUT_VARIABLE flags
-                  RESULT_VARIABLE rc OUTPUT_STRIP_TRAILING_WHITESPACE)
-  if(NOT rc EQUAL 0)
-    message(FATAL_ERROR "pkg-config does not know the installed strata.pc")
-  endif()
-  separate_arguments(flags UNIX_COMMAND "${flags}")
   execute_process(COMMAND ${PKG_CONFIG} --variable=libdir strata OUTPUT_VARIABLE libdir
                   OUTPUT_STRIP_TRAILING_WHITESPACE)
-  run(${CXX_COMPILER} ${CONSUMER_SOURCE_DIR}/main.cpp -o ${WORK_DIR}/consumer-pc ${flags})
-  # pkg-config sets no rpath: with BUILD_SHARED_LIBS=ON the loader must be told where libstrata.so is.
-  run(${CMAKE_COMMAND} -E env LD_LIBRARY_PATH=${libdir} ${WORK_DIR}/consumer-pc)
-  # And from C, linked by the C compiler: the flags must be valid C and bring the C++ runtime along.
-  run(${C_COMPILER} -std=c99 -Wall -Werror ${CONSUMER_SOURCE_DIR}/main.c -o ${WORK_DIR}/consumer-pc-c ${flags})
-  run(${CMAKE_COMMAND} -E env LD_LIBRARY_PATH=${libdir} ${WORK_DIR}/consumer-pc-c)
+  # As the README says, `pkg-config --cflags --libs strata`, and with --static: both must link from C++ and from C
+  # (linked by the C compiler: the flags must be valid C and bring the C++ runtime along).
+  foreach(mode plain static)
+    set(extra)
+    if(mode STREQUAL "static")
+      set(extra --static)
+    endif()
+    execute_process(COMMAND ${PKG_CONFIG} --cflags --libs ${extra} strata OUTPUT_VARIABLE flags
+                    RESULT_VARIABLE rc OUTPUT_STRIP_TRAILING_WHITESPACE)
+    if(NOT rc EQUAL 0)
+      message(FATAL_ERROR "pkg-config does not know the installed strata.pc")
+    endif()
+    separate_arguments(flags UNIX_COMMAND "${flags}")
+    run(${CXX_COMPILER} ${CONSUMER_SOURCE_DIR}/main.cpp -o ${WORK_DIR}/consumer-pc-${mode} ${flags})
+    # pkg-config sets no rpath: with BUILD_SHARED_LIBS=ON the loader must be told where libstrata.so is.
+    run(${CMAKE_COMMAND} -E env LD_LIBRARY_PATH=${libdir} ${WORK_DIR}/consumer-pc-${mode})
+    run(${C_COMPILER} -std=c99 -Wall -Werror ${CONSUMER_SOURCE_DIR}/main.c -o ${WORK_DIR}/consumer-pc-c-${mode}
+        ${flags})
+    run(${CMAKE_COMMAND} -E env LD_LIBRARY_PATH=${libdir} ${WORK_DIR}/consumer-pc-c-${mode})
+  endforeach()
 else()
   message(STATUS "pkg-config not found: the .pc check is skipped")
 endif()
