@@ -19,7 +19,7 @@
 TEST_CASE("resource::resize validates its arguments") {
   strata::page_resource r;
   void* p = r.allocate(100, 8);
-  CHECK_THROWS_AS(r.resize(p, 100, 200, 3), std::invalid_argument);
+  CHECK_THROWS_AS(static_cast<void>(r.resize(p, 100, 200, 3)), std::invalid_argument);
   CHECK_FALSE(r.resize(nullptr, 0, 100, 8));
   CHECK(r.resize(p, 100, 100, 8));
   r.deallocate(p, 100, 8);

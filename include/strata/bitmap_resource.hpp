@@ -74,7 +74,7 @@ class basic_bitmap_resource : public resource {
   [[nodiscard]] std::pmr::memory_resource* upstream_resource() const noexcept { return upstream_; }
   [[nodiscard]] const options& get_options() const noexcept { return opts_; }
   /// Walks every block and list; reports a broken invariant through the error handler and returns false.
-  bool check_invariants() const noexcept;
+  [[nodiscard]] bool check_invariants() const noexcept;
 
  protected:
   void* do_allocate(std::size_t bytes, std::size_t alignment) override;

@@ -51,7 +51,7 @@ class basic_fixed_pool_resource : public resource {
   ~basic_fixed_pool_resource() override;  // out of line: the engine's destructor is the library's own
 
   /// Zero-filled memory, as allocate() otherwise.
-  void* allocate_zeroed(std::size_t bytes, std::size_t alignment = alignof(std::max_align_t)) {
+  [[nodiscard]] void* allocate_zeroed(std::size_t bytes, std::size_t alignment = alignof(std::max_align_t)) {
     return engine_.allocate(bytes, alignment, true);
   }
   /// Frees everything at once and returns it upstream (the capacity reservation too; it is taken again when needed).
@@ -77,7 +77,7 @@ class basic_fixed_pool_resource : public resource {
   [[nodiscard]] std::size_t chunk_size() const noexcept { return engine_.chunk_size(); }
   /// Walks every chunk and checks bitmaps, counts and lists; reports a broken invariant and returns false.
   /// (Synchronized: call it while no other thread uses the pool.)
-  bool check_invariants() const noexcept { return engine_.check_invariants(); }
+  [[nodiscard]] bool check_invariants() const noexcept { return engine_.check_invariants(); }
 
  protected:
   void* do_allocate(std::size_t bytes, std::size_t alignment) override;

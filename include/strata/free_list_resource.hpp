@@ -102,7 +102,7 @@ class basic_free_list_resource : public resource {
   }
   /// Walks every chunk and checks boundary bitmaps, block headers, free lists, bins and counts; reports a broken
   /// invariant through the error handler and returns false.
-  bool check_invariants() const noexcept {
+  [[nodiscard]] bool check_invariants() const noexcept {
     std::lock_guard<lock_type> g(lock_);
     return engine_.check_invariants();
   }

@@ -75,7 +75,7 @@ class page_resource final : public resource {
 
   /// As allocate(), and the memory reads as zero. Costs nothing extra for fresh mappings and for cached spans whose
   /// pages were purged eagerly; spans reused while still resident are cleared.
-  void* allocate_zeroed(std::size_t bytes, std::size_t alignment = alignof(std::max_align_t));
+  [[nodiscard]] void* allocate_zeroed(std::size_t bytes, std::size_t alignment = alignof(std::max_align_t));
 
   /// Asks the OS to back the live allocation at p (its first `bytes`, at least one huge page) with transparent huge
   /// pages: fewer TLB misses over memory touched at random. False when p is not the start of a live allocation of
@@ -105,7 +105,7 @@ class page_resource final : public resource {
 
   /// Verifies the registry and the cache (sorted, disjoint, counters consistent); reports a broken invariant through
   /// the error handler and returns false.
-  bool check_invariants() const noexcept;
+  [[nodiscard]] bool check_invariants() const noexcept;
 
   [[nodiscard]] const options& get_options() const noexcept { return opts_; }
 

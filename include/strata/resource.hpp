@@ -33,7 +33,7 @@ class resource : public std::pmr::memory_resource {
   /// without moving it. Returns true on success: from then on the block must be deallocated with `new_size`. Returns
   /// false when it cannot be done in place; the block is then unchanged. Never throws std::bad_alloc.
   /// Throws: std::invalid_argument if `alignment` is not a power of two.
-  bool resize(void* p, std::size_t old_size, std::size_t new_size,
+  [[nodiscard]] bool resize(void* p, std::size_t old_size, std::size_t new_size,
               std::size_t alignment = alignof(std::max_align_t));
 
   /// A snapshot of this resource's statistics. Cheap; thread-safe for thread-safe resources.
@@ -53,7 +53,7 @@ class resource : public std::pmr::memory_resource {
 /// a new block, copying min(old_size, new_size) bytes and deallocating the old one. Returns the block to use from now
 /// on (with `new_size`). new_size == 0 deallocates `p` and returns nullptr.
 /// Throws: std::bad_alloc if a new block is needed and cannot be had; `p` is then still valid and unchanged.
-void* reallocate(std::pmr::memory_resource& r, void* p, std::size_t old_size, std::size_t new_size,
+[[nodiscard]] void* reallocate(std::pmr::memory_resource& r, void* p, std::size_t old_size, std::size_t new_size,
                  std::size_t alignment = alignof(std::max_align_t));
 
 }  // namespace strata

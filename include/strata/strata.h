@@ -16,6 +16,13 @@ extern "C" {
 #else
 #define STRATA_C_NOEXCEPT
 #endif
+/* A result that must not be ignored (a resize that failed leaves the old size in force; a reallocated block may
+   have moved). */
+#if defined(__GNUC__) || defined(__clang__)
+#define STRATA_C_MUST_CHECK __attribute__((warn_unused_result))
+#else
+#define STRATA_C_MUST_CHECK
+#endif
 /* Exported from a shared libstrata (the library is built with hidden symbols). */
 #if defined(__GNUC__) || defined(__clang__)
 #pragma GCC visibility push(default)
@@ -127,9 +134,9 @@ void* strata_calloc(size_t count, size_t size) STRATA_C_NOEXCEPT;
 /** Gives p (allocated with old_size) the size new_size: in place when its block allows, else a new block with the
  *  first min(old_size, new_size) bytes copied, and p freed. p NULL: strata_malloc(new_size). new_size 0: frees p and
  *  returns NULL. On failure returns NULL and p is still valid and unchanged. */
-void* strata_realloc(void* p, size_t old_size, size_t new_size) STRATA_C_NOEXCEPT;
+STRATA_C_MUST_CHECK void* strata_realloc(void* p, size_t old_size, size_t new_size) STRATA_C_NOEXCEPT;
 /** Changes p's size from old_size to new_size without moving it; false (p unchanged) when that cannot be done. */
-bool strata_resize(void* p, size_t old_size, size_t new_size) STRATA_C_NOEXCEPT;
+STRATA_C_MUST_CHECK bool strata_resize(void* p, size_t old_size, size_t new_size) STRATA_C_NOEXCEPT;
 /** Frees p, allocated with `size` bytes. */
 void strata_free(void* p, size_t size) STRATA_C_NOEXCEPT;
 /** The bytes a request of `size` really gets (its size class, or its rounded block): strata_malloc(size) can be
@@ -151,7 +158,7 @@ size_t strata_usable_size(const void* p) STRATA_C_NOEXCEPT;
  *  strata_free for blocks above the thread tier (a lookup under a lock). */
 void strata_free_unsized(void* p) STRATA_C_NOEXCEPT;
 /** strata_realloc(p, strata_usable_size(p), new_size): for code that does not keep sizes (the classic realloc). */
-void* strata_realloc_unsized(void* p, size_t new_size) STRATA_C_NOEXCEPT;
+STRATA_C_MUST_CHECK void* strata_realloc_unsized(void* p, size_t new_size) STRATA_C_NOEXCEPT;
 
 /** The default heap's tiers, smallest requests first. */
 typedef enum strata_tier {
@@ -289,8 +296,10 @@ bool strata_resource_release(strata_resource_t* r) STRATA_C_NOEXCEPT;
 /* The calls of the default heap, on a handle. */
 void* strata_resource_malloc(strata_resource_t* r, size_t size) STRATA_C_NOEXCEPT;
 void* strata_resource_calloc(strata_resource_t* r, size_t count, size_t size) STRATA_C_NOEXCEPT;
-void* strata_resource_realloc(strata_resource_t* r, void* p, size_t old_size, size_t new_size) STRATA_C_NOEXCEPT;
-bool strata_resource_resize(strata_resource_t* r, void* p, size_t old_size, size_t new_size) STRATA_C_NOEXCEPT;
+STRATA_C_MUST_CHECK void* strata_resource_realloc(strata_resource_t* r, void* p, size_t old_size,
+                                             size_t new_size) STRATA_C_NOEXCEPT;
+STRATA_C_MUST_CHECK bool strata_resource_resize(strata_resource_t* r, void* p, size_t old_size,
+                                           size_t new_size) STRATA_C_NOEXCEPT;
 void strata_resource_free(strata_resource_t* r, void* p, size_t size) STRATA_C_NOEXCEPT;
 void* strata_resource_malloc_aligned(strata_resource_t* r, size_t size, size_t alignment) STRATA_C_NOEXCEPT;
 void strata_resource_free_aligned(strata_resource_t* r, void* p, size_t size, size_t alignment) STRATA_C_NOEXCEPT;

@@ -125,7 +125,7 @@ class thread_cache_resource : public resource {
   [[nodiscard]] resource_stats tier_stats(cache_tier t) const noexcept;
   /// Walks every heap, block and list; reports a broken invariant through the error handler and returns false. Call
   /// it when no other thread is using the resource.
-  bool check_invariants() const noexcept;
+  [[nodiscard]] bool check_invariants() const noexcept;
   [[nodiscard]] std::pmr::memory_resource* upstream_resource() const noexcept;
   [[nodiscard]] const options& get_options() const noexcept;
 
