@@ -3,6 +3,7 @@
 // pool engine; the one-block fast paths are inline in the header.
 #include <strata/detail/fixed_pool_engine.hpp>
 
+#include <cstdio>
 #include <cstring>
 #include <new>
 #include <stdexcept>
@@ -416,6 +417,7 @@ void* fixed_pool_engine<Sync>::allocate(std::size_t bytes, std::size_t alignment
   const std::size_t k = blocks_for(bytes);
   void* p;
   bool fresh;
+  bool first_run = false;
   {
     std::lock_guard<lock_type> g(lock_);
     flush_hot();
@@ -425,7 +427,19 @@ void* fixed_pool_engine<Sync>::allocate(std::size_t bytes, std::size_t alignment
       ++failed_;
       throw;
     }
+    if (k > 1) first_run = runs_++ == 0;
   }
+#if STRATA_ASSERTS_ENABLED
+  // Debug builds say once per pool when a request of barely more than one block takes a run: usually a pool sized
+  // by sizeof(T) for a container whose nodes are larger (strata::node_size<Container>() gives the node size).
+  if (first_run && bytes <= 2 * block_size_)
+    std::fprintf(stderr,
+                 "strata: note: %s of %zu-byte blocks served a %zu-byte request as a run of %zu blocks (a container's "
+                 "node larger than the block? see strata::node_size)\n",
+                 name_, block_size_, bytes, k);
+#else
+  (void)first_run;
+#endif
   note_allocation(k * stride_, k);
   if (zeroed && !fresh) std::memset(p, 0, bytes);  // fresh blocks came zero-filled from the OS, never handed out
   return p;
@@ -611,7 +625,29 @@ bool fixed_pool_engine<Sync>::resize_upstream(void* p, std::size_t old_size, std
   return true;
 }
 
-// ---- release, stats, invariants ------------------------------------------------------------------------------------
+// ---- release, trim, stats, invariants ------------------------------------------------------------------------------
+
+template <bool Sync>
+void fixed_pool_engine<Sync>::trim() noexcept {
+  if constexpr (!Sync) {
+    std::lock_guard<lock_type> g(lock_);
+    flush_hot();  // the deferred free reaches its bitmap (an emptied chunk is retired)
+    for (chunk* c = chunks_; c != nullptr;) {
+      chunk* next = c->next;
+      if (c->free_count == c->limit - c->skip && !c->in_region) {
+        if (c == current_) current_ = nullptr;
+        retire(c);
+      }
+      c = next;
+    }
+    while (empty_ != nullptr) {
+      chunk* c = empty_;
+      empty_ = c->next;
+      --empty_count_;
+      free_chunk_memory(c);
+    }
+  }
+}
 
 template <bool Sync>
 void fixed_pool_engine<Sync>::release() noexcept {

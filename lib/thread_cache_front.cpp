@@ -548,10 +548,7 @@ void tc_front::block_emptied(tc_heap& h, tc_bin& bin, tc_block* b) const noexcep
     map_.set(base_of(b), tc_block_size, h.map_owner | (b->size_class + 1u) | tc_map_spare);
     return;
   }
-  --bin.blocks;
-  owner_add(h.blocks_held, -1);
-  b->owner.store(nullptr, std::memory_order_relaxed);
-  middle_->give_empty(b);  // clears its map value
+  hand_on_empty(h, bin, b);
 }
 
 void tc_front::drain_bin(tc_heap& h, tc_bin& bin) const noexcept {
@@ -588,7 +585,28 @@ void tc_front::collect_owned(tc_heap& h) const noexcept {
       if (b->free_count == b->capacity) block_emptied(h, bin, b);
       b = next;
     }
+    // Trimming keeps no empty block: the spare and an empty current block go on too (to the shared tier's cache,
+    // which trim() then gives back upstream). The next allocation of the class takes a block as after a fresh start.
+    if (tc_block* b = bin.current; b != nullptr && b->free_count == b->capacity) {
+      bin.current = nullptr;
+      bin.fresh_from = 0;
+      bin.fresh_span = 0;
+      hand_on_empty(h, bin, b);
+    }
+    if (tc_block* b = bin.spare; b != nullptr) {
+      bin.spare = nullptr;
+      hand_on_empty(h, bin, b);
+    }
   }
+}
+
+// b, entirely free and on no list of bin's (no longer current or spare), leaves h for the shared tier.
+void tc_front::hand_on_empty(tc_heap& h, tc_bin& bin, tc_block* b) const noexcept {
+  bin.hot_count = 0;  // its entries may point into b
+  --bin.blocks;
+  owner_add(h.blocks_held, -1);
+  b->owner.store(nullptr, std::memory_order_relaxed);
+  middle_->give_empty(b);  // clears its map value
 }
 
 // ---- thread exit ---------------------------------------------------------------------------------------------------

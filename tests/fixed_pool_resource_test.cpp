@@ -7,6 +7,12 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <forward_list>
+#include <list>
+#include <map>
+#include <memory_resource>
+#include <set>
+#include <utility>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -14,6 +20,7 @@
 #include <doctest/doctest.h>
 
 #include <strata/detail/math.hpp>
+#include <strata/node_size.hpp>
 #include <strata/testing.hpp>
 
 #include "support.hpp"
@@ -832,4 +839,28 @@ TEST_CASE_TEMPLATE("fixed pools: resize to the same size checks the block", Pool
   check_report(log, ++n, error_kind::double_free, big, 32, 128, 0);
   strata_test::check_unchanged(after, pool.stats());
   CHECK(pool.check_invariants());
+}
+
+TEST_CASE("fixed_pool_resource: node_size<Container>() sizes a pool for a container's nodes; runs are counted") {
+  const std::size_t list_node = strata::node_size<std::pmr::list<int>>();
+  CHECK(list_node > sizeof(int));  // two links and the int
+  CHECK(strata::node_alignment<std::pmr::list<int>>() == alignof(void*));
+  CHECK(strata::node_size<std::pmr::forward_list<int>>() < list_node);  // one link
+  CHECK(strata::node_size<std::pmr::map<int, int>>() > sizeof(std::pair<const int, int>));
+  CHECK(strata::node_size<std::pmr::set<long>>() > sizeof(long));
+  {
+    strata::fixed_pool_resource nodes(list_node);
+    std::pmr::list<int> l(&nodes);
+    for (int i = 0; i < 1000; ++i) l.push_back(i);
+    CHECK(nodes.run_allocations() == 0);
+    CHECK(nodes.blocks_in_use() == 1000);
+  }
+  {
+    // Sized by sizeof(int): every node takes a run of blocks (and debug builds say so once).
+    strata::fixed_pool_resource nodes(sizeof(int));
+    std::pmr::list<int> l(&nodes);
+    for (int i = 0; i < 1000; ++i) l.push_back(i);
+    CHECK(nodes.run_allocations() == 1000);
+    CHECK(nodes.blocks_in_use() > 1000);
+  }
 }

@@ -6,10 +6,16 @@
 #include <memory_resource>
 #include <stdexcept>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <doctest/doctest.h>
 
+#include <strata/bitmap_resource.hpp>
+#include <strata/fixed_pool_resource.hpp>
+#include <strata/free_list_resource.hpp>
 #include <strata/page_resource.hpp>
+#include <strata/thread_cache_resource.hpp>
 #include <strata/strata.h>
 #include <strata/testing.hpp>
 #include <strata/version.hpp>
@@ -62,4 +68,53 @@ TEST_CASE("version: the headers and the linked library name the same version") {
                                                  std::to_string(STRATA_VERSION_MINOR) + "." +
                                                  std::to_string(STRATA_VERSION_PATCH));
   CHECK(strata_version_number() == STRATA_VERSION_NUMBER);
+}
+
+namespace {
+// Every block of `r` freed, then trim(): upstream holds no block any more (at most the resource's own tables, well
+// under one 64 KiB block), and the resource works on.
+template <class R>
+void check_trim_returns_every_empty_block(R& r, strata::testing::recording_resource& up, std::size_t max_size) {
+  std::vector<std::pair<void*, std::size_t>> live;
+  for (std::size_t i = 0; i < 20000; ++i) {
+    const std::size_t n = 8 + (i * 37) % max_size;
+    live.emplace_back(r.allocate(n, 8), n);
+  }
+  CHECK(up.live_bytes() > (std::size_t{256} << 10));  // several blocks or chunks
+  for (auto& [p, n] : live) r.deallocate(p, n, 8);
+  r.trim();
+  CHECK(up.live_bytes() < (std::size_t{64} << 10));
+  CHECK(r.check_invariants());
+  void* again = r.allocate(100, 8);
+  r.deallocate(again, 100, 8);
+  CHECK(r.check_invariants());
+}
+}  // namespace
+
+TEST_CASE("trim() returns every empty block, whatever the strategy's caches of empty blocks") {
+  SUBCASE("bitmap_resource") {
+    strata::testing::recording_resource up{strata::default_page_resource()};
+    strata::bitmap_resource r(&up);
+    check_trim_returns_every_empty_block(r, up, 2000);
+  }
+  SUBCASE("synchronized_bitmap_resource") {
+    strata::testing::recording_resource up{strata::default_page_resource()};
+    strata::synchronized_bitmap_resource r(&up);
+    check_trim_returns_every_empty_block(r, up, 2000);
+  }
+  SUBCASE("free_list_resource") {
+    strata::testing::recording_resource up{strata::default_page_resource()};
+    strata::free_list_resource r(&up);
+    check_trim_returns_every_empty_block(r, up, 2000);
+  }
+  SUBCASE("thread_cache_resource") {
+    strata::testing::recording_resource up{strata::default_page_resource()};
+    strata::thread_cache_resource r(&up);
+    check_trim_returns_every_empty_block(r, up, 2000);
+  }
+  SUBCASE("fixed_pool_resource") {
+    strata::testing::recording_resource up{strata::default_page_resource()};
+    strata::fixed_pool_resource r(48, strata::fixed_pool_options{}, &up);
+    check_trim_returns_every_empty_block(r, up, 40);
+  }
 }

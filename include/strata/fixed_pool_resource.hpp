@@ -56,6 +56,9 @@ class basic_fixed_pool_resource : public resource {
   }
   /// Frees everything at once and returns it upstream (the capacity reservation too; it is taken again when needed).
   void release() noexcept { engine_.release(); }
+  /// Gives every empty chunk back upstream (a capacity reservation stays). The synchronized pool keeps its chunks
+  /// until release(): its lock-free operations may be reading any of them, so this does nothing there.
+  void trim() noexcept { engine_.trim(); }
 
   /// Bytes a request of `bytes` with `alignment` occupies, as stats() counts it: the blocks it takes (block_stride()
   /// for one block, k * block_stride() for a run of k) when the pool serves it, the request itself when it goes
@@ -73,6 +76,11 @@ class basic_fixed_pool_resource : public resource {
   [[nodiscard]] std::size_t capacity_blocks() const noexcept { return engine_.capacity_blocks(); }
   /// Blocks live now (a run of k counts k), and the most there have been.
   [[nodiscard]] std::size_t blocks_in_use() const noexcept { return engine_.blocks_in_use(); }
+  /// Allocations served as runs of two or more blocks since construction. Many runs for one-object requests mean
+  /// the block size is smaller than the objects (a container's node is larger than its element: size the pool with
+  /// strata::node_size<Container>()); debug builds print a note the first time a request of at most two blocks
+  /// takes a run.
+  [[nodiscard]] std::uint64_t run_allocations() const noexcept { return engine_.run_allocations(); }
   [[nodiscard]] std::size_t peak_blocks_in_use() const noexcept { return engine_.peak_blocks_in_use(); }
   [[nodiscard]] std::size_t chunk_size() const noexcept { return engine_.chunk_size(); }
   /// Walks every chunk and checks bitmaps, counts and lists; reports a broken invariant and returns false.

@@ -5,6 +5,7 @@
 #include <strata/config.hpp>
 #include <strata/error.hpp>
 #include <strata/fixed_pool_resource.hpp>
+#include <strata/node_size.hpp>
 #include <strata/free_list_resource.hpp>
 #include <strata/thread_cache_resource.hpp>
 #include <strata/bitmap_resource.hpp>

@@ -126,6 +126,11 @@ class fixed_pool_engine {
   [[nodiscard]] std::size_t chunk_size() const noexcept { return chunk_size_; }
   [[nodiscard]] std::size_t capacity_blocks() const noexcept { return capacity_blocks_; }
   [[nodiscard]] std::size_t blocks_in_use() const noexcept;
+  /// Allocations served as runs of two or more blocks since construction (under the lock: exact).
+  [[nodiscard]] std::uint64_t run_allocations() const noexcept {
+    std::lock_guard<lock_type> g(lock_);
+    return runs_;
+  }
   [[nodiscard]] std::size_t peak_blocks_in_use() const noexcept;
 
   /// Whether (bytes, alignment) is a one-block request: the wrappers' fast-path test.
@@ -151,6 +156,10 @@ class fixed_pool_engine {
   void deallocate(void* p, std::size_t bytes, std::size_t alignment) noexcept;
   bool resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) noexcept;
   void release() noexcept;
+  /// !Sync: gives every empty chunk back upstream, the cached ones and an empty current one (a capacity
+  /// reservation stays: it is one mapping, taken once). Sync: nothing (a lock-free operation may be reading any chunk
+  /// until release()).
+  void trim() noexcept;
   [[nodiscard]] resource_stats stats() const noexcept;
   bool check_invariants() const noexcept;
 
@@ -293,6 +302,7 @@ class fixed_pool_engine {
   std::size_t region_size_ = 0;
   std::size_t region_used_ = 0;
   std::uint64_t failed_ = 0, upstream_allocations_ = 0, upstream_deallocations_ = 0;
+  std::uint64_t runs_ = 0;  // allocations served as runs (see run_allocations)
   large_ledger large_;                     // requests sent upstream
 };
 

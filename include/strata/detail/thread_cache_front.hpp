@@ -256,6 +256,8 @@ class tc_front {
   /// Folds other threads' frees into every block h owns (h is the calling thread's heap): blocks that became
   /// entirely free go where such blocks go, and double frees still unreported show now.
   void collect_owned(tc_heap& h) const noexcept;
+  /// b, entirely free and on none of bin's lists, leaves h for the shared tier.
+  void hand_on_empty(tc_heap& h, tc_bin& bin, tc_block* b) const noexcept;
   /// Hands every block of h to the shared tier (blocks entirely free go to its empty cache) and resets h's bins.
   /// The caches and the remote array are given back first.
   void abandon_all(tc_heap& h) const noexcept;
