@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
 // lib/bitmap_engine.cpp: the slow paths of detail::bitmap_engine (refill, relisting, remote frees, checks).
+#include <strata/detail/bits.hpp>
 #include <strata/detail/bitmap_engine.hpp>
 
 #include <algorithm>
@@ -249,11 +250,11 @@ void bitmap_engine<Sync>::push_remote(class_state& cs, block* b) noexcept {
 template <bool Sync>
 void bitmap_engine<Sync>::uncount_double_frees(class_state& cs, block* b, std::size_t i, std::uint64_t slots) noexcept {
   if constexpr (Sync) {
-    const auto n = static_cast<unsigned>(__builtin_popcountll(slots));
+    const auto n = static_cast<unsigned>(popcount(slots));
     cs.remote_deallocations.fetch_sub(n, std::memory_order_relaxed);
     cs.remote_bytes.fetch_sub(std::size_t{n} * cs.object_size, std::memory_order_relaxed);
     for (; slots != 0; slots &= slots - 1) {
-      const std::size_t index = i * 64 + static_cast<unsigned>(__builtin_ctzll(slots));
+      const std::size_t index = i * 64 + lowest_bit(slots);
       report_error(error_info{error_kind::double_free, name_, this,
                               static_cast<char*>(base_of(b)) + index * b->object_size, 0, 0, b->object_size,
                               "freed by two threads at once (found after both frees returned; the size and "
@@ -338,7 +339,7 @@ void* bitmap_engine<Sync>::cache_broken(class_state& cs, unsigned c) {
 // and handed out from the cache). It is not handed out; it stays out of use until release().
 template <bool Sync>
 void* bitmap_engine<Sync>::refuse_claimed(class_state& cs, unsigned c) {
-  const auto i = static_cast<unsigned>(__builtin_ctzll(cs.claimed));
+  const auto i = lowest_bit(cs.claimed);
   report_error(error_info{error_kind::double_free, name_, this, cs.claimed_base + std::size_t{i} * cs.object_size,
                           cs.object_size, 0, cs.object_size,
                           "a free slot was written after its free, or is live (freed twice): not handed out again"});
@@ -490,7 +491,7 @@ template <bool Sync>
 void bitmap_engine<Sync>::settle_idle() noexcept {
   if constexpr (!Sync) {
     for (std::uint64_t classes = cached_classes_; classes != 0; classes &= classes - 1) {
-      const auto c = static_cast<unsigned>(__builtin_ctzll(classes));
+      const auto c = lowest_bit(classes);
       class_state& cs = classes_[c];
       // A class whose only block is its current one caches nothing else (a program that empties it again and
       // again pays no walk).
@@ -781,13 +782,13 @@ bitmap_class_info bitmap_engine<Sync>::class_info(unsigned c) const noexcept {
     live += b->capacity - b->free_count;
     if constexpr (Sync)  // remote frees not collected yet are free too
       for (unsigned i = 0; i < b->words; ++i)
-        live -= static_cast<std::size_t>(__builtin_popcountll(b->remote(i).load(std::memory_order_relaxed)));
+        live -= static_cast<std::size_t>(popcount(b->remote(i).load(std::memory_order_relaxed)));
   };
   if (cs.current != nullptr) count_one(cs.current);
   for (const block* b = cs.partial; b != nullptr; b = b->next) count_one(b);
   for (const block* b = cs.full; b != nullptr; b = b->next) count_one(b);
   // Cached and claimed objects are free; lost ones too (set aside after a misuse).
-  live -= cs.cache.total() + static_cast<std::size_t>(__builtin_popcountll(cs.claimed)) + cs.lost;
+  live -= cs.cache.total() + static_cast<std::size_t>(popcount(cs.claimed)) + cs.lost;
   info.live_objects = live;
   return info;
 }
@@ -826,7 +827,7 @@ bool bitmap_engine<Sync>::check_invariants() const noexcept {
       if constexpr (!Sync) {
         const char* e = check_cache(cs, c);
         if (e != nullptr) broken = e;
-        free_slots_live -= cs.cache.total() + static_cast<std::size_t>(__builtin_popcountll(cs.claimed)) + cs.lost;
+        free_slots_live -= cs.cache.total() + static_cast<std::size_t>(popcount(cs.claimed)) + cs.lost;
       }
     }
     if (broken != nullptr) break;

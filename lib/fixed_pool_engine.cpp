@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // lib/fixed_pool_engine.cpp: chunks, runs, capacity, zeroed allocation, resize, release and invariants of the fixed
 // pool engine; the one-block fast paths are inline in the header.
+#include <strata/detail/bits.hpp>
 #include <strata/detail/fixed_pool_engine.hpp>
 
 #include <cstdio>
@@ -66,7 +67,7 @@ unsigned claim_pool_stripe() noexcept {
   {
     std::lock_guard<std::mutex> g(stripe_mutex());
     if (g_stripes_taken != ~std::uint32_t{0}) {
-      s = static_cast<unsigned>(__builtin_ctz(~g_stripes_taken));
+      s = lowest_bit(static_cast<std::uint32_t>(~g_stripes_taken));
       g_stripes_taken |= std::uint32_t{1} << s;
     }
   }
@@ -312,13 +313,13 @@ std::size_t fixed_pool_engine<Sync>::find_run(const chunk* c, std::size_t k, std
         run = 0;
         break;
       }
-      const unsigned zeros = static_cast<unsigned>(__builtin_ctz(rest));
+      const unsigned zeros = lowest_bit(static_cast<std::uint32_t>(rest));
       if (zeros != 0) {
         run = 0;
         pos += zeros;
         continue;
       }
-      const unsigned ones = ~rest == 0 ? 32 - pos : static_cast<unsigned>(__builtin_ctz(~rest));
+      const unsigned ones = ~rest == 0 ? 32 - pos : lowest_bit(static_cast<std::uint32_t>(~rest));
       if (run == 0) run_start = i * 32 + pos;
       run += ones;
       if (run >= k) return run_start;

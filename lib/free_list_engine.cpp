@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // lib/free_list_engine.cpp: the free list engine: chunks and their boundary bitmaps, fit policies, splitting,
 // coalescing, resize, purging, requests sent upstream, stats and invariants.
+#include <strata/detail/bits.hpp>
 #include <strata/detail/free_list_engine.hpp>
 
 #include <cstring>
@@ -76,7 +77,7 @@ STRATA_ALWAYS_INLINE std::size_t free_list_engine::next_boundary(const chunk* c,
   std::size_t i = g >> 5;
   std::uint64_t w = c->states()[i] & start_bits & above(g);
   while (w == 0) w = c->states()[++i] & start_bits;
-  return i * 32 + static_cast<std::size_t>(__builtin_ctzll(w)) / 2;
+  return i * 32 + std::size_t{lowest_bit(w)} / 2;
 }
 
 // The last block start at or before granule g; npos when there is none (g is in the header).
@@ -87,7 +88,7 @@ std::size_t free_list_engine::prev_boundary(const chunk* c, std::size_t g) noexc
     if (i == 0) return npos;
     w = c->states()[--i] & start_bits;
   }
-  return i * 32 + static_cast<std::size_t>(63 - __builtin_clzll(w)) / 2;
+  return i * 32 + std::size_t{highest_bit(w)} / 2;
 }
 
 STRATA_ALWAYS_INLINE bool free_list_engine::ours(const void* p) const noexcept {
@@ -257,10 +258,10 @@ STRATA_ALWAYS_INLINE free_list_engine::free_block* free_list_engine::find_segreg
   if (m == 0) {
     const std::uint32_t f = fl + 1 < 32 ? fl_map_ & (~0u << (fl + 1)) : 0;
     if (f == 0) return nullptr;
-    fl = static_cast<unsigned>(__builtin_ctz(f));
+    fl = lowest_bit(static_cast<std::uint32_t>(f));
     m = sl_map_[fl];
   }
-  return heads_[fl][__builtin_ctz(m)];
+  return heads_[fl][lowest_bit(static_cast<std::uint32_t>(m))];
 }
 
 // ---- allocation ----------------------------------------------------------------------------------------------------
@@ -731,7 +732,7 @@ void free_list_engine::purge_chunk(chunk* c, std::size_t min_size) noexcept {
   for (std::size_t i = c->first / 32; i < c->words; ++i) {
     const std::uint64_t w = c->states()[i];
     for (std::uint64_t x = w & (w >> 1) & start_bits; x != 0; x &= x - 1) {
-      const std::size_t g = i * 32 + static_cast<std::size_t>(__builtin_ctzll(x)) / 2;
+      const std::size_t g = i * 32 + std::size_t{lowest_bit(x)} / 2;
       const std::size_t size = reinterpret_cast<free_block*>(at(c, g))->size;
       if (size >= min_size) purge_free_pages(c, g * granule, g * granule + size);
     }
@@ -830,8 +831,8 @@ resource_stats free_list_engine::stats() const noexcept {
   const free_block* list = nullptr;
   if (policy_ == segregated) {
     if (fl_map_ != 0) {
-      const unsigned fl = 31 - static_cast<unsigned>(__builtin_clz(fl_map_));
-      list = heads_[fl][31 - __builtin_clz(sl_map_[fl])];
+      const unsigned fl = highest_bit(fl_map_);
+      list = heads_[fl][highest_bit(sl_map_[fl])];
     }
   } else {
     list = heads_[0][0];

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
 // lib/slab.cpp: formatting and checking slabs.
+#include <strata/detail/bits.hpp>
 #include <strata/detail/slab.hpp>
 
 #include <strata/detail/free_cache.hpp>
@@ -25,8 +26,8 @@ std::uintptr_t random_node_key(const void* owner) noexcept {
 std::size_t slab::free_slots() const noexcept {
   std::size_t n = 0;
   for (std::size_t i = 0; i < words; ++i) {
-    n += static_cast<std::size_t>(__builtin_popcountll(local(i).load(std::memory_order_relaxed)));
-    if (has_remote()) n += static_cast<std::size_t>(__builtin_popcountll(remote(i).load(std::memory_order_relaxed)));
+    n += static_cast<std::size_t>(popcount(local(i).load(std::memory_order_relaxed)));
+    if (has_remote()) n += static_cast<std::size_t>(popcount(remote(i).load(std::memory_order_relaxed)));
   }
   return n;
 }
@@ -82,7 +83,7 @@ const char* slab_kind::check(const slab* s, unsigned c, std::size_t object_size,
     if (s->has_remote() && (s->remote(i).load(std::memory_order_relaxed) & ~valid) != 0)
       return "remote bits set for slots that do not exist";
     if (v != 0 && i < s->hint) return "free bits below the hint";
-    if (i != claimed) local += static_cast<std::size_t>(__builtin_popcountll(v));
+    if (i != claimed) local += static_cast<std::size_t>(popcount(v));
   }
   if (local != s->free_count) return "free count differs from the local bitmap";
   return nullptr;

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // lib/thread_cache_front.cpp: the front end's slow paths: refilling a bin, the caches' batches, cross-thread frees,
 // handing blocks to the shared tier, checks.
+#include <strata/detail/bits.hpp>
 #include <strata/detail/thread_cache_front.hpp>
 
 #include <algorithm>
@@ -9,10 +10,6 @@
 #include <strata/detail/thread_cache_middle.hpp>
 
 namespace strata::detail {
-
-namespace {
-unsigned popcount(std::uint64_t v) noexcept { return static_cast<unsigned>(__builtin_popcountll(v)); }
-}  // namespace
 
 tc_front::tc_front(std::size_t max_small, std::uintptr_t key, const char* name, tc_middle& middle,
                    std::pmr::memory_resource* upstream, bool strict) noexcept
@@ -137,7 +134,7 @@ void* tc_front::allocate_slow(tc_heap& h, unsigned c) const noexcept {
     if (const std::uint64_t m = bin.claimed; m != 0) {
       // A slot handed out before that is no node: written after its free, or live (freed twice, handed out from a
       // cache meanwhile). Not handed out; out of use until release().
-      const auto i = static_cast<unsigned>(__builtin_ctzll(m));
+      const auto i = lowest_bit(m);
       report(error_kind::double_free, bin.claimed_base + std::size_t{i} * bin.object_size, bin.object_size, 0, 0,
              "a free slot was written after its free, or is live (freed twice): not handed out again");
       bin.claimed = m & (m - 1);
@@ -445,7 +442,7 @@ void tc_front::flush_remote(tc_heap& h) const noexcept {
       // Published by two heaps (neither saw the other's mark); the slot is free once, one count is undone.
       const std::size_t size = run_bin->object_size;
       for (std::uint64_t bits = dup; bits != 0; bits &= bits - 1) {
-        const std::size_t q = run_word * 64 + static_cast<std::size_t>(__builtin_ctzll(bits));
+        const std::size_t q = run_word * 64 + std::size_t{lowest_bit(bits)};
         report(error_kind::double_free, reinterpret_cast<char*>(run_base) + q * size, size, 0, 0,
                "freed twice by other threads");
         count_late_double_free(size);

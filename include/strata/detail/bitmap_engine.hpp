@@ -9,6 +9,7 @@
 #include <thread>
 #include <type_traits>
 
+#include <strata/detail/bits.hpp>
 #include <strata/config.hpp>
 #include <strata/detail/block_map.hpp>
 #include <strata/detail/class_map.hpp>
@@ -135,7 +136,7 @@ class bitmap_engine {
     }
     if (STRATA_UNLIKELY(cs.cache.head != nullptr)) return cache_broken(cs, c);
     if (const std::uint64_t m = cs.claimed; STRATA_LIKELY(m != 0)) {
-      const auto i = static_cast<unsigned>(__builtin_ctzll(m));
+      const auto i = lowest_bit(m);
       char* p = cs.claimed_base + std::size_t{i} * cs.object_size;
       // A slot handed out before must still be the node its free made it: else it was written after its free,
       // or it is live (freed twice and handed out from the cache meanwhile).
@@ -488,7 +489,7 @@ class bitmap_engine {
     store(b->local(h), v & (v - 1));
     b->hint = static_cast<std::uint16_t>(h);
     --b->free_count;
-    return std::size_t{h} * 64 + static_cast<unsigned>(__builtin_ctzll(v));
+    return std::size_t{h} * 64 + lowest_bit(v);
   }
   /// The first free slot of `b` (which has one), under the class lock.
   STRATA_ALWAYS_INLINE void* take_slot(class_state& cs, block* b) noexcept {

@@ -11,6 +11,7 @@
 #include <mutex>
 #include <type_traits>
 
+#include <strata/detail/bits.hpp>
 #include <strata/config.hpp>
 #include <strata/detail/block_map.hpp>
 #include <strata/detail/large_ledger.hpp>
@@ -355,7 +356,7 @@ inline std::size_t fixed_pool_engine<Sync>::claim_one(chunk* c, [[maybe_unused]]
     std::size_t h = c->hint;
     std::uint64_t w = c->bits()[h];
     while ((w & pool_low_bits) == 0) w = c->bits()[++h];
-    const unsigned s = static_cast<unsigned>(__builtin_ctzll(w & pool_low_bits));
+    const unsigned s = lowest_bit(w & pool_low_bits);
     c->bits()[h] = w ^ (std::uint64_t{3} << s);
     c->hint = static_cast<std::uint32_t>(h);
     --c->free_count;
@@ -368,7 +369,7 @@ inline std::size_t fixed_pool_engine<Sync>::claim_one(chunk* c, [[maybe_unused]]
       word& wr = c->bits()[i];
       std::uint64_t w = wr.load(std::memory_order_relaxed);
       while ((w & pool_low_bits) != 0) {
-        const unsigned s = static_cast<unsigned>(__builtin_ctzll(w & pool_low_bits));
+        const unsigned s = lowest_bit(w & pool_low_bits);
         if (wr.compare_exchange_weak(w, w ^ (std::uint64_t{3} << s), std::memory_order_acquire,
                                      std::memory_order_relaxed)) {
           if (n != 0) t->hint.store(i, std::memory_order_relaxed);

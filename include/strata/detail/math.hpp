@@ -2,6 +2,8 @@
 // strata/detail/math.hpp: alignment and size arithmetic that never overflows silently.
 #pragma once
 
+#include <strata/detail/bits.hpp>
+
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -59,7 +61,7 @@ constexpr bool checked_mul(std::size_t a, std::size_t b, std::size_t& out) noexc
 
 /// floor(log2(x)) for x > 0.
 constexpr unsigned log2_floor(std::size_t x) noexcept {
-  return static_cast<unsigned>(std::numeric_limits<std::size_t>::digits - 1 - __builtin_clzl(x));
+  return highest_bit(static_cast<std::uint64_t>(x));  // right whatever the width of size_t
 }
 
 /// Smallest power of two >= x (x > 0, and x <= the largest power of two in size_t).

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include <strata/detail/bits.hpp>
 #include <strata/config.hpp>
 #include <strata/detail/block_map.hpp>
 #include <strata/detail/math.hpp>
@@ -70,7 +71,7 @@ struct slab {
   template <class F>
   void for_each_slot(char* base, std::size_t i, std::uint64_t bits, F&& f) const {
     for (; bits != 0; bits &= bits - 1)
-      f(base + (i * 64 + static_cast<std::size_t>(__builtin_ctzll(bits))) * object_size);
+      f(base + (i * 64 + std::size_t{lowest_bit(bits)}) * object_size);
   }
 
   static void push(slab*& head, slab* s) noexcept {
@@ -165,7 +166,7 @@ class slab_kind {
     const std::size_t w = first_free_word(s);
     bits = s->local(w).load(std::memory_order_relaxed);
     s->local(w).store(0, std::memory_order_relaxed);
-    s->free_count -= static_cast<std::uint32_t>(__builtin_popcountll(bits));
+    s->free_count -= static_cast<std::uint32_t>(popcount(bits));
     const std::size_t first = w * 64;
     fresh = s->high_water <= first ? bits
             : s->high_water >= first + 64 ? 0
@@ -178,10 +179,10 @@ class slab_kind {
   static void return_claim(slab* s, std::size_t w, std::uint64_t bits, std::uint64_t fresh) noexcept {
     if (bits == 0) return;
     s->local(w).store(s->local(w).load(std::memory_order_relaxed) | bits, std::memory_order_relaxed);
-    s->free_count += static_cast<std::uint32_t>(__builtin_popcountll(bits));
+    s->free_count += static_cast<std::uint32_t>(popcount(bits));
     if (w < s->hint) s->hint = static_cast<std::uint16_t>(w);
     // Bits go out lowest first, so the fresh ones left are the word's top ones: the mark moves back to the first.
-    if ((fresh & bits) != 0) s->high_water = static_cast<std::uint32_t>(w * 64 + static_cast<std::size_t>(__builtin_ctzll(fresh & bits)));
+    if ((fresh & bits) != 0) s->high_water = static_cast<std::uint32_t>(w * 64 + std::size_t{lowest_bit(fresh & bits)});
   }
 
   /// The first local word at or past the hint with a free bit (s has one); moves the hint there.
@@ -210,7 +211,7 @@ class slab_kind {
       settle(i, v, both);
       v &= ~both;
       s->local(i).store(local | v, std::memory_order_relaxed);
-      gained += static_cast<std::size_t>(__builtin_popcountll(v));
+      gained += static_cast<std::size_t>(popcount(v));
       if (v != 0 && i < s->hint) s->hint = static_cast<std::uint16_t>(i);
     }
     s->free_count += static_cast<std::uint32_t>(gained);

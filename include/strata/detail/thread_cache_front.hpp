@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <initializer_list>
 
+#include <strata/detail/bits.hpp>
 #include <strata/config.hpp>
 #include <strata/detail/block_map.hpp>
 #include <strata/detail/class_map.hpp>
@@ -165,7 +166,7 @@ class tc_front {
     tc_bin& bin = h.bins[c];
     const std::uint64_t m = bin.claimed;
     if (STRATA_UNLIKELY(m == 0)) return nullptr;
-    const auto i = static_cast<unsigned>(__builtin_ctzll(m));
+    const auto i = lowest_bit(m);
     char* p = bin.claimed_base + std::size_t{i} * bin.object_size;
     if (((bin.claimed_fresh >> i) & 1) != 0) {
       // Its first use: the current block's never-used slots begin after it now.
