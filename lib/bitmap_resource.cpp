@@ -19,16 +19,6 @@ const bitmap_options& validated(const bitmap_options& o) {
   return o;
 }
 
-template <class T>
-void bump(T& c, std::size_t v = 1) noexcept {
-  if constexpr (std::is_integral_v<T>) c += static_cast<T>(v);
-  else c.fetch_add(v, std::memory_order_relaxed);
-}
-template <class T>
-auto read(const T& c) noexcept {
-  if constexpr (std::is_integral_v<T>) return c;
-  else return c.load(std::memory_order_relaxed);
-}
 
 }  // namespace
 
@@ -87,8 +77,8 @@ template <bool Sync>
 void basic_bitmap_resource<Sync>::release_large() noexcept {
   std::lock_guard<decltype(large_lock_)> lock(large_lock_);
   const std::size_t n = large_.release_all();
-  bump(upstream_deallocations_, n);
-  bump(large_deallocations_, n);
+  counter_add(upstream_deallocations_, n);
+  counter_add(large_deallocations_, n);
   if constexpr (Sync) large_bytes_.store(0, std::memory_order_relaxed);
   else large_bytes_ = 0;
 }
@@ -97,7 +87,7 @@ template <bool Sync>
 void* basic_bitmap_resource<Sync>::acquire_block(void* self, std::size_t size) {
   auto* r = static_cast<basic_bitmap_resource*>(self);
   void* b = allocate_from(r->upstream_, size, size);
-  bump(r->upstream_allocations_);
+  counter_add(r->upstream_allocations_, 1);
   return b;
 }
 
@@ -108,7 +98,7 @@ void* basic_bitmap_resource<Sync>::acquire_table(void* self, std::size_t bytes) 
   try {
     void* p = r->upstream_->allocate(bytes, alignof(std::max_align_t));
     std::memset(p, 0, bytes);
-    bump(r->upstream_allocations_);
+    counter_add(r->upstream_allocations_, 1);
     return p;
   } catch (...) {
     return nullptr;
@@ -119,7 +109,7 @@ template <bool Sync>
 void basic_bitmap_resource<Sync>::release_table(void* self, void* p, std::size_t bytes) noexcept {
   auto* r = static_cast<basic_bitmap_resource*>(self);
   r->upstream_->deallocate(p, bytes, alignof(std::max_align_t));
-  bump(r->upstream_deallocations_);
+  counter_add(r->upstream_deallocations_, 1);
 }
 
 template <bool Sync>
@@ -133,7 +123,7 @@ template <bool Sync>
 void basic_bitmap_resource<Sync>::release_block(void* self, void* block, std::size_t size) noexcept {
   auto* r = static_cast<basic_bitmap_resource*>(self);
   r->upstream_->deallocate(block, size, size);
-  bump(r->upstream_deallocations_);
+  counter_add(r->upstream_deallocations_, 1);
 }
 
 template <bool Sync>
@@ -197,21 +187,21 @@ void* basic_bitmap_resource<Sync>::allocate_large(std::size_t bytes, std::size_t
     }
     p = allocate_from(upstream_, large_ledger::upstream_size(bytes), alignment);
   } catch (...) {
-    bump(failed_);
+    counter_add(failed_, 1);
     throw;
   }
   {
     std::lock_guard<decltype(large_lock_)> lock(large_lock_);
     if (!large_.reserve()) {  // another thread took the room meanwhile and growing failed
       upstream_->deallocate(p, large_ledger::upstream_size(bytes), alignment);
-      bump(failed_);
+      counter_add(failed_, 1);
       throw std::bad_alloc();
     }
     large_.record(p, bytes, alignment);
   }
-  bump(large_allocations_);
-  bump(upstream_allocations_);
-  bump(large_bytes_, bytes);
+  counter_add(large_allocations_, 1);
+  counter_add(upstream_allocations_, 1);
+  counter_add(large_bytes_, bytes);
   note_large_peak();
   return p;
 }
@@ -251,9 +241,9 @@ void basic_bitmap_resource<Sync>::deallocate_large(void* p, std::size_t bytes, s
     return;
   }
   upstream_->deallocate(p, large_ledger::upstream_size(bytes), alignment);
-  bump(large_deallocations_);
-  bump(upstream_deallocations_);
-  bump(large_bytes_, std::size_t{0} - bytes);
+  counter_add(large_deallocations_, 1);
+  counter_add(upstream_deallocations_, 1);
+  counter_add(large_bytes_, std::size_t{0} - bytes);
 }
 
 // ---- resize --------------------------------------------------------------------------------------------------------
@@ -293,7 +283,7 @@ bool basic_bitmap_resource<Sync>::do_resize(void* p, std::size_t old_size, std::
     }
     if (!resized || !stays_large) return false;
   }
-  bump(large_bytes_, new_size - old_size);
+  counter_add(large_bytes_, new_size - old_size);
   note_large_peak();
   return true;
 }
@@ -318,15 +308,15 @@ resource_stats basic_bitmap_resource<Sync>::do_stats() const noexcept {
     }
   }
   resource_stats s{};
-  s.allocations = t.allocations + read(large_allocations_);
-  s.deallocations = t.deallocations + read(large_deallocations_);
-  s.bytes_in_use = t.bytes_in_use + read(large_bytes_);
-  s.peak_bytes_in_use = t.peak_bytes_in_use + read(large_peak_);
-  s.bytes_held = t.blocks * engine_.block_size() + t.table_bytes + read(large_bytes_);
+  s.allocations = t.allocations + counter_read(large_allocations_);
+  s.deallocations = t.deallocations + counter_read(large_deallocations_);
+  s.bytes_in_use = t.bytes_in_use + counter_read(large_bytes_);
+  s.peak_bytes_in_use = t.peak_bytes_in_use + counter_read(large_peak_);
+  s.bytes_held = t.blocks * engine_.block_size() + t.table_bytes + counter_read(large_bytes_);
   s.bytes_resident = s.bytes_held;
-  s.failed_allocations = read(failed_) + engine_.failed();
-  s.upstream_allocations = read(upstream_allocations_);
-  s.upstream_deallocations = read(upstream_deallocations_);
+  s.failed_allocations = counter_read(failed_) + engine_.failed();
+  s.upstream_allocations = counter_read(upstream_allocations_);
+  s.upstream_deallocations = counter_read(upstream_deallocations_);
   return s;
 }
 

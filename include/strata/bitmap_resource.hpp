@@ -125,7 +125,7 @@ class basic_bitmap_resource : public resource {
   options opts_;
   bitmap_engine<Sync> engine_;
   std::conditional_t<Sync, std::optional<sync_front>, no_front> front_;  // Sync with standard checks
-  std::conditional_t<Sync, spin_lock, null_lock> large_lock_;
+  lock_if<Sync, spin_lock> large_lock_;
   large_ledger large_;  // live large allocations
   counter<std::uint64_t> large_allocations_{0};
   counter<std::uint64_t> large_deallocations_{0};

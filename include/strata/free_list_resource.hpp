@@ -3,6 +3,7 @@
 // coalescing and a choice of fit policy (segregated, TLSF-style, by default).
 #pragma once
 
+#include <strata/detail/sync.hpp>
 #include <strata/config.hpp>
 
 #include <cstddef>
@@ -126,11 +127,7 @@ class basic_free_list_resource : public resource {
   }
 
  private:
-  struct no_lock {
-    void lock() noexcept {}
-    void unlock() noexcept {}
-  };
-  using lock_type = std::conditional_t<Sync, std::mutex, no_lock>;
+  using lock_type = detail::lock_if<Sync>;
 
   mutable lock_type lock_;
   free_list_engine engine_;

@@ -9,6 +9,7 @@
 #include <thread>
 #include <type_traits>
 
+#include <strata/detail/sync.hpp>
 #include <strata/detail/bits.hpp>
 #include <strata/config.hpp>
 #include <strata/detail/block_map.hpp>
@@ -38,34 +39,6 @@ struct block_source_storage {
   const block_source* source = nullptr;
   void* allocate(std::size_t bytes) noexcept { return source->acquire_table(source->context, bytes); }
   void deallocate(void* p, std::size_t bytes) noexcept { source->release_table(source->context, p, bytes); }
-};
-
-/// A test-and-test-and-set lock for short critical sections; yields when the holder seems preempted.
-class spin_lock {
- public:
-  void lock() noexcept {
-    for (unsigned spins = 0; locked_.exchange(true, std::memory_order_acquire);) {
-      while (locked_.load(std::memory_order_relaxed)) {
-        if (++spins > 64) std::this_thread::yield();
-#if defined(__x86_64__) || defined(__i386__)
-        else __builtin_ia32_pause();
-#endif
-      }
-    }
-  }
-  bool try_lock() noexcept {
-    return !locked_.load(std::memory_order_relaxed) && !locked_.exchange(true, std::memory_order_acquire);
-  }
-  void unlock() noexcept { locked_.store(false, std::memory_order_release); }
-
- private:
-  std::atomic<bool> locked_{false};
-};
-
-struct null_lock {
-  void lock() noexcept {}
-  bool try_lock() noexcept { return true; }
-  void unlock() noexcept {}
 };
 
 /// One size class as stats report it.
@@ -347,9 +320,9 @@ class bitmap_engine {
   bool check_invariants() const noexcept;
 
  private:
-  using lock_type = std::conditional_t<Sync, spin_lock, null_lock>;
+  using lock_type = lock_if<Sync, spin_lock>;
   template <class T>
-  using counter = std::conditional_t<Sync, std::atomic<T>, T>;
+  using counter = counter_if<Sync, T>;
 
   using block = slab;
   using word = slab::word;
@@ -417,13 +390,11 @@ class bitmap_engine {
   }
   template <class T, class U>
   static void add(T& c, U v) noexcept {
-    if constexpr (Sync) c.store(c.load(std::memory_order_relaxed) + v, std::memory_order_relaxed);  // under lock
-    else c += v;
+    counter_add_serialised(c, v);  // under the class lock
   }
   template <class T>
   static T get(const counter<T>& c) noexcept {
-    if constexpr (Sync) return c.load(std::memory_order_relaxed);
-    else return c;
+    return counter_read(c);
   }
 
   block* block_of(const void* p) const noexcept { return kind_.slab_of(p); }

@@ -11,6 +11,7 @@
 #include <mutex>
 #include <type_traits>
 
+#include <strata/detail/sync.hpp>
 #include <strata/detail/bits.hpp>
 #include <strata/config.hpp>
 #include <strata/detail/block_map.hpp>
@@ -96,7 +97,7 @@ class fixed_pool_engine {
  public:
   using word = std::conditional_t<Sync, std::atomic<std::uint64_t>, std::uint64_t>;
   template <class T>
-  using counter = std::conditional_t<Sync, std::atomic<T>, T>;
+  using counter = counter_if<Sync, T>;
 
   /// A chunk: this header, then the state words, then blocks. Slot q is at base + q * stride; slots below `skip`
   /// overlap the header.
@@ -165,11 +166,7 @@ class fixed_pool_engine {
   bool check_invariants() const noexcept;
 
  private:
-  struct no_lock {
-    void lock() noexcept {}
-    void unlock() noexcept {}
-  };
-  using lock_type = std::conditional_t<Sync, std::mutex, no_lock>;
+  using lock_type = lock_if<Sync>;
 
   /// Counts of one stripe (Sync) or of the engine (!Sync). Peaks are of this stripe's net counts.
   struct alignas(64) tally {

@@ -8,7 +8,8 @@
 #include <memory_resource>
 #include <mutex>
 
-#include <strata/detail/bitmap_engine.hpp>  // spin_lock
+#include <strata/detail/bitmap_engine.hpp>
+#include <strata/detail/sync.hpp>
 #include <strata/detail/free_list_engine.hpp>
 #include <strata/detail/size_classes.hpp>
 #include <strata/stats.hpp>
