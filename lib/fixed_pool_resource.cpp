@@ -7,7 +7,9 @@ namespace strata::detail {
 template <bool Sync>
 basic_fixed_pool_resource<Sync>::basic_fixed_pool_resource(std::size_t block_size, const options& opts,
                                                            std::pmr::memory_resource* upstream)
-    : engine_(fixed_pool_params{block_size, opts.max_bytes, opts.chunk_size, opts.forward_large, opts.max_empty_chunks,
+    : upstream_(upstream),
+      opts_(opts),
+      engine_(fixed_pool_params{block_size, opts.max_bytes, opts.chunk_size, opts.forward_large, opts.max_empty_chunks,
                                 opts.huge_pages},
               upstream, this, Sync ? "synchronized_fixed_pool_resource" : "fixed_pool_resource") {}
 

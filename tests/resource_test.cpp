@@ -6,6 +6,7 @@
 #include <memory_resource>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -71,6 +72,10 @@ TEST_CASE("version: the headers and the linked library name the same version") {
 }
 
 namespace {
+template <class R>
+bool round_size_is_at_least(const R& r, std::size_t n) {
+  return r.round_size(n, 8) >= n;
+}
 // Every block of `r` freed, then trim(): upstream holds no block any more (at most the resource's own tables, well
 // under one 64 KiB block), and the resource works on.
 template <class R>
@@ -117,4 +122,38 @@ TEST_CASE("trim() returns every empty block, whatever the strategy's caches of e
     strata::fixed_pool_resource r(48, strata::fixed_pool_options{}, &up);
     check_trim_returns_every_empty_block(r, up, 40);
   }
+}
+
+TEST_CASE("every strategy tells its upstream and options, and trims and rounds sizes alike") {
+  strata::testing::recording_resource up{strata::default_page_resource()};
+  strata::bitmap_options bo;
+  bo.max_small_size = 2048;
+  strata::bitmap_resource bitmap(bo, &up);
+  CHECK(bitmap.upstream_resource() == &up);
+  CHECK(bitmap.get_options().max_small_size == 2048);
+  strata::fixed_pool_options po;
+  po.max_empty_chunks = 3;
+  strata::fixed_pool_resource pool(64, po, &up);
+  CHECK(pool.upstream_resource() == &up);
+  CHECK(pool.get_options().max_empty_chunks == 3);
+  strata::free_list_options lo;
+  lo.policy = strata::fit_policy::best_fit;
+  strata::free_list_resource list(lo, &up);
+  CHECK(list.upstream_resource() == &up);
+  CHECK(list.get_options().policy == strata::fit_policy::best_fit);
+  strata::thread_cache_resource tc(&up);
+  CHECK(tc.upstream_resource() == &up);
+  CHECK(round_size_is_at_least(bitmap, 100));
+  CHECK(round_size_is_at_least(pool, 64));
+  CHECK(round_size_is_at_least(list, 100));
+  CHECK(round_size_is_at_least(tc, 100));
+  bitmap.trim();
+  pool.trim();
+  list.trim();
+  tc.trim();
+  CHECK(bitmap.check_invariants());
+  CHECK(pool.check_invariants());
+  CHECK(list.check_invariants());
+  CHECK(tc.check_invariants());
+  static_assert(std::is_final_v<strata::thread_cache_resource>, "final, like the other resources");
 }

@@ -2326,18 +2326,10 @@ TEST_CASE("thread_cache_resource: large blocks resize in place over a page_resou
   CHECK(r.check_invariants());
 }
 
-namespace {
-/// Calls do_resize directly, with equal sizes too (as strata::resource::resize passes them on).
-struct resize_probe : thread_cache_resource {
-  using thread_cache_resource::thread_cache_resource;
-  using thread_cache_resource::do_resize;
-};
-}  // namespace
-
 TEST_CASE("thread_cache_resource: resize checks that the block is live, also for sizes of the same block") {
   error_capture errors;
   recording_resource up(strata::default_page_resource());
-  resize_probe r(&up);
+  thread_cache_resource r(&up);  // resize() passes equal sizes on: only the resource can tell a live block
   const std::size_t big = r.max_size(cache_tier::shared) + 1;
   REQUIRE(r.round_size(33, 8) == r.round_size(40, 8));
   void* keep = r.allocate(40, 8);  // keeps the blocks in use
@@ -2359,32 +2351,32 @@ TEST_CASE("thread_cache_resource: resize checks that the block is live, also for
   // Freed blocks of every tier, including one whose free is not yet published.
   CHECK_FALSE(r.resize(p, 33, 40, 8));
   check_error("thread_cache_resource", errors, ++n, error_kind::double_free, p, 33);
-  CHECK_FALSE(r.do_resize(p, 40, 40, 8));
+  CHECK_FALSE(r.resize(p, 40, 40, 8));
   check_error("thread_cache_resource", errors, ++n, error_kind::double_free, p, 40);
-  CHECK_FALSE(r.do_resize(q, 40, 40, 8));
+  CHECK_FALSE(r.resize(q, 40, 40, 8));
   check_error("thread_cache_resource", errors, ++n, error_kind::double_free, q, 40);
-  CHECK_FALSE(r.do_resize(s, 20000, 20000, 8));
+  CHECK_FALSE(r.resize(s, 20000, 20000, 8));
   check_error("thread_cache_resource", errors, ++n, error_kind::double_free, s, 20000);
-  CHECK_FALSE(r.do_resize(b, big, big, 8));
+  CHECK_FALSE(r.resize(b, big, big, 8));
   check_error("thread_cache_resource", errors, ++n, error_kind::double_free, b, big);
   // A buffer that is no allocation at all, named with a size of each tier.
   for (std::size_t size : {std::size_t{40}, std::size_t{20000}, big}) {
     CAPTURE(size);
-    CHECK_FALSE(r.do_resize(buffer, size, size, 8));
+    CHECK_FALSE(r.resize(buffer, size, size, 8));
     check_error("thread_cache_resource", errors, ++n, error_kind::foreign_pointer, buffer, size);
   }
   CHECK_FALSE(r.resize(buffer, 33, 40, 8));
   check_error("thread_cache_resource", errors, ++n, error_kind::foreign_pointer, buffer, 33);
   check_unchanged(before, r.stats());
   // Live blocks: true, nothing reported, nothing changed.
-  CHECK(r.do_resize(keep, 40, 40, 8));
+  CHECK(r.resize(keep, 40, 40, 8));
   CHECK(r.resize(keep, 40, 33, 8));
-  CHECK(r.do_resize(keep, 33, 40, 8));
-  CHECK(r.do_resize(keep_shared, 20000, 20000, 8));
-  CHECK(r.do_resize(keep_big, big, big, 8));
+  CHECK(r.resize(keep, 33, 40, 8));
+  CHECK(r.resize(keep_shared, 20000, 20000, 8));
+  CHECK(r.resize(keep_big, big, big, 8));
   CHECK(errors.count() == n);
   check_unchanged(before, r.stats());
-  std::thread([&] { CHECK(r.do_resize(keep, 40, 40, 8)); }).join();  // any thread may ask
+  std::thread([&] { CHECK(r.resize(keep, 40, 40, 8)); }).join();  // any thread may ask
   other.run([&] { r.trim(); });
   r.deallocate(keep, 40, 8);
   r.deallocate(keep_shared, 20000, 8);

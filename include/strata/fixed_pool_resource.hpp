@@ -87,6 +87,11 @@ class basic_fixed_pool_resource : public resource {
   /// (Synchronized: call it while no other thread uses the pool.)
   [[nodiscard]] bool check_invariants() const noexcept { return engine_.check_invariants(); }
 
+  /// The resource chunks and forwarded requests come from.
+  [[nodiscard]] std::pmr::memory_resource* upstream_resource() const noexcept { return upstream_; }
+  /// The options the pool was made with.
+  [[nodiscard]] const options& get_options() const noexcept { return opts_; }
+
  protected:
   void* do_allocate(std::size_t bytes, std::size_t alignment) override;
   void do_deallocate(void* p, std::size_t bytes, std::size_t alignment) override;
@@ -96,6 +101,8 @@ class basic_fixed_pool_resource : public resource {
   resource_stats do_stats() const noexcept override { return engine_.stats(); }
 
  private:
+  std::pmr::memory_resource* upstream_;
+  options opts_;
   fixed_pool_engine<Sync> engine_;
 };
 

@@ -108,6 +108,11 @@ class basic_free_list_resource : public resource {
     return engine_.check_invariants();
   }
 
+  /// The resource chunks and large requests come from.
+  [[nodiscard]] std::pmr::memory_resource* upstream_resource() const noexcept { return upstream_; }
+  /// The options the resource was made with.
+  [[nodiscard]] const options& get_options() const noexcept { return opts_; }
+
  protected:
   void* do_allocate(std::size_t bytes, std::size_t alignment) override {
     std::lock_guard<lock_type> g(lock_);
@@ -128,6 +133,8 @@ class basic_free_list_resource : public resource {
 
  private:
   using lock_type = detail::lock_if<Sync>;
+  std::pmr::memory_resource* upstream_;
+  options opts_;
 
   mutable lock_type lock_;
   free_list_engine engine_;

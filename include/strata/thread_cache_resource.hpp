@@ -68,7 +68,7 @@ enum class cache_tier {
 /// - **Statistics** count each live block at round_size(bytes, alignment) (upstream blocks at their exact size), so a
 ///   free with any size of the same block keeps bytes_in_use exact.
 /// - **usable_size(p)** gives the bytes a live pointer can use, without its size (the block header knows its class).
-class thread_cache_resource : public resource {
+class thread_cache_resource final : public resource {
  public:
   using options = thread_cache_options;
 
