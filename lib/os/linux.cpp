@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: MIT
-// lib/os/linux.cpp: the os.hpp contract on Linux (mmap, mremap, madvise, /proc).
-#include "os.hpp"
+// lib/os/linux.cpp: the os.hpp contract on Linux (mmap, mremap, madvise, /proc). The counter and the test hooks
+// are the portable part's (common.cpp, through port.hpp).
+#include "port.hpp"
 
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
-#include <atomic>
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -17,22 +17,6 @@
 
 namespace strata::os {
 namespace {
-
-std::atomic<std::size_t> g_mapped{0};
-// < 0: no failures injected; otherwise how many more obtaining calls succeed.
-std::atomic<std::int64_t> g_fail_budget{-1};
-
-// Test hook: purge, decommit and huge-page advice refused, as a kernel or a seccomp filter may.
-std::atomic<bool> g_refuse_advice{false};
-
-bool injected_failure() noexcept {
-  std::int64_t budget = g_fail_budget.load(std::memory_order_relaxed);
-  while (budget >= 0) {
-    if (budget == 0) return true;
-    if (g_fail_budget.compare_exchange_weak(budget, budget - 1, std::memory_order_relaxed)) return false;
-  }
-  return false;
-}
 
 result from_errno(int e) noexcept {
   switch (e) {
@@ -95,46 +79,46 @@ std::size_t huge_page_size() noexcept {
 }
 
 void* map(std::size_t size) noexcept {
-  if (size == 0 || injected_failure()) return nullptr;
+  if (size == 0 || port::injected_failure()) return nullptr;
   // No MAP_NORESERVE here: committed memory is charged like malloc's, so an impossible request fails now with
   // ENOMEM (a bad_alloc upstairs) rather than later with SIGBUS on first touch.
   void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) return nullptr;
-  g_mapped.fetch_add(size, std::memory_order_relaxed);
+  port::note_mapped(static_cast<std::ptrdiff_t>(size));
   return p;
 }
 
 void* map_sparse(std::size_t size) noexcept {
-  if (size == 0 || injected_failure()) return nullptr;
+  if (size == 0 || port::injected_failure()) return nullptr;
   void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (p == MAP_FAILED) return nullptr;
-  g_mapped.fetch_add(size, std::memory_order_relaxed);
+  port::note_mapped(static_cast<std::ptrdiff_t>(size));
   return p;
 }
 
 void* reserve(std::size_t size) noexcept {
-  if (size == 0 || injected_failure()) return nullptr;
+  if (size == 0 || port::injected_failure()) return nullptr;
   void* p = ::mmap(nullptr, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (p == MAP_FAILED) return nullptr;
-  g_mapped.fetch_add(size, std::memory_order_relaxed);
+  port::note_mapped(static_cast<std::ptrdiff_t>(size));
   return p;
 }
 
 result commit(void* p, std::size_t size) noexcept {
-  if (injected_failure()) return result::out_of_memory;
+  if (port::injected_failure()) return result::out_of_memory;
   if (::mprotect(p, size, PROT_READ | PROT_WRITE) != 0) return from_errno(errno);
   return result::ok;
 }
 
 result decommit(void* p, std::size_t size) noexcept {
-  if (g_refuse_advice.load(std::memory_order_relaxed)) return result::out_of_memory;
+  if (port::advice_refused()) return result::out_of_memory;
   // Replacing the range with a fresh PROT_NONE mapping drops its pages and its commit charge in one call.
   void* q = ::mmap(p, size, PROT_NONE, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   return q == MAP_FAILED ? from_errno(errno) : result::ok;
 }
 
 result purge(void* p, std::size_t size, purge_kind kind) noexcept {
-  if (g_refuse_advice.load(std::memory_order_relaxed)) return result::out_of_memory;
+  if (port::advice_refused()) return result::out_of_memory;
 #ifdef MADV_FREE
   if (kind == purge_kind::lazy) {
     if (::madvise(p, size, MADV_FREE) == 0) return result::ok;
@@ -149,22 +133,22 @@ result purge(void* p, std::size_t size, purge_kind kind) noexcept {
 
 result release(void* p, std::size_t size) noexcept {
   if (::munmap(p, size) != 0) return from_errno(errno);
-  g_mapped.fetch_sub(size, std::memory_order_relaxed);
+  port::note_mapped(-static_cast<std::ptrdiff_t>(size));
   return result::ok;
 }
 
 result extend_in_place(void* p, std::size_t old_size, std::size_t new_size) noexcept {
   if (new_size <= old_size) return result::invalid_argument;
-  if (injected_failure()) return result::out_of_memory;
+  if (port::injected_failure()) return result::out_of_memory;
   // Without MREMAP_MAYMOVE the kernel grows the mapping only into unmapped address space, never over a neighbour.
   void* q = ::mremap(p, old_size, new_size, 0);
   if (q == MAP_FAILED) return from_errno(errno);
-  g_mapped.fetch_add(new_size - old_size, std::memory_order_relaxed);
+  port::note_mapped(static_cast<std::ptrdiff_t>(new_size - old_size));
   return result::ok;
 }
 
 result advise_huge_pages(void* p, std::size_t size, bool enable) noexcept {
-  if (g_refuse_advice.load(std::memory_order_relaxed)) return result::out_of_memory;
+  if (port::advice_refused()) return result::out_of_memory;
 #if defined(MADV_HUGEPAGE) && defined(MADV_NOHUGEPAGE)
   return ::madvise(p, size, enable ? MADV_HUGEPAGE : MADV_NOHUGEPAGE) == 0 ? result::ok : from_errno(errno);
 #else
@@ -173,22 +157,9 @@ result advise_huge_pages(void* p, std::size_t size, bool enable) noexcept {
 #endif
 }
 
-std::size_t mapped_bytes() noexcept { return g_mapped.load(std::memory_order_relaxed); }
-
 std::size_t process_resident_bytes() noexcept {
   // statm: size resident shared text lib data dt, in pages.
   return read_number("/proc/self/statm", 1) * page_size();
 }
-
-void inject_failure_after(std::size_t n) noexcept {
-  g_fail_budget.store(static_cast<std::int64_t>(n), std::memory_order_relaxed);
-}
-
-void clear_failures() noexcept {
-  g_fail_budget.store(-1, std::memory_order_relaxed);
-  g_refuse_advice.store(false, std::memory_order_relaxed);
-}
-
-void refuse_advice(bool refuse) noexcept { g_refuse_advice.store(refuse, std::memory_order_relaxed); }
 
 }  // namespace strata::os

@@ -1,0 +1,52 @@
+// SPDX-License-Identifier: MIT
+// lib/os/common.cpp: the portable part of the OS layer: the mapped-bytes counter, the test hooks (failure injection,
+// refused advice). Each port (lib/os/<os>.cpp) does the OS calls.
+#include <atomic>
+#include <cstdint>
+
+#include "port.hpp"
+
+namespace strata::os {
+namespace {
+
+std::atomic<std::size_t> g_mapped{0};
+// < 0: no failures injected; otherwise how many more obtaining calls succeed.
+std::atomic<std::int64_t> g_fail_budget{-1};
+// Test hook: purge, decommit and huge-page advice refused, as a kernel or a seccomp filter may.
+std::atomic<bool> g_refuse_advice{false};
+
+}  // namespace
+
+namespace port {
+
+bool injected_failure() noexcept {
+  std::int64_t budget = g_fail_budget.load(std::memory_order_relaxed);
+  while (budget >= 0) {
+    if (budget == 0) return true;
+    if (g_fail_budget.compare_exchange_weak(budget, budget - 1, std::memory_order_relaxed)) return false;
+  }
+  return false;
+}
+
+bool advice_refused() noexcept { return g_refuse_advice.load(std::memory_order_relaxed); }
+
+void note_mapped(std::ptrdiff_t delta) noexcept {
+  g_mapped.fetch_add(static_cast<std::size_t>(delta), std::memory_order_relaxed);  // wraps back for negatives
+}
+
+}  // namespace port
+
+std::size_t mapped_bytes() noexcept { return g_mapped.load(std::memory_order_relaxed); }
+
+void inject_failure_after(std::size_t n) noexcept {
+  g_fail_budget.store(static_cast<std::int64_t>(n), std::memory_order_relaxed);
+}
+
+void clear_failures() noexcept {
+  g_fail_budget.store(-1, std::memory_order_relaxed);
+  g_refuse_advice.store(false, std::memory_order_relaxed);
+}
+
+void refuse_advice(bool refuse) noexcept { g_refuse_advice.store(refuse, std::memory_order_relaxed); }
+
+}  // namespace strata::os
