@@ -35,7 +35,8 @@ unsigned tc_front::class_for_aligned(std::size_t bytes, std::size_t alignment) c
 
 void tc_front::init_bin(const tc_heap& h, tc_bin& bin, unsigned c) const noexcept {
   bin = tc_bin{};
-  bin.map_value = h.map_owner | (c + 1);
+  // Strict checks: no block has this map value, so every free leaves the inline path for deallocate_strict().
+  bin.map_value = strict_ ? tc_map_none : h.map_owner | (c + 1);
   const std::size_t size = sizes_.size_of(c);
   bin.object_size = static_cast<std::uint32_t>(size);
   bin.reciprocal = reciprocal40(size);
@@ -164,21 +165,16 @@ bool tc_front::set_free(tc_bin& bin, tc_block* b, std::size_t q, std::atomic<std
 }
 
 // Strict checks: p (a slot of b, a block h owns of bin's class; header checked) goes into b's bitmap at once, after
-// the exact double-free test (its bits, the claimed word, the never-used range, and any heap's mark: a free waiting
-// in another thread's batch; no heap has a cache under strict checks), and becomes the newest of bin.hot.
+// the exact double-free test (is_free_for), and becomes the newest of bin.hot.
 void tc_front::free_strict(tc_heap& h, tc_bin& bin, tc_block* b, void* p, std::size_t q, std::size_t bytes,
                            std::size_t alignment) const noexcept {
   std::atomic<std::uint64_t>& w = b->local(q >> 6);
-  const std::uint64_t m = std::uint64_t{1} << (q & 63);
   const std::uint64_t v = w.load(std::memory_order_relaxed);
-  const auto a = reinterpret_cast<std::uintptr_t>(p);
-  if (((v | b->remote(q >> 6).load(std::memory_order_relaxed)) & m) != 0 ||
-      (b == bin.current && (((q >> 6) == bin.claimed_word && bin.claimed_base != nullptr && (bin.claimed & m) != 0) ||
-                            a - bin.fresh_from < bin.fresh_span)) ||
-      is_any_mark(p, node_key_)) {
+  if (is_free_for(bin, b, q, p, v)) {
     report(error_kind::double_free, p, bytes, alignment, 0, "the object is free already");
     return;
   }
+  const std::uint64_t m = std::uint64_t{1} << (q & 63);
   note_deallocation(h, bin.object_size);
   make_node(p, nullptr, h.node_key);  // the mark of a slot in a bitmap
   bin.hot_top = (bin.hot_top + 1) % tc_bin::hot_slots;
@@ -310,24 +306,8 @@ bool tc_front::adopt_from_shared(tc_heap& h, tc_bin& bin, unsigned c) const noex
 
 // ---- frees ---------------------------------------------------------------------------------------------------------
 
-bool tc_front::is_free_for(const tc_bin& bin, const void* p) const noexcept {
-  const tc_block* b = block_of(p);
-  const std::size_t q = slot_number(bin, p);
-  const std::uint64_t m = std::uint64_t{1} << (q & 63);
-  if (((b->local(q >> 6).load(std::memory_order_relaxed) | b->remote(q >> 6).load(std::memory_order_relaxed)) & m) !=
-      0)
-    return true;
-  if (b == bin.current) {
-    if (bin.claimed_base != nullptr && (q >> 6) == bin.claimed_word && (bin.claimed & m) != 0) return true;
-    if (reinterpret_cast<std::uintptr_t>(p) - bin.fresh_from < bin.fresh_span) return true;
-  }
-  // A mark (flushed by its owner, or freed by another heap) or a node (cached, or set aside behind a cache found
-  // written over) of some heap: free. Every object handed out has its second word cleared, so a live one carries
-  // such words only if the program wrote them (they hold the resource's secret key).
-  return ((load_node_word(p, 1) ^ mark_of(p, node_key_)) << 16) == 0 || (node_residue(p, node_key_) << 16) == 0;
-}
-
 void tc_front::deallocate_slow(tc_heap& h, void* p, std::size_t bytes, std::size_t alignment) const noexcept {
+  if (strict_) return deallocate_strict(h, p, bytes, alignment, false);
   // Most frees here are of another heap's objects, whose second word takes a compare-and-swap after the checks: the
   // line is asked for now, so that its transfer overlaps them (a locked instruction would wait for it).
   STRATA_PREFETCH_WRITE(p);
@@ -342,7 +322,7 @@ void tc_front::deallocate_strict(tc_heap& h, void* p, std::size_t bytes, std::si
   // A slot of a block h owns (its current block, or by the map: only then is the header read); anything else
   // takes the general way.
   tc_block* b = block_of(p);
-  if (STRATA_LIKELY(b == bin.current || map_.get_direct(p) == bin.map_value)) {
+  if (STRATA_LIKELY(b == bin.current || map_.get_direct(p) == (h.map_owner | (c + 1)))) {
     const std::size_t q = slot_number(bin, p);
     if (STRATA_LIKELY(kind_.tagged(b) && b->size_class == c && kind_.is_slot_number(b, p, q)))
       return free_strict(h, bin, b, p, q, bytes, alignment);
@@ -351,6 +331,7 @@ void tc_front::deallocate_strict(tc_heap& h, void* p, std::size_t bytes, std::si
 }
 
 void tc_front::deallocate_slow_rounded(tc_heap& h, void* p, std::size_t bytes, std::size_t alignment) const noexcept {
+  if (strict_) return deallocate_strict(h, p, bytes, alignment, true);
   STRATA_PREFETCH_WRITE(p);
   const unsigned c = plain_class(bytes, alignment);
   deallocate_slow(h, p, c, sizes_.size_of(c), alignment);
@@ -379,7 +360,7 @@ void tc_front::deallocate_slow(tc_heap& h, void* p, unsigned c, std::size_t byte
   if (!kind_.tagged(b) || b->size_class != c || !kind_.is_slot_number(b, p, q))
     return report_bad_free(p, c, bytes, alignment);
   if (bin.cache.cap == 0) return free_strict(h, bin, b, p, q, bytes, alignment);
-  if (is_free_for(bin, p)) {
+  if (is_free_for(bin, b, q, p, b->local(q >> 6).load(std::memory_order_relaxed))) {
     report(error_kind::double_free, p, bytes, alignment, 0, "the object is free already");
     return;
   }
