@@ -3,7 +3,6 @@
 #include <strata/strata.h>
 
 #include <atomic>
-#include <mutex>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
@@ -14,6 +13,7 @@
 
 #include <strata/bitmap_resource.hpp>
 #include <strata/detail/bump_arena.hpp>
+#include <strata/detail/interned.hpp>
 #include <strata/detail/math.hpp>
 #include <strata/error.hpp>
 #include <strata/fixed_pool_resource.hpp>
@@ -54,24 +54,13 @@ R guarded(R none, F&& f) noexcept {
   return none;
 }
 
-// A C handler and its context, the context of forward_misuse. Never freed: one per distinct pair (reused when set
-// again), all reachable from g_c_handlers.
+// A C handler and its context: the context of forward_misuse, interned so that it outlives any report using it.
 struct c_handler {
   strata_misuse_handler_t function;
   void* context;
-  const c_handler* next;
+  bool operator==(const c_handler& o) const noexcept { return function == o.function && context == o.context; }
 };
-std::mutex g_c_handlers_lock;
-const c_handler* g_c_handlers = nullptr;
-
-const c_handler* c_handler_for(strata_misuse_handler_t function, void* context) noexcept {
-  std::lock_guard<std::mutex> lock(g_c_handlers_lock);
-  for (const c_handler* n = g_c_handlers; n != nullptr; n = n->next)
-    if (n->function == function && n->context == context) return n;
-  auto* n = new (std::nothrow) c_handler{function, context, g_c_handlers};
-  if (n != nullptr) g_c_handlers = n;
-  return n;
-}
+strata::detail::interned_values<c_handler> g_c_handlers;
 
 void forward_misuse(const strata::error_info& info, void* handler) {
   char message[512];
@@ -392,7 +381,7 @@ extern "C" const char* strata_error_string(strata_error_t error) noexcept {
 extern "C" void strata_set_misuse_handler(strata_misuse_handler_t handler, void* context) noexcept {
   // The C++ handler carries the C one with its context: a report calls a matching pair, also while another thread
   // sets a new one. Out of memory for the pair: the default handler.
-  const c_handler* h = handler != nullptr ? c_handler_for(handler, context) : nullptr;
+  const c_handler* h = handler != nullptr ? g_c_handlers.get(c_handler{handler, context}) : nullptr;
   strata::set_error_handler(h != nullptr ? strata::error_handler(&forward_misuse, const_cast<c_handler*>(h))
                                          : strata::error_handler());
 }

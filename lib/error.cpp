@@ -5,36 +5,24 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
-#include <mutex>
 #include <new>
 #include <stdexcept>
 #include <string>
 
 #include <strata/config.hpp>
 #include <strata/detail/checks.hpp>
+#include <strata/detail/interned.hpp>
 
 namespace strata {
 namespace {
 
-// The installed handler is a pointer to an immutable node, so that a report reads a function and its context that
-// belong together. Nodes are never freed: each distinct handler gets one, reused when it is installed again (a
-// program installs few), and all stay reachable from g_nodes.
-struct handler_node {
-  error_handler handler;
-  const handler_node* next;
-};
-std::mutex g_nodes_lock;
-const handler_node* g_nodes = nullptr;  // every node made so far
-std::atomic<const handler_node*> g_handler{nullptr};  // nullptr: the default handler
+// The installed handler is a pointer to an interned copy, so that a report reads a function and its context that
+// belong together (a program installs few handlers; each distinct one is kept once).
+detail::interned_values<error_handler> g_handlers;
+std::atomic<const error_handler*> g_handler{nullptr};  // nullptr: the default handler
 
-const handler_node* node_for(const error_handler& h) noexcept {
-  if (h == error_handler{}) return nullptr;
-  std::lock_guard<std::mutex> lock(g_nodes_lock);
-  for (const handler_node* n = g_nodes; n != nullptr; n = n->next)
-    if (n->handler == h) return n;
-  auto* n = new (std::nothrow) handler_node{h, g_nodes};
-  if (n != nullptr) g_nodes = n;
-  return n;  // nullptr when out of memory: the default handler
+const error_handler* stable(const error_handler& h) noexcept {
+  return h == error_handler{} ? nullptr : g_handlers.get(h);  // nullptr when out of memory too: the default
 }
 
 }  // namespace
@@ -82,18 +70,18 @@ void error_handler::operator()(const error_info& info) const {
 }
 
 error_handler set_error_handler(error_handler handler) noexcept {
-  const handler_node* previous = g_handler.exchange(node_for(handler), std::memory_order_acq_rel);
-  return previous != nullptr ? previous->handler : error_handler{};
+  const error_handler* previous = g_handler.exchange(stable(handler), std::memory_order_acq_rel);
+  return previous != nullptr ? *previous : error_handler{};
 }
 
 error_handler get_error_handler() noexcept {
-  const handler_node* n = g_handler.load(std::memory_order_acquire);
-  return n != nullptr ? n->handler : error_handler{};
+  const error_handler* h = g_handler.load(std::memory_order_acquire);
+  return h != nullptr ? *h : error_handler{};
 }
 
 STRATA_COLD void report_error(const error_info& info) {
-  const handler_node* n = g_handler.load(std::memory_order_acquire);
-  if (n != nullptr) n->handler(info);
+  const error_handler* h = g_handler.load(std::memory_order_acquire);
+  if (h != nullptr) (*h)(info);
   else default_error_handler(info);
 }
 
