@@ -100,32 +100,20 @@ void check_trim_returns_every_empty_block(R& r, strata::testing::recording_resou
 }
 }  // namespace
 
+// A resource of type R over a recording resource over the page resource, through check_trim_returns_every_empty_block.
+template <class R, class... Args>
+void check_trim_of(std::size_t max_size, Args&&... args) {
+  strata::testing::recording_resource up{strata::default_page_resource()};
+  R r(std::forward<Args>(args)..., &up);
+  check_trim_returns_every_empty_block(r, up, max_size);
+}
+
 TEST_CASE("trim() returns every empty block, whatever the strategy's caches of empty blocks") {
-  SUBCASE("bitmap_resource") {
-    strata::testing::recording_resource up{strata::default_page_resource()};
-    strata::bitmap_resource r(&up);
-    check_trim_returns_every_empty_block(r, up, 2000);
-  }
-  SUBCASE("synchronized_bitmap_resource") {
-    strata::testing::recording_resource up{strata::default_page_resource()};
-    strata::synchronized_bitmap_resource r(&up);
-    check_trim_returns_every_empty_block(r, up, 2000);
-  }
-  SUBCASE("free_list_resource") {
-    strata::testing::recording_resource up{strata::default_page_resource()};
-    strata::free_list_resource r(&up);
-    check_trim_returns_every_empty_block(r, up, 2000);
-  }
-  SUBCASE("thread_cache_resource") {
-    strata::testing::recording_resource up{strata::default_page_resource()};
-    strata::thread_cache_resource r(&up);
-    check_trim_returns_every_empty_block(r, up, 2000);
-  }
-  SUBCASE("fixed_pool_resource") {
-    strata::testing::recording_resource up{strata::default_page_resource()};
-    strata::fixed_pool_resource r(48, strata::fixed_pool_options{}, &up);
-    check_trim_returns_every_empty_block(r, up, 40);
-  }
+  SUBCASE("bitmap_resource") { check_trim_of<strata::bitmap_resource>(2000); }
+  SUBCASE("synchronized_bitmap_resource") { check_trim_of<strata::synchronized_bitmap_resource>(2000); }
+  SUBCASE("free_list_resource") { check_trim_of<strata::free_list_resource>(2000); }
+  SUBCASE("thread_cache_resource") { check_trim_of<strata::thread_cache_resource>(2000); }
+  SUBCASE("fixed_pool_resource") { check_trim_of<strata::fixed_pool_resource>(40, std::size_t{48}, strata::fixed_pool_options{}); }
 }
 
 TEST_CASE("every strategy tells its upstream and options, and trims and rounds sizes alike") {

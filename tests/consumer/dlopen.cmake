@@ -3,13 +3,7 @@
 # against it and runs them (a C++ program needs nothing the library hides), and loads it with dlopen from a C
 # program that does not link it (tests/consumer/dlopen.c).
 file(REMOVE_RECURSE ${WORK_DIR})
-function(run)
-  execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
-  if(NOT rc EQUAL 0)
-    message(FATAL_ERROR "failed (${rc}): ${ARGN}\n${out}\n${err}")
-  endif()
-  message(STATUS "${out}")
-endfunction()
+include(${CMAKE_CURRENT_LIST_DIR}/run_command.cmake)
 run(${CMAKE_COMMAND} -S ${STRATA_SOURCE_DIR} -B ${WORK_DIR}/build -G ${CMAKE_GENERATOR} -DBUILD_SHARED_LIBS=ON
     -DCMAKE_BUILD_TYPE=Release -DSTRATA_BUILD_TESTS=OFF -DSTRATA_BUILD_BENCH=OFF -DSTRATA_BUILD_EXAMPLES=ON
     -DSTRATA_BUILD_SOAK=OFF -DCMAKE_CXX_COMPILER=${CXX_COMPILER} -DCMAKE_C_COMPILER=${C_COMPILER})
