@@ -10,13 +10,14 @@ namespace strata::detail {
 
 
 template <bool Sync>
-bitmap_engine<Sync>::bitmap_engine(const config& cfg, block_source source) noexcept
+bitmap_engine<Sync>::bitmap_engine(const config& cfg, std::pmr::memory_resource* upstream,
+                                   large_size_lookup large) noexcept
     : kind_(cfg.block_size, reinterpret_cast<std::uintptr_t>(this) ^ 0x5354524154410000ull, Sync),
       node_key_(random_node_key(this)),
-      map_(block_source_storage{&source_}),
+      source_(upstream, {cfg.block_size, cfg.max_empty_blocks, false, false, &g_block_map}),
+      map_(chunk_source_storage<Sync>{&source_}),
       block_size_(cfg.block_size), max_small_(0), plain_limit_(0), mapped_(!Sync || cfg.thread_caches),
-      max_empty_(cfg.max_empty_blocks), name_(cfg.name),
-      source_(source) {
+      name_(cfg.name), large_(large) {
   sizes_.init(cfg.max_small_size, cfg.natural_alignment);
   max_small_ = sizes_.max_small();
   plain_limit_ = std::min(max_plain(), size_class_table::table_limit);
@@ -47,17 +48,6 @@ unsigned bitmap_engine<Sync>::class_for_aligned(std::size_t bytes, std::size_t a
 // ---- blocks ----------------------------------------------------------------------------------------------------------
 
 template <bool Sync>
-auto bitmap_engine<Sync>::take_empty_block() noexcept -> block* {
-  lock_guard guard(empty_lock_);
-  block* b = empty_;
-  if (b != nullptr) {
-    empty_ = b->next;
-    --empty_count_;
-  }
-  return b;
-}
-
-template <bool Sync>
 auto bitmap_engine<Sync>::refill(class_state& cs, unsigned c) -> block* {
   if constexpr (Sync) collect_remote(cs);
   block* current = cs.current;
@@ -79,26 +69,14 @@ auto bitmap_engine<Sync>::refill(class_state& cs, unsigned c) -> block* {
   if (b != nullptr) {
     block::unlink(cs.partial, b);
   } else {
-    b = take_empty_block();
-    if (b == nullptr) {
-      void* raw;
-      try {
-        raw = source_.acquire(source_.context, block_size_);  // may throw: nothing changed but the lists
-      } catch (...) {
-        count_failure();
-        throw;
-      }
-      if (!block_map_register(raw, block_size_)) {
-        source_.release(source_.context, raw, block_size_);
-        count_failure();
-        throw std::bad_alloc();
-      }
-      if constexpr (Sync) blocks_.fetch_add(1, std::memory_order_relaxed);
-      else ++blocks_;
-      b = kind_.format(raw, c, sizes_.size_of(c));
-    } else {
-      b = kind_.format(base_of(b), c, sizes_.size_of(c));
+    void* raw;
+    try {
+      raw = source_.take();  // may throw: nothing changed but the lists
+    } catch (...) {
+      count_failure();
+      throw;
     }
+    b = kind_.format(raw, c, sizes_.size_of(c));
     if (mapped_ && !map_.set(base_of(b), block_size_, static_cast<std::uint8_t>(c + 1))) {
       retire(b);  // no room for the class map: the block waits in the empty cache (or goes back)
       count_failure();
@@ -180,28 +158,16 @@ void bitmap_engine<Sync>::relist(class_state& cs, block* b) noexcept {
 template <bool Sync>
 void bitmap_engine<Sync>::retire(block* b) noexcept {
   if (mapped_) map_.clear(base_of(b), block_size_);
-  {
-    lock_guard guard(empty_lock_);
-    if (empty_count_ < max_empty_) {
-      b->where = in_empty;
-      b->next = empty_;
-      b->prev = nullptr;
-      empty_ = b;
-      ++empty_count_;
-      return;
-    }
-  }
-  release_block(b);
+  b->where = in_empty;
+  b->next = b->prev = nullptr;
+  if (!source_.cache(base_of(b))) release_block(b);
 }
 
 template <bool Sync>
 void bitmap_engine<Sync>::release_block(block* b) noexcept {
   void* base = base_of(b);
   if (mapped_) map_.clear(base, block_size_);
-  block_map_unregister(base, block_size_);
-  if constexpr (Sync) blocks_.fetch_sub(1, std::memory_order_relaxed);
-  else --blocks_;
-  source_.release(source_.context, base, block_size_);
+  source_.release(base);
 }
 
 // ---- remote frees (Sync) ---------------------------------------------------------------------------------------------
@@ -524,7 +490,7 @@ void bitmap_engine<Sync>::report_bad_free(void* p, std::size_t bytes, std::size_
   error_info info{error_kind::foreign_pointer, name_, this, p, bytes, alignment, 0, nullptr};
   const block* b = block_of(p);
   if (!block_map_contains(p) || !block_map_contains(b) || !kind_.tagged(b)) {
-    const std::size_t large = source_.large_size != nullptr ? source_.large_size(source_.context, p) : 0;
+    const std::size_t large = large_.size_of != nullptr ? large_.size_of(large_.context, p) : 0;
     if (large != 0) {
       info.kind = error_kind::wrong_size;
       info.expected_size = large;
@@ -668,18 +634,7 @@ void bitmap_engine<Sync>::trim() noexcept {
       relist(cs, b);
     }
   }
-  block* list;
-  {
-    lock_guard guard(empty_lock_);
-    list = empty_;
-    empty_ = nullptr;
-    empty_count_ = 0;
-  }
-  while (list != nullptr) {
-    block* b = list;
-    list = b->next;
-    release_block(b);
-  }
+  source_.release_cached();  // cached blocks are out of the class map already
   if constexpr (!Sync) map_.release_empty();
 }
 
@@ -755,12 +710,9 @@ auto bitmap_engine<Sync>::collect_totals() const noexcept -> totals {
     t.bytes_in_use = in_use_;
     t.peak_bytes_in_use = peak_;
   }
-  t.blocks = get<std::size_t>(blocks_);
+  t.blocks = source_.held();
   if (mapped_) t.table_bytes = map_.bytes_held();
-  {
-    lock_guard guard(empty_lock_);
-    t.empty_blocks = empty_count_;
-  }
+  t.empty_blocks = source_.cached();
   return t;
 }
 
@@ -856,14 +808,8 @@ bool bitmap_engine<Sync>::check_invariants() const noexcept {
     live_total += free_slots_live;
     blocks += class_blocks;
   }
-  if (broken == nullptr) {
-    lock_guard guard(empty_lock_);
-    std::size_t n = 0;
-    for (const block* b = empty_; b != nullptr && broken == nullptr; b = b->next, ++n)
-      if (b->where != in_empty || !block_map_contains(b)) broken = "empty-cache block corrupt";
-    if (n != empty_count_ || n > max_empty_) broken = "empty-cache count wrong";
-    if (broken == nullptr && blocks + n != get<std::size_t>(blocks_)) broken = "block total disagrees with the lists";
-  }
+  if (broken == nullptr) broken = source_.check();
+  if (broken == nullptr && blocks + source_.cached() != source_.held()) broken = "block total disagrees with the lists";
   if constexpr (!Sync)
     if (broken == nullptr && live_total != allocations_ - deallocations_)
       broken = "live objects disagree with the allocation counts";

@@ -29,7 +29,7 @@ basic_bitmap_resource<Sync>::basic_bitmap_resource(const options& opts, std::pmr
       engine_({opts.block_size, opts.max_small_size, opts.natural_alignment, opts.max_empty_blocks,
                Sync ? "synchronized_bitmap_resource" : "bitmap_resource", opts.checks == check_mode::strict,
                Sync && opts.checks == check_mode::standard},
-              block_source{this, &acquire_block, &release_block, &large_size, &acquire_table, &release_table}),
+              upstream, large_size_lookup{this, &large_size}),
       large_(upstream) {
   if constexpr (Sync)
     if (opts.checks == check_mode::standard) front_.emplace(engine_, upstream, "synchronized_bitmap_resource");
@@ -39,7 +39,7 @@ template <bool Sync>
 basic_bitmap_resource<Sync>::~basic_bitmap_resource() {
   if constexpr (Sync) front_.reset();  // first: from here on no exiting thread hands its cache back
   engine_.release_all();
-  release_large();
+  large_.release_all();
 }
 
 template <bool Sync>
@@ -47,7 +47,7 @@ void basic_bitmap_resource<Sync>::release() noexcept {
   if constexpr (Sync)
     if (front_.has_value()) front_->forget_all();
   engine_.release_all();
-  release_large();
+  large_.release_all();
 }
 
 template <bool Sync>
@@ -74,56 +74,8 @@ bool basic_bitmap_resource<Sync>::check_invariants() const noexcept {
 }
 
 template <bool Sync>
-void basic_bitmap_resource<Sync>::release_large() noexcept {
-  std::lock_guard<decltype(large_lock_)> lock(large_lock_);
-  const std::size_t n = large_.release_all();
-  counter_add(upstream_deallocations_, n);
-  counter_add(large_deallocations_, n);
-  if constexpr (Sync) large_bytes_.store(0, std::memory_order_relaxed);
-  else large_bytes_ = 0;
-}
-
-template <bool Sync>
-void* basic_bitmap_resource<Sync>::acquire_block(void* self, std::size_t size) {
-  auto* r = static_cast<basic_bitmap_resource*>(self);
-  void* b = allocate_from(r->upstream_, size, size);
-  counter_add(r->upstream_allocations_, 1);
-  return b;
-}
-
-// The engine's tables (its class map) come from upstream too; they are not counted as blocks.
-template <bool Sync>
-void* basic_bitmap_resource<Sync>::acquire_table(void* self, std::size_t bytes) noexcept {
-  auto* r = static_cast<basic_bitmap_resource*>(self);
-  try {
-    void* p = r->upstream_->allocate(bytes, alignof(std::max_align_t));
-    std::memset(p, 0, bytes);
-    counter_add(r->upstream_allocations_, 1);
-    return p;
-  } catch (...) {
-    return nullptr;
-  }
-}
-
-template <bool Sync>
-void basic_bitmap_resource<Sync>::release_table(void* self, void* p, std::size_t bytes) noexcept {
-  auto* r = static_cast<basic_bitmap_resource*>(self);
-  r->upstream_->deallocate(p, bytes, alignof(std::max_align_t));
-  counter_add(r->upstream_deallocations_, 1);
-}
-
-template <bool Sync>
-std::size_t basic_bitmap_resource<Sync>::large_size(void* self, const void* p) noexcept {
-  auto* r = static_cast<basic_bitmap_resource*>(self);
-  std::lock_guard<decltype(large_lock_)> lock(r->large_lock_);
-  return r->large_.size_of(p);
-}
-
-template <bool Sync>
-void basic_bitmap_resource<Sync>::release_block(void* self, void* block, std::size_t size) noexcept {
-  auto* r = static_cast<basic_bitmap_resource*>(self);
-  r->upstream_->deallocate(block, size, size);
-  counter_add(r->upstream_deallocations_, 1);
+std::size_t basic_bitmap_resource<Sync>::large_size(const void* self, const void* p) noexcept {
+  return static_cast<const basic_bitmap_resource*>(self)->large_.size_of(p);
 }
 
 template <bool Sync>
@@ -178,44 +130,7 @@ void basic_bitmap_resource<Sync>::deallocate_other(void* p, std::size_t bytes, s
 
 template <bool Sync>
 void* basic_bitmap_resource<Sync>::allocate_large(std::size_t bytes, std::size_t alignment) {
-  void* p = nullptr;
-  try {
-    if (bytes > max_request_size) throw std::bad_alloc();  // never trust upstream with sizes near SIZE_MAX
-    {
-      std::lock_guard<decltype(large_lock_)> lock(large_lock_);
-      if (!large_.reserve()) throw std::bad_alloc();
-    }
-    p = allocate_from(upstream_, large_ledger::upstream_size(bytes), alignment);
-  } catch (...) {
-    counter_add(failed_, 1);
-    throw;
-  }
-  {
-    std::lock_guard<decltype(large_lock_)> lock(large_lock_);
-    if (!large_.reserve()) {  // another thread took the room meanwhile and growing failed
-      upstream_->deallocate(p, large_ledger::upstream_size(bytes), alignment);
-      counter_add(failed_, 1);
-      throw std::bad_alloc();
-    }
-    large_.record(p, bytes, alignment);
-  }
-  counter_add(large_allocations_, 1);
-  counter_add(upstream_allocations_, 1);
-  counter_add(large_bytes_, bytes);
-  note_large_peak();
-  return p;
-}
-
-template <bool Sync>
-void basic_bitmap_resource<Sync>::note_large_peak() noexcept {
-  if constexpr (Sync) {
-    const std::size_t now = large_bytes_.load(std::memory_order_relaxed);
-    std::size_t peak = large_peak_.load(std::memory_order_relaxed);
-    while (now > peak && !large_peak_.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
-    }
-  } else if (large_bytes_ > large_peak_) {
-    large_peak_ = large_bytes_;
-  }
+  return large_.allocate(bytes, alignment);
 }
 
 template <bool Sync>
@@ -229,21 +144,14 @@ void basic_bitmap_resource<Sync>::deallocate_large(void* p, std::size_t bytes, s
   } else if (engine_.owns(p)) {
     why = "the pointer is a small object; the size is not its class's";
   } else {
-    std::lock_guard<decltype(large_lock_)> lock(large_lock_);
-    const auto v = large_.take(p, bytes, alignment);
+    const auto v = large_.deallocate(p, bytes, alignment);
     kind = v.kind;
     expected = v.expected;
     why = v.why;
   }
-  if (why != nullptr) {
+  if (why != nullptr)
     report_error(error_info{kind, Sync ? "synchronized_bitmap_resource" : "bitmap_resource", this, p, bytes,
                             alignment, expected, why});
-    return;
-  }
-  upstream_->deallocate(p, large_ledger::upstream_size(bytes), alignment);
-  counter_add(large_deallocations_, 1);
-  counter_add(upstream_deallocations_, 1);
-  counter_add(large_bytes_, std::size_t{0} - bytes);
 }
 
 // ---- resize --------------------------------------------------------------------------------------------------------
@@ -271,21 +179,13 @@ bool basic_bitmap_resource<Sync>::do_resize(void* p, std::size_t old_size, std::
     return false;
   }
   const bool stays_large = new_class == engine_.no_class;
-  {
-    std::lock_guard<decltype(large_lock_)> lock(large_lock_);
-    bool resized;
-    if (const auto v = stays_large ? large_.resize(p, old_size, new_size, alignment, resized)
-                                   : large_.resize(p, old_size, old_size, alignment, resized);
-        !v) {
-      report_error(error_info{v.kind, Sync ? "synchronized_bitmap_resource" : "bitmap_resource", this, p, old_size,
-                              alignment, v.expected, "resize of a block this resource did not hand out"});
-      return false;
-    }
-    if (!resized || !stays_large) return false;
+  bool resized;
+  if (const auto v = large_.resize(p, old_size, stays_large ? new_size : old_size, alignment, resized); !v) {
+    large_.report(v, Sync ? "synchronized_bitmap_resource" : "bitmap_resource", this, p, old_size, alignment,
+                  "resize of a block this resource did not hand out");
+    return false;
   }
-  counter_add(large_bytes_, new_size - old_size);
-  note_large_peak();
-  return true;
+  return resized && stays_large;
 }
 
 // ---- stats ---------------------------------------------------------------------------------------------------------
@@ -307,16 +207,17 @@ resource_stats basic_bitmap_resource<Sync>::do_stats() const noexcept {
       if (t.peak_bytes_in_use < t.bytes_in_use) t.peak_bytes_in_use = t.bytes_in_use;
     }
   }
+  const auto large = large_.get_totals();
   resource_stats s{};
-  s.allocations = t.allocations + counter_read(large_allocations_);
-  s.deallocations = t.deallocations + counter_read(large_deallocations_);
-  s.bytes_in_use = t.bytes_in_use + counter_read(large_bytes_);
-  s.peak_bytes_in_use = t.peak_bytes_in_use + counter_read(large_peak_);
-  s.bytes_held = t.blocks * engine_.block_size() + t.table_bytes + counter_read(large_bytes_);
+  s.allocations = t.allocations + large.allocations;
+  s.deallocations = t.deallocations + large.deallocations;
+  s.bytes_in_use = t.bytes_in_use + large.bytes;
+  s.peak_bytes_in_use = t.peak_bytes_in_use + large.peak;
+  s.bytes_held = t.blocks * engine_.block_size() + t.table_bytes + large.bytes;
   s.bytes_resident = s.bytes_held;
-  s.failed_allocations = counter_read(failed_) + engine_.failed();
-  s.upstream_allocations = counter_read(upstream_allocations_);
-  s.upstream_deallocations = counter_read(upstream_deallocations_);
+  s.failed_allocations = engine_.failed() + large.failed;
+  s.upstream_allocations = engine_.upstream_allocations() + large.allocations;
+  s.upstream_deallocations = engine_.upstream_deallocations() + large.deallocations;
   return s;
 }
 

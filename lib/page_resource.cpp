@@ -129,8 +129,19 @@ void* page_resource::do_allocate(std::size_t bytes, std::size_t alignment) {
   return allocate_span(bytes, alignment, false);
 }
 
-void* page_resource::allocate_zeroed(std::size_t bytes, std::size_t alignment) {
+void* page_resource::do_allocate_zeroed(std::size_t bytes, std::size_t alignment) {
   return allocate_span(bytes, alignment, true);
+}
+
+memory_capabilities page_resource::do_capabilities() const noexcept {
+  memory_capabilities c;
+  c.zeroed_pages = true;
+  c.purge = true;
+  c.page_size = os::page_size();
+  c.huge_page_size = os::huge_page_size();
+  c.huge_pages = c.huge_page_size != 0;
+  c.resize_in_place = true;
+  return c;
 }
 
 void* page_resource::allocate_span(std::size_t bytes, std::size_t alignment, bool zero) {
@@ -456,7 +467,7 @@ void page_resource::trim() noexcept {
 
 // ---- huge pages ----------------------------------------------------------------------------------------------------
 
-bool page_resource::advise_huge_pages(void* p, std::size_t bytes) noexcept {
+bool page_resource::do_advise_huge_pages(void* p, std::size_t bytes) noexcept {
   const std::size_t huge = os::huge_page_size();
   const auto begin = reinterpret_cast<std::uintptr_t>(p);
   if (huge == 0 || bytes < huge) return false;
@@ -469,7 +480,7 @@ bool page_resource::advise_huge_pages(void* p, std::size_t bytes) noexcept {
   return os::advise_huge_pages(p, bytes, true) == os::result::ok;
 }
 
-bool page_resource::purge(void* allocation, std::size_t offset, std::size_t bytes) noexcept {
+bool page_resource::do_purge(void* allocation, std::size_t offset, std::size_t bytes) noexcept {
   const std::size_t page = os::page_size();
   const auto begin = reinterpret_cast<std::uintptr_t>(allocation);
   if (bytes == 0 || offset % page != 0 || bytes % page != 0) return false;

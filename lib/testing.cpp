@@ -2,6 +2,7 @@
 // lib/testing.cpp: recording_resource, fault_injecting_resource and the OS-layer test hooks.
 #include <strata/testing.hpp>
 
+#include <cstring>
 #include <new>
 
 #include <strata/detail/checks.hpp>
@@ -14,11 +15,31 @@ namespace strata::testing {
 
 // ---- recording_resource --------------------------------------------------------------------------------------------
 
+namespace {
+// allocate_zeroed through upstream when it is a strata::resource (it may know the memory is zero), else clear it here.
+void* upstream_allocate(std::pmr::memory_resource* upstream, resource* strata_upstream, std::size_t bytes,
+                        std::size_t alignment, bool zeroed) {
+  if (!zeroed) return upstream->allocate(bytes, alignment);
+  if (strata_upstream != nullptr) return strata_upstream->allocate_zeroed(bytes, alignment);
+  void* p = upstream->allocate(bytes, alignment);
+  std::memset(p, 0, bytes);
+  return p;
+}
+}  // namespace
+
 void* recording_resource::do_allocate(std::size_t bytes, std::size_t alignment) {
+  return allocate_from_upstream(bytes, alignment, false);
+}
+
+void* recording_resource::do_allocate_zeroed(std::size_t bytes, std::size_t alignment) {
+  return allocate_from_upstream(bytes, alignment, true);
+}
+
+void* recording_resource::allocate_from_upstream(std::size_t bytes, std::size_t alignment, bool zeroed) {
   detail::check_alignment("recording_resource::allocate", alignment);
   void* p = nullptr;
   try {
-    p = upstream_->allocate(bytes, alignment);
+    p = upstream_allocate(upstream_, strata_upstream_, bytes, alignment, zeroed);
   } catch (...) {
     std::lock_guard<std::mutex> lock(mutex_);
     ++stats_.failed_allocations;
@@ -77,13 +98,30 @@ bool recording_resource::do_resize(void* p, std::size_t old_size, std::size_t ne
     if (!check_live(p, old_size, alignment, "resize does not match a live block")) return false;
   }
   if (old_size == new_size) return true;
-  auto* up = dynamic_cast<resource*>(upstream_);
-  if (up == nullptr || !up->resize(p, old_size, new_size, alignment)) return false;
+  if (strata_upstream_ == nullptr || !strata_upstream_->resize(p, old_size, new_size, alignment)) return false;
   std::lock_guard<std::mutex> lock(mutex_);
   live_[p].size = new_size;
   stats_.bytes_in_use = stats_.bytes_in_use - old_size + new_size;
   if (stats_.bytes_in_use > stats_.peak_bytes_in_use) stats_.peak_bytes_in_use = stats_.bytes_in_use;
   return true;
+}
+
+memory_capabilities recording_resource::do_capabilities() const noexcept {
+  return strata_upstream_ != nullptr ? strata_upstream_->capabilities() : memory_capabilities{};
+}
+
+bool recording_resource::is_live_start(void* p) const noexcept {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return live_.count(p) != 0;
+}
+
+// Purging and huge page advice apply to a live block of this resource only; upstream checks the range.
+bool recording_resource::do_purge(void* allocation, std::size_t offset, std::size_t bytes) noexcept {
+  return strata_upstream_ != nullptr && is_live_start(allocation) && strata_upstream_->purge(allocation, offset, bytes);
+}
+
+bool recording_resource::do_advise_huge_pages(void* p, std::size_t bytes) noexcept {
+  return strata_upstream_ != nullptr && is_live_start(p) && strata_upstream_->advise_huge_pages(p, bytes);
 }
 
 resource_stats recording_resource::do_stats() const noexcept {
@@ -150,6 +188,14 @@ std::uint64_t fault_injecting_resource::live_blocks() const noexcept {
 }
 
 void* fault_injecting_resource::do_allocate(std::size_t bytes, std::size_t alignment) {
+  return allocate_from_upstream(bytes, alignment, false);
+}
+
+void* fault_injecting_resource::do_allocate_zeroed(std::size_t bytes, std::size_t alignment) {
+  return allocate_from_upstream(bytes, alignment, true);
+}
+
+void* fault_injecting_resource::allocate_from_upstream(std::size_t bytes, std::size_t alignment, bool zeroed) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     const bool over_limit = bytes > byte_limit_ || stats_.bytes_in_use > byte_limit_ - bytes;
@@ -164,7 +210,7 @@ void* fault_injecting_resource::do_allocate(std::size_t bytes, std::size_t align
   }
   void* p = nullptr;
   try {
-    p = upstream_->allocate(bytes, alignment);
+    p = upstream_allocate(upstream_, strata_upstream_, bytes, alignment, zeroed);
   } catch (...) {
     std::lock_guard<std::mutex> lock(mutex_);
     stats_.bytes_in_use -= bytes;
@@ -184,6 +230,36 @@ void fault_injecting_resource::do_deallocate(void* p, std::size_t bytes, std::si
   stats_.bytes_in_use -= bytes;
   ++stats_.deallocations;
   ++stats_.upstream_deallocations;
+}
+
+// Resizing in place is no allocation from upstream's point of view, but growth counts against the byte limit.
+bool fault_injecting_resource::do_resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) {
+  if (strata_upstream_ == nullptr) return false;
+  if (new_size > old_size) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const std::size_t more = new_size - old_size;
+    if (more > byte_limit_ || stats_.bytes_in_use > byte_limit_ - more) {
+      ++failures_;
+      return false;
+    }
+  }
+  if (!strata_upstream_->resize(p, old_size, new_size, alignment)) return false;
+  std::lock_guard<std::mutex> lock(mutex_);
+  stats_.bytes_in_use = stats_.bytes_in_use - old_size + new_size;
+  if (stats_.bytes_in_use > stats_.peak_bytes_in_use) stats_.peak_bytes_in_use = stats_.bytes_in_use;
+  return true;
+}
+
+memory_capabilities fault_injecting_resource::do_capabilities() const noexcept {
+  return strata_upstream_ != nullptr ? strata_upstream_->capabilities() : memory_capabilities{};
+}
+
+bool fault_injecting_resource::do_purge(void* allocation, std::size_t offset, std::size_t bytes) noexcept {
+  return strata_upstream_ != nullptr && strata_upstream_->purge(allocation, offset, bytes);
+}
+
+bool fault_injecting_resource::do_advise_huge_pages(void* p, std::size_t bytes) noexcept {
+  return strata_upstream_ != nullptr && strata_upstream_->advise_huge_pages(p, bytes);
 }
 
 resource_stats fault_injecting_resource::do_stats() const noexcept {

@@ -21,7 +21,7 @@ thread_cache_engine::thread_cache_engine(const config& cfg, std::pmr::memory_res
       middle_(upstream, cfg.max_empty_blocks, cfg.max_shared, owner, engine_name),
       front_(cfg.max_small, reinterpret_cast<std::uintptr_t>(this) ^ 0x5354524154435400ull ^ (id() << 48), engine_name,
              middle_, upstream, cfg.strict),
-      back_(upstream) {
+      large_(upstream) {
   middle_.set_front(&front_);
   middle_.set_grace([](const void* context) noexcept {
     static_cast<const thread_cache_engine*>(context)->wait_for_publications();
@@ -40,7 +40,7 @@ thread_cache_engine::~thread_cache_engine() {
   // engine's id is never reused).
   release_heaps();
   middle_.release_all();
-  back_.release_all();
+  large_.release_all();
 }
 
 void thread_cache_engine::release_heaps() noexcept {
@@ -179,7 +179,7 @@ void* thread_cache_engine::allocate_other(std::size_t bytes, std::size_t alignme
     account(static_cast<std::int64_t>(tc_middle::rounded(bytes, alignment)));
     return p;
   }
-  void* p = back_.allocate(bytes, alignment);
+  void* p = large_.allocate(bytes, alignment);
   account(static_cast<std::int64_t>(bytes));
   return p;
 }
@@ -216,7 +216,7 @@ void thread_cache_engine::deallocate_other(void* p, std::size_t bytes, std::size
     middle_.deallocate(p, bytes, alignment);  // reports what the free list finds wrong (freed already, interior)
     return;
   }
-  if (const auto v = back_.deallocate(p, bytes, alignment); v) {
+  if (const auto v = large_.deallocate(p, bytes, alignment); v) {
     account(-static_cast<std::int64_t>(bytes));
   } else if (v.kind == error_kind::foreign_pointer || v.kind == error_kind::double_free) {
     // Another tier's block may sit where a freed large block was (which the ledger remembers as a double free).
@@ -238,7 +238,7 @@ tc_misuse thread_cache_engine::elsewhere(const void* p, std::size_t bytes, std::
     if (const std::size_t n = middle_.usable_size(p); n != 0)
       return {error_kind::wrong_size, n, "a block of the shared tier named with a size of another tier"};
   if (named != upstream_tier) {
-    const auto v = back_.check(p, bytes, alignment);
+    const auto v = large_.check(p, bytes, alignment);
     if (v.kind == error_kind::double_free) return {error_kind::double_free, 0, v.why};
     if (v || v.kind == error_kind::wrong_size) {
       const std::size_t size = v ? bytes : v.expected;
@@ -303,7 +303,7 @@ bool thread_cache_engine::resize(void* p, std::size_t old_size, std::size_t new_
     return true;
   }
   bool resized;
-  if (const auto v = back_.resize(p, old_size, t_new == upstream_tier ? new_size : old_size, alignment, resized); !v) {
+  if (const auto v = large_.resize(p, old_size, t_new == upstream_tier ? new_size : old_size, alignment, resized); !v) {
     if (v.kind == error_kind::foreign_pointer || v.kind == error_kind::double_free)
       report_misplaced(p, old_size, alignment, upstream_tier, v.kind,
                        v.kind == error_kind::double_free ? v.why : "resize of a block this resource did not hand out");
@@ -325,8 +325,8 @@ std::size_t thread_cache_engine::usable_size(const void* p) const noexcept {
     return 0;
   }
   if (std::size_t n = middle_.usable_size(p)) return n;
-  if (std::size_t n, a; back_.lookup(p, n, a)) return n;
-  if (back_.check(p, 0, 0).kind == error_kind::double_free)
+  if (std::size_t n, a; large_.lookup(p, n, a)) return n;
+  if (large_.check(p, 0, 0).kind == error_kind::double_free)
     report(error_kind::double_free, p, 0, 0, 0, "usable_size: a large block (passed upstream) that was freed already");
   else
     report(error_kind::foreign_pointer, p, 0, 0, 0, "usable_size: not an allocation of this resource");
@@ -347,15 +347,15 @@ std::size_t thread_cache_engine::deallocate_unsized(void* p) noexcept {
     account(-static_cast<std::int64_t>(n));
     return n;
   }
-  if (std::size_t n, a; back_.lookup(p, n, a)) {
-    if (const auto v = back_.deallocate(p, n, a); !v) {  // freed by another thread meanwhile
+  if (std::size_t n, a; large_.lookup(p, n, a)) {
+    if (const auto v = large_.deallocate(p, n, a); !v) {  // freed by another thread meanwhile
       report(v.kind, p, n, a, v.expected, v.why);
       return 0;
     }
     account(-static_cast<std::int64_t>(n));
     return n;
   }
-  if (const auto v = back_.check(p, 0, 0); v.kind == error_kind::double_free)
+  if (const auto v = large_.check(p, 0, 0); v.kind == error_kind::double_free)
     report(error_kind::double_free, p, 0, 0, 0, v.why);
   else
     report(error_kind::foreign_pointer, p, 0, 0, 0, "free without a size: not an allocation of this resource");
@@ -390,9 +390,9 @@ std::size_t thread_cache_engine::heap_count() const noexcept {
 // tiers count their own, so the thread tier's bytes are the difference.
 resource_stats thread_cache_engine::tier_stats(tier t) const noexcept {
   if (t == shared_tier) return middle_.list_stats();
-  if (t == upstream_tier) return back_.stats();
+  if (t == upstream_tier) return large_.stats();
   resource_stats s = thread_totals();
-  const resource_stats shared = middle_.list_stats(), upstream = back_.stats();
+  const resource_stats shared = middle_.list_stats(), upstream = large_.stats();
   const std::size_t others = shared.bytes_in_use + upstream.bytes_in_use;
   s.bytes_in_use = s.bytes_in_use > others ? s.bytes_in_use - others : 0;
   s.peak_bytes_in_use = s.bytes_in_use;  // the thread tier's own peak is not kept apart from the others'

@@ -415,7 +415,7 @@ TEST_CASE("bitmap_resource: per-class statistics") {
   const auto s = r.stats();
   CHECK(s.bytes_in_use == 32000);
   // One block, and one leaf of the class map (a 256 MiB window of addresses).
-  CHECK(s.bytes_held == 65536 + strata::detail::class_map<strata::detail::block_source_storage>::leaf_bytes);
+  CHECK(s.bytes_held == 65536 + strata::detail::class_map<strata::detail::chunk_source_storage<false>>::leaf_bytes);
   for (void* p : v) r.deallocate(p, 32, 8);
   CHECK(r.class_stats(c32).live_objects == 0);
 }

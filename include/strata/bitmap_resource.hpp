@@ -10,7 +10,7 @@
 
 #include <strata/detail/bitmap_engine.hpp>
 #include <strata/detail/sync_front.hpp>
-#include <strata/detail/large_ledger.hpp>
+#include <strata/detail/large_part.hpp>
 #include <strata/page_resource.hpp>
 #include <strata/resource.hpp>
 
@@ -88,16 +88,8 @@ class basic_bitmap_resource : public resource {
   STRATA_NOINLINE void deallocate_other(void* p, std::size_t bytes, std::size_t alignment) noexcept;
   void* allocate_large(std::size_t bytes, std::size_t alignment);
   void deallocate_large(void* p, std::size_t bytes, std::size_t alignment) noexcept;
-  void note_large_peak() noexcept;
-  static void* acquire_block(void* self, std::size_t size);
-  static void release_block(void* self, void* block, std::size_t size) noexcept;
-  static std::size_t large_size(void* self, const void* p) noexcept;
-  static void* acquire_table(void* self, std::size_t bytes) noexcept;
-  static void release_table(void* self, void* p, std::size_t bytes) noexcept;
-  template <class T>
-  using counter = std::conditional_t<Sync, std::atomic<T>, T>;
+  static std::size_t large_size(const void* self, const void* p) noexcept;
 
-  void release_large() noexcept;
   /// Class c's allocations and frees: through the threads' caches when there are (Sync, standard checks).
   STRATA_ALWAYS_INLINE void* allocate_class(unsigned c) {
     if constexpr (Sync) {
@@ -125,15 +117,7 @@ class basic_bitmap_resource : public resource {
   options opts_;
   bitmap_engine<Sync> engine_;
   std::conditional_t<Sync, std::optional<sync_front>, no_front> front_;  // Sync with standard checks
-  lock_if<Sync, spin_lock> large_lock_;
-  large_ledger large_;  // live large allocations
-  counter<std::uint64_t> large_allocations_{0};
-  counter<std::uint64_t> large_deallocations_{0};
-  counter<std::size_t> large_bytes_{0};
-  counter<std::size_t> large_peak_{0};
-  counter<std::uint64_t> failed_{0};
-  counter<std::uint64_t> upstream_allocations_{0};
-  counter<std::uint64_t> upstream_deallocations_{0};
+  large_part<Sync> large_;  // requests past the classes
 };
 
 }  // namespace detail

@@ -50,10 +50,6 @@ class basic_fixed_pool_resource : public resource {
       : basic_fixed_pool_resource(block_size, options{}, upstream) {}
   ~basic_fixed_pool_resource() override;  // out of line: the engine's destructor is the library's own
 
-  /// Zero-filled memory, as allocate() otherwise.
-  [[nodiscard]] void* allocate_zeroed(std::size_t bytes, std::size_t alignment = alignof(std::max_align_t)) {
-    return engine_.allocate(bytes, alignment, true);
-  }
   /// Frees everything at once and returns it upstream (the capacity reservation too; it is taken again when needed).
   void release() noexcept { engine_.release(); }
   /// Gives every empty chunk back upstream (a capacity reservation stays). The synchronized pool keeps its chunks
@@ -99,6 +95,10 @@ class basic_fixed_pool_resource : public resource {
     return engine_.resize(p, old_size, new_size, alignment);
   }
   resource_stats do_stats() const noexcept override { return engine_.stats(); }
+  /// Blocks never handed out since their chunk arrived zeroed are not cleared again.
+  void* do_allocate_zeroed(std::size_t bytes, std::size_t alignment) override {
+    return engine_.allocate(bytes, alignment, true);
+  }
 
  private:
   std::pmr::memory_resource* upstream_;

@@ -73,20 +73,9 @@ class page_resource final : public resource {
   /// Unmaps every span still live and everything cached.
   ~page_resource() override;
 
-  /// As allocate(), and the memory reads as zero. Costs nothing extra for fresh mappings and for cached spans whose
-  /// pages were purged eagerly; spans reused while still resident are cleared.
-  [[nodiscard]] void* allocate_zeroed(std::size_t bytes, std::size_t alignment = alignof(std::max_align_t));
-
-  /// Asks the OS to back the live allocation at p (its first `bytes`, at least one huge page) with transparent huge
-  /// pages: fewer TLB misses over memory touched at random. False when p is not the start of a live allocation of
-  /// this resource, `bytes` exceeds it, or the OS has no transparent huge pages. Thread-safe.
-  bool advise_huge_pages(void* p, std::size_t bytes) noexcept;
-
-  /// Gives the physical memory behind [allocation + offset, allocation + offset + bytes), whole pages inside the
-  /// live allocation `allocation`, back to the OS. The pages stay mapped and read as zero when next touched. False
-  /// (and nothing done) when the range is not page-aligned or not inside a live allocation of this resource.
-  /// Thread-safe.
-  bool purge(void* allocation, std::size_t offset, std::size_t bytes) noexcept;
+  // allocate_zeroed(), purge() and advise_huge_pages() (strata::resource) work here: fresh mappings and cached spans
+  // purged eagerly are zero already (spans reused while still resident are cleared); purge() takes whole pages of a
+  // live span; huge page advice needs the OS's transparent huge pages.
 
   /// Returns every cached span to the OS. Live allocations are untouched. Thread-safe.
   void trim() noexcept;
@@ -114,6 +103,10 @@ class page_resource final : public resource {
   void do_deallocate(void* p, std::size_t bytes, std::size_t alignment) override;
   bool do_resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) override;
   resource_stats do_stats() const noexcept override;
+  memory_capabilities do_capabilities() const noexcept override;
+  void* do_allocate_zeroed(std::size_t bytes, std::size_t alignment) override;
+  bool do_purge(void* allocation, std::size_t offset, std::size_t bytes) noexcept override;
+  bool do_advise_huge_pages(void* p, std::size_t bytes) noexcept override;
 
  private:
   struct cached_span {

@@ -28,11 +28,13 @@ struct allocation_record {
 /// Forwards to an upstream and records every live block, so that each deallocate is checked against what was
 /// handed out: the pointer must be live, and size and alignment must match exactly. A mismatch is reported through
 /// strata::report_error (double_free, foreign_pointer or wrong_size), counted in mismatches(), and not forwarded.
-/// Also checks that upstream honoured the alignment. Thread-safe (one mutex). Uses the C++ heap for its records.
+/// Also checks that upstream honoured the alignment. Forwards allocate_zeroed, resize, purge and huge page advice on
+/// live blocks to upstream, and reports upstream's capabilities, so a strategy over it gets what it would get over
+/// the upstream itself. Thread-safe (one mutex). Uses the C++ heap for its records.
 class recording_resource : public resource {
  public:
   explicit recording_resource(std::pmr::memory_resource* upstream = std::pmr::new_delete_resource()) noexcept
-      : upstream_(upstream) {}
+      : upstream_(upstream), strata_upstream_(as_strata_resource(upstream)) {}
   /// Does not free blocks still live: they belong to whoever allocated them. Check live_blocks() first.
   ~recording_resource() override = default;
 
@@ -52,11 +54,18 @@ class recording_resource : public resource {
   /// Forwards to upstream's resize when upstream is a strata::resource, after checking the block.
   bool do_resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) override;
   resource_stats do_stats() const noexcept override;
+  memory_capabilities do_capabilities() const noexcept override;
+  void* do_allocate_zeroed(std::size_t bytes, std::size_t alignment) override;
+  bool do_purge(void* allocation, std::size_t offset, std::size_t bytes) noexcept override;
+  bool do_advise_huge_pages(void* p, std::size_t bytes) noexcept override;
 
  private:
+  void* allocate_from_upstream(std::size_t bytes, std::size_t alignment, bool zeroed);
   bool check_live(void* p, std::size_t bytes, std::size_t alignment, const char* what);
+  bool is_live_start(void* p) const noexcept;
 
   std::pmr::memory_resource* upstream_;
+  resource* strata_upstream_;  // upstream as a strata::resource, or null
   mutable std::mutex mutex_;
   std::unordered_map<void*, allocation_record> live_;
   std::unordered_set<void*> freed_;  // handed out before and freed since: tells double frees from foreign pointers
@@ -65,11 +74,12 @@ class recording_resource : public resource {
 };
 
 /// Forwards to an upstream until told to fail: after a number of further allocations, or when live bytes would pass
-/// a limit, allocate throws std::bad_alloc. Deallocations always go through. Thread-safe.
+/// a limit, allocate (and allocate_zeroed) throws std::bad_alloc. Deallocations always go through. Forwards
+/// resize, purge and huge page advice to upstream and reports upstream's capabilities. Thread-safe.
 class fault_injecting_resource : public resource {
  public:
   explicit fault_injecting_resource(std::pmr::memory_resource* upstream = std::pmr::new_delete_resource()) noexcept
-      : upstream_(upstream) {}
+      : upstream_(upstream), strata_upstream_(as_strata_resource(upstream)) {}
 
   /// The next `n` allocations succeed (within the byte limit); every one after fails until reset().
   void fail_after(std::uint64_t n) noexcept;
@@ -86,11 +96,18 @@ class fault_injecting_resource : public resource {
  protected:
   void* do_allocate(std::size_t bytes, std::size_t alignment) override;
   void do_deallocate(void* p, std::size_t bytes, std::size_t alignment) override;
+  bool do_resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) override;
   resource_stats do_stats() const noexcept override;
+  memory_capabilities do_capabilities() const noexcept override;
+  void* do_allocate_zeroed(std::size_t bytes, std::size_t alignment) override;
+  bool do_purge(void* allocation, std::size_t offset, std::size_t bytes) noexcept override;
+  bool do_advise_huge_pages(void* p, std::size_t bytes) noexcept override;
 
  private:
   static constexpr std::uint64_t unlimited = ~std::uint64_t{0};
+  void* allocate_from_upstream(std::size_t bytes, std::size_t alignment, bool zeroed);
   std::pmr::memory_resource* upstream_;
+  resource* strata_upstream_;  // upstream as a strata::resource, or null
   mutable std::mutex mutex_;
   std::uint64_t allowed_allocations_ = unlimited;
   std::size_t byte_limit_ = ~std::size_t{0};

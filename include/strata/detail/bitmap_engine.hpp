@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 // strata/detail/bitmap_engine.hpp: the size-class bitmap block allocator behind bitmap_resource and
-// synchronized_bitmap_resource. No pmr, no OS: blocks come from a block_source.
+// synchronized_bitmap_resource. No OS: blocks come from upstream through a chunk_source.
 #pragma once
 
 #include <atomic>
@@ -17,28 +17,24 @@
 #include <strata/detail/free_cache.hpp>
 #include <strata/detail/math.hpp>
 #include <strata/detail/size_classes.hpp>
+#include <strata/detail/chunk_source.hpp>
 #include <strata/detail/slab.hpp>
 #include <strata/error.hpp>
 
 namespace strata::detail {
 
-/// Where an engine's blocks come from. `acquire` returns `size` bytes aligned to `size` or throws std::bad_alloc.
-struct block_source {
-  void* context;
-  void* (*acquire)(void* context, std::size_t size);
-  void (*release)(void* context, void* block, std::size_t size) noexcept;
-  /// For reports only: the size of p if it is a large block the owner passed upstream, else 0 (may be null).
-  std::size_t (*large_size)(void* context, const void* p) noexcept = nullptr;
-  /// Zero-filled memory for the engine's own tables (16-aligned), or nullptr; and its return.
-  void* (*acquire_table)(void* context, std::size_t bytes) noexcept = nullptr;
-  void (*release_table)(void* context, void* p, std::size_t bytes) noexcept = nullptr;
+/// A large block's size for reports: a function of the owner (context), or none.
+struct large_size_lookup {
+  const void* context = nullptr;
+  std::size_t (*size_of)(const void* context, const void* p) noexcept = nullptr;
 };
 
-/// class_map storage through a block_source.
-struct block_source_storage {
-  const block_source* source = nullptr;
-  void* allocate(std::size_t bytes) noexcept { return source->acquire_table(source->context, bytes); }
-  void deallocate(void* p, std::size_t bytes) noexcept { source->release_table(source->context, p, bytes); }
+/// class_map storage through a chunk source (the engine's tables come from upstream too).
+template <bool Sync>
+struct chunk_source_storage {
+  chunk_source<Sync>* source = nullptr;
+  void* allocate(std::size_t bytes) noexcept { return source->take_table(bytes); }
+  void deallocate(void* p, std::size_t bytes) noexcept { source->release_table(p, bytes); }
 };
 
 /// One size class as stats report it.
@@ -74,7 +70,8 @@ class bitmap_engine {
     bool thread_caches = false;
   };
 
-  bitmap_engine(const config& cfg, block_source source) noexcept;
+  /// Blocks (and the engine's tables) come from `upstream` through a chunk source.
+  bitmap_engine(const config& cfg, std::pmr::memory_resource* upstream, large_size_lookup large = {}) noexcept;
   ~bitmap_engine() { release_all(); }
   bitmap_engine(const bitmap_engine&) = delete;
   bitmap_engine& operator=(const bitmap_engine&) = delete;
@@ -260,8 +257,11 @@ class bitmap_engine {
   [[nodiscard]] const std::atomic<std::uintptr_t>* never_used_mark_of(unsigned c) const noexcept {
     return &classes_[c].never_used;
   }
-  using map_type = class_map<block_source_storage>;
+  using map_type = class_map<chunk_source_storage<Sync>>;
   [[nodiscard]] const map_type& class_map_view() const noexcept { return map_; }
+  /// Upstream calls for blocks and tables.
+  [[nodiscard]] std::uint64_t upstream_allocations() const noexcept { return source_.upstream_allocations(); }
+  [[nodiscard]] std::uint64_t upstream_deallocations() const noexcept { return source_.upstream_deallocations(); }
   /// Blocks class c has now (read without the lock: it may have changed since).
   [[nodiscard]] std::size_t block_count_hint(unsigned c) const noexcept {
     return classes_[c].blocks.load(std::memory_order_relaxed);
@@ -512,7 +512,6 @@ class bitmap_engine {
   void relist_unlock(class_state& cs, block* b) noexcept;
   void double_free_unlock(class_state& cs, void* p, std::size_t bytes, std::size_t alignment,
                           const block* b) noexcept;
-  block* take_empty_block() noexcept;
   void relist(class_state& cs, block* b) noexcept;
   void retire(block* b) noexcept;
   void collect_remote(class_state& cs) noexcept;
@@ -530,18 +529,14 @@ class bitmap_engine {
   mutable class_state classes_[size_class_table::max_classes];
   slab_kind kind_;
   std::uintptr_t node_key_;
+  chunk_source<Sync> source_;  // blocks: from upstream, registered, the empty ones cached
   map_type map_;  // block -> class + 1 (!Sync, and Sync with thread caches)
   std::size_t block_size_;
   std::size_t max_small_;
   std::size_t plain_limit_;
   bool mapped_;  // the class map is kept (!Sync, or Sync with thread caches)
-  std::size_t max_empty_;
   const char* name_;
-  block_source source_;
-  mutable lock_type empty_lock_;
-  block* empty_ = nullptr;  // formatted for no class; singly linked through next
-  std::size_t empty_count_ = 0;
-  counter<std::size_t> blocks_{0};
+  large_size_lookup large_;
   counter<std::uint64_t> failed_{0};
   std::size_t in_use_ = 0;  // !Sync: exact totals for stats
   std::uint64_t cached_classes_ = 0;  // !Sync: bit c: class c may cache objects (set when its head list fills from 0)

@@ -95,7 +95,7 @@ class large_ledger {
       resized = true;
       return v;
     }
-    auto* up = dynamic_cast<resource*>(upstream_);
+    resource* up = as_strata_resource(upstream_);
     if (!v || up == nullptr || new_size > packed_size_mask) return v;
     try {
       resized = up->resize(p, upstream_size(old_size), upstream_size(new_size), alignment);

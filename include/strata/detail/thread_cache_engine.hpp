@@ -12,7 +12,7 @@
 #include <strata/config.hpp>
 #include <strata/detail/checks.hpp>
 #include <strata/detail/math.hpp>
-#include <strata/detail/thread_cache_back.hpp>
+#include <strata/detail/large_part.hpp>
 #include <strata/detail/thread_cache_front.hpp>
 #include <strata/detail/thread_cache_middle.hpp>
 #include <strata/detail/thread_registry.hpp>
@@ -130,7 +130,7 @@ class thread_cache_engine final : private per_thread_owner {
   const void* owner_;
   tc_middle middle_;
   tc_front front_;
-  tc_back back_;
+  large_part<true> large_;  // requests above the shared tier: one upstream call each
 
   mutable std::mutex heaps_lock_;
   std::atomic<tc_heap*> heaps_{nullptr};  // every heap made, attached or spare (added under heaps_lock_)
