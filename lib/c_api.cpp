@@ -114,7 +114,9 @@ struct strata_resource {
   [[nodiscard]] strata::thread_cache_resource* thread_cache() const noexcept {
     return what == kind::thread_cache ? static_cast<strata::thread_cache_resource*>(res) : nullptr;
   }
-  virtual void* allocate_zeroed(std::size_t bytes, std::size_t alignment) {
+  /// A strata resource's allocate_zeroed (it knows which memory is still zero), else allocate and clear.
+  void* allocate_zeroed(std::size_t bytes, std::size_t alignment) {
+    if (res != nullptr) return res->allocate_zeroed(bytes, alignment);
     void* p = pmr->allocate(bytes, alignment);
     std::memset(p, 0, bytes);
     return p;
@@ -145,7 +147,6 @@ struct owned_handle final : strata_resource {
       if (object.block_alignment() < align_cap) align_cap = object.block_alignment();
     }
   }
-  void* allocate_zeroed(std::size_t bytes, std::size_t alignment) override { return zeroed(bytes, alignment, 0); }
   bool release() noexcept override {
     if constexpr (std::is_same_v<R, strata::thread_cache_resource>) {
       return false;
@@ -177,12 +178,6 @@ struct owned_handle final : strata_resource {
   R object;
 
  private:
-  // allocate_zeroed of the strategy where it has one (it knows which memory is still zero), else memset.
-  template <class T = R>
-  auto zeroed(std::size_t bytes, std::size_t alignment, int) -> decltype(std::declval<T&>().allocate_zeroed(0, 1)) {
-    return object.allocate_zeroed(bytes, alignment);
-  }
-  void* zeroed(std::size_t bytes, std::size_t alignment, long) { return strata_resource::allocate_zeroed(bytes, alignment); }
   const char* name_;
 };
 
@@ -222,9 +217,6 @@ struct page_handle final : strata_resource {
   [[nodiscard]] std::size_t round_size(std::size_t bytes, std::size_t) const override {
     if (bytes > strata::detail::max_request_size) throw std::length_error("size too large to round");
     return strata::page_resource::round_size(bytes);
-  }
-  void* allocate_zeroed(std::size_t bytes, std::size_t alignment) override {
-    return strata::default_page_resource()->allocate_zeroed(bytes, alignment);
   }
   bool check() const noexcept override { return strata::default_page_resource()->check_invariants(); }
 };

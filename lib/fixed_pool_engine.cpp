@@ -78,63 +78,65 @@ unsigned claim_pool_stripe() noexcept {
 // ---- construction --------------------------------------------------------------------------------------------------
 
 template <bool Sync>
+std::size_t fixed_pool_engine<Sync>::skip_for(std::size_t csize, std::size_t stride) noexcept {
+  const std::size_t words = csize / stride / 32 + 1;
+  return (sizeof(chunk) + words * sizeof(word) + stride - 1) / stride;
+}
+
+template <bool Sync>
+std::size_t fixed_pool_engine<Sync>::choose_chunk_size(const fixed_pool_params& params,
+                                                       const memory_capabilities& caps, const char* name) {
+  if (params.block_size == 0 || params.block_size > pool_max_block_size)
+    throw std::invalid_argument(std::string(name) + ": block_size must be 1 B .. 1 GiB");
+  const std::size_t stride = align_up(params.block_size, 8);
+  std::size_t csize = params.chunk_size;
+  if (csize == 0) {
+    // Large chunks: few chunk headers (all at chunk-aligned addresses, so they share cache sets) stay in cache.
+    // With huge pages, one chunk is one huge page (or more), so a chunk's blocks share one TLB entry.
+    csize = next_power_of_two(stride * 256 + 4096);
+    if (csize < (std::size_t{1} << 20)) csize = std::size_t{1} << 20;
+    const std::size_t huge = caps.huge_pages ? caps.huge_page_size : 0;
+    if (params.huge_pages && huge != 0 && csize < huge && is_power_of_two(huge)) csize = huge;
+    // A capped pool needs at least one chunk inside the cap, and uses whole chunks: smaller chunks until they fill
+    // all but a sixteenth of it (a 3 MiB cap takes three 1 MiB chunks, not one 2 MiB huge page).
+    const auto can_halve = [&] { return csize > block_map_granule && csize / 2 >= stride * 2 + 4096; };
+    if (params.max_bytes != 0)
+      while (can_halve() && (csize > params.max_bytes || params.max_bytes % csize > params.max_bytes / 16)) csize /= 2;
+  }
+  if (!is_power_of_two(csize) || csize < block_map_granule || csize > pool_max_chunk_size ||
+      csize / stride <= skip_for(csize, stride))
+    throw std::invalid_argument(std::string(name) +
+                                ": chunk_size must be a power of two from 64 KiB to 16 GiB that holds a block");
+  if (params.max_bytes != 0 && params.max_bytes < csize)
+    throw std::invalid_argument(std::string(name) + ": max_bytes must hold at least one chunk (64 KiB or more)");
+  return csize;
+}
+
+template <bool Sync>
 fixed_pool_engine<Sync>::fixed_pool_engine(const fixed_pool_params& params, std::pmr::memory_resource* upstream,
                                            const void* owner, const char* name)
-    : upstream_(upstream),
-      owner_(owner),
+    : owner_(owner),
       name_(name),
       params_(params),
       block_size_(params.block_size),
       stride_(align_up(params.block_size == 0 ? 8 : params.block_size, 8)),
       slot_divider_(stride_),
-      pages_(dynamic_cast<page_resource*>(upstream)),
+      source_(upstream, {choose_chunk_size(params, capabilities_of(upstream), name), params.max_empty_chunks, true,
+                         params.huge_pages, &g_block_map}),
       large_(upstream) {
-  if (block_size_ == 0 || block_size_ > pool_max_block_size)
-    throw std::invalid_argument(std::string(name) + ": block_size must be 1 B .. 1 GiB");
   block_alignment_ = stride_ & (~stride_ + 1);
   if (block_alignment_ > 4096) block_alignment_ = 4096;
-  auto skip_for = [this](std::size_t csize) {
-    const std::size_t words = csize / stride_ / 32 + 1;
-    return (sizeof(chunk) + words * sizeof(word) + stride_ - 1) / stride_;
-  };
-  std::size_t csize = params.chunk_size;
-  if (csize == 0) {
-    // Large chunks: few chunk headers (all at chunk-aligned addresses, so they share cache sets) stay in cache.
-    // With huge pages, one chunk is one huge page (or more), so a chunk's blocks share one TLB entry.
-    csize = next_power_of_two(stride_ * 256 + 4096);
-    if (csize < (std::size_t{1} << 20)) csize = std::size_t{1} << 20;
-    const std::size_t huge = page_resource::huge_page_size();
-    if (params.huge_pages && pages_ != nullptr && huge != 0 && csize < huge && is_power_of_two(huge)) csize = huge;
-    // A capped pool needs at least one chunk inside the cap, and uses whole chunks: smaller chunks until they fill
-    // all but a sixteenth of it (a 3 MiB cap takes three 1 MiB chunks, not one 2 MiB huge page).
-    const auto can_halve = [&] { return csize > block_map_granule && csize / 2 >= stride_ * 2 + 4096; };
-    if (params.max_bytes != 0)
-      while (can_halve() && (csize > params.max_bytes || params.max_bytes % csize > params.max_bytes / 16)) csize /= 2;
-  }
-  if (!is_power_of_two(csize) || csize < block_map_granule || csize > pool_max_chunk_size ||
-      csize / stride_ <= skip_for(csize))
-    throw std::invalid_argument(std::string(name) +
-                                ": chunk_size must be a power of two from 64 KiB to 16 GiB that holds a block");
-  if (params.max_bytes != 0 && params.max_bytes < csize)
-    throw std::invalid_argument(std::string(name) + ": max_bytes must hold at least one chunk (64 KiB or more)");
-  chunk_size_ = csize;
-  {
-    const std::size_t huge = page_resource::huge_page_size();
-    huge_pages_ = params.huge_pages && pages_ != nullptr && huge != 0 && csize % huge == 0;
-  }
-  blocks_per_chunk_ = csize / stride_ - skip_for(csize);
+  chunk_size_ = source_.chunk_size();
+  blocks_per_chunk_ = chunk_size_ / stride_ - skip_for(chunk_size_, stride_);
   if constexpr (Sync) {  // threads' first scans start an eighth of a chunk's bitmap apart
-    const std::size_t words = csize / stride_ / 32 + 1;
+    const std::size_t words = chunk_size_ / stride_ / 32 + 1;
     for (std::size_t i = 0; i < pool_stripes + 1; ++i)
       tallies_[i].hint.store(static_cast<std::uint32_t>(i * (words / 8 + 1) % words), std::memory_order_relaxed);
   }
   if (params.max_bytes != 0) {
     region_size_ = params.max_bytes / chunk_size_ * chunk_size_;
     capacity_blocks_ = region_size_ / chunk_size_ * blocks_per_chunk_;
-    if (!reserve_capacity()) {
-      large_.release_all();
-      throw std::bad_alloc();
-    }
+    if (!reserve_capacity()) throw std::bad_alloc();
   }
 }
 
@@ -146,15 +148,11 @@ fixed_pool_engine<Sync>::~fixed_pool_engine() {
 template <bool Sync>
 bool fixed_pool_engine<Sync>::reserve_capacity() {
   try {
-    region_ = static_cast<char*>(pages_ != nullptr
-                                     ? pages_->allocate_zeroed(region_size_, chunk_size_)
-                                     : allocate_from(upstream_, region_size_, chunk_size_));
+    region_ = static_cast<char*>(source_.take_region(region_size_, &region_zeroed_));
   } catch (...) {
     return false;
   }
-  ++upstream_allocations_;
   region_used_ = 0;
-  if (huge_pages_) pages_->advise_huge_pages(region_, region_size_);
   return true;
 }
 
@@ -186,29 +184,13 @@ typename fixed_pool_engine<Sync>::chunk* fixed_pool_engine<Sync>::add_chunk() {
   if (params_.max_bytes != 0) {
     if (region_ == nullptr && !reserve_capacity()) throw std::bad_alloc();
     if (region_used_ + chunk_size_ > region_size_) throw std::bad_alloc();  // the cap
+    if (!block_map_register(region_ + region_used_, chunk_size_)) throw std::bad_alloc();
     base = region_ + region_used_;
     region_used_ += chunk_size_;
-    zeroed = pages_ != nullptr;
+    zeroed = region_zeroed_;
     in_region = true;
-  } else if (empty_ != nullptr) {
-    base = empty_;
-    empty_ = empty_->next;
-    --empty_count_;
   } else {
-    base = pages_ != nullptr ? pages_->allocate_zeroed(chunk_size_, chunk_size_)
-                            : allocate_from(upstream_, chunk_size_, chunk_size_);
-    ++upstream_allocations_;
-    zeroed = pages_ != nullptr;
-    if (huge_pages_) pages_->advise_huge_pages(base, chunk_size_);
-  }
-  if (!block_map_register(base, chunk_size_)) {
-    if (!in_region) {
-      upstream_->deallocate(base, chunk_size_, chunk_size_);
-      ++upstream_deallocations_;
-    } else {
-      region_used_ -= chunk_size_;
-    }
-    throw std::bad_alloc();
+    base = source_.take(&zeroed);  // cached (formatted again here) or fresh; registered either way
   }
   chunk* c = format(base, zeroed);
   c->in_region = in_region;
@@ -221,11 +203,8 @@ typename fixed_pool_engine<Sync>::chunk* fixed_pool_engine<Sync>::add_chunk() {
 
 template <bool Sync>
 void fixed_pool_engine<Sync>::free_chunk_memory(chunk* c) noexcept {
-  block_map_unregister(c, chunk_size_);
-  if (!c->in_region) {
-    upstream_->deallocate(c, chunk_size_, chunk_size_);
-    ++upstream_deallocations_;
-  }
+  if (c->in_region) block_map_unregister(c, chunk_size_);
+  else source_.release(c);
 }
 
 // !Sync: an empty chunk of a growing pool leaves the list, cached or back upstream. (The synchronized engine keeps its
@@ -236,13 +215,7 @@ void fixed_pool_engine<Sync>::retire(chunk* c) noexcept {
   else chunks_ = c->next;
   if (c->next != nullptr) c->next->prev = c->prev;
   --chunk_count_;
-  if (empty_count_ < params_.max_empty_chunks) {
-    c->next = empty_;  // stays registered in the block map, formatted again on reuse
-    empty_ = c;
-    ++empty_count_;
-    return;
-  }
-  free_chunk_memory(c);
+  if (!source_.cache(c)) free_chunk_memory(c);  // a cached chunk stays registered, formatted again on reuse
 }
 
 // !Sync: the deferred free of the hot block reaches its bitmap. A chunk it empties is retired when `retire_empty`;
@@ -451,13 +424,7 @@ void* fixed_pool_engine<Sync>::allocate_upstream(std::size_t bytes, std::size_t 
   void* p;
   {
     std::lock_guard<lock_type> g(lock_);
-    try {
-      p = large_.allocate(bytes, alignment);
-    } catch (...) {
-      ++failed_;
-      throw;
-    }
-    ++upstream_allocations_;
+    p = large_.allocate(bytes, alignment);  // counts its own failures
   }
   note_allocation(bytes, 0);
   return p;
@@ -550,7 +517,6 @@ void fixed_pool_engine<Sync>::deallocate_upstream(void* p, std::size_t bytes, st
       report_misuse(p, bytes, alignment);
       return defer_again(deferred);
     }
-    ++upstream_deallocations_;
   }
   note_deallocation(bytes, 0);
 }
@@ -641,12 +607,7 @@ void fixed_pool_engine<Sync>::trim() noexcept {
       }
       c = next;
     }
-    while (empty_ != nullptr) {
-      chunk* c = empty_;
-      empty_ = c->next;
-      --empty_count_;
-      free_chunk_memory(c);
-    }
+    source_.release_cached();
   }
 }
 
@@ -659,20 +620,15 @@ void fixed_pool_engine<Sync>::release() noexcept {
     chunks_ = c->next;
     free_chunk_memory(c);
   }
-  while (empty_ != nullptr) {
-    chunk* c = empty_;
-    empty_ = c->next;
-    free_chunk_memory(c);
-  }
-  chunk_count_ = empty_count_ = 0;
+  source_.release_cached();
+  chunk_count_ = 0;
   put(current_, static_cast<chunk*>(nullptr));
   if (region_ != nullptr) {
-    upstream_->deallocate(region_, region_size_, chunk_size_);
-    ++upstream_deallocations_;
+    source_.release_region(region_, region_size_);
     region_ = nullptr;
     region_used_ = 0;
   }
-  upstream_deallocations_ += large_.release_all();
+  large_.release_all();
   // Every allocation is gone: it counts as deallocated.
   // Each stripe's deallocations catch up with its allocations: the totals then agree however often release() runs
   // (a stripe may have freed more than it allocated; only the sums mean anything).
@@ -720,14 +676,14 @@ resource_stats fixed_pool_engine<Sync>::stats() const noexcept {
   s.bytes_in_use = t.bytes > 0 ? static_cast<std::size_t>(t.bytes) : 0;
   s.peak_bytes_in_use = static_cast<std::size_t>(t.peak_bytes);
   std::lock_guard<lock_type> g(lock_);
-  std::size_t large = 0;
-  large_.for_each([&](void*, std::size_t bytes, std::size_t) { large += bytes; });
-  s.bytes_held = (region_ != nullptr ? region_size_ : (chunk_count_ + empty_count_) * chunk_size_) + large;
+  const auto large = large_.get_totals();
+  const std::size_t chunks = chunk_count_ + source_.cached();
+  s.bytes_held = (region_ != nullptr ? region_size_ : chunks * chunk_size_) + large.bytes;
   // A reservation is resident only where touched: count the chunks carved from it.
-  s.bytes_resident = (region_ != nullptr ? region_used_ : (chunk_count_ + empty_count_) * chunk_size_) + large;
-  s.failed_allocations = failed_;
-  s.upstream_allocations = upstream_allocations_;
-  s.upstream_deallocations = upstream_deallocations_;
+  s.bytes_resident = (region_ != nullptr ? region_used_ : chunks * chunk_size_) + large.bytes;
+  s.failed_allocations = failed_ + large.failed;
+  s.upstream_allocations = source_.upstream_allocations() + large.allocations;
+  s.upstream_deallocations = source_.upstream_deallocations() + large.deallocations;
   return s;
 }
 
@@ -785,11 +741,7 @@ bool fixed_pool_engine<Sync>::check_invariants() const noexcept {
       used += c->limit - c->skip - free;
     }
     if (broken == nullptr && chunks != chunk_count_) broken = "chunk count disagrees with the list";
-    std::size_t cached = 0;
-    for (const chunk* c = empty_; c != nullptr && broken == nullptr; c = c->next, ++cached)
-      if (c->tag != tag_of(c) || !block_map_contains(c)) broken = "a cached empty chunk is corrupt";
-    if (broken == nullptr && cached != empty_count_) broken = "cached chunk count disagrees with the list";
-    if (broken == nullptr && empty_count_ > params_.max_empty_chunks) broken = "more empty chunks cached than allowed";
+    if (broken == nullptr) broken = source_.check();
     if (broken == nullptr && !Sync && hot_ != nullptr) {
       const chunk* c;
       const std::size_t q = slot_of(hot_, c);

@@ -11,7 +11,7 @@
 
 #include <strata/detail/block_map.hpp>
 #include <strata/detail/checks.hpp>
-#include <strata/page_resource.hpp>
+#include <strata/page_resource.hpp>  // page_size(): the granularity of the purge maps
 #include <strata/resource.hpp>
 
 namespace strata::detail {
@@ -31,32 +31,38 @@ std::uint64_t above(std::size_t g) noexcept {
 
 // ---- construction --------------------------------------------------------------------------------------------------
 
-free_list_engine::free_list_engine(const free_list_params& params, std::pmr::memory_resource* upstream,
-                                   const void* owner, const char* name)
-    : upstream_(upstream),
-      owner_(owner),
-      name_(name),
-      pages_(dynamic_cast<page_resource*>(upstream)),
-      policy_(params.policy),
-      max_empty_(params.max_empty_chunks),
-      large_(upstream) {
+std::size_t free_list_engine::choose_chunk_size(const free_list_params& params, const memory_capabilities& caps,
+                                                const char* name) {
   if (params.policy > segregated) throw std::invalid_argument(std::string(name) + ": unknown fit policy");
   std::size_t csize = params.chunk_size;
-  const std::size_t huge = page_resource::huge_page_size();
+  const std::size_t huge = caps.huge_pages ? caps.huge_page_size : 0;
   if (csize == 0) {
     csize = std::size_t{1} << 20;
-    if (params.huge_pages && pages_ != nullptr && huge > csize && is_power_of_two(huge) && huge <= max_chunk)
-      csize = huge;
+    if (params.huge_pages && huge > csize && is_power_of_two(huge) && huge <= max_chunk) csize = huge;
   }
   if (!is_power_of_two(csize) || csize < min_chunk || csize > max_chunk)
     throw std::invalid_argument(std::string(name) + ": chunk_size must be a power of two from 64 KiB to 1 GiB");
+  return csize;
+}
+
+free_list_engine::free_list_engine(const free_list_params& params, std::pmr::memory_resource* upstream,
+                                   const void* owner, const char* name)
+    : owner_(owner),
+      name_(name),
+      source_(upstream, {choose_chunk_size(params, capabilities_of(upstream), name), 0, true, params.huge_pages,
+                         &g_block_map}),
+      policy_(params.policy),
+      max_empty_(params.max_empty_chunks),
+      large_(upstream) {
+  const std::size_t csize = source_.chunk_size();
   chunk_size_ = csize;
-  huge_pages_ = params.huge_pages && pages_ != nullptr && huge != 0 && csize % huge == 0;
-  if (pages_ != nullptr) {
-    page_ = page_resource::page_size();
+  const memory_capabilities& caps = source_.capabilities();
+  // The purge maps have a bit per OS page: upstream's pages must be whole OS pages.
+  if (caps.purge && caps.page_size != 0 && caps.page_size % page_resource::page_size() == 0) {
+    page_ = caps.page_size;
     page_shift_ = log2_floor(page_);
   }
-  purge_threshold_ = pages_ != nullptr && params.purge_threshold != 0 ? params.purge_threshold : ~std::size_t{0};
+  purge_threshold_ = page_ != 0 && params.purge_threshold != 0 ? params.purge_threshold : ~std::size_t{0};
   purge_delay_ = params.purge_delay;
   const std::size_t granules = csize / granule;
   const std::size_t words = granules / 32 + 1;
@@ -386,14 +392,7 @@ void* free_list_engine::take(free_block* b, std::size_t n, std::size_t pad) {
 
 void* free_list_engine::allocate_upstream(std::size_t bytes, std::size_t alignment) {
   void* p;
-  try {
-    p = large_.allocate(bytes, alignment);
-  } catch (...) {
-    ++failed_;
-    throw;
-  }
-  ++upstream_allocations_;
-  large_bytes_ += bytes;
+  p = large_.allocate(bytes, alignment);  // counts its own failures
   note_allocation(bytes);
   return p;
 }
@@ -563,9 +562,7 @@ void free_list_engine::deallocate_upstream(void* p, std::size_t bytes, std::size
     if (v.kind == error_kind::foreign_pointer || is_block_start(p)) return report_not_large(p, bytes, alignment);
     return report(v.kind, p, bytes, alignment, v.expected, v.why);
   }
-  ++upstream_deallocations_;
   ++deallocations_;
-  large_bytes_ -= bytes;
   bytes_in_use_ -= bytes;
 }
 
@@ -632,7 +629,6 @@ bool free_list_engine::resize_upstream(void* p, std::size_t old_size, std::size_
     return false;
   }
   if (!resized) return false;
-  large_bytes_ = large_bytes_ - old_size + new_size;
   bytes_in_use_ = bytes_in_use_ - old_size + new_size;
   if (bytes_in_use_ > peak_bytes_) peak_bytes_ = bytes_in_use_;
   return true;
@@ -641,18 +637,11 @@ bool free_list_engine::resize_upstream(void* p, std::size_t old_size, std::size_
 // ---- chunks and pages ----------------------------------------------------------------------------------------------
 
 void free_list_engine::add_chunk() {
-  void* base = pages_ != nullptr ? pages_->allocate_zeroed(chunk_size_, chunk_size_)
-                                 : allocate_from(upstream_, chunk_size_, chunk_size_);
-  ++upstream_allocations_;
-  if (!block_map_register(base, chunk_size_)) {
-    upstream_->deallocate(base, chunk_size_, chunk_size_);
-    ++upstream_deallocations_;
-    throw std::bad_alloc();
-  }
-  if (huge_pages_) pages_->advise_huge_pages(base, chunk_size_);
+  bool zeroed = false;
+  void* base = source_.take(&zeroed);  // registered, advised as huge pages where asked and possible
   const std::size_t granules = chunk_size_ / granule;
   const std::size_t words = granules / 32 + 1;
-  if (pages_ == nullptr) std::memset(base, 0, first_ * granule);  // page_resource memory arrives zeroed
+  if (!zeroed) std::memset(base, 0, first_ * granule);
   auto* c = new (base) chunk{};
   c->tag = tag_of(c);
   c->first = static_cast<std::uint32_t>(first_);
@@ -696,9 +685,7 @@ void free_list_engine::retire(chunk* c) noexcept {
   --chunk_count_;
   purged_pages_ -= c->purged;
   if (page_ != 0) untouched_bytes_ -= chunk_size_ - page_ - c->fresh;
-  block_map_unregister(c, chunk_size_);
-  upstream_->deallocate(c, chunk_size_, chunk_size_);
-  ++upstream_deallocations_;
+  source_.release(c);
 }
 
 // Gives back to the OS the pages wholly inside the free block at [begin, end) (chunk offsets), beyond its size and
@@ -717,7 +704,7 @@ void free_list_engine::purge_free_pages(chunk* c, std::size_t begin, std::size_t
     }
     std::size_t r = q;
     while (r < end_page && !((map[r >> 6] >> (r & 63)) & 1)) ++r;
-    if (pages_->purge(c, q * page_, (r - q) * page_)) {  // refused (by the OS): the pages stay resident and unmarked
+    if (source_.purge(c, q * page_, (r - q) * page_)) {  // refused (by the OS): the pages stay resident and unmarked
       for (std::size_t k = q; k < r; ++k) map[k >> 6] |= std::uint64_t{1} << (k & 63);
       c->purged += static_cast<std::uint32_t>(r - q);
       purged_pages_ += r - q;
@@ -778,11 +765,9 @@ void free_list_engine::release() noexcept {
   while (chunks_ != nullptr) {
     chunk* c = chunks_;
     chunks_ = c->next;
-    block_map_unregister(c, chunk_size_);
-    upstream_->deallocate(c, chunk_size_, chunk_size_);
-    ++upstream_deallocations_;
+    source_.release(c);
   }
-  upstream_deallocations_ += large_.release_all();
+  large_.release_all();
   chunk_count_ = empty_count_ = purged_pages_ = untouched_bytes_ = 0;
   next_sweep_ = ~std::uint64_t{0};
   fl_map_ = 0;
@@ -793,7 +778,7 @@ void free_list_engine::release() noexcept {
   std::memset(fragments_, 0, sizeof fragments_);
   // Every allocation is gone: it counts as deallocated.
   deallocations_ = allocations_;
-  bytes_in_use_ = live_ = large_bytes_ = 0;
+  bytes_in_use_ = live_ = 0;
 }
 
 void free_list_engine::trim() noexcept {
@@ -819,10 +804,11 @@ resource_stats free_list_engine::stats() const noexcept {
   s.peak_bytes_in_use = peak_bytes_;
   s.allocations = allocations_;
   s.deallocations = deallocations_;
-  s.failed_allocations = failed_;
-  s.upstream_allocations = upstream_allocations_;
-  s.upstream_deallocations = upstream_deallocations_;
-  s.bytes_held = chunk_count_ * chunk_size_ + large_bytes_;
+  const auto large = large_.get_totals();
+  s.failed_allocations = failed_ + large.failed;
+  s.upstream_allocations = source_.upstream_allocations() + large.allocations;
+  s.upstream_deallocations = source_.upstream_deallocations() + large.deallocations;
+  s.bytes_held = chunk_count_ * chunk_size_ + large.bytes;
   s.bytes_resident = s.bytes_held - purged_pages_ * page_ - untouched_bytes_;
   s.free_bytes = free_bytes_;
   s.free_blocks = free_blocks_;
@@ -855,6 +841,7 @@ resource_stats free_list_engine::stats() const noexcept {
 bool free_list_engine::check_invariants() const noexcept {
   auto* self = const_cast<free_list_engine*>(this);
   const char* broken = nullptr;
+  const std::size_t large_bytes = large_.get_totals().bytes;
   std::size_t chunks = 0, empty = 0, free_count = 0, free_bytes = 0, listed = 0, live = 0, in_blocks = 0, purged = 0,
               untouched = 0, tops = 0;
   std::size_t fragments[min_listed / granule] = {};
@@ -956,8 +943,8 @@ bool free_list_engine::check_invariants() const noexcept {
     else if (live != live_) broken = "live blocks disagree with the count";
     else if (purged != purged_pages_) broken = "purged page total disagrees";
     else if (untouched != untouched_bytes_) broken = "never-written byte total disagrees";
-    else if (bytes_in_use_ - large_bytes_ != in_blocks) broken = "bytes in use disagree with the live blocks";
-    else if (large_bytes_ > bytes_in_use_) broken = "upstream bytes exceed bytes in use";
+    else if (bytes_in_use_ - large_bytes != in_blocks) broken = "bytes in use disagree with the live blocks";
+    else if (large_bytes > bytes_in_use_) broken = "upstream bytes exceed bytes in use";
     else if (rover_ != nullptr && (policy_ != next_fit || !ours(rover_) ||
                                    state(chunk_of(rover_), granule_of(chunk_of(rover_), rover_)) != (st_start | st_free)))
       broken = "the next-fit rover is not a free block";

@@ -24,7 +24,8 @@ free_list_params shared_list_params(std::size_t max_shared) noexcept {
 
 tc_middle::tc_middle(std::pmr::memory_resource* upstream, std::size_t max_empty_blocks, std::size_t max_shared,
                      const void* owner, const char* name)
-    : upstream_(upstream), max_empty_(max_empty_blocks), list_(shared_list_params(max_shared), upstream, owner, name) {}
+    : source_(upstream, {tc_block_size, max_empty_blocks, false, false, &g_front_block_map}),
+      list_(shared_list_params(max_shared), upstream, owner, name) {}
 
 tc_middle::~tc_middle() { release_all(); }
 
@@ -40,35 +41,13 @@ tc_block* tc_middle::take_abandoned(unsigned c) noexcept {
   return b;
 }
 
+// block_of() finds a header by rounding an address down to the block size: the source hands out blocks aligned to it.
 void* tc_middle::take_empty() noexcept {
-  {
-    std::lock_guard<spin_lock> g(block_lock_);
-    if (void* base = empty_) {
-      empty_ = *static_cast<void**>(base);
-      --empty_count_;
-      return base;
-    }
-  }
-  void* base;
-  try {
-    // block_of() finds a header by rounding an address down to the block size: a misaligned block is given back.
-    base = allocate_from(upstream_, tc_block_size, tc_block_size);
-  } catch (...) {
+  void* base = source_.try_take();
+  if (base == nullptr) {
     std::lock_guard<spin_lock> g(block_lock_);
     ++failed_;
-    return nullptr;
   }
-  if (!block_map_register(base, tc_block_size, g_front_block_map)) {
-    upstream_->deallocate(base, tc_block_size, tc_block_size);
-    std::lock_guard<spin_lock> g(block_lock_);
-    ++upstream_allocations_;
-    ++upstream_deallocations_;
-    ++failed_;
-    return nullptr;
-  }
-  std::lock_guard<spin_lock> g(block_lock_);
-  ++held_;
-  ++upstream_allocations_;
   return base;
 }
 
@@ -86,17 +65,9 @@ void tc_middle::give_empty(tc_block* b) noexcept {
   void* base = tc_front::base_of(b);
   front_->map().clear(base, tc_block_size);
   b->tag = 0;  // no longer a block of any class: a stale free is reported as foreign
+  if (source_.cache(base)) return;
   void* retired = nullptr;
-  {
-    std::lock_guard<spin_lock> g(block_lock_);
-    if (empty_count_ < max_empty_) {
-      *static_cast<void**>(base) = empty_;
-      empty_ = base;
-      ++empty_count_;
-      return;
-    }
-    retire(base, retired);
-  }
+  retire(base, retired);
   release_retired(retired);
 }
 
@@ -104,8 +75,6 @@ void tc_middle::retire(void* base, void*& list) noexcept {
   front_->map().clear(base, tc_block_size);
   *static_cast<void**>(base) = list;
   list = base;
-  --held_;
-  ++upstream_deallocations_;
 }
 
 void tc_middle::release_retired(void* list, bool grace) noexcept {
@@ -114,8 +83,7 @@ void tc_middle::release_retired(void* list, bool grace) noexcept {
   while (list != nullptr) {
     void* base = list;
     list = *static_cast<void**>(base);
-    block_map_unregister(base, tc_block_size, g_front_block_map);
-    upstream_->deallocate(base, tc_block_size, tc_block_size);
+    source_.release(base);
   }
 }
 
@@ -147,12 +115,11 @@ void tc_middle::trim() noexcept {
         b = next;
       }
     }
-    while (empty_ != nullptr) {
-      void* base = empty_;
-      empty_ = *static_cast<void**>(base);
-      --empty_count_;
-      retire(base, retired);
-    }
+  }
+  for (void* base = source_.take_cached(); base != nullptr;) {
+    void* next = source_.next_cached(base);
+    retire(base, retired);
+    base = next;
   }
   release_retired(retired);
   std::lock_guard<std::mutex> g(list_lock_);
@@ -172,12 +139,11 @@ void tc_middle::release_all() noexcept {
       }
     }
     abandoned_count_ = 0;
-    while (empty_ != nullptr) {
-      void* base = empty_;
-      empty_ = *static_cast<void**>(base);
-      retire(base, retired);
-    }
-    empty_count_ = 0;
+  }
+  for (void* base = source_.take_cached(); base != nullptr;) {
+    void* next = source_.next_cached(base);
+    retire(base, retired);
+    base = next;
   }
   release_retired(retired, false);
   std::lock_guard<std::mutex> g(list_lock_);
@@ -187,13 +153,13 @@ void tc_middle::release_all() noexcept {
 tc_middle::block_totals tc_middle::blocks() const noexcept {
   std::lock_guard<spin_lock> g(block_lock_);
   block_totals t{};
-  t.held = held_;
-  t.empty = empty_count_;
+  t.held = source_.held();
+  t.empty = source_.cached();
   t.abandoned = abandoned_count_;
   for (const tc_block* head : abandoned_)
     for (const tc_block* b = head; b != nullptr; b = b->next) t.abandoned_live += b->capacity - front_->free_slots(b);
-  t.upstream_allocations = upstream_allocations_;
-  t.upstream_deallocations = upstream_deallocations_;
+  t.upstream_allocations = source_.upstream_allocations();
+  t.upstream_deallocations = source_.upstream_deallocations();
   t.failed = failed_;
   return t;
 }
@@ -214,14 +180,8 @@ const char* tc_middle::check(std::size_t& blocks, std::size_t& live) const noexc
     }
   }
   if (n != abandoned_count_) return "abandoned count differs from the lists";
-  std::size_t e = 0;
-  for (const void* base = empty_; base != nullptr; base = *static_cast<void* const*>(base)) {
-    ++e;
-    if (!block_map_contains(base, g_front_block_map)) return "empty block missing from the block map";
-  }
-  if (e != empty_count_) return "empty count differs from the cache";
-  if (empty_count_ > max_empty_) return "more empty blocks cached than allowed";
-  blocks += n + e;
+  if (const char* e = source_.check()) return e;
+  blocks += n + source_.cached();
   return nullptr;
 }
 

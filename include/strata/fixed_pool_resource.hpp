@@ -27,10 +27,10 @@ struct fixed_pool_options {
   bool forward_large = false;
   /// Empty chunks kept for reuse before they go back upstream (growing pools only).
   std::size_t max_empty_chunks = 1;
-  /// When upstream is a page_resource and the OS has transparent huge pages: chunks are (at least) one huge page and
-  /// are advised as such (the capacity reservation too), so blocks touched at random cost far fewer TLB misses. A
-  /// pool then holds at least one huge page (2 MiB on x86-64) resident once it is used: turn this off for many small
-  /// pools.
+  /// When upstream has huge pages (memory_capabilities: a page_resource where the OS has transparent huge pages, or an
+  /// adaptor over one): chunks are (at least) one huge page and are advised as such (the capacity reservation too),
+  /// so blocks touched at random cost far fewer TLB misses. A pool then holds at least one huge page (2 MiB on x86-64)
+  /// resident once it is used: turn this off for many small pools.
   bool huge_pages = true;
 };
 

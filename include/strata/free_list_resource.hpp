@@ -30,14 +30,14 @@ enum class fit_policy {
 struct free_list_options {
   fit_policy policy = fit_policy::segregated;
   /// Bytes per chunk taken from upstream, aligned to its size: a power of two from 64 KiB to 1 GiB. 0 picks 1 MiB, or
-  /// the huge page size with `huge_pages` over a page_resource.
+  /// the huge page size with `huge_pages` over an upstream with huge pages (memory_capabilities).
   std::size_t chunk_size = 0;
   /// Requests larger than this go straight to upstream. 0 picks 256 KiB; never more than a quarter of chunk_capacity()
   /// (so 253,920 bytes with 1 MiB chunks).
   std::size_t large_threshold = 0;
   /// Chunks that became entirely free kept for reuse before they go back upstream.
   std::size_t max_empty_chunks = 1;
-  /// Over a page_resource: free blocks of at least this many bytes give the whole pages inside them back to the OS
+  /// Over an upstream that can purge (a page_resource, or an adaptor over one): free blocks of at least this many bytes give the whole pages inside them back to the OS
   /// (they cost a page fault when next used). 0: never.
   std::size_t purge_threshold = std::size_t{256} << 10;
   /// How long such a block waits before its pages go, counted in deallocations: a chunk's large free blocks are
@@ -45,7 +45,7 @@ struct free_list_options {
   /// so memory freed and soon used again (a batch freed, then the next batch) is not purged and faulted back in.
   /// 0: at once. With no deallocations nothing is purged; trim() purges now.
   std::size_t purge_delay = 65536;
-  /// Over a page_resource with transparent huge pages: chunks are one huge page (2 MiB on x86-64) and are advised as
+  /// Over an upstream with huge pages (a page_resource where the OS has transparent huge pages, or an adaptor over one): chunks are one huge page (2 MiB on x86-64) and are advised as
   /// such, for fewer TLB misses. Turn off for many small resources.
   bool huge_pages = true;
 };

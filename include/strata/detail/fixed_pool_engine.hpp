@@ -15,13 +15,13 @@
 #include <strata/detail/bits.hpp>
 #include <strata/config.hpp>
 #include <strata/detail/block_map.hpp>
-#include <strata/detail/large_ledger.hpp>
+#include <strata/detail/chunk_source.hpp>
+#include <strata/detail/large_part.hpp>
 #include <strata/detail/math.hpp>
 #include <strata/error.hpp>
 #include <strata/stats.hpp>
 
 namespace strata {
-class page_resource;
 }  // namespace strata
 
 namespace strata::detail {
@@ -266,13 +266,17 @@ class fixed_pool_engine {
   void retire(chunk* c) noexcept;
   void free_chunk_memory(chunk* c) noexcept;
   bool reserve_capacity();
+  /// The chunk size for these parameters over an upstream with these capabilities; throws std::invalid_argument.
+  static std::size_t choose_chunk_size(const fixed_pool_params& params, const memory_capabilities& caps,
+                                       const char* name);
+  /// Slots a chunk's header and bitmap take.
+  static std::size_t skip_for(std::size_t chunk_size, std::size_t stride) noexcept;
   void* allocate_upstream(std::size_t bytes, std::size_t alignment);
   void deallocate_upstream(void* p, std::size_t bytes, std::size_t alignment) noexcept;
   void report(error_kind kind, const void* p, std::size_t bytes, std::size_t alignment, const char* why,
               std::size_t expected = 0) const noexcept;
 
   // Fixed at construction.
-  std::pmr::memory_resource* upstream_;
   const void* owner_;
   const char* name_;
   fixed_pool_params params_;
@@ -280,11 +284,10 @@ class fixed_pool_engine {
   std::size_t stride_;
   std::size_t block_alignment_ = 0;
   pool_slot_divider slot_divider_;
+  chunk_source<Sync> source_;  // chunks of a growing pool; the capacity reservation; upstream's capabilities
   std::size_t chunk_size_ = 0;
   std::size_t capacity_blocks_ = 0;
   std::size_t blocks_per_chunk_ = 0;
-  page_resource* pages_;     // upstream as a page_resource (zero pages without a memset, huge page advice), or null
-  bool huge_pages_ = false;  // chunks are advised as transparent huge pages
 
   counter<chunk*> current_{nullptr};  // where single blocks come from
   void* hot_ = nullptr;  // !Sync: the block freed last, still marked live in its bitmap (deferred free)
@@ -293,15 +296,14 @@ class fixed_pool_engine {
   // Under the lock (Sync).
   mutable lock_type lock_;
   chunk* chunks_ = nullptr;  // every chunk in use
-  chunk* empty_ = nullptr;   // !Sync: cached empty chunks (growing pools)
-  std::size_t empty_count_ = 0;
   std::size_t chunk_count_ = 0;
   char* region_ = nullptr;  // capacity mode: the reservation
   std::size_t region_size_ = 0;
   std::size_t region_used_ = 0;
-  std::uint64_t failed_ = 0, upstream_allocations_ = 0, upstream_deallocations_ = 0;
+  bool region_zeroed_ = false;
+  std::uint64_t failed_ = 0;
   std::uint64_t runs_ = 0;  // allocations served as runs (see run_allocations)
-  large_ledger large_;                     // requests sent upstream
+  large_part<false> large_;  // requests sent upstream (under lock_)
 };
 
 // ---- fast paths ----------------------------------------------------------------------------------------------------

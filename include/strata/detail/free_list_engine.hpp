@@ -9,13 +9,13 @@
 #include <memory_resource>
 
 #include <strata/config.hpp>
-#include <strata/detail/large_ledger.hpp>
+#include <strata/detail/chunk_source.hpp>
+#include <strata/detail/large_part.hpp>
 #include <strata/detail/math.hpp>
 #include <strata/error.hpp>
 #include <strata/stats.hpp>
 
 namespace strata {
-class page_resource;
 }  // namespace strata
 
 namespace strata::detail {
@@ -182,6 +182,9 @@ class free_list_engine {
   STRATA_COLD void report_not_large(const void* p, std::size_t bytes, std::size_t alignment) const noexcept;
   void report(error_kind kind, const void* p, std::size_t bytes, std::size_t alignment, std::size_t expected,
               const char* why) const noexcept;
+  /// The chunk size for these parameters over an upstream with these capabilities; throws std::invalid_argument.
+  static std::size_t choose_chunk_size(const free_list_params& params, const memory_capabilities& caps,
+                                       const char* name);
   void note_allocation(std::size_t bytes) noexcept {
     ++allocations_;
     bytes_in_use_ += bytes;
@@ -189,11 +192,10 @@ class free_list_engine {
   }
 
   // Fixed at construction.
-  std::pmr::memory_resource* upstream_;
   const void* owner_;
   const char* name_;
-  page_resource* pages_;   // upstream as a page_resource (purging, huge pages), or null
-  std::size_t page_ = 0;   // page size over a page_resource, else 0
+  chunk_source<false> source_;  // chunks from upstream; what upstream can do for them
+  std::size_t page_ = 0;   // the page size when upstream can purge, else 0
   unsigned page_shift_ = 0;
   unsigned policy_;
   std::size_t chunk_size_ = 0;
@@ -202,7 +204,6 @@ class free_list_engine {
   std::size_t max_empty_ = 1;
   std::size_t purge_threshold_ = 0;  // SIZE_MAX when nothing is purged
   std::size_t purge_delay_ = 0;
-  bool huge_pages_ = false;
 
   // Free blocks.
   std::uint32_t fl_map_ = 0;
@@ -225,9 +226,7 @@ class free_list_engine {
   // Counts.
   std::size_t bytes_in_use_ = 0, peak_bytes_ = 0, live_ = 0;  // live_: allocations in chunks
   std::uint64_t allocations_ = 0, deallocations_ = 0, failed_ = 0;
-  std::uint64_t upstream_allocations_ = 0, upstream_deallocations_ = 0;
-  std::size_t large_bytes_ = 0;
-  large_ledger large_;  // requests sent upstream
+  large_part<false> large_;  // requests sent upstream (the owner locks)
 };
 
 }  // namespace strata::detail

@@ -101,6 +101,13 @@ class large_part {
     return ledger_.lookup(p, bytes, alignment);
   }
 
+  /// Calls f(pointer, size, alignment) for every recorded block (for checks).
+  template <class F>
+  void for_each(F&& f) const {
+    guard g(lock_);
+    ledger_.for_each(f);
+  }
+
   /// Reports a free (or resize) the ledger refused, for the resource `owner` called `name`.
   static void report(const verdict& v, const char* name, const void* owner, const void* p, std::size_t bytes,
                      std::size_t alignment, const char* why = nullptr) noexcept {

@@ -9,6 +9,7 @@
 #include <mutex>
 
 #include <strata/detail/bitmap_engine.hpp>
+#include <strata/detail/chunk_source.hpp>
 #include <strata/detail/sync.hpp>
 #include <strata/detail/free_list_engine.hpp>
 #include <strata/detail/size_classes.hpp>
@@ -110,20 +111,14 @@ class tc_middle {
   /// Gives the retired blocks of `list` upstream, after the grace; with block_lock_ not held.
   void release_retired(void* list, bool grace = true) noexcept;
 
-  std::pmr::memory_resource* upstream_;
+  chunk_source<true> source_;  // blocks: from upstream, in the front's block map, the empty ones cached
   const tc_front* front_ = nullptr;
   grace_fn grace_ = nullptr;
   const void* grace_context_ = nullptr;
-  std::size_t max_empty_;
 
   mutable spin_lock block_lock_;
   tc_block* abandoned_[size_class_table::max_classes] = {};
   std::size_t abandoned_count_ = 0;
-  void* empty_ = nullptr;  // singly linked through the first word of each block
-  std::size_t empty_count_ = 0;
-  std::size_t held_ = 0;
-  std::uint64_t upstream_allocations_ = 0;
-  std::uint64_t upstream_deallocations_ = 0;
   std::uint64_t failed_ = 0;
 
   mutable std::mutex list_lock_;
