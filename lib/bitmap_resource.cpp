@@ -6,7 +6,7 @@
 #include <new>
 #include <stdexcept>
 
-#include <strata/detail/checks.hpp>
+#include <strata/detail/core/checks.hpp>
 
 namespace strata::detail {
 namespace {
@@ -26,11 +26,7 @@ template <bool Sync>
 basic_bitmap_resource<Sync>::basic_bitmap_resource(const options& opts, std::pmr::memory_resource* upstream)
     : upstream_(upstream),
       opts_(validated(opts)),
-      engine_({opts.block_size, opts.max_small_size, opts.natural_alignment, opts.max_empty_blocks,
-               Sync ? "synchronized_bitmap_resource" : "bitmap_resource", opts.checks == check_mode::strict,
-               Sync && opts.checks == check_mode::standard},
-              upstream, large_size_lookup{this, &large_size}),
-      large_(upstream) {
+      engine_(opts_, upstream, this, Sync ? "synchronized_bitmap_resource" : "bitmap_resource") {
   if constexpr (Sync)
     if (opts.checks == check_mode::standard) front_.emplace(engine_, upstream, "synchronized_bitmap_resource");
 }
@@ -39,7 +35,6 @@ template <bool Sync>
 basic_bitmap_resource<Sync>::~basic_bitmap_resource() {
   if constexpr (Sync) front_.reset();  // first: from here on no exiting thread hands its cache back
   engine_.release_all();
-  large_.release_all();
 }
 
 template <bool Sync>
@@ -47,7 +42,6 @@ void basic_bitmap_resource<Sync>::release() noexcept {
   if constexpr (Sync)
     if (front_.has_value()) front_->forget_all();
   engine_.release_all();
-  large_.release_all();
 }
 
 template <bool Sync>
@@ -71,11 +65,6 @@ bool basic_bitmap_resource<Sync>::check_invariants() const noexcept {
   if constexpr (Sync)
     if (front_.has_value()) return front_->check_invariants();
   return true;
-}
-
-template <bool Sync>
-std::size_t basic_bitmap_resource<Sync>::large_size(const void* self, const void* p) noexcept {
-  return static_cast<const basic_bitmap_resource*>(self)->large_.size_of(p);
 }
 
 template <bool Sync>
@@ -114,7 +103,7 @@ void* basic_bitmap_resource<Sync>::allocate_other(std::size_t bytes, std::size_t
   }
   const unsigned c = engine_.class_for(bytes, alignment);
   if (c != engine_.no_class) return allocate_class(c);
-  return allocate_large(bytes, alignment);
+  return engine_.allocate_large(bytes, alignment);
 }
 
 // An alignment that is not a power of two may still give the block's class: it is checked first, and reported by
@@ -122,36 +111,10 @@ void* basic_bitmap_resource<Sync>::allocate_other(std::size_t bytes, std::size_t
 template <bool Sync>
 void basic_bitmap_resource<Sync>::deallocate_other(void* p, std::size_t bytes, std::size_t alignment) noexcept {
   if (alignment > 16 ? !is_power_of_two(alignment) : !is_plain_alignment(alignment))
-    return deallocate_large(p, bytes, alignment);
+    return engine_.deallocate_large(p, bytes, alignment);
   const unsigned c = engine_.class_for(bytes, alignment);
   if (c != engine_.no_class) return deallocate_class(p, bytes, alignment, c);
-  deallocate_large(p, bytes, alignment);
-}
-
-template <bool Sync>
-void* basic_bitmap_resource<Sync>::allocate_large(std::size_t bytes, std::size_t alignment) {
-  return large_.allocate(bytes, alignment);
-}
-
-template <bool Sync>
-void basic_bitmap_resource<Sync>::deallocate_large(void* p, std::size_t bytes, std::size_t alignment) noexcept {
-  const char* why = nullptr;
-  error_kind kind = error_kind::wrong_size;
-  std::size_t expected = 0;
-  if (!is_power_of_two(alignment)) {
-    kind = error_kind::bad_alignment;
-    why = "alignment is not a power of two";
-  } else if (engine_.owns(p)) {
-    why = "the pointer is a small object; the size is not its class's";
-  } else {
-    const auto v = large_.deallocate(p, bytes, alignment);
-    kind = v.kind;
-    expected = v.expected;
-    why = v.why;
-  }
-  if (why != nullptr)
-    report_error(error_info{kind, Sync ? "synchronized_bitmap_resource" : "bitmap_resource", this, p, bytes,
-                            alignment, expected, why});
+  engine_.deallocate_large(p, bytes, alignment);
 }
 
 // ---- resize --------------------------------------------------------------------------------------------------------
@@ -173,19 +136,7 @@ bool basic_bitmap_resource<Sync>::do_resize(void* p, std::size_t old_size, std::
     return live && old_class == new_class;
   }
   // Large: only upstream can grow or shrink it in place, and it must stay large.
-  if (engine_.owns(p)) {  // as in deallocate_large: the ledger may remember the address from an earlier large block
-    report_error(error_info{error_kind::wrong_size, Sync ? "synchronized_bitmap_resource" : "bitmap_resource", this, p,
-                            old_size, alignment, 0, "the pointer is a small object; the size is not its class's"});
-    return false;
-  }
-  const bool stays_large = new_class == engine_.no_class;
-  bool resized;
-  if (const auto v = large_.resize(p, old_size, stays_large ? new_size : old_size, alignment, resized); !v) {
-    large_.report(v, Sync ? "synchronized_bitmap_resource" : "bitmap_resource", this, p, old_size, alignment,
-                  "resize of a block this resource did not hand out");
-    return false;
-  }
-  return resized && stays_large;
+  return engine_.resize_large(p, old_size, new_size, alignment, new_class == engine_.no_class);
 }
 
 // ---- stats ---------------------------------------------------------------------------------------------------------
@@ -207,7 +158,7 @@ resource_stats basic_bitmap_resource<Sync>::do_stats() const noexcept {
       if (t.peak_bytes_in_use < t.bytes_in_use) t.peak_bytes_in_use = t.bytes_in_use;
     }
   }
-  const auto large = large_.get_totals();
+  const auto large = engine_.large_totals();
   resource_stats s{};
   s.allocations = t.allocations + large.allocations;
   s.deallocations = t.deallocations + large.deallocations;

@@ -2,16 +2,33 @@
 // lib/free_list_resource.cpp: the pmr face of the free list engine (the synchronized one holds a mutex around it).
 #include <strata/free_list_resource.hpp>
 
+#include <stdexcept>
+#include <string>
+
 namespace strata::detail {
+namespace {
+
+// The options the engine takes: checked, the chunk size chosen for this upstream.
+free_list_options validated(free_list_options o, std::pmr::memory_resource* upstream, const char* name) {
+  if (o.policy != fit_policy::first_fit && o.policy != fit_policy::next_fit && o.policy != fit_policy::best_fit &&
+      o.policy != fit_policy::segregated)
+    throw std::invalid_argument(std::string(name) + ": unknown fit policy");
+  o.chunk_size = free_list_engine::chunk_size_for(o, capabilities_of(upstream));
+  if (!is_power_of_two(o.chunk_size) || o.chunk_size < free_list_engine::min_chunk ||
+      o.chunk_size > free_list_engine::max_chunk)
+    throw std::invalid_argument(std::string(name) + ": chunk_size must be a power of two from 64 KiB to 1 GiB");
+  return o;
+}
+
+constexpr const char* name_of(bool sync) { return sync ? "synchronized_free_list_resource" : "free_list_resource"; }
+
+}  // namespace
 
 template <bool Sync>
 basic_free_list_resource<Sync>::basic_free_list_resource(const options& opts, std::pmr::memory_resource* upstream)
     : upstream_(upstream),
       opts_(opts),
-      engine_(free_list_params{static_cast<unsigned>(opts.policy), opts.chunk_size, opts.large_threshold,
-                               opts.max_empty_chunks, opts.purge_threshold, opts.purge_delay,
-                               opts.huge_pages},
-              upstream, this, Sync ? "synchronized_free_list_resource" : "free_list_resource") {}
+      engine_(validated(opts, upstream, name_of(Sync)), upstream, this, name_of(Sync)) {}
 
 template <bool Sync>
 basic_free_list_resource<Sync>::~basic_free_list_resource() = default;

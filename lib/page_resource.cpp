@@ -6,8 +6,8 @@
 #include <cstring>
 #include <new>
 
-#include <strata/detail/checks.hpp>
-#include <strata/detail/math.hpp>
+#include <strata/detail/core/checks.hpp>
+#include <strata/detail/core/math.hpp>
 #include <strata/error.hpp>
 
 #include "os/os.hpp"
@@ -463,6 +463,27 @@ void page_resource::trim() noexcept {
     cache_resident_bytes_ = 0;
   }
   unmap(out);
+}
+
+// Unmaps under the lock: the live spans are unbounded in number (no release_list holds them), and release() is the
+// rare free-everything call.
+void page_resource::release() noexcept {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::uint64_t calls = 0;
+  live_.for_each([&](const auto& e) {
+    os::release(reinterpret_cast<void*>(e.key), span_of(packed_size(e.value.packed)) + e.value.reserved);
+    ++calls;
+  });
+  live_.reset();
+  for (std::size_t i = 0; i < cache_count_; ++i) os::release(reinterpret_cast<void*>(cache_[i].begin), cache_[i].size);
+  calls += cache_count_;
+  cache_count_ = 0;
+  cache_bytes_ = 0;
+  cache_resident_bytes_ = 0;
+  live_span_bytes_ = 0;
+  stats_.upstream_deallocations += calls;
+  stats_.deallocations = stats_.allocations;
+  stats_.bytes_in_use = 0;
 }
 
 // ---- huge pages ----------------------------------------------------------------------------------------------------

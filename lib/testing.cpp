@@ -5,8 +5,8 @@
 #include <cstring>
 #include <new>
 
-#include <strata/detail/checks.hpp>
-#include <strata/detail/math.hpp>
+#include <strata/detail/core/checks.hpp>
+#include <strata/detail/core/math.hpp>
 #include <strata/error.hpp>
 
 #include "os/os.hpp"

@@ -4,7 +4,7 @@
 
 #include <stdexcept>
 
-#include <strata/detail/math.hpp>
+#include <strata/detail/core/math.hpp>
 
 namespace strata {
 
@@ -28,14 +28,12 @@ thread_cache_options validated(thread_cache_options o) {
 
 thread_cache_resource::thread_cache_resource(const options& opts, std::pmr::memory_resource* upstream)
     : opts_(validated(opts)),
-      engine_({opts_.max_small_size, opts_.max_shared_size, opts_.max_empty_blocks,
-               opts_.checks == check_mode::strict},
-              upstream, this) {}
+      engine_(opts_, upstream, this) {}
 
 thread_cache_resource::~thread_cache_resource() = default;
 
 cache_tier thread_cache_resource::tier_of(std::size_t bytes, std::size_t alignment) const noexcept {
-  return static_cast<cache_tier>(engine_.tier_of(bytes, alignment));
+  return engine_.tier_of(bytes, alignment);
 }
 
 std::size_t thread_cache_resource::min_size(cache_tier t) const noexcept {
@@ -58,7 +56,7 @@ std::size_t thread_cache_resource::usable_size(const void* p) const noexcept { r
 void thread_cache_resource::trim() noexcept { engine_.trim(); }
 std::size_t thread_cache_resource::heap_count() const noexcept { return engine_.heap_count(); }
 resource_stats thread_cache_resource::tier_stats(cache_tier t) const noexcept {
-  return engine_.tier_stats(static_cast<detail::thread_cache_engine::tier>(t));
+  return engine_.tier_stats(t);
 }
 bool thread_cache_resource::check_invariants() const noexcept { return engine_.check_invariants(); }
 std::pmr::memory_resource* thread_cache_resource::upstream_resource() const noexcept { return engine_.upstream(); }

@@ -13,7 +13,7 @@
 
 #include <doctest/doctest.h>
 
-#include <strata/detail/math.hpp>
+#include <strata/detail/core/math.hpp>
 #include <strata/testing.hpp>
 
 #include "support.hpp"

@@ -23,7 +23,7 @@
 
 #include <doctest/doctest.h>
 
-#include <strata/detail/math.hpp>
+#include <strata/detail/core/math.hpp>
 #include <strata/page_resource.hpp>
 #include <strata/resource.hpp>
 #include <strata/testing.hpp>

@@ -19,7 +19,7 @@
 
 #include <doctest/doctest.h>
 
-#include <strata/detail/math.hpp>
+#include <strata/detail/core/math.hpp>
 #include <strata/node_size.hpp>
 #include <strata/testing.hpp>
 

@@ -11,7 +11,7 @@
 
 #include <doctest/doctest.h>
 
-#include <strata/detail/math.hpp>
+#include <strata/detail/core/math.hpp>
 #include <strata/testing.hpp>
 
 #include "support.hpp"
@@ -82,6 +82,38 @@ TEST_CASE("page_resource: trim gives resident memory back to the OS") {
   MESSAGE("RSS MiB: base " << base / MiB << ", touched " << touched / MiB << ", cached " << cached / MiB
                            << ", trimmed " << trimmed / MiB);
   CHECK(trimmed + 56 * MiB <= cached);
+}
+
+TEST_CASE("page_resource: release() unmaps every live and cached span and leaves the resource usable") {
+  page_resource r;
+  const std::size_t mapped = strata::testing::os_mapped_bytes();
+  void* a = r.allocate(3 * MiB, 4096);
+  void* b = r.allocate(10000, 64 * 1024);    // over-aligned: trimmed mapping
+  void* c = r.allocate(MiB, 2 * MiB);        // large: address space reserved after it
+  void* d = r.allocate(5 * 4096, 4096);
+  touch(a, 3 * MiB);
+  r.deallocate(d, 5 * 4096, 4096);  // cached
+  CHECK(r.cached_spans() >= 1);
+  CHECK(strata::testing::os_mapped_bytes() > mapped);
+  const auto before = r.stats();
+  r.release();
+  const auto s = r.stats();
+  CHECK(s.bytes_in_use == 0);
+  CHECK(s.allocations == before.allocations);
+  CHECK(s.deallocations == s.allocations);
+  CHECK(s.upstream_deallocations > before.upstream_deallocations);
+  CHECK(r.cached_spans() == 0);
+  CHECK(r.cached_bytes() == 0);
+  CHECK(strata::testing::os_mapped_bytes() == mapped);  // the live-span table's pages too
+  CHECK(r.check_invariants());
+  (void)b;
+  (void)c;
+  void* e = r.allocate(2 * MiB, 2 * MiB);  // usable again
+  touch(e, 2 * MiB);
+  r.deallocate(e, 2 * MiB, 2 * MiB);
+  CHECK(r.check_invariants());
+  r.release();
+  CHECK(strata::testing::os_mapped_bytes() == mapped);
 }
 
 TEST_CASE("page_resource: cached spans beyond the resident budget are purged at once") {

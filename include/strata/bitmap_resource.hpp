@@ -8,9 +8,9 @@
 #include <memory_resource>
 #include <optional>
 
-#include <strata/detail/bitmap_engine.hpp>
-#include <strata/detail/sync_front.hpp>
-#include <strata/detail/large_part.hpp>
+#include <strata/detail/engines/bitmap_engine.hpp>
+#include <strata/detail/engines/sync_front.hpp>
+#include <strata/options.hpp>
 #include <strata/page_resource.hpp>
 #include <strata/resource.hpp>
 
@@ -22,22 +22,6 @@ template <bool Sync>
 class basic_bitmap_resource;
 }  // namespace detail
 
-/// Options shared by bitmap_resource and synchronized_bitmap_resource.
-struct bitmap_options {
-  /// Bytes per block, taken from upstream aligned to its size: a power of two from 64 KiB to 16 MiB.
-  std::size_t block_size = std::size_t{64} << 10;
-  /// Requests up to this size (rounded up to its class) are served from blocks; larger ones go straight upstream.
-  /// At most block_size / 8 and 64 KiB.
-  std::size_t max_small_size = 4096;
-  /// Power-of-two classes: every allocation of n bytes is aligned to the next power of two of n (up to 4 KiB), so
-  /// aligned_alloc(a, n) is allocate(max(n, a)). Costs up to 50% to rounding instead of about 20%.
-  bool natural_alignment = false;
-  /// Empty blocks kept for reuse by any class before they go back upstream.
-  std::size_t max_empty_blocks = 2;
-  /// How frees are checked (see check_mode). synchronized_bitmap_resource: standard checks put a free cache per
-  /// thread in front of the classes' locks; strict checks take the lock (or the remote way) on every operation.
-  check_mode checks = check_mode::standard;
-};
 
 /// Per-class figures: object size, alignment, objects per block, blocks and live objects now.
 using bitmap_class_stats = detail::bitmap_class_info;
@@ -86,9 +70,6 @@ class basic_bitmap_resource : public resource {
   /// Requests the fast paths leave: alignments above 16 (or not powers of two), sizes past the classes.
   STRATA_NOINLINE void* allocate_other(std::size_t bytes, std::size_t alignment);
   STRATA_NOINLINE void deallocate_other(void* p, std::size_t bytes, std::size_t alignment) noexcept;
-  void* allocate_large(std::size_t bytes, std::size_t alignment);
-  void deallocate_large(void* p, std::size_t bytes, std::size_t alignment) noexcept;
-  static std::size_t large_size(const void* self, const void* p) noexcept;
 
   /// Class c's allocations and frees: through the threads' caches when there are (Sync, standard checks).
   STRATA_ALWAYS_INLINE void* allocate_class(unsigned c) {
@@ -117,7 +98,6 @@ class basic_bitmap_resource : public resource {
   options opts_;
   bitmap_engine<Sync> engine_;
   std::conditional_t<Sync, std::optional<sync_front>, no_front> front_;  // Sync with standard checks
-  large_part<Sync> large_;  // requests past the classes
 };
 
 }  // namespace detail

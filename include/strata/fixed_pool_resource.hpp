@@ -8,31 +8,14 @@
 #include <cstdint>
 #include <memory_resource>
 
-#include <strata/detail/fixed_pool_engine.hpp>
+#include <strata/detail/engines/fixed_pool_engine.hpp>
+#include <strata/options.hpp>
 #include <strata/page_resource.hpp>
 #include <strata/resource.hpp>
 
 STRATA_PUBLIC_BEGIN
 namespace strata {
 
-struct fixed_pool_options {
-  /// Hard capacity in bytes: the pool takes this much from upstream up front (address space; with page_resource the
-  /// memory arrives as it is touched) and never more. Past it, allocate throws std::bad_alloc. 0: no cap, the pool
-  /// grows chunk by chunk.
-  std::size_t max_bytes = 0;
-  /// Bytes per chunk (a power of two from 64 KiB to 16 GiB; 0 picks 1 MiB, or the huge page size with `huge_pages`,
-  /// or more to hold 256 blocks; with max_bytes, less, until whole chunks fill all but a sixteenth of the cap).
-  std::size_t chunk_size = 0;
-  /// Send requests larger than one block straight upstream instead of serving them from runs of blocks.
-  bool forward_large = false;
-  /// Empty chunks kept for reuse before they go back upstream (growing pools only).
-  std::size_t max_empty_chunks = 1;
-  /// When upstream has huge pages (memory_capabilities: a page_resource where the OS has transparent huge pages, or an
-  /// adaptor over one): chunks are (at least) one huge page and are advised as such (the capacity reservation too),
-  /// so blocks touched at random cost far fewer TLB misses. A pool then holds at least one huge page (2 MiB on x86-64)
-  /// resident once it is used: turn this off for many small pools.
-  bool huge_pages = true;
-};
 
 namespace detail {
 

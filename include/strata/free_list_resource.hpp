@@ -3,7 +3,7 @@
 // coalescing and a choice of fit policy (segregated, TLSF-style, by default).
 #pragma once
 
-#include <strata/detail/sync.hpp>
+#include <strata/detail/core/sync.hpp>
 #include <strata/config.hpp>
 
 #include <cstddef>
@@ -11,44 +11,15 @@
 #include <mutex>
 #include <type_traits>
 
-#include <strata/detail/free_list_engine.hpp>
+#include <strata/detail/engines/free_list_engine.hpp>
+#include <strata/options.hpp>
 #include <strata/page_resource.hpp>
 #include <strata/resource.hpp>
 
 STRATA_PUBLIC_BEGIN
 namespace strata {
 
-/// How a free_list_resource picks the free block a request is carved from. n: free blocks in the resource.
-enum class fit_policy {
-  first_fit,  ///< the first block that fits, walking one LIFO list from its head: O(n) allocate
-  next_fit,   ///< as first_fit, but each walk starts where the last one stopped: O(n) allocate
-  best_fit,   ///< the smallest block that fits (an exact fit ends the walk): O(n) allocate
-  segregated  ///< size-binned lists and a two-level bitmap (TLSF): O(1) allocate, at most one class wider than best
-};
 
-/// Options shared by free_list_resource and synchronized_free_list_resource.
-struct free_list_options {
-  fit_policy policy = fit_policy::segregated;
-  /// Bytes per chunk taken from upstream, aligned to its size: a power of two from 64 KiB to 1 GiB. 0 picks 1 MiB, or
-  /// the huge page size with `huge_pages` over an upstream with huge pages (memory_capabilities).
-  std::size_t chunk_size = 0;
-  /// Requests larger than this go straight to upstream. 0 picks 256 KiB; never more than a quarter of chunk_capacity()
-  /// (so 253,920 bytes with 1 MiB chunks).
-  std::size_t large_threshold = 0;
-  /// Chunks that became entirely free kept for reuse before they go back upstream.
-  std::size_t max_empty_chunks = 1;
-  /// Over an upstream that can purge (a page_resource, or an adaptor over one): free blocks of at least this many bytes give the whole pages inside them back to the OS
-  /// (they cost a page fault when next used). 0: never.
-  std::size_t purge_threshold = std::size_t{256} << 10;
-  /// How long such a block waits before its pages go, counted in deallocations: a chunk's large free blocks are
-  /// purged once this many deallocations have happened since the first of them appeared (and they are still free),
-  /// so memory freed and soon used again (a batch freed, then the next batch) is not purged and faulted back in.
-  /// 0: at once. With no deallocations nothing is purged; trim() purges now.
-  std::size_t purge_delay = 65536;
-  /// Over an upstream with huge pages (a page_resource where the OS has transparent huge pages, or an adaptor over one): chunks are one huge page (2 MiB on x86-64) and are advised as
-  /// such, for fewer TLB misses. Turn off for many small resources.
-  bool huge_pages = true;
-};
 
 namespace detail {
 

@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <mutex>
 
-#include <strata/detail/address_table.hpp>
+#include <strata/detail/ds/address_table.hpp>
 #include <strata/resource.hpp>
 
 STRATA_PUBLIC_BEGIN
@@ -79,6 +79,10 @@ class page_resource final : public resource {
 
   /// Returns every cached span to the OS. Live allocations are untouched. Thread-safe.
   void trim() noexcept;
+
+  /// Frees everything at once: every live span and the cache go back to the OS, and every allocation counts as
+  /// deallocated. The resource stays usable. No other call may use those spans meanwhile.
+  void release() noexcept;
 
   /// The OS page size: the granularity of every span.
   [[nodiscard]] static std::size_t page_size() noexcept;

@@ -6,6 +6,7 @@
 #include <strata/error.hpp>
 #include <strata/fixed_pool_resource.hpp>
 #include <strata/node_size.hpp>
+#include <strata/options.hpp>
 #include <strata/free_list_resource.hpp>
 #include <strata/thread_cache_resource.hpp>
 #include <strata/bitmap_resource.hpp>

@@ -9,36 +9,16 @@
 #include <cstdint>
 #include <memory_resource>
 
-#include <strata/detail/thread_cache_engine.hpp>
+#include <strata/detail/thread_cache/engine.hpp>
 #include <strata/error.hpp>
+#include <strata/options.hpp>
 #include <strata/page_resource.hpp>
 #include <strata/resource.hpp>
 
 STRATA_PUBLIC_BEGIN
 namespace strata {
 
-/// Options of a thread_cache_resource.
-struct thread_cache_options {
-  /// Largest request served by the per-thread caches (size classes in 64 KiB bitmap blocks). 0 picks 8 KiB; at most
-  /// 8 KiB; rounded up to a class boundary that is a multiple of 16 (so at least 16).
-  std::size_t max_small_size = 0;
-  /// Largest request served by the shared tier's free list (variable sizes, under one lock); larger requests go
-  /// straight upstream. 0 picks 256 KiB; rounded up to a multiple of 16, at least the thread tier's size; capped by
-  /// the free list's large threshold (a quarter of its chunk).
-  std::size_t max_shared_size = 0;
-  /// Empty bitmap blocks the shared tier keeps for any thread to reuse before it returns them upstream.
-  std::size_t max_empty_blocks = 16;
-  /// How the thread tier checks frees (see check_mode): strict keeps no free cache, and a free by the owning thread
-  /// goes to its block's bitmap at once, verified against the header and bitmaps.
-  check_mode checks = check_mode::standard;
-};
 
-/// The tiers a request can be served by, smallest first.
-enum class cache_tier {
-  thread,    ///< the calling thread's own cache of bitmap blocks: no lock, no atomic read-modify-write
-  shared,    ///< the shared tier: a free list under one lock (and, for blocks, the pool threads hand blocks through)
-  upstream,  ///< the upstream resource, one request each, recorded so that frees are checked
-};
 
 /// A general-purpose, thread-safe resource in the tcmalloc/mimalloc tradition.
 ///

@@ -1,0 +1,43 @@
+// SPDX-License-Identifier: MIT
+// strata/detail/ds/block_map.hpp: a process-wide map of the 64 KiB granules that hold strata blocks, so that a free of
+// any pointer can be checked ("is this one of ours?") with one load, without touching the pointer's memory.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+namespace strata::detail {
+
+/// Granule of the map: blocks registered in it are multiples of this size, aligned to it.
+inline constexpr unsigned block_map_shift = 16;
+inline constexpr std::size_t block_map_granule = std::size_t{1} << block_map_shift;
+/// Addresses at or above this are never in the map (x86-64 and AArch64 user space is 47/48 bits).
+inline constexpr std::uintptr_t block_map_limit = std::uintptr_t{1} << 48;
+
+/// A map's words (one bit per granule), or nullptr before its first block is registered. Defined in lib/.
+using block_map = std::atomic<std::uint64_t*>;
+/// The blocks and chunks of every engine except thread_cache_resource's front end: each engine reads its header at
+/// a pointer's chunk base only after the map says the chunk is there.
+extern block_map g_block_map;
+/// thread_cache_resource's 64 KiB front blocks, apart from the others: its other tiers' chunks (the free list's, in
+/// g_block_map) may span front-block-sized granules, and neither kind of header may be looked for inside the other
+/// kind's live objects.
+extern block_map g_front_block_map;
+
+/// Marks [block, block+size) in `map`. Returns false when the map cannot be created (out of address space).
+bool block_map_register(const void* block, std::size_t size, block_map& map = g_block_map) noexcept;
+/// Clears the marks of [block, block+size) in `map`.
+void block_map_unregister(const void* block, std::size_t size, block_map& map = g_block_map) noexcept;
+
+/// Whether `p` lies in a block registered in `map`. One relaxed load.
+inline bool block_map_contains(const void* p, const block_map& in = g_block_map) noexcept {
+  const auto a = reinterpret_cast<std::uintptr_t>(p);
+  std::uint64_t* map = in.load(std::memory_order_acquire);
+  if (map == nullptr || a >= block_map_limit) return false;
+  const std::uintptr_t g = a >> block_map_shift;
+  return ((reinterpret_cast<std::atomic<std::uint64_t>*>(map)[g >> 6].load(std::memory_order_relaxed) >> (g & 63)) &
+          1) != 0;
+}
+
+}  // namespace strata::detail

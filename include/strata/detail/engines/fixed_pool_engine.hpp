@@ -1,0 +1,451 @@
+// SPDX-License-Identifier: MIT
+// strata/detail/engines/fixed_pool_engine.hpp: the mechanism behind fixed_pool_resource and synchronized_fixed_pool_resource.
+// Chunks of equal blocks with two state bits per block, O(1) single blocks, runs of blocks, a hard cap, zeroed
+// allocation and resize in place. The pmr classes are thin wrappers over it.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory_resource>
+#include <mutex>
+#include <type_traits>
+
+#include <strata/detail/core/sync.hpp>
+#include <strata/detail/core/bits.hpp>
+#include <strata/config.hpp>
+#include <strata/detail/ds/block_map.hpp>
+#include <strata/detail/parts/chunk_source.hpp>
+#include <strata/detail/parts/large_part.hpp>
+#include <strata/detail/core/math.hpp>
+#include <strata/error.hpp>
+#include <strata/options.hpp>
+#include <strata/stats.hpp>
+
+namespace strata {
+}  // namespace strata
+
+namespace strata::detail {
+
+/// What the pool was asked for (see fixed_pool_options for the meaning of each).
+/// Counter stripes: stripe s < pool_stripes belongs to one live thread at a time (it updates it with plain relaxed
+/// loads and stores); threads past that share stripe pool_stripes and update it with atomic adds.
+inline constexpr unsigned pool_stripes = 32;
+extern thread_local unsigned t_pool_stripe;  // the thread's stripe + 1; 0 before its first use
+unsigned claim_pool_stripe() noexcept;
+inline unsigned pool_stripe() noexcept {
+  const unsigned s = t_pool_stripe;
+  return STRATA_LIKELY(s != 0) ? s - 1 : claim_pool_stripe();
+}
+
+/// Block states, two bits per block, 32 blocks per 64-bit word (block q: bits 2(q%32) and up of word q/32).
+/// `start` is the first block of a live allocation (a single block is a start followed by no continuation);
+/// `cont` the other blocks of a live run. Slot numbers outside the chunk's blocks read as `start`, so "the next block
+/// continues this allocation" needs no range check. A single-block allocate or free flips both bits (xor 3): one
+/// atomic compare-and-swap in the synchronized engine.
+enum : std::uint64_t { pool_cont = 0, pool_free = 1, pool_start = 2 };
+inline constexpr std::uint64_t pool_low_bits = 0x5555555555555555ull;   // every block free
+inline constexpr std::uint64_t pool_high_bits = 0xAAAAAAAAAAAAAAAAull;  // every block a start
+
+/// The largest block size and chunk size a pool accepts. Together they bound every offset * stride below 2^64, which
+/// pool_slot_divider needs to be exact.
+inline constexpr std::size_t pool_max_block_size = std::size_t{1} << 30;
+inline constexpr std::size_t pool_max_chunk_size = std::size_t{1} << 34;
+static_assert(pool_max_block_size % 8 == 0, "the largest block is its own stride");
+static_assert(pool_max_chunk_size - 1 <= ~std::uint64_t{0} / pool_max_block_size,
+              "pool_slot_divider is exact only while offset * stride < 2^64");
+
+/// The high 64 bits of a * b.
+inline std::uint64_t mul_high(std::uint64_t a, std::uint64_t b) noexcept {
+#if defined(__SIZEOF_INT128__)
+  __extension__ typedef unsigned __int128 u128;  // __extension__: -Wpedantic knows no 128-bit type
+  return static_cast<std::uint64_t>((static_cast<u128>(a) * b) >> 64);
+#else
+  const std::uint64_t a_lo = a & 0xFFFFFFFFu, a_hi = a >> 32, b_lo = b & 0xFFFFFFFFu, b_hi = b >> 32;
+  const std::uint64_t lo_lo = a_lo * b_lo, hi_lo = a_hi * b_lo, lo_hi = a_lo * b_hi, hi_hi = a_hi * b_hi;
+  const std::uint64_t cross = (lo_lo >> 32) + (hi_lo & 0xFFFFFFFFu) + lo_hi;
+  return hi_hi + (hi_lo >> 32) + (cross >> 32);
+#endif
+}
+
+/// offset / stride for every offset inside a chunk, by one multiply (a divide would cost 20 to 40 cycles on each
+/// free). m = floor((2^64 - 1) / stride) + 1 is 2^64 / stride + e with 0 <= e < 1 (e = 0 for a power of two). For
+/// offset = q * stride + r with 0 <= r < stride, offset * m / 2^64 = q + r / stride + offset * e / 2^64, and
+/// r / stride <= 1 - 1 / stride, so the high word of offset * m is exactly q whenever offset * stride < 2^64: true for
+/// every offset below pool_max_chunk_size and every stride up to pool_max_block_size.
+class pool_slot_divider {
+ public:
+  explicit constexpr pool_slot_divider(std::size_t stride) noexcept : m_(~std::uint64_t{0} / stride + 1) {}
+  std::size_t operator()(std::size_t offset) const noexcept {
+    return static_cast<std::size_t>(mul_high(offset, m_));
+  }
+
+ private:
+  std::uint64_t m_;
+};
+
+template <bool Sync>
+class fixed_pool_engine {
+ public:
+  using word = std::conditional_t<Sync, std::atomic<std::uint64_t>, std::uint64_t>;
+  template <class T>
+  using counter = counter_if<Sync, T>;
+
+  /// A chunk: this header, then the state words, then blocks. Slot q is at base + q * stride; slots below `skip`
+  /// overlap the header.
+  struct chunk {
+    std::uintptr_t tag;  // engine ^ address ^ magic: tells our chunks from anything else
+    chunk* next;         // every chunk in use (changed under the lock)
+    chunk* prev;
+    std::uint32_t skip;   // first block slot
+    std::uint32_t limit;  // one past the last
+    std::uint32_t words;  // state words (slots 0 .. limit inclusive)
+    std::uint32_t free_count;         // !Sync: free blocks (Sync: unused; the bitmap is the truth)
+    counter<std::uint32_t> hint;      // !Sync: words below hold no free block (Sync: unused; threads keep their own)
+    counter<std::uint32_t> fresh_from;  // slots from here on never handed out since the chunk arrived zero-filled
+    bool in_region;                   // carved from the capacity reservation
+    word* bits() noexcept { return reinterpret_cast<word*>(this + 1); }
+    const word* bits() const noexcept { return reinterpret_cast<const word*>(this + 1); }
+  };
+
+  /// `opts` as validated by the resource: its chunk_size resolved (chunk_size_for), a power of two from 64 KiB to
+  /// pool_max_chunk_size that holds a block, and at most max_bytes when that is set. Throws std::bad_alloc when the
+  /// capacity cannot be reserved.
+  fixed_pool_engine(std::size_t block_size, const fixed_pool_options& opts, std::pmr::memory_resource* upstream,
+                    const void* owner, const char* name);
+
+  /// The chunk size for blocks of `block_size` bytes (1 .. pool_max_block_size) with `opts` over an upstream with
+  /// `caps`: opts.chunk_size, or when that is 0 one that holds at least 256 blocks (1 MiB at least, a huge page with
+  /// opts.huge_pages where upstream has them), halved to fit opts.max_bytes in whole chunks.
+  static std::size_t chunk_size_for(std::size_t block_size, const fixed_pool_options& opts,
+                                    const memory_capabilities& caps) noexcept;
+  /// Whether a chunk of `chunk_size` bytes has room for a block of `block_size` besides its header and bitmap.
+  static bool holds_a_block(std::size_t chunk_size, std::size_t block_size) noexcept;
+  ~fixed_pool_engine();
+  fixed_pool_engine(const fixed_pool_engine&) = delete;
+  fixed_pool_engine& operator=(const fixed_pool_engine&) = delete;
+
+  [[nodiscard]] std::size_t stride() const noexcept { return stride_; }
+  [[nodiscard]] std::size_t block_size() const noexcept { return block_size_; }
+  [[nodiscard]] std::size_t block_alignment() const noexcept { return block_alignment_; }
+  [[nodiscard]] std::size_t chunk_size() const noexcept { return chunk_size_; }
+  [[nodiscard]] std::size_t capacity_blocks() const noexcept { return capacity_blocks_; }
+  [[nodiscard]] std::size_t blocks_in_use() const noexcept;
+  /// Allocations served as runs of two or more blocks since construction (under the lock: exact).
+  [[nodiscard]] std::uint64_t run_allocations() const noexcept {
+    std::lock_guard<lock_type> g(lock_);
+    return runs_;
+  }
+  [[nodiscard]] std::size_t peak_blocks_in_use() const noexcept;
+
+  /// Whether (bytes, alignment) is a one-block request: the wrappers' fast-path test.
+  [[nodiscard]] bool one_block(std::size_t bytes, std::size_t alignment) const noexcept {
+    return bytes <= stride_ && alignment <= block_alignment_ && (alignment & (alignment - 1)) == 0 && alignment != 0;
+  }
+
+  /// Bytes a request occupies as the statistics count it: whole blocks (blocks x stride) when the pool serves it,
+  /// the request itself when it goes upstream.
+  [[nodiscard]] std::size_t round_size(std::size_t bytes, std::size_t alignment) const noexcept {
+    if (!is_power_of_two(alignment) || !pooled(bytes, alignment)) return bytes;
+    return blocks_for(bytes) * stride_;
+  }
+
+  /// One block, if one is at hand without the lock or a new chunk; nullptr sends the caller to allocate().
+  inline void* try_allocate_one() noexcept;
+  /// Frees p if it is a live single block of this pool; false sends the caller to deallocate(), which reports misuse.
+  inline bool try_deallocate_one(void* p) noexcept;
+
+  /// Any request: blocks, a run, or upstream. Throws std::bad_alloc (at the cap, or when upstream fails).
+  void* allocate(std::size_t bytes, std::size_t alignment, bool zeroed);
+  /// Any free; misuse is reported through the error handler and changes nothing.
+  void deallocate(void* p, std::size_t bytes, std::size_t alignment) noexcept;
+  bool resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) noexcept;
+  void release() noexcept;
+  /// !Sync: gives every empty chunk back upstream, the cached ones and an empty current one (a capacity
+  /// reservation stays: it is one mapping, taken once). Sync: nothing (a lock-free operation may be reading any chunk
+  /// until release()).
+  void trim() noexcept;
+  [[nodiscard]] resource_stats stats() const noexcept;
+  bool check_invariants() const noexcept;
+
+ private:
+  using lock_type = lock_if<Sync>;
+
+  /// Counts of one stripe (Sync) or of the engine (!Sync). Peaks are of this stripe's net counts.
+  struct alignas(64) tally {
+    counter<std::uint64_t> allocations{0}, deallocations{0};
+    counter<std::int64_t> bytes{0}, peak_bytes{0}, blocks{0}, peak_blocks{0};
+    counter<std::uint32_t> hint{0};  // Sync: the word this thread's block scans start at (threads spread out)
+  };
+
+  static std::uint64_t ld(const word& w) noexcept {
+    if constexpr (Sync) return w.load(std::memory_order_relaxed);
+    else return w;
+  }
+  template <class C>
+  static auto get(const C& c) noexcept {
+    if constexpr (Sync) return c.load(std::memory_order_relaxed);
+    else return c;
+  }
+  template <class C, class V>
+  static void put(C& c, V v) noexcept {
+    if constexpr (Sync) c.store(v, std::memory_order_relaxed);
+    else c = v;
+  }
+
+  chunk* chunk_of(const void* p) const noexcept {
+    return reinterpret_cast<chunk*>(reinterpret_cast<std::uintptr_t>(p) & ~(chunk_size_ - 1));
+  }
+  std::uintptr_t tag_of(const chunk* c) const noexcept {
+    return reinterpret_cast<std::uintptr_t>(this) ^ reinterpret_cast<std::uintptr_t>(c) ^ 0x46495845445F504Full;
+  }
+  /// Whether p lies in one of our chunks (c: that chunk, whatever p is).
+  bool in_our_chunk(const void* p, const chunk*& c) const noexcept {
+    c = chunk_of(p);
+    return block_map_contains(p) && block_map_contains(c) && c->tag == tag_of(c);
+  }
+  /// The slot p would be in: exact for a block boundary, offset / stride otherwise.
+  std::size_t slot_in(const chunk* c, const void* p) const noexcept {
+    return slot_divider_(static_cast<std::size_t>(static_cast<const char*>(p) - reinterpret_cast<const char*>(c)));
+  }
+  /// The slot of p in chunk c if p is a block boundary of one of our chunks; ~0 otherwise.
+  std::size_t slot_of(const void* p, const chunk*& c) const noexcept {
+    const bool ours = in_our_chunk(p, c);
+    const std::size_t q = slot_in(c, p);
+    if (STRATA_LIKELY(ours && address(c, q) == p && q - c->skip < std::size_t{c->limit} - c->skip)) return q;
+    return ~std::size_t{0};
+  }
+  std::size_t blocks_for(std::size_t bytes) const noexcept {
+    return bytes <= stride_ ? 1 : (bytes + stride_ - 1) / stride_;
+  }
+  static unsigned state(std::uint64_t w, std::size_t q) noexcept { return static_cast<unsigned>(w >> (2 * (q & 31))) & 3; }
+  unsigned state_at(const chunk* c, std::size_t q) const noexcept { return state(ld(c->bits()[q >> 5]), q); }
+
+  struct totals {
+    std::uint64_t allocations, deallocations;
+    std::int64_t bytes, peak_bytes, blocks, peak_blocks;
+  };
+  totals sum() const noexcept;
+  inline void add(tally* t, unsigned allocs, unsigned frees, std::int64_t bytes, std::int64_t blocks) noexcept;
+  inline std::size_t claim_one(chunk* c, tally* t) noexcept;
+  tally* my_tally() noexcept {
+    if constexpr (Sync) return tallies_ + pool_stripe();
+    else return tallies_;
+  }
+  // Bytes as round_size() gives them: blocks x stride, or the request itself for blocks sent upstream.
+  void note_allocation(std::size_t bytes, std::size_t blocks) noexcept;
+  void note_deallocation(std::size_t bytes, std::size_t blocks) noexcept;
+  /// Raises fresh_from past [q, q + k); whether those blocks were all fresh (zero-filled, never handed out).
+  static bool hand_out(chunk* c, std::size_t q, std::size_t k) noexcept;
+  void* address(chunk* c, std::size_t q) const noexcept { return reinterpret_cast<char*>(c) + q * stride_; }
+  const void* address(const chunk* c, std::size_t q) const noexcept {
+    return reinterpret_cast<const char*>(c) + q * stride_;
+  }
+  /// Whether slots [lo, hi) are all continuations (2-bit state 0).
+  bool all_continuations(const chunk* c, std::size_t lo, std::size_t hi) const noexcept {
+    return two_bit_fields_zero([c](std::size_t i) { return ld(c->bits()[i]); }, lo, hi);
+  }
+  /// Blocks of the allocation that starts at slot q (a start, then continuations).
+  std::size_t run_length(const chunk* c, std::size_t q) const noexcept {
+    std::size_t n = 1;
+    while (state_at(c, q + n) == pool_cont) ++n;  // slots past the last block read as starts
+    return n;
+  }
+
+  // Out of line (lib/fixed_pool_engine.cpp).
+  chunk* flush_hot(bool retire_empty = true) noexcept;
+  void defer_again(void* h) noexcept;
+  bool pooled(std::size_t bytes, std::size_t alignment) const noexcept;
+  void* allocate_blocks(std::size_t k, bool& fresh);
+  std::size_t claim_run(chunk* c, std::size_t k) noexcept;
+  std::size_t find_run(const chunk* c, std::size_t k, std::size_t from) const noexcept;
+  bool transition(chunk* c, std::size_t first, std::size_t count, std::uint64_t from, std::uint64_t to) noexcept;
+  bool live_run(const void* p, std::size_t bytes, std::size_t alignment, chunk*& c, std::size_t& q) noexcept;
+  void report_misuse(const void* p, std::size_t bytes, std::size_t alignment) const noexcept;
+  bool resize_upstream(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment,
+                       bool new_pooled) noexcept;
+  chunk* add_chunk();
+  chunk* format(void* base, bool zeroed) noexcept;
+  void retire(chunk* c) noexcept;
+  void free_chunk_memory(chunk* c) noexcept;
+  bool reserve_capacity();
+  /// Slots a chunk's header and bitmap take.
+  static std::size_t skip_for(std::size_t chunk_size, std::size_t stride) noexcept;
+  void* allocate_upstream(std::size_t bytes, std::size_t alignment);
+  void deallocate_upstream(void* p, std::size_t bytes, std::size_t alignment) noexcept;
+  void report(error_kind kind, const void* p, std::size_t bytes, std::size_t alignment, const char* why,
+              std::size_t expected = 0) const noexcept;
+
+  // Fixed at construction.
+  const void* owner_;
+  const char* name_;
+  fixed_pool_options opts_;
+  std::size_t block_size_;
+  std::size_t stride_;
+  std::size_t block_alignment_ = 0;
+  pool_slot_divider slot_divider_;
+  chunk_source<Sync> source_;  // chunks of a growing pool; the capacity reservation; upstream's capabilities
+  std::size_t chunk_size_ = 0;
+  std::size_t capacity_blocks_ = 0;
+  std::size_t blocks_per_chunk_ = 0;
+
+  counter<chunk*> current_{nullptr};  // where single blocks come from
+  void* hot_ = nullptr;  // !Sync: the block freed last, still marked live in its bitmap (deferred free)
+  tally tallies_[Sync ? pool_stripes + 1 : 1];  // !Sync: the counts; Sync: one stripe per thread, then the shared one
+
+  // Under the lock (Sync).
+  mutable lock_type lock_;
+  chunk* chunks_ = nullptr;  // every chunk in use
+  std::size_t chunk_count_ = 0;
+  char* region_ = nullptr;  // capacity mode: the reservation
+  std::size_t region_size_ = 0;
+  std::size_t region_used_ = 0;
+  bool region_zeroed_ = false;
+  std::uint64_t failed_ = 0;
+  std::uint64_t runs_ = 0;  // allocations served as runs (see run_allocations)
+  large_part<false> large_;  // requests sent upstream (under lock_)
+};
+
+// ---- fast paths ----------------------------------------------------------------------------------------------------
+
+template <bool Sync>
+inline void fixed_pool_engine<Sync>::add(tally* t, unsigned allocs, unsigned frees, std::int64_t bytes,
+                                         std::int64_t blocks) noexcept {
+  if constexpr (Sync) {
+    if (STRATA_UNLIKELY(t == tallies_ + pool_stripes)) {  // the shared stripe: atomic adds
+      auto raise = [](std::atomic<std::int64_t>& peak, std::int64_t v) {
+        std::int64_t old = peak.load(std::memory_order_relaxed);
+        while (v > old && !peak.compare_exchange_weak(old, v, std::memory_order_relaxed)) {
+        }
+      };
+      if (allocs != 0) t->allocations.fetch_add(allocs, std::memory_order_relaxed);
+      if (frees != 0) t->deallocations.fetch_add(frees, std::memory_order_relaxed);
+      raise(t->peak_bytes, t->bytes.fetch_add(bytes, std::memory_order_relaxed) + bytes);
+      raise(t->peak_blocks, t->blocks.fetch_add(blocks, std::memory_order_relaxed) + blocks);
+      return;
+    }
+  }
+  if (allocs != 0) put(t->allocations, get(t->allocations) + allocs);
+  if (frees != 0) put(t->deallocations, get(t->deallocations) + frees);
+  const std::int64_t b = get(t->bytes) + bytes, k = get(t->blocks) + blocks;
+  put(t->bytes, b);
+  put(t->blocks, k);
+  if (bytes > 0 && b > get(t->peak_bytes)) put(t->peak_bytes, b);
+  if (blocks > 0 && k > get(t->peak_blocks)) put(t->peak_blocks, k);
+}
+
+template <bool Sync>
+inline void fixed_pool_engine<Sync>::note_allocation(std::size_t bytes, std::size_t blocks) noexcept {
+  add(my_tally(), 1, 0, static_cast<std::int64_t>(bytes), static_cast<std::int64_t>(blocks));
+}
+
+template <bool Sync>
+inline void fixed_pool_engine<Sync>::note_deallocation(std::size_t bytes, std::size_t blocks) noexcept {
+  add(my_tally(), 0, 1, -static_cast<std::int64_t>(bytes), -static_cast<std::int64_t>(blocks));
+}
+
+// The first free block of c, claimed; npos when there is none. !Sync: words below the chunk's hint hold no free block,
+// so the word it is found in is the new hint. Sync: a lock-free scan of every word from the thread's hint (threads
+// start apart, so they rarely fight over a bitmap line) round to it again, each claim one compare-and-swap of the
+// block's two state bits; the chunk header is only read.
+template <bool Sync>
+inline std::size_t fixed_pool_engine<Sync>::claim_one(chunk* c, [[maybe_unused]] tally* t) noexcept {
+  if constexpr (!Sync) {
+    if (c->free_count == 0) return ~std::size_t{0};
+    std::size_t h = c->hint;
+    std::uint64_t w = c->bits()[h];
+    while ((w & pool_low_bits) == 0) w = c->bits()[++h];
+    const unsigned s = lowest_bit(w & pool_low_bits);
+    c->bits()[h] = w ^ (std::uint64_t{3} << s);
+    c->hint = static_cast<std::uint32_t>(h);
+    --c->free_count;
+    return h * 32 + s / 2;
+  } else {
+    const std::uint32_t words = c->words;
+    std::uint32_t i = t->hint.load(std::memory_order_relaxed);
+    if (i >= words) i = 0;
+    for (std::uint32_t n = 0; n < words; ++n, i = i + 1 == words ? 0 : i + 1) {
+      word& wr = c->bits()[i];
+      std::uint64_t w = wr.load(std::memory_order_relaxed);
+      while ((w & pool_low_bits) != 0) {
+        const unsigned s = lowest_bit(w & pool_low_bits);
+        if (wr.compare_exchange_weak(w, w ^ (std::uint64_t{3} << s), std::memory_order_acquire,
+                                     std::memory_order_relaxed)) {
+          if (n != 0) t->hint.store(i, std::memory_order_relaxed);
+          return std::size_t{i} * 32 + s / 2;
+        }
+      }
+    }
+    return ~std::size_t{0};
+  }
+}
+
+template <bool Sync>
+inline bool fixed_pool_engine<Sync>::hand_out(chunk* c, std::size_t q, std::size_t k) noexcept {
+  std::uint32_t ff = get(c->fresh_from);
+  if (STRATA_LIKELY(q + k <= ff)) return false;  // (k >= 1; a chunk that did not arrive zeroed has ff == limit)
+  if constexpr (Sync) {
+    while (q + k > ff)
+      if (c->fresh_from.compare_exchange_weak(ff, static_cast<std::uint32_t>(q + k), std::memory_order_relaxed))
+        return q >= ff;
+    return false;
+  } else {
+    c->fresh_from = static_cast<std::uint32_t>(q + k);
+    return q >= ff;
+  }
+}
+
+template <bool Sync>
+inline void* fixed_pool_engine<Sync>::try_allocate_one() noexcept {
+  if constexpr (!Sync) {
+    // The block freed last is still marked live: handing it out again touches no bitmap.
+    if (void* p = hot_; STRATA_LIKELY(p != nullptr)) {
+      hot_ = nullptr;
+      note_allocation(stride_, 1);
+      return p;
+    }
+  }
+  chunk* c;
+  if constexpr (Sync) c = current_.load(std::memory_order_acquire);  // its header and bitmap were written before
+  else c = current_;
+  if (c == nullptr) return nullptr;
+  tally* t = my_tally();
+  const std::size_t q = claim_one(c, t);
+  if (q == ~std::size_t{0}) return nullptr;
+  hand_out(c, q, 1);
+  add(t, 1, 0, static_cast<std::int64_t>(stride_), 1);
+  return address(c, q);
+}
+
+template <bool Sync>
+inline bool fixed_pool_engine<Sync>::try_deallocate_one(void* p) noexcept {
+  const chunk* cc;
+  const std::size_t q = slot_of(p, cc);
+  if (STRATA_UNLIKELY(q == ~std::size_t{0})) return false;
+  chunk* c = const_cast<chunk*>(cc);
+  word& wr = c->bits()[q >> 5];
+  const unsigned s = 2 * static_cast<unsigned>(q & 31);
+  std::uint64_t w = ld(wr);
+  for (;;) {
+    // A live single block: a start whose next slot does not continue it.
+    const unsigned next = s != 62 ? static_cast<unsigned>(w >> (s + 2)) & 3 : static_cast<unsigned>(ld((&wr)[1])) & 3;
+    if (STRATA_UNLIKELY(((w >> s) & 3) != pool_start || next == pool_cont)) return false;
+    if constexpr (!Sync) {
+      if (STRATA_UNLIKELY(p == hot_)) return false;  // freed already (deferred)
+      if (hot_ != nullptr) flush_hot();
+      hot_ = p;  // its bits stay "live" until the next free, or until someone needs the truth
+      break;
+    } else {
+      if (wr.compare_exchange_weak(w, w ^ (std::uint64_t{3} << s), std::memory_order_release,
+                                   std::memory_order_relaxed))
+        break;
+    }
+  }
+  note_deallocation(stride_, 1);
+  return true;
+}
+
+extern template class fixed_pool_engine<false>;
+extern template class fixed_pool_engine<true>;
+
+}  // namespace strata::detail

@@ -1,0 +1,83 @@
+// SPDX-License-Identifier: MIT
+// strata/detail/parts/thread_registry.hpp: state an engine keeps per thread (a heap, a cache): found by one compare on the
+// fast path, handed back to its engine when the thread exits, never to an engine destroyed meanwhile.
+#pragma once
+
+#include <cstdint>
+
+#include <strata/build_config.h>
+#include <strata/config.hpp>
+
+// The static library's fast paths reach their thread-local state with the initial-exec model (one load off the
+// thread pointer). A shared library keeps the default model: initial-exec variables would have to fit the static TLS
+// block, and dlopen refuses a library whose do not. STRATA_NO_INITIAL_EXEC_TLS turns it off for a static library
+// linked into a shared object that is itself loaded with dlopen.
+#if (defined(__GNUC__) || defined(__clang__)) && !STRATA_SHARED_LIBRARY && !defined(STRATA_NO_INITIAL_EXEC_TLS)
+#define STRATA_TLS_INITIAL_EXEC __attribute__((tls_model("initial-exec")))
+#else
+#define STRATA_TLS_INITIAL_EXEC
+#endif
+
+namespace strata::detail {
+
+/// One owner's state for the calling thread. Owner ids are never reused, so an entry left by a destroyed owner
+/// never matches again.
+struct thread_state_entry {
+  std::uint64_t id;
+  void* state;
+};
+/// The calling thread's states, direct-mapped by owner id: the fast paths' only thread-local access.
+inline constexpr unsigned thread_state_ways = 8;
+inline thread_local thread_state_entry thread_states[thread_state_ways] STRATA_TLS_INITIAL_EXEC = {};
+/// The entry of the owner the thread used last, looked at first: one compare when a thread uses one owner.
+inline thread_local thread_state_entry thread_state_last STRATA_TLS_INITIAL_EXEC = {};
+
+/// An engine that keeps state per thread. Each thread's states are recorded in a thread-local registry (a thread
+/// keeps states for up to 64 owners at once); at thread exit each live owner gets its state back through
+/// thread_exit(). Owners leave the registry before they go, so no thread hands a state to a destroyed one.
+class per_thread_owner {
+ public:
+  per_thread_owner(const per_thread_owner&) = delete;
+  per_thread_owner& operator=(const per_thread_owner&) = delete;
+
+  /// This owner's id (never reused in the process).
+  [[nodiscard]] std::uint64_t id() const noexcept { return id_; }
+
+  /// The calling thread's state if this is the owner it used last, else nullptr: one compare.
+  STRATA_ALWAYS_INLINE void* last_state() const noexcept {
+    if (STRATA_UNLIKELY(thread_state_last.id != id_)) return nullptr;
+    void* s = thread_state_last.state;
+    if (s == nullptr) __builtin_unreachable();  // an entry with this owner's id always names a state
+    return s;
+  }
+  /// The calling thread's state from the thread-local cache (the last one used, then one direct-mapped entry), or
+  /// nullptr; a hit becomes the last one used.
+  void* cached_state() const noexcept;
+  /// The calling thread's state from its registry (a hit is cached), or nullptr when it has none.
+  void* registered_state() const noexcept;
+  /// Records `state` (not null) as the calling thread's and caches it. False when the thread has run its exit cleanup or keeps
+  /// states for too many live owners: the caller then works without a state of its own.
+  bool add_state(void* state) noexcept;
+  /// Forgets the calling thread's state and returns it (nullptr when it had none, or the thread has exited).
+  void* remove_state() noexcept;
+  /// Whether the calling thread has run its exit cleanup (add_state() fails from then on).
+  static bool thread_exited() noexcept;
+
+ protected:
+  per_thread_owner() noexcept;
+  virtual ~per_thread_owner();
+  /// Takes this owner out of the registry: once it returns, no exiting thread hands it a state. A derived class
+  /// calls it first thing in its destructor (the base destructor calls it again, harmlessly).
+  void leave() noexcept;
+  /// A thread that recorded `state` is exiting (called with the registry's lock held, while this owner is live).
+  virtual void thread_exit(void* state) noexcept = 0;
+
+ private:
+  std::uint64_t id_;
+  per_thread_owner* next_live_ = nullptr;
+  per_thread_owner* prev_live_ = nullptr;
+  bool live_ = false;
+  friend struct thread_registry;
+};
+
+}  // namespace strata::detail

@@ -1,0 +1,40 @@
+// SPDX-License-Identifier: MIT
+// lib/c_api/default_heap.hpp: the process-wide objects behind the C API: the default heap (the thread_cache_resource
+// that the C API's malloc family uses, for a malloc replacement to share) and the persistent arena. Made on first use,
+// never destroyed.
+#pragma once
+
+#include <atomic>
+#include <new>
+
+#include <strata/config.hpp>
+#include <strata/detail/ds/bump_arena.hpp>
+#include <strata/thread_cache_resource.hpp>
+
+namespace strata::c_api {
+
+// Process-wide objects (the default heap, the persistent arena, the process-wide handles) are made on first use and
+// never destroyed: atexit handlers and thread-exit destructors may still use them.
+template <class R>
+R& immortal() {
+  alignas(R) static unsigned char storage[sizeof(R)];
+  static R* const object = new (storage) R();
+  return *object;
+}
+
+// The default heap, published here so that its fast paths need no guard of a function-local static: null until the
+// first call makes it.
+extern std::atomic<strata::thread_cache_resource*> g_heap;
+
+/// Makes the default heap (once) and publishes it.
+STRATA_NOINLINE strata::thread_cache_resource& make_heap();
+
+STRATA_ALWAYS_INLINE strata::thread_cache_resource& heap() {
+  strata::thread_cache_resource* h = g_heap.load(std::memory_order_acquire);
+  return STRATA_LIKELY(h != nullptr) ? *h : make_heap();
+}
+
+/// The persistent arena: strata_persistent_malloc's memory, over the default page resource.
+strata::detail::bump_arena& persistent();
+
+}  // namespace strata::c_api

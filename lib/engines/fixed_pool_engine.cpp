@@ -1,0 +1,763 @@
+// SPDX-License-Identifier: MIT
+// lib/engines/fixed_pool_engine.cpp: chunks, runs, capacity, zeroed allocation, resize, release and invariants of the fixed
+// pool engine; the one-block fast paths are inline in the header.
+#include <strata/detail/core/bits.hpp>
+#include <strata/detail/engines/fixed_pool_engine.hpp>
+
+#include <cstdio>
+#include <cstring>
+#include <new>
+#include <stdexcept>
+#include <string>
+
+#include <strata/detail/core/checks.hpp>
+#include <strata/detail/core/math.hpp>
+#include <strata/error.hpp>
+
+namespace strata::detail {
+
+// ---- counter stripes -----------------------------------------------------------------------------------------------
+
+thread_local unsigned t_pool_stripe = 0;
+
+namespace {
+std::mutex& stripe_mutex() {
+  static auto* m = new std::mutex;  // never destroyed: threads may exit after static destruction began
+  return *m;
+}
+std::uint32_t g_stripes_taken = 0;  // one bit per owned stripe; under stripe_mutex()
+static_assert(pool_stripes == 32, "g_stripes_taken holds one bit per stripe");
+
+// Gives the thread's stripe back when the thread exits.
+struct stripe_owner {
+  ~stripe_owner() {
+    const unsigned s = t_pool_stripe;
+    t_pool_stripe = pool_stripes + 1;  // frees during the rest of this thread's exit use the shared stripe
+    if (s != 0 && s - 1 < pool_stripes) {
+      std::lock_guard<std::mutex> g(stripe_mutex());
+      g_stripes_taken &= ~(std::uint32_t{1} << (s - 1));
+    }
+  }
+};
+
+constexpr std::size_t npos = ~std::size_t{0};
+
+// Bit masks of the state pairs of slots [first, first + count) within one word (first % 32 + count <= 32).
+std::uint64_t pair_mask(std::size_t first, std::size_t count) noexcept {
+  return (count >= 32 ? ~std::uint64_t{0} : ((std::uint64_t{1} << (2 * count)) - 1)) << (2 * (first & 31));
+}
+
+// One bit per slot of a state word: set where the slot is free.
+std::uint32_t free_mask(std::uint64_t w) noexcept {
+  std::uint64_t x = w & pool_low_bits;
+  x = (x | (x >> 1)) & 0x3333333333333333ull;
+  x = (x | (x >> 2)) & 0x0F0F0F0F0F0F0F0Full;
+  x = (x | (x >> 4)) & 0x00FF00FF00FF00FFull;
+  x = (x | (x >> 8)) & 0x0000FFFF0000FFFFull;
+  x = (x | (x >> 16)) & 0x00000000FFFFFFFFull;
+  return static_cast<std::uint32_t>(x);
+}
+}  // namespace
+
+unsigned claim_pool_stripe() noexcept {
+  static thread_local stripe_owner owner;  // constructed here, on the thread's first claim
+  (void)owner;
+  unsigned s = pool_stripes;
+  {
+    std::lock_guard<std::mutex> g(stripe_mutex());
+    if (g_stripes_taken != ~std::uint32_t{0}) {
+      s = lowest_bit(static_cast<std::uint32_t>(~g_stripes_taken));
+      g_stripes_taken |= std::uint32_t{1} << s;
+    }
+  }
+  t_pool_stripe = s + 1;
+  return s;
+}
+
+// ---- construction --------------------------------------------------------------------------------------------------
+
+template <bool Sync>
+std::size_t fixed_pool_engine<Sync>::skip_for(std::size_t csize, std::size_t stride) noexcept {
+  const std::size_t words = csize / stride / 32 + 1;
+  return (sizeof(chunk) + words * sizeof(word) + stride - 1) / stride;
+}
+
+template <bool Sync>
+std::size_t fixed_pool_engine<Sync>::chunk_size_for(std::size_t block_size, const fixed_pool_options& opts,
+                                                    const memory_capabilities& caps) noexcept {
+  if (opts.chunk_size != 0) return opts.chunk_size;
+  const std::size_t stride = align_up(block_size, 8);
+  // Large chunks: few chunk headers (all at chunk-aligned addresses, so they share cache sets) stay in cache.
+  // With huge pages, one chunk is one huge page (or more), so a chunk's blocks share one TLB entry.
+  std::size_t csize = next_power_of_two(stride * 256 + 4096);
+  if (csize < (std::size_t{1} << 20)) csize = std::size_t{1} << 20;
+  const std::size_t huge = caps.huge_pages ? caps.huge_page_size : 0;
+  if (opts.huge_pages && huge != 0 && csize < huge && is_power_of_two(huge)) csize = huge;
+  // A capped pool needs at least one chunk inside the cap, and uses whole chunks: smaller chunks until they fill
+  // all but a sixteenth of it (a 3 MiB cap takes three 1 MiB chunks, not one 2 MiB huge page).
+  const auto can_halve = [&] { return csize > block_map_granule && csize / 2 >= stride * 2 + 4096; };
+  if (opts.max_bytes != 0)
+    while (can_halve() && (csize > opts.max_bytes || opts.max_bytes % csize > opts.max_bytes / 16)) csize /= 2;
+  return csize;
+}
+
+template <bool Sync>
+bool fixed_pool_engine<Sync>::holds_a_block(std::size_t chunk_size, std::size_t block_size) noexcept {
+  const std::size_t stride = align_up(block_size, 8);
+  return chunk_size / stride > skip_for(chunk_size, stride);
+}
+
+template <bool Sync>
+fixed_pool_engine<Sync>::fixed_pool_engine(std::size_t block_size, const fixed_pool_options& opts,
+                                           std::pmr::memory_resource* upstream, const void* owner, const char* name)
+    : owner_(owner),
+      name_(name),
+      opts_(opts),
+      block_size_(block_size),
+      stride_(align_up(block_size, 8)),
+      slot_divider_(stride_),
+      source_(upstream, {opts.chunk_size, opts.max_empty_chunks, true, opts.huge_pages, &g_block_map}),
+      large_(upstream) {
+  block_alignment_ = stride_ & (~stride_ + 1);
+  if (block_alignment_ > 4096) block_alignment_ = 4096;
+  chunk_size_ = source_.chunk_size();
+  blocks_per_chunk_ = chunk_size_ / stride_ - skip_for(chunk_size_, stride_);
+  if constexpr (Sync) {  // threads' first scans start an eighth of a chunk's bitmap apart
+    const std::size_t words = chunk_size_ / stride_ / 32 + 1;
+    for (std::size_t i = 0; i < pool_stripes + 1; ++i)
+      tallies_[i].hint.store(static_cast<std::uint32_t>(i * (words / 8 + 1) % words), std::memory_order_relaxed);
+  }
+  if (opts.max_bytes != 0) {
+    region_size_ = opts.max_bytes / chunk_size_ * chunk_size_;
+    capacity_blocks_ = region_size_ / chunk_size_ * blocks_per_chunk_;
+    if (!reserve_capacity()) throw std::bad_alloc();
+  }
+}
+
+template <bool Sync>
+fixed_pool_engine<Sync>::~fixed_pool_engine() {
+  release();
+}
+
+template <bool Sync>
+bool fixed_pool_engine<Sync>::reserve_capacity() {
+  try {
+    region_ = static_cast<char*>(source_.take_region(region_size_, &region_zeroed_));
+  } catch (...) {
+    return false;
+  }
+  region_used_ = 0;
+  return true;
+}
+
+// ---- chunks --------------------------------------------------------------------------------------------------------
+
+template <bool Sync>
+typename fixed_pool_engine<Sync>::chunk* fixed_pool_engine<Sync>::format(void* base, bool zeroed) noexcept {
+  auto* c = new (base) chunk{};
+  c->tag = tag_of(c);
+  c->limit = static_cast<std::uint32_t>(chunk_size_ / stride_);
+  c->words = c->limit / 32 + 1;
+  c->skip = static_cast<std::uint32_t>(c->limit - blocks_per_chunk_);
+  c->free_count = c->limit - c->skip;
+  put(c->hint, c->skip / 32);
+  put(c->fresh_from, zeroed ? c->skip : c->limit);
+  for (std::size_t i = 0; i < c->words; ++i) {
+    // Blocks free; slots over the header and past the last block read as starts.
+    const std::size_t lo = i * 32, first = lo > c->skip ? lo : c->skip, end = lo + 32 < c->limit ? lo + 32 : c->limit;
+    const std::uint64_t m = first < end ? pair_mask(first, end - first) : 0;
+    new (&c->bits()[i]) word((pool_low_bits & m) | (pool_high_bits & ~m));
+  }
+  return c;
+}
+
+template <bool Sync>
+typename fixed_pool_engine<Sync>::chunk* fixed_pool_engine<Sync>::add_chunk() {
+  void* base = nullptr;
+  bool zeroed = false, in_region = false;
+  if (opts_.max_bytes != 0) {
+    if (region_ == nullptr && !reserve_capacity()) throw std::bad_alloc();
+    if (region_used_ + chunk_size_ > region_size_) throw std::bad_alloc();  // the cap
+    if (!block_map_register(region_ + region_used_, chunk_size_)) throw std::bad_alloc();
+    base = region_ + region_used_;
+    region_used_ += chunk_size_;
+    zeroed = region_zeroed_;
+    in_region = true;
+  } else {
+    base = source_.take(&zeroed);  // cached (formatted again here) or fresh; registered either way
+  }
+  chunk* c = format(base, zeroed);
+  c->in_region = in_region;
+  c->next = chunks_;
+  if (chunks_ != nullptr) chunks_->prev = c;
+  chunks_ = c;
+  ++chunk_count_;
+  return c;
+}
+
+template <bool Sync>
+void fixed_pool_engine<Sync>::free_chunk_memory(chunk* c) noexcept {
+  if (c->in_region) block_map_unregister(c, chunk_size_);
+  else source_.release(c);
+}
+
+// !Sync: an empty chunk of a growing pool leaves the list, cached or back upstream. (The synchronized engine keeps its
+// chunks until release(): a lock-free free or allocate may be looking at any of them.)
+template <bool Sync>
+void fixed_pool_engine<Sync>::retire(chunk* c) noexcept {
+  if (c->prev != nullptr) c->prev->next = c->next;
+  else chunks_ = c->next;
+  if (c->next != nullptr) c->next->prev = c->prev;
+  --chunk_count_;
+  if (!source_.cache(c)) free_chunk_memory(c);  // a cached chunk stays registered, formatted again on reuse
+}
+
+// !Sync: the deferred free of the hot block reaches its bitmap. A chunk it empties is retired when `retire_empty`;
+// otherwise it is returned, for the caller to retire once it knows its own request was no misuse (a reported misuse
+// changes nothing, the chunks held included).
+template <bool Sync>
+auto fixed_pool_engine<Sync>::flush_hot(bool retire_empty) noexcept -> chunk* {
+  if constexpr (!Sync) {
+    void* p = hot_;
+    if (p == nullptr) return nullptr;
+    hot_ = nullptr;
+    chunk* c = chunk_of(p);
+    const std::size_t q = slot_in(c, p);
+    c->bits()[q >> 5] ^= std::uint64_t{3} << (2 * (q & 31));
+    ++c->free_count;
+    if ((q >> 5) < c->hint) c->hint = static_cast<std::uint32_t>(q >> 5);
+    if (STRATA_UNLIKELY(c->free_count == c->limit - c->skip) && !c->in_region && c != current_) {
+      if (!retire_empty) return c;
+      retire(c);
+    }
+  } else {
+    (void)retire_empty;
+  }
+  return nullptr;
+}
+
+// !Sync: undoes flush_hot() of `h`, the hot block before it (nullptr: there was none), after a reported misuse: a
+// misuse changes nothing, and the chunk that flush may have emptied stays held as it was.
+template <bool Sync>
+void fixed_pool_engine<Sync>::defer_again(void* h) noexcept {
+  if constexpr (!Sync) {
+    if (h == nullptr) return;
+    chunk* c = chunk_of(h);
+    const std::size_t q = slot_in(c, h);
+    c->bits()[q >> 5] ^= std::uint64_t{3} << (2 * (q & 31));
+    --c->free_count;
+    hot_ = h;
+  } else {
+    (void)h;
+  }
+}
+
+// ---- allocation ----------------------------------------------------------------------------------------------------
+
+template <bool Sync>
+bool fixed_pool_engine<Sync>::pooled(std::size_t bytes, std::size_t alignment) const noexcept {
+  if (alignment > block_alignment_) return false;
+  if (bytes <= stride_) return true;
+  if (opts_.forward_large || bytes > max_request_size) return false;
+  return blocks_for(bytes) <= blocks_per_chunk_;
+}
+
+// The first run of k free slots at or after word `from` of c; npos when there is none. Slots past the last block read
+// as starts, so a run never runs off the chunk.
+template <bool Sync>
+std::size_t fixed_pool_engine<Sync>::find_run(const chunk* c, std::size_t k, std::size_t from) const noexcept {
+  std::size_t run = 0, run_start = 0;
+  for (std::size_t i = from; i < c->words; ++i) {
+    const std::uint32_t f = free_mask(ld(c->bits()[i]));
+    if (f == 0) {
+      run = 0;
+      continue;
+    }
+    unsigned pos = 0;
+    while (pos < 32) {
+      const std::uint32_t rest = f >> pos;
+      if (rest == 0) {
+        run = 0;
+        break;
+      }
+      const unsigned zeros = lowest_bit(static_cast<std::uint32_t>(rest));
+      if (zeros != 0) {
+        run = 0;
+        pos += zeros;
+        continue;
+      }
+      const unsigned ones = ~rest == 0 ? 32 - pos : lowest_bit(static_cast<std::uint32_t>(~rest));
+      if (run == 0) run_start = i * 32 + pos;
+      run += ones;
+      if (run >= k) return run_start;
+      if (pos + ones < 32) run = 0;  // the run ends inside this word
+      pos += ones;
+    }
+  }
+  return npos;
+}
+
+// Moves slots [first, first + count) of c from state pattern `from` to `to` (pool_low_bits, pool_high_bits or 0 for
+// every slot), word by word. When a slot is not in state `from` (Sync: another thread got there first), the words
+// already changed are put back and the answer is false.
+template <bool Sync>
+bool fixed_pool_engine<Sync>::transition(chunk* c, std::size_t first, std::size_t count, std::uint64_t from,
+                                         std::uint64_t to) noexcept {
+  std::size_t q = first;
+  const std::size_t end = first + count;
+  bool ok = true;
+  while (q < end) {
+    const std::size_t n = end - q < 32 - (q & 31) ? end - q : 32 - (q & 31);
+    const std::uint64_t m = pair_mask(q, n);
+    word& w = c->bits()[q >> 5];
+    if constexpr (Sync) {
+      std::uint64_t v = w.load(std::memory_order_relaxed);
+      do {
+        if ((v & m) != (from & m)) ok = false;
+      } while (ok && !w.compare_exchange_weak(v, (v & ~m) | (to & m), std::memory_order_acq_rel,
+                                              std::memory_order_relaxed));
+    } else {
+      if ((w & m) != (from & m)) ok = false;
+      else w = (w & ~m) | (to & m);
+    }
+    if (!ok) break;
+    q += n;
+  }
+  if (!ok && q != first) transition(c, first, q - first, to, from);
+  return ok;
+}
+
+// A run of k free blocks of c, claimed (continuations first, the start last, so a half-claimed run has no start);
+// npos when c has none.
+template <bool Sync>
+std::size_t fixed_pool_engine<Sync>::claim_run(chunk* c, std::size_t k) noexcept {
+  if (k == 1) return claim_one(c, my_tally());
+  if (!Sync && c->free_count < k) return npos;
+  std::size_t from = Sync ? 0 : get(c->hint);
+  for (;;) {
+    const std::size_t q = find_run(c, k, from);
+    if (q == npos) return npos;
+    if (transition(c, q + 1, k - 1, pool_low_bits, 0)) {
+      if (transition(c, q, 1, pool_low_bits, pool_high_bits)) {
+        if constexpr (!Sync) c->free_count -= static_cast<std::uint32_t>(k);
+        return q;
+      }
+      transition(c, q + 1, k - 1, 0, pool_low_bits);
+    }
+    from = q >> 5;  // Sync: some block of the run was taken meanwhile; look again from there
+  }
+}
+
+// Under the lock: k blocks from the current chunk, any other chunk, or a new one (std::bad_alloc at the cap).
+template <bool Sync>
+void* fixed_pool_engine<Sync>::allocate_blocks(std::size_t k, bool& fresh) {
+  chunk* c = get(current_);
+  std::size_t q = c != nullptr ? claim_run(c, k) : npos;
+  for (chunk* x = chunks_; q == npos && x != nullptr; x = x->next)
+    if (x != c && (q = claim_run(x, k)) != npos) {
+      if (k == 1) {
+        if constexpr (Sync) current_.store(x, std::memory_order_release);
+        else current_ = x;
+      }
+      c = x;
+    }
+  if (q == npos) {
+    const bool adopt = k == 1 || c == nullptr;
+    c = add_chunk();
+    q = claim_run(c, k);
+    if (adopt) {
+      if constexpr (Sync) current_.store(c, std::memory_order_release);
+      else current_ = c;
+    }
+  }
+  fresh = hand_out(c, q, k);
+  return address(c, q);
+}
+
+template <bool Sync>
+void* fixed_pool_engine<Sync>::allocate(std::size_t bytes, std::size_t alignment, bool zeroed) {
+  check_alignment(name_, alignment);
+  if (!pooled(bytes, alignment)) {
+    void* p = allocate_upstream(bytes, alignment);
+    if (zeroed) std::memset(p, 0, bytes);
+    return p;
+  }
+  const std::size_t k = blocks_for(bytes);
+  void* p;
+  bool fresh;
+  bool first_run = false;
+  {
+    std::lock_guard<lock_type> g(lock_);
+    flush_hot();
+    try {
+      p = allocate_blocks(k, fresh);
+    } catch (...) {
+      ++failed_;
+      throw;
+    }
+    if (k > 1) first_run = runs_++ == 0;
+  }
+#if STRATA_ASSERTS_ENABLED
+  // Debug builds say once per pool when a request of barely more than one block takes a run: usually a pool sized
+  // by sizeof(T) for a container whose nodes are larger (strata::node_size<Container>() gives the node size).
+  if (first_run && bytes <= 2 * block_size_)
+    std::fprintf(stderr,
+                 "strata: note: %s of %zu-byte blocks served a %zu-byte request as a run of %zu blocks (a container's "
+                 "node larger than the block? see strata::node_size)\n",
+                 name_, block_size_, bytes, k);
+#else
+  (void)first_run;
+#endif
+  note_allocation(k * stride_, k);
+  if (zeroed && !fresh) std::memset(p, 0, bytes);  // fresh blocks came zero-filled from the OS, never handed out
+  return p;
+}
+
+template <bool Sync>
+void* fixed_pool_engine<Sync>::allocate_upstream(std::size_t bytes, std::size_t alignment) {
+  void* p;
+  {
+    std::lock_guard<lock_type> g(lock_);
+    p = large_.allocate(bytes, alignment);  // counts its own failures
+  }
+  note_allocation(bytes, 0);
+  return p;
+}
+
+// ---- deallocation --------------------------------------------------------------------------------------------------
+
+template <bool Sync>
+void fixed_pool_engine<Sync>::report(error_kind kind, const void* p, std::size_t bytes, std::size_t alignment,
+                                     const char* why, std::size_t expected) const noexcept {
+  report_error(error_info{kind, name_, owner_, p, bytes, alignment, expected, why});
+}
+
+// Whether p is a live allocation of exactly blocks_for(bytes) blocks (c and q: its chunk and first slot); misuse is
+// reported. Under the lock, after flush_hot().
+template <bool Sync>
+bool fixed_pool_engine<Sync>::live_run(const void* p, std::size_t bytes, std::size_t alignment, chunk*& c,
+                                       std::size_t& q) noexcept {
+  const chunk* cc;
+  q = slot_of(p, cc);
+  c = const_cast<chunk*>(cc);
+  const std::size_t k = blocks_for(bytes);
+  const bool ok = q != npos && state_at(c, q) == pool_start && q + k <= c->limit && state_at(c, q + k) != pool_cont &&
+                  all_continuations(c, q + 1, q + k);
+  if (STRATA_UNLIKELY(!ok)) report_misuse(p, bytes, alignment);
+  return ok;
+}
+
+// p is not a live allocation that (bytes, alignment) names: finds out what it is and reports that, with the caller's
+// pointer, size and alignment and, where known, the size it was allocated with. Under the lock, after flush_hot().
+template <bool Sync>
+void fixed_pool_engine<Sync>::report_misuse(const void* p, std::size_t bytes, std::size_t alignment) const noexcept {
+  const chunk* c;
+  if (!in_our_chunk(p, c)) {
+    // A block sent upstream, freed with a size the pool serves itself, or one freed already: the ledger knows, and its
+    // verdict stands.
+    if (const auto v = large_.check(p, bytes, alignment); !v && v.kind != error_kind::foreign_pointer)
+      return report(v.kind, p, bytes, alignment, v.why, v.expected);
+    return report(error_kind::foreign_pointer, p, bytes, alignment, "not a block of this pool");
+  }
+  const std::size_t q = slot_in(c, p);
+  if (address(c, q) != p || q < c->skip || q >= c->limit)
+    return report(error_kind::foreign_pointer, p, bytes, alignment, "not at a block boundary");
+  const unsigned s = state_at(c, q);
+  if (s == pool_free) return report(error_kind::double_free, p, bytes, alignment, "the block is already free");
+  if (s != pool_start)
+    return report(error_kind::foreign_pointer, p, bytes, alignment, "inside an allocation of several blocks");
+  // A live allocation of another size: one block is expected with the pool's block size, a run with its usable size.
+  const std::size_t n = run_length(c, q);
+  report(error_kind::wrong_size, p, bytes, alignment,
+         pooled(bytes, alignment) ? "the size does not match the allocation's number of blocks"
+                                  : "a block of this pool named with a size or alignment that the pool sends upstream",
+         n == 1 ? block_size_ : n * stride_);
+}
+
+template <bool Sync>
+void fixed_pool_engine<Sync>::deallocate(void* p, std::size_t bytes, std::size_t alignment) noexcept {
+  if (!is_power_of_two(alignment)) {
+    report(error_kind::bad_alignment, p, bytes, alignment, "alignment is not a power of two");
+    return;
+  }
+  if (!pooled(bytes, alignment)) return deallocate_upstream(p, bytes, alignment);
+  const std::size_t k = blocks_for(bytes);
+  {
+    std::lock_guard<lock_type> g(lock_);
+    void* const deferred = hot_;
+    chunk* const flushed = flush_hot(false);
+    chunk* c;
+    std::size_t q;
+    if (!live_run(p, bytes, alignment, c, q)) return defer_again(deferred);
+    if (k > 1) transition(c, q + 1, k - 1, 0, pool_low_bits);
+    transition(c, q, 1, pool_high_bits, pool_low_bits);
+    if constexpr (!Sync) {
+      c->free_count += static_cast<std::uint32_t>(k);
+      if ((q >> 5) < c->hint) c->hint = static_cast<std::uint32_t>(q >> 5);
+      if (c->free_count == c->limit - c->skip && !c->in_region && c != current_) retire(c);
+      if (flushed != nullptr && flushed != c) retire(flushed);
+    }
+  }
+  note_deallocation(k * stride_, k);
+}
+
+template <bool Sync>
+void fixed_pool_engine<Sync>::deallocate_upstream(void* p, std::size_t bytes, std::size_t alignment) noexcept {
+  {
+    std::lock_guard<lock_type> g(lock_);
+    if (const auto v = large_.deallocate(p, bytes, alignment); !v) {
+      void* const deferred = hot_;
+      flush_hot(false);  // the deferred free block must read as free if p is it
+      report_misuse(p, bytes, alignment);
+      return defer_again(deferred);
+    }
+  }
+  note_deallocation(bytes, 0);
+}
+
+// ---- resize --------------------------------------------------------------------------------------------------------
+
+// A run changes its number of blocks in place; a size within the same blocks changes nothing (the statistics count
+// whole blocks). Equal sizes only confirm that p is live with that size.
+template <bool Sync>
+bool fixed_pool_engine<Sync>::resize(void* p, std::size_t old_size, std::size_t new_size,
+                                     std::size_t alignment) noexcept {
+  if (!is_power_of_two(alignment)) return false;  // resource::resize throws before it gets here
+  const bool new_pooled = pooled(new_size, alignment);
+  if (!pooled(old_size, alignment)) return resize_upstream(p, old_size, new_size, alignment, new_pooled);
+  const std::size_t k_old = blocks_for(old_size), k_new = blocks_for(new_size);
+  {
+    std::lock_guard<lock_type> g(lock_);
+    void* const deferred = hot_;
+    chunk* const flushed = flush_hot(false);
+    chunk* c;
+    std::size_t q;
+    if (!live_run(p, old_size, alignment, c, q)) {
+      defer_again(deferred);
+      return false;
+    }
+    // p is live, so a chunk the flush emptied is not p's: it goes, whatever comes of the resize.
+    if constexpr (!Sync) {
+      if (flushed != nullptr) retire(flushed);
+    } else {
+      (void)flushed;
+    }
+    if (!new_pooled) return false;  // a block cannot become one of upstream's in place
+    if (k_new < k_old) {  // shrink: the tail blocks become free
+      transition(c, q + k_new, k_old - k_new, 0, pool_low_bits);
+      if constexpr (!Sync) {
+        c->free_count += static_cast<std::uint32_t>(k_old - k_new);
+        if (((q + k_new) >> 5) < c->hint) c->hint = static_cast<std::uint32_t>((q + k_new) >> 5);
+      }
+    } else if (k_new > k_old) {  // grow into the free blocks that follow
+      if (q + k_new > c->limit || !transition(c, q + k_old, k_new - k_old, pool_low_bits, 0)) return false;
+      if constexpr (!Sync) c->free_count -= static_cast<std::uint32_t>(k_new - k_old);
+      hand_out(c, q + k_old, k_new - k_old);
+    }
+  }
+  if (k_new != k_old) {
+    const auto blocks = static_cast<std::int64_t>(k_new) - static_cast<std::int64_t>(k_old);
+    add(my_tally(), 0, 0, blocks * static_cast<std::int64_t>(stride_), blocks);
+  }
+  return true;
+}
+
+// A block sent upstream: upstream may resize it in place (if it is a strata::resource), as long as it stays a size the
+// pool sends upstream.
+template <bool Sync>
+bool fixed_pool_engine<Sync>::resize_upstream(void* p, std::size_t old_size, std::size_t new_size,
+                                              std::size_t alignment, bool new_pooled) noexcept {
+  bool resized = false;
+  {
+    std::lock_guard<lock_type> g(lock_);
+    const auto v = new_pooled ? large_.check(p, old_size, alignment)
+                              : large_.resize(p, old_size, new_size, alignment, resized);
+    if (!v) {
+      void* const deferred = hot_;
+      flush_hot(false);
+      report_misuse(p, old_size, alignment);
+      defer_again(deferred);
+      return false;
+    }
+  }
+  if (!resized) return false;
+  if (new_size != old_size)
+    add(my_tally(), 0, 0, static_cast<std::int64_t>(new_size) - static_cast<std::int64_t>(old_size), 0);
+  return true;
+}
+
+// ---- release, trim, stats, invariants ------------------------------------------------------------------------------
+
+template <bool Sync>
+void fixed_pool_engine<Sync>::trim() noexcept {
+  if constexpr (!Sync) {
+    std::lock_guard<lock_type> g(lock_);
+    flush_hot();  // the deferred free reaches its bitmap (an emptied chunk is retired)
+    for (chunk* c = chunks_; c != nullptr;) {
+      chunk* next = c->next;
+      if (c->free_count == c->limit - c->skip && !c->in_region) {
+        if (c == current_) current_ = nullptr;
+        retire(c);
+      }
+      c = next;
+    }
+    source_.release_cached();
+  }
+}
+
+template <bool Sync>
+void fixed_pool_engine<Sync>::release() noexcept {
+  std::lock_guard<lock_type> g(lock_);
+  hot_ = nullptr;
+  while (chunks_ != nullptr) {
+    chunk* c = chunks_;
+    chunks_ = c->next;
+    free_chunk_memory(c);
+  }
+  source_.release_cached();
+  chunk_count_ = 0;
+  put(current_, static_cast<chunk*>(nullptr));
+  if (region_ != nullptr) {
+    source_.release_region(region_, region_size_);
+    region_ = nullptr;
+    region_used_ = 0;
+  }
+  large_.release_all();
+  // Every allocation is gone: it counts as deallocated.
+  // Each stripe's deallocations catch up with its allocations: the totals then agree however often release() runs
+  // (a stripe may have freed more than it allocated; only the sums mean anything).
+  for (tally& t : tallies_) {
+    put(t.deallocations, get(t.allocations));
+    put(t.bytes, std::int64_t{0});
+    put(t.blocks, std::int64_t{0});
+  }
+}
+
+template <bool Sync>
+typename fixed_pool_engine<Sync>::totals fixed_pool_engine<Sync>::sum() const noexcept {
+  totals s{};
+  for (const tally& t : tallies_) {
+    s.allocations += get(t.allocations);
+    s.deallocations += get(t.deallocations);
+    s.bytes += get(t.bytes);
+    s.blocks += get(t.blocks);
+    // A stripe's peak is of its own net count: their sum bounds the pool's peak from above (exact for !Sync).
+    s.peak_bytes += get(t.peak_bytes) > 0 ? get(t.peak_bytes) : 0;
+    s.peak_blocks += get(t.peak_blocks) > 0 ? get(t.peak_blocks) : 0;
+  }
+  if (s.peak_bytes < s.bytes) s.peak_bytes = s.bytes;
+  if (s.peak_blocks < s.blocks) s.peak_blocks = s.blocks;
+  return s;
+}
+
+template <bool Sync>
+std::size_t fixed_pool_engine<Sync>::blocks_in_use() const noexcept {
+  const std::int64_t b = sum().blocks;
+  return b > 0 ? static_cast<std::size_t>(b) : 0;
+}
+
+template <bool Sync>
+std::size_t fixed_pool_engine<Sync>::peak_blocks_in_use() const noexcept {
+  return static_cast<std::size_t>(sum().peak_blocks);
+}
+
+template <bool Sync>
+resource_stats fixed_pool_engine<Sync>::stats() const noexcept {
+  const totals t = sum();
+  resource_stats s;
+  s.allocations = t.allocations;
+  s.deallocations = t.deallocations;
+  s.bytes_in_use = t.bytes > 0 ? static_cast<std::size_t>(t.bytes) : 0;
+  s.peak_bytes_in_use = static_cast<std::size_t>(t.peak_bytes);
+  std::lock_guard<lock_type> g(lock_);
+  const auto large = large_.get_totals();
+  const std::size_t chunks = chunk_count_ + source_.cached();
+  s.bytes_held = (region_ != nullptr ? region_size_ : chunks * chunk_size_) + large.bytes;
+  // A reservation is resident only where touched: count the chunks carved from it.
+  s.bytes_resident = (region_ != nullptr ? region_used_ : chunks * chunk_size_) + large.bytes;
+  s.failed_allocations = failed_ + large.failed;
+  s.upstream_allocations = source_.upstream_allocations() + large.allocations;
+  s.upstream_deallocations = source_.upstream_deallocations() + large.deallocations;
+  return s;
+}
+
+template <bool Sync>
+bool fixed_pool_engine<Sync>::check_invariants() const noexcept {
+  const char* broken = nullptr;
+  std::size_t chunks = 0, used = 0, large_bytes = 0;
+  const std::size_t limit = chunk_size_ / stride_, skip = limit - blocks_per_chunk_;
+  {
+    std::lock_guard<lock_type> g(lock_);
+    for (const chunk* c = chunks_; c != nullptr && broken == nullptr; c = c->next) {
+      ++chunks;
+      if (c->tag != tag_of(c)) broken = "chunk tag corrupt";
+      else if (!block_map_contains(c)) broken = "chunk missing from the block map";
+      else if (c->limit != limit || c->skip != skip || c->words != limit / 32 + 1) broken = "chunk geometry corrupt";
+      else if (c->next != nullptr && c->next->prev != c) broken = "chunk list links disagree";
+      else if (get(c->fresh_from) < c->skip || get(c->fresh_from) > c->limit) broken = "zero watermark out of range";
+      else if (!Sync && get(c->hint) >= c->words) broken = "scan hint out of range";
+      else if (c->in_region != (region_ != nullptr && reinterpret_cast<const char*>(c) >= region_ &&
+                                reinterpret_cast<const char*>(c) < region_ + region_used_))
+        broken = "chunk inside or outside the capacity reservation unlike its mark";
+      else if (slot_in(c, address(c, c->skip)) != c->skip || slot_in(c, address(c, c->limit - 1)) != c->limit - 1)
+        broken = "the slot arithmetic misses the chunk's first or last block";
+      if (broken != nullptr) break;
+      std::size_t free = 0;
+      unsigned prev = pool_start;
+      for (std::size_t w = 0; w < c->words && broken == nullptr; ++w) {
+        const std::uint64_t bits = ld(c->bits()[w]);
+        const std::size_t q0 = w * 32;
+        // A word of 32 blocks all in one state (most of a large chunk) is checked at once.
+        if (q0 >= c->skip && q0 + 32 <= c->limit) {
+          if (bits == pool_low_bits) {
+            if (!Sync && w < get(c->hint)) broken = "a free block below the hint";
+            free += 32;
+            prev = pool_free;
+            continue;
+          }
+          if (bits == pool_high_bits || (bits == 0 && prev != pool_free)) {
+            prev = bits == 0 ? pool_cont : pool_start;
+            continue;
+          }
+        }
+        for (std::size_t q = q0; q < q0 + 32 && broken == nullptr; ++q) {
+          const unsigned s = state(bits, q);
+          const bool block = q >= c->skip && q < c->limit;
+          if (!block && s != pool_start) broken = "a slot outside the blocks that is not marked as such";
+          else if (s == 3) broken = "a block in no known state";
+          else if (s == pool_cont && prev == pool_free) broken = "a continuation after a free block";
+          else if (s == pool_free && !Sync && w < get(c->hint)) broken = "a free block below the hint";
+          if (block && s == pool_free) ++free;
+          prev = s;
+        }
+      }
+      if (broken == nullptr && !Sync && free != c->free_count) broken = "free count disagrees with the bitmap";
+      used += c->limit - c->skip - free;
+    }
+    if (broken == nullptr && chunks != chunk_count_) broken = "chunk count disagrees with the list";
+    if (broken == nullptr) broken = source_.check();
+    if (broken == nullptr && !Sync && hot_ != nullptr) {
+      const chunk* c;
+      const std::size_t q = slot_of(hot_, c);
+      if (q == npos || state_at(c, q) != pool_start || run_length(c, q) != 1)
+        broken = "the deferred free block is not a live single block";
+      else --used;  // free, though its bits still say live
+    }
+    large_.for_each([&](void*, std::size_t bytes, std::size_t) { large_bytes += bytes; });
+  }
+  // The counters: every live block counts its stride, every block sent upstream its size (round_size()).
+  const totals t = sum();
+  if (broken == nullptr && (t.blocks < 0 || static_cast<std::size_t>(t.blocks) != used))
+    broken = "blocks in use disagree with the bitmaps";
+  if (broken == nullptr && (t.bytes < 0 || static_cast<std::size_t>(t.bytes) != used * stride_ + large_bytes))
+    broken = "bytes in use disagree with the blocks and the blocks sent upstream";
+  if (broken == nullptr && capacity_blocks_ != 0 && used > capacity_blocks_) broken = "capacity exceeded";
+  if (broken == nullptr) return true;
+  report_error(error_info{error_kind::invariant_violated, name_, owner_, nullptr, 0, 0, 0, broken});
+  return false;
+}
+
+template class fixed_pool_engine<false>;
+template class fixed_pool_engine<true>;
+
+}  // namespace strata::detail
