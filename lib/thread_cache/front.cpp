@@ -35,8 +35,7 @@ unsigned tc_front::class_for_aligned(std::size_t bytes, std::size_t alignment) c
 
 void tc_front::init_bin(const tc_heap& h, tc_bin& bin, unsigned c) const noexcept {
   bin = tc_bin{};
-  // Strict checks: no block has this map value, so every free leaves the inline path for deallocate_strict().
-  bin.map_value = strict_ ? tc_map_none : h.map_owner | (c + 1);
+  bin.map_value = h.map_owner | (c + 1);
   const std::size_t size = sizes_.size_of(c);
   bin.object_size = static_cast<std::uint32_t>(size);
   bin.reciprocal = reciprocal40(size);
@@ -307,7 +306,6 @@ bool tc_front::adopt_from_shared(tc_heap& h, tc_bin& bin, unsigned c) const noex
 // ---- frees ---------------------------------------------------------------------------------------------------------
 
 void tc_front::deallocate_slow(tc_heap& h, void* p, std::size_t bytes, std::size_t alignment) const noexcept {
-  if (strict_) return deallocate_strict(h, p, bytes, alignment, false);
   // Most frees here are of another heap's objects, whose second word takes a compare-and-swap after the checks: the
   // line is asked for now, so that its transfer overlaps them (a locked instruction would wait for it).
   STRATA_PREFETCH_WRITE(p);
@@ -331,7 +329,6 @@ void tc_front::deallocate_strict(tc_heap& h, void* p, std::size_t bytes, std::si
 }
 
 void tc_front::deallocate_slow_rounded(tc_heap& h, void* p, std::size_t bytes, std::size_t alignment) const noexcept {
-  if (strict_) return deallocate_strict(h, p, bytes, alignment, true);
   STRATA_PREFETCH_WRITE(p);
   const unsigned c = plain_class(bytes, alignment);
   deallocate_slow(h, p, c, sizes_.size_of(c), alignment);

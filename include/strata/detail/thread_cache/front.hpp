@@ -45,9 +45,6 @@ STRATA_ALWAYS_INLINE constexpr std::uint32_t tc_map_value(std::uint32_t owner, u
 /// Added to a block's map value while its owner keeps it as the spare (all slots free, not allocated from): frees
 /// into it take the exact path (each one is a double free, or a stray pointer).
 inline constexpr std::uint32_t tc_map_spare = 0x80;
-/// A map value no block has (owner indexes stop below tc_no_heap): a strict bin's, so that its frees leave the
-/// standard fast path at its first test.
-inline constexpr std::uint32_t tc_map_none = 0xFFFFFFFFu;
 /// The index in a node key that no heap has.
 inline constexpr std::uint32_t tc_no_heap = 0xFFFF;
 
@@ -60,7 +57,7 @@ struct alignas(64) tc_bin {
   std::size_t fresh_span = 0;
   std::uint32_t object_size = 0;
   std::uint32_t meta_span = 0;    // header and bitmap bytes of a block + object_size - 1: the header-slot test
-  std::uint32_t map_value = 0;    // the class map's value for blocks of this class the heap owns (strict: none)
+  std::uint32_t map_value = 0;    // the class map's value for blocks of this class the heap owns
   // The claimed word: free slots of word claimed_word of `current`, taken out of its bitmap.
   std::uint64_t claimed = 0;
   std::uint64_t claimed_fresh = 0;  // of those, the slots never handed out (they are no nodes)
@@ -227,6 +224,7 @@ class tc_front {
   template <bool Rounded = false>
   STRATA_ALWAYS_INLINE void deallocate(tc_heap& h, void* p, std::size_t bytes, std::size_t alignment) const noexcept {
     STRATA_ASSERT(bytes != 0);
+    if (STRATA_UNLIKELY(strict_)) return deallocate_strict(h, p, bytes, alignment, Rounded);
     tc_bin& bin = *(h.bins + static_cast<std::size_t>(plain_class_nonzero(bytes, alignment)));
     // Checks that read only p's granule in the class map, the bin and p's first two words.
     const auto a = reinterpret_cast<std::uintptr_t>(p);
@@ -253,8 +251,7 @@ class tc_front {
   static std::size_t slot_number(const tc_bin& bin, const void* p) noexcept {
     return divide40(reinterpret_cast<std::uintptr_t>(p) & (tc_block_size - 1), bin.reciprocal);
   }
-  /// deallocate()'s other cases (the class found again from bytes and alignment); every free under strict checks
-  /// comes here (a strict bin's map value matches no block) and goes on to deallocate_strict().
+  /// deallocate()'s other cases (the class found again from bytes and alignment).
   STRATA_NOINLINE void deallocate_slow(tc_heap& h, void* p, std::size_t bytes, std::size_t alignment) const noexcept;
   /// deallocate_slow() naming the class size of bytes in reports.
   STRATA_NOINLINE void deallocate_slow_rounded(tc_heap& h, void* p, std::size_t bytes,
@@ -353,8 +350,8 @@ class tc_front {
   void push_to_full_cache(tc_heap& h, tc_bin& bin, void* p) const noexcept;
   /// deallocate() under strict checks: the class map, the block's header (tag, class, slot), its bitmaps and the
   /// object's mark, then the slot's bit at once. Rounded: reports name the class size.
-  void deallocate_strict(tc_heap& h, void* p, std::size_t bytes, std::size_t alignment,
-                         bool rounded) const noexcept;
+  STRATA_NOINLINE void deallocate_strict(tc_heap& h, void* p, std::size_t bytes, std::size_t alignment,
+                                         bool rounded) const noexcept;
   /// Gives the nodes of `list` (at most n) back to their blocks (all owned by h), with the exact checks.
   void give_back(tc_heap& h, tc_bin& bin, void* list, std::size_t n) const noexcept;
   void drain_bin(tc_heap& h, tc_bin& bin) const noexcept;
