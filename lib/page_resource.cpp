@@ -54,6 +54,9 @@ std::uintptr_t map_span(std::size_t span, std::size_t alignment, std::size_t res
     ++calls.upstream_allocations;
     return detail::to_address(os::map(span));
   }
+  // Aligning by over-mapping unmaps the head and tail around the aligned part: an OS that can release whole mappings
+  // only cannot serve such alignments here (a page_resource that keeps whole reservations is not written yet).
+  if (alignment > page && !os::get_capabilities().partial_release) return 0;
   std::size_t wanted, total;
   if (!detail::checked_add(span, reserved, wanted) ||
       !detail::checked_add(wanted, alignment > page ? alignment - page : 0, total))
@@ -92,6 +95,11 @@ struct page_resource::release_list {
 // ---- construction --------------------------------------------------------------------------------------------------
 
 page_resource::page_resource(const options& opts) noexcept : opts_(opts) {
+  const os::capabilities caps = os::get_capabilities();
+  // Room to grow is address space reserved after a span, committed or given back in parts as it grows and shrinks.
+  if (!caps.reserve || !caps.partial_release) opts_.growth_reserve_min = 0;
+  // Where the OS has no lazy purge it purges eagerly: pages read as zero after it, and reuse need not clear them.
+  if (!caps.lazy_purge) opts_.purge = purge_mode::eager;
   if (opts_.max_cached_spans > max_cache_slots) opts_.max_cached_spans = max_cache_slots;
   if (opts_.max_resident_cached_bytes > opts_.max_cached_bytes)
     opts_.max_resident_cached_bytes = opts_.max_cached_bytes;
@@ -156,7 +164,7 @@ void* page_resource::allocate_span(std::size_t bytes, std::size_t alignment, boo
   std::size_t span_alignment = alignment < page ? page : alignment;
   const std::size_t huge = os::huge_page_size();
   const bool want_huge = opts_.transparent_huge_pages && huge != 0 && span >= huge;
-  if (want_huge && span_alignment < huge) span_alignment = huge;
+  if (want_huge && span_alignment < huge && os::get_capabilities().partial_release) span_alignment = huge;
 
   release_list evicted;
   std::uintptr_t begin = 0;
@@ -525,6 +533,7 @@ bool page_resource::do_resize(void* p, std::size_t old_size, std::size_t new_siz
   if (!detail::checked_align_up(new_size == 0 ? 1 : new_size, page, new_span) || new_span > size_mask) return false;
   enum class step { report, done, give_tail, decommit_tail, commit_reserved, extend } next = step::report;
   std::size_t old_span = 0, drop_reserved = 0;
+  const bool can_extend = os::get_capabilities().extend_in_place;
   release_list out;
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -550,8 +559,10 @@ bool page_resource::do_resize(void* p, std::size_t old_size, std::size_t new_siz
         next = step::commit_reserved;
       } else {
         next = step::extend;
-        drop_reserved = s.reserved;  // too small: give it up and try to extend over it and beyond
-        s.reserved = 0;
+        if (can_extend) {
+          drop_reserved = s.reserved;  // too small: give it up and try to extend over it and beyond
+          s.reserved = 0;
+        }
         for (std::size_t i = 0; drop_reserved == 0 && i < cache_count_ && cache_[i].begin <= begin + old_span; ++i) {
           if (cache_[i].begin == begin + old_span && cache_[i].size >= need) {
             // A cached span starts right where this one ends.
@@ -591,6 +602,7 @@ bool page_resource::do_resize(void* p, std::size_t old_size, std::size_t new_siz
       return false;
     }
     case step::extend:
+      if (!can_extend) return false;  // the OS cannot grow a mapping where it is
       break;
   }
   if (drop_reserved != 0) {

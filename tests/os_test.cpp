@@ -97,3 +97,109 @@ TEST_CASE("os: huge page advice and resident size") {
   CHECK((r == os::result::ok || r == os::result::unsupported || r == os::result::invalid_argument));
   os::release(p, 2 * huge);
 }
+
+// ---- capabilities: what callers do where the OS lacks one ------------------------------------------------------------
+
+#include <new>
+
+#include <strata/bitmap_resource.hpp>
+#include <strata/detail/ds/block_map.hpp>
+#include <strata/page_resource.hpp>
+
+namespace {
+// Masks the given capabilities for the scope.
+struct masked {
+  explicit masked(const os::capabilities& off) noexcept { os::mask_capabilities(off); }
+  ~masked() { os::clear_failures(); }
+  masked(const masked&) = delete;
+  masked& operator=(const masked&) = delete;
+};
+}  // namespace
+
+TEST_CASE("os: the Linux port's capabilities, and masking them") {
+  const os::capabilities c = os::get_capabilities();
+  CHECK(c.partial_release);
+  CHECK(c.reserve);
+  CHECK(c.sparse_map);
+  CHECK(c.extend_in_place);
+  {
+    os::capabilities off;
+    off.reserve = off.lazy_purge = true;
+    masked m(off);
+    const os::capabilities d = os::get_capabilities();
+    CHECK_FALSE(d.reserve);
+    CHECK_FALSE(d.lazy_purge);
+    CHECK(d.partial_release);
+    CHECK(d.sparse_map);
+    CHECK(d.extend_in_place);
+  }
+  CHECK(os::get_capabilities().reserve);
+}
+
+TEST_CASE("os: page_resource without reserve or lazy purge keeps no growth room and purges eagerly") {
+  os::capabilities off;
+  off.reserve = off.lazy_purge = true;
+  masked m(off);
+  strata::page_resource::options o;
+  o.purge = strata::page_resource::purge_mode::lazy;
+  strata::page_resource r(o);
+  CHECK(r.get_options().growth_reserve_min == 0);
+  CHECK(r.get_options().purge == strata::page_resource::purge_mode::eager);
+  const std::size_t big = std::size_t{4} << 20;
+  void* p = r.allocate(big, 4096);
+  std::memset(p, 1, big);
+  std::size_t size = big;
+  if (r.resize(p, big, 2 * big, 4096)) size = 2 * big;  // by extending the mapping, if the space after it is free
+  CHECK(r.resize(p, size, big / 2, 4096));             // shrinking gives the tail to the cache
+  r.deallocate(p, big / 2, 4096);
+  CHECK(r.check_invariants());
+  void* z = r.allocate_zeroed(big / 2, 4096);  // the cached span, purged eagerly or still resident: zero either way
+  const auto* b = static_cast<const unsigned char*>(z);
+  bool zero = true;
+  for (std::size_t i = 0; i < big / 2; i += 512) zero = zero && b[i] == 0;
+  CHECK(zero);
+  r.deallocate(z, big / 2, 4096);
+}
+
+TEST_CASE("os: page_resource without growing in place refuses to grow past its room") {
+  os::capabilities off;
+  off.extend_in_place = off.reserve = true;
+  masked m(off);
+  strata::page_resource r;
+  const std::size_t big = std::size_t{2} << 20;
+  void* p = r.allocate(big, 4096);
+  std::memset(p, 7, big);
+  CHECK_FALSE(r.resize(p, big, 4 * big, 4096));  // no reservation, no cached neighbour, no mremap
+  CHECK(static_cast<unsigned char*>(p)[big - 1] == 7);
+  r.deallocate(p, big, 4096);
+  CHECK(r.check_invariants());
+}
+
+TEST_CASE("os: page_resource where whole mappings only can be released serves page alignment only") {
+  os::capabilities off;
+  off.partial_release = true;
+  masked m(off);
+  strata::page_resource::options o;
+  o.transparent_huge_pages = true;  // would align large spans to a huge page by trimming: not here
+  strata::page_resource r(o);
+  CHECK_THROWS_AS((void)r.allocate(4096, std::size_t{64} << 10), std::bad_alloc);
+  void* p = r.allocate(std::size_t{4} << 20, 4096);
+  r.deallocate(p, std::size_t{4} << 20, 4096);
+  CHECK(r.get_options().growth_reserve_min == 0);
+  CHECK(r.check_invariants());
+}
+
+TEST_CASE("os: the block map without a sparse mapping") {
+  os::capabilities off;
+  off.sparse_map = true;
+  masked m(off);
+  const bool fresh = strata::detail::g_block_map.load() == nullptr;  // this process's first block decides
+  const std::size_t before = os::mapped_bytes();
+  strata::bitmap_resource r;
+  void* p = r.allocate(64, 8);
+  CHECK(strata::detail::block_map_contains(p));
+  CHECK_FALSE(strata::detail::block_map_contains(&before));
+  if (fresh) CHECK(os::mapped_bytes() >= before + (std::size_t{512} << 20));  // the whole table, mapped plainly
+  r.deallocate(p, 64, 8);
+  CHECK(r.check_invariants());
+}

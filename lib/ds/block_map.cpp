@@ -23,7 +23,11 @@ std::atomic<std::uint64_t>* map_words(block_map& map) noexcept {
     std::lock_guard<std::mutex> lock(mutex);
     words = map.load(std::memory_order_acquire);
     if (words == nullptr) {
-      words = static_cast<std::uint64_t*>(os::map_sparse(map_bytes));
+      // Any word may be read (a free of any pointer looks its granule up): the whole table reads as zero at once. Where
+      // the OS has no sparse mapping, an ordinary one (committed, but resident only where touched on demand-paged
+      // systems).
+      words = static_cast<std::uint64_t*>(os::get_capabilities().sparse_map ? os::map_sparse(map_bytes)
+                                                                            : os::map(map_bytes));
       if (words != nullptr) map.store(words, std::memory_order_release);
     }
   }

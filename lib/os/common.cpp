@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 // lib/os/common.cpp: the portable part of the OS layer: the mapped-bytes counter, the test hooks (failure injection,
-// refused advice). Each port (lib/os/<os>.cpp) does the OS calls.
+// refused advice, masked capabilities). Each port (lib/os/<os>.cpp) does the OS calls.
 #include <atomic>
 #include <cstdint>
 
@@ -14,6 +14,14 @@ std::atomic<std::size_t> g_mapped{0};
 std::atomic<std::int64_t> g_fail_budget{-1};
 // Test hook: purge, decommit and huge-page advice refused, as a kernel or a seccomp filter may.
 std::atomic<bool> g_refuse_advice{false};
+// Test hook: capabilities reported as missing, one bit each (partial_release, reserve, lazy_purge, sparse_map,
+// extend_in_place).
+std::atomic<unsigned> g_masked{0};
+
+unsigned bits_of(const capabilities& c) noexcept {
+  return (c.partial_release ? 1u : 0u) | (c.reserve ? 2u : 0u) | (c.lazy_purge ? 4u : 0u) | (c.sparse_map ? 8u : 0u) |
+         (c.extend_in_place ? 16u : 0u);
+}
 
 }  // namespace
 
@@ -38,6 +46,19 @@ void note_mapped(std::ptrdiff_t delta) noexcept {
 
 std::size_t mapped_bytes() noexcept { return g_mapped.load(std::memory_order_relaxed); }
 
+capabilities get_capabilities() noexcept {
+  capabilities c = port::port_capabilities();
+  const unsigned off = g_masked.load(std::memory_order_relaxed);
+  c.partial_release = c.partial_release && (off & 1u) == 0;
+  c.reserve = c.reserve && (off & 2u) == 0;
+  c.lazy_purge = c.lazy_purge && (off & 4u) == 0;
+  c.sparse_map = c.sparse_map && (off & 8u) == 0;
+  c.extend_in_place = c.extend_in_place && (off & 16u) == 0;
+  return c;
+}
+
+void mask_capabilities(const capabilities& off) noexcept { g_masked.store(bits_of(off), std::memory_order_relaxed); }
+
 void inject_failure_after(std::size_t n) noexcept {
   g_fail_budget.store(static_cast<std::int64_t>(n), std::memory_order_relaxed);
 }
@@ -45,6 +66,7 @@ void inject_failure_after(std::size_t n) noexcept {
 void clear_failures() noexcept {
   g_fail_budget.store(-1, std::memory_order_relaxed);
   g_refuse_advice.store(false, std::memory_order_relaxed);
+  g_masked.store(0, std::memory_order_relaxed);
 }
 
 void refuse_advice(bool refuse) noexcept { g_refuse_advice.store(refuse, std::memory_order_relaxed); }

@@ -88,6 +88,18 @@ void* map(std::size_t size) noexcept {
   return p;
 }
 
+capabilities port::port_capabilities() noexcept {
+  capabilities c;
+  c.partial_release = true;  // munmap takes any page-aligned range
+  c.reserve = true;          // PROT_NONE mappings, mprotect
+#ifdef MADV_FREE
+  c.lazy_purge = true;  // kernels before 4.5 answer EINVAL, and purge() falls back to MADV_DONTNEED
+#endif
+  c.sparse_map = true;       // MAP_NORESERVE
+  c.extend_in_place = true;  // mremap without MREMAP_MAYMOVE
+  return c;
+}
+
 void* map_sparse(std::size_t size) noexcept {
   if (size == 0 || port::injected_failure()) return nullptr;
   void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);

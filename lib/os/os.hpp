@@ -14,6 +14,17 @@ enum class result : int {
   unsupported        ///< the OS (or its configuration) lacks the feature
 };
 
+/// What the port can do. Callers consult it instead of assuming Linux (see README.md for who needs what).
+struct capabilities {
+  bool partial_release = false;  ///< release() unmaps any page-aligned part of a mapping, not only a whole one
+  bool reserve = false;          ///< reserve(), commit() and decommit() work: address space without memory
+  bool lazy_purge = false;       ///< purge(lazy) leaves the pages for the OS to take when it wants (else: eager)
+  bool sparse_map = false;       ///< map_sparse(): untouched pages of a large table cost neither memory nor commit
+  bool extend_in_place = false;  ///< extend_in_place() can grow a mapping where it is
+};
+/// The port's capabilities, less those a test has masked.
+capabilities get_capabilities() noexcept;
+
 /// Page size: the granularity of every call below (addresses and sizes must be multiples of it).
 std::size_t page_size() noexcept;
 /// Transparent huge page size (PMD size), or 0 when the kernel has no transparent huge pages.
@@ -60,6 +71,9 @@ void inject_failure_after(std::size_t n) noexcept;
 /// Test hook: while set, purge, decommit and advise_huge_pages fail with out_of_memory (memory stays as it was).
 /// clear_failures() clears it too.
 void refuse_advice(bool refuse) noexcept;
+/// Test hook: from now on get_capabilities() reports the capabilities set in `off` as missing (callers take their
+/// other ways). clear_failures() unmasks them all.
+void mask_capabilities(const capabilities& off) noexcept;
 void clear_failures() noexcept;
 
 }  // namespace strata::os
