@@ -831,7 +831,7 @@ static void test_handles(void) {
   strata_thread_cache_options_init(&to);
   CHECK(to.max_empty_blocks == 16);
   r = strata_thread_cache_create(&to);
-  exercise(r, 400000, 0);
+  exercise(r, 400000, 1);
   strata_resource_destroy(r);
 
   /* Defaults (NULL options). */
@@ -842,7 +842,7 @@ static void test_handles(void) {
   exercise(r, 5000, 1);
   strata_resource_destroy(r);
   r = strata_thread_cache_create(NULL);
-  exercise(r, 5000, 0);
+  exercise(r, 5000, 1);
   strata_resource_destroy(r);
 
   /* The process-wide handles. */

@@ -10,6 +10,8 @@
 #include <utility>
 #include <vector>
 
+#include <initializer_list>
+
 #include <doctest/doctest.h>
 
 #include <strata/bitmap_resource.hpp>
@@ -147,5 +149,21 @@ TEST_CASE("every strategy tells its upstream and options, and trims and rounds s
   CHECK(pool.check_invariants());
   CHECK(list.check_invariants());
   CHECK(tc.check_invariants());
+  // release() frees everything at once on every strategy (and the page resource).
+  for (strata::resource* r : std::initializer_list<strata::resource*>{&bitmap, &pool, &list, &tc})
+    (void)r->allocate(64, 8);
+  bitmap.release();
+  pool.release();
+  list.release();
+  tc.release();
+  for (strata::resource* r : std::initializer_list<strata::resource*>{&bitmap, &pool, &list, &tc}) {
+    const auto s = r->stats();
+    CHECK(s.bytes_in_use == 0);
+    CHECK(s.deallocations == s.allocations);
+  }
+  strata::page_resource pages;
+  (void)pages.allocate(4096, 4096);
+  pages.release();
+  CHECK(pages.stats().bytes_in_use == 0);
   static_assert(std::is_final_v<strata::thread_cache_resource>, "final, like the other resources");
 }

@@ -2664,3 +2664,71 @@ TEST_CASE("thread_cache_resource: release_thread_cache hands the thread's blocks
   CHECK(r.stats().bytes_in_use == 0);
   CHECK(up.mismatches() == 0);
 }
+
+TEST_CASE("thread_cache_resource: release() frees every thread's blocks at once and the resource goes on") {
+  for (const strata::check_mode mode : {strata::check_mode::standard, strata::check_mode::strict}) {
+    CAPTURE(static_cast<int>(mode));
+    recording_resource up{strata::default_page_resource()};
+    thread_cache_options o;
+    o.checks = mode;
+    thread_cache_resource r(o, &up);
+    const std::size_t sizes[] = {24, 200, 3000, 20 * KiB, 300 * KiB};  // every tier
+    // A thread that keeps its heap across the release: it allocates, waits, and comes back after it.
+    std::mutex m;
+    std::condition_variable cv;
+    int phase = 0;
+    std::thread idle([&] {
+      for (std::size_t s : sizes) (void)r.allocate(s, 8);  // left allocated: release() frees them
+      {
+        std::unique_lock<std::mutex> g(m);
+        phase = 1;
+        cv.notify_all();
+        cv.wait(g, [&] { return phase == 2; });
+      }
+      for (int i = 0; i < 100; ++i)
+        for (std::size_t s : sizes) r.deallocate(r.allocate(s, 8), s, 8);
+    });
+    {
+      std::unique_lock<std::mutex> g(m);
+      cv.wait(g, [&] { return phase == 1; });
+    }
+    std::thread([&] {
+      for (int i = 0; i < 50; ++i)
+        for (std::size_t s : sizes) (void)r.allocate(s, 8);
+    }).join();
+    std::vector<void*> mine;
+    for (int i = 0; i < 50; ++i)
+      for (std::size_t s : sizes) mine.push_back(r.allocate(s, 8));
+    const auto before = r.stats();
+    CHECK(before.bytes_in_use > 0);
+    CHECK(r.heap_count() >= 2);
+    r.release();
+    const auto after = r.stats();
+    CHECK(after.allocations == before.allocations);
+    CHECK(after.deallocations == after.allocations);
+    CHECK(after.bytes_in_use == 0);
+    CHECK(after.peak_bytes_in_use >= before.bytes_in_use);
+    CHECK(r.heap_count() == 0);
+    for (cache_tier t : all_tiers) CHECK(r.tier_stats(t).bytes_in_use == 0);
+    CHECK(r.check_invariants());
+    // Upstream holds only the class map's leaves now (kept for the blocks to come).
+    CHECK(up.live_bytes() < 64 * KiB);
+    // The calling thread and the idle one go on, with new heaps.
+    for (int i = 0; i < 100; ++i)
+      for (std::size_t s : sizes) r.deallocate(r.allocate(s, 8), s, 8);
+    {
+      std::lock_guard<std::mutex> g(m);
+      phase = 2;
+      cv.notify_all();
+    }
+    idle.join();
+    const auto last = r.stats();
+    CHECK(last.bytes_in_use == 0);
+    CHECK(last.deallocations == last.allocations);
+    CHECK(last.upstream_deallocations <= last.upstream_allocations);
+    CHECK(r.check_invariants());
+    r.release();  // again, with nothing allocated
+    CHECK(r.stats().bytes_in_use == 0);
+    CHECK(r.check_invariants());
+  }
+}

@@ -93,6 +93,10 @@ class thread_cache_resource final : public resource {
   /// Hands the calling thread's cache back now, as thread exit would (its blocks become available to other
   /// threads, empty ones are cached or returned upstream). The thread may go on using the resource.
   void release_thread_cache() noexcept { engine_.release_thread_heap(); }
+  /// Frees everything at once: every block allocated from the resource, by any thread, is gone, and every thread's
+  /// cache with them (threads get new ones when they come back); the memory goes upstream. The resource stays
+  /// usable. No other thread may use the resource meanwhile.
+  void release() noexcept { engine_.release(); }
 
   /// Publishes the calling thread's pending cross-thread frees, folds other threads' frees into the calling thread's
   /// own blocks and into the shared tier's blocks, and returns cached empty blocks and the shared free list's empty

@@ -74,12 +74,8 @@ struct owned_handle final : strata_resource {
     }
   }
   bool release() noexcept override {
-    if constexpr (std::is_same_v<R, strata::thread_cache_resource>) {
-      return false;
-    } else {
-      object.release();
-      return true;
-    }
+    object.release();
+    return true;
   }
   bool check() const noexcept override { return object.check_invariants(); }
   [[nodiscard]] const char* name() const noexcept override { return name_; }

@@ -86,6 +86,11 @@ void per_thread_owner::leave() noexcept {
   if (next_live_ != nullptr) next_live_->prev_live_ = prev_live_;
 }
 
+void per_thread_owner::renew() noexcept {
+  std::lock_guard<std::mutex> g(registry_lock());
+  id_ = g_next_id.fetch_add(1, std::memory_order_relaxed);
+}
+
 bool per_thread_owner::thread_exited() noexcept { return g_thread_exited; }
 
 void* per_thread_owner::cached_state() const noexcept {

@@ -42,6 +42,26 @@ thread_cache_engine::~thread_cache_engine() {
   large_.release_all();
 }
 
+void thread_cache_engine::release() noexcept {
+  const thread_counts before = count_threads();
+  std::size_t heaps;
+  {
+    std::lock_guard<std::mutex> g(heaps_lock_);
+    heaps = heap_count_;
+  }
+  renew();  // from here no thread finds the heap it had: each gets a new one when it comes back
+  release_heaps();
+  middle_.release_all();
+  large_.release_all();
+  // Every allocation counts as freed, and nothing is in use; the heaps went upstream.
+  const thread_counts after = count_threads();
+  released_.allocations += before.allocations - after.allocations;
+  released_.deallocations += before.allocations - after.deallocations;
+  released_.bytes -= after.bytes;
+  if (released_.peak < before.peak) released_.peak = before.peak;
+  released_heaps_ += heaps;
+}
+
 void thread_cache_engine::release_heaps() noexcept {
   std::lock_guard<std::mutex> g(heaps_lock_);
   while (heaps_.load(std::memory_order_relaxed) != nullptr) {
@@ -398,35 +418,49 @@ resource_stats thread_cache_engine::tier_stats(tier t) const noexcept {
   return s;
 }
 
-resource_stats thread_cache_engine::thread_totals() const noexcept {
-  resource_stats s;
-  std::int64_t bytes = 0, peak = 0;
-  std::size_t heaps;
+auto thread_cache_engine::count_threads() const noexcept -> thread_counts {
+  thread_counts t;
   {
     std::lock_guard<std::mutex> g(heaps_lock_);
     for (const tc_heap* h = heaps_.load(std::memory_order_relaxed); h != nullptr; h = h->next) {
-      s.allocations += h->allocations.load(std::memory_order_relaxed);
-      s.deallocations += h->deallocations.load(std::memory_order_relaxed);
-      bytes += h->bytes.load(std::memory_order_relaxed);
-      peak += h->peak.load(std::memory_order_relaxed);
+      t.allocations += h->allocations.load(std::memory_order_relaxed);
+      t.deallocations += h->deallocations.load(std::memory_order_relaxed);
+      t.bytes += h->bytes.load(std::memory_order_relaxed);
+      t.peak += h->peak.load(std::memory_order_relaxed);
     }
+  }
+  t.deallocations += heapless_deallocations_.load(std::memory_order_relaxed);
+  t.bytes += heapless_bytes_.load(std::memory_order_relaxed);
+  // A double free found only after both frees were counted had one of its counts undone here.
+  t.deallocations -= front_.late_double_frees();
+  t.bytes += static_cast<std::int64_t>(front_.late_double_free_bytes());
+  t.allocations += released_.allocations;
+  t.deallocations += released_.deallocations;
+  t.bytes += released_.bytes;
+  if (t.peak < released_.peak) t.peak = released_.peak;
+  return t;
+}
+
+resource_stats thread_cache_engine::thread_totals() const noexcept {
+  resource_stats s;
+  const thread_counts t = count_threads();
+  std::size_t heaps;
+  {
+    std::lock_guard<std::mutex> g(heaps_lock_);
     heaps = heap_count_;
   }
-  s.deallocations += heapless_deallocations_.load(std::memory_order_relaxed);
-  bytes += heapless_bytes_.load(std::memory_order_relaxed);
-  // A double free found only after both frees were counted had one of its counts undone here.
-  s.deallocations -= front_.late_double_frees();
-  bytes += static_cast<std::int64_t>(front_.late_double_free_bytes());
-  s.bytes_in_use = bytes > 0 ? static_cast<std::size_t>(bytes) : 0;
-  s.peak_bytes_in_use = peak > 0 ? static_cast<std::size_t>(peak) : 0;
+  s.allocations = t.allocations;
+  s.deallocations = t.deallocations;
+  s.bytes_in_use = t.bytes > 0 ? static_cast<std::size_t>(t.bytes) : 0;
+  s.peak_bytes_in_use = t.peak > 0 ? static_cast<std::size_t>(t.peak) : 0;
   if (s.peak_bytes_in_use < s.bytes_in_use) s.peak_bytes_in_use = s.bytes_in_use;
   const tc_middle::block_totals b = middle_.blocks();
   const std::size_t map_bytes = front_.map().bytes_held();  // the class map's leaves, from upstream too
   s.bytes_held = b.held * tc_block_size + heaps * sizeof(tc_heap) + map_bytes;
   s.bytes_resident = s.bytes_held;
   s.failed_allocations = failed_.load(std::memory_order_relaxed);
-  s.upstream_allocations = b.upstream_allocations + heaps + map_bytes / tc_map::leaf_bytes;
-  s.upstream_deallocations = b.upstream_deallocations;
+  s.upstream_allocations = b.upstream_allocations + heaps + released_heaps_ + map_bytes / tc_map::leaf_bytes;
+  s.upstream_deallocations = b.upstream_deallocations + released_heaps_;
   return s;
 }
 

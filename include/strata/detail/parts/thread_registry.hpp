@@ -69,6 +69,9 @@ class per_thread_owner {
   /// Takes this owner out of the registry: once it returns, no exiting thread hands it a state. A derived class
   /// calls it first thing in its destructor (the base destructor calls it again, harmlessly).
   void leave() noexcept;
+  /// Takes a new id (the owner stays live): from then on no thread finds or hands back a state it recorded under the
+  /// old one. For an owner that has just freed every state (none may be in use meanwhile).
+  void renew() noexcept;
   /// A thread that recorded `state` is exiting (called with the registry's lock held, while this owner is live).
   virtual void thread_exit(void* state) noexcept = 0;
 

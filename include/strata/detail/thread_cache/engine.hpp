@@ -70,6 +70,10 @@ class thread_cache_engine final : private per_thread_owner {
   std::size_t deallocate_unsized(void* p) noexcept;
   /// Hands the calling thread's heap back as thread exit would; the thread gets a heap again if it comes back.
   void release_thread_heap() noexcept;
+  /// Frees everything at once: every heap (every thread's), every block and large block go upstream, and every
+  /// allocation counts as freed. Threads that used the engine get new heaps when they come back. No other thread may
+  /// use the engine meanwhile.
+  void release() noexcept;
   void trim() noexcept;
 
   using tier = cache_tier;
@@ -124,6 +128,12 @@ class thread_cache_engine final : private per_thread_owner {
   /// Adds delta to the calling thread's bytes in use (requests served by the shared and upstream tiers).
   void account(std::int64_t delta) noexcept;
   resource_stats thread_totals() const noexcept;
+  /// The heaps' counts (and the frees counted apart from them), with what release() took out.
+  struct thread_counts {
+    std::uint64_t allocations = 0, deallocations = 0;
+    std::int64_t bytes = 0, peak = 0;
+  };
+  thread_counts count_threads() const noexcept;
 
   std::pmr::memory_resource* upstream_;
   const void* owner_;
@@ -145,6 +155,10 @@ class thread_cache_engine final : private per_thread_owner {
   std::atomic<std::uint64_t> heapless_deallocations_{0};
   // Such frees being published (see wait_for_publications).
   mutable std::atomic<std::uint32_t> heapless_publications_{0};
+  // What release() took out with the heaps, so that the statistics go on: counts added, bytes subtracted, the peak
+  // kept, and the heaps counted as taken from upstream and given back. Written by release() alone.
+  thread_counts released_;
+  std::uint64_t released_heaps_ = 0;
 
   void thread_exit(void* state) noexcept override { detach_heap(static_cast<tc_heap*>(state)); }
 };
