@@ -279,15 +279,8 @@ void* bitmap_engine<Sync>::allocate_cached_slow(class_state& cs, unsigned c) {
   STRATA_ASSERT(cs.claimed == 0);
   cs.claimed_base = nullptr;
   block* b = refill(cs, c);  // may throw: nothing else has changed then
-  // Slots from the high-water mark on were never handed out (the mark is exact here: the last claimed word was used
-  // up or given back). The claim moves it past the word.
-  const std::size_t never_used = b->high_water;
-  cs.fresh_from = reinterpret_cast<std::uintptr_t>(base_of(b)) + never_used * cs.object_size;
-  cs.fresh_span = never_used < b->limit ? (b->limit - never_used) * std::size_t{cs.object_size} : 0;
-  std::uint64_t fresh = 0;
-  cs.claimed_word = static_cast<std::uint32_t>(slab_kind::claim(b, cs.claimed, fresh));
-  cs.claimed_fresh = fresh;
-  cs.claimed_base = static_cast<char*>(base_of(b)) + std::size_t{cs.claimed_word} * 64 * cs.object_size;
+  // The last claimed word was used up or given back: the high-water mark is exact. The claim moves it past the word.
+  slab_kind::claim_into(cs, b, static_cast<char*>(base_of(b)));
   return allocate(c);
 }
 

@@ -91,14 +91,7 @@ void tc_front::count_late_double_free(std::size_t bytes) const noexcept {
 // Takes the current block's first word with free bits (it has some) into the bin.
 void tc_front::claim(tc_bin& bin) const noexcept {
   tc_block* b = bin.current;
-  // Slots from the high-water mark on were never handed out (the mark is exact here: no word is claimed).
-  const std::size_t never_used = b->high_water;
-  bin.fresh_from = reinterpret_cast<std::uintptr_t>(base_of(b)) + never_used * bin.object_size;
-  bin.fresh_span = never_used < b->limit ? (b->limit - never_used) * std::size_t{bin.object_size} : 0;
-  std::uint64_t fresh = 0;
-  bin.claimed_word = static_cast<std::uint32_t>(slab_kind::claim(b, bin.claimed, fresh));
-  bin.claimed_fresh = fresh;
-  bin.claimed_base = base_of(b) + std::size_t{bin.claimed_word} * 64 * bin.object_size;
+  slab_kind::claim_into(bin, b, base_of(b));  // no word is claimed: the high-water mark is exact
 }
 
 // Gives the claimed word's free bits back to the current block (the never-used range stays right).

@@ -175,6 +175,19 @@ class slab_kind {
     if (s->high_water < end) s->high_water = static_cast<std::uint32_t>(end);
     return w;
   }
+  /// claim() into the state of a class allocating from s (the bitmap engine's class state, the thread cache's bin:
+  /// fields fresh_from, fresh_span, claimed_word, claimed, claimed_fresh, claimed_base, object_size): first the range
+  /// of s never handed out, from its high-water mark (exact here: no word of s is claimed), then the claimed word.
+  template <class ClassState>
+  static void claim_into(ClassState& st, slab* s, char* base) noexcept {
+    const std::size_t never_used = s->high_water;
+    st.fresh_from = reinterpret_cast<std::uintptr_t>(base) + never_used * st.object_size;
+    st.fresh_span = never_used < s->limit ? (s->limit - never_used) * std::size_t{st.object_size} : 0;
+    std::uint64_t fresh = 0;
+    st.claimed_word = static_cast<std::uint32_t>(claim(s, st.claimed, fresh));
+    st.claimed_fresh = fresh;
+    st.claimed_base = base + std::size_t{st.claimed_word} * 64 * st.object_size;
+  }
   /// Gives the bits of claimed word w not handed out back to s; `fresh` are those never handed out.
   static void return_claim(slab* s, std::size_t w, std::uint64_t bits, std::uint64_t fresh) noexcept {
     if (bits == 0) return;
