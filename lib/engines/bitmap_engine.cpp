@@ -50,26 +50,26 @@ unsigned bitmap_engine<Sync>::class_for_aligned(std::size_t bytes, std::size_t a
 // ---- blocks ----------------------------------------------------------------------------------------------------------
 
 template <bool Sync>
-auto bitmap_engine<Sync>::refill(class_state& cs, unsigned c) -> block* {
+auto bitmap_engine<Sync>::refill(class_state& cs, unsigned c) -> slab* {
   if constexpr (Sync) collect_remote(cs);
-  block* current = cs.current;
+  slab* current = cs.current;
   if (current != nullptr && current->free_count != 0) return current;
   if (current != nullptr) {
     current->where = in_full;
-    block::push(cs.full, current);
+    slab::push(cs.full, current);
     cs.current = nullptr;
     if (Sync && mapped_) publish_never_used(cs);  // no current block until one is had (which may throw)
   }
   // Partial blocks may have been filled through the hot slot since they were listed: file those as full.
-  block* b = cs.partial;
+  slab* b = cs.partial;
   while (b != nullptr && b->free_count == 0) {
-    block::unlink(cs.partial, b);
+    slab::unlink(cs.partial, b);
     b->where = in_full;
-    block::push(cs.full, b);
+    slab::push(cs.full, b);
     b = cs.partial;
   }
   if (b != nullptr) {
-    block::unlink(cs.partial, b);
+    slab::unlink(cs.partial, b);
   } else {
     void* raw;
     try {
@@ -99,27 +99,27 @@ void* bitmap_engine<Sync>::allocate_slow(class_state& cs, unsigned c, lock_guard
 }
 
 template <bool Sync>
-void bitmap_engine<Sync>::relist_unlock(class_state& cs, block* b) noexcept {
+void bitmap_engine<Sync>::relist_unlock(class_state& cs, slab* b) noexcept {
   relist(cs, b);
   cs.lock.unlock();
 }
 
 template <bool Sync>
 void bitmap_engine<Sync>::double_free_unlock(class_state& cs, void* p, std::size_t bytes, std::size_t alignment,
-                                             const block* b) noexcept {
+                                             const slab* b) noexcept {
   cs.lock.unlock();
   report_double_free(p, bytes, alignment, b);
 }
 
 // Under cs.lock; b is not the current block and its free count just became 1 or its capacity.
 template <bool Sync>
-void bitmap_engine<Sync>::relist(class_state& cs, block* b) noexcept {
+void bitmap_engine<Sync>::relist(class_state& cs, slab* b) noexcept {
   if constexpr (Sync) {
     auto keep = [&] {
       if (b->where == in_full && b->free_count != 0) {
-        block::unlink(cs.full, b);
+        slab::unlink(cs.full, b);
         b->where = in_partial;
-        block::push(cs.partial, b);
+        slab::push(cs.partial, b);
       }
     };
     if (b->free_count != b->capacity) {
@@ -145,20 +145,20 @@ void bitmap_engine<Sync>::relist(class_state& cs, block* b) noexcept {
   }
   if (b->free_count == b->capacity) {
     if constexpr (!Sync) purge_cached(cs, b);
-    if (b->where == in_partial) block::unlink(cs.partial, b);
-    else if (b->where == in_full) block::unlink(cs.full, b);
+    if (b->where == in_partial) slab::unlink(cs.partial, b);
+    else if (b->where == in_full) slab::unlink(cs.full, b);
     cs.blocks.fetch_sub(1, std::memory_order_relaxed);
     if (cs.hot != nullptr && block_of(cs.hot) == b) cs.hot = nullptr;  // it must not outlive the block
     retire(b);
   } else if (b->where == in_full && b->free_count != 0) {
-    block::unlink(cs.full, b);
+    slab::unlink(cs.full, b);
     b->where = in_partial;
-    block::push(cs.partial, b);
+    slab::push(cs.partial, b);
   }
 }
 
 template <bool Sync>
-void bitmap_engine<Sync>::retire(block* b) noexcept {
+void bitmap_engine<Sync>::retire(slab* b) noexcept {
   if (mapped_) map_.clear(base_of(b), block_size_);
   b->where = in_empty;
   b->next = b->prev = nullptr;
@@ -166,7 +166,7 @@ void bitmap_engine<Sync>::retire(block* b) noexcept {
 }
 
 template <bool Sync>
-void bitmap_engine<Sync>::release_block(block* b) noexcept {
+void bitmap_engine<Sync>::release_block(slab* b) noexcept {
   void* base = base_of(b);
   if (mapped_) map_.clear(base, block_size_);
   source_.release(base);
@@ -175,7 +175,7 @@ void bitmap_engine<Sync>::release_block(block* b) noexcept {
 // ---- remote frees (Sync) ---------------------------------------------------------------------------------------------
 
 template <bool Sync>
-void bitmap_engine<Sync>::remote_free(class_state& cs, block* b, std::size_t index, std::size_t bytes,
+void bitmap_engine<Sync>::remote_free(class_state& cs, slab* b, std::size_t index, std::size_t bytes,
                                       std::size_t alignment) noexcept {
   if constexpr (Sync) {
     const std::uint64_t m = std::uint64_t{1} << (index & 63);
@@ -206,9 +206,9 @@ void bitmap_engine<Sync>::remote_free(class_state& cs, block* b, std::size_t ind
 
 // Puts b on its class's remote stack unless it is there already.
 template <bool Sync>
-void bitmap_engine<Sync>::push_remote(class_state& cs, block* b) noexcept {
+void bitmap_engine<Sync>::push_remote(class_state& cs, slab* b) noexcept {
   if (!b->remote_listed.exchange(true, std::memory_order_seq_cst)) {
-    block* head = cs.remote_head.load(std::memory_order_relaxed);
+    slab* head = cs.remote_head.load(std::memory_order_relaxed);
     do {
       b->remote_next = head;
     } while (!cs.remote_head.compare_exchange_weak(head, b, std::memory_order_release, std::memory_order_relaxed));
@@ -216,7 +216,7 @@ void bitmap_engine<Sync>::push_remote(class_state& cs, block* b) noexcept {
 }
 
 template <bool Sync>
-void bitmap_engine<Sync>::uncount_double_frees(class_state& cs, block* b, std::size_t i, std::uint64_t slots) noexcept {
+void bitmap_engine<Sync>::uncount_double_frees(class_state& cs, slab* b, std::size_t i, std::uint64_t slots) noexcept {
   if constexpr (Sync) {
     const auto n = static_cast<unsigned>(popcount(slots));
     cs.remote_deallocations.fetch_sub(n, std::memory_order_relaxed);
@@ -234,7 +234,7 @@ void bitmap_engine<Sync>::uncount_double_frees(class_state& cs, block* b, std::s
 }
 
 template <bool Sync>
-void bitmap_engine<Sync>::settle_double_frees(class_state& cs, block* b, std::size_t i) noexcept {
+void bitmap_engine<Sync>::settle_double_frees(class_state& cs, slab* b, std::size_t i) noexcept {
   if constexpr (Sync) {
     const std::uint64_t both = load(b->local(i)) & b->remote(i).load(std::memory_order_acquire);
     if (both == 0) return;
@@ -249,9 +249,9 @@ void bitmap_engine<Sync>::settle_double_frees(class_state& cs, block* b, std::si
 template <bool Sync>
 void bitmap_engine<Sync>::collect_remote(class_state& cs) noexcept {
   if constexpr (Sync) {
-    block* list = cs.remote_head.exchange(nullptr, std::memory_order_acquire);
+    slab* list = cs.remote_head.exchange(nullptr, std::memory_order_acquire);
     while (list != nullptr) {
-      block* b = list;
+      slab* b = list;
       list = b->remote_next;
       // Clear the flag before draining: a remote free after this point pushes the block again.
       b->remote_listed.store(false, std::memory_order_seq_cst);
@@ -278,7 +278,7 @@ void* bitmap_engine<Sync>::allocate_cached_slow(class_state& cs, unsigned c) {
   // throw, leaving no current block for a claim to belong to.
   STRATA_ASSERT(cs.claimed == 0);
   cs.claimed_base = nullptr;
-  block* b = refill(cs, c);  // may throw: nothing else has changed then
+  slab* b = refill(cs, c);  // may throw: nothing else has changed then
   // The last claimed word was used up or given back: the high-water mark is exact. The claim moves it past the word.
   slab_kind::claim_into(cs, b, static_cast<char*>(base_of(b)));
   return allocate(c);
@@ -310,10 +310,10 @@ void* bitmap_engine<Sync>::refuse_claimed(class_state& cs, unsigned c) {
 }
 
 template <bool Sync>
-bool bitmap_engine<Sync>::slot_is_free(const class_state& cs, const block* b, const void* p,
+bool bitmap_engine<Sync>::slot_is_free(const class_state& cs, const slab* b, const void* p,
                                        std::size_t q) const noexcept {
   const std::uint64_t m = std::uint64_t{1} << (q & 63);
-  if ((load(b->local(q >> 6)) & m) != 0 || remote_bit_set(const_cast<block*>(b), q)) return true;
+  if ((load(b->local(q >> 6)) & m) != 0 || remote_bit_set(const_cast<slab*>(b), q)) return true;
   if constexpr (!Sync) {
     if (b == cs.current && cs.claimed_base != nullptr && (q >> 6) == cs.claimed_word && (cs.claimed & m) != 0)
       return true;
@@ -328,7 +328,7 @@ template <bool Sync>
 void bitmap_engine<Sync>::deallocate_checked(void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept {
   class_state& cs = classes_[c];
   if (cs.cache.cap == 0) return deallocate_locked(p, bytes, alignment, c);  // a class without a cache
-  block* b = block_of(p);
+  slab* b = block_of(p);
   const std::size_t q = slot_of(cs, offset_in_block(p));
   if (!is_slot_of(p, b, q, cs, c)) return report_bad_free(p, bytes, alignment, c);
   STRATA_ASSERT(map_.get(p) == c + 1);
@@ -369,7 +369,7 @@ template <bool Sync>
 auto bitmap_engine<Sync>::give_back(class_state& cs, void* list, std::size_t n, std::uintptr_t key) noexcept
     -> give_result {
   give_result r{0, 0};
-  block* emptied[free_cache::max_cap];
+  slab* emptied[free_cache::max_cap];
   std::size_t empties = 0;
   for (std::size_t k = 0; k < n && list != nullptr; ++k) {
     void* p = list;
@@ -382,7 +382,7 @@ auto bitmap_engine<Sync>::give_back(class_state& cs, void* list, std::size_t n, 
       break;
     }
     list = node_next(p);
-    block* b = block_of(p);
+    slab* b = block_of(p);
     if (const give_one g = give_back_one(cs, p); g != give_one::set) {
       if (g == give_one::refused) ++r.refused;
       else ++r.lost;
@@ -392,9 +392,9 @@ auto bitmap_engine<Sync>::give_back(class_state& cs, void* list, std::size_t n, 
     if (b->free_count == b->capacity) {
       emptied[empties++] = b;
     } else if (b->where == in_full) {
-      block::unlink(cs.full, b);
+      slab::unlink(cs.full, b);
       b->where = in_partial;
-      block::push(cs.partial, b);
+      slab::push(cs.partial, b);
     }
   }
   for (std::size_t i = 0; i < empties; ++i) relist(cs, emptied[i]);
@@ -403,7 +403,7 @@ auto bitmap_engine<Sync>::give_back(class_state& cs, void* list, std::size_t n, 
 
 template <bool Sync>
 auto bitmap_engine<Sync>::give_back_one(class_state& cs, void* p) noexcept -> give_one {
-  block* b = block_of(p);
+  slab* b = block_of(p);
   const std::size_t q = slot_of(cs, offset_in_block(p));
   if (!kind_.tagged(b)) {  // checked when p was freed: the header has been written over since
     report_error(error_info{error_kind::corrupt_metadata, name_, this, b, 0, 0, 0,
@@ -429,7 +429,7 @@ auto bitmap_engine<Sync>::give_back_one(class_state& cs, void* p) noexcept -> gi
 }
 
 template <bool Sync>
-void bitmap_engine<Sync>::purge_cached(class_state& cs, block* b) noexcept {
+void bitmap_engine<Sync>::purge_cached(class_state& cs, slab* b) noexcept {
   // Every slot of b is free in its bitmap: a cached object in b was freed twice.
   cs.cache.remove_if(
       node_key_, [&](void* n) { return block_of(n) == b; },
@@ -483,7 +483,7 @@ template <bool Sync>
 void bitmap_engine<Sync>::report_bad_free(void* p, std::size_t bytes, std::size_t alignment,
                                           unsigned c) const noexcept {
   error_info info{error_kind::foreign_pointer, name_, this, p, bytes, alignment, 0, nullptr};
-  const block* b = block_of(p);
+  const slab* b = block_of(p);
   if (!block_map_contains(p) || !block_map_contains(b) || !kind_.tagged(b)) {
     const std::size_t large = large_.size_of(p);
     if (large != 0) {
@@ -511,7 +511,7 @@ void bitmap_engine<Sync>::report_bad_free(void* p, std::size_t bytes, std::size_
 
 template <bool Sync>
 void bitmap_engine<Sync>::report_double_free(void* p, std::size_t bytes, std::size_t alignment,
-                                             const block* b) const noexcept {
+                                             const slab* b) const noexcept {
   report_error(error_info{error_kind::double_free, name_, this, p, bytes, alignment, b->object_size,
                           "the slot is already free"});
 }
@@ -519,7 +519,7 @@ void bitmap_engine<Sync>::report_double_free(void* p, std::size_t bytes, std::si
 template <bool Sync>
 bool bitmap_engine<Sync>::check_live(void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept {
   class_state& cs = classes_[c];
-  block* b = block_of(p);
+  slab* b = block_of(p);
   const std::size_t index = slot_of(cs, offset_in_block(p));
   if (!is_slot_of(p, b, index, cs, c)) {
     report_bad_free(p, bytes, alignment, c);
@@ -544,7 +544,7 @@ std::size_t bitmap_engine<Sync>::take_batch(unsigned c, std::uintptr_t key, std:
   std::size_t k = 0;
   refused = 0;
   for (; k < n; ++k) {
-    block* b = cs.current;
+    slab* b = cs.current;
     if (b == nullptr || b->free_count == 0) {
       try {
         b = refill(cs, c);  // counts its failure
@@ -595,7 +595,7 @@ auto bitmap_engine<Sync>::look_at_slot(const void* p, unsigned c, std::uintptr_t
   lock_guard guard(cs.lock);
   // Blocks leave their class (retire clears the map) under this lock: while the map says c, the block is there.
   if (map_.get(p) != c + 1) return slot_look{true, ~std::uintptr_t{0}};
-  const block* b = block_of(p);
+  const slab* b = block_of(p);
   const std::size_t q = slot_of(cs, offset_in_block(p));
   return slot_look{slot_is_free(cs, b, p, q), node_residue(p, base_key)};
 }
@@ -618,14 +618,14 @@ void bitmap_engine<Sync>::trim() noexcept {
     drain(cs);  // cached objects and the claimed word go back to their bitmaps
     // An empty current block is an empty chunk like any other: it goes too (relist retires it, or leaves it for a
     // later collection while a remote free still pins it).
-    if (block* b = cs.current; b != nullptr && b->free_count == b->capacity) {
+    if (slab* b = cs.current; b != nullptr && b->free_count == b->capacity) {
       cs.current = nullptr;
       cs.fresh_from = 0;
       cs.fresh_span = 0;
       cs.never_used.store(0, std::memory_order_release);
       cs.current_base.store(0, std::memory_order_relaxed);
       b->where = in_partial;
-      block::push(cs.partial, b);
+      slab::push(cs.partial, b);
       relist(cs, b);
     }
   }
@@ -638,9 +638,9 @@ void bitmap_engine<Sync>::release_all() noexcept {
   for (unsigned c = 0; c < sizes_.count(); ++c) {
     class_state& cs = classes_[c];
     lock_guard guard(cs.lock);
-    auto drop = [&](block* head) {
+    auto drop = [&](slab* head) {
       while (head != nullptr) {
-        block* b = head;
+        slab* b = head;
         head = b->next;
         release_block(b);
       }
@@ -758,15 +758,15 @@ bitmap_class_info bitmap_engine<Sync>::class_info(unsigned c) const noexcept {
   info.blocks = cs.blocks.load(std::memory_order_relaxed);
   // Live objects from the blocks themselves (remote frees not yet collected still count as live).
   std::size_t live = 0;
-  auto count_one = [&](const block* b) {
+  auto count_one = [&](const slab* b) {
     live += b->capacity - b->free_count;
     if constexpr (Sync)  // remote frees not collected yet are free too
       for (unsigned i = 0; i < b->words; ++i)
         live -= static_cast<std::size_t>(popcount(b->remote(i).load(std::memory_order_relaxed)));
   };
   if (cs.current != nullptr) count_one(cs.current);
-  for (const block* b = cs.partial; b != nullptr; b = b->next) count_one(b);
-  for (const block* b = cs.full; b != nullptr; b = b->next) count_one(b);
+  for (const slab* b = cs.partial; b != nullptr; b = b->next) count_one(b);
+  for (const slab* b = cs.full; b != nullptr; b = b->next) count_one(b);
   // Cached and claimed objects are free; lost ones too (set aside after a misuse).
   live -= cs.cache.total() + static_cast<std::size_t>(popcount(cs.claimed)) + cs.lost;
   info.live_objects = live;
@@ -776,7 +776,7 @@ bitmap_class_info bitmap_engine<Sync>::class_info(unsigned c) const noexcept {
 template <bool Sync>
 bool bitmap_engine<Sync>::check_invariants() const noexcept {
   const char* broken = nullptr;
-  const block* where = nullptr;
+  const slab* where = nullptr;
   std::size_t blocks = 0;
   std::uint64_t live_total = 0;
   for (unsigned c = 0; c < sizes_.count() && broken == nullptr; ++c) {
@@ -784,7 +784,7 @@ bool bitmap_engine<Sync>::check_invariants() const noexcept {
     lock_guard guard(cs.lock);
     std::size_t class_blocks = 0;
     std::uint64_t free_slots_live = 0;  // capacity - free - pending remote, summed
-    auto check_block = [&](const block* b, std::uint8_t expected_where) {
+    auto check_block = [&](const slab* b, std::uint8_t expected_where) {
       if (broken != nullptr) return;
       where = b;
       ++class_blocks;
@@ -801,8 +801,8 @@ bool bitmap_engine<Sync>::check_invariants() const noexcept {
       free_slots_live += b->capacity - b->free_count - pending;
     };
     if (cs.current != nullptr) check_block(cs.current, in_current);
-    for (const block* b = cs.partial; b != nullptr; b = b->next) check_block(b, in_partial);
-    for (const block* b = cs.full; b != nullptr; b = b->next) check_block(b, in_full);
+    for (const slab* b = cs.partial; b != nullptr; b = b->next) check_block(b, in_partial);
+    for (const slab* b = cs.full; b != nullptr; b = b->next) check_block(b, in_full);
     if (broken == nullptr) {
       if constexpr (!Sync) {
         const char* e = check_cache(cs, c);
@@ -824,7 +824,7 @@ bool bitmap_engine<Sync>::check_invariants() const noexcept {
       if (broken == nullptr && mapped_) {
         // The mark stands at the current block's high-water mark (slots go out lowest first, so every slot below
         // it has been handed out; the locked way may have taken some past it without moving it).
-        const block* b = cs.current;
+        const slab* b = cs.current;
         const std::uintptr_t mark = cs.never_used.load(std::memory_order_relaxed);
         const std::uintptr_t expected =
             b != nullptr && b->high_water < b->limit
@@ -849,7 +849,7 @@ bool bitmap_engine<Sync>::check_invariants() const noexcept {
 template <bool Sync>
 const char* bitmap_engine<Sync>::check_cache(const class_state& cs, unsigned c) const noexcept {
   if (cs.claimed_base != nullptr) {
-    const block* b = cs.current;
+    const slab* b = cs.current;
     if (b == nullptr || cs.claimed_word >= b->words) return "claimed word without a current block";
     if ((cs.claimed & ~b->valid_mask(cs.claimed_word)) != 0) return "claimed bits for slots that do not exist";
     if ((cs.claimed & load(b->local(cs.claimed_word))) != 0) return "claimed slots also free in the bitmap";
@@ -859,7 +859,7 @@ const char* bitmap_engine<Sync>::check_cache(const class_state& cs, unsigned c) 
     return "claimed bits without a claimed word";
   }
   if (cs.fresh_span != 0) {
-    const block* b = cs.current;
+    const slab* b = cs.current;
     if (b == nullptr) return "never-used slots without a current block";
     const std::uintptr_t end = reinterpret_cast<std::uintptr_t>(base_of(b)) + std::size_t{b->limit} * cs.object_size;
     if (cs.fresh_from + cs.fresh_span != end) return "never-used slots do not end with the block";
@@ -883,7 +883,7 @@ const char* bitmap_engine<Sync>::check_cache(const class_state& cs, unsigned c) 
     for (std::uint32_t k = 0; k < count; ++k, p = node_next(p)) {
       if (p == nullptr) return "free cache shorter than its count";
       if (!is_node(p, node_key_)) return "a cached object is no node (written after its free)";
-      const block* b = block_of(p);
+      const slab* b = block_of(p);
       const std::size_t q = slot_of(cs, offset_in_block(p));
       if (map_.get(p) != c + 1 || !is_slot_of(p, b, q, cs, c)) return "a cached object is no slot of its class";
       if (reinterpret_cast<std::uintptr_t>(p) - cs.fresh_from < cs.fresh_span) return "a cached object never handed out";

@@ -68,7 +68,7 @@ void thread_cache_engine::release_heaps() noexcept {
     tc_heap* h = heaps_.load(std::memory_order_relaxed);
     heaps_.store(h->next, std::memory_order_relaxed);
     for (unsigned c = 0; c < front_.sizes().count(); ++c) {
-      tc_front::take_blocks(h->bins[c], [this](tc_block* b) { middle_.release_owned(b); });
+      tc_front::take_blocks(h->bins[c], [this](slab* b) { middle_.release_owned(b); });
     }
     h->~tc_heap();
     upstream_->deallocate(h, sizeof(tc_heap), alignof(tc_heap));
@@ -248,7 +248,7 @@ void thread_cache_engine::deallocate_other(void* p, std::size_t bytes, std::size
 tc_misuse thread_cache_engine::elsewhere(const void* p, std::size_t bytes, std::size_t alignment,
                                          tier named) const noexcept {
   if (named != thread_tier && front_.owns(p)) {
-    const tc_block* b = tc_front::block_of(p);
+    const slab* b = tc_front::block_of(p);
     if (front_.is_slot(b, p) && !front_.is_live(b, p))
       return {error_kind::double_free, 0, "an object of the thread tier, freed already"};
     return {error_kind::wrong_size, b->object_size, "an object of the thread tier named with a size of another tier"};
@@ -294,7 +294,7 @@ bool thread_cache_engine::resize(void* p, std::size_t old_size, std::size_t new_
                        "resize of a block this resource did not hand out");
       return false;
     }
-    const tc_block* b = tc_front::block_of(p);
+    const slab* b = tc_front::block_of(p);
     if (b->size_class != c || !front_.is_slot(b, p)) {
       report(b->size_class != c ? error_kind::wrong_size : error_kind::foreign_pointer, p, old_size, alignment,
              b->object_size, "resize of an object named with the wrong size or pointer");
@@ -338,7 +338,7 @@ bool thread_cache_engine::resize(void* p, std::size_t old_size, std::size_t new_
 std::size_t thread_cache_engine::usable_size(const void* p) const noexcept {
   // Front blocks have a block map of their own, so no tier reads a header inside another tier's objects.
   if (front_.owns(p)) {
-    const tc_block* b = tc_front::block_of(p);
+    const slab* b = tc_front::block_of(p);
     if (front_.is_slot(b, p)) return b->object_size;
     report(error_kind::foreign_pointer, p, 0, 0, 0, "usable_size: not the start of an object");
     return 0;

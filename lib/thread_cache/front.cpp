@@ -56,11 +56,11 @@ void tc_front::init_heap(tc_heap& h, std::uint32_t index) const noexcept {
 
 // ---- blocks --------------------------------------------------------------------------------------------------------
 
-tc_block* tc_front::format(void* base, unsigned c) const noexcept {
+slab* tc_front::format(void* base, unsigned c) const noexcept {
   return kind_.format(base, c, sizes_.size_of(c));
 }
 
-std::size_t tc_front::collect(tc_block* b) const noexcept {
+std::size_t tc_front::collect(slab* b) const noexcept {
   char* const slot0 = base_of(b);
   return kind_.fold_remote(b, [&](std::size_t w, std::uint64_t, std::uint64_t both) {
     // Freed by another thread while already free here: two frees that each saw the object live, both counted. The
@@ -73,7 +73,7 @@ std::size_t tc_front::collect(tc_block* b) const noexcept {
   });
 }
 
-bool tc_front::is_live(const tc_block* b, const void* p) const noexcept {
+bool tc_front::is_live(const slab* b, const void* p) const noexcept {
   const std::size_t q = (reinterpret_cast<std::uintptr_t>(p) & (tc_block_size - 1)) / b->object_size;
   const std::uint64_t m = std::uint64_t{1} << (q & 63);
   const std::uint64_t free_bits =
@@ -90,7 +90,7 @@ void tc_front::count_late_double_free(std::size_t bytes) const noexcept {
 
 // Takes the current block's first word with free bits (it has some) into the bin.
 void tc_front::claim(tc_bin& bin) const noexcept {
-  tc_block* b = bin.current;
+  slab* b = bin.current;
   slab_kind::claim_into(bin, b, base_of(b));  // no word is claimed: the high-water mark is exact
 }
 
@@ -102,7 +102,7 @@ void tc_front::return_claim(tc_bin& bin) const noexcept {
   bin.claimed_base = nullptr;
 }
 
-void tc_front::make_current(tc_bin& bin, tc_block* b) const noexcept {
+void tc_front::make_current(tc_bin& bin, slab* b) const noexcept {
   bin.current = b;
   b->where = slab::in_current;
   bin.fresh_from = 0;
@@ -141,7 +141,7 @@ void* tc_front::allocate_slow(tc_heap& h, unsigned c) const noexcept {
 
 // Slot q of b (a block of bin's) is free from here on: its local word becomes `now`. A full block becomes partial.
 // True when b, not the current block, has become entirely free (the caller hands it on).
-bool tc_front::set_free(tc_bin& bin, tc_block* b, std::size_t q, std::atomic<std::uint64_t>& w,
+bool tc_front::set_free(tc_bin& bin, slab* b, std::size_t q, std::atomic<std::uint64_t>& w,
                         std::uint64_t now) const noexcept {
   w.store(now, std::memory_order_relaxed);
   if ((q >> 6) < b->hint) b->hint = static_cast<std::uint16_t>(q >> 6);
@@ -158,7 +158,7 @@ bool tc_front::set_free(tc_bin& bin, tc_block* b, std::size_t q, std::atomic<std
 
 // Strict checks: p (a slot of b, a block h owns of bin's class; header checked) goes into b's bitmap at once, after
 // the exact double-free test (is_free_for), and becomes the newest of bin.hot.
-void tc_front::free_strict(tc_heap& h, tc_bin& bin, tc_block* b, void* p, std::size_t q, std::size_t bytes,
+void tc_front::free_strict(tc_heap& h, tc_bin& bin, slab* b, void* p, std::size_t q, std::size_t bytes,
                            std::size_t alignment) const noexcept {
   std::atomic<std::uint64_t>& w = b->local(q >> 6);
   const std::uint64_t v = w.load(std::memory_order_relaxed);
@@ -181,7 +181,7 @@ void* tc_front::take_hot(tc_heap& h, unsigned c) const noexcept {
     void* p = bin.hot[bin.hot_top];
     bin.hot_top = (bin.hot_top - 1) % tc_bin::hot_slots;
     --bin.hot_count;
-    tc_block* b = block_of(p);
+    slab* b = block_of(p);
     const std::size_t q = slot_number(bin, p);
     std::atomic<std::uint64_t>& w = b->local(q >> 6);
     const std::uint64_t m = std::uint64_t{1} << (q & 63);
@@ -201,7 +201,7 @@ void* tc_front::take_hot(tc_heap& h, unsigned c) const noexcept {
 // The cache is empty and the claimed word used up: claims the next word, of the current block or another.
 // Returns the bin's current block, or nullptr when no block could be had.
 void* tc_front::refill(tc_heap& h, tc_bin& bin, unsigned c) const noexcept {
-  tc_block* const old = bin.current;
+  slab* const old = bin.current;
   if (old != nullptr) {
     return_claim(bin);
     const std::size_t enough = refill_threshold(old);
@@ -212,9 +212,9 @@ void* tc_front::refill(tc_heap& h, tc_bin& bin, unsigned c) const noexcept {
       return old;
     }
   }
-  tc_block* next = nullptr;
+  slab* next = nullptr;
   while (bin.partial != nullptr && next == nullptr) {  // blocks with local frees
-    tc_block* b = bin.partial;
+    slab* b = bin.partial;
     slab::unlink(bin.partial, b);
     collect(b);
     if (b->free_count != 0) {
@@ -231,7 +231,7 @@ void* tc_front::refill(tc_heap& h, tc_bin& bin, unsigned c) const noexcept {
   }
   // Blocks that were full: remote frees may have arrived. Look at a few per refill, round robin.
   for (unsigned k = 0; next == nullptr && k < 4 && bin.full != nullptr; ++k) {
-    tc_block* b = bin.scan != nullptr ? bin.scan : bin.full;
+    slab* b = bin.scan != nullptr ? bin.scan : bin.full;
     bin.scan = b->next;
     if (collect(b) >= refill_threshold(b)) {
       slab::unlink(bin.full, b);
@@ -268,7 +268,7 @@ void* tc_front::refill(tc_heap& h, tc_bin& bin, unsigned c) const noexcept {
 bool tc_front::adopt_from_shared(tc_heap& h, tc_bin& bin, unsigned c) const noexcept {
   flush_remote(h);
   for (unsigned tries = 0; tries < 8; ++tries) {
-    tc_block* b = middle_->take_abandoned(c);
+    slab* b = middle_->take_abandoned(c);
     if (b == nullptr) break;
     b->owner.store(&h, std::memory_order_relaxed);
     map_block(b, h.map_owner);  // its granule has a leaf already: cannot fail
@@ -283,7 +283,7 @@ bool tc_front::adopt_from_shared(tc_heap& h, tc_bin& bin, unsigned c) const noex
   }
   void* base = middle_->take_empty();
   if (base == nullptr) return false;
-  tc_block* b = format(base, c);
+  slab* b = format(base, c);
   if (!map_block(b, h.map_owner)) {  // no memory for the map's leaf
     b->tag = 0;
     middle_->give_empty(b);
@@ -312,7 +312,7 @@ void tc_front::deallocate_strict(tc_heap& h, void* p, std::size_t bytes, std::si
   if (rounded) bytes = bin.object_size;
   // A slot of a block h owns (its current block, or by the map: only then is the header read); anything else
   // takes the general way.
-  tc_block* b = block_of(p);
+  slab* b = block_of(p);
   if (STRATA_LIKELY(b == bin.current || map_.get_direct(p) == (h.map_owner | (c + 1)))) {
     const std::size_t q = slot_number(bin, p);
     if (STRATA_LIKELY(kind_.tagged(b) && b->size_class == c && kind_.is_slot_number(b, p, q)))
@@ -336,7 +336,7 @@ void tc_front::deallocate_slow(tc_heap& h, void* p, unsigned c, std::size_t byte
     // A block of another heap or of the shared tier (the map says it is one of class c): the slot from the class
     // constants, its bits (a free that reached a bitmap already), then remote_free() (any heap's node or mark).
     if (!is_slot_start(bin, p)) return report_bad_free(p, c, bytes, alignment);
-    const tc_block* b = block_of(p);
+    const slab* b = block_of(p);
     const std::size_t q = slot_number(bin, p);
     if (((b->local(q >> 6).load(std::memory_order_relaxed) | b->remote(q >> 6).load(std::memory_order_relaxed)) >>
          (q & 63) & 1) != 0) {
@@ -345,7 +345,7 @@ void tc_front::deallocate_slow(tc_heap& h, void* p, unsigned c, std::size_t byte
     }
     return remote_free(h, p, c, bytes, alignment);
   }
-  tc_block* b = block_of(p);
+  slab* b = block_of(p);
   const std::size_t q = slot_number(bin, p);
   if (!kind_.tagged(b) || b->size_class != c || !kind_.is_slot_number(b, p, q))
     return report_bad_free(p, c, bytes, alignment);
@@ -407,7 +407,7 @@ void tc_front::flush_remote(tc_heap& h) const noexcept {
     const std::uint64_t mask = run_mask;
     run_mask = 0;
     STRATA_INJECT_DELAY();
-    tc_block* const b = block_of(reinterpret_cast<void*>(run_base));
+    slab* const b = block_of(reinterpret_cast<void*>(run_base));
     const std::uint64_t old = b->remote_word(run_word).fetch_or(mask, std::memory_order_release);
     if (const std::uint64_t dup = old & mask; STRATA_UNLIKELY(dup != 0)) {
       // Published by two heaps (neither saw the other's mark); the slot is free once, one count is undone.
@@ -468,7 +468,7 @@ void tc_front::push_to_full_cache(tc_heap& h, tc_bin& bin, void* p) const noexce
 // Every object's bit is set while the list is read; a block this empties is handed on only after the whole list
 // is read.
 void tc_front::give_back(tc_heap& h, tc_bin& bin, void* list, std::size_t n) const noexcept {
-  tc_block* emptied[free_cache::max_cap];
+  slab* emptied[free_cache::max_cap];
   std::size_t empties = 0;
   for (std::size_t k = 0; k < n && list != nullptr; ++k) {
     void* p = list;
@@ -480,7 +480,7 @@ void tc_front::give_back(tc_heap& h, tc_bin& bin, void* list, std::size_t n) con
       break;
     }
     list = node_next(p);
-    tc_block* b = block_of(p);
+    slab* b = block_of(p);
     const std::size_t q = slot_number(bin, p);
     std::atomic<std::uint64_t>& w = b->local(q >> 6);
     const std::uint64_t m = std::uint64_t{1} << (q & 63);
@@ -501,7 +501,7 @@ void tc_front::give_back(tc_heap& h, tc_bin& bin, void* list, std::size_t n) con
 
 // b (not current, on the partial list) has become entirely free: it becomes the bin's spare, or goes to the shared
 // tier. Cached objects of b were freed twice (their bits are set too): they are reported and taken out first.
-void tc_front::block_emptied(tc_heap& h, tc_bin& bin, tc_block* b) const noexcept {
+void tc_front::block_emptied(tc_heap& h, tc_bin& bin, slab* b) const noexcept {
   bin.hot_count = 0;  // its entries may point into b
   bin.cache.remove_if(
       h.node_key, [&](void* n) { return block_of(n) == b; },
@@ -537,8 +537,8 @@ void tc_front::collect_owned(tc_heap& h) const noexcept {
     if (bin.blocks == 0) continue;
     if (bin.current != nullptr) collect(bin.current);  // no word is claimed after drain()
     // Full blocks that gained slots become partial; partial ones that became entirely free are handed on.
-    for (tc_block* b = bin.full; b != nullptr;) {
-      tc_block* next = b->next;
+    for (slab* b = bin.full; b != nullptr;) {
+      slab* next = b->next;
       if (collect(b) != 0) {
         if (bin.scan == b) bin.scan = next;
         slab::unlink(bin.full, b);
@@ -547,21 +547,21 @@ void tc_front::collect_owned(tc_heap& h) const noexcept {
       }
       b = next;
     }
-    for (tc_block* b = bin.partial; b != nullptr;) {
-      tc_block* next = b->next;
+    for (slab* b = bin.partial; b != nullptr;) {
+      slab* next = b->next;
       collect(b);
       if (b->free_count == b->capacity) block_emptied(h, bin, b);
       b = next;
     }
     // Trimming keeps no empty block: the spare and an empty current block go on too (to the shared tier's cache,
     // which trim() then gives back upstream). The next allocation of the class takes a block as after a fresh start.
-    if (tc_block* b = bin.current; b != nullptr && b->free_count == b->capacity) {
+    if (slab* b = bin.current; b != nullptr && b->free_count == b->capacity) {
       bin.current = nullptr;
       bin.fresh_from = 0;
       bin.fresh_span = 0;
       hand_on_empty(h, bin, b);
     }
-    if (tc_block* b = bin.spare; b != nullptr) {
+    if (slab* b = bin.spare; b != nullptr) {
       bin.spare = nullptr;
       hand_on_empty(h, bin, b);
     }
@@ -569,7 +569,7 @@ void tc_front::collect_owned(tc_heap& h) const noexcept {
 }
 
 // b, entirely free and on no list of bin's (no longer current or spare), leaves h for the shared tier.
-void tc_front::hand_on_empty(tc_heap& h, tc_bin& bin, tc_block* b) const noexcept {
+void tc_front::hand_on_empty(tc_heap& h, tc_bin& bin, slab* b) const noexcept {
   bin.hot_count = 0;  // its entries may point into b
   --bin.blocks;
   owner_add(h.blocks_held, -1);
@@ -584,7 +584,7 @@ void tc_front::abandon_all(tc_heap& h) const noexcept {
   for (unsigned c = 0; c < sizes_.count(); ++c) {
     tc_bin& bin = h.bins[c];
     if (bin.blocks == 0) continue;
-    auto hand_over = [&](tc_block* b) {
+    auto hand_over = [&](slab* b) {
       collect(b);
       b->owner.store(nullptr, std::memory_order_release);
       if (b->free_count == b->capacity) {
@@ -616,7 +616,7 @@ void tc_front::report_bad_free(const void* p, unsigned c, std::size_t bytes, std
     report(m.kind, p, bytes, alignment, m.expected, m.why != nullptr ? m.why : "not an allocation of this resource");
     return;
   }
-  const tc_block* b = block_of(p);
+  const slab* b = block_of(p);
   if (b->size_class != c) {
     report(error_kind::wrong_size, p, bytes, alignment, b->object_size, "the size is of another size class");
     return;
@@ -626,7 +626,7 @@ void tc_front::report_bad_free(const void* p, unsigned c, std::size_t bytes, std
 
 // ---- checks --------------------------------------------------------------------------------------------------------
 
-const char* tc_front::check_block(const tc_block* b, std::size_t claimed_word) const noexcept {
+const char* tc_front::check_block(const slab* b, std::size_t claimed_word) const noexcept {
   if (!kind_.tagged(b)) return "block tag corrupt";
   if (!block_map_contains(b, g_front_block_map)) return "block missing from the block map";
   if (b->size_class >= sizes_.count()) return "block class corrupt";
@@ -638,7 +638,7 @@ const char* tc_front::check_heap(const tc_heap& h, std::size_t& blocks, std::siz
   for (unsigned c = 0; c < sizes_.count(); ++c) {
     const tc_bin& bin = h.bins[c];
     std::size_t n = 0;
-    auto one = [&](const tc_block* b, std::uint8_t where) -> const char* {
+    auto one = [&](const slab* b, std::uint8_t where) -> const char* {
       ++n;
       if (const char* e = check_block(b)) return e;  // claimed bits are out of the bitmap and of free_count
       if (b->size_class != c) return "block in another class's bin";
@@ -655,10 +655,10 @@ const char* tc_front::check_heap(const tc_heap& h, std::size_t& blocks, std::siz
       if (const char* e = one(bin.spare, slab::in_empty)) return e;
       if (bin.spare->free_count != bin.spare->capacity) return "spare block not empty";
     }
-    for (const tc_block* b = bin.partial; b != nullptr; b = b->next)
+    for (const slab* b = bin.partial; b != nullptr; b = b->next)
       if (const char* e = one(b, slab::in_partial)) return e;
     bool scan_found = bin.scan == nullptr;
-    for (const tc_block* b = bin.full; b != nullptr; b = b->next) {
+    for (const slab* b = bin.full; b != nullptr; b = b->next) {
       if (const char* e = one(b, slab::in_full)) return e;
       scan_found = scan_found || b == bin.scan;
     }
@@ -673,7 +673,7 @@ const char* tc_front::check_heap(const tc_heap& h, std::size_t& blocks, std::siz
       return "claimed bits without a claimed word";
     }
     if (bin.fresh_span != 0) {
-      const tc_block* b = bin.current;
+      const slab* b = bin.current;
       if (b == nullptr) return "never-used slots without a current block";
       if (bin.fresh_from + bin.fresh_span !=
           reinterpret_cast<std::uintptr_t>(base_of(b)) + std::size_t{b->limit} * bin.object_size)
@@ -685,7 +685,7 @@ const char* tc_front::check_heap(const tc_heap& h, std::size_t& blocks, std::siz
     if (bin.hot_count != 0 && bin.cache.cap != 0) return "recent slots with a free cache";
     for (std::uint32_t k = 0; k < bin.hot_count; ++k) {
       const void* p = bin.hot[(bin.hot_top - k) % tc_bin::hot_slots];
-      const tc_block* b = block_of(p);
+      const slab* b = block_of(p);
       if (map_.get(p) != (h.map_owner | (c + 1)) || b->where == slab::in_empty || !kind_.is_slot(b, p))
         return "a recently freed slot outside the bin's blocks";
     }
@@ -695,7 +695,7 @@ const char* tc_front::check_heap(const tc_heap& h, std::size_t& blocks, std::siz
       for (std::uint32_t k = 0; k < count; ++k, p = node_next(p)) {
         if (p == nullptr) return "free cache shorter than its count";
         if (!is_node(p, h.node_key)) return "a cached object is no node (written after its free)";
-        const tc_block* b = block_of(p);
+        const slab* b = block_of(p);
         if (map_.get(p) != (h.map_owner | (c + 1)) || !kind_.is_slot(b, p)) return "a cached object is no slot of its class";
         if (reinterpret_cast<std::uintptr_t>(p) - bin.fresh_from < bin.fresh_span) return "a cached object never handed out";
       }

@@ -25,9 +25,9 @@ tc_middle::tc_middle(std::pmr::memory_resource* upstream, std::size_t max_empty_
 
 tc_middle::~tc_middle() { release_all(); }
 
-tc_block* tc_middle::take_abandoned(unsigned c) noexcept {
+slab* tc_middle::take_abandoned(unsigned c) noexcept {
   std::lock_guard<spin_lock> g(block_lock_);
-  tc_block* b = abandoned_[c];
+  slab* b = abandoned_[c];
   if (b == nullptr) return nullptr;
   abandoned_[c] = b->next;
   if (b->next != nullptr) b->next->prev = nullptr;
@@ -47,9 +47,9 @@ void* tc_middle::take_empty() noexcept {
   return base;
 }
 
-void tc_middle::give_abandoned(tc_block* b) noexcept {
+void tc_middle::give_abandoned(slab* b) noexcept {
   std::lock_guard<spin_lock> g(block_lock_);
-  b->where = tc_block::in_abandoned;
+  b->where = slab::in_abandoned;
   b->prev = nullptr;
   b->next = abandoned_[b->size_class];
   if (b->next != nullptr) b->next->prev = b;
@@ -57,7 +57,7 @@ void tc_middle::give_abandoned(tc_block* b) noexcept {
   ++abandoned_count_;
 }
 
-void tc_middle::give_empty(tc_block* b) noexcept {
+void tc_middle::give_empty(slab* b) noexcept {
   void* base = tc_front::base_of(b);
   front_->map().clear(base, tc_block_size);
   b->tag = 0;  // no longer a block of any class: a stale free is reported as foreign
@@ -83,7 +83,7 @@ void tc_middle::release_retired(void* list, bool grace) noexcept {
   }
 }
 
-void tc_middle::release_owned(tc_block* b) noexcept {
+void tc_middle::release_owned(slab* b) noexcept {
   void* retired = nullptr;
   {
     std::lock_guard<spin_lock> g(block_lock_);
@@ -97,8 +97,8 @@ void tc_middle::trim() noexcept {
   {
     std::lock_guard<spin_lock> g(block_lock_);
     for (auto& head : abandoned_) {
-      for (tc_block* b = head; b != nullptr;) {
-        tc_block* next = b->next;
+      for (slab* b = head; b != nullptr;) {
+        slab* next = b->next;
         front_->collect(b);
         if (b->free_count == b->capacity) {
           if (b->prev != nullptr) b->prev->next = b->next;
@@ -129,7 +129,7 @@ void tc_middle::release_all() noexcept {
     std::lock_guard<spin_lock> g(block_lock_);
     for (auto& head : abandoned_) {
       while (head != nullptr) {
-        tc_block* b = head;
+        slab* b = head;
         head = b->next;
         retire(tc_front::base_of(b), retired);
       }
@@ -152,8 +152,8 @@ tc_middle::block_totals tc_middle::blocks() const noexcept {
   t.held = source_.held();
   t.empty = source_.cached();
   t.abandoned = abandoned_count_;
-  for (const tc_block* head : abandoned_)
-    for (const tc_block* b = head; b != nullptr; b = b->next) t.abandoned_live += b->capacity - front_->free_slots(b);
+  for (const slab* head : abandoned_)
+    for (const slab* b = head; b != nullptr; b = b->next) t.abandoned_live += b->capacity - front_->free_slots(b);
   t.upstream_allocations = source_.upstream_allocations();
   t.upstream_deallocations = source_.upstream_deallocations();
   t.failed = failed_;
@@ -164,11 +164,11 @@ const char* tc_middle::check(std::size_t& blocks, std::size_t& live) const noexc
   std::lock_guard<spin_lock> g(block_lock_);
   std::size_t n = 0;
   for (unsigned c = 0; c < size_class_table::max_classes; ++c) {
-    for (const tc_block* b = abandoned_[c]; b != nullptr; b = b->next) {
+    for (const slab* b = abandoned_[c]; b != nullptr; b = b->next) {
       ++n;
       if (const char* e = front_->check_block(b)) return e;
       if (b->size_class != c) return "abandoned block in another class's list";
-      if (b->where != tc_block::in_abandoned) return "abandoned block marked as elsewhere";
+      if (b->where != slab::in_abandoned) return "abandoned block marked as elsewhere";
       if (b->owner.load(std::memory_order_relaxed) != nullptr) return "abandoned block with an owner";
       if (front_->map().get(b) != tc_map_value(0, c)) return "abandoned block's class map value wrong";
       if (b->next != nullptr && b->next->prev != b) return "abandoned list links broken";

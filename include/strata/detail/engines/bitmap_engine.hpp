@@ -140,7 +140,7 @@ class bitmap_engine {
     if (void* h = cs.hot) {
       // The slot freed last: its cache lines are likely still hot. Its bit tells whether it is still free.
       cs.hot = nullptr;
-      block* hb = block_of(h);
+      slab* hb = block_of(h);
       const std::size_t q = slot_of(cs, offset_in_block(h));
       word& w = hb->local(q >> 6);
       const std::uint64_t m = std::uint64_t{1} << (q & 63);
@@ -155,7 +155,7 @@ class bitmap_engine {
         return h;
       }
     }
-    block* b = cs.current;
+    slab* b = cs.current;
     // Slow paths are tail calls, so the fast path saves no registers.
     if (STRATA_UNLIKELY(b == nullptr || b->free_count == 0)) return allocate_slow(cs, c, guard);
     return take_slot(cs, b);
@@ -200,7 +200,7 @@ class bitmap_engine {
   /// deallocate() into the bitmaps at once, with every check (the synchronized engine, and uncached classes).
   STRATA_ALWAYS_INLINE void deallocate_locked(void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept {
     class_state& cs = classes_[c];
-    block* b = block_of(p);
+    slab* b = block_of(p);
     const std::size_t index = slot_of(cs, offset_in_block(p));
     if (STRATA_UNLIKELY(!is_slot_of(p, b, index, cs, c))) return report_bad_free(p, bytes, alignment, c);
     if constexpr (Sync) {
@@ -325,7 +325,6 @@ class bitmap_engine {
   template <class T>
   using counter = counter_if<Sync, T>;
 
-  using block = slab;
   using word = slab::word;
   enum : std::uint8_t {
     in_current = slab::in_current,
@@ -341,9 +340,9 @@ class bitmap_engine {
     std::uint32_t map_value = 0xFF;  // !Sync: the class map's value of its blocks (c + 1) if it caches, else none
     lock_type lock;
     std::uint32_t claimed_word = 0;  // !Sync: see claimed (beside the lock, where the line has room)
-    block* current = nullptr;
-    block* partial = nullptr;  // blocks with free slots (a few may have been filled since), doubly linked
-    block* full = nullptr;     // blocks without, doubly linked
+    slab* current = nullptr;
+    slab* partial = nullptr;  // blocks with free slots (a few may have been filled since), doubly linked
+    slab* full = nullptr;     // blocks without, doubly linked
     void* hot = nullptr;       // the slot freed last (its bit may have been taken since)
     std::atomic<std::size_t> blocks{0};  // changed under the lock; read without it as a hint (block_count_hint)
     counter<std::uint64_t> allocations{0};
@@ -366,7 +365,7 @@ class bitmap_engine {
     std::atomic<std::uintptr_t> never_used{0};  // Sync with thread caches: see never_used_mark_of()
     std::atomic<std::uintptr_t> current_base{0};  // Sync with thread caches: see current_block_base()
     std::atomic<std::uint64_t> batched_out{0};   // Sync with thread caches: taken in batches, not given back
-    std::atomic<block*> remote_head{nullptr};          // Sync: blocks with remote frees to collect
+    std::atomic<slab*> remote_head{nullptr};          // Sync: blocks with remote frees to collect
     std::atomic<std::uint64_t> remote_deallocations{0};  // Sync: frees that went the remote way
     std::atomic<std::size_t> remote_bytes{0};
   };
@@ -398,8 +397,8 @@ class bitmap_engine {
     return counter_read(c);
   }
 
-  block* block_of(const void* p) const noexcept { return kind_.slab_of(p); }
-  void* base_of(const block* b) const noexcept { return kind_.base_of(b); }
+  slab* block_of(const void* p) const noexcept { return kind_.slab_of(p); }
+  void* base_of(const slab* b) const noexcept { return kind_.base_of(b); }
   // Slots are numbered from the block's base (see slab): the number needs no header field, so the bitmap word can be
   // loaded while the header is still on its way.
   std::size_t offset_in_block(const void* p) const noexcept { return kind_.offset_of(p); }
@@ -408,7 +407,7 @@ class bitmap_engine {
   }
   /// Whether `p` (slot number q by class c's size) is exactly the start of a slot of block `b` of class c of
   /// this engine.
-  STRATA_ALWAYS_INLINE bool is_slot_of(const void* p, const block* b, std::size_t q, const class_state& cs,
+  STRATA_ALWAYS_INLINE bool is_slot_of(const void* p, const slab* b, std::size_t q, const class_state& cs,
                                        unsigned c) const noexcept {
     if (STRATA_UNLIKELY(!block_map_contains(p)) || STRATA_UNLIKELY(!block_map_contains(b)) ||
         STRATA_UNLIKELY(!kind_.tagged(b)))
@@ -416,7 +415,7 @@ class bitmap_engine {
     return q * cs.object_size == offset_in_block(p) && q < b->limit && q - b->skip_begin >= b->skip_end - b->skip_begin &&
            b->size_class == c;
   }
-  bool remote_bit_set(block* b, std::size_t index) const noexcept {
+  bool remote_bit_set(slab* b, std::size_t index) const noexcept {
     if constexpr (Sync)
       return (b->remote(index >> 6).load(std::memory_order_relaxed) >> (index & 63)) & 1;
     else
@@ -451,7 +450,7 @@ class bitmap_engine {
   }
 
   /// Takes the first free slot of `b` (which has one) out of its bitmap, under the class lock; returns its number.
-  STRATA_ALWAYS_INLINE std::size_t take_bit(class_state& cs, block* b) noexcept {
+  STRATA_ALWAYS_INLINE std::size_t take_bit(class_state& cs, slab* b) noexcept {
     unsigned h = b->hint;
     std::uint64_t v = load(b->local(h));
     while (v == 0) v = load(b->local(++h));
@@ -464,14 +463,14 @@ class bitmap_engine {
     return std::size_t{h} * 64 + lowest_bit(v);
   }
   /// The first free slot of `b` (which has one), under the class lock.
-  STRATA_ALWAYS_INLINE void* take_slot(class_state& cs, block* b) noexcept {
+  STRATA_ALWAYS_INLINE void* take_slot(class_state& cs, slab* b) noexcept {
     const std::size_t q = take_bit(cs, b);
     note_allocate(cs);
     return static_cast<char*>(base_of(b)) + q * cs.object_size;
   }
   /// Sync with thread caches, under the class lock: the never-used mark for the current block.
   void publish_never_used(class_state& cs) noexcept {
-    const block* b = cs.current;
+    const slab* b = cs.current;
     cs.current_base.store(b != nullptr ? reinterpret_cast<std::uintptr_t>(base_of(b)) : 0, std::memory_order_relaxed);
     cs.never_used.store(b != nullptr && b->high_water < b->limit
                             ? reinterpret_cast<std::uintptr_t>(base_of(b)) + std::size_t{b->high_water} * cs.object_size
@@ -499,32 +498,32 @@ class bitmap_engine {
   void drain(class_state& cs) noexcept;
   void return_claim(class_state& cs) noexcept;
   /// Whether p, a slot of block b of class cs, is free: in the bitmap, the cache or the claimed word.
-  bool slot_is_free(const class_state& cs, const block* b, const void* p, std::size_t q) const noexcept;
+  bool slot_is_free(const class_state& cs, const slab* b, const void* p, std::size_t q) const noexcept;
   void uncount_free(class_state& cs) noexcept;
   /// No object is live: cached objects outside their class's current block go back to their bitmaps, so that the
   /// blocks they kept from being empty are relisted (and given back beyond max_empty_blocks).
   STRATA_NOINLINE void settle_idle() noexcept;
   /// b, not current, has just become empty: objects of it still in the cache were freed twice (their bits are set
   /// too); they are reported and taken out before b can go.
-  void purge_cached(class_state& cs, block* b) noexcept;
+  void purge_cached(class_state& cs, slab* b) noexcept;
   const char* check_cache(const class_state& cs, unsigned c) const noexcept;
-  block* refill(class_state& cs, unsigned c);
+  slab* refill(class_state& cs, unsigned c);
   void* allocate_slow(class_state& cs, unsigned c, lock_guard& guard);
-  void relist_unlock(class_state& cs, block* b) noexcept;
+  void relist_unlock(class_state& cs, slab* b) noexcept;
   void double_free_unlock(class_state& cs, void* p, std::size_t bytes, std::size_t alignment,
-                          const block* b) noexcept;
-  void relist(class_state& cs, block* b) noexcept;
-  void retire(block* b) noexcept;
+                          const slab* b) noexcept;
+  void relist(class_state& cs, slab* b) noexcept;
+  void retire(slab* b) noexcept;
   void collect_remote(class_state& cs) noexcept;
   /// Under cs.lock: slots of bitmap word i of b freed both locally and remotely (two threads freed one object at
   /// once, neither saw the other) are reported, their remote bits cleared and the remote free uncounted.
-  STRATA_COLD void settle_double_frees(class_state& cs, block* b, std::size_t i) noexcept;
-  void uncount_double_frees(class_state& cs, block* b, std::size_t i, std::uint64_t slots) noexcept;
-  void remote_free(class_state& cs, block* b, std::size_t index, std::size_t bytes, std::size_t alignment) noexcept;
-  void push_remote(class_state& cs, block* b) noexcept;
-  void report_double_free(void* p, std::size_t bytes, std::size_t alignment, const block* b) const noexcept;
+  STRATA_COLD void settle_double_frees(class_state& cs, slab* b, std::size_t i) noexcept;
+  void uncount_double_frees(class_state& cs, slab* b, std::size_t i, std::uint64_t slots) noexcept;
+  void remote_free(class_state& cs, slab* b, std::size_t index, std::size_t bytes, std::size_t alignment) noexcept;
+  void push_remote(class_state& cs, slab* b) noexcept;
+  void report_double_free(void* p, std::size_t bytes, std::size_t alignment, const slab* b) const noexcept;
   std::size_t natural_alignment_of(unsigned c) const noexcept { return sizes_.natural_alignment(c, 4096); }
-  void release_block(block* b) noexcept;
+  void release_block(slab* b) noexcept;
 
   size_class_table sizes_;
   mutable class_state classes_[size_class_table::max_classes];

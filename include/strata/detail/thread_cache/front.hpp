@@ -33,7 +33,6 @@ inline constexpr std::size_t tc_block_size = block_map_granule;
 /// A front-end block: a slab of tc_block_size bytes with remote words (see slab.hpp), owned by one heap at a time
 /// (`owner`), or by the shared tier (nullptr). Only its owner hands its slots out and writes its local words; other
 /// threads' frees set its remote words (atomic OR), which the owner folds in when it needs slots.
-using tc_block = slab;
 
 /// Per resource: granule -> (owner heap index << 8) | (class + 1). Owner 0: no heap (the shared tier holds the
 /// block); value 0: no block of this resource's thread tier. A free compares one value with what its heap expects
@@ -64,11 +63,11 @@ struct alignas(64) tc_bin {
   char* claimed_base = nullptr;     // the address of that word's slot 0
   std::uint32_t claimed_word = 0;
   std::uint32_t blocks = 0;       // owned blocks, current and spare included
-  tc_block* current = nullptr;
-  tc_block* partial = nullptr;    // owned blocks with free local slots (doubly linked)
-  tc_block* full = nullptr;       // owned blocks without (remote frees may wait in them)
-  tc_block* spare = nullptr;      // one owned block entirely free, on no list (not allocated from)
-  tc_block* scan = nullptr;       // where the next look for remote frees in `full` starts
+  slab* current = nullptr;
+  slab* partial = nullptr;    // owned blocks with free local slots (doubly linked)
+  slab* full = nullptr;       // owned blocks without (remote frees may wait in them)
+  slab* spare = nullptr;      // one owned block entirely free, on no list (not allocated from)
+  slab* scan = nullptr;       // where the next look for remote frees in `full` starts
   std::size_t lost = 0;           // cached objects set aside with a list found written over (held until release)
   // Strict checks (no cache): the slots freed last, whose bits went into their bitmaps, newest at hot[hot_top];
   // an allocation takes them back first, newest first, while they are still free there (see take_hot). Hints
@@ -207,12 +206,12 @@ class tc_front {
   /// its bitmap; nullptr when none is (the other ways find and report what is wrong with the others).
   void* take_hot(tc_heap& h, unsigned c) const noexcept;
   /// The free slots a block needs for refill() to claim a word of it rather than move on to another block.
-  static std::size_t refill_threshold(const tc_block* b) noexcept { return b->capacity / 16 + 1; }
+  static std::size_t refill_threshold(const slab* b) noexcept { return b->capacity / 16 + 1; }
   /// Strict checks: the free of p, slot q of b (a block h owns of bin's class), into b's bitmap at once.
-  STRATA_ALWAYS_INLINE void free_strict(tc_heap& h, tc_bin& bin, tc_block* b, void* p, std::size_t q,
+  STRATA_ALWAYS_INLINE void free_strict(tc_heap& h, tc_bin& bin, slab* b, void* p, std::size_t q,
                                         std::size_t bytes, std::size_t alignment) const noexcept;
   /// Sets slot q's bit (b's local word w becomes `now`) and relists b; true when b, not current, is all free.
-  STRATA_ALWAYS_INLINE bool set_free(tc_bin& bin, tc_block* b, std::size_t q, std::atomic<std::uint64_t>& w,
+  STRATA_ALWAYS_INLINE bool set_free(tc_bin& bin, slab* b, std::size_t q, std::atomic<std::uint64_t>& w,
                 std::uint64_t now) const noexcept;
 
   /// Frees p (`bytes` at `alignment`, plain: at most max_small() bytes, alignment 1 to 16) through heap h. Misuse
@@ -267,18 +266,18 @@ class tc_front {
   /// entirely free go where such blocks go, and double frees still unreported show now.
   void collect_owned(tc_heap& h) const noexcept;
   /// b, entirely free and on none of bin's lists, leaves h for the shared tier.
-  void hand_on_empty(tc_heap& h, tc_bin& bin, tc_block* b) const noexcept;
+  void hand_on_empty(tc_heap& h, tc_bin& bin, slab* b) const noexcept;
   /// Hands every block of h to the shared tier (blocks entirely free go to its empty cache) and resets h's bins.
   /// The caches and the remote array are given back first.
   void abandon_all(tc_heap& h) const noexcept;
 
   /// Block header of any address inside a front-end block.
-  static tc_block* block_of(const void* p) noexcept {
+  static slab* block_of(const void* p) noexcept {
     const std::uintptr_t base = reinterpret_cast<std::uintptr_t>(p) & ~(tc_block_size - 1);
-    return reinterpret_cast<tc_block*>(base + slab_kind::header_offset(base));
+    return reinterpret_cast<slab*>(base + slab_kind::header_offset(base));
   }
   /// The first byte of b's block (slot 0).
-  static char* base_of(const tc_block* b) noexcept {
+  static char* base_of(const slab* b) noexcept {
     return reinterpret_cast<char*>(reinterpret_cast<std::uintptr_t>(b) & ~(tc_block_size - 1));
   }
   /// Whether p lies in a block of this front end (any byte of it).
@@ -293,9 +292,9 @@ class tc_front {
     bin.hot_count = 0;  // its entries point into these blocks
     if (bin.current != nullptr) f(bin.current);
     if (bin.spare != nullptr) f(bin.spare);
-    for (tc_block* list : {bin.partial, bin.full}) {
+    for (slab* list : {bin.partial, bin.full}) {
       while (list != nullptr) {
-        tc_block* b = list;
+        slab* b = list;
         list = b->next;
         b->next = b->prev = nullptr;
         f(b);
@@ -303,20 +302,20 @@ class tc_front {
     }
   }
   /// Whether p is the start of a slot of b (not a header slot, not past the limit).
-  bool is_slot(const tc_block* b, const void* p) const noexcept { return kind_.is_slot(b, p); }
+  bool is_slot(const slab* b, const void* p) const noexcept { return kind_.is_slot(b, p); }
   /// Whether the slot p of b (is_slot) holds a live object: free in neither bitmap, and no heap's node (in no
   /// cache or remote list). Any thread may ask; the answer is exact when no other thread frees p meanwhile.
-  bool is_live(const tc_block* b, const void* p) const noexcept;
+  bool is_live(const slab* b, const void* p) const noexcept;
 
   /// Folds b's remote frees into its local bitmap (caller owns b, or holds the shared tier's lock for an unowned
   /// block), with no word of it claimed. A slot freed remotely while already free locally is a double free found
   /// late: reported, and one of its two counted frees undone. Returns the slots gained.
-  std::size_t collect(tc_block* b) const noexcept;
+  std::size_t collect(slab* b) const noexcept;
   /// Frees b's bitmaps record (local and remote), for the invariant check and stats: the free slots, plus once more
   /// each slot free in both (two frees that raced, both counted until collect() settles them).
-  [[nodiscard]] static std::size_t free_slots(const tc_block* b) noexcept { return b->free_slots(); }
+  [[nodiscard]] static std::size_t free_slots(const slab* b) noexcept { return b->free_slots(); }
   /// Checks block b's header and bitmaps; returns what is broken or nullptr.
-  const char* check_block(const tc_block* b, std::size_t claimed_word = ~std::size_t{0}) const noexcept;
+  const char* check_block(const slab* b, std::size_t claimed_word = ~std::size_t{0}) const noexcept;
   /// Checks h's bins, lists, caches and remote list (h not in use by another thread); adds its blocks and the
   /// objects live in them to `blocks` and `live`, less the objects its caches and remote list hold. Returns what is
   /// broken or nullptr.
@@ -332,12 +331,12 @@ class tc_front {
   /// The class map (the shared tier clears blocks it takes back, and holds its bytes in its statistics).
   tc_map& map() const noexcept { return map_; }
   /// Marks b, of class c, as owned by heap h (map_owner; 0: by the shared tier). False: no room for the map.
-  bool map_block(const tc_block* b, std::uint32_t map_owner) const noexcept {
+  bool map_block(const slab* b, std::uint32_t map_owner) const noexcept {
     return map_.set(base_of(b), tc_block_size, map_owner | (b->size_class + 1u));
   }
 
   /// Formats `base` (tc_block_size bytes, aligned to it) as a block of class c, owned by nobody yet.
-  tc_block* format(void* base, unsigned c) const noexcept;
+  slab* format(void* base, unsigned c) const noexcept;
 
  private:
   unsigned class_for_aligned(std::size_t bytes, std::size_t alignment) const noexcept;
@@ -346,7 +345,7 @@ class tc_front {
   void* refill(tc_heap& h, tc_bin& bin, unsigned c) const noexcept;
   void claim(tc_bin& bin) const noexcept;
   void return_claim(tc_bin& bin) const noexcept;
-  void make_current(tc_bin& bin, tc_block* b) const noexcept;
+  void make_current(tc_bin& bin, slab* b) const noexcept;
   void push_to_full_cache(tc_heap& h, tc_bin& bin, void* p) const noexcept;
   /// deallocate() under strict checks: the class map, the block's header (tag, class, slot), its bitmaps and the
   /// object's mark, then the slot's bit at once. Rounded: reports name the class size.
@@ -360,7 +359,7 @@ class tc_front {
   /// word q >> 6, as the caller loaded it), in the bin's claimed word or never-used range, or a node or mark of any
   /// heap (cached, set aside, queued or given back). Every object handed out has its second word cleared, so a live
   /// one carries such words only if the program wrote them (they hold the resource's secret key).
-  STRATA_ALWAYS_INLINE bool is_free_for(const tc_bin& bin, const tc_block* b, std::size_t q, const void* p,
+  STRATA_ALWAYS_INLINE bool is_free_for(const tc_bin& bin, const slab* b, std::size_t q, const void* p,
                                         std::uint64_t local) const noexcept {
     const std::uint64_t m = std::uint64_t{1} << (q & 63);
     if (((local | b->remote(q >> 6).load(std::memory_order_relaxed)) & m) != 0) return true;
@@ -370,8 +369,8 @@ class tc_front {
     }
     return ((load_node_word(p, 1) ^ mark_of(p, node_key_)) << 16) == 0 || (node_residue(p, node_key_) << 16) == 0;
   }
-  void block_gained(tc_heap& h, tc_bin& bin, tc_block* b) const noexcept;
-  void block_emptied(tc_heap& h, tc_bin& bin, tc_block* b) const noexcept;
+  void block_gained(tc_heap& h, tc_bin& bin, slab* b) const noexcept;
+  void block_emptied(tc_heap& h, tc_bin& bin, slab* b) const noexcept;
   bool adopt_from_shared(tc_heap& h, tc_bin& bin, unsigned c) const noexcept;
   void count_late_double_free(std::size_t bytes) const noexcept;
   void report(error_kind kind, const void* p, std::size_t bytes, std::size_t alignment, std::size_t expected,

@@ -18,7 +18,6 @@
 namespace strata::detail {
 
 struct slab;
-using tc_block = slab;
 class tc_front;
 
 class tc_middle {
@@ -34,16 +33,16 @@ class tc_middle {
   // ---- blocks ------------------------------------------------------------------------------------------------------
 
   /// A block of class c that no heap owns and that has free slots (remote frees folded in), or nullptr.
-  tc_block* take_abandoned(unsigned c) noexcept;
+  slab* take_abandoned(unsigned c) noexcept;
   /// Memory for a new block (tc_block_size bytes, aligned to it, in the block map): from the empty cache, else
   /// upstream. nullptr when upstream fails.
   void* take_empty() noexcept;
   /// b (owner already cleared, remote frees folded in) waits in the shared tier for another heap.
-  void give_abandoned(tc_block* b) noexcept;
+  void give_abandoned(slab* b) noexcept;
   /// An entirely free block goes to the empty cache, or upstream beyond max_empty_blocks.
-  void give_empty(tc_block* b) noexcept;
+  void give_empty(slab* b) noexcept;
   /// Returns a block a heap owns straight upstream, whatever it holds (the resource is going away).
-  void release_owned(tc_block* b) noexcept;
+  void release_owned(slab* b) noexcept;
   /// What runs after blocks leave the class map and before their memory goes upstream: it returns once no
   /// publication of cross-thread frees that may have read their old map values is still running.
   using grace_fn = void (*)(const void* context) noexcept;
@@ -117,7 +116,7 @@ class tc_middle {
   const void* grace_context_ = nullptr;
 
   mutable spin_lock block_lock_;
-  tc_block* abandoned_[size_class_table::max_classes] = {};
+  slab* abandoned_[size_class_table::max_classes] = {};
   std::size_t abandoned_count_ = 0;
   std::uint64_t failed_ = 0;
 
