@@ -10,6 +10,7 @@
 #include <cstring>
 #include <memory_resource>
 #include <new>
+#include <typeinfo>
 
 #include <boost/container/pmr/memory_resource.hpp>
 
@@ -31,8 +32,9 @@ class boost_resource_adapter final : public boost::container::pmr::memory_resour
   /// Equal when both forward to equal std resources (memory from one may be freed through the other).
   bool do_is_equal(const boost::container::pmr::memory_resource& other) const noexcept override {
     if (this == &other) return true;
-    auto* o = dynamic_cast<const boost_resource_adapter*>(&other);
-    return o != nullptr && target_->is_equal(*o->target_);
+    // The class is final: another adapter of this kind is exactly this type.
+    if (typeid(other) != typeid(boost_resource_adapter)) return false;
+    return target_->is_equal(*static_cast<const boost_resource_adapter&>(other).target_);
   }
 
  private:
@@ -69,8 +71,8 @@ class std_resource_adapter final : public std::pmr::memory_resource {
   }
   bool do_is_equal(const std::pmr::memory_resource& other) const noexcept override {
     if (this == &other) return true;
-    auto* o = dynamic_cast<const std_resource_adapter*>(&other);
-    return o != nullptr && target_->is_equal(*o->target_);
+    if (typeid(other) != typeid(std_resource_adapter)) return false;  // final, as above
+    return target_->is_equal(*static_cast<const std_resource_adapter&>(other).target_);
   }
 
  private:
