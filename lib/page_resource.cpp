@@ -105,14 +105,7 @@ page_resource::page_resource(const options& opts) noexcept : opts_(opts) {
     opts_.max_resident_cached_bytes = opts_.max_cached_bytes;
 }
 
-page_resource::~page_resource() {
-  live_.for_each([](const auto& e) {
-    os::release(reinterpret_cast<void*>(e.key), span_of(packed_size(e.value.packed)) + e.value.reserved);
-  });
-  live_.reset();
-  for (std::size_t i = 0; i < cache_count_; ++i)
-    os::release(reinterpret_cast<void*>(cache_[i].begin), cache_[i].size);
-}
+page_resource::~page_resource() { release(); }
 
 std::size_t page_resource::page_size() noexcept { return os::page_size(); }
 std::size_t page_resource::huge_page_size() noexcept { return os::huge_page_size(); }

@@ -159,10 +159,11 @@ void bitmap_engine<Sync>::relist(class_state& cs, slab* b) noexcept {
 
 template <bool Sync>
 void bitmap_engine<Sync>::retire(slab* b) noexcept {
-  if (mapped_) map_.clear(base_of(b), block_size_);
+  void* base = base_of(b);
+  if (mapped_) map_.clear(base, block_size_);
   b->where = in_empty;
   b->next = b->prev = nullptr;
-  if (!source_.cache(base_of(b))) release_block(b);
+  if (!source_.cache(base)) source_.release(base);  // out of the class map already
 }
 
 template <bool Sync>

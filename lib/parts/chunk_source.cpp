@@ -89,24 +89,6 @@ void chunk_source<Sync>::release(void* chunk) noexcept {
 }
 
 template <bool Sync>
-void* chunk_source<Sync>::take_cached() noexcept {
-  lock_guard g(lock_);
-  void* list = cached_list_;
-  cached_list_ = nullptr;
-  cached_ = 0;
-  return list;
-}
-
-template <bool Sync>
-void chunk_source<Sync>::release_cached() noexcept {
-  for (void* c = take_cached(); c != nullptr;) {
-    void* next = next_cached(c);
-    release(c);
-    c = next;
-  }
-}
-
-template <bool Sync>
 bool chunk_source<Sync>::purge(void* chunk, std::size_t offset, std::size_t bytes) noexcept {
   return caps_.purge && strata_upstream_->purge(chunk, offset, bytes);
 }
@@ -144,7 +126,7 @@ template <bool Sync>
 const char* chunk_source<Sync>::check() const noexcept {
   lock_guard g(lock_);
   std::size_t n = 0;
-  for (void* c = cached_list_; c != nullptr; c = next_cached(c), ++n) {
+  for (void* c = cached_list_; c != nullptr; c = *link(c), ++n) {
     if (n >= cached_) return "more chunks in the empty cache than counted";
     if (!is_aligned(c, cfg_.chunk_size) || !block_map_contains(c, *cfg_.map))
       return "a cached chunk is misaligned or not registered";

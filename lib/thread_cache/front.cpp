@@ -313,7 +313,7 @@ void tc_front::deallocate_strict(tc_heap& h, void* p, std::size_t bytes, std::si
   // A slot of a block h owns (its current block, or by the map: only then is the header read); anything else
   // takes the general way.
   slab* b = block_of(p);
-  if (STRATA_LIKELY(b == bin.current || map_.get_direct(p) == (h.map_owner | (c + 1)))) {
+  if (STRATA_LIKELY(b == bin.current || map_.get_direct(p) == bin.map_value)) {
     const std::size_t q = slot_number(bin, p);
     if (STRATA_LIKELY(kind_.tagged(b) && b->size_class == c && kind_.is_slot_number(b, p, q)))
       return free_strict(h, bin, b, p, q, bytes, alignment);

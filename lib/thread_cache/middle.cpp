@@ -112,11 +112,7 @@ void tc_middle::trim() noexcept {
       }
     }
   }
-  for (void* base = source_.take_cached(); base != nullptr;) {
-    void* next = source_.next_cached(base);
-    retire(base, retired);
-    base = next;
-  }
+  source_.drain_cached([&](void* base) { retire(base, retired); });
   release_retired(retired);
   std::lock_guard<std::mutex> g(list_lock_);
   list_.trim();
@@ -136,11 +132,7 @@ void tc_middle::release_all() noexcept {
     }
     abandoned_count_ = 0;
   }
-  for (void* base = source_.take_cached(); base != nullptr;) {
-    void* next = source_.next_cached(base);
-    retire(base, retired);
-    base = next;
-  }
+  source_.drain_cached([&](void* base) { retire(base, retired); });
   release_retired(retired, false);
   std::lock_guard<std::mutex> g(list_lock_);
   list_.release();

@@ -55,11 +55,27 @@ class chunk_source {
   bool cache(void* chunk) noexcept;
   /// Unregisters a chunk and returns it upstream.
   void release(void* chunk) noexcept;
-  /// Empties the cache: its chunks as a list (next_cached() walks it), for the caller to release().
-  void* take_cached() noexcept;
-  [[nodiscard]] void* next_cached(void* chunk) const noexcept { return *link(chunk); }
+  /// Empties the cache and calls f(chunk) on each chunk it held (the caller's steps before release(), then
+  /// release()); the cache's links are read before each call, so f may write anywhere in the chunk.
+  template <class F>
+  void drain_cached(F&& f) noexcept {
+    void* c;
+    {
+      lock_guard g(lock_);
+      c = cached_list_;
+      cached_list_ = nullptr;
+      cached_ = 0;
+    }
+    while (c != nullptr) {
+      void* next = *link(c);
+      f(c);
+      c = next;
+    }
+  }
   /// Returns every cached chunk upstream at once.
-  void release_cached() noexcept;
+  void release_cached() noexcept {
+    drain_cached([this](void* c) { release(c); });
+  }
 
   /// Gives the physical memory of whole pages [chunk + offset, + bytes) back through upstream's purge. False when
   /// upstream cannot or refused.

@@ -27,12 +27,11 @@ namespace strata::detail {
 class tc_middle;
 struct tc_heap;
 
-/// Bytes per front-end block (one block-map granule), aligned to its size.
+/// Bytes per front-end block: a slab of one block-map granule, aligned to its size, with remote words (see
+/// slab.hpp), owned by one heap at a time (`owner`), or by the shared tier (nullptr). Only its owner hands its slots
+/// out and writes its local words; other threads' frees set its remote words (atomic OR), which the owner folds in
+/// when it needs slots.
 inline constexpr std::size_t tc_block_size = block_map_granule;
-
-/// A front-end block: a slab of tc_block_size bytes with remote words (see slab.hpp), owned by one heap at a time
-/// (`owner`), or by the shared tier (nullptr). Only its owner hands its slots out and writes its local words; other
-/// threads' frees set its remote words (atomic OR), which the owner folds in when it needs slots.
 
 /// Per resource: granule -> (owner heap index << 8) | (class + 1). Owner 0: no heap (the shared tier holds the
 /// block); value 0: no block of this resource's thread tier. A free compares one value with what its heap expects
