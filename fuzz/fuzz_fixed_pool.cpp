@@ -94,8 +94,9 @@ class pool_subject final : public sf::resource_subject<resource_type> {
   void check_when_empty(bool) override {
     if (sync || opts_.max_bytes != 0 || sf::env().skips("empty_bounds")) return;
     const strata::resource_stats s = r_->stats();
-    // The current chunk, the chunk of the deferred ("hot") free, and max_empty_chunks cached ones may stay.
-    const std::size_t limit = (opts_.max_empty_chunks + 2) * r_->chunk_size();
+    // The current chunk and max_empty_chunks cached ones may stay (freed blocks cached in other chunks go back when
+    // the last block is freed).
+    const std::size_t limit = (opts_.max_empty_chunks + 1) * r_->chunk_size();
     SF_CHECK(s.bytes_held <= limit, "no live block, yet %zu bytes held (max_empty_chunks %zu, chunk %zu)",
              s.bytes_held, opts_.max_empty_chunks, r_->chunk_size());
   }

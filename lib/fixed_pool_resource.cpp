@@ -38,14 +38,13 @@ basic_fixed_pool_resource<Sync>::basic_fixed_pool_resource(std::size_t block_siz
 
 template <bool Sync>
 void* basic_fixed_pool_resource<Sync>::do_allocate(std::size_t bytes, std::size_t alignment) {
-  if (STRATA_LIKELY(engine_.one_block(bytes, alignment)))
-    if (void* p = engine_.try_allocate_one(); STRATA_LIKELY(p != nullptr)) return p;
+  if (STRATA_LIKELY(engine_.one_block(bytes, alignment))) return engine_.allocate_one(bytes, alignment);
   return engine_.allocate(bytes, alignment, false);
 }
 
 template <bool Sync>
 void basic_fixed_pool_resource<Sync>::do_deallocate(void* p, std::size_t bytes, std::size_t alignment) {
-  if (STRATA_LIKELY(engine_.one_block(bytes, alignment) && engine_.try_deallocate_one(p))) return;
+  if (STRATA_LIKELY(engine_.one_block(bytes, alignment))) return engine_.deallocate_one(p, bytes, alignment);
   engine_.deallocate(p, bytes, alignment);  // runs, upstream requests, and every kind of misuse
 }
 

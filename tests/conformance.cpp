@@ -31,16 +31,23 @@ using strict_sync_bitmap_over_heap =
     subject<strata::synchronized_bitmap_resource, chained_upstream<new_delete_base>, strict_sync_bitmap_maker>;
 
 /// A fixed pool of `BlockSize`-byte blocks (optionally capped) for the suite.
-template <std::size_t BlockSize, class Pool = strata::fixed_pool_resource, std::size_t MaxBytes = 0>
+template <std::size_t BlockSize, class Pool = strata::fixed_pool_resource, std::size_t MaxBytes = 0,
+          strata::check_mode Checks = strata::check_mode::standard>
 struct fixed_pool_maker {
   static std::unique_ptr<Pool> over(std::pmr::memory_resource* upstream) {
     strata::fixed_pool_options o;
     o.max_bytes = MaxBytes;
+    o.checks = Checks;
     return std::make_unique<Pool>(BlockSize, o, upstream);
   }
 };
 using pool24_over_pages = subject<strata::fixed_pool_resource, chained_upstream<page_base>, fixed_pool_maker<24>>;
 using pool256_over_heap = subject<strata::fixed_pool_resource, chained_upstream<new_delete_base>, fixed_pool_maker<256>>;
+using strict_pool24_over_pages = subject<strata::fixed_pool_resource, chained_upstream<page_base>,
+                                         fixed_pool_maker<24, strata::fixed_pool_resource, 0, strata::check_mode::strict>>;
+using strict_pool256_over_heap =
+    subject<strata::fixed_pool_resource, chained_upstream<new_delete_base>,
+            fixed_pool_maker<256, strata::fixed_pool_resource, 0, strata::check_mode::strict>>;
 using sync_pool = strata::synchronized_fixed_pool_resource;
 using sync_pool24_over_pages = subject<sync_pool, chained_upstream<page_base>, fixed_pool_maker<24, sync_pool>>;
 using sync_pool256_over_heap = subject<sync_pool, chained_upstream<new_delete_base>, fixed_pool_maker<256, sync_pool>>;
@@ -99,6 +106,8 @@ TYPE_TO_STRING_AS("synchronized_bitmap_resource (strict) over pages", strata_tes
 TYPE_TO_STRING_AS("synchronized_bitmap_resource (strict) over new_delete", strata_test::strict_sync_bitmap_over_heap);
 TYPE_TO_STRING_AS("fixed_pool_resource(24) over pages", strata_test::pool24_over_pages);
 TYPE_TO_STRING_AS("fixed_pool_resource(256) over new_delete", strata_test::pool256_over_heap);
+TYPE_TO_STRING_AS("fixed_pool_resource(24, strict) over pages", strata_test::strict_pool24_over_pages);
+TYPE_TO_STRING_AS("fixed_pool_resource(256, strict) over new_delete", strata_test::strict_pool256_over_heap);
 TYPE_TO_STRING_AS("synchronized_fixed_pool_resource(24) over pages", strata_test::sync_pool24_over_pages);
 TYPE_TO_STRING_AS("synchronized_fixed_pool_resource(256) over new_delete", strata_test::sync_pool256_over_heap);
 TYPE_TO_STRING_AS("free_list_resource(segregated, 1 MiB chunks) over pages", strata_test::segregated_over_pages);
@@ -124,6 +133,7 @@ STRATA_CONFORMANCE_THREADS(sync_bitmap_over_pages, sync_bitmap_over_heap);
 STRATA_CONFORMANCE(strict_sync_bitmap_over_pages, strict_sync_bitmap_over_heap);
 STRATA_CONFORMANCE_THREADS(strict_sync_bitmap_over_pages, strict_sync_bitmap_over_heap);
 STRATA_CONFORMANCE(pool24_over_pages, pool256_over_heap);
+STRATA_CONFORMANCE(strict_pool24_over_pages, strict_pool256_over_heap);
 STRATA_CONFORMANCE(sync_pool24_over_pages, sync_pool256_over_heap);
 STRATA_CONFORMANCE_THREADS(sync_pool24_over_pages, sync_pool256_over_heap);
 STRATA_CONFORMANCE(segregated_over_pages, segregated_over_heap, first_fit_over_pages, first_fit_over_heap);

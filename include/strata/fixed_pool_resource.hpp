@@ -61,6 +61,9 @@ class basic_fixed_pool_resource : public resource {
   /// takes a run.
   [[nodiscard]] std::uint64_t run_allocations() const noexcept { return engine_.run_allocations(); }
   [[nodiscard]] std::size_t peak_blocks_in_use() const noexcept { return engine_.peak_blocks_in_use(); }
+  /// Freed blocks waiting in the free cache (standard checks): free as stats() counts them, back in their chunks'
+  /// bitmaps once the cache overflows, on trim(), or when no block is live. Always 0 for the synchronized pool.
+  [[nodiscard]] std::size_t cached_blocks() const noexcept { return engine_.cached_blocks(); }
   [[nodiscard]] std::size_t chunk_size() const noexcept { return engine_.chunk_size(); }
   /// Walks every chunk and checks bitmaps, counts and lists; reports a broken invariant and returns false.
   /// (Synchronized: call it while no other thread uses the pool.)

@@ -48,6 +48,10 @@ struct fixed_pool_options {
   /// so blocks touched at random cost far fewer TLB misses. A pool then holds at least one huge page (2 MiB on x86-64)
   /// resident once it is used: turn this off for many small pools.
   bool huge_pages = true;
+  /// How frees are checked (see check_mode). fixed_pool_resource: standard checks keep freed blocks in a free cache
+  /// in front of the state bitmaps; strict checks verify and write a block's state bits on every free. The
+  /// synchronized pool checks every free at once either way.
+  check_mode checks = check_mode::standard;
 };
 
 /// How a free_list_resource picks the free block a request is carved from. n: free blocks in the resource.

@@ -110,26 +110,42 @@ bool fixed_pool_engine<Sync>::holds_a_block(std::size_t chunk_size, std::size_t 
 template <bool Sync>
 fixed_pool_engine<Sync>::fixed_pool_engine(std::size_t block_size, const fixed_pool_options& opts,
                                            std::pmr::memory_resource* upstream, const void* owner, const char* name)
-    : owner_(owner),
+    : stride_(align_up(block_size, 8)),
+      slot_divider_(stride_),
+      tag_key_(reinterpret_cast<std::uintptr_t>(this) ^ 0x46495845445F504Full),
+      key_(random_node_key(this)),
+      table_(chunk_source_storage<Sync>{&source_}, log2_floor(opts.chunk_size)),
+      owner_(owner),
       name_(name),
       opts_(opts),
       block_size_(block_size),
-      stride_(align_up(block_size, 8)),
-      slot_divider_(stride_),
       source_(upstream, {opts.chunk_size, opts.max_empty_chunks, true, opts.huge_pages, &g_block_map}),
       large_(upstream) {
   block_alignment_ = stride_ & (~stride_ + 1);
   if (block_alignment_ > 4096) block_alignment_ = 4096;
   chunk_size_ = source_.chunk_size();
-  blocks_per_chunk_ = chunk_size_ / stride_ - skip_for(chunk_size_, stride_);
+  skip_ = static_cast<std::uint32_t>(skip_for(chunk_size_, stride_));
+  blocks_per_chunk_ = chunk_size_ / stride_ - skip_;
+  // A node takes a block's first two words.
+  if (!Sync && opts.checks == check_mode::standard && stride_ >= 2 * sizeof(void*))
+    cache_.cap = free_cache::cap_for(stride_);
   if constexpr (Sync) {  // threads' first scans start an eighth of a chunk's bitmap apart
     const std::size_t words = chunk_size_ / stride_ / 32 + 1;
     for (std::size_t i = 0; i < pool_stripes + 1; ++i)
       tallies_[i].hint.store(static_cast<std::uint32_t>(i * (words / 8 + 1) % words), std::memory_order_relaxed);
   }
   if (opts.max_bytes != 0) {
-    region_size_ = opts.max_bytes / chunk_size_ * chunk_size_;
-    capacity_blocks_ = region_size_ / chunk_size_ * blocks_per_chunk_;
+    // The region's chunks have consecutive numbers: a chunk table with a slot for each never meets a collision. One
+    // larger than the inline one comes from upstream too, inside the cap.
+    using table_type = decltype(table_);
+    std::size_t chunks = opts.max_bytes / chunk_size_;
+    if (chunks > table_type::inline_slots) {
+      const std::size_t table_bytes = table_type::bytes_for(next_power_of_two(chunks));
+      chunks = (opts.max_bytes - table_bytes) / chunk_size_;
+      if (chunks == 0) chunks = 1;  // (a cap of one chunk and a bit less: not reached, tables start larger)
+    }
+    region_size_ = chunks * chunk_size_;
+    capacity_blocks_ = chunks * blocks_per_chunk_;
     if (!reserve_capacity()) throw std::bad_alloc();
   }
 }
@@ -141,6 +157,10 @@ fixed_pool_engine<Sync>::~fixed_pool_engine() {
 
 template <bool Sync>
 bool fixed_pool_engine<Sync>::reserve_capacity() {
+  const std::size_t chunks = region_size_ / chunk_size_;
+  if (!table_.reserve_exactly(chunks <= decltype(table_)::inline_slots ? decltype(table_)::inline_slots
+                                                                      : next_power_of_two(chunks)))
+    return false;
   try {
     region_ = static_cast<char*>(source_.take_region(region_size_, &region_zeroed_));
   } catch (...) {
@@ -161,7 +181,10 @@ typename fixed_pool_engine<Sync>::chunk* fixed_pool_engine<Sync>::format(void* b
   c->skip = static_cast<std::uint32_t>(c->limit - blocks_per_chunk_);
   c->free_count = c->limit - c->skip;
   put(c->hint, c->skip / 32);
-  put(c->fresh_from, zeroed ? c->skip : c->limit);
+  put(c->high_water, Sync && !zeroed ? c->limit : c->skip);
+  c->cache_span = 0;
+  c->zeroed = zeroed;
+  c->served_runs = false;
   for (std::size_t i = 0; i < c->words; ++i) {
     // Blocks free; slots over the header and past the last block read as starts.
     const std::size_t lo = i * 32, first = lo > c->skip ? lo : c->skip, end = lo + 32 < c->limit ? lo + 32 : c->limit;
@@ -188,6 +211,7 @@ typename fixed_pool_engine<Sync>::chunk* fixed_pool_engine<Sync>::add_chunk() {
   }
   chunk* c = format(base, zeroed);
   c->in_region = in_region;
+  table_.insert(reinterpret_cast<std::uintptr_t>(c));  // (a chunk it cannot enter takes the slow ways)
   c->next = chunks_;
   if (chunks_ != nullptr) chunks_->prev = c;
   chunks_ = c;
@@ -197,58 +221,210 @@ typename fixed_pool_engine<Sync>::chunk* fixed_pool_engine<Sync>::add_chunk() {
 
 template <bool Sync>
 void fixed_pool_engine<Sync>::free_chunk_memory(chunk* c) noexcept {
+  table_.erase(reinterpret_cast<std::uintptr_t>(c));
   if (c->in_region) block_map_unregister(c, chunk_size_);
   else source_.release(c);
 }
 
 // !Sync: an empty chunk of a growing pool leaves the list, cached or back upstream. (The synchronized engine keeps its
-// chunks until release(): a lock-free free or allocate may be looking at any of them.)
+// chunks until release(): a lock-free free or allocate may be looking at any of them.) Every block of c is free in its
+// bitmap, so a cached node inside it was freed twice (the second time after a write over its node): it leaves the
+// cache before c goes.
 template <bool Sync>
 void fixed_pool_engine<Sync>::retire(chunk* c) noexcept {
+  if (cache_.total() != 0) {
+    cache_.remove_if(
+        key_, [&](void* n) { return chunk_of(n) == c; },
+        [&](void* n) {
+          report(error_kind::double_free, n, block_size_, 0, "freed twice (found when its chunk became empty)",
+                 block_size_);
+          tallies_[0].deallocations -= 1;  // the second free is not counted
+          tallies_[0].blocks += 1;
+          raise_peaks(tallies_[0]);
+        });
+  }
   if (c->prev != nullptr) c->prev->next = c->next;
   else chunks_ = c->next;
   if (c->next != nullptr) c->next->prev = c->prev;
   --chunk_count_;
+  table_.erase(reinterpret_cast<std::uintptr_t>(c));  // a stale pointer into it is no fast free
   if (!source_.cache(c)) free_chunk_memory(c);  // a cached chunk stays registered, formatted again on reuse
 }
 
-// !Sync: the deferred free of the hot block reaches its bitmap. A chunk it empties is retired when `retire_empty`;
-// otherwise it is returned, for the caller to retire once it knows its own request was no misuse (a reported misuse
-// changes nothing, the chunks held included).
 template <bool Sync>
-auto fixed_pool_engine<Sync>::flush_hot(bool retire_empty) noexcept -> chunk* {
+void fixed_pool_engine<Sync>::chunk_emptied(chunk* c) noexcept {
   if constexpr (!Sync) {
-    void* p = hot_;
-    if (p == nullptr) return nullptr;
-    hot_ = nullptr;
-    chunk* c = chunk_of(p);
-    const std::size_t q = slot_in(c, p);
-    c->bits()[q >> 5] ^= std::uint64_t{3} << (2 * (q & 31));
-    ++c->free_count;
-    if ((q >> 5) < c->hint) c->hint = static_cast<std::uint32_t>(q >> 5);
-    if (STRATA_UNLIKELY(c->free_count == c->limit - c->skip) && !c->in_region && c != current_) {
-      if (!retire_empty) return c;
-      retire(c);
-    }
+    if (!c->in_region && c != current_) retire(c);
   } else {
-    (void)retire_empty;
+    (void)c;
   }
-  return nullptr;
 }
 
-// !Sync: undoes flush_hot() of `h`, the hot block before it (nullptr: there was none), after a reported misuse: a
-// misuse changes nothing, and the chunk that flush may have emptied stays held as it was.
 template <bool Sync>
-void fixed_pool_engine<Sync>::defer_again(void* h) noexcept {
+void fixed_pool_engine<Sync>::raise_peaks(tally& t) noexcept {
   if constexpr (!Sync) {
-    if (h == nullptr) return;
-    chunk* c = chunk_of(h);
-    const std::size_t q = slot_in(c, h);
-    c->bits()[q >> 5] ^= std::uint64_t{3} << (2 * (q & 31));
-    --c->free_count;
-    hot_ = h;
+    const auto stride = static_cast<std::int64_t>(stride_);
+    if (t.blocks > t.peak_blocks) t.peak_blocks = t.blocks;
+    if (t.blocks * stride + t.upstream > t.peak_bytes) t.peak_bytes = t.blocks * stride + t.upstream;
+    const std::int64_t by_bytes = (t.peak_bytes - t.upstream) / stride;
+    t.raise_above = t.peak_blocks < by_bytes ? t.peak_blocks : by_bytes;
   } else {
-    (void)h;
+    (void)t;
+  }
+}
+
+template <bool Sync>
+void fixed_pool_engine<Sync>::report_cached_twice(const void* p, const char* why) noexcept {
+  report(error_kind::double_free, p, block_size_, 0, why, block_size_);
+  ++lost_;
+}
+
+// ---- the one-block slow paths ----------------------------------------------------------------------------------------
+
+template <bool Sync>
+void* fixed_pool_engine<Sync>::allocate_one_slow(std::size_t bytes, std::size_t alignment) {
+  // The current chunk's first free block, without the lock (Sync) and without allocate()'s general way.
+  if constexpr (!Sync) {
+    if (cache_.head == nullptr && cache_.cold == nullptr) {  // else allocate() takes the cold list or reports
+      if (chunk* c = current_) {
+        bool fresh;
+        if (const std::size_t q = claim_checked(c, fresh); q != npos) {
+          count_one_allocated();
+          return address(c, q);
+        }
+      }
+    }
+  } else {
+    if (chunk* c = current_.load(std::memory_order_acquire)) {  // its header and bitmap were written before
+      tally* t = my_tally();
+      if (const std::size_t q = claim_one(c, t); q != npos) {
+        hand_out(c, q, 1);
+        add(t, 1, 0, 0, 1);
+        return address(c, q);
+      }
+    }
+  }
+  return allocate(bytes, alignment, false);
+}
+
+template <bool Sync>
+void* fixed_pool_engine<Sync>::raise_peaks_for(void* p) noexcept {
+  raise_peaks(tallies_[0]);
+  return p;
+}
+
+// Without a free cache (strict checks, Sync): a live single block's state bits are checked and flipped here (Sync: one
+// compare-and-swap, so of two frees of one block at once exactly one wins); everything else takes deallocate().
+template <bool Sync>
+void fixed_pool_engine<Sync>::deallocate_one_slow(void* p, std::size_t bytes, std::size_t alignment) noexcept {
+  const chunk* cc;
+  const std::size_t q = cache_.cap == 0 ? slot_of(p, cc) : npos;
+  if (q == npos) return deallocate(p, bytes, alignment);
+  chunk* c = const_cast<chunk*>(cc);
+  word& wr = c->bits()[q >> 5];
+  const unsigned s = 2 * static_cast<unsigned>(q & 31);
+  std::uint64_t w = ld(wr);
+  for (;;) {
+    // A live single block: a start whose next slot does not continue it.
+    const unsigned next = s != 62 ? static_cast<unsigned>(w >> (s + 2)) & 3 : static_cast<unsigned>(ld((&wr)[1])) & 3;
+    if (((w >> s) & 3) != pool_start || next == pool_cont) return deallocate(p, bytes, alignment);
+    if constexpr (!Sync) {
+      wr = w ^ (std::uint64_t{3} << s);
+      if ((q >> 5) < c->hint) c->hint = static_cast<std::uint32_t>(q >> 5);
+      count_one_freed();
+      if (++c->free_count == c->limit - c->skip) chunk_emptied(c);
+      return;
+    } else {
+      if (wr.compare_exchange_weak(w, w ^ (std::uint64_t{3} << s), std::memory_order_release,
+                                   std::memory_order_relaxed))
+        break;
+    }
+  }
+  add(my_tally(), 0, 1, 0, -1);
+}
+
+// ---- the free cache (!Sync, standard checks) ------------------------------------------------------------------------
+
+template <bool Sync>
+void fixed_pool_engine<Sync>::push_to_full(void* p) noexcept {
+  if constexpr (!Sync) {
+    std::size_t n;
+    void* old = cache_.push_rotating(p, key_, n);
+    count_one_freed();
+    if (old != nullptr) give_back(old, n);
+    if (tallies_[0].blocks == 0) settle_idle();
+  } else {
+    (void)p;
+  }
+}
+
+// Every node's state bits are checked and set free while the list is read; a chunk this empties is retired only after
+// the whole list is read (nothing of it is read after that). A chunk's free count only grows here, so it empties at
+// most once.
+template <bool Sync>
+void fixed_pool_engine<Sync>::give_back(void* list, std::size_t n) noexcept {
+  if constexpr (!Sync) {
+    chunk* emptied[free_cache::max_cap];
+    std::size_t empties = 0;
+    for (std::size_t k = 0; k < n && list != nullptr; ++k) {
+      void* p = list;
+      if (!is_node(p, key_)) {
+        report(error_kind::double_free, p, block_size_, 0,
+               "a freed block was written after its free, or freed twice (found when the free cache gave it back; "
+               "the blocks cached behind it are set aside)",
+               block_size_);
+        lost_ += n - k;
+        break;
+      }
+      list = node_next(p);
+      chunk* c = chunk_of(p);
+      if (c->tag != tag_of(c)) {  // checked when p was freed: the header has been written over since
+        report(error_kind::corrupt_metadata, c, 0, 0, "a chunk header was written over (found when a cached block "
+                                                      "went back to it)");
+        ++lost_;
+        continue;
+      }
+      const std::size_t q = slot_in(c, p);
+      std::uint64_t& w = c->bits()[q >> 5];
+      const unsigned s = 2 * static_cast<unsigned>(q & 31);
+      if (state(w, q) != pool_start) {
+        // Free already (its first free went back, then a write after it hid the node from the second free).
+        report(error_kind::double_free, p, block_size_, 0, "freed twice (found when the free cache gave it back)",
+               block_size_);
+        --tallies_[0].deallocations;
+        ++tallies_[0].blocks;
+        raise_peaks(tallies_[0]);
+        continue;
+      }
+      if (state_at(c, q + 1) == pool_cont) {  // the start of a run now: freed, reused, and its node forged since
+        report(error_kind::double_free, p, block_size_, 0,
+               "freed twice: the free cache holds the first block of a live run (found when it gave it back)",
+               block_size_);
+        --tallies_[0].deallocations;
+        ++tallies_[0].blocks;
+        raise_peaks(tallies_[0]);
+        continue;
+      }
+      w ^= std::uint64_t{3} << s;
+      if ((q >> 5) < c->hint) c->hint = static_cast<std::uint32_t>(q >> 5);
+      if (++c->free_count == c->limit - c->skip && !c->in_region && c != current_) emptied[empties++] = c;
+    }
+    for (std::size_t i = 0; i < empties; ++i) retire(emptied[i]);
+  } else {
+    (void)list;
+    (void)n;
+  }
+}
+
+template <bool Sync>
+void fixed_pool_engine<Sync>::settle_idle() noexcept {
+  if constexpr (!Sync) {
+    // A pool whose only chunk is the current one keeps its cache (a program that empties it again and again pays no
+    // walk). A node that does not check leaves the cache as it is (the allocation that reaches it reports it).
+    if (chunks_ == nullptr || (chunks_ == current_ && chunks_->next == nullptr)) return;
+    cache_.split(
+        key_, [&](const void* p) { return chunk_of(p) == current_; },
+        [&](void* list, std::size_t n) { give_back(list, n); });
   }
 }
 
@@ -327,11 +503,10 @@ bool fixed_pool_engine<Sync>::transition(chunk* c, std::size_t first, std::size_
   return ok;
 }
 
-// A run of k free blocks of c, claimed (continuations first, the start last, so a half-claimed run has no start);
+// A run of k > 1 free blocks of c, claimed (continuations first, the start last, so a half-claimed run has no start);
 // npos when c has none.
 template <bool Sync>
 std::size_t fixed_pool_engine<Sync>::claim_run(chunk* c, std::size_t k) noexcept {
-  if (k == 1) return claim_one(c, my_tally());
   if (!Sync && c->free_count < k) return npos;
   std::size_t from = Sync ? 0 : get(c->hint);
   for (;;) {
@@ -348,13 +523,24 @@ std::size_t fixed_pool_engine<Sync>::claim_run(chunk* c, std::size_t k) noexcept
   }
 }
 
+// Under the lock: k blocks of c, claimed (npos: c has none); `fresh`: whether they are known to be zero.
+template <bool Sync>
+std::size_t fixed_pool_engine<Sync>::claim_in(chunk* c, std::size_t k, bool& fresh) noexcept {
+  if (k == 1) return claim_checked(c, fresh);
+  const std::size_t q = claim_run(c, k);
+  if (q == npos) return q;
+  if constexpr (!Sync) note_run(c);
+  fresh = hand_out(c, q, k);
+  return q;
+}
+
 // Under the lock: k blocks from the current chunk, any other chunk, or a new one (std::bad_alloc at the cap).
 template <bool Sync>
 void* fixed_pool_engine<Sync>::allocate_blocks(std::size_t k, bool& fresh) {
   chunk* c = get(current_);
-  std::size_t q = c != nullptr ? claim_run(c, k) : npos;
+  std::size_t q = c != nullptr ? claim_in(c, k, fresh) : npos;
   for (chunk* x = chunks_; q == npos && x != nullptr; x = x->next)
-    if (x != c && (q = claim_run(x, k)) != npos) {
+    if (x != c && (q = claim_in(x, k, fresh)) != npos) {
       if (k == 1) {
         if constexpr (Sync) current_.store(x, std::memory_order_release);
         else current_ = x;
@@ -364,14 +550,34 @@ void* fixed_pool_engine<Sync>::allocate_blocks(std::size_t k, bool& fresh) {
   if (q == npos) {
     const bool adopt = k == 1 || c == nullptr;
     c = add_chunk();
-    q = claim_run(c, k);
+    q = claim_in(c, k, fresh);
     if (adopt) {
       if constexpr (Sync) current_.store(c, std::memory_order_release);
       else current_ = c;
     }
   }
-  fresh = hand_out(c, q, k);
   return address(c, q);
+}
+
+// !Sync: the newest block of the free cache, its cold list taken when the head list is empty; nullptr when the
+// cache is empty. A head that does not check is reported and its list set aside.
+template <bool Sync>
+void* fixed_pool_engine<Sync>::take_cached() noexcept {
+  if constexpr (!Sync) {
+    for (;;) {
+      if (void* p = cache_.pop(key_)) return p;
+      if (cache_.head != nullptr) {
+        report(error_kind::double_free, cache_.head, block_size_, 0,
+               "a freed block was written after its free, or freed twice (found in the free cache; the blocks "
+               "cached behind it are set aside)",
+               block_size_);
+        lost_ += cache_.drop_head();
+        continue;
+      }
+      if (!cache_.take_cold()) return nullptr;
+    }
+  }
+  return nullptr;
 }
 
 template <bool Sync>
@@ -383,17 +589,19 @@ void* fixed_pool_engine<Sync>::allocate(std::size_t bytes, std::size_t alignment
     return p;
   }
   const std::size_t k = blocks_for(bytes);
-  void* p;
-  bool fresh;
+  void* p = nullptr;
+  bool fresh = false;
   bool first_run = false;
   {
     std::lock_guard<lock_type> g(lock_);
-    flush_hot();
-    try {
-      p = allocate_blocks(k, fresh);
-    } catch (...) {
-      ++failed_;
-      throw;
+    if (k == 1) p = take_cached();
+    if (p == nullptr) {
+      try {
+        p = allocate_blocks(k, fresh);
+      } catch (...) {
+        ++failed_;
+        throw;
+      }
     }
     if (k > 1) first_run = runs_++ == 0;
   }
@@ -408,7 +616,7 @@ void* fixed_pool_engine<Sync>::allocate(std::size_t bytes, std::size_t alignment
 #else
   (void)first_run;
 #endif
-  note_allocation(k * stride_, k);
+  add(my_tally(), 1, 0, 0, static_cast<std::int64_t>(k));
   if (zeroed && !fresh) std::memset(p, 0, bytes);  // fresh blocks came zero-filled from the OS, never handed out
   return p;
 }
@@ -420,7 +628,7 @@ void* fixed_pool_engine<Sync>::allocate_upstream(std::size_t bytes, std::size_t 
     std::lock_guard<lock_type> g(lock_);
     p = large_.allocate(bytes, alignment);  // counts its own failures
   }
-  note_allocation(bytes, 0);
+  add(my_tally(), 1, 0, static_cast<std::int64_t>(bytes), 0);
   return p;
 }
 
@@ -433,7 +641,7 @@ void fixed_pool_engine<Sync>::report(error_kind kind, const void* p, std::size_t
 }
 
 // Whether p is a live allocation of exactly blocks_for(bytes) blocks (c and q: its chunk and first slot); misuse is
-// reported. Under the lock, after flush_hot().
+// reported. A block in the free cache reads as live in its bitmap: it is looked for there. Under the lock.
 template <bool Sync>
 bool fixed_pool_engine<Sync>::live_run(const void* p, std::size_t bytes, std::size_t alignment, chunk*& c,
                                        std::size_t& q) noexcept {
@@ -444,11 +652,14 @@ bool fixed_pool_engine<Sync>::live_run(const void* p, std::size_t bytes, std::si
   const bool ok = q != npos && state_at(c, q) == pool_start && q + k <= c->limit && state_at(c, q + k) != pool_cont &&
                   all_continuations(c, q + 1, q + k);
   if (STRATA_UNLIKELY(!ok)) report_misuse(p, bytes, alignment);
+  else if (STRATA_UNLIKELY(cached(p)))
+    return report(error_kind::double_free, p, bytes, alignment, "the block is already free (in the free cache)"),
+           false;
   return ok;
 }
 
 // p is not a live allocation that (bytes, alignment) names: finds out what it is and reports that, with the caller's
-// pointer, size and alignment and, where known, the size it was allocated with. Under the lock, after flush_hot().
+// pointer, size and alignment and, where known, the size it was allocated with. Under the lock.
 template <bool Sync>
 void fixed_pool_engine<Sync>::report_misuse(const void* p, std::size_t bytes, std::size_t alignment) const noexcept {
   const chunk* c;
@@ -464,6 +675,8 @@ void fixed_pool_engine<Sync>::report_misuse(const void* p, std::size_t bytes, st
     return report(error_kind::foreign_pointer, p, bytes, alignment, "not at a block boundary");
   const unsigned s = state_at(c, q);
   if (s == pool_free) return report(error_kind::double_free, p, bytes, alignment, "the block is already free");
+  if (s == pool_start && cached(p))
+    return report(error_kind::double_free, p, bytes, alignment, "the block is already free (in the free cache)");
   if (s != pool_start)
     return report(error_kind::foreign_pointer, p, bytes, alignment, "inside an allocation of several blocks");
   // A live allocation of another size: one block is expected with the pool's block size, a run with its usable size.
@@ -484,35 +697,30 @@ void fixed_pool_engine<Sync>::deallocate(void* p, std::size_t bytes, std::size_t
   const std::size_t k = blocks_for(bytes);
   {
     std::lock_guard<lock_type> g(lock_);
-    void* const deferred = hot_;
-    chunk* const flushed = flush_hot(false);
     chunk* c;
     std::size_t q;
-    if (!live_run(p, bytes, alignment, c, q)) return defer_again(deferred);
+    if (!live_run(p, bytes, alignment, c, q)) return;
     if (k > 1) transition(c, q + 1, k - 1, 0, pool_low_bits);
     transition(c, q, 1, pool_high_bits, pool_low_bits);
     if constexpr (!Sync) {
+      // A free block handed out before, in a chunk that has held no run, is a node (see cache_).
+      if (cache_.cap != 0 && !c->served_runs) make_node(p, nullptr, key_);
       c->free_count += static_cast<std::uint32_t>(k);
       if ((q >> 5) < c->hint) c->hint = static_cast<std::uint32_t>(q >> 5);
-      if (c->free_count == c->limit - c->skip && !c->in_region && c != current_) retire(c);
-      if (flushed != nullptr && flushed != c) retire(flushed);
+      if (c->free_count == c->limit - c->skip) chunk_emptied(c);
     }
   }
-  note_deallocation(k * stride_, k);
+  add(my_tally(), 0, 1, 0, -static_cast<std::int64_t>(k));
+  if (!Sync && tallies_[0].blocks == 0 && cache_.total() != 0) settle_idle();
 }
 
 template <bool Sync>
 void fixed_pool_engine<Sync>::deallocate_upstream(void* p, std::size_t bytes, std::size_t alignment) noexcept {
   {
     std::lock_guard<lock_type> g(lock_);
-    if (const auto v = large_.deallocate(p, bytes, alignment); !v) {
-      void* const deferred = hot_;
-      flush_hot(false);  // the deferred free block must read as free if p is it
-      report_misuse(p, bytes, alignment);
-      return defer_again(deferred);
-    }
+    if (const auto v = large_.deallocate(p, bytes, alignment); !v) return report_misuse(p, bytes, alignment);
   }
-  note_deallocation(bytes, 0);
+  add(my_tally(), 0, 1, -static_cast<std::int64_t>(bytes), 0);
 }
 
 // ---- resize --------------------------------------------------------------------------------------------------------
@@ -528,20 +736,9 @@ bool fixed_pool_engine<Sync>::resize(void* p, std::size_t old_size, std::size_t 
   const std::size_t k_old = blocks_for(old_size), k_new = blocks_for(new_size);
   {
     std::lock_guard<lock_type> g(lock_);
-    void* const deferred = hot_;
-    chunk* const flushed = flush_hot(false);
     chunk* c;
     std::size_t q;
-    if (!live_run(p, old_size, alignment, c, q)) {
-      defer_again(deferred);
-      return false;
-    }
-    // p is live, so a chunk the flush emptied is not p's: it goes, whatever comes of the resize.
-    if constexpr (!Sync) {
-      if (flushed != nullptr) retire(flushed);
-    } else {
-      (void)flushed;
-    }
+    if (!live_run(p, old_size, alignment, c, q)) return false;
     if (!new_pooled) return false;  // a block cannot become one of upstream's in place
     if (k_new < k_old) {  // shrink: the tail blocks become free
       transition(c, q + k_new, k_old - k_new, 0, pool_low_bits);
@@ -551,13 +748,16 @@ bool fixed_pool_engine<Sync>::resize(void* p, std::size_t old_size, std::size_t 
       }
     } else if (k_new > k_old) {  // grow into the free blocks that follow
       if (q + k_new > c->limit || !transition(c, q + k_old, k_new - k_old, pool_low_bits, 0)) return false;
-      if constexpr (!Sync) c->free_count -= static_cast<std::uint32_t>(k_new - k_old);
+      if constexpr (!Sync) {
+        c->free_count -= static_cast<std::uint32_t>(k_new - k_old);
+        note_run(c);
+      }
       hand_out(c, q + k_old, k_new - k_old);
     }
   }
   if (k_new != k_old) {
     const auto blocks = static_cast<std::int64_t>(k_new) - static_cast<std::int64_t>(k_old);
-    add(my_tally(), 0, 0, blocks * static_cast<std::int64_t>(stride_), blocks);
+    add(my_tally(), 0, 0, 0, blocks);
   }
   return true;
 }
@@ -573,10 +773,7 @@ bool fixed_pool_engine<Sync>::resize_upstream(void* p, std::size_t old_size, std
     const auto v = new_pooled ? large_.check(p, old_size, alignment)
                               : large_.resize(p, old_size, new_size, alignment, resized);
     if (!v) {
-      void* const deferred = hot_;
-      flush_hot(false);
       report_misuse(p, old_size, alignment);
-      defer_again(deferred);
       return false;
     }
   }
@@ -592,7 +789,8 @@ template <bool Sync>
 void fixed_pool_engine<Sync>::trim() noexcept {
   if constexpr (!Sync) {
     std::lock_guard<lock_type> g(lock_);
-    flush_hot();  // the deferred free reaches its bitmap (an emptied chunk is retired)
+    // The free cache goes back to the bitmaps (the chunks it empties are retired).
+    cache_.empty_into([&](void* list, std::size_t n) { give_back(list, n); });
     for (chunk* c = chunks_; c != nullptr;) {
       chunk* next = c->next;
       if (c->free_count == c->limit - c->skip && !c->in_region) {
@@ -608,13 +806,16 @@ void fixed_pool_engine<Sync>::trim() noexcept {
 template <bool Sync>
 void fixed_pool_engine<Sync>::release() noexcept {
   std::lock_guard<lock_type> g(lock_);
-  hot_ = nullptr;
+  cache_.head = cache_.cold = nullptr;
+  cache_.count = cache_.cold_count = 0;
+  lost_ = 0;
   while (chunks_ != nullptr) {
     chunk* c = chunks_;
     chunks_ = c->next;
     free_chunk_memory(c);
   }
   source_.release_cached();
+  table_.reset();
   chunk_count_ = 0;
   put(current_, static_cast<chunk*>(nullptr));
   if (region_ != nullptr) {
@@ -628,8 +829,9 @@ void fixed_pool_engine<Sync>::release() noexcept {
   // (a stripe may have freed more than it allocated; only the sums mean anything).
   for (tally& t : tallies_) {
     put(t.deallocations, get(t.allocations));
-    put(t.bytes, std::int64_t{0});
+    put(t.upstream, std::int64_t{0});
     put(t.blocks, std::int64_t{0});
+    t.raise_above = 0;
   }
 }
 
@@ -639,7 +841,7 @@ typename fixed_pool_engine<Sync>::totals fixed_pool_engine<Sync>::sum() const no
   for (const tally& t : tallies_) {
     s.allocations += get(t.allocations);
     s.deallocations += get(t.deallocations);
-    s.bytes += get(t.bytes);
+    s.bytes += get(t.blocks) * static_cast<std::int64_t>(stride_) + get(t.upstream);
     s.blocks += get(t.blocks);
     // A stripe's peak is of its own net count: their sum bounds the pool's peak from above (exact for !Sync).
     s.peak_bytes += get(t.peak_bytes) > 0 ? get(t.peak_bytes) : 0;
@@ -694,7 +896,9 @@ bool fixed_pool_engine<Sync>::check_invariants() const noexcept {
       else if (!block_map_contains(c)) broken = "chunk missing from the block map";
       else if (c->limit != limit || c->skip != skip || c->words != limit / 32 + 1) broken = "chunk geometry corrupt";
       else if (c->next != nullptr && c->next->prev != c) broken = "chunk list links disagree";
-      else if (get(c->fresh_from) < c->skip || get(c->fresh_from) > c->limit) broken = "zero watermark out of range";
+      else if (get(c->high_water) < c->skip || get(c->high_water) > c->limit) broken = "high water out of range";
+      else if (c->cache_span != (Sync || c->served_runs || cache_.cap == 0 ? 0 : get(c->high_water) - c->skip))
+        broken = "cache span disagrees with the high water";
       else if (!Sync && get(c->hint) >= c->words) broken = "scan hint out of range";
       else if (c->in_region != (region_ != nullptr && reinterpret_cast<const char*>(c) >= region_ &&
                                 reinterpret_cast<const char*>(c) < region_ + region_used_))
@@ -732,17 +936,28 @@ bool fixed_pool_engine<Sync>::check_invariants() const noexcept {
         }
       }
       if (broken == nullptr && !Sync && free != c->free_count) broken = "free count disagrees with the bitmap";
+      if (broken == nullptr && cache_.cap != 0 && !c->served_runs)
+        for (std::size_t q = c->skip; q < get(c->high_water) && broken == nullptr; ++q)
+          if (state_at(c, q) == pool_free && !is_node(address(c, q), key_))
+            broken = "a free block handed out before is no node (written after its free)";
       used += c->limit - c->skip - free;
     }
     if (broken == nullptr && chunks != chunk_count_) broken = "chunk count disagrees with the list";
     if (broken == nullptr) broken = source_.check();
-    if (broken == nullptr && !Sync && hot_ != nullptr) {
-      const chunk* c;
-      const std::size_t q = slot_of(hot_, c);
-      if (q == npos || state_at(c, q) != pool_start || run_length(c, q) != 1)
-        broken = "the deferred free block is not a live single block";
-      else --used;  // free, though its bits still say live
+    // Cached blocks are free, though their bits say live; so are those set aside after a misuse. A node that does
+    // not check (written after its free) ends the walk: the allocation that reaches it reports it.
+    for (int which = 0; which < 2 && broken == nullptr; ++which) {
+      const void* n = which == 0 ? cache_.head : cache_.cold;
+      const std::uint32_t count = which == 0 ? cache_.count : cache_.cold_count;
+      for (std::uint32_t i = 0; i < count && n != nullptr && is_node(n, key_); ++i, n = node_next(n)) {
+        const chunk* c;
+        const std::size_t q = slot_of(n, c);
+        if (q == npos || state_at(c, q) != pool_start || run_length(c, q) != 1)
+          broken = "a cached block is not a live single block in its bitmap";
+      }
     }
+    if (broken == nullptr && cache_.total() + lost_ > used) broken = "more blocks cached or set aside than in use";
+    used -= cache_.total() + lost_;
     large_.for_each([&](void*, std::size_t bytes, std::size_t) { large_bytes += bytes; });
   }
   // The counters: every live block counts its stride, every block sent upstream its size (round_size()).

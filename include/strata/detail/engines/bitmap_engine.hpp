@@ -25,14 +25,6 @@
 
 namespace strata::detail {
 
-/// class_map storage through a chunk source (the engine's tables come from upstream too).
-template <bool Sync>
-struct chunk_source_storage {
-  chunk_source<Sync>* source = nullptr;
-  void* allocate(std::size_t bytes) noexcept { return source->take_table(bytes); }
-  void deallocate(void* p, std::size_t bytes) noexcept { source->release_table(p, bytes); }
-};
-
 /// One size class as stats report it.
 struct bitmap_class_info {
   std::size_t object_size;      ///< bytes per slot

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // strata/detail/engines/fixed_pool_engine.hpp: the mechanism behind fixed_pool_resource and synchronized_fixed_pool_resource.
-// Chunks of equal blocks with two state bits per block, O(1) single blocks, runs of blocks, a hard cap, zeroed
-// allocation and resize in place. The pmr classes are thin wrappers over it.
+// Chunks of equal blocks with two state bits per block, a free cache of single blocks in front of them (standard
+// checks), runs of blocks, a hard cap, zeroed allocation and resize in place. The pmr classes are thin wrappers over it.
 #pragma once
 
 #include <atomic>
@@ -15,15 +15,14 @@
 #include <strata/detail/core/bits.hpp>
 #include <strata/config.hpp>
 #include <strata/detail/ds/block_map.hpp>
+#include <strata/detail/ds/chunk_table.hpp>
+#include <strata/detail/ds/free_cache.hpp>
 #include <strata/detail/parts/chunk_source.hpp>
 #include <strata/detail/parts/large_part.hpp>
 #include <strata/detail/core/math.hpp>
 #include <strata/error.hpp>
 #include <strata/options.hpp>
 #include <strata/stats.hpp>
-
-namespace strata {
-}  // namespace strata
 
 namespace strata::detail {
 
@@ -102,8 +101,16 @@ class fixed_pool_engine {
     std::uint32_t words;  // state words (slots 0 .. limit inclusive)
     std::uint32_t free_count;         // !Sync: free blocks (Sync: unused; the bitmap is the truth)
     counter<std::uint32_t> hint;      // !Sync: words below hold no free block (Sync: unused; threads keep their own)
-    counter<std::uint32_t> fresh_from;  // slots from here on never handed out since the chunk arrived zero-filled
-    bool in_region;                   // carved from the capacity reservation
+    // Slots from here on have never been handed out since the chunk was formatted. Sync: only tracked in a chunk that
+    // arrived zero-filled (others start at limit), where it tells which blocks are still zero.
+    counter<std::uint32_t> high_water;
+    // !Sync with a free cache: a single block at slot q with q - skip < cache_span may be freed into the cache
+    // without reading its state bits: it has been handed out before, and the chunk has never held a run (so no
+    // block of it is a run's continuation). 0 once the chunk has held a run; high_water - skip before.
+    std::uint32_t cache_span;
+    bool zeroed;       // arrived zero-filled: blocks from high_water on are zero
+    bool served_runs;  // has held a run of blocks since it was formatted
+    bool in_region;    // carved from the capacity reservation
     word* bits() noexcept { return reinterpret_cast<word*>(this + 1); }
     const word* bits() const noexcept { return reinterpret_cast<const word*>(this + 1); }
   };
@@ -138,9 +145,10 @@ class fixed_pool_engine {
   }
   [[nodiscard]] std::size_t peak_blocks_in_use() const noexcept;
 
-  /// Whether (bytes, alignment) is a one-block request: the wrappers' fast-path test.
-  [[nodiscard]] bool one_block(std::size_t bytes, std::size_t alignment) const noexcept {
-    return bytes <= stride_ && alignment <= block_alignment_ && (alignment & (alignment - 1)) == 0 && alignment != 0;
+  /// Whether (bytes, alignment) is a one-block request: the wrappers' fast-path test (alignment a power of two, at
+  /// most the blocks').
+  [[nodiscard]] STRATA_ALWAYS_INLINE bool one_block(std::size_t bytes, std::size_t alignment) const noexcept {
+    return bytes <= stride_ && alignment - 1 < block_alignment_ && (alignment & (alignment - 1)) == 0;
   }
 
   /// Bytes a request occupies as the statistics count it: whole blocks (blocks x stride) when the pool serves it,
@@ -150,10 +158,13 @@ class fixed_pool_engine {
     return blocks_for(bytes) * stride_;
   }
 
-  /// One block, if one is at hand without the lock or a new chunk; nullptr sends the caller to allocate().
-  inline void* try_allocate_one() noexcept;
-  /// Frees p if it is a live single block of this pool; false sends the caller to deallocate(), which reports misuse.
-  inline bool try_deallocate_one(void* p) noexcept;
+  /// allocate() of a one-block request (one_block(bytes, alignment)): the wrappers' fast path. Every slow path is a
+  /// tail call, so the fast one saves no register.
+  STRATA_ALWAYS_INLINE void* allocate_one(std::size_t bytes, std::size_t alignment);
+  /// deallocate() of a one-block request (one_block(bytes, alignment)), likewise.
+  STRATA_ALWAYS_INLINE void deallocate_one(void* p, std::size_t bytes, std::size_t alignment) noexcept;
+  /// Blocks in the free cache (freed, not yet back in their chunks' bitmaps).
+  [[nodiscard]] std::size_t cached_blocks() const noexcept { return cache_.total(); }
 
   /// Any request: blocks, a run, or upstream. Throws std::bad_alloc (at the cap, or when upstream fails).
   void* allocate(std::size_t bytes, std::size_t alignment, bool zeroed);
@@ -161,9 +172,9 @@ class fixed_pool_engine {
   void deallocate(void* p, std::size_t bytes, std::size_t alignment) noexcept;
   bool resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) noexcept;
   void release() noexcept;
-  /// !Sync: gives every empty chunk back upstream, the cached ones and an empty current one (a capacity
-  /// reservation stays: it is one mapping, taken once). Sync: nothing (a lock-free operation may be reading any chunk
-  /// until release()).
+  /// !Sync: gives the free cache back to the bitmaps, then every empty chunk back upstream, the cached ones and an
+  /// empty current one (a capacity reservation stays: it is one mapping, taken once). Sync: nothing (a lock-free
+  /// operation may be reading any chunk until release()).
   void trim() noexcept;
   [[nodiscard]] resource_stats stats() const noexcept;
   bool check_invariants() const noexcept;
@@ -171,10 +182,14 @@ class fixed_pool_engine {
  private:
   using lock_type = lock_if<Sync>;
 
-  /// Counts of one stripe (Sync) or of the engine (!Sync). Peaks are of this stripe's net counts.
+  /// Counts of one stripe (Sync) or of the engine (!Sync). Bytes in use are blocks * stride + upstream. Peaks are of
+  /// this stripe's net counts.
   struct alignas(64) tally {
     counter<std::uint64_t> allocations{0}, deallocations{0};
-    counter<std::int64_t> bytes{0}, peak_bytes{0}, blocks{0}, peak_blocks{0};
+    counter<std::int64_t> blocks{0}, upstream{0}, peak_blocks{0}, peak_bytes{0};
+    // !Sync: while blocks stays at or below this, neither peak can rise with an allocation of blocks (so the fast
+    // path compares one count).
+    std::int64_t raise_above = 0;
     counter<std::uint32_t> hint{0};  // Sync: the word this thread's block scans start at (threads spread out)
   };
 
@@ -196,9 +211,7 @@ class fixed_pool_engine {
   chunk* chunk_of(const void* p) const noexcept {
     return reinterpret_cast<chunk*>(reinterpret_cast<std::uintptr_t>(p) & ~(chunk_size_ - 1));
   }
-  std::uintptr_t tag_of(const chunk* c) const noexcept {
-    return reinterpret_cast<std::uintptr_t>(this) ^ reinterpret_cast<std::uintptr_t>(c) ^ 0x46495845445F504Full;
-  }
+  std::uintptr_t tag_of(const chunk* c) const noexcept { return tag_key_ ^ reinterpret_cast<std::uintptr_t>(c); }
   /// Whether p lies in one of our chunks (c: that chunk, whatever p is).
   bool in_our_chunk(const void* p, const chunk*& c) const noexcept {
     c = chunk_of(p);
@@ -226,17 +239,34 @@ class fixed_pool_engine {
     std::int64_t bytes, peak_bytes, blocks, peak_blocks;
   };
   totals sum() const noexcept;
-  inline void add(tally* t, unsigned allocs, unsigned frees, std::int64_t bytes, std::int64_t blocks) noexcept;
+  /// Counts allocations and frees of `blocks` blocks (a run's blocks count one allocation) and of `upstream` bytes
+  /// sent upstream.
+  inline void add(tally* t, unsigned allocs, unsigned frees, std::int64_t upstream, std::int64_t blocks) noexcept;
+  /// !Sync: raises t's peaks to its counts and recomputes raise_above.
+  void raise_peaks(tally& t) noexcept;
+  /// !Sync: one block handed out / taken back, on the fast paths.
+  STRATA_ALWAYS_INLINE void count_one_allocated() noexcept {
+    tally& t = tallies_[0];
+    ++t.allocations;
+    if (STRATA_UNLIKELY(++t.blocks > t.raise_above)) raise_peaks(t);
+  }
+  STRATA_ALWAYS_INLINE void count_one_freed() noexcept {
+    tally& t = tallies_[0];
+    ++t.deallocations;
+    --t.blocks;
+  }
   inline std::size_t claim_one(chunk* c, tally* t) noexcept;
+  /// !Sync: claim_one(c) with the standard checks' test of a block handed out before (it must still be the node its
+  /// free made it: else it is set aside, reported, and the next one is claimed); `fresh`: whether the block is known
+  /// to be zero.
+  inline std::size_t claim_checked(chunk* c, bool& fresh) noexcept;
   tally* my_tally() noexcept {
     if constexpr (Sync) return tallies_ + pool_stripe();
     else return tallies_;
   }
-  // Bytes as round_size() gives them: blocks x stride, or the request itself for blocks sent upstream.
-  void note_allocation(std::size_t bytes, std::size_t blocks) noexcept;
-  void note_deallocation(std::size_t bytes, std::size_t blocks) noexcept;
-  /// Raises fresh_from past [q, q + k); whether those blocks were all fresh (zero-filled, never handed out).
-  static bool hand_out(chunk* c, std::size_t q, std::size_t k) noexcept;
+  /// Raises high_water past [q, q + k); whether those blocks are known to be zero (never handed out in a chunk
+  /// that arrived zero-filled).
+  bool hand_out(chunk* c, std::size_t q, std::size_t k) noexcept;
   void* address(chunk* c, std::size_t q) const noexcept { return reinterpret_cast<char*>(c) + q * stride_; }
   const void* address(const chunk* c, std::size_t q) const noexcept {
     return reinterpret_cast<const char*>(c) + q * stride_;
@@ -253,11 +283,33 @@ class fixed_pool_engine {
   }
 
   // Out of line (lib/fixed_pool_engine.cpp).
-  chunk* flush_hot(bool retire_empty = true) noexcept;
-  void defer_again(void* h) noexcept;
+  /// allocate_one() when the free cache's head is not at hand.
+  STRATA_NOINLINE void* allocate_one_slow(std::size_t bytes, std::size_t alignment);
+  /// allocate_one() whose count raised a peak: raises it, returns p.
+  STRATA_NOINLINE void* raise_peaks_for(void* p) noexcept;
+  /// deallocate_one() when the fast checks do not decide: the exact way.
+  STRATA_NOINLINE void deallocate_one_slow(void* p, std::size_t bytes, std::size_t alignment) noexcept;
+  /// The free cache's head list is full: see free_cache::push_rotating.
+  STRATA_NOINLINE void push_to_full(void* p) noexcept;
+  /// Gives n nodes of `list` back to their chunks' bitmaps, with the exact checks; retires the chunks that empties.
+  void give_back(void* list, std::size_t n) noexcept;
+  /// No block is live: the cached blocks outside the current chunk go back, so that their chunks can empty.
+  STRATA_NOINLINE void settle_idle() noexcept;
+  /// Whether p is in the free cache (a node of it): freed already.
+  bool cached(const void* p) const noexcept { return cache_.cap != 0 && is_node(p, key_) && cache_.holds(p, key_); }
+  /// !Sync: a chunk's free count reached its blocks: it leaves the list unless current or in the region.
+  STRATA_NOINLINE void chunk_emptied(chunk* c) noexcept;
+  /// Marks c as a chunk that has held a run: its frees take the exact path from now on.
+  static void note_run(chunk* c) noexcept {
+    c->served_runs = true;
+    c->cache_span = 0;
+  }
+  void report_cached_twice(const void* p, const char* why) noexcept;
   bool pooled(std::size_t bytes, std::size_t alignment) const noexcept;
   void* allocate_blocks(std::size_t k, bool& fresh);
   std::size_t claim_run(chunk* c, std::size_t k) noexcept;
+  std::size_t claim_in(chunk* c, std::size_t k, bool& fresh) noexcept;
+  void* take_cached() noexcept;
   std::size_t find_run(const chunk* c, std::size_t k, std::size_t from) const noexcept;
   bool transition(chunk* c, std::size_t first, std::size_t count, std::uint64_t from, std::uint64_t to) noexcept;
   bool live_run(const void* p, std::size_t bytes, std::size_t alignment, chunk*& c, std::size_t& q) noexcept;
@@ -266,6 +318,8 @@ class fixed_pool_engine {
                        bool new_pooled) noexcept;
   chunk* add_chunk();
   chunk* format(void* base, bool zeroed) noexcept;
+  /// !Sync: c leaves the list, cached or back upstream; free cache nodes inside it (freed twice) are reported and
+  /// dropped first.
   void retire(chunk* c) noexcept;
   void free_chunk_memory(chunk* c) noexcept;
   bool reserve_capacity();
@@ -277,21 +331,30 @@ class fixed_pool_engine {
               std::size_t expected = 0) const noexcept;
 
   // Fixed at construction.
+  // What the fast paths read, together (fixed at construction, but for the cache and the current chunk).
+  std::size_t stride_;
+  std::size_t block_alignment_ = 0;
+  pool_slot_divider slot_divider_;
+  std::size_t chunk_size_ = 0;
+  std::uintptr_t tag_key_;  // a chunk's tag is its address ^ this
+  std::uintptr_t key_;      // the free cache's node key
+  std::uint32_t skip_ = 0;  // every chunk's first block slot
+  chunk_table<chunk_source_storage<Sync>> table_;  // the chunks in use (most of them: see chunk_table)
+  // !Sync, standard checks: freed single blocks, still marked live in their bitmaps (cap 0: none, with strict checks,
+  // Sync, or blocks smaller than a node). Every free block of a chunk that has held no run, below its high water,
+  // is a node: a block handed out from a bitmap there that is no node was written after its free or is live.
+  free_cache cache_;
+  counter<chunk*> current_{nullptr};  // where single blocks come from
+  tally tallies_[Sync ? pool_stripes + 1 : 1];  // !Sync: the counts; Sync: one stripe per thread, then the shared one
+
   const void* owner_;
   const char* name_;
   fixed_pool_options opts_;
   std::size_t block_size_;
-  std::size_t stride_;
-  std::size_t block_alignment_ = 0;
-  pool_slot_divider slot_divider_;
   chunk_source<Sync> source_;  // chunks of a growing pool; the capacity reservation; upstream's capabilities
-  std::size_t chunk_size_ = 0;
   std::size_t capacity_blocks_ = 0;
   std::size_t blocks_per_chunk_ = 0;
-
-  counter<chunk*> current_{nullptr};  // where single blocks come from
-  void* hot_ = nullptr;  // !Sync: the block freed last, still marked live in its bitmap (deferred free)
-  tally tallies_[Sync ? pool_stripes + 1 : 1];  // !Sync: the counts; Sync: one stripe per thread, then the shared one
+  std::uint64_t lost_ = 0;  // !Sync: blocks set aside after a misuse (out of use until release())
 
   // Under the lock (Sync).
   mutable lock_type lock_;
@@ -309,39 +372,38 @@ class fixed_pool_engine {
 // ---- fast paths ----------------------------------------------------------------------------------------------------
 
 template <bool Sync>
-inline void fixed_pool_engine<Sync>::add(tally* t, unsigned allocs, unsigned frees, std::int64_t bytes,
+inline void fixed_pool_engine<Sync>::add(tally* t, unsigned allocs, unsigned frees, std::int64_t upstream,
                                          std::int64_t blocks) noexcept {
   if constexpr (Sync) {
+    const auto stride = static_cast<std::int64_t>(stride_);
+    auto raise = [](std::atomic<std::int64_t>& peak, std::int64_t v) {
+      std::int64_t old = peak.load(std::memory_order_relaxed);
+      while (v > old && !peak.compare_exchange_weak(old, v, std::memory_order_relaxed)) {
+      }
+    };
     if (STRATA_UNLIKELY(t == tallies_ + pool_stripes)) {  // the shared stripe: atomic adds
-      auto raise = [](std::atomic<std::int64_t>& peak, std::int64_t v) {
-        std::int64_t old = peak.load(std::memory_order_relaxed);
-        while (v > old && !peak.compare_exchange_weak(old, v, std::memory_order_relaxed)) {
-        }
-      };
       if (allocs != 0) t->allocations.fetch_add(allocs, std::memory_order_relaxed);
       if (frees != 0) t->deallocations.fetch_add(frees, std::memory_order_relaxed);
-      raise(t->peak_bytes, t->bytes.fetch_add(bytes, std::memory_order_relaxed) + bytes);
-      raise(t->peak_blocks, t->blocks.fetch_add(blocks, std::memory_order_relaxed) + blocks);
+      const std::int64_t k = t->blocks.fetch_add(blocks, std::memory_order_relaxed) + blocks;
+      const std::int64_t u = t->upstream.fetch_add(upstream, std::memory_order_relaxed) + upstream;
+      raise(t->peak_blocks, k);
+      raise(t->peak_bytes, k * stride + u);
       return;
     }
+    if (allocs != 0) put(t->allocations, get(t->allocations) + allocs);
+    if (frees != 0) put(t->deallocations, get(t->deallocations) + frees);
+    const std::int64_t k = get(t->blocks) + blocks, u = get(t->upstream) + upstream;
+    put(t->blocks, k);
+    put(t->upstream, u);
+    if (k > get(t->peak_blocks)) put(t->peak_blocks, k);
+    if (k * stride + u > get(t->peak_bytes)) put(t->peak_bytes, k * stride + u);
+  } else {
+    t->allocations += allocs;
+    t->deallocations += frees;
+    t->blocks += blocks;
+    t->upstream += upstream;
+    raise_peaks(*t);
   }
-  if (allocs != 0) put(t->allocations, get(t->allocations) + allocs);
-  if (frees != 0) put(t->deallocations, get(t->deallocations) + frees);
-  const std::int64_t b = get(t->bytes) + bytes, k = get(t->blocks) + blocks;
-  put(t->bytes, b);
-  put(t->blocks, k);
-  if (bytes > 0 && b > get(t->peak_bytes)) put(t->peak_bytes, b);
-  if (blocks > 0 && k > get(t->peak_blocks)) put(t->peak_blocks, k);
-}
-
-template <bool Sync>
-inline void fixed_pool_engine<Sync>::note_allocation(std::size_t bytes, std::size_t blocks) noexcept {
-  add(my_tally(), 1, 0, static_cast<std::int64_t>(bytes), static_cast<std::int64_t>(blocks));
-}
-
-template <bool Sync>
-inline void fixed_pool_engine<Sync>::note_deallocation(std::size_t bytes, std::size_t blocks) noexcept {
-  add(my_tally(), 0, 1, -static_cast<std::int64_t>(bytes), -static_cast<std::int64_t>(blocks));
 }
 
 // The first free block of c, claimed; npos when there is none. !Sync: words below the chunk's hint hold no free block,
@@ -382,67 +444,86 @@ inline std::size_t fixed_pool_engine<Sync>::claim_one(chunk* c, [[maybe_unused]]
 
 template <bool Sync>
 inline bool fixed_pool_engine<Sync>::hand_out(chunk* c, std::size_t q, std::size_t k) noexcept {
-  std::uint32_t ff = get(c->fresh_from);
-  if (STRATA_LIKELY(q + k <= ff)) return false;  // (k >= 1; a chunk that did not arrive zeroed has ff == limit)
+  std::uint32_t hw = get(c->high_water);
+  if (STRATA_LIKELY(q + k <= hw)) return false;  // (k >= 1)
   if constexpr (Sync) {
-    while (q + k > ff)
-      if (c->fresh_from.compare_exchange_weak(ff, static_cast<std::uint32_t>(q + k), std::memory_order_relaxed))
-        return q >= ff;
+    while (q + k > hw)
+      if (c->high_water.compare_exchange_weak(hw, static_cast<std::uint32_t>(q + k), std::memory_order_relaxed))
+        return q >= hw && c->zeroed;
     return false;
   } else {
-    c->fresh_from = static_cast<std::uint32_t>(q + k);
-    return q >= ff;
+    c->high_water = static_cast<std::uint32_t>(q + k);
+    if (!c->served_runs && cache_.cap != 0) c->cache_span = static_cast<std::uint32_t>(q + k - skip_);
+    return q >= hw && c->zeroed;
   }
 }
 
 template <bool Sync>
-inline void* fixed_pool_engine<Sync>::try_allocate_one() noexcept {
-  if constexpr (!Sync) {
-    // The block freed last is still marked live: handing it out again touches no bitmap.
-    if (void* p = hot_; STRATA_LIKELY(p != nullptr)) {
-      hot_ = nullptr;
-      note_allocation(stride_, 1);
-      return p;
-    }
-  }
-  chunk* c;
-  if constexpr (Sync) c = current_.load(std::memory_order_acquire);  // its header and bitmap were written before
-  else c = current_;
-  if (c == nullptr) return nullptr;
-  tally* t = my_tally();
-  const std::size_t q = claim_one(c, t);
-  if (q == ~std::size_t{0}) return nullptr;
-  hand_out(c, q, 1);
-  add(t, 1, 0, static_cast<std::int64_t>(stride_), 1);
-  return address(c, q);
-}
-
-template <bool Sync>
-inline bool fixed_pool_engine<Sync>::try_deallocate_one(void* p) noexcept {
-  const chunk* cc;
-  const std::size_t q = slot_of(p, cc);
-  if (STRATA_UNLIKELY(q == ~std::size_t{0})) return false;
-  chunk* c = const_cast<chunk*>(cc);
-  word& wr = c->bits()[q >> 5];
-  const unsigned s = 2 * static_cast<unsigned>(q & 31);
-  std::uint64_t w = ld(wr);
+inline std::size_t fixed_pool_engine<Sync>::claim_checked(chunk* c, bool& fresh) noexcept {
   for (;;) {
-    // A live single block: a start whose next slot does not continue it.
-    const unsigned next = s != 62 ? static_cast<unsigned>(w >> (s + 2)) & 3 : static_cast<unsigned>(ld((&wr)[1])) & 3;
-    if (STRATA_UNLIKELY(((w >> s) & 3) != pool_start || next == pool_cont)) return false;
+    const std::size_t q = claim_one(c, my_tally());
+    if (q == ~std::size_t{0}) return q;
     if constexpr (!Sync) {
-      if (STRATA_UNLIKELY(p == hot_)) return false;  // freed already (deferred)
-      if (hot_ != nullptr) flush_hot();
-      hot_ = p;  // its bits stay "live" until the next free, or until someone needs the truth
-      break;
-    } else {
-      if (wr.compare_exchange_weak(w, w ^ (std::uint64_t{3} << s), std::memory_order_release,
-                                   std::memory_order_relaxed))
-        break;
+      if (q < c->high_water && cache_.cap != 0 && !c->served_runs) {
+        void* p = address(c, q);
+        if (STRATA_UNLIKELY(!is_node(p, key_))) {
+          report_cached_twice(p, "a free block was written after its free, or is live (freed twice): not handed out "
+                                 "again");
+          continue;
+        }
+        clear_node(p);
+      }
+    }
+    fresh = hand_out(c, q, 1);
+    return q;
+  }
+}
+
+template <bool Sync>
+STRATA_ALWAYS_INLINE void* fixed_pool_engine<Sync>::allocate_one(std::size_t bytes, std::size_t alignment) {
+  if constexpr (!Sync) {
+    // The newest freed block: its lines are the warmest. (free_cache::pop, spelled out so that nothing is kept
+    // across a call.)
+    void* p = cache_.head;
+    if (STRATA_LIKELY(p != nullptr)) {
+      const std::uintptr_t next = load_node_word(p, 0);
+      if (STRATA_LIKELY(load_node_word(p, 1) == node_check(p, next, key_))) {
+        cache_.head = reinterpret_cast<void*>(next);
+        --cache_.count;
+        clear_node(p);
+        tally& t = tallies_[0];
+        ++t.allocations;
+        if (STRATA_UNLIKELY(++t.blocks > t.raise_above)) return raise_peaks_for(p);
+        return p;
+      }
     }
   }
-  note_deallocation(stride_, 1);
-  return true;
+  return allocate_one_slow(bytes, alignment);
+}
+
+template <bool Sync>
+STRATA_ALWAYS_INLINE void fixed_pool_engine<Sync>::deallocate_one(void* p, std::size_t bytes,
+                                                                  std::size_t alignment) noexcept {
+  if constexpr (!Sync) {
+    // Checks that read only the chunk table, the chunk's first line and p's first two words: p is a block boundary
+    // of one of our chunks, handed out before in a chunk that has held no run (so p is no continuation), and no node
+    // (else it may be free already). The exact checks decide every other case, and strict checks (no cache:
+    // cache_span is 0 then) always.
+    auto* c = chunk_of(p);
+    const std::size_t off = static_cast<std::size_t>(static_cast<char*>(p) - reinterpret_cast<char*>(c));
+    const std::size_t q = slot_divider_(off);
+    if (STRATA_UNLIKELY(!table_.contains_unsynchronized(reinterpret_cast<std::uintptr_t>(c))) ||
+        STRATA_UNLIKELY(q * stride_ != off) || STRATA_UNLIKELY(q - skip_ >= c->cache_span) ||
+        STRATA_UNLIKELY(is_node(p, key_)))
+      return deallocate_one_slow(p, bytes, alignment);
+    if (STRATA_UNLIKELY(cache_.count == cache_.cap)) return push_to_full(p);
+    cache_.push(p, key_);
+    tally& t = tallies_[0];
+    ++t.deallocations;
+    if (STRATA_UNLIKELY(--t.blocks == 0)) return settle_idle();
+  } else {
+    deallocate_one_slow(p, bytes, alignment);
+  }
 }
 
 extern template class fixed_pool_engine<false>;

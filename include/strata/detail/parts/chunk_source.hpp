@@ -130,4 +130,13 @@ class chunk_source {
 extern template class chunk_source<false>;
 extern template class chunk_source<true>;
 
+/// Storage for the ds layer's tables (class_map, chunk_table) through a chunk source: an engine's tables come from
+/// upstream too.
+template <bool Sync>
+struct chunk_source_storage {
+  chunk_source<Sync>* source = nullptr;
+  void* allocate(std::size_t bytes) noexcept { return source->take_table(bytes); }
+  void deallocate(void* p, std::size_t bytes) noexcept { source->release_table(p, bytes); }
+};
+
 }  // namespace strata::detail
