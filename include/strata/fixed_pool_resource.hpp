@@ -103,11 +103,15 @@ extern template class basic_fixed_pool_resource<true>;
 /// - Blocks live in chunks (a power of two bytes, aligned to their size). Each chunk starts with a small header and a
 ///   state bitmap, two bits per block (free, first block of an allocation, or continuation of one). No block has a
 ///   header.
-/// - One block: O(1). deallocate finds the chunk by masking and the slot by one multiply (exact for every block and
-///   chunk size the options accept), checks the block's two bits (and its neighbour's, so a run cannot be freed as
-///   one block) and keeps it as the "hot" block: its bits are written only when another block is freed, so a free
-///   followed by an allocate (the common churn) touches no bitmap. allocate takes the hot block, else the first free
-///   block of the current chunk (a hint skips full words).
+/// - One block: O(1). deallocate finds the chunk by masking (and in the pool's chunk table) and the slot by one
+///   multiply (exact for every block and chunk size the options accept). With standard checks (the default) it then
+///   checks that the block was handed out before in a chunk that has held no run and is not already a freed block,
+///   and pushes it on the free cache: a LIFO threaded through the freed blocks (two words each: a link and a check
+///   word keyed per pool), at most two lists of up to 64 blocks; the state bits are written when a list goes back, in
+///   a batch, with the exact checks. allocate pops the newest freed block (its check word must hold), else the first
+///   free block of the current chunk (a hint skips full words), which must still be the freed block its free left
+///   there. With strict checks every free is verified against the block's two bits (and its neighbour's, so a run
+///   cannot be freed as one block) and writes them at once; there is no cache.
 /// - More than one block (a request up to a chunk's capacity): a run of contiguous free blocks found by scanning the
 ///   bitmap a word (32 blocks) at a time: O(blocks per chunk / 32) words per chunk looked at. With `forward_large`,
 ///   or when a run cannot fit a chunk, the request goes straight upstream (registered, so its free is checked too).
@@ -125,7 +129,10 @@ extern template class basic_fixed_pool_resource<true>;
 /// - Misuse (double free, a pointer not from this pool, a pointer inside a block or a run, a size or alignment that
 ///   does not match the allocation) is reported through the error handler with the pointer, size and alignment the
 ///   caller gave and, where known, the size expected: the block size for one block, the run's blocks times the
-///   stride for a run, the recorded size for a request sent upstream. Nothing changes.
+///   stride for a run, the recorded size for a request sent upstream. Nothing changes. With standard checks a double
+///   free is found on the second free, or, when the program wrote over the block between the two frees, when the
+///   block would be handed out again or its list goes back to the bitmap: never is a block handed out twice
+///   without a report.
 /// - Not thread-safe: see synchronized_fixed_pool_resource.
 class fixed_pool_resource final : public detail::basic_fixed_pool_resource<false> {
  public:
