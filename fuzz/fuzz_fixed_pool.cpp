@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 // fuzz/fuzz_fixed_pool.cpp: fixed_pool_resource, or synchronized_fixed_pool_resource (STRATA_FUZZ_SYNC): block
 // sizes 1 B .. 1 GiB (8, odd 24/40/1000, ...), capped and uncapped, chunks 64 KiB .. 16 GiB (256 MiB of 8-byte blocks:
-// more than 2^24 blocks in a chunk), forward_large, max_empty_chunks, huge pages, runs, allocate_zeroed.
+// more than 2^24 blocks in a chunk), forward_large, max_empty_chunks, huge pages, both check modes, runs,
+// allocate_zeroed.
 //
 // Input: [upstream] [page options if own pages: 2] [options: 5 bytes] [flags] [ops...]
 #include <strata/fixed_pool_resource.hpp>
@@ -146,6 +147,7 @@ pool_config decode(sf::reader& in, const sf::upstream_env& env, std::string& des
   static constexpr std::size_t empties[] = {0, 1, 1, 4};
   c.o.max_empty_chunks = empties[(d >> 1) & 3];
   c.o.huge_pages = (d & 8) != 0;
+  c.o.checks = (r >> 15) != 0 ? strata::check_mode::strict : strata::check_mode::standard;
   // Caps: none, or whole chunks, or odd amounts (3 MiB, a chunk and a bit).
   switch ((d >> 4) % 6) {
     case 0: case 1: case 2: c.o.max_bytes = 0; break;
@@ -156,9 +158,11 @@ pool_config decode(sf::reader& in, const sf::upstream_env& env, std::string& des
   if (c.o.chunk_size > 4 * sf::MiB) c.o.max_bytes = 0;
   char buf[260];
   std::snprintf(buf, sizeof buf,
-                "%s(block_size=%zu){max_bytes=%zu chunk_size=%zu forward_large=%d max_empty_chunks=%zu huge_pages=%d}",
+                "%s(block_size=%zu){max_bytes=%zu chunk_size=%zu forward_large=%d max_empty_chunks=%zu huge_pages=%d "
+                "checks=%s}",
                 target_name, c.block_size, c.o.max_bytes, c.o.chunk_size, c.o.forward_large ? 1 : 0,
-                c.o.max_empty_chunks, c.o.huge_pages ? 1 : 0);
+                c.o.max_empty_chunks, c.o.huge_pages ? 1 : 0,
+                c.o.checks == strata::check_mode::strict ? "strict" : "standard");
   desc = buf;
   return c;
 }

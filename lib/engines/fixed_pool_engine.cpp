@@ -238,9 +238,7 @@ void fixed_pool_engine<Sync>::retire(chunk* c) noexcept {
         [&](void* n) {
           report(error_kind::double_free, n, block_size_, 0, "freed twice (found when its chunk became empty)",
                  block_size_);
-          tallies_[0].deallocations -= 1;  // the second free is not counted
-          tallies_[0].blocks += 1;
-          raise_peaks(tallies_[0]);
+          uncount_free();
         });
   }
   if (c->prev != nullptr) c->prev->next = c->next;
@@ -391,18 +389,14 @@ void fixed_pool_engine<Sync>::give_back(void* list, std::size_t n) noexcept {
         // Free already (its first free went back, then a write after it hid the node from the second free).
         report(error_kind::double_free, p, block_size_, 0, "freed twice (found when the free cache gave it back)",
                block_size_);
-        --tallies_[0].deallocations;
-        ++tallies_[0].blocks;
-        raise_peaks(tallies_[0]);
+        uncount_free();
         continue;
       }
       if (state_at(c, q + 1) == pool_cont) {  // the start of a run now: freed, reused, and its node forged since
         report(error_kind::double_free, p, block_size_, 0,
                "freed twice: the free cache holds the first block of a live run (found when it gave it back)",
                block_size_);
-        --tallies_[0].deallocations;
-        ++tallies_[0].blocks;
-        raise_peaks(tallies_[0]);
+        uncount_free();
         continue;
       }
       w ^= std::uint64_t{3} << s;

@@ -255,6 +255,13 @@ class fixed_pool_engine {
     ++t.deallocations;
     --t.blocks;
   }
+  /// !Sync: a free counted by count_one_freed() turned out to be a second free of a live block: it is not counted.
+  void uncount_free() noexcept {
+    tally& t = tallies_[0];
+    --t.deallocations;
+    ++t.blocks;
+    raise_peaks(t);
+  }
   inline std::size_t claim_one(chunk* c, tally* t) noexcept;
   /// !Sync: claim_one(c) with the standard checks' test of a block handed out before (it must still be the node its
   /// free made it: else it is set aside, reported, and the next one is claimed); `fresh`: whether the block is known
@@ -339,12 +346,14 @@ class fixed_pool_engine {
   std::uintptr_t tag_key_;  // a chunk's tag is its address ^ this
   std::uintptr_t key_;      // the free cache's node key
   std::uint32_t skip_ = 0;  // every chunk's first block slot
-  chunk_table<chunk_source_storage<Sync>> table_;  // the chunks in use (most of them: see chunk_table)
   // !Sync, standard checks: freed single blocks, still marked live in their bitmaps (cap 0: none, with strict checks,
   // Sync, or blocks smaller than a node). Every free block of a chunk that has held no run, below its high water,
   // is a node: a block handed out from a bitmap there that is no node was written after its free or is live.
   free_cache cache_;
   counter<chunk*> current_{nullptr};  // where single blocks come from
+  // The chunks in use (most of them: see chunk_table). Its slots inside it come last: the fields before stay on
+  // the same lines as the cache.
+  chunk_table<chunk_source_storage<Sync>> table_;
   tally tallies_[Sync ? pool_stripes + 1 : 1];  // !Sync: the counts; Sync: one stripe per thread, then the shared one
 
   const void* owner_;
@@ -482,20 +491,12 @@ inline std::size_t fixed_pool_engine<Sync>::claim_checked(chunk* c, bool& fresh)
 template <bool Sync>
 STRATA_ALWAYS_INLINE void* fixed_pool_engine<Sync>::allocate_one(std::size_t bytes, std::size_t alignment) {
   if constexpr (!Sync) {
-    // The newest freed block: its lines are the warmest. (free_cache::pop, spelled out so that nothing is kept
-    // across a call.)
-    void* p = cache_.head;
-    if (STRATA_LIKELY(p != nullptr)) {
-      const std::uintptr_t next = load_node_word(p, 0);
-      if (STRATA_LIKELY(load_node_word(p, 1) == node_check(p, next, key_))) {
-        cache_.head = reinterpret_cast<void*>(next);
-        --cache_.count;
-        clear_node(p);
-        tally& t = tallies_[0];
-        ++t.allocations;
-        if (STRATA_UNLIKELY(++t.blocks > t.raise_above)) return raise_peaks_for(p);
-        return p;
-      }
+    // The newest freed block: its lines are the warmest.
+    if (void* p = cache_.pop(key_); STRATA_LIKELY(p != nullptr)) {
+      tally& t = tallies_[0];
+      ++t.allocations;
+      if (STRATA_UNLIKELY(++t.blocks > t.raise_above)) return raise_peaks_for(p);
+      return p;
     }
   }
   return allocate_one_slow(bytes, alignment);
