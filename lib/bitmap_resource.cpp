@@ -145,18 +145,7 @@ template <bool Sync>
 resource_stats basic_bitmap_resource<Sync>::do_stats() const noexcept {
   auto t = engine_.collect_totals();
   if constexpr (Sync) {
-    // With thread caches, an object may be allocated through a cache and freed the locked way or the other way
-    // round: each part may wrap below zero, the sums are exact.
-    if (front_.has_value()) {
-      const auto f = front_->collect_totals();
-      t.allocations += f.allocations;
-      t.deallocations += f.deallocations;
-      t.bytes_in_use += static_cast<std::size_t>(f.bytes);
-      t.peak_bytes_in_use += f.peak > 0 ? static_cast<std::size_t>(f.peak) : 0;
-      t.table_bytes += f.heap_bytes;
-      if (static_cast<std::ptrdiff_t>(t.bytes_in_use) < 0) t.bytes_in_use = 0;  // threads between calls
-      if (t.peak_bytes_in_use < t.bytes_in_use) t.peak_bytes_in_use = t.bytes_in_use;
-    }
+    if (front_.has_value()) t.table_bytes += front_->add_totals_to(t);
   }
   const auto large = engine_.large_totals();
   resource_stats s{};

@@ -2,6 +2,7 @@
 // lib/fixed_pool_resource.cpp: the pmr face of the fixed pool engine: the one-block fast path, then the general one.
 #include <strata/fixed_pool_resource.hpp>
 
+#include <cstring>
 #include <stdexcept>
 #include <string>
 
@@ -34,22 +35,123 @@ basic_fixed_pool_resource<Sync>::basic_fixed_pool_resource(std::size_t block_siz
                                                            std::pmr::memory_resource* upstream)
     : upstream_(upstream),
       opts_(opts),
-      engine_(block_size, validated<Sync>(block_size, opts, upstream, name_of(Sync)), upstream, this, name_of(Sync)) {}
+      engine_(block_size, validated<Sync>(block_size, opts, upstream, name_of(Sync)), upstream, this, name_of(Sync)) {
+  if constexpr (Sync)
+    if (engine_.batched()) front_.emplace(engine_, upstream, name_of(Sync), engine_.front_heap_limit());
+}
 
 template <bool Sync>
 void* basic_fixed_pool_resource<Sync>::do_allocate(std::size_t bytes, std::size_t alignment) {
-  if (STRATA_LIKELY(engine_.one_block(bytes, alignment))) return engine_.allocate_one(bytes, alignment);
+  if (STRATA_LIKELY(engine_.one_block(bytes, alignment))) {
+    if constexpr (Sync)
+      if (STRATA_LIKELY(front_.has_value())) return front_->allocate(0);
+    return engine_.allocate_one(bytes, alignment);
+  }
   return engine_.allocate(bytes, alignment, false);
 }
 
 template <bool Sync>
 void basic_fixed_pool_resource<Sync>::do_deallocate(void* p, std::size_t bytes, std::size_t alignment) {
-  if (STRATA_LIKELY(engine_.one_block(bytes, alignment))) return engine_.deallocate_one(p, bytes, alignment);
+  if (STRATA_LIKELY(engine_.one_block(bytes, alignment))) {
+    if constexpr (Sync)
+      if (STRATA_LIKELY(front_.has_value())) return front_->deallocate(p, bytes, alignment, 0);
+    return engine_.deallocate_one(p, bytes, alignment);
+  }
   engine_.deallocate(p, bytes, alignment);  // runs, upstream requests, and every kind of misuse
 }
 
 template <bool Sync>
-basic_fixed_pool_resource<Sync>::~basic_fixed_pool_resource() = default;
+void* basic_fixed_pool_resource<Sync>::do_allocate_zeroed(std::size_t bytes, std::size_t alignment) {
+  if constexpr (Sync) {
+    if (front_.has_value() && engine_.one_block(bytes, alignment)) {
+      void* p = front_->allocate(0);
+      std::memset(p, 0, bytes);
+      return p;
+    }
+  }
+  return engine_.allocate(bytes, alignment, true);
+}
+
+template <bool Sync>
+bool basic_fixed_pool_resource<Sync>::do_resize(void* p, std::size_t old_size, std::size_t new_size,
+                                                std::size_t alignment) {
+  // A block in a thread's cache reads as live in its bitmap: the front tells it from a live one.
+  if constexpr (Sync)
+    if (front_.has_value() && engine_.one_block(old_size, alignment) &&
+        !front_->check_live(p, old_size, alignment, 0))
+      return false;
+  return engine_.resize(p, old_size, new_size, alignment);
+}
+
+template <bool Sync>
+void basic_fixed_pool_resource<Sync>::release() noexcept {
+  if constexpr (Sync)
+    if (front_.has_value()) front_->forget_all();
+  engine_.release();
+}
+
+template <bool Sync>
+void basic_fixed_pool_resource<Sync>::trim() noexcept {
+  if constexpr (Sync)
+    if (front_.has_value()) front_->flush_calling_thread();
+  engine_.trim();
+}
+
+template <bool Sync>
+std::size_t basic_fixed_pool_resource<Sync>::blocks_in_use() const noexcept {
+  std::int64_t n = static_cast<std::int64_t>(engine_.signed_blocks_in_use());
+  if constexpr (Sync)
+    if (front_.has_value()) n += front_->collect_totals().bytes / static_cast<std::int64_t>(engine_.stride());
+  return n > 0 ? static_cast<std::size_t>(n) : 0;
+}
+
+template <bool Sync>
+std::size_t basic_fixed_pool_resource<Sync>::peak_blocks_in_use() const noexcept {
+  std::size_t n = engine_.peak_blocks_in_use();
+  if constexpr (Sync)  // the sum of the threads' peaks: an upper bound, as the stripes' are
+    if (front_.has_value()) {
+      const auto f = front_->collect_totals();
+      if (f.peak > 0) n += static_cast<std::size_t>(f.peak) / engine_.stride();
+    }
+  const std::size_t now = blocks_in_use();
+  return n > now ? n : now;
+}
+
+template <bool Sync>
+std::size_t basic_fixed_pool_resource<Sync>::cached_blocks() const noexcept {
+  if constexpr (Sync)
+    if (front_.has_value()) return front_->cached_by_calling_thread(0);
+  return engine_.cached_blocks();
+}
+
+template <bool Sync>
+bool basic_fixed_pool_resource<Sync>::check_invariants() const noexcept {
+  if (!engine_.check_invariants()) return false;
+  if constexpr (Sync)
+    if (front_.has_value()) return front_->check_invariants();
+  return true;
+}
+
+template <bool Sync>
+resource_stats basic_fixed_pool_resource<Sync>::do_stats() const noexcept {
+  resource_stats s = engine_.stats();
+  if constexpr (Sync) {
+    if (front_.has_value()) {
+      // A block may go the engine's way and come back through a cache (a run shrunk to one block), or the other
+      // way round (one block grown into a run): each part may be below zero, the sum is exact.
+      s.bytes_in_use = static_cast<std::size_t>(engine_.signed_bytes_in_use());
+      const std::size_t heaps = front_->add_totals_to(s);
+      s.bytes_held += heaps;
+      s.bytes_resident += heaps;
+    }
+  }
+  return s;
+}
+
+template <bool Sync>
+basic_fixed_pool_resource<Sync>::~basic_fixed_pool_resource() {
+  if constexpr (Sync) front_.reset();  // first: from here on no exiting thread hands its cache back
+}
 
 template class basic_fixed_pool_resource<false>;
 template class basic_fixed_pool_resource<true>;

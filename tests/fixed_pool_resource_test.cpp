@@ -15,6 +15,7 @@
 #include <utility>
 #include <mutex>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include <doctest/doctest.h>
@@ -125,14 +126,15 @@ TEST_CASE_TEMPLATE("fixed pools: resize grows into free blocks and shrinks in pl
   Pool pool(64);
   auto* a = static_cast<char*>(pool.allocate(64, 8));
   auto* b = static_cast<char*>(pool.allocate(64 * 4, 8));
-  REQUIRE(b == a + 64);  // fresh chunk: contiguous
+  // Fresh chunk: contiguous (the synchronized pool's thread cache took a batch of blocks after a first).
+  if (std::is_same_v<Pool, fixed_pool_resource>) REQUIRE(b == a + 64);
   std::memset(b, 7, 256);
   CHECK(pool.resize(b, 256, 64 * 10, 8));  // the blocks after b are free
   CHECK(b[255] == 7);
   std::memset(b, 8, 640);
   CHECK(pool.resize(b, 640, 100, 8));  // shrink to 2 blocks
   auto* c = static_cast<char*>(pool.allocate(64, 8));  // takes a block freed by the shrink (the hot one is gone)
-  CHECK((c >= b + 128 || c < a));
+  CHECK((c >= b + 128 || c + 64 <= b));  // not in the run
   CHECK_FALSE(pool.resize(a, 64, 128, 8));  // b follows a: no room
   CHECK(pool.stats().bytes_in_use == 64 + 128 + 64);  // whole blocks
   pool.deallocate(b, 100, 8);
@@ -548,37 +550,132 @@ TEST_CASE("synchronized_fixed_pool_resource: a block freed twice at once is free
   CHECK(pool.check_invariants());
 }
 
-TEST_CASE("synchronized_fixed_pool_resource: the capacity holds when threads race for the last blocks") {
-  strata::fixed_pool_options o;
-  o.max_bytes = std::size_t{1} << 20;
-  synchronized_fixed_pool_resource pool(32, o);
-  const std::size_t cap = pool.capacity_blocks();
-  constexpr int threads = 4;
-  std::vector<std::vector<void*>> got(threads);
-  std::atomic<int> arrived{0};
-  std::vector<std::thread> workers;
-  for (int t = 0; t < threads; ++t) {
-    workers.emplace_back([&, t] {
-      arrive_and_wait(arrived, threads);
-      for (;;) {
-        try {
-          got[static_cast<std::size_t>(t)].push_back(pool.allocate(32, 8));
-        } catch (const std::bad_alloc&) {
-          break;
-        }
+// Every thread allocates until the pool says no: the blocks handed out are exactly the capacity, whatever the
+// threads' caches held when the race began, and the pool (chunks, table and threads' heaps) stays inside max_bytes.
+TEST_CASE("synchronized_fixed_pool_resource: the capacity is exact across 8 threads with caches, in both check modes") {
+  for (const auto mode : {strata::check_mode::standard, strata::check_mode::strict}) {
+    for (const std::size_t max_bytes : {std::size_t{1} << 20, std::size_t{64} << 10}) {  // (64 KiB: no room for heaps)
+      CAPTURE(static_cast<int>(mode));
+      CAPTURE(max_bytes);
+      recording_resource up(strata::default_page_resource());
+      strata::fixed_pool_options o = with_checks(mode);
+      o.max_bytes = max_bytes;
+      o.chunk_size = std::size_t{64} << 10;
+      synchronized_fixed_pool_resource pool(32, o, &up);
+      const std::size_t cap = pool.capacity_blocks();
+      constexpr int threads = 8;
+      std::vector<std::vector<void*>> got(threads);
+      std::atomic<int> arrived{0};
+      std::vector<std::thread> workers;
+      for (int t = 0; t < threads; ++t) {
+        workers.emplace_back([&, t] {
+          auto& mine = got[static_cast<std::size_t>(t)];
+          // First some churn, so that caches hold blocks (and some went back) when the race for the last ones begins.
+          for (int i = 0; i < 300; ++i) mine.push_back(pool.allocate(32, 8));
+          for (int i = 0; i < 200; ++i) {
+            pool.deallocate(mine.back(), 32, 8);
+            mine.pop_back();
+          }
+          arrive_and_wait(arrived, threads);
+          for (;;) {
+            try {
+              mine.push_back(pool.allocate(32, 8));
+            } catch (const std::bad_alloc&) {
+              break;
+            }
+          }
+        });
       }
-    });
+      for (auto& w : workers) w.join();
+      std::vector<void*> all;
+      for (auto& v : got) all.insert(all.end(), v.begin(), v.end());
+      CHECK(all.size() == cap);
+      std::sort(all.begin(), all.end());
+      CHECK(std::adjacent_find(all.begin(), all.end()) == all.end());  // no block handed out twice
+      CHECK(pool.blocks_in_use() == cap);
+      CHECK(up.live_bytes() <= max_bytes);
+      CHECK(pool.check_invariants());
+      for (void* p : all) pool.deallocate(p, 32, 8);
+      CHECK(pool.blocks_in_use() == 0);
+      CHECK(pool.check_invariants());
+      // All of it can be had again from one thread.
+      for (std::size_t i = 0; i < cap; ++i) all[i] = pool.allocate(32, 8);
+      CHECK_THROWS_AS((void)pool.allocate(32, 8), std::bad_alloc);
+      for (void* p : all) pool.deallocate(p, 32, 8);
+      CHECK(up.live_bytes() <= max_bytes);
+    }
   }
-  for (auto& w : workers) w.join();
-  std::vector<void*> all;
-  for (auto& v : got) all.insert(all.end(), v.begin(), v.end());
-  CHECK(all.size() == cap);
-  std::sort(all.begin(), all.end());
-  CHECK(std::adjacent_find(all.begin(), all.end()) == all.end());  // no block handed out twice
-  CHECK(pool.blocks_in_use() == cap);
-  CHECK(pool.check_invariants());
-  for (void* p : all) pool.deallocate(p, 32, 8);
-  CHECK(pool.blocks_in_use() == 0);
+}
+
+TEST_CASE("synchronized_fixed_pool_resource: a double free while the block waits in a thread's cache is reported") {
+  for (const auto mode : {strata::check_mode::standard, strata::check_mode::strict}) {
+    CAPTURE(static_cast<int>(mode));
+    error_capture errors;
+    synchronized_fixed_pool_resource pool(32, with_checks(mode));
+    std::vector<void*> v;
+    for (int i = 0; i < 1000; ++i) v.push_back(pool.allocate(32, 8));
+    void* a = v[500];
+    void* b = v[501];
+    const std::size_t cached = pool.cached_blocks();  // (what is left of the last batch)
+    pool.deallocate(a, 32, 8);
+    CHECK(pool.cached_blocks() == cached + (mode == strata::check_mode::standard ? 1u : 0u));
+    std::thread([&] { pool.deallocate(b, 32, 8); }).join();  // b goes back when that thread ends
+    const strata::resource_stats before = pool.stats();
+    std::size_t n = 0;
+    pool.deallocate(a, 32, 8);  // the same size
+    strata_test::check_error("synchronized_fixed_pool_resource", errors, ++n, strata::error_kind::double_free, a, 32);
+    pool.deallocate(a, 20, 4);  // another size that rounds to the block
+    strata_test::check_error("synchronized_fixed_pool_resource", errors, ++n, strata::error_kind::double_free, a, 20);
+    pool.deallocate(a, 32, 64);  // an alignment the pool sends upstream
+    strata_test::check_error("synchronized_fixed_pool_resource", errors, ++n, strata::error_kind::double_free, a, 32);
+    CHECK_FALSE(pool.resize(a, 32, 64, 8));  // resize of a freed block
+    strata_test::check_error("synchronized_fixed_pool_resource", errors, ++n, strata::error_kind::double_free, a, 32);
+    pool.deallocate(b, 32, 8);  // freed on a thread that has ended
+    strata_test::check_error("synchronized_fixed_pool_resource", errors, ++n, strata::error_kind::double_free, b, 32);
+    // a freed again on another thread, while it waits in this thread's cache.
+    std::thread([&] { pool.deallocate(a, 32, 8); }).join();
+    strata_test::check_error("synchronized_fixed_pool_resource", errors, ++n, strata::error_kind::double_free, a, 32);
+    strata_test::check_unchanged(before, pool.stats());
+    CHECK(pool.check_invariants());
+    // Nothing is handed out twice; with standard checks a (newest in this thread's cache) and b (back in its
+    // bitmap, below the others' free blocks) come out again soon.
+    std::set<void*> seen(v.begin(), v.end());
+    seen.erase(a);
+    seen.erase(b);
+    for (int i = 0; i < 300; ++i) CHECK(seen.insert(pool.allocate(32, 8)).second);
+    if (mode == strata::check_mode::standard) {
+      CHECK(seen.count(a) == 1);
+      CHECK(seen.count(b) == 1);
+    }
+    CHECK(errors.count() == n);
+    CHECK(pool.check_invariants());
+  }
+}
+
+TEST_CASE("synchronized_fixed_pool_resource: a freed block written after its free is reported, never handed out twice") {
+  for (const bool other_thread : {false, true}) {
+    CAPTURE(other_thread);
+    error_capture errors;
+    synchronized_fixed_pool_resource pool(64);
+    std::vector<void*> live;
+    for (int i = 0; i < 100; ++i) live.push_back(pool.allocate(64, 8));
+    void* a = live[10];
+    pool.deallocate(a, 64, 8);
+    std::memset(a, 0x5A, 16);  // a use after free overwrites the node
+    // No node any more: a cache takes it a second time (this thread's, or another's that gives it back at its end).
+    if (other_thread) std::thread([&] { pool.deallocate(a, 64, 8); }).join();
+    else pool.deallocate(a, 64, 8);
+    std::set<void*> handed;
+    for (void* p : live)
+      if (p != a) handed.insert(p);
+    for (int i = 0; i < 500; ++i) CHECK(handed.insert(pool.allocate(64, 8)).second);
+    CHECK(errors.count() >= 1);
+    for (const auto& e : errors.errors()) CHECK(e.kind == strata::error_kind::double_free);
+    CHECK(pool.check_invariants());
+    pool.release();
+    CHECK(pool.blocks_in_use() == 0);
+    CHECK(pool.check_invariants());
+  }
 }
 
 TEST_CASE("synchronized_fixed_pool_resource: counts stay exact with more threads than counter stripes") {
@@ -836,7 +933,10 @@ TEST_CASE_TEMPLATE("fixed pools: statistics count the usable size of each block"
   CHECK(pool.stats().bytes_in_use == 72);
   CHECK(pool.resize(r, 60, 100, 8));  // 5 blocks
   CHECK(pool.stats().bytes_in_use == 120);
-  CHECK(pool.stats().peak_bytes_in_use == 120);
+  // The synchronized pool's peak is the sum of its parts' peaks (single blocks through threads' caches: 48; runs:
+  // 120): an upper bound, as documented.
+  constexpr bool exact_peak = std::is_same_v<Pool, fixed_pool_resource>;
+  CHECK(pool.stats().peak_bytes_in_use == (exact_peak ? 120 : 168));
   CHECK(pool.resize(r, 100, 49, 8));  // 3 blocks
   CHECK(pool.stats().bytes_in_use == 72);
   auto* over = static_cast<char*>(pool.allocate(10, 64));  // upstream: the request itself
@@ -845,7 +945,7 @@ TEST_CASE_TEMPLATE("fixed pools: statistics count the usable size of each block"
   pool.deallocate(r, 72, 8);
   const auto s = pool.stats();
   CHECK(s.bytes_in_use == 0);
-  CHECK(s.peak_bytes_in_use == 120);
+  CHECK(s.peak_bytes_in_use == (exact_peak ? 120 : 168));
   CHECK(s.allocations == 4);
   CHECK(s.deallocations == 4);
   CHECK(errors.count() == 0);

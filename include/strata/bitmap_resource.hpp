@@ -97,7 +97,7 @@ class basic_bitmap_resource : public resource {
   std::pmr::memory_resource* upstream_;
   options opts_;
   bitmap_engine<Sync> engine_;
-  std::conditional_t<Sync, std::optional<sync_front>, no_front> front_;  // Sync with standard checks
+  std::conditional_t<Sync, std::optional<sync_front<bitmap_engine<true>>>, no_front> front_;  // Sync with standard checks
 };
 
 }  // namespace detail

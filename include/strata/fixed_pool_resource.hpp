@@ -7,8 +7,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory_resource>
+#include <optional>
+#include <type_traits>
 
 #include <strata/detail/engines/fixed_pool_engine.hpp>
+#include <strata/detail/engines/sync_front.hpp>
 #include <strata/options.hpp>
 #include <strata/page_resource.hpp>
 #include <strata/resource.hpp>
@@ -34,10 +37,10 @@ class basic_fixed_pool_resource : public resource {
   ~basic_fixed_pool_resource() override;  // out of line: the engine's destructor is the library's own
 
   /// Frees everything at once and returns it upstream (the capacity reservation too; it is taken again when needed).
-  void release() noexcept { engine_.release(); }
+  void release() noexcept;
   /// Gives every empty chunk back upstream (a capacity reservation stays). The synchronized pool keeps its chunks
   /// until release(): its lock-free operations may be reading any of them, so this does nothing there.
-  void trim() noexcept { engine_.trim(); }
+  void trim() noexcept;
 
   /// Bytes a request of `bytes` with `alignment` occupies, as stats() counts it: the blocks it takes (block_stride()
   /// for one block, k * block_stride() for a run of k) when the pool serves it, the request itself when it goes
@@ -54,20 +57,21 @@ class basic_fixed_pool_resource : public resource {
   /// Blocks that can be live at once under max_bytes (0 without a cap).
   [[nodiscard]] std::size_t capacity_blocks() const noexcept { return engine_.capacity_blocks(); }
   /// Blocks live now (a run of k counts k), and the most there have been.
-  [[nodiscard]] std::size_t blocks_in_use() const noexcept { return engine_.blocks_in_use(); }
+  [[nodiscard]] std::size_t blocks_in_use() const noexcept;
   /// Allocations served as runs of two or more blocks since construction. Many runs for one-object requests mean
   /// the block size is smaller than the objects (a container's node is larger than its element: size the pool with
   /// strata::node_size<Container>()); debug builds print a note the first time a request of at most two blocks
   /// takes a run.
   [[nodiscard]] std::uint64_t run_allocations() const noexcept { return engine_.run_allocations(); }
-  [[nodiscard]] std::size_t peak_blocks_in_use() const noexcept { return engine_.peak_blocks_in_use(); }
+  [[nodiscard]] std::size_t peak_blocks_in_use() const noexcept;
   /// Freed blocks waiting in the free cache (standard checks): free as stats() counts them, back in their chunks'
-  /// bitmaps once the cache overflows, on trim(), or when no block is live. Always 0 for the synchronized pool.
-  [[nodiscard]] std::size_t cached_blocks() const noexcept { return engine_.cached_blocks(); }
+  /// bitmaps once the cache overflows, on trim(), or when no block is live. The synchronized pool: those in the
+  /// calling thread's cache.
+  [[nodiscard]] std::size_t cached_blocks() const noexcept;
   [[nodiscard]] std::size_t chunk_size() const noexcept { return engine_.chunk_size(); }
   /// Walks every chunk and checks bitmaps, counts and lists; reports a broken invariant and returns false.
   /// (Synchronized: call it while no other thread uses the pool.)
-  [[nodiscard]] bool check_invariants() const noexcept { return engine_.check_invariants(); }
+  [[nodiscard]] bool check_invariants() const noexcept;
 
   /// The resource chunks and forwarded requests come from.
   [[nodiscard]] std::pmr::memory_resource* upstream_resource() const noexcept { return upstream_; }
@@ -77,19 +81,24 @@ class basic_fixed_pool_resource : public resource {
  protected:
   void* do_allocate(std::size_t bytes, std::size_t alignment) override;
   void do_deallocate(void* p, std::size_t bytes, std::size_t alignment) override;
-  bool do_resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) override {
-    return engine_.resize(p, old_size, new_size, alignment);
-  }
-  resource_stats do_stats() const noexcept override { return engine_.stats(); }
-  /// Blocks never handed out since their chunk arrived zeroed are not cleared again.
-  void* do_allocate_zeroed(std::size_t bytes, std::size_t alignment) override {
-    return engine_.allocate(bytes, alignment, true);
-  }
+  bool do_resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) override;
+  resource_stats do_stats() const noexcept override;
+  /// Blocks never handed out since their chunk arrived zeroed are not cleared again (but those from threads' caches,
+  /// which are cleared).
+  void* do_allocate_zeroed(std::size_t bytes, std::size_t alignment) override;
 
  private:
+  struct no_front {};
+  using front_type = std::conditional_t<Sync, std::optional<sync_front<fixed_pool_engine<true>>>, no_front>;
+  [[nodiscard]] bool has_front() const noexcept {
+    if constexpr (Sync) return front_.has_value();
+    else return false;
+  }
+
   std::pmr::memory_resource* upstream_;
   options opts_;
   fixed_pool_engine<Sync> engine_;
+  front_type front_;  // Sync with standard checks: the threads' caches
 };
 
 extern template class basic_fixed_pool_resource<false>;
@@ -141,10 +150,20 @@ class fixed_pool_resource final : public detail::basic_fixed_pool_resource<false
 
 /// fixed_pool_resource for many threads at once: the same blocks, runs, cap, zeroed allocation and misuse checks.
 ///
-/// - One block: lock-free. allocate claims the first free block of the current chunk with one compare-and-swap of its
-///   two state bits (threads scan from a shared hint); deallocate checks and flips them with one compare-and-swap, so
-///   a double free racing another free of the same block is caught by exactly one of them. Counters are per thread
-///   (a stripe each, no shared cache line on the fast path).
+/// - One block, standard checks (the default): each thread has a free cache (the same LIFO of nodes as the
+///   single-threaded pool's, two lists of up to 64 blocks), so allocate pops and deallocate pushes with no lock and
+///   no atomic read-modify-write on a shared line. deallocate first checks, without the lock, that the block's
+///   chunk is in the pool's chunk table, that it is a block boundary the chunk has handed out before and that the
+///   chunk has never held a run, and that its first words are no thread's node; anything else takes the exact checks
+///   under the lock (a node of the calling thread's cache is looked for there; one of another thread's is reported
+///   without that cache being read). Blocks move between a cache and the chunks' bitmaps in batches (a quarter of
+///   the bound), under the mutex; a thread's cache goes back when the thread ends, and trim() gives back the calling
+///   thread's. A block in another thread's cache is not available to this one until that cache overflows, is
+///   trimmed or its thread ends: with max_bytes, up to 128 blocks per thread can be free and yet not be had.
+/// - One block, strict checks: lock-free. allocate claims the first free block of the current chunk with one
+///   compare-and-swap of its two state bits (threads scan from a shared hint); deallocate checks and flips them with
+///   one compare-and-swap, so a double free racing another free of the same block is caught by exactly one of them.
+///   Counters are per thread (a stripe each, no shared cache line on the fast path).
 /// - Under a mutex: new chunks, runs, resize, requests sent upstream, release() and stats()'s byte totals.
 /// - Chunks stay until release() (a lock-free operation may be looking at any of them), so empty chunks are not
 ///   returned upstream early as the single-threaded pool does.

@@ -129,6 +129,7 @@ fixed_pool_engine<Sync>::fixed_pool_engine(std::size_t block_size, const fixed_p
   // A node takes a block's first two words.
   if (!Sync && opts.checks == check_mode::standard && stride_ >= 2 * sizeof(void*))
     cache_.cap = free_cache::cap_for(stride_);
+  batched_ = Sync && opts.checks == check_mode::standard && stride_ >= 2 * sizeof(void*);
   if constexpr (Sync) {  // threads' first scans start an eighth of a chunk's bitmap apart
     const std::size_t words = chunk_size_ / stride_ / 32 + 1;
     for (std::size_t i = 0; i < pool_stripes + 1; ++i)
@@ -143,6 +144,17 @@ fixed_pool_engine<Sync>::fixed_pool_engine(std::size_t block_size, const fixed_p
       const std::size_t table_bytes = table_type::bytes_for(next_power_of_two(chunks));
       chunks = (opts.max_bytes - table_bytes) / chunk_size_;
       if (chunks == 0) chunks = 1;  // (a cap of one chunk and a bit less: not reached, tables start larger)
+    }
+    std::size_t table_bytes = 0;
+    if (chunks > table_type::inline_slots) table_bytes = table_type::bytes_for(next_power_of_two(chunks));
+    if (batched_) {
+      // The threads' heaps come from upstream too: room for them inside the cap, a chunk fewer if need be.
+      auto room = [&] {
+        const std::size_t used = chunks * chunk_size_ + table_bytes;
+        return used < opts.max_bytes ? opts.max_bytes - used : 0;
+      };
+      if (room() < front_heaps_wanted * sizeof(front_heap) && chunks > 1) --chunks;
+      front_heap_limit_ = room() / sizeof(front_heap);
     }
     region_size_ = chunks * chunk_size_;
     capacity_blocks_ = chunks * blocks_per_chunk_;
@@ -181,8 +193,9 @@ typename fixed_pool_engine<Sync>::chunk* fixed_pool_engine<Sync>::format(void* b
   c->skip = static_cast<std::uint32_t>(c->limit - blocks_per_chunk_);
   c->free_count = c->limit - c->skip;
   put(c->hint, c->skip / 32);
-  put(c->high_water, Sync && !zeroed ? c->limit : c->skip);
-  c->cache_span = 0;
+  // Sync without batches: the lock-free claims do not keep it (only where it tells zeroed blocks).
+  put(c->high_water, Sync && !zeroed && !batched_ ? c->limit : c->skip);
+  put(c->cache_span, std::uint32_t{0});
   c->zeroed = zeroed;
   c->served_runs = false;
   for (std::size_t i = 0; i < c->words; ++i) {
@@ -216,6 +229,7 @@ typename fixed_pool_engine<Sync>::chunk* fixed_pool_engine<Sync>::add_chunk() {
   if (chunks_ != nullptr) chunks_->prev = c;
   chunks_ = c;
   ++chunk_count_;
+  chunks_hint_.store(chunk_count_, std::memory_order_relaxed);
   return c;
 }
 
@@ -245,6 +259,7 @@ void fixed_pool_engine<Sync>::retire(chunk* c) noexcept {
   else chunks_ = c->next;
   if (c->next != nullptr) c->next->prev = c->prev;
   --chunk_count_;
+  chunks_hint_.store(chunk_count_, std::memory_order_relaxed);
   table_.erase(reinterpret_cast<std::uintptr_t>(c));  // a stale pointer into it is no fast free
   if (!source_.cache(c)) free_chunk_memory(c);  // a cached chunk stays registered, formatted again on reuse
 }
@@ -349,7 +364,7 @@ void fixed_pool_engine<Sync>::push_to_full(void* p) noexcept {
     std::size_t n;
     void* old = cache_.push_rotating(p, key_, n);
     count_one_freed();
-    if (old != nullptr) give_back(old, n);
+    if (old != nullptr) give_back(old, n, key_);
     if (tallies_[0].blocks == 0) settle_idle();
   } else {
     (void)p;
@@ -360,54 +375,64 @@ void fixed_pool_engine<Sync>::push_to_full(void* p) noexcept {
 // the whole list is read (nothing of it is read after that). A chunk's free count only grows here, so it empties at
 // most once.
 template <bool Sync>
-void fixed_pool_engine<Sync>::give_back(void* list, std::size_t n) noexcept {
-  if constexpr (!Sync) {
-    chunk* emptied[free_cache::max_cap];
-    std::size_t empties = 0;
-    for (std::size_t k = 0; k < n && list != nullptr; ++k) {
-      void* p = list;
-      if (!is_node(p, key_)) {
-        report(error_kind::double_free, p, block_size_, 0,
-               "a freed block was written after its free, or freed twice (found when the free cache gave it back; "
-               "the blocks cached behind it are set aside)",
-               block_size_);
-        lost_ += n - k;
-        break;
-      }
-      list = node_next(p);
-      chunk* c = chunk_of(p);
-      if (c->tag != tag_of(c)) {  // checked when p was freed: the header has been written over since
-        report(error_kind::corrupt_metadata, c, 0, 0, "a chunk header was written over (found when a cached block "
-                                                      "went back to it)");
-        ++lost_;
-        continue;
-      }
-      const std::size_t q = slot_in(c, p);
-      std::uint64_t& w = c->bits()[q >> 5];
-      const unsigned s = 2 * static_cast<unsigned>(q & 31);
-      if (state(w, q) != pool_start) {
-        // Free already (its first free went back, then a write after it hid the node from the second free).
-        report(error_kind::double_free, p, block_size_, 0, "freed twice (found when the free cache gave it back)",
-               block_size_);
-        uncount_free();
-        continue;
-      }
-      if (state_at(c, q + 1) == pool_cont) {  // the start of a run now: freed, reused, and its node forged since
-        report(error_kind::double_free, p, block_size_, 0,
-               "freed twice: the free cache holds the first block of a live run (found when it gave it back)",
-               block_size_);
-        uncount_free();
-        continue;
-      }
-      w ^= std::uint64_t{3} << s;
+auto fixed_pool_engine<Sync>::give_back(void* list, std::size_t n, std::uintptr_t key) noexcept -> give_result {
+  give_result r{0, 0};
+  chunk* emptied[free_cache::max_cap];
+  std::size_t empties = 0;
+  for (std::size_t k = 0; k < n && list != nullptr; ++k) {
+    void* p = list;
+    if (!is_node(p, key)) {
+      report(error_kind::double_free, p, block_size_, 0,
+             Sync ? "a freed block was written after its free, or freed twice (found when a thread's cache gave it "
+                    "back; the blocks cached behind it are set aside)"
+                  : "a freed block was written after its free, or freed twice (found when the free cache gave it "
+                    "back; the blocks cached behind it are set aside)",
+             block_size_);
+      r.lost += n - k;
+      break;
+    }
+    list = node_next(p);
+    chunk* c = chunk_of(p);
+    if (c->tag != tag_of(c)) {  // checked when p was freed: the header has been written over since
+      report(error_kind::corrupt_metadata, c, 0, 0, "a chunk header was written over (found when a cached block "
+                                                    "went back to it)");
+      ++r.lost;
+      continue;
+    }
+    const std::size_t q = slot_in(c, p);
+    if (state_at(c, q) != pool_start) {
+      // Free already (its first free went back, then a write after it hid the node from the second free).
+      report(error_kind::double_free, p, block_size_, 0,
+             Sync ? "freed twice (found when a thread's cache gave it back)"
+                  : "freed twice (found when the free cache gave it back)",
+             block_size_);
+      ++r.refused;
+      continue;
+    }
+    if (state_at(c, q + 1) == pool_cont) {  // the start of a run now: freed, reused, and its node forged since
+      report(error_kind::double_free, p, block_size_, 0,
+             "freed twice: a cache holds the first block of a live run (found when it gave it back)", block_size_);
+      ++r.refused;
+      continue;
+    }
+    // Single blocks go back under the lock (Sync: every change of the bitmap is made under it then).
+    word& w = c->bits()[q >> 5];
+    const std::uint64_t flipped = ld(w) ^ (std::uint64_t{3} << (2 * (q & 31)));
+    if constexpr (Sync) {
+      w.store(flipped, std::memory_order_relaxed);
+      note_freed(c, q);
+    } else {
+      w = flipped;
       if ((q >> 5) < c->hint) c->hint = static_cast<std::uint32_t>(q >> 5);
       if (++c->free_count == c->limit - c->skip && !c->in_region && c != current_) emptied[empties++] = c;
     }
-    for (std::size_t i = 0; i < empties; ++i) retire(emptied[i]);
-  } else {
-    (void)list;
-    (void)n;
   }
+  if constexpr (!Sync) {
+    lost_ += r.lost;
+    for (std::size_t i = 0; i < r.refused; ++i) uncount_free();
+    for (std::size_t i = 0; i < empties; ++i) retire(emptied[i]);
+  }
+  return r;
 }
 
 template <bool Sync>
@@ -418,7 +443,7 @@ void fixed_pool_engine<Sync>::settle_idle() noexcept {
     if (chunks_ == nullptr || (chunks_ == current_ && chunks_->next == nullptr)) return;
     cache_.split(
         key_, [&](const void* p) { return chunk_of(p) == current_; },
-        [&](void* list, std::size_t n) { give_back(list, n); });
+        [&](void* list, std::size_t n) { give_back(list, n, key_); });
   }
 }
 
@@ -523,7 +548,7 @@ std::size_t fixed_pool_engine<Sync>::claim_in(chunk* c, std::size_t k, bool& fre
   if (k == 1) return claim_checked(c, fresh);
   const std::size_t q = claim_run(c, k);
   if (q == npos) return q;
-  if constexpr (!Sync) note_run(c);
+  if (!Sync || batched_) note_run(c);
   fresh = hand_out(c, q, k);
   return q;
 }
@@ -696,6 +721,7 @@ void fixed_pool_engine<Sync>::deallocate(void* p, std::size_t bytes, std::size_t
     if (!live_run(p, bytes, alignment, c, q)) return;
     if (k > 1) transition(c, q + 1, k - 1, 0, pool_low_bits);
     transition(c, q, 1, pool_high_bits, pool_low_bits);
+    note_freed(c, q);
     if constexpr (!Sync) {
       // A free block handed out before, in a chunk that has held no run, is a node (see cache_).
       if (cache_.cap != 0 && !c->served_runs) make_node(p, nullptr, key_);
@@ -736,16 +762,15 @@ bool fixed_pool_engine<Sync>::resize(void* p, std::size_t old_size, std::size_t 
     if (!new_pooled) return false;  // a block cannot become one of upstream's in place
     if (k_new < k_old) {  // shrink: the tail blocks become free
       transition(c, q + k_new, k_old - k_new, 0, pool_low_bits);
+      note_freed(c, q + k_new);
       if constexpr (!Sync) {
         c->free_count += static_cast<std::uint32_t>(k_old - k_new);
         if (((q + k_new) >> 5) < c->hint) c->hint = static_cast<std::uint32_t>((q + k_new) >> 5);
       }
     } else if (k_new > k_old) {  // grow into the free blocks that follow
       if (q + k_new > c->limit || !transition(c, q + k_old, k_new - k_old, pool_low_bits, 0)) return false;
-      if constexpr (!Sync) {
-        c->free_count -= static_cast<std::uint32_t>(k_new - k_old);
-        note_run(c);
-      }
+      if (!Sync || batched_) note_run(c);
+      if constexpr (!Sync) c->free_count -= static_cast<std::uint32_t>(k_new - k_old);
       hand_out(c, q + k_old, k_new - k_old);
     }
   }
@@ -777,6 +802,123 @@ bool fixed_pool_engine<Sync>::resize_upstream(void* p, std::size_t old_size, std
   return true;
 }
 
+// ---- batches for threads' caches (Sync, batched) ------------------------------------------------------------------
+
+template <bool Sync>
+std::size_t fixed_pool_engine<Sync>::claim_under_lock(chunk* c) noexcept {
+  for (std::uint32_t i = get(c->hint); i < c->words; ++i) {
+    const std::uint64_t w = ld(c->bits()[i]);
+    if ((w & pool_low_bits) == 0) continue;
+    const unsigned s = lowest_bit(w & pool_low_bits);
+    // Every change of the bitmap is made under the lock now; a store is enough (Sync: the words are atomics).
+    if constexpr (Sync) c->bits()[i].store(w ^ (std::uint64_t{3} << s), std::memory_order_relaxed);
+    else c->bits()[i] = w ^ (std::uint64_t{3} << s);
+    put(c->hint, i);
+    return std::size_t{i} * 32 + s / 2;
+  }
+  put(c->hint, c->words);  // full: the next scan is one compare (a free lowers the hint again)
+  return npos;
+}
+
+// Blocks go out lowest first in each chunk, so the high water stays exact: every block below it has been handed out,
+// and in a chunk that has held no run each free one carries the node its cache made. The cache span moves up once the
+// chunk's nodes of this batch are written (release: a free that reads the span sees them).
+template <bool Sync>
+std::size_t fixed_pool_engine<Sync>::take_batch(unsigned, std::uintptr_t key, std::uintptr_t node_key_base,
+                                                std::size_t n, void*& list, std::size_t& refused) noexcept {
+  std::lock_guard<lock_type> g(lock_);
+  batch_key_base_ = node_key_base;
+  void* taken[free_cache::max_cap];
+  chunk* touched[free_cache::max_cap];  // the chunks blocks came from, in order (each once)
+  std::size_t k = 0, chunks = 0;
+  if (n > free_cache::max_cap) n = free_cache::max_cap;
+  refused = 0;
+  chunk* c = get(current_);
+  while (k < n) {
+    std::size_t q = c != nullptr ? claim_under_lock(c) : npos;
+    if (q == npos) {
+      if (chunks == free_cache::max_cap) break;  // (only after many chunks of blocks set aside)
+      chunk* found = nullptr;
+      for (chunk* x = chunks_; x != nullptr && found == nullptr; x = x->next)
+        if (x != c && (q = claim_under_lock(x)) != npos) found = x;
+      if (found == nullptr) {
+        try {
+          found = add_chunk();  // std::bad_alloc at the cap, or when upstream has none
+        } catch (...) {
+          if (k == 0 && refused == 0) ++failed_;
+          break;
+        }
+        q = claim_under_lock(found);
+      }
+      c = found;
+      put_release(current_, c);
+    }
+    if (chunks == 0 || touched[chunks - 1] != c) touched[chunks++] = c;
+    void* p = address(c, q);
+    if (q >= get(c->high_water)) {
+      put(c->high_water, static_cast<std::uint32_t>(q + 1));
+    } else if (!c->served_runs && !is_any_node(p, node_key_base)) {
+      // Handed out before, so its free left a node in it: it was written after its free, or it is live (freed
+      // twice, and handed out from a cache meanwhile). It is not handed out again; it stays out until release().
+      report(error_kind::double_free, p, block_size_, 0,
+             "a free block was written after its free, or is live (freed twice): not handed out again", block_size_);
+      ++refused;
+      continue;
+    }
+    taken[k++] = p;
+  }
+  // In address order (the first taken first: blocks a thread allocates one after another are neighbours), each node
+  // written once; then the spans move up (release: a free that reads a span past a block sees its node).
+  void* head = nullptr;
+  for (std::size_t i = k; i-- > 0;) {
+    make_node(taken[i], head, key);
+    head = taken[i];
+  }
+  for (std::size_t i = 0; i < chunks; ++i)
+    if (!touched[i]->served_runs) put_release(touched[i]->cache_span, get(touched[i]->high_water) - touched[i]->skip);
+  batched_out_.store(batched_out_.load(std::memory_order_relaxed) + k + refused, std::memory_order_relaxed);
+  list = head;
+  return k;
+}
+
+template <bool Sync>
+auto fixed_pool_engine<Sync>::give_batch(unsigned, std::uintptr_t key, void* list, std::size_t n) noexcept
+    -> give_result {
+  std::lock_guard<lock_type> g(lock_);
+  const give_result r = give_back(list, n, key);
+  batched_out_.store(batched_out_.load(std::memory_order_relaxed) - (n - r.refused - r.lost),
+                     std::memory_order_relaxed);
+  return r;
+}
+
+template <bool Sync>
+auto fixed_pool_engine<Sync>::look_at_slot(const void* p, unsigned, std::uintptr_t base_key) const noexcept
+    -> slot_look {
+  std::lock_guard<lock_type> g(lock_);
+  const chunk* c;
+  const std::size_t q = slot_of(p, c);
+  if (q == npos) return slot_look{false, 0, true};
+  const unsigned s = state_at(c, q);
+  if (s == pool_free) return slot_look{true, 0, false};
+  if (s != pool_start || state_at(c, q + 1) == pool_cont) return slot_look{false, 0, true};  // a run's block
+  return slot_look{false, node_residue(p, base_key), false};
+}
+
+template <bool Sync>
+bool fixed_pool_engine<Sync>::check_live(void* p, std::size_t bytes, std::size_t alignment, unsigned) noexcept {
+  std::lock_guard<lock_type> g(lock_);
+  chunk* c;
+  std::size_t q;
+  return live_run(p, bytes, alignment, c, q);
+}
+
+template <bool Sync>
+void fixed_pool_engine<Sync>::report_bad_free(void* p, std::size_t bytes, std::size_t alignment,
+                                              unsigned) const noexcept {
+  std::lock_guard<lock_type> g(lock_);
+  report_misuse(p, bytes, alignment);
+}
+
 // ---- release, trim, stats, invariants ------------------------------------------------------------------------------
 
 template <bool Sync>
@@ -784,7 +926,7 @@ void fixed_pool_engine<Sync>::trim() noexcept {
   if constexpr (!Sync) {
     std::lock_guard<lock_type> g(lock_);
     // The free cache goes back to the bitmaps (the chunks it empties are retired).
-    cache_.empty_into([&](void* list, std::size_t n) { give_back(list, n); });
+    cache_.empty_into([&](void* list, std::size_t n) { give_back(list, n, key_); });
     for (chunk* c = chunks_; c != nullptr;) {
       chunk* next = c->next;
       if (c->free_count == c->limit - c->skip && !c->in_region) {
@@ -811,6 +953,8 @@ void fixed_pool_engine<Sync>::release() noexcept {
   source_.release_cached();
   table_.reset();
   chunk_count_ = 0;
+  chunks_hint_.store(0, std::memory_order_relaxed);
+  batched_out_.store(0, std::memory_order_relaxed);
   put(current_, static_cast<chunk*>(nullptr));
   if (region_ != nullptr) {
     source_.release_region(region_, region_size_);
@@ -880,7 +1024,7 @@ resource_stats fixed_pool_engine<Sync>::stats() const noexcept {
 template <bool Sync>
 bool fixed_pool_engine<Sync>::check_invariants() const noexcept {
   const char* broken = nullptr;
-  std::size_t chunks = 0, used = 0, large_bytes = 0;
+  std::size_t chunks = 0, used = 0, live = 0, large_bytes = 0;  // live: blocks the bitmaps hold as live
   const std::size_t limit = chunk_size_ / stride_, skip = limit - blocks_per_chunk_;
   {
     std::lock_guard<lock_type> g(lock_);
@@ -891,9 +1035,13 @@ bool fixed_pool_engine<Sync>::check_invariants() const noexcept {
       else if (c->limit != limit || c->skip != skip || c->words != limit / 32 + 1) broken = "chunk geometry corrupt";
       else if (c->next != nullptr && c->next->prev != c) broken = "chunk list links disagree";
       else if (get(c->high_water) < c->skip || get(c->high_water) > c->limit) broken = "high water out of range";
-      else if (c->cache_span != (Sync || c->served_runs || cache_.cap == 0 ? 0 : get(c->high_water) - c->skip))
+      else if (!Sync && get(c->cache_span) != (c->served_runs || cache_.cap == 0 ? 0 : get(c->high_water) - c->skip))
         broken = "cache span disagrees with the high water";
-      else if (!Sync && get(c->hint) >= c->words) broken = "scan hint out of range";
+      else if (Sync && get(c->cache_span) != 0 && (!batched_ || c->served_runs ||
+                                                   get(c->cache_span) > get(c->high_water) - c->skip))
+        broken = "cache span past the high water, or in a chunk that has held a run";
+      else if ((!Sync && get(c->hint) >= c->words) || (batched_ && get(c->hint) > c->words))
+        broken = "scan hint out of range";
       else if (c->in_region != (region_ != nullptr && reinterpret_cast<const char*>(c) >= region_ &&
                                 reinterpret_cast<const char*>(c) < region_ + region_used_))
         broken = "chunk inside or outside the capacity reservation unlike its mark";
@@ -908,7 +1056,7 @@ bool fixed_pool_engine<Sync>::check_invariants() const noexcept {
         // A word of 32 blocks all in one state (most of a large chunk) is checked at once.
         if (q0 >= c->skip && q0 + 32 <= c->limit) {
           if (bits == pool_low_bits) {
-            if (!Sync && w < get(c->hint)) broken = "a free block below the hint";
+            if ((!Sync || batched_) && w < get(c->hint)) broken = "a free block below the hint";
             free += 32;
             prev = pool_free;
             continue;
@@ -924,15 +1072,16 @@ bool fixed_pool_engine<Sync>::check_invariants() const noexcept {
           if (!block && s != pool_start) broken = "a slot outside the blocks that is not marked as such";
           else if (s == 3) broken = "a block in no known state";
           else if (s == pool_cont && prev == pool_free) broken = "a continuation after a free block";
-          else if (s == pool_free && !Sync && w < get(c->hint)) broken = "a free block below the hint";
+          else if (s == pool_free && (!Sync || batched_) && w < get(c->hint)) broken = "a free block below the hint";
           if (block && s == pool_free) ++free;
           prev = s;
         }
       }
       if (broken == nullptr && !Sync && free != c->free_count) broken = "free count disagrees with the bitmap";
-      if (broken == nullptr && cache_.cap != 0 && !c->served_runs)
+      if (broken == nullptr && (cache_.cap != 0 || batched_) && !c->served_runs)
         for (std::size_t q = c->skip; q < get(c->high_water) && broken == nullptr; ++q)
-          if (state_at(c, q) == pool_free && !is_node(address(c, q), key_))
+          if (state_at(c, q) == pool_free && !(batched_ ? is_any_node(address(c, q), batch_key_base_)
+                                                        : is_node(address(c, q), key_)))
             broken = "a free block handed out before is no node (written after its free)";
       used += c->limit - c->skip - free;
     }
@@ -951,16 +1100,22 @@ bool fixed_pool_engine<Sync>::check_invariants() const noexcept {
       }
     }
     if (broken == nullptr && cache_.total() + lost_ > used) broken = "more blocks cached or set aside than in use";
+    live = used;
     used -= cache_.total() + lost_;
+    // Blocks out in batches are in threads' caches or in use through them: not the engine's count (it may go the
+    // other way too: a run shrunk to one block and freed through a cache).
+    // (Modulo 2^64: the engine's counts, and this difference, may be below zero then.)
+    used -= static_cast<std::size_t>(batched_out_.load(std::memory_order_relaxed));
     large_.for_each([&](void*, std::size_t bytes, std::size_t) { large_bytes += bytes; });
   }
   // The counters: every live block counts its stride, every block sent upstream its size (round_size()).
   const totals t = sum();
-  if (broken == nullptr && (t.blocks < 0 || static_cast<std::size_t>(t.blocks) != used))
+  if (broken == nullptr && ((!batched_ && t.blocks < 0) || static_cast<std::size_t>(t.blocks) != used))
     broken = "blocks in use disagree with the bitmaps";
-  if (broken == nullptr && (t.bytes < 0 || static_cast<std::size_t>(t.bytes) != used * stride_ + large_bytes))
+  if (broken == nullptr &&
+      ((!batched_ && t.bytes < 0) || static_cast<std::size_t>(t.bytes) != used * stride_ + large_bytes))
     broken = "bytes in use disagree with the blocks and the blocks sent upstream";
-  if (broken == nullptr && capacity_blocks_ != 0 && used > capacity_blocks_) broken = "capacity exceeded";
+  if (broken == nullptr && capacity_blocks_ != 0 && live > capacity_blocks_) broken = "capacity exceeded";
   if (broken == nullptr) return true;
   report_error(error_info{error_kind::invariant_violated, name_, owner_, nullptr, 0, 0, 0, broken});
   return false;

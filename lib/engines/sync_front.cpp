@@ -6,41 +6,37 @@
 #include <new>
 
 #include <strata/detail/core/checks.hpp>
+#include <strata/detail/engines/bitmap_engine.hpp>
+#include <strata/detail/engines/fixed_pool_engine.hpp>
 
 namespace strata::detail {
 
 namespace {
-constexpr std::uint32_t max_heaps = 0xFFFE;  // heap indices are 16 bits of the node key; 0xFFFF: the shared heap
+constexpr std::uint32_t max_heap_index = 0xFFFE;  // heap indices are 16 bits of the node key; 0xFFFF: the shared heap
 }
 
-sync_front::sync_front(engine_type& engine, std::pmr::memory_resource* upstream, const char* name) noexcept
+template <class Engine>
+sync_front<Engine>::sync_front(engine_type& engine, std::pmr::memory_resource* upstream, const char* name,
+                               std::size_t max_heaps) noexcept
     : engine_(engine),
-      map_(&engine.class_map_view()),
       upstream_(upstream),
       name_(name),
       base_key_(random_node_key(this)),
       busy_key_(random_node_key(&base_key_)),
-      block_mask_(engine.block_size() - 1),
+      block_mask_(engine.front_block_mask()),
       class_count_(engine.class_count()) {
-  for (unsigned c = 0; c < class_count_; ++c) {
-    class_constants& k = classes_[c];
-    const std::size_t size = engine.class_size(c);
-    k.object_size = static_cast<std::uint32_t>(size);
-    k.reciprocal = reciprocal40(size);
-    k.reciprocal_high = k.reciprocal << 24;
-    k.meta_span = engine.meta_span(c);
-    if (size >= 16) k.map_value = c + 1;
-    k.never_used = engine.never_used_mark_of(c);
-  }
+  max_heaps_ = static_cast<std::uint32_t>(max_heaps < max_heap_index ? max_heaps : max_heap_index);
+  for (unsigned c = 0; c < class_count_; ++c) filters_[c] = engine.front_filter(c);
   init_heap(shared_, 0xFFFF);
 }
 
-sync_front::~sync_front() {
+template <class Engine>
+sync_front<Engine>::~sync_front() {
   leave();  // no exiting thread hands a heap back from here on
   std::lock_guard<std::mutex> g(heaps_lock_);
-  for (sync_heap* list : {live_, pool_}) {
+  for (heap* list : {live_, pool_}) {
     while (list != nullptr) {
-      sync_heap* h = list;
+      heap* h = list;
       list = h->next;
       free_heap(h);
     }
@@ -48,56 +44,62 @@ sync_front::~sync_front() {
   live_ = pool_ = nullptr;
 }
 
-void sync_front::free_heap(sync_heap* h) noexcept {
+template <class Engine>
+void sync_front<Engine>::free_heap(heap* h) noexcept {
   h->~sync_heap();
-  upstream_->deallocate(h, sizeof(sync_heap), alignof(sync_heap));
+  upstream_->deallocate(h, sizeof(heap), alignof(heap));
   --heaps_;
 }
 
-void sync_front::unlink_live(sync_heap* h) noexcept {
+template <class Engine>
+void sync_front<Engine>::unlink_live(heap* h) noexcept {
   if (h->prev != nullptr) h->prev->next = h->next;
   else live_ = h->next;
   if (h->next != nullptr) h->next->prev = h->prev;
   h->next = h->prev = nullptr;
 }
 
-std::uint32_t sync_front::free_index() noexcept {
-  if (next_index_ <= max_heaps) return next_index_++;
+template <class Engine>
+std::uint32_t sync_front<Engine>::free_index() noexcept {
+  if (next_index_ <= max_heap_index) return next_index_++;
   // Every index was given once: one no held heap has now (rare: after 65535 heaps were made).
-  for (std::uint32_t i = 1; i <= max_heaps; ++i) {
+  for (std::uint32_t i = 1; i <= max_heap_index; ++i) {
     bool used = false;
-    for (const sync_heap* list : {live_, pool_})
-      for (const sync_heap* h = list; h != nullptr && !used; h = h->next) used = h->index == i;
+    for (const heap* list : {live_, pool_})
+      for (const heap* h = list; h != nullptr && !used; h = h->next) used = h->index == i;
     if (!used) return i;
   }
   return 0;
 }
 
-void sync_front::init_heap(sync_heap& h, std::uint32_t index) const noexcept {
+template <class Engine>
+void sync_front<Engine>::init_heap(heap& h, std::uint32_t index) const noexcept {
   h.index = index;
   h.key = base_key_ ^ (std::uintptr_t{index} << 48);
   for (unsigned c = 0; c < class_count_; ++c)
-    h.bins[c].cap = classes_[c].object_size >= 16 ? free_cache::cap_for(classes_[c].object_size) : 0;
+    h.bins[c].cap = filters_[c].object_size >= 16 ? free_cache::cap_for(filters_[c].object_size) : 0;
 }
 
 // ---- heaps -----------------------------------------------------------------------------------------------------------
 
-sync_heap* sync_front::heap_of_calling_thread() noexcept {
-  if (auto* h = static_cast<sync_heap*>(cached_state())) return h;
-  if (auto* h = static_cast<sync_heap*>(registered_state())) return h;
+template <class Engine>
+typename sync_front<Engine>::heap* sync_front<Engine>::heap_of_calling_thread() noexcept {
+  if (auto* h = static_cast<heap*>(cached_state())) return h;
+  if (auto* h = static_cast<heap*>(registered_state())) return h;
   if (thread_exited()) return nullptr;
-  sync_heap* h = nullptr;
+  heap* h = nullptr;
   {
     std::lock_guard<std::mutex> g(heaps_lock_);
     if (pool_ != nullptr) {
       h = pool_;
       pool_ = h->next;
     } else {
+      if (heaps_ >= max_heaps_) return nullptr;  // the caller works with the shared heap
       const std::uint32_t index = free_index();
       if (index == 0) return nullptr;
       try {
-        void* mem = allocate_from(upstream_, sizeof(sync_heap), alignof(sync_heap));  // checks the alignment
-        h = new (mem) sync_heap;
+        void* mem = allocate_from(upstream_, sizeof(heap), alignof(heap));  // checks the alignment
+        h = new (mem) heap;
       } catch (...) {
         return nullptr;  // the caller works without a heap
       }
@@ -119,8 +121,9 @@ sync_heap* sync_front::heap_of_calling_thread() noexcept {
   return h;
 }
 
-void sync_front::thread_exit(void* state) noexcept {
-  auto* h = static_cast<sync_heap*>(state);
+template <class Engine>
+void sync_front<Engine>::thread_exit(void* state) noexcept {
+  auto* h = static_cast<heap*>(state);
   flush(*h);
   std::lock_guard<std::mutex> g(heaps_lock_);
   retired_allocations_ += h->allocations.load(std::memory_order_relaxed);
@@ -140,20 +143,22 @@ void sync_front::thread_exit(void* state) noexcept {
 
 // ---- allocation ------------------------------------------------------------------------------------------------------
 
-void* sync_front::allocate_slow(unsigned c) {
-  if (sync_heap* h = heap_of_calling_thread()) return pop_or_refill(*h, c);
+template <class Engine>
+void* sync_front<Engine>::allocate_slow(unsigned c) {
+  if (heap* h = heap_of_calling_thread()) return pop_or_refill(*h, c);
   std::lock_guard<std::mutex> g(shared_lock_);  // no heap of its own: the shared one
   return pop_or_refill(shared_, c);
 }
 
-void* sync_front::refill(sync_heap& h, unsigned c) {
+template <class Engine>
+void* sync_front<Engine>::refill(heap& h, unsigned c) {
   free_cache& bin = h.bins[c];
   if (bin.cap == 0) return engine_.allocate_locked(c);  // too small for a node: the locked way
   if (bin.head != nullptr) {
     // The newest cached object is no node: written after its free, or live (freed twice, in two caches, and handed
     // out by the other). The list behind it cannot be trusted: it is set aside until release().
-    report_error(error_info{error_kind::double_free, name_, this, bin.head, classes_[c].object_size, 0,
-                            classes_[c].object_size,
+    report_error(error_info{error_kind::double_free, name_, this, bin.head, filters_[c].object_size, 0,
+                            filters_[c].object_size,
                             "a freed object was written after its free, or freed twice (found when it was to be "
                             "handed out again; the objects cached behind it are set aside)"});
     owner_add(h.lost, bin.count);
@@ -178,22 +183,31 @@ void* sync_front::refill(sync_heap& h, unsigned c) {
 
 // ---- frees -----------------------------------------------------------------------------------------------------------
 
-void sync_front::report_double_free(void* p, std::size_t bytes, std::size_t alignment, unsigned c,
+template <class Engine>
+void sync_front<Engine>::report_double_free(void* p, std::size_t bytes, std::size_t alignment, unsigned c,
                                     const char* why) const noexcept {
-  report_error(error_info{error_kind::double_free, name_, this, p, bytes, alignment, classes_[c].object_size, why});
+  // The bitmap names the class size a double free was expected to have; the fixed pool, as its own reports do, none.
+  const std::size_t expected = Engine::double_free_names_size ? filters_[c].object_size : 0;
+  report_error(error_info{error_kind::double_free, name_, this, p, bytes, alignment, expected, why});
 }
 
-bool sync_front::slot_of_class(void* p, std::size_t bytes, std::size_t alignment, unsigned c) const noexcept {
-  if (engine_.mapped_class(p) == c + 1 && is_slot_start(classes_[c], reinterpret_cast<std::uintptr_t>(p))) return true;
+template <class Engine>
+bool sync_front<Engine>::slot_of_class(void* p, std::size_t bytes, std::size_t alignment, unsigned c) const noexcept {
+  if (engine_.is_slot_of_class(p, c)) return true;
   engine_.report_bad_free(p, bytes, alignment, c);
   return false;
 }
 
 // h: the calling thread's heap, or nullptr.
-bool sync_front::exact_free_check(const sync_heap* h, void* p, std::size_t bytes, std::size_t alignment,
+template <class Engine>
+bool sync_front<Engine>::exact_free_check(const heap* h, void* p, std::size_t bytes, std::size_t alignment,
                                   unsigned c) noexcept {
   // The bitmap and p's words, read under the class lock, where batches take slots and make them nodes.
-  const engine_type::slot_look look = engine_.look_at_slot(p, c, base_key_);
+  const typename engine_type::slot_look look = engine_.look_at_slot(p, c, base_key_);
+  if (look.foreign) {  // no longer (or never) one object of the class: a block of a run, say
+    engine_.report_bad_free(p, bytes, alignment, c);
+    return false;
+  }
   if (look.free) {
     report_double_free(p, bytes, alignment, c, "the slot is already free");
     return false;
@@ -214,18 +228,20 @@ bool sync_front::exact_free_check(const sync_heap* h, void* p, std::size_t bytes
   return false;
 }
 
-void sync_front::deallocate_slow(void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept {
-  const class_constants& k = classes_[c];
-  if (k.object_size < 16) return engine_.deallocate_locked(p, bytes, alignment, c);  // no node fits: the locked way
+template <class Engine>
+void sync_front<Engine>::deallocate_slow(void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept {
+  // No node fits: the locked way.
+  if (filters_[c].object_size < 16) return engine_.deallocate_locked(p, bytes, alignment, c);
   if (!slot_of_class(p, bytes, alignment, c)) return;
-  sync_heap* h = static_cast<sync_heap*>(last_state());
+  heap* h = static_cast<heap*>(last_state());
   if (h == nullptr) h = heap_of_calling_thread();
   if (h != nullptr) return deallocate_through(*h, p, bytes, alignment, c);
   std::lock_guard<std::mutex> g(shared_lock_);  // no heap of its own: the shared one
   deallocate_through(shared_, p, bytes, alignment, c);
 }
 
-void sync_front::deallocate_through(sync_heap& h, void* p, std::size_t bytes, std::size_t alignment,
+template <class Engine>
+void sync_front<Engine>::deallocate_through(heap& h, void* p, std::size_t bytes, std::size_t alignment,
                                     unsigned c) noexcept {
   const std::uintptr_t seen = load_node_word(p, 1);  // before the exact checks: a write after them fails the push
   if (seen == (reinterpret_cast<std::uintptr_t>(p) ^ busy_key_)) return freed_at_once(p, bytes, alignment, c);
@@ -234,23 +250,26 @@ void sync_front::deallocate_through(sync_heap& h, void* p, std::size_t bytes, st
   if (bin.count == bin.cap) return push_to_full(h, c, p, seen, bytes, alignment);
   if (!bin.push_exclusive(p, h.key, seen, reinterpret_cast<std::uintptr_t>(p) ^ busy_key_))
     return freed_at_once(p, bytes, alignment, c);
-  note_deallocation(h, classes_[c].object_size);
+  note_deallocation(h, filters_[c].object_size);
   if (h.bytes.load(std::memory_order_relaxed) == 0) settle(h);
 }
 
-bool sync_front::check_live(void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept {
-  if (classes_[c].object_size < 16) return engine_.check_live(p, bytes, alignment, c);
+template <class Engine>
+bool sync_front<Engine>::check_live(void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept {
+  if (filters_[c].object_size < 16) return engine_.check_live(p, bytes, alignment, c);
   if (!slot_of_class(p, bytes, alignment, c)) return false;
-  auto* h = static_cast<sync_heap*>(cached_state());
-  if (h == nullptr) h = static_cast<sync_heap*>(registered_state());
+  auto* h = static_cast<heap*>(cached_state());
+  if (h == nullptr) h = static_cast<heap*>(registered_state());
   return exact_free_check(h, p, bytes, alignment, c);
 }
 
-void sync_front::freed_at_once(void* p, std::size_t bytes, std::size_t alignment, unsigned c) const noexcept {
+template <class Engine>
+void sync_front<Engine>::freed_at_once(void* p, std::size_t bytes, std::size_t alignment, unsigned c) const noexcept {
   report_double_free(p, bytes, alignment, c, "freed by two threads at once (or written while it was freed)");
 }
 
-void sync_front::push_to_full(sync_heap& h, unsigned c, void* p, std::uintptr_t seen, std::size_t bytes,
+template <class Engine>
+void sync_front<Engine>::push_to_full(heap& h, unsigned c, void* p, std::uintptr_t seen, std::size_t bytes,
                               std::size_t alignment) noexcept {
   // The head list becomes the cold one whole (the previous cold one goes back), and p starts a new head list,
   // pushed as deallocate() pushes.
@@ -261,11 +280,12 @@ void sync_front::push_to_full(sync_heap& h, unsigned c, void* p, std::uintptr_t 
   if (!pushed) freed_at_once(p, bytes, alignment, c);
   if (old != nullptr) give_back(h, c, old, n);
   if (!pushed) return;
-  note_deallocation(h, classes_[c].object_size);
+  note_deallocation(h, filters_[c].object_size);
   if (h.bytes.load(std::memory_order_relaxed) == 0) settle(h);
 }
 
-void sync_front::settle(sync_heap& h) noexcept {
+template <class Engine>
+void sync_front<Engine>::settle(heap& h) noexcept {
   for (unsigned c = 0; c < class_count_; ++c) {
     free_cache& bin = h.bins[c];
     // A class whose only block is its current one caches nothing else (a program that empties it again and again
@@ -280,13 +300,15 @@ void sync_front::settle(sync_heap& h) noexcept {
   }
 }
 
-void sync_front::give_back(sync_heap& h, unsigned c, void* list, std::size_t n) noexcept {
-  const engine_type::give_result r = engine_.give_batch(c, h.key, list, n);
-  if (r.refused != 0) undo_deallocations(h, r.refused, classes_[c].object_size);
+template <class Engine>
+void sync_front<Engine>::give_back(heap& h, unsigned c, void* list, std::size_t n) noexcept {
+  const typename engine_type::give_result r = engine_.give_batch(c, h.key, list, n);
+  if (r.refused != 0) undo_deallocations(h, r.refused, filters_[c].object_size);
   if (r.lost != 0) owner_add(h.lost, r.lost);
 }
 
-void sync_front::flush(sync_heap& h) noexcept {
+template <class Engine>
+void sync_front<Engine>::flush(heap& h) noexcept {
   for (unsigned c = 0; c < class_count_; ++c) {
     free_cache& bin = h.bins[c];
     if (bin.head != nullptr) give_back(h, c, bin.head, bin.count);
@@ -297,18 +319,20 @@ void sync_front::flush(sync_heap& h) noexcept {
   }
 }
 
-void sync_front::flush_calling_thread() noexcept {
-  auto* h = static_cast<sync_heap*>(cached_state());
-  if (h == nullptr) h = static_cast<sync_heap*>(registered_state());
+template <class Engine>
+void sync_front<Engine>::flush_calling_thread() noexcept {
+  auto* h = static_cast<heap*>(cached_state());
+  if (h == nullptr) h = static_cast<heap*>(registered_state());
   if (h != nullptr) flush(*h);
   std::lock_guard<std::mutex> g(shared_lock_);  // and the shared heap, which threads without one use
   flush(shared_);
 }
 
-void sync_front::forget_all() noexcept {
+template <class Engine>
+void sync_front<Engine>::forget_all() noexcept {
   std::lock_guard<std::mutex> g(heaps_lock_);
   std::lock_guard<std::mutex> gs(shared_lock_);
-  for_each_heap([&](sync_heap& h) {
+  for_each_heap([&](heap& h) {
     for (unsigned c = 0; c < class_count_; ++c) {
       const std::uint32_t cap = h.bins[c].cap;
       h.bins[c] = free_cache{};
@@ -323,7 +347,7 @@ void sync_front::forget_all() noexcept {
   retired_bytes_ = 0;
   retired_lost_ = 0;
   // The calling thread's heap and the pooled ones go back; other threads' heaps stay theirs.
-  if (auto* own = static_cast<sync_heap*>(remove_state())) {
+  if (auto* own = static_cast<heap*>(remove_state())) {
     retired_allocations_ += own->allocations.load(std::memory_order_relaxed);
     retired_deallocations_ += own->deallocations.load(std::memory_order_relaxed);
     retired_peak_ += own->peak.load(std::memory_order_relaxed);
@@ -331,7 +355,7 @@ void sync_front::forget_all() noexcept {
     free_heap(own);
   }
   while (pool_ != nullptr) {
-    sync_heap* h = pool_;
+    heap* h = pool_;
     pool_ = h->next;
     free_heap(h);
   }
@@ -339,11 +363,12 @@ void sync_front::forget_all() noexcept {
 
 // ---- stats and invariants --------------------------------------------------------------------------------------------
 
-sync_front::totals sync_front::collect_totals() const noexcept {
+template <class Engine>
+typename sync_front<Engine>::totals sync_front<Engine>::collect_totals() const noexcept {
   std::lock_guard<std::mutex> g(heaps_lock_);
   totals t{retired_allocations_, retired_deallocations_, retired_bytes_, retired_peak_,
-           std::size_t{heaps_} * sizeof(sync_heap)};
-  for_each_heap([&](const sync_heap& h) {
+           std::size_t{heaps_} * sizeof(heap)};
+  for_each_heap([&](const heap& h) {
     t.allocations += h.allocations.load(std::memory_order_relaxed);
     t.deallocations += h.deallocations.load(std::memory_order_relaxed);
     t.bytes += h.bytes.load(std::memory_order_relaxed);
@@ -352,13 +377,15 @@ sync_front::totals sync_front::collect_totals() const noexcept {
   return t;
 }
 
-std::size_t sync_front::cached_by_calling_thread(unsigned c) const noexcept {
-  auto* h = static_cast<const sync_heap*>(cached_state());
-  if (h == nullptr) h = static_cast<const sync_heap*>(registered_state());
+template <class Engine>
+std::size_t sync_front<Engine>::cached_by_calling_thread(unsigned c) const noexcept {
+  auto* h = static_cast<const heap*>(cached_state());
+  if (h == nullptr) h = static_cast<const heap*>(registered_state());
   return h != nullptr ? h->bins[c].total() : 0;
 }
 
-bool sync_front::check_invariants() const noexcept {
+template <class Engine>
+bool sync_front<Engine>::check_invariants() const noexcept {
   const char* broken = nullptr;
   const void* where = nullptr;
   std::lock_guard<std::mutex> g(heaps_lock_);
@@ -367,8 +394,8 @@ bool sync_front::check_invariants() const noexcept {
   // either end may have gone the locked way), cached, or set aside.
   std::uint64_t held = retired_allocations_ - retired_deallocations_ + retired_lost_;
   const void* seen[2 * free_cache::max_cap];
-  for_each_heap([&](const sync_heap& heap) {
-    const sync_heap* h = &heap;
+  for_each_heap([&](const heap& each) {
+    const heap* h = &each;
     if (broken != nullptr) return;
     held += h->allocations.load(std::memory_order_relaxed) - h->deallocations.load(std::memory_order_relaxed) +
             h->lost.load(std::memory_order_relaxed);
@@ -383,7 +410,7 @@ bool sync_front::check_invariants() const noexcept {
           where = p;
           if (p == nullptr) broken = "free cache shorter than its count";
           else if (!is_node(p, h->key)) broken = "a cached object is no node of its heap (written after its free)";
-          else if (engine_.mapped_class(p) != c + 1 || !engine_.is_slot(p, c)) broken = "a cached object is no slot of its class";
+          else if (!engine_.is_slot_of_class(p, c)) broken = "a cached object is no slot of its class";
           else if (engine_.look_at_slot(p, c, base_key_).free) broken = "a cached object is free in its bitmap";
           else if (std::find(seen, seen + n, p) != seen + n) broken = "an object cached twice";
           else seen[n++] = p;
@@ -400,5 +427,8 @@ bool sync_front::check_invariants() const noexcept {
   report_error(error_info{error_kind::invariant_violated, name_, this, where, 0, 0, 0, broken});
   return false;
 }
+
+template class sync_front<bitmap_engine<true>>;
+template class sync_front<fixed_pool_engine<true>>;
 
 }  // namespace strata::detail

@@ -255,6 +255,7 @@ class bitmap_engine {
   struct slot_look {
     bool free;               // free in its block's bitmaps (or its block left the class: not live either)
     std::uintptr_t residue;  // node_residue(p, base_key) of p's words
+    bool foreign = false;    // no object of the class (never here: a slot of the class is one)
   };
   /// Under the class lock (where batches take slots and make them nodes): p, a slot of class c by the class map.
   slot_look look_at_slot(const void* p, unsigned c, std::uintptr_t base_key) const noexcept;
@@ -262,6 +263,50 @@ class bitmap_engine {
   [[nodiscard]] std::size_t meta_span(unsigned c) const noexcept { return classes_[c].meta_span; }
   /// Objects of every class taken out in batches and not given back.
   [[nodiscard]] std::uint64_t batched_out() const noexcept;
+  /// Whether p is a slot of class c by the class map and its block's header (sync_front's slow path).
+  bool is_slot_of_class(const void* p, unsigned c) const noexcept { return mapped_class(p) == c + 1 && is_slot(p, c); }
+  /// The mask of a block's offsets: objects of one block share their address bits above it (sync_front's settle).
+  [[nodiscard]] std::uintptr_t front_block_mask() const noexcept { return block_size_ - 1; }
+
+  /// What sync_front's fast free checks for class c before it reads p's words: a filter kept in the front, with
+  /// every constant at hand. admits(p): the class map says p's block is of class c, p starts a slot clear of the
+  /// header, and p lies below the never-used mark (read with acquire before the caller reads p's words: take_batch
+  /// makes the nodes before it moves the mark). A class too small for a node admits nothing.
+  struct alignas(64) free_filter {  // one line per class
+    const map_type* map = nullptr;
+    const std::atomic<std::uintptr_t>* never_used = nullptr;
+    std::uint64_t reciprocal = 0;       // reciprocal40(object_size)
+    std::uint64_t reciprocal_high = 0;  // reciprocal << 24
+    std::size_t meta_span = 0;          // see bitmap_engine::meta_span
+    std::uintptr_t block_mask = 0;
+    std::uint32_t object_size = 0;
+    std::uint32_t map_value = 0xFFFF;   // c + 1; none for a class too small for a node
+    STRATA_ALWAYS_INLINE bool admits(const void* p) const noexcept {
+      const auto a = reinterpret_cast<std::uintptr_t>(p);
+      const std::uintptr_t mark = never_used->load(std::memory_order_acquire);
+      return map->get_direct(p) == map_value &&
+             slab_kind::starts_slot(a, block_mask, object_size, reciprocal, reciprocal_high, meta_span) &&
+             a - mark > (~mark & block_mask);
+    }
+  };
+  [[nodiscard]] free_filter front_filter(unsigned c) const noexcept {
+    free_filter f;
+    const std::size_t size = class_size(c);
+    f.map = &map_;
+    f.never_used = &classes_[c].never_used;
+    f.object_size = static_cast<std::uint32_t>(size);
+    f.reciprocal = reciprocal40(size);
+    f.reciprocal_high = f.reciprocal << 24;
+    f.meta_span = classes_[c].meta_span;
+    f.block_mask = block_size_ - 1;
+    if (size >= 16) f.map_value = c + 1;
+    return f;
+  }
+  /// Classes a front may have (the size of its per-thread arrays).
+  static constexpr unsigned front_classes = size_class_table::max_classes;
+  /// A double free found by a front names the class size as the one expected.
+  static constexpr bool double_free_names_size = true;
+
   /// Reports p (freed as bytes at alignment, class c) as no object of this engine, with the reason found.
   void report_bad_free(void* p, std::size_t bytes, std::size_t alignment, unsigned c) const noexcept;
   /// Whether p is exactly a slot start of class c in a block of this engine (reads the block's header).

@@ -17,6 +17,7 @@
 #include <strata/detail/ds/block_map.hpp>
 #include <strata/detail/ds/chunk_table.hpp>
 #include <strata/detail/ds/free_cache.hpp>
+#include <strata/detail/engines/sync_front.hpp>
 #include <strata/detail/parts/chunk_source.hpp>
 #include <strata/detail/parts/large_part.hpp>
 #include <strata/detail/core/math.hpp>
@@ -104,10 +105,11 @@ class fixed_pool_engine {
     // Slots from here on have never been handed out since the chunk was formatted. Sync: only tracked in a chunk that
     // arrived zero-filled (others start at limit), where it tells which blocks are still zero.
     counter<std::uint32_t> high_water;
-    // !Sync with a free cache: a single block at slot q with q - skip < cache_span may be freed into the cache
-    // without reading its state bits: it has been handed out before, and the chunk has never held a run (so no
-    // block of it is a run's continuation). 0 once the chunk has held a run; high_water - skip before.
-    std::uint32_t cache_span;
+    // With a free cache (!Sync) or threads' caches (Sync, batched): a single block at slot q with
+    // q - skip < cache_span may be freed into a cache without reading its state bits: it has been handed out before,
+    // and the chunk has never held a run (so no block of it is a run's continuation). 0 once the chunk has held a
+    // run; high_water - skip before (Sync: raised with release once a batch's nodes are made, under the lock).
+    counter<std::uint32_t> cache_span;
     bool zeroed;       // arrived zero-filled: blocks from high_water on are zero
     bool served_runs;  // has held a run of blocks since it was formatted
     bool in_region;    // carved from the capacity reservation
@@ -138,6 +140,11 @@ class fixed_pool_engine {
   [[nodiscard]] std::size_t chunk_size() const noexcept { return chunk_size_; }
   [[nodiscard]] std::size_t capacity_blocks() const noexcept { return capacity_blocks_; }
   [[nodiscard]] std::size_t blocks_in_use() const noexcept;
+  /// The engine's own count of blocks in use (batches not counted): below zero when more blocks handed out by a
+  /// front came back the engine's way than went the other way.
+  [[nodiscard]] std::int64_t signed_blocks_in_use() const noexcept { return sum().blocks; }
+  /// Likewise the engine's bytes in use (stats() shows them clamped at zero).
+  [[nodiscard]] std::int64_t signed_bytes_in_use() const noexcept { return sum().bytes; }
   /// Allocations served as runs of two or more blocks since construction (under the lock: exact).
   [[nodiscard]] std::uint64_t run_allocations() const noexcept {
     std::lock_guard<lock_type> g(lock_);
@@ -165,6 +172,95 @@ class fixed_pool_engine {
   STRATA_ALWAYS_INLINE void deallocate_one(void* p, std::size_t bytes, std::size_t alignment) noexcept;
   /// Blocks in the free cache (freed, not yet back in their chunks' bitmaps).
   [[nodiscard]] std::size_t cached_blocks() const noexcept { return cache_.total(); }
+
+  // ---- batches for threads' caches (Sync, standard checks: sync_front) -------------------------------------------
+  // The pool is one class (0) of stride-byte objects. Single blocks move between the chunks' bitmaps and the
+  // threads' caches in batches, under the lock; every bitmap change is made under it then, so chunks keep an exact
+  // high water and scan hint as the single-threaded pool does. Blocks taken out in batches are counted apart from
+  // the pool's allocations (batched_out): the caches count what their threads allocate and free.
+
+  /// Whether the pool serves single blocks through threads' caches (Sync, standard checks, blocks of two words or
+  /// more): set at construction; the resource makes its front then.
+  [[nodiscard]] bool batched() const noexcept { return batched_; }
+  /// Batched with max_bytes: how many threads' heaps fit in the cap beside the chunks (and the chunk table); the
+  /// pool keeps room for front_heaps_wanted of them (a chunk fewer when the chunks would fill the cap). Without a
+  /// cap: no bound.
+  [[nodiscard]] std::size_t front_heap_limit() const noexcept { return front_heap_limit_; }
+  static constexpr std::size_t front_heaps_wanted = 64;
+  using front_heap = sync_heap<1>;
+  static constexpr unsigned front_classes = 1;
+  static constexpr bool double_free_names_size = false;  // as the pool's own double-free reports
+  [[nodiscard]] unsigned class_count() const noexcept { return 1; }
+  [[nodiscard]] std::size_t class_size(unsigned) const noexcept { return stride_; }
+  /// What sync_front's fast free checks before it reads p's words: p's chunk is in the chunk table, p is a block
+  /// boundary, and p's slot lies below the chunk's cache span (read with acquire: take_batch makes the nodes before
+  /// it raises the span).
+  struct alignas(64) free_filter {
+    const chunk_table<chunk_source_storage<Sync>>* table = nullptr;
+    std::uintptr_t chunk_mask = 0;
+    pool_slot_divider divider{8};
+    std::size_t stride = 0;
+    std::uint32_t skip = 0;
+    std::uint32_t object_size = 0;
+    STRATA_ALWAYS_INLINE bool admits(const void* p) const noexcept {
+      const auto a = reinterpret_cast<std::uintptr_t>(p);
+      const std::uintptr_t base = a & ~chunk_mask;
+      if (!table->contains(base)) return false;
+      const std::size_t off = a - base, q = divider(off);
+      return q * stride == off &&
+             q - skip < get_acquire(reinterpret_cast<const chunk*>(base)->cache_span);
+    }
+  };
+  [[nodiscard]] free_filter front_filter(unsigned) const noexcept {
+    free_filter f;
+    f.table = &table_;
+    f.chunk_mask = chunk_size_ - 1;
+    f.divider = slot_divider_;
+    f.stride = stride_;
+    f.skip = skip_;
+    f.object_size = static_cast<std::uint32_t>(stride_);
+    return f;
+  }
+  [[nodiscard]] std::uintptr_t front_block_mask() const noexcept { return chunk_size_ - 1; }
+  /// Takes up to n free blocks out of the bitmaps as a list of nodes under `key` (the last taken first). A block
+  /// handed out before in a chunk that has held no run must still be a node of some heap (keys node_key_base ^
+  /// (i << 48)): one that is not is reported, set aside and counted in `refused`. Returns how many (0: none could be
+  /// had: the cap, or upstream failed; counted as a failed allocation).
+  std::size_t take_batch(unsigned, std::uintptr_t key, std::uintptr_t node_key_base, std::size_t n, void*& list,
+                         std::size_t& refused) noexcept;
+  struct give_result {
+    std::size_t refused;  // free in their bitmaps already (freed twice): reported, not counted back
+    std::size_t lost;     // behind a node that was written over: reported, set aside until release()
+  };
+  /// Gives the nodes of `list` (at most n, made under `key`) back to their bitmaps, with the exact checks.
+  give_result give_batch(unsigned, std::uintptr_t key, void* list, std::size_t n) noexcept;
+  struct slot_look {
+    bool free;               // free in its bitmap
+    std::uintptr_t residue;  // node_residue(p, base_key) of p's words
+    bool foreign = false;    // no single block: outside the blocks, or a block of a run
+  };
+  /// Under the lock: what p (a block boundary of one of our chunks) is.
+  slot_look look_at_slot(const void* p, unsigned, std::uintptr_t base_key) const noexcept;
+  /// Whether p is a block boundary of one of our chunks (reads the chunk's header; no lock).
+  bool is_slot_of_class(const void* p, unsigned) const noexcept {
+    const chunk* c;
+    return slot_of(p, c) != ~std::size_t{0};
+  }
+  /// Whether p is a live block of (bytes, alignment); reports misuse when not.
+  bool check_live(void* p, std::size_t bytes, std::size_t alignment, unsigned) noexcept;
+  void report_bad_free(void* p, std::size_t bytes, std::size_t alignment, unsigned) const noexcept;
+  [[nodiscard]] std::uint64_t batched_out() const noexcept { return batched_out_.load(std::memory_order_relaxed); }
+  [[nodiscard]] std::size_t block_count_hint(unsigned) const noexcept {
+    return chunks_hint_.load(std::memory_order_relaxed);
+  }
+  [[nodiscard]] std::uintptr_t current_block_base(unsigned) const noexcept {
+    return reinterpret_cast<std::uintptr_t>(get(current_));
+  }
+  /// The one-block ways without threads' caches (a front has none for blocks too small for a node; unused).
+  void* allocate_locked(unsigned) { return allocate(stride_, block_alignment_, false); }
+  void deallocate_locked(void* p, std::size_t bytes, std::size_t alignment, unsigned) noexcept {
+    deallocate(p, bytes, alignment);
+  }
 
   /// Any request: blocks, a run, or upstream. Throws std::bad_alloc (at the cap, or when upstream fails).
   void* allocate(std::size_t bytes, std::size_t alignment, bool zeroed);
@@ -206,6 +302,16 @@ class fixed_pool_engine {
   static void put(C& c, V v) noexcept {
     if constexpr (Sync) c.store(v, std::memory_order_relaxed);
     else c = v;
+  }
+  template <class C, class V>
+  static void put_release(C& c, V v) noexcept {
+    if constexpr (Sync) c.store(v, std::memory_order_release);
+    else c = v;
+  }
+  template <class C>
+  static auto get_acquire(const C& c) noexcept {
+    if constexpr (Sync) return c.load(std::memory_order_acquire);
+    else return c;
   }
 
   chunk* chunk_of(const void* p) const noexcept {
@@ -298,18 +404,29 @@ class fixed_pool_engine {
   STRATA_NOINLINE void deallocate_one_slow(void* p, std::size_t bytes, std::size_t alignment) noexcept;
   /// The free cache's head list is full: see free_cache::push_rotating.
   STRATA_NOINLINE void push_to_full(void* p) noexcept;
-  /// Gives n nodes of `list` back to their chunks' bitmaps, with the exact checks; retires the chunks that empties.
-  void give_back(void* list, std::size_t n) noexcept;
+  /// Gives n nodes of `list` (made under `key`) back to their chunks' bitmaps, with the exact checks. !Sync: counts
+  /// what it refuses and sets aside, and retires the chunks it empties; Sync: under the lock, the caller counts.
+  give_result give_back(void* list, std::size_t n, std::uintptr_t key) noexcept;
   /// No block is live: the cached blocks outside the current chunk go back, so that their chunks can empty.
   STRATA_NOINLINE void settle_idle() noexcept;
   /// Whether p is in the free cache (a node of it): freed already.
-  bool cached(const void* p) const noexcept { return cache_.cap != 0 && is_node(p, key_) && cache_.holds(p, key_); }
+  /// Batched: whether p is a node of some thread's cache (a live block reads so by a 1 in 2^48 chance).
+  bool cached(const void* p) const noexcept {
+    if (batched_) return batch_key_base_ != 0 && is_any_node(p, batch_key_base_);  // (0: no batch yet)
+    return cache_.cap != 0 && is_node(p, key_) && cache_.holds(p, key_);
+  }
   /// !Sync: a chunk's free count reached its blocks: it leaves the list unless current or in the region.
   STRATA_NOINLINE void chunk_emptied(chunk* c) noexcept;
   /// Marks c as a chunk that has held a run: its frees take the exact path from now on.
   static void note_run(chunk* c) noexcept {
     c->served_runs = true;
-    c->cache_span = 0;
+    put_release(c->cache_span, std::uint32_t{0});
+  }
+  /// Sync, batched, under the lock: the first free block of c from its hint, claimed; npos when c has none.
+  std::size_t claim_under_lock(chunk* c) noexcept;
+  /// Sync, batched, under the lock: slot q of c became free (a lower scan hint).
+  void note_freed(chunk* c, std::size_t q) noexcept {
+    if (batched_ && (q >> 5) < get(c->hint)) put(c->hint, static_cast<std::uint32_t>(q >> 5));
   }
   void report_cached_twice(const void* p, const char* why) noexcept;
   bool pooled(std::size_t bytes, std::size_t alignment) const noexcept;
@@ -364,6 +481,11 @@ class fixed_pool_engine {
   std::size_t capacity_blocks_ = 0;
   std::size_t blocks_per_chunk_ = 0;
   std::uint64_t lost_ = 0;  // !Sync: blocks set aside after a misuse (out of use until release())
+  bool batched_ = false;    // see batched()
+  std::size_t front_heap_limit_ = ~std::size_t{0};
+  std::uintptr_t batch_key_base_ = 0;  // batched: the front's base node key (under the lock, from take_batch)
+  std::atomic<std::uint64_t> batched_out_{0};  // blocks taken out in batches and not given back (under the lock)
+  std::atomic<std::size_t> chunks_hint_{0};    // chunk_count_, for reading without the lock
 
   // Under the lock (Sync).
   mutable lock_type lock_;

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
-// strata/detail/engines/sync_front.hpp: per-thread free caches in front of the synchronized bitmap engine (standard checks):
-// allocations and frees touch the object, the thread's cache and the class map; a class's lock is taken once per
-// batch of objects.
+// strata/detail/engines/sync_front.hpp: per-thread free caches in front of a synchronized engine (standard checks): the
+// bitmap engine's size classes, or the fixed pool's one block size. Allocations and frees touch the object, the
+// thread's cache and what the engine's free filter reads; the engine's lock is taken once per batch of objects.
 #pragma once
 
 #include <atomic>
@@ -11,11 +11,9 @@
 #include <mutex>
 
 #include <strata/config.hpp>
-#include <strata/detail/engines/bitmap_engine.hpp>
 #include <strata/detail/ds/free_cache.hpp>
 #include <strata/detail/parts/heap_counters.hpp>
 #include <strata/detail/core/math.hpp>
-#include <strata/detail/ds/size_classes.hpp>
 #include <strata/detail/parts/thread_registry.hpp>
 
 namespace strata::detail {
@@ -23,8 +21,9 @@ namespace strata::detail {
 /// One thread's caches: a free cache per class, and counts that only its thread writes (others read them for
 /// stats). Objects are no heap's own: any thread frees any object into its cache, and caches give objects back to
 /// whichever block they belong to.
+template <unsigned Classes>
 struct alignas(64) sync_heap {
-  free_cache bins[size_class_table::max_classes];
+  free_cache bins[Classes];
   std::uintptr_t key = 0;  // nodes of this heap: base key ^ (index << 48)
   std::uint32_t index = 0;
   std::atomic<std::uint64_t> allocations{0};
@@ -36,42 +35,52 @@ struct alignas(64) sync_heap {
   sync_heap* prev = nullptr;
 };
 
-/// The per-thread tier of synchronized_bitmap_resource with standard checks.
+/// The per-thread tier of synchronized_bitmap_resource and synchronized_fixed_pool_resource with standard checks.
 ///
-/// A free checks what it can without the block: the class map says p's block is of the class its size gives, the
-/// class constants say p starts a slot clear of the header, p's first two words are no node of any heap (else it
-/// may be free already), and p lies below the never-used mark (every slot there has been handed out). Then it
-/// pushes p on the calling thread's cache. The exact checks run on the slow path: a node of this thread's heap is
+/// A free checks what it can without the engine's lock: the engine's free filter for the class (bitmap: the class
+/// map says p's block is of the class its size gives, p starts a slot clear of the header, and p lies below the
+/// never-used mark; fixed pool: p's chunk is in the pool's chunk table, p is a block boundary, and the chunk has
+/// handed p out before and never held a run), and p's first two words are no node of any heap (else it may be free
+/// already). Then it pushes p on the calling thread's cache. The exact checks run on the slow path: a node of this thread's heap is
 /// looked for in its cache, then in its bitmap; a node of another heap that is not free in its bitmap sits in that
 /// heap's cache (freed twice), and is reported without the other cache being read. Nothing is handed out twice
 /// without a report: a pop checks the node, a give-back checks the bitmap.
+///
+/// The engine gives: class_count(), class_size(c), front_classes, free_filter (object_size, admits(p)) and
+/// front_filter(c), take_batch, give_batch (give_result), look_at_slot (slot_look), is_slot_of_class, check_live,
+/// report_bad_free, batched_out, block_count_hint, current_block_base, front_block_mask, allocate_locked and
+/// deallocate_locked (classes too small for a node).
+template <class Engine>
 class sync_front final : public per_thread_owner {
  public:
-  using engine_type = bitmap_engine<true>;
+  using engine_type = Engine;
+  using heap = sync_heap<Engine::front_classes>;
 
-  sync_front(engine_type& engine, std::pmr::memory_resource* upstream, const char* name) noexcept;
+  /// Heaps (one per thread using the resource, about 128 bytes for one class, 2 KiB for the bitmap's) come from
+  /// `upstream`, at most `max_heaps` of them at once: threads past that share one heap under a lock.
+  sync_front(engine_type& engine, std::pmr::memory_resource* upstream, const char* name,
+             std::size_t max_heaps = 0xFFFE) noexcept;
   ~sync_front() override;
   sync_front(const sync_front&) = delete;
   sync_front& operator=(const sync_front&) = delete;
 
   /// Allocates one object of class c; throws std::bad_alloc when no block could be had.
   STRATA_ALWAYS_INLINE void* allocate(unsigned c) {
-    auto* h = static_cast<sync_heap*>(last_state());
+    auto* h = static_cast<heap*>(last_state());
     if (STRATA_UNLIKELY(h == nullptr)) return allocate_slow(c);
     return pop_or_refill(*h, c);
   }
 
   /// Frees p (bytes at alignment, of class c). Misuse is reported and changes nothing.
   STRATA_ALWAYS_INLINE void deallocate(void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept {
-    const class_constants& k = classes_[c];
+    const filter& k = filters_[c];
     const auto a = reinterpret_cast<std::uintptr_t>(p);
-    const std::uintptr_t mark = k.never_used->load(std::memory_order_acquire);  // before p's words (take_batch)
     std::uintptr_t w1 = 0;
-    if (STRATA_UNLIKELY(map_->get_direct(p) != k.map_value) || STRATA_UNLIKELY(!is_slot_start(k, a)) ||
+    if (STRATA_UNLIKELY(!k.admits(p)) ||  // first: it orders the reads of p's words (see the engine's filter)
         STRATA_UNLIKELY((((w1 = load_node_word(p, 1)) ^ node_check(p, load_node_word(p, 0), base_key_)) << 16) == 0) ||
-        STRATA_UNLIKELY(w1 == (a ^ busy_key_)) || STRATA_UNLIKELY(a - mark <= (~mark & block_mask_)))
+        STRATA_UNLIKELY(w1 == (a ^ busy_key_)))
       return deallocate_slow(p, bytes, alignment, c);
-    auto* h = static_cast<sync_heap*>(last_state());  // after the checks: fewer values live across them
+    auto* h = static_cast<heap*>(last_state());  // after the checks: fewer values live across them
     if (STRATA_UNLIKELY(h == nullptr)) return deallocate_slow(p, bytes, alignment, c);
     free_cache& bin = h->bins[c];
     if (STRATA_UNLIKELY(bin.count == bin.cap)) return push_to_full(c, p, w1, bytes, alignment);
@@ -95,6 +104,20 @@ class sync_front final : public per_thread_owner {
     std::size_t heap_bytes;  // the heaps' own memory, from upstream
   };
   [[nodiscard]] totals collect_totals() const noexcept;
+  /// Adds the caches' counts to the engine's (any struct with allocations, deallocations, bytes_in_use and
+  /// peak_bytes_in_use); returns the heaps' own bytes. An object may be allocated through a cache and freed the
+  /// engine's way or the other way round: each part may go below zero alone, the sums are exact.
+  template <class Totals>
+  std::size_t add_totals_to(Totals& t) const noexcept {
+    const totals f = collect_totals();
+    t.allocations += f.allocations;
+    t.deallocations += f.deallocations;
+    t.bytes_in_use += static_cast<std::size_t>(f.bytes);
+    t.peak_bytes_in_use += f.peak > 0 ? static_cast<std::size_t>(f.peak) : 0;
+    if (static_cast<std::ptrdiff_t>(t.bytes_in_use) < 0) t.bytes_in_use = 0;  // threads between calls
+    if (t.peak_bytes_in_use < t.bytes_in_use) t.peak_bytes_in_use = t.bytes_in_use;
+    return f.heap_bytes;
+  }
   /// Objects of class c in the calling thread's cache.
   [[nodiscard]] std::size_t cached_by_calling_thread(unsigned c) const noexcept;
   /// The caches' lists and counts against the engine's; reports the first broken one. No thread may use the
@@ -105,95 +128,84 @@ class sync_front final : public per_thread_owner {
   void thread_exit(void* state) noexcept override;
 
  private:
-  struct class_constants {
-    std::uint64_t reciprocal = 0;       // reciprocal40(object_size)
-    std::uint64_t reciprocal_high = 0;  // reciprocal << 24
-    std::size_t meta_span = 0;          // see bitmap_engine::meta_span
-    std::uint32_t object_size = 0;
-    // The class map's value for the class's blocks (c + 1); none for a class too small for a node (its frees take
-    // the slow path, which goes the locked way without reading past the object).
-    std::uint32_t map_value = 0xFFFF;
-    const std::atomic<std::uintptr_t>* never_used = nullptr;  // the engine's never-used mark of the class
-  };
+  using filter = typename Engine::free_filter;
 
   /// The newest object of h's cache for class c, or the slow path.
-  STRATA_ALWAYS_INLINE void* pop_or_refill(sync_heap& h, unsigned c) {
+  STRATA_ALWAYS_INLINE void* pop_or_refill(heap& h, unsigned c) {
     void* p = h.bins[c].pop(h.key);
     if (STRATA_UNLIKELY(p == nullptr)) return refill(h, c);  // empty, or its head written over: refill tells
-    note_allocation(h, classes_[c].object_size);
+    note_allocation(h, filters_[c].object_size);
     return p;
   }
   /// deallocate()'s exact way through heap h (the calling thread's, or the shared one under its lock).
-  void deallocate_through(sync_heap& h, void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept;
-  /// Whether address a, in a block of k's class, starts a slot that lies in the block clear of its header.
-  STRATA_ALWAYS_INLINE bool is_slot_start(const class_constants& k, std::uintptr_t a) const noexcept {
-    return slab_kind::starts_slot(a, block_mask_, k.object_size, k.reciprocal, k.reciprocal_high, k.meta_span);
-  }
+  void deallocate_through(heap& h, void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept;
   /// h's thread has freed all it allocated (for a program with one thread: no object is live): the cached objects
   /// outside their class's current block go back, so that the blocks they kept from being empty are relisted (and
   /// given back beyond max_empty_blocks). Objects of the current blocks stay cached.
-  STRATA_NOINLINE void settle(sync_heap& h) noexcept;
+  STRATA_NOINLINE void settle(heap& h) noexcept;
   /// Gives heap h its index, key and bounds (a new heap, or the shared one).
-  void init_heap(sync_heap& h, std::uint32_t index) const noexcept;
+  void init_heap(heap& h, std::uint32_t index) const noexcept;
 
   STRATA_NOINLINE void* allocate_slow(unsigned c);
-  STRATA_NOINLINE void* refill(sync_heap& h, unsigned c);
+  STRATA_NOINLINE void* refill(heap& h, unsigned c);
   STRATA_NOINLINE void deallocate_slow(void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept;
   /// The calling thread's cache of class c is full: see free_cache (six arguments: a tail call from deallocate).
   STRATA_NOINLINE void push_to_full(unsigned c, void* p, std::uintptr_t seen, std::size_t bytes,
                                     std::size_t alignment) noexcept {
-    push_to_full(*static_cast<sync_heap*>(last_state()), c, p, seen, bytes, alignment);
+    auto* h = static_cast<heap*>(last_state());
+    if (h == nullptr) __builtin_unreachable();  // deallocate() comes here with its heap only
+    push_to_full(*h, c, p, seen, bytes, alignment);
   }
-  void push_to_full(sync_heap& h, unsigned c, void* p, std::uintptr_t seen, std::size_t bytes,
+  void push_to_full(heap& h, unsigned c, void* p, std::uintptr_t seen, std::size_t bytes,
                     std::size_t alignment) noexcept;
   /// A push that lost its compare-and-swap: p was freed by another thread at the same moment (or written).
   STRATA_NOINLINE void freed_at_once(void* p, std::size_t bytes, std::size_t alignment, unsigned c) const noexcept;
   /// The exact checks for a free through heap h; true when p may go into h's cache.
-  bool exact_free_check(const sync_heap* h, void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept;
+  bool exact_free_check(const heap* h, void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept;
   /// The checks that need no lock: p is a slot start of class c clear of the header (else reported).
   bool slot_of_class(void* p, std::size_t bytes, std::size_t alignment, unsigned c) const noexcept;
-  void give_back(sync_heap& h, unsigned c, void* list, std::size_t n) noexcept;
-  void flush(sync_heap& h) noexcept;
+  void give_back(heap& h, unsigned c, void* list, std::size_t n) noexcept;
+  void flush(heap& h) noexcept;
   /// The calling thread's heap, made and registered when it has none; nullptr when that cannot be.
-  sync_heap* heap_of_calling_thread() noexcept;
+  heap* heap_of_calling_thread() noexcept;
   /// f(heap) for every live heap and the shared one (under heaps_lock_, and shared_lock_ where the shared heap's
   /// lists are read).
   template <class F>
   void for_each_heap(F&& f) const {
-    for (const sync_heap* h = live_; h != nullptr; h = h->next) f(*h);
+    for (const heap* h = live_; h != nullptr; h = h->next) f(*h);
     f(shared_);
   }
   template <class F>
   void for_each_heap(F&& f) {
-    for (sync_heap* h = live_; h != nullptr; h = h->next) f(*h);
+    for (heap* h = live_; h != nullptr; h = h->next) f(*h);
     f(shared_);
   }
   /// Under heaps_lock_: an index no held heap has, or 0 when all are taken.
   std::uint32_t free_index() noexcept;
-  void unlink_live(sync_heap* h) noexcept;
-  void free_heap(sync_heap* h) noexcept;
+  void unlink_live(heap* h) noexcept;
+  void free_heap(heap* h) noexcept;
   void report_double_free(void* p, std::size_t bytes, std::size_t alignment, unsigned c,
                           const char* why) const noexcept;
 
   engine_type& engine_;
-  const engine_type::map_type* map_;  // the engine's class map
   std::pmr::memory_resource* upstream_;
   const char* name_;
   std::uintptr_t base_key_;
   std::uintptr_t busy_key_;  // word 1 of an object being pushed: its address ^ this
-  std::uintptr_t block_mask_;
+  std::uintptr_t block_mask_;  // the engine's front_block_mask()
   unsigned class_count_;
-  class_constants classes_[size_class_table::max_classes];
+  filter filters_[Engine::front_classes];
 
   // The heap of threads that can have none of their own (their registry is full, they are exiting, or upstream had
   // no memory for one): shared, under its lock. Index 0xFFFF.
-  sync_heap shared_;
+  heap shared_;
   mutable std::mutex shared_lock_;
 
   mutable std::mutex heaps_lock_;
-  sync_heap* live_ = nullptr;   // heaps of running threads
-  sync_heap* pool_ = nullptr;   // heaps of exited threads, for reuse (their index too)
+  heap* live_ = nullptr;   // heaps of running threads
+  heap* pool_ = nullptr;    // heaps of exited threads, for reuse (their index too)
   std::uint32_t heaps_ = 0;     // heaps held (live and pooled)
+  std::uint32_t max_heaps_;     // heaps that may be held at once
   std::uint32_t next_index_ = 1;
   // What exited threads' heaps counted (their heaps start from zero when reused).
   std::uint64_t retired_allocations_ = 0;
