@@ -813,10 +813,11 @@ std::size_t fixed_pool_engine<Sync>::claim_under_lock(chunk* c) noexcept {
     // Every change of the bitmap is made under the lock now; a store is enough (Sync: the words are atomics).
     if constexpr (Sync) c->bits()[i].store(w ^ (std::uint64_t{3} << s), std::memory_order_relaxed);
     else c->bits()[i] = w ^ (std::uint64_t{3} << s);
-    put(c->hint, i);
+    // The header's line is read by every thread's frees (the cache span): written only when something changes.
+    if (get(c->hint) != i) put(c->hint, i);
     return std::size_t{i} * 32 + s / 2;
   }
-  put(c->hint, c->words);  // full: the next scan is one compare (a free lowers the hint again)
+  if (get(c->hint) != c->words) put(c->hint, c->words);  // full: the next scan is one compare
   return npos;
 }
 
@@ -874,8 +875,11 @@ std::size_t fixed_pool_engine<Sync>::take_batch(unsigned, std::uintptr_t key, st
     make_node(taken[i], head, key);
     head = taken[i];
   }
-  for (std::size_t i = 0; i < chunks; ++i)
-    if (!touched[i]->served_runs) put_release(touched[i]->cache_span, get(touched[i]->high_water) - touched[i]->skip);
+  for (std::size_t i = 0; i < chunks; ++i) {
+    chunk* x = touched[i];
+    const std::uint32_t span = get(x->high_water) - x->skip;
+    if (!x->served_runs && get(x->cache_span) != span) put_release(x->cache_span, span);
+  }
   batched_out_.store(batched_out_.load(std::memory_order_relaxed) + k + refused, std::memory_order_relaxed);
   list = head;
   return k;
