@@ -652,6 +652,62 @@ TEST_CASE("synchronized_fixed_pool_resource: a double free while the block waits
   }
 }
 
+// A full list that overflows a thread's cache is parked between threads whole (the stash) and taken whole by a thread
+// whose cache runs dry; a parked block freed again is reported; trim() and thread exit give parked lists back.
+TEST_CASE("synchronized_fixed_pool_resource: lists parked between threads are checked, handed on once, and given back") {
+  error_capture errors;
+  recording_resource up(strata::default_page_resource());
+  strata::fixed_pool_options o;
+  o.max_empty_chunks = 0;
+  o.chunk_size = std::size_t{64} << 10;
+  o.huge_pages = false;
+  synchronized_fixed_pool_resource pool(32, o, &up);
+  std::vector<void*> v;
+  for (int i = 0; i < 4000; ++i) v.push_back(pool.allocate(32, 8));
+  // 3 x 64 + 1 frees: each list of 64 goes cold when the next begins, and is parked when the one after begins:
+  // v[0..63] and v[64..127] are parked, v[128..191] cold, v[192] in the head list.
+  for (int i = 0; i < 3 * 64 + 1; ++i) pool.deallocate(v[static_cast<std::size_t>(i)], 32, 8);
+  CHECK(pool.check_invariants());
+  const strata::resource_stats before = pool.stats();
+  pool.deallocate(v[0], 32, 8);  // in the parked list
+  strata_test::check_error("synchronized_fixed_pool_resource", errors, 1, strata::error_kind::double_free, v[0], 32);
+  strata_test::check_unchanged(before, pool.stats());
+  // Another thread takes the parked list when its cache runs dry: every block once, none still live.
+  std::set<void*> live(v.begin() + 3 * 64 + 1, v.end());
+  std::vector<void*> got;
+  std::thread([&] {
+    for (int i = 0; i < 64; ++i) got.push_back(pool.allocate(32, 8));
+  }).join();
+  std::set<void*> parked(v.begin(), v.begin() + 128);
+  std::size_t from_parked = 0;
+  for (void* p : got) {
+    CHECK(live.insert(p).second);
+    from_parked += parked.count(p);
+  }
+  CHECK(from_parked == 64);
+  CHECK(pool.check_invariants());
+  // Two more lists of frees park v[128..191] and v[192..255]; one of them is freed again from another thread.
+  for (std::size_t i = 3 * 64 + 1; i < 5 * 64 + 1; ++i) {
+    pool.deallocate(v[i], 32, 8);
+    live.erase(v[i]);
+  }
+  CHECK(pool.check_invariants());
+  std::thread([&] { pool.deallocate(v[130], 32, 8); }).join();
+  strata_test::check_error("synchronized_fixed_pool_resource", errors, 2, strata::error_kind::double_free, v[130], 32);
+  CHECK(errors.count() == 2);
+  CHECK(pool.check_invariants());
+  for (void* p : live) pool.deallocate(p, 32, 8);
+  CHECK(pool.blocks_in_use() == 0);
+  pool.trim();  // this thread's cache and the parked lists go back
+  CHECK(pool.cached_blocks() == 0);
+  CHECK(pool.check_invariants());
+  // Every block is free in its bitmap again: all of them can be had, each once.
+  std::set<void*> again;
+  for (int i = 0; i < 4000; ++i) CHECK(again.insert(pool.allocate(32, 8)).second);
+  for (void* p : again) pool.deallocate(p, 32, 8);
+  CHECK(pool.check_invariants());
+}
+
 TEST_CASE("synchronized_fixed_pool_resource: a freed block written after its free is reported, never handed out twice") {
   for (const bool other_thread : {false, true}) {
     CAPTURE(other_thread);

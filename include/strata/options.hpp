@@ -48,9 +48,10 @@ struct fixed_pool_options {
   /// so blocks touched at random cost far fewer TLB misses. A pool then holds at least one huge page (2 MiB on x86-64)
   /// resident once it is used: turn this off for many small pools.
   bool huge_pages = true;
-  /// How frees are checked (see check_mode). fixed_pool_resource: standard checks keep freed blocks in a free cache
-  /// in front of the state bitmaps; strict checks verify and write a block's state bits on every free. The
-  /// synchronized pool checks every free at once either way.
+  /// How frees are checked (see check_mode). Standard checks keep freed blocks in a free cache in front of the state
+  /// bitmaps (synchronized_fixed_pool_resource: one per thread, with room for them kept inside max_bytes); strict
+  /// checks verify and write a block's state bits on every free. Blocks smaller than 16 bytes are always checked
+  /// the strict way.
   check_mode checks = check_mode::standard;
 };
 

@@ -125,6 +125,8 @@ template <class Engine>
 void sync_front<Engine>::thread_exit(void* state) noexcept {
   auto* h = static_cast<heap*>(state);
   flush(*h);
+  // And the parked lists (some may be this thread's): a program whose threads have ended holds nothing back.
+  for (unsigned c = 0; c < class_count_; ++c) drain_stash(c);
   std::lock_guard<std::mutex> g(heaps_lock_);
   retired_allocations_ += h->allocations.load(std::memory_order_relaxed);
   retired_deallocations_ += h->deallocations.load(std::memory_order_relaxed);
@@ -165,7 +167,7 @@ void* sync_front<Engine>::refill(heap& h, unsigned c) {
     bin.head = nullptr;
     bin.count = 0;
   }
-  if (!bin.take_cold()) {
+  if (!bin.take_cold() && !take_parked(h, c)) {
     void* list = nullptr;
     std::size_t refused = 0;
     // A quarter of the bound: the frees that follow land in the head list without pushing unused slots back.
@@ -278,7 +280,7 @@ void sync_front<Engine>::push_to_full(heap& h, unsigned c, void* p, std::uintptr
   void* old = bin.rotate(n);
   const bool pushed = bin.push_exclusive(p, h.key, seen, reinterpret_cast<std::uintptr_t>(p) ^ busy_key_);
   if (!pushed) freed_at_once(p, bytes, alignment, c);
-  if (old != nullptr) give_back(h, c, old, n);
+  if (old != nullptr) park_or_give_back(h, c, old, n);
   if (!pushed) return;
   note_deallocation(h, filters_[c].object_size);
   if (h.bytes.load(std::memory_order_relaxed) == 0) settle(h);
@@ -290,7 +292,9 @@ void sync_front<Engine>::settle(heap& h) noexcept {
     free_cache& bin = h.bins[c];
     // A class whose only block is its current one caches nothing else (a program that empties it again and again
     // pays no walk).
-    if (bin.total() == 0 || engine_.block_count_hint(c) <= 1) continue;
+    if (engine_.block_count_hint(c) <= 1) continue;
+    drain_stash(c);  // parked lists keep their blocks from emptying too
+    if (bin.total() == 0) continue;
     // Objects of the current block stay cached (that block stays anyway); the others go back. A node that does not
     // check leaves the cache as it is (the allocation or give-back that reaches it reports it).
     const std::uintptr_t current = engine_.current_block_base(c);
@@ -305,6 +309,95 @@ void sync_front<Engine>::give_back(heap& h, unsigned c, void* list, std::size_t 
   const typename engine_type::give_result r = engine_.give_batch(c, h.key, list, n);
   if (r.refused != 0) undo_deallocations(h, r.refused, filters_[c].object_size);
   if (r.lost != 0) owner_add(h.lost, r.lost);
+}
+
+template <class Engine>
+void sync_front<Engine>::park_or_give_back(heap& h, unsigned c, void* list, std::size_t n) noexcept {
+  stash_slot& st = stash_[c];
+  if (n < h.bins[c].cap / 2 || __atomic_load_n(&st.count, __ATOMIC_RELAXED) == stash_lists)
+    return give_back(h, c, list, n);
+  // Every node must check under h's key before one is re-keyed (a node that does not: give_back reports it).
+  std::size_t k = 0;
+  for (const void* p = list; k < n && p != nullptr && is_node(p, h.key); p = node_next(p)) ++k;
+  if (k != n) return give_back(h, c, list, n);
+  void* p = list;
+  for (std::size_t i = 0; i < n; ++i, p = node_next(p)) make_node(p, node_next(p), base_key_);  // the stash's key
+  {
+    std::lock_guard<std::mutex> g(st.lock);
+    if (st.count < stash_lists) {
+      st.lists[st.count] = list;
+      st.sizes[st.count] = static_cast<std::uint32_t>(n);
+      __atomic_store_n(&st.count, st.count + 1, __ATOMIC_RELAXED);
+      return;
+    }
+  }
+  const typename engine_type::give_result r = engine_.give_batch(c, base_key_, list, n);  // filled meanwhile
+  if (r.refused != 0) undo_deallocations(h, r.refused, filters_[c].object_size);
+  if (r.lost != 0) owner_add(h.lost, r.lost);
+}
+
+template <class Engine>
+bool sync_front<Engine>::take_parked(heap& h, unsigned c) noexcept {
+  stash_slot& st = stash_[c];
+  if (__atomic_load_n(&st.count, __ATOMIC_RELAXED) == 0) return false;
+  void* list;
+  std::size_t n;
+  {
+    std::lock_guard<std::mutex> g(st.lock);
+    if (st.count == 0) return false;
+    const std::uint32_t i = st.count - 1;
+    list = st.lists[i];
+    n = st.sizes[i];
+    __atomic_store_n(&st.count, i, __ATOMIC_RELAXED);
+  }
+  // Re-keyed as h's, each node checked under the stash's key first. A node that does not check was written while
+  // parked (or freed twice and reused): reported; the list ends before it, the rest is set aside until release().
+  void* prev = nullptr;
+  std::size_t k = 0;
+  for (void* p = list; k < n; p = node_next(p), ++k) {
+    if (p == nullptr || !is_node(p, base_key_)) {
+      report_error(error_info{error_kind::double_free, name_, this, p, filters_[c].object_size, 0,
+                              Engine::double_free_names_size ? filters_[c].object_size : 0,
+                              "a freed object was written after its free, or freed twice (found in a list parked "
+                              "between threads; the objects behind it are set aside)"});
+      owner_add(h.lost, n - k);
+      if (prev != nullptr) make_node(prev, nullptr, h.key);
+      break;
+    }
+    make_node(p, node_next(p), h.key);
+    prev = p;
+  }
+  if (k == 0) return false;
+  free_cache& bin = h.bins[c];
+  bin.head = list;
+  bin.count = static_cast<std::uint32_t>(k);
+  return true;
+}
+
+template <class Engine>
+void sync_front<Engine>::drain_stash(unsigned c) noexcept {
+  stash_slot& st = stash_[c];
+  if (__atomic_load_n(&st.count, __ATOMIC_RELAXED) == 0) return;
+  void* lists[stash_lists];
+  std::uint32_t sizes[stash_lists];
+  std::uint32_t count;
+  {
+    std::lock_guard<std::mutex> g(st.lock);
+    count = st.count;
+    for (std::uint32_t i = 0; i < count; ++i) {
+      lists[i] = st.lists[i];
+      sizes[i] = st.sizes[i];
+    }
+    __atomic_store_n(&st.count, 0u, __ATOMIC_RELAXED);
+  }
+  for (std::uint32_t i = 0; i < count; ++i) {
+    const typename engine_type::give_result r = engine_.give_batch(c, base_key_, lists[i], sizes[i]);
+    if (r.refused == 0 && r.lost == 0) continue;
+    // A refused object was counted freed by some heap: the shared heap's counts take it back.
+    std::lock_guard<std::mutex> g(shared_lock_);
+    if (r.refused != 0) undo_deallocations(shared_, r.refused, filters_[c].object_size);
+    if (r.lost != 0) owner_add(shared_.lost, r.lost);
+  }
 }
 
 template <class Engine>
@@ -324,12 +417,17 @@ void sync_front<Engine>::flush_calling_thread() noexcept {
   auto* h = static_cast<heap*>(cached_state());
   if (h == nullptr) h = static_cast<heap*>(registered_state());
   if (h != nullptr) flush(*h);
+  for (unsigned c = 0; c < class_count_; ++c) drain_stash(c);
   std::lock_guard<std::mutex> g(shared_lock_);  // and the shared heap, which threads without one use
   flush(shared_);
 }
 
 template <class Engine>
 void sync_front<Engine>::forget_all() noexcept {
+  for (unsigned c = 0; c < class_count_; ++c) {
+    std::lock_guard<std::mutex> g(stash_[c].lock);
+    __atomic_store_n(&stash_[c].count, 0u, __ATOMIC_RELAXED);
+  }
   std::lock_guard<std::mutex> g(heaps_lock_);
   std::lock_guard<std::mutex> gs(shared_lock_);
   for_each_heap([&](heap& h) {
@@ -420,6 +518,27 @@ bool sync_front<Engine>::check_invariants() const noexcept {
       held += bin.total();
     }
   });
+  // Parked lists: nodes under the stash's key, objects out of the engine like cached ones.
+  for (unsigned c = 0; c < class_count_ && broken == nullptr; ++c) {
+    stash_slot& st = stash_[c];
+    std::lock_guard<std::mutex> gst(st.lock);
+    const void* parked[stash_lists * free_cache::max_cap];
+    std::size_t n = 0;
+    for (std::uint32_t i = 0; i < st.count && broken == nullptr; ++i) {
+      const void* p = st.lists[i];
+      for (std::uint32_t k = 0; k < st.sizes[i] && broken == nullptr; ++k, p = node_next(p)) {
+        where = p;
+        if (p == nullptr) broken = "a parked list shorter than its count";
+        else if (!is_node(p, base_key_)) broken = "a parked object is no node of the stash (written after its free)";
+        else if (!engine_.is_slot_of_class(p, c)) broken = "a parked object is no slot of its class";
+        else if (engine_.look_at_slot(p, c, base_key_).free) broken = "a parked object is free in its bitmap";
+        else if (n == stash_lists * free_cache::max_cap || std::find(parked, parked + n, p) != parked + n)
+          broken = "an object parked twice";
+        else parked[n++] = p;
+      }
+      held += st.sizes[i];
+    }
+  }
   where = broken != nullptr ? where : nullptr;
   if (broken == nullptr && held != engine_.batched_out())
     broken = "objects taken out in batches disagree with the caches' counts";

@@ -165,6 +165,13 @@ class sync_front final : public per_thread_owner {
   /// The checks that need no lock: p is a slot start of class c clear of the header (else reported).
   bool slot_of_class(void* p, std::size_t bytes, std::size_t alignment, unsigned c) const noexcept;
   void give_back(heap& h, unsigned c, void* list, std::size_t n) noexcept;
+  /// A list from h's full cache of class c: parked in the stash (re-keyed as the stash's) when it is at least half
+  /// the bound and there is room, else given back to the engine.
+  void park_or_give_back(heap& h, unsigned c, void* list, std::size_t n) noexcept;
+  /// A parked list of class c made h's head list (re-keyed as h's); false when none is parked.
+  bool take_parked(heap& h, unsigned c) noexcept;
+  /// Gives every parked list of class c back to the engine.
+  void drain_stash(unsigned c) noexcept;
   void flush(heap& h) noexcept;
   /// The calling thread's heap, made and registered when it has none; nullptr when that cannot be.
   heap* heap_of_calling_thread() noexcept;
@@ -195,6 +202,19 @@ class sync_front final : public per_thread_owner {
   std::uintptr_t block_mask_;  // the engine's front_block_mask()
   unsigned class_count_;
   filter filters_[Engine::front_classes];
+
+  // The stash: whole lists parked between threads, per class (a transfer cache). A thread whose cache overflows
+  // parks its older list here instead of writing it into the engine's bitmaps; a thread whose cache runs dry takes
+  // one before it asks the engine for a batch. Neither touches the engine's lock or bitmaps. Parked nodes carry the
+  // stash's key (heap index 0, which no heap has): a free of a parked object is a node of "another heap", reported.
+  static constexpr unsigned stash_lists = 4;
+  struct alignas(64) stash_slot {
+    std::mutex lock;
+    std::uint32_t count = 0;  // lists parked
+    void* lists[stash_lists] = {};
+    std::uint32_t sizes[stash_lists] = {};
+  };
+  mutable stash_slot stash_[Engine::front_classes];
 
   // The heap of threads that can have none of their own (their registry is full, they are exiting, or upstream had
   // no memory for one): shared, under its lock. Index 0xFFFF.
