@@ -128,7 +128,8 @@ class bitmap_resource final : public detail::basic_bitmap_resource<false> {
 ///
 /// Standard checks (the default): each thread keeps a free cache per class, as bitmap_resource does, and takes
 /// its class's lock once per batch of objects (filling the cache, or giving its older half back to the blocks). Any
-/// thread frees any object into its own cache. A thread's cache goes back to the blocks at trim() by that thread and
+/// thread frees any object into its own cache; a full cache's older half is parked whole for another thread to take
+/// (a producer's objects reach its consumer's cache without a bitmap write). A thread's cache goes back to the blocks at trim() by that thread and
 /// when the thread exits. A double free is found from the object's first two words and confirmed on a slow path;
 /// one of an object in another thread's cache is recognised by its words alone (see docs/bitmap_resource.md).
 ///

@@ -157,7 +157,9 @@ class fixed_pool_resource final : public detail::basic_fixed_pool_resource<false
 ///   chunk has never held a run, and that its first words are no thread's node; anything else takes the exact checks
 ///   under the lock (a node of the calling thread's cache is looked for there; one of another thread's is reported
 ///   without that cache being read). Blocks move between a cache and the chunks' bitmaps in batches (a quarter of
-///   the bound), under the mutex; a thread's cache goes back when the thread ends, and trim() gives back the calling
+///   the bound), under the mutex; a full cache's older list is first offered to a small stash of whole lists that a
+///   thread whose cache runs dry takes before it asks the bitmaps (so blocks pass from a freeing thread to an
+///   allocating one without a bitmap write or the mutex); a thread's cache goes back when the thread ends, and trim() gives back the calling
 ///   thread's. A block in another thread's cache is not available to this one until that cache overflows, is
 ///   trimmed or its thread ends: with max_bytes, up to 128 blocks per thread can be free and yet not be had.
 /// - One block, strict checks: lock-free. allocate claims the first free block of the current chunk with one
