@@ -736,7 +736,7 @@ TEST_CASE("synchronized_fixed_pool_resource: a freed block written after its fre
 
 TEST_CASE("synchronized_fixed_pool_resource: counts stay exact with more threads than counter stripes") {
   synchronized_fixed_pool_resource pool(16);
-  constexpr int threads = static_cast<int>(strata::detail::pool_stripes) + 8;
+  constexpr int threads = static_cast<int>(strata::detail::thread_stripes) + 8;
   std::atomic<int> arrived{0};
   std::vector<std::thread> workers;
   for (int t = 0; t < threads; ++t) {

@@ -16,30 +16,7 @@
 
 namespace strata::detail {
 
-// ---- counter stripes -----------------------------------------------------------------------------------------------
-
-thread_local unsigned t_pool_stripe = 0;
-
 namespace {
-std::mutex& stripe_mutex() {
-  static auto* m = new std::mutex;  // never destroyed: threads may exit after static destruction began
-  return *m;
-}
-std::uint32_t g_stripes_taken = 0;  // one bit per owned stripe; under stripe_mutex()
-static_assert(pool_stripes == 32, "g_stripes_taken holds one bit per stripe");
-
-// Gives the thread's stripe back when the thread exits.
-struct stripe_owner {
-  ~stripe_owner() {
-    const unsigned s = t_pool_stripe;
-    t_pool_stripe = pool_stripes + 1;  // frees during the rest of this thread's exit use the shared stripe
-    if (s != 0 && s - 1 < pool_stripes) {
-      std::lock_guard<std::mutex> g(stripe_mutex());
-      g_stripes_taken &= ~(std::uint32_t{1} << (s - 1));
-    }
-  }
-};
-
 constexpr std::size_t npos = ~std::size_t{0};
 
 // Bit masks of the state pairs of slots [first, first + count) within one word (first % 32 + count <= 32).
@@ -58,21 +35,6 @@ std::uint32_t free_mask(std::uint64_t w) noexcept {
   return static_cast<std::uint32_t>(x);
 }
 }  // namespace
-
-unsigned claim_pool_stripe() noexcept {
-  static thread_local stripe_owner owner;  // constructed here, on the thread's first claim
-  (void)owner;
-  unsigned s = pool_stripes;
-  {
-    std::lock_guard<std::mutex> g(stripe_mutex());
-    if (g_stripes_taken != ~std::uint32_t{0}) {
-      s = lowest_bit(static_cast<std::uint32_t>(~g_stripes_taken));
-      g_stripes_taken |= std::uint32_t{1} << s;
-    }
-  }
-  t_pool_stripe = s + 1;
-  return s;
-}
 
 // ---- construction --------------------------------------------------------------------------------------------------
 
@@ -132,7 +94,7 @@ fixed_pool_engine<Sync>::fixed_pool_engine(std::size_t block_size, const fixed_p
   batched_ = Sync && opts.checks == check_mode::standard && stride_ >= 2 * sizeof(void*);
   if constexpr (Sync) {  // threads' first scans start an eighth of a chunk's bitmap apart
     const std::size_t words = chunk_size_ / stride_ / 32 + 1;
-    for (std::size_t i = 0; i < pool_stripes + 1; ++i)
+    for (std::size_t i = 0; i < thread_stripes + 1; ++i)
       tallies_[i].hint.store(static_cast<std::uint32_t>(i * (words / 8 + 1) % words), std::memory_order_relaxed);
   }
   if (opts.max_bytes != 0) {

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
-// lib/parts/thread_registry.cpp: the per-thread registry of states (see thread_registry.hpp).
+// lib/parts/thread_registry.cpp: the per-thread registry of states and the thread stripes (see thread_registry.hpp).
 #include <strata/detail/parts/thread_registry.hpp>
+
+#include <strata/detail/core/bits.hpp>
 
 #include <atomic>
 #include <mutex>
@@ -138,6 +140,46 @@ void* per_thread_owner::remove_state() noexcept {
   if (t.id == id_) t = thread_state_entry{0, nullptr};
   if (thread_state_last.id == id_) thread_state_last = thread_state_entry{0, nullptr};
   return state;
+}
+
+// ---- thread stripes ------------------------------------------------------------------------------------------------
+
+thread_local unsigned t_thread_stripe = 0;
+
+namespace {
+std::mutex& stripe_mutex() {
+  static auto* m = new std::mutex;  // never destroyed: threads may exit after static destruction began
+  return *m;
+}
+std::uint32_t g_stripes_taken = 0;  // one bit per owned stripe; under stripe_mutex()
+static_assert(thread_stripes == 32, "g_stripes_taken holds one bit per stripe");
+
+// Gives the thread's stripe back when the thread exits.
+struct stripe_owner {
+  ~stripe_owner() {
+    const unsigned s = t_thread_stripe;
+    t_thread_stripe = thread_stripes + 1;  // what the rest of this thread's exit does uses the shared stripe
+    if (s != 0 && s - 1 < thread_stripes) {
+      std::lock_guard<std::mutex> g(stripe_mutex());
+      g_stripes_taken &= ~(std::uint32_t{1} << (s - 1));
+    }
+  }
+};
+}  // namespace
+
+unsigned claim_thread_stripe() noexcept {
+  static thread_local stripe_owner owner;  // constructed here, on the thread's first claim
+  (void)owner;
+  unsigned s = thread_stripes;
+  {
+    std::lock_guard<std::mutex> g(stripe_mutex());
+    if (g_stripes_taken != ~std::uint32_t{0}) {
+      s = lowest_bit(static_cast<std::uint32_t>(~g_stripes_taken));
+      g_stripes_taken |= std::uint32_t{1} << s;
+    }
+  }
+  t_thread_stripe = s + 1;
+  return s;
 }
 
 }  // namespace strata::detail

@@ -20,23 +20,13 @@
 #include <strata/detail/engines/sync_front.hpp>
 #include <strata/detail/parts/chunk_source.hpp>
 #include <strata/detail/parts/large_part.hpp>
+#include <strata/detail/parts/thread_registry.hpp>
 #include <strata/detail/core/math.hpp>
 #include <strata/error.hpp>
 #include <strata/options.hpp>
 #include <strata/stats.hpp>
 
 namespace strata::detail {
-
-/// What the pool was asked for (see fixed_pool_options for the meaning of each).
-/// Counter stripes: stripe s < pool_stripes belongs to one live thread at a time (it updates it with plain relaxed
-/// loads and stores); threads past that share stripe pool_stripes and update it with atomic adds.
-inline constexpr unsigned pool_stripes = 32;
-extern thread_local unsigned t_pool_stripe;  // the thread's stripe + 1; 0 before its first use
-unsigned claim_pool_stripe() noexcept;
-inline unsigned pool_stripe() noexcept {
-  const unsigned s = t_pool_stripe;
-  return STRATA_LIKELY(s != 0) ? s - 1 : claim_pool_stripe();
-}
 
 /// Block states, two bits per block, 32 blocks per 64-bit word (block q: bits 2(q%32) and up of word q/32).
 /// `start` is the first block of a live allocation (a single block is a start followed by no continuation);
@@ -374,7 +364,7 @@ class fixed_pool_engine {
   /// to be zero.
   inline std::size_t claim_checked(chunk* c, bool& fresh) noexcept;
   tally* my_tally() noexcept {
-    if constexpr (Sync) return tallies_ + pool_stripe();
+    if constexpr (Sync) return tallies_ + thread_stripe();
     else return tallies_;
   }
   /// Raises high_water past [q, q + k); whether those blocks are known to be zero (never handed out in a chunk
@@ -471,7 +461,7 @@ class fixed_pool_engine {
   // The chunks in use (most of them: see chunk_table). Its slots inside it come last: the fields before stay on
   // the same lines as the cache.
   chunk_table<chunk_source_storage<Sync>> table_;
-  tally tallies_[Sync ? pool_stripes + 1 : 1];  // !Sync: the counts; Sync: one stripe per thread, then the shared one
+  tally tallies_[Sync ? thread_stripes + 1 : 1];  // !Sync: the counts; Sync: one stripe per thread, then the shared one
 
   const void* owner_;
   const char* name_;
@@ -512,7 +502,7 @@ inline void fixed_pool_engine<Sync>::add(tally* t, unsigned allocs, unsigned fre
       while (v > old && !peak.compare_exchange_weak(old, v, std::memory_order_relaxed)) {
       }
     };
-    if (STRATA_UNLIKELY(t == tallies_ + pool_stripes)) {  // the shared stripe: atomic adds
+    if (STRATA_UNLIKELY(t == tallies_ + thread_stripes)) {  // the shared stripe: atomic adds
       if (allocs != 0) t->allocations.fetch_add(allocs, std::memory_order_relaxed);
       if (frees != 0) t->deallocations.fetch_add(frees, std::memory_order_relaxed);
       const std::int64_t k = t->blocks.fetch_add(blocks, std::memory_order_relaxed) + blocks;

@@ -20,6 +20,17 @@
 
 namespace strata::detail {
 
+/// Thread stripes: stripe s < thread_stripes belongs to one live thread at a time, so that a thread can update what
+/// is indexed by it (a counter, an arena choice) with plain relaxed loads and stores; threads past the first
+/// thread_stripes share stripe thread_stripes. A thread gives its stripe back when it exits.
+inline constexpr unsigned thread_stripes = 32;
+extern thread_local unsigned t_thread_stripe;  // the thread's stripe + 1; 0 before its first use
+unsigned claim_thread_stripe() noexcept;
+inline unsigned thread_stripe() noexcept {
+  const unsigned s = t_thread_stripe;
+  return STRATA_LIKELY(s != 0) ? s - 1 : claim_thread_stripe();
+}
+
 /// One owner's state for the calling thread. Owner ids are never reused, so an entry left by a destroyed owner
 /// never matches again.
 struct thread_state_entry {
