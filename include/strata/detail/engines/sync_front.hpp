@@ -41,15 +41,15 @@ struct alignas(64) sync_heap {
 /// map says p's block is of the class its size gives, p starts a slot clear of the header, and p lies below the
 /// never-used mark; fixed pool: p's chunk is in the pool's chunk table, p is a block boundary, and the chunk has
 /// handed p out before and never held a run), and p's first two words are no node of any heap (else it may be free
-/// already). Then it pushes p on the calling thread's cache. The exact checks run on the slow path: a node of this thread's heap is
-/// looked for in its cache, then in its bitmap; a node of another heap that is not free in its bitmap sits in that
-/// heap's cache (freed twice), and is reported without the other cache being read. Nothing is handed out twice
-/// without a report: a pop checks the node, a give-back checks the bitmap.
+/// already). Then it pushes p on the calling thread's cache. The exact checks run on the slow path: a node of this
+/// thread's heap is looked for in its cache, then in its bitmap; a node of another heap that is not free in its
+/// bitmap sits in that heap's cache or in the stash (freed twice), and is reported without the other cache being
+/// read. Nothing is handed out twice without a report: a pop checks the node, a give-back checks the bitmap.
 ///
 /// The engine gives: class_count(), class_size(c), front_classes, free_filter (object_size, admits(p)) and
 /// front_filter(c), take_batch, give_batch (give_result), look_at_slot (slot_look), is_slot_of_class, check_live,
-/// report_bad_free, batched_out, block_count_hint, current_block_base, front_block_mask, allocate_locked and
-/// deallocate_locked (classes too small for a node).
+/// report_bad_free, batched_out, block_count_hint, current_block_base, front_block_mask, double_free_names_size,
+/// allocate_locked and deallocate_locked (classes too small for a node).
 template <class Engine>
 class sync_front final : public per_thread_owner {
  public:
