@@ -9,7 +9,7 @@ namespace strata::detail {
 namespace {
 
 // The options the engine takes: checked, the chunk size chosen for this upstream.
-free_list_options validated(free_list_options o, std::pmr::memory_resource* upstream, const char* name) {
+free_list_options validated(free_list_options o, std::pmr::memory_resource* upstream, const char* name, bool sync) {
   if (o.policy != fit_policy::first_fit && o.policy != fit_policy::next_fit && o.policy != fit_policy::best_fit &&
       o.policy != fit_policy::segregated)
     throw std::invalid_argument(std::string(name) + ": unknown fit policy");
@@ -17,6 +17,9 @@ free_list_options validated(free_list_options o, std::pmr::memory_resource* upst
   if (!is_power_of_two(o.chunk_size) || o.chunk_size < free_list_engine::min_chunk ||
       o.chunk_size > free_list_engine::max_chunk)
     throw std::invalid_argument(std::string(name) + ": chunk_size must be a power of two from 64 KiB to 1 GiB");
+  if (o.checks != check_mode::standard && o.checks != check_mode::strict)
+    throw std::invalid_argument(std::string(name) + ": unknown check mode");
+  if (sync) o.checks = check_mode::strict;  // synchronized: no quick lists, every free coalesces at once under the lock
   return o;
 }
 
@@ -28,7 +31,7 @@ template <bool Sync>
 basic_free_list_resource<Sync>::basic_free_list_resource(const options& opts, std::pmr::memory_resource* upstream)
     : upstream_(upstream),
       opts_(opts),
-      engine_(validated(opts, upstream, name_of(Sync)), upstream, this, name_of(Sync)) {}
+      engine_(validated(opts, upstream, name_of(Sync), Sync), upstream, this, name_of(Sync)) {}
 
 template <bool Sync>
 basic_free_list_resource<Sync>::~basic_free_list_resource() = default;

@@ -70,6 +70,19 @@ free_list_options small_chunks(fit_policy policy = fit_policy::segregated, std::
   return o;
 }
 
+/// `o` with check mode `checks`: strict frees and coalesces every block at once; standard (segregated) keeps freed
+/// blocks of 16 to 1024 bytes in quick lists first.
+free_list_options with_checks(free_list_options o, strata::check_mode checks) {
+  o.checks = checks;
+  return o;
+}
+/// small_chunks() with strict checks: for tests of the layout immediate coalescing leaves.
+free_list_options strict_chunks(fit_policy policy = fit_policy::segregated, std::size_t max_empty = 1) {
+  return with_checks(small_chunks(policy, max_empty), strata::check_mode::strict);
+}
+constexpr strata::check_mode both_modes[] = {strata::check_mode::strict, strata::check_mode::standard};
+const char* name_of(strata::check_mode m) { return m == strata::check_mode::strict ? "strict" : "standard"; }
+
 std::size_t block_size(std::size_t bytes, std::size_t alignment = 8) {
   return free_list_resource::block_size_for(bytes, alignment);
 }
@@ -225,11 +238,15 @@ TEST_CASE("free_list_resource: a chunk's blocks freed in adversarial orders coal
   for (fit_policy policy : all_policies) {
     for (int kind = 0; kind < 4; ++kind) {
       for (std::size_t max_empty : {std::size_t{1}, std::size_t{0}}) {
+       for (strata::check_mode checks : both_modes) {
         CAPTURE(name_of(policy));
         CAPTURE(order_names[kind]);
         CAPTURE(max_empty);
+        CAPTURE(name_of(checks));
+        // Standard checks with the segregated policy: freed blocks up to 1 KiB wait in quick lists.
+        const bool quick = checks == strata::check_mode::standard && policy == fit_policy::segregated;
         recording_resource up;
-        free_list_resource r(small_chunks(policy, max_empty), &up);
+        free_list_resource r(with_checks(small_chunks(policy, max_empty), checks), &up);
         const std::size_t cap = r.chunk_capacity();
         strata_test::rng g(0xC0A1E5CEu + static_cast<std::uint64_t>(kind));
         std::vector<item> blocks = fill_one_chunk(r, g);
@@ -275,7 +292,21 @@ TEST_CASE("free_list_resource: a chunk's blocks freed in adversarial orders coal
         s = r.stats();
         CHECK(s.bytes_in_use == 0);
         CHECK(s.live_allocations() == 0);
-        if (max_empty == 1) {
+        if (quick && max_empty == 1) {
+          // The one chunk is kept with its quick lists (it stays held either way): every byte of it is free.
+          CHECK(r.cached_blocks() > 0);
+          CHECK(r.chunk_count() == 1);
+          CHECK(s.free_bytes == cap);
+          CHECK(s.bytes_held == r.chunk_size());
+          CHECK(s.upstream_deallocations == 0);
+          // trim() coalesces them: the chunk is one free block, and empty chunks go back.
+          r.trim();
+          CHECK(r.cached_blocks() == 0);
+          CHECK(r.cached_bytes() == 0);
+          CHECK(r.chunk_count() == 0);
+          CHECK(r.stats().upstream_deallocations == 1);
+          CHECK(up.live_bytes() == 0);
+        } else if (max_empty == 1) {
           // The chunk is one free block again, kept as the cached empty chunk.
           CHECK(r.chunk_count() == 1);
           CHECK(s.free_blocks == 1);
@@ -302,6 +333,7 @@ TEST_CASE("free_list_resource: a chunk's blocks freed in adversarial orders coal
         }
         CHECK(r.check_invariants());
         CHECK(up.mismatches() == 0);
+       }
       }
     }
   }
@@ -313,7 +345,7 @@ TEST_CASE_TEMPLATE("free lists: double frees are reported, at once and after the
                    synchronized_free_list_resource) {
   error_capture errors;
   recording_resource up;
-  R r(small_chunks(), &up);
+  R r(strict_chunks(), &up);  // immediate coalescing (quick lists: see the standard-mode tests)
   const std::size_t cap = r.chunk_capacity();
   std::vector<char*> b = adjacent_blocks(r, 64, 4);  // A B C D, then the rest of the chunk (free)
   r.deallocate(b[1], 64, 8);
@@ -357,7 +389,7 @@ TEST_CASE_TEMPLATE("free lists: foreign and interior pointers are reported and c
                    synchronized_free_list_resource) {
   error_capture errors;
   recording_resource up;
-  R r(small_chunks(), &up);
+  R r(strict_chunks(), &up);  // immediate coalescing (quick lists: see the standard-mode tests)
   std::vector<char*> b = adjacent_blocks(r, 64, 3);
   std::memset(b[1], 0x5A, 64);
   R other(small_chunks(), &up);
@@ -422,7 +454,7 @@ TEST_CASE_TEMPLATE("free lists: wrong sizes and alignments are reported and chan
                    synchronized_free_list_resource) {
   error_capture errors;
   recording_resource up;
-  R r(small_chunks(), &up);
+  R r(strict_chunks(), &up);  // immediate coalescing (quick lists: see the standard-mode tests)
   std::vector<char*> b = adjacent_blocks(r, 64, 4);  // A B C D
   char* const a = b[0];
   auto before = r.stats();
@@ -593,7 +625,7 @@ TEST_CASE("free_list_resource: allocating over an overwritten free block reports
   for (fit_policy policy : all_policies) {
     CAPTURE(name_of(policy));
     errors.clear();
-    free_list_resource r(small_chunks(policy), &up);
+    free_list_resource r(strict_chunks(policy), &up);  // (a quick list would keep b[1] out of the fit)
     std::vector<char*> b = adjacent_blocks(r, 64, 3);
     r.deallocate(b[1], 64, 8);  // at the head of its list (of its bin): the first block every policy looks at
     std::size_t head = 0;
@@ -621,12 +653,384 @@ TEST_CASE("free_list_resource: allocating over an overwritten free block reports
   CHECK(up.mismatches() == 0);
 }
 
+// ---- quick lists (standard checks, segregated policy) ----------------------------------------------------------------
+
+TEST_CASE("free_list_resource: a double free of a block waiting in a quick list is reported, by any name") {
+  error_capture errors;
+  recording_resource up;
+  free_list_resource r(small_chunks(), &up);
+  const std::size_t t = r.large_threshold();
+  std::vector<char*> b = adjacent_blocks(r, 100, 3);  // blocks of 104
+  r.deallocate(b[1], 100, 8);
+  REQUIRE(r.cached_blocks() == 1);
+  CHECK(r.cached_bytes() == 104);
+  const auto before = r.stats();
+  CHECK(before.free_blocks == 2);  // the chunk's rest and the cached block
+  CHECK(before.free_bytes == r.chunk_capacity() - 2 * 104);
+  std::size_t n = 0;
+  r.deallocate(b[1], 100, 8);  // the same size
+  check_error("free_list_resource", errors, ++n, strata::error_kind::double_free, b[1], 100);
+  r.deallocate(b[1], 104, 8);  // a size that rounds the same
+  check_error("free_list_resource", errors, ++n, strata::error_kind::double_free, b[1], 104);
+  r.deallocate(b[1], 120, 8);  // another size
+  check_error("free_list_resource", errors, ++n, strata::error_kind::double_free, b[1], 120);
+  r.deallocate(b[1], t + 1, 8);  // a size above large_threshold
+  check_error("free_list_resource", errors, ++n, strata::error_kind::double_free, b[1], t + 1);
+  CHECK_FALSE(r.resize(b[1], 100, 50, 8));  // resized after its free
+  check_error("free_list_resource", errors, ++n, strata::error_kind::double_free, b[1], 100);
+  r.deallocate(b[1] + 16, 88, 8);  // an interior pointer into it
+  check_error("free_list_resource", errors, ++n, strata::error_kind::double_free, b[1] + 16, 88);
+  check_unchanged(before, r.stats());
+  CHECK(r.cached_blocks() == 1);
+  CHECK(r.check_invariants());
+  // Handed out exactly once.
+  void* p = r.allocate(100, 8);
+  void* q = r.allocate(100, 8);
+  CHECK(p == b[1]);
+  CHECK(q != b[1]);
+  CHECK(r.cached_blocks() == 0);
+  CHECK(r.check_invariants());
+  for (void* x : {p, q, static_cast<void*>(b[0]), static_cast<void*>(b[2])}) r.deallocate(x, 100, 8);
+  CHECK(errors.count() == n);
+  CHECK(r.stats().live_allocations() == 0);
+  CHECK(r.check_invariants());
+  r.trim();
+  CHECK(r.chunk_count() == 0);
+  CHECK(up.mismatches() == 0);
+}
+
+TEST_CASE("free_list_resource: a cached block written after its free, then freed again, is never handed out twice") {
+  error_capture errors;
+  recording_resource up;
+  for (bool flush : {false, true}) {
+    CAPTURE(flush);
+    errors.clear();
+    free_list_resource r(small_chunks(), &up);
+    std::vector<char*> b = adjacent_blocks(r, 64, 3);
+    r.deallocate(b[1], 64, 8);
+    std::memset(b[1], 0x77, 16);  // the node is gone: the second free cannot tell it was freed
+    r.deallocate(b[1], 64, 8);
+    CHECK(errors.count() == 0);
+    if (!flush) {
+      void* p = r.allocate(64, 8);  // the newest node is good: b[1], once
+      CHECK(p == b[1]);
+      CHECK(errors.count() == 0);
+      void* q = r.allocate(64, 8);  // b[1] again would be handed out twice: reported, another block instead
+      REQUIRE(errors.count() == 1);
+      CHECK(errors.errors()[0].kind == strata::error_kind::double_free);
+      CHECK(errors.errors()[0].pointer == b[1]);
+      CHECK(q != b[1]);
+      r.deallocate(p, 64, 8);
+      r.deallocate(q, 64, 8);
+      // The set-aside list held a block handed out since: the counts are off until release().
+      r.release();
+      CHECK(r.check_invariants());
+    } else {
+      r.trim();  // the flush coalesces b[1] once and reports the second
+      REQUIRE(errors.count() == 1);
+      CHECK(errors.errors()[0].kind == strata::error_kind::double_free);
+      CHECK(errors.errors()[0].pointer == b[1]);
+      CHECK(r.cached_blocks() == 0);
+      const auto s = r.stats();
+      CHECK(s.live_allocations() == 2);
+      CHECK(s.bytes_in_use == 2 * 64);
+      CHECK(r.check_invariants());
+      void* p = r.allocate(64, 8);
+      void* q = r.allocate(64, 8);
+      CHECK(p != q);
+      for (void* x : {p, q, static_cast<void*>(b[0]), static_cast<void*>(b[2])}) r.deallocate(x, 64, 8);
+      CHECK(errors.count() == 1);
+      CHECK(r.check_invariants());
+      CHECK(r.stats().live_allocations() == 0);
+    }
+  }
+  CHECK(up.mismatches() == 0);
+}
+
+TEST_CASE("free_list_resource: a wrong size across a cached neighbour is reported; the neighbour stays intact") {
+  error_capture errors;
+  recording_resource up;
+  free_list_resource r(small_chunks(), &up);
+  std::vector<char*> b = adjacent_blocks(r, 48, 3);
+  strata_test::fill_pattern(b[0], 48, 1);
+  r.deallocate(b[1], 48, 8);
+  const auto before = r.stats();
+  r.deallocate(b[0], 96, 8);  // its size plus the cached block's: the cached block's start bit stops it
+  check_error("free_list_resource", errors, 1, strata::error_kind::wrong_size, b[0], 96, 48);
+  check_unchanged(before, r.stats());
+  CHECK(r.cached_blocks() == 1);
+  CHECK(r.check_invariants());
+  void* p = r.allocate(48, 8);
+  CHECK(p == b[1]);
+  CHECK(strata_test::check_pattern(b[0], 48, 1));
+  for (void* x : {p, static_cast<void*>(b[0]), static_cast<void*>(b[2])}) r.deallocate(x, 48, 8);
+  CHECK(errors.count() == 1);
+  CHECK(r.check_invariants());
+}
+
+namespace {
+/// The same operations on a strict and a standard resource (no allocation between the frees, so the live sets and
+/// places agree): after trim() the free space is the same. Returns the blocks cached before the trims, summed.
+std::size_t check_deferred_coalescing(std::uint64_t seed, bool interleaved) {
+  recording_resource up;
+  free_list_resource strict_r(strict_chunks(), &up);
+  free_list_resource quick_r(small_chunks(), &up);
+  strata_test::rng g(seed);
+  std::vector<item> live;
+  auto pick = [&] {
+    const std::uint64_t k = g.next() % 10;
+    return k < 7 ? g.between(16, 1024) : k < 9 ? g.between(1, 16) : g.between(1025, 6000);
+  };
+  std::size_t cached_seen = 0;
+  for (int round = 0; round < 3; ++round) {
+    for (int i = 0; i < 1500; ++i) {
+      const std::size_t size = pick();
+      const std::size_t a = g.next() % 4 == 0 ? 16 : 8;
+      char* p = static_cast<char*>(strict_r.allocate(size, a));
+      char* q = static_cast<char*>(quick_r.allocate(size, a));
+      live.push_back(item{p, size, a, reinterpret_cast<std::uintptr_t>(q)});
+      if (interleaved && g.next() % 3 == 0) {  // places now differ: only the end state is compared
+        const std::size_t j = g.next() % live.size();
+        strict_r.deallocate(live[j].p, live[j].size, live[j].alignment);
+        quick_r.deallocate(reinterpret_cast<char*>(live[j].seed), live[j].size, live[j].alignment);
+        live[j] = live.back();
+        live.pop_back();
+      }
+    }
+    if (!interleaved) {  // same places: strict and quick allocate the same addresses relative to their chunks
+      for (const item& b : live)
+        REQUIRE((strata::detail::to_address(b.p) & (strict_r.chunk_size() - 1)) ==
+                (b.seed & (quick_r.chunk_size() - 1)));
+    }
+    // Free about 70% in a random order.
+    for (std::size_t i = live.size(); i > 1; --i) std::swap(live[i - 1], live[g.next() % i]);
+    const std::size_t keep = interleaved && round == 2 ? 0 : live.size() * 3 / 10;
+    while (live.size() > keep) {
+      const item b = live.back();
+      live.pop_back();
+      strict_r.deallocate(b.p, b.size, b.alignment);
+      quick_r.deallocate(reinterpret_cast<char*>(b.seed), b.size, b.alignment);
+    }
+    cached_seen += quick_r.cached_blocks();
+    CHECK(strict_r.cached_blocks() == 0);
+    CHECK(quick_r.check_invariants());
+    // (Free bytes may differ: a chunk stays while a block of it is cached.)
+    CHECK(strict_r.stats().bytes_in_use == quick_r.stats().bytes_in_use);
+    CHECK(quick_r.stats().free_bytes ==
+          quick_r.chunk_count() * quick_r.chunk_capacity() - quick_r.stats().bytes_in_use);  // cached ones count free
+    strict_r.trim();
+    quick_r.trim();
+    CHECK(quick_r.cached_blocks() == 0);
+    const auto s = strict_r.stats(), t = quick_r.stats();
+    CHECK(s.bytes_in_use == t.bytes_in_use);
+    CHECK(s.live_allocations() == t.live_allocations());
+    if (!interleaved || round == 2) {
+      CHECK(s.free_bytes == t.free_bytes);
+      CHECK(s.free_blocks == t.free_blocks);
+      CHECK(s.largest_free_block == t.largest_free_block);
+      CHECK(s.external_fragmentation() == t.external_fragmentation());
+      CHECK(strict_r.chunk_count() == quick_r.chunk_count());
+      CHECK(s.bytes_held == t.bytes_held);
+    }
+    CHECK(strict_r.check_invariants());
+    CHECK(quick_r.check_invariants());
+    if (interleaved) {  // the places differ from here on: go on with the same live set in both
+    } else {
+      break;
+    }
+  }
+  for (const item& b : live) {
+    strict_r.deallocate(b.p, b.size, b.alignment);
+    quick_r.deallocate(reinterpret_cast<char*>(b.seed), b.size, b.alignment);
+  }
+  strict_r.trim();
+  quick_r.trim();
+  CHECK(strict_r.chunk_count() == 0);
+  CHECK(quick_r.chunk_count() == 0);
+  CHECK(up.mismatches() == 0);
+  return cached_seen;
+}
+}  // namespace
+
+TEST_CASE("free_list_resource: blocks waiting in quick lists coalesce on trim() as strict checks coalesce at once") {
+  SUBCASE("frees only: the same places") {
+    std::size_t cached = 0;
+    for (std::uint64_t seed : {1u, 2u, 3u}) {
+      CAPTURE(seed);
+      cached += check_deferred_coalescing(seed, false);
+    }
+    CHECK(cached > 0);  // the quick lists took part
+  }
+  SUBCASE("allocations between the frees, everything freed in the end") {
+    CHECK(check_deferred_coalescing(7, true) > 0);
+  }
+}
+
+TEST_CASE("free_list_resource: quick lists are bounded per size and in bytes; what overflows is coalesced") {
+  recording_resource up;
+  free_list_resource r(small_chunks(), &up);
+  const std::size_t limit = std::min<std::size_t>(256 * KiB, r.chunk_capacity() / 4);
+  // One size: each list of a quick list holds at most 4 KiB of blocks (4 to 16).
+  for (std::size_t size : {16u, 64u, 256u, 1024u}) {
+    CAPTURE(size);
+    const std::size_t cap = std::min<std::size_t>(16, std::max<std::size_t>(4, 4096 / size));
+    std::vector<char*> v = adjacent_blocks(r, size, 40);
+    for (char* p : v) {
+      r.deallocate(p, size, 8);
+      CHECK(r.cached_blocks() <= 2 * cap);
+    }
+    CHECK(r.cached_blocks() > cap);  // both lists in use
+    CHECK(r.cached_bytes() <= limit);
+    CHECK(r.check_invariants());
+    r.trim();
+    CHECK(r.stats().free_blocks == 0);  // everything coalesced, the empty chunk returned
+  }
+  // Many sizes: the byte bound holds over all lists.
+  strata_test::rng g(5);
+  std::vector<item> live;
+  for (int i = 0; i < 2000; ++i) {
+    const std::size_t size = g.between(16, 1024);
+    live.push_back(item{static_cast<char*>(r.allocate(size, 8)), size, 8, 0});
+  }
+  std::size_t most = 0;
+  for (const item& b : live) {
+    r.deallocate(b.p, b.size, 8);
+    most = std::max(most, r.cached_bytes());
+  }
+  CHECK(most <= limit);
+  CHECK(most > limit / 2);
+  CHECK(r.check_invariants());
+  CHECK(up.mismatches() == 0);
+}
+
+TEST_CASE("free_list_resource: a request no free block fits coalesces the quick lists before taking a chunk") {
+  recording_resource up;
+  free_list_resource r(small_chunks(), &up);
+  const std::size_t count = r.chunk_capacity() / 64;
+  REQUIRE(count * 64 == r.chunk_capacity());
+  std::vector<char*> v = adjacent_blocks(r, 64, count);  // the chunk is full
+  CHECK(r.stats().free_bytes == 0);
+  for (std::size_t i = 100; i < 108; ++i) r.deallocate(v[i], 64, 8);  // eight neighbours wait in a quick list
+  CHECK(r.cached_blocks() == 8);
+  void* p = r.allocate(512, 8);  // fits only once they are merged
+  CHECK(p == v[100]);
+  CHECK(r.chunk_count() == 1);
+  CHECK(r.stats().upstream_allocations == 1);
+  CHECK(r.cached_blocks() == 0);
+  CHECK(r.check_invariants());
+  r.deallocate(p, 512, 8);
+  for (std::size_t i = 0; i < count; ++i)
+    if (i < 100 || i >= 108) r.deallocate(v[i], 64, 8);
+  CHECK(r.check_invariants());
+  CHECK(up.mismatches() == 0);
+}
+
+TEST_CASE("free_list_resource: with nothing live, the quick lists are coalesced when more chunks are held than kept") {
+  for (strata::check_mode checks : both_modes) {
+    CAPTURE(name_of(checks));
+    recording_resource up;
+    free_list_resource r(with_checks(small_chunks(), checks), &up);
+    std::vector<void*> v;
+    for (int i = 0; i < 2800; ++i) v.push_back(r.allocate(64, 8));  // three chunks
+    CHECK(r.chunk_count() == 3);
+    for (void* p : v) r.deallocate(p, 64, 8);
+    CHECK(r.chunk_count() == 1);  // as strict: one empty chunk kept
+    CHECK(r.cached_blocks() == 0);
+    CHECK(r.stats().free_blocks == 1);
+    CHECK(r.stats().upstream_deallocations == 2);
+    CHECK(r.check_invariants());
+    // One chunk: it is held either way, and its quick lists stay until trim().
+    v.clear();
+    for (int i = 0; i < 10; ++i) v.push_back(r.allocate(64, 8));
+    for (void* p : v) r.deallocate(p, 64, 8);
+    CHECK(r.chunk_count() == 1);
+    CHECK(r.cached_blocks() == (checks == strata::check_mode::standard ? 10u : 0u));
+    r.trim();
+    CHECK(r.chunk_count() == 0);
+    CHECK(r.cached_blocks() == 0);
+    CHECK(r.check_invariants());
+    CHECK(up.mismatches() == 0);
+  }
+}
+
+TEST_CASE("free_list_resource: an 8-aligned cached block is not handed out for a 16-aligned request") {
+  recording_resource up;
+  free_list_resource r(small_chunks(), &up);
+  char* odd = nullptr;
+  std::vector<void*> v;
+  for (int i = 0; i < 4 && odd == nullptr; ++i) {
+    auto* p = static_cast<char*>(r.allocate(16, 8));
+    if (!strata::detail::is_aligned(p, 16)) odd = p;
+    else v.push_back(p);
+    v.push_back(r.allocate(8, 8));  // shifts the next block by 8
+  }
+  REQUIRE(odd != nullptr);
+  r.deallocate(odd, 16, 8);
+  CHECK(r.cached_blocks() == 1);
+  auto* p16 = static_cast<char*>(r.allocate(16, 16));
+  CHECK(strata::detail::is_aligned(p16, 16));
+  CHECK(p16 != odd);
+  CHECK(r.cached_blocks() == 1);
+  void* p8 = r.allocate(16, 8);
+  CHECK(p8 == odd);
+  r.deallocate(p16, 16, 16);
+  r.deallocate(p8, 16, 8);
+  CHECK(r.check_invariants());
+}
+
+TEST_CASE("free_list_resource: resize next to a cached block behaves as with strict checks") {
+  error_capture errors;
+  for (strata::check_mode checks : both_modes) {
+    CAPTURE(name_of(checks));
+    recording_resource up;
+    free_list_resource r(with_checks(small_chunks(), checks), &up);
+    std::vector<char*> b = adjacent_blocks(r, 64, 4);  // A B C D
+    r.deallocate(b[1], 64, 8);                         // B: cached (standard) or free (strict)
+    CHECK(r.resize(b[0], 64, 128, 8));                 // A grows over B
+    CHECK(r.cached_blocks() == 0);
+    r.deallocate(b[3], 64, 8);  // D
+    CHECK(r.resize(b[2], 64, 32, 8));  // C shrinks: its tail merges with D (and the chunk's rest)
+    CHECK(r.cached_blocks() == 0);
+    const auto s = r.stats();
+    CHECK(s.bytes_in_use == 128 + 32);
+    CHECK(s.free_blocks == 1);
+    CHECK(r.check_invariants());
+    r.deallocate(b[0], 128, 8);
+    r.deallocate(b[2], 32, 8);
+    CHECK(r.check_invariants());
+    CHECK(errors.count() == 0);
+  }
+}
+
+TEST_CASE("free_list_resource: only the segregated policy with standard checks keeps quick lists") {
+  for (fit_policy policy : all_policies) {
+    for (strata::check_mode checks : both_modes) {
+      CAPTURE(name_of(policy));
+      CAPTURE(name_of(checks));
+      free_list_resource r(with_checks(small_chunks(policy), checks));
+      std::vector<void*> v;
+      for (int i = 0; i < 50; ++i) v.push_back(r.allocate(16 + 8 * static_cast<std::size_t>(i), 8));
+      for (std::size_t i = 0; i < 50; i += 2) r.deallocate(v[i], 16 + 8 * i, 8);
+      const bool quick = policy == fit_policy::segregated && checks == strata::check_mode::standard;
+      CHECK(r.cached_blocks() == (quick ? 25u : 0u));
+      CHECK(r.stats().free_blocks == 26);  // 25 holes and the chunk's rest either way
+      CHECK(r.check_invariants());
+    }
+  }
+  synchronized_free_list_resource sync(small_chunks());  // checks every free at once whatever the option
+  void* p = sync.allocate(64, 8);
+  void* q = sync.allocate(64, 8);
+  sync.deallocate(p, 64, 8);
+  CHECK(sync.cached_blocks() == 0);
+  sync.deallocate(q, 64, 8);
+}
+
 // ---- resize --------------------------------------------------------------------------------------------------------
 
 TEST_CASE_TEMPLATE("free lists: resize shrinks in place and grows into a free block after it", R, free_list_resource,
                    synchronized_free_list_resource) {
   recording_resource up;
-  R r(small_chunks(), &up);
+  R r(strict_chunks(), &up);  // immediate coalescing (quick lists: see the standard-mode tests)
   const std::size_t cap = r.chunk_capacity();
   const std::vector<char*> b = adjacent_blocks(r, 256, 5);  // V W X Y Z, then the chunk's rest
   char* const v = b[0];
@@ -930,7 +1334,7 @@ TEST_CASE("free_list_resource: small requests split first_fit's large hole but n
 TEST_CASE_TEMPLATE("free lists: stats follow a known layout exactly", R, free_list_resource,
                    synchronized_free_list_resource) {
   recording_resource up;
-  R r(small_chunks(), &up);
+  R r(strict_chunks(), &up);  // immediate coalescing (quick lists: see the standard-mode tests)
   const std::size_t cap = r.chunk_capacity();
   const std::size_t t = r.large_threshold();
   auto s = r.stats();
@@ -1166,8 +1570,11 @@ TEST_CASE("free_list_resource: every alignment up to 4096 inside chunks, larger 
 }
 
 TEST_CASE("free_list_resource: mixed 8- and 16-aligned requests, and zero-size ones") {
+ for (strata::check_mode checks : both_modes) {
+  CAPTURE(name_of(checks));
+  const bool quick = checks == strata::check_mode::standard;
   recording_resource up;
-  free_list_resource r(small_chunks(), &up);
+  free_list_resource r(with_checks(small_chunks(), checks), &up);
   strata_test::rng g(16);
   std::vector<item> live;
   std::size_t misaligned = 0;
@@ -1198,7 +1605,13 @@ TEST_CASE("free_list_resource: mixed 8- and 16-aligned requests, and zero-size o
   CHECK(r.stats().bytes_in_use == sum);
   CHECK(r.check_invariants());
   for (const item& b : live) r.deallocate(b.p, b.size, b.alignment);
-  CHECK(r.stats().free_blocks == 1);
+  CHECK(r.stats().free_bytes == r.chunk_count() * r.chunk_capacity());
+  if (quick) {
+    CHECK(r.cached_blocks() > 0);
+    r.trim();  // coalesces the quick lists; the empty chunk goes back
+    CHECK(r.chunk_count() == 0);
+  }
+  CHECK(r.stats().free_blocks == (quick ? 0u : 1u));
   CHECK(r.check_invariants());
 
   // Zero bytes: a distinct block of one granule (two at alignment 16).
@@ -1220,9 +1633,11 @@ TEST_CASE("free_list_resource: mixed 8- and 16-aligned requests, and zero-size o
   r.deallocate(z3, 0, 16);
   s = r.stats();
   CHECK(s.live_allocations() == 0);
-  CHECK(s.free_blocks == 1);
+  CHECK(s.free_blocks == (quick ? 3u : 1u));  // z3 (16 bytes) waits in a quick list between z1+z2 and the rest
+  CHECK(r.cached_blocks() == (quick ? 1u : 0u));
   CHECK(r.check_invariants());
   CHECK(up.mismatches() == 0);
+ }
 }
 
 // ---- purging -------------------------------------------------------------------------------------------------------

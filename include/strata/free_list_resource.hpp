@@ -42,8 +42,8 @@ class basic_free_list_resource : public resource {
     std::lock_guard<lock_type> g(lock_);
     engine_.release();
   }
-  /// Returns the cached empty chunks upstream and gives back the whole free pages of every free block (over a
-  /// page_resource), whatever their size.
+  /// Coalesces the blocks waiting in quick lists, returns the cached empty chunks upstream and gives back the whole
+  /// free pages of every free block (over a page_resource), whatever their size.
   void trim() noexcept {
     std::lock_guard<lock_type> g(lock_);
     engine_.trim();
@@ -71,6 +71,16 @@ class basic_free_list_resource : public resource {
   [[nodiscard]] std::size_t chunk_count() const noexcept {
     std::lock_guard<lock_type> g(lock_);
     return engine_.chunk_count();
+  }
+  /// Freed blocks waiting in quick lists (standard checks, segregated policy; 0 otherwise), and their bytes. They
+  /// count as free in stats(); trim() coalesces them.
+  [[nodiscard]] std::size_t cached_blocks() const noexcept {
+    std::lock_guard<lock_type> g(lock_);
+    return engine_.cached_blocks();
+  }
+  [[nodiscard]] std::size_t cached_bytes() const noexcept {
+    std::lock_guard<lock_type> g(lock_);
+    return engine_.cached_bytes();
   }
   /// Walks every chunk and checks boundary bitmaps, block headers, free lists, bins and counts; reports a broken
   /// invariant through the error handler and returns false.

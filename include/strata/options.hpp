@@ -86,6 +86,12 @@ struct free_list_options {
   /// one): chunks are one huge page (2 MiB on x86-64) and are advised as such, for fewer TLB misses. Turn off for
   /// many small resources.
   bool huge_pages = true;
+  /// How frees are checked (see check_mode). free_list_resource with the segregated policy: standard checks keep
+  /// freed blocks of 16 to 1024 bytes in quick lists (one per exact size) in front of the fit, and coalesce them
+  /// later; strict checks free and coalesce every block at once. The other policies and
+  /// synchronized_free_list_resource free every block at once either way (every free is verified at once in both
+  /// modes: only a double free of a block waiting in a quick list may be found later).
+  check_mode checks = check_mode::standard;
 };
 
 /// Options of a thread_cache_resource.

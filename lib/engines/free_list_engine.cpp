@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 // lib/engines/free_list_engine.cpp: the free list engine: chunks and their boundary bitmaps, fit policies, splitting,
-// coalescing, resize, purging, requests sent upstream, stats and invariants.
+// coalescing, quick lists, resize, purging, requests sent upstream, stats and invariants.
 #include <strata/detail/core/bits.hpp>
 #include <strata/detail/engines/free_list_engine.hpp>
 
@@ -61,6 +61,12 @@ free_list_engine::free_list_engine(const free_list_options& params, std::pmr::me
   std::size_t large = params.large_threshold == 0 ? default_large : params.large_threshold;
   if (large > payload_bytes() / 4) large = align_down(payload_bytes() / 4, granule);
   large_threshold_ = large;
+  quick_on_ = policy_ == segregated && params.checks == check_mode::standard;
+  if (quick_on_) {
+    key_ = random_node_key(this);
+    quick_limit_ = payload_bytes() / 4 < (std::size_t{256} << 10) ? payload_bytes() / 4 : std::size_t{256} << 10;
+    for (std::size_t n = quick_min; n <= quick_max; n += granule) quick_[n / granule].cap = quick_cap_for(n);
+  }
 }
 
 free_list_engine::~free_list_engine() { release(); }
@@ -266,7 +272,17 @@ void* free_list_engine::allocate(std::size_t bytes, std::size_t alignment) {
   if (bytes > large_threshold_ || alignment > max_alignment) return allocate_upstream(bytes, alignment);
   const std::size_t n = rounded(bytes, alignment);
   const std::size_t a = alignment < granule ? granule : alignment;
-  void* p = allocate_in_chunks(n, a);
+  void* p;
+  if (quick_on_ && quick_size(n) && a <= 16 && (p = take_quick(n, a)) != nullptr) {
+    ++live_;
+    note_allocation(n);
+    return p;
+  }
+  p = allocate_in_chunks(n, a);
+  if (STRATA_UNLIKELY(p == nullptr) && quick_blocks_ != 0) {  // coalesce what waits in the quick lists, look again
+    flush_quick(false);
+    p = allocate_in_chunks(n, a);
+  }
   if (STRATA_UNLIKELY(p == nullptr)) {
     try {
       add_chunk();
@@ -402,10 +418,26 @@ void free_list_engine::report_bad_start(chunk* c, std::size_t g, const void* p, 
     return;
   }
   const std::size_t b = prev_boundary(c, g);
-  if (b != npos && b >= c->first && (state(c, b) & st_free) != 0)
+  if (b != npos && b >= c->first && (state(c, b) & st_free) != 0) {
     report(error_kind::double_free, p, bytes, alignment, 0, "inside a free block (freed already, then merged)");
+    return;
+  }
+  const std::size_t size = b != npos && b >= c->first ? (next_boundary(c, b) - b) * granule : 0;
+  if (quick_on_ && quick_size(size) && is_node(at(c, b), key_) && quick_holds(at(c, b), size))
+    report(error_kind::double_free, p, bytes, alignment, 0, "inside a freed block (waiting in a quick list)");
   else
     report(error_kind::foreign_pointer, p, bytes, alignment, 0, "inside a live block, not at its start");
+}
+
+// p, a live-shaped block of `real` bytes, was named with another size: a block waiting in a quick list freed again, or
+// a wrong size.
+void free_list_engine::report_wrong_size(const void* p, std::size_t bytes, std::size_t alignment, std::size_t real,
+                                         const char* why) const noexcept {
+  if (quick_on_ && quick_size(real) && is_node(p, key_) && quick_holds(p, real))
+    report(error_kind::double_free, p, bytes, alignment, real,
+           "the block is already free (waiting in a quick list), named now with another size");
+  else
+    report(error_kind::wrong_size, p, bytes, alignment, real, why);
 }
 
 // p (freed or resized with a size above the threshold) was not sent upstream: a block of a chunk named with the
@@ -413,8 +445,8 @@ void free_list_engine::report_bad_start(chunk* c, std::size_t g, const void* p, 
 void free_list_engine::report_not_large(const void* p, std::size_t bytes, std::size_t alignment) const noexcept {
   const chunk* c = chunk_of(p);
   if (is_block_start(p))
-    report(error_kind::wrong_size, p, bytes, alignment, (next_boundary(c, granule_of(c, p)) - granule_of(c, p)) * granule,
-           "a block of a chunk freed with a size above large_threshold");
+    report_wrong_size(p, bytes, alignment, (next_boundary(c, granule_of(c, p)) - granule_of(c, p)) * granule,
+                      "a block of a chunk freed with a size above large_threshold");
   else
     report(error_kind::foreign_pointer, p, bytes, alignment, 0, "not an allocation of this resource");
 }
@@ -448,8 +480,7 @@ STRATA_ALWAYS_INLINE bool free_list_engine::live_block(const void* p, std::size_
   }
   const std::size_t nb = next_boundary(c, g);
   if (STRATA_UNLIKELY(nb - g != n / granule)) {
-    report(error_kind::wrong_size, p, bytes, alignment, (nb - g) * granule,
-           "the size (rounded) differs from the block's");
+    report_wrong_size(p, bytes, alignment, (nb - g) * granule, "the size (rounded) differs from the block's");
     return false;
   }
   return true;
@@ -464,10 +495,23 @@ void free_list_engine::deallocate(void* p, std::size_t bytes, std::size_t alignm
   chunk* c;
   std::size_t g;
   const std::size_t n = rounded(bytes, alignment);
-  if (!live_block(p, bytes, alignment, n, c, g) || !free_range(c, g, g + n / granule)) return;
-  --live_;
-  ++deallocations_;
-  bytes_in_use_ -= n;
+  if (!live_block(p, bytes, alignment, n, c, g)) return;
+  if (quick_on_ && quick_size(n)) {
+    // Live in the bitmap, exactly n bytes: a node there is a block freed already, or data that looks like one.
+    if (STRATA_UNLIKELY(is_node(p, key_)) && cached_twice(p, bytes, alignment, n)) return;
+    --live_;
+    ++deallocations_;
+    bytes_in_use_ -= n;
+    cache_block(p, n);
+  } else {
+    if (!free_range(c, g, g + n / granule)) return;
+    --live_;
+    ++deallocations_;
+    bytes_in_use_ -= n;
+  }
+  // Nothing live in the chunks, more of them held than max_empty_chunks: coalesce the quick lists, so that the
+  // emptied chunks go back upstream as they do with strict checks. (One chunk is kept with its lists.)
+  if (STRATA_UNLIKELY(live_ == 0) && quick_blocks_ != 0 && chunk_count_ > max_empty_) flush_quick(false);
   if (STRATA_UNLIKELY(deallocations_ >= next_sweep_)) sweep();
 }
 
@@ -526,7 +570,7 @@ STRATA_ALWAYS_INLINE bool free_list_engine::free_range(chunk* c, std::size_t g, 
   }
   footer(at(c, end)) = total;
   if (STRATA_UNLIKELY(total == payload_bytes())) {  // the chunk is empty: cache it or give it back
-    if (empty_count_ >= max_empty_) {
+    if (empty_count_ >= max_empty_ && !flushing_) {
       unlink(b);  // (the top block too: the next chunk brings a new one)
       retire(c);
     } else {
@@ -545,6 +589,198 @@ STRATA_ALWAYS_INLINE bool free_list_engine::free_range(chunk* c, std::size_t g, 
   return true;
 }
 
+// ---- quick lists ---------------------------------------------------------------------------------------------------
+
+// Whether p is a node of n's quick list.
+bool free_list_engine::quick_holds(const void* p, std::size_t n) const noexcept {
+  return quick_[n / granule].holds(p, key_);
+}
+
+// A block of n bytes (aligned to a: 8 or 16) from n's quick list, or nullptr. No bitmap read: the free that cached it
+// proved the block live and exactly n bytes long, and nothing but an operation on the block itself changes its bits
+// while it waits (a neighbour's merge or split stops at its start).
+STRATA_ALWAYS_INLINE void* free_list_engine::take_quick(std::size_t n, std::size_t a) noexcept {
+  free_cache& q = quick_[n / granule];
+  for (;;) {
+    void* p = q.head;
+    if (p == nullptr) {
+      if (!q.take_cold()) return nullptr;
+      continue;
+    }
+    if (STRATA_UNLIKELY(a == 16 && !is_aligned(p, 16))) return nullptr;
+    if (STRATA_LIKELY((p = q.pop(key_)) != nullptr)) {
+      --quick_blocks_;
+      quick_bytes_ -= n;
+      return p;
+    }
+    drop_quick_head(q, n);
+  }
+}
+
+// q's newest node does not check: reported; its list is set aside (never handed out, never coalesced).
+void free_list_engine::drop_quick_head(free_cache& q, std::size_t n) noexcept {
+  report(error_kind::double_free, q.head, n, 0, n,
+         "a freed block was written after its free, or freed twice (found in its quick list; the blocks waiting "
+         "behind it are set aside)");
+  const std::size_t k = q.drop_head();
+  quick_blocks_ -= k;
+  quick_bytes_ -= k * n;
+  lost_blocks_ += k;
+  lost_bytes_ += k * n;
+}
+
+// p (n bytes, live in the bitmap, counted as freed) joins its quick list.
+STRATA_ALWAYS_INLINE void free_list_engine::cache_block(void* p, std::size_t n) noexcept {
+  free_cache& q = quick_[n / granule];
+  if (STRATA_UNLIKELY(q.count >= q.cap || quick_bytes_ + n > quick_limit_)) return quick_overflow(p, n);
+  q.push(p, key_);
+  ++quick_blocks_;
+  quick_bytes_ += n;
+}
+
+// cache_block() when p's list is full (its older half is coalesced) or the lists together pass their byte bound
+// (every older half, then everything).
+void free_list_engine::quick_overflow(void* p, std::size_t n) noexcept {
+  free_cache& q = quick_[n / granule];
+  const bool outer = !flushing_;
+  flushing_ = true;
+  if (q.count >= q.cap) {
+    std::size_t k = 0;
+    void* old = q.push_rotating(p, key_, k);
+    ++quick_blocks_;
+    quick_bytes_ += n;
+    if (old != nullptr) give_quick(old, k, n);
+  } else {
+    q.push(p, key_);
+    ++quick_blocks_;
+    quick_bytes_ += n;
+  }
+  if (quick_bytes_ > quick_limit_) flush_quick(true);
+  if (quick_bytes_ > quick_limit_) flush_quick(false);
+  end_flush(outer);
+}
+
+// p, live in the bitmap with exactly n bytes, is a node: freed a second time when its list holds it (reported);
+// else data that looks like a node (or a list broken before p, found when it is used): a live block.
+bool free_list_engine::cached_twice(const void* p, std::size_t bytes, std::size_t alignment, std::size_t n) noexcept {
+  if (!quick_holds(p, n)) return false;
+  report(error_kind::double_free, p, bytes, alignment, 0, "the block is already free (waiting in a quick list)");
+  return true;
+}
+
+// Gives the k nodes of `list` (detached from quick list n) back through free_range, which coalesces them. A node that
+// does not check ends the list (reported; the rest set aside); a block that is no longer live with n bytes was freed
+// twice (reported; that second free is undone). Chunks it empties are retired when the flush ends.
+void free_list_engine::give_quick(void* list, std::size_t k, std::size_t n) noexcept {
+  STRATA_ASSERT(flushing_);
+  quick_blocks_ -= k;
+  quick_bytes_ -= k * n;
+  void* p = list;
+  for (std::size_t i = 0; i < k; ++i) {
+    // p came from a node that checked (or is the list's head): it is a block we cached. Unless it is no longer a live
+    // block of n bytes (freed twice, the first time already given back in this flush), its node must check too.
+    chunk* const c = p != nullptr && is_aligned(p, granule) && ours(p) ? chunk_of(p) : nullptr;
+    const std::size_t g = c != nullptr ? granule_of(c, p) : 0;
+    const bool node = c != nullptr && g >= c->first && is_node(p, key_);
+    if (c != nullptr && g >= c->first && (state(c, g) != st_start || next_boundary(c, g) - g != n / granule)) {
+      report(error_kind::double_free, p, n, 0, n, "the block was freed twice (found when its quick list was flushed)");
+      ++live_;  // that second free is not taken
+      --deallocations_;
+      bytes_in_use_ += n;
+      if (node) {
+        p = node_next(p);
+        continue;
+      }
+      lost_blocks_ += k - i - 1;  // the link is gone: the rest is set aside
+      lost_bytes_ += (k - i - 1) * n;
+      return;
+    }
+    if (!node) {
+      report(error_kind::double_free, p, n, 0, n,
+             "a freed block was written after its free, or freed twice (found when its quick list was flushed; the "
+             "blocks waiting behind it are set aside)");
+      lost_blocks_ += k - i;
+      lost_bytes_ += (k - i) * n;
+      return;
+    }
+    void* const next = node_next(p);
+    clear_node(p);
+    if (!free_range(c, g, g + n / granule)) {  // a corrupt neighbour (reported): the block stays live, set aside
+      ++lost_blocks_;
+      lost_bytes_ += n;
+    }
+    p = next;
+  }
+}
+
+// Gives back the cold lists of every quick list, or every node.
+void free_list_engine::flush_quick(bool cold_only) noexcept {
+  const bool outer = !flushing_;
+  flushing_ = true;
+  for (std::size_t i = quick_min / granule; i <= quick_max / granule; ++i) {
+    free_cache& q = quick_[i];
+    if (q.cold != nullptr || q.cold_count != 0) {
+      void* list = q.cold;
+      const std::size_t k = q.cold_count;
+      q.cold = nullptr;
+      q.cold_count = 0;
+      give_quick(list, k, i * granule);
+    }
+    if (!cold_only && (q.head != nullptr || q.count != 0)) {
+      void* list = q.head;
+      const std::size_t k = q.count;
+      q.head = nullptr;
+      q.count = 0;
+      give_quick(list, k, i * granule);
+    }
+  }
+  end_flush(outer);
+}
+
+// The outermost flush ends: the chunks it emptied beyond max_empty_chunks go back upstream. (Not during it: a node
+// met later in a list, freed twice, may lie in such a chunk.)
+void free_list_engine::end_flush(bool outer) noexcept {
+  if (!outer) return;
+  flushing_ = false;
+  if (empty_count_ > max_empty_) retire_extra_empty();
+}
+
+void free_list_engine::retire_extra_empty() noexcept {
+  for (chunk* c = chunks_; c != nullptr && empty_count_ > max_empty_;) {
+    chunk* const next = c->next;
+    retire_if_empty(c);
+    c = next;
+  }
+}
+
+// Gives c back upstream when its blocks are all free (one free block over the payload).
+bool free_list_engine::retire_if_empty(chunk* c) noexcept {
+  auto* b = reinterpret_cast<free_block*>(at(c, c->first));
+  if (state(c, c->first) != (st_start | st_free) || b->size != payload_bytes()) return false;
+  --empty_count_;
+  unlink(b);
+  retire(c);
+  return true;
+}
+
+// The block at granule g of c, when it waits in a quick list, is taken out and freed (coalesced) now.
+void free_list_engine::uncache_at(chunk* c, std::size_t g) noexcept {
+  if (g >= c->end || state(c, g) != st_start) return;
+  const std::size_t m = (next_boundary(c, g) - g) * granule;
+  void* const p = at(c, g);
+  if (!quick_size(m) || !is_node(p, key_)) return;
+  bool found = false;
+  quick_[m / granule].remove_if(key_, [p](void* x) { return x == p; }, [&found](void*) { found = true; });
+  if (!found) return;
+  clear_node(p);
+  --quick_blocks_;
+  quick_bytes_ -= m;
+  if (!free_range(c, g, g + m / granule)) {
+    ++lost_blocks_;
+    lost_bytes_ += m;
+  }
+}
+
 void free_list_engine::deallocate_upstream(void* p, std::size_t bytes, std::size_t alignment) noexcept {
   if (const auto v = large_.deallocate(p, bytes, alignment); !v) {
     // A block of a chunk now may sit where a freed large block was (which the ledger remembers as a double free).
@@ -560,7 +796,8 @@ std::size_t free_list_engine::usable_size(const void* p) const noexcept {
   const chunk* c = chunk_of(p);
   const std::size_t g = granule_of(c, p);
   if (!is_aligned(p, granule) || g < c->first || state(c, g) != st_start) return 0;
-  return (next_boundary(c, g) - g) * granule;
+  const std::size_t size = (next_boundary(c, g) - g) * granule;
+  return quick_on_ && quick_size(size) && is_node(p, key_) && quick_holds(p, size) ? 0 : size;
 }
 
 // ---- resize --------------------------------------------------------------------------------------------------------
@@ -575,7 +812,15 @@ bool free_list_engine::resize(void* p, std::size_t old_size, std::size_t new_siz
   const std::size_t n_old = rounded(old_size, alignment), n_new = rounded(new_size, alignment);
   chunk* c;
   std::size_t g;
-  if (!live_block(p, old_size, alignment, n_old, c, g) || new_large) return false;
+  if (!live_block(p, old_size, alignment, n_old, c, g)) return false;
+  if (quick_on_ && quick_size(n_old) && is_node(p, key_) && quick_holds(p, n_old)) {
+    report(error_kind::double_free, p, old_size, alignment, 0,
+           "the block is already free (waiting in a quick list): resized after its free");
+    return false;
+  }
+  if (new_large) return false;
+  // A block waiting in a quick list after this one is free: it takes part as in strict checks.
+  if (quick_on_ && n_new != n_old) uncache_at(c, g + n_old / granule);
   if (n_new < n_old) {  // the tail becomes a free block (merged with a free block after it)
     const std::size_t gs = g + n_new / granule;
     set(c, gs, st_start);
@@ -765,22 +1010,18 @@ void free_list_engine::release() noexcept {
   rover_ = top_ = nullptr;
   free_bytes_ = free_blocks_ = 0;
   std::memset(fragments_, 0, sizeof fragments_);
+  for (free_cache& q : quick_) q.head = q.cold = nullptr, q.count = q.cold_count = 0;
+  quick_blocks_ = quick_bytes_ = lost_blocks_ = lost_bytes_ = 0;
   // Every allocation is gone: it counts as deallocated.
   deallocations_ = allocations_;
   bytes_in_use_ = live_ = 0;
 }
 
 void free_list_engine::trim() noexcept {
+  if (quick_blocks_ != 0) flush_quick(false);
   for (chunk* c = chunks_; c != nullptr;) {
     chunk* next = c->next;
-    auto* b = reinterpret_cast<free_block*>(at(c, c->first));
-    if (state(c, c->first) == (st_start | st_free) && b->size == payload_bytes()) {
-      --empty_count_;
-      unlink(b);
-      retire(c);
-    } else if (purge_threshold_ != ~std::size_t{0}) {
-      purge_chunk(c, 0);
-    }
+    if (!retire_if_empty(c) && purge_threshold_ != ~std::size_t{0}) purge_chunk(c, 0);
     c = next;
   }
 }
@@ -823,6 +1064,13 @@ resource_stats free_list_engine::stats() const noexcept {
   if (top_ != nullptr && size_of(top_) > largest) largest = size_of(top_);
   for (std::size_t k = min_listed / granule; largest == 0 && k-- > 1;)
     if (fragments_[k] != 0) largest = k * granule;
+  s.free_bytes += quick_bytes_;
+  s.free_blocks += quick_blocks_;
+  for (std::size_t i = quick_max / granule; quick_blocks_ != 0 && i >= quick_min / granule; --i)
+    if (quick_[i].total() != 0) {
+      if (i * granule > largest) largest = i * granule;
+      break;
+    }
   s.largest_free_block = largest;
   return s;
 }
@@ -832,7 +1080,7 @@ bool free_list_engine::check_invariants() const noexcept {
   const char* broken = nullptr;
   const std::size_t large_bytes = large_.get_totals().bytes;
   std::size_t chunks = 0, empty = 0, free_count = 0, free_bytes = 0, listed = 0, live = 0, in_blocks = 0, purged = 0,
-              untouched = 0, tops = 0;
+              untouched = 0, tops = 0, nodes_seen = 0;
   std::size_t fragments[min_listed / granule] = {};
   for (chunk* c = chunks_; c != nullptr && broken == nullptr; c = c->next) {
     ++chunks;
@@ -887,6 +1135,7 @@ bool free_list_engine::check_invariants() const noexcept {
         if (state(c, nb - 1) != (nb - 1 == g ? static_cast<unsigned>(st_start) : 0u)) broken = "a free mark at the end of a live block";
         ++live;
         in_blocks += size;
+        if (quick_on_ && quick_size(size) && is_node(at(c, g), key_)) ++nodes_seen;
         if (c->purged != 0)
           for (std::size_t off = align_down(g * granule, page_); off < nb * granule; off += page_)
             if ((c->purge_map()[off / page_ >> 6] >> (off / page_ & 63)) & 1) broken = "a purged page under a live block";
@@ -918,6 +1167,35 @@ bool free_list_engine::check_invariants() const noexcept {
           (((sl_map_[fl] >> sl) & 1) != 0) != (heads_[fl][sl] != nullptr))
         broken = "the bin bitmap disagrees with the lists";
     }
+  // Quick lists: bounded, counted, every node a live block of its list's size in the bitmap, none listed twice. A node
+  // that does not check (written after its free) ends a walk: the use that reaches it reports it.
+  std::size_t cached = 0, cached_bytes = 0, walked = 0;
+  for (std::size_t i = 0; i <= quick_max / granule && broken == nullptr; ++i) {
+    const free_cache& q = quick_[i];
+    const std::size_t n = i * granule;
+    if ((!quick_on_ || !quick_size(n)) && (q.total() != 0 || q.head != nullptr || q.cold != nullptr))
+      broken = "a quick list where there are none";
+    else if (q.count > q.cap || q.cold_count > q.cap) broken = "a quick list holds more than its bound";
+    cached += q.total();
+    cached_bytes += q.total() * n;
+    for (int which = 0; which < 2 && broken == nullptr; ++which) {
+      const void* b = which == 0 ? q.head : q.cold;
+      const std::uint32_t count = which == 0 ? q.count : q.cold_count;
+      for (std::uint32_t k = 0; k < count && b != nullptr && is_node(b, key_); ++k, b = node_next(b)) {
+        ++walked;
+        chunk* c = chunk_of(b);
+        const std::size_t g = granule_of(c, b);
+        if (!is_aligned(b, granule) || !ours(b) || g < c->first || state(c, g) != st_start ||
+            next_boundary(c, g) - g != n / granule)
+          broken = "a block in a quick list is not a live block of its list's size";
+      }
+    }
+  }
+  if (broken == nullptr) {
+    if (cached != quick_blocks_ || cached_bytes != quick_bytes_) broken = "quick list counts disagree with the lists";
+    else if (quick_bytes_ > quick_limit_) broken = "the quick lists hold more than their byte bound";
+    else if (walked > nodes_seen) broken = "a block listed twice in the quick lists";
+  }
   if (broken == nullptr && policy_ == segregated)
     for (unsigned fl = 0; fl < fl_count; ++fl)
       if ((((fl_map_ >> fl) & 1) != 0) != (sl_map_[fl] != 0)) broken = "the first-level bitmap disagrees";
@@ -929,10 +1207,11 @@ bool free_list_engine::check_invariants() const noexcept {
     else if (on_lists != listed) broken = "listed blocks disagree with the bitmaps";
     else if (free_count != free_blocks_ || free_bytes != free_bytes_) broken = "free counts disagree with the bitmaps";
     else if (std::memcmp(fragments, fragments_, sizeof fragments) != 0) broken = "fragment counts disagree";
-    else if (live != live_) broken = "live blocks disagree with the count";
+    else if (live != live_ + quick_blocks_ + lost_blocks_) broken = "live blocks disagree with the count";
     else if (purged != purged_pages_) broken = "purged page total disagrees";
     else if (untouched != untouched_bytes_) broken = "never-written byte total disagrees";
-    else if (bytes_in_use_ - large_bytes != in_blocks) broken = "bytes in use disagree with the live blocks";
+    else if (bytes_in_use_ - large_bytes + quick_bytes_ + lost_bytes_ != in_blocks)
+      broken = "bytes in use disagree with the live blocks";
     else if (large_bytes > bytes_in_use_) broken = "upstream bytes exceed bytes in use";
     else if (rover_ != nullptr && (policy_ != next_fit || !ours(rover_) ||
                                    state(chunk_of(rover_), granule_of(chunk_of(rover_), rover_)) != (st_start | st_free)))

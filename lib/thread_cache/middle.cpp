@@ -13,6 +13,8 @@ namespace {
 free_list_options shared_list_options(std::size_t max_shared, std::pmr::memory_resource* upstream) noexcept {
   free_list_options o;  // segregated fit, purging after 65536 frees, huge pages
   o.large_threshold = max_shared;
+  // No quick lists: frees are checked at once, and usable_size() must see a freed block as free.
+  o.checks = check_mode::strict;
   o.chunk_size = free_list_engine::chunk_size_for(o, capabilities_of(upstream));
   return o;
 }

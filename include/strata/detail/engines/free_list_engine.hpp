@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 // strata/detail/engines/free_list_engine.hpp: the mechanism behind free_list_resource: chunks with a boundary bitmap, free
-// blocks with boundary sizes and list links, four fit policies, splitting, immediate coalescing, page purging.
-// Not thread-safe; the synchronized resource puts a mutex around it.
+// blocks with boundary sizes and list links, four fit policies, splitting, coalescing, quick lists of freed small blocks
+// in front of the segregated fit (standard checks), page purging. Not thread-safe; the synchronized resource puts a
+// mutex around it.
 #pragma once
 
 #include <cstddef>
@@ -9,6 +10,7 @@
 #include <memory_resource>
 
 #include <strata/config.hpp>
+#include <strata/detail/ds/free_cache.hpp>
 #include <strata/detail/parts/chunk_source.hpp>
 #include <strata/detail/parts/large_part.hpp>
 #include <strata/detail/core/math.hpp>
@@ -32,6 +34,14 @@ class free_list_engine {
   static constexpr std::size_t max_alignment = 4096;
   /// A chunk's purge map has a bit per this many bytes (the smallest page there is); upstream pages are multiples.
   static constexpr std::size_t purge_map_page = 4096;
+  /// Freed blocks of quick_min..quick_max bytes wait in quick lists (segregated policy, standard checks).
+  static constexpr std::size_t quick_min = 16;
+  static constexpr std::size_t quick_max = 1024;
+  /// Each of a quick list's two lists holds at most this many blocks of `size` bytes: 4 KiB of blocks, 4 to 16.
+  static constexpr std::uint32_t quick_cap_for(std::size_t size) noexcept {
+    const std::size_t n = 4096 / size;
+    return static_cast<std::uint32_t>(n < 4 ? 4 : n > 16 ? 16 : n);
+  }
 
   /// The bytes a request occupies in a chunk.
   static std::size_t rounded(std::size_t bytes, std::size_t alignment) noexcept {
@@ -73,6 +83,11 @@ class free_list_engine {
   [[nodiscard]] std::size_t chunk_count() const noexcept { return chunk_count_; }
   /// Successful deallocate() calls so far (a caller can tell whether its free was taken or reported).
   [[nodiscard]] std::uint64_t deallocation_count() const noexcept { return deallocations_; }
+  /// Freed blocks waiting in quick lists, and their bytes (free, though the bitmap shows them live).
+  [[nodiscard]] std::size_t cached_blocks() const noexcept { return quick_blocks_; }
+  [[nodiscard]] std::size_t cached_bytes() const noexcept { return quick_bytes_; }
+  /// The most bytes the quick lists hold together.
+  [[nodiscard]] std::size_t quick_limit() const noexcept { return quick_limit_; }
 
  private:
   enum : unsigned { first_fit = 0, next_fit = 1, best_fit = 2, segregated = 3 };
@@ -167,6 +182,24 @@ class free_list_engine {
                   std::size_t& g) noexcept;
   STRATA_COLD void report_bad_start(chunk* c, std::size_t g, const void* p, std::size_t bytes,
                                     std::size_t alignment) noexcept;
+  STRATA_COLD void report_wrong_size(const void* p, std::size_t bytes, std::size_t alignment, std::size_t real,
+                                     const char* why) const noexcept;
+
+  // Quick lists: a freed block of quick_min..quick_max bytes waits, still live in the bitmap, in the list of its exact
+  // size, made a node (free_cache); the node tells it from a live block. Flushes give blocks back through free_range.
+  static bool quick_size(std::size_t n) noexcept { return n - quick_min <= quick_max - quick_min; }
+  bool quick_holds(const void* p, std::size_t n) const noexcept;
+  void* take_quick(std::size_t n, std::size_t alignment) noexcept;
+  STRATA_COLD void drop_quick_head(free_cache& q, std::size_t n) noexcept;
+  void cache_block(void* p, std::size_t n) noexcept;
+  STRATA_COLD bool cached_twice(const void* p, std::size_t bytes, std::size_t alignment, std::size_t n) noexcept;
+  STRATA_NOINLINE void quick_overflow(void* p, std::size_t n) noexcept;
+  void give_quick(void* list, std::size_t k, std::size_t n) noexcept;
+  void flush_quick(bool cold_only) noexcept;
+  void end_flush(bool outer) noexcept;
+  void retire_extra_empty() noexcept;
+  bool retire_if_empty(chunk* c) noexcept;
+  void uncache_at(chunk* c, std::size_t g) noexcept;
 
   // Chunks and pages.
   void add_chunk();
@@ -203,6 +236,15 @@ class free_list_engine {
   std::size_t max_empty_ = 1;
   std::size_t purge_threshold_ = 0;  // SIZE_MAX when nothing is purged
   std::size_t purge_delay_ = 0;
+  bool quick_on_ = false;
+  std::size_t quick_limit_ = 0;
+  std::uintptr_t key_ = 0;  // the quick lists' node key
+
+  // Quick lists: quick_[n / 8] holds blocks of exactly n bytes.
+  free_cache quick_[quick_max / granule + 1];
+  std::size_t quick_blocks_ = 0, quick_bytes_ = 0;
+  std::size_t lost_blocks_ = 0, lost_bytes_ = 0;  // set aside after a misuse (live in the bitmap until release)
+  bool flushing_ = false;                         // chunks emptied by a flush are retired when it ends
 
   // Free blocks.
   std::uint32_t fl_map_ = 0;
