@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 // fuzz/fuzz_free_list.cpp: free_list_resource (every fit policy), or synchronized_free_list_resource
 // (STRATA_FUZZ_SYNC), over every upstream kind: chunks 64 KiB .. 1 GiB (2 MiB huge-page chunks over pages), large
-// thresholds at both ends, purge thresholds and delays (page upstream), huge pages on and off, max_empty_chunks.
+// thresholds at both ends, purge thresholds and delays (page upstream), huge pages on and off, max_empty_chunks, both
+// check modes (standard: quick lists in front of the segregated fit).
 //
 // Input: [upstream] [page options if own pages: 2] [options: 4 bytes] [flags] [ops...]
 #include <strata/free_list_resource.hpp>
@@ -121,12 +122,14 @@ strata::free_list_options decode(sf::reader& in, const sf::upstream_env& env, st
   static constexpr std::size_t delays[] = {0, 1, 16, 65536};
   o.purge_delay = delays[(c >> 2) & 3];
   o.huge_pages = (d & 1) != 0;
-  char buf[260];
+  o.checks = (d & 2) != 0 ? strata::check_mode::strict : strata::check_mode::standard;
+  char buf[300];
   std::snprintf(buf, sizeof buf,
                 "%s{policy=%s chunk_size=%zu large_threshold=%zu max_empty_chunks=%zu purge_threshold=%zu "
-                "purge_delay=%zu huge_pages=%d}",
+                "purge_delay=%zu huge_pages=%d checks=%s}",
                 target_name, policy_name(o.policy), o.chunk_size, o.large_threshold, o.max_empty_chunks,
-                o.purge_threshold, o.purge_delay, o.huge_pages ? 1 : 0);
+                o.purge_threshold, o.purge_delay, o.huge_pages ? 1 : 0,
+                o.checks == strata::check_mode::strict ? "strict" : "standard");
   desc = buf;
   return o;
 }

@@ -52,18 +52,21 @@ using sync_pool = strata::synchronized_fixed_pool_resource;
 using sync_pool24_over_pages = subject<sync_pool, chained_upstream<page_base>, fixed_pool_maker<24, sync_pool>>;
 using sync_pool256_over_heap = subject<sync_pool, chained_upstream<new_delete_base>, fixed_pool_maker<256, sync_pool>>;
 
-/// A free list with fit policy `P` and chunks of `ChunkSize` bytes (0: the default) for the suite.
-template <strata::fit_policy P, class List = strata::free_list_resource, std::size_t ChunkSize = 0>
+/// A free list with fit policy `P`, chunks of `ChunkSize` bytes (0: the default) and check mode `Checks` for the suite.
+template <strata::fit_policy P, class List = strata::free_list_resource, std::size_t ChunkSize = 0,
+          strata::check_mode Checks = strata::check_mode::standard>
 struct free_list_maker {
   static std::unique_ptr<List> over(std::pmr::memory_resource* upstream) {
     strata::free_list_options o;
     o.policy = P;
     o.chunk_size = ChunkSize;
+    o.checks = Checks;
     return std::make_unique<List>(o, upstream);
   }
 };
-template <strata::fit_policy P, class Base, class List = strata::free_list_resource, std::size_t ChunkSize = 0>
-using free_list_subject = subject<List, chained_upstream<Base>, free_list_maker<P, List, ChunkSize>>;
+template <strata::fit_policy P, class Base, class List = strata::free_list_resource, std::size_t ChunkSize = 0,
+          strata::check_mode Checks = strata::check_mode::standard>
+using free_list_subject = subject<List, chained_upstream<Base>, free_list_maker<P, List, ChunkSize, Checks>>;
 using strata::fit_policy;
 using sync_list = strata::synchronized_free_list_resource;
 using list = strata::free_list_resource;
@@ -73,6 +76,11 @@ using list = strata::free_list_resource;
 constexpr std::size_t kib256 = std::size_t{256} << 10, kib64 = std::size_t{64} << 10;
 using segregated_over_pages = free_list_subject<fit_policy::segregated, page_base>;
 using segregated_over_heap = free_list_subject<fit_policy::segregated, new_delete_base, list, kib256>;
+// Strict checks: no quick lists, every free coalesced at once.
+using strict_segregated_over_pages =
+    free_list_subject<fit_policy::segregated, page_base, list, 0, strata::check_mode::strict>;
+using strict_segregated_over_heap =
+    free_list_subject<fit_policy::segregated, new_delete_base, list, kib256, strata::check_mode::strict>;
 using first_fit_over_pages = free_list_subject<fit_policy::first_fit, page_base, list, kib256>;
 using first_fit_over_heap = free_list_subject<fit_policy::first_fit, new_delete_base, list, kib256>;
 using next_fit_over_heap = free_list_subject<fit_policy::next_fit, new_delete_base, list, kib256>;
@@ -112,6 +120,10 @@ TYPE_TO_STRING_AS("synchronized_fixed_pool_resource(24) over pages", strata_test
 TYPE_TO_STRING_AS("synchronized_fixed_pool_resource(256) over new_delete", strata_test::sync_pool256_over_heap);
 TYPE_TO_STRING_AS("free_list_resource(segregated, 1 MiB chunks) over pages", strata_test::segregated_over_pages);
 TYPE_TO_STRING_AS("free_list_resource(segregated, 256 KiB chunks) over new_delete", strata_test::segregated_over_heap);
+TYPE_TO_STRING_AS("free_list_resource(segregated, strict, 1 MiB chunks) over pages",
+                  strata_test::strict_segregated_over_pages);
+TYPE_TO_STRING_AS("free_list_resource(segregated, strict, 256 KiB chunks) over new_delete",
+                  strata_test::strict_segregated_over_heap);
 TYPE_TO_STRING_AS("free_list_resource(first_fit, 256 KiB chunks) over pages", strata_test::first_fit_over_pages);
 TYPE_TO_STRING_AS("free_list_resource(first_fit, 256 KiB chunks) over new_delete", strata_test::first_fit_over_heap);
 TYPE_TO_STRING_AS("free_list_resource(next_fit, 256 KiB chunks) over new_delete", strata_test::next_fit_over_heap);
@@ -137,6 +149,7 @@ STRATA_CONFORMANCE(strict_pool24_over_pages, strict_pool256_over_heap);
 STRATA_CONFORMANCE(sync_pool24_over_pages, sync_pool256_over_heap);
 STRATA_CONFORMANCE_THREADS(sync_pool24_over_pages, sync_pool256_over_heap);
 STRATA_CONFORMANCE(segregated_over_pages, segregated_over_heap, first_fit_over_pages, first_fit_over_heap);
+STRATA_CONFORMANCE(strict_segregated_over_pages, strict_segregated_over_heap);
 STRATA_CONFORMANCE(next_fit_over_heap, best_fit_over_pages);
 STRATA_CONFORMANCE(sync_list_over_pages, sync_list_over_heap);
 STRATA_CONFORMANCE_THREADS(sync_list_over_pages, sync_list_over_heap);
