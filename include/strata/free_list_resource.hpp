@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
-// strata/free_list_resource.hpp: variable sizes from chunks, with explicit free lists, splitting, immediate
-// coalescing and a choice of fit policy (segregated, TLSF-style, by default).
+// strata/free_list_resource.hpp: variable sizes from chunks, with explicit free lists, splitting, coalescing (deferred
+// through quick lists of small freed blocks with standard checks) and a choice of fit policy (segregated, TLSF-style,
+// by default).
 #pragma once
 
 #include <strata/detail/core/sync.hpp>
@@ -137,15 +138,23 @@ extern template class basic_free_list_resource<true>;
 ///   blocks (8 to 24 bytes, left by splits) are not listed and wait for a neighbour to be freed.
 /// - allocate: a free block is chosen by the fit policy and split; the rest stays free. deallocate: the block is
 ///   merged at once with a free block before and after it (found through the bitmap and the neighbours' sizes).
+/// - Quick lists (segregated policy, check_mode::standard, the default): a freed block of 16 to 1024 bytes waits in
+///   the list of its exact size instead, still marked live in the bitmap, with a checked link in its first 16 bytes;
+///   an allocate of that size takes it back without a search. A full list, the lists' byte bound (256 KiB at most),
+///   a request no free block fits, trim(), and nothing live with more chunks held than max_empty_chunks merge the
+///   waiting blocks as above. stats() counts them as free blocks; cached_blocks() tells how many wait.
+///   check_mode::strict, the other policies and synchronized_free_list_resource merge every free at once.
 /// - Every deallocate checks the bitmap: the pointer must start a live block of exactly the size named (no block
-///   boundary inside, one right after), and neighbours' sizes and links must agree with the bitmap. Double free,
-///   foreign and interior pointers, wrong sizes and corrupt free blocks are reported through the error handler with
-///   the pointer and sizes; nothing changes.
+///   boundary inside, one right after), and neighbours' sizes and links must agree with the bitmap; a block waiting in
+///   a quick list is found there. Double free, foreign and interior pointers, wrong sizes and corrupt free blocks are
+///   reported through the error handler with the pointer and sizes; nothing changes. With quick lists, a double free
+///   of a block whose link was overwritten after its free is reported when the block would be handed out or merged,
+///   never handed out twice.
 /// - Requests above large_threshold() go straight upstream (recorded, so their frees are checked too).
 /// - A chunk that becomes entirely free is kept (up to max_empty_chunks) or returned upstream. Free blocks of at least
 ///   purge_threshold bytes give their whole pages back to the OS after purge_delay deallocations.
 /// - resize(): shrinks in place always (the tail is freed and merged); grows in place when the next block is free
-///   and large enough.
+///   (or waiting in a quick list) and large enough.
 /// - stats() adds free_bytes, free_blocks, largest_free_block and external_fragmentation().
 /// - Not thread-safe: see synchronized_free_list_resource.
 class free_list_resource final : public detail::basic_free_list_resource<false> {
