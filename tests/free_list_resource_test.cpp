@@ -1840,9 +1840,9 @@ TEST_CASE("free_list_resource: trim returns an empty chunk over the page resourc
 // ---- randomized stress per policy ----------------------------------------------------------------------------------
 
 namespace {
-void stress(fit_policy policy) {
+void stress(fit_policy policy, strata::check_mode checks = strata::check_mode::standard) {
   recording_resource up;
-  free_list_resource r(small_chunks(policy), &up);
+  free_list_resource r(with_checks(small_chunks(policy), checks), &up);
   const std::size_t t = r.large_threshold();
   strata_test::rng g(0x57E55000u + static_cast<std::uint64_t>(policy));
   std::vector<item> live;
@@ -1919,7 +1919,10 @@ void stress(fit_policy policy) {
   CHECK(s.bytes_in_use == 0);
   CHECK(s.live_allocations() == 0);
   CHECK(r.chunk_count() <= 1);  // everything coalesced; one empty chunk kept at most
-  CHECK(s.free_blocks == r.chunk_count());
+  CHECK(s.free_blocks == r.chunk_count() + r.cached_blocks());  // (a lone chunk keeps its quick lists until trim)
+  r.trim();
+  CHECK(r.chunk_count() == 0);
+  CHECK(r.stats().free_blocks == 0);
   CHECK(r.check_invariants());
   CHECK(up.mismatches() == 0);
 }
@@ -1929,6 +1932,9 @@ TEST_CASE("free_list_resource: randomized stress, first_fit") { stress(fit_polic
 TEST_CASE("free_list_resource: randomized stress, next_fit") { stress(fit_policy::next_fit); }
 TEST_CASE("free_list_resource: randomized stress, best_fit") { stress(fit_policy::best_fit); }
 TEST_CASE("free_list_resource: randomized stress, segregated") { stress(fit_policy::segregated); }
+TEST_CASE("free_list_resource: randomized stress, segregated, strict checks") {
+  stress(fit_policy::segregated, strata::check_mode::strict);
+}
 
 // ---- the synchronized resource under threads ------------------------------------------------------------------------
 
