@@ -503,16 +503,23 @@ void free_list_engine::deallocate(void* p, std::size_t bytes, std::size_t alignm
     ++deallocations_;
     bytes_in_use_ -= n;
     cache_block(p, n);
-  } else {
-    if (!free_range(c, g, g + n / granule)) return;
-    --live_;
-    ++deallocations_;
-    bytes_in_use_ -= n;
+  } else if (!free_now(c, g, n)) {
+    return;
   }
   // Nothing live in the chunks, more of them held than max_empty_chunks: coalesce the quick lists, so that the
   // emptied chunks go back upstream as they do with strict checks. (One chunk is kept with its lists.)
   if (STRATA_UNLIKELY(live_ == 0) && quick_blocks_ != 0 && chunk_count_ > max_empty_) flush_quick(false);
   if (STRATA_UNLIKELY(deallocations_ >= next_sweep_)) sweep();
+}
+
+// deallocate() of the live block of n bytes at granule g of c without a quick list: merged now. (Out of line: the
+// quick lists' path stays short.)
+bool free_list_engine::free_now(chunk* c, std::size_t g, std::size_t n) noexcept {
+  if (!free_range(c, g, g + n / granule)) return false;
+  --live_;
+  ++deallocations_;
+  bytes_in_use_ -= n;
+  return true;
 }
 
 // Frees granules [g, gn) of c, a live block (a start at g, the next one at gn), merging it with a free block before

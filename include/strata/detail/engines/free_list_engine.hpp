@@ -178,6 +178,7 @@ class free_list_engine {
   void* take_from_top(std::size_t n, std::size_t a);
   void* take(free_block* b, std::size_t n, std::size_t pad);
   bool free_range(chunk* c, std::size_t g, std::size_t gn) noexcept;
+  STRATA_NOINLINE bool free_now(chunk* c, std::size_t g, std::size_t n) noexcept;
   bool live_block(const void* p, std::size_t bytes, std::size_t alignment, std::size_t n, chunk*& c,
                   std::size_t& g) noexcept;
   STRATA_COLD void report_bad_start(chunk* c, std::size_t g, const void* p, std::size_t bytes,
@@ -215,8 +216,8 @@ class free_list_engine {
   bool resize_upstream(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) noexcept;
 
   STRATA_COLD void report_not_large(const void* p, std::size_t bytes, std::size_t alignment) const noexcept;
-  void report(error_kind kind, const void* p, std::size_t bytes, std::size_t alignment, std::size_t expected,
-              const char* why) const noexcept;
+  STRATA_COLD void report(error_kind kind, const void* p, std::size_t bytes, std::size_t alignment,
+                          std::size_t expected, const char* why) const noexcept;
   void note_allocation(std::size_t bytes) noexcept {
     ++allocations_;
     bytes_in_use_ += bytes;
