@@ -881,6 +881,10 @@ TEST_CASE("free_list_resource: quick lists are bounded per size and in bytes; wh
     }
     CHECK(r.cached_blocks() > cap);  // both lists in use
     CHECK(r.cached_bytes() <= limit);
+    // The older batches went back in address order and merged into one free block before the cached ones; the
+    // chunk's rest after them is the other.
+    CHECK(r.stats().free_blocks == r.cached_blocks() + 2);
+    CHECK(r.stats().free_bytes == r.chunk_capacity());  // cached blocks count as free
     CHECK(r.check_invariants());
     r.trim();
     CHECK(r.stats().free_blocks == 0);  // everything coalesced, the empty chunk returned
