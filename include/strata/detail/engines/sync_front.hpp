@@ -84,10 +84,8 @@ class sync_front final : public per_thread_owner {
     if (STRATA_UNLIKELY(h == nullptr)) return deallocate_slow(p, bytes, alignment, c);
     free_cache& bin = h->bins[c];
     if (STRATA_UNLIKELY(bin.count == bin.cap)) return push_to_full(c, p, w1, bytes, alignment);
-    // Plain stores: two threads freeing p at the same moment may both push it. p's words are then a node of one
-    // heap at most (each heap's key differs in its index bits), so the other heap finds p no node of its own when
-    // it pops p or gives its list back: reported there, the list behind p set aside; p is never handed out twice.
-    bin.push(p, h->key);
+    // Two threads freeing p at once both find it live here: the compare-and-swap lets one of them push it.
+    if (STRATA_UNLIKELY(!bin.push_exclusive(p, h->key, w1, a ^ busy_key_))) return freed_at_once(p, bytes, alignment, c);
     note_deallocation(*h, k.object_size);
     if (STRATA_UNLIKELY(h->bytes.load(std::memory_order_relaxed) == 0)) return settle(*h);
   }
