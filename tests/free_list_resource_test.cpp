@@ -1021,12 +1021,16 @@ TEST_CASE("free_list_resource: only the segregated policy with standard checks k
       CHECK(r.check_invariants());
     }
   }
-  synchronized_free_list_resource sync(small_chunks());  // checks every free at once whatever the option
-  void* p = sync.allocate(64, 8);
-  void* q = sync.allocate(64, 8);
-  sync.deallocate(p, 64, 8);
-  CHECK(sync.cached_blocks() == 0);
-  sync.deallocate(q, 64, 8);
+  // The synchronized resource's arenas keep quick lists alike.
+  for (strata::check_mode checks : both_modes) {
+    synchronized_free_list_resource sync(with_checks(small_chunks(), checks));
+    void* p = sync.allocate(64, 8);
+    void* q = sync.allocate(64, 8);
+    sync.deallocate(p, 64, 8);
+    CHECK(sync.cached_blocks() == (checks == strata::check_mode::standard ? 1u : 0u));
+    sync.deallocate(q, 64, 8);
+    CHECK(sync.check_invariants());
+  }
 }
 
 // ---- resize --------------------------------------------------------------------------------------------------------
@@ -1942,6 +1946,58 @@ TEST_CASE("free_list_resource: randomized stress, segregated, strict checks") {
 
 // ---- the synchronized resource under threads ------------------------------------------------------------------------
 
+// Threads allocate from arenas of their own (up to one per CPU); a block freed or resized by another thread goes back
+// to the arena that holds it; stats sum the arenas and trim() empties them all.
+TEST_CASE("synchronized_free_list_resource: arenas per thread, blocks freed across them go home") {
+  recording_resource up(strata::default_page_resource());
+  synchronized_free_list_resource r(small_chunks(), &up);
+  constexpr int threads = 4;
+  std::vector<std::vector<std::pair<void*, std::size_t>>> made(threads);
+  std::vector<std::thread> workers;
+  std::atomic<int> started{0};
+  for (int t = 0; t < threads; ++t)
+    workers.emplace_back([&, t] {
+      for (std::size_t i = 0; i < 2000; ++i) {
+        const std::size_t n = 16 + (i * 40 + static_cast<std::size_t>(t) * 8) % 1000;
+        void* p = r.allocate(n, 8);
+        std::memset(p, t + 1, n);
+        made[static_cast<std::size_t>(t)].emplace_back(p, n);
+        if (i == 0) {  // all alive at once, each with its own thread stripe: they spread over the arenas
+          ++started;
+          while (started.load() < threads) std::this_thread::yield();
+        }
+      }
+    });
+  for (auto& w : workers) w.join();
+  const unsigned cpus = std::thread::hardware_concurrency();
+  if (cpus >= 2) CHECK(r.arena_count() >= 2);
+  CHECK(r.arena_count() <= 8);
+  CHECK(r.stats().allocations == threads * 2000u);
+  CHECK(r.check_invariants());
+  // Freed (half of them resized first) by threads other than their makers, each list by another one.
+  workers.clear();
+  for (int t = 0; t < threads; ++t)
+    workers.emplace_back([&, t] {
+      for (auto& [p, n] : made[static_cast<std::size_t>((t + 1) % threads)]) {
+        const unsigned char fill = static_cast<unsigned char>((t + 1) % threads + 1);
+        CHECK(static_cast<unsigned char*>(p)[n - 1] == fill);
+        if (n > 64 && r.resize(p, n, n - 32, 8)) n -= 32;  // a shrink in place always succeeds
+        r.deallocate(p, n, 8);
+      }
+    });
+  for (auto& w : workers) w.join();
+  const auto s = r.stats();
+  CHECK(s.bytes_in_use == 0);
+  CHECK(s.allocations == s.deallocations);
+  CHECK(r.check_invariants());
+  r.trim();
+  CHECK(r.chunk_count() == 0);
+  CHECK(r.cached_blocks() == 0);
+  CHECK(r.check_invariants());
+  r.release();
+  CHECK(up.mismatches() == 0);
+}
+
 TEST_CASE("synchronized_free_list_resource: 4 threads allocate, resize and free their own and each other's blocks") {
   recording_resource up(strata::default_page_resource());
   synchronized_free_list_resource r(small_chunks(), &up);  // small chunks: chunks come and go often
@@ -2033,8 +2089,12 @@ TEST_CASE("synchronized_free_list_resource: 4 threads allocate, resize and free 
   CHECK(s.bytes_in_use == 0);
   CHECK(s.live_allocations() == 0);
   CHECK(s.allocations > ops);
-  CHECK(r.chunk_count() <= 1);
+  CHECK(r.arena_count() >= 1);
+  CHECK(r.chunk_count() <= r.arena_count());  // each arena keeps at most one empty chunk (max_empty_chunks)
   CHECK(up.mismatches() == 0);
+  r.trim();
+  CHECK(r.chunk_count() == 0);
+  CHECK(r.check_invariants());
 }
 
 TEST_CASE("free_list_resource: a block where a freed large block was, named with the large size: wrong size") {

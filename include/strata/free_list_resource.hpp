@@ -7,6 +7,7 @@
 #include <strata/detail/core/sync.hpp>
 #include <strata/config.hpp>
 
+#include <atomic>
 #include <cstddef>
 #include <memory_resource>
 #include <mutex>
@@ -39,23 +40,17 @@ class basic_free_list_resource : public resource {
   ~basic_free_list_resource() override;  // out of line: the engine's destructor is the library's own
 
   /// Frees every allocation at once and returns all memory upstream. The resource stays usable.
-  void release() noexcept {
-    std::lock_guard<lock_type> g(lock_);
-    engine_.release();
-  }
+  void release() noexcept;
   /// Coalesces the blocks waiting in quick lists, returns the cached empty chunks upstream and gives back the whole
   /// free pages of every free block (over a page_resource), whatever their size.
-  void trim() noexcept {
-    std::lock_guard<lock_type> g(lock_);
-    engine_.trim();
-  }
+  void trim() noexcept;
 
-  [[nodiscard]] fit_policy policy() const noexcept { return static_cast<fit_policy>(engine_.policy()); }
-  [[nodiscard]] std::size_t chunk_size() const noexcept { return engine_.chunk_size(); }
+  [[nodiscard]] fit_policy policy() const noexcept { return static_cast<fit_policy>(first_.engine.policy()); }
+  [[nodiscard]] std::size_t chunk_size() const noexcept { return first_.engine.chunk_size(); }
   /// Bytes of a chunk that can hold blocks (the rest is its header and boundary bitmap).
-  [[nodiscard]] std::size_t chunk_capacity() const noexcept { return engine_.chunk_capacity(); }
+  [[nodiscard]] std::size_t chunk_capacity() const noexcept { return first_.engine.chunk_capacity(); }
   /// Largest request served from chunks; larger ones go upstream.
-  [[nodiscard]] std::size_t large_threshold() const noexcept { return engine_.large_threshold(); }
+  [[nodiscard]] std::size_t large_threshold() const noexcept { return first_.engine.large_threshold(); }
   /// Bytes a request occupies in a chunk: `bytes` rounded up to 8 (16 when alignment >= 16), at least 8.
   [[nodiscard]] static std::size_t block_size_for(std::size_t bytes, std::size_t alignment) noexcept {
     return free_list_engine::rounded(bytes, alignment);
@@ -65,30 +60,20 @@ class basic_free_list_resource : public resource {
   /// rounds the same is correct.
   [[nodiscard]] std::size_t round_size(std::size_t bytes,
                                        std::size_t alignment = alignof(std::max_align_t)) const noexcept {
-    if (bytes > engine_.large_threshold() || alignment > free_list_engine::max_alignment) return bytes;
+    if (goes_upstream(bytes, alignment)) return bytes;
     return free_list_engine::rounded(bytes, alignment);
   }
-  /// Chunks held now (cached empty ones included).
-  [[nodiscard]] std::size_t chunk_count() const noexcept {
-    std::lock_guard<lock_type> g(lock_);
-    return engine_.chunk_count();
-  }
+  /// Chunks held now (cached empty ones included; the synchronized resource: of every arena).
+  [[nodiscard]] std::size_t chunk_count() const noexcept;
   /// Freed blocks waiting in quick lists (standard checks, segregated policy; 0 otherwise), and their bytes. They
   /// count as free in stats(); trim() coalesces them.
-  [[nodiscard]] std::size_t cached_blocks() const noexcept {
-    std::lock_guard<lock_type> g(lock_);
-    return engine_.cached_blocks();
-  }
-  [[nodiscard]] std::size_t cached_bytes() const noexcept {
-    std::lock_guard<lock_type> g(lock_);
-    return engine_.cached_bytes();
-  }
+  [[nodiscard]] std::size_t cached_blocks() const noexcept;
+  [[nodiscard]] std::size_t cached_bytes() const noexcept;
+  /// Arenas in use: 1, or for the synchronized resource up to one per CPU (at most 8), made as threads come.
+  [[nodiscard]] unsigned arena_count() const noexcept;
   /// Walks every chunk and checks boundary bitmaps, block headers, free lists, bins and counts; reports a broken
-  /// invariant through the error handler and returns false.
-  [[nodiscard]] bool check_invariants() const noexcept {
-    std::lock_guard<lock_type> g(lock_);
-    return engine_.check_invariants();
-  }
+  /// invariant through the error handler and returns false. (Synchronized: while no other thread uses the resource.)
+  [[nodiscard]] bool check_invariants() const noexcept;
 
   /// The resource chunks and large requests come from.
   [[nodiscard]] std::pmr::memory_resource* upstream_resource() const noexcept { return upstream_; }
@@ -97,29 +82,79 @@ class basic_free_list_resource : public resource {
 
  protected:
   void* do_allocate(std::size_t bytes, std::size_t alignment) override {
-    std::lock_guard<lock_type> g(lock_);
-    return engine_.allocate(bytes, alignment);
+    if constexpr (!Sync) return first_.engine.allocate(bytes, alignment);
+    else return allocate_in_arena(bytes, alignment);
   }
   void do_deallocate(void* p, std::size_t bytes, std::size_t alignment) override {
-    std::lock_guard<lock_type> g(lock_);
-    engine_.deallocate(p, bytes, alignment);
+    if constexpr (!Sync) {
+      first_.engine.deallocate(p, bytes, alignment);
+    } else {
+      arena& a = arena_of(p);
+      std::lock_guard<lock_type> g(a.lock);
+      a.engine.deallocate(p, bytes, alignment);
+    }
   }
   bool do_resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) override {
-    std::lock_guard<lock_type> g(lock_);
-    return engine_.resize(p, old_size, new_size, alignment);
+    arena& a = arena_of(p);
+    std::lock_guard<lock_type> g(a.lock);
+    return a.engine.resize(p, old_size, new_size, alignment);
   }
-  resource_stats do_stats() const noexcept override {
-    std::lock_guard<lock_type> g(lock_);
-    return engine_.stats();
-  }
+  resource_stats do_stats() const noexcept override;
 
  private:
-  using lock_type = detail::lock_if<Sync>;
+  // Short critical sections (an upstream call at most): a spin lock (one exchange to take it, a store to give it
+  // back), which yields when its holder seems preempted.
+  using lock_type = detail::lock_if<Sync, detail::spin_lock>;
+  /// A free list engine and the lock that serialises it. The synchronized resource has several: a thread allocates
+  /// from the one its thread stripe names (or, when that one is busy, from one that is not), and a block goes back
+  /// to the arena whose chunk holds it. Requests sent upstream all go through the first.
+  struct alignas(64) arena {
+    arena(const free_list_options& o, std::pmr::memory_resource* up, const void* owner, const char* name)
+        : engine(o, up, owner, name) {}
+    mutable lock_type lock;
+    free_list_engine engine;
+  };
+  static constexpr unsigned max_arenas = Sync ? 8 : 1;
+
+  bool goes_upstream(std::size_t bytes, std::size_t alignment) const noexcept {
+    return bytes > first_.engine.large_threshold() || alignment > free_list_engine::max_alignment;
+  }
+  /// The arena that holds p's chunk; the first one for anything else (a request sent upstream, or misuse).
+  arena& arena_of(const void* p) noexcept {
+    if constexpr (Sync) {
+      for (unsigned i = 1; i < max_arenas; ++i) {
+        arena* a = more_[i - 1].load(std::memory_order_acquire);
+        if (a == nullptr) break;  // arenas are made in order
+        if (a->engine.owns(p)) return *a;
+      }
+    }
+    (void)p;
+    return first_;
+  }
+  /// Sync: arena i (1 <= i < arena_limit_), made from upstream on first use; nullptr when upstream has no memory.
+  arena* arena_at(unsigned i);
+  void* allocate_in_arena(std::size_t bytes, std::size_t alignment);
+  template <class F>
+  void for_each_arena(F f) const {
+    f(first_);
+    if constexpr (Sync) {
+      for (unsigned i = 1; i < max_arenas; ++i) {
+        const arena* a = more_[i - 1].load(std::memory_order_acquire);
+        if (a == nullptr) break;  // arenas are made in order
+        f(*a);
+      }
+    }
+  }
+
   std::pmr::memory_resource* upstream_;
   options opts_;
-
-  mutable lock_type lock_;
-  free_list_engine engine_;
+  free_list_options engine_opts_;  // as validated
+  arena first_;
+  struct no_more {};
+  // Sync: arenas 1 .. arena_limit_ - 1, made in order as threads need them (their memory from upstream).
+  std::conditional_t<Sync, std::atomic<arena*>[max_arenas - 1 + (Sync ? 0 : 1)], no_more> more_{};
+  unsigned arena_limit_ = 1;
+  std::conditional_t<Sync, std::mutex, no_more> make_lock_;
 };
 
 extern template class basic_free_list_resource<false>;
@@ -143,7 +178,7 @@ extern template class basic_free_list_resource<true>;
 ///   an allocate of that size takes it back without a search. A full list, the lists' byte bound (256 KiB at most),
 ///   a request no free block fits, trim(), and nothing live with more chunks held than max_empty_chunks merge the
 ///   waiting blocks as above. stats() counts them as free blocks; cached_blocks() tells how many wait.
-///   check_mode::strict, the other policies and synchronized_free_list_resource merge every free at once.
+///   check_mode::strict and the other policies merge every free at once.
 /// - Every deallocate checks the bitmap: the pointer must start a live block of exactly the size named (no block
 ///   boundary inside, one right after), and neighbours' sizes and links must agree with the bitmap; a block waiting in
 ///   a quick list is found there. Double free, foreign and interior pointers, wrong sizes and corrupt free blocks are
@@ -162,9 +197,14 @@ class free_list_resource final : public detail::basic_free_list_resource<false> 
   using basic_free_list_resource::basic_free_list_resource;
 };
 
-/// free_list_resource for many threads: every operation (allocate, deallocate, resize, stats, release, trim,
-/// check_invariants) holds one std::mutex for its whole length; upstream is called under it too. Simple and correct;
-/// it does not scale across threads (thread_cache_resource does).
+/// free_list_resource for many threads, in arenas: up to one per CPU (at most 8), each a whole free_list_resource
+/// engine (chunks, fit, quick lists) with its own mutex, made as threads come (arena 0 with the resource, the others
+/// from upstream). A thread allocates from the arena its thread stripe names, or from another one that is not busy
+/// at that moment; a free, resize or in-place check goes to the arena whose chunk holds the block, under its mutex.
+/// Threads on different arenas never wait for each other except on a block freed across arenas. Requests sent
+/// upstream all go through arena 0. stats() sums the arenas (peaks: the sum of their peaks, an upper bound); each
+/// arena keeps its own empty chunks (max_empty_chunks each). release(), trim() and check_invariants() visit every
+/// arena; release() and check_invariants() must not run while other threads use the resource.
 class synchronized_free_list_resource final : public detail::basic_free_list_resource<true> {
  public:
   using basic_free_list_resource::basic_free_list_resource;

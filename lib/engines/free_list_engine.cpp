@@ -98,6 +98,8 @@ STRATA_ALWAYS_INLINE bool free_list_engine::ours(const void* p) const noexcept {
   return block_map_contains(p) && block_map_contains(c) && c->tag == tag_of(c);
 }
 
+bool free_list_engine::owns(const void* p) const noexcept { return ours(p); }
+
 // ---- free lists ----------------------------------------------------------------------------------------------------
 
 STRATA_ALWAYS_INLINE free_list_engine::free_block*& free_list_engine::head_for(std::size_t size) noexcept {

@@ -3,9 +3,10 @@
 // thread exit, reused), routing to the tiers, stats and checks.
 #include <strata/detail/thread_cache/engine.hpp>
 
+#include <new>
 #include <thread>
 
-#include <new>
+#include <strata/detail/core/stats_sum.hpp>
 
 namespace strata::detail {
 
@@ -468,17 +469,7 @@ resource_stats thread_cache_engine::thread_totals() const noexcept {
 resource_stats thread_cache_engine::stats() const noexcept {
   resource_stats s = thread_totals();
   for (tier t : {shared_tier, upstream_tier}) {
-    const resource_stats x = tier_stats(t);
-    s.allocations += x.allocations;
-    s.deallocations += x.deallocations;
-    s.bytes_held += x.bytes_held;
-    s.bytes_resident += x.bytes_resident;
-    s.failed_allocations += x.failed_allocations;
-    s.upstream_allocations += x.upstream_allocations;
-    s.upstream_deallocations += x.upstream_deallocations;
-    s.free_bytes += x.free_bytes;
-    s.free_blocks += x.free_blocks;
-    if (x.largest_free_block > s.largest_free_block) s.largest_free_block = x.largest_free_block;
+    add_part_stats(s, tier_stats(t));
   }
   return s;
 }

@@ -89,6 +89,10 @@ class free_list_engine {
   /// The most bytes the quick lists hold together.
   [[nodiscard]] std::size_t quick_limit() const noexcept { return quick_limit_; }
 
+  /// Whether p lies in one of this engine's chunks (the block map, then the chunk's tag; no lock: for finding which
+  /// of several engines holds a block).
+  [[nodiscard]] bool owns(const void* p) const noexcept;
+
  private:
   enum : unsigned { first_fit = 0, next_fit = 1, best_fit = 2, segregated = 3 };
   /// Segregated bins: sizes below 256 in classes 8 bytes wide (fl 0); from 256 up, each power of two split in 32.
