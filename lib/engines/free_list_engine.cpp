@@ -778,7 +778,9 @@ void free_list_engine::uncache_at(chunk* c, std::size_t g) noexcept {
   if (g >= c->end || state(c, g) != st_start) return;
   const std::size_t m = (next_boundary(c, g) - g) * granule;
   void* const p = at(c, g);
-  if (!quick_size(m) || !is_node(p, key_)) return;
+  // The neighbour's own words are not read: it may be a live block another thread is writing (the synchronized
+  // resource). Its list is walked instead (at most two lists of its bound, cached blocks only).
+  if (!quick_size(m) || quick_[m / granule].total() == 0) return;
   bool found = false;
   quick_[m / granule].remove_if(key_, [p](void* x) { return x == p; }, [&found](void*) { found = true; });
   if (!found) return;
