@@ -123,32 +123,17 @@ void basic_free_list_resource<Sync>::trim() noexcept {
 
 template <bool Sync>
 std::size_t basic_free_list_resource<Sync>::chunk_count() const noexcept {
-  std::size_t n = 0;
-  for_each_arena([&](const arena& a) {
-    std::lock_guard<lock_type> g(a.lock);
-    n += a.engine.chunk_count();
-  });
-  return n;
+  return sum_over_arenas([](const free_list_engine& e) { return e.chunk_count(); });
 }
 
 template <bool Sync>
 std::size_t basic_free_list_resource<Sync>::cached_blocks() const noexcept {
-  std::size_t n = 0;
-  for_each_arena([&](const arena& a) {
-    std::lock_guard<lock_type> g(a.lock);
-    n += a.engine.cached_blocks();
-  });
-  return n;
+  return sum_over_arenas([](const free_list_engine& e) { return e.cached_blocks(); });
 }
 
 template <bool Sync>
 std::size_t basic_free_list_resource<Sync>::cached_bytes() const noexcept {
-  std::size_t n = 0;
-  for_each_arena([&](const arena& a) {
-    std::lock_guard<lock_type> g(a.lock);
-    n += a.engine.cached_bytes();
-  });
-  return n;
+  return sum_over_arenas([](const free_list_engine& e) { return e.cached_bytes(); });
 }
 
 template <bool Sync>

@@ -134,6 +134,16 @@ class basic_free_list_resource : public resource {
   /// Sync: arena i (1 <= i < arena_limit_), made from upstream on first use; nullptr when upstream has no memory.
   arena* arena_at(unsigned i);
   void* allocate_in_arena(std::size_t bytes, std::size_t alignment);
+  /// The sum of f(engine) over the arenas, each under its lock.
+  template <class F>
+  std::size_t sum_over_arenas(F f) const {
+    std::size_t n = 0;
+    for_each_arena([&](const arena& a) {
+      std::lock_guard<lock_type> g(a.lock);
+      n += f(a.engine);
+    });
+    return n;
+  }
   template <class F>
   void for_each_arena(F f) const {
     f(first_);

@@ -305,8 +305,8 @@ void sync_front<Engine>::settle(heap& h) noexcept {
 }
 
 template <class Engine>
-void sync_front<Engine>::give_back(heap& h, unsigned c, void* list, std::size_t n) noexcept {
-  const typename engine_type::give_result r = engine_.give_batch(c, h.key, list, n);
+void sync_front<Engine>::give_back(heap& h, unsigned c, void* list, std::size_t n, std::uintptr_t key) noexcept {
+  const typename engine_type::give_result r = engine_.give_batch(c, key, list, n);
   if (r.refused != 0) undo_deallocations(h, r.refused, filters_[c].object_size);
   if (r.lost != 0) owner_add(h.lost, r.lost);
 }
@@ -331,9 +331,7 @@ void sync_front<Engine>::park_or_give_back(heap& h, unsigned c, void* list, std:
       return;
     }
   }
-  const typename engine_type::give_result r = engine_.give_batch(c, base_key_, list, n);  // filled meanwhile
-  if (r.refused != 0) undo_deallocations(h, r.refused, filters_[c].object_size);
-  if (r.lost != 0) owner_add(h.lost, r.lost);
+  give_back(h, c, list, n, base_key_);  // the stash filled meanwhile: re-keyed as its already
 }
 
 template <class Engine>
@@ -390,14 +388,9 @@ void sync_front<Engine>::drain_stash(unsigned c) noexcept {
     }
     __atomic_store_n(&st.count, 0u, __ATOMIC_RELAXED);
   }
-  for (std::uint32_t i = 0; i < count; ++i) {
-    const typename engine_type::give_result r = engine_.give_batch(c, base_key_, lists[i], sizes[i]);
-    if (r.refused == 0 && r.lost == 0) continue;
-    // A refused object was counted freed by some heap: the shared heap's counts take it back.
-    std::lock_guard<std::mutex> g(shared_lock_);
-    if (r.refused != 0) undo_deallocations(shared_, r.refused, filters_[c].object_size);
-    if (r.lost != 0) owner_add(shared_.lost, r.lost);
-  }
+  // A refused object was counted freed by some heap: the shared heap's counts take it back.
+  std::lock_guard<std::mutex> g(shared_lock_);
+  for (std::uint32_t i = 0; i < count; ++i) give_back(shared_, c, lists[i], sizes[i], base_key_);
 }
 
 template <class Engine>

@@ -164,7 +164,10 @@ class sync_front final : public per_thread_owner {
   bool exact_free_check(const heap* h, void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept;
   /// The checks that need no lock: p is a slot start of class c clear of the header (else reported).
   bool slot_of_class(void* p, std::size_t bytes, std::size_t alignment, unsigned c) const noexcept;
-  void give_back(heap& h, unsigned c, void* list, std::size_t n) noexcept;
+  /// Gives n nodes of `list` (made under `key`: h's own, or the stash's) back to the engine; h's counts take back
+  /// what the engine refuses (freed twice) and count what it sets aside.
+  void give_back(heap& h, unsigned c, void* list, std::size_t n, std::uintptr_t key) noexcept;
+  void give_back(heap& h, unsigned c, void* list, std::size_t n) noexcept { give_back(h, c, list, n, h.key); }
   /// A list from h's full cache of class c: parked in the stash (re-keyed as the stash's) when it is at least half
   /// the bound and there is room, else given back to the engine.
   void park_or_give_back(heap& h, unsigned c, void* list, std::size_t n) noexcept;
