@@ -791,7 +791,7 @@ TEST_CASE("fixed_pool_resource: chunks are a huge page over a page_resource unle
 
 // ---- slot arithmetic, reports, statistics, zero-byte requests, resize to the same size -------------------------------
 
-TEST_CASE("fixed pools: the slot of an offset is exact for every stride and chunk size the options accept") {
+TEST_CASE("fixed pools: the slot of an offset, and whether it is a boundary, are exact for every stride and chunk size") {
   // Chunks are at most 16 GiB and strides at most 1 GiB (block sizes up to 1 GiB, rounded up to 8).
   constexpr std::size_t max_chunk = std::size_t{1} << 34;
   std::vector<std::size_t> strides = {8, 16, 24, 40, 56, 64, 72, 104, 4096, 4104, 65528, 65536, 1000008,
@@ -804,10 +804,15 @@ TEST_CASE("fixed pools: the slot of an offset is exact for every stride and chun
     const strata::detail::pool_slot_divider slot(stride);
     const std::size_t last = (max_chunk - 1) / stride;  // the last slot of the largest chunk
     auto expect = [&](std::size_t offset) {
-      if (offset < max_chunk && slot(offset) != offset / stride) ++wrong;
+      if (offset >= max_chunk) return;
+      if (slot(offset) != offset / stride) ++wrong;
+      // boundary(): the slot of a block boundary, ~0 for any other offset.
+      if (slot.boundary(offset) != (offset % stride == 0 ? offset / stride : ~std::size_t{0})) ++wrong;
     };
     for (std::size_t q : {std::size_t{0}, std::size_t{1}, std::size_t{2}, last - 2, last - 1, last}) {
       expect(q * stride);  // a block boundary: the free path needs exactly this slot
+      expect(q * stride + 1);
+      expect(q * stride + 8);  // 8-aligned, a boundary only for stride 8
       expect(q * stride + stride / 2);
       expect(q * stride + stride - 1);  // not a boundary: a free rejects any answer, but it is offset / stride too
     }

@@ -12,14 +12,15 @@
 
 namespace strata::detail {
 
-/// A set of chunk addresses (each aligned to 2^shift bytes), direct-mapped by chunk number: slot
-/// (chunk >> shift) & mask holds the chunk or 0. The first inline_slots slots are inside the table object (no
-/// storage); a chunk whose slot another one holds makes the table double from storage (up to a bound); past that it
-/// is not entered, and contains() says no for it: the caller's slow path then decides (the table is a fast path,
-/// never the only truth). Chunks from one mapping have consecutive numbers, so a table with as many slots as chunks
-/// rarely meets a collision.
+/// A set of chunk addresses (each aligned to 2^shift bytes, below 2^63), direct-mapped by chunk number: slot
+/// (chunk >> shift) & mask holds the chunk or `empty`, 2^63: no chunk's address, and 2^63 away from every address
+/// below 2^63, so an address whose slot is empty never has a small offset(). The first inline_slots slots are inside
+/// the table object (no storage); a chunk whose slot another one holds makes the table double from storage (up to a
+/// bound); past that it is not entered, and offset() finds no chunk for its addresses: the caller's slow path then decides (the
+/// table is a fast path, never the only truth). Chunks from one mapping have consecutive numbers, so a table with as
+/// many slots as chunks rarely meets a collision.
 ///
-/// contains() may run on any thread at any time, also while insert() or erase() run (which the owner serialises):
+/// offset() may run on any thread at any time, also while insert() or erase() run (which the owner serialises):
 /// a lookup sees a slot as it was before or after a change. A table that is replaced stays readable until reset().
 ///
 /// Storage has `void* allocate(std::size_t bytes) noexcept` (zero-filled, aligned to 16, or nullptr) and
@@ -29,36 +30,40 @@ class chunk_table {
  public:
   static constexpr std::size_t inline_slots = 64;
   static constexpr std::size_t max_slots = std::size_t{1} << 16;
+  static constexpr std::uintptr_t empty = std::uintptr_t{1} << 63;
   /// Bytes of storage a table of n slots (a power of two above inline_slots) takes.
   static constexpr std::size_t bytes_for(std::size_t slots) noexcept {
     return sizeof(table) + slots * sizeof(std::atomic<std::uintptr_t>);
   }
 
-  chunk_table(Storage storage, unsigned shift) noexcept : storage_(storage), shift_(shift) {}
+  chunk_table(Storage storage, unsigned shift) noexcept : storage_(storage), shift_(shift) {
+    for (auto& s : inline_) s.store(empty, std::memory_order_relaxed);
+  }
   chunk_table(const chunk_table&) = delete;
   chunk_table& operator=(const chunk_table&) = delete;
   ~chunk_table() { reset(); }
 
-  /// Whether chunk c (the address of a chunk, aligned to 2^shift) is in the table.
-  STRATA_ALWAYS_INLINE bool contains(std::uintptr_t c) const noexcept {
+  /// a - c when address a lies in a chunk c of the table (below 2^shift then), else a value of at least 2^shift
+  /// (for every a below 2^63: every user-space address). One slot read, and no need to find a's chunk first.
+  STRATA_ALWAYS_INLINE std::uintptr_t offset(std::uintptr_t a) const noexcept {
     // The mask first: a table is published before the mask that fits it, so the slots read after it are that
     // table's or a later one's, never a smaller one's.
     const std::size_t m = mask_.load(std::memory_order_acquire);
-    return slots_.load(std::memory_order_acquire)[(c >> shift_) & m].load(std::memory_order_relaxed) == c;
+    return a - slots_.load(std::memory_order_acquire)[(a >> shift_) & m].load(std::memory_order_relaxed);
   }
-  /// contains() for an owner that is the only thread using the table: plain loads.
-  STRATA_ALWAYS_INLINE bool contains_unsynchronized(std::uintptr_t c) const noexcept {
+  /// offset() for an owner that is the only thread using the table: plain loads.
+  STRATA_ALWAYS_INLINE std::uintptr_t offset_unsynchronized(std::uintptr_t a) const noexcept {
     const auto* s = reinterpret_cast<const std::uintptr_t*>(slots_.load(std::memory_order_relaxed));
-    return s[(c >> shift_) & mask_.load(std::memory_order_relaxed)] == c;
+    return a - s[(a >> shift_) & mask_.load(std::memory_order_relaxed)];
   }
 
   /// Enters chunk c. False when it could not be entered (a collision at max_slots, or no storage for a larger
-  /// table): contains(c) then says no.
+  /// table): offset() then finds no chunk for its addresses.
   bool insert(std::uintptr_t c) noexcept {
     for (;;) {
       std::atomic<std::uintptr_t>& slot = slot_of(c);
       const std::uintptr_t held = slot.load(std::memory_order_relaxed);
-      if (held == 0 || held == c) {
+      if (held == empty || held == c) {
         slot.store(c, std::memory_order_release);
         return true;
       }
@@ -68,7 +73,7 @@ class chunk_table {
   /// Takes chunk c out (if it is in).
   void erase(std::uintptr_t c) noexcept {
     std::atomic<std::uintptr_t>& slot = slot_of(c);
-    if (slot.load(std::memory_order_relaxed) == c) slot.store(0, std::memory_order_relaxed);
+    if (slot.load(std::memory_order_relaxed) == c) slot.store(empty, std::memory_order_relaxed);
   }
   /// Makes the table at least n slots (a power of two) from storage now, and grows it no further: for an owner that
   /// knows its chunks have consecutive numbers and how many there are. False without storage.
@@ -87,7 +92,7 @@ class chunk_table {
       table_ = t->previous;
       storage_.deallocate(t, bytes_for(t->slots));
     }
-    for (auto& s : inline_) s.store(0, std::memory_order_relaxed);
+    for (auto& s : inline_) s.store(empty, std::memory_order_relaxed);
   }
   /// Slots of the current table.
   [[nodiscard]] std::size_t slots() const noexcept { return table_ != nullptr ? table_->slots : inline_slots; }
@@ -104,13 +109,13 @@ class chunk_table {
     if (t == nullptr) return false;
     t->previous = table_;
     t->slots = n;
-    for (std::size_t i = 0; i < n; ++i) new (&t->at()[i]) std::atomic<std::uintptr_t>(0);
+    for (std::size_t i = 0; i < n; ++i) new (&t->at()[i]) std::atomic<std::uintptr_t>(empty);
     const std::atomic<std::uintptr_t>* old = slots_.load(std::memory_order_relaxed);
     for (std::size_t i = 0, end = slots(); i < end; ++i)
-      if (const std::uintptr_t c = old[i].load(std::memory_order_relaxed); c != 0)
+      if (const std::uintptr_t c = old[i].load(std::memory_order_relaxed); c != empty)
         t->at()[(c >> shift_) & (n - 1)].store(c, std::memory_order_relaxed);  // no collision: n doubled
     table_ = t;
-    slots_.store(t->at(), std::memory_order_release);  // before the mask: see contains()
+    slots_.store(t->at(), std::memory_order_release);  // before the mask: see offset()
     mask_.store(n - 1, std::memory_order_release);
     return true;
   }
@@ -127,7 +132,7 @@ class chunk_table {
   unsigned shift_;
   std::size_t limit_ = max_slots;
   table* table_ = nullptr;  // the newest table from storage, or nullptr while the inline one serves
-  std::atomic<std::uintptr_t> inline_[inline_slots] = {};
+  std::atomic<std::uintptr_t> inline_[inline_slots];
 };
 
 }  // namespace strata::detail

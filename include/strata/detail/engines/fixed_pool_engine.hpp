@@ -69,6 +69,18 @@ class pool_slot_divider {
   std::size_t operator()(std::size_t offset) const noexcept {
     return static_cast<std::size_t>(mul_high(offset, m_));
   }
+  /// offset / stride when offset is a multiple of stride (a block boundary), else ~0: the same multiply's low word
+  /// tells. With r = offset mod stride, that word is r * 2^64 / stride + offset * e: at least m when r > 0 (an
+  /// integer at least 2^64 / stride), below m when r = 0 (offset * e < offset <= (2^64 - 1) / stride < m).
+  STRATA_ALWAYS_INLINE std::size_t boundary(std::size_t offset) const noexcept {
+#if defined(__SIZEOF_INT128__)
+    __extension__ typedef unsigned __int128 u128;
+    const u128 x = static_cast<u128>(offset) * m_;
+    return static_cast<std::uint64_t>(x) < m_ ? static_cast<std::size_t>(x >> 64) : ~std::size_t{0};
+#else
+    return offset * m_ < m_ ? static_cast<std::size_t>(mul_high(offset, m_)) : ~std::size_t{0};
+#endif
+  }
 
  private:
   std::uint64_t m_;
@@ -189,16 +201,13 @@ class fixed_pool_engine {
     const chunk_table<chunk_source_storage<Sync>>* table = nullptr;
     std::uintptr_t chunk_mask = 0;
     pool_slot_divider divider{8};
-    std::size_t stride = 0;
     std::uint32_t skip = 0;
     std::uint32_t object_size = 0;
     STRATA_ALWAYS_INLINE bool admits(const void* p) const noexcept {
       const auto a = reinterpret_cast<std::uintptr_t>(p);
-      const std::uintptr_t base = a & ~chunk_mask;
-      if (!table->contains(base)) return false;
-      const std::size_t off = a - base, q = divider(off);
-      return q * stride == off &&
-             q - skip < get_acquire(reinterpret_cast<const chunk*>(base)->cache_span);
+      const std::uintptr_t off = table->offset(a);
+      return off <= chunk_mask &&
+             divider.boundary(off) - skip < get_acquire(reinterpret_cast<const chunk*>(a - off)->cache_span);
     }
   };
   [[nodiscard]] free_filter front_filter(unsigned) const noexcept {
@@ -206,7 +215,6 @@ class fixed_pool_engine {
     f.table = &table_;
     f.chunk_mask = chunk_size_ - 1;
     f.divider = slot_divider_;
-    f.stride = stride_;
     f.skip = skip_;
     f.object_size = static_cast<std::uint32_t>(stride_);
     return f;
@@ -622,12 +630,11 @@ STRATA_ALWAYS_INLINE void fixed_pool_engine<Sync>::deallocate_one(void* p, std::
     // of one of our chunks, handed out before in a chunk that has held no run (so p is no continuation), and no node
     // (else it may be free already). The exact checks decide every other case, and strict checks (no cache:
     // cache_span is 0 then) always.
-    auto* c = chunk_of(p);
-    const std::size_t off = static_cast<std::size_t>(static_cast<char*>(p) - reinterpret_cast<char*>(c));
-    const std::size_t q = slot_divider_(off);
-    if (STRATA_UNLIKELY(!table_.contains_unsynchronized(reinterpret_cast<std::uintptr_t>(c))) ||
-        STRATA_UNLIKELY(q * stride_ != off) || STRATA_UNLIKELY(q - skip_ >= c->cache_span) ||
-        STRATA_UNLIKELY(is_node(p, key_)))
+    const auto a = reinterpret_cast<std::uintptr_t>(p);
+    const std::uintptr_t off = table_.offset_unsynchronized(a);
+    if (STRATA_UNLIKELY(off >= chunk_size_)) return deallocate_one_slow(p, bytes, alignment);
+    const auto* c = reinterpret_cast<const chunk*>(a - off);
+    if (STRATA_UNLIKELY(slot_divider_.boundary(off) - skip_ >= c->cache_span) || STRATA_UNLIKELY(is_node(p, key_)))
       return deallocate_one_slow(p, bytes, alignment);
     if (STRATA_UNLIKELY(cache_.count == cache_.cap)) return push_to_full(p);
     cache_.push(p, key_);
