@@ -429,6 +429,72 @@ TEST_CASE("fixed_pool_resource: freed blocks wait in a bounded cache; trim and a
   CHECK(pool.check_invariants());
 }
 
+// The fast paths count through the free cache's length (the counts are folded in on the slow paths): every count
+// and peak must still be exact after every call, across the cache's stops (full, nothing left in use, a new peak).
+TEST_CASE("fixed_pool_resource: counts and peaks are exact after every call, whichever path it took") {
+  error_capture errors;
+  for (const auto mode : {strata::check_mode::standard, strata::check_mode::strict}) {
+    CAPTURE(static_cast<int>(mode));
+    strata::fixed_pool_options o = with_checks(mode);
+    o.chunk_size = 64 * 1024;
+    fixed_pool_resource pool(32, o);
+    {
+      // A peak reached by taking a cached block: one block cached, a run of three, then the cached block again.
+      void* a = pool.allocate(32, 8);
+      pool.deallocate(a, 32, 8);
+      void* r = pool.allocate(96, 8);
+      void* b = pool.allocate(32, 8);
+      pool.deallocate(b, 32, 8);
+      pool.deallocate(r, 96, 8);
+      CHECK(pool.stats().peak_bytes_in_use == 128);
+      CHECK(pool.stats().bytes_in_use == 0);
+      pool.release();
+    }
+    strata_test::rng g(0xF01D);
+    std::vector<std::pair<void*, std::size_t>> live;  // (block, bytes)
+    std::uint64_t allocs = pool.stats().allocations, frees = pool.stats().deallocations;
+    std::size_t bytes = 0, peak = pool.stats().peak_bytes_in_use;
+    auto blocks_of = [](std::size_t n) { return (n + 31) / 32 * 32; };
+    for (int i = 0; i < 40000; ++i) {
+      // Phases of growth and shrinking, so the count crosses the cache's bound and returns to zero often.
+      const bool grow = (i / 700) % 2 == 0 ? g.between(0, 9) < 7 : g.between(0, 9) < 2;
+      const int what = static_cast<int>(g.between(0, 99));
+      if (what == 0) {
+        pool.trim();
+      } else if (grow || live.empty()) {
+        const std::size_t n = what < 3 ? g.between(33, 200) : g.between(1, 32);  // a run now and then
+        live.emplace_back(pool.allocate(n, 8), n);
+        ++allocs;
+        bytes += blocks_of(n);
+        peak = std::max(peak, bytes);
+      } else {
+        const std::size_t k = g.between(0, live.size() - 1);
+        pool.deallocate(live[k].first, live[k].second, 8);
+        bytes -= blocks_of(live[k].second);
+        ++frees;
+        live[k] = live.back();
+        live.pop_back();
+      }
+      const strata::resource_stats st = pool.stats();
+      if (st.allocations != allocs || st.deallocations != frees || st.bytes_in_use != bytes ||
+          st.peak_bytes_in_use != peak || pool.blocks_in_use() * 32 > bytes) {
+        CAPTURE(i);
+        CHECK(st.allocations == allocs);
+        CHECK(st.deallocations == frees);
+        CHECK(st.bytes_in_use == bytes);
+        CHECK(st.peak_bytes_in_use == peak);
+        break;
+      }
+      if (i % 997 == 0) REQUIRE(pool.check_invariants());
+    }
+    for (auto& [p, n] : live) pool.deallocate(p, n, 8);
+    CHECK(pool.stats().bytes_in_use == 0);
+    CHECK(pool.stats().deallocations == pool.stats().allocations);
+    CHECK(pool.check_invariants());
+  }
+  CHECK(errors.count() == 0);
+}
+
 TEST_CASE("fixed_pool_resource: runs and single blocks share a chunk; zeroed blocks from the cache are zero") {
   error_capture errors;
   fixed_pool_resource pool(48, with_checks(strata::check_mode::standard));
