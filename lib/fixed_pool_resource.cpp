@@ -42,21 +42,17 @@ basic_fixed_pool_resource<Sync>::basic_fixed_pool_resource(std::size_t block_siz
 
 template <bool Sync>
 void* basic_fixed_pool_resource<Sync>::do_allocate(std::size_t bytes, std::size_t alignment) {
-  if (STRATA_LIKELY(engine_.one_block(bytes, alignment))) {
-    if constexpr (Sync)
-      if (STRATA_LIKELY(front_.has_value())) return front_->allocate(0);
-    return engine_.allocate_one(bytes, alignment);
-  }
+  if constexpr (Sync)  // (front_block(): the front exists)
+    if (STRATA_LIKELY(engine_.front_block(bytes, alignment))) return front_->allocate(0);
+  if (STRATA_LIKELY(engine_.one_block(bytes, alignment))) return engine_.allocate_one(bytes, alignment);
   return engine_.allocate(bytes, alignment, false);
 }
 
 template <bool Sync>
 void basic_fixed_pool_resource<Sync>::do_deallocate(void* p, std::size_t bytes, std::size_t alignment) {
-  if (STRATA_LIKELY(engine_.one_block(bytes, alignment))) {
-    if constexpr (Sync)
-      if (STRATA_LIKELY(front_.has_value())) return front_->deallocate(p, bytes, alignment, 0);
-    return engine_.deallocate_one(p, bytes, alignment);
-  }
+  if constexpr (Sync)
+    if (STRATA_LIKELY(engine_.front_block(bytes, alignment))) return front_->deallocate(p, bytes, alignment, 0);
+  if (STRATA_LIKELY(engine_.one_block(bytes, alignment))) return engine_.deallocate_one(p, bytes, alignment);
   engine_.deallocate(p, bytes, alignment);  // runs, upstream requests, and every kind of misuse
 }
 

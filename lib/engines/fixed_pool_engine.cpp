@@ -92,6 +92,7 @@ fixed_pool_engine<Sync>::fixed_pool_engine(std::size_t block_size, const fixed_p
   if (!Sync && opts.checks == check_mode::standard && stride_ >= 2 * sizeof(void*))
     cache_.cap = free_cache::cap_for(stride_);
   batched_ = Sync && opts.checks == check_mode::standard && stride_ >= 2 * sizeof(void*);
+  front_alignment_ = batched_ ? static_cast<std::uint32_t>(block_alignment_) : 0;
   if constexpr (Sync) {  // threads' first scans start an eighth of a chunk's bitmap apart
     const std::size_t words = chunk_size_ / stride_ / 32 + 1;
     for (std::size_t i = 0; i < thread_stripes + 1; ++i)

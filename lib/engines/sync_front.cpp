@@ -18,11 +18,11 @@ constexpr std::uint32_t max_heap_index = 0xFFFE;  // heap indices are 16 bits of
 template <class Engine>
 sync_front<Engine>::sync_front(engine_type& engine, std::pmr::memory_resource* upstream, const char* name,
                                std::size_t max_heaps) noexcept
-    : engine_(engine),
+    : base_key_(random_node_key(this)),
+      busy_key_(random_node_key(&base_key_)),
+      engine_(engine),
       upstream_(upstream),
       name_(name),
-      base_key_(random_node_key(this)),
-      busy_key_(random_node_key(&base_key_)),
       block_mask_(engine.front_block_mask()),
       class_count_(engine.class_count()) {
   max_heaps_ = static_cast<std::uint32_t>(max_heaps < max_heap_index ? max_heaps : max_heap_index);

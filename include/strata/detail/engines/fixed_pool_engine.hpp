@@ -184,6 +184,11 @@ class fixed_pool_engine {
   /// Whether the pool serves single blocks through threads' caches (Sync, standard checks, blocks of two words or
   /// more): set at construction; the resource makes its front then.
   [[nodiscard]] bool batched() const noexcept { return batched_; }
+  /// one_block(bytes, alignment) of a batched pool (the request goes to the threads' caches); always false for one
+  /// that is not. One test on the line one_block() reads.
+  [[nodiscard]] STRATA_ALWAYS_INLINE bool front_block(std::size_t bytes, std::size_t alignment) const noexcept {
+    return bytes <= stride_ && alignment - 1 < front_alignment_ && (alignment & (alignment - 1)) == 0;
+  }
   /// Batched with max_bytes: how many threads' heaps fit in the cap beside the chunks (and the chunk table); the
   /// pool keeps room for front_heaps_wanted of them (a chunk fewer when the chunks would fill the cap). Without a
   /// cap: no bound.
@@ -197,7 +202,7 @@ class fixed_pool_engine {
   /// What sync_front's fast free checks before it reads p's words: p's chunk is in the chunk table, p is a block
   /// boundary, and p's slot lies below the chunk's cache span (read with acquire: take_batch makes the nodes before
   /// it raises the span).
-  struct alignas(64) free_filter {
+  struct alignas(32) free_filter {  // on the front's first line, after its keys
     const chunk_table<chunk_source_storage<Sync>>* table = nullptr;
     std::uintptr_t chunk_mask = 0;
     pool_slot_divider divider{8};
@@ -461,6 +466,7 @@ class fixed_pool_engine {
   std::uintptr_t tag_key_;  // a chunk's tag is its address ^ this
   std::uintptr_t key_;      // the free cache's node key
   std::uint32_t skip_ = 0;  // every chunk's first block slot
+  std::uint32_t front_alignment_ = 0;  // batched: block_alignment_ (see front_block()); else 0
   // !Sync, standard checks: freed single blocks, still marked live in their bitmaps (cap 0: none, with strict checks,
   // Sync, or blocks smaller than a node). Every free block of a chunk that has held no run, below its high water,
   // is a node: a block handed out from a bitmap there that is no node was written after its free or is live.

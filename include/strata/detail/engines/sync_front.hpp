@@ -197,14 +197,15 @@ class sync_front final : public per_thread_owner {
   void report_double_free(void* p, std::size_t bytes, std::size_t alignment, unsigned c,
                           const char* why) const noexcept;
 
+  // What the fast paths read first, on the line of the thread registry's owner id (the fixed pool's filter fits there).
+  std::uintptr_t base_key_;
+  std::uintptr_t busy_key_;  // word 1 of an object being pushed: its address ^ this
+  filter filters_[Engine::front_classes];
   engine_type& engine_;
   std::pmr::memory_resource* upstream_;
   const char* name_;
-  std::uintptr_t base_key_;
-  std::uintptr_t busy_key_;  // word 1 of an object being pushed: its address ^ this
   std::uintptr_t block_mask_;  // the engine's front_block_mask()
   unsigned class_count_;
-  filter filters_[Engine::front_classes];
 
   // The stash: whole lists parked between threads, per class (a transfer cache). A thread whose cache overflows
   // parks its older list here instead of writing it into the engine's bitmaps; a thread whose cache runs dry takes
