@@ -1998,6 +1998,188 @@ TEST_CASE("synchronized_free_list_resource: arenas per thread, blocks freed acro
   CHECK(up.mismatches() == 0);
 }
 
+TEST_CASE("synchronized_free_list_resource: a thread's cache takes its frees and hands them back, counted exactly") {
+  recording_resource up(strata::default_page_resource());
+  synchronized_free_list_resource r(small_chunks(), &up);
+  std::vector<void*> blocks;
+  for (int i = 0; i < 40; ++i) blocks.push_back(r.allocate(48, 8));
+  std::vector<void*> freed(blocks.begin(), blocks.begin() + 20);
+  for (void* p : freed) r.deallocate(p, 48, 8);
+  auto s = r.stats();
+  CHECK(s.allocations == 40);
+  CHECK(s.deallocations == 20);
+  CHECK(s.bytes_in_use == 20 * 48);
+  CHECK(r.cached_blocks() == 20);
+  CHECK(r.cached_bytes() == 20 * 48);
+  CHECK(s.free_blocks >= 20);
+  CHECK(r.check_invariants());
+  // The same blocks come back, newest first.
+  for (std::size_t i = 0; i < 20; ++i) {
+    void* p = r.allocate(48, 8);
+    CHECK(p == freed[19 - i]);
+    blocks[i] = p;
+  }
+  CHECK(r.cached_blocks() == 0);
+  CHECK(r.stats().bytes_in_use == 40 * 48);
+  for (void* p : blocks) r.deallocate(p, 48, 8);
+  s = r.stats();
+  CHECK(s.bytes_in_use == 0);
+  CHECK(s.allocations == s.deallocations);
+  CHECK(r.check_invariants());
+  // trim() gives the calling thread's cache back: its chunk empties and goes.
+  r.trim();
+  CHECK(r.cached_blocks() == 0);
+  CHECK(r.chunk_count() == 0);
+  CHECK(r.check_invariants());
+  r.release();
+  CHECK(up.live_bytes() == 0);
+  CHECK(up.mismatches() == 0);
+}
+
+TEST_CASE("synchronized_free_list_resource: a block in a thread's cache freed or resized again is reported") {
+  synchronized_free_list_resource r(small_chunks());
+  error_capture errors;
+  void* keep = r.allocate(64, 8);  // (the thread has a block live: its frees are cached)
+  void* p = r.allocate(96, 8);
+  r.deallocate(p, 96, 8);
+  REQUIRE(r.cached_blocks() == 1);
+  const auto before = r.stats();
+  r.deallocate(p, 96, 8);
+  check_error("synchronized_free_list_resource", errors, 1, strata::error_kind::double_free, p, 96);
+  r.deallocate(p, 90, 8);  // another size that rounds the same
+  check_error("synchronized_free_list_resource", errors, 2, strata::error_kind::double_free, p, 90);
+  r.deallocate(p, 96, 32);  // another alignment
+  check_error("synchronized_free_list_resource", errors, 3, strata::error_kind::double_free, p, 96);
+  r.deallocate(p, 120, 8);  // another size
+  check_error("synchronized_free_list_resource", errors, 4, strata::error_kind::wrong_size, p, 120, 96);
+  CHECK_FALSE(r.resize(p, 96, 48, 8));
+  check_error("synchronized_free_list_resource", errors, 5, strata::error_kind::double_free, p, 96);
+  check_unchanged(before, r.stats());
+  CHECK(r.check_invariants());
+  // Handed out once.
+  void* a = r.allocate(96, 8);
+  void* b = r.allocate(96, 8);
+  CHECK(a == p);
+  CHECK(b != p);
+  r.deallocate(a, 96, 8);
+  r.deallocate(b, 96, 8);
+  r.deallocate(keep, 64, 8);
+  CHECK(errors.count() == 5);
+  CHECK(r.stats().bytes_in_use == 0);
+  CHECK(r.check_invariants());
+}
+
+TEST_CASE("synchronized_free_list_resource: a cached block written after its free is reported, never handed out") {
+  synchronized_free_list_resource r(small_chunks());
+  error_capture errors;
+  void* keep = r.allocate(64, 8);
+  void* p = r.allocate(200, 8);
+  r.deallocate(p, 200, 8);
+  std::memset(p, 0x5A, 16);  // the program writes into a freed block
+  void* q = r.allocate(200, 8);
+  check_error("synchronized_free_list_resource", errors, 1, strata::error_kind::double_free, p, 200);
+  CHECK(q != p);
+  CHECK(r.cached_blocks() == 0);
+  r.deallocate(q, 200, 8);
+  r.deallocate(keep, 64, 8);
+  CHECK(errors.count() == 1);
+  CHECK(r.stats().bytes_in_use == 0);
+}
+
+TEST_CASE("synchronized_free_list_resource: a block in another thread's cache freed again; caches go back at exit") {
+  recording_resource up(strata::default_page_resource());
+  synchronized_free_list_resource r(small_chunks(), &up);
+  error_capture errors;
+  std::atomic<int> step{0};
+  void* p = nullptr;
+  std::thread other([&] {
+    void* keep = r.allocate(32, 8);
+    p = r.allocate(256, 8);
+    for (std::size_t i = 0; i < 30; ++i) r.deallocate(r.allocate(16 + 8 * i, 8), 16 + 8 * i, 8);
+    r.deallocate(p, 256, 8);  // into this thread's cache
+    step = 1;
+    while (step.load() != 2) std::this_thread::yield();
+    r.deallocate(keep, 32, 8);
+  });
+  while (step.load() != 1) std::this_thread::yield();
+  CHECK(r.cached_blocks() >= 2);
+  const auto before = r.stats();
+  r.deallocate(p, 256, 8);  // freed twice: it waits in the other thread's cache
+  check_error("synchronized_free_list_resource", errors, 1, strata::error_kind::double_free, p, 256);
+  check_unchanged(before, r.stats());
+  step = 2;
+  other.join();
+  // The exiting thread's cache went back to the arenas.
+  const auto s = r.stats();
+  CHECK(s.bytes_in_use == 0);
+  CHECK(s.allocations == s.deallocations);
+  CHECK(s.allocations == 32);
+  CHECK(r.check_invariants());
+  r.trim();
+  CHECK(r.chunk_count() == 0);
+  CHECK(r.cached_blocks() == 0);
+  CHECK(errors.count() == 1);
+  r.release();
+  CHECK(up.live_bytes() == 0);
+  CHECK(up.mismatches() == 0);
+}
+
+TEST_CASE("synchronized_free_list_resource: two threads free one block at once: one free taken, one reported") {
+  synchronized_free_list_resource r(small_chunks());
+  error_capture errors;
+  constexpr int rounds = 200;
+  std::atomic<void*> target{nullptr};
+  std::atomic<int> round{0};    // the round the main thread has set a target for (1, 2, ...)
+  std::atomic<int> arrived{0};  // racers at the start line, over all rounds
+  std::atomic<int> done{0};     // frees made, over all rounds
+  auto racer = [&] {
+    std::vector<void*> keep;  // each racer has more blocks live than it frees: its frees go to its cache
+    for (int i = 0; i < rounds + 1; ++i) keep.push_back(r.allocate(64, 8));
+    for (int k = 1; k <= rounds; ++k) {
+      while (round.load() != k) std::this_thread::yield();
+      void* p = target.load();
+      arrived.fetch_add(1);
+      while (arrived.load() < 2 * k) std::this_thread::yield();
+      r.deallocate(p, 128, 8);
+      done.fetch_add(1);
+    }
+    for (void* q : keep) r.deallocate(q, 64, 8);
+  };
+  std::thread a(racer), b(racer);
+  for (int k = 1; k <= rounds; ++k) {
+    target = r.allocate(128, 8);
+    round = k;
+    while (done.load() != 2 * k) std::this_thread::yield();
+  }
+  a.join();
+  b.join();
+  CHECK(errors.count() == rounds);  // every round: exactly one of the two frees reported
+  for (const auto& e : errors.errors()) CHECK(e.kind == strata::error_kind::double_free);
+  const auto s = r.stats();
+  CHECK(s.bytes_in_use == 0);
+  CHECK(s.allocations == s.deallocations);
+  CHECK(r.check_invariants());
+  r.trim();
+  CHECK(r.chunk_count() == 0);
+}
+
+TEST_CASE("synchronized_free_list_resource: a thread that frees other threads' blocks caches none of them") {
+  synchronized_free_list_resource r(small_chunks());
+  std::vector<void*> blocks;
+  std::thread maker([&] {
+    for (int i = 0; i < 200; ++i) blocks.push_back(r.allocate(1000, 8));
+  });
+  maker.join();
+  REQUIRE(r.chunk_count() >= 2);
+  for (void* p : blocks) r.deallocate(p, 1000, 8);
+  CHECK(r.stats().bytes_in_use == 0);
+  // They went to the arena's engine, which, with nothing live, merged them and let the chunks go (had the thread
+  // cached them, they would hold the chunks).
+  CHECK(r.cached_blocks() == 0);
+  CHECK(r.chunk_count() <= 1);
+  CHECK(r.check_invariants());
+}
+
 TEST_CASE("synchronized_free_list_resource: 4 threads allocate, resize and free their own and each other's blocks") {
   recording_resource up(strata::default_page_resource());
   synchronized_free_list_resource r(small_chunks(), &up);  // small chunks: chunks come and go often

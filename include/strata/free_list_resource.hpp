@@ -14,6 +14,7 @@
 #include <type_traits>
 
 #include <strata/detail/engines/free_list_engine.hpp>
+#include <strata/detail/parts/thread_registry.hpp>
 #include <strata/options.hpp>
 #include <strata/page_resource.hpp>
 #include <strata/resource.hpp>
@@ -24,6 +25,8 @@ namespace strata {
 
 
 namespace detail {
+
+struct free_list_heap;  // a thread's cache of freed blocks (synchronized resource)
 
 /// What free_list_resource and synchronized_free_list_resource share; see them for the contract.
 template <bool Sync>
@@ -41,8 +44,9 @@ class basic_free_list_resource : public resource {
 
   /// Frees every allocation at once and returns all memory upstream. The resource stays usable.
   void release() noexcept;
-  /// Coalesces the blocks waiting in quick lists, returns the cached empty chunks upstream and gives back the whole
-  /// free pages of every free block (over a page_resource), whatever their size.
+  /// Coalesces the blocks waiting in quick lists (synchronized: the calling thread's cache first), returns the cached
+  /// empty chunks upstream and gives back the whole free pages of every free block (over a page_resource), whatever
+  /// their size.
   void trim() noexcept;
 
   [[nodiscard]] fit_policy policy() const noexcept { return static_cast<fit_policy>(first_.engine.policy()); }
@@ -65,8 +69,8 @@ class basic_free_list_resource : public resource {
   }
   /// Chunks held now (cached empty ones included; the synchronized resource: of every arena).
   [[nodiscard]] std::size_t chunk_count() const noexcept;
-  /// Freed blocks waiting in quick lists (standard checks, segregated policy; 0 otherwise), and their bytes. They
-  /// count as free in stats(); trim() coalesces them.
+  /// Freed blocks waiting in quick lists (standard checks, segregated policy; 0 otherwise; synchronized: and in
+  /// thread caches), and their bytes. They count as free in stats(); trim() coalesces them.
   [[nodiscard]] std::size_t cached_blocks() const noexcept;
   [[nodiscard]] std::size_t cached_bytes() const noexcept;
   /// Arenas in use: 1, or for the synchronized resource up to one per CPU (at most 8), made as threads come.
@@ -83,21 +87,15 @@ class basic_free_list_resource : public resource {
  protected:
   void* do_allocate(std::size_t bytes, std::size_t alignment) override {
     if constexpr (!Sync) return first_.engine.allocate(bytes, alignment);
-    else return allocate_in_arena(bytes, alignment);
+    else return allocate_sync(bytes, alignment);
   }
   void do_deallocate(void* p, std::size_t bytes, std::size_t alignment) override {
-    if constexpr (!Sync) {
-      first_.engine.deallocate(p, bytes, alignment);
-    } else {
-      arena& a = arena_of(p);
-      std::lock_guard<lock_type> g(a.lock);
-      a.engine.deallocate(p, bytes, alignment);
-    }
+    if constexpr (!Sync) first_.engine.deallocate(p, bytes, alignment);
+    else deallocate_sync(p, bytes, alignment);
   }
   bool do_resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) override {
-    arena& a = arena_of(p);
-    std::lock_guard<lock_type> g(a.lock);
-    return a.engine.resize(p, old_size, new_size, alignment);
+    if constexpr (!Sync) return first_.engine.resize(p, old_size, new_size, alignment);
+    else return resize_sync(p, old_size, new_size, alignment);
   }
   resource_stats do_stats() const noexcept override;
 
@@ -156,6 +154,56 @@ class basic_free_list_resource : public resource {
     }
   }
 
+  // Sync: each thread's cache of freed blocks (see synchronized_free_list_resource). Its thread pops them without
+  // a lock; frees are checked under the lock of the block's arena and pushed there.
+  class heap_owner final : public per_thread_owner {
+   public:
+    explicit heap_owner(basic_free_list_resource* r) noexcept : r_(r) {}
+    ~heap_owner() override { leave(); }
+    using per_thread_owner::leave;
+
+   protected:
+    void thread_exit(void* state) noexcept override { r_->heap_exit(static_cast<free_list_heap*>(state)); }
+
+   private:
+    basic_free_list_resource* r_;
+  };
+  struct no_heaps {  // the unsynchronized resource: no thread has a cache
+    explicit no_heaps(const void*) noexcept {}
+    void* last_state() const noexcept { return nullptr; }
+    void* cached_state() const noexcept { return nullptr; }
+    void* registered_state() const noexcept { return nullptr; }
+    void* remove_state() noexcept { return nullptr; }
+  };
+  void* allocate_sync(std::size_t bytes, std::size_t alignment);
+  void* allocate_slow(free_list_heap* h, std::size_t bytes, std::size_t alignment);
+  void deallocate_sync(void* p, std::size_t bytes, std::size_t alignment) noexcept;
+  /// A free that no thread cache takes (the block's size, no cache for the thread): the arena's engine, locked.
+  void deallocate_locked(void* p, std::size_t bytes, std::size_t alignment) noexcept;
+  bool resize_sync(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) noexcept;
+  /// Under the lock of p's arena: p (a live block of n bytes) reads as a node of some thread's cache. False, reported,
+  /// when it waits in one (freed already); true when it is data that only looks like a node of this thread's.
+  bool node_is_live(const free_list_heap* h, const void* p, std::size_t bytes, std::size_t alignment,
+                    std::size_t n) const noexcept;
+  free_list_heap* calling_heap() noexcept;
+  free_list_heap* make_heap() noexcept;
+  void heap_exit(free_list_heap* h) noexcept;
+  void unlink_heap(free_list_heap* h) noexcept;  // under heaps_lock_
+  void free_heap(free_list_heap* h) noexcept;    // under heaps_lock_: its memory back upstream
+  /// Gives k nodes of `list` (blocks of n bytes, cached by h) back to their arenas' engines.
+  STRATA_NOINLINE void give_back(free_list_heap& h, void* list, std::size_t k, std::size_t n) noexcept;
+  /// Gives back every block h caches.
+  STRATA_NOINLINE void flush_heap(free_list_heap& h) noexcept;
+  STRATA_NOINLINE void shrink_heap(free_list_heap& h) noexcept;
+  STRATA_COLD void drop_heap_head(free_list_heap& h, std::size_t n) noexcept;
+  struct heap_totals {
+    std::uint64_t allocations = 0, deallocations = 0, lost = 0;
+    std::int64_t bytes = 0, peak = 0, cached_blocks = 0, cached_bytes = 0;
+    std::size_t heap_bytes = 0;
+  };
+  heap_totals collect_heap_totals() const noexcept;
+  bool check_heaps() const noexcept;
+
   std::pmr::memory_resource* upstream_;
   options opts_;
   free_list_options engine_opts_;  // as validated
@@ -165,6 +213,18 @@ class basic_free_list_resource : public resource {
   std::conditional_t<Sync, std::atomic<arena*>[max_arenas - 1 + (Sync ? 0 : 1)], no_more> more_{};
   unsigned arena_limit_ = 1;
   std::conditional_t<Sync, std::mutex, no_more> make_lock_;
+  // Sync: thread caches.
+  std::size_t heap_max_ = 0;    // largest request a thread cache serves; 0: none (strict checks, other policies)
+  std::size_t heap_limit_ = 0;  // bytes one thread cache holds at most
+  std::size_t max_empty_ = 0;
+  std::uintptr_t base_key_ = 0;  // cache nodes: base_key_ ^ (heap index << 48)
+  std::conditional_t<Sync, heap_owner, no_heaps> heaps_{this};
+  mutable std::conditional_t<Sync, std::mutex, no_more> heaps_lock_;
+  free_list_heap* live_heaps_ = nullptr;  // caches of running threads
+  free_list_heap* pooled_heaps_ = nullptr;  // of exited threads, for reuse (with their index)
+  std::uint32_t heap_count_ = 0;
+  std::uint32_t next_heap_index_ = 1;
+  heap_totals retired_{};  // what exited threads' caches counted
 };
 
 extern template class basic_free_list_resource<false>;
@@ -208,13 +268,26 @@ class free_list_resource final : public detail::basic_free_list_resource<false> 
 };
 
 /// free_list_resource for many threads, in arenas: up to one per CPU (at most 8), each a whole free_list_resource
-/// engine (chunks, fit, quick lists) with its own mutex, made as threads come (arena 0 with the resource, the others
-/// from upstream). A thread allocates from the arena its thread stripe names, or from another one that is not busy
-/// at that moment; a free, resize or in-place check goes to the arena whose chunk holds the block, under its mutex.
-/// Threads on different arenas never wait for each other except on a block freed across arenas. Requests sent
-/// upstream all go through arena 0. stats() sums the arenas (peaks: the sum of their peaks, an upper bound); each
-/// arena keeps its own empty chunks (max_empty_chunks each). release(), trim() and check_invariants() visit every
-/// arena; release() and check_invariants() must not run while other threads use the resource.
+/// engine (chunks, fit, quick lists) with its own spin lock, made as threads come (arena 0 with the resource, the
+/// others from upstream). A thread allocates from the arena its thread stripe names, or from another one that is not
+/// busy at that moment; a free, resize or in-place check goes to the arena whose chunk holds the block, under its
+/// lock. Requests sent upstream all go through arena 0. Each arena keeps its own empty chunks (max_empty_chunks each).
+///
+/// Thread caches (standard checks, segregated policy): each thread keeps the blocks of 16 to 1024 bytes it frees in
+/// lists of their exact size, as the quick lists do, and an allocation of such a size (alignment up to 16) takes one
+/// back with no lock and no atomic read-modify-write. Every free is still checked at once, under the lock of the
+/// block's arena, with the engine's checks; a block waiting in any thread's cache is live in its bitmap and reads as
+/// that cache's node, so freeing it again (from any thread, at the same moment too) is reported. A cache holds at most
+/// four times an arena's quick lists (1 MiB with the default chunks); beyond that, older lists go back to their
+/// arenas. A thread that has freed as many blocks as it allocated caches no more, and gives its cache back when
+/// more chunks are held than max_empty_chunks; a thread's exit gives its cache back. Cached blocks count as free
+/// blocks in stats() and in cached_blocks(); resize() cannot grow into a block waiting in a thread's cache.
+///
+/// stats() sums the arenas and the caches (exact when no thread is between calls; peaks: the sum of the parts'
+/// peaks, an upper bound). trim() gives the calling thread's cache back, then trims every arena; other threads'
+/// caches stay theirs. release() frees everything, caches included (the calling thread's cache memory too).
+/// release() and check_invariants() (every arena, and the calling thread's cache) must not run while other threads
+/// use the resource.
 class synchronized_free_list_resource final : public detail::basic_free_list_resource<true> {
  public:
   using basic_free_list_resource::basic_free_list_resource;
