@@ -206,6 +206,14 @@ void basic_free_list_resource<Sync>::deallocate_sync(void* p, std::size_t bytes,
     if (STRATA_UNLIKELY(h == nullptr) && (h = calling_heap()) == nullptr) return deallocate_locked(p, bytes, alignment);
     arena& a = arena_of(p);
     a.lock.lock();
+    // A thread that has freed as many blocks as it allocated (blocks of other threads, say) caches nothing: its frees
+    // go to the arena's engine, as frees of a thread without a cache do.
+    if (STRATA_UNLIKELY(h->net <= 0)) {
+      --h->net;
+      free_in_arena(a, h, p, bytes, alignment);
+      a.lock.unlock();
+      return;
+    }
     // The engine's checks: p starts a live block of exactly n bytes, not waiting in the arena's quick lists.
     // (Else its deallocate reports what is wrong, and changes nothing.)
     if (STRATA_UNLIKELY(a.engine.usable_size(p) != n)) {
@@ -214,14 +222,6 @@ void basic_free_list_resource<Sync>::deallocate_sync(void* p, std::size_t bytes,
       return;
     }
     if (STRATA_UNLIKELY(is_any_node(p, base_key_)) && !node_is_live(h, p, bytes, alignment, n)) {
-      a.lock.unlock();
-      return;
-    }
-    // A thread that has freed more than it allocated (blocks of other threads, say) caches nothing: its frees go to
-    // the arena's engine, as frees of a thread without a cache do.
-    if (STRATA_UNLIKELY(h->net <= 0)) {
-      --h->net;
-      a.engine.deallocate(p, bytes, alignment);
       a.lock.unlock();
       return;
     }
@@ -251,17 +251,25 @@ template <bool Sync>
 void basic_free_list_resource<Sync>::deallocate_locked(void* p, std::size_t bytes, std::size_t alignment) noexcept {
   arena& a = arena_of(p);
   std::lock_guard<lock_type> g(a.lock);
+  auto* h = static_cast<const free_list_heap*>(heaps_.cached_state());
+  if (h == nullptr) h = static_cast<const free_list_heap*>(heaps_.registered_state());
+  free_in_arena(a, h, p, bytes, alignment);
+}
+
+// Under a's lock: the engine's free, after the check it cannot make itself. A block a thread cache holds is live in
+// its bitmap: a second free of it (from a thread whose frees go this way, or with a size outside the caches' range
+// that rounds the same) is told from a first one here.
+template <bool Sync>
+void basic_free_list_resource<Sync>::free_in_arena(arena& a, const free_list_heap* h, void* p, std::size_t bytes,
+                                                   std::size_t alignment) noexcept {
   if constexpr (Sync) {
-    // A block a thread cache holds is live in its bitmap: a second free of it (with another alignment, or by a
-    // thread without a cache) is told from a first one here.
     const std::size_t n = free_list_engine::rounded(bytes, alignment);
-    if (heap_max_ != 0 && bytes <= heap_max_ && n >= free_list_engine::quick_min &&
-        alignment <= free_list_engine::max_alignment && is_power_of_two(alignment) &&
-        is_any_node(p, base_key_) && a.engine.usable_size(p) == n) {
-      auto* h = static_cast<const free_list_heap*>(heaps_.cached_state());
-      if (h == nullptr) h = static_cast<const free_list_heap*>(heaps_.registered_state());
-      if (!node_is_live(h, p, bytes, alignment, n)) return;
-    }
+    if (heap_max_ != 0 && n >= free_list_engine::quick_min && n <= free_list_engine::quick_max &&
+        alignment <= free_list_engine::max_alignment && is_power_of_two(alignment) && is_any_node(p, base_key_) &&
+        a.engine.usable_size(p) == n && !node_is_live(h, p, bytes, alignment, n))
+      return;
+  } else {
+    (void)h;
   }
   a.engine.deallocate(p, bytes, alignment);
 }
