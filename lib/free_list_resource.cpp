@@ -251,27 +251,35 @@ template <bool Sync>
 void basic_free_list_resource<Sync>::deallocate_locked(void* p, std::size_t bytes, std::size_t alignment) noexcept {
   arena& a = arena_of(p);
   std::lock_guard<lock_type> g(a.lock);
-  auto* h = static_cast<const free_list_heap*>(heaps_.cached_state());
-  if (h == nullptr) h = static_cast<const free_list_heap*>(heaps_.registered_state());
-  free_in_arena(a, h, p, bytes, alignment);
+  free_in_arena(a, nullptr, p, bytes, alignment);
 }
 
-// Under a's lock: the engine's free, after the check it cannot make itself. A block a thread cache holds is live in
-// its bitmap: a second free of it (from a thread whose frees go this way, or with a size outside the caches' range
-// that rounds the same) is told from a first one here.
+// Under a's lock: the engine's free, after the check it cannot make itself.
 template <bool Sync>
 void basic_free_list_resource<Sync>::free_in_arena(arena& a, const free_list_heap* h, void* p, std::size_t bytes,
                                                    std::size_t alignment) noexcept {
+  if (!waits_in_cache(a, h, p, bytes, alignment)) a.engine.deallocate(p, bytes, alignment);
+}
+
+// Under a's lock: whether p, named with bytes and alignment, waits in a thread's cache (reported as freed twice). A
+// block a cache holds is live in its bitmap, so the engine cannot tell. h: the calling thread's cache, or nullptr to
+// look it up should it be needed.
+template <bool Sync>
+bool basic_free_list_resource<Sync>::waits_in_cache(arena& a, const free_list_heap* h, const void* p,
+                                                    std::size_t bytes, std::size_t alignment) const noexcept {
   if constexpr (Sync) {
     const std::size_t n = free_list_engine::rounded(bytes, alignment);
-    if (heap_max_ != 0 && n >= free_list_engine::quick_min && n <= free_list_engine::quick_max &&
-        alignment <= free_list_engine::max_alignment && is_power_of_two(alignment) && is_any_node(p, base_key_) &&
-        a.engine.usable_size(p) == n && !node_is_live(h, p, bytes, alignment, n))
-      return;
+    if (heap_max_ == 0 || n < free_list_engine::quick_min || n > free_list_engine::quick_max ||
+        alignment > free_list_engine::max_alignment || !is_power_of_two(alignment) || !is_any_node(p, base_key_) ||
+        a.engine.usable_size(p) != n)
+      return false;
+    if (h == nullptr) h = static_cast<const free_list_heap*>(heaps_.cached_state());
+    if (h == nullptr) h = static_cast<const free_list_heap*>(heaps_.registered_state());
+    return !node_is_live(h, p, bytes, alignment, n);
   } else {
-    (void)h;
+    (void)a, (void)h, (void)p, (void)bytes, (void)alignment;
+    return false;
   }
-  a.engine.deallocate(p, bytes, alignment);
 }
 
 template <bool Sync>
@@ -294,15 +302,7 @@ bool basic_free_list_resource<Sync>::resize_sync(void* p, std::size_t old_size, 
                                                  std::size_t alignment) noexcept {
   arena& a = arena_of(p);
   std::lock_guard<lock_type> g(a.lock);
-  if constexpr (Sync) {
-    const std::size_t n = free_list_engine::rounded(old_size, alignment);
-    if (heap_max_ != 0 && old_size <= heap_max_ && n >= free_list_engine::quick_min && is_power_of_two(alignment) &&
-        alignment <= free_list_engine::max_alignment && is_any_node(p, base_key_) && a.engine.usable_size(p) == n) {
-      auto* h = static_cast<const free_list_heap*>(heaps_.cached_state());
-      if (h == nullptr) h = static_cast<const free_list_heap*>(heaps_.registered_state());
-      if (!node_is_live(h, p, old_size, alignment, n)) return false;
-    }
-  }
+  if (waits_in_cache(a, nullptr, p, old_size, alignment)) return false;  // resized after its free: reported
   return a.engine.resize(p, old_size, new_size, alignment);
 }
 

@@ -181,6 +181,8 @@ class basic_free_list_resource : public resource {
   /// A free that no thread cache takes (the block's size, no cache for the thread): the arena's engine, locked.
   void deallocate_locked(void* p, std::size_t bytes, std::size_t alignment) noexcept;
   void free_in_arena(arena& a, const free_list_heap* h, void* p, std::size_t bytes, std::size_t alignment) noexcept;
+  bool waits_in_cache(arena& a, const free_list_heap* h, const void* p, std::size_t bytes,
+                      std::size_t alignment) const noexcept;
   bool resize_sync(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) noexcept;
   /// Under the lock of p's arena: p (a live block of n bytes) reads as a node of some thread's cache. False, reported,
   /// when it waits in one (freed already); true when it is data that only looks like a node of this thread's.
