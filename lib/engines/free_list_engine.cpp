@@ -43,7 +43,8 @@ free_list_engine::free_list_engine(const free_list_options& params, std::pmr::me
       source_(upstream, {params.chunk_size, 0, true, params.huge_pages, &g_block_map}),
       policy_(static_cast<unsigned>(params.policy)),
       max_empty_(params.max_empty_chunks),
-      large_(upstream) {
+      large_(upstream),
+      table_(chunk_source_storage<false>{&source_}, log2_floor(source_.chunk_size())) {
   const std::size_t csize = source_.chunk_size();
   chunk_size_ = csize;
   const memory_capabilities& caps = source_.capabilities();
@@ -67,6 +68,7 @@ free_list_engine::free_list_engine(const free_list_options& params, std::pmr::me
     key_ = random_node_key(this);
     quick_limit_ = payload_bytes() / 4 < (std::size_t{256} << 10) ? payload_bytes() / 4 : std::size_t{256} << 10;
     for (std::size_t n = quick_min; n <= quick_max; n += granule) quick_[n / granule].cap = quick_cap_for(n);
+    quick_top_ = large_threshold_ < quick_max ? large_threshold_ : quick_max;
   }
 }
 
@@ -270,19 +272,19 @@ STRATA_ALWAYS_INLINE free_list_engine::free_block* free_list_engine::find_segreg
 
 // ---- allocation ----------------------------------------------------------------------------------------------------
 
-void* free_list_engine::allocate(std::size_t bytes, std::size_t alignment) {
+void* free_list_engine::allocate_slow(std::size_t bytes, std::size_t alignment) {
   check_alignment(name_, alignment);
   if (bytes > large_threshold_ || alignment > max_alignment) return allocate_upstream(bytes, alignment);
   const std::size_t n = rounded(bytes, alignment);
   const std::size_t a = alignment < granule ? granule : alignment;
   void* p;
   if (quick_on_ && quick_size(n) && a <= 16 && (p = take_quick(n, a)) != nullptr) {
-    ++live_;
-    note_allocation(n);
+    ++allocations_;  // (shaped_ and bytes_out_ counted it already)
+    if (bytes_out_ - quick_bytes_ > peak_bytes_) peak_bytes_ = bytes_out_ - quick_bytes_;
     return p;
   }
   p = allocate_in_chunks(n, a);
-  if (STRATA_UNLIKELY(p == nullptr) && quick_blocks_ != 0) {  // coalesce what waits in the quick lists, look again
+  if (STRATA_UNLIKELY(p == nullptr) && quick_bytes_ != 0) {  // coalesce what waits in the quick lists, look again
     flush_quick(false);
     p = allocate_in_chunks(n, a);
   }
@@ -299,8 +301,7 @@ void* free_list_engine::allocate(std::size_t bytes, std::size_t alignment) {
     p = take_from_top(n, a);
     STRATA_ASSERT(p != nullptr);
   }
-  ++live_;
-  note_allocation(n);  // the statistics count the block's bytes: a free with any size that rounds the same agrees
+  note_allocation(n, true);  // the statistics count the block's bytes: a free with any size that rounds the same agrees
   return p;
 }
 
@@ -401,7 +402,7 @@ void* free_list_engine::take(free_block* b, std::size_t n, std::size_t pad) {
 void* free_list_engine::allocate_upstream(std::size_t bytes, std::size_t alignment) {
   void* p;
   p = large_.allocate(bytes, alignment);  // counts its own failures
-  note_allocation(bytes);
+  note_allocation(bytes, false);
   return p;
 }
 
@@ -489,7 +490,8 @@ STRATA_ALWAYS_INLINE bool free_list_engine::live_block(const void* p, std::size_
   return true;
 }
 
-void free_list_engine::deallocate(void* p, std::size_t bytes, std::size_t alignment) noexcept {
+// deallocate() when its quick checks do not decide: every check, in full.
+void free_list_engine::deallocate_slow(void* p, std::size_t bytes, std::size_t alignment) noexcept {
   if (STRATA_UNLIKELY(!is_power_of_two(alignment))) {
     report(error_kind::bad_alignment, p, bytes, alignment, 0, "alignment is not a power of two");
     return;
@@ -502,16 +504,20 @@ void free_list_engine::deallocate(void* p, std::size_t bytes, std::size_t alignm
   if (quick_on_ && quick_size(n)) {
     // Live in the bitmap, exactly n bytes: a node there is a block freed already, or data that looks like one.
     if (STRATA_UNLIKELY(is_node(p, key_)) && cached_twice(p, bytes, alignment, n)) return;
-    --live_;
     ++deallocations_;
-    bytes_in_use_ -= n;
     cache_block(p, n);
   } else if (!free_now(c, g, n)) {
     return;
   }
-  // Nothing live in the chunks, more of them held than max_empty_chunks: coalesce the quick lists, so that the
-  // emptied chunks go back upstream as they do with strict checks. (One chunk is kept with its lists.)
-  if (STRATA_UNLIKELY(live_ == 0) && quick_blocks_ != 0 && chunk_count_ > max_empty_) flush_quick(false);
+  after_free();
+}
+
+// The end of a free: nothing live in the chunks, more of them held than max_empty_chunks: coalesce the quick lists,
+// so that the emptied chunks go back upstream as they do with strict checks (one chunk is kept with its lists); a
+// purge that falls due.
+void free_list_engine::after_free() noexcept {
+  if (STRATA_UNLIKELY(shaped_bytes_ == quick_bytes_) && quick_bytes_ != 0 && chunk_count_ > max_empty_)
+    flush_quick(false);
   if (STRATA_UNLIKELY(deallocations_ >= next_sweep_)) sweep();
 }
 
@@ -519,9 +525,7 @@ void free_list_engine::deallocate(void* p, std::size_t bytes, std::size_t alignm
 // quick lists' path stays short.)
 bool free_list_engine::free_now(chunk* c, std::size_t g, std::size_t n) noexcept {
   if (!free_range(c, g, g + n / granule)) return false;
-  --live_;
-  ++deallocations_;
-  bytes_in_use_ -= n;
+  note_deallocation(n, true);
   return true;
 }
 
@@ -619,7 +623,6 @@ STRATA_ALWAYS_INLINE void* free_list_engine::take_quick(std::size_t n, std::size
     }
     if (STRATA_UNLIKELY(a == 16 && !is_aligned(p, 16))) return nullptr;
     if (STRATA_LIKELY((p = q.pop(key_)) != nullptr)) {
-      --quick_blocks_;
       quick_bytes_ -= n;
       return p;
     }
@@ -633,10 +636,8 @@ void free_list_engine::drop_quick_head(free_cache& q, std::size_t n) noexcept {
          "a freed block was written after its free, or freed twice (found in its quick list; the blocks waiting "
          "behind it are set aside)");
   const std::size_t k = q.drop_head();
-  quick_blocks_ -= k;
   quick_bytes_ -= k * n;
-  lost_blocks_ += k;
-  lost_bytes_ += k * n;
+  set_aside(k, n);
 }
 
 // p (n bytes, live in the bitmap, counted as freed) joins its quick list.
@@ -644,7 +645,6 @@ STRATA_ALWAYS_INLINE void free_list_engine::cache_block(void* p, std::size_t n) 
   free_cache& q = quick_[n / granule];
   if (STRATA_UNLIKELY(q.count >= q.cap || quick_bytes_ + n > quick_limit_)) return quick_overflow(p, n);
   q.push(p, key_);
-  ++quick_blocks_;
   quick_bytes_ += n;
 }
 
@@ -657,12 +657,10 @@ void free_list_engine::quick_overflow(void* p, std::size_t n) noexcept {
   if (q.count >= q.cap) {
     std::size_t k = 0;
     void* old = q.push_rotating(p, key_, k);
-    ++quick_blocks_;
     quick_bytes_ += n;
     if (old != nullptr) give_quick(old, k, n);
   } else {
     q.push(p, key_);
-    ++quick_blocks_;
     quick_bytes_ += n;
   }
   if (quick_bytes_ > quick_limit_) flush_quick(true);
@@ -683,7 +681,6 @@ bool free_list_engine::cached_twice(const void* p, std::size_t bytes, std::size_
 // twice (reported; that second free is undone). Chunks it empties are retired when the flush ends.
 void free_list_engine::give_quick(void* list, std::size_t k, std::size_t n) noexcept {
   STRATA_ASSERT(flushing_);
-  quick_blocks_ -= k;
   quick_bytes_ -= k * n;
   void* p = list;
   for (std::size_t i = 0; i < k; ++i) {
@@ -694,31 +691,25 @@ void free_list_engine::give_quick(void* list, std::size_t k, std::size_t n) noex
     const bool node = c != nullptr && g >= c->first && is_node(p, key_);
     if (c != nullptr && g >= c->first && (state(c, g) != st_start || next_boundary(c, g) - g != n / granule)) {
       report(error_kind::double_free, p, n, 0, n, "the block was freed twice (found when its quick list was flushed)");
-      ++live_;  // that second free is not taken
-      --deallocations_;
-      bytes_in_use_ += n;
+      --deallocations_;  // that second free is not taken: the block is live (and counted as freed once)
       if (node) {
         p = node_next(p);
         continue;
       }
-      lost_blocks_ += k - i - 1;  // the link is gone: the rest is set aside
-      lost_bytes_ += (k - i - 1) * n;
+      set_aside(k - i - 1, n);  // the link is gone: the rest is set aside
       return;
     }
     if (!node) {
       report(error_kind::double_free, p, n, 0, n,
              "a freed block was written after its free, or freed twice (found when its quick list was flushed; the "
              "blocks waiting behind it are set aside)");
-      lost_blocks_ += k - i;
-      lost_bytes_ += (k - i) * n;
+      set_aside(k - i, n);
       return;
     }
     void* const next = node_next(p);
     clear_node(p);
-    if (!free_range(c, g, g + n / granule)) {  // a corrupt neighbour (reported): the block stays live, set aside
-      ++lost_blocks_;
-      lost_bytes_ += n;
-    }
+    if (free_range(c, g, g + n / granule)) note_freed(n);
+    else set_aside(1, n);  // a corrupt neighbour (reported): the block stays live, set aside
     p = next;
   }
 }
@@ -785,13 +776,36 @@ void free_list_engine::uncache_at(chunk* c, std::size_t g) noexcept {
   quick_[m / granule].remove_if(key_, [p](void* x) { return x == p; }, [&found](void*) { found = true; });
   if (!found) return;
   clear_node(p);
-  --quick_blocks_;
   quick_bytes_ -= m;
-  if (!free_range(c, g, g + m / granule)) {
-    ++lost_blocks_;
-    lost_bytes_ += m;
-  }
+  if (free_range(c, g, g + m / granule)) note_freed(m);
+  else set_aside(1, m);
 }
+
+// k blocks of n bytes, taken out of a quick list, are set aside (live in the bitmap until release).
+// (The caller took their bytes out of quick_bytes_.)
+void free_list_engine::set_aside(std::size_t k, std::size_t n) noexcept {
+  lost_blocks_ += k;
+  lost_bytes_ += k * n;
+  bytes_out_ -= k * n;
+  shaped_ -= k;
+  shaped_bytes_ -= k * n;
+}
+
+// A block of n bytes from a quick list (its bytes already out of quick_bytes_) is free in the bitmap now.
+void free_list_engine::note_freed(std::size_t n) noexcept {
+  bytes_out_ -= n;
+  --shaped_;
+  shaped_bytes_ -= n;
+}
+
+// Blocks waiting in quick lists.
+std::size_t free_list_engine::quick_blocks() const noexcept {
+  std::size_t k = 0;
+  for (std::size_t i = quick_min / granule; i <= quick_max / granule; ++i) k += quick_[i].total();
+  return k;
+}
+
+std::size_t free_list_engine::cached_blocks() const noexcept { return quick_blocks(); }
 
 void free_list_engine::deallocate_upstream(void* p, std::size_t bytes, std::size_t alignment) noexcept {
   if (const auto v = large_.deallocate(p, bytes, alignment); !v) {
@@ -799,8 +813,7 @@ void free_list_engine::deallocate_upstream(void* p, std::size_t bytes, std::size
     if (v.kind == error_kind::foreign_pointer || is_block_start(p)) return report_not_large(p, bytes, alignment);
     return report(v.kind, p, bytes, alignment, v.expected, v.why);
   }
-  ++deallocations_;
-  bytes_in_use_ -= bytes;
+  note_deallocation(bytes, false);
 }
 
 std::size_t free_list_engine::usable_size(const void* p) const noexcept {
@@ -860,8 +873,9 @@ bool free_list_engine::resize(void* p, std::size_t old_size, std::size_t new_siz
     if (written > c->fresh || (c->purged != 0 && any_purged(c, gn * granule, written)))
       touch(c, gn * granule, written);
   }
-  bytes_in_use_ = bytes_in_use_ - n_old + n_new;
-  if (bytes_in_use_ > peak_bytes_) peak_bytes_ = bytes_in_use_;
+  bytes_out_ = bytes_out_ - n_old + n_new;
+  shaped_bytes_ = shaped_bytes_ - n_old + n_new;
+  if (bytes_out_ - quick_bytes_ > peak_bytes_) peak_bytes_ = bytes_out_ - quick_bytes_;
   return true;
 }
 
@@ -875,8 +889,8 @@ bool free_list_engine::resize_upstream(void* p, std::size_t old_size, std::size_
     return false;
   }
   if (!resized) return false;
-  bytes_in_use_ = bytes_in_use_ - old_size + new_size;
-  if (bytes_in_use_ > peak_bytes_) peak_bytes_ = bytes_in_use_;
+  bytes_out_ = bytes_out_ - old_size + new_size;
+  if (bytes_out_ - quick_bytes_ > peak_bytes_) peak_bytes_ = bytes_out_ - quick_bytes_;
   return true;
 }
 
@@ -905,6 +919,7 @@ void free_list_engine::add_chunk() {
   if (chunks_ != nullptr) chunks_->prev = c;
   chunks_ = c;
   ++chunk_count_;
+  table_.insert(reinterpret_cast<std::uintptr_t>(c));  // (a chunk it cannot enter takes the general way)
   // The new chunk's block is the top; the old top joins the lists.
   if (free_block* t = top_; t != nullptr) {
     top_ = nullptr;
@@ -929,6 +944,7 @@ void free_list_engine::retire(chunk* c) noexcept {
   else chunks_ = c->next;
   if (c->next != nullptr) c->next->prev = c->prev;
   --chunk_count_;
+  table_.erase(reinterpret_cast<std::uintptr_t>(c));
   purged_pages_ -= c->purged;
   if (page_ != 0) untouched_bytes_ -= chunk_size_ - page_ - c->fresh;
   source_.release(c);
@@ -1014,6 +1030,7 @@ void free_list_engine::release() noexcept {
     source_.release(c);
   }
   large_.release_all();
+  table_.reset();
   chunk_count_ = empty_count_ = purged_pages_ = untouched_bytes_ = 0;
   next_sweep_ = ~std::uint64_t{0};
   fl_map_ = 0;
@@ -1023,14 +1040,14 @@ void free_list_engine::release() noexcept {
   free_bytes_ = free_blocks_ = 0;
   std::memset(fragments_, 0, sizeof fragments_);
   for (free_cache& q : quick_) q.head = q.cold = nullptr, q.count = q.cold_count = 0;
-  quick_blocks_ = quick_bytes_ = lost_blocks_ = lost_bytes_ = 0;
+  quick_bytes_ = lost_blocks_ = lost_bytes_ = 0;
   // Every allocation is gone: it counts as deallocated.
   deallocations_ = allocations_;
-  bytes_in_use_ = live_ = 0;
+  bytes_out_ = shaped_ = shaped_bytes_ = 0;
 }
 
 void free_list_engine::trim() noexcept {
-  if (quick_blocks_ != 0) flush_quick(false);
+  if (quick_bytes_ != 0) flush_quick(false);
   for (chunk* c = chunks_; c != nullptr;) {
     chunk* next = c->next;
     if (!retire_if_empty(c) && purge_threshold_ != ~std::size_t{0}) purge_chunk(c, 0);
@@ -1042,7 +1059,7 @@ void free_list_engine::trim() noexcept {
 
 resource_stats free_list_engine::stats() const noexcept {
   resource_stats s;
-  s.bytes_in_use = bytes_in_use_;
+  s.bytes_in_use = bytes_out_ - quick_bytes_;
   s.peak_bytes_in_use = peak_bytes_;
   s.allocations = allocations_;
   s.deallocations = deallocations_;
@@ -1077,8 +1094,8 @@ resource_stats free_list_engine::stats() const noexcept {
   for (std::size_t k = min_listed / granule; largest == 0 && k-- > 1;)
     if (fragments_[k] != 0) largest = k * granule;
   s.free_bytes += quick_bytes_;
-  s.free_blocks += quick_blocks_;
-  for (std::size_t i = quick_max / granule; quick_blocks_ != 0 && i >= quick_min / granule; --i)
+  s.free_blocks += quick_blocks();
+  for (std::size_t i = quick_max / granule; quick_bytes_ != 0 && i >= quick_min / granule; --i)
     if (quick_[i].total() != 0) {
       if (i * granule > largest) largest = i * granule;
       break;
@@ -1208,7 +1225,7 @@ bool free_list_engine::check_invariants() const noexcept {
     }
   }
   if (broken == nullptr) {
-    if (cached != quick_blocks_ || cached_bytes != quick_bytes_) broken = "quick list counts disagree with the lists";
+    if (cached_bytes != quick_bytes_) broken = "quick list counts disagree with the lists";
     else if (quick_bytes_ > quick_limit_) broken = "the quick lists hold more than their byte bound";
   }
   if (broken == nullptr && policy_ == segregated)
@@ -1222,12 +1239,13 @@ bool free_list_engine::check_invariants() const noexcept {
     else if (on_lists != listed) broken = "listed blocks disagree with the bitmaps";
     else if (free_count != free_blocks_ || free_bytes != free_bytes_) broken = "free counts disagree with the bitmaps";
     else if (std::memcmp(fragments, fragments_, sizeof fragments) != 0) broken = "fragment counts disagree";
-    else if (live != live_ + quick_blocks_ + lost_blocks_) broken = "live blocks disagree with the count";
+    else if (live != shaped_ + lost_blocks_) broken = "live blocks disagree with the count";
     else if (purged != purged_pages_) broken = "purged page total disagrees";
     else if (untouched != untouched_bytes_) broken = "never-written byte total disagrees";
-    else if (bytes_in_use_ - large_bytes + quick_bytes_ + lost_bytes_ != in_blocks)
+    else if (shaped_bytes_ + lost_bytes_ != in_blocks || bytes_out_ - large_bytes != shaped_bytes_)
       broken = "bytes in use disagree with the live blocks";
-    else if (large_bytes > bytes_in_use_) broken = "upstream bytes exceed bytes in use";
+    else if (large_bytes > bytes_out_ - quick_bytes_) broken = "upstream bytes exceed bytes in use";
+    else if (cached > shaped_) broken = "more blocks in quick lists than live in the bitmap";
     else if (rover_ != nullptr && (policy_ != next_fit || !ours(rover_) ||
                                    state(chunk_of(rover_), granule_of(chunk_of(rover_), rover_)) != (st_start | st_free)))
       broken = "the next-fit rover is not a free block";

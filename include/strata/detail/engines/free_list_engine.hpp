@@ -10,6 +10,7 @@
 #include <memory_resource>
 
 #include <strata/config.hpp>
+#include <strata/detail/ds/chunk_table.hpp>
 #include <strata/detail/ds/free_cache.hpp>
 #include <strata/detail/parts/chunk_source.hpp>
 #include <strata/detail/parts/large_part.hpp>
@@ -65,8 +66,57 @@ class free_list_engine {
   free_list_engine(const free_list_engine&) = delete;
   free_list_engine& operator=(const free_list_engine&) = delete;
 
-  void* allocate(std::size_t bytes, std::size_t alignment);
-  void deallocate(void* p, std::size_t bytes, std::size_t alignment) noexcept;
+  /// A block from the quick list of its exact size when one waits there (no bitmap read: see take_quick), else the
+  /// general way.
+  STRATA_ALWAYS_INLINE void* allocate(std::size_t bytes, std::size_t alignment) {
+    if (STRATA_LIKELY(quick_request(bytes, alignment))) {
+      const std::size_t m = alignment > granule ? 15 : 7;
+      const std::size_t n = (bytes + m) & ~m;
+      if (n > quick_max) __builtin_unreachable();  // (bytes <= quick_top_ <= quick_max)
+      free_cache& q = quick_[n / granule];
+      void* const p = q.head;
+      // (An empty list, a block at an 8-byte boundary for a 16-aligned request, a node that does not check: the
+      // general way sorts these out and reports what is misuse.)
+      if (STRATA_LIKELY(p != nullptr) && STRATA_LIKELY((reinterpret_cast<std::uintptr_t>(p) & m & 8) == 0)) {
+        const std::uintptr_t next = load_node_word(p, 0);
+        if (STRATA_LIKELY(load_node_word(p, 1) == node_check(p, next, key_))) {
+          q.head = reinterpret_cast<void*>(next);
+          --q.count;
+          clear_node(p);
+          quick_bytes_ -= n;
+          ++allocations_;
+          if (STRATA_UNLIKELY(bytes_out_ - quick_bytes_ > peak_bytes_)) peak_bytes_ = bytes_out_ - quick_bytes_;
+          return p;
+        }
+      }
+    }
+    return allocate_slow(bytes, alignment);
+  }
+  /// Into the quick list of its exact size when the checks that read only the chunk table, the block's bitmap words
+  /// and its first two words pass and the list has room; else the general way (which reports misuse).
+  STRATA_ALWAYS_INLINE void deallocate(void* p, std::size_t bytes, std::size_t alignment) noexcept {
+    if (STRATA_LIKELY(quick_request(bytes, alignment))) {
+      const std::size_t m = alignment > granule ? 15 : 7;
+      const std::size_t n = (bytes + m) & ~m;
+      if (n > quick_max) __builtin_unreachable();  // (bytes <= quick_top_ <= quick_max)
+      free_cache& q = quick_[n / granule];  // (lists 0 and 1, sizes 0 and 8, have no room: cap 0)
+      chunk* const c = chunk_of(p);
+      const std::size_t g = granule_of(c, p);
+      if (STRATA_LIKELY(table_.contains_unsynchronized(reinterpret_cast<std::uintptr_t>(c))) &&
+          STRATA_LIKELY(is_aligned(p, granule) && g >= first_) && STRATA_LIKELY(q.count < q.cap) &&
+          STRATA_LIKELY(quick_bytes_ + n <= quick_limit_) && STRATA_LIKELY(live_exactly(c, g, n / granule)) &&
+          STRATA_LIKELY(!is_node(p, key_))) {
+        q.push(p, key_);
+        quick_bytes_ += n;
+        ++deallocations_;
+        // Nothing live in the chunks any more, or a purge falls due: the general way's tail.
+        if (STRATA_UNLIKELY(quick_bytes_ == shaped_bytes_) || STRATA_UNLIKELY(deallocations_ >= next_sweep_))
+          after_free();
+        return;
+      }
+    }
+    deallocate_slow(p, bytes, alignment);
+  }
   bool resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) noexcept;
   void release() noexcept;
   void trim() noexcept;
@@ -84,7 +134,7 @@ class free_list_engine {
   /// Successful deallocate() calls so far (a caller can tell whether its free was taken or reported).
   [[nodiscard]] std::uint64_t deallocation_count() const noexcept { return deallocations_; }
   /// Freed blocks waiting in quick lists, and their bytes (free, though the bitmap shows them live).
-  [[nodiscard]] std::size_t cached_blocks() const noexcept { return quick_blocks_; }
+  [[nodiscard]] std::size_t cached_blocks() const noexcept;
   [[nodiscard]] std::size_t cached_bytes() const noexcept { return quick_bytes_; }
   /// The most bytes the quick lists hold together.
   [[nodiscard]] std::size_t quick_limit() const noexcept { return quick_limit_; }
@@ -190,6 +240,31 @@ class free_list_engine {
   STRATA_COLD void report_wrong_size(const void* p, std::size_t bytes, std::size_t alignment, std::size_t real,
                                      const char* why) const noexcept;
 
+  /// Whether a request may be served by (or its free go to) a quick list: 1 to quick_top_ bytes (so within the
+  /// large threshold, and 0 bytes go the general way), alignment 1, 2, 4, 8 or 16.
+  STRATA_ALWAYS_INLINE bool quick_request(std::size_t bytes, std::size_t alignment) const noexcept {
+    return bytes - 1 < quick_top_ && alignment <= 16 && ((0x10116u >> alignment) & 1) != 0;
+  }
+  /// Whether granule g (>= first_) of c starts a live block of exactly k granules: pair(g) is "start, not free", the
+  /// next start is at g + k. Reads the state words from g's to the next start's (at most five; the sentinel stops it).
+  STRATA_ALWAYS_INLINE static bool live_exactly(const chunk* c, std::size_t g, std::size_t k) noexcept {
+    const std::uint64_t* s = c->states();
+    std::size_t i = g >> 5;
+    const std::uint64_t w = s[i] >> (2 * (g & 31));  // pair(g) in bits 0-1, later granules' pairs above
+    if ((w & 3) != st_start) return false;
+    std::uint64_t t = w & (start_bits ^ st_start);
+    std::size_t base = 0;  // granules from g to the word t's bit 0 stands for
+    if (t == 0) {
+      base = 32 - (g & 31);
+      while ((t = s[++i] & start_bits) == 0) base += 32;
+    }
+    return base + std::size_t{lowest_bit(t)} / 2 == k;
+  }
+  void* allocate_slow(std::size_t bytes, std::size_t alignment);
+  STRATA_NOINLINE void deallocate_slow(void* p, std::size_t bytes, std::size_t alignment) noexcept;
+  STRATA_NOINLINE void after_free() noexcept;
+  std::size_t quick_blocks() const noexcept;
+
   // Quick lists: a freed block of quick_min..quick_max bytes waits, still live in the bitmap, in the list of its exact
   // size, made a node (free_cache); the node tells it from a live block. Flushes give blocks back through free_range.
   static bool quick_size(std::size_t n) noexcept { return n - quick_min <= quick_max - quick_min; }
@@ -205,6 +280,8 @@ class free_list_engine {
   void retire_extra_empty() noexcept;
   bool retire_if_empty(chunk* c) noexcept;
   void uncache_at(chunk* c, std::size_t g) noexcept;
+  void set_aside(std::size_t k, std::size_t n) noexcept;
+  void note_freed(std::size_t n) noexcept;
 
   // Chunks and pages.
   void add_chunk();
@@ -222,10 +299,24 @@ class free_list_engine {
   STRATA_COLD void report_not_large(const void* p, std::size_t bytes, std::size_t alignment) const noexcept;
   STRATA_COLD void report(error_kind kind, const void* p, std::size_t bytes, std::size_t alignment,
                           std::size_t expected, const char* why) const noexcept;
-  void note_allocation(std::size_t bytes) noexcept {
+  /// A block of `bytes` handed out the general way (in a chunk: `shaped` also counts it there).
+  void note_allocation(std::size_t bytes, bool shaped) noexcept {
     ++allocations_;
-    bytes_in_use_ += bytes;
-    if (bytes_in_use_ > peak_bytes_) peak_bytes_ = bytes_in_use_;
+    bytes_out_ += bytes;
+    if (shaped) {
+      ++shaped_;
+      shaped_bytes_ += bytes;
+    }
+    if (bytes_out_ - quick_bytes_ > peak_bytes_) peak_bytes_ = bytes_out_ - quick_bytes_;
+  }
+  /// A block of `bytes` taken back the general way.
+  void note_deallocation(std::size_t bytes, bool shaped) noexcept {
+    ++deallocations_;
+    bytes_out_ -= bytes;
+    if (shaped) {
+      --shaped_;
+      shaped_bytes_ -= bytes;
+    }
   }
 
   // Fixed at construction.
@@ -242,12 +333,13 @@ class free_list_engine {
   std::size_t purge_threshold_ = 0;  // SIZE_MAX when nothing is purged
   std::size_t purge_delay_ = 0;
   bool quick_on_ = false;
+  std::size_t quick_top_ = 0;  // requests of 1 to quick_top_ bytes may use the quick lists (0: none do)
   std::size_t quick_limit_ = 0;
   std::uintptr_t key_ = 0;  // the quick lists' node key
 
   // Quick lists: quick_[n / 8] holds blocks of exactly n bytes.
   free_cache quick_[quick_max / granule + 1];
-  std::size_t quick_blocks_ = 0, quick_bytes_ = 0;
+  std::size_t quick_bytes_ = 0;
   std::size_t lost_blocks_ = 0, lost_bytes_ = 0;  // set aside after a misuse (live in the bitmap until release)
   bool flushing_ = false;                         // chunks emptied by a flush are retired when it ends
 
@@ -269,10 +361,15 @@ class free_list_engine {
   std::size_t untouched_bytes_ = 0;  // over every chunk: from `fresh` to the last page
   std::uint64_t next_sweep_ = ~std::uint64_t{0};  // deallocation count at which a chunk's purge falls due
 
-  // Counts.
-  std::size_t bytes_in_use_ = 0, peak_bytes_ = 0, live_ = 0;  // live_: allocations in chunks
+  // Counts. A block waiting in a quick list is free, but still counts in bytes_out_, shaped_ and shaped_bytes_: a quick
+  // list's push and pop change only quick_bytes_ (bytes in use = bytes_out_ - quick_bytes_; blocks handed out from
+  // chunks = shaped_ - the quick lists' blocks).
+  std::size_t bytes_out_ = 0, peak_bytes_ = 0;
+  std::size_t shaped_ = 0, shaped_bytes_ = 0;  // blocks in chunks live in the bitmap (but set-aside ones), their bytes
   std::uint64_t allocations_ = 0, deallocations_ = 0, failed_ = 0;
   large_part<false> large_;  // requests sent upstream (the owner locks)
+  // The chunks (most of them: see chunk_table), for the quick free's ownership test. Its slots come last.
+  chunk_table<chunk_source_storage<false>> table_;
 };
 
 }  // namespace strata::detail
