@@ -869,12 +869,12 @@ TEST_CASE("free_list_resource: blocks waiting in quick lists coalesce on trim() 
 TEST_CASE("free_list_resource: quick lists are bounded per size and in bytes; what overflows is coalesced") {
   recording_resource up;
   free_list_resource r(small_chunks(), &up);
-  const std::size_t limit = std::min<std::size_t>(256 * KiB, r.chunk_capacity() / 4);
-  // One size: each list of a quick list holds at most 4 KiB of blocks (4 to 16).
+  const std::size_t limit = std::min<std::size_t>(1024 * KiB, r.chunk_capacity() / 4 * 3);
+  // One size: each list of a quick list holds at most 16 KiB of blocks (8 to 32).
   for (std::size_t size : {16u, 64u, 256u, 1024u}) {
     CAPTURE(size);
-    const std::size_t cap = std::min<std::size_t>(16, std::max<std::size_t>(4, 4096 / size));
-    std::vector<char*> v = adjacent_blocks(r, size, 40);
+    const std::size_t cap = std::min<std::size_t>(32, std::max<std::size_t>(8, 16384 / size));
+    std::vector<char*> v = adjacent_blocks(r, size, 2 * cap + 8);
     for (char* p : v) {
       r.deallocate(p, size, 8);
       CHECK(r.cached_blocks() <= 2 * cap);

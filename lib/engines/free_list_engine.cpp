@@ -66,7 +66,7 @@ free_list_engine::free_list_engine(const free_list_options& params, std::pmr::me
   quick_on_ = policy_ == segregated && params.checks == check_mode::standard;
   if (quick_on_) {
     key_ = random_node_key(this);
-    quick_limit_ = payload_bytes() / 4 < (std::size_t{256} << 10) ? payload_bytes() / 4 : std::size_t{256} << 10;
+    quick_limit_ = quick_limit_for(payload_bytes());
     for (std::size_t n = quick_min; n <= quick_max; n += granule) quick_[n / granule].cap = quick_cap_for(n);
     quick_top_ = large_threshold_ < quick_max ? large_threshold_ : quick_max;
   }

@@ -38,10 +38,15 @@ class free_list_engine {
   /// Freed blocks of quick_min..quick_max bytes wait in quick lists (segregated policy, standard checks).
   static constexpr std::size_t quick_min = 16;
   static constexpr std::size_t quick_max = 1024;
-  /// Each of a quick list's two lists holds at most this many blocks of `size` bytes: 4 KiB of blocks, 4 to 16.
+  /// Each of a quick list's two lists holds at most this many blocks of `size` bytes: 16 KiB of blocks, 8 to 32.
   static constexpr std::uint32_t quick_cap_for(std::size_t size) noexcept {
-    const std::size_t n = 4096 / size;
-    return static_cast<std::uint32_t>(n < 4 ? 4 : n > 16 ? 16 : n);
+    const std::size_t n = 16384 / size;
+    return static_cast<std::uint32_t>(n < 8 ? 8 : n > 32 ? 32 : n);
+  }
+  /// The most bytes all quick lists hold together, for chunks of `payload` bytes: three quarters of one, at most
+  /// 1 MiB.
+  static constexpr std::size_t quick_limit_for(std::size_t payload) noexcept {
+    return payload / 4 * 3 < (std::size_t{1} << 20) ? payload / 4 * 3 : std::size_t{1} << 20;
   }
 
   /// The bytes a request occupies in a chunk.
