@@ -907,6 +907,79 @@ TEST_CASE("free_list_resource: quick lists are bounded per size and in bytes; wh
   CHECK(up.mismatches() == 0);
 }
 
+TEST_CASE("free_list_resource: the quick free's exact size check, wherever a block starts and ends in the bitmap") {
+  // Blocks of 16 to 1024 bytes start at every granule of a state word (32 granules) and end 0 to 4 words further;
+  // free blocks (coalesced by trim) and blocks waiting in quick lists lie next to some; the last block ends at the
+  // chunk's end. Every wrong size, interior pointer and second free is reported and changes nothing.
+  error_capture errors;
+  recording_resource up;
+  free_list_resource r(small_chunks(), &up);
+  const std::size_t sizes[] = {16, 24, 40, 248, 256, 264, 504, 512, 520, 760, 1000, 1016, 1024, 48, 8};
+  std::vector<item> live;
+  std::size_t room = r.chunk_capacity();
+  for (std::size_t i = 0; room >= 2048; ++i) {
+    const std::size_t size = sizes[i % std::size(sizes)];
+    live.push_back(item{static_cast<char*>(r.allocate(size, 8)), size, 8, 0});
+    room -= block_size(size);
+  }
+  while (room > 1024) {  // the rest, up to the chunk's end: 64-byte blocks, then one block of what is left
+    live.push_back(item{static_cast<char*>(r.allocate(64, 8)), 64, 8, 0});
+    room -= 64;
+  }
+  live.push_back(item{static_cast<char*>(r.allocate(room, 8)), room, 8, 0});
+  REQUIRE(r.chunk_count() == 1);
+  REQUIRE(live.back().p + room == live.front().p + r.chunk_capacity());
+  // Every seventh block freed and coalesced into a free block; every fifth left waiting in its quick list.
+  std::vector<item> freed, cached;
+  for (std::size_t i = 0; i < live.size(); ++i)
+    if (i % 7 == 3) freed.push_back(live[i]);
+  for (const item& b : freed) r.deallocate(b.p, b.size, 8);
+  r.trim();
+  std::vector<item> kept;
+  for (std::size_t i = 0; i < live.size(); ++i) {
+    if (i % 7 == 3) continue;
+    if (i % 5 == 1 && block_size(live[i].size) >= 16) {
+      r.deallocate(live[i].p, live[i].size, 8);
+      cached.push_back(live[i]);
+    } else {
+      kept.push_back(live[i]);
+    }
+  }
+  REQUIRE(r.cached_blocks() == cached.size());
+  REQUIRE(r.check_invariants());
+  const auto before = r.stats();
+  std::size_t n = 0;
+  for (const item& b : kept) {
+    CAPTURE(b.size);
+    for (std::size_t wrong = 1; wrong <= 1032; ++wrong) {
+      if (block_size(wrong) == block_size(b.size)) continue;
+      r.deallocate(b.p, wrong, 8);
+      check_error("free_list_resource", errors, ++n, strata::error_kind::wrong_size, b.p, wrong,
+                  block_size(b.size));
+    }
+    if (block_size(b.size) < 16) continue;
+    r.deallocate(b.p + 8, b.size - 8, 8);  // inside the block
+    check_error("free_list_resource", errors, ++n, strata::error_kind::foreign_pointer, b.p + 8, b.size - 8);
+  }
+  for (const item& b : cached) {  // freed again, with its size and with another
+    r.deallocate(b.p, b.size, 8);
+    check_error("free_list_resource", errors, ++n, strata::error_kind::double_free, b.p, b.size);
+    r.deallocate(b.p, b.size + 8, 8);
+    check_error("free_list_resource", errors, ++n, strata::error_kind::double_free, b.p, b.size + 8);
+  }
+  for (const item& b : freed) {
+    r.deallocate(b.p, b.size, 8);
+    check_error("free_list_resource", errors, ++n, strata::error_kind::double_free, b.p, b.size);
+  }
+  check_unchanged(before, r.stats());
+  CHECK(r.check_invariants());
+  for (const item& b : kept) r.deallocate(b.p, b.size, 8);
+  CHECK(errors.count() == n);
+  CHECK(r.stats().live_allocations() == 0);
+  CHECK(r.check_invariants());
+  CHECK(up.mismatches() == 0);
+}
+
 TEST_CASE("free_list_resource: a request no free block fits coalesces the quick lists before taking a chunk") {
   recording_resource up;
   free_list_resource r(small_chunks(), &up);

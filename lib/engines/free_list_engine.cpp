@@ -60,6 +60,7 @@ free_list_engine::free_list_engine(const free_list_options& params, std::pmr::me
   const std::size_t pages = csize / purge_map_page;
   const std::size_t header = sizeof(chunk) + (words + (pages + 63) / 64) * sizeof(std::uint64_t);
   first_ = align_up(header, 64) / granule;
+  STRATA_ASSERT(first_ >= 3 * 32);  // live_exactly may read the three state words before a block's end word
   std::size_t large = params.large_threshold == 0 ? default_large : params.large_threshold;
   if (large > payload_bytes() / 4) large = align_down(payload_bytes() / 4, granule);
   large_threshold_ = large;

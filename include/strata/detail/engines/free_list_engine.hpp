@@ -109,7 +109,7 @@ class free_list_engine {
       const std::size_t g = granule_of(c, p);
       if (STRATA_LIKELY(table_.contains_unsynchronized(reinterpret_cast<std::uintptr_t>(c))) &&
           STRATA_LIKELY(is_aligned(p, granule) && g >= first_) && STRATA_LIKELY(q.count < q.cap) &&
-          STRATA_LIKELY(quick_bytes_ + n <= quick_limit_) && STRATA_LIKELY(live_exactly(c, g, n / granule)) &&
+          STRATA_LIKELY(quick_bytes_ + n <= quick_limit_) && STRATA_LIKELY(g + n / granule <= chunk_size_ / granule) && STRATA_LIKELY(live_exactly(c, g, n / granule)) &&
           STRATA_LIKELY(!is_node(p, key_))) {
         q.push(p, key_);
         quick_bytes_ += n;
@@ -250,20 +250,32 @@ class free_list_engine {
   STRATA_ALWAYS_INLINE bool quick_request(std::size_t bytes, std::size_t alignment) const noexcept {
     return bytes - 1 < quick_top_ && alignment <= 16 && ((0x10116u >> alignment) & 1) != 0;
   }
-  /// Whether granule g (>= first_) of c starts a live block of exactly k granules: pair(g) is "start, not free", the
-  /// next start is at g + k. Reads the state words from g's to the next start's (at most five; the sentinel stops it).
+  /// Whether granule g (>= first_) of c starts a live block of exactly k granules (2 to 128), ending within the chunk
+  /// (g + k <= the sentinel's granule): pair(g) is "start, not free", every pair after it up to g + k is 00 (a live
+  /// block's inside: any bit there means a start there, or a free block's end whose start is there too), and pair(g + k)
+  /// is a start. Without a branch: reads the state words of g and of g + k and the (at most three) words between,
+  /// masks them and tests them together.
+  alignas(64) static constexpr std::uint64_t span_masks[5][4] = {
+      {1, 0, 0, 0}, {~std::uint64_t{0}, 0, 0, 0}, {~std::uint64_t{0}, ~std::uint64_t{0}, 0, 0},
+      {~std::uint64_t{0}, ~std::uint64_t{0}, ~std::uint64_t{0}, 0},
+      {~std::uint64_t{0}, ~std::uint64_t{0}, ~std::uint64_t{0}, ~std::uint64_t{0}}};
   STRATA_ALWAYS_INLINE static bool live_exactly(const chunk* c, std::size_t g, std::size_t k) noexcept {
     const std::uint64_t* s = c->states();
-    std::size_t i = g >> 5;
-    const std::uint64_t w = s[i] >> (2 * (g & 31));  // pair(g) in bits 0-1, later granules' pairs above
-    if ((w & 3) != st_start) return false;
-    std::uint64_t t = w & (start_bits ^ st_start);
-    std::size_t base = 0;  // granules from g to the word t's bit 0 stands for
-    if (t == 0) {
-      base = 32 - (g & 31);
-      while ((t = s[++i] & start_bits) == 0) base += 32;
-    }
-    return base + std::size_t{lowest_bit(t)} / 2 == k;
+    const std::size_t e = g + k, i0 = g >> 5, i1 = e >> 5, d = i1 - i0;  // d <= 4
+    const unsigned gb = 2 * static_cast<unsigned>(g & 31), eb = 2 * static_cast<unsigned>(e & 31);
+    const std::uint64_t w0 = s[i0] >> gb;  // pair(g) in bits 0-1, the later granules' of its word above
+    const std::uint64_t w1 = s[i1];
+    const std::uint64_t below_e = (std::uint64_t{1} << eb) - 1;
+    // By d: what of g's word counts beyond g + k's (all of it, or when one word holds both, pair(g) alone), and
+    // which of the three words before g + k's lie between (a table read: a branch on d would be mispredicted on
+    // every other free).
+    const std::uint64_t* m = span_masks[d];
+    // g's word from g on (up to g + k when that is in it too), g + k's word below it (m[0] >> 1: none when it is g's),
+    // the words between (i1 - 3 >= first_ / 32 - 3 > 0), then the start at g + k.
+    std::uint64_t bad = (w0 & ((below_e >> gb) | m[0])) ^ st_start;
+    bad |= w1 & below_e & (m[0] >> 1);
+    bad |= (s[i1 - 1] & m[1]) | (s[i1 - 2] & m[2]) | (s[i1 - 3] & m[3]);
+    return (bad | ((~w1 >> eb) & 1)) == 0;
   }
   void* allocate_slow(std::size_t bytes, std::size_t alignment);
   STRATA_NOINLINE void deallocate_slow(void* p, std::size_t bytes, std::size_t alignment) noexcept;
