@@ -907,6 +907,45 @@ TEST_CASE("free_list_resource: quick lists are bounded per size and in bytes; wh
   CHECK(up.mismatches() == 0);
 }
 
+TEST_CASE("free_list_resource: with quick lists, frees of pointers from elsewhere are reported and change nothing") {
+  // Quick list sizes, so that each free first meets the quick free's checks (the chunk table, the header, alignment).
+  error_capture errors;
+  recording_resource up;
+  free_list_resource r(small_chunks(), &up);
+  free_list_resource other(small_chunks(), &up);
+  std::vector<char*> b = adjacent_blocks(r, 64, 3);
+  void* theirs = other.allocate(64, 8);
+  void* page = strata::default_page_resource()->allocate(4096, 4096);
+  void* heap = ::operator new(64);
+  alignas(16) char on_stack[64] = {};
+  char* const chunk_header =
+      reinterpret_cast<char*>(strata::detail::to_address(b[0]) & ~(static_cast<std::uintptr_t>(r.chunk_size()) - 1));
+  char* const last_header_granule = chunk_header + r.chunk_size() - r.chunk_capacity() - 16;
+  const auto before = r.stats();
+  const auto other_before = other.stats();
+  std::size_t n = 0;
+  for (std::size_t alignment : {std::size_t{8}, std::size_t{16}}) {
+    for (void* p : {static_cast<void*>(on_stack), heap, theirs, page, static_cast<void*>(chunk_header),
+                    static_cast<void*>(last_header_granule)}) {
+      r.deallocate(p, 64, alignment);
+      check_error("free_list_resource", errors, ++n, strata::error_kind::foreign_pointer, p, 64, 0);
+    }
+    r.deallocate(b[1] + 4, 56, alignment);  // not at a granule
+    check_error("free_list_resource", errors, ++n, strata::error_kind::foreign_pointer, b[1] + 4, 56, 0);
+  }
+  check_unchanged(before, r.stats());
+  check_unchanged(other_before, other.stats());
+  CHECK(r.check_invariants());
+  CHECK(other.check_invariants());
+  for (char* p : b) r.deallocate(p, 64, 8);
+  other.deallocate(theirs, 64, 8);
+  CHECK(errors.count() == n);
+  CHECK(r.stats().live_allocations() == 0);
+  ::operator delete(heap);
+  strata::default_page_resource()->deallocate(page, 4096, 4096);
+  CHECK(up.mismatches() == 0);
+}
+
 TEST_CASE("free_list_resource: the quick free's exact size check, wherever a block starts and ends in the bitmap") {
   // Blocks of 16 to 1024 bytes start at every granule of a state word (32 granules) and end 0 to 4 words further;
   // free blocks (coalesced by trim) and blocks waiting in quick lists lie next to some; the last block ends at the
