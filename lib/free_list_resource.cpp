@@ -61,9 +61,10 @@ basic_free_list_resource<Sync>::basic_free_list_resource(const options& opts, st
     const unsigned cpus = std::thread::hardware_concurrency();
     arena_limit_ = cpus == 0 ? 1 : cpus < max_arenas ? cpus : max_arenas;
     // Thread caches where the engine has quick lists (their checks and their deferred merging).
-    // Four times what an arena's quick lists hold (1 MiB with the default chunks): on mixed_random (sizes of 8 to
-    // 1024 bytes) about 94% of allocations then find a block in the thread's cache; a quarter of that, 88%.
-    heap_limit_ = 4 * first_.engine.quick_limit();
+    // Four times what an arena's quick lists hold, at most 1 MiB (1 MiB with the default chunks): on mixed_random
+    // (sizes of 8 to 1024 bytes) about 94% of allocations then find a block in the thread's cache; 256 KiB, 88%.
+    const std::size_t quick = first_.engine.quick_limit();
+    heap_limit_ = quick < (std::size_t{1} << 18) ? 4 * quick : std::size_t{1} << 20;
     if (heap_limit_ != 0) {
       const std::size_t lt = first_.engine.large_threshold();
       heap_max_ = lt < free_list_engine::quick_max ? lt : free_list_engine::quick_max;

@@ -16,9 +16,9 @@ namespace strata::detail {
 /// (chunk >> shift) & mask holds the chunk or `empty`, 2^63: no chunk's address, and 2^63 away from every address
 /// below 2^63, so an address whose slot is empty never has a small offset(). The first inline_slots slots are inside
 /// the table object (no storage); a chunk whose slot another one holds makes the table double from storage (up to a
-/// bound); past that it is not entered, and offset() finds no chunk for its addresses: the caller's slow path then decides (the
-/// table is a fast path, never the only truth). Chunks from one mapping have consecutive numbers, so a table with as
-/// many slots as chunks rarely meets a collision.
+/// bound); past that it is not entered, and offset() finds no chunk for its addresses: the caller's slow path then
+/// decides (the table is a fast path, never the only truth). Chunks from one mapping have consecutive numbers, so a
+/// table with as many slots as chunks rarely meets a collision.
 ///
 /// offset() may run on any thread at any time, also while insert() or erase() run (which the owner serialises):
 /// a lookup sees a slot as it was before or after a change. A table that is replaced stays readable until reset().

@@ -107,9 +107,10 @@ class free_list_engine {
       free_cache& q = quick_[n / granule];  // (lists 0 and 1, sizes 0 and 8, have no room: cap 0)
       chunk* const c = chunk_of(p);
       const std::size_t g = granule_of(c, p);
-      if (STRATA_LIKELY(table_.contains_unsynchronized(reinterpret_cast<std::uintptr_t>(c))) &&
+      if (STRATA_LIKELY(table_.offset_unsynchronized(reinterpret_cast<std::uintptr_t>(c)) == 0) &&
           STRATA_LIKELY(is_aligned(p, granule) && g >= first_) && STRATA_LIKELY(q.count < q.cap) &&
-          STRATA_LIKELY(quick_bytes_ + n <= quick_limit_) && STRATA_LIKELY(g + n / granule <= chunk_size_ / granule) && STRATA_LIKELY(live_exactly(c, g, n / granule)) &&
+          STRATA_LIKELY(quick_bytes_ + n <= quick_limit_) &&
+          STRATA_LIKELY(g + n / granule <= chunk_size_ / granule) && STRATA_LIKELY(live_exactly(c, g, n / granule)) &&
           STRATA_LIKELY(!is_node(p, key_))) {
         q.push(p, key_);
         quick_bytes_ += n;
