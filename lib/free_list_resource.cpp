@@ -145,6 +145,15 @@ void* basic_free_list_resource<Sync>::allocate_in_arena(std::size_t bytes, std::
 
 // ---- thread caches (synchronized) ------------------------------------------------------------------------------------
 
+template <bool Sync>
+bool basic_free_list_resource<Sync>::cacheable(std::size_t bytes, std::size_t alignment) const noexcept {
+  // By the rounded size: a zero-byte request takes a block of 8 or 16 bytes, which must fit the caches too (none
+  // when heap_max_ is 0), and give-backs free it by that size.
+  if (alignment > free_list_engine::max_alignment || !is_power_of_two(alignment)) return false;
+  const std::size_t n = free_list_engine::rounded(bytes, alignment);
+  return n <= heap_max_ && n >= free_list_engine::quick_min;
+}
+
 // A request the calling thread's cache may serve: a block of quick_min..heap_max_ bytes at alignment <= 16.
 template <bool Sync>
 void* basic_free_list_resource<Sync>::allocate_sync(std::size_t bytes, std::size_t alignment) {
@@ -174,7 +183,7 @@ void* basic_free_list_resource<Sync>::allocate_slow(free_list_heap* h, std::size
   if constexpr (Sync) {
     if (h == nullptr && bytes <= heap_max_ && alignment <= 16) h = calling_heap();
     void* p = allocate_in_arena(bytes, alignment);
-    if (h != nullptr) ++h->net;
+    if (h != nullptr && cacheable(bytes, alignment)) ++h->net;  // as its free will count it
     return p;
   } else {
     (void)h;
@@ -200,11 +209,23 @@ template <bool Sync>
 void basic_free_list_resource<Sync>::deallocate_sync(void* p, std::size_t bytes, std::size_t alignment) noexcept {
   if constexpr (Sync) {
     auto* h = static_cast<free_list_heap*>(heaps_.last_state());
+    if (!cacheable(bytes, alignment)) {
+      const bool crowded = deallocate_locked(p, bytes, alignment);
+      // The thread's last block of a cacheable size went before (its net is 0): the cache goes back once chunks
+      // could empty, as on the cacheable way.
+      if (STRATA_UNLIKELY(crowded) && h != nullptr && h->net <= 0 &&
+          h->cached_blocks.load(std::memory_order_relaxed) != 0)
+        flush_heap(*h);
+      return;
+    }
     const std::size_t n = free_list_engine::rounded(bytes, alignment);
-    if (bytes > heap_max_ || n < free_list_engine::quick_min || alignment > free_list_engine::max_alignment ||
-        !is_power_of_two(alignment))
-      return deallocate_locked(p, bytes, alignment);
-    if (STRATA_UNLIKELY(h == nullptr) && (h = calling_heap()) == nullptr) return deallocate_locked(p, bytes, alignment);
+    // A thread with no cache yet frees the locked way (it has allocated nothing through one, so it would cache
+    // nothing): a free makes no cache, and a misuse (a pointer from elsewhere) changes nothing.
+    if (STRATA_UNLIKELY(h == nullptr)) {
+      if ((h = static_cast<free_list_heap*>(heaps_.cached_state())) == nullptr &&
+          (h = static_cast<free_list_heap*>(heaps_.registered_state())) == nullptr)
+        return (void)deallocate_locked(p, bytes, alignment);
+    }
     arena& a = arena_of(p);
     a.lock.lock();
     // A thread that has freed as many blocks as it allocated (blocks of other threads, say) caches nothing: its frees
@@ -212,7 +233,9 @@ void basic_free_list_resource<Sync>::deallocate_sync(void* p, std::size_t bytes,
     if (STRATA_UNLIKELY(h->net <= 0)) {
       --h->net;
       free_in_arena(a, h, p, bytes, alignment);
+      const bool crowded = a.engine.chunk_count() > max_empty_;
       a.lock.unlock();
+      if (STRATA_UNLIKELY(crowded) && h->cached_blocks.load(std::memory_order_relaxed) != 0) flush_heap(*h);
       return;
     }
     // The engine's checks: p starts a live block of exactly n bytes, not waiting in the arena's quick lists.
@@ -249,10 +272,11 @@ void basic_free_list_resource<Sync>::deallocate_sync(void* p, std::size_t bytes,
 }
 
 template <bool Sync>
-void basic_free_list_resource<Sync>::deallocate_locked(void* p, std::size_t bytes, std::size_t alignment) noexcept {
+bool basic_free_list_resource<Sync>::deallocate_locked(void* p, std::size_t bytes, std::size_t alignment) noexcept {
   arena& a = arena_of(p);
   std::lock_guard<lock_type> g(a.lock);
   free_in_arena(a, nullptr, p, bytes, alignment);
+  return a.engine.chunk_count() > max_empty_;
 }
 
 // Under a's lock: the engine's free, after the check it cannot make itself.
@@ -271,8 +295,8 @@ bool basic_free_list_resource<Sync>::waits_in_cache(arena& a, const free_list_he
   if constexpr (Sync) {
     const std::size_t n = free_list_engine::rounded(bytes, alignment);
     if (heap_max_ == 0 || n < free_list_engine::quick_min || n > free_list_engine::quick_max ||
-        alignment > free_list_engine::max_alignment || !is_power_of_two(alignment) || !is_any_node(p, base_key_) ||
-        a.engine.usable_size(p) != n)
+        alignment > free_list_engine::max_alignment || !is_power_of_two(alignment) ||
+        a.engine.usable_size(p) != n || !is_any_node(p, base_key_))  // p's words only once p is a live block
       return false;
     if (h == nullptr) h = static_cast<const free_list_heap*>(heaps_.cached_state());
     if (h == nullptr) h = static_cast<const free_list_heap*>(heaps_.registered_state());
@@ -302,9 +326,16 @@ template <bool Sync>
 bool basic_free_list_resource<Sync>::resize_sync(void* p, std::size_t old_size, std::size_t new_size,
                                                  std::size_t alignment) noexcept {
   arena& a = arena_of(p);
-  std::lock_guard<lock_type> g(a.lock);
-  if (waits_in_cache(a, nullptr, p, old_size, alignment)) return false;  // resized after its free: reported
-  return a.engine.resize(p, old_size, new_size, alignment);
+  {
+    std::lock_guard<lock_type> g(a.lock);
+    if (waits_in_cache(a, nullptr, p, old_size, alignment)) return false;  // resized after its free: reported
+    if (!a.engine.resize(p, old_size, new_size, alignment)) return false;
+  }
+  // Its free counts in the net by its new size: the calling thread's net follows (see cacheable()).
+  const int was = cacheable(old_size, alignment) ? 1 : 0, now = cacheable(new_size, alignment) ? 1 : 0;
+  if (was != now)
+    if (auto* h = static_cast<free_list_heap*>(heaps_.last_state())) h->net += now - was;
+  return true;
 }
 
 template <bool Sync>

@@ -2148,6 +2148,52 @@ TEST_CASE("synchronized_free_list_resource: a thread's cache takes its frees and
   CHECK(up.mismatches() == 0);
 }
 
+// A thread's cache goes back when its thread has freed all it allocated; blocks too large for the cache (and blocks
+// resized across the cache's bound) must not count, or the cache would never go back and its chunk never empty.
+TEST_CASE("synchronized_free_list_resource: with nothing live, a thread's cache goes back and no chunk is held") {
+  error_capture errors;
+  for (const bool resize_across : {false, true}) {
+    CAPTURE(resize_across);
+    free_list_options o;
+    o.chunk_size = std::size_t{2} << 20;
+    o.max_empty_chunks = 0;
+    synchronized_free_list_resource r(o);
+    void* a = r.allocate(16, 8);
+    void* big = r.allocate(65536, 8);  // no thread cache takes these
+    void* c = r.allocate(16, 8);
+    std::vector<void*> large;
+    for (int i = 0; i < 3; ++i) large.push_back(r.allocate(400000, 8));
+    std::size_t c_size = 16;
+    if (resize_across) {  // a cacheable block grown past the cache's sizes, and one shrunk into them
+      if (r.resize(c, 16, 4000, 8)) c_size = 4000;
+      CHECK(r.resize(big, 65536, 64, 8));
+    }
+    r.deallocate(big, resize_across ? 64 : 65536, 8);
+    for (void* p : large) r.deallocate(p, 400000, 8);
+    r.deallocate(c, c_size, 8);
+    r.deallocate(a, 16, 8);
+    CHECK(r.stats().bytes_in_use == 0);
+    CHECK(r.cached_blocks() == 0);
+    CHECK(r.chunk_count() == 0);
+    CHECK(r.check_invariants());
+  }
+  // A zero-byte request takes a block of 16 bytes at alignment 16: no cache may take it where the caches hold
+  // nothing that large (a large_threshold of 8) or hold nothing at all (best fit).
+  for (const auto policy : {fit_policy::segregated, fit_policy::best_fit}) {
+    free_list_options o;
+    o.policy = policy;
+    o.large_threshold = 8;
+    synchronized_free_list_resource r(o);
+    std::vector<void*> v;
+    for (int i = 0; i < 40; ++i) v.push_back(r.allocate(0, 16));
+    for (void* p : v) r.deallocate(p, 0, 16);
+    r.trim();  // gives the calling thread's cache back: nothing to report
+    CHECK(r.stats().bytes_in_use == 0);
+    CHECK(r.check_invariants());
+  }
+  CHECK(errors.count() == 0);
+}
+
 TEST_CASE("synchronized_free_list_resource: a block in a thread's cache freed or resized again is reported") {
   synchronized_free_list_resource r(small_chunks());
   error_capture errors;

@@ -178,8 +178,12 @@ class basic_free_list_resource : public resource {
   void* allocate_sync(std::size_t bytes, std::size_t alignment);
   void* allocate_slow(free_list_heap* h, std::size_t bytes, std::size_t alignment);
   void deallocate_sync(void* p, std::size_t bytes, std::size_t alignment) noexcept;
+  /// Whether a block of (bytes, alignment) may wait in a thread's cache when freed: its allocation and its free
+  /// count in the thread's net (what it allocated less what it freed), and no other does.
+  [[nodiscard]] bool cacheable(std::size_t bytes, std::size_t alignment) const noexcept;
   /// A free that no thread cache takes (the block's size, no cache for the thread): the arena's engine, locked.
-  void deallocate_locked(void* p, std::size_t bytes, std::size_t alignment) noexcept;
+  /// Frees p the arena's way under its lock; whether that arena holds more chunks than it keeps empty.
+  bool deallocate_locked(void* p, std::size_t bytes, std::size_t alignment) noexcept;
   void free_in_arena(arena& a, const free_list_heap* h, void* p, std::size_t bytes, std::size_t alignment) noexcept;
   bool waits_in_cache(arena& a, const free_list_heap* h, const void* p, std::size_t bytes,
                       std::size_t alignment) const noexcept;
