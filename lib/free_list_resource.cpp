@@ -211,11 +211,7 @@ void basic_free_list_resource<Sync>::deallocate_sync(void* p, std::size_t bytes,
     auto* h = static_cast<free_list_heap*>(heaps_.last_state());
     if (!cacheable(bytes, alignment)) {
       const bool crowded = deallocate_locked(p, bytes, alignment);
-      // The thread's last block of a cacheable size went before (its net is 0): the cache goes back once chunks
-      // could empty, as on the cacheable way.
-      if (STRATA_UNLIKELY(crowded) && h != nullptr && h->net <= 0 &&
-          h->cached_blocks.load(std::memory_order_relaxed) != 0)
-        flush_heap(*h);
+      if (STRATA_UNLIKELY(crowded) && h != nullptr) flush_if_idle(*h);
       return;
     }
     const std::size_t n = free_list_engine::rounded(bytes, alignment);
@@ -235,7 +231,7 @@ void basic_free_list_resource<Sync>::deallocate_sync(void* p, std::size_t bytes,
       free_in_arena(a, h, p, bytes, alignment);
       const bool crowded = a.engine.chunk_count() > max_empty_;
       a.lock.unlock();
-      if (STRATA_UNLIKELY(crowded) && h->cached_blocks.load(std::memory_order_relaxed) != 0) flush_heap(*h);
+      if (STRATA_UNLIKELY(crowded)) flush_if_idle(*h);
       return;
     }
     // The engine's checks: p starts a live block of exactly n bytes, not waiting in the arena's quick lists.
@@ -487,6 +483,14 @@ void basic_free_list_resource<Sync>::shrink_heap(free_list_heap& h) noexcept {
       count = 0;
       give_back(h, l, n, i * granule);
     }
+}
+
+// A free the arena's way, by a thread whose blocks of cacheable sizes are all freed (its net is 0 or below), found
+// its arena holding more chunks than it keeps empty: the cache goes back, as on the cacheable way when the net
+// reaches 0, so that chunks can empty.
+template <bool Sync>
+void basic_free_list_resource<Sync>::flush_if_idle(free_list_heap& h) noexcept {
+  if (h.net <= 0 && h.cached_blocks.load(std::memory_order_relaxed) != 0) flush_heap(h);
 }
 
 template <bool Sync>

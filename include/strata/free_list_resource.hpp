@@ -201,6 +201,7 @@ class basic_free_list_resource : public resource {
   STRATA_NOINLINE void give_back(free_list_heap& h, void* list, std::size_t k, std::size_t n) noexcept;
   /// Gives back every block h caches.
   STRATA_NOINLINE void flush_heap(free_list_heap& h) noexcept;
+  STRATA_NOINLINE void flush_if_idle(free_list_heap& h) noexcept;
   STRATA_NOINLINE void shrink_heap(free_list_heap& h) noexcept;
   STRATA_COLD void drop_heap_head(free_list_heap& h, std::size_t n) noexcept;
   struct heap_totals {

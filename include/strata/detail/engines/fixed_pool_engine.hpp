@@ -157,7 +157,7 @@ class fixed_pool_engine {
   /// Whether (bytes, alignment) is a one-block request: the wrappers' fast-path test (alignment a power of two, at
   /// most the blocks').
   [[nodiscard]] STRATA_ALWAYS_INLINE bool one_block(std::size_t bytes, std::size_t alignment) const noexcept {
-    return bytes <= stride_ && alignment - 1 < block_alignment_ && (alignment & (alignment - 1)) == 0;
+    return one_block_below(bytes, alignment, block_alignment_);
   }
 
   /// Bytes a request occupies as the statistics count it: whole blocks (blocks x stride) when the pool serves it,
@@ -187,7 +187,12 @@ class fixed_pool_engine {
   /// one_block(bytes, alignment) of a batched pool (the request goes to the threads' caches); always false for one
   /// that is not. One test on the line one_block() reads.
   [[nodiscard]] STRATA_ALWAYS_INLINE bool front_block(std::size_t bytes, std::size_t alignment) const noexcept {
-    return bytes <= stride_ && alignment - 1 < front_alignment_ && (alignment & (alignment - 1)) == 0;
+    return one_block_below(bytes, alignment, front_alignment_);
+  }
+  /// At most one block's bytes, at a power-of-two alignment of at most `bound` (0: never).
+  [[nodiscard]] STRATA_ALWAYS_INLINE bool one_block_below(std::size_t bytes, std::size_t alignment,
+                                                          std::size_t bound) const noexcept {
+    return bytes <= stride_ && alignment - 1 < bound && (alignment & (alignment - 1)) == 0;
   }
   /// Batched with max_bytes: how many threads' heaps fit in the cap beside the chunks (and the chunk table); the
   /// pool keeps room for front_heaps_wanted of them (a chunk fewer when the chunks would fill the cap). Without a
