@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <list>
 #include <map>
@@ -526,6 +527,48 @@ TEST_CASE_TEMPLATE_DEFINE("conformance: stats are exact", S, conformance_stats) 
   h.invariants();
 }
 
+// A program that writes only the first bytes of a small object leaves the rest of its first words as the resource
+// left them: words of an earlier use of that memory, maybe by another size (a block of slots formatted again, a
+// split of coalesced blocks), with the old offsets. Such words must never make a live object read as freed. Each
+// object here gets the one first byte that would complete a leftover check word of an object that began 8 bytes
+// lower (the thread cache's marks: word 1 = address ^ key), or keeps the byte it has (a leftover node at the same
+// address); either way it stays live, and every free is an ordinary one.
+TEST_CASE_TEMPLATE_DEFINE("conformance: leftover words of earlier objects never make a live object read as freed", S,
+                          conformance_leftovers) {
+  harness<S> h;
+  auto& r = h.r();
+  strata_test::error_capture errors;
+  for (int variant = 0; variant < 2; ++variant) {
+    CAPTURE(variant);
+    for (const std::size_t earlier : {std::size_t{24}, std::size_t{40}, std::size_t{56}, std::size_t{72}}) {
+      CAPTURE(earlier);
+      // Many objects of a size whose slots start at 8 mod 16, freed in an order that runs the caches over.
+      std::vector<void*> old;
+      for (std::size_t k = 0; k < (std::size_t{2} << 20) / earlier; ++k) old.push_back(r.allocate(earlier, 8));
+      for (std::size_t k = 0; k < old.size(); k += 2) r.deallocate(old[k], earlier, 8);
+      for (std::size_t k = 1; k < old.size(); k += 2) r.deallocate(old[k], earlier, 8);
+      // Small objects in that memory: their first byte written, the other bytes of the first words left.
+      for (const std::size_t alignment : {std::size_t{16}, std::size_t{32}}) {
+        std::vector<void*> now;
+        for (std::size_t k = 0; k < (std::size_t{2} << 20) / 32; ++k) {
+          auto* p = static_cast<unsigned char*>(r.allocate(8, alignment));
+          std::uint64_t w0;
+          std::memcpy(&w0, p, 8);
+          const auto a = reinterpret_cast<std::uintptr_t>(p);
+          p[0] = static_cast<unsigned char>(variant == 0 ? w0 ^ a ^ (a - 8) : w0);
+          now.push_back(p);
+        }
+        for (void* p : now) r.deallocate(p, 8, alignment);
+      }
+    }
+  }
+  if (!errors.errors().empty()) FAIL_CHECK(errors.errors().front().message);
+  CHECK(errors.count() == 0);
+  CHECK(r.stats().bytes_in_use == 0);
+  h.invariants();
+  h.destroy_and_check_nothing_held();
+}
+
 TEST_CASE_TEMPLATE_DEFINE("conformance: std::pmr containers", S, conformance_containers) {
   harness<S> h;
   auto& r = h.r();
@@ -627,6 +670,7 @@ TEST_CASE_TEMPLATE_DEFINE("conformance: threads allocate and free each other's b
   TEST_CASE_TEMPLATE_INVOKE(conformance_resize, __VA_ARGS__);   \
   TEST_CASE_TEMPLATE_INVOKE(conformance_resize_misuse, __VA_ARGS__); \
   TEST_CASE_TEMPLATE_INVOKE(conformance_stats, __VA_ARGS__);    \
+  TEST_CASE_TEMPLATE_INVOKE(conformance_leftovers, __VA_ARGS__); \
   TEST_CASE_TEMPLATE_INVOKE(conformance_containers, __VA_ARGS__)
 
 /// The multi-threaded part, for thread-safe resources.

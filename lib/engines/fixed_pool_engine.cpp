@@ -274,6 +274,7 @@ void* fixed_pool_engine<Sync>::allocate_one_slow(std::size_t bytes, std::size_t 
     if (chunk* c = current_.load(std::memory_order_acquire)) {  // its header and bitmap were written before
       tally* t = my_tally();
       if (const std::size_t q = claim_one(c, t); q != npos) {
+        if (batched_) clear_node(address(c, q));  // as claim_checked()
         hand_out(c, q, 1);
         add(t, 1, 0, 0, 1);
         return address(c, q);
@@ -512,6 +513,8 @@ std::size_t fixed_pool_engine<Sync>::claim_in(chunk* c, std::size_t k, bool& fre
   const std::size_t q = claim_run(c, k);
   if (q == npos) return q;
   if (!Sync || batched_) note_run(c);
+  // Its first block may have been a cache's node: a run whose first words the program leaves must not read as one.
+  clear_node(address(c, q));
   fresh = hand_out(c, q, k);
   return q;
 }

@@ -17,7 +17,8 @@ namespace strata::detail {
 ///
 /// Every path that frees a block into a cache makes it a node; the node words stay when the block moves on into a
 /// bitmap. Every path that hands a block out checks it (a block that is no node was written after its free, or is
-/// being handed out a second time) and clears the check word, so a live block is no node. Blocks need two words
+/// being handed out a second time) and clears the check word, so a live block is no node; a block's first hand-out in
+/// its present shape clears both words (clear_fresh). Blocks need two words
 /// (16 bytes); smaller classes do not use a cache.
 ///
 /// The words are read and written with relaxed atomic accesses (plain moves on the targets we build for): in the
@@ -67,6 +68,14 @@ STRATA_ALWAYS_INLINE void make_node(void* p, const void* next, std::uintptr_t ke
 STRATA_ALWAYS_INLINE void* node_next(const void* p) noexcept { return reinterpret_cast<void*>(load_node_word(p, 0)); }
 /// Makes p no node (it is being handed out).
 STRATA_ALWAYS_INLINE void clear_node(void* p) noexcept { store_node_word(p, 1, 0); }
+/// Makes p, a block never handed out in its present shape, no node, whatever its words hold: words of an earlier use
+/// of the memory, maybe by blocks at other offsets (a block of slots formatted for another size), so that word 0 may
+/// hold an old check word or mark. Were word 0 left so, a live block whose first bytes alone the program writes
+/// could complete that old word into one that reads as a node or mark at its own address.
+STRATA_ALWAYS_INLINE void clear_fresh(void* p) noexcept {
+  store_node_word(p, 0, 0);
+  store_node_word(p, 1, 0);
+}
 
 /// A bounded LIFO of nodes in two lists of at most `cap` nodes: `head`, where frees push and allocations pop, and
 /// `cold`, the older batch. When `head` is full, a free moves it to `cold` whole (giving the previous cold batch

@@ -99,11 +99,13 @@ class bitmap_engine {
         STRATA_ASSERT(next > cs.fresh_from && next - cs.fresh_from <= cs.fresh_span);
         cs.fresh_span -= next - cs.fresh_from;
         cs.fresh_from = next;
+        clear_fresh(p);
       } else if (STRATA_UNLIKELY(!is_node(p, node_key_))) {
         return refuse_claimed(cs, c);
+      } else {
+        clear_node(p);
       }
       cs.claimed = m & (m - 1);
-      clear_node(p);
       note_allocate(cs);
       return p;
     }

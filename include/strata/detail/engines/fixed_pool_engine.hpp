@@ -613,6 +613,8 @@ inline std::size_t fixed_pool_engine<Sync>::claim_checked(chunk* c, bool& fresh)
         }
         clear_node(p);
       }
+    } else if (batched_) {
+      clear_node(address(c, q));  // a block the batches made a node: its free asks whether it is some heap's node
     }
     fresh = hand_out(c, q, 1);
     return q;

@@ -181,13 +181,15 @@ class tc_front {
       const std::uintptr_t next = reinterpret_cast<std::uintptr_t>(p) + bin.object_size;
       bin.fresh_span -= next - bin.fresh_from;
       bin.fresh_from = next;
+      clear_fresh(p);
     } else if (STRATA_UNLIKELY(!is_any_mark(p, node_key_))) {
       // A slot handed out before carries the mark its way into the bitmap left (its owner's flush, or another
       // heap's free): else it was written after its free, or is live.
       return nullptr;
+    } else {
+      clear_node(p);
     }
     bin.claimed = m & (m - 1);
-    clear_node(p);
     note_allocation(h, bin.object_size);
     return p;
   }
@@ -356,8 +358,9 @@ class tc_front {
   void remote_free(tc_heap& h, void* p, unsigned c, std::size_t bytes, std::size_t alignment) const noexcept;
   /// Whether p, slot q of b (a block of bin's class bin's heap owns), is free: in b's bitmaps (`local`: its local
   /// word q >> 6, as the caller loaded it), in the bin's claimed word or never-used range, or a node or mark of any
-  /// heap (cached, set aside, queued or given back). Every object handed out has its second word cleared, so a live
-  /// one carries such words only if the program wrote them (they hold the resource's secret key).
+  /// heap (cached, set aside, queued or given back). Every object handed out has its second word cleared, and a
+  /// slot's first hand-out both (words of the block's earlier format could complete one), so a live one carries such
+  /// words only if the program wrote them (they hold the resource's secret key).
   STRATA_ALWAYS_INLINE bool is_free_for(const tc_bin& bin, const slab* b, std::size_t q, const void* p,
                                         std::uint64_t local) const noexcept {
     const std::uint64_t m = std::uint64_t{1} << (q & 63);
