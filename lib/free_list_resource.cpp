@@ -11,8 +11,8 @@
 #include <strata/detail/core/checks.hpp>
 #include <strata/detail/core/stats_sum.hpp>
 #include <strata/detail/ds/free_cache.hpp>
-#include <strata/detail/engines/sync_front.hpp>
 #include <strata/detail/parts/heap_counters.hpp>
+#include <strata/detail/parts/heap_registry.hpp>
 #include <strata/detail/parts/thread_registry.hpp>
 
 namespace strata::detail {
@@ -26,11 +26,10 @@ struct free_list_heap : sync_heap<free_list_engine::quick_max / free_list_engine
   std::atomic<std::int64_t> cached_bytes{0};
   std::int64_t net = 0;  // blocks its thread allocated less those it freed (its own: 0 after a free may mean idle)
   std::uint32_t shrink_at = 0;  // the size (/ 8) where the next shrink starts
-  free_list_heap* next_heap() const noexcept { return static_cast<free_list_heap*>(next); }
 };
 
+
 namespace {
-constexpr std::uint32_t max_heap_index = 0xFFFE;  // heap indices are 16 bits of the node key
 constexpr std::size_t granule = free_list_engine::granule;
 
 // The options the engine takes: checked, the chunk size chosen for this upstream.
@@ -56,7 +55,9 @@ basic_free_list_resource<Sync>::basic_free_list_resource(const options& opts, st
     : upstream_(upstream),
       opts_(opts),
       engine_opts_(validated(opts, upstream, name_of(Sync))),
-      first_(engine_opts_, upstream, this, name_of(Sync)) {
+      first_(engine_opts_, upstream, this, name_of(Sync)),
+      base_key_(Sync ? random_node_key(&base_key_) : 0),
+      registry_(upstream, base_key_, ~std::size_t{0}) {  // as many caches as there are heap indices
   if constexpr (Sync) {
     const unsigned cpus = std::thread::hardware_concurrency();
     arena_limit_ = cpus == 0 ? 1 : cpus < max_arenas ? cpus : max_arenas;
@@ -70,23 +71,13 @@ basic_free_list_resource<Sync>::basic_free_list_resource(const options& opts, st
       heap_max_ = lt < free_list_engine::quick_max ? lt : free_list_engine::quick_max;
     }
     max_empty_ = engine_opts_.max_empty_chunks;
-    base_key_ = random_node_key(&base_key_);
   }
 }
 
 template <bool Sync>
 basic_free_list_resource<Sync>::~basic_free_list_resource() {
   if constexpr (Sync) {
-    heaps_.leave();  // first: from here on no exiting thread hands its cache back
-    {
-      std::lock_guard<std::mutex> g(heaps_lock_);
-      for (free_list_heap* list : {live_heaps_, pooled_heaps_})
-        for (free_list_heap* h = list; h != nullptr;) {
-          free_list_heap* next = h->next_heap();
-          free_heap(h);
-          h = next;
-        }
-    }
+    heaps_.leave();  // first: from here on no exiting thread hands its cache back (registry_ then frees them)
     for (auto& slot : more_) {
       arena* a = slot.load(std::memory_order_relaxed);
       if (a == nullptr) break;
@@ -351,37 +342,17 @@ template <bool Sync>
 free_list_heap* basic_free_list_resource<Sync>::make_heap() noexcept {
   if constexpr (Sync) {
     if (per_thread_owner::thread_exited()) return nullptr;
-    free_list_heap* h = nullptr;
+    free_list_heap* h;
     {
-      std::lock_guard<std::mutex> g(heaps_lock_);
-      if (pooled_heaps_ != nullptr) {
-        h = pooled_heaps_;
-        pooled_heaps_ = h->next_heap();
-      } else {
-        if (next_heap_index_ > max_heap_index) return nullptr;
-        void* mem;
-        try {
-          mem = allocate_from(upstream_, sizeof(free_list_heap), alignof(free_list_heap));
-        } catch (...) {
-          return nullptr;
-        }
-        h = new (mem) free_list_heap;
-        h->index = next_heap_index_++;
-        h->key = base_key_ ^ (std::uintptr_t{h->index} << 48);
+      std::lock_guard<std::mutex> g(registry_.lock());
+      h = registry_.take([](free_list_heap& fresh) {
         for (std::size_t n = free_list_engine::quick_min; n <= free_list_engine::quick_max; n += granule)
-          h->bins[n / granule].cap = free_cache::cap_for(n);
-        ++heap_count_;
-      }
-      h->prev = nullptr;
-      h->next = live_heaps_;
-      if (live_heaps_ != nullptr) live_heaps_->prev = h;
-      live_heaps_ = h;
+          fresh.bins[n / granule].cap = free_cache::cap_for(n);
+      });
     }
-    if (heaps_.add_state(h)) return h;
-    std::lock_guard<std::mutex> g(heaps_lock_);  // not registered: back to the pool
-    unlink_heap(h);
-    h->next = pooled_heaps_;
-    pooled_heaps_ = h;
+    if (h == nullptr || heaps_.add_state(h)) return h;
+    std::lock_guard<std::mutex> g(registry_.lock());  // not registered: back to the pool
+    registry_.pool(h);
     return nullptr;
   } else {
     return nullptr;
@@ -393,41 +364,15 @@ template <bool Sync>
 void basic_free_list_resource<Sync>::heap_exit(free_list_heap* h) noexcept {
   if constexpr (Sync) {
     flush_heap(*h);
-    std::lock_guard<std::mutex> g(heaps_lock_);
-    retired_.allocations += h->allocations.load(std::memory_order_relaxed);
-    retired_.deallocations += h->deallocations.load(std::memory_order_relaxed);
-    retired_.bytes += h->bytes.load(std::memory_order_relaxed);
-    retired_.peak += h->peak.load(std::memory_order_relaxed);
-    retired_.lost += h->lost.load(std::memory_order_relaxed);
-    for (auto* c : {&h->allocations, &h->deallocations, &h->lost}) c->store(0, std::memory_order_relaxed);
-    for (auto* c : {&h->bytes, &h->peak, &h->cached_blocks, &h->cached_bytes}) c->store(0, std::memory_order_relaxed);
+    std::lock_guard<std::mutex> g(registry_.lock());
+    for (auto* c : {&h->cached_blocks, &h->cached_bytes}) c->store(0, std::memory_order_relaxed);
     h->net = 0;
-    unlink_heap(h);
-    h->next = pooled_heaps_;
-    pooled_heaps_ = h;
+    registry_.retire(h);
   } else {
     (void)h;
   }
 }
 
-template <bool Sync>
-void basic_free_list_resource<Sync>::unlink_heap(free_list_heap* h) noexcept {
-  if (h->prev != nullptr) h->prev->next = h->next;
-  else live_heaps_ = h->next_heap();
-  if (h->next != nullptr) h->next->prev = h->prev;
-  h->next = h->prev = nullptr;
-}
-
-template <bool Sync>
-void basic_free_list_resource<Sync>::free_heap(free_list_heap* h) noexcept {
-  h->~free_list_heap();
-  upstream_->deallocate(h, sizeof(free_list_heap), alignof(free_list_heap));
-  --heap_count_;
-}
-
-// Each block goes back through its arena's deallocate (under that arena's lock, one lock held for a run of blocks of
-// the same arena), which checks it once more and counts the free: h's count of it is taken back. A node that does
-// not check ends the list (reported; the rest set aside); a block the engine refuses (reported) is set aside.
 template <bool Sync>
 void basic_free_list_resource<Sync>::give_back(free_list_heap& h, void* list, std::size_t k, std::size_t n) noexcept {
   if constexpr (Sync) {
@@ -503,18 +448,13 @@ template <bool Sync>
 auto basic_free_list_resource<Sync>::collect_heap_totals() const noexcept -> heap_totals {
   heap_totals t{};
   if constexpr (Sync) {
-    std::lock_guard<std::mutex> g(heaps_lock_);
-    t = retired_;
-    t.heap_bytes = std::size_t{heap_count_} * sizeof(free_list_heap);
-    for (const free_list_heap* h = live_heaps_; h != nullptr; h = h->next_heap()) {
-      t.allocations += h->allocations.load(std::memory_order_relaxed);
-      t.deallocations += h->deallocations.load(std::memory_order_relaxed);
-      t.lost += h->lost.load(std::memory_order_relaxed);
-      t.bytes += h->bytes.load(std::memory_order_relaxed);
-      t.peak += h->peak.load(std::memory_order_relaxed);
-      t.cached_blocks += h->cached_blocks.load(std::memory_order_relaxed);
-      t.cached_bytes += h->cached_bytes.load(std::memory_order_relaxed);
-    }
+    std::lock_guard<std::mutex> g(registry_.lock());
+    static_cast<heap_counts&>(t) = registry_.totals();
+    t.heap_bytes = registry_.heap_bytes();
+    registry_.for_each_live([&](const free_list_heap& h) {
+      t.cached_blocks += h.cached_blocks.load(std::memory_order_relaxed);
+      t.cached_bytes += h.cached_bytes.load(std::memory_order_relaxed);
+    });
   }
   return t;
 }
@@ -577,35 +517,13 @@ template <bool Sync>
 void basic_free_list_resource<Sync>::release() noexcept {
   if constexpr (Sync) {
     // Every block is gone, those the caches hold too: they count as freed.
-    auto* own = static_cast<free_list_heap*>(heaps_.remove_state());  // (the registry's lock before heaps_lock_)
-    std::lock_guard<std::mutex> g(heaps_lock_);
-    retired_.deallocations = retired_.allocations;
-    retired_.bytes = 0;
-    retired_.lost = 0;
-    for (free_list_heap* h = live_heaps_; h != nullptr; h = h->next_heap()) {
-      for (free_cache& bin : h->bins) {
-        const std::uint32_t cap = bin.cap;
-        bin = free_cache{};
-        bin.cap = cap;
-      }
-      h->deallocations.store(h->allocations.load(std::memory_order_relaxed), std::memory_order_relaxed);
-      for (auto* c : {&h->bytes, &h->cached_blocks, &h->cached_bytes}) c->store(0, std::memory_order_relaxed);
-      h->lost.store(0, std::memory_order_relaxed);
-      h->net = 0;
-    }
     // The calling thread's cache and those of exited threads go back upstream; other threads' stay theirs.
-    if (own != nullptr) {
-      retired_.allocations += own->allocations.load(std::memory_order_relaxed);
-      retired_.deallocations += own->deallocations.load(std::memory_order_relaxed);
-      retired_.peak += own->peak.load(std::memory_order_relaxed);
-      unlink_heap(own);
-      free_heap(own);
-    }
-    while (pooled_heaps_ != nullptr) {
-      free_list_heap* h = pooled_heaps_;
-      pooled_heaps_ = h->next_heap();
-      free_heap(h);
-    }
+    auto* own = static_cast<free_list_heap*>(heaps_.remove_state());  // (the thread registry's lock first)
+    std::lock_guard<std::mutex> g(registry_.lock());
+    registry_.forget_all(own, [](free_list_heap& h) {
+      for (auto* c : {&h.cached_blocks, &h.cached_bytes}) c->store(0, std::memory_order_relaxed);
+      h.net = 0;
+    });
   }
   for_each_arena([](const arena& x) {
     arena& a = const_cast<arena&>(x);

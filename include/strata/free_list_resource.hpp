@@ -14,6 +14,7 @@
 #include <type_traits>
 
 #include <strata/detail/engines/free_list_engine.hpp>
+#include <strata/detail/parts/heap_registry.hpp>
 #include <strata/detail/parts/thread_registry.hpp>
 #include <strata/options.hpp>
 #include <strata/page_resource.hpp>
@@ -195,8 +196,6 @@ class basic_free_list_resource : public resource {
   free_list_heap* calling_heap() noexcept;
   free_list_heap* make_heap() noexcept;
   void heap_exit(free_list_heap* h) noexcept;
-  void unlink_heap(free_list_heap* h) noexcept;  // under heaps_lock_
-  void free_heap(free_list_heap* h) noexcept;    // under heaps_lock_: its memory back upstream
   /// Gives k nodes of `list` (blocks of n bytes, cached by h) back to their arenas' engines.
   STRATA_NOINLINE void give_back(free_list_heap& h, void* list, std::size_t k, std::size_t n) noexcept;
   /// Gives back every block h caches.
@@ -204,9 +203,8 @@ class basic_free_list_resource : public resource {
   STRATA_NOINLINE void flush_if_idle(free_list_heap& h) noexcept;
   STRATA_NOINLINE void shrink_heap(free_list_heap& h) noexcept;
   STRATA_COLD void drop_heap_head(free_list_heap& h, std::size_t n) noexcept;
-  struct heap_totals {
-    std::uint64_t allocations = 0, deallocations = 0, lost = 0;
-    std::int64_t bytes = 0, peak = 0, cached_blocks = 0, cached_bytes = 0;
+  struct heap_totals : heap_counts {
+    std::int64_t cached_blocks = 0, cached_bytes = 0;
     std::size_t heap_bytes = 0;
   };
   heap_totals collect_heap_totals() const noexcept;
@@ -225,14 +223,13 @@ class basic_free_list_resource : public resource {
   std::size_t heap_max_ = 0;    // largest request a thread cache serves; 0: none (strict checks, other policies)
   std::size_t heap_limit_ = 0;  // bytes one thread cache holds at most
   std::size_t max_empty_ = 0;
-  std::uintptr_t base_key_ = 0;  // cache nodes: base_key_ ^ (heap index << 48)
+  std::uintptr_t base_key_;  // cache nodes: base_key_ ^ (heap index << 48)
+  struct no_registry {
+    no_registry(std::pmr::memory_resource*, std::uintptr_t, std::size_t) noexcept {}
+  };
+  // The caches' memory and indices (destroyed after heaps_ has left the threads' registries).
+  std::conditional_t<Sync, heap_registry<free_list_heap>, no_registry> registry_;
   std::conditional_t<Sync, heap_owner, no_heaps> heaps_{this};
-  mutable std::conditional_t<Sync, std::mutex, no_more> heaps_lock_;
-  free_list_heap* live_heaps_ = nullptr;  // caches of running threads
-  free_list_heap* pooled_heaps_ = nullptr;  // of exited threads, for reuse (with their index)
-  std::uint32_t heap_count_ = 0;
-  std::uint32_t next_heap_index_ = 1;
-  heap_totals retired_{};  // what exited threads' caches counted
 };
 
 extern template class basic_free_list_resource<false>;

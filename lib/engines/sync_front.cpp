@@ -11,10 +11,6 @@
 
 namespace strata::detail {
 
-namespace {
-constexpr std::uint32_t max_heap_index = 0xFFFE;  // heap indices are 16 bits of the node key; 0xFFFF: the shared heap
-}
-
 template <class Engine>
 sync_front<Engine>::sync_front(engine_type& engine, std::pmr::memory_resource* upstream, const char* name,
                                std::size_t max_heaps) noexcept
@@ -24,58 +20,21 @@ sync_front<Engine>::sync_front(engine_type& engine, std::pmr::memory_resource* u
       upstream_(upstream),
       name_(name),
       block_mask_(engine.front_block_mask()),
-      class_count_(engine.class_count()) {
-  max_heaps_ = static_cast<std::uint32_t>(max_heaps < max_heap_index ? max_heaps : max_heap_index);
+      class_count_(engine.class_count()),
+      heaps_(upstream, base_key_, max_heaps) {
   for (unsigned c = 0; c < class_count_; ++c) filters_[c] = engine.front_filter(c);
-  init_heap(shared_, 0xFFFF);
+  shared_.index = 0xFFFF;  // no registry heap's (1 to heap_registry::max_index)
+  shared_.key = base_key_ ^ (std::uintptr_t{0xFFFF} << 48);
+  init_heap(shared_);
 }
 
 template <class Engine>
 sync_front<Engine>::~sync_front() {
-  leave();  // no exiting thread hands a heap back from here on
-  std::lock_guard<std::mutex> g(heaps_lock_);
-  for (heap* list : {live_, pool_}) {
-    while (list != nullptr) {
-      heap* h = list;
-      list = h->next;
-      free_heap(h);
-    }
-  }
-  live_ = pool_ = nullptr;
+  leave();  // no exiting thread hands a heap back from here on; heaps_ then frees them all
 }
 
 template <class Engine>
-void sync_front<Engine>::free_heap(heap* h) noexcept {
-  h->~sync_heap();
-  upstream_->deallocate(h, sizeof(heap), alignof(heap));
-  --heaps_;
-}
-
-template <class Engine>
-void sync_front<Engine>::unlink_live(heap* h) noexcept {
-  if (h->prev != nullptr) h->prev->next = h->next;
-  else live_ = h->next;
-  if (h->next != nullptr) h->next->prev = h->prev;
-  h->next = h->prev = nullptr;
-}
-
-template <class Engine>
-std::uint32_t sync_front<Engine>::free_index() noexcept {
-  if (next_index_ <= max_heap_index) return next_index_++;
-  // Every index was given once: one no held heap has now (rare: after 65535 heaps were made).
-  for (std::uint32_t i = 1; i <= max_heap_index; ++i) {
-    bool used = false;
-    for (const heap* list : {live_, pool_})
-      for (const heap* h = list; h != nullptr && !used; h = h->next) used = h->index == i;
-    if (!used) return i;
-  }
-  return 0;
-}
-
-template <class Engine>
-void sync_front<Engine>::init_heap(heap& h, std::uint32_t index) const noexcept {
-  h.index = index;
-  h.key = base_key_ ^ (std::uintptr_t{index} << 48);
+void sync_front<Engine>::init_heap(heap& h) const noexcept {
   for (unsigned c = 0; c < class_count_; ++c)
     h.bins[c].cap = filters_[c].object_size >= 16 ? free_cache::cap_for(filters_[c].object_size) : 0;
 }
@@ -87,35 +46,15 @@ typename sync_front<Engine>::heap* sync_front<Engine>::heap_of_calling_thread() 
   if (auto* h = static_cast<heap*>(cached_state())) return h;
   if (auto* h = static_cast<heap*>(registered_state())) return h;
   if (thread_exited()) return nullptr;
-  heap* h = nullptr;
+  heap* h;
   {
-    std::lock_guard<std::mutex> g(heaps_lock_);
-    if (pool_ != nullptr) {
-      h = pool_;
-      pool_ = h->next;
-    } else {
-      if (heaps_ >= max_heaps_) return nullptr;  // the caller works with the shared heap
-      const std::uint32_t index = free_index();
-      if (index == 0) return nullptr;
-      try {
-        void* mem = allocate_from(upstream_, sizeof(heap), alignof(heap));  // checks the alignment
-        h = new (mem) heap;
-      } catch (...) {
-        return nullptr;  // the caller works without a heap
-      }
-      ++heaps_;
-      init_heap(*h, index);
-    }
-    h->prev = nullptr;
-    h->next = live_;
-    if (live_ != nullptr) live_->prev = h;
-    live_ = h;
+    std::lock_guard<std::mutex> g(heaps_.lock());
+    h = heaps_.take([&](heap& fresh) { init_heap(fresh); });
   }
+  if (h == nullptr) return nullptr;  // the caller works with the shared heap
   if (!add_state(h)) {  // the thread is exiting, or keeps states for too many owners
-    std::lock_guard<std::mutex> g(heaps_lock_);
-    unlink_live(h);
-    h->next = pool_;
-    pool_ = h;
+    std::lock_guard<std::mutex> g(heaps_.lock());
+    heaps_.pool(h);
     return nullptr;
   }
   return h;
@@ -127,20 +66,8 @@ void sync_front<Engine>::thread_exit(void* state) noexcept {
   flush(*h);
   // And the parked lists (some may be this thread's): a program whose threads have ended holds nothing back.
   for (unsigned c = 0; c < class_count_; ++c) drain_stash(c);
-  std::lock_guard<std::mutex> g(heaps_lock_);
-  retired_allocations_ += h->allocations.load(std::memory_order_relaxed);
-  retired_deallocations_ += h->deallocations.load(std::memory_order_relaxed);
-  retired_bytes_ += h->bytes.load(std::memory_order_relaxed);
-  retired_peak_ += h->peak.load(std::memory_order_relaxed);
-  retired_lost_ += h->lost.load(std::memory_order_relaxed);
-  h->allocations.store(0, std::memory_order_relaxed);
-  h->deallocations.store(0, std::memory_order_relaxed);
-  h->bytes.store(0, std::memory_order_relaxed);
-  h->peak.store(0, std::memory_order_relaxed);
-  h->lost.store(0, std::memory_order_relaxed);
-  unlink_live(h);
-  h->next = pool_;
-  pool_ = h;
+  std::lock_guard<std::mutex> g(heaps_.lock());
+  heaps_.retire(h);
 }
 
 // ---- allocation ------------------------------------------------------------------------------------------------------
@@ -421,51 +348,23 @@ void sync_front<Engine>::forget_all() noexcept {
     std::lock_guard<std::mutex> g(stash_[c].lock);
     __atomic_store_n(&stash_[c].count, 0u, __ATOMIC_RELAXED);
   }
-  std::lock_guard<std::mutex> g(heaps_lock_);
+  std::lock_guard<std::mutex> g(heaps_.lock());
   std::lock_guard<std::mutex> gs(shared_lock_);
-  for_each_heap([&](heap& h) {
-    for (unsigned c = 0; c < class_count_; ++c) {
-      const std::uint32_t cap = h.bins[c].cap;
-      h.bins[c] = free_cache{};
-      h.bins[c].cap = cap;
-    }
-    // Every object is gone: count them as freed, so that in use = allocations - deallocations stays exact.
-    h.deallocations.store(h.allocations.load(std::memory_order_relaxed), std::memory_order_relaxed);
-    h.bytes.store(0, std::memory_order_relaxed);
-    h.lost.store(0, std::memory_order_relaxed);
-  });
-  retired_deallocations_ = retired_allocations_;
-  retired_bytes_ = 0;
-  retired_lost_ = 0;
-  // The calling thread's heap and the pooled ones go back; other threads' heaps stay theirs.
-  if (auto* own = static_cast<heap*>(remove_state())) {
-    retired_allocations_ += own->allocations.load(std::memory_order_relaxed);
-    retired_deallocations_ += own->deallocations.load(std::memory_order_relaxed);
-    retired_peak_ += own->peak.load(std::memory_order_relaxed);
-    unlink_live(own);
-    free_heap(own);
-  }
-  while (pool_ != nullptr) {
-    heap* h = pool_;
-    pool_ = h->next;
-    free_heap(h);
-  }
+  // Every object is gone: each cache empty, each object counted as freed (in use = allocations - deallocations
+  // stays exact). The calling thread's heap and the pooled ones go back; other threads' heaps stay theirs.
+  const auto nothing_more = [](heap&) {};
+  heaps_.forget(shared_, nothing_more);
+  heaps_.forget_all(static_cast<heap*>(remove_state()), nothing_more);
 }
 
 // ---- stats and invariants --------------------------------------------------------------------------------------------
 
 template <class Engine>
 typename sync_front<Engine>::totals sync_front<Engine>::collect_totals() const noexcept {
-  std::lock_guard<std::mutex> g(heaps_lock_);
-  totals t{retired_allocations_, retired_deallocations_, retired_bytes_, retired_peak_,
-           std::size_t{heaps_} * sizeof(heap)};
-  for_each_heap([&](const heap& h) {
-    t.allocations += h.allocations.load(std::memory_order_relaxed);
-    t.deallocations += h.deallocations.load(std::memory_order_relaxed);
-    t.bytes += h.bytes.load(std::memory_order_relaxed);
-    t.peak += h.peak.load(std::memory_order_relaxed);
-  });
-  return t;
+  std::lock_guard<std::mutex> g(heaps_.lock());
+  heap_counts sum = heaps_.totals();
+  sum.add(shared_);
+  return totals{sum.allocations, sum.deallocations, sum.bytes, sum.peak, heaps_.heap_bytes()};
 }
 
 template <class Engine>
@@ -479,11 +378,12 @@ template <class Engine>
 bool sync_front<Engine>::check_invariants() const noexcept {
   const char* broken = nullptr;
   const void* where = nullptr;
-  std::lock_guard<std::mutex> g(heaps_lock_);
+  std::lock_guard<std::mutex> g(heaps_.lock());
   std::lock_guard<std::mutex> gs(shared_lock_);
   // Objects out of the bitmaps through batches: in use (allocated through a cache, less those freed through one:
   // either end may have gone the locked way), cached, or set aside.
-  std::uint64_t held = retired_allocations_ - retired_deallocations_ + retired_lost_;
+  const heap_counts& retired = heaps_.retired();
+  std::uint64_t held = retired.allocations - retired.deallocations + retired.lost;
   const void* seen[2 * free_cache::max_cap];
   for_each_heap([&](const heap& each) {
     const heap* h = &each;

@@ -13,27 +13,11 @@
 #include <strata/config.hpp>
 #include <strata/detail/ds/free_cache.hpp>
 #include <strata/detail/parts/heap_counters.hpp>
+#include <strata/detail/parts/heap_registry.hpp>
 #include <strata/detail/core/math.hpp>
 #include <strata/detail/parts/thread_registry.hpp>
 
 namespace strata::detail {
-
-/// One thread's caches: a free cache per class, and counts that only its thread writes (others read them for
-/// stats). Objects are no heap's own: any thread frees any object into its cache, and caches give objects back to
-/// whichever block they belong to.
-template <unsigned Classes>
-struct alignas(64) sync_heap {
-  free_cache bins[Classes];
-  std::uintptr_t key = 0;  // nodes of this heap: base key ^ (index << 48)
-  std::uint32_t index = 0;
-  std::atomic<std::uint64_t> allocations{0};
-  std::atomic<std::uint64_t> deallocations{0};
-  std::atomic<std::int64_t> bytes{0};  // may go below 0: objects move between threads
-  std::atomic<std::int64_t> peak{0};
-  std::atomic<std::uint64_t> lost{0};  // objects set aside after a misuse (until release)
-  sync_heap* next = nullptr;           // on the front's live list or its pool
-  sync_heap* prev = nullptr;
-};
 
 /// The per-thread tier of synchronized_bitmap_resource and synchronized_fixed_pool_resource with standard checks.
 ///
@@ -143,8 +127,8 @@ class sync_front final : public per_thread_owner {
   /// outside their class's current block go back, so that the blocks they kept from being empty are relisted (and
   /// given back beyond max_empty_blocks). Objects of the current blocks stay cached.
   STRATA_NOINLINE void settle(heap& h) noexcept;
-  /// Gives heap h its index, key and bounds (a new heap, or the shared one).
-  void init_heap(heap& h, std::uint32_t index) const noexcept;
+  /// Gives heap h its bounds (a new heap, or the shared one).
+  void init_heap(heap& h) const noexcept;
 
   STRATA_NOINLINE void* allocate_slow(unsigned c);
   STRATA_NOINLINE void* refill(heap& h, unsigned c);
@@ -178,22 +162,18 @@ class sync_front final : public per_thread_owner {
   void flush(heap& h) noexcept;
   /// The calling thread's heap, made and registered when it has none; nullptr when that cannot be.
   heap* heap_of_calling_thread() noexcept;
-  /// f(heap) for every live heap and the shared one (under heaps_lock_, and shared_lock_ where the shared heap's
-  /// lists are read).
+  /// f(heap) for every live heap and the shared one (under the registry's lock, and shared_lock_ where the shared
+  /// heap's lists are read).
   template <class F>
   void for_each_heap(F&& f) const {
-    for (const heap* h = live_; h != nullptr; h = h->next) f(*h);
+    heaps_.for_each_live(f);
     f(shared_);
   }
   template <class F>
   void for_each_heap(F&& f) {
-    for (heap* h = live_; h != nullptr; h = h->next) f(*h);
+    heaps_.for_each_live(f);
     f(shared_);
   }
-  /// Under heaps_lock_: an index no held heap has, or 0 when all are taken.
-  std::uint32_t free_index() noexcept;
-  void unlink_live(heap* h) noexcept;
-  void free_heap(heap* h) noexcept;
   void report_double_free(void* p, std::size_t bytes, std::size_t alignment, unsigned c,
                           const char* why) const noexcept;
 
@@ -225,18 +205,8 @@ class sync_front final : public per_thread_owner {
   heap shared_;
   mutable std::mutex shared_lock_;
 
-  mutable std::mutex heaps_lock_;
-  heap* live_ = nullptr;   // heaps of running threads
-  heap* pool_ = nullptr;    // heaps of exited threads, for reuse (their index too)
-  std::uint32_t heaps_ = 0;     // heaps held (live and pooled)
-  std::uint32_t max_heaps_;     // heaps that may be held at once
-  std::uint32_t next_index_ = 1;
-  // What exited threads' heaps counted (their heaps start from zero when reused).
-  std::uint64_t retired_allocations_ = 0;
-  std::uint64_t retired_deallocations_ = 0;
-  std::int64_t retired_bytes_ = 0;
-  std::int64_t retired_peak_ = 0;
-  std::uint64_t retired_lost_ = 0;
+  // The threads' heaps (destroyed after the destructor has left the threads' registries).
+  heap_registry<heap> heaps_;
 };
 
 }  // namespace strata::detail
