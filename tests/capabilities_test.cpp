@@ -91,7 +91,7 @@ bool all_zero(const void* p, std::size_t n) {
 
 }  // namespace
 
-TEST_CASE("capabilities: a page_resource's, reported through the test kit's adaptors; none over other resources") {
+TEST_CASE("capabilities: a page_resource's, reported through the test kit's adaptors, none over other resources") {
   strata::page_resource pages;
   const strata::memory_capabilities c = pages.capabilities();
   CHECK(c.zeroed_pages);
@@ -121,7 +121,7 @@ TEST_CASE("capabilities: a page_resource's, reported through the test kit's adap
   CHECK(strata::as_strata_resource(nullptr) == nullptr);
 }
 
-TEST_CASE("capabilities: the default allocate_zeroed clears; purge and huge page advice refuse") {
+TEST_CASE("capabilities: the default allocate_zeroed clears, purge and huge page advice refuse") {
   strata::testing::recording_resource heap;  // over new_delete: nothing to forward to
   auto* p = static_cast<unsigned char*>(heap.allocate(256, 16));
   std::memset(p, 0xab, 256);

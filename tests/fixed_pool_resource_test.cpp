@@ -273,7 +273,7 @@ TEST_CASE("fixed_pool_resource: empty chunks of a growing pool go back upstream"
   CHECK(pool.check_invariants());
 }
 
-TEST_CASE("fixed_pool_resource: a chunk whose blocks wait in the free cache goes back on trim; a misuse keeps it held") {
+TEST_CASE("fixed_pool_resource: a chunk whose blocks wait in the free cache goes back on trim, a misuse keeps it held") {
   error_capture errors;
   recording_resource up;
   strata::fixed_pool_options o;
@@ -398,7 +398,7 @@ TEST_CASE("fixed_pool_resource: a freed block written after its free is reported
   CHECK(pool.check_invariants());
 }
 
-TEST_CASE("fixed_pool_resource: freed blocks wait in a bounded cache; trim and an idle pool give them back") {
+TEST_CASE("fixed_pool_resource: freed blocks wait in a bounded cache, trim and an idle pool give them back") {
   recording_resource up;
   strata::fixed_pool_options o = with_checks(strata::check_mode::standard);
   o.chunk_size = 64 * 1024;
@@ -495,7 +495,7 @@ TEST_CASE("fixed_pool_resource: counts and peaks are exact after every call, whi
   CHECK(errors.count() == 0);
 }
 
-TEST_CASE("fixed_pool_resource: runs and single blocks share a chunk; zeroed blocks from the cache are zero") {
+TEST_CASE("fixed_pool_resource: runs and single blocks share a chunk, zeroed blocks from the cache are zero") {
   error_capture errors;
   fixed_pool_resource pool(48, with_checks(strata::check_mode::standard));
   std::vector<void*> singles;
@@ -1199,7 +1199,7 @@ TEST_CASE_TEMPLATE("fixed pools: resize to the same size checks the block", Pool
   CHECK(pool.check_invariants());
 }
 
-TEST_CASE("fixed_pool_resource: node_size<Container>() sizes a pool for a container's nodes; runs are counted") {
+TEST_CASE("fixed_pool_resource: node_size<Container>() sizes a pool for a container's nodes, runs are counted") {
   const std::size_t list_node = strata::node_size<std::pmr::list<int>>();
   CHECK(list_node > sizeof(int));  // two links and the int
   CHECK(strata::node_alignment<std::pmr::list<int>>() == alignof(void*));

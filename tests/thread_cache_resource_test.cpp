@@ -1215,7 +1215,7 @@ TEST_CASE("thread_cache_resource: a block emptied and formatted again while a cr
   CHECK(r.stats().live_allocations() == 0);
 }
 
-TEST_CASE("thread_cache_resource: a block emptied while a cross-thread free of it waits goes upstream; the publication reports it") {
+TEST_CASE("thread_cache_resource: a block emptied while a cross-thread free of it waits goes upstream, the publication reports it") {
   // Another thread's free of p waits in that thread's array; the program then writes over p (a use after free,
   // which erases the free's mark) and the owner frees p again, which nothing can see yet. p's block empties and
   // goes upstream (max_empty_blocks 0) before the waiting free is published: the publication finds the block gone
@@ -2070,7 +2070,7 @@ TEST_CASE("thread_cache_resource: statistics are exact across threads and per ti
   CHECK(r.check_invariants());
 }
 
-TEST_CASE("thread_cache_resource: bytes_in_use counts each block at round_size; any size of the same block frees it") {
+TEST_CASE("thread_cache_resource: bytes_in_use counts each block at round_size, any size of the same block frees it") {
   error_capture errors;
   recording_resource up(strata::default_page_resource());
   thread_cache_resource r(&up);
@@ -2583,7 +2583,7 @@ TEST_CASE("thread_cache_resource: usable_size of thread-tier objects reads no sh
   CHECK(r.stats().live_allocations() == 0);
 }
 
-TEST_CASE("thread_cache_resource: deallocate_unsized frees every tier; stats stay exact") {
+TEST_CASE("thread_cache_resource: deallocate_unsized frees every tier, stats stay exact") {
   recording_resource up;
   thread_cache_resource r(&up);
   const std::size_t sizes[] = {0, 1, 8, 24, 100, 4096, 8192, 8193, 20000, 256 * KiB, 256 * KiB + 1, 3 * MiB};
@@ -2640,7 +2640,7 @@ TEST_CASE("thread_cache_resource: deallocate_unsized reports foreign pointers an
   CHECK(r.check_invariants());
 }
 
-TEST_CASE("thread_cache_resource: release_thread_cache hands the thread's blocks back; the thread may go on") {
+TEST_CASE("thread_cache_resource: release_thread_cache hands the thread's blocks back, the thread may go on") {
   recording_resource up;
   thread_cache_resource r(&up);
   std::vector<void*> kept;
