@@ -78,9 +78,21 @@ template <bool Sync>
 basic_free_list_resource<Sync>::~basic_free_list_resource() {
   if constexpr (Sync) {
     heaps_.leave();  // first: from here on no exiting thread hands its cache back (registry_ then frees them)
+    free_arenas();
+  }
+}
+
+// Arenas 1.. go back upstream, their counts kept (no thread uses the resource meanwhile); made again on demand.
+template <bool Sync>
+void basic_free_list_resource<Sync>::free_arenas() noexcept {
+  if constexpr (Sync) {
     for (auto& slot : more_) {
       arena* a = slot.load(std::memory_order_relaxed);
       if (a == nullptr) break;
+      slot.store(nullptr, std::memory_order_relaxed);
+      const resource_stats t = a->engine.stats();
+      add_part_stats(retired_arenas_, t);
+      retired_arenas_.peak_bytes_in_use += t.peak_bytes_in_use;
       a->~arena();
       upstream_->deallocate(a, sizeof(arena), alignof(arena));
     }
@@ -530,6 +542,7 @@ void basic_free_list_resource<Sync>::release() noexcept {
     std::lock_guard<lock_type> g(a.lock);
     a.engine.release();
   });
+  free_arenas();  // their own memory too: release() returns all of it (they are made again when threads need them)
 }
 
 template <bool Sync>
@@ -596,6 +609,8 @@ resource_stats basic_free_list_resource<Sync>::do_stats() const noexcept {
     add_part_stats(s, t);
   });
   if constexpr (Sync) {
+    add_part_stats(s, retired_arenas_);  // arenas released (nothing in use or held there any more)
+    s.peak_bytes_in_use += retired_arenas_.peak_bytes_in_use;
     // The caches' blocks are live in their arenas and free to the program. A block may be allocated by an arena and
     // freed into a cache, or the other way round: each part may be below zero, the sums are exact when quiescent.
     const heap_totals h = collect_heap_totals();

@@ -2109,8 +2109,27 @@ TEST_CASE("synchronized_free_list_resource: arenas per thread, blocks freed acro
   CHECK(r.chunk_count() == 0);
   CHECK(r.cached_blocks() == 0);
   CHECK(r.check_invariants());
+  // release() returns the arenas' own memory too (the threads have ended); the counts stay.
+  const auto kept = r.stats();
   r.release();
+  CHECK(up.live_bytes() == 0);
   CHECK(up.mismatches() == 0);
+  CHECK(r.arena_count() == 1);
+  CHECK(r.stats().allocations == kept.allocations);
+  CHECK(r.stats().deallocations == kept.deallocations);
+  CHECK(r.stats().peak_bytes_in_use == kept.peak_bytes_in_use);
+  CHECK(r.check_invariants());
+  // Threads make them again.
+  std::thread again([&] {
+    for (int i = 0; i < 8; ++i) r.deallocate(r.allocate(2000, 8), 2000, 8);
+  });
+  again.join();
+  for (int t = 0; t < threads; ++t) {
+    std::thread([&] { r.deallocate(r.allocate(2000, 8), 2000, 8); }).join();
+  }
+  CHECK(r.stats().allocations == kept.allocations + 8 + threads);
+  CHECK(r.stats().bytes_in_use == 0);
+  CHECK(r.check_invariants());
 }
 
 TEST_CASE("synchronized_free_list_resource: a thread's cache takes its frees and hands them back, counted exactly") {

@@ -132,6 +132,7 @@ class basic_free_list_resource : public resource {
   }
   /// Sync: arena i (1 <= i < arena_limit_), made from upstream on first use; nullptr when upstream has no memory.
   arena* arena_at(unsigned i);
+  void free_arenas() noexcept;
   void* allocate_in_arena(std::size_t bytes, std::size_t alignment);
   /// The sum of f(engine) over the arenas, each under its lock.
   template <class F>
@@ -219,6 +220,7 @@ class basic_free_list_resource : public resource {
   std::conditional_t<Sync, std::atomic<arena*>[max_arenas - 1 + (Sync ? 0 : 1)], no_more> more_{};
   unsigned arena_limit_ = 1;
   std::conditional_t<Sync, std::mutex, no_more> make_lock_;
+  resource_stats retired_arenas_{};  // Sync: what arenas released (and freed) counted
   // Sync: thread caches.
   std::size_t heap_max_ = 0;    // largest request a thread cache serves; 0: none (strict checks, other policies)
   std::size_t heap_limit_ = 0;  // bytes one thread cache holds at most
@@ -290,7 +292,8 @@ class free_list_resource final : public detail::basic_free_list_resource<false> 
 ///
 /// stats() sums the arenas and the caches (exact when no thread is between calls; peaks: the sum of the parts'
 /// peaks, an upper bound). trim() gives the calling thread's cache back, then trims every arena; other threads'
-/// caches stay theirs. release() frees everything, caches included (the calling thread's cache memory too).
+/// caches stay theirs. release() frees everything, caches included (the calling thread's cache memory and the
+/// arenas' own too: threads make them again as they need them).
 /// release() and check_invariants() (every arena, and the calling thread's cache) must not run while other threads
 /// use the resource.
 class synchronized_free_list_resource final : public detail::basic_free_list_resource<true> {
