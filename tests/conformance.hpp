@@ -538,19 +538,21 @@ TEST_CASE_TEMPLATE_DEFINE("conformance: leftover words of earlier objects never 
   harness<S> h;
   auto& r = h.r();
   strata_test::error_capture errors;
+  // Enough for several 64 KiB slabs of each size to empty and be formatted again for the next.
+  constexpr std::size_t volume = std::size_t{256} << 10;
   for (int variant = 0; variant < 2; ++variant) {
     CAPTURE(variant);
     for (const std::size_t earlier : {std::size_t{24}, std::size_t{40}, std::size_t{56}, std::size_t{72}}) {
       CAPTURE(earlier);
       // Many objects of a size whose slots start at 8 mod 16, freed in an order that runs the caches over.
       std::vector<void*> old;
-      for (std::size_t k = 0; k < (std::size_t{2} << 20) / earlier; ++k) old.push_back(r.allocate(earlier, 8));
+      for (std::size_t k = 0; k < volume / earlier; ++k) old.push_back(r.allocate(earlier, 8));
       for (std::size_t k = 0; k < old.size(); k += 2) r.deallocate(old[k], earlier, 8);
       for (std::size_t k = 1; k < old.size(); k += 2) r.deallocate(old[k], earlier, 8);
       // Small objects in that memory: their first byte written, the other bytes of the first words left.
       for (const std::size_t alignment : {std::size_t{16}, std::size_t{32}}) {
         std::vector<void*> now;
-        for (std::size_t k = 0; k < (std::size_t{2} << 20) / 32; ++k) {
+        for (std::size_t k = 0; k < volume / 32; ++k) {
           auto* p = static_cast<unsigned char*>(r.allocate(8, alignment));
           std::uint64_t w0;
           std::memcpy(&w0, p, 8);
