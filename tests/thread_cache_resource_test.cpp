@@ -2367,6 +2367,13 @@ TEST_CASE("thread_cache_resource: resize checks that the block is live, also for
   }
   CHECK_FALSE(r.resize(buffer, 33, 40, 8));
   check_error("thread_cache_resource", errors, ++n, error_kind::foreign_pointer, buffer, 33);
+  // The slot after q, never handed out (in the word of slots the thread is handing out: no bit says it is free).
+  REQUIRE(static_cast<char*>(q) == static_cast<char*>(p) + 40);
+  void* never = static_cast<char*>(q) + 40;
+  CHECK_FALSE(r.resize(never, 40, 40, 8));
+  check_error("thread_cache_resource", errors, ++n, error_kind::double_free, never, 40);
+  CHECK_FALSE(r.resize(never, 40, 33, 8));
+  check_error("thread_cache_resource", errors, ++n, error_kind::double_free, never, 40);
   check_unchanged(before, r.stats());
   // Live blocks: true, nothing reported, nothing changed.
   CHECK(r.resize(keep, 40, 40, 8));

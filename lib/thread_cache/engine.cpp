@@ -301,7 +301,9 @@ bool thread_cache_engine::resize(void* p, std::size_t old_size, std::size_t new_
              b->object_size, "resize of an object named with the wrong size or pointer");
       return false;
     }
-    if (!front_.is_live(b, p)) {
+    const auto* h = static_cast<const tc_heap*>(cached_state());
+    if (h != nullptr && b->owner.load(std::memory_order_relaxed) == h ? !front_.is_live_for(*h, b, p)
+                                                                       : !front_.is_live(b, p)) {
       report(error_kind::double_free, p, old_size, alignment, 0, "resize of an object that is free");
       return false;
     }

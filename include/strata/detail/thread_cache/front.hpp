@@ -307,6 +307,13 @@ class tc_front {
   /// Whether the slot p of b (is_slot) holds a live object: free in neither bitmap, and no heap's node (in no
   /// cache or remote list). Any thread may ask; the answer is exact when no other thread frees p meanwhile.
   bool is_live(const slab* b, const void* p) const noexcept;
+  /// is_live() asked by the thread of heap h, which owns b: exact for the slots of h's claimed word and its
+  /// never-used range too (free, though no bit and no mark says so).
+  bool is_live_for(const tc_heap& h, const slab* b, const void* p) const noexcept {
+    const tc_bin& bin = h.bins[b->size_class];
+    const std::size_t q = slot_number(bin, p);
+    return !is_free_for(bin, b, q, p, b->local(q >> 6).load(std::memory_order_relaxed));
+  }
 
   /// Folds b's remote frees into its local bitmap (caller owns b, or holds the shared tier's lock for an unowned
   /// block), with no word of it claimed. A slot freed remotely while already free locally is a double free found
