@@ -1177,6 +1177,61 @@ TEST_CASE("thread_cache_resource: the owner frees what another thread's unpublis
   t.finish();
 }
 
+TEST_CASE("thread_cache_resource: another thread's free of slots never handed out: each reported, none handed out twice") {
+  // The slots after the owner's first object were never handed out: no bit and no mark says they are free (they
+  // wait in the word the owner hands out from). Another thread's free of them is published; the owner then hands
+  // them out, and folds the published frees in later: they must not come free under their new users.
+  for (const strata::check_mode mode : {strata::check_mode::standard, strata::check_mode::strict}) {
+    CAPTURE(static_cast<int>(mode));
+    error_capture errors;
+    recording_resource up{strata::default_page_resource()};
+    strata::thread_cache_options o;
+    o.checks = mode;
+    std::optional<thread_cache_resource> holder{std::in_place, o, &up};
+    thread_cache_resource& r = *holder;
+    constexpr std::size_t size = 48;
+    void* p = r.allocate(size, 8);
+    std::vector<void*> never;
+    for (std::size_t k = 1; k <= 8; ++k) never.push_back(static_cast<char*>(p) + k * size);
+    worker other;
+    other.run([&] {
+      for (void* q : never) r.deallocate(q, size, 8);
+      r.trim();  // publishes them
+    });
+    // The owner hands its next slots out (the ones freed above among them), then allocates on past the block, so
+    // that the published frees are folded in, and frees everything.
+    std::vector<void*> mine{p};
+    for (int i = 0; i < 100; ++i) mine.push_back(r.allocate(size, 8));
+    std::set<void*> seen(mine.begin(), mine.end());
+    bool unique = seen.size() == mine.size();
+    std::vector<void*> more;
+    for (int i = 0; i < 4000; ++i) {
+      void* x = r.allocate(size, 8);
+      unique = seen.insert(x).second && unique;
+      more.push_back(x);
+    }
+    CHECK(unique);
+    for (void* x : more) r.deallocate(x, size, 8);
+    for (void* x : mine) r.deallocate(x, size, 8);
+    r.trim();
+    other.run([&] { r.trim(); });
+    // Each of the eight reported once: at once (where the block's header lies: no slot), or when folded in.
+    CHECK(errors.count() == never.size());
+    for (void* q : never) {
+      CAPTURE(q);
+      CHECK(std::count_if(errors.errors().begin(), errors.errors().end(),
+                          [&](const auto& e) { return e.pointer == q; }) == 1);
+    }
+    CHECK(r.check_invariants());
+    const auto s = r.stats();
+    CHECK(s.live_allocations() == 0);
+    CHECK(s.bytes_in_use == 0);
+    holder.reset();
+    CHECK(up.live_bytes() == 0);
+    CHECK(up.mismatches() == 0);
+  }
+}
+
 TEST_CASE("thread_cache_resource: a block emptied and formatted again while a cross-thread free of it waits: reported, nothing handed out twice") {
   // As above, but the emptied block waits in the empty cache and comes back as a block of the same class before
   // the waiting free is published: the publication finds p's mark gone and undoes that free.

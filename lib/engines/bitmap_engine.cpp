@@ -259,6 +259,7 @@ void bitmap_engine<Sync>::collect_remote(class_state& cs) noexcept {
       // Slots freed both ways: reported, counted once.
       kind_.fold_remote(b, [&](std::size_t i, std::uint64_t, std::uint64_t both) {
         if (both != 0) uncount_double_frees(cs, b, i, both);
+        return std::uint64_t{0};
       });
       if (b != cs.current) relist(cs, b);
     }

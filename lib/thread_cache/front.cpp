@@ -62,7 +62,7 @@ slab* tc_front::format(void* base, unsigned c) const noexcept {
 
 std::size_t tc_front::collect(slab* b) const noexcept {
   char* const slot0 = base_of(b);
-  return kind_.fold_remote(b, [&](std::size_t w, std::uint64_t, std::uint64_t both) {
+  return kind_.fold_remote(b, [&](std::size_t w, std::uint64_t folded, std::uint64_t both) {
     // Freed by another thread while already free here: two frees that each saw the object live, both counted. The
     // slot stays free once; one count is undone.
     b->for_each_slot(slot0, w, both, [&](void* p) {
@@ -70,6 +70,22 @@ std::size_t tc_front::collect(slab* b) const noexcept {
              "freed by another thread while already free (found when its frees were folded in)");
       count_late_double_free(b->object_size);
     });
+    // Every published free left the mark of no heap, and nothing writes a free slot but its hand-out. A slot
+    // without it was handed out after that free: the free was of a slot never handed out (in the owner's claimed
+    // word, where no bit or mark says it is free), or the slot was written after its free. It stays with whoever
+    // holds it; that free's count is undone.
+    std::uint64_t wrong = 0;
+    for (std::uint64_t bits = folded & ~both; bits != 0; bits &= bits - 1) {
+      const unsigned i = lowest_bit(bits);
+      void* p = slot0 + (w * 64 + i) * b->object_size;
+      if (STRATA_LIKELY(load_node_word(p, 1) == no_heap_mark(p))) continue;
+      report(error_kind::double_free, p, b->object_size, 0, 0,
+             "freed by another thread, then handed out again or written (found when its frees were folded in: a "
+             "free of a slot never handed out, or a write after its free); not freed");
+      count_late_double_free(b->object_size);
+      wrong |= std::uint64_t{1} << i;
+    }
+    return wrong;
   });
 }
 
@@ -444,7 +460,7 @@ void tc_front::flush_remote(tc_heap& h) const noexcept {
     }
     // Published: the mark of no heap. An entry for p later in this array (a free of p by this heap after p came
     // back, with an earlier entry of a racing double free) finds its mark gone and is undone.
-    store_node_word(p, 1, mark_of(p, node_key_ ^ (std::uintptr_t{tc_no_heap} << 48)));
+    store_node_word(p, 1, no_heap_mark(p));
     const std::size_t q = slot_number(*run_bin, p);
     if ((q >> 6) != run_word) {
       publish();

@@ -209,7 +209,8 @@ class slab_kind {
   /// Folds s's remote frees into its local bitmap (by whoever allocates from s, with none of its words claimed).
   /// For each word with remote bits, calls settle(i, folded, both) after taking them: `folded` are the remote bits
   /// taken, `both` those also free locally already (a double free by two threads that raced: the slot stays free
-  /// once; the caller reports it and undoes one count). Returns the slots gained.
+  /// once; the caller reports it and undoes one count). settle() returns the bits of `folded` not to make free (the
+  /// caller found their frees wrong). Returns the slots gained.
   template <class Settle>
   std::size_t fold_remote(slab* s, Settle&& settle) const noexcept {
     std::size_t gained = 0;
@@ -221,8 +222,7 @@ class slab_kind {
       STRATA_INJECT_DELAY();
       const std::uint64_t local = s->local(i).load(std::memory_order_relaxed);
       const std::uint64_t both = v & local;
-      settle(i, v, both);
-      v &= ~both;
+      v &= ~(both | settle(i, v, both));
       s->local(i).store(local | v, std::memory_order_relaxed);
       gained += static_cast<std::size_t>(popcount(v));
       if (v != 0 && i < s->hint) s->hint = static_cast<std::uint16_t>(i);

@@ -378,6 +378,10 @@ class tc_front {
     }
     return ((load_node_word(p, 1) ^ mark_of(p, node_key_)) << 16) == 0 || (node_residue(p, node_key_) << 16) == 0;
   }
+  /// The mark a published cross-thread free leaves in p's second word (the mark of no heap).
+  std::uintptr_t no_heap_mark(const void* p) const noexcept {
+    return mark_of(p, node_key_ ^ (std::uintptr_t{tc_no_heap} << 48));
+  }
   void block_gained(tc_heap& h, tc_bin& bin, slab* b) const noexcept;
   void block_emptied(tc_heap& h, tc_bin& bin, slab* b) const noexcept;
   bool adopt_from_shared(tc_heap& h, tc_bin& bin, unsigned c) const noexcept;
