@@ -368,14 +368,24 @@ void bitmap_engine<Sync>::uncount_free(class_state& cs) noexcept {
 // Every object's bit is set while the list is read; a block this empties is handed on only after the whole list
 // is read (nothing of it is read after that). A block empties at most once here (its free count only grows).
 template <bool Sync>
-auto bitmap_engine<Sync>::give_back(class_state& cs, void* list, std::size_t n, std::uintptr_t key) noexcept
-    -> give_result {
+auto bitmap_engine<Sync>::give_back(class_state& cs, void* list, std::size_t n, std::uintptr_t key,
+                                    std::uintptr_t rest_key) noexcept -> give_result {
   give_result r{0, 0};
   slab* emptied[free_cache::max_cap];
   std::size_t empties = 0;
   for (std::size_t k = 0; k < n && list != nullptr; ++k) {
     void* p = list;
     if (!is_node(p, key)) {
+      if (Sync && is_other_heaps_node(p, key)) {
+        // Freed by two threads at the same moment, the other's node written last: the object is the other list's,
+        // this list's free of it is undone (see sync_front).
+        report_error(error_info{error_kind::double_free, name_, this, p, cs.object_size, 0, cs.object_size,
+                                "freed by two threads at the same moment (found when a thread's cache gave it back: "
+                                "another thread's cache holds it; the objects cached behind it here are set aside)"});
+        ++r.refused;
+        r.lost += n - k - 1;
+        break;
+      }
       report_error(error_info{error_kind::double_free, name_, this, p, cs.object_size, 0, cs.object_size,
                               "a freed object was written after its free, or freed twice (found when the free "
                               "cache gave it back; the objects cached behind it are set aside)"});
@@ -390,6 +400,7 @@ auto bitmap_engine<Sync>::give_back(class_state& cs, void* list, std::size_t n, 
       else ++r.lost;
       continue;
     }
+    if (rest_key != 0) store_node_word(p, 1, node_check(p, reinterpret_cast<std::uintptr_t>(list), rest_key));
     if (b == cs.current) continue;
     if (b->free_count == b->capacity) {
       emptied[empties++] = b;
@@ -580,11 +591,11 @@ std::size_t bitmap_engine<Sync>::take_batch(unsigned c, std::uintptr_t key, std:
 }
 
 template <bool Sync>
-auto bitmap_engine<Sync>::give_batch(unsigned c, std::uintptr_t key, void* list, std::size_t n) noexcept
-    -> give_result {
+auto bitmap_engine<Sync>::give_batch(unsigned c, std::uintptr_t key, std::uintptr_t rest_key, void* list,
+                                     std::size_t n) noexcept -> give_result {
   class_state& cs = classes_[c];
   lock_guard guard(cs.lock);
-  const give_result r = give_back(cs, list, n, key);
+  const give_result r = give_back(cs, list, n, key, rest_key);
   cs.batched_out.store(cs.batched_out.load(std::memory_order_relaxed) - (n - r.refused - r.lost),
                        std::memory_order_relaxed);
   return r;

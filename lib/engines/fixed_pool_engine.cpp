@@ -339,13 +339,25 @@ void fixed_pool_engine<Sync>::push_to_full(void* p) noexcept {
 // the whole list is read (nothing of it is read after that). A chunk's free count only grows here, so it empties at
 // most once.
 template <bool Sync>
-auto fixed_pool_engine<Sync>::give_back(void* list, std::size_t n, std::uintptr_t key) noexcept -> give_result {
+auto fixed_pool_engine<Sync>::give_back(void* list, std::size_t n, std::uintptr_t key, std::uintptr_t rest_key) noexcept
+    -> give_result {
   give_result r{0, 0};
   chunk* emptied[free_cache::max_cap];
   std::size_t empties = 0;
   for (std::size_t k = 0; k < n && list != nullptr; ++k) {
     void* p = list;
     if (!is_node(p, key)) {
+      if (Sync && is_other_heaps_node(p, key)) {
+        // Freed by two threads at the same moment, the other's node written last: the block is the other list's,
+        // this list's free of it is undone (see sync_front).
+        report(error_kind::double_free, p, block_size_, 0,
+               "freed by two threads at the same moment (found when a thread's cache gave it back: another "
+               "thread's cache holds it; the blocks cached behind it here are set aside)",
+               block_size_);
+        ++r.refused;
+        r.lost += n - k - 1;
+        break;
+      }
       report(error_kind::double_free, p, block_size_, 0,
              Sync ? "a freed block was written after its free, or freed twice (found when a thread's cache gave it "
                     "back; the blocks cached behind it are set aside)"
@@ -385,6 +397,7 @@ auto fixed_pool_engine<Sync>::give_back(void* list, std::size_t n, std::uintptr_
     if constexpr (Sync) {
       w.store(flipped, std::memory_order_relaxed);
       note_freed(c, q);
+      if (rest_key != 0) store_node_word(p, 1, node_check(p, reinterpret_cast<std::uintptr_t>(list), rest_key));
     } else {
       w = flipped;
       if ((q >> 5) < c->hint) c->hint = static_cast<std::uint32_t>(q >> 5);
@@ -852,10 +865,10 @@ std::size_t fixed_pool_engine<Sync>::take_batch(unsigned, std::uintptr_t key, st
 }
 
 template <bool Sync>
-auto fixed_pool_engine<Sync>::give_batch(unsigned, std::uintptr_t key, void* list, std::size_t n) noexcept
-    -> give_result {
+auto fixed_pool_engine<Sync>::give_batch(unsigned, std::uintptr_t key, std::uintptr_t rest_key, void* list,
+                                         std::size_t n) noexcept -> give_result {
   std::lock_guard<lock_type> g(lock_);
-  const give_result r = give_back(list, n, key);
+  const give_result r = give_back(list, n, key, rest_key);
   batched_out_.store(batched_out_.load(std::memory_order_relaxed) - (n - r.refused - r.lost),
                      std::memory_order_relaxed);
   return r;

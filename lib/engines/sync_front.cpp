@@ -3,6 +3,7 @@
 #include <strata/detail/engines/sync_front.hpp>
 
 #include <algorithm>
+#include <cstdio>
 #include <new>
 
 #include <strata/detail/core/checks.hpp>
@@ -15,7 +16,6 @@ template <class Engine>
 sync_front<Engine>::sync_front(engine_type& engine, std::pmr::memory_resource* upstream, const char* name,
                                std::size_t max_heaps) noexcept
     : base_key_(random_node_key(this)),
-      busy_key_(random_node_key(&base_key_)),
       engine_(engine),
       upstream_(upstream),
       name_(name),
@@ -84,13 +84,8 @@ void* sync_front<Engine>::refill(heap& h, unsigned c) {
   free_cache& bin = h.bins[c];
   if (bin.cap == 0) return engine_.allocate_locked(c);  // too small for a node: the locked way
   if (bin.head != nullptr) {
-    // The newest cached object is no node: written after its free, or live (freed twice, in two caches, and handed
-    // out by the other). The list behind it cannot be trusted: it is set aside until release().
-    report_error(error_info{error_kind::double_free, name_, this, bin.head, filters_[c].object_size, 0,
-                            filters_[c].object_size,
-                            "a freed object was written after its free, or freed twice (found when it was to be "
-                            "handed out again; the objects cached behind it are set aside)"});
-    owner_add(h.lost, bin.count);
+    // The newest cached object is no node of this heap: see broken_node().
+    broken_node(h, c, bin.head, bin.count - 1, h.key, "when it was to be handed out again");
     bin.head = nullptr;
     bin.count = 0;
   }
@@ -170,15 +165,34 @@ void sync_front<Engine>::deallocate_slow(void* p, std::size_t bytes, std::size_t
 }
 
 template <class Engine>
+void sync_front<Engine>::broken_node(heap& h, unsigned c, void* p, std::size_t behind, std::uintptr_t key,
+                                     const char* where) noexcept {
+  const std::size_t size = filters_[c].object_size;
+  const std::size_t expected = Engine::double_free_names_size ? size : 0;
+  char why[224];
+  if (is_other_heaps_node(p, key)) {
+    std::snprintf(why, sizeof why,
+                  "freed by two threads at the same moment (found %s: another thread's cache holds it; the objects "
+                  "cached behind it here are set aside)", where);
+    report_error(error_info{error_kind::double_free, name_, this, p, size, 0, expected, why});
+    undo_deallocations(h, 1, size);
+    owner_add(h.lost, behind);
+  } else {
+    std::snprintf(why, sizeof why,
+                  "a freed object was written after its free, or freed twice (found %s; the objects cached behind "
+                  "it are set aside)", where);
+    report_error(error_info{error_kind::double_free, name_, this, p, size, 0, expected, why});
+    owner_add(h.lost, behind + 1);
+  }
+}
+
+template <class Engine>
 void sync_front<Engine>::deallocate_through(heap& h, void* p, std::size_t bytes, std::size_t alignment,
                                     unsigned c) noexcept {
-  const std::uintptr_t seen = load_node_word(p, 1);  // before the exact checks: a write after them fails the push
-  if (seen == (reinterpret_cast<std::uintptr_t>(p) ^ busy_key_)) return freed_at_once(p, bytes, alignment, c);
   if (!exact_free_check(&h, p, bytes, alignment, c)) return;
   free_cache& bin = h.bins[c];
-  if (bin.count == bin.cap) return push_to_full(h, c, p, seen, bytes, alignment);
-  if (!bin.push_exclusive(p, h.key, seen, reinterpret_cast<std::uintptr_t>(p) ^ busy_key_))
-    return freed_at_once(p, bytes, alignment, c);
+  if (bin.count == bin.cap) return push_to_full(h, c, p);
+  bin.push(p, h.key);
   note_deallocation(h, filters_[c].object_size);
   if (h.bytes.load(std::memory_order_relaxed) == 0) settle(h);
 }
@@ -193,22 +207,13 @@ bool sync_front<Engine>::check_live(void* p, std::size_t bytes, std::size_t alig
 }
 
 template <class Engine>
-void sync_front<Engine>::freed_at_once(void* p, std::size_t bytes, std::size_t alignment, unsigned c) const noexcept {
-  report_double_free(p, bytes, alignment, c, "freed by two threads at once (or written while it was freed)");
-}
-
-template <class Engine>
-void sync_front<Engine>::push_to_full(heap& h, unsigned c, void* p, std::uintptr_t seen, std::size_t bytes,
-                              std::size_t alignment) noexcept {
-  // The head list becomes the cold one whole (the previous cold one goes back), and p starts a new head list,
-  // pushed as deallocate() pushes.
+void sync_front<Engine>::push_to_full(heap& h, unsigned c, void* p) noexcept {
+  // The head list becomes the cold one whole (the previous cold one goes back), and p starts a new head list.
   free_cache& bin = h.bins[c];
   std::size_t n = 0;
   void* old = bin.rotate(n);
-  const bool pushed = bin.push_exclusive(p, h.key, seen, reinterpret_cast<std::uintptr_t>(p) ^ busy_key_);
-  if (!pushed) freed_at_once(p, bytes, alignment, c);
+  bin.push(p, h.key);
   if (old != nullptr) park_or_give_back(h, c, old, n);
-  if (!pushed) return;
   note_deallocation(h, filters_[c].object_size);
   if (h.bytes.load(std::memory_order_relaxed) == 0) settle(h);
 }
@@ -233,7 +238,7 @@ void sync_front<Engine>::settle(heap& h) noexcept {
 
 template <class Engine>
 void sync_front<Engine>::give_back(heap& h, unsigned c, void* list, std::size_t n, std::uintptr_t key) noexcept {
-  const typename engine_type::give_result r = engine_.give_batch(c, key, list, n);
+  const typename engine_type::give_result r = engine_.give_batch(c, key, base_key_, list, n);
   if (r.refused != 0) undo_deallocations(h, r.refused, filters_[c].object_size);
   if (r.lost != 0) owner_add(h.lost, r.lost);
 }
@@ -281,11 +286,15 @@ bool sync_front<Engine>::take_parked(heap& h, unsigned c) noexcept {
   std::size_t k = 0;
   for (void* p = list; k < n; p = node_next(p), ++k) {
     if (p == nullptr || !is_node(p, base_key_)) {
-      report_error(error_info{error_kind::double_free, name_, this, p, filters_[c].object_size, 0,
-                              Engine::double_free_names_size ? filters_[c].object_size : 0,
-                              "a freed object was written after its free, or freed twice (found in a list parked "
-                              "between threads; the objects behind it are set aside)"});
-      owner_add(h.lost, n - k);
+      if (p != nullptr) {
+        broken_node(h, c, p, n - k - 1, base_key_, "in a list parked between threads");
+      } else {
+        report_error(error_info{error_kind::double_free, name_, this, p, filters_[c].object_size, 0,
+                                Engine::double_free_names_size ? filters_[c].object_size : 0,
+                                "a freed object was written after its free, or freed twice (found in a list parked "
+                                "between threads; the objects behind it are set aside)"});
+        owner_add(h.lost, n - k);
+      }
       if (prev != nullptr) make_node(prev, nullptr, h.key);
       break;
     }
@@ -399,11 +408,17 @@ bool sync_front<Engine>::check_invariants() const noexcept {
         const std::uint32_t count = list == 0 ? bin.count : bin.cold_count;
         for (std::uint32_t i = 0; i < count && broken == nullptr; ++i, p = node_next(p)) {
           where = p;
+          // No node of this heap: the program wrote the object after its free, or two threads freed it at the
+          // same instant and the other's node (or a mix of both) is there. Or met before: such an object, handed
+          // out by the other list and freed into this one again, links this list back to its head. The list ends
+          // there for this walk; the pop, give-back or park that reaches it reports it (broken_node).
+          if (p != nullptr && (!is_node(p, h->key) || std::find(seen, seen + n, p) != seen + n)) {
+            p = nullptr;
+            break;
+          }
           if (p == nullptr) broken = "free cache shorter than its count";
-          else if (!is_node(p, h->key)) broken = "a cached object is no node of its heap (written after its free)";
           else if (!engine_.is_slot_of_class(p, c)) broken = "a cached object is no slot of its class";
           else if (engine_.look_at_slot(p, c, base_key_).free) broken = "a cached object is free in its bitmap";
-          else if (std::find(seen, seen + n, p) != seen + n) broken = "an object cached twice";
           else seen[n++] = p;
         }
         if (broken == nullptr && p != nullptr) broken = "free cache longer than its count";
@@ -421,12 +436,12 @@ bool sync_front<Engine>::check_invariants() const noexcept {
       const void* p = st.lists[i];
       for (std::uint32_t k = 0; k < st.sizes[i] && broken == nullptr; ++k, p = node_next(p)) {
         where = p;
+        // As in the caches: the list ends for this walk at an object that is no node of the stash, or met before.
+        if (p != nullptr && (!is_node(p, base_key_) || std::find(parked, parked + n, p) != parked + n)) break;
         if (p == nullptr) broken = "a parked list shorter than its count";
-        else if (!is_node(p, base_key_)) broken = "a parked object is no node of the stash (written after its free)";
         else if (!engine_.is_slot_of_class(p, c)) broken = "a parked object is no slot of its class";
         else if (engine_.look_at_slot(p, c, base_key_).free) broken = "a parked object is free in its bitmap";
-        else if (n == stash_lists * free_cache::max_cap || std::find(parked, parked + n, p) != parked + n)
-          broken = "an object parked twice";
+        else if (n == stash_lists * free_cache::max_cap) broken = "parked lists longer than their bound";
         else parked[n++] = p;
       }
       held += st.sizes[i];

@@ -3,6 +3,7 @@
 // through the blocks themselves, each carrying a check word that ties its address, its link and the owner's key.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
@@ -51,6 +52,13 @@ STRATA_ALWAYS_INLINE std::uintptr_t node_residue(const void* p, std::uintptr_t b
 STRATA_ALWAYS_INLINE bool is_any_node(const void* p, std::uintptr_t base_key) noexcept {
   return (node_residue(p, base_key) << 16) == 0;
 }
+/// Whether p is a node of another heap than `key`'s, of the same resource (a key that differs from it only in the
+/// top 16 bits). In a list of `key`'s, that is an object two threads freed at the same moment: the other thread's
+/// node was written over this one's, and it is in the other thread's list now.
+STRATA_ALWAYS_INLINE bool is_other_heaps_node(const void* p, std::uintptr_t key) noexcept {
+  const std::uintptr_t r = node_residue(p, key);
+  return r != 0 && (r << 16) == 0;
+}
 /// The thread cache's mark: word 1 alone is p ^ base_key ^ (i << 48) (word 0 is not looked at). A node with no
 /// next is also a mark.
 STRATA_ALWAYS_INLINE std::uintptr_t mark_of(const void* p, std::uintptr_t key) noexcept {
@@ -98,22 +106,6 @@ struct free_cache {
     make_node(p, head, key);
     head = p;
     ++count;
-  }
-  /// push() for an object other threads may free at the same moment: word 1 goes from `seen` (what the caller's
-  /// checks read there) to `busy` by one compare-and-swap, then word 0 and the check are written. False, with
-  /// nothing changed, when another write reached word 1 in between (the object freed twice at once: one of the two
-  /// wins). A free that meets `busy` (the push under way) takes it for such a second free too.
-  STRATA_ALWAYS_INLINE bool push_exclusive(void* p, std::uintptr_t key, std::uintptr_t seen,
-                                           std::uintptr_t busy) noexcept {
-    const auto n = reinterpret_cast<std::uintptr_t>(head);
-    if (STRATA_UNLIKELY(!__atomic_compare_exchange_n(static_cast<node_word*>(p) + 1, &seen, busy, false,
-                                                     __ATOMIC_RELAXED, __ATOMIC_RELAXED)))
-      return false;
-    store_node_word(p, 0, n);
-    store_node_word(p, 1, node_check(p, n, key));
-    head = p;
-    ++count;
-    return true;
   }
   [[nodiscard]] std::uint32_t total() const noexcept { return count + cold_count; }
 
@@ -209,7 +201,8 @@ struct free_cache {
       void* list = which == 0 ? head : cold;
       const std::uint32_t k = which == 0 ? count : cold_count;
       for (std::uint32_t i = 0; i < k && list != nullptr; ++i, list = node_next(list)) {
-        if (!is_node(list, key)) return false;
+        // A node met twice: the lists loop back through an object freed twice (see sync_front). Left as they are.
+        if (!is_node(list, key) || std::find(nodes, nodes + n, list) != nodes + n) return false;
         nodes[n++] = list;
       }
     }
