@@ -192,7 +192,7 @@ void sync_front<Engine>::deallocate_through(heap& h, void* p, std::size_t bytes,
   if (!exact_free_check(&h, p, bytes, alignment, c)) return;
   free_cache& bin = h.bins[c];
   if (bin.count == bin.cap) return push_to_full(h, c, p);
-  bin.push(p, h.key);
+  bin.push_shared(p, h.key);
   note_deallocation(h, filters_[c].object_size);
   if (h.bytes.load(std::memory_order_relaxed) == 0) settle(h);
 }
@@ -212,7 +212,7 @@ void sync_front<Engine>::push_to_full(heap& h, unsigned c, void* p) noexcept {
   free_cache& bin = h.bins[c];
   std::size_t n = 0;
   void* old = bin.rotate(n);
-  bin.push(p, h.key);
+  bin.push_shared(p, h.key);
   if (old != nullptr) park_or_give_back(h, c, old, n);
   note_deallocation(h, filters_[c].object_size);
   if (h.bytes.load(std::memory_order_relaxed) == 0) settle(h);

@@ -107,6 +107,16 @@ struct free_cache {
     head = p;
     ++count;
   }
+  /// push() for an object another thread may push on its own cache at the same moment (two threads freeing it at
+  /// once: see sync_front). The same stores; delay-injecting builds widen the window between them.
+  STRATA_ALWAYS_INLINE void push_shared(void* p, std::uintptr_t key) noexcept {
+    const auto n = reinterpret_cast<std::uintptr_t>(head);
+    store_node_word(p, 0, n);
+    STRATA_INJECT_DELAY();
+    store_node_word(p, 1, node_check(p, n, key));
+    head = p;
+    ++count;
+  }
   [[nodiscard]] std::uint32_t total() const noexcept { return count + cold_count; }
 
   /// The newest node, taken off the head list and made no node; nullptr when the list is empty or its head does not

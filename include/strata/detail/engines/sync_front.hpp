@@ -75,7 +75,8 @@ class sync_front final : public per_thread_owner {
     free_cache& bin = h->bins[c];
     if (STRATA_UNLIKELY(bin.count == bin.cap)) return push_to_full(c, p);
     // Plain stores: two threads freeing p at the same moment may both get here (see the class comment).
-    bin.push(p, h->key);
+    STRATA_INJECT_DELAY();
+    bin.push_shared(p, h->key);
     note_deallocation(*h, k.object_size);
     if (STRATA_UNLIKELY(h->bytes.load(std::memory_order_relaxed) == 0)) return settle(*h);
   }
