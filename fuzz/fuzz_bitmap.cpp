@@ -46,10 +46,6 @@ class bitmap_subject final : public sf::resource_subject<resource_type> {
   // Two frees of one object that race (each sees it live, one locally, one remotely) are both counted until the
   // collection or reuse that meets both bits reports it and undoes one count.
   bool settles_double_frees_late() const override { return STRATA_FUZZ_SYNC != 0; }
-  // Standard checks: the threads' caches (see subject::racing_frees_may_stay_counted).
-  bool racing_frees_may_stay_counted() const override {
-    return STRATA_FUZZ_SYNC != 0 && opts_.checks == strata::check_mode::standard;
-  }
   void thread_op(std::size_t) override { r_->trim(); }
   void check_when_empty(bool after_trim) override {
     // Memory goes back: with no live object, at most max_empty_blocks blocks (plus each class's current block) stay.

@@ -16,6 +16,7 @@ template <class Engine>
 sync_front<Engine>::sync_front(engine_type& engine, std::pmr::memory_resource* upstream, const char* name,
                                std::size_t max_heaps) noexcept
     : base_key_(random_node_key(this)),
+      busy_key_(random_node_key(&base_key_)),
       engine_(engine),
       upstream_(upstream),
       name_(name),
@@ -189,10 +190,13 @@ void sync_front<Engine>::broken_node(heap& h, unsigned c, void* p, std::size_t b
 template <class Engine>
 void sync_front<Engine>::deallocate_through(heap& h, void* p, std::size_t bytes, std::size_t alignment,
                                     unsigned c) noexcept {
+  const std::uintptr_t seen = load_node_word(p, 1);  // before the exact checks: a write after them fails the push
+  if (!plain_push && seen == (reinterpret_cast<std::uintptr_t>(p) ^ busy_key_))
+    return freed_at_once(p, bytes, alignment, c);
   if (!exact_free_check(&h, p, bytes, alignment, c)) return;
   free_cache& bin = h.bins[c];
-  if (bin.count == bin.cap) return push_to_full(h, c, p);
-  bin.push_shared(p, h.key);
+  if (bin.count == bin.cap) return push_to_full(h, c, p, seen, bytes, alignment);
+  if (!push(bin, p, h.key, seen)) return freed_at_once(p, bytes, alignment, c);
   note_deallocation(h, filters_[c].object_size);
   if (h.bytes.load(std::memory_order_relaxed) == 0) settle(h);
 }
@@ -207,13 +211,22 @@ bool sync_front<Engine>::check_live(void* p, std::size_t bytes, std::size_t alig
 }
 
 template <class Engine>
-void sync_front<Engine>::push_to_full(heap& h, unsigned c, void* p) noexcept {
-  // The head list becomes the cold one whole (the previous cold one goes back), and p starts a new head list.
+void sync_front<Engine>::freed_at_once(void* p, std::size_t bytes, std::size_t alignment, unsigned c) const noexcept {
+  report_double_free(p, bytes, alignment, c, "freed by two threads at once (or written while it was freed)");
+}
+
+template <class Engine>
+void sync_front<Engine>::push_to_full(heap& h, unsigned c, void* p, std::uintptr_t seen, std::size_t bytes,
+                                      std::size_t alignment) noexcept {
+  // The head list becomes the cold one whole (the previous cold one goes back), and p starts a new head list,
+  // pushed as deallocate() pushes.
   free_cache& bin = h.bins[c];
   std::size_t n = 0;
   void* old = bin.rotate(n);
-  bin.push_shared(p, h.key);
+  const bool pushed = push(bin, p, h.key, seen);
+  if (!pushed) freed_at_once(p, bytes, alignment, c);
   if (old != nullptr) park_or_give_back(h, c, old, n);
+  if (!pushed) return;
   note_deallocation(h, filters_[c].object_size);
   if (h.bytes.load(std::memory_order_relaxed) == 0) settle(h);
 }

@@ -107,6 +107,22 @@ struct free_cache {
     head = p;
     ++count;
   }
+  /// push() for an object other threads may free at the same moment: word 1 goes from `seen` (what the caller's
+  /// checks read there) to `busy` by one compare-and-swap, then word 0 and the check are written. False, with
+  /// nothing changed, when another write reached word 1 in between (the object freed twice at once: one of the two
+  /// wins). A free that meets `busy` (the push under way) takes it for such a second free too.
+  STRATA_ALWAYS_INLINE bool push_exclusive(void* p, std::uintptr_t key, std::uintptr_t seen,
+                                           std::uintptr_t busy) noexcept {
+    const auto n = reinterpret_cast<std::uintptr_t>(head);
+    if (STRATA_UNLIKELY(!__atomic_compare_exchange_n(static_cast<node_word*>(p) + 1, &seen, busy, false,
+                                                     __ATOMIC_RELAXED, __ATOMIC_RELAXED)))
+      return false;
+    store_node_word(p, 0, n);
+    store_node_word(p, 1, node_check(p, n, key));
+    head = p;
+    ++count;
+    return true;
+  }
   /// push() for an object another thread may push on its own cache at the same moment (two threads freeing it at
   /// once: see sync_front). The same stores; delay-injecting builds widen the window between them.
   STRATA_ALWAYS_INLINE void push_shared(void* p, std::uintptr_t key) noexcept {
