@@ -2422,12 +2422,14 @@ TEST_CASE("synchronized_free_list_resource: 4 threads allocate, resize and free 
   }
   // A watcher reads stats and walks the invariants while the others work.
   std::size_t watched = 0, bad_stats = 0, invariant_failures = 0;
+  strata::resource_stats first_bad{};  // the first inconsistent sample, for the failure message
   std::thread watcher([&] {
     while (!done.load()) {
       const auto s = r.stats();
       if (s.bytes_resident > s.bytes_held || s.largest_free_block > s.free_bytes ||
-          s.deallocations > s.allocations)
-        ++bad_stats;
+          s.deallocations > s.allocations) {
+        if (bad_stats++ == 0) first_bad = s;
+      }
       if (!r.check_invariants()) ++invariant_failures;
       ++watched;
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
@@ -2444,6 +2446,12 @@ TEST_CASE("synchronized_free_list_resource: 4 threads allocate, resize and free 
   CHECK(corrupted.load() == 0);
   CHECK(misaligned.load() == 0);
   CHECK(resized.load() > 0);
+  CAPTURE(first_bad.bytes_resident);
+  CAPTURE(first_bad.bytes_held);
+  CAPTURE(first_bad.largest_free_block);
+  CAPTURE(first_bad.free_bytes);
+  CAPTURE(first_bad.allocations);
+  CAPTURE(first_bad.deallocations);
   CHECK(bad_stats == 0);
   CHECK(invariant_failures == 0);
   CHECK(r.check_invariants());
