@@ -74,8 +74,6 @@ class pool_subject final : public sf::resource_subject<resource_type> {
   bool can_release() const override { return true; }
   void release() override { r_->release(); }
   bool thread_safe() const override { return sync; }
-  // Standard checks: the threads' caches (see subject::racing_frees_may_stay_counted).
-  bool racing_frees_may_stay_counted() const override { return sync && opts_.checks == strata::check_mode::standard; }
   bool may_fail(std::size_t n, std::size_t a) const override {
     if (n > (std::size_t{1} << 40)) return true;
     // 16 GiB chunks: the page resource reserves twice that to align them, which an OS with heuristic overcommit may

@@ -376,10 +376,6 @@ struct report_state {
   const void* recorder = nullptr;              // reports by it are findings (the subject misused its upstream)
   std::vector<const void*> awaiting;           // double frees injected and not reported yet (may be confirmed late)
   std::vector<const void*> awaiting_reported;  // ... and those since confirmed
-  // Blocks freed by two threads at once in a subject whose report may come late, twice, or not at all (see
-  // subject::racing_frees_may_stay_counted): reports naming them are taken whenever they come.
-  std::vector<const void*> racing;
-  std::vector<const void*> racing_reported;
   std::string last;
 };
 inline report_state g_reports_state;
@@ -395,11 +391,6 @@ inline void on_report_message(int kind, const void* resource, const void* pointe
     fail("the recording upstream saw a bad upstream call (the subject misused its upstream): %s", msg);
   if (kind == static_cast<int>(strata::error_kind::invariant_violated))
     fail("check_invariants reported a broken invariant: %s", msg);
-  if (std::find(st.racing.begin(), st.racing.end(), pointer) != st.racing.end()) {
-    if (std::find(st.racing_reported.begin(), st.racing_reported.end(), pointer) == st.racing_reported.end())
-      st.racing_reported.push_back(pointer);
-    return;
-  }
   bool confirmed = false;
   if (auto it = std::find(st.awaiting.begin(), st.awaiting.end(), pointer); it != st.awaiting.end()) {
     // A double free injected earlier, confirmed now (a standard-mode resource may confirm it late, e.g. at a flush).
@@ -721,11 +712,6 @@ class subject {
   /// resource confirms such a double free late: when the owner folds the frees in, reuses the slot or hands the
   /// block on); the counts must be exact again once the threads are gone and the resource is trimmed.
   [[nodiscard]] virtual bool settles_double_frees_late() const { return false; }
-  /// Whether a block freed by two threads at the same instant may both be pushed on two threads' caches (plain
-  /// stores): reported when the other cache meets it, perhaps twice, or not at all when it is among the objects set
-  /// aside behind another such report, in which case it stays counted twice. Each such block is reported or counted
-  /// twice; nothing is handed out twice and the invariants hold.
-  [[nodiscard]] virtual bool racing_frees_may_stay_counted() const { return false; }
   /// Whether resize(p, old_size, new_size, alignment) reaches the resource (which must then report misuse); a subject
   /// whose API has no such call for some blocks answers without looking.
   [[nodiscard]] virtual bool resize_reaches_resource(std::size_t old_size, std::size_t new_size,
@@ -1500,8 +1486,6 @@ inline void begin_input() {
   std::lock_guard<std::mutex> g(g_reports_state.m);
   g_reports_state.awaiting.clear();
   g_reports_state.awaiting_reported.clear();
-  g_reports_state.racing.clear();
-  g_reports_state.racing_reported.clear();
   std::lock_guard<std::mutex> t(g_trace_mutex);
   g_trace_n = 0;
 }
@@ -1610,8 +1594,7 @@ class threaded_runner {
         split_b_ = (split_a_ + 1 + static_cast<unsigned>(in_.below(threads_ - 1))) % threads_;
         {
           std::lock_guard<std::mutex> g(g_reports_state.m);
-          (s_.racing_frees_may_stay_counted() ? g_reports_state.racing : g_reports_state.awaiting)
-              .push_back(slots_[split_slot_].b.p);
+          g_reports_state.awaiting.push_back(slots_[split_slot_].b.p);
         }
         splits_.push_back(slots_[split_slot_].b.p);
         split_arrived_.store(0, std::memory_order_relaxed);
@@ -1832,7 +1815,7 @@ class threaded_runner {
       sum_rounded_ -= sl.b.rounded;
       const strata::resource_stats s = s_.stats();
       const std::uint64_t counted = s.deallocations - before_.deallocations;
-      if ((s_.settles_double_frees_late() || s_.racing_frees_may_stay_counted()) && counted == 2) {
+      if (s_.settles_double_frees_late() && counted == 2) {
         ++unsettled_;
         unsettled_bytes_ += sl.b.counted > sl.b.rounded ? sl.b.counted : sl.b.rounded;
       } else {
@@ -1882,9 +1865,8 @@ class threaded_runner {
   void check_counts(const char* when, bool settled = false) {
     const strata::resource_stats s = s_.stats();
     const strata::resource_stats& base = m_.base();
-    const bool may_stay = s_.racing_frees_may_stay_counted();
-    const std::uint64_t slack = settled && !may_stay ? 0 : unsettled_;
-    const std::size_t slack_bytes = settled && !may_stay ? 0 : unsettled_bytes_;
+    const std::uint64_t slack = settled ? 0 : unsettled_;
+    const std::size_t slack_bytes = settled ? 0 : unsettled_bytes_;
     const std::uint64_t da = s.allocations - base.allocations - churns_.load(),
                         dd = s.deallocations - base.deallocations - churns_.load();
     SF_CHECK(da == m_allocs_ && dd >= m_deallocs_ && dd <= m_deallocs_ + slack,
@@ -1913,15 +1895,6 @@ class threaded_runner {
 
   bool split_reports_ok() {
     std::lock_guard<std::mutex> g(g_reports_state.m);
-    if (s_.racing_frees_may_stay_counted()) {
-      // Each reported, or still counted twice (all of them settled now: the threads are gone, the caches given back).
-      const strata::resource_stats s = s_.stats();
-      const std::uint64_t twice = s.deallocations - m_.base().deallocations - churns_.load() - m_deallocs_;
-      const auto& r = g_reports_state.racing_reported;
-      const auto reported = static_cast<std::uint64_t>(std::count_if(
-          splits_.begin(), splits_.end(), [&](const void* p) { return std::find(r.begin(), r.end(), p) != r.end(); }));
-      return reported + twice >= splits_.size();
-    }
     for (const void* p : splits_) {
       const auto& r = g_reports_state.awaiting_reported;
       if (std::find(r.begin(), r.end(), p) == r.end()) return false;

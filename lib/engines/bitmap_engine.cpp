@@ -373,7 +373,14 @@ auto bitmap_engine<Sync>::give_back(class_state& cs, void* list, std::size_t n, 
   give_result r{0, 0};
   slab* emptied[free_cache::max_cap];
   std::size_t empties = 0;
-  for (std::size_t k = 0; k < n && list != nullptr; ++k) {
+  for (std::size_t k = 0; k < n; ++k) {
+    if (list == nullptr) {
+      // The list ends before its count: it ran into an object whose node another free made again (two threads
+      // freed it at once: see sync_front). What the count names past there cannot be reached: set aside.
+      r.lost += n - k;
+      if constexpr (!Sync) cs.lost += n - k;
+      break;
+    }
     void* p = list;
     if (!is_node(p, key)) {
       if (Sync && is_other_heaps_node(p, key)) {

@@ -89,6 +89,11 @@ void* sync_front<Engine>::refill(heap& h, unsigned c) {
     broken_node(h, c, bin.head, bin.count - 1, h.key, "when it was to be handed out again");
     bin.head = nullptr;
     bin.count = 0;
+  } else if (bin.count != 0) {
+    // The list ended before its count: it ran into an object whose node another free made again (two threads
+    // freed it at once, and it came back to this cache). What the count names past there cannot be reached.
+    owner_add(h.lost, bin.count);
+    bin.count = 0;
   }
   if (!bin.take_cold() && !take_parked(h, c)) {
     void* list = nullptr;
@@ -191,8 +196,7 @@ template <class Engine>
 void sync_front<Engine>::deallocate_through(heap& h, void* p, std::size_t bytes, std::size_t alignment,
                                     unsigned c) noexcept {
   const std::uintptr_t seen = load_node_word(p, 1);  // before the exact checks: a write after them fails the push
-  if (!plain_push && seen == (reinterpret_cast<std::uintptr_t>(p) ^ busy_key_))
-    return freed_at_once(p, bytes, alignment, c);
+  if (seen == (reinterpret_cast<std::uintptr_t>(p) ^ busy_key_)) return freed_at_once(p, bytes, alignment, c);
   if (!exact_free_check(&h, p, bytes, alignment, c)) return;
   free_cache& bin = h.bins[c];
   if (bin.count == bin.cap) return push_to_full(h, c, p, seen, bytes, alignment);
@@ -421,15 +425,9 @@ bool sync_front<Engine>::check_invariants() const noexcept {
         const std::uint32_t count = list == 0 ? bin.count : bin.cold_count;
         for (std::uint32_t i = 0; i < count && broken == nullptr; ++i, p = node_next(p)) {
           where = p;
-          // No node of this heap: the program wrote the object after its free, or two threads freed it at the
-          // same instant and the other's node (or a mix of both) is there. Or met before: such an object, handed
-          // out by the other list and freed into this one again, links this list back to its head. The list ends
-          // there for this walk; the pop, give-back or park that reaches it reports it (broken_node).
-          if (p != nullptr && (!is_node(p, h->key) || std::find(seen, seen + n, p) != seen + n)) {
-            p = nullptr;
-            break;
-          }
           if (p == nullptr) broken = "free cache shorter than its count";
+          else if (!is_node(p, h->key)) broken = "a cached object is no node of its heap (written after its free)";
+          else if (std::find(seen, seen + n, p) != seen + n) broken = "an object cached twice";
           else if (!engine_.is_slot_of_class(p, c)) broken = "a cached object is no slot of its class";
           else if (engine_.look_at_slot(p, c, base_key_).free) broken = "a cached object is free in its bitmap";
           else seen[n++] = p;
@@ -449,9 +447,9 @@ bool sync_front<Engine>::check_invariants() const noexcept {
       const void* p = st.lists[i];
       for (std::uint32_t k = 0; k < st.sizes[i] && broken == nullptr; ++k, p = node_next(p)) {
         where = p;
-        // As in the caches: the list ends for this walk at an object that is no node of the stash, or met before.
-        if (p != nullptr && (!is_node(p, base_key_) || std::find(parked, parked + n, p) != parked + n)) break;
         if (p == nullptr) broken = "a parked list shorter than its count";
+        else if (!is_node(p, base_key_)) broken = "a parked object is no node of the stash (written after its free)";
+        else if (std::find(parked, parked + n, p) != parked + n) broken = "an object parked twice";
         else if (!engine_.is_slot_of_class(p, c)) broken = "a parked object is no slot of its class";
         else if (engine_.look_at_slot(p, c, base_key_).free) broken = "a parked object is free in its bitmap";
         else if (n == stash_lists * free_cache::max_cap) broken = "parked lists longer than their bound";

@@ -123,16 +123,6 @@ struct free_cache {
     ++count;
     return true;
   }
-  /// push() for an object another thread may push on its own cache at the same moment (two threads freeing it at
-  /// once: see sync_front). The same stores; delay-injecting builds widen the window between them.
-  STRATA_ALWAYS_INLINE void push_shared(void* p, std::uintptr_t key) noexcept {
-    const auto n = reinterpret_cast<std::uintptr_t>(head);
-    store_node_word(p, 0, n);
-    STRATA_INJECT_DELAY();
-    store_node_word(p, 1, node_check(p, n, key));
-    head = p;
-    ++count;
-  }
   [[nodiscard]] std::uint32_t total() const noexcept { return count + cold_count; }
 
   /// The newest node, taken off the head list and made no node; nullptr when the list is empty or its head does not
@@ -226,9 +216,10 @@ struct free_cache {
     for (int which = 0; which < 2; ++which) {
       void* list = which == 0 ? head : cold;
       const std::uint32_t k = which == 0 ? count : cold_count;
-      for (std::uint32_t i = 0; i < k && list != nullptr; ++i, list = node_next(list)) {
-        // A node met twice: the lists loop back through an object freed twice (see sync_front). Left as they are.
-        if (!is_node(list, key) || std::find(nodes, nodes + n, list) != nodes + n) return false;
+      for (std::uint32_t i = 0; i < k; ++i, list = node_next(list)) {
+        // A node met twice, or a list shorter than its count: the lists run through an object freed twice (see
+        // sync_front). Left as they are.
+        if (list == nullptr || !is_node(list, key) || std::find(nodes, nodes + n, list) != nodes + n) return false;
         nodes[n++] = list;
       }
     }

@@ -311,8 +311,6 @@ class bitmap_engine {
   static constexpr unsigned front_classes = size_class_table::max_classes;
   /// A double free found by a front names the class size as the one expected.
   static constexpr bool double_free_names_size = true;
-  /// Emptied blocks go back upstream while threads' caches run (see sync_front::plain_push).
-  static constexpr bool keeps_memory_until_release = false;
 
   /// Reports p (freed as bytes at alignment, class c) as no object of this engine, with the reason found.
   void report_bad_free(void* p, std::size_t bytes, std::size_t alignment, unsigned c) const noexcept;

@@ -202,9 +202,6 @@ class fixed_pool_engine {
   using front_heap = sync_heap<1>;
   static constexpr unsigned front_classes = 1;
   static constexpr bool double_free_names_size = false;  // as the pool's own double-free reports
-  /// The synchronized pool keeps its chunks until release(), which empties every thread's cache first: a stale
-  /// name of a block in a cache never points at memory gone upstream (see sync_front::plain_push).
-  static constexpr bool keeps_memory_until_release = true;
   [[nodiscard]] unsigned class_count() const noexcept { return 1; }
   [[nodiscard]] std::size_t class_size(unsigned) const noexcept { return stride_; }
   /// What sync_front's fast free checks before it reads p's words: p's chunk is in the chunk table, p is a block

@@ -30,31 +30,24 @@ namespace strata::detail {
 /// bitmap sits in that heap's cache or in the stash (freed twice), and is reported without the other cache being
 /// read. Nothing is handed out twice without a report: a pop checks the node, a give-back checks the bitmap.
 ///
-/// Two threads freeing one object at the same moment may both find it live. Where the engine keeps its memory until
-/// release() (the fixed pool: plain_push), the push is two plain stores (the common path takes no atomic
-/// read-modify-write), both may push it, and their nodes' words land in some order. Every node carries its heap's key (heaps differ in the top 16 bits) and every pop compares
-/// both words in full, so at most one list can hand the object out. The other finds a node of another heap (the
-/// other thread's, written last: its free is undone) or a mix of both (neither list's: set aside) where its own
-/// node was, when it pops, gives back or parks that list: reported then, and the nodes behind it in that list (at
-/// most a bound's worth) are set aside until release(). check_invariants() stays exact; the statistics count such a
-/// mixed pair as two frees. Elsewhere (the bitmap, whose emptied blocks go upstream, where such a list would read
-/// freed memory) the push writes word 1 by compare-and-swap from what the checks read: one of the two wins, the
-/// other reports at once.
+/// Two threads freeing one object at the same moment may both find it live: the push writes word 1 by
+/// compare-and-swap from what the checks read, so one of them wins and the other reports at once. (Plain stores would
+/// save the atomic, measured 1.5x to 1.2x tcmalloc on two threads' churn of the fixed pool, but both frees could then
+/// push the object, and the list whose node was overwritten keeps naming it: a later free of the object on that
+/// thread makes the name a node again, and a walk of that list then runs on into the thread's other list, giving
+/// back or setting aside objects that list still counts. Safe only with nodes that also name their list.)
+/// A node of another heap met where this heap's node should be (freed twice, and the other free's push landed
+/// after a reuse) is reported by broken_node(): this list's free of it is undone, the nodes behind it set aside.
 ///
 /// The engine gives: class_count(), class_size(c), front_classes, free_filter (object_size, admits(p)) and
 /// front_filter(c), take_batch, give_batch (give_result), look_at_slot (slot_look), is_slot_of_class, check_live,
 /// report_bad_free, batched_out, block_count_hint, current_block_base, front_block_mask, double_free_names_size,
-/// keeps_memory_until_release, allocate_locked and deallocate_locked (classes too small for a node).
+/// allocate_locked and deallocate_locked (classes too small for a node).
 template <class Engine>
 class sync_front final : public per_thread_owner {
  public:
   using engine_type = Engine;
   using heap = sync_heap<Engine::front_classes>;
-  /// Whether a free pushes with plain stores (no atomic read-modify-write): only where the engine keeps every block
-  /// of memory until release(), since two threads freeing one object at once may then both push it, and the list
-  /// whose node was overwritten still names the object until it reaches it (see the class comment). Otherwise (the
-  /// bitmap returns emptied blocks upstream) the push is a compare-and-swap and one of two such frees reports at once.
-  static constexpr bool plain_push = Engine::keeps_memory_until_release;
 
   /// Heaps (one per thread using the resource, about 128 bytes for one class, 2 KiB for the bitmap's) come from
   /// `upstream`, at most `max_heaps` of them at once: threads past that share one heap under a lock.
@@ -78,13 +71,13 @@ class sync_front final : public per_thread_owner {
     std::uintptr_t w1 = 0;
     if (STRATA_UNLIKELY(!k.admits(p)) ||  // first: it orders the reads of p's words (see the engine's filter)
         STRATA_UNLIKELY((((w1 = load_node_word(p, 1)) ^ node_check(p, load_node_word(p, 0), base_key_)) << 16) == 0) ||
-        STRATA_UNLIKELY(!plain_push && w1 == (a ^ busy_key_)))
+        STRATA_UNLIKELY(w1 == (a ^ busy_key_)))
       return deallocate_slow(p, bytes, alignment, c);
     auto* h = static_cast<heap*>(last_state());  // after the checks: fewer values live across them
     if (STRATA_UNLIKELY(h == nullptr)) return deallocate_slow(p, bytes, alignment, c);
     free_cache& bin = h->bins[c];
     if (STRATA_UNLIKELY(bin.count == bin.cap)) return push_to_full(c, p, w1, bytes, alignment);
-    // Two threads freeing p at the same moment may both get here (see the class comment).
+    // Two threads freeing p at once both find it live here: the compare-and-swap lets one of them push it.
     STRATA_INJECT_DELAY();
     if (STRATA_UNLIKELY(!push(bin, p, h->key, w1))) return freed_at_once(p, bytes, alignment, c);
     note_deallocation(*h, k.object_size);
@@ -150,17 +143,10 @@ class sync_front final : public per_thread_owner {
   STRATA_NOINLINE void* allocate_slow(unsigned c);
   STRATA_NOINLINE void* refill(heap& h, unsigned c);
   STRATA_NOINLINE void deallocate_slow(void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept;
-  /// Pushes p (checked live, its word 1 read as `seen`) on bin under `key`: with plain stores where the engine
-  /// keeps its memory until release() (plain_push), else by compare-and-swap from `seen` (false, nothing changed:
-  /// another free of p won, or p was written meanwhile).
+  /// Pushes p (checked live, its word 1 read as `seen`) on bin under `key` by compare-and-swap from `seen`; false,
+  /// nothing changed, when another free of p won (or p was written meanwhile).
   STRATA_ALWAYS_INLINE bool push(free_cache& bin, void* p, std::uintptr_t key, std::uintptr_t seen) const noexcept {
-    if constexpr (plain_push) {
-      (void)seen;
-      bin.push_shared(p, key);
-      return true;
-    } else {
-      return bin.push_exclusive(p, key, seen, reinterpret_cast<std::uintptr_t>(p) ^ busy_key_);
-    }
+    return bin.push_exclusive(p, key, seen, reinterpret_cast<std::uintptr_t>(p) ^ busy_key_);
   }
   /// The calling thread's cache of class c is full: see free_cache (six arguments: a tail call from deallocate).
   STRATA_NOINLINE void push_to_full(unsigned c, void* p, std::uintptr_t seen, std::size_t bytes,
@@ -214,7 +200,7 @@ class sync_front final : public per_thread_owner {
 
   // What the fast paths read first, on the line of the thread registry's owner id (the fixed pool's filter fits there).
   std::uintptr_t base_key_;
-  std::uintptr_t busy_key_;  // !plain_push: word 1 of an object being pushed is its address ^ this
+  std::uintptr_t busy_key_;  // word 1 of an object being pushed: its address ^ this
   filter filters_[Engine::front_classes];
   engine_type& engine_;
   std::pmr::memory_resource* upstream_;
