@@ -16,6 +16,7 @@
 #include <strata/detail/core/math.hpp>
 #include <strata/testing.hpp>
 
+#include "racing_frees.hpp"
 #include "support.hpp"
 
 using strata::bitmap_resource;
@@ -609,53 +610,7 @@ TEST_CASE("synchronized_bitmap_resource, standard checks: two threads freeing on
   error_capture errors;
   recording_resource up(strata::default_page_resource());
   synchronized_bitmap_resource r(&up);
-  const std::size_t rounds = strata_test::scaled(3000);
-  std::atomic<void*> target{nullptr};
-  std::atomic<std::size_t> round{0}, arrived{0}, finished{0};
-  std::mutex seen_lock;
-  std::vector<void*> handed_out;  // by the freeing threads at their end, and by this one
-  auto freer = [&] {
-    for (std::size_t i = 1; i <= rounds; ++i) {
-      while (round.load(std::memory_order_acquire) != i) std::this_thread::yield();
-      void* p = target.load(std::memory_order_relaxed);
-      ++arrived;
-      for (unsigned spins = 0; arrived.load() < 2 * i;)
-        if (++spins > 1000) std::this_thread::yield();
-      r.deallocate(p, 48, 8);
-      ++finished;
-    }
-    // Both threads have freed the last object (else one's allocation could hand it out before the other's free,
-    // which then frees a live object). Pops this thread's cache, then more.
-    while (finished.load() < 2 * rounds) std::this_thread::yield();
-    std::vector<void*> mine;
-    for (int i = 0; i < 300; ++i) mine.push_back(r.allocate(48, 8));
-    std::lock_guard<std::mutex> g(seen_lock);
-    handed_out.insert(handed_out.end(), mine.begin(), mine.end());
-  };
-  std::thread a(freer), b(freer);
-  for (std::size_t i = 1; i <= rounds; ++i) {
-    target.store(r.allocate(48, 8), std::memory_order_relaxed);
-    round.store(i, std::memory_order_release);
-    while (finished.load() < 2 * i) std::this_thread::yield();
-  }
-  a.join();
-  b.join();
-  CHECK(errors.count() == rounds);
-  for (const auto& e : errors.errors()) CHECK(e.kind == strata::error_kind::double_free);
-  for (int i = 0; i < 3000; ++i) handed_out.push_back(r.allocate(48, 8));
-  std::vector<void*> sorted = handed_out;
-  std::sort(sorted.begin(), sorted.end());
-  CHECK(std::adjacent_find(sorted.begin(), sorted.end()) == sorted.end());  // nothing handed out twice
-  CHECK(r.check_invariants());
-  for (void* p : handed_out) r.deallocate(p, 48, 8);
-  const auto s = r.stats();
-  CHECK(s.allocations == s.deallocations);
-  CHECK(s.bytes_in_use == 0);
-  CHECK(errors.count() == rounds);
-  CHECK(r.check_invariants());
-  r.release();
-  CHECK(r.check_invariants());
-  CHECK(up.live_bytes() == 0);
+  strata_test::check_racing_double_frees(r, up, errors, 48, strata_test::scaled(3000));
 }
 
 TEST_CASE("synchronized_bitmap_resource: blocks emptied by collections while remote frees finish stay mapped") {

@@ -24,6 +24,7 @@
 #include <strata/node_size.hpp>
 #include <strata/testing.hpp>
 
+#include "racing_frees.hpp"
 #include "support.hpp"
 
 using strata::fixed_pool_resource;
@@ -619,56 +620,11 @@ TEST_CASE("synchronized_fixed_pool_resource: a block freed twice at once is free
 TEST_CASE("synchronized_fixed_pool_resource: two threads freeing one block at the same instant, round after round: reported once, counted once") {
   // Both frees may find the block live; the compare-and-swap that makes it a node of one thread's cache lets only
   // one of them push it, and the other reports at once. The threads keep caching across rounds, so their lists
-  // hold many blocks when each race comes; nothing is handed out twice and the counts stay exact.
+  // hold many blocks when each race comes.
   error_capture errors;
   recording_resource up(strata::default_page_resource());
   synchronized_fixed_pool_resource r(48, &up);
-  const std::size_t rounds = strata_test::scaled(3000);
-  std::atomic<void*> target{nullptr};
-  std::atomic<std::size_t> round{0}, arrived{0}, finished{0};
-  std::mutex seen_lock;
-  std::vector<void*> handed_out;  // by the freeing threads at their end, and by this one
-  auto freer = [&] {
-    for (std::size_t i = 1; i <= rounds; ++i) {
-      while (round.load(std::memory_order_acquire) != i) std::this_thread::yield();
-      void* p = target.load(std::memory_order_relaxed);
-      ++arrived;
-      for (unsigned spins = 0; arrived.load() < 2 * i;)
-        if (++spins > 1000) std::this_thread::yield();
-      r.deallocate(p, 48, 8);
-      ++finished;
-    }
-    // Both threads have freed the last object (else one's allocation could hand it out before the other's free,
-    // which then frees a live object). Pops this thread's cache, then more.
-    while (finished.load() < 2 * rounds) std::this_thread::yield();
-    std::vector<void*> mine;
-    for (int i = 0; i < 300; ++i) mine.push_back(r.allocate(48, 8));
-    std::lock_guard<std::mutex> g(seen_lock);
-    handed_out.insert(handed_out.end(), mine.begin(), mine.end());
-  };
-  std::thread a(freer), b(freer);
-  for (std::size_t i = 1; i <= rounds; ++i) {
-    target.store(r.allocate(48, 8), std::memory_order_relaxed);
-    round.store(i, std::memory_order_release);
-    while (finished.load() < 2 * i) std::this_thread::yield();
-  }
-  a.join();
-  b.join();
-  for (int i = 0; i < 3000; ++i) handed_out.push_back(r.allocate(48, 8));
-  std::vector<void*> sorted = handed_out;
-  std::sort(sorted.begin(), sorted.end());
-  CHECK(std::adjacent_find(sorted.begin(), sorted.end()) == sorted.end());  // nothing handed out twice
-  CHECK(r.check_invariants());
-  for (void* p : handed_out) r.deallocate(p, 48, 8);
-  CHECK(r.check_invariants());
-  for (const auto& e : errors.errors()) CHECK(e.kind == strata::error_kind::double_free);
-  CHECK(errors.count() == rounds);
-  const auto s = r.stats();
-  CHECK(s.allocations == s.deallocations);
-  CHECK(s.bytes_in_use == 0);
-  r.release();
-  CHECK(r.check_invariants());
-  CHECK(up.live_bytes() == 0);
+  strata_test::check_racing_double_frees(r, up, errors, 48, strata_test::scaled(3000));
 }
 
 // Every thread allocates until the pool says no: the blocks handed out are exactly the capacity, whatever the
