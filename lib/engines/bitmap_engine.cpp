@@ -368,15 +368,15 @@ void bitmap_engine<Sync>::uncount_free(class_state& cs) noexcept {
 // Every object's bit is set while the list is read; a block this empties is handed on only after the whole list
 // is read (nothing of it is read after that). A block empties at most once here (its free count only grows).
 template <bool Sync>
-auto bitmap_engine<Sync>::give_back(class_state& cs, void* list, std::size_t n, std::uintptr_t key,
-                                    std::uintptr_t rest_key) noexcept -> give_result {
+auto bitmap_engine<Sync>::give_back(class_state& cs, void* list, std::size_t n, std::uintptr_t key) noexcept
+    -> give_result {
   give_result r{0, 0};
   slab* emptied[free_cache::max_cap];
   std::size_t empties = 0;
   for (std::size_t k = 0; k < n; ++k) {
     if (list == nullptr) {
-      // The list ends before its count: it ran into an object whose node another free made again (two threads
-      // freed it at once: see sync_front). What the count names past there cannot be reached: set aside.
+      // The list ends before its count (its links were written over): what the count names past there cannot be
+      // reached: set aside.
       r.lost += n - k;
       if constexpr (!Sync) cs.lost += n - k;
       break;
@@ -384,8 +384,8 @@ auto bitmap_engine<Sync>::give_back(class_state& cs, void* list, std::size_t n, 
     void* p = list;
     if (!is_node(p, key)) {
       if (Sync && is_other_heaps_node(p, key)) {
-        // Freed by two threads at the same moment, the other's node written last: the object is the other list's,
-        // this list's free of it is undone (see sync_front).
+        // Another thread's node (freed twice, the other free's push landing last): the object is the other list's,
+        // this list's free of it is undone (see sync_front::broken_node).
         report_error(error_info{error_kind::double_free, name_, this, p, cs.object_size, 0, cs.object_size,
                                 "freed by two threads at the same moment (found when a thread's cache gave it back: "
                                 "another thread's cache holds it; the objects cached behind it here are set aside)"});
@@ -407,7 +407,6 @@ auto bitmap_engine<Sync>::give_back(class_state& cs, void* list, std::size_t n, 
       else ++r.lost;
       continue;
     }
-    if (rest_key != 0) store_node_word(p, 1, node_check(p, reinterpret_cast<std::uintptr_t>(list), rest_key));
     if (b == cs.current) continue;
     if (b->free_count == b->capacity) {
       emptied[empties++] = b;
@@ -598,11 +597,11 @@ std::size_t bitmap_engine<Sync>::take_batch(unsigned c, std::uintptr_t key, std:
 }
 
 template <bool Sync>
-auto bitmap_engine<Sync>::give_batch(unsigned c, std::uintptr_t key, std::uintptr_t rest_key, void* list,
-                                     std::size_t n) noexcept -> give_result {
+auto bitmap_engine<Sync>::give_batch(unsigned c, std::uintptr_t key, void* list, std::size_t n) noexcept
+    -> give_result {
   class_state& cs = classes_[c];
   lock_guard guard(cs.lock);
-  const give_result r = give_back(cs, list, n, key, rest_key);
+  const give_result r = give_back(cs, list, n, key);
   cs.batched_out.store(cs.batched_out.load(std::memory_order_relaxed) - (n - r.refused - r.lost),
                        std::memory_order_relaxed);
   return r;

@@ -339,23 +339,22 @@ void fixed_pool_engine<Sync>::push_to_full(void* p) noexcept {
 // the whole list is read (nothing of it is read after that). A chunk's free count only grows here, so it empties at
 // most once.
 template <bool Sync>
-auto fixed_pool_engine<Sync>::give_back(void* list, std::size_t n, std::uintptr_t key, std::uintptr_t rest_key) noexcept
-    -> give_result {
+auto fixed_pool_engine<Sync>::give_back(void* list, std::size_t n, std::uintptr_t key) noexcept -> give_result {
   give_result r{0, 0};
   chunk* emptied[free_cache::max_cap];
   std::size_t empties = 0;
   for (std::size_t k = 0; k < n; ++k) {
     if (list == nullptr) {
-      // The list ends before its count: it ran into a block whose node another free made again (two threads freed
-      // it at once: see sync_front). What the count names past there cannot be reached: set aside.
+      // The list ends before its count (its links were written over): what the count names past there cannot be
+      // reached: set aside.
       r.lost += n - k;
       break;
     }
     void* p = list;
     if (!is_node(p, key)) {
       if (Sync && is_other_heaps_node(p, key)) {
-        // Freed by two threads at the same moment, the other's node written last: the block is the other list's,
-        // this list's free of it is undone (see sync_front).
+        // Another thread's node (freed twice, the other free's push landing last): the block is the other list's,
+        // this list's free of it is undone (see sync_front::broken_node).
         report(error_kind::double_free, p, block_size_, 0,
                "freed by two threads at the same moment (found when a thread's cache gave it back: another "
                "thread's cache holds it; the blocks cached behind it here are set aside)",
@@ -403,7 +402,6 @@ auto fixed_pool_engine<Sync>::give_back(void* list, std::size_t n, std::uintptr_
     if constexpr (Sync) {
       w.store(flipped, std::memory_order_relaxed);
       note_freed(c, q);
-      if (rest_key != 0) store_node_word(p, 1, node_check(p, reinterpret_cast<std::uintptr_t>(list), rest_key));
     } else {
       w = flipped;
       if ((q >> 5) < c->hint) c->hint = static_cast<std::uint32_t>(q >> 5);
@@ -871,10 +869,10 @@ std::size_t fixed_pool_engine<Sync>::take_batch(unsigned, std::uintptr_t key, st
 }
 
 template <bool Sync>
-auto fixed_pool_engine<Sync>::give_batch(unsigned, std::uintptr_t key, std::uintptr_t rest_key, void* list,
-                                         std::size_t n) noexcept -> give_result {
+auto fixed_pool_engine<Sync>::give_batch(unsigned, std::uintptr_t key, void* list, std::size_t n) noexcept
+    -> give_result {
   std::lock_guard<lock_type> g(lock_);
-  const give_result r = give_back(list, n, key, rest_key);
+  const give_result r = give_back(list, n, key);
   batched_out_.store(batched_out_.load(std::memory_order_relaxed) - (n - r.refused - r.lost),
                      std::memory_order_relaxed);
   return r;

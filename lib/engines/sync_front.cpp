@@ -90,8 +90,8 @@ void* sync_front<Engine>::refill(heap& h, unsigned c) {
     bin.head = nullptr;
     bin.count = 0;
   } else if (bin.count != 0) {
-    // The list ended before its count: it ran into an object whose node another free made again (two threads
-    // freed it at once, and it came back to this cache). What the count names past there cannot be reached.
+    // The list ended before its count (its links were written over): what the count names past there cannot be
+    // reached.
     owner_add(h.lost, bin.count);
     bin.count = 0;
   }
@@ -176,7 +176,7 @@ void sync_front<Engine>::broken_node(heap& h, unsigned c, void* p, std::size_t b
   const std::size_t size = filters_[c].object_size;
   const std::size_t expected = Engine::double_free_names_size ? size : 0;
   char why[224];
-  if (is_other_heaps_node(p, key)) {
+  if (p != nullptr && is_other_heaps_node(p, key)) {
     std::snprintf(why, sizeof why,
                   "freed by two threads at the same moment (found %s: another thread's cache holds it; the objects "
                   "cached behind it here are set aside)", where);
@@ -255,7 +255,7 @@ void sync_front<Engine>::settle(heap& h) noexcept {
 
 template <class Engine>
 void sync_front<Engine>::give_back(heap& h, unsigned c, void* list, std::size_t n, std::uintptr_t key) noexcept {
-  const typename engine_type::give_result r = engine_.give_batch(c, key, base_key_, list, n);
+  const typename engine_type::give_result r = engine_.give_batch(c, key, list, n);
   if (r.refused != 0) undo_deallocations(h, r.refused, filters_[c].object_size);
   if (r.lost != 0) owner_add(h.lost, r.lost);
 }
@@ -303,15 +303,7 @@ bool sync_front<Engine>::take_parked(heap& h, unsigned c) noexcept {
   std::size_t k = 0;
   for (void* p = list; k < n; p = node_next(p), ++k) {
     if (p == nullptr || !is_node(p, base_key_)) {
-      if (p != nullptr) {
-        broken_node(h, c, p, n - k - 1, base_key_, "in a list parked between threads");
-      } else {
-        report_error(error_info{error_kind::double_free, name_, this, p, filters_[c].object_size, 0,
-                                Engine::double_free_names_size ? filters_[c].object_size : 0,
-                                "a freed object was written after its free, or freed twice (found in a list parked "
-                                "between threads; the objects behind it are set aside)"});
-        owner_add(h.lost, n - k);
-      }
+      broken_node(h, c, p, n - k - 1, base_key_, "in a list parked between threads");
       if (prev != nullptr) make_node(prev, nullptr, h.key);
       break;
     }

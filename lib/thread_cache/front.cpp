@@ -77,7 +77,7 @@ std::size_t tc_front::collect(slab* b) const noexcept {
     std::uint64_t wrong = 0;
     for (std::uint64_t bits = folded & ~both; bits != 0; bits &= bits - 1) {
       const unsigned i = lowest_bit(bits);
-      void* p = slot0 + (w * 64 + i) * b->object_size;
+      void* p = b->slot_at(slot0, w, i);
       if (STRATA_LIKELY(load_node_word(p, 1) == no_heap_mark(p))) continue;
       report(error_kind::double_free, p, b->object_size, 0, 0,
              "freed by another thread, then handed out again or written (found when its frees were folded in: a "

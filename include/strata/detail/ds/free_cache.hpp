@@ -53,8 +53,8 @@ STRATA_ALWAYS_INLINE bool is_any_node(const void* p, std::uintptr_t base_key) no
   return (node_residue(p, base_key) << 16) == 0;
 }
 /// Whether p is a node of another heap than `key`'s, of the same resource (a key that differs from it only in the
-/// top 16 bits). In a list of `key`'s, that is an object two threads freed at the same moment: the other thread's
-/// node was written over this one's, and it is in the other thread's list now.
+/// top 16 bits). In a list of `key`'s, that is an object freed twice whose other free's node was written last: it
+/// is in the other thread's list now.
 STRATA_ALWAYS_INLINE bool is_other_heaps_node(const void* p, std::uintptr_t key) noexcept {
   const std::uintptr_t r = node_residue(p, key);
   return r != 0 && (r << 16) == 0;
@@ -217,8 +217,7 @@ struct free_cache {
       void* list = which == 0 ? head : cold;
       const std::uint32_t k = which == 0 ? count : cold_count;
       for (std::uint32_t i = 0; i < k; ++i, list = node_next(list)) {
-        // A node met twice, or a list shorter than its count: the lists run through an object freed twice (see
-        // sync_front). Left as they are.
+        // A node met twice, or a list shorter than its count (links written over): left as they are.
         if (list == nullptr || !is_node(list, key) || std::find(nodes, nodes + n, list) != nodes + n) return false;
         nodes[n++] = list;
       }

@@ -233,9 +233,7 @@ class bitmap_engine {
     std::size_t lost;     // behind a node that was written over: reported, set aside until release()
   };
   /// Gives the nodes of `list` (at most n, made under `key`) back to their bitmaps, with the exact checks.
-  /// Each object that goes back is made a node under `rest_key` (the stash's: a list that still holds it, two
-  /// threads having freed it at once, finds another heap's node there).
-  give_result give_batch(unsigned c, std::uintptr_t key, std::uintptr_t rest_key, void* list, std::size_t n) noexcept;
+  give_result give_batch(unsigned c, std::uintptr_t key, void* list, std::size_t n) noexcept;
   /// The class map's value for p's block (class + 1, 0 for none), read without a lock.
   [[nodiscard]] unsigned mapped_class(const void* p) const noexcept { return map_.get(p); }
   /// Class c's never-used mark: the start of the current block's never-used slots (to the block's end; 0: none),
@@ -532,8 +530,7 @@ class bitmap_engine {
   }
   void push_to_full_cache(class_state& cs, void* p) noexcept;
   /// Gives the nodes of `list` (at most n, made under `key`) back to their blocks' bitmaps, with the exact checks.
-  give_result give_back(class_state& cs, void* list, std::size_t n, std::uintptr_t key,
-                        std::uintptr_t rest_key = 0) noexcept;
+  give_result give_back(class_state& cs, void* list, std::size_t n, std::uintptr_t key) noexcept;
   enum class give_one { set, refused, lost };
   /// Sets p's bit; or reports p: freed twice (refused), or its block's header written over (lost).
   give_one give_back_one(class_state& cs, void* p) noexcept;

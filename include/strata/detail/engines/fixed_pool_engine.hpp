@@ -242,9 +242,7 @@ class fixed_pool_engine {
     std::size_t lost;     // behind a node that was written over: reported, set aside until release()
   };
   /// Gives the nodes of `list` (at most n, made under `key`) back to their bitmaps, with the exact checks.
-  /// Each block that goes back is made a node under `rest_key` (the stash's: a list that still holds it, two
-  /// threads having freed it at once, finds another heap's node there).
-  give_result give_batch(unsigned, std::uintptr_t key, std::uintptr_t rest_key, void* list, std::size_t n) noexcept;
+  give_result give_batch(unsigned, std::uintptr_t key, void* list, std::size_t n) noexcept;
   struct slot_look {
     bool free;               // free in its bitmap
     std::uintptr_t residue;  // node_residue(p, base_key) of p's words
@@ -417,7 +415,7 @@ class fixed_pool_engine {
   STRATA_NOINLINE void push_to_full(void* p) noexcept;
   /// Gives n nodes of `list` (made under `key`) back to their chunks' bitmaps, with the exact checks. !Sync: counts
   /// what it refuses and sets aside, and retires the chunks it empties; Sync: under the lock, the caller counts.
-  give_result give_back(void* list, std::size_t n, std::uintptr_t key, std::uintptr_t rest_key = 0) noexcept;
+  give_result give_back(void* list, std::size_t n, std::uintptr_t key) noexcept;
   /// No block is live: the cached blocks outside the current chunk go back, so that their chunks can empty.
   STRATA_NOINLINE void settle_idle() noexcept;
   /// Whether p is in the free cache (a node of it): freed already.

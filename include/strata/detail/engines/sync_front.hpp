@@ -160,10 +160,10 @@ class sync_front final : public per_thread_owner {
   /// A push that lost its compare-and-swap: p was freed by another thread at the same moment (or written).
   STRATA_NOINLINE void freed_at_once(void* p, std::size_t bytes, std::size_t alignment, unsigned c) const noexcept;
   /// p, met in h's list of class c (made under `key`: h's, or the stash's) with `behind` more nodes of that list
-  /// after it, is no node under `key`: reported, and the list ends there. A node of another heap (p was freed by
-  /// two threads at the same moment, and the other's node was written last): p is the other list's, this list's
-  /// free of it is undone, the nodes behind are set aside. Else (written after its free, or freed twice and handed
-  /// out already, or the two frees' words mixed): p and the nodes behind are set aside until release().
+  /// after it, is no node under `key` (or nullptr: the list ended early): reported, and the list ends there. A
+  /// node of another heap (p was freed twice, the other free's push landing last): p is the other list's, this
+  /// list's free of it is undone, the nodes behind are set aside. Else (written after its free, or freed twice and
+  /// handed out already): p and the nodes behind are set aside until release().
   void broken_node(heap& h, unsigned c, void* p, std::size_t behind, std::uintptr_t key, const char* where) noexcept;
   /// The exact checks for a free through heap h; true when p may go into h's cache.
   bool exact_free_check(const heap* h, void* p, std::size_t bytes, std::size_t alignment, unsigned c) noexcept;

@@ -70,8 +70,11 @@ struct slab {
   /// The slots [q, ...) of local word i set in `bits`, as addresses, for f(void*).
   template <class F>
   void for_each_slot(char* base, std::size_t i, std::uint64_t bits, F&& f) const {
-    for (; bits != 0; bits &= bits - 1)
-      f(base + (i * 64 + std::size_t{lowest_bit(bits)}) * object_size);
+    for (; bits != 0; bits &= bits - 1) f(slot_at(base, i, lowest_bit(bits)));
+  }
+  /// The slot of bit `bit` of bitmap word i (base: the slots' start).
+  char* slot_at(char* base, std::size_t i, unsigned bit) const noexcept {
+    return base + (i * 64 + std::size_t{bit}) * object_size;
   }
 
   static void push(slab*& head, slab* s) noexcept {
