@@ -8,6 +8,11 @@ install(TARGETS strata EXPORT strataTargets
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
   RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}
   INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+# libstrata-malloc (a drop-in malloc: LD_PRELOAD it, or link strata::strata-malloc).
+if(TARGET strata-malloc)
+  install(TARGETS strata-malloc EXPORT strataTargets
+    LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
+endif()
 install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/strata DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
   PATTERN "*.in" EXCLUDE)
 install(FILES ${PROJECT_BINARY_DIR}/include/strata/build_config.h DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/strata)

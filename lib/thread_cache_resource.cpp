@@ -4,6 +4,8 @@
 
 #include <stdexcept>
 
+#include <strata/page_resource.hpp>
+
 #include <strata/detail/core/math.hpp>
 
 namespace strata {
@@ -59,6 +61,20 @@ resource_stats thread_cache_resource::tier_stats(cache_tier t) const noexcept {
   return engine_.tier_stats(t);
 }
 bool thread_cache_resource::check_invariants() const noexcept { return engine_.check_invariants(); }
+
+// The page resource's lock is the innermost (it calls nothing that locks): taken last, given back first.
+void thread_cache_resource::prepare_fork() noexcept {
+  engine_.prepare_fork();
+  if (auto* page = dynamic_cast<page_resource*>(engine_.upstream())) page->prepare_fork();
+}
+void thread_cache_resource::after_fork_parent() noexcept {
+  if (auto* page = dynamic_cast<page_resource*>(engine_.upstream())) page->after_fork();
+  engine_.after_fork_parent();
+}
+void thread_cache_resource::after_fork_child() noexcept {
+  if (auto* page = dynamic_cast<page_resource*>(engine_.upstream())) page->after_fork();
+  engine_.after_fork_child();
+}
 std::pmr::memory_resource* thread_cache_resource::upstream_resource() const noexcept { return engine_.upstream(); }
 const thread_cache_resource::options& thread_cache_resource::get_options() const noexcept { return opts_; }
 

@@ -102,6 +102,12 @@ class page_resource final : public resource {
 
   [[nodiscard]] const options& get_options() const noexcept { return opts_; }
 
+  /// fork() while other threads use the resource: prepare_fork() takes its lock (no other thread is then inside it),
+  /// after_fork() gives it back, in the parent and in the child. Register them with pthread_atfork, or let a resource
+  /// over this one call them (thread_cache_resource::prepare_fork does).
+  void prepare_fork() noexcept { mutex_.lock(); }
+  void after_fork() noexcept { mutex_.unlock(); }
+
  protected:
   void* do_allocate(std::size_t bytes, std::size_t alignment) override;
   void do_deallocate(void* p, std::size_t bytes, std::size_t alignment) override;

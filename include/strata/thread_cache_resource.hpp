@@ -113,6 +113,15 @@ class thread_cache_resource final : public resource {
   [[nodiscard]] std::pmr::memory_resource* upstream_resource() const noexcept;
   [[nodiscard]] const options& get_options() const noexcept;
 
+  /// fork() while other threads use the resource: a thread may hold one of its locks at that moment, and the child
+  /// has no such thread to give it back. Register these three as `pthread_atfork(prepare, parent, child)` handlers
+  /// (through functions that call them on your resource): prepare_fork() takes every lock of the resource, and of its
+  /// upstream when that is a page_resource; the others give them back, and in the child end what other threads had
+  /// under way. The C API's default heap and libstrata-malloc register theirs on first use.
+  void prepare_fork() noexcept;
+  void after_fork_parent() noexcept;
+  void after_fork_child() noexcept;
+
  protected:
   void* do_allocate(std::size_t bytes, std::size_t alignment) override;
   void do_deallocate(void* p, std::size_t bytes, std::size_t alignment) override;

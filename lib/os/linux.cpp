@@ -6,8 +6,10 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -173,5 +175,11 @@ std::size_t process_resident_bytes() noexcept {
   // statm: size resident shared text lib data dt, in pages.
   return read_number("/proc/self/statm", 1) * page_size();
 }
+
+bool at_fork(void (*prepare)(), void (*parent)(), void (*child)()) noexcept {
+  return pthread_atfork(prepare, parent, child) == 0;
+}
+
+const char* environment(const char* name) noexcept { return std::getenv(name); }
 
 }  // namespace strata::os

@@ -65,6 +65,13 @@ std::size_t mapped_bytes() noexcept;
 /// Resident set size of the process in bytes, 0 when unknown.
 std::size_t process_resident_bytes() noexcept;
 
+/// The value of environment variable `name`, or nullptr when it is not set.
+const char* environment(const char* name) noexcept;
+
+/// Has prepare run in the thread that calls fork() before the process is copied, and parent / child after it, in the
+/// parent and in the child (the child has that one thread only). False when the OS cannot.
+bool at_fork(void (*prepare)(), void (*parent)(), void (*child)()) noexcept;
+
 /// Test hook: the next `n` calls that obtain memory (map, reserve, commit, extend_in_place) succeed, later ones fail
 /// with out_of_memory until clear_failures().
 void inject_failure_after(std::size_t n) noexcept;

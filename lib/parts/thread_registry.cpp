@@ -69,6 +69,8 @@ struct thread_registry {
   }
 };
 
+std::mutex& thread_registry_lock() noexcept { return registry_lock(); }
+
 per_thread_owner::per_thread_owner() noexcept : id_(g_next_id.fetch_add(1, std::memory_order_relaxed)) {
   std::lock_guard<std::mutex> g(registry_lock());
   next_live_ = g_live;

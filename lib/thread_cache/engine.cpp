@@ -530,4 +530,31 @@ bool thread_cache_engine::check_invariants() const noexcept {
   return middle_.check_list();
 }
 
+// ---- fork ----------------------------------------------------------------------------------------------------------
+
+void thread_cache_engine::prepare_fork() noexcept {
+  fork_locks_.clear();
+  fork_locks_.add(thread_registry_lock());
+  fork_locks_.add(heaps_lock_);
+  fork_locks_.add(shared_heap_lock_);
+  middle_.add_fork_locks(fork_locks_);
+  front_.add_fork_locks(fork_locks_);
+  large_.add_fork_locks(fork_locks_);
+  fork_locks_.take_all();
+}
+
+void thread_cache_engine::after_fork_parent() noexcept { fork_locks_.give_all(); }
+
+void thread_cache_engine::after_fork_child() noexcept {
+  // A publication under way in another thread when the process was copied never ends in the child: its pushes are
+  // each whole (one compare-and-swap), so it is ended here as if its thread had stopped after its last push. The
+  // objects it had not published yet stay out of use (the child does not have them).
+  for (tc_heap* h = heaps_.load(std::memory_order_relaxed); h != nullptr; h = h->next) {
+    const std::uint32_t seq = h->flush_seq.load(std::memory_order_relaxed);
+    if ((seq & 1) != 0) h->flush_seq.store(seq + 1, std::memory_order_relaxed);
+  }
+  heapless_publications_.store(0, std::memory_order_relaxed);
+  fork_locks_.give_all();
+}
+
 }  // namespace strata::detail

@@ -43,6 +43,45 @@ struct null_lock {
 template <bool Sync, class Lock = std::mutex>
 using lock_if = std::conditional_t<Sync, Lock, null_lock>;
 
+/// Locks held together across fork(): take_all() holds every one of them at its end, so that the child process, which
+/// has only the forking thread, finds none held by a thread it does not have. It never waits while holding one: a
+/// lock it cannot take at once makes it give back what it took, yield, and start again. So it cannot deadlock with
+/// the library's own paths, whatever order they nest the locks in.
+class lock_set {
+ public:
+  static constexpr unsigned capacity = 16;
+  /// Adds l (a lock with try_lock() and unlock()). False when the set is full (l is not held then).
+  template <class Lock>
+  bool add(Lock& l) noexcept {
+    if (count_ == capacity) return false;
+    entries_[count_++] = entry{&l, [](void* x) noexcept { return static_cast<Lock*>(x)->try_lock(); },
+                               [](void* x) noexcept { static_cast<Lock*>(x)->unlock(); }};
+    return true;
+  }
+  void take_all() noexcept {
+    for (;;) {
+      unsigned held = 0;
+      while (held < count_ && entries_[held].try_lock(entries_[held].lock)) ++held;
+      if (held == count_) return;
+      while (held > 0) --held, entries_[held].unlock(entries_[held].lock);
+      std::this_thread::yield();
+    }
+  }
+  void give_all() noexcept {
+    for (unsigned i = count_; i-- > 0;) entries_[i].unlock(entries_[i].lock);
+  }
+  void clear() noexcept { count_ = 0; }
+
+ private:
+  struct entry {
+    void* lock;
+    bool (*try_lock)(void*) noexcept;
+    void (*unlock)(void*) noexcept;
+  };
+  entry entries_[capacity] = {};
+  unsigned count_ = 0;
+};
+
 /// A counter: atomic when Sync (read without the lock by stats()), else plain.
 template <bool Sync, class T>
 using counter_if = std::conditional_t<Sync, std::atomic<T>, T>;

@@ -11,6 +11,7 @@
 #include <type_traits>
 
 #include <strata/config.hpp>
+#include <strata/detail/core/sync.hpp>
 #include <strata/detail/ds/block_map.hpp>
 
 namespace strata::detail {
@@ -140,6 +141,9 @@ class class_map {
     std::lock_guard<std::mutex> g(lock_);
     return leaves_ * leaf_bytes;
   }
+
+  /// Its lock, for fork() (lock_set).
+  void add_fork_locks(lock_set& s) const noexcept { s.add(lock_); }
 
  private:
   struct leaf {

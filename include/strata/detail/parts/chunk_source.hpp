@@ -103,6 +103,9 @@ class chunk_source {
   /// Checks the cache (count, bound, every chunk registered and aligned); what is broken, or nullptr.
   [[nodiscard]] const char* check() const noexcept;
 
+  /// Its lock, for fork() (lock_set).
+  void add_fork_locks(lock_set& s) const noexcept { s.add(lock_); }
+
  private:
   using lock_type = lock_if<Sync, spin_lock>;
   using lock_guard = std::lock_guard<lock_type>;

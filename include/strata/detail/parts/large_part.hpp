@@ -148,6 +148,9 @@ class large_part {
     return n;
   }
 
+  /// Its lock, for fork() (lock_set).
+  void add_fork_locks(lock_set& s) const noexcept { s.add(lock_); }
+
  private:
   using lock_type = lock_if<Sync, std::mutex>;
   using guard = std::lock_guard<lock_type>;

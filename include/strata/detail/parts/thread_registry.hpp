@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <mutex>
 
 #include <strata/build_config.h>
 #include <strata/config.hpp>
@@ -26,6 +27,8 @@ namespace strata::detail {
 inline constexpr unsigned thread_stripes = 32;
 extern thread_local unsigned t_thread_stripe;  // the thread's stripe + 1; 0 before its first use
 unsigned claim_thread_stripe() noexcept;
+/// The lock of the per-thread registry (thread exits hand states back under it): for fork() (lock_set).
+std::mutex& thread_registry_lock() noexcept;
 inline unsigned thread_stripe() noexcept {
   const unsigned s = t_thread_stripe;
   return STRATA_LIKELY(s != 0) ? s - 1 : claim_thread_stripe();

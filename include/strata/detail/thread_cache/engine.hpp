@@ -95,6 +95,12 @@ class thread_cache_engine final : private per_thread_owner {
   [[nodiscard]] resource_stats tier_stats(tier t) const noexcept;
   [[nodiscard]] resource_stats stats() const noexcept;
   bool check_invariants() const noexcept;
+  /// fork() with other threads using the engine: prepare_fork() takes every lock of the engine (and the thread
+  /// registry's), after_fork_parent() gives them back in the parent, after_fork_child() in the child, where it also
+  /// ends the publications of threads the child does not have (so that no wait for them hangs).
+  void prepare_fork() noexcept;
+  void after_fork_parent() noexcept;
+  void after_fork_child() noexcept;
 
   /// Hands h back (thread exit, release_thread_heap, a heap that could not be registered).
   void detach_heap(tc_heap* h) noexcept;
@@ -155,6 +161,7 @@ class thread_cache_engine final : private per_thread_owner {
   std::atomic<std::uint64_t> heapless_deallocations_{0};
   // Such frees being published (see wait_for_publications).
   mutable std::atomic<std::uint32_t> heapless_publications_{0};
+  lock_set fork_locks_;  // held from prepare_fork() to after_fork_*()
   // What release() took out with the heaps, so that the statistics go on: counts added, bytes subtracted, the peak
   // kept, and the heaps counted as taken from upstream and given back. Written by release() alone.
   thread_counts released_;

@@ -338,6 +338,8 @@ class tc_front {
 
   /// The class map (the shared tier clears blocks it takes back, and holds its bytes in its statistics).
   tc_map& map() const noexcept { return map_; }
+  /// Its locks, for fork() (lock_set).
+  void add_fork_locks(lock_set& s) const noexcept { map_.add_fork_locks(s); }
   /// Marks b, of class c, as owned by heap h (map_owner; 0: by the shared tier). False: no room for the map.
   bool map_block(const slab* b, std::uint32_t map_owner) const noexcept {
     return map_.set(base_of(b), tc_block_size, map_owner | (b->size_class + 1u));

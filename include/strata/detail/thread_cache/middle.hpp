@@ -29,6 +29,12 @@ class tc_middle {
   tc_middle& operator=(const tc_middle&) = delete;
 
   void set_front(const tc_front* front) noexcept { front_ = front; }
+  /// Its locks, for fork() (lock_set).
+  void add_fork_locks(lock_set& s) const noexcept {
+    s.add(list_lock_);
+    s.add(block_lock_);
+    source_.add_fork_locks(s);
+  }
 
   // ---- blocks ------------------------------------------------------------------------------------------------------
 

@@ -1,0 +1,234 @@
+// SPDX-License-Identifier: MIT
+// lib/c_api/malloc.cpp: libstrata-malloc: malloc, its POSIX and C23 relatives and every replaceable operator
+// new/delete, on the C API's process-wide default heap (a thread_cache_resource). The library exports these and the
+// C API itself (malloc_exports.map), so a program that links it or has it preloaded has one heap, whichever entry point it
+// calls. Semantics follow glibc where the C standard leaves a choice (malloc(0), realloc(p, 0), memalign's rounding).
+#include <strata/strata.h>
+
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <new>
+
+#include <strata/config.hpp>
+#include <strata/page_resource.hpp>
+
+#define STRATA_MALLOC_API extern "C" __attribute__((visibility("default")))
+
+namespace {
+
+constexpr std::size_t max_alignment_request = std::size_t{1} << 40;  // beyond: EINVAL, as the C API refuses it
+
+bool power_of_two(std::size_t a) noexcept { return a != 0 && (a & (a - 1)) == 0; }
+
+// errno after a C API call that returned NULL: ENOMEM for an allocation the heap could not make (and for a size
+// that overflows), EINVAL for an argument it refused.
+void set_errno_from_strata() noexcept {
+  errno = strata_last_error() == STRATA_EINVAL ? EINVAL : ENOMEM;
+}
+
+void* plain(std::size_t n) noexcept {
+  void* p = strata_malloc(n);
+  if (STRATA_UNLIKELY(p == nullptr)) set_errno_from_strata();
+  return p;
+}
+
+// An allocation at alignment a (a power of two): plain when a plain block is aligned so already.
+void* aligned(std::size_t a, std::size_t n) noexcept {
+  if (a <= 16) return plain(n);
+  if (STRATA_UNLIKELY(a > max_alignment_request)) {
+    errno = EINVAL;
+    return nullptr;
+  }
+  void* p = strata_malloc_aligned(n, a);
+  if (STRATA_UNLIKELY(p == nullptr)) set_errno_from_strata();
+  return p;
+}
+
+std::size_t page_size() noexcept { return strata::page_resource::page_size(); }
+
+// operator new's loop: the new-handler may free memory and return, or throw, or there is none (std::bad_alloc).
+template <class Allocate>
+void* new_or_throw(Allocate allocate) {
+  for (;;) {
+    if (void* p = allocate(); STRATA_LIKELY(p != nullptr)) return p;
+    std::new_handler h = std::get_new_handler();
+    if (h == nullptr) throw std::bad_alloc();
+    h();
+  }
+}
+template <class Allocate>
+void* new_or_null(Allocate allocate) noexcept {
+  try {
+    return new_or_throw(allocate);
+  } catch (...) {
+    return nullptr;
+  }
+}
+
+void* new_plain(std::size_t n) noexcept { return strata_malloc(n); }
+void* new_aligned(std::size_t n, std::align_val_t a) noexcept {
+  const auto al = static_cast<std::size_t>(a);
+  if (al <= 16) return strata_malloc(n);
+  return power_of_two(al) && al <= max_alignment_request ? strata_malloc_aligned(n, al) : nullptr;
+}
+void delete_aligned_sized(void* p, std::size_t n, std::align_val_t a) noexcept {
+  const auto al = static_cast<std::size_t>(a);
+  if (al <= 16) strata_free(p, n);
+  else strata_free_aligned(p, n, al);
+}
+
+}  // namespace
+
+// ---- C ---------------------------------------------------------------------------------------------------------------
+
+STRATA_MALLOC_API void* malloc(std::size_t n) noexcept { return plain(n); }
+
+STRATA_MALLOC_API void free(void* p) noexcept { strata_free_unsized(p); }
+
+STRATA_MALLOC_API void* calloc(std::size_t count, std::size_t size) noexcept {
+  void* p = strata_calloc(count, size);
+  if (STRATA_UNLIKELY(p == nullptr)) set_errno_from_strata();
+  return p;
+}
+
+// glibc's realloc: NULL p is malloc; size 0 frees p and returns NULL; on failure p is untouched.
+STRATA_MALLOC_API void* realloc(void* p, std::size_t n) noexcept {
+  if (p == nullptr) return plain(n);
+  if (n == 0) {
+    strata_free_unsized(p);
+    return nullptr;
+  }
+  void* q = strata_realloc_unsized(p, n);
+  if (STRATA_UNLIKELY(q == nullptr)) set_errno_from_strata();
+  return q;
+}
+
+STRATA_MALLOC_API void* reallocarray(void* p, std::size_t count, std::size_t size) noexcept {
+  std::size_t n;
+  if (STRATA_UNLIKELY(__builtin_mul_overflow(count, size, &n))) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  return realloc(p, n);
+}
+
+// C11 with glibc's reading: any size, an alignment that is a power of two (else EINVAL).
+STRATA_MALLOC_API void* aligned_alloc(std::size_t alignment, std::size_t n) noexcept {
+  if (STRATA_UNLIKELY(!power_of_two(alignment))) {
+    errno = EINVAL;
+    return nullptr;
+  }
+  return aligned(alignment, n);
+}
+
+STRATA_MALLOC_API int posix_memalign(void** out, std::size_t alignment, std::size_t n) noexcept {
+  if (STRATA_UNLIKELY(!power_of_two(alignment) || alignment % sizeof(void*) != 0 ||
+                      alignment > max_alignment_request))
+    return EINVAL;
+  const int saved = errno;  // posix_memalign reports through its result, and leaves errno alone
+  void* p = aligned(alignment, n);
+  if (STRATA_UNLIKELY(p == nullptr)) {
+    const int e = errno;
+    errno = saved;
+    return e;
+  }
+  *out = p;
+  return 0;
+}
+
+// glibc: an alignment that is no power of two is rounded up to one; beyond half the address space, EINVAL.
+STRATA_MALLOC_API void* memalign(std::size_t alignment, std::size_t n) noexcept {
+  if (alignment <= 16) return plain(n);
+  if (STRATA_UNLIKELY(alignment > max_alignment_request)) {
+    errno = EINVAL;
+    return nullptr;
+  }
+  std::size_t a = 32;
+  while (a < alignment) a <<= 1;
+  return aligned(a, n);
+}
+
+STRATA_MALLOC_API void* valloc(std::size_t n) noexcept { return aligned(page_size(), n); }
+
+// A page-aligned block of whole pages.
+STRATA_MALLOC_API void* pvalloc(std::size_t n) noexcept {
+  const std::size_t page = page_size();
+  std::size_t rounded;
+  if (STRATA_UNLIKELY(__builtin_add_overflow(n, page - 1, &rounded))) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  rounded &= ~(page - 1);
+  return aligned(page, rounded == 0 ? page : rounded);
+}
+
+STRATA_MALLOC_API std::size_t malloc_usable_size(void* p) noexcept { return strata_usable_size(p); }
+
+// C23: the size (and alignment) the block was asked with; the sized paths.
+STRATA_MALLOC_API void free_sized(void* p, std::size_t n) noexcept { strata_free(p, n); }
+
+STRATA_MALLOC_API void free_aligned_sized(void* p, std::size_t alignment, std::size_t n) noexcept {
+  if (alignment <= 16) strata_free(p, n);
+  else strata_free_aligned(p, n, alignment);
+}
+
+// ---- C++ -------------------------------------------------------------------------------------------------------------
+
+__attribute__((visibility("default"))) void* operator new(std::size_t n) {
+  return new_or_throw([n] { return new_plain(n); });
+}
+__attribute__((visibility("default"))) void* operator new[](std::size_t n) {
+  return new_or_throw([n] { return new_plain(n); });
+}
+__attribute__((visibility("default"))) void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
+  return new_or_null([n] { return new_plain(n); });
+}
+__attribute__((visibility("default"))) void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
+  return new_or_null([n] { return new_plain(n); });
+}
+__attribute__((visibility("default"))) void* operator new(std::size_t n, std::align_val_t a) {
+  return new_or_throw([n, a] { return new_aligned(n, a); });
+}
+__attribute__((visibility("default"))) void* operator new[](std::size_t n, std::align_val_t a) {
+  return new_or_throw([n, a] { return new_aligned(n, a); });
+}
+__attribute__((visibility("default"))) void* operator new(std::size_t n, std::align_val_t a,
+                                                          const std::nothrow_t&) noexcept {
+  return new_or_null([n, a] { return new_aligned(n, a); });
+}
+__attribute__((visibility("default"))) void* operator new[](std::size_t n, std::align_val_t a,
+                                                            const std::nothrow_t&) noexcept {
+  return new_or_null([n, a] { return new_aligned(n, a); });
+}
+
+__attribute__((visibility("default"))) void operator delete(void* p) noexcept { strata_free_unsized(p); }
+__attribute__((visibility("default"))) void operator delete[](void* p) noexcept { strata_free_unsized(p); }
+__attribute__((visibility("default"))) void operator delete(void* p, const std::nothrow_t&) noexcept {
+  strata_free_unsized(p);
+}
+__attribute__((visibility("default"))) void operator delete[](void* p, const std::nothrow_t&) noexcept {
+  strata_free_unsized(p);
+}
+__attribute__((visibility("default"))) void operator delete(void* p, std::size_t n) noexcept { strata_free(p, n); }
+__attribute__((visibility("default"))) void operator delete[](void* p, std::size_t n) noexcept { strata_free(p, n); }
+__attribute__((visibility("default"))) void operator delete(void* p, std::align_val_t) noexcept {
+  strata_free_unsized(p);
+}
+__attribute__((visibility("default"))) void operator delete[](void* p, std::align_val_t) noexcept {
+  strata_free_unsized(p);
+}
+__attribute__((visibility("default"))) void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept {
+  strata_free_unsized(p);
+}
+__attribute__((visibility("default"))) void operator delete[](void* p, std::align_val_t,
+                                                              const std::nothrow_t&) noexcept {
+  strata_free_unsized(p);
+}
+__attribute__((visibility("default"))) void operator delete(void* p, std::size_t n, std::align_val_t a) noexcept {
+  delete_aligned_sized(p, n, a);
+}
+__attribute__((visibility("default"))) void operator delete[](void* p, std::size_t n, std::align_val_t a) noexcept {
+  delete_aligned_sized(p, n, a);
+}
