@@ -26,6 +26,9 @@
 
 #include <doctest/doctest.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <strata/detail/core/math.hpp>
 #include <strata/page_resource.hpp>
 #include <strata/testing.hpp>
@@ -2801,3 +2804,57 @@ TEST_CASE("thread_cache_resource: release() frees every thread's blocks at once 
     CHECK(r.check_invariants());
   }
 }
+
+#if !defined(__SANITIZE_THREAD__)  // ThreadSanitizer does not follow a child forked while threads run
+TEST_CASE("thread_cache_resource: fork() while other threads allocate, with the fork handlers around it") {
+  // Without prepare_fork(), a child forked while another thread held one of the resource's locks (the shared tier's,
+  // a heap list's) would wait for it forever; the children here allocate in every tier, start a thread and check
+  // the resource.
+  strata::page_resource pages;
+  strata::thread_cache_resource r(strata::thread_cache_resource::options{}, &pages);
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> workers;
+  for (int t = 0; t < 2; ++t) {
+    workers.emplace_back([&, t] {
+      std::vector<std::pair<void*, std::size_t>> held;
+      std::uint32_t x = 7u + static_cast<std::uint32_t>(t);
+      while (!stop.load(std::memory_order_relaxed)) {
+        x = x * 1664525u + 1013904223u;
+        const std::size_t n = 8 + (x >> 8) % (x % 5 == 0 ? 400000 : 3000);
+        held.emplace_back(r.allocate(n, 8), n);
+        if (held.size() > 300) {
+          for (auto& [p, size] : held) r.deallocate(p, size, 8);
+          held.clear();
+        }
+      }
+      for (auto& [p, size] : held) r.deallocate(p, size, 8);
+    });
+  }
+  int failed_children = 0;
+  for (int k = 0; k < 30; ++k) {
+    r.prepare_fork();
+    const pid_t pid = fork();
+    if (pid == 0) {
+      r.after_fork_child();
+      alarm(30);  // a child that waits for a lock forever dies of SIGALRM
+      std::vector<std::pair<void*, std::size_t>> mine;
+      for (std::size_t i = 0; i < 500; ++i) {
+        const std::size_t n = 16 + i * 997 % 300000;
+        mine.emplace_back(r.allocate(n, 8), n);
+      }
+      std::thread t([&r] { r.deallocate(r.allocate(100, 8), 100, 8); });
+      t.join();
+      for (auto& [p, size] : mine) r.deallocate(p, size, 8);
+      r.trim();
+      _exit(0);
+    }
+    r.after_fork_parent();
+    int status = 0;
+    if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) ++failed_children;
+  }
+  stop = true;
+  for (auto& t : workers) t.join();
+  CHECK(failed_children == 0);
+  CHECK(r.check_invariants());
+}
+#endif
