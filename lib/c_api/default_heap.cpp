@@ -3,6 +3,7 @@
 #include "default_heap.hpp"
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include <strata/page_resource.hpp>
@@ -33,15 +34,36 @@ strata::thread_cache_options options_from_environment() noexcept {
   return o;
 }
 
+// STRATA_STATS=1: the statistics on stderr when the process exits.
+void print_at_exit() { print_heap_stats(); }
+
 strata::thread_cache_resource& made_heap() {
   // Never destroyed (see immortal()).
   alignas(strata::thread_cache_resource) static unsigned char storage[sizeof(strata::thread_cache_resource)];
   auto* heap = new (storage) strata::thread_cache_resource(options_from_environment());
   g_heap.store(heap, std::memory_order_release);
   strata::os::at_fork(&fork_prepare, &fork_parent, &fork_child);
+  if (const char* v = strata::os::environment("STRATA_STATS"); v != nullptr && *v != '\0' && std::strcmp(v, "0") != 0)
+    std::atexit(&print_at_exit);  // registered at the first allocation: runs after most other exit handlers
   return *heap;
 }
 }  // namespace
+
+void print_heap_stats() noexcept {
+  strata::thread_cache_resource* h = g_heap.load(std::memory_order_acquire);
+  if (h == nullptr) return;
+  const strata::resource_stats s = h->stats();
+  const auto mib = [](std::size_t b) { return static_cast<double>(b) / (1024.0 * 1024.0); };
+  char line[512];
+  std::snprintf(line, sizeof line,
+                "strata: default heap: %.2f MiB in use (peak %.2f MiB), %.2f MiB held, %.2f MiB resident; "
+                "%llu allocations, %llu frees, %llu failed; %zu heaps; checks %s\n",
+                mib(s.bytes_in_use), mib(s.peak_bytes_in_use), mib(s.bytes_held), mib(s.bytes_resident),
+                static_cast<unsigned long long>(s.allocations), static_cast<unsigned long long>(s.deallocations),
+                static_cast<unsigned long long>(s.failed_allocations), h->heap_count(),
+                h->get_options().checks == strata::check_mode::strict ? "strict" : "standard");
+  std::fputs(line, stderr);
+}
 
 strata::thread_cache_resource& make_heap() {
   static strata::thread_cache_resource& heap = made_heap();

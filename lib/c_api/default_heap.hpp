@@ -34,6 +34,9 @@ STRATA_ALWAYS_INLINE strata::thread_cache_resource& heap() {
   return STRATA_LIKELY(h != nullptr) ? *h : make_heap();
 }
 
+/// Writes the default heap's statistics to stderr (malloc_stats(), STRATA_STATS=1 at exit).
+void print_heap_stats() noexcept;
+
 /// The persistent arena: strata_persistent_malloc's memory, over the default page resource.
 strata::detail::bump_arena& persistent();
 

@@ -5,7 +5,10 @@
 // calls. Semantics follow glibc where the C standard leaves a choice (malloc(0), realloc(p, 0), memalign's rounding).
 #include <strata/strata.h>
 
+#include <malloc.h>
+
 #include <cerrno>
+#include <climits>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -13,6 +16,8 @@
 
 #include <strata/config.hpp>
 #include <strata/page_resource.hpp>
+
+#include "default_heap.hpp"
 
 #define STRATA_MALLOC_API extern "C" __attribute__((visibility("default")))
 
@@ -172,6 +177,57 @@ STRATA_MALLOC_API void free_sized(void* p, std::size_t n) noexcept { strata_free
 STRATA_MALLOC_API void free_aligned_sized(void* p, std::size_t alignment, std::size_t n) noexcept {
   if (alignment <= 16) strata_free(p, n);
   else strata_free_aligned(p, n, alignment);
+}
+
+// ---- introspection (glibc's names) ------------------------------------------------------------------------------
+
+// Gives cached memory back to the OS (strata_trim); 1 as glibc's does when memory went back, which it cannot tell.
+STRATA_MALLOC_API int malloc_trim(std::size_t) noexcept {
+  strata_trim();
+  return 1;
+}
+
+// One line on stderr (glibc prints per-arena figures there).
+STRATA_MALLOC_API void malloc_stats() noexcept {
+  strata::c_api::heap();  // made if the program asks before its first allocation
+  strata::c_api::print_heap_stats();
+}
+
+namespace {
+struct heap_info {
+  std::size_t held, in_use, free_bytes, free_blocks;
+};
+heap_info info() noexcept {
+  strata_stats_t s{};
+  strata_stats(&s);
+  return {s.bytes_held, s.bytes_in_use, s.bytes_held > s.bytes_in_use ? s.bytes_held - s.bytes_in_use : 0,
+          s.free_blocks};
+}
+int clamp(std::size_t v) noexcept { return v > static_cast<std::size_t>(INT_MAX) ? INT_MAX : static_cast<int>(v); }
+}  // namespace
+
+// arena: bytes the heap holds from the OS; uordblks: bytes in use (rounded sizes); fordblks: the rest of what it
+// holds; ordblks: the shared tier's free blocks. The fields glibc's layout alone has (fast bins, mmapped regions,
+// the releasable top) are 0.
+STRATA_MALLOC_API struct mallinfo2 mallinfo2() noexcept {
+  const heap_info h = info();
+  struct mallinfo2 m {};
+  m.arena = h.held;
+  m.ordblks = h.free_blocks;
+  m.uordblks = h.in_use;
+  m.fordblks = h.free_bytes;
+  return m;
+}
+
+// The same in int fields (saturated at INT_MAX), for old programs.
+STRATA_MALLOC_API struct mallinfo mallinfo() noexcept {
+  const heap_info h = info();
+  struct mallinfo m {};
+  m.arena = clamp(h.held);
+  m.ordblks = clamp(h.free_blocks);
+  m.uordblks = clamp(h.in_use);
+  m.fordblks = clamp(h.free_bytes);
+  return m;
 }
 
 // ---- C++ -------------------------------------------------------------------------------------------------------------

@@ -409,6 +409,35 @@ void test_exit_paths() {
   g_for_exit = std::malloc(123);
 }
 
+// glibc's introspection: mallinfo2 follows the heap, malloc_trim gives memory back, malloc_stats writes a line.
+void test_introspection() {
+  const struct mallinfo2 before = mallinfo2();
+  std::vector<void*> ps;
+  for (int i = 0; i < 1000; ++i) ps.push_back(std::malloc(opaque<std::size_t>(1000)));
+  const struct mallinfo2 during = mallinfo2();
+  CHECK(during.uordblks >= before.uordblks + 1000 * 1000);
+  CHECK(during.arena >= during.uordblks);
+  CHECK(during.fordblks == during.arena - during.uordblks);
+  for (void* p : ps) std::free(p);
+  const struct mallinfo2 after = mallinfo2();
+  CHECK(after.uordblks + 1000 * 1000 <= during.uordblks);
+  CHECK(malloc_trim(0) == 1);
+  const struct mallinfo old = mallinfo();  // (deprecated: int fields)
+  CHECK(old.uordblks > 0);
+  // malloc_stats writes to stderr: caught in a file.
+  std::FILE* f = std::tmpfile();
+  const int saved = dup(2);
+  dup2(fileno(f), 2);
+  malloc_stats();
+  dup2(saved, 2);
+  close(saved);
+  std::rewind(f);
+  char line[512] = {};
+  CHECK(std::fgets(line, sizeof line, f) != nullptr);
+  CHECK(std::strstr(line, "strata: default heap:") != nullptr);
+  std::fclose(f);
+}
+
 struct test_case {
   const char* name;
   void (*run)();
@@ -417,7 +446,7 @@ const test_case cases[] = {
     {"active", test_active},           {"malloc_free", test_malloc_free},   {"calloc", test_calloc},
     {"realloc", test_realloc},         {"aligned", test_aligned},           {"sized_free", test_sized_free},
     {"new_delete", test_new_delete},   {"thread_churn", test_thread_churn}, {"cross_thread", test_cross_thread},
-    {"fork", test_fork},               {"exit_paths", test_exit_paths},
+    {"fork", test_fork},               {"exit_paths", test_exit_paths},     {"introspection", test_introspection},
 };
 
 }  // namespace
