@@ -3,6 +3,8 @@
 #   make demo     build Release, run the examples and a short benchmark table
 #   make test     install missing Debian packages, build (ci preset) and run every test through ctest
 #   make bench    the full benchmark (bench/results/latest.{md,csv,svg})
+#   make bench-malloc   the malloc mode: programs under glibc, mimalloc, jemalloc, tcmalloc and libstrata-malloc
+#                 (bench/results/malloc.md)
 #   make sanitize / make tsan   the ASan+UBSan and ThreadSanitizer test runs
 #   make soak     every thread-safe resource under SOAK_THREADS (64) threads for SOAK_SECONDS (60) each
 #                 (ci build: optimised, invariant asserts on; SOAK_RESOURCE=all or a name, e.g. bitmap)
@@ -10,7 +12,7 @@
 #                 each on a scratch copy of its seed corpus (fuzz/run.sh; FUZZ_TARGETS to pick some)
 #   make fuzz-ci  the same, FUZZ_CI_SECONDS (18) per target: a short pass for CI, fails on any finding
 #   make install PREFIX=/some/prefix   the library alone (no test dependencies)
-.PHONY: all deps fuzz-deps build test demo bench sanitize tsan soak fuzz fuzz-build fuzz-ci release install clean
+.PHONY: all deps fuzz-deps build test demo bench bench-malloc sanitize tsan soak fuzz fuzz-build fuzz-ci release install clean
 
 PREFIX ?= /usr/local
 JOBS ?= 2
@@ -84,6 +86,9 @@ demo: release
 
 bench: release
 	build/release/bench/strata-bench --scale full --reps 5 --out bench/results/latest
+
+bench-malloc: release
+	build/release/bench/strata-malloc-bench --scale full --reps 5 --out bench/results/malloc
 
 # The library alone: needs only cmake and a C++17 compiler (no test, bench or example dependencies).
 install:
