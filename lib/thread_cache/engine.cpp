@@ -355,7 +355,7 @@ std::size_t thread_cache_engine::usable_size(const void* p) const noexcept {
   return 0;
 }
 
-std::size_t thread_cache_engine::deallocate_unsized(void* p) noexcept {
+std::size_t thread_cache_engine::deallocate_unsized_slow(void* p) noexcept {
   // Each tier is freed with a size and alignment that lead back to it: a class size rounds to its own class, and a
   // free-list block's size is already rounded to its granule.
   const auto plain = [](std::size_t n) -> std::size_t { return n % 16 == 0 ? 16 : 8; };

@@ -67,7 +67,22 @@ class thread_cache_engine final : private per_thread_owner {
   [[nodiscard]] std::size_t usable_size(const void* p) const noexcept;
   /// Frees p with the size its tier finds (usable_size(p)), which is also what the statistics count; returns it, or
   /// 0 after reporting a pointer this engine did not hand out.
-  std::size_t deallocate_unsized(void* p) noexcept;
+  STRATA_ALWAYS_INLINE std::size_t deallocate_unsized(void* p) noexcept {
+    // An object of a block the calling thread's heap owns: p's granule in the class map names the heap and the class
+    // (one load on a line frees read anyway, no read of the block's header); the sized free then checks p as any
+    // free does. Anything else (another heap's block, the other tiers, misuse) takes the general way.
+    if (tc_heap* h = last_heap(); STRATA_LIKELY(h != nullptr)) {
+      const std::uint32_t v = front_.map().get_direct(p);
+      if (STRATA_LIKELY((v & ~std::uint32_t{0xFF}) == h->map_owner && (v & 0xFF) != 0)) {
+        tc_bin& bin = h->bins[(v & 0xFF) - 1];
+        const std::size_t n = bin.object_size, alignment = n % 16 == 0 ? 16 : 8;
+        if (STRATA_LIKELY(!front_.strict())) front_.deallocate_in<false>(*h, bin, p, n, alignment);
+        else front_.deallocate<false>(*h, p, n, alignment);
+        return n;
+      }
+    }
+    return deallocate_unsized_slow(p);
+  }
   /// Hands the calling thread's heap back as thread exit would; the thread gets a heap again if it comes back.
   void release_thread_heap() noexcept;
   /// Frees everything at once: every heap (every thread's), every block and large block go upstream, and every
@@ -116,6 +131,7 @@ class thread_cache_engine final : private per_thread_owner {
   tc_heap* attach_heap() noexcept;   // a spare heap, or a new one from upstream
   void* allocate_small_slow(unsigned c);
   STRATA_NOINLINE void* refill(tc_heap& h, unsigned c);
+  STRATA_NOINLINE std::size_t deallocate_unsized_slow(void* p) noexcept;
   void deallocate_small_slow(void* p, unsigned c, std::size_t bytes, std::size_t alignment) noexcept;
   void* allocate_other(std::size_t bytes, std::size_t alignment);
   void deallocate_other(void* p, std::size_t bytes, std::size_t alignment) noexcept;

@@ -227,8 +227,17 @@ class tc_front {
     if (STRATA_UNLIKELY(strict_)) return deallocate_strict(h, p, bytes, alignment, Rounded);
     tc_bin& bin = *(h.bins + static_cast<std::size_t>(plain_class_nonzero(bytes, alignment)));
     // Checks that read only p's granule in the class map, the bin and p's first two words.
+    if (STRATA_UNLIKELY(map_.get_direct(p) != bin.map_value))
+      return Rounded ? deallocate_slow_rounded(h, p, bytes, alignment) : deallocate_slow(h, p, bytes, alignment);
+    deallocate_in<Rounded>(h, bin, p, bytes, alignment);
+  }
+  /// deallocate() once p's granule in the class map is known to hold bin.map_value (a block of bin's class that h
+  /// owns): the checks that remain, and the push. Standard checks only.
+  template <bool Rounded>
+  STRATA_ALWAYS_INLINE void deallocate_in(tc_heap& h, tc_bin& bin, void* p, std::size_t bytes,
+                                          std::size_t alignment) const noexcept {
     const auto a = reinterpret_cast<std::uintptr_t>(p);
-    if (STRATA_UNLIKELY(map_.get_direct(p) != bin.map_value) || STRATA_UNLIKELY(!is_slot_start(bin, p)))
+    if (STRATA_UNLIKELY(!is_slot_start(bin, p)))
       return Rounded ? deallocate_slow_rounded(h, p, bytes, alignment) : deallocate_slow(h, p, bytes, alignment);
     // A slot of this class of a block h owns (so p's two words are in the block). A node or a mark (freed
     // already, or data that looks like one) or a slot never handed out: the exact checks decide.
@@ -241,6 +250,8 @@ class tc_front {
     bin.cache.push(p, h.node_key);
     note_deallocation(h, bin.object_size);
   }
+  /// Whether the front checks every free at once (no free cache).
+  [[nodiscard]] bool strict() const noexcept { return strict_; }
   /// Whether p, in a block of bin's class (the class map says so), is the start of a slot that is no header slot
   /// and lies wholly in the block: per-class constants only, no read of the block.
   STRATA_ALWAYS_INLINE static bool is_slot_start(const tc_bin& bin, const void* p) noexcept {
