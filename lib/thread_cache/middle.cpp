@@ -16,6 +16,9 @@ free_list_options shared_list_options(std::size_t max_shared, std::pmr::memory_r
   // No quick lists: frees are checked at once, and usable_size() must see a freed block as free.
   o.checks = check_mode::strict;
   o.chunk_size = free_list_engine::chunk_size_for(o, capabilities_of(upstream));
+  // Chunks of a huge page's size, but not advised as huge pages: a process's first mid-size request (the C++
+  // runtime's exception pool, a stdio buffer) would otherwise make a whole huge page resident at its first touch.
+  o.huge_pages = false;
   return o;
 }
 }  // namespace
