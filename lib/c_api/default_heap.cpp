@@ -34,13 +34,44 @@ strata::thread_cache_options options_from_environment() noexcept {
   return o;
 }
 
+// A decimal number from the environment, or `fallback` when it is unset or not a number (said on stderr).
+std::size_t number_from_environment(const char* name, std::size_t fallback) noexcept {
+  const char* v = strata::os::environment(name);
+  if (v == nullptr || *v == '\0') return fallback;
+  std::size_t n = 0;
+  for (const char* c = v; *c != '\0'; ++c) {
+    if (*c < '0' || *c > '9' || n > (~std::size_t{0} - 9) / 10) {
+      std::fprintf(stderr, "strata: %s=%s is not a number: %zu\n", name, v, fallback);
+      return fallback;
+    }
+    n = n * 10 + static_cast<std::size_t>(*c - '0');
+  }
+  return n;
+}
+
+// The heap's page resource: its own, so that the span cache behind large blocks suits a malloc: freed spans stay
+// for reuse up to STRATA_CACHE_MB (default 128) MiB, up to half of that resident, and are purged once unused for
+// STRATA_PURGE_DELAY_MS (default 1000) at a later free. (With the page resource's defaults, 32 MiB resident and
+// 10 ms, a loop of 64 KiB..4 MiB blocks faulted its pages in again at every reuse: 11x mimalloc's time.)
+strata::page_resource& heap_pages() {
+  strata::page_resource::options o;
+  const std::size_t mib = number_from_environment("STRATA_CACHE_MB", 128);
+  o.max_cached_bytes = (mib > (std::size_t{1} << 20) ? std::size_t{1} << 20 : mib) << 20;
+  o.max_resident_cached_bytes = o.max_cached_bytes / 2;
+  o.max_cached_spans = strata::page_resource::max_cache_slots;
+  const std::size_t delay = number_from_environment("STRATA_PURGE_DELAY_MS", 1000);
+  o.purge_delay_ms = static_cast<std::uint32_t>(delay > 3600000 ? 3600000 : delay);
+  alignas(strata::page_resource) static unsigned char storage[sizeof(strata::page_resource)];
+  return *new (storage) strata::page_resource(o);
+}
+
 // STRATA_STATS=1: the statistics on stderr when the process exits.
 void print_at_exit() { print_heap_stats(); }
 
 strata::thread_cache_resource& made_heap() {
   // Never destroyed (see immortal()).
   alignas(strata::thread_cache_resource) static unsigned char storage[sizeof(strata::thread_cache_resource)];
-  auto* heap = new (storage) strata::thread_cache_resource(options_from_environment());
+  auto* heap = new (storage) strata::thread_cache_resource(options_from_environment(), &heap_pages());
   g_heap.store(heap, std::memory_order_release);
   strata::os::at_fork(&fork_prepare, &fork_parent, &fork_child);
   if (const char* v = strata::os::environment("STRATA_STATS"); v != nullptr && *v != '\0' && std::strcmp(v, "0") != 0)

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MIT
 // lib/c_api/malloc.cpp: libstrata-malloc: malloc, its POSIX and C23 relatives and every replaceable operator
 // new/delete, on the C API's process-wide default heap (a thread_cache_resource). The library exports these and the
-// C API itself (malloc_exports.map), so a program that links it or has it preloaded has one heap, whichever entry point it
-// calls. Semantics follow glibc where the C standard leaves a choice (malloc(0), realloc(p, 0), memalign's rounding).
+// C API itself (malloc_exports.map), so a program that links it or has it preloaded has one heap, whichever entry
+// point it calls. Semantics follow glibc where the C standard leaves a choice (malloc(0), realloc(p, 0), memalign's
+// rounding).
 #include <strata/strata.h>
 
 #include <malloc.h>
@@ -18,6 +19,7 @@
 #include <strata/page_resource.hpp>
 
 #include "default_heap.hpp"
+#include "errors.hpp"
 
 #define STRATA_MALLOC_API extern "C" __attribute__((visibility("default")))
 
@@ -33,10 +35,26 @@ void set_errno_from_strata() noexcept {
   errno = strata_last_error() == STRATA_EINVAL ? EINVAL : ENOMEM;
 }
 
+// strata_malloc and strata_free_unsized inlined: the heap's fast paths with no call of their own.
 void* plain(std::size_t n) noexcept {
-  void* p = strata_malloc(n);
-  if (STRATA_UNLIKELY(p == nullptr)) set_errno_from_strata();
-  return p;
+  if (strata::thread_cache_resource* h = strata::c_api::g_heap.load(std::memory_order_acquire);
+      STRATA_LIKELY(h != nullptr)) {
+    using strata::c_api::guarded, strata::c_api::heap_alignment;
+    void* p = guarded<void*>(nullptr, [&] { return h->allocate_rounded(n, heap_alignment); });
+    if (STRATA_LIKELY(p != nullptr)) return p;
+  } else if (void* p = strata_malloc(n); p != nullptr) {  // the process's first allocation
+    return p;
+  }
+  set_errno_from_strata();
+  return nullptr;
+}
+void release(void* p) noexcept {
+  if (p == nullptr) return;
+  if (strata::thread_cache_resource* h = strata::c_api::g_heap.load(std::memory_order_acquire);
+      STRATA_LIKELY(h != nullptr))
+    h->deallocate_unsized(p);
+  else
+    strata_free_unsized(p);  // (a pointer before the first allocation: reported as not the heap's)
 }
 
 // An allocation at alignment a (a power of two): plain when a plain block is aligned so already.
@@ -72,10 +90,10 @@ void* new_or_null(Allocate allocate) noexcept {
   }
 }
 
-void* new_plain(std::size_t n) noexcept { return strata_malloc(n); }
+void* new_plain(std::size_t n) noexcept { return plain(n); }
 void* new_aligned(std::size_t n, std::align_val_t a) noexcept {
   const auto al = static_cast<std::size_t>(a);
-  if (al <= 16) return strata_malloc(n);
+  if (al <= 16) return plain(n);
   return power_of_two(al) && al <= max_alignment_request ? strata_malloc_aligned(n, al) : nullptr;
 }
 void delete_aligned_sized(void* p, std::size_t n, std::align_val_t a) noexcept {
@@ -86,11 +104,11 @@ void delete_aligned_sized(void* p, std::size_t n, std::align_val_t a) noexcept {
 
 }  // namespace
 
-// ---- C ---------------------------------------------------------------------------------------------------------------
+// ---- C -------------------------------------------------------------------------------------------------------------
 
 STRATA_MALLOC_API void* malloc(std::size_t n) noexcept { return plain(n); }
 
-STRATA_MALLOC_API void free(void* p) noexcept { strata_free_unsized(p); }
+STRATA_MALLOC_API void free(void* p) noexcept { release(p); }
 
 STRATA_MALLOC_API void* calloc(std::size_t count, std::size_t size) noexcept {
   void* p = strata_calloc(count, size);
@@ -102,7 +120,7 @@ STRATA_MALLOC_API void* calloc(std::size_t count, std::size_t size) noexcept {
 STRATA_MALLOC_API void* realloc(void* p, std::size_t n) noexcept {
   if (p == nullptr) return plain(n);
   if (n == 0) {
-    strata_free_unsized(p);
+    release(p);
     return nullptr;
   }
   void* q = strata_realloc_unsized(p, n);
@@ -230,7 +248,7 @@ STRATA_MALLOC_API struct mallinfo mallinfo() noexcept {
   return m;
 }
 
-// ---- C++ -------------------------------------------------------------------------------------------------------------
+// ---- C++ -----------------------------------------------------------------------------------------------------------
 
 __attribute__((visibility("default"))) void* operator new(std::size_t n) {
   return new_or_throw([n] { return new_plain(n); });
@@ -259,28 +277,28 @@ __attribute__((visibility("default"))) void* operator new[](std::size_t n, std::
   return new_or_null([n, a] { return new_aligned(n, a); });
 }
 
-__attribute__((visibility("default"))) void operator delete(void* p) noexcept { strata_free_unsized(p); }
-__attribute__((visibility("default"))) void operator delete[](void* p) noexcept { strata_free_unsized(p); }
+__attribute__((visibility("default"))) void operator delete(void* p) noexcept { release(p); }
+__attribute__((visibility("default"))) void operator delete[](void* p) noexcept { release(p); }
 __attribute__((visibility("default"))) void operator delete(void* p, const std::nothrow_t&) noexcept {
-  strata_free_unsized(p);
+  release(p);
 }
 __attribute__((visibility("default"))) void operator delete[](void* p, const std::nothrow_t&) noexcept {
-  strata_free_unsized(p);
+  release(p);
 }
 __attribute__((visibility("default"))) void operator delete(void* p, std::size_t n) noexcept { strata_free(p, n); }
 __attribute__((visibility("default"))) void operator delete[](void* p, std::size_t n) noexcept { strata_free(p, n); }
 __attribute__((visibility("default"))) void operator delete(void* p, std::align_val_t) noexcept {
-  strata_free_unsized(p);
+  release(p);
 }
 __attribute__((visibility("default"))) void operator delete[](void* p, std::align_val_t) noexcept {
-  strata_free_unsized(p);
+  release(p);
 }
 __attribute__((visibility("default"))) void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept {
-  strata_free_unsized(p);
+  release(p);
 }
 __attribute__((visibility("default"))) void operator delete[](void* p, std::align_val_t,
                                                               const std::nothrow_t&) noexcept {
-  strata_free_unsized(p);
+  release(p);
 }
 __attribute__((visibility("default"))) void operator delete(void* p, std::size_t n, std::align_val_t a) noexcept {
   delete_aligned_sized(p, n, a);
