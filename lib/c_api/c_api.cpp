@@ -78,22 +78,14 @@ extern "C" void strata_set_misuse_handler(strata_misuse_handler_t handler, void*
 
 // ---- the default heap ----------------------------------------------------------------------------------------------
 
-// The first call of the process: makes the heap, then does the call (a tail call, so that the fast paths below keep
-// no frame of their own).
-STRATA_NOINLINE void* first_malloc(std::size_t size) noexcept {
-  make_heap();
-  return strata_malloc(size);
-}
+// The first call of the process: makes the heap, then does the call (a tail call, so that the fast path below keeps
+// no frame of its own).
 STRATA_NOINLINE void first_free(void* p, std::size_t size) noexcept {
   make_heap();
   strata_free(p, size);
 }
 
-extern "C" void* strata_malloc(size_t size) noexcept {
-  strata::thread_cache_resource* h = g_heap.load(std::memory_order_acquire);
-  if (STRATA_UNLIKELY(h == nullptr)) return first_malloc(size);
-  return guarded<void*>(nullptr, [&] { return h->allocate_rounded(size, heap_alignment); });
-}
+extern "C" void* strata_malloc(size_t size) noexcept { return heap_malloc(size); }
 
 extern "C" void strata_free(void* p, size_t size) noexcept {
   strata::thread_cache_resource* h = g_heap.load(std::memory_order_acquire);
@@ -136,9 +128,7 @@ extern "C" size_t strata_usable_size(const void* p) noexcept {
   return p == nullptr ? 0 : guarded<std::size_t>(0, [&] { return heap().usable_size(p); });
 }
 
-extern "C" void strata_free_unsized(void* p) noexcept {
-  if (p != nullptr) guarded<std::size_t>(0, [&] { return heap().deallocate_unsized(p); });
-}
+extern "C" void strata_free_unsized(void* p) noexcept { heap_free_unsized(p); }
 
 extern "C" void* strata_realloc_unsized(void* p, size_t new_size) noexcept {
   if (p == nullptr) return strata_malloc(new_size);

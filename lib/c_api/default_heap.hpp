@@ -11,6 +11,8 @@
 #include <strata/detail/ds/bump_arena.hpp>
 #include <strata/thread_cache_resource.hpp>
 
+#include "errors.hpp"
+
 namespace strata::c_api {
 
 // Process-wide objects (the default heap, the persistent arena, the process-wide handles) are made on first use and
@@ -32,6 +34,17 @@ STRATA_NOINLINE strata::thread_cache_resource& make_heap();
 STRATA_ALWAYS_INLINE strata::thread_cache_resource& heap() {
   strata::thread_cache_resource* h = g_heap.load(std::memory_order_acquire);
   return STRATA_LIKELY(h != nullptr) ? *h : make_heap();
+}
+
+/// strata_malloc (and libstrata-malloc's malloc): a plain block of the default heap, made on the first call; nullptr
+/// on failure, with strata_last_error() and errno set.
+STRATA_ALWAYS_INLINE void* heap_malloc(std::size_t n) noexcept {
+  strata::thread_cache_resource& h = heap();
+  return guarded<void*>(nullptr, [&] { return h.allocate_rounded(n, heap_alignment); });
+}
+/// strata_free_unsized (and free): p, any live block of the default heap, or nullptr.
+STRATA_ALWAYS_INLINE void heap_free_unsized(void* p) noexcept {
+  if (p != nullptr) heap().deallocate_unsized(p);  // noexcept: nothing to catch
 }
 
 /// Writes the default heap's statistics to stderr (malloc_stats(), STRATA_STATS=1 at exit).

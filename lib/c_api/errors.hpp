@@ -27,7 +27,7 @@ STRATA_COLD inline void fail(strata_error_t e) noexcept {
 
 // Runs f, turning any exception into a failure code; `none` is what the call returns then.
 template <class R, class F>
-R guarded(R none, F&& f) noexcept {
+STRATA_ALWAYS_INLINE R guarded(R none, F&& f) noexcept {
   try {
     return f();
   } catch (const std::bad_alloc&) {

@@ -16,57 +16,31 @@
 #include <new>
 
 #include <strata/config.hpp>
+#include <strata/detail/core/math.hpp>
 #include <strata/page_resource.hpp>
 
 #include "default_heap.hpp"
-#include "errors.hpp"
 
 #define STRATA_MALLOC_API extern "C" __attribute__((visibility("default")))
 
 namespace {
 
-constexpr std::size_t max_alignment_request = std::size_t{1} << 40;  // beyond: EINVAL, as the C API refuses it
+using strata::c_api::heap_free_unsized;
+using strata::c_api::heap_malloc;
 
 bool power_of_two(std::size_t a) noexcept { return a != 0 && (a & (a - 1)) == 0; }
 
-// errno after a C API call that returned NULL: ENOMEM for an allocation the heap could not make (and for a size
-// that overflows), EINVAL for an argument it refused.
-void set_errno_from_strata() noexcept {
-  errno = strata_last_error() == STRATA_EINVAL ? EINVAL : ENOMEM;
-}
-
-// strata_malloc and strata_free_unsized inlined: the heap's fast paths with no call of their own.
-void* plain(std::size_t n) noexcept {
-  if (strata::thread_cache_resource* h = strata::c_api::g_heap.load(std::memory_order_acquire);
-      STRATA_LIKELY(h != nullptr)) {
-    using strata::c_api::guarded, strata::c_api::heap_alignment;
-    void* p = guarded<void*>(nullptr, [&] { return h->allocate_rounded(n, heap_alignment); });
-    if (STRATA_LIKELY(p != nullptr)) return p;
-  } else if (void* p = strata_malloc(n); p != nullptr) {  // the process's first allocation
-    return p;
-  }
-  set_errno_from_strata();
-  return nullptr;
-}
-void release(void* p) noexcept {
-  if (p == nullptr) return;
-  if (strata::thread_cache_resource* h = strata::c_api::g_heap.load(std::memory_order_acquire);
-      STRATA_LIKELY(h != nullptr))
-    h->deallocate_unsized(p);
-  else
-    strata_free_unsized(p);  // (a pointer before the first allocation: reported as not the heap's)
-}
+// Failures below come back as nullptr with errno set by the C API's error path (ENOMEM for an allocation the heap
+// could not make or a size that overflows, EINVAL for an alignment it refuses).
 
 // An allocation at alignment a (a power of two): plain when a plain block is aligned so already.
 void* aligned(std::size_t a, std::size_t n) noexcept {
-  if (a <= 16) return plain(n);
-  if (STRATA_UNLIKELY(a > max_alignment_request)) {
-    errno = EINVAL;
-    return nullptr;
-  }
-  void* p = strata_malloc_aligned(n, a);
-  if (STRATA_UNLIKELY(p == nullptr)) set_errno_from_strata();
-  return p;
+  return a <= 16 ? heap_malloc(n) : strata_malloc_aligned(n, a);
+}
+// The free of an aligned allocation of n bytes.
+void free_aligned(void* p, std::size_t n, std::size_t a) noexcept {
+  if (a <= 16) strata_free(p, n);
+  else strata_free_aligned(p, n, a);
 }
 
 std::size_t page_size() noexcept { return strata::page_resource::page_size(); }
@@ -90,42 +64,24 @@ void* new_or_null(Allocate allocate) noexcept {
   }
 }
 
-void* new_plain(std::size_t n) noexcept { return plain(n); }
-void* new_aligned(std::size_t n, std::align_val_t a) noexcept {
-  const auto al = static_cast<std::size_t>(a);
-  if (al <= 16) return plain(n);
-  return power_of_two(al) && al <= max_alignment_request ? strata_malloc_aligned(n, al) : nullptr;
-}
-void delete_aligned_sized(void* p, std::size_t n, std::align_val_t a) noexcept {
-  const auto al = static_cast<std::size_t>(a);
-  if (al <= 16) strata_free(p, n);
-  else strata_free_aligned(p, n, al);
-}
-
 }  // namespace
 
 // ---- C -------------------------------------------------------------------------------------------------------------
 
-STRATA_MALLOC_API void* malloc(std::size_t n) noexcept { return plain(n); }
+STRATA_MALLOC_API void* malloc(std::size_t n) noexcept { return heap_malloc(n); }
 
-STRATA_MALLOC_API void free(void* p) noexcept { release(p); }
+STRATA_MALLOC_API void free(void* p) noexcept { heap_free_unsized(p); }
 
-STRATA_MALLOC_API void* calloc(std::size_t count, std::size_t size) noexcept {
-  void* p = strata_calloc(count, size);
-  if (STRATA_UNLIKELY(p == nullptr)) set_errno_from_strata();
-  return p;
-}
+STRATA_MALLOC_API void* calloc(std::size_t count, std::size_t size) noexcept { return strata_calloc(count, size); }
 
 // glibc's realloc: NULL p is malloc; size 0 frees p and returns NULL; on failure p is untouched.
 STRATA_MALLOC_API void* realloc(void* p, std::size_t n) noexcept {
-  if (p == nullptr) return plain(n);
+  if (p == nullptr) return heap_malloc(n);
   if (n == 0) {
-    release(p);
+    heap_free_unsized(p);
     return nullptr;
   }
-  void* q = strata_realloc_unsized(p, n);
-  if (STRATA_UNLIKELY(q == nullptr)) set_errno_from_strata();
-  return q;
+  return strata_realloc_unsized(p, n);
 }
 
 STRATA_MALLOC_API void* reallocarray(void* p, std::size_t count, std::size_t size) noexcept {
@@ -147,9 +103,7 @@ STRATA_MALLOC_API void* aligned_alloc(std::size_t alignment, std::size_t n) noex
 }
 
 STRATA_MALLOC_API int posix_memalign(void** out, std::size_t alignment, std::size_t n) noexcept {
-  if (STRATA_UNLIKELY(!power_of_two(alignment) || alignment % sizeof(void*) != 0 ||
-                      alignment > max_alignment_request))
-    return EINVAL;
+  if (STRATA_UNLIKELY(!power_of_two(alignment) || alignment % sizeof(void*) != 0)) return EINVAL;
   const int saved = errno;  // posix_memalign reports through its result, and leaves errno alone
   void* p = aligned(alignment, n);
   if (STRATA_UNLIKELY(p == nullptr)) {
@@ -161,10 +115,10 @@ STRATA_MALLOC_API int posix_memalign(void** out, std::size_t alignment, std::siz
   return 0;
 }
 
-// glibc: an alignment that is no power of two is rounded up to one; beyond half the address space, EINVAL.
+// glibc: an alignment that is no power of two is rounded up to one; one the heap refuses is EINVAL.
 STRATA_MALLOC_API void* memalign(std::size_t alignment, std::size_t n) noexcept {
-  if (alignment <= 16) return plain(n);
-  if (STRATA_UNLIKELY(alignment > max_alignment_request)) {
+  if (alignment <= 16) return heap_malloc(n);
+  if (STRATA_UNLIKELY(alignment > strata::detail::max_request_size)) {
     errno = EINVAL;
     return nullptr;
   }
@@ -193,8 +147,7 @@ STRATA_MALLOC_API std::size_t malloc_usable_size(void* p) noexcept { return stra
 STRATA_MALLOC_API void free_sized(void* p, std::size_t n) noexcept { strata_free(p, n); }
 
 STRATA_MALLOC_API void free_aligned_sized(void* p, std::size_t alignment, std::size_t n) noexcept {
-  if (alignment <= 16) strata_free(p, n);
-  else strata_free_aligned(p, n, alignment);
+  free_aligned(p, n, alignment);
 }
 
 // ---- introspection (glibc's names) ------------------------------------------------------------------------------
@@ -251,58 +204,58 @@ STRATA_MALLOC_API struct mallinfo mallinfo() noexcept {
 // ---- C++ -----------------------------------------------------------------------------------------------------------
 
 __attribute__((visibility("default"))) void* operator new(std::size_t n) {
-  return new_or_throw([n] { return new_plain(n); });
+  return new_or_throw([n] { return heap_malloc(n); });
 }
 __attribute__((visibility("default"))) void* operator new[](std::size_t n) {
-  return new_or_throw([n] { return new_plain(n); });
+  return new_or_throw([n] { return heap_malloc(n); });
 }
 __attribute__((visibility("default"))) void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
-  return new_or_null([n] { return new_plain(n); });
+  return new_or_null([n] { return heap_malloc(n); });
 }
 __attribute__((visibility("default"))) void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
-  return new_or_null([n] { return new_plain(n); });
+  return new_or_null([n] { return heap_malloc(n); });
 }
 __attribute__((visibility("default"))) void* operator new(std::size_t n, std::align_val_t a) {
-  return new_or_throw([n, a] { return new_aligned(n, a); });
+  return new_or_throw([n, a] { return aligned(static_cast<std::size_t>(a), n); });
 }
 __attribute__((visibility("default"))) void* operator new[](std::size_t n, std::align_val_t a) {
-  return new_or_throw([n, a] { return new_aligned(n, a); });
+  return new_or_throw([n, a] { return aligned(static_cast<std::size_t>(a), n); });
 }
 __attribute__((visibility("default"))) void* operator new(std::size_t n, std::align_val_t a,
                                                           const std::nothrow_t&) noexcept {
-  return new_or_null([n, a] { return new_aligned(n, a); });
+  return new_or_null([n, a] { return aligned(static_cast<std::size_t>(a), n); });
 }
 __attribute__((visibility("default"))) void* operator new[](std::size_t n, std::align_val_t a,
                                                             const std::nothrow_t&) noexcept {
-  return new_or_null([n, a] { return new_aligned(n, a); });
+  return new_or_null([n, a] { return aligned(static_cast<std::size_t>(a), n); });
 }
 
-__attribute__((visibility("default"))) void operator delete(void* p) noexcept { release(p); }
-__attribute__((visibility("default"))) void operator delete[](void* p) noexcept { release(p); }
+__attribute__((visibility("default"))) void operator delete(void* p) noexcept { heap_free_unsized(p); }
+__attribute__((visibility("default"))) void operator delete[](void* p) noexcept { heap_free_unsized(p); }
 __attribute__((visibility("default"))) void operator delete(void* p, const std::nothrow_t&) noexcept {
-  release(p);
+  heap_free_unsized(p);
 }
 __attribute__((visibility("default"))) void operator delete[](void* p, const std::nothrow_t&) noexcept {
-  release(p);
+  heap_free_unsized(p);
 }
 __attribute__((visibility("default"))) void operator delete(void* p, std::size_t n) noexcept { strata_free(p, n); }
 __attribute__((visibility("default"))) void operator delete[](void* p, std::size_t n) noexcept { strata_free(p, n); }
 __attribute__((visibility("default"))) void operator delete(void* p, std::align_val_t) noexcept {
-  release(p);
+  heap_free_unsized(p);
 }
 __attribute__((visibility("default"))) void operator delete[](void* p, std::align_val_t) noexcept {
-  release(p);
+  heap_free_unsized(p);
 }
 __attribute__((visibility("default"))) void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept {
-  release(p);
+  heap_free_unsized(p);
 }
 __attribute__((visibility("default"))) void operator delete[](void* p, std::align_val_t,
                                                               const std::nothrow_t&) noexcept {
-  release(p);
+  heap_free_unsized(p);
 }
 __attribute__((visibility("default"))) void operator delete(void* p, std::size_t n, std::align_val_t a) noexcept {
-  delete_aligned_sized(p, n, a);
+  free_aligned(p, n, static_cast<std::size_t>(a));
 }
 __attribute__((visibility("default"))) void operator delete[](void* p, std::size_t n, std::align_val_t a) noexcept {
-  delete_aligned_sized(p, n, a);
+  free_aligned(p, n, static_cast<std::size_t>(a));
 }

@@ -356,16 +356,13 @@ std::size_t thread_cache_engine::usable_size(const void* p) const noexcept {
 }
 
 std::size_t thread_cache_engine::deallocate_unsized_slow(void* p) noexcept {
-  // Each tier is freed with a size and alignment that lead back to it: a class size rounds to its own class, and a
-  // free-list block's size is already rounded to its granule.
-  const auto plain = [](std::size_t n) -> std::size_t { return n % 16 == 0 ? 16 : 8; };
   if (front_.owns(p)) {
     const std::size_t n = tc_front::block_of(p)->object_size;
-    deallocate(p, n, plain(n));  // checks the slot and its bits as any free does
+    deallocate(p, n, unsized_alignment(n));  // checks the slot and its bits as any free does
     return n;
   }
   if (const std::size_t n = middle_.usable_size(p); n != 0) {
-    if (!middle_.deallocate(p, n, plain(n))) return 0;
+    if (!middle_.deallocate(p, n, unsized_alignment(n))) return 0;
     account(-static_cast<std::int64_t>(n));
     return n;
   }

@@ -8,6 +8,8 @@
 #include <thread>
 #include <type_traits>
 
+#include <strata/config.hpp>
+
 namespace strata::detail {
 
 /// A test-and-test-and-set lock for short critical sections; yields when the holder seems preempted.
@@ -50,13 +52,12 @@ using lock_if = std::conditional_t<Sync, Lock, null_lock>;
 class lock_set {
  public:
   static constexpr unsigned capacity = 16;
-  /// Adds l (a lock with try_lock() and unlock()). False when the set is full (l is not held then).
+  /// Adds l (a lock with try_lock() and unlock()); the owner knows its locks, fewer than `capacity`.
   template <class Lock>
-  bool add(Lock& l) noexcept {
-    if (count_ == capacity) return false;
+  void add(Lock& l) noexcept {
+    STRATA_ASSERT(count_ < capacity);
     entries_[count_++] = entry{&l, [](void* x) noexcept { return static_cast<Lock*>(x)->try_lock(); },
                                [](void* x) noexcept { static_cast<Lock*>(x)->unlock(); }};
-    return true;
   }
   void take_all() noexcept {
     for (;;) {

@@ -75,7 +75,7 @@ class thread_cache_engine final : private per_thread_owner {
       const std::uint32_t v = front_.map().get_direct(p);
       if (STRATA_LIKELY((v & ~std::uint32_t{0xFF}) == h->map_owner && (v & 0xFF) != 0)) {
         tc_bin& bin = h->bins[(v & 0xFF) - 1];
-        const std::size_t n = bin.object_size, alignment = n % 16 == 0 ? 16 : 8;
+        const std::size_t n = bin.object_size, alignment = unsized_alignment(n);
         if (STRATA_LIKELY(!front_.strict())) front_.deallocate_in<false>(*h, bin, p, n, alignment);
         else front_.deallocate<false>(*h, p, n, alignment);
         return n;
@@ -132,6 +132,9 @@ class thread_cache_engine final : private per_thread_owner {
   void* allocate_small_slow(unsigned c);
   STRATA_NOINLINE void* refill(tc_heap& h, unsigned c);
   STRATA_NOINLINE std::size_t deallocate_unsized_slow(void* p) noexcept;
+  /// The alignment an unsized free passes with a block's size n: one that leads back to the block's tier (a class
+  /// size rounds to its own class; a free-list block's size is already rounded to its granule).
+  static constexpr std::size_t unsized_alignment(std::size_t n) noexcept { return n % 16 == 0 ? 16 : 8; }
   void deallocate_small_slow(void* p, unsigned c, std::size_t bytes, std::size_t alignment) noexcept;
   void* allocate_other(std::size_t bytes, std::size_t alignment);
   void deallocate_other(void* p, std::size_t bytes, std::size_t alignment) noexcept;
