@@ -361,8 +361,9 @@ std::size_t thread_cache_engine::deallocate_unsized_slow(void* p) noexcept {
     deallocate(p, n, unsized_alignment(n));  // checks the slot and its bits as any free does
     return n;
   }
-  if (const std::size_t n = middle_.usable_size(p); n != 0) {
-    if (!middle_.deallocate(p, n, unsized_alignment(n))) return 0;
+  bool freed = false;
+  if (const std::size_t n = middle_.deallocate_unsized(p, freed); n != 0) {
+    if (!freed) return 0;
     account(-static_cast<std::int64_t>(n));
     return n;
   }

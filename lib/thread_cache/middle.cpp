@@ -119,7 +119,7 @@ void tc_middle::trim() noexcept {
   }
   source_.drain_cached([&](void* base) { retire(base, retired); });
   release_retired(retired);
-  std::lock_guard<std::mutex> g(list_lock_);
+  std::lock_guard<spin_lock> g(list_lock_);
   list_.trim();
 }
 
@@ -139,7 +139,7 @@ void tc_middle::release_all() noexcept {
   }
   source_.drain_cached([&](void* base) { retire(base, retired); });
   release_retired(retired, false);
-  std::lock_guard<std::mutex> g(list_lock_);
+  std::lock_guard<spin_lock> g(list_lock_);
   list_.release();
 }
 

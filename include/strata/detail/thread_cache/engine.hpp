@@ -132,9 +132,7 @@ class thread_cache_engine final : private per_thread_owner {
   void* allocate_small_slow(unsigned c);
   STRATA_NOINLINE void* refill(tc_heap& h, unsigned c);
   STRATA_NOINLINE std::size_t deallocate_unsized_slow(void* p) noexcept;
-  /// The alignment an unsized free passes with a block's size n: one that leads back to the block's tier (a class
-  /// size rounds to its own class; a free-list block's size is already rounded to its granule).
-  static constexpr std::size_t unsized_alignment(std::size_t n) noexcept { return n % 16 == 0 ? 16 : 8; }
+  static constexpr std::size_t unsized_alignment(std::size_t n) noexcept { return tc_unsized_alignment(n); }
   void deallocate_small_slow(void* p, unsigned c, std::size_t bytes, std::size_t alignment) noexcept;
   void* allocate_other(std::size_t bytes, std::size_t alignment);
   void deallocate_other(void* p, std::size_t bytes, std::size_t alignment) noexcept;

@@ -20,6 +20,10 @@ namespace strata::detail {
 struct slab;
 class tc_front;
 
+/// The alignment an unsized free passes with a block's size n: one that leads back to the block's tier (a class size
+/// rounds to its own class; a free-list block's size is already rounded to its granule).
+constexpr std::size_t tc_unsized_alignment(std::size_t n) noexcept { return n % 16 == 0 ? 16 : 8; }
+
 class tc_middle {
  public:
   tc_middle(std::pmr::memory_resource* upstream, std::size_t max_empty_blocks, std::size_t max_shared,
@@ -60,22 +64,33 @@ class tc_middle {
   // ---- mid-size requests -------------------------------------------------------------------------------------------
 
   void* allocate(std::size_t bytes, std::size_t alignment) {
-    std::lock_guard<std::mutex> g(list_lock_);
+    std::lock_guard<spin_lock> g(list_lock_);
     return list_.allocate(bytes, alignment);
   }
   /// False when the free was misuse (reported, nothing changed).
   bool deallocate(void* p, std::size_t bytes, std::size_t alignment) noexcept {
-    std::lock_guard<std::mutex> g(list_lock_);
+    std::lock_guard<spin_lock> g(list_lock_);
     const std::uint64_t before = list_.deallocation_count();
     list_.deallocate(p, bytes, alignment);
     return list_.deallocation_count() != before;
   }
+  /// Frees p without its size when it is a block of the free list (one lock for the lookup and the free): its
+  /// size, and `freed` false when the free was misuse (reported, nothing changed). 0 when p is no such block.
+  std::size_t deallocate_unsized(void* p, bool& freed) noexcept {
+    std::lock_guard<spin_lock> g(list_lock_);
+    const std::size_t n = list_.usable_size(p);
+    if (n == 0) return 0;
+    const std::uint64_t before = list_.deallocation_count();
+    list_.deallocate(p, n, tc_unsized_alignment(n));
+    freed = list_.deallocation_count() != before;
+    return n;
+  }
   bool resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) noexcept {
-    std::lock_guard<std::mutex> g(list_lock_);
+    std::lock_guard<spin_lock> g(list_lock_);
     return list_.resize(p, old_size, new_size, alignment);
   }
   [[nodiscard]] std::size_t usable_size(const void* p) const noexcept {
-    std::lock_guard<std::mutex> g(list_lock_);
+    std::lock_guard<spin_lock> g(list_lock_);
     return list_.usable_size(p);
   }
   [[nodiscard]] std::size_t max_shared() const noexcept { return list_.large_threshold(); }
@@ -100,13 +115,13 @@ class tc_middle {
   };
   block_totals blocks() const noexcept;
   [[nodiscard]] resource_stats list_stats() const noexcept {
-    std::lock_guard<std::mutex> g(list_lock_);
+    std::lock_guard<spin_lock> g(list_lock_);
     return list_.stats();
   }
   /// Checks the abandoned lists, the empty cache and the free list; returns what is broken or nullptr.
   const char* check(std::size_t& blocks, std::size_t& live) const noexcept;
   bool check_list() const noexcept {
-    std::lock_guard<std::mutex> g(list_lock_);
+    std::lock_guard<spin_lock> g(list_lock_);
     return list_.check_invariants();
   }
 
@@ -126,7 +141,9 @@ class tc_middle {
   std::size_t abandoned_count_ = 0;
   std::uint64_t failed_ = 0;
 
-  mutable std::mutex list_lock_;
+  // A spin lock (it yields after a few dozen spins): the sections are short, and with threads freeing mid-size blocks
+  // at once a mutex's sleep and wake-up cost more than the work (glibc's thread benchmark: 0.26 s to 0.17 s).
+  mutable spin_lock list_lock_;
   free_list_engine list_;
 };
 
