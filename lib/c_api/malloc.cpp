@@ -6,6 +6,7 @@
 // rounding).
 #include <strata/strata.h>
 
+#include <dlfcn.h>
 #include <malloc.h>
 
 #include <cerrno>
@@ -45,23 +46,82 @@ void free_aligned(void* p, std::size_t n, std::size_t a) noexcept {
 
 std::size_t page_size() noexcept { return strata::page_resource::page_size(); }
 
+// The program's C++ runtime. The library carries a copy of its own, linked in and hidden (so that a C program does not
+// load libstdc++: 1.9 MiB resident), and a C++ program has its own. Failing operator new calls belong to the
+// program's: its new-handler (std::set_new_handler sets the program's) and its std::bad_alloc, thrown and caught by
+// its runtime (a catch by the library's copy would leave the program's std::uncaught_exceptions() one too high).
+// Found by name in the process (the library's copy exports none); absent when the program has no shared C++ runtime,
+// and then the library's copy serves.
+struct program_runtime {
+  std::new_handler (*get_new_handler)() noexcept = nullptr;
+  void (*throw_bad_alloc)() = nullptr;  // std::__throw_bad_alloc
+  // Its nothrow operator new forms, which call the throwing one (this library's) inside a catch of its own.
+  void* (*new_nothrow)(std::size_t, const std::nothrow_t&) noexcept = nullptr;
+  void* (*new_aligned_nothrow)(std::size_t, std::align_val_t, const std::nothrow_t&) noexcept = nullptr;
+};
+
+template <class F>
+F symbol(const char* name) noexcept {
+  return reinterpret_cast<F>(dlsym(RTLD_DEFAULT, name));
+}
+
+// Looked up at the first failed operator new (a rare path: dlsym may allocate).
+const program_runtime& runtime() noexcept {
+  static const program_runtime r = [] {
+    program_runtime p;
+    p.get_new_handler = symbol<decltype(p.get_new_handler)>("_ZSt15get_new_handlerv");
+    p.throw_bad_alloc = symbol<decltype(p.throw_bad_alloc)>("_ZSt17__throw_bad_allocv");
+    // The next definition after this library's own (exported) ones: the program's runtime's.
+    p.new_nothrow = reinterpret_cast<decltype(p.new_nothrow)>(dlsym(RTLD_NEXT, "_ZnwmRKSt9nothrow_t"));
+    p.new_aligned_nothrow =
+        reinterpret_cast<decltype(p.new_aligned_nothrow)>(dlsym(RTLD_NEXT, "_ZnwmSt11align_val_tRKSt9nothrow_t"));
+    return p;
+  }();
+  return r;
+}
+
+std::new_handler current_new_handler() noexcept {
+  const program_runtime& r = runtime();
+  return r.get_new_handler != nullptr ? r.get_new_handler() : std::get_new_handler();
+}
+
+[[noreturn]] void throw_bad_alloc() {
+  if (const program_runtime& r = runtime(); r.throw_bad_alloc != nullptr) r.throw_bad_alloc();
+  throw std::bad_alloc();
+}
+
 // operator new's loop: the new-handler may free memory and return, or throw, or there is none (std::bad_alloc).
 template <class Allocate>
-void* new_or_throw(Allocate allocate) {
+STRATA_NOINLINE void* new_after_failure(Allocate allocate) {
   for (;;) {
-    if (void* p = allocate(); STRATA_LIKELY(p != nullptr)) return p;
-    std::new_handler h = std::get_new_handler();
-    if (h == nullptr) throw std::bad_alloc();
+    const std::new_handler h = current_new_handler();
+    if (h == nullptr) throw_bad_alloc();
     h();
+    if (void* p = allocate(); p != nullptr) return p;
   }
 }
 template <class Allocate>
-void* new_or_null(Allocate allocate) noexcept {
+STRATA_ALWAYS_INLINE void* new_or_throw(Allocate allocate) {
+  if (void* p = allocate(); STRATA_LIKELY(p != nullptr)) return p;
+  return new_after_failure(allocate);
+}
+// The nothrow forms: nullptr at once when there is no new-handler; else the program's runtime's own nothrow form,
+// which calls the throwing form here and catches what comes out. theirs(runtime, p) calls that form and returns true,
+// or returns false when the program has none (the library's copy catches then).
+template <class Allocate, class Theirs>
+STRATA_NOINLINE void* new_or_null_after_failure(Allocate allocate, Theirs theirs) noexcept {
+  if (current_new_handler() == nullptr) return nullptr;
+  if (void* p = nullptr; theirs(runtime(), p)) return p;
   try {
-    return new_or_throw(allocate);
+    return new_after_failure(allocate);
   } catch (...) {
     return nullptr;
   }
+}
+template <class Allocate, class Theirs>
+STRATA_ALWAYS_INLINE void* new_or_null(Allocate allocate, Theirs theirs) noexcept {
+  if (void* p = allocate(); STRATA_LIKELY(p != nullptr)) return p;
+  return new_or_null_after_failure(allocate, theirs);
 }
 
 }  // namespace
@@ -210,10 +270,14 @@ __attribute__((visibility("default"))) void* operator new[](std::size_t n) {
   return new_or_throw([n] { return heap_malloc(n); });
 }
 __attribute__((visibility("default"))) void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
-  return new_or_null([n] { return heap_malloc(n); });
+  return new_or_null([n] { return heap_malloc(n); }, [n](const program_runtime& r, void*& p) {
+    if (r.new_nothrow == nullptr) return false;
+    p = r.new_nothrow(n, std::nothrow);
+    return true;
+  });
 }
-__attribute__((visibility("default"))) void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
-  return new_or_null([n] { return heap_malloc(n); });
+__attribute__((visibility("default"))) void* operator new[](std::size_t n, const std::nothrow_t& t) noexcept {
+  return ::operator new(n, t);
 }
 __attribute__((visibility("default"))) void* operator new(std::size_t n, std::align_val_t a) {
   return new_or_throw([n, a] { return aligned(static_cast<std::size_t>(a), n); });
@@ -223,11 +287,16 @@ __attribute__((visibility("default"))) void* operator new[](std::size_t n, std::
 }
 __attribute__((visibility("default"))) void* operator new(std::size_t n, std::align_val_t a,
                                                           const std::nothrow_t&) noexcept {
-  return new_or_null([n, a] { return aligned(static_cast<std::size_t>(a), n); });
+  return new_or_null([n, a] { return aligned(static_cast<std::size_t>(a), n); },
+                     [n, a](const program_runtime& r, void*& p) {
+                       if (r.new_aligned_nothrow == nullptr) return false;
+                       p = r.new_aligned_nothrow(n, a, std::nothrow);
+                       return true;
+                     });
 }
 __attribute__((visibility("default"))) void* operator new[](std::size_t n, std::align_val_t a,
-                                                            const std::nothrow_t&) noexcept {
-  return new_or_null([n, a] { return aligned(static_cast<std::size_t>(a), n); });
+                                                            const std::nothrow_t& t) noexcept {
+  return ::operator new(n, a, t);
 }
 
 __attribute__((visibility("default"))) void operator delete(void* p) noexcept { heap_free_unsized(p); }

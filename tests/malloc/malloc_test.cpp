@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <new>
 #include <string>
 #include <thread>
@@ -249,6 +250,10 @@ int g_handler_calls = 0;
 void handler() {
   if (++g_handler_calls == 3) std::set_new_handler(nullptr);
 }
+// Throws std::bad_alloc at every second call.
+void throwing_handler() {
+  if (++g_handler_calls % 2 == 0) throw std::bad_alloc();
+}
 
 void test_new_delete() {
   auto* a = new int(7);
@@ -289,6 +294,26 @@ void test_new_delete() {
   CHECK(g_handler_calls == 3);
   CHECK(::operator new(opaque(SIZE_MAX - 64), std::nothrow) == nullptr);
   CHECK(::operator new(opaque(SIZE_MAX - 64), std::align_val_t{64}, std::nothrow) == nullptr);
+  // The program's own exception bookkeeping stays right (the library carries a C++ runtime of its own): a new-handler
+  // that throws makes the nothrow forms return nullptr, and no exception is left counted as uncaught.
+  CHECK(std::uncaught_exceptions() == 0);
+  g_handler_calls = 0;
+  std::set_new_handler(throwing_handler);
+  CHECK(::operator new(opaque(SIZE_MAX - 64), std::nothrow) == nullptr);
+  CHECK(g_handler_calls == 2);
+  CHECK(::operator new[](opaque(SIZE_MAX - 64), std::align_val_t{64}, std::nothrow) == nullptr);
+  CHECK(g_handler_calls == 4);
+  threw = false;
+  try {
+    g_sink = ::operator new[](opaque(SIZE_MAX - 64), std::align_val_t{64});
+  } catch (const std::bad_alloc&) {
+    threw = true;
+    CHECK(std::uncaught_exceptions() == 0);
+  }
+  CHECK(threw);
+  CHECK(g_handler_calls == 6);
+  std::set_new_handler(nullptr);
+  CHECK(std::uncaught_exceptions() == 0);
   // Containers.
   std::vector<std::string> v;
   for (int i = 0; i < 20000; ++i) v.push_back(std::to_string(i) + std::string(static_cast<std::size_t>(i % 50), 'y'));

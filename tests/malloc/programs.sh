@@ -95,7 +95,10 @@ EOF
 esac
 
 # The loader accepts the library (it only warns about a preload it cannot load, and runs the program without it).
-env LD_PRELOAD="$lib" cat /proc/self/maps | grep -q "$(basename "$lib")" || { echo "$lib is not preloaded"; exit 1; }
+# (The map is read whole first: grep -q stops at the first match, and cat would then die of SIGPIPE, a failure
+# under pipefail.)
+maps=$(env LD_PRELOAD="$lib" cat /proc/self/maps)
+grep -q "$(basename "$lib")" <<< "$maps" || { echo "$lib is not preloaded"; exit 1; }
 run >"$work/glibc.out"
 env ${STRATA_TEST_PRELOAD_ENV:-} LD_PRELOAD="$lib" bash -c "$(declare -f run); work='$work'; run" >"$work/strata.out"
 if ! cmp -s "$work/glibc.out" "$work/strata.out"; then
