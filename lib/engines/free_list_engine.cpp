@@ -55,15 +55,9 @@ free_list_engine::free_list_engine(const free_list_options& params, std::pmr::me
   }
   purge_threshold_ = page_ != 0 && params.purge_threshold != 0 ? params.purge_threshold : ~std::size_t{0};
   purge_delay_ = params.purge_delay;
-  const std::size_t granules = csize / granule;
-  const std::size_t words = granules / 32 + 1;
-  const std::size_t pages = csize / purge_map_page;
-  const std::size_t header = sizeof(chunk) + (words + (pages + 63) / 64) * sizeof(std::uint64_t);
-  first_ = align_up(header, 64) / granule;
+  first_ = first_granule(csize);
   STRATA_ASSERT(first_ >= 3 * 32);  // live_exactly may read the three state words before a block's end word
-  std::size_t large = params.large_threshold == 0 ? default_large : params.large_threshold;
-  if (large > payload_bytes() / 4) large = align_down(payload_bytes() / 4, granule);
-  large_threshold_ = large;
+  large_threshold_ = large_threshold_for(params);
   quick_on_ = policy_ == segregated && params.checks == check_mode::standard;
   if (quick_on_) {
     key_ = random_node_key(this);
@@ -74,6 +68,20 @@ free_list_engine::free_list_engine(const free_list_options& params, std::pmr::me
 }
 
 free_list_engine::~free_list_engine() { release(); }
+
+std::size_t free_list_engine::first_granule(std::size_t chunk_size) noexcept {
+  const std::size_t granules = chunk_size / granule;
+  const std::size_t words = granules / 32 + 1;
+  const std::size_t pages = chunk_size / purge_map_page;
+  const std::size_t header = sizeof(chunk) + (words + (pages + 63) / 64) * sizeof(std::uint64_t);
+  return align_up(header, 64) / granule;
+}
+
+std::size_t free_list_engine::large_threshold_for(const free_list_options& params) noexcept {
+  const std::size_t payload = (params.chunk_size / granule - first_granule(params.chunk_size)) * granule;
+  const std::size_t large = params.large_threshold == 0 ? default_large : params.large_threshold;
+  return large > payload / 4 ? align_down(payload / 4, granule) : large;
+}
 
 // ---- bitmap scans --------------------------------------------------------------------------------------------------
 
@@ -274,8 +282,16 @@ STRATA_ALWAYS_INLINE free_list_engine::free_block* free_list_engine::find_segreg
 // ---- allocation ----------------------------------------------------------------------------------------------------
 
 void* free_list_engine::allocate_slow(std::size_t bytes, std::size_t alignment) {
+  return allocate_slow(bytes, alignment, true);
+}
+
+void* free_list_engine::allocate_held(std::size_t bytes, std::size_t alignment) {
+  return allocate_slow(bytes, alignment, false);
+}
+
+void* free_list_engine::allocate_slow(std::size_t bytes, std::size_t alignment, bool grow) {
   check_alignment(name_, alignment);
-  if (bytes > large_threshold_ || alignment > max_alignment) return allocate_upstream(bytes, alignment);
+  if (bytes > large_threshold_ || alignment > max_alignment) return grow ? allocate_upstream(bytes, alignment) : nullptr;
   const std::size_t n = rounded(bytes, alignment);
   const std::size_t a = alignment < granule ? granule : alignment;
   void* p;
@@ -290,6 +306,7 @@ void* free_list_engine::allocate_slow(std::size_t bytes, std::size_t alignment) 
     p = allocate_in_chunks(n, a);
   }
   if (STRATA_UNLIKELY(p == nullptr)) {
+    if (!grow) return nullptr;
     try {
       add_chunk();
     } catch (...) {
@@ -900,6 +917,10 @@ bool free_list_engine::resize_upstream(void* p, std::size_t old_size, std::size_
 void free_list_engine::add_chunk() {
   bool zeroed = false;
   void* base = source_.take(&zeroed);  // registered, advised as huge pages where asked and possible
+  if (hook_ != nullptr && !hook_(hook_context_, base, chunk_size_, true)) {
+    source_.release(base);
+    throw_bad_alloc();
+  }
   const std::size_t granules = chunk_size_ / granule;
   const std::size_t words = granules / 32 + 1;
   if (!zeroed) std::memset(base, 0, first_ * granule);
@@ -948,6 +969,7 @@ void free_list_engine::retire(chunk* c) noexcept {
   table_.erase(reinterpret_cast<std::uintptr_t>(c));
   purged_pages_ -= c->purged;
   if (page_ != 0) untouched_bytes_ -= chunk_size_ - page_ - c->fresh;
+  if (hook_ != nullptr) hook_(hook_context_, c, chunk_size_, false);
   source_.release(c);
 }
 
@@ -1028,6 +1050,7 @@ void free_list_engine::release() noexcept {
   while (chunks_ != nullptr) {
     chunk* c = chunks_;
     chunks_ = c->next;
+    if (hook_ != nullptr) hook_(hook_context_, c, chunk_size_, false);
     source_.release(c);
   }
   large_.release_all();

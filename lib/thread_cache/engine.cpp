@@ -195,7 +195,8 @@ void* thread_cache_engine::allocate_other(std::size_t bytes, std::size_t alignme
   // The shared tier's free list counts its blocks at their rounded size, as the heaps do; upstream blocks count
   // exactly what was asked (the ledger keeps that size and holds frees to it).
   if (bytes <= middle_.max_shared() && alignment <= free_list_engine::max_alignment) {
-    void* p = middle_.allocate(bytes, alignment);
+    const auto* h = static_cast<const tc_heap*>(cached_state());
+    void* p = middle_.allocate(bytes, alignment, h != nullptr ? h->index : 0);
     account(static_cast<std::int64_t>(tc_middle::rounded(bytes, alignment)));
     return p;
   }

@@ -443,8 +443,9 @@ void tc_front::flush_remote(tc_heap& h) const noexcept {
       publish();
       run_base = base;
       run_word = ~std::size_t{0};
+      // (A block that left may have become a free list chunk since: no class of the thread tier.)
       const std::uint32_t v = map_.get(p) & 0x7F;
-      run_bin = v == 0 ? nullptr : &h.bins[v - 1];
+      run_bin = v == 0 || v > sizes_.count() ? nullptr : &h.bins[v - 1];
     }
     const std::size_t freed_size = sizes_.size_of(h.remote_class[k]);
     if (STRATA_UNLIKELY(run_bin == nullptr) || STRATA_UNLIKELY(!is_slot_start(*run_bin, p)) ||

@@ -51,7 +51,7 @@ using lock_if = std::conditional_t<Sync, Lock, null_lock>;
 /// the library's own paths, whatever order they nest the locks in.
 class lock_set {
  public:
-  static constexpr unsigned capacity = 16;
+  static constexpr unsigned capacity = 24;
   /// Adds l (a lock with try_lock() and unlock()); the owner knows its locks, fewer than `capacity`.
   template <class Lock>
   void add(Lock& l) noexcept {

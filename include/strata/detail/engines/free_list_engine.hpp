@@ -67,8 +67,21 @@ class free_list_engine {
   /// opts.chunk_size, or when that is 0 the default over an upstream with `caps`: 1 MiB, or one huge page with
   /// opts.huge_pages where upstream has them (up to max_chunk).
   static std::size_t chunk_size_for(const free_list_options& opts, const memory_capabilities& caps) noexcept;
+  /// The large_threshold() an engine made with `opts` (chunk_size resolved) has: larger requests go upstream.
+  static std::size_t large_threshold_for(const free_list_options& opts) noexcept;
   ~free_list_engine();
   free_list_engine(const free_list_engine&) = delete;
+  /// A block from the chunks the engine holds, or nullptr when none has room (no chunk is taken from upstream, no
+  /// request passed there). Requests as for allocate().
+  void* allocate_held(std::size_t bytes, std::size_t alignment);
+  /// Told of every chunk the engine takes from upstream (added: true, before any block of it is handed out) and gives
+  /// back (false, before it goes): for an owner that keeps a directory of chunks. A false answer to an added chunk
+  /// makes the engine give it back and fail the allocation that needed it (std::bad_alloc).
+  using chunk_hook = bool (*)(void* context, void* chunk, std::size_t size, bool added) noexcept;
+  void set_chunk_hook(chunk_hook hook, void* context) noexcept {
+    hook_ = hook;
+    hook_context_ = context;
+  }
   free_list_engine& operator=(const free_list_engine&) = delete;
 
   /// A block from the quick list of its exact size when one waits there (no bitmap read: see take_quick), else the
@@ -134,6 +147,8 @@ class free_list_engine {
 
   [[nodiscard]] unsigned policy() const noexcept { return policy_; }
   [[nodiscard]] std::size_t chunk_size() const noexcept { return chunk_size_; }
+  /// Bytes in the free blocks of the chunks (listed and the top block).
+  [[nodiscard]] std::size_t free_bytes() const noexcept { return free_bytes_; }
   [[nodiscard]] std::size_t chunk_capacity() const noexcept { return (chunk_size_ / granule - first_) * granule; }
   [[nodiscard]] std::size_t large_threshold() const noexcept { return large_threshold_; }
   [[nodiscard]] std::size_t chunk_count() const noexcept { return chunk_count_; }
@@ -205,6 +220,8 @@ class free_list_engine {
     return reinterpret_cast<std::uintptr_t>(this) ^ reinterpret_cast<std::uintptr_t>(c) ^ 0x465245454C495354ull;
   }
   bool ours(const void* p) const noexcept;
+  /// The first granule of blocks in a chunk of chunk_size bytes (past its header and bitmaps).
+  static std::size_t first_granule(std::size_t chunk_size) noexcept;
   bool is_block_start(const void* p) const noexcept;
   std::size_t payload_bytes() const noexcept { return (chunk_size_ / granule - first_) * granule; }
   static char* at(chunk* c, std::size_t g) noexcept { return reinterpret_cast<char*>(c) + g * granule; }
@@ -279,6 +296,7 @@ class free_list_engine {
     return (bad | ((~w1 >> eb) & 1)) == 0;
   }
   void* allocate_slow(std::size_t bytes, std::size_t alignment);
+  void* allocate_slow(std::size_t bytes, std::size_t alignment, bool grow);
   STRATA_NOINLINE void deallocate_slow(void* p, std::size_t bytes, std::size_t alignment) noexcept;
   STRATA_NOINLINE void after_free() noexcept;
   std::size_t quick_blocks() const noexcept;
@@ -338,6 +356,8 @@ class free_list_engine {
   }
 
   // Fixed at construction.
+  chunk_hook hook_ = nullptr;
+  void* hook_context_ = nullptr;
   const void* owner_;
   const char* name_;
   chunk_source<false> source_;  // chunks from upstream; what upstream can do for them

@@ -45,6 +45,13 @@ STRATA_ALWAYS_INLINE constexpr std::uint32_t tc_map_value(std::uint32_t owner, u
 inline constexpr std::uint32_t tc_map_spare = 0x80;
 /// The index in a node key that no heap has.
 inline constexpr std::uint32_t tc_no_heap = 0xFFFF;
+/// The class map's value for the granules of a chunk of the shared tier's free list stripe s (see tc_middle): an owner
+/// above every heap index and a class byte of no class, so that no heap's value and no class matches it.
+STRATA_ALWAYS_INLINE constexpr std::uint32_t tc_map_mid(unsigned s) noexcept { return ((0x10000u + s) << 8) | 0x7F; }
+STRATA_ALWAYS_INLINE constexpr bool tc_map_is_mid(std::uint32_t v) noexcept {
+  return (v & 0xFF) == 0x7F && (v >> 8) >= 0x10000u;
+}
+STRATA_ALWAYS_INLINE constexpr unsigned tc_map_mid_stripe(std::uint32_t v) noexcept { return (v >> 8) - 0x10000u; }
 
 
 /// A heap's state for one size class. The first cache line is what a free and a pop from the cache read.

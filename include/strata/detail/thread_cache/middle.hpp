@@ -35,7 +35,8 @@ class tc_middle {
   void set_front(const tc_front* front) noexcept { front_ = front; }
   /// Its locks, for fork() (lock_set).
   void add_fork_locks(lock_set& s) const noexcept {
-    s.add(list_lock_);
+    for (spin_lock& l : stripe_locks_) s.add(l);
+    s.add(stripe_make_lock_);
     s.add(block_lock_);
     source_.add_fork_locks(s);
   }
@@ -62,38 +63,24 @@ class tc_middle {
   }
 
   // ---- mid-size requests -------------------------------------------------------------------------------------------
+  //
+  // The free list comes in stripes, each a free_list_engine of its own under a spin lock of its own: a heap allocates
+  // from stripe (heap index % list_stripes), and a block is freed into the stripe that holds it, which the class map
+  // names (every granule of a stripe's chunks holds tc_map_mid(stripe)). So threads that allocate and free mid-size
+  // blocks of their own do not wait for each other. A stripe's engine is made at its first use.
 
-  void* allocate(std::size_t bytes, std::size_t alignment) {
-    std::lock_guard<spin_lock> g(list_lock_);
-    return list_.allocate(bytes, alignment);
-  }
+  static constexpr unsigned list_stripes = 8;
+
+  /// A block from stripe `hint % list_stripes`. Throws std::bad_alloc.
+  void* allocate(std::size_t bytes, std::size_t alignment, std::uint32_t hint);
   /// False when the free was misuse (reported, nothing changed).
-  bool deallocate(void* p, std::size_t bytes, std::size_t alignment) noexcept {
-    std::lock_guard<spin_lock> g(list_lock_);
-    const std::uint64_t before = list_.deallocation_count();
-    list_.deallocate(p, bytes, alignment);
-    return list_.deallocation_count() != before;
-  }
+  bool deallocate(void* p, std::size_t bytes, std::size_t alignment) noexcept;
   /// Frees p without its size when it is a block of the free list (one lock for the lookup and the free): its
   /// size, and `freed` false when the free was misuse (reported, nothing changed). 0 when p is no such block.
-  std::size_t deallocate_unsized(void* p, bool& freed) noexcept {
-    std::lock_guard<spin_lock> g(list_lock_);
-    const std::size_t n = list_.usable_size(p);
-    if (n == 0) return 0;
-    const std::uint64_t before = list_.deallocation_count();
-    list_.deallocate(p, n, tc_unsized_alignment(n));
-    freed = list_.deallocation_count() != before;
-    return n;
-  }
-  bool resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) noexcept {
-    std::lock_guard<spin_lock> g(list_lock_);
-    return list_.resize(p, old_size, new_size, alignment);
-  }
-  [[nodiscard]] std::size_t usable_size(const void* p) const noexcept {
-    std::lock_guard<spin_lock> g(list_lock_);
-    return list_.usable_size(p);
-  }
-  [[nodiscard]] std::size_t max_shared() const noexcept { return list_.large_threshold(); }
+  std::size_t deallocate_unsized(void* p, bool& freed) noexcept;
+  bool resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) noexcept;
+  [[nodiscard]] std::size_t usable_size(const void* p) const noexcept;
+  [[nodiscard]] std::size_t max_shared() const noexcept { return max_shared_; }
   [[nodiscard]] static std::size_t rounded(std::size_t bytes, std::size_t alignment) noexcept {
     return free_list_engine::rounded(bytes, alignment);
   }
@@ -114,16 +101,11 @@ class tc_middle {
     std::uint64_t upstream_allocations, upstream_deallocations, failed;
   };
   block_totals blocks() const noexcept;
-  [[nodiscard]] resource_stats list_stats() const noexcept {
-    std::lock_guard<spin_lock> g(list_lock_);
-    return list_.stats();
-  }
+  /// The stripes' statistics summed (the peak: the sum of their peaks, at least the true one).
+  [[nodiscard]] resource_stats list_stats() const noexcept;
   /// Checks the abandoned lists, the empty cache and the free list; returns what is broken or nullptr.
   const char* check(std::size_t& blocks, std::size_t& live) const noexcept;
-  bool check_list() const noexcept {
-    std::lock_guard<spin_lock> g(list_lock_);
-    return list_.check_invariants();
-  }
+  bool check_list() const noexcept;
 
  private:
   /// Takes base out of the class map and the counts, onto `list` (linked through the first word); under block_lock_.
@@ -141,10 +123,33 @@ class tc_middle {
   std::size_t abandoned_count_ = 0;
   std::uint64_t failed_ = 0;
 
-  // A spin lock (it yields after a few dozen spins): the sections are short, and with threads freeing mid-size blocks
-  // at once a mutex's sleep and wake-up cost more than the work (glibc's thread benchmark: 0.26 s to 0.17 s).
-  mutable spin_lock list_lock_;
-  free_list_engine list_;
+  /// The engine of stripe i, made at its first use (nullptr when upstream has no memory for it).
+  free_list_engine* stripe(unsigned i) noexcept;
+  /// Gives every stripe's chunks and engine back upstream (no thread uses the resource).
+  void free_stripes() noexcept;
+  /// The stripe whose chunk holds p (by the class map), or list_stripes.
+  unsigned stripe_of(const void* p) const noexcept;
+  /// Keeps the class map's directory of the stripes' chunks (free_list_engine::chunk_hook).
+  static bool note_chunk(void* context, void* chunk, std::size_t size, bool added) noexcept;
+
+  std::pmr::memory_resource* upstream_;
+  const void* owner_;
+  const char* name_;
+  std::size_t max_shared_;
+  // Spin locks (they yield after a few dozen spins): the sections are short, and with threads freeing mid-size
+  // blocks at once a mutex's sleep and wake-up cost more than the work (glibc's thread benchmark: 0.26 s to 0.17 s
+  // with one list under a spin lock, before the stripes).
+  mutable spin_lock stripe_locks_[list_stripes];
+  mutable spin_lock stripe_make_lock_;
+  std::atomic<free_list_engine*> stripes_[list_stripes] = {};
+  std::atomic<std::uint64_t> stripes_made_{0}, stripes_freed_{0};  // engines taken from upstream and given back
+  std::atomic<std::uint64_t> stripe_failures_{0};  // requests failed for want of memory for their stripe's engine
+  resource_stats gone_;  // the counts of engines given back (by release(): no thread uses the resource then)
+  struct stripe_ref {
+    tc_middle* middle;
+    unsigned index;
+  };
+  stripe_ref refs_[list_stripes];  // the chunk hooks' contexts
 };
 
 }  // namespace strata::detail
