@@ -321,6 +321,11 @@ void tc_front::deallocate_slow(tc_heap& h, void* p, std::size_t bytes, std::size
   deallocate_slow(h, p, plain_class(bytes, alignment), bytes, alignment);
 }
 
+void tc_front::deallocate_unsized_slow(tc_heap& h, tc_bin& bin, void* p) const noexcept {
+  const std::size_t n = bin.object_size;
+  deallocate_slow(h, p, n, tc_unsized_alignment(n));
+}
+
 void tc_front::deallocate_strict(tc_heap& h, void* p, std::size_t bytes, std::size_t alignment,
                                  bool rounded) const noexcept {
   const unsigned c = plain_class_nonzero(bytes, alignment);

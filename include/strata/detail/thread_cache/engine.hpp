@@ -75,9 +75,12 @@ class thread_cache_engine final : private per_thread_owner {
       const std::uint32_t v = front_.map().get_direct(p);
       if (STRATA_LIKELY((v & ~std::uint32_t{0xFF}) == h->map_owner && (v & 0xFF) != 0)) {
         tc_bin& bin = h->bins[(v & 0xFF) - 1];
-        const std::size_t n = bin.object_size, alignment = unsized_alignment(n);
-        if (STRATA_LIKELY(!front_.strict())) front_.deallocate_in<false>(*h, bin, p, n, alignment);
-        else front_.deallocate<false>(*h, p, n, alignment);
+        if (STRATA_LIKELY(!front_.strict())) {
+          front_.deallocate_unsized_in(*h, bin, p);
+          return bin.object_size;
+        }
+        const std::size_t n = bin.object_size;
+        front_.deallocate<false>(*h, p, n, unsized_alignment(n));
         return n;
       }
     }

@@ -52,6 +52,9 @@ STRATA_ALWAYS_INLINE constexpr bool tc_map_is_mid(std::uint32_t v) noexcept {
   return (v & 0xFF) == 0x7F && (v >> 8) >= 0x10000u;
 }
 STRATA_ALWAYS_INLINE constexpr unsigned tc_map_mid_stripe(std::uint32_t v) noexcept { return (v >> 8) - 0x10000u; }
+/// The alignment an unsized free passes with a block's size n: one that leads back to the block's tier (a class size
+/// rounds to its own class; a free-list block's size is already rounded to its granule).
+constexpr std::size_t tc_unsized_alignment(std::size_t n) noexcept { return n % 16 == 0 ? 16 : 8; }
 
 
 /// A heap's state for one size class. The first cache line is what a free and a pop from the cache read.
@@ -243,20 +246,35 @@ class tc_front {
   template <bool Rounded>
   STRATA_ALWAYS_INLINE void deallocate_in(tc_heap& h, tc_bin& bin, void* p, std::size_t bytes,
                                           std::size_t alignment) const noexcept {
-    const auto a = reinterpret_cast<std::uintptr_t>(p);
-    if (STRATA_UNLIKELY(!is_slot_start(bin, p)))
+    push_checked(h, bin, p, [&] {
       return Rounded ? deallocate_slow_rounded(h, p, bytes, alignment) : deallocate_slow(h, p, bytes, alignment);
+    });
+  }
+  /// deallocate_in() for a free without a size, p's class found in the class map: only h, bin and p stay live
+  /// across the checks (the slow way finds the size and an alignment again), so that the inlined path saves no
+  /// registers.
+  STRATA_ALWAYS_INLINE void deallocate_unsized_in(tc_heap& h, tc_bin& bin, void* p) const noexcept {
+    push_checked(h, bin, p, [&] { return deallocate_unsized_slow(h, bin, p); });
+  }
+  /// The checks of a standard free of p in a block of bin's class that h owns, and the push; slow() (a tail call)
+  /// for anything else.
+  template <class Slow>
+  STRATA_ALWAYS_INLINE void push_checked(tc_heap& h, tc_bin& bin, void* p, Slow&& slow) const noexcept {
+    const auto a = reinterpret_cast<std::uintptr_t>(p);
+    if (STRATA_UNLIKELY(!is_slot_start(bin, p))) return slow();
     // A slot of this class of a block h owns (so p's two words are in the block). A node or a mark (freed
     // already, or data that looks like one) or a slot never handed out: the exact checks decide.
     const std::uintptr_t w1 = load_node_word(p, 1) ^ mark_of(p, node_key_);
     if (STRATA_UNLIKELY((w1 << 16) == 0) || STRATA_UNLIKELY(((w1 ^ load_node_word(p, 0)) << 16) == 0) ||
         STRATA_UNLIKELY(a - bin.fresh_from < bin.fresh_span))
-      return Rounded ? deallocate_slow_rounded(h, p, bytes, alignment) : deallocate_slow(h, p, bytes, alignment);
+      return slow();
     STRATA_INJECT_DELAY();
     if (STRATA_UNLIKELY(bin.cache.count == bin.cache.cap)) return push_to_full_cache(h, bin, p);
     bin.cache.push(p, h.node_key);
     note_deallocation(h, bin.object_size);
   }
+  /// deallocate_unsized_in()'s other cases: deallocate_slow() with bin's size and an alignment that names its class.
+  STRATA_NOINLINE void deallocate_unsized_slow(tc_heap& h, tc_bin& bin, void* p) const noexcept;
   /// Whether the front checks every free at once (no free cache).
   [[nodiscard]] bool strict() const noexcept { return strict_; }
   /// Whether p, in a block of bin's class (the class map says so), is the start of a slot that is no header slot

@@ -20,10 +20,6 @@ namespace strata::detail {
 struct slab;
 class tc_front;
 
-/// The alignment an unsized free passes with a block's size n: one that leads back to the block's tier (a class size
-/// rounds to its own class; a free-list block's size is already rounded to its granule).
-constexpr std::size_t tc_unsized_alignment(std::size_t n) noexcept { return n % 16 == 0 ? 16 : 8; }
-
 class tc_middle {
  public:
   tc_middle(std::pmr::memory_resource* upstream, std::size_t max_empty_blocks, std::size_t max_shared,
