@@ -281,10 +281,6 @@ STRATA_ALWAYS_INLINE free_list_engine::free_block* free_list_engine::find_segreg
 
 // ---- allocation ----------------------------------------------------------------------------------------------------
 
-void* free_list_engine::allocate_slow(std::size_t bytes, std::size_t alignment) {
-  return allocate_slow(bytes, alignment, true);
-}
-
 void* free_list_engine::allocate_held(std::size_t bytes, std::size_t alignment) {
   return allocate_slow(bytes, alignment, false);
 }

@@ -359,7 +359,7 @@ std::size_t thread_cache_engine::usable_size(const void* p) const noexcept {
 std::size_t thread_cache_engine::deallocate_unsized_slow(void* p) noexcept {
   if (front_.owns(p)) {
     const std::size_t n = tc_front::block_of(p)->object_size;
-    deallocate(p, n, unsized_alignment(n));  // checks the slot and its bits as any free does
+    deallocate(p, n, tc_unsized_alignment(n));  // checks the slot and its bits as any free does
     return n;
   }
   bool freed = false;

@@ -108,7 +108,7 @@ class free_list_engine {
         }
       }
     }
-    return allocate_slow(bytes, alignment);
+    return allocate_slow(bytes, alignment, true);
   }
   /// Into the quick list of its exact size when the checks that read only the chunk table, the block's bitmap words
   /// and its first two words pass and the list has room; else the general way (which reports misuse).
@@ -295,7 +295,7 @@ class free_list_engine {
     bad |= (s[i1 - 1] & m[1]) | (s[i1 - 2] & m[2]) | (s[i1 - 3] & m[3]);
     return (bad | ((~w1 >> eb) & 1)) == 0;
   }
-  void* allocate_slow(std::size_t bytes, std::size_t alignment);
+  /// grow: take a chunk from upstream (or pass the request there) when the chunks have no room; else nullptr.
   void* allocate_slow(std::size_t bytes, std::size_t alignment, bool grow);
   STRATA_NOINLINE void deallocate_slow(void* p, std::size_t bytes, std::size_t alignment) noexcept;
   STRATA_NOINLINE void after_free() noexcept;

@@ -80,7 +80,7 @@ class thread_cache_engine final : private per_thread_owner {
           return bin.object_size;
         }
         const std::size_t n = bin.object_size;
-        front_.deallocate<false>(*h, p, n, unsized_alignment(n));
+        front_.deallocate<false>(*h, p, n, tc_unsized_alignment(n));
         return n;
       }
     }
@@ -135,7 +135,6 @@ class thread_cache_engine final : private per_thread_owner {
   void* allocate_small_slow(unsigned c);
   STRATA_NOINLINE void* refill(tc_heap& h, unsigned c);
   STRATA_NOINLINE std::size_t deallocate_unsized_slow(void* p) noexcept;
-  static constexpr std::size_t unsized_alignment(std::size_t n) noexcept { return tc_unsized_alignment(n); }
   void deallocate_small_slow(void* p, unsigned c, std::size_t bytes, std::size_t alignment) noexcept;
   void* allocate_other(std::size_t bytes, std::size_t alignment);
   void deallocate_other(void* p, std::size_t bytes, std::size_t alignment) noexcept;
