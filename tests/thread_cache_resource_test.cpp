@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include <strata/detail/core/math.hpp>
+#include <strata/detail/ds/block_map.hpp>
 #include <strata/page_resource.hpp>
 #include <strata/testing.hpp>
 
@@ -1058,6 +1059,89 @@ TEST_CASE("thread_cache_resource: check modes: random frees, double frees and wr
       CHECK(r.check_invariants());
       CHECK(r.stats().live_allocations() == 0);
     }
+  }
+}
+
+TEST_CASE("thread_cache_resource: frees past the free cache wait on their blocks: a hidden double free there hands nothing out twice") {
+  // A batch of frees longer than the free cache goes onto the blocks' own lists. A block whose slots all seem to be
+  // back (one of them freed twice, the first free's words written over in between, so the second looked like an
+  // ordinary free) must not be handed on or reused while one of its objects is live: with idle blocks kept as they
+  // are and without.
+  constexpr std::uintptr_t block = strata::detail::block_map_granule;
+  for (const std::size_t idle : {std::size_t{0}, std::size_t{4}}) {
+    CAPTURE(idle);
+    error_capture errors;
+    strata::thread_cache_options o;
+    o.max_empty_blocks = idle;
+    thread_cache_resource r(o);
+    constexpr std::size_t size = 64;
+    std::vector<void*> all;
+    for (int i = 0; i < 6000; ++i) all.push_back(r.allocate(size, 8));  // several blocks
+    // The block of the 1000th object (not the current one: that holds the last).
+    const std::uintptr_t b = reinterpret_cast<std::uintptr_t>(all[1000]) & ~(block - 1);
+    REQUIRE((reinterpret_cast<std::uintptr_t>(all.back()) & ~(block - 1)) != b);
+    std::vector<void*> in_b, others;
+    for (void* p : all) (((reinterpret_cast<std::uintptr_t>(p) & ~(block - 1)) == b) ? in_b : others).push_back(p);
+    REQUIRE(in_b.size() > 200);
+    void* const x = in_b[in_b.size() / 2];  // stays live throughout
+    void* const q = in_b[in_b.size() / 3];  // freed twice, written over in between
+    // Fill the free cache with others first, so that b's frees go to b's list.
+    for (std::size_t i = 0; i < 200; ++i) r.deallocate(others[i], size, 8);
+    for (void* p : in_b)
+      if (p != x) r.deallocate(p, size, 8);
+    std::memset(q, 0x5A, 16);
+    r.deallocate(q, size, 8);  // looks like an ordinary free: b's slots all seem to be back
+    // Kept no idle block: b's list goes into its bitmap at once, where q's second bit is found. Else b waits idle.
+    CHECK(errors.count() == (idle == 0 ? 1u : 0u));
+    // Everything handed out now is distinct, and never x.
+    std::set<void*> handed;
+    for (int i = 0; i < 8000; ++i) {
+      void* p = r.allocate(size, 8);
+      CHECK(p != x);
+      CHECK(handed.insert(p).second);
+      std::memset(p, 0x11, size);
+    }
+    CHECK(errors.count() >= 1);
+    for (const auto& e : errors.errors()) {
+      CHECK(e.kind == strata::error_kind::double_free);
+      CHECK(e.pointer == q);
+    }
+    for (void* p : handed) r.deallocate(p, size, 8);
+    for (std::size_t i = 200; i < others.size(); ++i) r.deallocate(others[i], size, 8);
+    r.deallocate(x, size, 8);
+    r.trim();
+    CHECK(r.check_invariants());
+    CHECK(r.stats().live_allocations() == std::size_t(-1));  // q's second free counted (its first was hidden)
+  }
+}
+
+TEST_CASE("thread_cache_resource: a block whose slots came back on its list is kept idle within max_empty_blocks") {
+  // Freed past the free cache, whole blocks come back on their lists: up to max_empty_blocks of them are kept as
+  // they are, the rest go into their bitmaps and on to the shared tier; trim() hands them all on.
+  for (const std::size_t idle : {std::size_t{0}, std::size_t{3}, std::size_t{64}}) {
+    CAPTURE(idle);
+    recording_resource up;
+    strata::thread_cache_options o;
+    o.max_empty_blocks = idle;
+    thread_cache_resource r(o, &up);
+    std::vector<void*> v;
+    for (int round = 0; round < 3; ++round) {
+      for (int i = 0; i < 20000; ++i) v.push_back(r.allocate(64, 8));  // about 20 blocks
+      const std::size_t held = r.stats().bytes_held;
+      for (void* p : v) r.deallocate(p, 64, 8);
+      v.clear();
+      const auto s = r.stats();
+      CHECK(s.bytes_in_use == 0);
+      CHECK(r.check_invariants());
+      // Kept: the current block, the spare, the idle ones, max_empty_blocks in the shared tier's cache, and the
+      // heap's own memory and the class map's (under three blocks).
+      const std::size_t kept = (5 + 2 * idle) * 64 * KiB;
+      CHECK(s.bytes_held <= std::min(held, kept));
+    }
+    r.trim();
+    CHECK(r.check_invariants());
+    CHECK(r.stats().bytes_held <= 2 * 64 * KiB);
+    check_held(up, r);
   }
 }
 

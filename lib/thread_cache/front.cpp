@@ -46,6 +46,7 @@ void tc_front::init_bin(const tc_heap& h, tc_bin& bin, unsigned c) const noexcep
 
 void tc_front::init_heap(tc_heap& h, std::uint32_t index) const noexcept {
   h.lost_total = 0;
+  h.idle = 0;
   h.remote_count = 0;
   h.index = index;
   // A heap with no index owns no block: no map value matches it, so its every free takes the remote way.
@@ -150,7 +151,6 @@ void* tc_front::allocate_slow(tc_heap& h, unsigned c) const noexcept {
       ++bin.lost;
       continue;
     }
-    if (bin.cache.take_cold()) continue;
     if (refill(h, bin, c) == nullptr) return nullptr;
   }
 }
@@ -220,6 +220,10 @@ void* tc_front::refill(tc_heap& h, tc_bin& bin, unsigned c) const noexcept {
   slab* const old = bin.current;
   if (old != nullptr) {
     return_claim(bin);
+    if (old->list != nullptr) {  // its slots freed past the cache: the cache takes them whole
+      take_list(h, bin, old);
+      return old;
+    }
     const std::size_t enough = refill_threshold(old);
     if (old->free_count < enough) collect(old);
     // A block with slots never used stays current until they are (they are checked only there).
@@ -233,7 +237,7 @@ void* tc_front::refill(tc_heap& h, tc_bin& bin, unsigned c) const noexcept {
     slab* b = bin.partial;
     slab::unlink(bin.partial, b);
     collect(b);
-    if (b->free_count != 0) {
+    if (b->free_count != 0 || b->list != nullptr) {
       next = b;
     } else {
       b->where = slab::in_full;
@@ -274,6 +278,10 @@ void* tc_front::refill(tc_heap& h, tc_bin& bin, unsigned c) const noexcept {
     if (!adopt_from_shared(h, bin, c)) return nullptr;
   } else {
     make_current(bin, next);
+    if (next->list != nullptr) {
+      take_list(h, bin, next);
+      return next;
+    }
   }
   claim(bin);
   return bin.current;
@@ -376,7 +384,7 @@ void tc_front::deallocate_slow(tc_heap& h, void* p, unsigned c, std::size_t byte
     return;
   }
   // A live object of a block h owns whose words happened to read as a node: an ordinary free.
-  if (bin.cache.count == bin.cache.cap) return push_to_full_cache(h, bin, p);
+  if (bin.cache.count >= bin.cache.cap) return push_to_block(h, bin, p);
   bin.cache.push(p, h.node_key);
   note_deallocation(h, bin.object_size);
 }
@@ -478,52 +486,108 @@ void tc_front::flush_remote(tc_heap& h) const noexcept {
   h.flush_seq.store(seq + 2, std::memory_order_release);
 }
 
-// The head list is full: the older batch goes back to the bitmaps, the head list becomes the older batch, and p
-// starts a new head list.
-void tc_front::push_to_full_cache(tc_heap& h, tc_bin& bin, void* p) const noexcept {
-  std::size_t n;
-  void* old = bin.cache.push_rotating(p, h.node_key, n);
+// The free cache is full: p goes on its block's list instead (a line of the block's header; no bitmap). A block that
+// was full becomes partial; one not current whose slots are all free now (bits and list) is handed on.
+void tc_front::push_to_block(tc_heap& h, tc_bin& bin, void* p) const noexcept {
+  slab* b = block_of(p);
+  list_on_block(h, bin, b, p);
   note_deallocation(h, bin.object_size);
-  if (old != nullptr) give_back(h, bin, old, n);
+  if (b != bin.current && all_free(b)) {
+    if (h.idle < max_idle_) {  // kept as it is: a refill may take its list whole
+      b->idle = 1;
+      ++bin.idle;
+      ++h.idle;
+      return;
+    }
+    block_emptied(h, bin, b);
+  }
 }
 
-// Every object's bit is set while the list is read; a block this empties is handed on only after the whole list
-// is read.
-void tc_front::give_back(tc_heap& h, tc_bin& bin, void* list, std::size_t n) const noexcept {
-  slab* emptied[free_cache::max_cap];
-  std::size_t empties = 0;
-  for (std::size_t k = 0; k < n && list != nullptr; ++k) {
-    void* p = list;
-    if (!is_node(p, h.node_key)) {
-      report(error_kind::double_free, p, bin.object_size, 0, 0,
-             "a freed object was written after its free, or freed twice (found when the free cache gave it back; "
-             "the objects cached behind it are set aside)");
-      bin.lost += n - k;
+// p, a freed slot of b, goes on b's list; a full block becomes partial.
+void tc_front::list_on_block(tc_heap& h, tc_bin& bin, slab* b, void* p) noexcept {
+  make_node(p, b->list, h.node_key);
+  b->list = p;
+  ++b->listed;
+  if (b->where == slab::in_full) {
+    if (bin.scan == b) bin.scan = b->next;
+    slab::unlink(bin.full, b);
+    b->where = slab::in_partial;
+    slab::push(bin.partial, b);
+  }
+}
+
+// A list of n freed objects found broken at p: reported, and p with the n - 1 behind it set aside (out of use until
+// release()).
+void tc_front::set_aside(tc_bin& bin, const void* p, std::size_t n, const char* why) const noexcept {
+  report(error_kind::double_free, p, bin.object_size, 0, 0, why);
+  bin.lost += n;
+}
+
+// b's list leaves it: b is no longer idle.
+void tc_front::unlisted(tc_heap& h, tc_bin& bin, slab* b) noexcept {
+  b->list = nullptr;
+  b->listed = 0;
+  if (b->idle != 0) {
+    b->idle = 0;
+    --bin.idle;
+    --h.idle;
+  }
+}
+
+// The cache is empty: b's list becomes its content whole (it may exceed the cache's bound; frees then go to their
+// blocks' lists until it is back under it).
+void tc_front::take_list(tc_heap& h, tc_bin& bin, slab* b) const noexcept {
+  STRATA_ASSERT(bin.cache.head == nullptr);
+  bin.cache.head = b->list;
+  bin.cache.count = b->listed;
+  unlisted(h, bin, b);
+}
+
+// Every node of b's list goes into b's bitmap, each checked: a node of h (else it, and the list behind it, was
+// written after its free), and not free there already (else freed twice). At either, what is left of the list is set
+// aside (a list with one object twice in it may loop).
+void tc_front::fold_list(tc_heap& h, tc_bin& bin, slab* b) const noexcept {
+  void* p = b->list;
+  const std::uint32_t n = b->listed;
+  unlisted(h, bin, b);
+  std::size_t low_word = b->hint;
+  std::uint32_t folded = 0;
+  for (; folded < n; ++folded) {
+    if (p == nullptr || !is_node(p, h.node_key) || block_of(p) != b) {
+      set_aside(bin, p, n - folded,
+                "a freed object was written after its free, or freed twice (found in its block's list; the objects "
+                "listed behind it are set aside)");
       break;
     }
-    list = node_next(p);
-    slab* b = block_of(p);
+    void* const next = node_next(p);
     const std::size_t q = slot_number(bin, p);
     std::atomic<std::uint64_t>& w = b->local(q >> 6);
     const std::uint64_t m = std::uint64_t{1} << (q & 63);
     const std::uint64_t v = w.load(std::memory_order_relaxed);
     if ((v & m) != 0 || (b == bin.current && bin.claimed_base != nullptr && (q >> 6) == bin.claimed_word &&
                          (bin.claimed & m) != 0)) {
-      // Free already: its first free reached the bitmap, then a write after it hid the node from the second free.
-      report(error_kind::double_free, p, bin.object_size, 0, 0, "freed twice (found when the free cache gave it back)");
-      undo_deallocations(h, 1, bin.object_size);
-      continue;
+      undo_deallocations(h, 1, bin.object_size);  // p itself: free already
+      set_aside(bin, p, n - folded - 1,
+                "freed twice (found when its block's list went into its bitmap; the objects listed behind it are set "
+                "aside)");
+      break;
     }
-    make_node(p, nullptr, h.node_key);  // the mark of a slot in a bitmap (a node with no next), its link read above
-    if (set_free(bin, b, q, w, v | m)) emptied[empties++] = b;
+    store_node_word(p, 1, mark_of(p, h.node_key));  // the mark of a slot in a bitmap
+    w.store(v | m, std::memory_order_relaxed);
+    if ((q >> 6) < low_word) low_word = q >> 6;
+    p = next;
   }
-  for (std::size_t i = 0; i < empties; ++i) block_emptied(h, bin, emptied[i]);
+  b->free_count += folded;
+  b->hint = static_cast<std::uint16_t>(low_word);
 }
-
 
 // b (not current, on the partial list) has become entirely free: it becomes the bin's spare, or goes to the shared
 // tier. Cached objects of b were freed twice (their bits are set too): they are reported and taken out first.
 void tc_front::block_emptied(tc_heap& h, tc_bin& bin, slab* b) const noexcept {
+  if (b->listed != 0) {
+    fold_list(h, bin, b);
+    if (b->free_count != b->capacity) return;  // freed twice, or written after a free (reported): it stays
+  }
   bin.hot_count = 0;  // its entries may point into b
   bin.cache.remove_if(
       h.node_key, [&](void* n) { return block_of(n) == b; },
@@ -541,9 +605,30 @@ void tc_front::block_emptied(tc_heap& h, tc_bin& bin, slab* b) const noexcept {
   hand_on_empty(h, bin, b);
 }
 
+// The cache's nodes go onto their blocks' lists, then every list into its block's bitmap; blocks that become entirely
+// free are handed on (the current one stays). Afterwards no block of the bin has a list.
 void tc_front::drain_bin(tc_heap& h, tc_bin& bin) const noexcept {
   return_claim(bin);
-  bin.cache.empty_into([&](void* list, std::size_t n) { give_back(h, bin, list, n); });
+  bin.cache.empty_into([&](void* list, std::size_t n) {
+    for (std::size_t k = 0; k < n; ++k) {
+      if (list == nullptr || !is_node(list, h.node_key))
+        return set_aside(bin, list, n - k,
+                         "a freed object was written after its free, or freed twice (found when the free cache was "
+                         "emptied; the objects cached behind it are set aside)");
+      void* const next = node_next(list);
+      list_on_block(h, bin, block_of(list), list);
+      list = next;
+    }
+  });
+  if (bin.current != nullptr && bin.current->listed != 0) fold_list(h, bin, bin.current);
+  for (slab* b = bin.partial; b != nullptr;) {
+    slab* const next = b->next;
+    if (b->listed != 0) {
+      fold_list(h, bin, b);
+      if (b->free_count == b->capacity) block_emptied(h, bin, b);
+    }
+    b = next;
+  }
 }
 
 void tc_front::drain(tc_heap& h) const noexcept {
@@ -657,9 +742,10 @@ const char* tc_front::check_block(const slab* b, std::size_t claimed_word) const
 
 const char* tc_front::check_heap(const tc_heap& h, std::size_t& blocks, std::size_t& live) const noexcept {
   std::size_t set_aside = h.lost_total;
+  std::size_t idle_total = 0;
   for (unsigned c = 0; c < sizes_.count(); ++c) {
     const tc_bin& bin = h.bins[c];
-    std::size_t n = 0;
+    std::size_t n = 0, idle = 0;
     auto one = [&](const slab* b, std::uint8_t where) -> const char* {
       ++n;
       if (const char* e = check_block(b)) return e;  // claimed bits are out of the bitmap and of free_count
@@ -669,6 +755,22 @@ const char* tc_front::check_heap(const tc_heap& h, std::size_t& blocks, std::siz
       const std::uint32_t expect = h.map_owner | (c + 1) | (where == slab::in_empty ? tc_map_spare : 0);
       if (map_.get(b) != expect) return "block's class map value wrong";
       live += b->capacity - free_slots(b);
+      // Its list: nodes of h in b, not free in the bitmap, as many as it says; only the blocks allocated from have one.
+      if (b->listed != 0 && where != slab::in_current && where != slab::in_partial) return "a list on a block not in use";
+      if (b->idle != 0) {
+        ++idle;
+        if (where != slab::in_partial || b->listed == 0 || !all_free(b)) return "an idle block that is not";
+      }
+      const void* p = b->list;
+      for (std::uint32_t k = 0; k < b->listed; ++k, p = node_next(p)) {
+        if (p == nullptr) return "block list shorter than its count";
+        if (!is_node(p, h.node_key)) return "a listed object is no node (written after its free)";
+        if (block_of(p) != b || !kind_.is_slot(b, p)) return "a listed object is no slot of its block";
+        const std::size_t q = slot_number(bin, p);
+        if ((b->local(q >> 6).load(std::memory_order_relaxed) >> (q & 63) & 1) != 0) return "a listed object free in the bitmap";
+      }
+      if (p != nullptr) return "block list longer than its count";
+      live -= b->listed;
       return nullptr;
     };
     if (bin.current != nullptr)
@@ -686,6 +788,8 @@ const char* tc_front::check_heap(const tc_heap& h, std::size_t& blocks, std::siz
     }
     if (!scan_found) return "scan cursor off the full list";
     if (n != bin.blocks) return "bin block count differs from its lists";
+    if (idle != bin.idle) return "bin idle count differs from its blocks";
+    idle_total += idle;
     // The claimed word's bits are out of the bitmap: free, not live.
     if (bin.claimed_base != nullptr) {
       if (bin.current == nullptr) return "claimed word without a current block";
@@ -701,7 +805,8 @@ const char* tc_front::check_heap(const tc_heap& h, std::size_t& blocks, std::siz
           reinterpret_cast<std::uintptr_t>(base_of(b)) + std::size_t{b->limit} * bin.object_size)
         return "never-used slots do not end with the block";
     }
-    if (bin.cache.count > bin.cache.cap || bin.cache.cold_count > bin.cache.cap) return "free cache over its bound";
+    // (The head list may be longer than the bound: a block's list taken whole.)
+    if (bin.cache.cold != nullptr || bin.cache.cold_count != 0) return "a cold list in a thread's cache";
     // The recently freed slots (strict checks) are slots of blocks the bin allocates from (not its spare).
     if (bin.hot_count > tc_bin::hot_slots || bin.hot_top >= tc_bin::hot_slots) return "recent slots out of range";
     if (bin.hot_count != 0 && bin.cache.cap != 0) return "recent slots with a free cache";
@@ -729,6 +834,7 @@ const char* tc_front::check_heap(const tc_heap& h, std::size_t& blocks, std::siz
   }
   // Objects in the remote array are live in their blocks' bitmaps (owned by others) and freed in the counts. (One
   // whose mark is gone lost a race with its owner's free: both are counted until the publication undoes one.)
+  if (idle_total != h.idle || h.idle > max_idle_) return "heap idle count differs from its bins";
   if (h.remote_count > tc_heap::remote_cap) return "remote array over its bound";
   if ((h.flush_seq.load(std::memory_order_relaxed) & 1) != 0) return "a publication left unfinished";
   for (std::uint32_t k = 0; k < h.remote_count; ++k)

@@ -339,6 +339,7 @@ const char* tc_middle::check(std::size_t& blocks, std::size_t& live) const noexc
       if (b->size_class != c) return "abandoned block in another class's list";
       if (b->where != slab::in_abandoned) return "abandoned block marked as elsewhere";
       if (b->owner.load(std::memory_order_relaxed) != nullptr) return "abandoned block with an owner";
+      if (b->listed != 0 || b->list != nullptr) return "abandoned block with a list";
       if (front_->map().get(b) != tc_map_value(0, c)) return "abandoned block's class map value wrong";
       if (b->next != nullptr && b->next->prev != b) return "abandoned list links broken";
       live += b->capacity - front_->free_slots(b);

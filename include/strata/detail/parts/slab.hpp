@@ -50,6 +50,11 @@ struct slab {
   // between their first and last touch of it.
   std::atomic<std::uint32_t> remote_pins;
   slab* remote_next;                       // synchronized bitmap: that list's link
+  // Thread cache: slots freed past the owner's full free cache, as nodes of the owner's key linked through their
+  // first words (newest first), and how many; neither free in the bitmaps nor counted in free_count.
+  void* list;
+  std::uint32_t listed;
+  std::uint8_t idle;  // thread cache: all its slots are free, most on its list, kept as they are for reuse
 
   word& local(std::size_t i) noexcept { return bits()[i * stride]; }
   const word& local(std::size_t i) const noexcept { return bits()[i * stride]; }

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MIT
 // strata/detail/thread_cache/front.hpp: the front end of thread_cache_resource. Per-thread heaps of slabs, each
 // class with a free cache in front: allocation and same-thread frees touch the object and the heap's bin, no block
-// header and no bitmap; cross-thread frees mark the object (one compare-and-swap), wait in the freeing heap's
-// remote array and are published to the owner's remote words in batches, one atomic OR per bitmap word.
+// header and no bitmap; frees past a full cache go on their block's own list (the header's line), which a refill
+// takes back whole; cross-thread frees mark the object (one compare-and-swap), wait in the freeing heap's remote
+// array and are published to the owner's remote words in batches, one atomic OR per bitmap word.
 #pragma once
 
 #include <atomic>
@@ -66,6 +67,9 @@ struct alignas(64) tc_bin {
   std::uint32_t object_size = 0;
   std::uint32_t meta_span = 0;    // header and bitmap bytes of a block + object_size - 1: the header-slot test
   std::uint32_t map_value = 0;    // the class map's value for blocks of this class the heap owns
+  // Partial blocks whose slots are all free, most of them on the block's list, kept unfolded for reuse (see
+  // tc_heap::idle).
+  std::uint32_t idle = 0;
   // The claimed word: free slots of word claimed_word of `current`, taken out of its bitmap.
   std::uint64_t claimed = 0;
   std::uint64_t claimed_fresh = 0;  // of those, the slots never handed out (they are no nodes)
@@ -107,6 +111,9 @@ struct tc_heap {
   std::uint32_t map_owner = 0;    // what the class map holds for blocks this heap owns: index << 8
   std::uintptr_t node_key = 0;    // the front's node key ^ (index << 48)
   std::size_t lost_total = 0;     // cached objects set aside in bins since reset (in blocks handed over)
+  // Idle blocks in all bins: at most the front's max_idle(); beyond, a block whose slots all come back goes into its
+  // bitmap and on, as an empty block does.
+  std::uint32_t idle = 0;
   // Counters (written by the owner, read by stats()).
   std::atomic<std::uint64_t> allocations{0};
   std::atomic<std::uint64_t> deallocations{0};
@@ -144,6 +151,8 @@ class tc_front {
            std::pmr::memory_resource* upstream, bool strict = false) noexcept;
 
   [[nodiscard]] const size_class_table& sizes() const noexcept { return sizes_; }
+  /// Idle blocks a heap keeps (the resource's max_empty_blocks; see tc_heap::idle).
+  void set_max_idle(std::size_t n) noexcept { max_idle_ = static_cast<std::uint32_t>(n < 0xFFFF ? n : 0xFFFF); }
   [[nodiscard]] std::size_t max_small() const noexcept { return max_small_; }
   /// Reports a free of p (named as class c) that is no object of this resource's thread tier.
   void report_bad_free(const void* p, unsigned c, std::size_t bytes, std::size_t alignment) const noexcept;
@@ -269,7 +278,7 @@ class tc_front {
         STRATA_UNLIKELY(a - bin.fresh_from < bin.fresh_span))
       return slow();
     STRATA_INJECT_DELAY();
-    if (STRATA_UNLIKELY(bin.cache.count == bin.cache.cap)) return push_to_full_cache(h, bin, p);
+    if (STRATA_UNLIKELY(bin.cache.count >= bin.cache.cap)) return push_to_block(h, bin, p);
     bin.cache.push(p, h.node_key);
     note_deallocation(h, bin.object_size);
   }
@@ -392,13 +401,21 @@ class tc_front {
   void claim(tc_bin& bin) const noexcept;
   void return_claim(tc_bin& bin) const noexcept;
   void make_current(tc_bin& bin, slab* b) const noexcept;
-  void push_to_full_cache(tc_heap& h, tc_bin& bin, void* p) const noexcept;
+  void push_to_block(tc_heap& h, tc_bin& bin, void* p) const noexcept;
+  /// Whether all of b's slots are free: in its bitmap or on its list.
+  static bool all_free(const slab* b) noexcept { return b->free_count + b->listed == b->capacity; }
+  static void unlisted(tc_heap& h, tc_bin& bin, slab* b) noexcept;
+  static void list_on_block(tc_heap& h, tc_bin& bin, slab* b, void* p) noexcept;
+  void set_aside(tc_bin& bin, const void* p, std::size_t n, const char* why) const noexcept;
+  /// Moves b's list (not empty) into bin's empty cache, whole.
+  void take_list(tc_heap& h, tc_bin& bin, slab* b) const noexcept;
+
+  /// Moves b's list into b's bitmap (b is h's, of bin's class), checking each node.
+  void fold_list(tc_heap& h, tc_bin& bin, slab* b) const noexcept;
   /// deallocate() under strict checks: the class map, the block's header (tag, class, slot), its bitmaps and the
   /// object's mark, then the slot's bit at once. Rounded: reports name the class size.
   STRATA_NOINLINE void deallocate_strict(tc_heap& h, void* p, std::size_t bytes, std::size_t alignment,
                                          bool rounded) const noexcept;
-  /// Gives the nodes of `list` (at most n) back to their blocks (all owned by h), with the exact checks.
-  void give_back(tc_heap& h, tc_bin& bin, void* list, std::size_t n) const noexcept;
   void drain_bin(tc_heap& h, tc_bin& bin) const noexcept;
   void remote_free(tc_heap& h, void* p, unsigned c, std::size_t bytes, std::size_t alignment) const noexcept;
   /// Whether p, slot q of b (a block of bin's class bin's heap owns), is free: in b's bitmaps (`local`: its local
@@ -438,6 +455,7 @@ class tc_front {
   const void* owner_ = nullptr;  // the resource, for error reports
   elsewhere_fn elsewhere_ = nullptr;  // what a pointer the front end does not know is in the other tiers
   const void* elsewhere_context_ = nullptr;
+  std::uint32_t max_idle_ = 0;
   mutable std::atomic<std::uint64_t> late_frees_{0};
   mutable std::atomic<std::uint64_t> late_bytes_{0};
 };
