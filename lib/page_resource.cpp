@@ -45,8 +45,8 @@ os::purge_kind purge_kind_of(page_resource::purge_mode m) noexcept {
 }
 
 // Maps a fresh span of `span` bytes aligned to `alignment` (>= page size), followed by `reserved` bytes of
-// address space with no memory behind it. Over-aligned requests take the excess and unmap the head and tail around
-// the aligned part. Returns the address or 0; counts the system calls in `calls`.
+// address space with no memory behind it. Over-aligned requests try the span alone first, then take the excess and
+// unmap the head and tail around the aligned part. Returns the address or 0; counts the system calls in `calls`.
 std::uintptr_t map_span(std::size_t span, std::size_t alignment, std::size_t reserved,
                         resource_stats& calls) noexcept {
   const std::size_t page = os::page_size();
@@ -57,6 +57,16 @@ std::uintptr_t map_span(std::size_t span, std::size_t alignment, std::size_t res
   // Aligning by over-mapping unmaps the head and tail around the aligned part: an OS that can release whole mappings
   // only cannot serve such alignments here (a page_resource that keeps whole reservations is not written yet).
   if (alignment > page && !os::get_capabilities().partial_release) return 0;
+  if (reserved == 0) {
+    // First the span alone: new mappings tend to follow the last one down the address space, so after one aligned
+    // span the next is often aligned too (one call instead of a map and one or two unmaps).
+    ++calls.upstream_allocations;
+    void* p = os::map(span);
+    if (p == nullptr) return 0;
+    if (detail::is_aligned(p, alignment)) return detail::to_address(p);
+    os::release(p, span);
+    ++calls.upstream_deallocations;
+  }
   std::size_t wanted, total;
   if (!detail::checked_add(span, reserved, wanted) ||
       !detail::checked_add(wanted, alignment > page ? alignment - page : 0, total))

@@ -103,7 +103,8 @@ struct thread_cache_options {
   /// straight upstream. 0 picks 256 KiB; rounded up to a multiple of 16, at least the thread tier's size; capped by
   /// the free list's large threshold (a quarter of its chunk).
   std::size_t max_shared_size = 0;
-  /// Empty bitmap blocks the shared tier keeps for any thread to reuse before it returns them upstream.
+  /// Empty bitmap blocks the shared tier keeps for any thread to reuse before it returns them upstream; also how
+  /// many blocks whose objects all came back a thread keeps as they are, for its own reuse, until trim() or its exit.
   std::size_t max_empty_blocks = 16;
   /// How the thread tier checks frees (see check_mode): strict keeps no free cache, and a free by the owning thread
   /// goes to its block's bitmap at once, verified against the header and bitmaps.
