@@ -69,6 +69,7 @@ void thread_cache_engine::release_heaps() noexcept {
   while (heaps_.load(std::memory_order_relaxed) != nullptr) {
     tc_heap* h = heaps_.load(std::memory_order_relaxed);
     heaps_.store(h->next, std::memory_order_relaxed);
+    if (h->attached) middle_.heap_detached(h->index);
     for (unsigned c = 0; c < front_.sizes().count(); ++c) {
       tc_front::take_blocks(h->bins[c], [this](slab* b) { middle_.release_owned(b); });
     }
@@ -86,6 +87,7 @@ tc_heap* thread_cache_engine::attach_heap() noexcept {
   for (tc_heap* h = heaps_.load(std::memory_order_relaxed); h != nullptr; h = h->next) {
     if (!h->attached) {
       h->attached = true;
+      middle_.heap_attached(h->index);
       return h;
     }
   }
@@ -101,6 +103,7 @@ tc_heap* thread_cache_engine::attach_heap() noexcept {
   auto* h = new (mem) tc_heap();
   front_.init_heap(*h, static_cast<std::uint32_t>(heap_count_ + 1));
   h->attached = true;
+  middle_.heap_attached(h->index);
   h->next = heaps_.load(std::memory_order_relaxed);
   heaps_.store(h, std::memory_order_release);  // wait_for_publications() walks the list without the lock
   ++heap_count_;
@@ -111,6 +114,7 @@ void thread_cache_engine::detach_heap(tc_heap* h) noexcept {
   front_.abandon_all(*h);
   std::lock_guard<std::mutex> g(heaps_lock_);
   h->attached = false;
+  middle_.heap_detached(h->index);
 }
 
 void thread_cache_engine::release_thread_heap() noexcept {
@@ -503,8 +507,10 @@ bool thread_cache_engine::check_invariants() const noexcept {
   {
     std::lock_guard<std::mutex> g(heaps_lock_);
     std::size_t n = 0;
+    std::uint32_t users[tc_middle::list_stripes] = {};
     for (const tc_heap* h = heaps_.load(std::memory_order_relaxed); h != nullptr && broken == nullptr; h = h->next) {
       ++n;
+      if (h->attached) ++users[h->index % tc_middle::list_stripes];
       std::size_t heap_blocks = 0;
       broken = front_.check_heap(*h, heap_blocks, live);
       if (broken == nullptr && static_cast<std::int64_t>(heap_blocks) != h->blocks_held.load(std::memory_order_relaxed))
@@ -514,6 +520,8 @@ bool thread_cache_engine::check_invariants() const noexcept {
       deallocations += h->deallocations.load(std::memory_order_relaxed);
     }
     if (broken == nullptr && n != heap_count_) broken = "heap count differs from the heap list";
+    for (unsigned i = 0; i < tc_middle::list_stripes && broken == nullptr; ++i)
+      if (users[i] != middle_.stripe_users(i)) broken = "a stripe's count of heaps in use differs from the heaps";
     deallocations -= front_.late_double_frees();
     deallocations += heapless_deallocations_.load(std::memory_order_relaxed);
   }

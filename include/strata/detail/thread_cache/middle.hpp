@@ -67,6 +67,13 @@ class tc_middle {
 
   static constexpr unsigned list_stripes = 8;
 
+  /// A heap of index i is in use by a thread (attached), or no longer (detached): a stripe in use by no heap lends
+  /// its free room to the others.
+  void heap_attached(std::uint32_t i) noexcept { stripe_users_[i % list_stripes].fetch_add(1, std::memory_order_relaxed); }
+  void heap_detached(std::uint32_t i) noexcept { stripe_users_[i % list_stripes].fetch_sub(1, std::memory_order_relaxed); }
+  [[nodiscard]] std::uint32_t stripe_users(unsigned s) const noexcept {
+    return stripe_users_[s].load(std::memory_order_relaxed);
+  }
   /// A block from stripe `hint % list_stripes`. Throws std::bad_alloc.
   void* allocate(std::size_t bytes, std::size_t alignment, std::uint32_t hint);
   /// False when the free was misuse (reported, nothing changed).
@@ -138,6 +145,7 @@ class tc_middle {
   mutable spin_lock stripe_locks_[list_stripes];
   mutable spin_lock stripe_make_lock_;
   std::atomic<free_list_engine*> stripes_[list_stripes] = {};
+  std::atomic<std::uint32_t> stripe_users_[list_stripes] = {};  // attached heaps per stripe
   std::atomic<std::uint64_t> stripes_made_{0}, stripes_freed_{0};  // engines taken from upstream and given back
   std::atomic<std::uint64_t> stripe_failures_{0};  // requests failed for want of memory for their stripe's engine
   resource_stats gone_;  // the counts of engines given back (by release(): no thread uses the resource then)
