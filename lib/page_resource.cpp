@@ -44,9 +44,12 @@ os::purge_kind purge_kind_of(page_resource::purge_mode m) noexcept {
   return m == page_resource::purge_mode::lazy ? os::purge_kind::lazy : os::purge_kind::eager;
 }
 
+// Spans aligned to their own size below this are mapped this many bytes at a time (see allocate_span).
+constexpr std::size_t run_bytes = std::size_t{1} << 20;
+
 // Maps a fresh span of `span` bytes aligned to `alignment` (>= page size), followed by `reserved` bytes of
-// address space with no memory behind it. Over-aligned requests try the span alone first, then take the excess and
-// unmap the head and tail around the aligned part. Returns the address or 0; counts the system calls in `calls`.
+// address space with no memory behind it. Over-aligned requests take the excess and unmap the head and tail around
+// the aligned part. Returns the address or 0; counts the system calls in `calls`.
 std::uintptr_t map_span(std::size_t span, std::size_t alignment, std::size_t reserved,
                         resource_stats& calls) noexcept {
   const std::size_t page = os::page_size();
@@ -57,16 +60,6 @@ std::uintptr_t map_span(std::size_t span, std::size_t alignment, std::size_t res
   // Aligning by over-mapping unmaps the head and tail around the aligned part: an OS that can release whole mappings
   // only cannot serve such alignments here (a page_resource that keeps whole reservations is not written yet).
   if (alignment > page && !os::get_capabilities().partial_release) return 0;
-  if (reserved == 0) {
-    // First the span alone: new mappings tend to follow the last one down the address space, so after one aligned
-    // span the next is often aligned too (one call instead of a map and one or two unmaps).
-    ++calls.upstream_allocations;
-    void* p = os::map(span);
-    if (p == nullptr) return 0;
-    if (detail::is_aligned(p, alignment)) return detail::to_address(p);
-    os::release(p, span);
-    ++calls.upstream_deallocations;
-  }
   std::size_t wanted, total;
   if (!detail::checked_add(span, reserved, wanted) ||
       !detail::checked_add(wanted, alignment > page ? alignment - page : 0, total))
@@ -193,7 +186,18 @@ void* page_resource::allocate_span(std::size_t bytes, std::size_t alignment, boo
       !detail::checked_mul(span, opts_.growth_reserve_ratio, reserved))
     reserved = 0;
   resource_stats calls{};
-  begin = map_span(span, span_alignment, reserved, calls);
+  // A span aligned to its own size under 1 MiB (the strategies' chunks): a run of them is mapped at once and the rest
+  // cached, clean, so that the next ones cost no system call (over-aligned mapping takes one map and one or two
+  // unmaps for each).
+  std::size_t run = 1;
+  if (reserved == 0 && span_alignment > page && span == span_alignment && span < run_bytes &&
+      opts_.max_cached_spans != 0 && run_bytes <= opts_.max_cached_bytes)
+    run = run_bytes / span;
+  begin = map_span(span * run, span_alignment, reserved, calls);
+  if (begin == 0 && run > 1) {
+    run = 1;
+    begin = map_span(span, span_alignment, 0, calls);
+  }
   if (begin == 0 && reserved != 0) {
     reserved = 0;  // room for growth is a bonus: without it, try the span alone
     begin = map_span(span, span_alignment, 0, calls);
@@ -206,18 +210,23 @@ void* page_resource::allocate_span(std::size_t bytes, std::size_t alignment, boo
   }
   if (begin != 0 && want_huge) os::advise_huge_pages(reinterpret_cast<void*>(begin), span, true);
 
-  std::lock_guard<std::mutex> lock(mutex_);
-  stats_.upstream_allocations += calls.upstream_allocations;
-  stats_.upstream_deallocations += calls.upstream_deallocations;
-  if (begin == 0 || !live_.ensure_room()) {
-    if (begin != 0) {
-      os::release(reinterpret_cast<void*>(begin), span + reserved);
-      ++stats_.upstream_deallocations;
+  release_list out;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stats_.upstream_allocations += calls.upstream_allocations;
+    stats_.upstream_deallocations += calls.upstream_deallocations;
+    if (begin == 0 || !live_.ensure_room()) {
+      if (begin != 0) {
+        os::release(reinterpret_cast<void*>(begin), span * run + reserved);
+        ++stats_.upstream_deallocations;
+      }
+      ++stats_.failed_allocations;
+      detail::throw_bad_alloc();
     }
-    ++stats_.failed_allocations;
-    detail::throw_bad_alloc();
+    record_live(begin, bytes, alignment, span, reserved);
+    if (run > 1) insert_cached(begin + span, span * (run - 1), false, 0, out);
   }
-  record_live(begin, bytes, alignment, span, reserved);
+  unmap(out);
   return reinterpret_cast<void*>(begin);
 }
 

@@ -192,6 +192,43 @@ TEST_CASE("page_resource: the cache reuses and splits spans within its bounds") 
   CHECK(none.stats().bytes_held <= 2 * page);  // only the registry's table
 }
 
+TEST_CASE("page_resource: spans aligned to their size come a run at a time, the rest cached clean") {
+  // 64 KiB aligned to 64 KiB (every strategy's chunks): one mapping for 16 of them, each aligned, distinct, zero.
+  page_resource r;
+  constexpr std::size_t chunk = 64 * 1024;
+  std::vector<void*> v;
+  for (int i = 0; i < 16; ++i) {
+    void* p = r.allocate_zeroed(chunk, chunk);
+    CHECK(strata::detail::is_aligned(p, chunk));
+    const auto* c = static_cast<const unsigned char*>(p);
+    CHECK((c[0] == 0 && c[chunk - 1] == 0));
+    std::memset(p, 0xA5, chunk);
+    v.push_back(p);
+  }
+  CHECK(r.stats().upstream_allocations == 1);
+  CHECK(r.cached_bytes() == 0);  // all 16 handed out
+  CHECK(r.stats().bytes_resident <= 16 * chunk + 64 * 1024);  // the clean ones were never touched (+ the registry)
+  for (std::size_t i = 0; i < v.size(); ++i)
+    for (std::size_t j = i + 1; j < v.size(); ++j) CHECK(v[i] != v[j]);
+  void* one_more = r.allocate(chunk, chunk);
+  CHECK(r.stats().upstream_allocations == 2);
+  CHECK(r.cached_bytes() == 15 * chunk);
+  CHECK(r.check_invariants());
+  r.deallocate(one_more, chunk, chunk);
+  for (void* p : v) r.deallocate(p, chunk, chunk);
+  CHECK(r.check_invariants());
+  // Without a cache, one mapping each.
+  page_resource::options no_cache;
+  no_cache.max_cached_spans = 0;
+  page_resource none(no_cache);
+  void* a = none.allocate(chunk, chunk);
+  void* b = none.allocate(chunk, chunk);
+  CHECK(none.stats().upstream_allocations == 2);
+  CHECK(none.cached_bytes() == 0);
+  none.deallocate(a, chunk, chunk);
+  none.deallocate(b, chunk, chunk);
+}
+
 TEST_CASE("page_resource: resize in place") {
   page_resource r;
   const std::size_t page = page_resource::page_size();
