@@ -421,9 +421,9 @@ std::uintptr_t page_resource::take_from_cache(std::size_t span, std::size_t alig
     if (c.size < span) continue;
     const std::uintptr_t a = detail::align_up(c.begin, alignment);
     if (a - c.begin > c.size - span) continue;
-    // Best fit; among equals prefer resident spans (no page faults to refill them).
-    if (best == cache_count_ || c.size < cache_[best].size ||
-        (c.size == cache_[best].size && c.resident && !cache_[best].resident)) {
+    // Resident spans first (no page faults to refill them, and no more memory resident), then the best fit.
+    if (best == cache_count_ || (c.resident && !cache_[best].resident) ||
+        (c.resident == cache_[best].resident && c.size < cache_[best].size)) {
       best = i;
       best_begin = a;
     }
