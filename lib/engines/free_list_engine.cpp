@@ -839,6 +839,16 @@ std::size_t free_list_engine::usable_size(const void* p) const noexcept {
   return quick_on_ && quick_size(size) && is_node(p, key_) && quick_holds(p, size) ? 0 : size;
 }
 
+std::size_t free_list_engine::deallocate_in_chunk(void* p) noexcept {
+  if (quick_on_ || !ours(p)) return 0;
+  chunk* c = chunk_of(p);
+  const std::size_t g = granule_of(c, p);
+  if (!is_aligned(p, granule) || g < c->first || state(c, g) != st_start) return 0;
+  const std::size_t n = (next_boundary(c, g) - g) * granule;
+  if (free_now(c, g, n)) after_free();
+  return n;
+}
+
 // ---- resize --------------------------------------------------------------------------------------------------------
 
 bool free_list_engine::resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) noexcept {

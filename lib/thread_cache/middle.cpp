@@ -134,10 +134,13 @@ std::size_t tc_middle::deallocate_unsized(void* p, bool& freed) noexcept {
   if (i == list_stripes) return 0;
   free_list_engine* e = stripes_[i].load(std::memory_order_acquire);  // made before its chunks
   std::lock_guard<spin_lock> g(stripe_locks_[i]);
-  const std::size_t n = e->usable_size(p);
-  if (n == 0) return 0;
   const std::uint64_t before = e->deallocation_count();
-  e->deallocate(p, n, tc_unsized_alignment(n));
+  std::size_t n = e->deallocate_in_chunk(p);
+  if (n == 0) {  // not a block in a chunk (a large one, or misuse): the general way
+    n = e->usable_size(p);
+    if (n == 0) return 0;
+    e->deallocate(p, n, tc_unsized_alignment(n));
+  }
   freed = e->deallocation_count() != before;
   return n;
 }

@@ -142,6 +142,10 @@ class free_list_engine {
   /// The size of the live block at p (its rounded size in a chunk, its requested size upstream), or 0 when p is not
   /// the start of a live block of this engine. Nothing is reported.
   [[nodiscard]] std::size_t usable_size(const void* p) const noexcept;
+  /// Frees the live block at p, in a chunk, without its size (one look at its boundaries where usable_size() and
+  /// deallocate() take two): its size. 0, with nothing changed or reported, when p is no such block or the engine
+  /// has quick lists (the caller takes the general way).
+  std::size_t deallocate_in_chunk(void* p) noexcept;
   [[nodiscard]] resource_stats stats() const noexcept;
   bool check_invariants() const noexcept;
 
