@@ -194,12 +194,9 @@ void* page_resource::allocate_span(std::size_t bytes, std::size_t alignment, boo
       opts_.max_cached_spans != 0 && run_bytes <= opts_.max_cached_bytes)
     run = run_bytes / span;
   begin = map_span(span * run, span_alignment, reserved, calls);
-  if (begin == 0 && run > 1) {
-    run = 1;
-    begin = map_span(span, span_alignment, 0, calls);
-  }
-  if (begin == 0 && reserved != 0) {
-    reserved = 0;  // room for growth is a bonus: without it, try the span alone
+  if (begin == 0 && (run > 1 || reserved != 0)) {
+    run = 1;  // a run and room for growth are bonuses: without them, try the span alone
+    reserved = 0;
     begin = map_span(span, span_alignment, 0, calls);
   }
   if (begin == 0 && cached_bytes() != 0) {

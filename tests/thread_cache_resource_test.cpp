@@ -1062,7 +1062,8 @@ TEST_CASE("thread_cache_resource: check modes: random frees, double frees and wr
   }
 }
 
-TEST_CASE("thread_cache_resource: frees past the free cache wait on their blocks: a hidden double free there hands nothing out twice") {
+TEST_CASE("thread_cache_resource: frees past the free cache wait on their blocks: a hidden double free there hands "
+          "nothing out twice") {
   // A batch of frees longer than the free cache goes onto the blocks' own lists. A block whose slots all seem to be
   // back (one of them freed twice, the first free's words written over in between, so the second looked like an
   // ordinary free) must not be handed on or reused while one of its objects is live: with idle blocks kept as they

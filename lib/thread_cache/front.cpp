@@ -495,7 +495,6 @@ void tc_front::push_to_block(tc_heap& h, tc_bin& bin, void* p) const noexcept {
   if (b != bin.current && all_free(b)) {
     if (h.idle < max_idle_) {  // kept as it is: a refill may take its list whole
       b->idle = 1;
-      ++bin.idle;
       ++h.idle;
       return;
     }
@@ -524,12 +523,11 @@ void tc_front::set_aside(tc_bin& bin, const void* p, std::size_t n, const char* 
 }
 
 // b's list leaves it: b is no longer idle.
-void tc_front::unlisted(tc_heap& h, tc_bin& bin, slab* b) noexcept {
+void tc_front::unlisted(tc_heap& h, slab* b) noexcept {
   b->list = nullptr;
   b->listed = 0;
   if (b->idle != 0) {
     b->idle = 0;
-    --bin.idle;
     --h.idle;
   }
 }
@@ -540,7 +538,7 @@ void tc_front::take_list(tc_heap& h, tc_bin& bin, slab* b) const noexcept {
   STRATA_ASSERT(bin.cache.head == nullptr);
   bin.cache.head = b->list;
   bin.cache.count = b->listed;
-  unlisted(h, bin, b);
+  unlisted(h, b);
 }
 
 // Every node of b's list goes into b's bitmap, each checked: a node of h (else it, and the list behind it, was
@@ -549,7 +547,7 @@ void tc_front::take_list(tc_heap& h, tc_bin& bin, slab* b) const noexcept {
 void tc_front::fold_list(tc_heap& h, tc_bin& bin, slab* b) const noexcept {
   void* p = b->list;
   const std::uint32_t n = b->listed;
-  unlisted(h, bin, b);
+  unlisted(h, b);
   std::size_t low_word = b->hint;
   std::uint32_t folded = 0;
   for (; folded < n; ++folded) {
@@ -745,7 +743,7 @@ const char* tc_front::check_heap(const tc_heap& h, std::size_t& blocks, std::siz
   std::size_t idle_total = 0;
   for (unsigned c = 0; c < sizes_.count(); ++c) {
     const tc_bin& bin = h.bins[c];
-    std::size_t n = 0, idle = 0;
+    std::size_t n = 0;
     auto one = [&](const slab* b, std::uint8_t where) -> const char* {
       ++n;
       if (const char* e = check_block(b)) return e;  // claimed bits are out of the bitmap and of free_count
@@ -756,9 +754,10 @@ const char* tc_front::check_heap(const tc_heap& h, std::size_t& blocks, std::siz
       if (map_.get(b) != expect) return "block's class map value wrong";
       live += b->capacity - free_slots(b);
       // Its list: nodes of h in b, not free in the bitmap, as many as it says; only the blocks allocated from have one.
-      if (b->listed != 0 && where != slab::in_current && where != slab::in_partial) return "a list on a block not in use";
+      if (b->listed != 0 && where != slab::in_current && where != slab::in_partial)
+        return "a list on a block not in use";
       if (b->idle != 0) {
-        ++idle;
+        ++idle_total;
         if (where != slab::in_partial || b->listed == 0 || !all_free(b)) return "an idle block that is not";
       }
       const void* p = b->list;
@@ -767,7 +766,8 @@ const char* tc_front::check_heap(const tc_heap& h, std::size_t& blocks, std::siz
         if (!is_node(p, h.node_key)) return "a listed object is no node (written after its free)";
         if (block_of(p) != b || !kind_.is_slot(b, p)) return "a listed object is no slot of its block";
         const std::size_t q = slot_number(bin, p);
-        if ((b->local(q >> 6).load(std::memory_order_relaxed) >> (q & 63) & 1) != 0) return "a listed object free in the bitmap";
+        if ((b->local(q >> 6).load(std::memory_order_relaxed) >> (q & 63) & 1) != 0)
+          return "a listed object free in the bitmap";
       }
       if (p != nullptr) return "block list longer than its count";
       live -= b->listed;
@@ -788,8 +788,6 @@ const char* tc_front::check_heap(const tc_heap& h, std::size_t& blocks, std::siz
     }
     if (!scan_found) return "scan cursor off the full list";
     if (n != bin.blocks) return "bin block count differs from its lists";
-    if (idle != bin.idle) return "bin idle count differs from its blocks";
-    idle_total += idle;
     // The claimed word's bits are out of the bitmap: free, not live.
     if (bin.claimed_base != nullptr) {
       if (bin.current == nullptr) return "claimed word without a current block";
@@ -834,7 +832,7 @@ const char* tc_front::check_heap(const tc_heap& h, std::size_t& blocks, std::siz
   }
   // Objects in the remote array are live in their blocks' bitmaps (owned by others) and freed in the counts. (One
   // whose mark is gone lost a race with its owner's free: both are counted until the publication undoes one.)
-  if (idle_total != h.idle || h.idle > max_idle_) return "heap idle count differs from its bins";
+  if (idle_total != h.idle || h.idle > max_idle_) return "heap idle count differs from its idle blocks";
   if (h.remote_count > tc_heap::remote_cap) return "remote array over its bound";
   if ((h.flush_seq.load(std::memory_order_relaxed) & 1) != 0) return "a publication left unfinished";
   for (std::uint32_t k = 0; k < h.remote_count; ++k)

@@ -67,9 +67,6 @@ struct alignas(64) tc_bin {
   std::uint32_t object_size = 0;
   std::uint32_t meta_span = 0;    // header and bitmap bytes of a block + object_size - 1: the header-slot test
   std::uint32_t map_value = 0;    // the class map's value for blocks of this class the heap owns
-  // Partial blocks whose slots are all free, most of them on the block's list, kept unfolded for reuse (see
-  // tc_heap::idle).
-  std::uint32_t idle = 0;
   // The claimed word: free slots of word claimed_word of `current`, taken out of its bitmap.
   std::uint64_t claimed = 0;
   std::uint64_t claimed_fresh = 0;  // of those, the slots never handed out (they are no nodes)
@@ -111,8 +108,9 @@ struct tc_heap {
   std::uint32_t map_owner = 0;    // what the class map holds for blocks this heap owns: index << 8
   std::uintptr_t node_key = 0;    // the front's node key ^ (index << 48)
   std::size_t lost_total = 0;     // cached objects set aside in bins since reset (in blocks handed over)
-  // Idle blocks in all bins: at most the front's max_idle(); beyond, a block whose slots all come back goes into its
-  // bitmap and on, as an empty block does.
+  // Idle blocks in all bins (partial blocks whose slots are all free, most of them on the block's list, kept as they
+  // are for reuse): at most the front's max_idle_; beyond, a block whose slots all come back goes into its bitmap and
+  // on, as an empty block does.
   std::uint32_t idle = 0;
   // Counters (written by the owner, read by stats()).
   std::atomic<std::uint64_t> allocations{0};
@@ -404,7 +402,7 @@ class tc_front {
   void push_to_block(tc_heap& h, tc_bin& bin, void* p) const noexcept;
   /// Whether all of b's slots are free: in its bitmap or on its list.
   static bool all_free(const slab* b) noexcept { return b->free_count + b->listed == b->capacity; }
-  static void unlisted(tc_heap& h, tc_bin& bin, slab* b) noexcept;
+  static void unlisted(tc_heap& h, slab* b) noexcept;
   static void list_on_block(tc_heap& h, tc_bin& bin, slab* b, void* p) noexcept;
   void set_aside(tc_bin& bin, const void* p, std::size_t n, const char* why) const noexcept;
   /// Moves b's list (not empty) into bin's empty cache, whole.

@@ -69,8 +69,12 @@ class tc_middle {
 
   /// A heap of index i is in use by a thread (attached), or no longer (detached): a stripe in use by no heap lends
   /// its free room to the others.
-  void heap_attached(std::uint32_t i) noexcept { stripe_users_[i % list_stripes].fetch_add(1, std::memory_order_relaxed); }
-  void heap_detached(std::uint32_t i) noexcept { stripe_users_[i % list_stripes].fetch_sub(1, std::memory_order_relaxed); }
+  void heap_attached(std::uint32_t i) noexcept {
+    stripe_users_[i % list_stripes].fetch_add(1, std::memory_order_relaxed);
+  }
+  void heap_detached(std::uint32_t i) noexcept {
+    stripe_users_[i % list_stripes].fetch_sub(1, std::memory_order_relaxed);
+  }
   [[nodiscard]] std::uint32_t stripe_users(unsigned s) const noexcept {
     return stripe_users_[s].load(std::memory_order_relaxed);
   }
