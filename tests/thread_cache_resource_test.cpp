@@ -2868,8 +2868,11 @@ TEST_CASE("thread_cache_resource: release() frees every thread's blocks at once 
     CHECK(r.heap_count() == 0);
     for (cache_tier t : all_tiers) CHECK(r.tier_stats(t).bytes_in_use == 0);
     CHECK(r.check_invariants());
-    // Upstream holds only the class map's leaves now (kept for the blocks to come).
-    CHECK(up.live_bytes() < 64 * KiB);
+    // Upstream holds only the class map's leaves now (kept for the blocks to come): one per 256 MiB window the
+    // blocks were in, so how many depends on where the OS placed them (four under ThreadSanitizer's layout).
+    const auto held = up.live();
+    CHECK(held.size() <= 8);
+    for (const auto& b : held) CHECK(b.size == strata::detail::tc_map::leaf_bytes);
     // The calling thread and the idle one go on, with new heaps.
     for (int i = 0; i < 100; ++i)
       for (std::size_t s : sizes) r.deallocate(r.allocate(s, 8), s, 8);
