@@ -2,7 +2,6 @@
 // lib/page_resource.cpp: page_resource: spans from lib/os, a live-span registry and a bounded span cache.
 #include <strata/page_resource.hpp>
 
-#include <chrono>
 #include <cstring>
 #include <new>
 
@@ -33,12 +32,6 @@ constexpr std::size_t size_mask = detail::packed_size_mask;
 std::size_t pack(std::size_t size, std::size_t alignment) noexcept { return detail::pack_size_alignment(size, alignment); }
 
 std::size_t span_of(std::size_t bytes) noexcept { return detail::align_up(bytes == 0 ? 1 : bytes, os::page_size()); }
-
-std::uint64_t now_ns() noexcept {
-  return static_cast<std::uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
-          .count());
-}
 
 os::purge_kind purge_kind_of(page_resource::purge_mode m) noexcept {
   return m == page_resource::purge_mode::lazy ? os::purge_kind::lazy : os::purge_kind::eager;
@@ -299,7 +292,7 @@ void page_resource::give_back(std::uintptr_t begin, std::size_t span, std::size_
   }
   if (reserved != 0) out.add(begin + span, reserved);  // cached spans keep no reservation
   release_list purge;
-  const std::uint64_t now = now_ns();
+  const std::uint64_t now = os::monotonic_ns();
   {
     std::lock_guard<std::mutex> lock(mutex_);
     insert_cached(begin, span, true, now, out);

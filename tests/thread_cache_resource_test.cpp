@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
@@ -1124,6 +1125,7 @@ TEST_CASE("thread_cache_resource: a block whose slots came back on its list is k
     recording_resource up;
     strata::thread_cache_options o;
     o.max_empty_blocks = idle;
+    o.idle_decay_ms = 0;  // no more than max_empty_blocks at any time
     thread_cache_resource r(o, &up);
     std::vector<void*> v;
     for (int round = 0; round < 3; ++round) {
@@ -1144,6 +1146,45 @@ TEST_CASE("thread_cache_resource: a block whose slots came back on its list is k
     CHECK(r.stats().bytes_held <= 2 * 64 * KiB);
     check_held(up, r);
   }
+}
+
+TEST_CASE("thread_cache_resource: beyond max_empty_blocks, idle blocks are kept for idle_decay_ms, 16 times as many at most") {
+  recording_resource up;
+  strata::thread_cache_options o;
+  o.max_empty_blocks = 2;
+  o.idle_decay_ms = 1000;  // long enough for the batches under the sanitizers
+  thread_cache_resource r(o, &up);
+  std::vector<void*> v;
+  const auto batch = [&](int n) {
+    for (int i = 0; i < n; ++i) v.push_back(r.allocate(64, 8));
+    const std::size_t held = r.stats().bytes_held;
+    for (void* p : v) r.deallocate(p, 64, 8);
+    v.clear();
+    CHECK(r.stats().bytes_in_use == 0);
+    CHECK(r.check_invariants());
+    return held;
+  };
+  // About 20 blocks, all kept as they are (under 16 x 2), and taken again by the next batch: nothing from upstream.
+  const std::size_t held = batch(20000);
+  CHECK(r.stats().bytes_held >= held - 2 * 64 * KiB);
+  const std::uint64_t taken = up.stats().allocations;
+  batch(20000);
+  CHECK(up.stats().allocations == taken);
+  // About 60 blocks: no more than 32 stay idle.
+  const std::size_t held60 = batch(60000);
+  CHECK(r.stats().bytes_held <= held60 - 20 * 64 * KiB);
+  // Kept past the decay time, they go on at the thread's next look (a block taken: another class's first request),
+  // down to max_empty_blocks: the current block, the spare, two idle ones, two in the shared tier's cache, and the
+  // heap's own memory and the class map's (under three blocks).
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  void* other = r.allocate(200, 8);
+  CHECK(r.stats().bytes_held <= 10 * 64 * KiB);
+  CHECK(r.check_invariants());
+  r.deallocate(other, 200, 8);
+  r.trim();
+  CHECK(r.check_invariants());
+  check_held(up, r);
+  CHECK(up.mismatches() == 0);
 }
 
 TEST_CASE("thread_cache_resource: a cross-thread free of a slot free in the owner's bitmap is reported at once") {
@@ -2551,6 +2592,7 @@ TEST_CASE("thread_cache_resource: emptied blocks go back upstream beyond max_emp
   recording_resource up;
   thread_cache_options o;
   o.max_empty_blocks = 2;
+  o.idle_decay_ms = 0;  // no more idle blocks than max_empty_blocks at any time
   thread_cache_resource r(o, &up);
   std::vector<void*> v;
   for (int i = 0; i < 20000; ++i) v.push_back(r.allocate(64, 8));  // about 20 blocks

@@ -109,6 +109,11 @@ struct thread_cache_options {
   /// How the thread tier checks frees (see check_mode): strict keeps no free cache, and a free by the owning thread
   /// goes to its block's bitmap at once, verified against the header and bitmaps.
   check_mode checks = check_mode::standard;
+  /// A thread may keep up to 16 times max_empty_blocks blocks whose objects all came back while it goes on reusing
+  /// them (a program that frees and allocates large batches): once it has kept more than max_empty_blocks for this
+  /// long, those beyond go on to the shared tier (looked at when the thread next takes a block, so a thread that stops
+  /// allocating keeps them until it goes on, calls trim() or ends). 0: never more than max_empty_blocks.
+  std::uint32_t idle_decay_ms = 100;
 };
 
 /// The tiers a request can be served by, smallest first.

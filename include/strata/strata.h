@@ -282,6 +282,7 @@ typedef struct strata_thread_cache_options {
   size_t max_empty_blocks; /**< empty blocks the shared tier keeps; default 16 */
   strata_resource_t* upstream;
   strata_checks_t checks;  /**< STRATA_CHECKS_STANDARD (default) or STRATA_CHECKS_STRICT (no per-thread free caches) */
+  uint32_t idle_decay_ms;  /**< how long a thread may keep more than max_empty_blocks emptied blocks; default 100 */
 } strata_thread_cache_options_t;
 void strata_thread_cache_options_init(strata_thread_cache_options_t* options) STRATA_C_NOEXCEPT;
 strata_resource_t* strata_thread_cache_create(const strata_thread_cache_options_t* options) STRATA_C_NOEXCEPT;

@@ -247,14 +247,15 @@ extern "C" void strata_thread_cache_options_init(strata_thread_cache_options_t* 
   if (o == nullptr) return;
   const strata::thread_cache_options d;
   *o = strata_thread_cache_options_t{d.max_small_size, d.max_shared_size, d.max_empty_blocks, nullptr,
-                                     STRATA_CHECKS_STANDARD};
+                                     STRATA_CHECKS_STANDARD, d.idle_decay_ms};
 }
 
 extern "C" strata_resource_t* strata_thread_cache_create(const strata_thread_cache_options_t* options) noexcept {
   const strata_thread_cache_options_t o = given_or_default(options, strata_thread_cache_options_init);
   strata::check_mode checks;
   if (!check_mode_of(o.checks, checks)) return nullptr;
-  const strata::thread_cache_options opts{o.max_small_size, o.max_shared_size, o.max_empty_blocks, checks};
+  const strata::thread_cache_options opts{o.max_small_size, o.max_shared_size, o.max_empty_blocks, checks,
+                                          o.idle_decay_ms};
   return create<strata::thread_cache_resource>(kind::thread_cache, "thread_cache_resource", opts,
                                                upstream_of(o.upstream));
 }

@@ -2,6 +2,7 @@
 // lib/os/common.cpp: the portable part of the OS layer: the mapped-bytes counter, the test hooks (failure injection,
 // refused advice, masked capabilities). Each port (lib/os/<os>.cpp) does the OS calls.
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 
 #include "port.hpp"
@@ -70,5 +71,11 @@ void clear_failures() noexcept {
 }
 
 void refuse_advice(bool refuse) noexcept { g_refuse_advice.store(refuse, std::memory_order_relaxed); }
+
+std::uint64_t monotonic_ns() noexcept {
+  return static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+          .count());
+}
 
 }  // namespace strata::os

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
 namespace strata::os {
 
@@ -64,6 +65,9 @@ result advise_huge_pages(void* p, std::size_t size, bool enable) noexcept;
 std::size_t mapped_bytes() noexcept;
 /// Resident set size of the process in bytes, 0 when unknown.
 std::size_t process_resident_bytes() noexcept;
+
+/// A monotonic clock in nanoseconds (from an arbitrary start; never goes back).
+std::uint64_t monotonic_ns() noexcept;
 
 /// The value of environment variable `name`, or nullptr when it is not set.
 const char* environment(const char* name) noexcept;

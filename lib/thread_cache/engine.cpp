@@ -25,7 +25,7 @@ thread_cache_engine::thread_cache_engine(const thread_cache_options& opts, std::
              engine_name, middle_, upstream, opts.checks == check_mode::strict),
       large_(upstream) {
   middle_.set_front(&front_);
-  front_.set_max_idle(opts.max_empty_blocks);
+  front_.set_max_idle(opts.max_empty_blocks, opts.idle_decay_ms);
   middle_.set_grace([](const void* context) noexcept {
     static_cast<const thread_cache_engine*>(context)->wait_for_publications();
   }, this);

@@ -9,6 +9,8 @@
 
 #include <strata/detail/thread_cache/middle.hpp>
 
+#include "../os/os.hpp"
+
 namespace strata::detail {
 
 tc_front::tc_front(std::size_t max_small, std::uintptr_t key, const char* name, tc_middle& middle,
@@ -47,6 +49,7 @@ void tc_front::init_bin(const tc_heap& h, tc_bin& bin, unsigned c) const noexcep
 void tc_front::init_heap(tc_heap& h, std::uint32_t index) const noexcept {
   h.lost_total = 0;
   h.idle = 0;
+  h.idle_over_since = 0;
   h.remote_count = 0;
   h.index = index;
   // A heap with no index owns no block: no map value matches it, so its every free takes the remote way.
@@ -217,6 +220,7 @@ void* tc_front::take_hot(tc_heap& h, unsigned c) const noexcept {
 // The cache is empty and the claimed word used up: claims the next word, of the current block or another.
 // Returns the bin's current block, or nullptr when no block could be had.
 void* tc_front::refill(tc_heap& h, tc_bin& bin, unsigned c) const noexcept {
+  if (STRATA_UNLIKELY(h.idle > max_idle_)) decay_idle(h);
   slab* const old = bin.current;
   if (old != nullptr) {
     return_claim(bin);
@@ -493,9 +497,9 @@ void tc_front::push_to_block(tc_heap& h, tc_bin& bin, void* p) const noexcept {
   list_on_block(h, bin, b, p);
   note_deallocation(h, bin.object_size);
   if (b != bin.current && all_free(b)) {
-    if (h.idle < max_idle_) {  // kept as it is: a refill may take its list whole
+    if (h.idle < burst_idle_) {  // kept as it is: a refill may take its list whole
       b->idle = 1;
-      ++h.idle;
+      if (++h.idle > max_idle_ && h.idle_over_since == 0) h.idle_over_since = os::monotonic_ns() | 1;
       return;
     }
     block_emptied(h, bin, b);
@@ -523,12 +527,27 @@ void tc_front::set_aside(tc_bin& bin, const void* p, std::size_t n, const char* 
 }
 
 // b's list leaves it: b is no longer idle.
-void tc_front::unlisted(tc_heap& h, slab* b) noexcept {
+void tc_front::unlisted(tc_heap& h, slab* b) const noexcept {
   b->list = nullptr;
   b->listed = 0;
   if (b->idle != 0) {
     b->idle = 0;
-    --h.idle;
+    if (--h.idle <= max_idle_) h.idle_over_since = 0;
+  }
+}
+
+// Beyond max_idle_, idle blocks are kept while the heap goes on reusing them: once it has kept more than max_idle_
+// for the decay time, idle blocks go on (the largest classes' first) until max_idle_ are left.
+void tc_front::decay_idle(tc_heap& h) const noexcept {
+  const std::uint64_t now = os::monotonic_ns();
+  if (now - h.idle_over_since < idle_decay_ns_) return;
+  for (unsigned c = sizes_.count(); c-- > 0 && h.idle > max_idle_;) {
+    tc_bin& bin = h.bins[c];
+    for (slab* b = bin.partial; b != nullptr && h.idle > max_idle_;) {
+      slab* const next = b->next;
+      if (b->idle != 0) block_emptied(h, bin, b);
+      b = next;
+    }
   }
 }
 
@@ -832,7 +851,8 @@ const char* tc_front::check_heap(const tc_heap& h, std::size_t& blocks, std::siz
   }
   // Objects in the remote array are live in their blocks' bitmaps (owned by others) and freed in the counts. (One
   // whose mark is gone lost a race with its owner's free: both are counted until the publication undoes one.)
-  if (idle_total != h.idle || h.idle > max_idle_) return "heap idle count differs from its idle blocks";
+  if (idle_total != h.idle || h.idle > burst_idle_) return "heap idle count differs from its idle blocks";
+  if ((h.idle > max_idle_) != (h.idle_over_since != 0)) return "heap idle time wrong";
   if (h.remote_count > tc_heap::remote_cap) return "remote array over its bound";
   if ((h.flush_seq.load(std::memory_order_relaxed) & 1) != 0) return "a publication left unfinished";
   for (std::uint32_t k = 0; k < h.remote_count; ++k)

@@ -6,6 +6,7 @@
 // array and are published to the owner's remote words in batches, one atomic OR per bitmap word.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -109,9 +110,11 @@ struct tc_heap {
   std::uintptr_t node_key = 0;    // the front's node key ^ (index << 48)
   std::size_t lost_total = 0;     // cached objects set aside in bins since reset (in blocks handed over)
   // Idle blocks in all bins (partial blocks whose slots are all free, most of them on the block's list, kept as they
-  // are for reuse): at most the front's max_idle_; beyond, a block whose slots all come back goes into its bitmap and
-  // on, as an empty block does.
+  // are for reuse): at most the front's burst bound; beyond, a block whose slots all come back goes into its bitmap
+  // and on, as an empty block does. Above the front's max_idle_ since idle_over_since (monotonic ns; 0: not above):
+  // the blocks beyond max_idle_ go on once that has lasted the front's decay time.
   std::uint32_t idle = 0;
+  std::uint64_t idle_over_since = 0;
   // Counters (written by the owner, read by stats()).
   std::atomic<std::uint64_t> allocations{0};
   std::atomic<std::uint64_t> deallocations{0};
@@ -150,7 +153,14 @@ class tc_front {
 
   [[nodiscard]] const size_class_table& sizes() const noexcept { return sizes_; }
   /// Idle blocks a heap keeps (the resource's max_empty_blocks; see tc_heap::idle).
-  void set_max_idle(std::size_t n) noexcept { max_idle_ = static_cast<std::uint32_t>(n < 0xFFFF ? n : 0xFFFF); }
+  /// Idle blocks a heap keeps (n), and for how long it may keep up to idle_burst_factor times as many (0: never more
+  /// than n).
+  void set_max_idle(std::size_t n, std::uint32_t decay_ms) noexcept {
+    max_idle_ = static_cast<std::uint32_t>(n < 0xFFFF ? n : 0xFFFF);
+    burst_idle_ = decay_ms == 0 ? max_idle_ : static_cast<std::uint32_t>(std::min<std::size_t>(n * idle_burst_factor, 0xFFFF));
+    idle_decay_ns_ = std::uint64_t{decay_ms} * 1000000u;
+  }
+  static constexpr std::size_t idle_burst_factor = 16;
   [[nodiscard]] std::size_t max_small() const noexcept { return max_small_; }
   /// Reports a free of p (named as class c) that is no object of this resource's thread tier.
   void report_bad_free(const void* p, unsigned c, std::size_t bytes, std::size_t alignment) const noexcept;
@@ -402,7 +412,9 @@ class tc_front {
   void push_to_block(tc_heap& h, tc_bin& bin, void* p) const noexcept;
   /// Whether all of b's slots are free: in its bitmap or on its list.
   static bool all_free(const slab* b) noexcept { return b->free_count + b->listed == b->capacity; }
-  static void unlisted(tc_heap& h, slab* b) noexcept;
+  void unlisted(tc_heap& h, slab* b) const noexcept;
+  /// h keeps more than max_idle_ idle blocks: those beyond go on once that has lasted the decay time.
+  void decay_idle(tc_heap& h) const noexcept;
   static void list_on_block(tc_heap& h, tc_bin& bin, slab* b, void* p) noexcept;
   void set_aside(tc_bin& bin, const void* p, std::size_t n, const char* why) const noexcept;
   /// Moves b's list (not empty) into bin's empty cache, whole.
@@ -454,6 +466,8 @@ class tc_front {
   elsewhere_fn elsewhere_ = nullptr;  // what a pointer the front end does not know is in the other tiers
   const void* elsewhere_context_ = nullptr;
   std::uint32_t max_idle_ = 0;
+  std::uint32_t burst_idle_ = 0;
+  std::uint64_t idle_decay_ns_ = 0;
   mutable std::atomic<std::uint64_t> late_frees_{0};
   mutable std::atomic<std::uint64_t> late_bytes_{0};
 };
