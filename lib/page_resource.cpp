@@ -151,8 +151,10 @@ void* page_resource::allocate_span(std::size_t bytes, std::size_t alignment, boo
     detail::throw_bad_alloc();
   }
   std::size_t span_alignment = alignment < page ? page : alignment;
-  const std::size_t huge = os::huge_page_size();
-  const bool want_huge = opts_.transparent_huge_pages && huge != 0 && span >= huge;
+  // No huge page is smaller than 1 MiB (s390x's; x86-64 and arm64 have 2 MiB or more): smaller spans do not ask
+  // the OS its size (a file read, the first time), so a process that maps only small spans never reads it.
+  const std::size_t huge = opts_.transparent_huge_pages && span >= (std::size_t{1} << 20) ? os::huge_page_size() : 0;
+  const bool want_huge = huge != 0 && span >= huge;
   if (want_huge && span_alignment < huge && os::get_capabilities().partial_release) span_alignment = huge;
 
   release_list evicted;
