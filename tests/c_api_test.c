@@ -517,6 +517,48 @@ static void test_unsized(void) {
   CHECK(strata_usable_size(NULL) == 0);
 }
 
+static void test_realloc_unsized_checks_the_block(void) {
+  /* Without a size, a thread-tier object stays where it is within its class (20 and 24 both take 32 bytes) and
+   * moves beyond it, its bytes kept; a freed object or an interior pointer is reported once and nothing changes,
+   * whether the new size names the same class or another (nothing is read from it or freed). */
+  recorder rec;
+  strata_stats_t before;
+  char* p = (char*)strata_malloc(20);
+  char* q;
+  void* r;
+  REQUIRE(p != NULL);
+  REQUIRE(strata_round_size(20) == strata_round_size(24));
+  fill(p, 20, 3);
+  CHECK(strata_realloc_unsized(p, 24) == p);
+  CHECK(filled(p, 20, 3));
+  q = (char*)strata_realloc_unsized(p, 200);
+  REQUIRE(q != NULL && q != p);
+  CHECK(filled(q, 20, 3));
+  memset(&rec, 0, sizeof rec);
+  strata_set_misuse_handler(record_misuse, &rec);
+  before = heap_stats();
+  strata_clear_error();
+  CHECK(strata_realloc_unsized(p, 24) == NULL); /* p was freed by the move */
+  CHECK(rec.count == 1 && rec.last_kind == STRATA_MISUSE_DOUBLE_FREE && rec.last_pointer == p);
+  CHECK(strata_last_error() == STRATA_EMISUSE);
+  CHECK(strata_realloc_unsized(p, 4000) == NULL);
+  CHECK(rec.count == 2 && rec.last_kind == STRATA_MISUSE_DOUBLE_FREE);
+  CHECK(strata_realloc_unsized(p, 0) == NULL);
+  CHECK(rec.count == 3 && rec.last_kind == STRATA_MISUSE_DOUBLE_FREE);
+  CHECK(strata_realloc_unsized(q + 16, 8) == NULL);
+  CHECK(rec.count == 4 && rec.last_kind == STRATA_MISUSE_FOREIGN_POINTER && rec.last_pointer == q + 16);
+  {
+    const strata_stats_t after = heap_stats();
+    CHECK(after.allocations == before.allocations && after.deallocations == before.deallocations);
+    CHECK(after.bytes_in_use == before.bytes_in_use);
+  }
+  strata_set_misuse_handler(NULL, NULL);
+  r = strata_realloc_unsized(q, 5);
+  REQUIRE(r != NULL);
+  CHECK(filled(r, 5, 3));
+  strata_free_unsized(r);
+}
+
 static void test_tiers(void) {
   CHECK(strata_tier_of(1) == STRATA_TIER_THREAD);
   CHECK(strata_tier_of(strata_tier_max_size(STRATA_TIER_THREAD)) == STRATA_TIER_THREAD);
@@ -1058,6 +1100,7 @@ static const test_case cases[] = {
     {"realloc_across_plain_alignments", test_realloc_across_plain_alignments},
     {"aligned", test_aligned},
     {"unsized", test_unsized},
+    {"realloc_unsized_checks_the_block", test_realloc_unsized_checks_the_block},
     {"tiers", test_tiers},
     {"version", test_version},
     {"aligned_size_first", test_aligned_size_first},

@@ -90,6 +90,14 @@ class thread_cache_resource final : public resource {
   /// counted at, so the statistics stay exact). Returns the size its tier found; 0 after reporting a pointer this
   /// resource did not hand out (or a large block freed already).
   std::size_t deallocate_unsized(void* p) noexcept { return engine_.deallocate_unsized(p); }
+  static constexpr std::size_t not_thread_tier = detail::thread_cache_engine::no_size;
+  /// realloc's first step without the old size, for an object of the thread tier: checks that p is live (else
+  /// reports it and returns 0) and returns its usable size, with `stays` true when new_size at `alignment` rounds to
+  /// that same block (p can stay; a later free with new_size finds it). not_thread_tier when p is no object of the
+  /// thread tier: resize() and usable_size() serve the other tiers.
+  std::size_t resize_small(void* p, std::size_t new_size, std::size_t alignment, bool& stays) const noexcept {
+    return engine_.resize_small(p, new_size, alignment, stays);
+  }
   /// Hands the calling thread's cache back now, as thread exit would (its blocks become available to other
   /// threads, empty ones are cached or returned upstream). The thread may go on using the resource.
   void release_thread_cache() noexcept { engine_.release_thread_heap(); }

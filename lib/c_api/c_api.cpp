@@ -132,6 +132,22 @@ extern "C" void strata_free_unsized(void* p) noexcept { heap_free_unsized(p); }
 
 extern "C" void* strata_realloc_unsized(void* p, size_t new_size) noexcept {
   if (p == nullptr) return strata_malloc(new_size);
+  // An object of the thread tier: one look decides (checked live; same class: it stays), and a move takes the heap's
+  // fast paths. The other tiers (and misuse found there) the general way.
+  strata::thread_cache_resource& h = heap();
+  bool stays = false;
+  if (const std::size_t n = h.resize_small(p, new_size, plain_alignment(new_size), stays);
+      n != strata::thread_cache_resource::not_thread_tier) {
+    if (n == 0) return nullptr;  // reported
+    if (stays) return p;
+    if (new_size != 0) {
+      void* q = heap_malloc(new_size);
+      if (q == nullptr) return nullptr;
+      std::memcpy(q, p, n < new_size ? n : new_size);
+      heap_free_unsized(p);
+      return q;
+    }
+  }
   const std::size_t old_size = strata_usable_size(p);
   if (old_size == 0) return nullptr;  // reported as misuse
   return realloc_on(&immortal<default_handle>(), p, old_size, new_size);

@@ -8,6 +8,8 @@
 #include <strata/detail/core/checks.hpp>
 #include <strata/detail/core/math.hpp>
 
+#include "../os/os.hpp"
+
 namespace strata::detail {
 
 memory_capabilities capabilities_of(std::pmr::memory_resource* upstream) noexcept {
@@ -46,7 +48,7 @@ void* chunk_source<Sync>::take(bool* zeroed) {
     lock_guard g(lock_);
     if (void* c = cached_list_) {
       cached_list_ = *link(c);
-      --cached_;
+      if (--cached_ <= cfg_.max_cached) over_since_ = 0;
       if (zeroed != nullptr) *zeroed = false;
       return c;
     }
@@ -73,11 +75,20 @@ void* chunk_source<Sync>::try_take(bool* zeroed) noexcept {
 template <bool Sync>
 bool chunk_source<Sync>::cache(void* chunk) noexcept {
   lock_guard g(lock_);
-  if (cached_ >= cfg_.max_cached) return false;
+  if (cached_ >= cfg_.max_cached) {
+    // Beyond the steady bound: up to burst_cached, and no more than are in use (the footprint at most doubles).
+    if (cached_ >= cfg_.burst_cached || cached_ >= counter_read(held_) - cached_) return false;
+    if (over_since_ == 0) over_since_ = os::monotonic_ns() | 1;
+  }
   *link(chunk) = cached_list_;
   cached_list_ = chunk;
   ++cached_;
   return true;
+}
+
+template <bool Sync>
+std::uint64_t chunk_source<Sync>::monotonic_since(std::uint64_t t) noexcept {
+  return os::monotonic_ns() - t;
 }
 
 template <bool Sync>
@@ -132,7 +143,8 @@ const char* chunk_source<Sync>::check() const noexcept {
       return "a cached chunk is misaligned or not registered";
   }
   if (n != cached_) return "fewer chunks in the empty cache than counted";
-  if (cached_ > cfg_.max_cached) return "more empty chunks cached than allowed";
+  if (cached_ > cfg_.max_cached && cached_ > cfg_.burst_cached) return "more empty chunks cached than allowed";
+  if ((cached_ > cfg_.max_cached) != (over_since_ != 0)) return "empty cache's time above its bound wrong";
   if (cached_ > counter_read(held_)) return "more chunks cached than held";
   return nullptr;
 }

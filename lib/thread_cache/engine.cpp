@@ -20,7 +20,7 @@ thread_cache_engine::thread_cache_engine(const thread_cache_options& opts, std::
                                          const void* owner)
     : upstream_(upstream),
       owner_(owner),
-      middle_(upstream, opts.max_empty_blocks, opts.max_shared_size, owner, engine_name),
+      middle_(upstream, opts.max_empty_blocks, opts.idle_decay_ms, opts.max_shared_size, owner, engine_name),
       front_(opts.max_small_size, reinterpret_cast<std::uintptr_t>(this) ^ 0x5354524154435400ull ^ (id() << 48),
              engine_name, middle_, upstream, opts.checks == check_mode::strict),
       large_(upstream) {
@@ -307,12 +307,7 @@ bool thread_cache_engine::resize(void* p, std::size_t old_size, std::size_t new_
              b->object_size, "resize of an object named with the wrong size or pointer");
       return false;
     }
-    const auto* h = static_cast<const tc_heap*>(cached_state());
-    if (h != nullptr && b->owner.load(std::memory_order_relaxed) == h ? !front_.is_live_for(*h, b, p)
-                                                                       : !front_.is_live(b, p)) {
-      report(error_kind::double_free, p, old_size, alignment, 0, "resize of an object that is free");
-      return false;
-    }
+    if (!live_small(b, p, old_size, alignment)) return false;
     // In place within the class; the statistics count the class size, which does not change.
     return t_new == thread_tier && front_.class_for(new_size, alignment) == c;
   }
@@ -342,6 +337,29 @@ bool thread_cache_engine::resize(void* p, std::size_t old_size, std::size_t new_
   if (t_new != upstream_tier) return false;
   if (resized) account(static_cast<std::int64_t>(new_size) - static_cast<std::int64_t>(old_size));
   return resized;
+}
+
+bool thread_cache_engine::live_small(const slab* b, const void* p, std::size_t size,
+                                     std::size_t alignment) const noexcept {
+  const auto* h = static_cast<const tc_heap*>(cached_state());
+  if (h != nullptr && b->owner.load(std::memory_order_relaxed) == h ? front_.is_live_for(*h, b, p) : front_.is_live(b, p))
+    return true;
+  report(error_kind::double_free, p, size, alignment, 0, "resize of an object that is free");
+  return false;
+}
+
+std::size_t thread_cache_engine::resize_small(void* p, std::size_t new_size, std::size_t alignment,
+                                              bool& stays) const noexcept {
+  stays = false;
+  if (!front_.owns(p)) return no_size;
+  const slab* b = tc_front::block_of(p);
+  if (!front_.is_slot(b, p)) {
+    report(error_kind::foreign_pointer, p, 0, 0, 0, "resize: not the start of an object");
+    return 0;
+  }
+  if (!live_small(b, p, b->object_size, alignment)) return 0;
+  stays = new_size != 0 && front_.class_for(new_size, alignment) == b->size_class;
+  return b->object_size;
 }
 
 std::size_t thread_cache_engine::usable_size(const void* p) const noexcept {

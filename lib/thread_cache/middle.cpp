@@ -27,9 +27,10 @@ free_list_options shared_list_options(std::size_t max_shared, std::pmr::memory_r
 }
 }  // namespace
 
-tc_middle::tc_middle(std::pmr::memory_resource* upstream, std::size_t max_empty_blocks, std::size_t max_shared,
-                     const void* owner, const char* name)
-    : source_(upstream, {tc_block_size, max_empty_blocks, false, false, &g_front_block_map}),
+tc_middle::tc_middle(std::pmr::memory_resource* upstream, std::size_t max_empty_blocks, std::uint32_t decay_ms,
+                     std::size_t max_shared, const void* owner, const char* name)
+    : source_(upstream, {tc_block_size, max_empty_blocks, false, false, &g_front_block_map,
+                         decay_ms == 0 ? 0 : max_empty_blocks * empty_burst_factor, decay_ms}),
       upstream_(upstream),
       owner_(owner),
       name_(name),
@@ -222,6 +223,7 @@ void* tc_middle::take_empty() noexcept {
     std::lock_guard<spin_lock> g(block_lock_);
     ++failed_;
   }
+  release_excess(nullptr);
   return base;
 }
 
@@ -239,9 +241,14 @@ void tc_middle::give_empty(slab* b) noexcept {
   void* base = tc_front::base_of(b);
   front_->map().clear(base, tc_block_size);
   b->tag = 0;  // no longer a block of any class: a stale free is reported as foreign
-  if (source_.cache(base)) return;
   void* retired = nullptr;
-  retire(base, retired);
+  if (!source_.cache(base)) retire(base, retired);
+  release_excess(retired);
+}
+
+// Empty blocks cached beyond max_empty_blocks for the decay time go upstream, with `retired`.
+void tc_middle::release_excess(void* retired) noexcept {
+  source_.drain_excess([&](void* c) { retire(c, retired); });
   release_retired(retired);
 }
 

@@ -30,6 +30,11 @@ class chunk_source {
     bool zeroed = false;         ///< take fresh chunks zeroed where upstream does that without writing
     bool huge_pages = false;     ///< advise each fresh chunk as huge pages (where upstream can and it holds whole ones)
     block_map* map = &g_block_map;  ///< where chunks are registered while the source holds them
+    /// Beyond max_cached, up to this many empty chunks (and no more than are in use) are kept while they keep being
+    /// taken again: once more than max_cached have been cached for decay_ms, drain_excess() hands the rest out.
+    /// Not above max_cached: none beyond it.
+    std::size_t burst_cached = 0;
+    std::uint32_t decay_ms = 0;
   };
 
   chunk_source(std::pmr::memory_resource* upstream, const config& cfg) noexcept;
@@ -65,6 +70,29 @@ class chunk_source {
       c = cached_list_;
       cached_list_ = nullptr;
       cached_ = 0;
+      over_since_ = 0;
+    }
+    while (c != nullptr) {
+      void* next = *link(c);
+      f(c);
+      c = next;
+    }
+  }
+  /// When more than max_cached chunks have been cached for decay_ms: takes those beyond max_cached out of the cache
+  /// and calls f(chunk) on each, as drain_cached() does. Else nothing (one look at the clock while above max_cached).
+  template <class F>
+  void drain_excess(F&& f) noexcept {
+    void* c = nullptr;
+    {
+      lock_guard g(lock_);
+      if (over_since_ == 0 || monotonic_since(over_since_) < std::uint64_t{cfg_.decay_ms} * 1000000u) return;
+      for (; cached_ > cfg_.max_cached; --cached_) {
+        void* const next = *link(cached_list_);
+        *link(cached_list_) = c;
+        c = cached_list_;
+        cached_list_ = next;
+      }
+      over_since_ = 0;
     }
     while (c != nullptr) {
       void* next = *link(c);
@@ -114,6 +142,8 @@ class chunk_source {
     return reinterpret_cast<void**>(static_cast<char*>(chunk) + cfg_.chunk_size) - 1;
   }
   void* fresh(std::size_t bytes, bool* zeroed);
+  /// Nanoseconds since a monotonic time `t` (see os::monotonic_ns).
+  static std::uint64_t monotonic_since(std::uint64_t t) noexcept;
 
   std::pmr::memory_resource* upstream_;
   resource* strata_upstream_;  // upstream as a strata::resource, or null
@@ -125,6 +155,7 @@ class chunk_source {
   mutable lock_type lock_;
   void* cached_list_ = nullptr;
   std::size_t cached_ = 0;
+  std::uint64_t over_since_ = 0;  // since when more than max_cached are cached (monotonic ns | 1), else 0
   counter_if<Sync, std::size_t> held_{0};
   counter_if<Sync, std::uint64_t> upstream_allocations_{0};
   counter_if<Sync, std::uint64_t> upstream_deallocations_{0};

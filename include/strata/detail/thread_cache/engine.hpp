@@ -65,6 +65,11 @@ class thread_cache_engine final : private per_thread_owner {
 
   bool resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) noexcept;
   [[nodiscard]] std::size_t usable_size(const void* p) const noexcept;
+  static constexpr std::size_t no_size = ~std::size_t{0};
+  /// A resize of p (its size unknown) to new_size at alignment, when p lies in a thread-tier block: p checked live
+  /// as resize() checks it (else reported: 0), its class size returned, `stays` true when new_size names the same
+  /// class. no_size when p is in no thread-tier block (the other tiers resize through resize()).
+  std::size_t resize_small(void* p, std::size_t new_size, std::size_t alignment, bool& stays) const noexcept;
   /// Frees p with the size its tier finds (usable_size(p)), which is also what the statistics count; returns it, or
   /// 0 after reporting a pointer this engine did not hand out.
   STRATA_ALWAYS_INLINE std::size_t deallocate_unsized(void* p) noexcept {
@@ -135,6 +140,8 @@ class thread_cache_engine final : private per_thread_owner {
   void* allocate_small_slow(unsigned c);
   STRATA_NOINLINE void* refill(tc_heap& h, unsigned c);
   STRATA_NOINLINE std::size_t deallocate_unsized_slow(void* p) noexcept;
+  /// Whether p, a slot of b (a thread-tier block), is live; reported (named with size and alignment) if not.
+  bool live_small(const slab* b, const void* p, std::size_t size, std::size_t alignment) const noexcept;
   void deallocate_small_slow(void* p, unsigned c, std::size_t bytes, std::size_t alignment) noexcept;
   void* allocate_other(std::size_t bytes, std::size_t alignment);
   void deallocate_other(void* p, std::size_t bytes, std::size_t alignment) noexcept;

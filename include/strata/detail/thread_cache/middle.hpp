@@ -22,8 +22,13 @@ class tc_front;
 
 class tc_middle {
  public:
-  tc_middle(std::pmr::memory_resource* upstream, std::size_t max_empty_blocks, std::size_t max_shared,
-            const void* owner, const char* name);
+  /// Keeps max_empty_blocks empty blocks for the heaps, and up to empty_burst_factor times as many (no more than
+  /// are in use) for decay_ms (0: none beyond max_empty_blocks).
+  tc_middle(std::pmr::memory_resource* upstream, std::size_t max_empty_blocks, std::uint32_t decay_ms,
+            std::size_t max_shared, const void* owner, const char* name);
+  static constexpr std::size_t empty_burst_factor = 64;
+  /// Empty blocks cached beyond max_empty_blocks for the decay time go upstream, with the list `retired`.
+  void release_excess(void* retired) noexcept;
   ~tc_middle();
   tc_middle(const tc_middle&) = delete;
   tc_middle& operator=(const tc_middle&) = delete;
