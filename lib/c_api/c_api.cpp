@@ -140,13 +140,15 @@ extern "C" void* strata_realloc_unsized(void* p, size_t new_size) noexcept {
       n != strata::thread_cache_resource::not_thread_tier) {
     if (n == 0) return nullptr;  // reported
     if (stays) return p;
-    if (new_size != 0) {
-      void* q = heap_malloc(new_size);
-      if (q == nullptr) return nullptr;
-      std::memcpy(q, p, n < new_size ? n : new_size);
+    if (new_size == 0) {  // as glibc: p freed, NULL
       heap_free_unsized(p);
-      return q;
+      return nullptr;
     }
+    void* q = heap_malloc(new_size);
+    if (q == nullptr) return nullptr;
+    std::memcpy(q, p, n < new_size ? n : new_size);
+    heap_free_unsized(p);
+    return q;
   }
   const std::size_t old_size = strata_usable_size(p);
   if (old_size == 0) return nullptr;  // reported as misuse

@@ -342,7 +342,8 @@ bool thread_cache_engine::resize(void* p, std::size_t old_size, std::size_t new_
 bool thread_cache_engine::live_small(const slab* b, const void* p, std::size_t size,
                                      std::size_t alignment) const noexcept {
   const auto* h = static_cast<const tc_heap*>(cached_state());
-  if (h != nullptr && b->owner.load(std::memory_order_relaxed) == h ? front_.is_live_for(*h, b, p) : front_.is_live(b, p))
+  if (h != nullptr && b->owner.load(std::memory_order_relaxed) == h ? front_.is_live_for(*h, b, p)
+                                                                     : front_.is_live(b, p))
     return true;
   report(error_kind::double_free, p, size, alignment, 0, "resize of an object that is free");
   return false;

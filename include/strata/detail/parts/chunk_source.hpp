@@ -64,41 +64,13 @@ class chunk_source {
   /// release()); the cache's links are read before each call, so f may write anywhere in the chunk.
   template <class F>
   void drain_cached(F&& f) noexcept {
-    void* c;
-    {
-      lock_guard g(lock_);
-      c = cached_list_;
-      cached_list_ = nullptr;
-      cached_ = 0;
-      over_since_ = 0;
-    }
-    while (c != nullptr) {
-      void* next = *link(c);
-      f(c);
-      c = next;
-    }
+    drain_beyond(0, false, f);
   }
   /// When more than max_cached chunks have been cached for decay_ms: takes those beyond max_cached out of the cache
   /// and calls f(chunk) on each, as drain_cached() does. Else nothing (one look at the clock while above max_cached).
   template <class F>
   void drain_excess(F&& f) noexcept {
-    void* c = nullptr;
-    {
-      lock_guard g(lock_);
-      if (over_since_ == 0 || monotonic_since(over_since_) < std::uint64_t{cfg_.decay_ms} * 1000000u) return;
-      for (; cached_ > cfg_.max_cached; --cached_) {
-        void* const next = *link(cached_list_);
-        *link(cached_list_) = c;
-        c = cached_list_;
-        cached_list_ = next;
-      }
-      over_since_ = 0;
-    }
-    while (c != nullptr) {
-      void* next = *link(c);
-      f(c);
-      c = next;
-    }
+    drain_beyond(cfg_.max_cached, true, f);
   }
   /// Returns every cached chunk upstream at once.
   void release_cached() noexcept {
@@ -142,6 +114,29 @@ class chunk_source {
     return reinterpret_cast<void**>(static_cast<char*>(chunk) + cfg_.chunk_size) - 1;
   }
   void* fresh(std::size_t bytes, bool* zeroed);
+  /// Takes the cached chunks beyond the newest `keep` out of the cache (when `timed`, only once more than max_cached
+  /// have been cached for decay_ms) and calls f on each, its link read first.
+  template <class F>
+  void drain_beyond(std::size_t keep, bool timed, F& f) noexcept {
+    void* c = nullptr;
+    {
+      lock_guard g(lock_);
+      if (timed && (over_since_ == 0 || monotonic_since(over_since_) < std::uint64_t{cfg_.decay_ms} * 1000000u))
+        return;
+      for (; cached_ > keep; --cached_) {
+        void* const next = *link(cached_list_);
+        *link(cached_list_) = c;
+        c = cached_list_;
+        cached_list_ = next;
+      }
+      over_since_ = 0;
+    }
+    while (c != nullptr) {
+      void* next = *link(c);
+      f(c);
+      c = next;
+    }
+  }
   /// Nanoseconds since a monotonic time `t` (see os::monotonic_ns).
   static std::uint64_t monotonic_since(std::uint64_t t) noexcept;
 

@@ -157,7 +157,8 @@ class tc_front {
   /// than n).
   void set_max_idle(std::size_t n, std::uint32_t decay_ms) noexcept {
     max_idle_ = static_cast<std::uint32_t>(n < 0xFFFF ? n : 0xFFFF);
-    burst_idle_ = decay_ms == 0 ? max_idle_ : static_cast<std::uint32_t>(std::min<std::size_t>(n * idle_burst_factor, 0xFFFF));
+    burst_idle_ = decay_ms == 0 ? max_idle_
+                                : static_cast<std::uint32_t>(std::min<std::size_t>(n * idle_burst_factor, 0xFFFF));
     idle_decay_ns_ = std::uint64_t{decay_ms} * 1000000u;
   }
   static constexpr std::size_t idle_burst_factor = 16;

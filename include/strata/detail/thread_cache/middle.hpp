@@ -27,8 +27,6 @@ class tc_middle {
   tc_middle(std::pmr::memory_resource* upstream, std::size_t max_empty_blocks, std::uint32_t decay_ms,
             std::size_t max_shared, const void* owner, const char* name);
   static constexpr std::size_t empty_burst_factor = 64;
-  /// Empty blocks cached beyond max_empty_blocks for the decay time go upstream, with the list `retired`.
-  void release_excess(void* retired) noexcept;
   ~tc_middle();
   tc_middle(const tc_middle&) = delete;
   tc_middle& operator=(const tc_middle&) = delete;
@@ -120,6 +118,8 @@ class tc_middle {
   bool check_list() const noexcept;
 
  private:
+  /// Empty blocks cached beyond max_empty_blocks for the decay time go upstream, with the list `retired`.
+  void release_excess(void* retired) noexcept;
   /// Takes base out of the class map and the counts, onto `list` (linked through the first word); under block_lock_.
   void retire(void* base, void*& list) noexcept;
   /// Gives the retired blocks of `list` upstream, after the grace; with block_lock_ not held.
