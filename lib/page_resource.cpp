@@ -4,6 +4,7 @@
 
 #include <cstring>
 #include <new>
+#include <utility>
 
 #include <strata/detail/core/checks.hpp>
 #include <strata/detail/core/math.hpp>
@@ -77,16 +78,28 @@ std::uintptr_t map_span(std::size_t span, std::size_t alignment, std::size_t res
 
 }  // namespace
 
-// Spans collected under the lock and unmapped after it is dropped.
+// Spans collected under the lock and unmapped (or purged) after it is dropped. Every operation adds a bounded
+// number: an insertion evicts at most what leaves room for its own span (see evict_to_limits), purges are taken
+// purge_batch at a time, trim() drains the cache a list at a time.
 struct page_resource::release_list {
+  static constexpr std::size_t capacity = 64;
   struct span {
     std::uintptr_t begin;
     std::size_t size;
   };
-  span spans[max_cache_slots + 2];
+  span spans[capacity];
   std::size_t count = 0;
-  void add(std::uintptr_t begin, std::size_t size) noexcept { spans[count++] = span{begin, size}; }
+  void add(std::uintptr_t begin, std::size_t size) noexcept {
+    STRATA_ASSERT(count < capacity);
+    spans[count++] = span{begin, size};
+  }
+  [[nodiscard]] std::size_t room() const noexcept { return capacity - count; }
 };
+
+namespace {
+// Resident spans due for purging taken out of the cache per deallocation; the rest wait for the next one.
+constexpr std::size_t purge_batch = 16;
+}  // namespace
 
 // ---- construction --------------------------------------------------------------------------------------------------
 
@@ -309,30 +322,39 @@ void page_resource::give_back(std::uintptr_t begin, std::size_t span, std::size_
 // out, nobody can be handed memory that is being purged.
 void page_resource::take_purge_candidates(std::uint64_t now, release_list& purge) noexcept {
   const std::uint64_t delay = std::uint64_t{opts_.purge_delay_ms} * 1000000u;
+  const auto due = [&](std::uint64_t freed) { return freed <= now && now - freed >= delay; };
+  // Nothing resident was freed long enough ago, and resident bytes are within their bound: no scan.
+  if (!due(resident_since_) && cache_resident_bytes_ <= opts_.max_resident_cached_bytes) return;
   auto take = [&](std::size_t i) {
     purge.add(cache_[i].begin, cache_[i].size);
     cache_bytes_ -= cache_[i].size;
     cache_resident_bytes_ -= cache_[i].size;
     erase_cached(i);
   };
+  std::uint64_t since = ~std::uint64_t{0};
   for (std::size_t i = 0; i < cache_count_;) {
-    if (cache_[i].resident && now - cache_[i].freed_ns >= delay)
-      take(i);
-    else
+    if (!cache_[i].resident) {
       ++i;
+    } else if (due(cache_[i].freed_ns) && purge.count < purge_batch) {
+      take(i);
+    } else {
+      if (cache_[i].freed_ns < since) since = cache_[i].freed_ns;
+      ++i;
+    }
   }
-  while (cache_resident_bytes_ > opts_.max_resident_cached_bytes) {
+  while (cache_resident_bytes_ > opts_.max_resident_cached_bytes && purge.count < purge_batch) {
     std::size_t oldest = cache_count_;
     for (std::size_t i = 0; i < cache_count_; ++i)
       if (cache_[i].resident && (oldest == cache_count_ || cache_[i].freed_ns < cache_[oldest].freed_ns)) oldest = i;
     if (oldest == cache_count_) break;
     take(oldest);
   }
+  resident_since_ = since;  // a bound from below for what is left (taking more only raises the true oldest)
 }
 
 void page_resource::purge_and_recache(const release_list& purge) noexcept {
   if (purge.count == 0) return;
-  bool purged[max_cache_slots + 2];
+  bool purged[release_list::capacity];
   for (std::size_t i = 0; i < purge.count; ++i)
     purged[i] = os::purge(reinterpret_cast<void*>(purge.spans[i].begin), purge.spans[i].size,
                           purge_kind_of(opts_.purge)) == os::result::ok;
@@ -349,13 +371,32 @@ void page_resource::purge_and_recache(const release_list& purge) noexcept {
   unmap(out);
 }
 
+// Under mutex_: the table of cached spans, mapped at the first use; false when it cannot be (nothing is cached then).
+bool page_resource::cache_table() noexcept {
+  if (cache_ == nullptr && opts_.max_cached_spans != 0)
+    cache_ = static_cast<cached_span*>(detail::os_page_storage::allocate(opts_.max_cached_spans * sizeof(cached_span)));
+  return cache_ != nullptr;
+}
+
 void page_resource::insert_cached(std::uintptr_t begin, std::size_t span, bool resident, std::uint64_t now,
                                   release_list& out) noexcept {
-  std::size_t i = 0;
-  while (i < cache_count_ && cache_[i].begin < begin) ++i;
+  // The first cached span at or after begin.
+  std::size_t i = 0, n = cache_count_;
+  while (n > 0) {
+    const std::size_t half = n / 2;
+    if (cache_[i + half].begin < begin) {
+      i += half + 1;
+      n -= half + 1;
+    } else {
+      n = half;
+    }
+  }
   const std::uint64_t stamp = ++stamp_;
   cache_bytes_ += span;
-  if (resident) cache_resident_bytes_ += span;
+  if (resident) {
+    cache_resident_bytes_ += span;
+    if (now < resident_since_) resident_since_ = now;
+  }
   // Merge with the left and right neighbours when they touch and share residency. A merged span keeps the older
   // free time, so no memory stays resident past purge_delay_ms (the fresh part may go back a little early).
   if (i > 0 && cache_[i - 1].begin + cache_[i - 1].size == begin && cache_[i - 1].resident == resident) {
@@ -363,16 +404,15 @@ void page_resource::insert_cached(std::uintptr_t begin, std::size_t span, bool r
     cache_[i].size += span;
     cache_[i].stamp = stamp;
   } else {
-    if (cache_count_ == max_cache_slots) {
-      // Full even at the hard bound: the new span goes straight back to the OS.
+    if (cache_count_ == opts_.max_cached_spans || !cache_table()) {
+      // No slot (the table is full, or could not be mapped): the new span goes straight back to the OS.
       cache_bytes_ -= span;
       if (resident) cache_resident_bytes_ -= span;
       out.add(begin, span);
       return;
     }
-    for (std::size_t j = cache_count_; j > i; --j) cache_[j] = cache_[j - 1];
+    open_cached(i);
     cache_[i] = cached_span{begin, span, stamp, now, resident};
-    ++cache_count_;
   }
   if (i + 1 < cache_count_ && cache_[i].begin + cache_[i].size == cache_[i + 1].begin &&
       cache_[i + 1].resident == resident) {
@@ -384,23 +424,38 @@ void page_resource::insert_cached(std::uintptr_t begin, std::size_t span, bool r
 }
 
 void page_resource::erase_cached(std::size_t index) noexcept {
-  for (std::size_t j = index; j + 1 < cache_count_; ++j) cache_[j] = cache_[j + 1];
+  std::memmove(static_cast<void*>(cache_ + index), cache_ + index + 1, (cache_count_ - index - 1) * sizeof(cached_span));
   --cache_count_;
 }
 
+// A free entry at index (the caller fills it); the table has room.
+void page_resource::open_cached(std::size_t index) noexcept {
+  std::memmove(static_cast<void*>(cache_ + index + 1), cache_ + index, (cache_count_ - index) * sizeof(cached_span));
+  ++cache_count_;
+}
+
+// Evicts the least recently cached spans until the cache is within its limits, sparing the one at keep_index (the
+// span just cached) while `out` has room for more: when it has room for one span only, that one goes, and the
+// cache is within its limits again (it was before that span came).
 void page_resource::evict_to_limits(std::size_t keep_index, release_list& out) noexcept {
   std::uintptr_t keep = keep_index < cache_count_ ? cache_[keep_index].begin : 0;
   while (cache_count_ > opts_.max_cached_spans || cache_bytes_ > opts_.max_cached_bytes) {
-    std::size_t oldest = cache_count_;
-    for (std::size_t j = 0; j < cache_count_; ++j)
-      if (cache_[j].begin != keep && (oldest == cache_count_ || cache_[j].stamp < cache_[oldest].stamp)) oldest = j;
-    if (oldest == cache_count_) oldest = 0;  // only the kept span is left: it goes too
-    const cached_span victim = cache_[oldest];
-    cache_bytes_ -= victim.size;
-    if (victim.resident) cache_resident_bytes_ -= victim.size;
-    out.add(victim.begin, victim.size);
-    erase_cached(oldest);
-    if (victim.begin == keep) keep = 0;
+    const bool last_room = out.room() == 1;
+    std::size_t victim = cache_count_;
+    for (std::size_t j = 0; j < cache_count_; ++j) {
+      if (keep != 0 && last_room) {
+        if (cache_[j].begin == keep) victim = j;
+      } else if (cache_[j].begin != keep && (victim == cache_count_ || cache_[j].stamp < cache_[victim].stamp)) {
+        victim = j;
+      }
+    }
+    if (victim == cache_count_) victim = 0;  // only the kept span is left: it goes too
+    const cached_span v = cache_[victim];
+    cache_bytes_ -= v.size;
+    if (v.resident) cache_resident_bytes_ -= v.size;
+    out.add(v.begin, v.size);
+    erase_cached(victim);
+    if (v.begin == keep) keep = 0;
   }
 }
 
@@ -418,6 +473,7 @@ std::uintptr_t page_resource::take_from_cache(std::size_t span, std::size_t alig
         (c.resident == cache_[best].resident && c.size < cache_[best].size)) {
       best = i;
       best_begin = a;
+      if (c.resident && c.size == span) break;  // none fits better
     }
   }
   if (best == cache_count_) return 0;
@@ -436,16 +492,15 @@ void page_resource::take_cached_range(std::size_t index, std::uintptr_t begin, s
   if (c.resident) cache_resident_bytes_ -= span;
   if (head != 0 && tail != 0) {
     cache_[index].size = head;
-    if (cache_count_ == max_cache_slots) {
+    if (cache_count_ == opts_.max_cached_spans) {
       // No slot for the tail piece: unmap it.
       cache_bytes_ -= tail;
       if (c.resident) cache_resident_bytes_ -= tail;
       out.add(begin + span, tail);
       return;
     }
-    for (std::size_t j = cache_count_; j > index + 1; --j) cache_[j] = cache_[j - 1];
+    open_cached(index + 1);
     cache_[index + 1] = cached_span{begin + span, tail, c.stamp, c.freed_ns, c.resident};
-    ++cache_count_;
     evict_to_limits(cache_count_, out);
   } else if (head != 0) {
     cache_[index].size = head;
@@ -465,16 +520,25 @@ void page_resource::unmap(const release_list& spans) noexcept {
   stats_.upstream_deallocations += spans.count;
 }
 
+// The cache is emptied a list at a time; its table goes too (mapped again when a span is next cached).
 void page_resource::trim() noexcept {
-  release_list out;
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    for (std::size_t i = 0; i < cache_count_; ++i) out.add(cache_[i].begin, cache_[i].size);
-    cache_count_ = 0;
-    cache_bytes_ = 0;
-    cache_resident_bytes_ = 0;
+  for (bool more = true; more;) {
+    release_list out;
+    cached_span* table = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      while (cache_count_ > 0 && out.room() > 0) {
+        const cached_span& c = cache_[--cache_count_];
+        out.add(c.begin, c.size);
+        cache_bytes_ -= c.size;
+        if (c.resident) cache_resident_bytes_ -= c.size;
+      }
+      more = cache_count_ > 0;
+      if (!more) std::swap(table, cache_);
+    }
+    unmap(out);
+    if (table != nullptr) detail::os_page_storage::deallocate(table, opts_.max_cached_spans * sizeof(cached_span));
   }
-  unmap(out);
 }
 
 // Unmaps under the lock: the live spans are unbounded in number (no release_list holds them), and release() is the
@@ -490,6 +554,8 @@ void page_resource::release() noexcept {
   for (std::size_t i = 0; i < cache_count_; ++i) os::release(reinterpret_cast<void*>(cache_[i].begin), cache_[i].size);
   calls += cache_count_;
   cache_count_ = 0;
+  if (cache_ != nullptr) detail::os_page_storage::deallocate(cache_, opts_.max_cached_spans * sizeof(cached_span));
+  cache_ = nullptr;
   cache_bytes_ = 0;
   cache_resident_bytes_ = 0;
   live_span_bytes_ = 0;

@@ -2,6 +2,7 @@
 // tests/page_resource_test.cpp: page_resource beyond the conformance suite.
 #include <strata/page_resource.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -190,6 +191,50 @@ TEST_CASE("page_resource: the cache reuses and splits spans within its bounds") 
   none.deallocate(c, page, page);
   CHECK(none.cached_bytes() == 0);
   CHECK(none.stats().bytes_held <= 2 * page);  // only the registry's table
+}
+
+TEST_CASE("page_resource: a cache of a thousand scattered spans keeps them without unmapping, and stays bounded") {
+  page_resource::options o;
+  o.max_cached_spans = 1000;
+  o.max_cached_bytes = 4000 * 4096;
+  o.max_resident_cached_bytes = o.max_cached_bytes;
+  o.purge_delay_ms = 3600 * 1000;
+  o.growth_reserve_min = 0;  // each span one mapping, unmapped in one call
+  page_resource r(o);
+  const std::size_t page = page_resource::page_size();
+  // 1,600 single pages, every other one freed: 800 spans that cannot merge.
+  std::vector<void*> v;
+  for (int i = 0; i < 1600; ++i) v.push_back(r.allocate(page, page));
+  std::sort(v.begin(), v.end());
+  const auto unmaps = r.stats().upstream_deallocations;
+  for (std::size_t i = 0; i < v.size(); i += 2) r.deallocate(v[i], page, page);
+  CHECK(r.stats().upstream_deallocations == unmaps);
+  CHECK(r.cached_spans() >= 700);  // the runs' clean rests may have merged some
+  CHECK(r.check_invariants());
+  // Reuse takes cached pages and maps nothing.
+  const auto maps = r.stats().upstream_allocations;
+  for (std::size_t i = 0; i < v.size(); i += 2) v[i] = r.allocate(page, page);
+  CHECK(r.stats().upstream_allocations == maps);
+  for (std::size_t i = 0; i < v.size(); i += 2) r.deallocate(v[i], page, page);
+  // One span larger than the byte bound allows beside them pushes out more spans than one call gives back at once
+  // (the oldest first, then itself): the cache ends within its limits, and no span is lost.
+  const std::size_t cached = r.cached_spans();
+  void* big = r.allocate(3900 * page, page);
+  const auto before = r.stats().upstream_deallocations;
+  r.deallocate(big, 3900 * page, page);
+  CHECK(r.cached_bytes() <= o.max_cached_bytes);
+  CHECK(r.cached_bytes() < 3900 * page);        // the big span went too
+  CHECK(r.cached_spans() < cached);             // after some of the oldest
+  CHECK(r.stats().upstream_deallocations - before == cached - r.cached_spans() + 1);
+  CHECK(r.check_invariants());
+  // Freeing the rest merges everything cached around them; trim() gives back more spans than one list holds.
+  for (std::size_t i = 1; i < v.size(); i += 2) r.deallocate(v[i], page, page);
+  CHECK(r.check_invariants());
+  r.trim();
+  CHECK(r.cached_spans() == 0);
+  CHECK(r.cached_bytes() == 0);
+  CHECK(r.stats().bytes_in_use == 0);
+  CHECK(r.check_invariants());
 }
 
 TEST_CASE("page_resource: spans aligned to their size come a run at a time, the rest cached clean") {

@@ -48,7 +48,8 @@ class page_resource final : public resource {
   struct options {
     /// Upper bound on the bytes of freed spans kept for reuse. 0 disables the cache.
     std::size_t max_cached_bytes = std::size_t{64} << 20;
-    /// Upper bound on the number of cached spans (at most max_cache_slots).
+    /// Upper bound on the number of cached spans (at most max_cache_slots). Cache operations scan the cached spans
+    /// under the lock: each one costs about a nanosecond per span cached.
     std::size_t max_cached_spans = 64;
     /// Cached bytes that may stay resident (not purged), so that churn of large blocks does not fault pages in
     /// again and again.
@@ -65,8 +66,9 @@ class page_resource final : public resource {
     std::size_t growth_reserve_ratio = 3;
   };
 
-  /// Hard upper bound on options::max_cached_spans.
-  static constexpr std::size_t max_cache_slots = 128;
+  /// Hard upper bound on options::max_cached_spans. The cache's table (40 bytes per span) is mapped when the first
+  /// span is cached.
+  static constexpr std::size_t max_cache_slots = 4096;
 
   page_resource() noexcept : page_resource(options{}) {}
   explicit page_resource(const options& opts) noexcept;
@@ -126,7 +128,7 @@ class page_resource final : public resource {
     std::uint64_t freed_ns;  // when it was last freed (steady clock), for purging spans unused for a while
     bool resident;           // false once purged
   };
-  struct release_list;  // spans to unmap once the lock is dropped (page_resource.cpp)
+  struct release_list;  // spans to unmap or purge once the lock is dropped (page_resource.cpp)
 
   void* allocate_span(std::size_t bytes, std::size_t alignment, bool zero);
   std::uintptr_t take_from_cache(std::size_t span, std::size_t alignment, release_list& out, bool& dirty) noexcept;
@@ -140,6 +142,8 @@ class page_resource final : public resource {
   void take_purge_candidates(std::uint64_t now_ns, release_list& purge) noexcept;
   void purge_and_recache(const release_list& purge) noexcept;
   void erase_cached(std::size_t index) noexcept;
+  void open_cached(std::size_t index) noexcept;
+  bool cache_table() noexcept;
   void evict_to_limits(std::size_t keep_index, release_list& out) noexcept;
   void unmap(const release_list& spans) noexcept;
   void report_bad_pointer(void* p, std::size_t bytes, std::size_t alignment) noexcept;
@@ -151,8 +155,9 @@ class page_resource final : public resource {
     std::size_t reserved;  // bytes of address space reserved (not committed) right after the span
   };
   detail::address_table<detail::os_page_storage, live_span> live_;
-  cached_span cache_[max_cache_slots];
+  cached_span* cache_ = nullptr;  // opts_.max_cached_spans entries, mapped at the first span cached
   std::size_t cache_count_ = 0;
+  std::uint64_t resident_since_ = ~std::uint64_t{0};  // no cached resident span was freed before this (monotonic ns)
   std::size_t cache_bytes_ = 0;
   std::size_t cache_resident_bytes_ = 0;
   std::uint64_t stamp_ = 0;
