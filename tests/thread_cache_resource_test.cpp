@@ -2848,6 +2848,45 @@ TEST_CASE("thread_cache_resource: deallocate_unsized reports foreign pointers an
   CHECK(r.check_invariants());
 }
 
+TEST_CASE("thread_cache_resource: a free without a size into the owner's spare block is reported, both check modes") {
+  // The spare block's class map value carries a flag beside its class: the free must not take that for a class.
+  for (const auto mode : {strata::check_mode::standard, strata::check_mode::strict}) {
+    CAPTURE(static_cast<int>(mode));
+    error_capture errors;
+    strata::thread_cache_options o;
+    o.max_empty_blocks = 0;  // an emptied block becomes the spare at once
+    o.checks = mode;
+    thread_cache_resource r(o);
+    constexpr std::size_t size = 48;
+    std::vector<void*> all;
+    for (int i = 0; i < 4000; ++i) all.push_back(r.allocate(size, 8));  // three blocks and more
+    const auto block = [](const void* x) { return reinterpret_cast<std::uintptr_t>(x) >> 16; };
+    std::vector<void*> first, last;
+    for (void* x : all) {
+      if (block(x) == block(all.front())) first.push_back(x);
+      if (block(x) == block(all.back())) last.push_back(x);
+    }
+    REQUIRE(block(all.front()) != block(all.back()));
+    // The current block's objects fill the free cache; then the first block's go onto its list, and it empties.
+    for (void* x : last) CHECK(r.deallocate_unsized(x) == size);
+    for (void* x : first) CHECK(r.deallocate_unsized(x) == size);
+    CHECK(r.check_invariants());
+    const auto before = r.stats();
+    r.deallocate_unsized(first[first.size() / 2]);  // freed already
+    REQUIRE(errors.count() == 1);
+    CAPTURE(errors.errors()[0].message);
+    CHECK(errors.errors()[0].kind == strata::error_kind::double_free);
+    CHECK(errors.errors()[0].pointer == first[first.size() / 2]);
+    check_unchanged(before, r.stats());
+    CHECK(r.check_invariants());
+    for (void* x : all)
+      if (block(x) != block(all.front()) && block(x) != block(all.back())) r.deallocate_unsized(x);
+    CHECK(r.stats().live_allocations() == 0);
+    CHECK(errors.count() == 1);
+    CHECK(r.check_invariants());
+  }
+}
+
 TEST_CASE("thread_cache_resource: release_thread_cache hands the thread's blocks back, the thread may go on") {
   recording_resource up;
   thread_cache_resource r(&up);

@@ -54,6 +54,7 @@ void tc_front::init_heap(tc_heap& h, std::uint32_t index) const noexcept {
   h.index = index;
   // A heap with no index owns no block: no map value matches it, so its every free takes the remote way.
   h.map_owner = index == 0 ? 0xFF000000u : index << 8;
+  h.fast_owner = strict_ ? tc_no_fast_owner : h.map_owner;
   for (unsigned c = 0; c < sizes_.count(); ++c) init_bin(h, h.bins[c], c);
   h.node_key = node_key_ ^ (std::uintptr_t{index} << 48);
 }

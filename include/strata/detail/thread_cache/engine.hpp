@@ -76,17 +76,15 @@ class thread_cache_engine final : private per_thread_owner {
     // An object of a block the calling thread's heap owns: p's granule in the class map names the heap and the class
     // (one load on a line frees read anyway, no read of the block's header); the sized free then checks p as any
     // free does. Anything else (another heap's block, the other tiers, misuse) takes the general way.
+    // Under strict checks no heap's fast_owner matches: every such free takes the general way, which checks it
+    // fully. The owner's spare block (its class byte flagged with tc_map_spare) takes it too.
     if (tc_heap* h = last_heap(); STRATA_LIKELY(h != nullptr)) {
       const std::uint32_t v = front_.map().get_direct(p);
-      if (STRATA_LIKELY((v & ~std::uint32_t{0xFF}) == h->map_owner && (v & 0xFF) != 0)) {
-        tc_bin& bin = h->bins[(v & 0xFF) - 1];
-        if (STRATA_LIKELY(!front_.strict())) {
-          front_.deallocate_unsized_in(*h, bin, p);
-          return bin.object_size;
-        }
-        const std::size_t n = bin.object_size;
-        front_.deallocate<false>(*h, p, n, tc_unsized_alignment(n));
-        return n;
+      const std::uint32_t c = (v & 0xFF) - 1;  // wraps for 0: no class
+      if (STRATA_LIKELY((v & ~std::uint32_t{0xFF}) == h->fast_owner && c < size_class_table::max_classes)) {
+        tc_bin& bin = h->bins[c];
+        front_.deallocate_unsized_in(*h, bin, p);
+        return bin.object_size;
       }
     }
     return deallocate_unsized_slow(p);

@@ -45,6 +45,8 @@ STRATA_ALWAYS_INLINE constexpr std::uint32_t tc_map_value(std::uint32_t owner, u
 /// Added to a block's map value while its owner keeps it as the spare (all slots free, not allocated from): frees
 /// into it take the exact path (each one is a double free, or a stray pointer).
 inline constexpr std::uint32_t tc_map_spare = 0x80;
+/// A tc_heap::fast_owner no class map value has (owners are below 0x10100 << 8).
+inline constexpr std::uint32_t tc_no_fast_owner = 0xFFFFFF00u;
 /// The index in a node key that no heap has.
 inline constexpr std::uint32_t tc_no_heap = 0xFFFF;
 /// The class map's value for the granules of a chunk of the shared tier's free list stripe s (see tc_middle): an owner
@@ -107,6 +109,9 @@ struct tc_heap {
   std::atomic<std::uint32_t> flush_seq{0};
   std::uint32_t index = 0;        // 1 .. tc_no_heap - 1; 0: a heap that owns no block (a free with no heap at all)
   std::uint32_t map_owner = 0;    // what the class map holds for blocks this heap owns: index << 8
+  // map_owner where a free without a size may take the fast way (standard checks); tc_no_fast_owner under strict
+  // checks, which no class map value has.
+  std::uint32_t fast_owner = 0;
   std::uintptr_t node_key = 0;    // the front's node key ^ (index << 48)
   std::size_t lost_total = 0;     // cached objects set aside in bins since reset (in blocks handed over)
   // Idle blocks in all bins (partial blocks whose slots are all free, most of them on the block's list, kept as they
