@@ -428,7 +428,7 @@ TEST_CASE("thread_cache_resource: objects outlive the threads that made them, la
   for (int t = 0; t < makers; ++t) {
     for (const auto* v : {&made[static_cast<std::size_t>(t)], &extras[static_cast<std::size_t>(t)]}) {
       live += v->size();
-      for (const item& b : *v) bytes += b.size;
+      for (const item& b : *v) bytes += r.round_size(b.size, b.alignment);
     }
   }
   CHECK(r.check_invariants());
@@ -1958,11 +1958,20 @@ TEST_CASE("thread_cache_resource: tiers, sizes and options are consistent") {
   CHECK(waste_ok == checked);
   CHECK(classes >= 16);
   CHECK(classes <= 64);
-  for (std::size_t n : {small_max + 1, small_max + 7, std::size_t{20000}, shared_max - 1, shared_max}) {
+  // The shared tier: 16-byte granules, and from 8 KiB to 32 KiB classes of eight per doubling (1 KiB multiples).
+  for (std::size_t n : {small_max + 1, small_max + 7, std::size_t{20000}, std::size_t{32767}, std::size_t{32769},
+                        shared_max - 1, shared_max}) {
     CAPTURE(n);
     CHECK(r.round_size(n) >= n);
-    CHECK(r.round_size(n) <= n + 64);
+    if (n > 8192 && n <= 32768) {
+      CHECK(r.round_size(n) <= n + n / 8);
+      CHECK(r.round_size(n) % 1024 == 0);
+    } else {
+      CHECK(r.round_size(n) <= n + 15);
+    }
   }
+  CHECK(r.round_size(9 * 1024 + 1) == 10 * 1024);
+  CHECK(r.round_size(16 * 1024 + 1) == 18 * 1024);
   for (std::size_t n : {shared_max + 1, std::size_t{1} << 20, (std::size_t{1} << 20) + 3}) CHECK(r.round_size(n) == n);
   CHECK_THROWS_AS((void)r.allocate(r.max_size(cache_tier::upstream) + 1, 8), std::bad_alloc);
   CHECK(r.check_invariants());

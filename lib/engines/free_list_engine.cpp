@@ -67,13 +67,19 @@ free_list_engine::free_list_engine(const free_list_options& params, std::pmr::me
   }
 }
 
+void free_list_engine::class_sizes() noexcept {
+  classes_ = true;
+  if (!quick_on_) return;
+  for (std::size_t n = class_min + 1024; n <= class_max; n += 1024) quick_[quick_slot(n)].cap = quick_cap_for(n);
+}
+
 free_list_engine::~free_list_engine() { release(); }
 
 std::size_t free_list_engine::first_granule(std::size_t chunk_size) noexcept {
   const std::size_t granules = chunk_size / granule;
   const std::size_t words = granules / 32 + 1;
   const std::size_t pages = chunk_size / purge_map_page;
-  const std::size_t header = sizeof(chunk) + (words + (pages + 63) / 64) * sizeof(std::uint64_t);
+  const std::size_t header = sizeof(chunk) + (words + (words + 63) / 64 + (pages + 63) / 64) * sizeof(std::uint64_t);
   return align_up(header, 64) / granule;
 }
 
@@ -88,9 +94,15 @@ std::size_t free_list_engine::large_threshold_for(const free_list_options& param
 // The first block start after granule g (the sentinel at `end` stops the scan).
 STRATA_ALWAYS_INLINE std::size_t free_list_engine::next_boundary(const chunk* c, std::size_t g) noexcept {
   std::size_t i = g >> 5;
-  std::uint64_t w = c->states()[i] & start_bits & above(g);
-  while (w == 0) w = c->states()[++i] & start_bits;
-  return i * 32 + std::size_t{lowest_bit(w)} / 2;
+  const std::uint64_t w = c->states()[i] & start_bits & above(g);
+  if (w != 0) return i * 32 + std::size_t{lowest_bit(w)} / 2;
+  // The next state word with a start, by the summary (the sentinel's word has one).
+  const std::uint64_t* sum = c->summary();
+  std::size_t k = (i + 1) >> 6;
+  std::uint64_t m = sum[k] & (~std::uint64_t{0} << ((i + 1) & 63));
+  while (m == 0) m = sum[++k];
+  i = k * 64 + lowest_bit(m);
+  return i * 32 + std::size_t{lowest_bit(c->states()[i] & start_bits)} / 2;
 }
 
 // The last block start at or before granule g; npos when there is none (g is in the header).
@@ -288,7 +300,7 @@ void* free_list_engine::allocate_held(std::size_t bytes, std::size_t alignment) 
 void* free_list_engine::allocate_slow(std::size_t bytes, std::size_t alignment, bool grow) {
   check_alignment(name_, alignment);
   if (bytes > large_threshold_ || alignment > max_alignment) return grow ? allocate_upstream(bytes, alignment) : nullptr;
-  const std::size_t n = rounded(bytes, alignment);
+  const std::size_t n = request_bytes(bytes, alignment);
   const std::size_t a = alignment < granule ? granule : alignment;
   void* p;
   if (quick_on_ && quick_size(n) && a <= 16 && (p = take_quick(n, a)) != nullptr) {
@@ -513,7 +525,7 @@ void free_list_engine::deallocate_slow(void* p, std::size_t bytes, std::size_t a
   if (bytes > large_threshold_ || alignment > max_alignment) return deallocate_upstream(p, bytes, alignment);
   chunk* c;
   std::size_t g;
-  const std::size_t n = rounded(bytes, alignment);
+  const std::size_t n = request_bytes(bytes, alignment);
   if (!live_block(p, bytes, alignment, n, c, g)) return;
   if (quick_on_ && quick_size(n)) {
     // Live in the bitmap, exactly n bytes: a node there is a block freed already, or data that looks like one.
@@ -621,14 +633,14 @@ STRATA_ALWAYS_INLINE bool free_list_engine::free_range(chunk* c, std::size_t g, 
 
 // Whether p is a node of n's quick list.
 bool free_list_engine::quick_holds(const void* p, std::size_t n) const noexcept {
-  return quick_[n / granule].holds(p, key_);
+  return quick_[quick_slot(n)].holds(p, key_);
 }
 
 // A block of n bytes (aligned to a: 8 or 16) from n's quick list, or nullptr. No bitmap read: the free that cached it
 // proved the block live and exactly n bytes long, and nothing but an operation on the block itself changes its bits
 // while it waits (a neighbour's merge or split stops at its start).
 STRATA_ALWAYS_INLINE void* free_list_engine::take_quick(std::size_t n, std::size_t a) noexcept {
-  free_cache& q = quick_[n / granule];
+  free_cache& q = quick_[quick_slot(n)];
   for (;;) {
     void* p = q.head;
     if (p == nullptr) {
@@ -656,7 +668,7 @@ void free_list_engine::drop_quick_head(free_cache& q, std::size_t n) noexcept {
 
 // p (n bytes, live in the bitmap, counted as freed) joins its quick list.
 STRATA_ALWAYS_INLINE void free_list_engine::cache_block(void* p, std::size_t n) noexcept {
-  free_cache& q = quick_[n / granule];
+  free_cache& q = quick_[quick_slot(n)];
   if (STRATA_UNLIKELY(q.count >= q.cap || quick_bytes_ + n > quick_limit_)) return quick_overflow(p, n);
   q.push(p, key_);
   quick_bytes_ += n;
@@ -665,7 +677,7 @@ STRATA_ALWAYS_INLINE void free_list_engine::cache_block(void* p, std::size_t n) 
 // cache_block() when p's list is full (its older half is coalesced) or the lists together pass their byte bound
 // (every older half, then everything).
 void free_list_engine::quick_overflow(void* p, std::size_t n) noexcept {
-  free_cache& q = quick_[n / granule];
+  free_cache& q = quick_[quick_slot(n)];
   const bool outer = !flushing_;
   flushing_ = true;
   if (q.count >= q.cap) {
@@ -732,21 +744,21 @@ void free_list_engine::give_quick(void* list, std::size_t k, std::size_t n) noex
 void free_list_engine::flush_quick(bool cold_only) noexcept {
   const bool outer = !flushing_;
   flushing_ = true;
-  for (std::size_t i = quick_min / granule; i <= quick_max / granule; ++i) {
+  for (std::size_t i = quick_min / granule; i < quick_slots; ++i) {
     free_cache& q = quick_[i];
     if (q.cold != nullptr || q.cold_count != 0) {
       void* list = q.cold;
       const std::size_t k = q.cold_count;
       q.cold = nullptr;
       q.cold_count = 0;
-      give_quick(list, k, i * granule);
+      give_quick(list, k, quick_slot_size(i));
     }
     if (!cold_only && (q.head != nullptr || q.count != 0)) {
       void* list = q.head;
       const std::size_t k = q.count;
       q.head = nullptr;
       q.count = 0;
-      give_quick(list, k, i * granule);
+      give_quick(list, k, quick_slot_size(i));
     }
   }
   end_flush(outer);
@@ -785,9 +797,9 @@ void free_list_engine::uncache_at(chunk* c, std::size_t g) noexcept {
   void* const p = at(c, g);
   // The neighbour's own words are not read: it may be a live block another thread is writing (the synchronized
   // resource). Its list is walked instead (at most two lists of its bound, cached blocks only).
-  if (!quick_size(m) || quick_[m / granule].total() == 0) return;
+  if (!quick_size(m) || quick_[quick_slot(m)].total() == 0) return;
   bool found = false;
-  quick_[m / granule].remove_if(key_, [p](void* x) { return x == p; }, [&found](void*) { found = true; });
+  quick_[quick_slot(m)].remove_if(key_, [p](void* x) { return x == p; }, [&found](void*) { found = true; });
   if (!found) return;
   clear_node(p);
   quick_bytes_ -= m;
@@ -815,7 +827,7 @@ void free_list_engine::note_freed(std::size_t n) noexcept {
 // Blocks waiting in quick lists.
 std::size_t free_list_engine::quick_blocks() const noexcept {
   std::size_t k = 0;
-  for (std::size_t i = quick_min / granule; i <= quick_max / granule; ++i) k += quick_[i].total();
+  for (std::size_t i = quick_min / granule; i < quick_slots; ++i) k += quick_[i].total();
   return k;
 }
 
@@ -858,7 +870,7 @@ bool free_list_engine::resize(void* p, std::size_t old_size, std::size_t new_siz
   // The block must be live with old_size first, even when the answer is "not in place" anyway: a resize that
   // changes tiers cannot be done, but a freed, foreign or interior pointer is still misuse to report.
   if (old_large) return resize_upstream(p, old_size, new_large ? new_size : old_size, alignment) && new_large;
-  const std::size_t n_old = rounded(old_size, alignment), n_new = rounded(new_size, alignment);
+  const std::size_t n_old = request_bytes(old_size, alignment), n_new = request_bytes(new_size, alignment);
   chunk* c;
   std::size_t g;
   if (!live_block(p, old_size, alignment, n_old, c, g)) return false;
@@ -1125,9 +1137,9 @@ resource_stats free_list_engine::stats() const noexcept {
     if (fragments_[k] != 0) largest = k * granule;
   s.free_bytes += quick_bytes_;
   s.free_blocks += quick_blocks();
-  for (std::size_t i = quick_max / granule; quick_bytes_ != 0 && i >= quick_min / granule; --i)
+  for (std::size_t i = quick_slots - 1; quick_bytes_ != 0 && i >= quick_min / granule; --i)
     if (quick_[i].total() != 0) {
-      if (i * granule > largest) largest = i * granule;
+      if (quick_slot_size(i) > largest) largest = quick_slot_size(i);
       break;
     }
   s.largest_free_block = largest;
@@ -1149,6 +1161,9 @@ bool free_list_engine::check_invariants() const noexcept {
     else if (state(c, c->end) != st_start) broken = "the sentinel after the last block is gone";
     for (std::size_t g = 0; g < c->first && broken == nullptr; ++g)
       if (state(c, g) != 0) broken = "a state bit over the chunk header";
+    for (std::size_t i = 0; i < c->words && broken == nullptr; ++i)
+      if (((c->summary()[i >> 6] >> (i & 63)) & 1) != ((c->states()[i] & start_bits) != 0 ? 1u : 0u))
+        broken = "the summary of block starts disagrees with the state words";
     std::size_t chunk_purged = 0;
     for (std::size_t q = 0; q < chunk_size_ / purge_map_page; ++q)
       if ((c->purge_map()[q >> 6] >> (q & 63)) & 1) {
@@ -1228,9 +1243,9 @@ bool free_list_engine::check_invariants() const noexcept {
   // Quick lists: bounded, counted, every node a live block of its list's size in the bitmap, none listed twice. A node
   // that does not check (written after its free) ends a walk: the use that reaches it reports it.
   std::size_t cached = 0, cached_bytes = 0;
-  for (std::size_t i = 0; i <= quick_max / granule && broken == nullptr; ++i) {
+  for (std::size_t i = 0; i < quick_slots && broken == nullptr; ++i) {
     const free_cache& q = quick_[i];
-    const std::size_t n = i * granule;
+    const std::size_t n = quick_slot_size(i);
     if ((!quick_on_ || !quick_size(n)) && (q.total() != 0 || q.head != nullptr || q.cold != nullptr))
       broken = "a quick list where there are none";
     else if (q.count > q.cap || q.cold_count > q.cap) broken = "a quick list holds more than its bound";

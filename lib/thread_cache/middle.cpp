@@ -17,8 +17,10 @@ namespace {
 free_list_options shared_list_options(std::size_t max_shared, std::pmr::memory_resource* upstream) noexcept {
   free_list_options o;  // segregated fit, purging after 65536 frees, huge pages
   o.large_threshold = max_shared;
-  // No quick lists: frees are checked at once, and usable_size() must see a freed block as free.
-  o.checks = check_mode::strict;
+  // Quick lists, for the class sizes from 8 KiB to 32 KiB (see free_list_engine::class_sizes): a free pushes the
+  // block on its size's list and an allocation of the class pops it, with no split and no merge. A block waiting
+  // there is free to usable_size() and to every check (its node words mark it).
+  o.checks = check_mode::standard;
   o.chunk_size = free_list_engine::chunk_size_for(o, capabilities_of(upstream));
   // Chunks of a huge page's size, but not advised as huge pages: a process's first mid-size request (the C++
   // runtime's exception pool, a stdio buffer) would otherwise make a whole huge page resident at its first touch.
@@ -70,6 +72,7 @@ free_list_engine* tc_middle::stripe(unsigned i) noexcept {
     return nullptr;
   }
   auto* e = new (m) free_list_engine(shared_list_options(max_shared_, upstream_), upstream_, owner_, name_);
+  e->class_sizes();
   e->set_chunk_hook(&tc_middle::note_chunk, &refs_[i]);
   stripes_made_.fetch_add(1, std::memory_order_relaxed);
   stripes_[i].store(e, std::memory_order_release);

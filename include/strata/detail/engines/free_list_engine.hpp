@@ -38,6 +38,18 @@ class free_list_engine {
   /// Freed blocks of quick_min..quick_max bytes wait in quick lists (segregated policy, standard checks).
   static constexpr std::size_t quick_min = 16;
   static constexpr std::size_t quick_max = 1024;
+  /// With class_sizes(), requests of more than class_min up to class_max bytes take a class size: eight per doubling,
+  /// multiples of 1 KiB, at most 1/8 more than asked (as the size classes of the small-object strategies do); freed
+  /// blocks of those sizes wait in quick lists (standard checks).
+  static constexpr std::size_t class_min = std::size_t{8} << 10;
+  static constexpr std::size_t class_max = std::size_t{32} << 10;
+  /// rounded() with the class sizes.
+  static std::size_t class_rounded(std::size_t bytes, std::size_t alignment) noexcept {
+    const std::size_t n = rounded(bytes, alignment);
+    if (n <= class_min || n > class_max) return n;
+    const std::size_t step = n <= 2 * class_min ? class_min / 8 : class_min / 4;
+    return (n + step - 1) & ~(step - 1);
+  }
   /// Each of a quick list's two lists holds at most this many blocks of `size` bytes: 16 KiB of blocks, 8 to 32.
   static constexpr std::uint32_t quick_cap_for(std::size_t size) noexcept {
     const std::size_t n = 16384 / size;
@@ -158,6 +170,9 @@ class free_list_engine {
   [[nodiscard]] std::size_t chunk_count() const noexcept { return chunk_count_; }
   /// Successful deallocate() calls so far (a caller can tell whether its free was taken or reported).
   [[nodiscard]] std::uint64_t deallocation_count() const noexcept { return deallocations_; }
+  /// Rounds requests with class_rounded() from now on, and keeps quick lists for the class sizes where it has quick
+  /// lists. Call before the engine hands out a block.
+  void class_sizes() noexcept;
   /// Freed blocks waiting in quick lists, and their bytes (free, though the bitmap shows them live).
   [[nodiscard]] std::size_t cached_blocks() const noexcept;
   [[nodiscard]] std::size_t cached_bytes() const noexcept { return quick_bytes_; }
@@ -176,8 +191,10 @@ class free_list_engine {
   static constexpr unsigned fl_count = 24;  // blocks up to 2^31 bytes (chunks are at most 1 GiB)
 
   /// A chunk: this header, the state words (two bits per granule: bit 0 "a block starts here", bit 1 "first or last
-  /// granule of a free block"), the purge map (one bit per page: given back to the OS), then blocks from granule
-  /// `first` to `end`. Granule `end` (just past the chunk) reads as a block start: the sentinel.
+  /// granule of a free block"), the summary (one bit per state word: it holds a block start), the purge map (one bit
+  /// per page: given back to the OS), then blocks from granule `first` to `end`. Granule `end` (just past the chunk)
+  /// reads as a block start: the sentinel. The summary lets the end of a live block be found in a few words whatever
+  /// its size (a 32 KiB block spans 128 state words).
   struct chunk {
     std::uintptr_t tag;  // engine ^ address ^ magic
     chunk* next;
@@ -190,8 +207,10 @@ class free_list_engine {
     std::uint64_t purge_at;  // deallocation count at which its large free blocks are purged; 0: none waiting
     std::uint64_t* states() noexcept { return reinterpret_cast<std::uint64_t*>(this + 1); }
     const std::uint64_t* states() const noexcept { return reinterpret_cast<const std::uint64_t*>(this + 1); }
-    std::uint64_t* purge_map() noexcept { return states() + words; }
-    const std::uint64_t* purge_map() const noexcept { return states() + words; }
+    std::uint64_t* summary() noexcept { return states() + words; }
+    const std::uint64_t* summary() const noexcept { return states() + words; }
+    std::uint64_t* purge_map() noexcept { return summary() + (words + 63) / 64; }
+    const std::uint64_t* purge_map() const noexcept { return summary() + (words + 63) / 64; }
   };
   enum : std::uint64_t { st_start = 1, st_free = 2 };
   static constexpr std::uint64_t start_bits = 0x5555555555555555ull;
@@ -207,11 +226,16 @@ class free_list_engine {
   static unsigned state(const chunk* c, std::size_t g) noexcept {
     return static_cast<unsigned>(c->states()[g >> 5] >> (2 * (g & 31))) & 3;
   }
+  // Every write of the state words goes through these two, which keep the summary.
   static void set(chunk* c, std::size_t g, std::uint64_t bits) noexcept {
     c->states()[g >> 5] |= bits << (2 * (g & 31));
+    if ((bits & st_start) != 0) c->summary()[g >> 11] |= std::uint64_t{1} << ((g >> 5) & 63);
   }
   static void clear(chunk* c, std::size_t g, std::uint64_t bits) noexcept {
-    c->states()[g >> 5] &= ~(bits << (2 * (g & 31)));
+    std::uint64_t& w = c->states()[g >> 5];
+    w &= ~(bits << (2 * (g & 31)));
+    if ((bits & st_start) != 0 && (w & start_bits) == 0)
+      c->summary()[g >> 11] &= ~(std::uint64_t{1} << ((g >> 5) & 63));
   }
   static std::size_t& footer(char* block_end) noexcept { return *reinterpret_cast<std::size_t*>(block_end - 8); }
   static std::size_t next_boundary(const chunk* c, std::size_t g) noexcept;
@@ -307,7 +331,22 @@ class free_list_engine {
 
   // Quick lists: a freed block of quick_min..quick_max bytes waits, still live in the bitmap, in the list of its exact
   // size, made a node (free_cache); the node tells it from a live block. Flushes give blocks back through free_range.
-  static bool quick_size(std::size_t n) noexcept { return n - quick_min <= quick_max - quick_min; }
+  bool quick_size(std::size_t n) const noexcept {
+    return n - quick_min <= quick_max - quick_min ||
+           (classes_ && n - (class_min + 1) < class_max - class_min && n % 1024 == 0);
+  }
+  /// The bytes a request takes: rounded(), or class_rounded() after class_sizes().
+  std::size_t request_bytes(std::size_t bytes, std::size_t alignment) const noexcept {
+    return classes_ ? class_rounded(bytes, alignment) : rounded(bytes, alignment);
+  }
+  /// The quick list of blocks of n bytes (quick_size(n)), and the size of list i's blocks.
+  static std::size_t quick_slot(std::size_t n) noexcept {
+    return n <= quick_max ? n / granule : quick_max / granule + n / 1024;
+  }
+  static std::size_t quick_slot_size(std::size_t i) noexcept {
+    return i <= quick_max / granule ? i * granule : (i - quick_max / granule) * 1024;
+  }
+  static constexpr std::size_t quick_slots = quick_max / granule + 1 + class_max / 1024;
   bool quick_holds(const void* p, std::size_t n) const noexcept;
   void* take_quick(std::size_t n, std::size_t alignment) noexcept;
   STRATA_COLD void drop_quick_head(free_cache& q, std::size_t n) noexcept;
@@ -379,8 +418,10 @@ class free_list_engine {
   std::size_t quick_limit_ = 0;
   std::uintptr_t key_ = 0;  // the quick lists' node key
 
-  // Quick lists: quick_[n / 8] holds blocks of exactly n bytes.
-  free_cache quick_[quick_max / granule + 1];
+  bool classes_ = false;  // class_sizes(): requests rounded to classes from class_min up, quick lists for them
+
+  // Quick lists: quick_[quick_slot(n)] holds blocks of exactly n bytes.
+  free_cache quick_[quick_slots];
   std::size_t quick_bytes_ = 0;
   std::size_t lost_blocks_ = 0, lost_bytes_ = 0;  // set aside after a misuse (live in the bitmap until release)
   bool flushing_ = false;                         // chunks emptied by a flush are retired when it ends

@@ -91,8 +91,11 @@ class tc_middle {
   bool resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) noexcept;
   [[nodiscard]] std::size_t usable_size(const void* p) const noexcept;
   [[nodiscard]] std::size_t max_shared() const noexcept { return max_shared_; }
+  /// The bytes a request takes: the free list's rounding, in classes from 8 KiB to 32 KiB (see
+  /// free_list_engine::class_sizes), so that a freed block serves the next request of its class from its stripe's
+  /// quick list.
   [[nodiscard]] static std::size_t rounded(std::size_t bytes, std::size_t alignment) noexcept {
-    return free_list_engine::rounded(bytes, alignment);
+    return free_list_engine::class_rounded(bytes, alignment);
   }
 
   // ---- upkeep ------------------------------------------------------------------------------------------------------
