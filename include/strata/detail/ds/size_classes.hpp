@@ -18,9 +18,12 @@ STRATA_ALWAYS_INLINE constexpr bool is_plain_alignment(std::size_t a) noexcept {
 
 /// Maps request sizes in [1, max_small] to size classes.
 ///
-/// Fine classes: every multiple of 8 up to 128, then four classes per power of two (160, 192, 224, 256, 320, ...),
-/// so no request wastes more than about 20% to rounding. Power-of-two classes (8, 16, 32, ...) on request, for
-/// natural alignment. Lookups up to `table_limit` bytes are one byte-table load; larger sizes use the arithmetic form.
+/// Fine classes: every multiple of 8 up to 128, four classes per power of two up to 1 KiB (160, 192, 224, 256, 320,
+/// ...), eight from 1 KiB to 8 KiB (1152, 1280, ... 4608, 5120, ...), four again above, so no request wastes more
+/// than about 20% to rounding, and no more than 12.5% from 1 KiB to 8 KiB, where programs ask for a power of two and
+/// a header (4104 bytes: 4608, where four per power of two would give 5120). Power-of-two classes (8, 16, 32, ...)
+/// on request, for natural alignment. Lookups up to `table_limit` bytes are one byte-table load; larger sizes use
+/// the arithmetic form. Up to 64 KiB, 64 classes at most.
 class size_class_table {
  public:
   static constexpr unsigned max_classes = 64;
@@ -74,7 +77,9 @@ class size_class_table {
   std::size_t next_class_size(std::size_t s) const noexcept {
     if (powers_of_two_) return s * 2;
     if (s < 128) return s + 8;
-    return s + (next_power_of_two(s + 1) >> 3);  // four steps per power of two: 128 -> 160, 256 -> 320, ...
+    // Four steps per power of two (128 -> 160, 256 -> 320, ...), eight from 1 KiB to 8 KiB (1024 -> 1152, ...).
+    const std::size_t p = next_power_of_two(s + 1);
+    return s + (s >= 1024 && s < 8192 ? p >> 4 : p >> 3);
   }
   unsigned class_of_large(std::size_t bytes) const noexcept {
     // Past the table: the classes there are few; find the first that fits.
