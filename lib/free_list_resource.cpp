@@ -616,6 +616,9 @@ resource_stats basic_free_list_resource<Sync>::do_stats() const noexcept {
     const heap_totals h = collect_heap_totals();
     s.allocations += h.allocations;
     s.deallocations += h.deallocations;
+    // Threads between calls: a free counted after its allocation's arena was read (or the other way round) could
+    // make more frees than allocations appear, and live_allocations() wrap; as bytes_in_use below, held at zero.
+    if (s.deallocations > s.allocations) s.deallocations = s.allocations;
     s.bytes_in_use = static_cast<std::size_t>(static_cast<std::int64_t>(s.bytes_in_use) + h.bytes);
     if (static_cast<std::ptrdiff_t>(s.bytes_in_use) < 0) s.bytes_in_use = 0;  // threads between calls
     s.peak_bytes_in_use += h.peak > 0 ? static_cast<std::size_t>(h.peak) : 0;
