@@ -104,6 +104,13 @@ strata::thread_cache_resource& make_heap() {
   return heap;
 }
 
+void* heap_malloc_slow(std::size_t n) noexcept {
+  strata::thread_cache_resource& h = heap();
+  return guarded<void*>(nullptr, [&] { return h.allocate_rounded(n, heap_alignment); });
+}
+
+void heap_free_unmade(void* p) noexcept { make_heap().deallocate_unsized(p); }
+
 namespace {
 struct persistent_arena : strata::detail::bump_arena {
   persistent_arena() noexcept : bump_arena(strata::default_page_resource()) {}

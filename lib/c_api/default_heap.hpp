@@ -36,15 +36,26 @@ STRATA_ALWAYS_INLINE strata::thread_cache_resource& heap() {
   return STRATA_LIKELY(h != nullptr) ? *h : make_heap();
 }
 
+/// heap_malloc()'s other cases (the heap not made yet, the thread's cache empty, any other size): the whole
+/// allocation, errors caught.
+STRATA_NOINLINE void* heap_malloc_slow(std::size_t n) noexcept;
 /// strata_malloc (and libstrata-malloc's malloc): a plain block of the default heap, made on the first call; nullptr
-/// on failure, with strata_last_error() and errno set.
+/// on failure, with strata_last_error() and errno set. The inlined part takes an object from the calling thread's
+/// cache and makes no call that returns to it (the rest is a tail call), so it keeps no frame.
 STRATA_ALWAYS_INLINE void* heap_malloc(std::size_t n) noexcept {
-  strata::thread_cache_resource& h = heap();
-  return guarded<void*>(nullptr, [&] { return h.allocate_rounded(n, heap_alignment); });
+  if (strata::thread_cache_resource* h = g_heap.load(std::memory_order_acquire); STRATA_LIKELY(h != nullptr)) {
+    if (void* p = h->try_allocate_cached(n, heap_alignment); STRATA_LIKELY(p != nullptr)) return p;
+  }
+  return heap_malloc_slow(n);
 }
+/// A free before the heap was made (no block of it can exist: reported as a pointer it did not hand out).
+STRATA_NOINLINE void heap_free_unmade(void* p) noexcept;
 /// strata_free_unsized (and free): p, any live block of the default heap, or nullptr.
 STRATA_ALWAYS_INLINE void heap_free_unsized(void* p) noexcept {
-  if (p != nullptr) heap().deallocate_unsized(p);  // noexcept: nothing to catch
+  if (p == nullptr) return;
+  strata::thread_cache_resource* h = g_heap.load(std::memory_order_acquire);
+  if (STRATA_UNLIKELY(h == nullptr)) return heap_free_unmade(p);
+  h->deallocate_unsized(p);  // noexcept: nothing to catch
 }
 
 /// Writes the default heap's statistics to stderr (malloc_stats(), STRATA_STATS=1 at exit).

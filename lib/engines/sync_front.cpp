@@ -202,7 +202,7 @@ void sync_front<Engine>::deallocate_through(heap& h, void* p, std::size_t bytes,
   if (bin.count == bin.cap) return push_to_full(h, c, p, seen, bytes, alignment);
   if (!push(bin, p, h.key, seen)) return freed_at_once(p, bytes, alignment, c);
   note_deallocation(h, filters_[c].object_size);
-  if (h.bytes.load(std::memory_order_relaxed) == 0) settle(h);
+  if (heap_bytes(h) == 0) settle(h);
 }
 
 template <class Engine>
@@ -232,7 +232,7 @@ void sync_front<Engine>::push_to_full(heap& h, unsigned c, void* p, std::uintptr
   if (old != nullptr) park_or_give_back(h, c, old, n);
   if (!pushed) return;
   note_deallocation(h, filters_[c].object_size);
-  if (h.bytes.load(std::memory_order_relaxed) == 0) settle(h);
+  if (heap_bytes(h) == 0) settle(h);
 }
 
 template <class Engine>

@@ -190,7 +190,7 @@ void thread_cache_engine::deallocate_small_slow(void* p, unsigned c, std::size_t
   front_.flush_remote(local);
   heapless_publications_.fetch_sub(1, std::memory_order_release);
   heapless_deallocations_.fetch_add(local.deallocations.load(std::memory_order_relaxed), std::memory_order_relaxed);
-  heapless_bytes_.fetch_add(local.bytes.load(std::memory_order_relaxed), std::memory_order_relaxed);
+  heapless_bytes_.fetch_add(heap_bytes(local), std::memory_order_relaxed);
 }
 
 void* thread_cache_engine::allocate_other(std::size_t bytes, std::size_t alignment) {
@@ -451,7 +451,7 @@ auto thread_cache_engine::count_threads() const noexcept -> thread_counts {
     for (const tc_heap* h = heaps_.load(std::memory_order_relaxed); h != nullptr; h = h->next) {
       t.allocations += h->allocations.load(std::memory_order_relaxed);
       t.deallocations += h->deallocations.load(std::memory_order_relaxed);
-      t.bytes += h->bytes.load(std::memory_order_relaxed);
+      t.bytes += heap_bytes(*h);
       t.peak += h->peak.load(std::memory_order_relaxed);
     }
   }

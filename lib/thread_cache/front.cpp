@@ -40,7 +40,7 @@ void tc_front::init_bin(const tc_heap& h, tc_bin& bin, unsigned c) const noexcep
   bin.map_value = h.map_owner | (c + 1);
   const std::size_t size = sizes_.size_of(c);
   bin.object_size = static_cast<std::uint32_t>(size);
-  bin.reciprocal = reciprocal40(size);
+  bin.reciprocal_high = reciprocal40(size) << 24;
   const slab_kind::layout l = kind_.typical_layout(size);
   bin.meta_span = static_cast<std::uint32_t>(sizeof(slab) + l.words * 16 + size - 1);
   bin.cache.cap = strict_ ? 0 : free_cache::cap_for(size);
@@ -54,7 +54,7 @@ void tc_front::init_heap(tc_heap& h, std::uint32_t index) const noexcept {
   h.index = index;
   // A heap with no index owns no block: no map value matches it, so its every free takes the remote way.
   h.map_owner = index == 0 ? 0xFF000000u : index << 8;
-  h.fast_owner = strict_ ? tc_no_fast_owner : h.map_owner;
+  h.fast_base = strict_ ? tc_no_fast_base : h.map_owner + 1;
   for (unsigned c = 0; c < sizes_.count(); ++c) init_bin(h, h.bins[c], c);
   h.node_key = node_key_ ^ (std::uintptr_t{index} << 48);
 }

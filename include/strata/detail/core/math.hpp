@@ -90,10 +90,9 @@ constexpr std::size_t packed_alignment(std::size_t v) noexcept {
 /// (x mod d) * 2^40 / d + x * (r - 2^40 / d): below 2^24 <= r - 1 when d divides x, at least r when it does not.
 constexpr std::uint64_t reciprocal40(std::size_t d) noexcept { return ((std::uint64_t{1} << 40) / d) + 1; }
 constexpr std::size_t divide40(std::size_t x, std::uint64_t r) noexcept { return static_cast<std::size_t>((x * r) >> 40); }
-/// Whether d divides x, given r = reciprocal40(d) and r_high = r << 24 (one multiply, one shift, one compare).
-constexpr bool divides40(std::size_t x, std::uint64_t r, std::uint64_t r_high) noexcept {
-  return ((x * r) << 24) < r_high;
-}
+/// Whether d divides x, given r_high = reciprocal40(d) << 24: the low 40 bits of x * r, shifted to the top, are
+/// x * r_high (mod 2^64), below r_high exactly when d divides x (one multiply, one compare).
+constexpr bool divides40(std::size_t x, std::uint64_t r_high) noexcept { return x * r_high < r_high; }
 
 /// The bits of bitmap word i (bit b of word i is number i * 64 + b) whose numbers lie in [begin, end).
 constexpr std::uint64_t range_mask(std::size_t i, std::size_t begin, std::size_t end) noexcept {

@@ -165,7 +165,7 @@ class bitmap_engine {
     if (STRATA_UNLIKELY(cs.cache.cap == 0)) return deallocate_uncached(p, bytes, alignment, c);
     const auto a = reinterpret_cast<std::uintptr_t>(p);
     if (STRATA_UNLIKELY(map_.get_direct(p) != cs.map_value) ||
-        STRATA_UNLIKELY(!slab_kind::starts_slot(a, block_size_ - 1, cs.object_size, cs.reciprocal, cs.reciprocal_high,
+        STRATA_UNLIKELY(!slab_kind::starts_slot(a, block_size_ - 1, cs.object_size, cs.reciprocal_high,
                                                 cs.meta_span)) ||
         STRATA_UNLIKELY(is_node(p, node_key_)) || STRATA_UNLIKELY(a - cs.fresh_from < cs.fresh_span))
       return deallocate_checked_sized(p, bytes, alignment);  // c is not kept live: no register to save
@@ -288,7 +288,7 @@ class bitmap_engine {
       const auto a = reinterpret_cast<std::uintptr_t>(p);
       const std::uintptr_t mark = never_used->load(std::memory_order_acquire);
       return map->get_direct(p) == map_value &&
-             slab_kind::starts_slot(a, block_mask, object_size, reciprocal, reciprocal_high, meta_span) &&
+             slab_kind::starts_slot(a, block_mask, object_size, reciprocal_high, meta_span) &&
              a - mark > (~mark & block_mask);
     }
   };

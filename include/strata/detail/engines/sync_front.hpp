@@ -81,7 +81,7 @@ class sync_front final : public per_thread_owner {
     STRATA_INJECT_DELAY();
     if (STRATA_UNLIKELY(!push(bin, p, h->key, w1))) return freed_at_once(p, bytes, alignment, c);
     note_deallocation(*h, k.object_size);
-    if (STRATA_UNLIKELY(h->bytes.load(std::memory_order_relaxed) == 0)) return settle(*h);
+    if (STRATA_UNLIKELY(heap_bytes(*h) == 0)) return settle(*h);
   }
 
   /// Whether p is a live object of class c (for resize); reports misuse when not.

@@ -14,6 +14,7 @@
 
 #include <strata/detail/core/checks.hpp>
 #include <strata/detail/ds/free_cache.hpp>
+#include <strata/detail/parts/heap_counters.hpp>
 
 namespace strata::detail {
 
@@ -27,8 +28,9 @@ struct alignas(64) sync_heap {
   std::uint32_t index = 0;
   std::atomic<std::uint64_t> allocations{0};
   std::atomic<std::uint64_t> deallocations{0};
-  std::atomic<std::int64_t> bytes{0};  // may go below 0: objects move between threads
+  // Bytes in use by this heap's thread: peak - headroom (heap_counters.hpp); below 0 when objects move between threads.
   std::atomic<std::int64_t> peak{0};
+  std::atomic<std::int64_t> headroom{0};
   std::atomic<std::uint64_t> lost{0};  // objects set aside after a misuse (until release)
   sync_heap* next = nullptr;           // on the registry's live list or its pool
   sync_heap* prev = nullptr;
@@ -43,7 +45,7 @@ struct heap_counts {
     allocations += h.allocations.load(std::memory_order_relaxed);
     deallocations += h.deallocations.load(std::memory_order_relaxed);
     lost += h.lost.load(std::memory_order_relaxed);
-    bytes += h.bytes.load(std::memory_order_relaxed);
+    bytes += heap_bytes(h);
     peak += h.peak.load(std::memory_order_relaxed);
   }
 };
@@ -110,7 +112,7 @@ class heap_registry {
   void retire(Heap* h) noexcept {
     retired_.add(*h);
     for (auto* c : {&h->allocations, &h->deallocations, &h->lost}) c->store(0, std::memory_order_relaxed);
-    for (auto* c : {&h->bytes, &h->peak}) c->store(0, std::memory_order_relaxed);
+    for (auto* c : {&h->peak, &h->headroom}) c->store(0, std::memory_order_relaxed);
     pool(h);
   }
   /// Every object is gone (the owner's release): each live heap's caches are emptied and its counts become those of
@@ -139,7 +141,7 @@ class heap_registry {
       bin.cap = cap;
     }
     h.deallocations.store(h.allocations.load(std::memory_order_relaxed), std::memory_order_relaxed);
-    h.bytes.store(0, std::memory_order_relaxed);
+    clear_bytes(h);
     h.lost.store(0, std::memory_order_relaxed);
     reset(h);
   }

@@ -123,15 +123,14 @@ class slab_kind {
   }
   /// Whether address a, in a slab of mask + 1 bytes (a power of two) holding objects of `object_size` bytes,
   /// starts a slot that lies wholly in the slab and clear of its header and bitmaps, from per-class constants
-  /// only (no read of the slab): r = reciprocal40(object_size), r_high = r << 24, meta_span = header and bitmap
+  /// only (no read of the slab): r_high = reciprocal40(object_size) << 24, meta_span = header and bitmap
   /// bytes + object_size - 1. The three tests never change their way for a valid slot, whatever its place (one
   /// test for the slots near the header alone would be mispredicted).
   STRATA_ALWAYS_INLINE static bool starts_slot(std::uintptr_t a, std::uintptr_t mask, std::size_t object_size,
-                                               std::uint64_t r, std::uint64_t r_high,
-                                               std::size_t meta_span) noexcept {
+                                               std::uint64_t r_high, std::size_t meta_span) noexcept {
     const std::size_t off = a & mask;
     const std::size_t last = off + object_size - 1;  // the slot's last byte
-    return divides40(off, r, r_high) && last <= mask && last - header_offset(a & ~mask) >= meta_span;
+    return divides40(off, r_high) && last <= mask && last - header_offset(a & ~mask) >= meta_span;
   }
   /// The header of the slab holding any address p (whether that is a slab is for the caller to know).
   STRATA_ALWAYS_INLINE slab* slab_of(const void* p) const noexcept {

@@ -48,6 +48,16 @@ class thread_cache_engine final : private per_thread_owner {
     return p;
   }
 
+  /// allocate()'s first step alone: an object of the calling thread's cache, or nullptr (allocate() does the rest).
+  STRATA_ALWAYS_INLINE void* try_allocate_cached(std::size_t bytes, std::size_t alignment) noexcept {
+    if (STRATA_UNLIKELY(((bytes - 1) | (alignment - 1)) >= front_.max_small() || !is_plain_alignment(alignment)))
+      return nullptr;
+    const unsigned c = front_.plain_class_nonzero(bytes, alignment);
+    tc_heap* h = last_heap();
+    if (STRATA_UNLIKELY(h == nullptr)) return nullptr;
+    return front_.allocate_cached(*h, c);
+  }
+
   // Rounded: misuse reports name round_size(bytes, alignment) rather than the caller's size (the C API's heap, whose
   // callers know blocks by their rounded size). The statistics are the same either way.
   template <bool Rounded = false>
@@ -76,12 +86,12 @@ class thread_cache_engine final : private per_thread_owner {
     // An object of a block the calling thread's heap owns: p's granule in the class map names the heap and the class
     // (one load on a line frees read anyway, no read of the block's header); the sized free then checks p as any
     // free does. Anything else (another heap's block, the other tiers, misuse) takes the general way.
-    // Under strict checks no heap's fast_owner matches: every such free takes the general way, which checks it
-    // fully. The owner's spare block (its class byte flagged with tc_map_spare) takes it too.
+    // Under strict checks no heap's fast_base matches: every such free takes the general way, which checks it
+    // fully. The owner's spare block (its class byte flagged with tc_map_spare) takes it too, as do another heap's
+    // blocks (the owner differs in bits 8 and up) and granules of no block (value 0: the difference wraps).
     if (tc_heap* h = last_heap(); STRATA_LIKELY(h != nullptr)) {
-      const std::uint32_t v = front_.map().get_direct(p);
-      const std::uint32_t c = (v & 0xFF) - 1;  // wraps for 0: no class
-      if (STRATA_LIKELY((v & ~std::uint32_t{0xFF}) == h->fast_owner && c < size_class_table::max_classes)) {
+      const std::uint32_t c = front_.map().get_direct(p) - h->fast_base;
+      if (STRATA_LIKELY(c < size_class_table::max_classes)) {
         tc_bin& bin = h->bins[c];
         front_.deallocate_unsized_in(*h, bin, p);
         return bin.object_size;

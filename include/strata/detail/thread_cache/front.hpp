@@ -45,8 +45,9 @@ STRATA_ALWAYS_INLINE constexpr std::uint32_t tc_map_value(std::uint32_t owner, u
 /// Added to a block's map value while its owner keeps it as the spare (all slots free, not allocated from): frees
 /// into it take the exact path (each one is a double free, or a stray pointer).
 inline constexpr std::uint32_t tc_map_spare = 0x80;
-/// A tc_heap::fast_owner no class map value has (owners are below 0x10100 << 8).
-inline constexpr std::uint32_t tc_no_fast_owner = 0xFFFFFF00u;
+static_assert(size_class_table::max_classes <= 0x7E, "class + 1 fits below tc_map_spare and the mid byte 0x7F");
+/// A tc_heap::fast_base from which no class map value is less than 64 away (values are below 0x10100 << 8).
+inline constexpr std::uint32_t tc_no_fast_base = 0x80000000u;
 /// The index in a node key that no heap has.
 inline constexpr std::uint32_t tc_no_heap = 0xFFFF;
 /// The class map's value for the granules of a chunk of the shared tier's free list stripe s (see tc_middle): an owner
@@ -64,7 +65,7 @@ constexpr std::size_t tc_unsized_alignment(std::size_t n) noexcept { return n % 
 /// A heap's state for one size class. The first cache line is what a free and a pop from the cache read.
 struct alignas(64) tc_bin {
   free_cache cache;               // freed objects of blocks this heap owns, newest first
-  std::uint64_t reciprocal = 0;   // reciprocal40(object_size)
+  std::uint64_t reciprocal_high = 0;  // reciprocal40(object_size) << 24 (divides40; >> 24 for divide40)
   std::uintptr_t fresh_from = 0;  // the current block's slots never handed out: [fresh_from, + fresh_span)
   std::size_t fresh_span = 0;
   std::uint32_t object_size = 0;
@@ -109,9 +110,10 @@ struct tc_heap {
   std::atomic<std::uint32_t> flush_seq{0};
   std::uint32_t index = 0;        // 1 .. tc_no_heap - 1; 0: a heap that owns no block (a free with no heap at all)
   std::uint32_t map_owner = 0;    // what the class map holds for blocks this heap owns: index << 8
-  // map_owner where a free without a size may take the fast way (standard checks); tc_no_fast_owner under strict
-  // checks, which no class map value has.
-  std::uint32_t fast_owner = 0;
+  // map_owner + 1 where a free without a size may take the fast way (standard checks): a class map value v is one
+  // of this heap's blocks of class c, not the spare, exactly when v - fast_base (32-bit) is c < 64, one subtraction
+  // and one compare. tc_no_fast_base under strict checks, which no value is near.
+  std::uint32_t fast_base = 0;
   std::uintptr_t node_key = 0;    // the front's node key ^ (index << 48)
   std::size_t lost_total = 0;     // cached objects set aside in bins since reset (in blocks handed over)
   // Idle blocks in all bins (partial blocks whose slots are all free, most of them on the block's list, kept as they
@@ -123,8 +125,9 @@ struct tc_heap {
   // Counters (written by the owner, read by stats()).
   std::atomic<std::uint64_t> allocations{0};
   std::atomic<std::uint64_t> deallocations{0};
-  std::atomic<std::int64_t> bytes{0};  // round_size bytes allocated minus freed by this heap's thread, every tier
-  std::atomic<std::int64_t> peak{0};   // the highest `bytes` has been
+  // round_size bytes allocated minus freed by this heap's thread, every tier: peak - headroom (heap_counters.hpp)
+  std::atomic<std::int64_t> peak{0};   // the highest they have been
+  std::atomic<std::int64_t> headroom{0};
   std::atomic<std::int64_t> blocks_held{0};
   tc_heap* next = nullptr;  // the engine's list of heaps
   bool attached = false;    // a thread (or the shared fallback) is using it
@@ -199,8 +202,7 @@ class tc_front {
     tc_bin& bin = h.bins[c];
     void* p = bin.cache.pop(h.node_key);
     if (STRATA_UNLIKELY(p == nullptr)) return nullptr;
-    note_allocation(h, bin.object_size);
-    return p;
+    return note_allocation_of(h, bin.object_size, p);
   }
   /// The next slot of the claimed word, or nullptr (used up, or a slot refused: see allocate_slow).
   STRATA_ALWAYS_INLINE void* allocate_claimed(tc_heap& h, unsigned c) const noexcept {
@@ -304,11 +306,11 @@ class tc_front {
   /// and lies wholly in the block: per-class constants only, no read of the block.
   STRATA_ALWAYS_INLINE static bool is_slot_start(const tc_bin& bin, const void* p) noexcept {
     return slab_kind::starts_slot(reinterpret_cast<std::uintptr_t>(p), tc_block_size - 1, bin.object_size,
-                                  bin.reciprocal, bin.reciprocal << 24, bin.meta_span);
+                                  bin.reciprocal_high, bin.meta_span);
   }
   /// The slot number of p in its block, by bin's class size.
   static std::size_t slot_number(const tc_bin& bin, const void* p) noexcept {
-    return divide40(reinterpret_cast<std::uintptr_t>(p) & (tc_block_size - 1), bin.reciprocal);
+    return divide40(reinterpret_cast<std::uintptr_t>(p) & (tc_block_size - 1), bin.reciprocal_high >> 24);
   }
   /// deallocate()'s other cases (the class found again from bytes and alignment).
   STRATA_NOINLINE void deallocate_slow(tc_heap& h, void* p, std::size_t bytes, std::size_t alignment) const noexcept;
