@@ -852,12 +852,21 @@ std::size_t free_list_engine::usable_size(const void* p) const noexcept {
 }
 
 std::size_t free_list_engine::deallocate_in_chunk(void* p) noexcept {
-  if (quick_on_ || !ours(p)) return 0;
+  if (!ours(p)) return 0;
   chunk* c = chunk_of(p);
   const std::size_t g = granule_of(c, p);
   if (!is_aligned(p, granule) || g < c->first || state(c, g) != st_start) return 0;
   const std::size_t n = (next_boundary(c, g) - g) * granule;
-  if (free_now(c, g, n)) after_free();
+  if (quick_on_ && quick_size(n)) {
+    // As deallocate_slow(): live in the bitmap, so a node here is a block waiting in a quick list already (or data
+    // that looks like one), for the general way to tell apart.
+    if (STRATA_UNLIKELY(is_node(p, key_))) return 0;
+    ++deallocations_;
+    cache_block(p, n);
+  } else if (!free_now(c, g, n)) {
+    return n;
+  }
+  after_free();
   return n;
 }
 

@@ -133,9 +133,7 @@ bool tc_middle::deallocate(void* p, std::size_t bytes, std::size_t alignment) no
   return e->deallocation_count() != before;
 }
 
-std::size_t tc_middle::deallocate_unsized(void* p, bool& freed) noexcept {
-  const unsigned i = stripe_of(p);
-  if (i == list_stripes) return 0;
+std::size_t tc_middle::deallocate_unsized(unsigned i, void* p, bool& freed) noexcept {
   free_list_engine* e = stripes_[i].load(std::memory_order_acquire);  // made before its chunks
   std::lock_guard<spin_lock> g(stripe_locks_[i]);
   const std::uint64_t before = e->deallocation_count();

@@ -155,8 +155,9 @@ class free_list_engine {
   /// the start of a live block of this engine. Nothing is reported.
   [[nodiscard]] std::size_t usable_size(const void* p) const noexcept;
   /// Frees the live block at p, in a chunk, without its size (one look at its boundaries where usable_size() and
-  /// deallocate() take two): its size. 0, with nothing changed or reported, when p is no such block or the engine
-  /// has quick lists (the caller takes the general way).
+  /// deallocate() take two), into its quick list where it has one: its size. 0, with nothing changed or reported,
+  /// when p is no such block, or carries a quick list's node (freed already, or data that looks like one): the
+  /// caller takes the general way, which tells the two apart.
   std::size_t deallocate_in_chunk(void* p) noexcept;
   [[nodiscard]] resource_stats stats() const noexcept;
   bool check_invariants() const noexcept;

@@ -85,9 +85,10 @@ class tc_middle {
   void* allocate(std::size_t bytes, std::size_t alignment, std::uint32_t hint);
   /// False when the free was misuse (reported, nothing changed).
   bool deallocate(void* p, std::size_t bytes, std::size_t alignment) noexcept;
-  /// Frees p without its size when it is a block of the free list (one lock for the lookup and the free): its
-  /// size, and `freed` false when the free was misuse (reported, nothing changed). 0 when p is no such block.
-  std::size_t deallocate_unsized(void* p, bool& freed) noexcept;
+  /// Frees p, in a chunk of stripe i (its class map value says so), without its size when it is a block of the free
+  /// list (one lock for the lookup and the free): its size, and `freed` false when the free was misuse (reported,
+  /// nothing changed). 0 when p is no such block.
+  std::size_t deallocate_unsized(unsigned i, void* p, bool& freed) noexcept;
   bool resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) noexcept;
   [[nodiscard]] std::size_t usable_size(const void* p) const noexcept;
   [[nodiscard]] std::size_t max_shared() const noexcept { return max_shared_; }
