@@ -83,6 +83,8 @@ class thread_cache_resource final : public resource {
   void* allocate_rounded(std::size_t bytes, std::size_t alignment = alignof(std::max_align_t)) {
     return engine_.allocate(bytes, alignment);
   }
+  /// Whether the calling thread's cache of this resource is the one it used last (then the fast paths serve it).
+  [[nodiscard]] bool thread_cache_ready() const noexcept { return engine_.thread_heap_ready(); }
   /// allocate_rounded()'s fastest way alone: an object from the calling thread's cache for (bytes, alignment), or
   /// nullptr when that cache has none or the request is for another tier (allocate_rounded() then serves it). Never
   /// throws and makes no call, so that a caller can keep its own slow way out of line.

@@ -13,6 +13,7 @@
 namespace strata::c_api {
 
 std::atomic<strata::thread_cache_resource*> g_heap{nullptr};
+alignas(strata::thread_cache_resource) unsigned char g_heap_storage[sizeof(strata::thread_cache_resource)];
 
 namespace {
 // fork() with other threads allocating: the child gets the heap with no lock held (see
@@ -73,8 +74,7 @@ void print_at_exit() { print_heap_stats(); }
 
 strata::thread_cache_resource& made_heap() {
   // Never destroyed (see immortal()).
-  alignas(strata::thread_cache_resource) static unsigned char storage[sizeof(strata::thread_cache_resource)];
-  auto* heap = new (storage) strata::thread_cache_resource(options_from_environment(), &heap_pages());
+  auto* heap = new (g_heap_storage) strata::thread_cache_resource(options_from_environment(), &heap_pages());
   g_heap.store(heap, std::memory_order_release);
   strata::os::at_fork(&fork_prepare, &fork_parent, &fork_child);
   if (const char* v = strata::os::environment("STRATA_STATS"); v != nullptr && *v != '\0' && std::strcmp(v, "0") != 0)
@@ -109,7 +109,7 @@ void* heap_malloc_slow(std::size_t n) noexcept {
   return guarded<void*>(nullptr, [&] { return h.allocate_rounded(n, heap_alignment); });
 }
 
-void heap_free_unmade(void* p) noexcept { make_heap().deallocate_unsized(p); }
+void heap_free_slow(void* p) noexcept { heap().deallocate_unsized(p); }
 
 namespace {
 struct persistent_arena : strata::detail::bump_arena {

@@ -59,8 +59,8 @@ struct thread_registry {
     for (unsigned i = 0; i < count; ++i)
       if (live(entries[i].owner, entries[i].id)) entries[i].owner->thread_exit(entries[i].state);
     count = 0;
-    for (auto& t : thread_states) t = thread_state_entry{0, nullptr};
-    thread_state_last = thread_state_entry{0, nullptr};
+    for (auto& t : thread_states) t = thread_state_entry{};
+    thread_state_last = thread_state_entry{};
   }
 
   static thread_registry& local() noexcept {
@@ -139,8 +139,8 @@ void* per_thread_owner::remove_state() noexcept {
     }
   }
   thread_state_entry& t = thread_states[id_ & (thread_state_ways - 1)];
-  if (t.id == id_) t = thread_state_entry{0, nullptr};
-  if (thread_state_last.id == id_) thread_state_last = thread_state_entry{0, nullptr};
+  if (t.id == id_) t = thread_state_entry{};
+  if (thread_state_last.id == id_) thread_state_last = thread_state_entry{};
   return state;
 }
 

@@ -34,11 +34,14 @@ inline unsigned thread_stripe() noexcept {
   return STRATA_LIKELY(s != 0) ? s - 1 : claim_thread_stripe();
 }
 
+/// The id of no owner (ids count up from 1): what an unused entry holds, so that it matches no owner, not even one
+/// whose memory is still all zero (the C API's default heap, read by its fast paths before it is made).
+inline constexpr std::uint64_t no_owner_id = ~std::uint64_t{0};
 /// One owner's state for the calling thread. Owner ids are never reused, so an entry left by a destroyed owner
 /// never matches again.
 struct thread_state_entry {
-  std::uint64_t id;
-  void* state;
+  std::uint64_t id = no_owner_id;
+  void* state = nullptr;
 };
 /// The calling thread's states, direct-mapped by owner id: the fast paths' only thread-local access.
 inline constexpr unsigned thread_state_ways = 8;

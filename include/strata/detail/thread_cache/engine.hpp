@@ -48,6 +48,8 @@ class thread_cache_engine final : private per_thread_owner {
     return p;
   }
 
+  /// Whether the calling thread's heap is the one it used last (one compare: the fast paths' first step).
+  [[nodiscard]] STRATA_ALWAYS_INLINE bool thread_heap_ready() const noexcept { return last_heap() != nullptr; }
   /// allocate()'s first step alone: an object of the calling thread's cache, or nullptr (allocate() does the rest).
   STRATA_ALWAYS_INLINE void* try_allocate_cached(std::size_t bytes, std::size_t alignment) noexcept {
     if (STRATA_UNLIKELY(((bytes - 1) | (alignment - 1)) >= front_.max_small() || !is_plain_alignment(alignment)))
