@@ -7,7 +7,6 @@
 #include <atomic>
 #include <new>
 
-#include <strata/detail/parts/heap_counters.hpp>  // STRATA_TSAN_BUILD
 
 #include <strata/config.hpp>
 #include <strata/detail/ds/bump_arena.hpp>
@@ -28,19 +27,19 @@ R& immortal() {
 
 // The default heap, published here once made (the slow paths look): null until the first call makes it.
 extern std::atomic<strata::thread_cache_resource*> g_heap;
-// Its memory: the heap is made in place there, and is all zero before. The fast paths below use it without looking
-// at g_heap (one dependent load fewer): before the heap is made, its zero size limit sends every allocation the slow
-// way, and no thread's state entry matches its zero owner id, so every free goes that way too. (TSan builds look at
-// g_heap first: those reads would race with the heap's construction.)
+// Its memory: the heap is made in place there, and is all zero before.
 alignas(strata::thread_cache_resource) extern unsigned char g_heap_storage[sizeof(strata::thread_cache_resource)];
-STRATA_ALWAYS_INLINE strata::thread_cache_resource& heap_in_place() noexcept {
-  return *std::launder(reinterpret_cast<strata::thread_cache_resource*>(g_heap_storage));
-}
-STRATA_ALWAYS_INLINE bool heap_maybe_unmade() noexcept {
-#if defined(STRATA_TSAN_BUILD)
-  return g_heap.load(std::memory_order_acquire) == nullptr;
+
+/// The heap the fast paths below use, or nullptr when it is not made yet. libstrata-malloc's entry points
+/// (STRATA_HEAP_IN_PLACE, set for malloc.cpp alone, which is never built with sanitizers) use the storage without
+/// loading g_heap, one dependent load fewer: before the heap is made, its zero size limit sends every allocation the
+/// slow way, and no thread's state entry matches its zero owner id, so every free goes that way too. That reads
+/// members of an object not yet made (UBSan's vptr check says so), which the C API proper does not do.
+STRATA_ALWAYS_INLINE strata::thread_cache_resource* heap_for_fast_path() noexcept {
+#if defined(STRATA_HEAP_IN_PLACE)
+  return std::launder(reinterpret_cast<strata::thread_cache_resource*>(g_heap_storage));
 #else
-  return false;
+  return g_heap.load(std::memory_order_acquire);
 #endif
 }
 
@@ -59,8 +58,8 @@ STRATA_NOINLINE void* heap_malloc_slow(std::size_t n) noexcept;
 /// on failure, with strata_last_error() and errno set. The inlined part takes an object from the calling thread's
 /// cache and makes no call that returns to it (the rest is a tail call), so it keeps no frame.
 STRATA_ALWAYS_INLINE void* heap_malloc(std::size_t n) noexcept {
-  if (STRATA_LIKELY(!heap_maybe_unmade())) {
-    if (void* p = heap_in_place().try_allocate_cached(n, heap_alignment); STRATA_LIKELY(p != nullptr)) return p;
+  if (strata::thread_cache_resource* h = heap_for_fast_path(); STRATA_LIKELY(h != nullptr)) {
+    if (void* p = h->try_allocate_cached(n, heap_alignment); STRATA_LIKELY(p != nullptr)) return p;
   }
   return heap_malloc_slow(n);
 }
@@ -70,9 +69,9 @@ STRATA_NOINLINE void heap_free_slow(void* p) noexcept;
 /// strata_free_unsized (and free): p, any live block of the default heap, or nullptr.
 STRATA_ALWAYS_INLINE void heap_free_unsized(void* p) noexcept {
   if (p == nullptr) return;
-  strata::thread_cache_resource& h = heap_in_place();
-  if (STRATA_UNLIKELY(heap_maybe_unmade() || !h.thread_cache_ready())) return heap_free_slow(p);
-  h.deallocate_unsized(p);  // noexcept: nothing to catch
+  strata::thread_cache_resource* h = heap_for_fast_path();
+  if (STRATA_UNLIKELY(h == nullptr || !h->thread_cache_ready())) return heap_free_slow(p);
+  h->deallocate_unsized(p);  // noexcept: nothing to catch
 }
 
 /// Writes the default heap's statistics to stderr (malloc_stats(), STRATA_STATS=1 at exit).
