@@ -199,7 +199,7 @@ class tc_front {
   /// The engine's inlined allocation: the newest cached object, or nullptr (then allocate_slow(), a tail call,
   /// does the rest). Short, so that the inlined path needs no saved registers.
   STRATA_ALWAYS_INLINE void* allocate_cached(tc_heap& h, unsigned c) const noexcept {
-    tc_bin& bin = h.bins[c];
+    tc_bin& bin = *(h.bins + std::size_t{c});
     void* p = bin.cache.pop(h.node_key);
     if (STRATA_UNLIKELY(p == nullptr)) return nullptr;
     return note_allocation_of(h, bin.object_size, p);
