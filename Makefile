@@ -10,7 +10,7 @@
 #                 (ci build: optimised, invariant asserts on; SOAK_RESOURCE=all or a name, e.g. bitmap)
 #   make fuzz     the libFuzzer op-sequence fuzzers (fuzz preset: clang, ASan+UBSan), FUZZ_SECONDS (120) per target,
 #                 each on a scratch copy of its seed corpus (fuzz/run.sh; FUZZ_TARGETS to pick some)
-#   make fuzz-ci  the same, FUZZ_CI_SECONDS (8) per target: a short pass for CI, fails on any finding
+#   make fuzz-ci  the same, FUZZ_CI_SECONDS (5) per target: a short pass for CI, fails on any finding
 #   make install PREFIX=/some/prefix   the library alone (no test dependencies)
 .PHONY: all deps fuzz-deps build test demo bench bench-malloc sanitize tsan soak fuzz fuzz-build fuzz-ci release install clean
 
@@ -20,7 +20,7 @@ SOAK_SECONDS ?= 60
 SOAK_THREADS ?= 64
 SOAK_RESOURCE ?= all
 FUZZ_SECONDS ?= 120
-FUZZ_CI_SECONDS ?= 8
+FUZZ_CI_SECONDS ?= 5
 FUZZ_TARGETS ?=
 # Needed to build and test (python3, sqlite3 and perl: real programs the tests run on libstrata-malloc); the bench
 # peers are installed too but may be missing (they are then skipped).
