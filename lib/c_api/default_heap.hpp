@@ -7,7 +7,6 @@
 #include <atomic>
 #include <new>
 
-
 #include <strata/config.hpp>
 #include <strata/detail/ds/bump_arena.hpp>
 #include <strata/thread_cache_resource.hpp>

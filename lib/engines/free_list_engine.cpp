@@ -516,6 +516,18 @@ STRATA_ALWAYS_INLINE bool free_list_engine::live_block(const void* p, std::size_
   return true;
 }
 
+// deallocate_slow() and deallocate_in_chunk() once the block is known live and its node looked at.
+STRATA_ALWAYS_INLINE void free_list_engine::free_live(chunk* c, std::size_t g, void* p, std::size_t n,
+                                                     bool quick) noexcept {
+  if (quick) {
+    ++deallocations_;
+    cache_block(p, n);
+  } else if (!free_now(c, g, n)) {
+    return;
+  }
+  after_free();
+}
+
 // deallocate() when its quick checks do not decide: every check, in full.
 void free_list_engine::deallocate_slow(void* p, std::size_t bytes, std::size_t alignment) noexcept {
   if (STRATA_UNLIKELY(!is_power_of_two(alignment))) {
@@ -527,16 +539,12 @@ void free_list_engine::deallocate_slow(void* p, std::size_t bytes, std::size_t a
   std::size_t g;
   const std::size_t n = request_bytes(bytes, alignment);
   if (!live_block(p, bytes, alignment, n, c, g)) return;
-  if (quick_on_ && quick_size(n)) {
-    // Live in the bitmap, exactly n bytes: a node there is a block freed already, or data that looks like one.
-    if (STRATA_UNLIKELY(is_node(p, key_)) && cached_twice(p, bytes, alignment, n)) return;
-    ++deallocations_;
-    cache_block(p, n);
-  } else if (!free_now(c, g, n)) {
-    return;
-  }
-  after_free();
+  // Live in the bitmap, exactly n bytes: a node there is a block freed already, or data that looks like one.
+  const bool quick = quick_on_ && quick_size(n);
+  if (quick && STRATA_UNLIKELY(is_node(p, key_)) && cached_twice(p, bytes, alignment, n)) return;
+  free_live(c, g, p, n, quick);
 }
+
 
 // The end of a free: nothing live in the chunks, more of them held than max_empty_chunks: coalesce the quick lists,
 // so that the emptied chunks go back upstream as they do with strict checks (one chunk is kept with its lists); a
@@ -857,16 +865,11 @@ std::size_t free_list_engine::deallocate_in_chunk(void* p) noexcept {
   const std::size_t g = granule_of(c, p);
   if (!is_aligned(p, granule) || g < c->first || state(c, g) != st_start) return 0;
   const std::size_t n = (next_boundary(c, g) - g) * granule;
-  if (quick_on_ && quick_size(n)) {
-    // As deallocate_slow(): live in the bitmap, so a node here is a block waiting in a quick list already (or data
-    // that looks like one), for the general way to tell apart.
-    if (STRATA_UNLIKELY(is_node(p, key_))) return 0;
-    ++deallocations_;
-    cache_block(p, n);
-  } else if (!free_now(c, g, n)) {
-    return n;
-  }
-  after_free();
+  // As deallocate_slow(): live in the bitmap, so a node here is a block waiting in a quick list already (or data
+  // that looks like one), for the general way to tell apart.
+  const bool quick = quick_on_ && quick_size(n);
+  if (quick && STRATA_UNLIKELY(is_node(p, key_))) return 0;
+  free_live(c, g, p, n, quick);
   return n;
 }
 

@@ -382,17 +382,16 @@ std::size_t thread_cache_engine::usable_size(const void* p) const noexcept {
 
 std::size_t thread_cache_engine::deallocate_unsized_slow(void* p) noexcept {
   // A free-list block first, by its granule's class map value alone (no read of the granule's would-be header).
-  const std::uint32_t mv = front_.map().get(p);
-  if (!tc_map_is_mid(mv) && front_.owns(p)) {
+  if (const std::uint32_t mv = front_.map().get(p); tc_map_is_mid(mv)) {
+    bool freed = false;
+    if (const std::size_t n = middle_.deallocate_unsized(tc_map_mid_stripe(mv), p, freed); n != 0) {
+      if (!freed) return 0;
+      account(-static_cast<std::int64_t>(n));
+      return n;
+    }
+  } else if (front_.owns(p)) {
     const std::size_t n = tc_front::block_of(p)->object_size;
     deallocate(p, n, tc_unsized_alignment(n));  // checks the slot and its bits as any free does
-    return n;
-  }
-  bool freed = false;
-  if (const std::size_t n = tc_map_is_mid(mv) ? middle_.deallocate_unsized(tc_map_mid_stripe(mv), p, freed) : 0;
-      n != 0) {
-    if (!freed) return 0;
-    account(-static_cast<std::int64_t>(n));
     return n;
   }
   if (std::size_t n, a; large_.lookup(p, n, a)) {

@@ -285,6 +285,10 @@ class free_list_engine {
   void* take(free_block* b, std::size_t n, std::size_t pad);
   bool free_range(chunk* c, std::size_t g, std::size_t gn) noexcept;
   STRATA_NOINLINE bool free_now(chunk* c, std::size_t g, std::size_t n) noexcept;
+  /// Frees p, the live block of n bytes at granule g of c: into its quick list when `quick` (quick_on_ and
+  /// quick_size(n); the caller looked at its node), else merged now; then after_free(). A corrupt neighbour
+  /// (reported) keeps it live.
+  void free_live(chunk* c, std::size_t g, void* p, std::size_t n, bool quick) noexcept;
   bool live_block(const void* p, std::size_t bytes, std::size_t alignment, std::size_t n, chunk*& c,
                   std::size_t& g) noexcept;
   STRATA_COLD void report_bad_start(chunk* c, std::size_t g, const void* p, std::size_t bytes,

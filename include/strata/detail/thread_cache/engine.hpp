@@ -35,10 +35,15 @@ class thread_cache_engine final : private per_thread_owner {
   // The fast paths below make no call that returns to them (slow paths are tail calls), so they save no registers.
   // Every tier counts a block at round_size(bytes, alignment): its class size here.
 
+  /// Whether (bytes, alignment) is a plain request of the thread tier: 1 to max_small() bytes at alignment 1, 2, 4,
+  /// 8 or 16. 0 bytes is not (the other paths find its class). max_small() is a multiple of 16: (bytes - 1) |
+  /// (alignment - 1) is below it exactly when bytes - 1 is.
+  STRATA_ALWAYS_INLINE bool plain_small(std::size_t bytes, std::size_t alignment) const noexcept {
+    return ((bytes - 1) | (alignment - 1)) < front_.max_small() && is_plain_alignment(alignment);
+  }
+
   STRATA_ALWAYS_INLINE void* allocate(std::size_t bytes, std::size_t alignment) {
-    // 0 bytes takes the other path too (it finds the class there).
-    // max_small() is a multiple of 16: (bytes - 1) | (alignment - 1) is below it exactly when bytes - 1 is.
-    if (STRATA_UNLIKELY(((bytes - 1) | (alignment - 1)) >= front_.max_small() || !is_plain_alignment(alignment)))
+    if (STRATA_UNLIKELY(!plain_small(bytes, alignment)))
       return allocate_other(bytes, alignment);
     const unsigned c = front_.plain_class_nonzero(bytes, alignment);
     tc_heap* h = last_heap();
@@ -52,7 +57,7 @@ class thread_cache_engine final : private per_thread_owner {
   [[nodiscard]] STRATA_ALWAYS_INLINE bool thread_heap_ready() const noexcept { return last_heap() != nullptr; }
   /// allocate()'s first step alone: an object of the calling thread's cache, or nullptr (allocate() does the rest).
   STRATA_ALWAYS_INLINE void* try_allocate_cached(std::size_t bytes, std::size_t alignment) noexcept {
-    if (STRATA_UNLIKELY(((bytes - 1) | (alignment - 1)) >= front_.max_small() || !is_plain_alignment(alignment)))
+    if (STRATA_UNLIKELY(!plain_small(bytes, alignment)))
       return nullptr;
     const unsigned c = front_.plain_class_nonzero(bytes, alignment);
     tc_heap* h = last_heap();
@@ -64,7 +69,7 @@ class thread_cache_engine final : private per_thread_owner {
   // callers know blocks by their rounded size). The statistics are the same either way.
   template <bool Rounded = false>
   STRATA_ALWAYS_INLINE void deallocate(void* p, std::size_t bytes, std::size_t alignment) noexcept {
-    if (STRATA_UNLIKELY(((bytes - 1) | (alignment - 1)) >= front_.max_small() || !is_plain_alignment(alignment)))
+    if (STRATA_UNLIKELY(!plain_small(bytes, alignment)))
       return Rounded ? deallocate_other_rounded(p, bytes, alignment) : deallocate_other(p, bytes, alignment);
     tc_heap* h = last_heap();
     if (STRATA_UNLIKELY(h == nullptr)) {
