@@ -360,19 +360,18 @@ TEST_CASE("bitmap_resource: a small object where a freed large block was, named 
   // The address of a freed large block is remembered (a second free of it is a double free); when a block of small
   // objects reuses it, a misuse naming the old large size is about the small object there.
   reusing_upstream up(64 * 1024);
+  // A block's header sits at one of 16 cache lines chosen by bits 16..19 of its base: not on the base itself, so
+  // that the first slot is there.
+  if (((reinterpret_cast<std::uintptr_t>(up.base()) >> 16) & 15) == 0) up.use_second();
   strata::bitmap_options o;
   o.max_empty_blocks = 0;
   bitmap_resource r(o, &up);
-  void* first = r.allocate(8, 8);  // a block's first slot: where its slots start past the header
-  const auto at = static_cast<std::size_t>(static_cast<char*>(first) - up.base());
-  r.deallocate(first, 8, 8);
-  r.release();  // the block goes back
-  up.offset = at;
-  void* big = r.allocate(40000, 8);  // larger than any class: upstream, where the next block's first slot will be
-  REQUIRE(big == up.base() + at);
+  up.offset = 0;
+  void* big = r.allocate(40000, 8);  // larger than any class: upstream
+  REQUIRE(big == up.base());
   r.deallocate(big, 40000, 8);
-  void* small = r.allocate(8, 8);  // a new block at the same base; its first slot is the large block's address
-  REQUIRE(small == big);
+  void* small = r.allocate(8, 8);  // a new block at the same base; its first slot is the base
+  REQUIRE(small == up.base());
   error_capture errors;
   CHECK_FALSE(r.resize(small, 40000, 50000, 8));
   REQUIRE(errors.count() == 1);

@@ -30,8 +30,8 @@ bitmap_engine<Sync>::bitmap_engine(const bitmap_options& opts, std::pmr::memory_
     cs.class_bit = std::uint64_t{1} << c;
     cs.reciprocal = reciprocal40(size);
     cs.reciprocal_high = cs.reciprocal << 24;
-    const slab_kind::layout l = kind_.layout_of(size);
-    cs.meta_span = l.meta_span();
+    const slab_kind::layout l = kind_.typical_layout(size);
+    cs.meta_span = sizeof(slab) + l.words * 8 * (Sync ? 2 : 1) + size - 1;
     // Objects of 16 bytes and more have room for a node.
     if (!Sync && !strict && size >= 16) {
       cs.cache.cap = free_cache::cap_for(size);
@@ -771,7 +771,7 @@ bitmap_class_info bitmap_engine<Sync>::class_info(unsigned c) const noexcept {
   info.natural_alignment = natural_alignment_of(c);
   {
     // The objects a block of this class holds (at header color 0; other colors may hold one more or one fewer).
-    info.objects_per_block = kind_.layout_of(info.object_size).capacity();
+    info.objects_per_block = kind_.typical_layout(info.object_size).capacity();
   }
   lock_guard guard(cs.lock);
   info.blocks = cs.blocks.load(std::memory_order_relaxed);

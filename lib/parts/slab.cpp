@@ -32,19 +32,18 @@ std::size_t slab::free_slots() const noexcept {
   return n;
 }
 
-auto slab_kind::layout_of(std::size_t object_size) const noexcept -> layout {
+auto slab_kind::layout_of(std::size_t object_size, std::size_t header) const noexcept -> layout {
   layout l{};
-  l.object_size = object_size;
   l.limit = size_ / object_size;
   l.words = (l.limit + 63) / 64;
-  l.skip_begin = 0;
-  l.skip_end = (max_header_offset + sizeof(slab) + l.words * 8 * stride_ + object_size - 1) / object_size;
+  l.skip_begin = header / object_size;
+  l.skip_end = (header + sizeof(slab) + l.words * 8 * stride_ + object_size - 1) / object_size;
   return l;
 }
 
 slab* slab_kind::format(void* base, unsigned c, std::size_t object_size) const noexcept {
   const std::size_t header = header_offset(reinterpret_cast<std::uintptr_t>(base));
-  const layout l = layout_of(object_size);
+  const layout l = layout_of(object_size, header);
   auto* s = new (static_cast<char*>(base) + header) slab{};
   s->tag = tag_of(s);
   s->owner.store(nullptr, std::memory_order_relaxed);
@@ -72,7 +71,7 @@ const char* slab_kind::check(const slab* s, unsigned c, std::size_t object_size,
   if (!tagged(s)) return "slab tag corrupt";
   if (s->size_class != c || s->object_size != object_size) return "slab in the wrong class";
   if (s->stride != stride_) return "slab bitmap stride corrupt";
-  const layout l = layout_of(s->object_size);
+  const layout l = layout_of(s->object_size, header_offset(reinterpret_cast<std::uintptr_t>(base_of(s))));
   if (s->limit != l.limit || s->words != l.words || s->skip_begin != l.skip_begin || s->skip_end != l.skip_end ||
       s->capacity != l.capacity())
     return "slab layout corrupt";

@@ -41,7 +41,8 @@ void tc_front::init_bin(const tc_heap& h, tc_bin& bin, unsigned c) const noexcep
   const std::size_t size = sizes_.size_of(c);
   bin.object_size = static_cast<std::uint32_t>(size);
   bin.reciprocal_high = reciprocal40(size) << 24;
-  bin.meta_span = static_cast<std::uint32_t>(kind_.layout_of(size).meta_span());
+  const slab_kind::layout l = kind_.typical_layout(size);
+  bin.meta_span = static_cast<std::uint32_t>(sizeof(slab) + l.words * 16 + size - 1);
   bin.cache.cap = strict_ ? 0 : free_cache::cap_for(size);
 }
 

@@ -262,7 +262,7 @@ class bitmap_engine {
   };
   /// Under the class lock (where batches take slots and make them nodes): p, a slot of class c by the class map.
   slot_look look_at_slot(const void* p, unsigned c, std::uintptr_t base_key) const noexcept;
-  /// slab_kind::layout::meta_span() of class c (the header-slot test).
+  /// Header and bitmap bytes of a block of class c + its object size - 1 (the header-slot test).
   [[nodiscard]] std::size_t meta_span(unsigned c) const noexcept { return classes_[c].meta_span; }
   /// Objects of every class taken out in batches and not given back.
   [[nodiscard]] std::uint64_t batched_out() const noexcept;
@@ -391,7 +391,7 @@ class bitmap_engine {
     counter<std::size_t> peak{0};
     // !Sync, classes of 16 bytes and more, standard checks: the free cache and the claimed word.
     free_cache cache;
-    std::size_t meta_span = 0;  // slab_kind::layout::meta_span(): the header-slot test
+    std::size_t meta_span = 0;  // header and bitmap bytes of a block + object_size - 1: the header-slot test
     std::uint64_t class_bit = 0;  // 1 << the class's number (its bit in cached_classes_)
     std::uint64_t claimed = 0;        // free slots of word claimed_word of `current`, taken out of its bitmap
     std::uint64_t claimed_fresh = 0;  // of those, the slots never handed out (they are no nodes)

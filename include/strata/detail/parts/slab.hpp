@@ -17,12 +17,11 @@ namespace strata::detail {
 
 /// A slab: a power-of-two number of bytes (at least one block-map granule), aligned to its size, holding objects of
 /// one size class back to back, with no metadata in the objects. Slot q lies at base + q * object_size for q in
-/// [0, limit), so every slot is aligned like its size; the numbers in [skip_begin, skip_end) are never handed out.
+/// [0, limit), so every slot is aligned like its size; the numbers in [skip_begin, skip_end), whose bytes the header
+/// and bitmaps take, are never handed out.
 ///
 /// The header sits one of 16 cache lines past the base, chosen by the base address, so that the headers of many
-/// slabs do not all fall into the same cache sets; the bitmaps follow it. The slots never handed out are those
-/// that overlap the header and bitmaps at the last colour, whatever the slab's own: every slab of a size has the
-/// same slots, and whether an address starts one is known from its offset alone (a free needs no colour). For each 64 slots there is a local word
+/// slabs do not all fall into the same cache sets; the bitmaps follow it. For each 64 slots there is a local word
 /// (1 = free), written by whoever allocates from the slab, and, in slabs that take frees from other threads, a
 /// remote word beside it (on the same cache line), which those threads set with an atomic OR and the allocating
 /// side folds into the local word.
@@ -105,13 +104,10 @@ struct slab {
 /// formats, folds and checks slabs.
 class slab_kind {
  public:
-  /// Where a slab's slots lie for a given object size (the same at every header colour).
+  /// Where a slab's slots lie for a given object size and header offset.
   struct layout {
-    std::size_t limit, words, skip_begin, skip_end, object_size;
+    std::size_t limit, words, skip_begin, skip_end;
     [[nodiscard]] std::size_t capacity() const noexcept { return limit - (skip_end - skip_begin); }
-    /// The offset of the first slot's last byte: an offset whose slot ends below it overlaps where a header and
-    /// its bitmaps may lie (starts_slot()).
-    [[nodiscard]] std::size_t meta_span() const noexcept { return skip_end * object_size + object_size - 1; }
   };
 
   slab_kind(std::size_t slab_size, std::uintptr_t key, bool remote) noexcept
@@ -121,22 +117,20 @@ class slab_kind {
   [[nodiscard]] bool remote() const noexcept { return stride_ == 2; }
 
   static constexpr std::size_t header_colors = 16;
-  /// The largest header_offset(): slots start past the header and bitmaps placed here.
-  static constexpr std::size_t max_header_offset = (header_colors - 1) * 64;
   /// Bytes from a slab's base to its header.
   static std::uintptr_t header_offset(std::uintptr_t base) noexcept {
     return ((base >> block_map_shift) & (header_colors - 1)) * 64;
   }
   /// Whether address a, in a slab of mask + 1 bytes (a power of two) holding objects of `object_size` bytes,
-  /// starts a slot that lies wholly in the slab and past the bytes its header and bitmaps may take, from per-class
-  /// constants only (no read of the slab): r_high = reciprocal40(object_size) << 24, meta_span =
-  /// layout::meta_span(). The three tests never change their way for a valid slot, whatever its place (one test for
-  /// the slots near the header alone would be mispredicted).
+  /// starts a slot that lies wholly in the slab and clear of its header and bitmaps, from per-class constants
+  /// only (no read of the slab): r_high = reciprocal40(object_size) << 24, meta_span = header and bitmap
+  /// bytes + object_size - 1. The three tests never change their way for a valid slot, whatever its place (one
+  /// test for the slots near the header alone would be mispredicted).
   STRATA_ALWAYS_INLINE static bool starts_slot(std::uintptr_t a, std::uintptr_t mask, std::size_t object_size,
                                                std::uint64_t r_high, std::size_t meta_span) noexcept {
     const std::size_t off = a & mask;
     const std::size_t last = off + object_size - 1;  // the slot's last byte
-    return divides40(off, r_high) && last <= mask && last >= meta_span;
+    return divides40(off, r_high) && last <= mask && last - header_offset(a & ~mask) >= meta_span;
   }
   /// The header of the slab holding any address p (whether that is a slab is for the caller to know).
   STRATA_ALWAYS_INLINE slab* slab_of(const void* p) const noexcept {
@@ -166,7 +160,9 @@ class slab_kind {
   }
   [[nodiscard]] void* slot(const slab* s, std::size_t q) const noexcept { return base_of(s) + q * s->object_size; }
 
-  [[nodiscard]] layout layout_of(std::size_t object_size) const noexcept;
+  [[nodiscard]] layout layout_of(std::size_t object_size, std::size_t header) const noexcept;
+  /// The layout of a slab whose header sits at colour 0 (others hold at most one slot more or fewer).
+  [[nodiscard]] layout typical_layout(std::size_t object_size) const noexcept { return layout_of(object_size, 0); }
   /// Formats `base` (size() bytes, aligned to them) as an empty slab of class c, owned by nobody, on no list.
   slab* format(void* base, unsigned c, std::size_t object_size) const noexcept;
 

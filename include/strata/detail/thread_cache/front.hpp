@@ -69,7 +69,7 @@ struct alignas(64) tc_bin {
   std::uintptr_t fresh_from = 0;  // the current block's slots never handed out: [fresh_from, + fresh_span)
   std::size_t fresh_span = 0;
   std::uint32_t object_size = 0;
-  std::uint32_t meta_span = 0;    // slab_kind::layout::meta_span(): the header-slot test
+  std::uint32_t meta_span = 0;    // header and bitmap bytes of a block + object_size - 1: the header-slot test
   std::uint32_t map_value = 0;    // the class map's value for blocks of this class the heap owns
   // The claimed word: free slots of word claimed_word of `current`, taken out of its bitmap.
   std::uint64_t claimed = 0;
