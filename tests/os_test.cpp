@@ -103,6 +103,11 @@ TEST_CASE("os: huge page advice and resident size") {
 #include <new>
 
 #include <strata/bitmap_resource.hpp>
+#include <strata/testing.hpp>
+#include <strata/thread_cache_resource.hpp>
+#include <strata/detail/thread_cache/front.hpp>
+
+#include "support.hpp"
 #include <strata/detail/ds/block_map.hpp>
 #include <strata/page_resource.hpp>
 
@@ -202,4 +207,30 @@ TEST_CASE("os: the block map without a sparse mapping") {
   if (fresh) CHECK(os::mapped_bytes() >= before + (std::size_t{512} << 20));  // the whole table, mapped plainly
   r.deallocate(p, 64, 8);
   CHECK(r.check_invariants());
+}
+
+TEST_CASE("os: the thread cache's class map is a flat table where the OS maps sparse, else two levels from upstream") {
+  for (const bool sparse : {true, false}) {
+    CAPTURE(sparse);
+    os::capabilities off;
+    off.sparse_map = !sparse;
+    masked m(off);
+    strata::testing::recording_resource up;
+    {
+      strata::thread_cache_resource r({}, &up);
+      std::vector<void*> objects;
+      for (int i = 0; i < 1000; ++i) objects.push_back(r.allocate(48, 8));
+      // Its leaves are the upstream blocks that are not 64 KiB blocks of objects or heaps.
+      std::size_t leaves = 0;
+      for (const auto& b : up.live()) leaves += b.size == strata::detail::tc_map::leaf_bytes;
+      if (sparse) CHECK(leaves == 0);
+      else CHECK(leaves >= 1);
+      for (void* p : objects) r.deallocate(p, 48, 8);
+      strata_test::error_capture errors;
+      r.deallocate(objects[7], 48, 8);  // found by the class map either way
+      CHECK(errors.count() == 1);
+      CHECK(r.check_invariants());
+    }
+    CHECK(up.live_blocks() == 0);
+  }
 }

@@ -42,6 +42,14 @@ void for_granules(const void* block, std::size_t size, F&& f) noexcept {
 }
 }  // namespace
 
+void* map_sparse_table(std::size_t bytes) noexcept {
+  return os::get_capabilities().sparse_map ? os::map_sparse(bytes) : nullptr;
+}
+
+void unmap_sparse_table(void* table, std::size_t bytes) noexcept {
+  if (table != nullptr) os::release(table, bytes);
+}
+
 bool block_map_register(const void* block, std::size_t size, block_map& map) noexcept {
   const auto a = reinterpret_cast<std::uintptr_t>(block);
   if (a + size > block_map_limit) return false;

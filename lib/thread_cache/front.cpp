@@ -27,6 +27,9 @@ tc_front::tc_front(std::size_t max_small, std::uintptr_t key, const char* name, 
   sizes_.init(align_up(max_small < 16 ? 16 : max_small, 16), false, 16);
   max_small_ = sizes_.max_small();
   STRATA_ASSERT(max_small_ <= size_class_table::table_limit);  // plain_class() uses class_of_small()
+  // Frees look their pointer's granule up with one compare and one load where the OS maps the flat table (8 GiB
+  // of address space, memory only where written); elsewhere the two-level table serves, from upstream.
+  map_.use_flat();
 }
 
 unsigned tc_front::class_for_aligned(std::size_t bytes, std::size_t alignment) const noexcept {

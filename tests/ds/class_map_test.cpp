@@ -113,6 +113,52 @@ TEST_CASE("class_map: random sets and clears match a model, across windows that 
   CHECK(counting_storage::live.load() == 0);
 }
 
+TEST_CASE("class_map: with a flat table, random sets and clears match a model, with leaves only above 2^47") {
+  {
+    strata::detail::class_map<counting_storage, std::uint32_t, true> m;
+    REQUIRE(m.use_flat());  // Linux maps sparse tables
+    CHECK(m.flat());
+    CHECK(m.use_flat());  // once is enough
+    std::map<std::uintptr_t, std::uint32_t> model;
+    std::set<std::uintptr_t> high_windows, pages;  // windows above 2^47 (leaves), flat table pages written
+    strata_test::rng g(11);
+    for (int i = 0; i < 50000; ++i) {
+      const std::uintptr_t a = pick(g);
+      const std::size_t n = (1 + g.next() % 40) * block_map_granule;
+      if (a + n > strata::detail::block_map_limit) continue;
+      if (g.next() % 3 != 0) {
+        const auto v = static_cast<std::uint32_t>(1 + g.next() % 0xFFFFFFF);
+        REQUIRE(m.set(at(a), n, v));
+        for (std::uintptr_t x = a; x < a + n; x += block_map_granule) {
+          model[x] = v;
+          if (x >> 47) high_windows.insert(x / window);
+          else pages.insert((x >> 16) * 4 / 4096);
+        }
+      } else {
+        m.clear(at(a), n);
+        for (std::uintptr_t x = a; x < a + n; x += block_map_granule) model.erase(x);
+      }
+      const std::uintptr_t probe = pick(g) + g.next() % block_map_granule;
+      const auto it = model.find(probe & ~(block_map_granule - 1));
+      REQUIRE(m.get(at(probe)) == (it == model.end() ? 0 : it->second));
+      const std::uint32_t expected = it == model.end() ? 0 : it->second, direct = m.get_direct(at(probe));
+      if ((probe >> 47) == 0) REQUIRE(direct == expected);  // the flat table: always
+      else REQUIRE((direct == expected || direct == 0));     // the two-level table: 0 off its root entries
+    }
+    for (const auto& [a, v] : model) REQUIRE(m.get(at(a + block_map_granule - 1)) == v);
+    CHECK_FALSE(high_windows.empty());
+    CHECK_FALSE(pages.empty());
+    CHECK(m.leaf_count() == high_windows.size());
+    CHECK(counting_storage::live.load() == high_windows.size() * m.leaf_bytes);  // the table is not the storage's
+    CHECK(m.bytes_held() == high_windows.size() * m.leaf_bytes + pages.size() * 4096);
+    m.reset();  // the table goes: lookups take the (empty) two-level table
+    CHECK_FALSE(m.flat());
+    for (const auto& kv : model) REQUIRE(m.get(at(kv.first)) == 0);
+    CHECK(counting_storage::live.load() == 0);
+  }
+  CHECK(counting_storage::live.load() == 0);
+}
+
 TEST_CASE("class_map: a set the storage cannot serve changes nothing") {
   map_of<std::uint8_t> m;
   REQUIRE(m.set(at(0x7f00 * window + 5 * block_map_granule), block_map_granule, 3));

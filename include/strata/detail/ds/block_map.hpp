@@ -25,6 +25,12 @@ extern block_map g_block_map;
 /// kind's live objects.
 extern block_map g_front_block_map;
 
+/// A table of `bytes` that reads as zero everywhere and gets memory only where written, without charging commit for
+/// the whole range; nullptr when the OS cannot map one so. For tables over the address space (class_map's flat table).
+void* map_sparse_table(std::size_t bytes) noexcept;
+/// Gives a table from map_sparse_table() back.
+void unmap_sparse_table(void* table, std::size_t bytes) noexcept;
+
 /// Marks [block, block+size) in `map`. Returns false when the map cannot be created (out of address space).
 bool block_map_register(const void* block, std::size_t size, block_map& map = g_block_map) noexcept;
 /// Clears the marks of [block, block+size) in `map`.

@@ -24,14 +24,20 @@ namespace strata::detail {
 /// one process sit in few windows, so lookups almost always hit the root entry: one load there, one in the leaf
 /// (for a 64 MiB heap, the leaf's values fill 1 KiB: 16 cache lines).
 ///
+/// With use_flat(), granules of the low 128 TiB (all of user space on x86-64) are looked up in a flat table instead:
+/// one value per granule over the whole range, mapped sparse (it reads as zero and takes memory only where written:
+/// one 4 KiB page per 64 MiB of address space in use with four-byte values), so that a lookup is one compare and one
+/// load. It takes address space only: 8 GiB with four-byte values.
+///
 /// Lookups (`get`) are wait-free and may run on any thread at any time, also while another thread sets or clears
 /// granules: a lookup sees a granule's value as it was before or after the change. Leaves are never freed before
 /// `reset()` (a lookup of a stale pointer may read them at any time), so a map holds at most one leaf per window its
 /// owner has ever used. `set` and `clear` are serialised by a lock of their own.
 ///
 /// Storage has `void* allocate(std::size_t bytes) noexcept` (zero-filled, aligned to 16, or nullptr) and
-/// `void deallocate(void* p, std::size_t bytes) noexcept`, as for address_table.
-template <class Storage, class Value = std::uint8_t>
+/// `void deallocate(void* p, std::size_t bytes) noexcept`, as for address_table. Flat: whether use_flat() may be
+/// called (lookups then test for the flat table first).
+template <class Storage, class Value = std::uint8_t, bool Flat = false>
 class class_map {
   static_assert(std::is_unsigned_v<Value> && sizeof(Value) <= 4, "one to four bytes per granule");
 
@@ -41,6 +47,11 @@ class class_map {
   static constexpr unsigned root_entries = 64;
   /// Bytes one leaf takes from the storage.
   static constexpr std::size_t leaf_bytes = 64 + leaf_values * sizeof(Value);
+  /// Granules below this many (addresses below 2^47) are in the flat table once use_flat() has made one.
+  static constexpr std::size_t flat_granules = std::size_t{1} << (47 - block_map_shift);
+  static constexpr std::size_t flat_page = 4096;  // the unit in which the flat table's bytes in use are counted
+  static constexpr std::size_t flat_table_bytes = flat_granules * sizeof(Value);
+  static constexpr std::size_t flat_bytes = flat_table_bytes + flat_table_bytes / flat_page / 8;  // + written pages
 
   class_map() noexcept = default;
   explicit class_map(Storage storage) noexcept : storage_(storage) {}
@@ -48,9 +59,29 @@ class class_map {
   class_map& operator=(const class_map&) = delete;
   ~class_map() { reset(); }
 
+  /// Looks granules of the low 2^47 bytes up in a flat table from now on (see the class comment). Call it before the
+  /// first set(). False, changing nothing, when the OS cannot map the table sparse (the two-level table serves).
+  bool use_flat() noexcept {
+    static_assert(Flat, "a map made without Flat has no flat table");
+    std::lock_guard<std::mutex> g(lock_);
+    if (flat_ != nullptr) return true;
+    STRATA_ASSERT(leaves_ == 0);
+    void* t = map_sparse_table(flat_bytes);
+    if (t == nullptr) return false;
+    flat_ = static_cast<std::atomic<Value>*>(t);
+    flat_written_ = reinterpret_cast<std::uint64_t*>(static_cast<char*>(t) + flat_table_bytes);
+    flat_limit_ = flat_granules;
+    return true;
+  }
+  /// Whether lookups go through a flat table.
+  [[nodiscard]] bool flat() const noexcept { return flat_limit_ != 0; }
+
   /// The value of p's granule, 0 when none was set (also for addresses outside the 48-bit space).
   STRATA_ALWAYS_INLINE Value get(const void* p) const noexcept {
     const auto a = reinterpret_cast<std::uintptr_t>(p);
+    if constexpr (Flat)
+      if (STRATA_LIKELY((a >> block_map_shift) < flat_limit_))
+        return flat_[a >> block_map_shift].load(std::memory_order_relaxed);
     const std::uintptr_t w = a >> window_shift;
     const root_entry& e = root_[w & (root_entries - 1)];
     if (STRATA_LIKELY(e.window.load(std::memory_order_acquire) == w + 1))
@@ -62,6 +93,9 @@ class class_map {
   /// slow path anyway; makes no call.
   STRATA_ALWAYS_INLINE Value get_direct(const void* p) const noexcept {
     const auto a = reinterpret_cast<std::uintptr_t>(p);
+    if constexpr (Flat)
+      if (STRATA_LIKELY((a >> block_map_shift) < flat_limit_))
+        return flat_[a >> block_map_shift].load(std::memory_order_relaxed);
     const std::uintptr_t w = a >> window_shift;
     const root_entry& e = root_[w & (root_entries - 1)];
     // One compare and one load past the root entry: `values_bias` is where the first leaf's values would start
@@ -80,9 +114,9 @@ class class_map {
     std::lock_guard<std::mutex> g(lock_);
     const auto a = reinterpret_cast<std::uintptr_t>(base);
     if (a + size > block_map_limit || a + size < a) return false;
-    // Make every leaf first, so that a failure changes nothing.
+    // Make every leaf first (for the windows the flat table leaves out), so that a failure changes nothing.
     for (std::uintptr_t w = a >> window_shift; size != 0 && w <= (a + size - 1) >> window_shift; ++w)
-      if (leaf_of(w, true) == nullptr) return false;
+      if (!in_flat(w << window_shift) && leaf_of(w, true) == nullptr) return false;
     store(a, size, v);
     return true;
   }
@@ -93,9 +127,17 @@ class class_map {
     store(reinterpret_cast<std::uintptr_t>(base), size, 0);
   }
 
-  /// Frees every leaf; every granule reads 0. No lookup may run meanwhile.
+  /// Frees every leaf and the flat table (lookups take the two-level table from then on); every granule reads 0. No
+  /// lookup may run meanwhile.
   void reset() noexcept {
     std::lock_guard<std::mutex> g(lock_);
+    if (flat_ != nullptr) {
+      flat_limit_ = 0;
+      unmap_sparse_table(flat_, flat_bytes);
+      flat_ = nullptr;
+      flat_written_ = nullptr;
+      flat_pages_ = 0;
+    }
     for (root_entry& e : root_) {
       leaf* l = e.first.load(std::memory_order_relaxed);
       set_view(e, nullptr);
@@ -136,10 +178,15 @@ class class_map {
     }
   }
 
-  /// Storage bytes the leaves take.
+  /// Bytes the map takes: its leaves (from the storage) and the flat table's pages written (from the OS).
   [[nodiscard]] std::size_t bytes_held() const noexcept {
     std::lock_guard<std::mutex> g(lock_);
-    return leaves_ * leaf_bytes;
+    return leaves_ * leaf_bytes + flat_pages_ * flat_page;
+  }
+  /// Leaves taken from the storage.
+  [[nodiscard]] std::size_t leaf_count() const noexcept {
+    std::lock_guard<std::mutex> g(lock_);
+    return leaves_;
   }
 
   /// Its lock, for fork() (lock_set).
@@ -218,15 +265,39 @@ class class_map {
     return fresh;
   }
 
+  bool in_flat(std::uintptr_t a) const noexcept { return Flat && (a >> block_map_shift) < flat_limit_; }
+
   void store(std::uintptr_t a, std::size_t size, Value v) noexcept {
     STRATA_ASSERT(a % block_map_granule == 0 && size % block_map_granule == 0);
     leaf* l = nullptr;
     for (std::uintptr_t g = a; g < a + size; g += block_map_granule) {
+      if (in_flat(g)) {
+        const std::size_t i = g >> block_map_shift;
+        if (v != 0) note_written(i);
+        flat_[i].store(v, std::memory_order_relaxed);
+        continue;
+      }
       if (l == nullptr || l->window != g >> window_shift) l = leaf_of(g >> window_shift, false);
       if (l != nullptr) l->at(g).store(v, std::memory_order_relaxed);
     }
   }
+  /// Counts the flat table's page holding value i when it is written for the first time.
+  void note_written(std::size_t i) noexcept {
+    const std::size_t page = i * sizeof(Value) / flat_page;
+    std::uint64_t& w = flat_written_[page / 64];
+    const std::uint64_t bit = std::uint64_t{1} << (page % 64);
+    if ((w & bit) == 0) {
+      w |= bit;
+      ++flat_pages_;
+    }
+  }
 
+  // The flat table (use_flat()): flat_limit_ granules of it are looked up (0: none, or no table); flat_written_ has
+  // a bit per flat_page of it that has held a value, flat_pages_ of them set.
+  std::atomic<Value>* flat_ = nullptr;
+  std::size_t flat_limit_ = 0;
+  std::uint64_t* flat_written_ = nullptr;
+  std::size_t flat_pages_ = 0;
   root_entry root_[root_entries];
   Storage storage_{};
   mutable std::mutex lock_;

@@ -38,7 +38,7 @@ inline constexpr std::size_t tc_block_size = block_map_granule;
 /// Per resource: granule -> (owner heap index << 8) | (class + 1). Owner 0: no heap (the shared tier holds the
 /// block); value 0: no block of this resource's thread tier. A free compares one value with what its heap expects
 /// for the class: a match means "a slot of class c in a block this heap owns".
-using tc_map = class_map<upstream_storage, std::uint32_t>;
+using tc_map = class_map<upstream_storage, std::uint32_t, true>;
 STRATA_ALWAYS_INLINE constexpr std::uint32_t tc_map_value(std::uint32_t owner, unsigned c) noexcept {
   return (owner << 8) | (c + 1);
 }
