@@ -42,7 +42,7 @@ auto slab_kind::layout_of(std::size_t object_size, std::size_t header) const noe
 }
 
 slab* slab_kind::format(void* base, unsigned c, std::size_t object_size) const noexcept {
-  const std::size_t header = header_offset(reinterpret_cast<std::uintptr_t>(base));
+  const std::size_t header = header_at(reinterpret_cast<std::uintptr_t>(base));
   const layout l = layout_of(object_size, header);
   auto* s = new (static_cast<char*>(base) + header) slab{};
   s->tag = tag_of(s);
@@ -71,7 +71,7 @@ const char* slab_kind::check(const slab* s, unsigned c, std::size_t object_size,
   if (!tagged(s)) return "slab tag corrupt";
   if (s->size_class != c || s->object_size != object_size) return "slab in the wrong class";
   if (s->stride != stride_) return "slab bitmap stride corrupt";
-  const layout l = layout_of(s->object_size, header_offset(reinterpret_cast<std::uintptr_t>(base_of(s))));
+  const layout l = layout_of(s->object_size, header_at(reinterpret_cast<std::uintptr_t>(base_of(s))));
   if (s->limit != l.limit || s->words != l.words || s->skip_begin != l.skip_begin || s->skip_end != l.skip_end ||
       s->capacity != l.capacity())
     return "slab layout corrupt";

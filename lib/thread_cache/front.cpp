@@ -15,7 +15,7 @@ namespace strata::detail {
 
 tc_front::tc_front(std::size_t max_small, std::uintptr_t key, const char* name, tc_middle& middle,
                    std::pmr::memory_resource* upstream, bool strict) noexcept
-    : kind_(tc_block_size, key, true),
+    : kind_(tc_block_size, key, true, false),
       max_small_(0),
       strict_(strict),
       node_key_(random_node_key(this)),

@@ -21,7 +21,8 @@ namespace strata::detail {
 /// and bitmaps take, are never handed out.
 ///
 /// The header sits one of 16 cache lines past the base, chosen by the base address, so that the headers of many
-/// slabs do not all fall into the same cache sets; the bitmaps follow it. For each 64 slots there is a local word
+/// slabs do not all fall into the same cache sets (or, for a kind made uncoloured, at the base: the thread cache,
+/// whose frees test slots against per-class constants alone); the bitmaps follow it. For each 64 slots there is a local word
 /// (1 = free), written by whoever allocates from the slab, and, in slabs that take frees from other threads, a
 /// remote word beside it (on the same cache line), which those threads set with an atomic OR and the allocating
 /// side folds into the local word.
@@ -110,8 +111,8 @@ class slab_kind {
     [[nodiscard]] std::size_t capacity() const noexcept { return limit - (skip_end - skip_begin); }
   };
 
-  slab_kind(std::size_t slab_size, std::uintptr_t key, bool remote) noexcept
-      : size_(slab_size), key_(key), stride_(remote ? 2 : 1) {}
+  slab_kind(std::size_t slab_size, std::uintptr_t key, bool remote, bool coloured = true) noexcept
+      : size_(slab_size), key_(key), stride_(remote ? 2 : 1), coloured_(coloured) {}
 
   [[nodiscard]] std::size_t size() const noexcept { return size_; }
   [[nodiscard]] bool remote() const noexcept { return stride_ == 2; }
@@ -132,10 +133,21 @@ class slab_kind {
     const std::size_t last = off + object_size - 1;  // the slot's last byte
     return divides40(off, r_high) && last <= mask && last - header_offset(a & ~mask) >= meta_span;
   }
+  /// starts_slot() for slabs whose header is at their base (not coloured).
+  STRATA_ALWAYS_INLINE static bool starts_slot_at_base(std::uintptr_t a, std::uintptr_t mask, std::size_t object_size,
+                                                       std::uint64_t r_high, std::size_t meta_span) noexcept {
+    const std::size_t off = a & mask;
+    const std::size_t last = off + object_size - 1;
+    return divides40(off, r_high) && last <= mask && last >= meta_span;
+  }
+  /// Bytes from a slab's base to its header, for this kind.
+  [[nodiscard]] std::uintptr_t header_at(std::uintptr_t base) const noexcept {
+    return coloured_ ? header_offset(base) : 0;
+  }
   /// The header of the slab holding any address p (whether that is a slab is for the caller to know).
   STRATA_ALWAYS_INLINE slab* slab_of(const void* p) const noexcept {
     const std::uintptr_t base = reinterpret_cast<std::uintptr_t>(p) & ~(size_ - 1);
-    return reinterpret_cast<slab*>(base + header_offset(base));
+    return reinterpret_cast<slab*>(base + header_at(base));
   }
   STRATA_ALWAYS_INLINE char* base_of(const slab* s) const noexcept {
     return reinterpret_cast<char*>(reinterpret_cast<std::uintptr_t>(s) & ~(size_ - 1));
@@ -248,6 +260,7 @@ class slab_kind {
   std::size_t size_;
   std::uintptr_t key_;
   std::uint8_t stride_;
+  bool coloured_;
 };
 
 }  // namespace strata::detail
