@@ -288,15 +288,18 @@ class tc_front {
     const auto a = reinterpret_cast<std::uintptr_t>(p);
     if (STRATA_UNLIKELY(!is_slot_start(bin, p))) return slow();
     // A slot of this class of a block h owns (so p's two words are in the block). A node or a mark (freed
-    // already, or data that looks like one) or a slot never handed out: the exact checks decide.
-    const std::uintptr_t w1 = load_node_word(p, 1) ^ mark_of(p, node_key_);
+    // already, or data that looks like one) or a slot never handed out: the exact checks decide. The heap's key
+    // is the front's in the 48 bits compared (its index sits above them): one key serves the test and the push.
+    const std::uintptr_t key = h.node_key;
+    const std::uintptr_t w1 = load_node_word(p, 1) ^ mark_of(p, key);
     if (STRATA_UNLIKELY((w1 << 16) == 0) || STRATA_UNLIKELY(((w1 ^ load_node_word(p, 0)) << 16) == 0) ||
         STRATA_UNLIKELY(a - bin.fresh_from < bin.fresh_span))
       return slow();
     STRATA_INJECT_DELAY();
     if (STRATA_UNLIKELY(bin.cache.count >= bin.cache.cap)) return push_to_block(h, bin, p);
-    bin.cache.push(p, h.node_key);
-    note_deallocation(h, bin.object_size);
+    const std::size_t size = bin.object_size;  // read before the node's stores, which may alias anything
+    bin.cache.push(p, key);
+    note_deallocation(h, size);
   }
   /// deallocate_unsized_in()'s other cases: deallocate_slow() with bin's size and an alignment that names its class.
   STRATA_NOINLINE void deallocate_unsized_slow(tc_heap& h, tc_bin& bin, void* p) const noexcept;
