@@ -545,7 +545,6 @@ void free_list_engine::deallocate_slow(void* p, std::size_t bytes, std::size_t a
   free_live(c, g, p, n, quick);
 }
 
-
 // The end of a free: nothing live in the chunks, more of them held than max_empty_chunks: coalesce the quick lists,
 // so that the emptied chunks go back upstream as they do with strict checks (one chunk is kept with its lists); a
 // purge that falls due.

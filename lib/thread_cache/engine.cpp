@@ -485,12 +485,11 @@ resource_stats thread_cache_engine::thread_totals() const noexcept {
   const tc_middle::block_totals b = middle_.blocks();
   // The class map's leaves come from upstream; its flat table (where there is one) from the OS, like the block maps,
   // and is not counted (4 KiB per 64 MiB of addresses in use).
-  const std::size_t map_leaves = front_.map().leaf_count();
-  const std::size_t map_bytes = map_leaves * tc_map::leaf_bytes;
+  const std::size_t map_bytes = front_.map().bytes_held();
   s.bytes_held = b.held * tc_block_size + heaps * sizeof(tc_heap) + map_bytes;
   s.bytes_resident = s.bytes_held;
   s.failed_allocations = failed_.load(std::memory_order_relaxed);
-  s.upstream_allocations = b.upstream_allocations + heaps + released_heaps_ + map_leaves;
+  s.upstream_allocations = b.upstream_allocations + heaps + released_heaps_ + map_bytes / tc_map::leaf_bytes;
   s.upstream_deallocations = b.upstream_deallocations + released_heaps_;
   return s;
 }

@@ -49,9 +49,7 @@ class class_map {
   static constexpr std::size_t leaf_bytes = 64 + leaf_values * sizeof(Value);
   /// Granules below this many (addresses below 2^47) are in the flat table once use_flat() has made one.
   static constexpr std::size_t flat_granules = std::size_t{1} << (47 - block_map_shift);
-  static constexpr std::size_t flat_page = 4096;  // the unit in which the flat table's bytes in use are counted
-  static constexpr std::size_t flat_table_bytes = flat_granules * sizeof(Value);
-  static constexpr std::size_t flat_bytes = flat_table_bytes + flat_table_bytes / flat_page / 8;  // + written pages
+  static constexpr std::size_t flat_bytes = flat_granules * sizeof(Value);
 
   class_map() noexcept = default;
   explicit class_map(Storage storage) noexcept : storage_(storage) {}
@@ -69,7 +67,6 @@ class class_map {
     void* t = map_sparse_table(flat_bytes);
     if (t == nullptr) return false;
     flat_ = static_cast<std::atomic<Value>*>(t);
-    flat_written_ = reinterpret_cast<std::uint64_t*>(static_cast<char*>(t) + flat_table_bytes);
     flat_limit_ = flat_granules;
     return true;
   }
@@ -79,9 +76,7 @@ class class_map {
   /// The value of p's granule, 0 when none was set (also for addresses outside the 48-bit space).
   STRATA_ALWAYS_INLINE Value get(const void* p) const noexcept {
     const auto a = reinterpret_cast<std::uintptr_t>(p);
-    if constexpr (Flat)
-      if (STRATA_LIKELY((a >> block_map_shift) < flat_limit_))
-        return flat_[a >> block_map_shift].load(std::memory_order_relaxed);
+    if (STRATA_LIKELY(in_flat(a))) return flat_[a >> block_map_shift].load(std::memory_order_relaxed);
     const std::uintptr_t w = a >> window_shift;
     const root_entry& e = root_[w & (root_entries - 1)];
     if (STRATA_LIKELY(e.window.load(std::memory_order_acquire) == w + 1))
@@ -93,9 +88,7 @@ class class_map {
   /// slow path anyway; makes no call.
   STRATA_ALWAYS_INLINE Value get_direct(const void* p) const noexcept {
     const auto a = reinterpret_cast<std::uintptr_t>(p);
-    if constexpr (Flat)
-      if (STRATA_LIKELY((a >> block_map_shift) < flat_limit_))
-        return flat_[a >> block_map_shift].load(std::memory_order_relaxed);
+    if (STRATA_LIKELY(in_flat(a))) return flat_[a >> block_map_shift].load(std::memory_order_relaxed);
     const std::uintptr_t w = a >> window_shift;
     const root_entry& e = root_[w & (root_entries - 1)];
     // One compare and one load past the root entry: `values_bias` is where the first leaf's values would start
@@ -135,8 +128,6 @@ class class_map {
       flat_limit_ = 0;
       unmap_sparse_table(flat_, flat_bytes);
       flat_ = nullptr;
-      flat_written_ = nullptr;
-      flat_pages_ = 0;
     }
     for (root_entry& e : root_) {
       leaf* l = e.first.load(std::memory_order_relaxed);
@@ -178,15 +169,10 @@ class class_map {
     }
   }
 
-  /// Bytes the map takes: its leaves (from the storage) and the flat table's pages written (from the OS).
+  /// Storage bytes the leaves take (the flat table comes from the OS, not the storage, and is not counted).
   [[nodiscard]] std::size_t bytes_held() const noexcept {
     std::lock_guard<std::mutex> g(lock_);
-    return leaves_ * leaf_bytes + flat_pages_ * flat_page;
-  }
-  /// Leaves taken from the storage.
-  [[nodiscard]] std::size_t leaf_count() const noexcept {
-    std::lock_guard<std::mutex> g(lock_);
-    return leaves_;
+    return leaves_ * leaf_bytes;
   }
 
   /// Its lock, for fork() (lock_set).
@@ -265,39 +251,27 @@ class class_map {
     return fresh;
   }
 
-  bool in_flat(std::uintptr_t a) const noexcept { return Flat && (a >> block_map_shift) < flat_limit_; }
+  /// Whether address a is looked up in the flat table (never without Flat: the test folds away).
+  STRATA_ALWAYS_INLINE bool in_flat(std::uintptr_t a) const noexcept {
+    return Flat && (a >> block_map_shift) < flat_limit_;
+  }
 
   void store(std::uintptr_t a, std::size_t size, Value v) noexcept {
     STRATA_ASSERT(a % block_map_granule == 0 && size % block_map_granule == 0);
     leaf* l = nullptr;
     for (std::uintptr_t g = a; g < a + size; g += block_map_granule) {
       if (in_flat(g)) {
-        const std::size_t i = g >> block_map_shift;
-        if (v != 0) note_written(i);
-        flat_[i].store(v, std::memory_order_relaxed);
+        flat_[g >> block_map_shift].store(v, std::memory_order_relaxed);
         continue;
       }
       if (l == nullptr || l->window != g >> window_shift) l = leaf_of(g >> window_shift, false);
       if (l != nullptr) l->at(g).store(v, std::memory_order_relaxed);
     }
   }
-  /// Counts the flat table's page holding value i when it is written for the first time.
-  void note_written(std::size_t i) noexcept {
-    const std::size_t page = i * sizeof(Value) / flat_page;
-    std::uint64_t& w = flat_written_[page / 64];
-    const std::uint64_t bit = std::uint64_t{1} << (page % 64);
-    if ((w & bit) == 0) {
-      w |= bit;
-      ++flat_pages_;
-    }
-  }
 
-  // The flat table (use_flat()): flat_limit_ granules of it are looked up (0: none, or no table); flat_written_ has
-  // a bit per flat_page of it that has held a value, flat_pages_ of them set.
+  // The flat table (use_flat()): flat_limit_ granules of it are looked up (0: none, or no table).
   std::atomic<Value>* flat_ = nullptr;
   std::size_t flat_limit_ = 0;
-  std::uint64_t* flat_written_ = nullptr;
-  std::size_t flat_pages_ = 0;
   root_entry root_[root_entries];
   Storage storage_{};
   mutable std::mutex lock_;

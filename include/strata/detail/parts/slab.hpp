@@ -127,18 +127,14 @@ class slab_kind {
   /// only (no read of the slab): r_high = reciprocal40(object_size) << 24, meta_span = header and bitmap
   /// bytes + object_size - 1. The three tests never change their way for a valid slot, whatever its place (one
   /// test for the slots near the header alone would be mispredicted).
+  /// Coloured: false for a kind made uncoloured (header at the base: no colour to find from the address).
+  template <bool Coloured = true>
   STRATA_ALWAYS_INLINE static bool starts_slot(std::uintptr_t a, std::uintptr_t mask, std::size_t object_size,
                                                std::uint64_t r_high, std::size_t meta_span) noexcept {
     const std::size_t off = a & mask;
     const std::size_t last = off + object_size - 1;  // the slot's last byte
-    return divides40(off, r_high) && last <= mask && last - header_offset(a & ~mask) >= meta_span;
-  }
-  /// starts_slot() for slabs whose header is at their base (not coloured).
-  STRATA_ALWAYS_INLINE static bool starts_slot_at_base(std::uintptr_t a, std::uintptr_t mask, std::size_t object_size,
-                                                       std::uint64_t r_high, std::size_t meta_span) noexcept {
-    const std::size_t off = a & mask;
-    const std::size_t last = off + object_size - 1;
-    return divides40(off, r_high) && last <= mask && last >= meta_span;
+    const std::uintptr_t header = Coloured ? header_offset(a & ~mask) : 0;
+    return divides40(off, r_high) && last <= mask && last - header >= meta_span;
   }
   /// Bytes from a slab's base to its header, for this kind.
   [[nodiscard]] std::uintptr_t header_at(std::uintptr_t base) const noexcept {

@@ -308,8 +308,8 @@ class tc_front {
   /// Whether p, in a block of bin's class (the class map says so), is the start of a slot that is no header slot
   /// and lies wholly in the block: per-class constants only, no read of the block.
   STRATA_ALWAYS_INLINE static bool is_slot_start(const tc_bin& bin, const void* p) noexcept {
-    return slab_kind::starts_slot_at_base(reinterpret_cast<std::uintptr_t>(p), tc_block_size - 1, bin.object_size,
-                                  bin.reciprocal_high, bin.meta_span);
+    return slab_kind::starts_slot<false>(reinterpret_cast<std::uintptr_t>(p), tc_block_size - 1, bin.object_size,
+                                         bin.reciprocal_high, bin.meta_span);
   }
   /// The slot number of p in its block, by bin's class size.
   static std::size_t slot_number(const tc_bin& bin, const void* p) noexcept {
@@ -336,7 +336,7 @@ class tc_front {
   /// The caches and the remote array are given back first.
   void abandon_all(tc_heap& h) const noexcept;
 
-  /// Block header of any address inside a front-end block.
+  /// Block header of any address inside a front-end block: at the block's base (kind_ is made uncoloured).
   static slab* block_of(const void* p) noexcept {
     const std::uintptr_t base = reinterpret_cast<std::uintptr_t>(p) & ~(tc_block_size - 1);
     return reinterpret_cast<slab*>(base);
