@@ -21,6 +21,7 @@
 #include <strata/page_resource.hpp>
 
 #include "default_heap.hpp"
+#include "exception_memory.hpp"
 
 #define STRATA_MALLOC_API extern "C" __attribute__((visibility("default")))
 
@@ -87,7 +88,7 @@ std::new_handler current_new_handler() noexcept {
 
 [[noreturn]] void throw_bad_alloc() {
   if (const program_runtime& r = runtime(); r.throw_bad_alloc != nullptr) r.throw_bad_alloc();
-  throw std::bad_alloc();
+  strata::c_api::throw_bad_alloc_to_program();
 }
 
 // operator new's loop: the new-handler may free memory and return, or throw, or there is none (std::bad_alloc).
