@@ -111,6 +111,11 @@ TEST_CASE("os: huge page advice and resident size") {
 #include <strata/detail/ds/block_map.hpp>
 #include <strata/page_resource.hpp>
 
+#include <sys/resource.h>
+
+#include <utility>
+#include <vector>
+
 namespace {
 // Masks the given capabilities for the scope.
 struct masked {
@@ -194,11 +199,41 @@ TEST_CASE("os: page_resource where whole mappings only can be released serves pa
   CHECK(r.check_invariants());
 }
 
+// ctest runs this case a second time under `ulimit -v 600000` (tests/with_address_limit.sh), where the flat table
+// (512 MiB of address space) cannot be mapped: the map is then in two levels, and must say the same.
+TEST_CASE("os: the block map in two levels where the flat table cannot be mapped") {
+  rlimit limit{};
+  REQUIRE(getrlimit(RLIMIT_AS, &limit) == 0);
+  const bool small = limit.rlim_cur != RLIM_INFINITY && limit.rlim_cur < (rlim_t{1} << 30);
+  const bool fresh = strata::detail::g_block_map.words.load() == nullptr &&
+                     strata::detail::g_block_map.directory.load() == nullptr;
+  strata::bitmap_resource r;
+  std::vector<std::pair<void*, std::size_t>> blocks;
+  for (std::size_t i = 0; i < 3000; ++i) {
+    const std::size_t n = 8 + (i * 97) % 249;  // bitmap blocks (larger requests go to pages, in no block map)
+    blocks.emplace_back(r.allocate(n, 8), n);
+  }
+  if (small && fresh) {
+    CHECK(strata::detail::g_block_map.words.load() == nullptr);
+    CHECK(strata::detail::g_block_map.directory.load() != nullptr);
+  }
+  for (const auto& [p, n] : blocks) CHECK(strata::detail::block_map_contains(p));
+  CHECK_FALSE(strata::detail::block_map_contains(&limit));
+  CHECK_FALSE(strata::detail::block_map_contains(reinterpret_cast<void*>(std::uintptr_t{1} << 46)));
+  CHECK_FALSE(strata::detail::block_map_contains(reinterpret_cast<void*>(~std::uintptr_t{0})));
+  for (const auto& [p, n] : blocks) r.deallocate(p, n, 8);
+  CHECK(r.check_invariants());
+  r.release();
+  for (const auto& [p, n] : blocks) CHECK_FALSE(strata::detail::block_map_contains(p));
+}
+
 TEST_CASE("os: the block map without a sparse mapping") {
   os::capabilities off;
   off.sparse_map = true;
   masked m(off);
-  const bool fresh = strata::detail::g_block_map.load() == nullptr;  // this process's first block decides
+  // This process's first block decides.
+  const bool fresh = strata::detail::g_block_map.words.load() == nullptr &&
+                     strata::detail::g_block_map.directory.load() == nullptr;
   const std::size_t before = os::mapped_bytes();
   strata::bitmap_resource r;
   void* p = r.allocate(64, 8);

@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #ifndef MAP_NORESERVE
@@ -180,6 +181,30 @@ bool at_fork(void (*prepare)(), void (*parent)(), void (*child)()) noexcept {
   return pthread_atfork(prepare, parent, child) == 0;
 }
 
+std::size_t address_space_limit() noexcept {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_AS, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return SIZE_MAX;
+  return limit.rlim_cur > SIZE_MAX ? SIZE_MAX : static_cast<std::size_t>(limit.rlim_cur);
+}
+
 const char* environment(const char* name) noexcept { return std::getenv(name); }
+
+// pthread keys: glibc keeps the values of the first 32 keys of a thread in the thread's own descriptor (setting one
+// allocates nothing); later keys take a block from calloc once per 32, and setspecific fails with ENOMEM when it
+// gets none. Their destructors run after the C++ thread_local destructors, and not at exit().
+int make_thread_exit_hook(void (*fn)(void*)) noexcept {
+  pthread_key_t key;
+  if (pthread_key_create(&key, fn) != 0) return -1;
+  return static_cast<int>(key);
+}
+
+bool arm_thread_exit_hook(int hook, void* value) noexcept {
+  return hook >= 0 && value != nullptr && pthread_setspecific(static_cast<pthread_key_t>(hook), value) == 0;
+}
+
+void drop_thread_exit_hook(int hook) noexcept {
+  if (hook >= 0) pthread_key_delete(static_cast<pthread_key_t>(hook));
+}
+
 
 }  // namespace strata::os

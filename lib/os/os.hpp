@@ -66,6 +66,9 @@ std::size_t mapped_bytes() noexcept;
 /// Resident set size of the process in bytes, 0 when unknown.
 std::size_t process_resident_bytes() noexcept;
 
+/// The process's address-space limit in bytes (`ulimit -v`), SIZE_MAX when it has none.
+std::size_t address_space_limit() noexcept;
+
 /// A monotonic clock in nanoseconds (from an arbitrary start; never goes back).
 std::uint64_t monotonic_ns() noexcept;
 
@@ -75,6 +78,17 @@ const char* environment(const char* name) noexcept;
 /// Has prepare run in the thread that calls fork() before the process is copied, and parent / child after it, in the
 /// parent and in the child (the child has that one thread only). False when the OS cannot.
 bool at_fork(void (*prepare)(), void (*parent)(), void (*child)()) noexcept;
+
+/// A thread-exit hook: calls fn(value) when a thread that armed it with a value exits, after the thread's C++
+/// thread_local destructors; not for the thread that ends the process with exit() (the process is gone). Made once
+/// per use (a handle; -1 when the OS has no room for another). Unlike a thread_local destructor, arming one needs no
+/// memory from malloc for the first hooks of a process, so a thread's first allocation does not depend on the heap
+/// it is setting up; where it does need memory and gets none, arming fails and says so instead of aborting.
+int make_thread_exit_hook(void (*fn)(void*)) noexcept;
+/// Arms `hook` for the calling thread with `value` (not null). False when it cannot be armed.
+bool arm_thread_exit_hook(int hook, void* value) noexcept;
+/// Deletes `hook`: no thread runs it after this (for a library that is being unloaded).
+void drop_thread_exit_hook(int hook) noexcept;
 
 /// Test hook: the next `n` calls that obtain memory (map, reserve, commit, extend_in_place) succeed, later ones fail
 /// with out_of_memory until clear_failures().

@@ -13,13 +13,8 @@
 
 #include <strata/strata.h>
 
-#define CHECK(cond)                                                     \
-  do {                                                                  \
-    if (!(cond)) {                                                      \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-      exit(1);                                                          \
-    }                                                                   \
-  } while (0)
+#include "check.h"
+
 
 static void* refused_options(void* arg) {
   (void)arg;

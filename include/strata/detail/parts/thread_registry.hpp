@@ -50,8 +50,10 @@ inline thread_local thread_state_entry thread_states[thread_state_ways] STRATA_T
 inline thread_local thread_state_entry thread_state_last STRATA_TLS_INITIAL_EXEC = {};
 
 /// An engine that keeps state per thread. Each thread's states are recorded in a thread-local registry (a thread
-/// keeps states for up to 64 owners at once); at thread exit each live owner gets its state back through
-/// thread_exit(). Owners leave the registry before they go, so no thread hands a state to a destroyed one.
+/// keeps states for up to 64 owners at once); at thread exit (after the thread's C++ thread_local destructors, which
+/// may still use the states) each live owner gets its state back through thread_exit(). The thread that ends the
+/// process with exit() keeps its states: the process is ending, and its atexit handlers and static destructors use
+/// them as the thread did. Owners leave the registry before they go, so no thread hands a state to a destroyed one.
 class per_thread_owner {
  public:
   per_thread_owner(const per_thread_owner&) = delete;
