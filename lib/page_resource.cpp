@@ -106,7 +106,10 @@ constexpr std::size_t purge_batch = 16;
 page_resource::page_resource(const options& opts) noexcept : opts_(opts) {
   const os::capabilities caps = os::get_capabilities();
   // Room to grow is address space reserved after a span, committed or given back in parts as it grows and shrinks.
-  if (!caps.reserve || !caps.partial_release) opts_.growth_reserve_min = 0;
+  // No room where the OS cannot reserve, nor where the process has an address-space limit (`ulimit -v`): rooms of
+  // 3 times a span would take the address space that later spans need (a program got half the 1 MiB blocks glibc
+  // gives it under `ulimit -v 600000`).
+  if (!caps.reserve || !caps.partial_release || os::address_space_limit() != SIZE_MAX) opts_.growth_reserve_min = 0;
   // Where the OS has no lazy purge it purges eagerly: pages read as zero after it, and reuse need not clear them.
   if (!caps.lazy_purge) opts_.purge = purge_mode::eager;
   if (opts_.max_cached_spans > max_cache_slots) opts_.max_cached_spans = max_cache_slots;

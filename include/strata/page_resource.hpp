@@ -61,7 +61,8 @@ class page_resource final : public resource {
     /// Spans of at least the huge page size are aligned to it and advised as transparent huge pages.
     bool transparent_huge_pages = false;
     /// Spans of at least this many bytes get `growth_reserve_ratio` times their size of address space reserved
-    /// after them, so resize() can grow them in place. 0 disables the reservation.
+    /// after them, so resize() can grow them in place. 0 disables the reservation, as does an address-space limit on
+    /// the process (`ulimit -v`) when the resource is made: the room would take the address space later spans need.
     std::size_t growth_reserve_min = std::size_t{1} << 20;
     std::size_t growth_reserve_ratio = 3;
   };
