@@ -32,14 +32,17 @@ std::mutex& map_mutex() noexcept {
   return mutex;
 }
 
+bool made(const block_map& map) noexcept {
+  return map.words.load(std::memory_order_acquire) != nullptr ||
+         map.directory.load(std::memory_order_acquire) != nullptr;
+}
+
 // The map is made at its first registration (or after an attempt that failed), under the lock: the flat table where
 // the OS maps it, else the two-level directory. False when neither could be had.
 bool make_map(block_map& map) noexcept {
-  if (map.words.load(std::memory_order_acquire) != nullptr || map.directory.load(std::memory_order_acquire) != nullptr)
-    return true;
+  if (made(map)) return true;
   std::lock_guard<std::mutex> lock(map_mutex());
-  if (map.words.load(std::memory_order_acquire) != nullptr || map.directory.load(std::memory_order_acquire) != nullptr)
-    return true;
+  if (made(map)) return true;
   // Any word may be read (a free of any pointer looks its granule up): the whole table reads as zero at once. Where
   // the OS has no sparse mapping, an ordinary one (committed, but resident only where touched on demand-paged
   // systems).
@@ -57,33 +60,37 @@ bool make_map(block_map& map) noexcept {
   return false;
 }
 
-// The word of granule g, or nullptr: in a two-level map, a leaf is made when `make` (under the lock).
-std::atomic<std::uint64_t>* word_of(block_map& map, std::uintptr_t g, bool make) noexcept {
+using leaf_slot = std::atomic<std::atomic<std::uint64_t>*>;
+
+// The word holding granule g's bit, or nullptr (no map yet, or a two-level map with no leaf for g).
+std::atomic<std::uint64_t>* word_of(const block_map& map, std::uintptr_t g) noexcept {
   if (std::uint64_t* words = map.words.load(std::memory_order_acquire))
     return reinterpret_cast<std::atomic<std::uint64_t>*>(words) + (g >> 6);
-  using leaf_slot = std::atomic<std::atomic<std::uint64_t>*>;
   auto* dir = static_cast<leaf_slot*>(map.directory.load(std::memory_order_acquire));
   if (dir == nullptr) return nullptr;
-  leaf_slot& slot = dir[g >> leaf_shift];
-  std::atomic<std::uint64_t>* leaf = slot.load(std::memory_order_acquire);
-  if (leaf == nullptr && make) {
-    std::lock_guard<std::mutex> lock(map_mutex());
-    leaf = slot.load(std::memory_order_acquire);
-    if (leaf == nullptr) {
-      leaf = static_cast<std::atomic<std::uint64_t>*>(os::map(leaf_words * sizeof(std::uint64_t)));
-      if (leaf == nullptr) return nullptr;
-      slot.store(leaf, std::memory_order_release);
-    }
-  }
+  std::atomic<std::uint64_t>* leaf = dir[g >> leaf_shift].load(std::memory_order_acquire);
   return leaf == nullptr ? nullptr : leaf + ((g & ((std::uintptr_t{1} << leaf_shift) - 1)) >> 6);
 }
 
+// In a two-level map, the leaf of granule g, made under the lock if it is not there yet. False when the OS has no
+// memory for it.
+bool make_leaf(const block_map& map, std::uintptr_t g) noexcept {
+  leaf_slot& slot = static_cast<leaf_slot*>(map.directory.load(std::memory_order_acquire))[g >> leaf_shift];
+  std::lock_guard<std::mutex> lock(map_mutex());
+  if (slot.load(std::memory_order_relaxed) != nullptr) return true;
+  auto* leaf = static_cast<std::atomic<std::uint64_t>*>(os::map(leaf_words * sizeof(std::uint64_t)));
+  if (leaf == nullptr) return false;
+  slot.store(leaf, std::memory_order_release);
+  return true;
+}
+
+// f(g) for each granule g of [block, block + size).
 template <class F>
 void for_granules(const void* block, std::size_t size, F&& f) noexcept {
   const auto a = reinterpret_cast<std::uintptr_t>(block);
-  for (std::uintptr_t g = a >> block_map_shift; g < (a + size) >> block_map_shift; ++g)
-    f(g >> 6, std::uint64_t{1} << (g & 63));
+  for (std::uintptr_t g = a >> block_map_shift; g < (a + size) >> block_map_shift; ++g) f(g);
 }
+constexpr std::uint64_t bit_of(std::uintptr_t g) noexcept { return std::uint64_t{1} << (g & 63); }
 }  // namespace
 
 void* map_sparse_table(std::size_t bytes) noexcept {
@@ -97,20 +104,17 @@ void unmap_sparse_table(void* table, std::size_t bytes) noexcept {
 bool block_map_register(const void* block, std::size_t size, block_map& map) noexcept {
   const auto a = reinterpret_cast<std::uintptr_t>(block);
   if (a + size > block_map_limit || !make_map(map)) return false;
-  // Every leaf first (a two-level map may have none for these granules yet), then the bits.
+  // Every leaf first (a two-level map may have none for these granules yet), so that a failure changes nothing.
   bool ok = true;
-  for_granules(block, size, [&](std::size_t w, std::uint64_t) { ok = ok && word_of(map, w << 6, true) != nullptr; });
+  for_granules(block, size, [&](std::uintptr_t g) { ok = ok && (word_of(map, g) != nullptr || make_leaf(map, g)); });
   if (!ok) return false;
-  for_granules(block, size, [&](std::size_t w, std::uint64_t bit) {
-    word_of(map, w << 6, false)->fetch_or(bit, std::memory_order_relaxed);
-  });
+  for_granules(block, size, [&](std::uintptr_t g) { word_of(map, g)->fetch_or(bit_of(g), std::memory_order_relaxed); });
   return true;
 }
 
 void block_map_unregister(const void* block, std::size_t size, block_map& map) noexcept {
-  for_granules(block, size, [&](std::size_t w, std::uint64_t bit) {
-    if (std::atomic<std::uint64_t>* word = word_of(map, w << 6, false))
-      word->fetch_and(~bit, std::memory_order_relaxed);
+  for_granules(block, size, [&](std::uintptr_t g) {
+    if (std::atomic<std::uint64_t>* word = word_of(map, g)) word->fetch_and(~bit_of(g), std::memory_order_relaxed);
   });
 }
 
@@ -118,8 +122,8 @@ bool block_map_contains_two_level(const void* p, const block_map& in) noexcept {
   const auto a = reinterpret_cast<std::uintptr_t>(p);
   if (a >= block_map_limit) return false;
   const std::uintptr_t g = a >> block_map_shift;
-  const std::atomic<std::uint64_t>* word = word_of(const_cast<block_map&>(in), g, false);
-  return word != nullptr && ((word->load(std::memory_order_relaxed) >> (g & 63)) & 1) != 0;
+  const std::atomic<std::uint64_t>* word = word_of(in, g);
+  return word != nullptr && (word->load(std::memory_order_relaxed) & bit_of(g)) != 0;
 }
 
 }  // namespace strata::detail
