@@ -43,9 +43,14 @@ void tc_front::init_bin(const tc_heap& h, tc_bin& bin, unsigned c) const noexcep
   bin.map_value = h.map_owner | (c + 1);
   const std::size_t size = sizes_.size_of(c);
   bin.object_size = static_cast<std::uint32_t>(size);
-  bin.reciprocal_high = reciprocal40(size) << 24;
+  bin.reciprocal40 = reciprocal40(size);
   const slab_kind::layout l = kind_.typical_layout(size);
-  bin.meta_span = static_cast<std::uint32_t>(sizeof(slab) + l.words * 16 + size - 1);
+  const std::size_t meta = sizeof(slab) + l.words * 16;
+  const std::size_t first = (meta + size - 1) / size * size;  // slots lie at multiples of the size
+  bin.slot_first = static_cast<std::uint32_t>(first);
+  bin.slot_reciprocal = reciprocal32(size);
+  bin.slot_last = multiples32(size, (tc_block_size - first) / size - 1);
+  STRATA_ASSERT(multiples32_exact(size, tc_block_size));
   bin.cache.cap = strict_ ? 0 : free_cache::cap_for(size);
 }
 

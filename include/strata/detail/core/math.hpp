@@ -94,6 +94,25 @@ constexpr std::size_t divide40(std::size_t x, std::uint64_t r) noexcept { return
 /// x * r_high (mod 2^64), below r_high exactly when d divides x (one multiply, one compare).
 constexpr bool divides40(std::size_t x, std::uint64_t r_high) noexcept { return x * r_high < r_high; }
 
+/// Multiples of d below a bound, in 32-bit arithmetic: with r = reciprocal32(d) = floor(2^32 / d) + 1 and
+/// e = d * r - 2^32 (1 <= e <= d), x * r (mod 2^32) is k * e when x = k * d, growing with k, and at least r when d
+/// does not divide x, as long as (x / d + 1) * e < r. multiples32(d, n) is n * e: x * r (mod 2^32) is at most it
+/// exactly when x is k * d with k <= n (one multiply, one compare: divisibility and range at once).
+/// multiples32_exact(d, x_end) says whether that holds for every x below x_end.
+constexpr std::uint32_t reciprocal32(std::size_t d) noexcept {
+  return static_cast<std::uint32_t>((std::uint64_t{1} << 32) / d + 1);
+}
+constexpr std::uint32_t multiples32(std::size_t d, std::size_t n) noexcept {
+  return static_cast<std::uint32_t>(n * (d * reciprocal32(d) - (std::uint64_t{1} << 32)));
+}
+constexpr bool multiples32_exact(std::size_t d, std::size_t x_end) noexcept {
+  return d >= 2 && ((x_end - 1) / d + 1) * (d * std::uint64_t{reciprocal32(d)} - (std::uint64_t{1} << 32)) <
+                       reciprocal32(d);
+}
+constexpr bool within_multiples32(std::uint32_t x, std::uint32_t r, std::uint32_t bound) noexcept {
+  return x * r <= bound;
+}
+
 /// The bits of bitmap word i (bit b of word i is number i * 64 + b) whose numbers lie in [begin, end).
 constexpr std::uint64_t range_mask(std::size_t i, std::size_t begin, std::size_t end) noexcept {
   const std::size_t lo = i * 64, hi = lo + 64;

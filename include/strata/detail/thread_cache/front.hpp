@@ -65,11 +65,15 @@ constexpr std::size_t tc_unsized_alignment(std::size_t n) noexcept { return n % 
 /// A heap's state for one size class. The first cache line is what a free and a pop from the cache read.
 struct alignas(64) tc_bin {
   free_cache cache;               // freed objects of blocks this heap owns, newest first
-  std::uint64_t reciprocal_high = 0;  // reciprocal40(object_size) << 24 (divides40; >> 24 for divide40)
+  // The slot-start test (is_slot_start): the offset of a block's first slot (past its header and bitmaps),
+  // reciprocal32(object_size), and multiples32(object_size, slots of a block - 1).
+  std::uint32_t slot_first = 0;
+  std::uint32_t slot_reciprocal = 0;
   std::uintptr_t fresh_from = 0;  // the current block's slots never handed out: [fresh_from, + fresh_span)
   std::size_t fresh_span = 0;
   std::uint32_t object_size = 0;
-  std::uint32_t meta_span = 0;    // header and bitmap bytes of a block + object_size - 1: the header-slot test
+  std::uint32_t slot_last = 0;
+  std::uint64_t reciprocal40 = 0;  // reciprocal40(object_size): slot numbers (divide40)
   std::uint32_t map_value = 0;    // the class map's value for blocks of this class the heap owns
   // The claimed word: free slots of word claimed_word of `current`, taken out of its bitmap.
   std::uint64_t claimed = 0;
@@ -306,14 +310,17 @@ class tc_front {
   /// Whether the front checks every free at once (no free cache).
   [[nodiscard]] bool strict() const noexcept { return strict_; }
   /// Whether p, in a block of bin's class (the class map says so), is the start of a slot that is no header slot
-  /// and lies wholly in the block: per-class constants only, no read of the block.
+  /// and lies wholly in the block: its distance from the block's first slot (mod the block size: an address in the
+  /// header comes out past the last slot) is a multiple of the class size, at most the last slot's (one multiply,
+  /// one compare: within_multiples32). Per-class constants only, no read of the block.
   STRATA_ALWAYS_INLINE static bool is_slot_start(const tc_bin& bin, const void* p) noexcept {
-    return slab_kind::starts_slot<false>(reinterpret_cast<std::uintptr_t>(p), tc_block_size - 1, bin.object_size,
-                                         bin.reciprocal_high, bin.meta_span);
+    const auto x = static_cast<std::uint32_t>(reinterpret_cast<std::uintptr_t>(p) - bin.slot_first) &
+                   static_cast<std::uint32_t>(tc_block_size - 1);
+    return within_multiples32(x, bin.slot_reciprocal, bin.slot_last);
   }
   /// The slot number of p in its block, by bin's class size.
   static std::size_t slot_number(const tc_bin& bin, const void* p) noexcept {
-    return divide40(reinterpret_cast<std::uintptr_t>(p) & (tc_block_size - 1), bin.reciprocal_high >> 24);
+    return divide40(reinterpret_cast<std::uintptr_t>(p) & (tc_block_size - 1), bin.reciprocal40);
   }
   /// deallocate()'s other cases (the class found again from bytes and alignment).
   STRATA_NOINLINE void deallocate_slow(tc_heap& h, void* p, std::size_t bytes, std::size_t alignment) const noexcept;
