@@ -83,15 +83,15 @@ std::size_t tc_front::collect(slab* b) const noexcept {
              "freed by another thread while already free (found when its frees were folded in)");
       count_late_double_free(b->object_size);
     });
-    // Every published free left the mark of no heap, and nothing writes a free slot but its hand-out. A slot
+    // Every published free left a node of no heap, and nothing writes a free slot but its hand-out. A slot
     // without it was handed out after that free: the free was of a slot never handed out (in the owner's claimed
-    // word, where no bit or mark says it is free), or the slot was written after its free. It stays with whoever
+    // word, where no bit or node says it is free), or the slot was written after its free. It stays with whoever
     // holds it; that free's count is undone.
     std::uint64_t wrong = 0;
     for (std::uint64_t bits = folded & ~both; bits != 0; bits &= bits - 1) {
       const unsigned i = lowest_bit(bits);
       void* p = b->slot_at(slot0, w, i);
-      if (STRATA_LIKELY(load_node_word(p, 1) == no_heap_mark(p))) continue;
+      if (STRATA_LIKELY(is_node(p, no_heap_key()))) continue;
       report(error_kind::double_free, p, b->object_size, 0, 0,
              "freed by another thread, then handed out again or written (found when its frees were folded in: a "
              "free of a slot never handed out, or a write after its free); not freed");
@@ -107,7 +107,7 @@ bool tc_front::is_live(const slab* b, const void* p) const noexcept {
   const std::uint64_t m = std::uint64_t{1} << (q & 63);
   const std::uint64_t free_bits =
       b->local(q >> 6).load(std::memory_order_relaxed) | b->remote(q >> 6).load(std::memory_order_relaxed);
-  return (free_bits & m) == 0 && !is_any_node(p, node_key_) && !is_any_mark(p, node_key_);
+  return (free_bits & m) == 0 && !is_any_node(p, node_key_);
 }
 
 void tc_front::count_late_double_free(std::size_t bytes) const noexcept {
@@ -196,7 +196,7 @@ void tc_front::free_strict(tc_heap& h, tc_bin& bin, slab* b, void* p, std::size_
   }
   const std::uint64_t m = std::uint64_t{1} << (q & 63);
   note_deallocation(h, bin.object_size);
-  make_node(p, nullptr, h.node_key);  // the mark of a slot in a bitmap
+  make_node(p, nullptr, h.node_key);  // a free slot in a bitmap is a node too
   bin.hot_top = (bin.hot_top + 1) % tc_bin::hot_slots;
   bin.hot[bin.hot_top] = p;
   if (bin.hot_count < tc_bin::hot_slots) ++bin.hot_count;
@@ -214,7 +214,7 @@ void* tc_front::take_hot(tc_heap& h, unsigned c) const noexcept {
     std::atomic<std::uint64_t>& w = b->local(q >> 6);
     const std::uint64_t m = std::uint64_t{1} << (q & 63);
     const std::uint64_t v = w.load(std::memory_order_relaxed);
-    if ((v & m) == 0 || (b->remote(q >> 6).load(std::memory_order_relaxed) & m) != 0 || !is_any_mark(p, node_key_))
+    if ((v & m) == 0 || (b->remote(q >> 6).load(std::memory_order_relaxed) & m) != 0 || !is_any_node(p, node_key_))
       continue;
     // A partial block this empties stays on its list: refill moves it on when it gets there.
     w.store(v & ~m, std::memory_order_relaxed);
@@ -376,7 +376,7 @@ void tc_front::deallocate_slow(tc_heap& h, void* p, unsigned c, std::size_t byte
   tc_bin& bin = h.bins[c];
   if ((v & ~0xFFu) != h.map_owner) {
     // A block of another heap or of the shared tier (the map says it is one of class c): the slot from the class
-    // constants, its bits (a free that reached a bitmap already), then remote_free() (any heap's node or mark).
+    // constants, its bits (a free that reached a bitmap already), then remote_free() (any heap's node).
     if (!is_slot_start(bin, p)) return report_bad_free(p, c, bytes, alignment);
     const slab* b = block_of(p);
     const std::size_t q = slot_number(bin, p);
@@ -402,22 +402,22 @@ void tc_front::deallocate_slow(tc_heap& h, void* p, unsigned c, std::size_t byte
   note_deallocation(h, bin.object_size);
 }
 
-// p (checked live) is an object of a block h does not own: marked, then into h's remote array. The mark goes in by
-// compare-and-swap, so of two frees of p racing, one sees the other's node or mark (a plain store could land after
-// the other free was published and p handed out again); a free by p's owner racing this one writes over the mark
-// with plain stores, which the publication finds.
+// p (checked live) is an object of a block h does not own: made a node of h with the link it holds (only its second
+// word written), then into h's remote array. That word goes in by compare-and-swap, so of two frees of p racing, one
+// sees the other's node (a plain store could land after the other free was published and p handed out again); a
+// free by p's owner racing this one writes over it with plain stores, which the publication finds, as it finds a
+// first word written after this free.
 void tc_front::remote_free(tc_heap& h, void* p, unsigned c, std::size_t bytes, std::size_t alignment) const noexcept {
-  const std::uintptr_t mark = mark_of(p, h.node_key);
   std::uintptr_t old = load_node_word(p, 1);
   for (;;) {
-    if (((old ^ mark_of(p, node_key_)) << 16) == 0 ||
-        ((old ^ node_check(p, load_node_word(p, 0), node_key_)) << 16) == 0) {
+    const std::uintptr_t link = load_node_word(p, 0);
+    if (((old ^ node_check(p, link, node_key_)) << 16) == 0) {
       report(error_kind::double_free, p, bytes, alignment, 0, "freed by another thread meanwhile");
       return;
     }
     STRATA_INJECT_DELAY();
-    if (__atomic_compare_exchange_n(static_cast<node_word*>(p) + 1, &old, mark, false, __ATOMIC_SEQ_CST,
-                                    __ATOMIC_RELAXED))
+    if (__atomic_compare_exchange_n(static_cast<node_word*>(p) + 1, &old, node_check(p, link, h.node_key), false,
+                                    __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
       break;
   }
   h.remote[h.remote_count] = p;
@@ -452,7 +452,7 @@ void tc_front::flush_remote(tc_heap& h) const noexcept {
     slab* const b = block_of(reinterpret_cast<void*>(run_base));
     const std::uint64_t old = b->remote_word(run_word).fetch_or(mask, std::memory_order_release);
     if (const std::uint64_t dup = old & mask; STRATA_UNLIKELY(dup != 0)) {
-      // Published by two heaps (neither saw the other's mark); the slot is free once, one count is undone.
+      // Published by two heaps (neither saw the other's node); the slot is free once, one count is undone.
       const std::size_t size = run_bin->object_size;
       for (std::uint64_t bits = dup; bits != 0; bits &= bits - 1) {
         const std::size_t q = run_word * 64 + std::size_t{lowest_bit(bits)};
@@ -475,9 +475,9 @@ void tc_front::flush_remote(tc_heap& h) const noexcept {
     }
     const std::size_t freed_size = sizes_.size_of(h.remote_class[k]);
     if (STRATA_UNLIKELY(run_bin == nullptr) || STRATA_UNLIKELY(!is_slot_start(*run_bin, p)) ||
-        STRATA_UNLIKELY(load_node_word(p, 1) != mark_of(p, h.node_key))) {
-      // The block is gone or holds other slots, or the mark is gone: the owner freed p too (its free raced this
-      // one and wrote over the mark), another thread did, or p was written after its free. That free stands; this
+        STRATA_UNLIKELY(!is_node(p, h.node_key))) {
+      // The block is gone or holds other slots, or p is no node of h: the owner freed p too (its free raced this
+      // one and wrote over the node), another thread did, or p was written after its free. That free stands; this
       // one is undone.
       report(error_kind::double_free, p, freed_size, 0, 0,
              "freed by its owner or another thread as well (found when this thread's cross-thread frees were "
@@ -485,9 +485,9 @@ void tc_front::flush_remote(tc_heap& h) const noexcept {
       undo_deallocations(h, 1, freed_size);
       continue;
     }
-    // Published: the mark of no heap. An entry for p later in this array (a free of p by this heap after p came
-    // back, with an earlier entry of a racing double free) finds its mark gone and is undone.
-    store_node_word(p, 1, no_heap_mark(p));
+    // Published: a node of no heap. An entry for p later in this array (a free of p by this heap after p came
+    // back, with an earlier entry of a racing double free) finds it no node of h and is undone.
+    store_node_word(p, 1, node_check(p, load_node_word(p, 0), no_heap_key()));
     const std::size_t q = slot_number(*run_bin, p);
     if ((q >> 6) != run_word) {
       publish();
@@ -598,7 +598,6 @@ void tc_front::fold_list(tc_heap& h, tc_bin& bin, slab* b) const noexcept {
                 "aside)");
       break;
     }
-    store_node_word(p, 1, mark_of(p, h.node_key));  // the mark of a slot in a bitmap
     w.store(v | m, std::memory_order_relaxed);
     if ((q >> 6) < low_word) low_word = q >> 6;
     p = next;
@@ -859,7 +858,7 @@ const char* tc_front::check_heap(const tc_heap& h, std::size_t& blocks, std::siz
     blocks += n;
   }
   // Objects in the remote array are live in their blocks' bitmaps (owned by others) and freed in the counts. (One
-  // whose mark is gone lost a race with its owner's free: both are counted until the publication undoes one.)
+  // that is no node of this heap lost a race with its owner's free: both are counted until the publication undoes one.)
   if (idle_total != h.idle || h.idle > burst_idle_) return "heap idle count differs from its idle blocks";
   if ((h.idle > max_idle_) != (h.idle_over_since != 0)) return "heap idle time wrong";
   if (h.remote_count > tc_heap::remote_cap) return "remote array over its bound";

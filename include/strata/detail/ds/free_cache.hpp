@@ -54,20 +54,11 @@ STRATA_ALWAYS_INLINE bool is_any_node(const void* p, std::uintptr_t base_key) no
 }
 /// Whether p is a node of another heap than `key`'s, of the same resource (a key that differs from it only in the
 /// top 16 bits). In a list of `key`'s, that is an object freed twice whose other free's node was written last: it
-/// is in the other thread's list now.
+/// is in the other heap's list or queue now.
 STRATA_ALWAYS_INLINE bool is_other_heaps_node(const void* p, std::uintptr_t key) noexcept {
   const std::uintptr_t r = node_residue(p, key);
   return r != 0 && (r << 16) == 0;
 }
-/// The thread cache's mark: word 1 alone is p ^ base_key ^ (i << 48) (word 0 is not looked at). A node with no
-/// next is also a mark.
-STRATA_ALWAYS_INLINE std::uintptr_t mark_of(const void* p, std::uintptr_t key) noexcept {
-  return reinterpret_cast<std::uintptr_t>(p) ^ key;
-}
-STRATA_ALWAYS_INLINE bool is_any_mark(const void* p, std::uintptr_t base_key) noexcept {
-  return ((load_node_word(p, 1) ^ mark_of(p, base_key)) << 16) == 0;
-}
-
 STRATA_ALWAYS_INLINE void make_node(void* p, const void* next, std::uintptr_t key) noexcept {
   const auto n = reinterpret_cast<std::uintptr_t>(next);
   store_node_word(p, 0, n);
@@ -78,8 +69,8 @@ STRATA_ALWAYS_INLINE void* node_next(const void* p) noexcept { return reinterpre
 STRATA_ALWAYS_INLINE void clear_node(void* p) noexcept { store_node_word(p, 1, 0); }
 /// Makes p, a block never handed out in its present shape, no node, whatever its words hold: words of an earlier use
 /// of the memory, maybe by blocks at other offsets (a block of slots formatted for another size), so that word 0 may
-/// hold an old check word or mark. Were word 0 left so, a live block whose first bytes alone the program writes
-/// could complete that old word into one that reads as a node or mark at its own address.
+/// hold an old check word. Were word 0 left so, a live block whose first bytes alone the program writes
+/// could complete that old word into one that reads as a node at its own address.
 STRATA_ALWAYS_INLINE void clear_fresh(void* p) noexcept {
   store_node_word(p, 0, 0);
   store_node_word(p, 1, 0);

@@ -2,8 +2,10 @@
 // strata/detail/thread_cache/front.hpp: the front end of thread_cache_resource. Per-thread heaps of slabs, each
 // class with a free cache in front: allocation and same-thread frees touch the object and the heap's bin, no block
 // header and no bitmap; frees past a full cache go on their block's own list (the header's line), which a refill
-// takes back whole; cross-thread frees mark the object (one compare-and-swap), wait in the freeing heap's remote
-// array and are published to the owner's remote words in batches, one atomic OR per bitmap word.
+// takes back whole; cross-thread frees make the object a node of the freeing heap (one compare-and-swap), wait in
+// the freeing heap's remote array and are published to the owner's remote words in batches, one atomic OR per
+// bitmap word. Every free object not yet handed out again (cached, listed, queued or in a bitmap) is a node of some
+// heap's key (or of no heap's), whatever its link: one test finds it.
 #pragma once
 
 #include <algorithm>
@@ -102,7 +104,8 @@ struct tc_heap {
   static constexpr std::uint32_t remote_cap = 128;
 
   tc_bin bins[size_class_table::max_classes];
-  // Frees of objects of blocks this heap does not own (any class), each marked (word 1 = p ^ node_key, by
+  // Frees of objects of blocks this heap does not own (any class), each made a node of this heap (word 1 =
+  // node_check(p, word 0, node_key), by
   // compare-and-swap) and counted, published to their blocks' remote words when the array is full and on this heap's
   // slow paths. The class each was freed as is kept beside it (a publication that finds the block gone undoes the
   // count by it).
@@ -221,9 +224,9 @@ class tc_front {
       bin.fresh_span -= next - bin.fresh_from;
       bin.fresh_from = next;
       clear_fresh(p);
-    } else if (STRATA_UNLIKELY(!is_any_mark(p, node_key_))) {
-      // A slot handed out before carries the mark its way into the bitmap left (its owner's flush, or another
-      // heap's free): else it was written after its free, or is live.
+    } else if (STRATA_UNLIKELY(!is_any_node(p, node_key_))) {
+      // A slot handed out before is still the node its way into the bitmap left (its owner's list or strict free,
+      // or another heap's free): else it was written after its free, or is live.
       return nullptr;
     } else {
       clear_node(p);
@@ -242,7 +245,7 @@ class tc_front {
   /// no block could be had.
   void* allocate_slow(tc_heap& h, unsigned c) const noexcept;
   /// Strict checks: the newest of h's bin c's recently freed slots whose bit still says free (locally, and not
-  /// also remotely: a double free the fold must see) and that still carries the mark its free left, taken out of
+  /// also remotely: a double free the fold must see) and that is still the node its free left, taken out of
   /// its bitmap; nullptr when none is (the other ways find and report what is wrong with the others).
   void* take_hot(tc_heap& h, unsigned c) const noexcept;
   /// The free slots a block needs for refill() to claim a word of it rather than move on to another block.
@@ -291,12 +294,11 @@ class tc_front {
   STRATA_ALWAYS_INLINE void push_checked(tc_heap& h, tc_bin& bin, void* p, Slow&& slow) const noexcept {
     const auto a = reinterpret_cast<std::uintptr_t>(p);
     if (STRATA_UNLIKELY(!is_slot_start(bin, p))) return slow();
-    // A slot of this class of a block h owns (so p's two words are in the block). A node or a mark (freed
-    // already, or data that looks like one) or a slot never handed out: the exact checks decide. The heap's key
+    // A slot of this class of a block h owns (so p's two words are in the block). A node of any heap (freed
+    // already, wherever it waits; or data that looks like one) or a slot never handed out: the exact checks decide. The heap's key
     // is the front's in the 48 bits compared (its index sits above them): one key serves the test and the push.
     const std::uintptr_t key = h.node_key;
-    const std::uintptr_t w1 = load_node_word(p, 1) ^ mark_of(p, key);
-    if (STRATA_UNLIKELY((w1 << 16) == 0) || STRATA_UNLIKELY(((w1 ^ load_node_word(p, 0)) << 16) == 0) ||
+    if (STRATA_UNLIKELY(((load_node_word(p, 1) ^ node_check(p, load_node_word(p, 0), key)) << 16) == 0) ||
         STRATA_UNLIKELY(a - bin.fresh_from < bin.fresh_span))
       return slow();
     STRATA_INJECT_DELAY();
@@ -379,7 +381,7 @@ class tc_front {
   /// cache or remote list). Any thread may ask; the answer is exact when no other thread frees p meanwhile.
   bool is_live(const slab* b, const void* p) const noexcept;
   /// is_live() asked by the thread of heap h, which owns b: exact for the slots of h's claimed word and its
-  /// never-used range too (free, though no bit and no mark says so).
+  /// never-used range too (free, though no bit and no node says so).
   bool is_live_for(const tc_heap& h, const slab* b, const void* p) const noexcept {
     const tc_bin& bin = h.bins[b->size_class];
     const std::size_t q = slot_number(bin, p);
@@ -441,14 +443,14 @@ class tc_front {
   /// Moves b's list into b's bitmap (b is h's, of bin's class), checking each node.
   void fold_list(tc_heap& h, tc_bin& bin, slab* b) const noexcept;
   /// deallocate() under strict checks: the class map, the block's header (tag, class, slot), its bitmaps and the
-  /// object's mark, then the slot's bit at once. Rounded: reports name the class size.
+  /// object's node words, then the slot's bit at once. Rounded: reports name the class size.
   STRATA_NOINLINE void deallocate_strict(tc_heap& h, void* p, std::size_t bytes, std::size_t alignment,
                                          bool rounded) const noexcept;
   void drain_bin(tc_heap& h, tc_bin& bin) const noexcept;
   void remote_free(tc_heap& h, void* p, unsigned c, std::size_t bytes, std::size_t alignment) const noexcept;
   /// Whether p, slot q of b (a block of bin's class bin's heap owns), is free: in b's bitmaps (`local`: its local
-  /// word q >> 6, as the caller loaded it), in the bin's claimed word or never-used range, or a node or mark of any
-  /// heap (cached, set aside, queued or given back). Every object handed out has its second word cleared, and a
+  /// word q >> 6, as the caller loaded it), in the bin's claimed word or never-used range, or a node of any heap
+  /// (cached, set aside, queued or given back). Every object handed out has its second word cleared, and a
   /// slot's first hand-out both (words of the block's earlier format could complete one), so a live one carries such
   /// words only if the program wrote them (they hold the resource's secret key).
   STRATA_ALWAYS_INLINE bool is_free_for(const tc_bin& bin, const slab* b, std::size_t q, const void* p,
@@ -459,12 +461,10 @@ class tc_front {
       if (bin.claimed_base != nullptr && (q >> 6) == bin.claimed_word && (bin.claimed & m) != 0) return true;
       if (reinterpret_cast<std::uintptr_t>(p) - bin.fresh_from < bin.fresh_span) return true;
     }
-    return ((load_node_word(p, 1) ^ mark_of(p, node_key_)) << 16) == 0 || (node_residue(p, node_key_) << 16) == 0;
+    return is_any_node(p, node_key_);
   }
-  /// The mark a published cross-thread free leaves in p's second word (the mark of no heap).
-  std::uintptr_t no_heap_mark(const void* p) const noexcept {
-    return mark_of(p, node_key_ ^ (std::uintptr_t{tc_no_heap} << 48));
-  }
+  /// The key of the node a published cross-thread free leaves (the node of no heap).
+  std::uintptr_t no_heap_key() const noexcept { return node_key_ ^ (std::uintptr_t{tc_no_heap} << 48); }
   void block_gained(tc_heap& h, tc_bin& bin, slab* b) const noexcept;
   void block_emptied(tc_heap& h, tc_bin& bin, slab* b) const noexcept;
   bool adopt_from_shared(tc_heap& h, tc_bin& bin, unsigned c) const noexcept;
