@@ -85,11 +85,13 @@ class thread_cache_resource final : public resource {
   }
   /// Whether the calling thread's cache of this resource is the one it used last (then the fast paths serve it).
   [[nodiscard]] bool thread_cache_ready() const noexcept { return engine_.thread_heap_ready(); }
-  /// allocate_rounded()'s fastest way alone: an object from the calling thread's cache for (bytes, alignment), or
-  /// nullptr when that cache has none or the request is for another tier (allocate_rounded() then serves it). Never
-  /// throws and makes no call, so that a caller can keep its own slow way out of line.
-  void* try_allocate_cached(std::size_t bytes, std::size_t alignment = alignof(std::max_align_t)) noexcept {
-    return engine_.try_allocate_cached(bytes, alignment);
+  /// allocate_rounded() for a caller with its own way for what fails: the thread tier serves (bytes, alignment) from
+  /// the calling thread's heap where it can, and `slow(bytes)` (a tail call, which throws nothing) does the rest:
+  /// other tiers, a thread without its heap, no memory. The inlined part makes no call that returns to it, so that
+  /// the caller keeps no frame.
+  void* allocate_rounded_or(std::size_t bytes, std::size_t alignment,
+                            detail::thread_cache_engine::fallback slow) noexcept {
+    return engine_.allocate_or(bytes, alignment, slow);
   }
   void deallocate_rounded(void* p, std::size_t bytes, std::size_t alignment = alignof(std::max_align_t)) noexcept {
     engine_.deallocate<true>(p, bytes, alignment);

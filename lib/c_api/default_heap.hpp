@@ -50,16 +50,16 @@ STRATA_ALWAYS_INLINE strata::thread_cache_resource& heap() {
   return STRATA_LIKELY(h != nullptr) ? *h : make_heap();
 }
 
-/// heap_malloc()'s other cases (the heap not made yet, the thread's cache empty, any other size): the whole
-/// allocation, errors caught.
+/// heap_malloc()'s other cases (the heap not made yet, the thread without its heap, any other size, no memory): the
+/// whole allocation, errors caught.
 STRATA_NOINLINE void* heap_malloc_slow(std::size_t n) noexcept;
 /// strata_malloc (and libstrata-malloc's malloc): a plain block of the default heap, made on the first call; nullptr
 /// on failure, with strata_last_error() and errno set. The inlined part takes an object from the calling thread's
-/// cache and makes no call that returns to it (the rest is a tail call), so it keeps no frame.
+/// cache and makes no call that returns to it (the thread tier's slow way, or heap_malloc_slow, is a tail call), so
+/// it keeps no frame.
 STRATA_ALWAYS_INLINE void* heap_malloc(std::size_t n) noexcept {
-  if (strata::thread_cache_resource* h = heap_for_fast_path(); STRATA_LIKELY(h != nullptr)) {
-    if (void* p = h->try_allocate_cached(n, heap_alignment); STRATA_LIKELY(p != nullptr)) return p;
-  }
+  if (strata::thread_cache_resource* h = heap_for_fast_path(); STRATA_LIKELY(h != nullptr))
+    return h->allocate_rounded_or(n, heap_alignment, &heap_malloc_slow);
   return heap_malloc_slow(n);
 }
 /// heap_free_unsized()'s other cases: the calling thread's cache is not the last one it used, or the heap is not

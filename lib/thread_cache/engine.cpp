@@ -135,7 +135,7 @@ tc_heap* thread_cache_engine::find_heap() noexcept {
 
 // ---- slow paths ----------------------------------------------------------------------------------------------------
 
-void* thread_cache_engine::refill(tc_heap& h, unsigned c) {
+STRATA_ALWAYS_INLINE void* thread_cache_engine::take_object(tc_heap& h, unsigned c) noexcept {
   // The cache is empty (or broken: allocate_slow reports it): the claimed word, here, with few registers to save.
   if (STRATA_LIKELY(h.bins[c].cache.head == nullptr)) {
     if (void* p = front_.allocate_claimed(h, c)) return p;
@@ -146,12 +146,21 @@ void* thread_cache_engine::refill(tc_heap& h, unsigned c) {
         (bin.current == nullptr || bin.current->free_count < tc_front::refill_threshold(bin.current)))
       if (void* p = front_.take_hot(h, c)) return p;
   }
-  void* p = front_.allocate_slow(h, c);
+  return front_.allocate_slow(h, c);
+}
+
+void* thread_cache_engine::refill(tc_heap& h, unsigned c) {
+  void* p = take_object(h, c);
   if (STRATA_UNLIKELY(p == nullptr)) {
     failed_.fetch_add(1, std::memory_order_relaxed);
     throw_bad_alloc();
   }
   return p;
+}
+
+void* thread_cache_engine::refill_or(tc_heap& h, unsigned c, std::size_t bytes, fallback slow) noexcept {
+  if (void* p = take_object(h, c); STRATA_LIKELY(p != nullptr)) return p;
+  return slow(bytes);  // which counts the failure, as allocate() does
 }
 
 void* thread_cache_engine::allocate_small_slow(unsigned c) {

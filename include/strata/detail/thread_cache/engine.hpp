@@ -55,14 +55,18 @@ class thread_cache_engine final : private per_thread_owner {
 
   /// Whether the calling thread's heap is the one it used last (one compare: the fast paths' first step).
   [[nodiscard]] STRATA_ALWAYS_INLINE bool thread_heap_ready() const noexcept { return last_heap() != nullptr; }
-  /// allocate()'s first step alone: an object of the calling thread's cache, or nullptr (allocate() does the rest).
-  STRATA_ALWAYS_INLINE void* try_allocate_cached(std::size_t bytes, std::size_t alignment) noexcept {
-    if (STRATA_UNLIKELY(!plain_small(bytes, alignment)))
-      return nullptr;
+  /// A caller's whole allocation, where allocate() would throw or take another path: the request, again.
+  using fallback = void* (*)(std::size_t bytes) noexcept;
+  /// allocate() without exceptions, for a caller with its own slow way: a plain small request of the calling
+  /// thread's heap is served here (its cache inlined, then refill_or); slow(bytes), a tail call, does everything
+  /// else (another tier, a thread without its heap, no memory).
+  STRATA_ALWAYS_INLINE void* allocate_or(std::size_t bytes, std::size_t alignment, fallback slow) noexcept {
+    if (STRATA_UNLIKELY(!plain_small(bytes, alignment))) return slow(bytes);
     const unsigned c = front_.plain_class_nonzero(bytes, alignment);
     tc_heap* h = last_heap();
-    if (STRATA_UNLIKELY(h == nullptr)) return nullptr;
-    return front_.allocate_cached(*h, c);
+    if (STRATA_UNLIKELY(h == nullptr)) return slow(bytes);
+    if (void* p = front_.allocate_cached(*h, c); STRATA_LIKELY(p != nullptr)) return p;
+    return refill_or(*h, c, bytes, slow);
   }
 
   // Rounded: misuse reports name round_size(bytes, alignment) rather than the caller's size (the C API's heap, whose
@@ -154,6 +158,10 @@ class thread_cache_engine final : private per_thread_owner {
   tc_heap* attach_heap() noexcept;   // a spare heap, or a new one from upstream
   void* allocate_small_slow(unsigned c);
   STRATA_NOINLINE void* refill(tc_heap& h, unsigned c);
+  /// refill() with slow(bytes) where it would throw.
+  STRATA_NOINLINE void* refill_or(tc_heap& h, unsigned c, std::size_t bytes, fallback slow) noexcept;
+  /// refill()'s work: an object of class c for heap h's thread, nullptr when no block could be had.
+  void* take_object(tc_heap& h, unsigned c) noexcept;
   STRATA_NOINLINE std::size_t deallocate_unsized_slow(void* p) noexcept;
   /// Whether p, a slot of b (a thread-tier block), is live; reported (named with size and alignment) if not.
   bool live_small(const slab* b, const void* p, std::size_t size, std::size_t alignment) const noexcept;
