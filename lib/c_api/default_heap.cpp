@@ -97,6 +97,19 @@ void print_heap_stats() noexcept {
                 static_cast<unsigned long long>(s.failed_allocations), h->heap_count(),
                 h->get_options().checks == strata::check_mode::strict ? "strict" : "standard");
   std::fputs(line, stderr);
+  // Where it is held: one line per tier.
+  constexpr struct {
+    strata::cache_tier tier;
+    const char* name;
+  } tiers[] = {{strata::cache_tier::thread, "thread tier (small blocks)"},
+               {strata::cache_tier::shared, "shared tier (mid-size blocks, spare small-block slabs)"},
+               {strata::cache_tier::upstream, "large blocks"}};
+  for (const auto& t : tiers) {
+    const strata::resource_stats ts = h->tier_stats(t.tier);
+    std::snprintf(line, sizeof line, "strata:   %s: %.2f MiB in use, %.2f MiB held, %.2f MiB resident\n", t.name,
+                  mib(ts.bytes_in_use), mib(ts.bytes_held), mib(ts.bytes_resident));
+    std::fputs(line, stderr);
+  }
 }
 
 strata::thread_cache_resource& make_heap() {

@@ -460,6 +460,12 @@ void test_introspection() {
   char line[512] = {};
   CHECK(std::fgets(line, sizeof line, f) != nullptr);
   CHECK(std::strstr(line, "strata: default heap:") != nullptr);
+  // Then one line per tier, where the memory is held.
+  for (const char* tier : {"thread tier", "shared tier", "large blocks"}) {
+    CHECK(std::fgets(line, sizeof line, f) != nullptr);
+    CHECK(std::strstr(line, tier) != nullptr);
+    CHECK(std::strstr(line, "MiB held") != nullptr);
+  }
   std::fclose(f);
 }
 
