@@ -252,7 +252,7 @@ void basic_free_list_resource<Sync>::deallocate_sync(void* p, std::size_t bytes,
     free_cache& bin = h->bins[n / granule];
     void* old = nullptr;
     std::size_t k = 0;
-    if (STRATA_UNLIKELY(bin.count >= bin.cap)) old = bin.push_rotating(p, h->key, k);
+    if (STRATA_UNLIKELY(bin.full())) old = bin.push_rotating(p, h->key, k);
     else bin.push(p, h->key);
     // Its thread has freed all it allocated, and the arena holds more chunks than it keeps empty: the cache goes
     // back, so that chunks can empty (a program with one thread and nothing live holds what the engine alone would).
@@ -359,7 +359,7 @@ free_list_heap* basic_free_list_resource<Sync>::make_heap() noexcept {
       std::lock_guard<std::mutex> g(registry_.lock());
       h = registry_.take([](free_list_heap& fresh) {
         for (std::size_t n = free_list_engine::quick_min; n <= free_list_engine::quick_max; n += granule)
-          fresh.bins[n / granule].cap = free_cache::cap_for(n);
+          fresh.bins[n / granule].set_cap(free_cache::cap_for(n));
       });
     }
     if (h == nullptr || heaps_.add_state(h)) return h;
@@ -432,12 +432,12 @@ void basic_free_list_resource<Sync>::shrink_heap(free_list_heap& h) noexcept {
       h.shrink_at = i + 1;
       free_cache& bin = h.bins[i];
       void*& list = pass == 0 ? bin.cold : bin.head;
-      std::uint32_t& count = pass == 0 ? bin.cold_count : bin.count;
       if (list == nullptr) continue;
       void* const l = list;
-      const std::size_t n = count;
+      const std::size_t n = pass == 0 ? bin.cold_count : bin.count();
       list = nullptr;
-      count = 0;
+      if (pass == 0) bin.cold_count = 0;
+      else bin.set_count(0);
       give_back(h, l, n, i * granule);
     }
 }
@@ -486,11 +486,11 @@ bool basic_free_list_resource<Sync>::check_heaps() const noexcept {
       for (std::size_t i = free_list_engine::quick_min / granule;
            i <= free_list_engine::quick_max / granule && broken == nullptr; ++i) {
         const free_cache& bin = h->bins[i];
-        if (bin.count > bin.cap || bin.cold_count > bin.cap) broken = "a thread cache's list over its bound";
+        if (bin.count() > bin.cap || bin.cold_count > bin.cap) broken = "a thread cache's list over its bound";
         const void* seen[2 * free_cache::max_cap];
         std::size_t seen_count = 0;
         for (int which = 0; which < 2 && broken == nullptr; ++which) {
-          const std::uint32_t count = which == 0 ? bin.count : bin.cold_count;
+          const std::uint32_t count = which == 0 ? bin.count() : bin.cold_count;
           const void* p = which == 0 ? bin.head : bin.cold;
           for (std::uint32_t k = 0; k < count && broken == nullptr; ++k, p = node_next(p)) {
             where = p;

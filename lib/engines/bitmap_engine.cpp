@@ -34,7 +34,7 @@ bitmap_engine<Sync>::bitmap_engine(const bitmap_options& opts, std::pmr::memory_
     cs.meta_span = sizeof(slab) + l.words * 8 * (Sync ? 2 : 1) + size - 1;
     // Objects of 16 bytes and more have room for a node.
     if (!Sync && !strict && size >= 16) {
-      cs.cache.cap = free_cache::cap_for(size);
+      cs.cache.set_cap(free_cache::cap_for(size));
       cs.map_value = c + 1;
     }
   }
@@ -336,17 +336,18 @@ void bitmap_engine<Sync>::deallocate_checked(void* p, std::size_t bytes, std::si
   STRATA_ASSERT(map_.get(p) == c + 1);
   if (slot_is_free(cs, b, p, q)) return report_double_free(p, bytes, alignment, b);
   // A live object whose first two words happened to read as a node: an ordinary free.
-  if (cs.cache.count == cs.cache.cap) return push_to_full_cache(cs, p);
   cached_classes_ |= std::uint64_t{1} << c;
-  cs.cache.push(p, node_key_);
+  if (!cs.cache.take_place()) return push_to_full_cache(cs, p);
+  cs.cache.push_placed(p, node_key_);
   note_deallocate(cs);
   if (in_use_ == 0) settle_idle();
 }
 
-// The head list is full: the older batch goes back to the bitmaps, the head list becomes the older batch, and p
-// starts a new head list.
+// The head list is full (the caller's take_place() said so): the older batch goes back to the bitmaps, the head list
+// becomes the older batch, and p starts a new head list.
 template <bool Sync>
 void bitmap_engine<Sync>::push_to_full_cache(class_state& cs, void* p) noexcept {
+  cs.cache.untake_place();
   std::size_t n;
   void* old = cs.cache.push_rotating(p, node_key_, n);
   note_deallocate(cs);
@@ -675,7 +676,7 @@ void bitmap_engine<Sync>::release_all() noexcept {
     cs.blocks.store(0, std::memory_order_relaxed);
     const std::uint32_t cap = cs.cache.cap;
     cs.cache = free_cache{};
-    cs.cache.cap = cap;
+    cs.cache.set_cap(cap);
     cs.claimed = cs.claimed_fresh = 0;
     cs.claimed_base = nullptr;
     cs.fresh_from = 0;
@@ -891,14 +892,14 @@ const char* bitmap_engine<Sync>::check_cache(const class_state& cs, unsigned c) 
       if ((load(b->local(q >> 6)) & m) == 0 && !in_claim) return "a never-used slot is not free";
     }
   }
-  if (cs.cache.count > cs.cache.cap || cs.cache.cold_count > cs.cache.cap) return "free cache over its bound";
+  if (cs.cache.count() > cs.cache.cap || cs.cache.cold_count > cs.cache.cap) return "free cache over its bound";
   if (cs.cache.cap == 0 && cs.cache.total() != 0) return "objects cached in a class without a cache";
   if (cs.cache.total() != 0 && ((cached_classes_ >> c) & 1) == 0) return "cached objects in a class not marked so";
   const void* seen[2 * free_cache::max_cap];
   std::size_t n = 0;
   for (int list = 0; list < 2; ++list) {
     const void* p = list == 0 ? cs.cache.head : cs.cache.cold;
-    const std::uint32_t count = list == 0 ? cs.cache.count : cs.cache.cold_count;
+    const std::uint32_t count = list == 0 ? cs.cache.count() : cs.cache.cold_count;
     for (std::uint32_t k = 0; k < count; ++k, p = node_next(p)) {
       if (p == nullptr) return "free cache shorter than its count";
       if (!is_node(p, node_key_)) return "a cached object is no node (written after its free)";

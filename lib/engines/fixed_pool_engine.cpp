@@ -90,7 +90,7 @@ fixed_pool_engine<Sync>::fixed_pool_engine(std::size_t block_size, const fixed_p
   blocks_per_chunk_ = chunk_size_ / stride_ - skip_;
   // A node takes a block's first two words.
   if (!Sync && opts.checks == check_mode::standard && stride_ >= 2 * sizeof(void*))
-    cache_.cap = free_cache::cap_for(stride_);
+    cache_.set_cap(free_cache::cap_for(stride_));
   batched_ = Sync && opts.checks == check_mode::standard && stride_ >= 2 * sizeof(void*);
   front_alignment_ = batched_ ? static_cast<std::uint32_t>(block_alignment_) : 0;
   if constexpr (Sync) {  // threads' first scans start an eighth of a chunk's bitmap apart
@@ -325,6 +325,7 @@ void fixed_pool_engine<Sync>::deallocate_one_slow(void* p, std::size_t bytes, st
 template <bool Sync>
 void fixed_pool_engine<Sync>::push_to_full(void* p) noexcept {
   if constexpr (!Sync) {
+    cache_.untake_place();  // (the caller's take_place() found the cache full)
     std::size_t n;
     void* old = cache_.push_rotating(p, key_, n);
     count_one_freed();
@@ -930,7 +931,8 @@ template <bool Sync>
 void fixed_pool_engine<Sync>::release() noexcept {
   std::lock_guard<lock_type> g(lock_);
   cache_.head = cache_.cold = nullptr;
-  cache_.count = cache_.cold_count = 0;
+  cache_.set_count(0);
+  cache_.cold_count = 0;
   lost_ = 0;
   while (chunks_ != nullptr) {
     chunk* c = chunks_;
@@ -1078,7 +1080,7 @@ bool fixed_pool_engine<Sync>::check_invariants() const noexcept {
     // not check (written after its free) ends the walk: the allocation that reaches it reports it.
     for (int which = 0; which < 2 && broken == nullptr; ++which) {
       const void* n = which == 0 ? cache_.head : cache_.cold;
-      const std::uint32_t count = which == 0 ? cache_.count : cache_.cold_count;
+      const std::uint32_t count = which == 0 ? cache_.count() : cache_.cold_count;
       for (std::uint32_t i = 0; i < count && n != nullptr && is_node(n, key_); ++i, n = node_next(n)) {
         const chunk* c;
         const std::size_t q = slot_of(n, c);

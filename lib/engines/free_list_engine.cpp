@@ -62,7 +62,7 @@ free_list_engine::free_list_engine(const free_list_options& params, std::pmr::me
   if (quick_on_) {
     key_ = random_node_key(this);
     quick_limit_ = quick_limit_for(payload_bytes());
-    for (std::size_t n = quick_min; n <= quick_max; n += granule) quick_[n / granule].cap = quick_cap_for(n);
+    for (std::size_t n = quick_min; n <= quick_max; n += granule) quick_[n / granule].set_cap(quick_cap_for(n));
     quick_top_ = large_threshold_ < quick_max ? large_threshold_ : quick_max;
   }
 }
@@ -70,7 +70,7 @@ free_list_engine::free_list_engine(const free_list_options& params, std::pmr::me
 void free_list_engine::class_sizes() noexcept {
   classes_ = true;
   if (!quick_on_) return;
-  for (std::size_t n = class_min + 1024; n <= class_max; n += 1024) quick_[quick_slot(n)].cap = quick_cap_for(n);
+  for (std::size_t n = class_min + 1024; n <= class_max; n += 1024) quick_[quick_slot(n)].set_cap(quick_cap_for(n));
 }
 
 free_list_engine::~free_list_engine() { release(); }
@@ -676,7 +676,7 @@ void free_list_engine::drop_quick_head(free_cache& q, std::size_t n) noexcept {
 // p (n bytes, live in the bitmap, counted as freed) joins its quick list.
 STRATA_ALWAYS_INLINE void free_list_engine::cache_block(void* p, std::size_t n) noexcept {
   free_cache& q = quick_[quick_slot(n)];
-  if (STRATA_UNLIKELY(q.count >= q.cap || quick_bytes_ + n > quick_limit_)) return quick_overflow(p, n);
+  if (STRATA_UNLIKELY(q.full() || quick_bytes_ + n > quick_limit_)) return quick_overflow(p, n);
   q.push(p, key_);
   quick_bytes_ += n;
 }
@@ -687,7 +687,7 @@ void free_list_engine::quick_overflow(void* p, std::size_t n) noexcept {
   free_cache& q = quick_[quick_slot(n)];
   const bool outer = !flushing_;
   flushing_ = true;
-  if (q.count >= q.cap) {
+  if (q.full()) {
     std::size_t k = 0;
     void* old = q.push_rotating(p, key_, k);
     quick_bytes_ += n;
@@ -760,11 +760,11 @@ void free_list_engine::flush_quick(bool cold_only) noexcept {
       q.cold_count = 0;
       give_quick(list, k, quick_slot_size(i));
     }
-    if (!cold_only && (q.head != nullptr || q.count != 0)) {
+    if (!cold_only && (q.head != nullptr || q.count() != 0)) {
       void* list = q.head;
-      const std::size_t k = q.count;
+      const std::size_t k = q.count();
       q.head = nullptr;
-      q.count = 0;
+      q.set_count(0);
       give_quick(list, k, quick_slot_size(i));
     }
   }
@@ -1092,7 +1092,7 @@ void free_list_engine::release() noexcept {
   rover_ = top_ = nullptr;
   free_bytes_ = free_blocks_ = 0;
   std::memset(fragments_, 0, sizeof fragments_);
-  for (free_cache& q : quick_) q.head = q.cold = nullptr, q.count = q.cold_count = 0;
+  for (free_cache& q : quick_) q.head = q.cold = nullptr, q.set_count(0), q.cold_count = 0;
   quick_bytes_ = lost_blocks_ = lost_bytes_ = 0;
   // Every allocation is gone: it counts as deallocated.
   deallocations_ = allocations_;
@@ -1259,7 +1259,7 @@ bool free_list_engine::check_invariants() const noexcept {
     const std::size_t n = quick_slot_size(i);
     if ((!quick_on_ || !quick_size(n)) && (q.total() != 0 || q.head != nullptr || q.cold != nullptr))
       broken = "a quick list where there are none";
-    else if (q.count > q.cap || q.cold_count > q.cap) broken = "a quick list holds more than its bound";
+    else if (q.count() > q.cap || q.cold_count > q.cap) broken = "a quick list holds more than its bound";
     cached += q.total();
     cached_bytes += q.total() * n;
     // A block is in its own size's list only (its bitmap says its size): a block listed twice is listed twice in
@@ -1268,7 +1268,7 @@ bool free_list_engine::check_invariants() const noexcept {
     std::size_t seen_count = 0;
     for (int which = 0; which < 2 && broken == nullptr; ++which) {
       const void* b = which == 0 ? q.head : q.cold;
-      const std::uint32_t count = which == 0 ? q.count : q.cold_count;
+      const std::uint32_t count = which == 0 ? q.count() : q.cold_count;
       for (std::uint32_t k = 0; k < count && b != nullptr && is_node(b, key_); ++k, b = node_next(b)) {
         if (std::find(seen, seen + seen_count, b) != seen + seen_count) broken = "a block listed twice in the quick lists";
         else if (seen_count < 2 * free_cache::max_cap) seen[seen_count++] = b;

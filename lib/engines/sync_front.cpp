@@ -37,7 +37,7 @@ sync_front<Engine>::~sync_front() {
 template <class Engine>
 void sync_front<Engine>::init_heap(heap& h) const noexcept {
   for (unsigned c = 0; c < class_count_; ++c)
-    h.bins[c].cap = filters_[c].object_size >= 16 ? free_cache::cap_for(filters_[c].object_size) : 0;
+    h.bins[c].set_cap(filters_[c].object_size >= 16 ? free_cache::cap_for(filters_[c].object_size) : 0);
 }
 
 // ---- heaps -----------------------------------------------------------------------------------------------------------
@@ -86,14 +86,14 @@ void* sync_front<Engine>::refill(heap& h, unsigned c) {
   if (bin.cap == 0) return engine_.allocate_locked(c);  // too small for a node: the locked way
   if (bin.head != nullptr) {
     // The newest cached object is no node of this heap: see broken_node().
-    broken_node(h, c, bin.head, bin.count - 1, h.key, "when it was to be handed out again");
+    broken_node(h, c, bin.head, bin.count() - 1, h.key, "when it was to be handed out again");
     bin.head = nullptr;
-    bin.count = 0;
-  } else if (bin.count != 0) {
+    bin.set_count(0);
+  } else if (bin.count() != 0) {
     // The list ended before its count (its links were written over): what the count names past there cannot be
     // reached.
-    owner_add(h.lost, bin.count);
-    bin.count = 0;
+    owner_add(h.lost, bin.count());
+    bin.set_count(0);
   }
   if (!bin.take_cold() && !take_parked(h, c)) {
     void* list = nullptr;
@@ -106,7 +106,7 @@ void* sync_front<Engine>::refill(heap& h, unsigned c) {
       throw std::bad_alloc();  // the engine counted the failure
     }
     bin.head = list;
-    bin.count = static_cast<std::uint32_t>(n);
+    bin.set_count(static_cast<std::uint32_t>(n));
   }
   return pop_or_refill(h, c);
 }
@@ -199,7 +199,7 @@ void sync_front<Engine>::deallocate_through(heap& h, void* p, std::size_t bytes,
   if (seen == (reinterpret_cast<std::uintptr_t>(p) ^ busy_key_)) return freed_at_once(p, bytes, alignment, c);
   if (!exact_free_check(&h, p, bytes, alignment, c)) return;
   free_cache& bin = h.bins[c];
-  if (bin.count == bin.cap) return push_to_full(h, c, p, seen, bytes, alignment);
+  if (bin.full()) return push_to_full(h, c, p, seen, bytes, alignment);
   if (!push(bin, p, h.key, seen)) return freed_at_once(p, bytes, alignment, c);
   note_deallocation(h, filters_[c].object_size);
   if (heap_bytes(h) == 0) settle(h);
@@ -313,7 +313,7 @@ bool sync_front<Engine>::take_parked(heap& h, unsigned c) noexcept {
   if (k == 0) return false;
   free_cache& bin = h.bins[c];
   bin.head = list;
-  bin.count = static_cast<std::uint32_t>(k);
+  bin.set_count(static_cast<std::uint32_t>(k));
   return true;
 }
 
@@ -342,11 +342,11 @@ template <class Engine>
 void sync_front<Engine>::flush(heap& h) noexcept {
   for (unsigned c = 0; c < class_count_; ++c) {
     free_cache& bin = h.bins[c];
-    if (bin.head != nullptr) give_back(h, c, bin.head, bin.count);
+    if (bin.head != nullptr) give_back(h, c, bin.head, bin.count());
     if (bin.cold != nullptr) give_back(h, c, bin.cold, bin.cold_count);
     const std::uint32_t cap = bin.cap;
     bin = free_cache{};
-    bin.cap = cap;
+    bin.set_cap(cap);
   }
 }
 
@@ -410,11 +410,11 @@ bool sync_front<Engine>::check_invariants() const noexcept {
             h->lost.load(std::memory_order_relaxed);
     for (unsigned c = 0; c < class_count_ && broken == nullptr; ++c) {
       const free_cache& bin = h->bins[c];
-      if (bin.count > bin.cap || bin.cold_count > bin.cap) broken = "free cache over its bound";
+      if (bin.count() > bin.cap || bin.cold_count > bin.cap) broken = "free cache over its bound";
       std::size_t n = 0;
       for (int list = 0; list < 2 && broken == nullptr; ++list) {
         const void* p = list == 0 ? bin.head : bin.cold;
-        const std::uint32_t count = list == 0 ? bin.count : bin.cold_count;
+        const std::uint32_t count = list == 0 ? bin.count() : bin.cold_count;
         for (std::uint32_t i = 0; i < count && broken == nullptr; ++i, p = node_next(p)) {
           where = p;
           if (p == nullptr) broken = "free cache shorter than its count";

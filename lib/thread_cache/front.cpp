@@ -51,7 +51,7 @@ void tc_front::init_bin(const tc_heap& h, tc_bin& bin, unsigned c) const noexcep
   bin.slot_reciprocal = reciprocal32(size);
   bin.slot_last = multiples32(size, (tc_block_size - first) / size - 1);
   STRATA_ASSERT(multiples32_exact(size, tc_block_size));
-  bin.cache.cap = strict_ ? 0 : free_cache::cap_for(size);
+  bin.cache.set_cap(strict_ ? 0 : free_cache::cap_for(size));
 }
 
 void tc_front::init_heap(tc_heap& h, std::uint32_t index) const noexcept {
@@ -397,8 +397,8 @@ void tc_front::deallocate_slow(tc_heap& h, void* p, unsigned c, std::size_t byte
     return;
   }
   // A live object of a block h owns whose words happened to read as a node: an ordinary free.
-  if (bin.cache.count >= bin.cache.cap) return push_to_block(h, bin, p);
-  bin.cache.push(p, h.node_key);
+  if (!bin.cache.take_place()) return push_to_block(h, bin, p);
+  bin.cache.push_placed(p, h.node_key);
   note_deallocation(h, bin.object_size);
 }
 
@@ -502,6 +502,7 @@ void tc_front::flush_remote(tc_heap& h) const noexcept {
 // The free cache is full: p goes on its block's list instead (a line of the block's header; no bitmap). A block that
 // was full becomes partial; one not current whose slots are all free now (bits and list) is handed on.
 void tc_front::push_to_block(tc_heap& h, tc_bin& bin, void* p) const noexcept {
+  bin.cache.untake_place();  // (the caller's take_place() found the cache full)
   slab* b = block_of(p);
   list_on_block(h, bin, b, p);
   note_deallocation(h, bin.object_size);
@@ -565,7 +566,7 @@ void tc_front::decay_idle(tc_heap& h) const noexcept {
 void tc_front::take_list(tc_heap& h, tc_bin& bin, slab* b) const noexcept {
   STRATA_ASSERT(bin.cache.head == nullptr);
   bin.cache.head = b->list;
-  bin.cache.count = b->listed;
+  bin.cache.set_count(b->listed);
   unlisted(h, b);
 }
 
@@ -843,7 +844,7 @@ const char* tc_front::check_heap(const tc_heap& h, std::size_t& blocks, std::siz
     }
     for (int list = 0; list < 2; ++list) {
       const void* p = list == 0 ? bin.cache.head : bin.cache.cold;
-      const std::uint32_t count = list == 0 ? bin.cache.count : bin.cache.cold_count;
+      const std::uint32_t count = list == 0 ? bin.cache.count() : bin.cache.cold_count;
       for (std::uint32_t k = 0; k < count; ++k, p = node_next(p)) {
         if (p == nullptr) return "free cache shorter than its count";
         if (!is_node(p, h.node_key)) return "a cached object is no node (written after its free)";

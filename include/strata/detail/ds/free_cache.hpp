@@ -89,14 +89,42 @@ struct free_cache {
 
   void* head = nullptr;
   void* cold = nullptr;
-  std::uint32_t count = 0;       // nodes in head
+  // Places left in head: cap - its nodes; 0 or less: full (below 0 when a caller hands head a longer list whole,
+  // see set_count, which then drains before pushes come back). A push takes a place by a decrement whose own flags
+  // say whether there was one (take_place: one instruction and a branch).
+  std::int32_t room = 0;
   std::uint32_t cold_count = 0;  // nodes in cold
-  std::uint32_t cap = 0;         // at most max_cap; 0: no cache (the class is too small for a node, or checks are strict)
+  std::uint32_t cap = 0;  // at most max_cap; 0: no cache (too small for a node, or strict checks); set by set_cap()
+
+  /// Nodes in head.
+  [[nodiscard]] std::uint32_t count() const noexcept {
+    return static_cast<std::uint32_t>(static_cast<std::int32_t>(cap) - room);
+  }
+  /// Says that head holds n nodes.
+  void set_count(std::uint32_t n) noexcept { room = static_cast<std::int32_t>(cap) - static_cast<std::int32_t>(n); }
+  /// Sets the bound, keeping the count.
+  void set_cap(std::uint32_t c) noexcept {
+    const std::uint32_t n = count();
+    cap = c;
+    set_count(n);
+  }
+  /// Whether head has no place left (a push needs take_place() first, or the caller's own test).
+  [[nodiscard]] bool full() const noexcept { return room <= 0; }
+  /// Whether head holds no node (count() == 0, in one compare).
+  [[nodiscard]] bool head_empty() const noexcept { return room >= static_cast<std::int32_t>(cap); }
+  /// Takes a place in head for one push_placed(). False when head is full: the caller's slow way then gives the
+  /// place back (untake_place) before anything else, which keeps the fast path to the decrement and its branch.
+  STRATA_ALWAYS_INLINE bool take_place() noexcept { return --room >= 0; }
+  void untake_place() noexcept { ++room; }
 
   STRATA_ALWAYS_INLINE void push(void* p, std::uintptr_t key) noexcept {
+    push_placed(p, key);
+    --room;
+  }
+  /// push() after take_place().
+  STRATA_ALWAYS_INLINE void push_placed(void* p, std::uintptr_t key) noexcept {
     make_node(p, head, key);
     head = p;
-    ++count;
   }
   /// push() for an object other threads may free at the same moment: word 1 goes from `seen` (what the caller's
   /// checks read there) to `busy` by one compare-and-swap, then word 0 and the check are written. False, with
@@ -111,10 +139,10 @@ struct free_cache {
     store_node_word(p, 0, n);
     store_node_word(p, 1, node_check(p, n, key));
     head = p;
-    ++count;
+    --room;
     return true;
   }
-  [[nodiscard]] std::uint32_t total() const noexcept { return count + cold_count; }
+  [[nodiscard]] std::uint32_t total() const noexcept { return count() + cold_count; }
 
   /// The newest node, taken off the head list and made no node; nullptr when the list is empty or its head does not
   /// check under `key` (head is then left as it is: the caller tells the two apart and reports the second).
@@ -124,7 +152,7 @@ struct free_cache {
     const std::uintptr_t next = load_node_word(p, 0);  // read once: the words are atomics
     if (STRATA_UNLIKELY(load_node_word(p, 1) != node_check(p, next, key))) return nullptr;
     head = reinterpret_cast<void*>(next);
-    --count;
+    ++room;
     clear_node(p);
     return p;
   }
@@ -135,9 +163,9 @@ struct free_cache {
     void* old = cold;
     n = cold_count;
     cold = head;
-    cold_count = count;
+    cold_count = count();
     head = nullptr;
-    count = 0;
+    set_count(0);
     return old;
   }
   /// rotate(), and p starts the new head list.
@@ -150,7 +178,7 @@ struct free_cache {
   bool take_cold() noexcept {
     if (cold == nullptr) return false;
     head = cold;
-    count = cold_count;
+    set_count(cold_count);
     cold = nullptr;
     cold_count = 0;
     return true;
@@ -158,18 +186,19 @@ struct free_cache {
   /// The head list cannot be trusted (its newest node does not check): it is dropped, its nodes set aside.
   /// Returns how many.
   std::uint32_t drop_head() noexcept {
-    const std::uint32_t n = count;
+    const std::uint32_t n = count();
     head = nullptr;
-    count = 0;
+    set_count(0);
     return n;
   }
   /// Empties the cache: give(list, n) for the head list, then for the cold list (each only when not empty).
   template <class Give>
   void empty_into(Give give) noexcept {
     void* lists[2] = {head, cold};
-    const std::uint32_t counts[2] = {count, cold_count};
+    const std::uint32_t counts[2] = {count(), cold_count};
     head = cold = nullptr;
-    count = cold_count = 0;
+    set_count(0);
+    cold_count = 0;
     for (int i = 0; i < 2; ++i)
       if (lists[i] != nullptr) give(lists[i], counts[i]);
   }
@@ -178,7 +207,7 @@ struct free_cache {
   template <class Match, class Drop>
   void remove_if(std::uintptr_t key, Match match, Drop drop) noexcept {
     for (void** link : {&head, &cold}) {
-      std::uint32_t& n_left = link == &head ? count : cold_count;
+      std::uint32_t n_left = link == &head ? count() : cold_count;
       void* prev = nullptr;
       void* n = *link;
       for (std::uint32_t k = 0, total = n_left; k < total && n != nullptr; ++k) {
@@ -194,6 +223,8 @@ struct free_cache {
         }
         n = next;
       }
+      if (link == &head) set_count(n_left);
+      else cold_count = n_left;
     }
   }
 
@@ -206,7 +237,7 @@ struct free_cache {
     std::size_t n = 0;
     for (int which = 0; which < 2; ++which) {
       void* list = which == 0 ? head : cold;
-      const std::uint32_t k = which == 0 ? count : cold_count;
+      const std::uint32_t k = which == 0 ? count() : cold_count;
       for (std::uint32_t i = 0; i < k; ++i, list = node_next(list)) {
         // A node met twice, or a list shorter than its count (links written over): left as they are.
         if (list == nullptr || !is_node(list, key) || std::find(nodes, nodes + n, list) != nodes + n) return false;
@@ -230,7 +261,7 @@ struct free_cache {
       list = nodes[i];
     }
     head = lists[0];
-    count = static_cast<std::uint32_t>(in_head);
+    set_count(static_cast<std::uint32_t>(in_head));
     cold = lists[1];
     cold_count = static_cast<std::uint32_t>(kept - in_head);
     // The others, oldest last, in lists of at most max_cap.
@@ -248,12 +279,12 @@ struct free_cache {
 
   /// Whether p is one of the nodes (walks at most total() nodes; stops at a node that does not check).
   [[nodiscard]] bool holds(const void* p, std::uintptr_t key) const noexcept {
-    return list_holds(head, count, p, key) || list_holds(cold, cold_count, p, key);
+    return list_holds(head, count(), p, key) || list_holds(cold, cold_count, p, key);
   }
 
  private:
-  static bool list_holds(const void* n, std::uint32_t count, const void* p, std::uintptr_t key) noexcept {
-    for (std::uint32_t k = 0; n != nullptr && k < count; ++k, n = node_next(n)) {
+  static bool list_holds(const void* n, std::uint32_t nodes, const void* p, std::uintptr_t key) noexcept {
+    for (std::uint32_t k = 0; n != nullptr && k < nodes; ++k, n = node_next(n)) {
       if (n == p) return true;
       if (!is_node(n, key)) return false;
     }

@@ -169,9 +169,9 @@ class bitmap_engine {
                                                 cs.meta_span)) ||
         STRATA_UNLIKELY(is_node(p, node_key_)) || STRATA_UNLIKELY(a - cs.fresh_from < cs.fresh_span))
       return deallocate_checked_sized(p, bytes, alignment);  // c is not kept live: no register to save
-    if (STRATA_UNLIKELY(cs.cache.count == cs.cache.cap)) return push_to_full_cache(cs, p);
-    if (STRATA_UNLIKELY(cs.cache.count == 0)) cached_classes_ |= cs.class_bit;
-    cs.cache.push(p, node_key_);
+    if (STRATA_UNLIKELY(cs.cache.head_empty())) cached_classes_ |= cs.class_bit;
+    if (STRATA_UNLIKELY(!cs.cache.take_place())) return push_to_full_cache(cs, p);
+    cs.cache.push_placed(p, node_key_);
     note_deallocate(cs);
     if (STRATA_UNLIKELY(in_use_ == 0)) return settle_idle();
   }

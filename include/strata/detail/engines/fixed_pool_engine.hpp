@@ -650,8 +650,8 @@ STRATA_ALWAYS_INLINE void fixed_pool_engine<Sync>::deallocate_one(void* p, std::
     const auto* c = reinterpret_cast<const chunk*>(a - off);
     if (STRATA_UNLIKELY(slot_divider_.boundary(off) - skip_ >= c->cache_span) || STRATA_UNLIKELY(is_node(p, key_)))
       return deallocate_one_slow(p, bytes, alignment);
-    if (STRATA_UNLIKELY(cache_.count == cache_.cap)) return push_to_full(p);
-    cache_.push(p, key_);
+    if (STRATA_UNLIKELY(!cache_.take_place())) return push_to_full(p);
+    cache_.push_placed(p, key_);
     tally& t = tallies_[0];
     ++t.deallocations;
     if (STRATA_UNLIKELY(--t.blocks == 0)) return settle_idle();

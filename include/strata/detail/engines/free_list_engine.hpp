@@ -111,7 +111,7 @@ class free_list_engine {
         const std::uintptr_t next = load_node_word(p, 0);
         if (STRATA_LIKELY(load_node_word(p, 1) == node_check(p, next, key_))) {
           q.head = reinterpret_cast<void*>(next);
-          --q.count;
+          ++q.room;
           clear_node(p);
           quick_bytes_ -= n;
           ++allocations_;
@@ -133,7 +133,7 @@ class free_list_engine {
       chunk* const c = chunk_of(p);
       const std::size_t g = granule_of(c, p);
       if (STRATA_LIKELY(table_.offset_unsynchronized(reinterpret_cast<std::uintptr_t>(c)) == 0) &&
-          STRATA_LIKELY(is_aligned(p, granule) && g >= first_) && STRATA_LIKELY(q.count < q.cap) &&
+          STRATA_LIKELY(is_aligned(p, granule) && g >= first_) && STRATA_LIKELY(!q.full()) &&
           STRATA_LIKELY(quick_bytes_ + n <= quick_limit_) &&
           STRATA_LIKELY(g + n / granule <= chunk_size_ / granule) && STRATA_LIKELY(live_exactly(c, g, n / granule)) &&
           STRATA_LIKELY(!is_node(p, key_))) {

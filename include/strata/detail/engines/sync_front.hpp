@@ -76,7 +76,7 @@ class sync_front final : public per_thread_owner {
     auto* h = static_cast<heap*>(last_state());  // after the checks: fewer values live across them
     if (STRATA_UNLIKELY(h == nullptr)) return deallocate_slow(p, bytes, alignment, c);
     free_cache& bin = h->bins[c];
-    if (STRATA_UNLIKELY(bin.count == bin.cap)) return push_to_full(c, p, w1, bytes, alignment);
+    if (STRATA_UNLIKELY(bin.full())) return push_to_full(c, p, w1, bytes, alignment);
     // Two threads freeing p at once both find it live here: the compare-and-swap lets one of them push it.
     STRATA_INJECT_DELAY();
     if (STRATA_UNLIKELY(!push(bin, p, h->key, w1))) return freed_at_once(p, bytes, alignment, c);

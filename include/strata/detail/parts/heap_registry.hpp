@@ -138,7 +138,7 @@ class heap_registry {
     for (free_cache& bin : h.bins) {
       const std::uint32_t cap = bin.cap;
       bin = free_cache{};
-      bin.cap = cap;
+      bin.set_cap(cap);
     }
     h.deallocations.store(h.allocations.load(std::memory_order_relaxed), std::memory_order_relaxed);
     clear_bytes(h);

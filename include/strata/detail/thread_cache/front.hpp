@@ -302,9 +302,9 @@ class tc_front {
         STRATA_UNLIKELY(a - bin.fresh_from < bin.fresh_span))
       return slow();
     STRATA_INJECT_DELAY();
-    if (STRATA_UNLIKELY(bin.cache.count >= bin.cache.cap)) return push_to_block(h, bin, p);
+    if (STRATA_UNLIKELY(!bin.cache.take_place())) return push_to_block(h, bin, p);
     const std::size_t size = bin.object_size;  // read before the node's stores, which may alias anything
-    bin.cache.push(p, key);
+    bin.cache.push_placed(p, key);
     note_deallocation(h, size);
   }
   /// deallocate_unsized_in()'s other cases: deallocate_slow() with bin's size and an alignment that names its class.
