@@ -206,5 +206,4 @@ void drop_thread_exit_hook(int hook) noexcept {
   if (hook >= 0) pthread_key_delete(static_cast<pthread_key_t>(hook));
 }
 
-
 }  // namespace strata::os

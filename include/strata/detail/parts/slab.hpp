@@ -127,13 +127,11 @@ class slab_kind {
   /// only (no read of the slab): r_high = reciprocal40(object_size) << 24, meta_span = header and bitmap
   /// bytes + object_size - 1. The three tests never change their way for a valid slot, whatever its place (one
   /// test for the slots near the header alone would be mispredicted).
-  /// Coloured: false for a kind made uncoloured (header at the base: no colour to find from the address).
-  template <bool Coloured = true>
   STRATA_ALWAYS_INLINE static bool starts_slot(std::uintptr_t a, std::uintptr_t mask, std::size_t object_size,
                                                std::uint64_t r_high, std::size_t meta_span) noexcept {
     const std::size_t off = a & mask;
     const std::size_t last = off + object_size - 1;  // the slot's last byte
-    const std::uintptr_t header = Coloured ? header_offset(a & ~mask) : 0;
+    const std::uintptr_t header = header_offset(a & ~mask);
     return divides40(off, r_high) && last <= mask && last - header >= meta_span;
   }
   /// Bytes from a slab's base to its header, for this kind.

@@ -298,7 +298,7 @@ class tc_front {
     // already, wherever it waits; or data that looks like one) or a slot never handed out: the exact checks decide. The heap's key
     // is the front's in the 48 bits compared (its index sits above them): one key serves the test and the push.
     const std::uintptr_t key = h.node_key;
-    if (STRATA_UNLIKELY(((load_node_word(p, 1) ^ node_check(p, load_node_word(p, 0), key)) << 16) == 0) ||
+    if (STRATA_UNLIKELY(is_any_node(p, key)) ||
         STRATA_UNLIKELY(a - bin.fresh_from < bin.fresh_span))
       return slow();
     STRATA_INJECT_DELAY();
