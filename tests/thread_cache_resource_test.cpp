@@ -2037,6 +2037,60 @@ TEST_CASE("thread_cache_resource: tiers, sizes and options are consistent") {
   CHECK(up.mismatches() == 0);
 }
 
+TEST_CASE("thread_cache_resource: a block's slots run from its base, its header and bitmaps take its last bytes") {
+  // 64 KiB blocks: the header (96 bytes) at the end, 16 bytes of bitmaps per 64 slots below it, the slots from the
+  // base up to them. So a class whose size leaves bytes over holds as many objects as fit beside them: 7,168 bytes
+  // 9 (not 8, as with the header at the base), 5,120 bytes 12, 8,192 bytes 7.
+  struct expect {
+    std::size_t size, per_block;
+  } const cases[] = {{16, (64 * KiB - 96 - 64 * 16) / 16}, {64, (64 * KiB - 96 - 16 * 16) / 64},
+                     {1024, (64 * KiB - 96 - 16) / 1024},  {4096, 15},
+                     {5120, 12},                            {6144, 10},
+                     {7168, 9},                             {8192, 7}};
+  using strata::error_kind;
+  for (const auto& e : cases) {
+    CAPTURE(e.size);
+    error_capture errors;
+    recording_resource up(strata::default_page_resource());
+    thread_cache_resource r(&up);
+    REQUIRE(r.round_size(e.size, 8) == e.size);
+    std::map<std::uintptr_t, std::vector<char*>> by_block;
+    std::vector<char*> all;
+    for (std::size_t i = 0; i < 2 * e.per_block + 1; ++i) {
+      auto* p = static_cast<char*>(r.allocate(e.size, 8));
+      std::memset(p, 0x5A, e.size);
+      all.push_back(p);
+      by_block[strata::detail::to_address(p) & ~(std::uintptr_t{64 * KiB} - 1)].push_back(p);
+    }
+    const std::uintptr_t first = strata::detail::to_address(all.front()) & ~(std::uintptr_t{64 * KiB} - 1);
+    CHECK(by_block[first].size() == e.per_block);  // the first block, filled before the next was taken
+    for (const auto& [base, objects] : by_block) {
+      CHECK(objects.size() <= e.per_block);
+      for (char* p : objects) {
+        const std::uintptr_t off = strata::detail::to_address(p) - base;
+        CHECK(off % e.size == 0);
+        CHECK(off + e.size <= 64 * KiB - 96 - (e.per_block + 63) / 64 * 16);  // clear of the bitmaps and header
+      }
+    }
+    CHECK(strata::detail::to_address(by_block[first].front()) == first);  // slot 0 is the block's first byte
+    CHECK(r.check_invariants());
+    // The header's address and a bitmap word's are no objects: reported, nothing changes.
+    const auto before = r.stats();
+    char* const header = reinterpret_cast<char*>(first) + 64 * KiB - 96;
+    r.deallocate(header, e.size, 8);
+    check_error("thread_cache_resource", errors, 1, error_kind::foreign_pointer, header, e.size);
+    char* const bitmap = header - 16;
+    r.deallocate(bitmap, e.size, 8);
+    CHECK(errors.count() == 2);
+    check_unchanged(before, r.stats());
+    CHECK(std::all_of(all.front(), all.front() + e.size, [](char c) { return c == 0x5A; }));
+    for (char* p : all) r.deallocate(p, e.size, 8);
+    CHECK(errors.count() == 2);
+    CHECK(r.stats().bytes_in_use == 0);
+    CHECK(r.check_invariants());
+  }
+}
+
 TEST_CASE("thread_cache_resource: usable_size covers the request in every tier and is the class size in the thread tier") {
   error_capture errors;
   recording_resource up(strata::default_page_resource());

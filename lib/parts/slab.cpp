@@ -34,6 +34,14 @@ std::size_t slab::free_slots() const noexcept {
 
 auto slab_kind::layout_of(std::size_t object_size, std::size_t header) const noexcept -> layout {
   layout l{};
+  if (end_) {  // the slots stop below the bitmaps, which stop below the header: nothing skipped
+    const std::size_t room = size_ - sizeof(slab);
+    const std::size_t words = (room / object_size + 63) / 64;  // enough for every slot that could fit
+    l.limit = (room - words * 8 * stride_) / object_size;
+    l.words = (l.limit + 63) / 64;
+    l.skip_begin = l.skip_end = l.limit;
+    return l;
+  }
   l.limit = size_ / object_size;
   l.words = (l.limit + 63) / 64;
   l.skip_begin = header / object_size;
@@ -58,7 +66,8 @@ slab* slab_kind::format(void* base, unsigned c, std::size_t object_size) const n
   s->hint = 0;
   s->size_class = static_cast<std::uint8_t>(c);
   s->where = slab::in_current;
-  s->stride = stride_;
+  s->stride = static_cast<std::int8_t>(end_ ? -stride_ : stride_);
+  s->first_word = static_cast<std::int8_t>(end_ ? -stride_ : static_cast<int>(sizeof(slab) / sizeof(slab::word)));
   for (std::size_t i = 0; i < l.words; ++i) {
     new (&s->local(i)) slab::word(slot_mask(i, l.skip_begin, l.skip_end, l.limit));
     if (stride_ == 2) new (&s->remote(i)) slab::word(0);
@@ -70,7 +79,9 @@ const char* slab_kind::check(const slab* s, unsigned c, std::size_t object_size,
                              std::size_t claimed) const noexcept {
   if (!tagged(s)) return "slab tag corrupt";
   if (s->size_class != c || s->object_size != object_size) return "slab in the wrong class";
-  if (s->stride != stride_) return "slab bitmap stride corrupt";
+  if (s->stride != (end_ ? -stride_ : stride_) ||
+      s->first_word != (end_ ? -stride_ : static_cast<int>(sizeof(slab) / sizeof(slab::word))))
+    return "slab bitmap stride corrupt";
   const layout l = layout_of(s->object_size, header_at(reinterpret_cast<std::uintptr_t>(base_of(s))));
   if (s->limit != l.limit || s->words != l.words || s->skip_begin != l.skip_begin || s->skip_end != l.skip_end ||
       s->capacity != l.capacity())

@@ -15,7 +15,7 @@ namespace strata::detail {
 
 tc_front::tc_front(std::size_t max_small, std::uintptr_t key, const char* name, tc_middle& middle,
                    std::pmr::memory_resource* upstream, bool strict) noexcept
-    : kind_(tc_block_size, key, true, false),
+    : kind_(tc_block_size, key, true, slab_kind::placement::end),
       max_small_(0),
       strict_(strict),
       node_key_(random_node_key(this)),
@@ -44,12 +44,11 @@ void tc_front::init_bin(const tc_heap& h, tc_bin& bin, unsigned c) const noexcep
   const std::size_t size = sizes_.size_of(c);
   bin.object_size = static_cast<std::uint32_t>(size);
   bin.reciprocal40 = reciprocal40(size);
+  // Slots 0 .. limit - 1 from the block's base, none skipped: the header and bitmaps lie past the last one.
   const slab_kind::layout l = kind_.typical_layout(size);
-  const std::size_t meta = sizeof(slab) + l.words * 16;
-  const std::size_t first = (meta + size - 1) / size * size;  // slots lie at multiples of the size
-  bin.slot_first = static_cast<std::uint32_t>(first);
+  STRATA_ASSERT(l.skip_begin == l.skip_end && l.limit > 0);
   bin.slot_reciprocal = reciprocal32(size);
-  bin.slot_last = multiples32(size, (tc_block_size - first) / size - 1);
+  bin.slot_last = multiples32(size, l.limit - 1);
   STRATA_ASSERT(multiples32_exact(size, tc_block_size));
   bin.cache.set_cap(strict_ ? 0 : free_cache::cap_for(size));
 }
@@ -450,7 +449,7 @@ void tc_front::flush_remote(tc_heap& h) const noexcept {
     run_mask = 0;
     STRATA_INJECT_DELAY();
     slab* const b = block_of(reinterpret_cast<void*>(run_base));
-    const std::uint64_t old = b->remote_word(run_word).fetch_or(mask, std::memory_order_release);
+    const std::uint64_t old = b->remote_word_below(run_word).fetch_or(mask, std::memory_order_release);
     if (const std::uint64_t dup = old & mask; STRATA_UNLIKELY(dup != 0)) {
       // Published by two heaps (neither saw the other's node); the slot is free once, one count is undone.
       const std::size_t size = run_bin->object_size;

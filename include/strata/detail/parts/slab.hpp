@@ -20,12 +20,16 @@ namespace strata::detail {
 /// [0, limit), so every slot is aligned like its size; the numbers in [skip_begin, skip_end), whose bytes the header
 /// and bitmaps take, are never handed out.
 ///
-/// The header sits one of 16 cache lines past the base, chosen by the base address, so that the headers of many
-/// slabs do not all fall into the same cache sets (or, for a kind made uncoloured, at the base: the thread cache,
-/// whose frees test slots against per-class constants alone); the bitmaps follow it. For each 64 slots there is a local word
-/// (1 = free), written by whoever allocates from the slab, and, in slabs that take frees from other threads, a
-/// remote word beside it (on the same cache line), which those threads set with an atomic OR and the allocating
-/// side folds into the local word.
+/// Where the header sits is the kind's choice (slab_kind::placement):
+/// - coloured: one of 16 cache lines past the base, chosen by the base address, so that the headers of many slabs do
+///   not all fall into the same cache sets; the bitmaps follow it, and the slots it covers are skipped;
+/// - at the end: the header takes the slab's last bytes and the bitmaps lie just below it, growing down, so that the
+///   slots run from the base up to them with no slot skipped, and the bytes a slab's size leaves over past its last
+///   slot hold the header (a 64 KiB slab of 7,168-byte objects holds 9 of them, not 8). The thread cache's blocks
+///   are made so: its frees test slots against per-class constants alone.
+/// For each 64 slots there is a local word (1 = free), written by whoever allocates from the slab, and, in slabs that
+/// take frees from other threads, a remote word beside it (on the same cache line), which those threads set with an
+/// atomic OR and the allocating side folds into the local word.
 struct slab {
   enum : std::uint8_t { in_current, in_partial, in_full, in_abandoned, in_empty };
   using word = std::atomic<std::uint64_t>;
@@ -41,30 +45,35 @@ struct slab {
   std::uint32_t skip_end;
   std::uint32_t free_count;  // set bits in the local words (the engine may leave a claimed word out)
   std::uint32_t high_water;  // slot numbers from here on have never been handed out (see free_cache.hpp)
+  std::uint32_t listed;      // thread cache: the nodes on `list` (below)
   std::uint16_t words;       // words per bitmap
   std::uint16_t hint;        // local words [0, hint) are zero
   std::uint8_t size_class;
   std::uint8_t where;
-  std::uint8_t stride;                     // 1: local words only; 2: local and remote word side by side
+  // Bitmap words: local word i is word first_word + i * stride from the header's start (remote word i the next
+  // one): stride 1, local words only, or 2, local and remote side by side, after the header; -2 below the header.
+  std::int8_t stride;
+  std::int8_t first_word;
   std::atomic<bool> remote_listed;         // synchronized bitmap: on its class's list of slabs to collect
+  std::uint8_t idle;  // thread cache: all its slots are free, most on its list, kept as they are for reuse
   // Synchronized bitmap: while not zero the slab is not handed on (released, or formatted anew): remote frees
   // between their first and last touch of it.
   std::atomic<std::uint32_t> remote_pins;
   slab* remote_next;                       // synchronized bitmap: that list's link
   // Thread cache: slots freed past the owner's full free cache, as nodes of the owner's key linked through their
-  // first words (newest first), and how many; neither free in the bitmaps nor counted in free_count.
+  // first words (newest first), counted in `listed`; neither free in the bitmaps nor counted in free_count.
   void* list;
-  std::uint32_t listed;
-  std::uint8_t idle;  // thread cache: all its slots are free, most on its list, kept as they are for reuse
 
-  word& local(std::size_t i) noexcept { return bits()[i * stride]; }
-  const word& local(std::size_t i) const noexcept { return bits()[i * stride]; }
-  /// Only in slabs with remote words (stride 2).
-  word& remote(std::size_t i) noexcept { return bits()[i * stride + 1]; }
-  const word& remote(std::size_t i) const noexcept { return bits()[i * stride + 1]; }
-  /// remote(i) of a slab known to have remote words, without reading its header.
-  word& remote_word(std::size_t i) noexcept { return bits()[i * 2 + 1]; }
-  [[nodiscard]] bool has_remote() const noexcept { return stride == 2; }
+  word& local(std::size_t i) noexcept { return bits()[word_index(i)]; }
+  const word& local(std::size_t i) const noexcept { return bits()[word_index(i)]; }
+  /// Only in slabs with remote words (stride 2 or -2: has_remote()).
+  word& remote(std::size_t i) noexcept { return bits()[word_index(i) + 1]; }
+  const word& remote(std::size_t i) const noexcept { return bits()[word_index(i) + 1]; }
+  /// remote(i) of a slab known to have its header at the end (bitmaps below it), without reading its header.
+  word& remote_word_below(std::size_t i) noexcept {
+    return bits()[-1 - 2 * static_cast<std::ptrdiff_t>(i)];
+  }
+  [[nodiscard]] bool has_remote() const noexcept { return (stride & 1) == 0; }
   /// Bits of local word i that stand for slots.
   [[nodiscard]] std::uint64_t valid_mask(std::size_t i) const noexcept {
     return slot_mask(i, skip_begin, skip_end, limit);
@@ -97,9 +106,13 @@ struct slab {
   }
 
  private:
-  word* bits() noexcept { return reinterpret_cast<word*>(this + 1); }
-  const word* bits() const noexcept { return reinterpret_cast<const word*>(this + 1); }
+  std::ptrdiff_t word_index(std::size_t i) const noexcept {
+    return first_word + static_cast<std::ptrdiff_t>(i) * stride;
+  }
+  word* bits() noexcept { return reinterpret_cast<word*>(this); }
+  const word* bits() const noexcept { return reinterpret_cast<const word*>(this); }
 };
+static_assert(sizeof(slab) == 96, "a slab's header takes 96 bytes: one and a half cache lines");
 
 /// What the slabs of one engine share: their size, the engine's key, and whether they take remote frees. Finds,
 /// formats, folds and checks slabs.
@@ -111,8 +124,11 @@ class slab_kind {
     [[nodiscard]] std::size_t capacity() const noexcept { return limit - (skip_end - skip_begin); }
   };
 
-  slab_kind(std::size_t slab_size, std::uintptr_t key, bool remote, bool coloured = true) noexcept
-      : size_(slab_size), key_(key), stride_(remote ? 2 : 1), coloured_(coloured) {}
+  /// Where a slab's header sits (see slab).
+  enum class placement : std::uint8_t { coloured, end };
+
+  slab_kind(std::size_t slab_size, std::uintptr_t key, bool remote, placement where = placement::coloured) noexcept
+      : size_(slab_size), key_(key), stride_(remote ? 2 : 1), end_(where == placement::end) {}
 
   [[nodiscard]] std::size_t size() const noexcept { return size_; }
   [[nodiscard]] bool remote() const noexcept { return stride_ == 2; }
@@ -136,8 +152,10 @@ class slab_kind {
   }
   /// Bytes from a slab's base to its header, for this kind.
   [[nodiscard]] std::uintptr_t header_at(std::uintptr_t base) const noexcept {
-    return coloured_ ? header_offset(base) : 0;
+    return end_ ? size_ - sizeof(slab) : header_offset(base);
   }
+  /// Bytes from a slab's base to its header when the header sits at the end.
+  static constexpr std::size_t end_header_offset(std::size_t slab_size) noexcept { return slab_size - sizeof(slab); }
   /// The header of the slab holding any address p (whether that is a slab is for the caller to know).
   STRATA_ALWAYS_INLINE slab* slab_of(const void* p) const noexcept {
     const std::uintptr_t base = reinterpret_cast<std::uintptr_t>(p) & ~(size_ - 1);
@@ -253,8 +271,8 @@ class slab_kind {
  private:
   std::size_t size_;
   std::uintptr_t key_;
-  std::uint8_t stride_;
-  bool coloured_;
+  std::uint8_t stride_;  // 1 or 2 (remote words); slabs placed at the end keep their words downward
+  bool end_;
 };
 
 }  // namespace strata::detail
