@@ -24,17 +24,6 @@ void fork_prepare() { g_heap.load(std::memory_order_acquire)->prepare_fork(); }
 void fork_parent() { g_heap.load(std::memory_order_acquire)->after_fork_parent(); }
 void fork_child() { g_heap.load(std::memory_order_acquire)->after_fork_child(); }
 
-// The heap's options from the environment: STRATA_CHECKS=standard|strict.
-strata::thread_cache_options options_from_environment() noexcept {
-  strata::thread_cache_options o;
-  if (const char* checks = strata::os::environment("STRATA_CHECKS"); checks != nullptr && *checks != '\0') {
-    if (std::strcmp(checks, "strict") == 0) o.checks = strata::check_mode::strict;
-    else if (std::strcmp(checks, "standard") == 0) o.checks = strata::check_mode::standard;
-    else std::fputs("strata: STRATA_CHECKS is neither standard nor strict: standard checks\n", stderr);
-  }
-  return o;
-}
-
 // A decimal number from the environment, or `fallback` when it is unset or not a number (said on stderr).
 std::size_t number_from_environment(const char* name, std::size_t fallback) noexcept {
   const char* v = strata::os::environment(name);
@@ -50,15 +39,32 @@ std::size_t number_from_environment(const char* name, std::size_t fallback) noex
   return n;
 }
 
+// The heap's options from the environment: STRATA_CHECKS=standard|strict, and how many emptied blocks it keeps and
+// for how long (STRATA_MAX_EMPTY_BLOCKS, STRATA_IDLE_DECAY_MS: memory held for speed, see docs/malloc.md).
+strata::thread_cache_options options_from_environment() noexcept {
+  strata::thread_cache_options o;
+  if (const char* checks = strata::os::environment("STRATA_CHECKS"); checks != nullptr && *checks != '\0') {
+    if (std::strcmp(checks, "strict") == 0) o.checks = strata::check_mode::strict;
+    else if (std::strcmp(checks, "standard") == 0) o.checks = strata::check_mode::standard;
+    else std::fputs("strata: STRATA_CHECKS is neither standard nor strict: standard checks\n", stderr);
+  }
+  const std::size_t empty = number_from_environment("STRATA_MAX_EMPTY_BLOCKS", o.max_empty_blocks);
+  o.max_empty_blocks = empty > 4096 ? 4096 : empty;
+  const std::size_t decay = number_from_environment("STRATA_IDLE_DECAY_MS", o.idle_decay_ms);
+  o.idle_decay_ms = static_cast<std::uint32_t>(decay > 3600000 ? 3600000 : decay);
+  return o;
+}
+
 // The heap's page resource: its own, so that the span cache behind large blocks suits a malloc: freed spans stay
-// for reuse up to STRATA_CACHE_MB (default 128) MiB, up to half of that resident, and are purged once unused for
-// STRATA_PURGE_DELAY_MS (default 1000) at a later free. (With the page resource's defaults, 32 MiB resident and
+// for reuse up to STRATA_CACHE_MB (default 128) MiB, up to STRATA_CACHE_RESIDENT_MB (default half of that)
+// resident, and are purged once unused for STRATA_PURGE_DELAY_MS (default 1000) at a later free. (With the page resource's defaults, 32 MiB resident and
 // 10 ms, a loop of 64 KiB..4 MiB blocks faulted its pages in again at every reuse: 11x mimalloc's time.)
 strata::page_resource& heap_pages() {
   strata::page_resource::options o;
   const std::size_t mib = number_from_environment("STRATA_CACHE_MB", 128);
   o.max_cached_bytes = (mib > (std::size_t{1} << 20) ? std::size_t{1} << 20 : mib) << 20;
-  o.max_resident_cached_bytes = o.max_cached_bytes / 2;
+  const std::size_t resident = number_from_environment("STRATA_CACHE_RESIDENT_MB", o.max_cached_bytes >> 21);
+  o.max_resident_cached_bytes = resident < (o.max_cached_bytes >> 20) ? resident << 20 : o.max_cached_bytes;
   // The thread cache's 64 KiB blocks come back one at a time and, while most of the heap is still in use, far
   // apart: each one unmapped alone cut its mapping in two (30-60 us here). Room for many keeps them until they merge
   // or their pages are purged (1,049 munmap calls of rpmalloc's alloc test -> 108, 0.24 -> 0.15 s of system time).

@@ -469,6 +469,32 @@ void test_introspection() {
   std::fclose(f);
 }
 
+// How much freed memory the heap keeps for reuse: with the defaults, the blocks a batch of small objects leaves free
+// stay held (taken again by the next batch); with STRATA_MAX_EMPTY_BLOCKS=0 and STRATA_IDLE_DECAY_MS=0 they go
+// back upstream as they empty.
+void test_keep_less() {
+  const char* e = std::getenv("STRATA_MAX_EMPTY_BLOCKS");
+  const bool keep_none = e != nullptr && std::strcmp(e, "0") == 0;
+  std::vector<void*> ps;
+  for (int i = 0; i < 40000; ++i) ps.push_back(std::malloc(opaque<std::size_t>(64)));  // about 40 blocks of 64 KiB
+  const struct mallinfo2 during = mallinfo2();
+  for (void* p : ps) std::free(p);
+  const struct mallinfo2 after = mallinfo2();
+  CHECK(after.uordblks + 40000 * 64 <= during.uordblks);
+  const std::size_t block = 64 * 1024;
+  if (keep_none) {
+    CHECK(after.arena + 30 * block <= during.arena);  // gone back, but for the current block and what the cache holds
+  } else {
+    CHECK(after.arena + 2 * block >= during.arena);  // kept for the next batch
+  }
+  // The next batch, whichever way: served.
+  for (int i = 0; i < 40000; ++i) ps[static_cast<std::size_t>(i)] = std::malloc(opaque<std::size_t>(64));
+  for (void* p : ps) {
+    CHECK(p != nullptr);
+    std::free(p);
+  }
+}
+
 struct test_case {
   const char* name;
   void (*run)();
@@ -478,6 +504,7 @@ const test_case cases[] = {
     {"realloc", test_realloc},         {"aligned", test_aligned},           {"sized_free", test_sized_free},
     {"new_delete", test_new_delete},   {"thread_churn", test_thread_churn}, {"cross_thread", test_cross_thread},
     {"fork", test_fork},               {"exit_paths", test_exit_paths},     {"introspection", test_introspection},
+    {"keep_less", test_keep_less},
 };
 
 }  // namespace
