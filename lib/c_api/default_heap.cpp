@@ -57,8 +57,9 @@ strata::thread_cache_options options_from_environment() noexcept {
 
 // The heap's page resource: its own, so that the span cache behind large blocks suits a malloc: freed spans stay
 // for reuse up to STRATA_CACHE_MB (default 128) MiB, up to STRATA_CACHE_RESIDENT_MB (default half of that)
-// resident, and are purged once unused for STRATA_PURGE_DELAY_MS (default 1000) at a later free. (With the page resource's defaults, 32 MiB resident and
-// 10 ms, a loop of 64 KiB..4 MiB blocks faulted its pages in again at every reuse: 11x mimalloc's time.)
+// resident, and are purged once unused for STRATA_PURGE_DELAY_MS (default 1000) at a later free. (With the page
+// resource's defaults, 32 MiB resident and 10 ms, a loop of 64 KiB..4 MiB blocks faulted its pages in again at
+// every reuse: 11x mimalloc's time.)
 strata::page_resource& heap_pages() {
   strata::page_resource::options o;
   const std::size_t mib = number_from_environment("STRATA_CACHE_MB", 128);

@@ -51,7 +51,7 @@ struct slab {
   std::uint8_t size_class;
   std::uint8_t where;
   // Bitmap words: local word i is word first_word + i * stride from the header's start (remote word i the next
-  // one): stride 1, local words only, or 2, local and remote side by side, after the header; -2 below the header.
+  // one): stride 1, local words only, or 2, local and remote side by side, after the header; -1 or -2 below it.
   std::int8_t stride;
   std::int8_t first_word;
   std::atomic<bool> remote_listed;         // synchronized bitmap: on its class's list of slabs to collect
@@ -152,7 +152,7 @@ class slab_kind {
   }
   /// Bytes from a slab's base to its header, for this kind.
   [[nodiscard]] std::uintptr_t header_at(std::uintptr_t base) const noexcept {
-    return end_ ? size_ - sizeof(slab) : header_offset(base);
+    return end_ ? end_header_offset(size_) : header_offset(base);
   }
   /// Bytes from a slab's base to its header when the header sits at the end.
   static constexpr std::size_t end_header_offset(std::size_t slab_size) noexcept { return slab_size - sizeof(slab); }
