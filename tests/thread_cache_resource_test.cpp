@@ -2037,16 +2037,16 @@ TEST_CASE("thread_cache_resource: tiers, sizes and options are consistent") {
   CHECK(up.mismatches() == 0);
 }
 
-TEST_CASE("thread_cache_resource: a block's slots run from its base, its header and bitmaps take its last bytes") {
-  // 64 KiB blocks: the header (96 bytes) at the end, 16 bytes of bitmaps per 64 slots below it, the slots from the
-  // base up to them. So a class whose size leaves bytes over holds as many objects as fit beside them: 7,168 bytes
-  // 9 (not 8, as with the header at the base), 5,120 bytes 12, 8,192 bytes 7.
+TEST_CASE("thread_cache_resource: a block's header and bitmaps take its first bytes, its slots are packed after them") {
+  // 64 KiB blocks: the header (96 bytes) at the base, 16 bytes of bitmaps per 64 slots after it, the slots from the
+  // first multiple of the class's natural alignment (up to 4 KiB) past them to the block's end. So a class whose
+  // size leaves bytes over holds as many objects as fit beside the header (7,168 bytes: 9, where slots at multiples
+  // of the size from the base would hold 8), and a block with a few objects has one page resident.
   struct expect {
-    std::size_t size, per_block;
-  } const cases[] = {{16, (64 * KiB - 96 - 64 * 16) / 16}, {64, (64 * KiB - 96 - 16 * 16) / 64},
-                     {1024, (64 * KiB - 96 - 16) / 1024},  {4096, 15},
-                     {5120, 12},                            {6144, 10},
-                     {7168, 9},                             {8192, 7}};
+    std::size_t size, per_block, origin;
+  } const cases[] = {{16, (64 * KiB - 1120) / 16, 1120}, {64, (64 * KiB - 384) / 64, 384}, {1024, 63, 1024},
+                     {4096, 15, 4096},                   {5120, 12, 1024},                 {6144, 10, 2048},
+                     {7168, 9, 1024},                    {8192, 7, 4096}};
   using strata::error_kind;
   for (const auto& e : cases) {
     CAPTURE(e.size);
@@ -2064,22 +2064,26 @@ TEST_CASE("thread_cache_resource: a block's slots run from its base, its header 
     }
     const std::uintptr_t first = strata::detail::to_address(all.front()) & ~(std::uintptr_t{64 * KiB} - 1);
     CHECK(by_block[first].size() == e.per_block);  // the first block, filled before the next was taken
+    const std::size_t words = (64 * KiB / e.size + 63) / 64;
     for (const auto& [base, objects] : by_block) {
       CHECK(objects.size() <= e.per_block);
       for (char* p : objects) {
         const std::uintptr_t off = strata::detail::to_address(p) - base;
-        CHECK(off % e.size == 0);
-        CHECK(off + e.size <= 64 * KiB - 96 - (e.per_block + 63) / 64 * 16);  // clear of the bitmaps and header
+        CHECK(off >= 96 + words * 16);  // clear of the header and bitmaps
+        CHECK((off - e.origin) % e.size == 0);
+        CHECK(off + e.size <= 64 * KiB);
+        const std::size_t natural = std::min<std::size_t>(e.size & (~e.size + 1), 4096);
+        CHECK(off % natural == 0);  // aligned as the class promises
       }
     }
-    CHECK(strata::detail::to_address(by_block[first].front()) == first);  // slot 0 is the block's first byte
+    CHECK(strata::detail::to_address(by_block[first].front()) == first + e.origin);  // slot 0, handed out first
     CHECK(r.check_invariants());
     // The header's address and a bitmap word's are no objects: reported, nothing changes.
     const auto before = r.stats();
-    char* const header = reinterpret_cast<char*>(first) + 64 * KiB - 96;
+    char* const header = reinterpret_cast<char*>(first);
     r.deallocate(header, e.size, 8);
     check_error("thread_cache_resource", errors, 1, error_kind::foreign_pointer, header, e.size);
-    char* const bitmap = header - 16;
+    char* const bitmap = header + 96;
     r.deallocate(bitmap, e.size, 8);
     CHECK(errors.count() == 2);
     check_unchanged(before, r.stats());

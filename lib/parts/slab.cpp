@@ -32,12 +32,22 @@ std::size_t slab::free_slots() const noexcept {
   return n;
 }
 
+std::size_t slab_kind::origin_of(std::size_t object_size) const noexcept {
+  if (coloured_) return 0;
+  // Past the header and the bitmaps for as many slots as could fit, at the class's natural alignment (the largest
+  // power of two dividing its size, up to 4 KiB), so that every slot is aligned as a slot at a multiple of the size
+  // would be.
+  const std::size_t words = (size_ / object_size + 63) / 64;
+  const std::size_t meta = sizeof(slab) + words * 8 * stride_;
+  std::size_t align = object_size & (~object_size + 1);
+  if (align > 4096) align = 4096;
+  return (meta + align - 1) / align * align;
+}
+
 auto slab_kind::layout_of(std::size_t object_size, std::size_t header) const noexcept -> layout {
   layout l{};
-  if (end_) {  // the slots stop below the bitmaps, which stop below the header: nothing skipped
-    const std::size_t room = size_ - sizeof(slab);
-    const std::size_t words = (room / object_size + 63) / 64;  // enough for every slot that could fit
-    l.limit = (room - words * 8 * stride_) / object_size;
+  if (!coloured_) {  // packed: the slots from the origin to the slab's end, none skipped
+    l.limit = (size_ - origin_of(object_size)) / object_size;
     l.words = (l.limit + 63) / 64;
     l.skip_begin = l.skip_end = l.limit;
     return l;
@@ -66,8 +76,8 @@ slab* slab_kind::format(void* base, unsigned c, std::size_t object_size) const n
   s->hint = 0;
   s->size_class = static_cast<std::uint8_t>(c);
   s->where = slab::in_current;
-  s->stride = static_cast<std::int8_t>(end_ ? -stride_ : stride_);
-  s->first_word = static_cast<std::int8_t>(end_ ? -stride_ : static_cast<int>(sizeof(slab) / sizeof(slab::word)));
+  s->stride = stride_;
+  s->origin = static_cast<std::uint16_t>(origin_of(object_size));
   for (std::size_t i = 0; i < l.words; ++i) {
     new (&s->local(i)) slab::word(slot_mask(i, l.skip_begin, l.skip_end, l.limit));
     if (stride_ == 2) new (&s->remote(i)) slab::word(0);
@@ -79,9 +89,7 @@ const char* slab_kind::check(const slab* s, unsigned c, std::size_t object_size,
                              std::size_t claimed) const noexcept {
   if (!tagged(s)) return "slab tag corrupt";
   if (s->size_class != c || s->object_size != object_size) return "slab in the wrong class";
-  if (s->stride != (end_ ? -stride_ : stride_) ||
-      s->first_word != (end_ ? -stride_ : static_cast<int>(sizeof(slab) / sizeof(slab::word))))
-    return "slab bitmap stride corrupt";
+  if (s->stride != stride_ || s->origin != origin_of(object_size)) return "slab bitmap stride or origin corrupt";
   const layout l = layout_of(s->object_size, header_at(reinterpret_cast<std::uintptr_t>(base_of(s))));
   if (s->limit != l.limit || s->words != l.words || s->skip_begin != l.skip_begin || s->skip_end != l.skip_end ||
       s->capacity != l.capacity())

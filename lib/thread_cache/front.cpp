@@ -15,7 +15,7 @@ namespace strata::detail {
 
 tc_front::tc_front(std::size_t max_small, std::uintptr_t key, const char* name, tc_middle& middle,
                    std::pmr::memory_resource* upstream, bool strict) noexcept
-    : kind_(tc_block_size, key, true, slab_kind::placement::end),
+    : kind_(tc_block_size, key, true, slab_kind::placement::packed),
       max_small_(0),
       strict_(strict),
       node_key_(random_node_key(this)),
@@ -44,9 +44,10 @@ void tc_front::init_bin(const tc_heap& h, tc_bin& bin, unsigned c) const noexcep
   const std::size_t size = sizes_.size_of(c);
   bin.object_size = static_cast<std::uint32_t>(size);
   bin.reciprocal40 = reciprocal40(size);
-  // Slots 0 .. limit - 1 from the block's base, none skipped: the header and bitmaps lie past the last one.
+  // Slots 0 .. limit - 1 from the origin past the header and bitmaps, none skipped.
   const slab_kind::layout l = kind_.typical_layout(size);
   STRATA_ASSERT(l.skip_begin == l.skip_end && l.limit > 0);
+  bin.slot_first = static_cast<std::uint32_t>(kind_.origin_of(size));
   bin.slot_reciprocal = reciprocal32(size);
   bin.slot_last = multiples32(size, l.limit - 1);
   STRATA_ASSERT(multiples32_exact(size, tc_block_size));
@@ -73,7 +74,7 @@ slab* tc_front::format(void* base, unsigned c) const noexcept {
 }
 
 std::size_t tc_front::collect(slab* b) const noexcept {
-  char* const slot0 = base_of(b);
+  char* const slot0 = kind_.slots_of(b);
   return kind_.fold_remote(b, [&](std::size_t w, std::uint64_t folded, std::uint64_t both) {
     // Freed by another thread while already free here: two frees that each saw the object live, both counted. The
     // slot stays free once; one count is undone.
@@ -102,7 +103,7 @@ std::size_t tc_front::collect(slab* b) const noexcept {
 }
 
 bool tc_front::is_live(const slab* b, const void* p) const noexcept {
-  const std::size_t q = (reinterpret_cast<std::uintptr_t>(p) & (tc_block_size - 1)) / b->object_size;
+  const std::size_t q = kind_.slot_offset(b, p) / b->object_size;
   const std::uint64_t m = std::uint64_t{1} << (q & 63);
   const std::uint64_t free_bits =
       b->local(q >> 6).load(std::memory_order_relaxed) | b->remote(q >> 6).load(std::memory_order_relaxed);
@@ -119,7 +120,7 @@ void tc_front::count_late_double_free(std::size_t bytes) const noexcept {
 // Takes the current block's first word with free bits (it has some) into the bin.
 void tc_front::claim(tc_bin& bin) const noexcept {
   slab* b = bin.current;
-  slab_kind::claim_into(bin, b, base_of(b));  // no word is claimed: the high-water mark is exact
+  slab_kind::claim_into(bin, b, kind_.slots_of(b));  // no word is claimed: the high-water mark is exact
 }
 
 // Gives the claimed word's free bits back to the current block (the never-used range stays right).
@@ -449,14 +450,14 @@ void tc_front::flush_remote(tc_heap& h) const noexcept {
     run_mask = 0;
     STRATA_INJECT_DELAY();
     slab* const b = block_of(reinterpret_cast<void*>(run_base));
-    const std::uint64_t old = b->remote_word_below(run_word).fetch_or(mask, std::memory_order_release);
+    const std::uint64_t old = b->remote_word(run_word).fetch_or(mask, std::memory_order_release);
     if (const std::uint64_t dup = old & mask; STRATA_UNLIKELY(dup != 0)) {
       // Published by two heaps (neither saw the other's node); the slot is free once, one count is undone.
       const std::size_t size = run_bin->object_size;
       for (std::uint64_t bits = dup; bits != 0; bits &= bits - 1) {
         const std::size_t q = run_word * 64 + std::size_t{lowest_bit(bits)};
-        report(error_kind::double_free, reinterpret_cast<char*>(run_base) + q * size, size, 0, 0,
-               "freed twice by other threads");
+        report(error_kind::double_free, reinterpret_cast<char*>(run_base) + run_bin->slot_first + q * size, size, 0,
+               0, "freed twice by other threads");
         count_late_double_free(size);
       }
     }
@@ -827,7 +828,7 @@ const char* tc_front::check_heap(const tc_heap& h, std::size_t& blocks, std::siz
       const slab* b = bin.current;
       if (b == nullptr) return "never-used slots without a current block";
       if (bin.fresh_from + bin.fresh_span !=
-          reinterpret_cast<std::uintptr_t>(base_of(b)) + std::size_t{b->limit} * bin.object_size)
+          reinterpret_cast<std::uintptr_t>(kind_.slots_of(b)) + std::size_t{b->limit} * bin.object_size)
         return "never-used slots do not end with the block";
     }
     // (The head list may be longer than the bound: a block's list taken whole.)

@@ -16,17 +16,19 @@
 namespace strata::detail {
 
 /// A slab: a power-of-two number of bytes (at least one block-map granule), aligned to its size, holding objects of
-/// one size class back to back, with no metadata in the objects. Slot q lies at base + q * object_size for q in
-/// [0, limit), so every slot is aligned like its size; the numbers in [skip_begin, skip_end), whose bytes the header
-/// and bitmaps take, are never handed out.
+/// one size class back to back, with no metadata in the objects. Slot q lies at base + origin + q * object_size for
+/// q in [0, limit); the numbers in [skip_begin, skip_end), whose bytes the header and bitmaps take, are never handed
+/// out.
 ///
 /// Where the header sits is the kind's choice (slab_kind::placement):
 /// - coloured: one of 16 cache lines past the base, chosen by the base address, so that the headers of many slabs do
-///   not all fall into the same cache sets; the bitmaps follow it, and the slots it covers are skipped;
-/// - at the end: the header takes the slab's last bytes and the bitmaps lie just below it, growing down, so that the
-///   slots run from the base up to them with no slot skipped, and the bytes a slab's size leaves over past its last
-///   slot hold the header (a 64 KiB slab of 7,168-byte objects holds 9 of them, not 8). The thread cache's blocks
-///   are made so: its frees test slots against per-class constants alone.
+///   not all fall into the same cache sets; the bitmaps follow it, the slots start at the base (origin 0, every slot
+///   aligned like its size) and the few the header covers are skipped;
+/// - packed: the header at the base, the bitmaps after it, and the slots from the first multiple of the class's
+///   natural alignment past them (origin), none skipped: what a class's size leaves over past its last slot is
+///   spent on the header where it fits (a 64 KiB slab of 7,168-byte objects holds 9 of them, not 8), and the first
+///   slots share the header's page. The thread cache's blocks are made so: its frees test slots against per-class
+///   constants alone.
 /// For each 64 slots there is a local word (1 = free), written by whoever allocates from the slab, and, in slabs that
 /// take frees from other threads, a remote word beside it (on the same cache line), which those threads set with an
 /// atomic OR and the allocating side folds into the local word.
@@ -45,35 +47,31 @@ struct slab {
   std::uint32_t skip_end;
   std::uint32_t free_count;  // set bits in the local words (the engine may leave a claimed word out)
   std::uint32_t high_water;  // slot numbers from here on have never been handed out (see free_cache.hpp)
-  std::uint32_t listed;      // thread cache: the nodes on `list` (below)
   std::uint16_t words;       // words per bitmap
   std::uint16_t hint;        // local words [0, hint) are zero
   std::uint8_t size_class;
   std::uint8_t where;
-  // Bitmap words: local word i is word first_word + i * stride from the header's start (remote word i the next
-  // one): stride 1, local words only, or 2, local and remote side by side, after the header; -1 or -2 below it.
-  std::int8_t stride;
-  std::int8_t first_word;
+  std::uint8_t stride;                     // 1: local words only; 2: local and remote word side by side
   std::atomic<bool> remote_listed;         // synchronized bitmap: on its class's list of slabs to collect
-  std::uint8_t idle;  // thread cache: all its slots are free, most on its list, kept as they are for reuse
   // Synchronized bitmap: while not zero the slab is not handed on (released, or formatted anew): remote frees
   // between their first and last touch of it.
   std::atomic<std::uint32_t> remote_pins;
   slab* remote_next;                       // synchronized bitmap: that list's link
   // Thread cache: slots freed past the owner's full free cache, as nodes of the owner's key linked through their
-  // first words (newest first), counted in `listed`; neither free in the bitmaps nor counted in free_count.
+  // first words (newest first), and how many; neither free in the bitmaps nor counted in free_count.
   void* list;
+  std::uint32_t listed;
+  std::uint8_t idle;  // thread cache: all its slots are free, most on its list, kept as they are for reuse
+  std::uint16_t origin;  // bytes from the base to slot 0
 
-  word& local(std::size_t i) noexcept { return bits()[word_index(i)]; }
-  const word& local(std::size_t i) const noexcept { return bits()[word_index(i)]; }
-  /// Only in slabs with remote words (stride 2 or -2: has_remote()).
-  word& remote(std::size_t i) noexcept { return bits()[word_index(i) + 1]; }
-  const word& remote(std::size_t i) const noexcept { return bits()[word_index(i) + 1]; }
-  /// remote(i) of a slab known to have its header at the end (bitmaps below it), without reading its header.
-  word& remote_word_below(std::size_t i) noexcept {
-    return bits()[-1 - 2 * static_cast<std::ptrdiff_t>(i)];
-  }
-  [[nodiscard]] bool has_remote() const noexcept { return (stride & 1) == 0; }
+  word& local(std::size_t i) noexcept { return bits()[i * stride]; }
+  const word& local(std::size_t i) const noexcept { return bits()[i * stride]; }
+  /// Only in slabs with remote words (stride 2).
+  word& remote(std::size_t i) noexcept { return bits()[i * stride + 1]; }
+  const word& remote(std::size_t i) const noexcept { return bits()[i * stride + 1]; }
+  /// remote(i) of a slab known to have remote words, without reading its header.
+  word& remote_word(std::size_t i) noexcept { return bits()[i * 2 + 1]; }
+  [[nodiscard]] bool has_remote() const noexcept { return stride == 2; }
   /// Bits of local word i that stand for slots.
   [[nodiscard]] std::uint64_t valid_mask(std::size_t i) const noexcept {
     return slot_mask(i, skip_begin, skip_end, limit);
@@ -106,12 +104,10 @@ struct slab {
   }
 
  private:
-  std::ptrdiff_t word_index(std::size_t i) const noexcept {
-    return first_word + static_cast<std::ptrdiff_t>(i) * stride;
-  }
-  word* bits() noexcept { return reinterpret_cast<word*>(this); }
-  const word* bits() const noexcept { return reinterpret_cast<const word*>(this); }
+  word* bits() noexcept { return reinterpret_cast<word*>(this + 1); }
+  const word* bits() const noexcept { return reinterpret_cast<const word*>(this + 1); }
 };
+
 static_assert(sizeof(slab) == 96, "a slab's header takes 96 bytes: one and a half cache lines");
 
 /// What the slabs of one engine share: their size, the engine's key, and whether they take remote frees. Finds,
@@ -125,10 +121,10 @@ class slab_kind {
   };
 
   /// Where a slab's header sits (see slab).
-  enum class placement : std::uint8_t { coloured, end };
+  enum class placement : std::uint8_t { coloured, packed };
 
   slab_kind(std::size_t slab_size, std::uintptr_t key, bool remote, placement where = placement::coloured) noexcept
-      : size_(slab_size), key_(key), stride_(remote ? 2 : 1), end_(where == placement::end) {}
+      : size_(slab_size), key_(key), stride_(remote ? 2 : 1), coloured_(where == placement::coloured) {}
 
   [[nodiscard]] std::size_t size() const noexcept { return size_; }
   [[nodiscard]] bool remote() const noexcept { return stride_ == 2; }
@@ -152,10 +148,8 @@ class slab_kind {
   }
   /// Bytes from a slab's base to its header, for this kind.
   [[nodiscard]] std::uintptr_t header_at(std::uintptr_t base) const noexcept {
-    return end_ ? end_header_offset(size_) : header_offset(base);
+    return coloured_ ? header_offset(base) : 0;  // packed: at the base
   }
-  /// Bytes from a slab's base to its header when the header sits at the end.
-  static constexpr std::size_t end_header_offset(std::size_t slab_size) noexcept { return slab_size - sizeof(slab); }
   /// The header of the slab holding any address p (whether that is a slab is for the caller to know).
   STRATA_ALWAYS_INLINE slab* slab_of(const void* p) const noexcept {
     const std::uintptr_t base = reinterpret_cast<std::uintptr_t>(p) & ~(size_ - 1);
@@ -172,19 +166,27 @@ class slab_kind {
   }
   /// Whether s carries this kind's tag: a header formatted by this engine (s must be readable).
   [[nodiscard]] bool tagged(const slab* s) const noexcept { return s->tag == tag_of(s); }
+  /// p's distance from slot 0 of s (past the slab's end, by wrapping, for an address below it).
+  STRATA_ALWAYS_INLINE std::size_t slot_offset(const slab* s, const void* p) const noexcept {
+    return offset_of(p) - s->origin;
+  }
+  /// Slot 0 of s.
+  STRATA_ALWAYS_INLINE char* slots_of(const slab* s) const noexcept { return base_of(s) + s->origin; }
   /// Whether p is exactly the start of a slot of s (not a header slot, not past the limit).
   [[nodiscard]] bool is_slot(const slab* s, const void* p) const noexcept {
-    const std::size_t off = offset_of(p);
+    const std::size_t off = slot_offset(s, p);
     const std::size_t q = off / s->object_size;
     return off % s->object_size == 0 && q < s->limit && (q < s->skip_begin || q >= s->skip_end);
   }
   /// is_slot() for q, p's slot number by its class's reciprocal (divide40): a multiply where is_slot divides.
   [[nodiscard]] bool is_slot_number(const slab* s, const void* p, std::size_t q) const noexcept {
-    return q * s->object_size == offset_of(p) && q < s->limit && (q < s->skip_begin || q >= s->skip_end);
+    return q * s->object_size == slot_offset(s, p) && q < s->limit && (q < s->skip_begin || q >= s->skip_end);
   }
-  [[nodiscard]] void* slot(const slab* s, std::size_t q) const noexcept { return base_of(s) + q * s->object_size; }
+  [[nodiscard]] void* slot(const slab* s, std::size_t q) const noexcept { return slots_of(s) + q * s->object_size; }
 
   [[nodiscard]] layout layout_of(std::size_t object_size, std::size_t header) const noexcept;
+  /// Bytes from a slab's base to slot 0 for objects of object_size (0 unless packed).
+  [[nodiscard]] std::size_t origin_of(std::size_t object_size) const noexcept;
   /// The layout of a slab whose header sits at colour 0 (others hold at most one slot more or fewer).
   [[nodiscard]] layout typical_layout(std::size_t object_size) const noexcept { return layout_of(object_size, 0); }
   /// Formats `base` (size() bytes, aligned to them) as an empty slab of class c, owned by nobody, on no list.
@@ -271,8 +273,8 @@ class slab_kind {
  private:
   std::size_t size_;
   std::uintptr_t key_;
-  std::uint8_t stride_;  // 1 or 2 (remote words); slabs placed at the end keep their words downward
-  bool end_;
+  std::uint8_t stride_;
+  bool coloured_;
 };
 
 }  // namespace strata::detail

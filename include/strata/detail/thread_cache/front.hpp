@@ -67,12 +67,14 @@ constexpr std::size_t tc_unsized_alignment(std::size_t n) noexcept { return n % 
 /// A heap's state for one size class. The first cache line is what a free and a pop from the cache read.
 struct alignas(64) tc_bin {
   free_cache cache;               // freed objects of blocks this heap owns, newest first
-  // The slot-start test (is_slot_start): reciprocal32(object_size) and multiples32(object_size, slots of a block - 1).
+  // The slot-start test (is_slot_start): the offset of a block's slot 0 (past its header and bitmaps),
+  // reciprocal32(object_size), and multiples32(object_size, slots of a block - 1).
+  std::uint32_t slot_first = 0;
   std::uint32_t slot_reciprocal = 0;
-  std::uint32_t slot_last = 0;
   std::uintptr_t fresh_from = 0;  // the current block's slots never handed out: [fresh_from, + fresh_span)
   std::size_t fresh_span = 0;
   std::uint32_t object_size = 0;
+  std::uint32_t slot_last = 0;
   std::uint64_t reciprocal40 = 0;  // reciprocal40(object_size): slot numbers (divide40)
   std::uint32_t map_value = 0;    // the class map's value for blocks of this class the heap owns
   // The claimed word: free slots of word claimed_word of `current`, taken out of its bitmap.
@@ -309,18 +311,18 @@ class tc_front {
   STRATA_NOINLINE void deallocate_unsized_slow(tc_heap& h, tc_bin& bin, void* p) const noexcept;
   /// Whether the front checks every free at once (no free cache).
   [[nodiscard]] bool strict() const noexcept { return strict_; }
-  /// Whether p, in a block of bin's class (the class map says so), is the start of a slot: its offset in the block
-  /// (slots run from the base; the bitmaps and header lie past the last one) is a multiple of the class size, at
-  /// most the last slot's (one multiply, one compare: within_multiples32). Per-class constants only, no read of
-  /// the block.
+  /// Whether p, in a block of bin's class (the class map says so), is the start of a slot: its distance from the
+  /// block's slot 0 (mod the block size: an address in the header or bitmaps comes out past the last slot) is a
+  /// multiple of the class size, at most the last slot's (one multiply, one compare: within_multiples32).
+  /// Per-class constants only, no read of the block.
   STRATA_ALWAYS_INLINE static bool is_slot_start(const tc_bin& bin, const void* p) noexcept {
-    const auto x = static_cast<std::uint32_t>(reinterpret_cast<std::uintptr_t>(p)) &
+    const auto x = static_cast<std::uint32_t>(reinterpret_cast<std::uintptr_t>(p) - bin.slot_first) &
                    static_cast<std::uint32_t>(tc_block_size - 1);
     return within_multiples32(x, bin.slot_reciprocal, bin.slot_last);
   }
-  /// The slot number of p in its block, by bin's class size.
+  /// The slot number of p in its block, by bin's class size (p a slot start, or is_slot_number() checks it).
   static std::size_t slot_number(const tc_bin& bin, const void* p) noexcept {
-    return divide40(reinterpret_cast<std::uintptr_t>(p) & (tc_block_size - 1), bin.reciprocal40);
+    return divide40((reinterpret_cast<std::uintptr_t>(p) - bin.slot_first) & (tc_block_size - 1), bin.reciprocal40);
   }
   /// deallocate()'s other cases (the class found again from bytes and alignment).
   STRATA_NOINLINE void deallocate_slow(tc_heap& h, void* p, std::size_t bytes, std::size_t alignment) const noexcept;
@@ -343,12 +345,12 @@ class tc_front {
   /// The caches and the remote array are given back first.
   void abandon_all(tc_heap& h) const noexcept;
 
-  /// Block header of any address inside a front-end block: at the block's end (kind_ places it there).
+  /// Block header of any address inside a front-end block: at the block's base (kind_ packs its slots after it).
   static slab* block_of(const void* p) noexcept {
     const std::uintptr_t base = reinterpret_cast<std::uintptr_t>(p) & ~(tc_block_size - 1);
-    return reinterpret_cast<slab*>(base + slab_kind::end_header_offset(tc_block_size));
+    return reinterpret_cast<slab*>(base);
   }
-  /// The first byte of b's block (slot 0).
+  /// The first byte of b's block (its header).
   static char* base_of(const slab* b) noexcept {
     return reinterpret_cast<char*>(reinterpret_cast<std::uintptr_t>(b) & ~(tc_block_size - 1));
   }
