@@ -34,14 +34,11 @@ std::size_t slab::free_slots() const noexcept {
 
 std::size_t slab_kind::origin_of(std::size_t object_size) const noexcept {
   if (coloured_) return 0;
-  // Past the header and the bitmaps for as many slots as could fit, at the class's natural alignment (the largest
-  // power of two dividing its size, up to 4 KiB), so that every slot is aligned as a slot at a multiple of the size
-  // would be.
+  // Past the header and the bitmaps for as many slots as could fit, at the class's natural alignment up to 4 KiB
+  // (what the size classes promise an aligned request), so that every slot is aligned as a slot at a multiple of
+  // the size would be.
   const std::size_t words = (size_ / object_size + 63) / 64;
-  const std::size_t meta = sizeof(slab) + words * 8 * stride_;
-  std::size_t align = object_size & (~object_size + 1);
-  if (align > 4096) align = 4096;
-  return (meta + align - 1) / align * align;
+  return align_up(sizeof(slab) + words * 8 * stride_, natural_alignment(object_size, 4096));
 }
 
 auto slab_kind::layout_of(std::size_t object_size, std::size_t header) const noexcept -> layout {

@@ -11,6 +11,12 @@
 namespace strata::detail {
 
 constexpr bool is_power_of_two(std::size_t x) noexcept { return x != 0 && (x & (x - 1)) == 0; }
+/// The alignment every object of `size` bytes has when objects lie back to back from an address aligned to `cap` (a
+/// power of two): the largest power of two dividing size, at most cap.
+constexpr std::size_t natural_alignment(std::size_t size, std::size_t cap) noexcept {
+  const std::size_t low = size & (~size + 1);
+  return low < cap ? low : cap;
+}
 
 /// Smallest multiple of `alignment` (a power of two) that is >= `x`. Caller guarantees no overflow.
 constexpr std::size_t align_up(std::size_t x, std::size_t alignment) noexcept {

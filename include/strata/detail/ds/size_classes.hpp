@@ -69,8 +69,7 @@ class size_class_table {
   [[nodiscard]] std::size_t max_small() const noexcept { return max_small_; }
   /// The alignment every object of class `c` has, given data aligned to `data_alignment` (a power of two).
   [[nodiscard]] std::size_t natural_alignment(unsigned c, std::size_t data_alignment) const noexcept {
-    const std::size_t low = sizes_[c] & (~sizes_[c] + 1);
-    return low < data_alignment ? low : data_alignment;
+    return detail::natural_alignment(sizes_[c], data_alignment);
   }
 
  private:
