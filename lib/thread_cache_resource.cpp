@@ -54,7 +54,11 @@ std::size_t thread_cache_resource::max_size(cache_tier t) const noexcept {
   }
 }
 
-std::size_t thread_cache_resource::usable_size(const void* p) const noexcept { return engine_.usable_size(p); }
+std::size_t thread_cache_resource::usable_size(const void* p) const noexcept {
+  const std::size_t n = engine_.usable_size(p);
+  if (n != 0) detail::san::unpoison(p, n);  // ASan builds: what this says is usable is (as the contract says)
+  return n;
+}
 void thread_cache_resource::trim() noexcept { engine_.trim(); }
 std::size_t thread_cache_resource::heap_count() const noexcept { return engine_.heap_count(); }
 resource_stats thread_cache_resource::tier_stats(cache_tier t) const noexcept {
@@ -79,13 +83,18 @@ std::pmr::memory_resource* thread_cache_resource::upstream_resource() const noex
 const thread_cache_resource::options& thread_cache_resource::get_options() const noexcept { return opts_; }
 
 void* thread_cache_resource::do_allocate(std::size_t bytes, std::size_t alignment) {
-  return engine_.allocate(bytes, alignment);
+  return detail::san::handed_out(engine_.allocate(bytes, alignment), bytes);
 }
 void thread_cache_resource::do_deallocate(void* p, std::size_t bytes, std::size_t alignment) {
   engine_.deallocate(p, bytes, alignment);
 }
 bool thread_cache_resource::do_resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) {
-  return engine_.resize(p, old_size, new_size, alignment);
+  if (!engine_.resize(p, old_size, new_size, alignment)) return false;
+  // ASan builds: an object of the thread tier stays in its slot; exactly new_size bytes of it are addressable.
+  if constexpr (detail::san::address_sanitizer)
+    if (tier_of(old_size, alignment) == cache_tier::thread)
+      detail::san::resized(p, round_size(old_size, alignment), new_size);
+  return true;
 }
 resource_stats thread_cache_resource::do_stats() const noexcept { return engine_.stats(); }
 

@@ -7,6 +7,8 @@
 
 #include <doctest/doctest.h>
 
+#include <strata/detail/core/sanitizer.hpp>
+
 namespace strata_test {
 namespace {
 std::mutex g_mutex;
@@ -90,6 +92,18 @@ void check_error(const char* resource, const error_capture& errors, std::size_t 
   CHECK(e.size == size);
   if (expected != any_size) CHECK(e.expected_size == expected);
   CHECK(e.message.find(resource) != std::string::npos);
+}
+
+// Byte by byte through volatile pointers: a loop the compiler turns into memset or memcpy would go through ASan's
+// interceptors, which check the range whatever the caller's attribute.
+STRATA_NO_SANITIZE_ADDRESS void write_unchecked(void* p, int byte, std::size_t n) noexcept {
+  auto* d = static_cast<volatile unsigned char*>(p);
+  for (std::size_t i = 0; i < n; ++i) d[i] = static_cast<unsigned char>(byte);
+}
+STRATA_NO_SANITIZE_ADDRESS void copy_unchecked(void* dst, const void* src, std::size_t n) noexcept {
+  auto* d = static_cast<volatile unsigned char*>(dst);
+  const auto* s = static_cast<const volatile unsigned char*>(src);
+  for (std::size_t i = 0; i < n; ++i) d[i] = s[i];
 }
 
 }  // namespace strata_test

@@ -103,6 +103,12 @@ class error_capture {
   strata::error_handler previous_;
 };
 
+/// Writes n bytes of `byte` at p the way a program's bug would (after a free, over a header), past ASan: built with
+/// it, strata keeps free memory poisoned, and a test of strata's own checks must get its write through.
+void write_unchecked(void* p, int byte, std::size_t n) noexcept;
+/// Copies n bytes from src to dst, neither checked by ASan (reading or restoring what a test wrote over).
+void copy_unchecked(void* dst, const void* src, std::size_t n) noexcept;
+
 /// How many iterations a stress test runs: its default times STRATA_TEST_SCALE (environment, default 1).
 std::size_t scaled(std::size_t n);
 

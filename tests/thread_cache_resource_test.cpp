@@ -968,7 +968,7 @@ TEST_CASE("thread_cache_resource: check modes: double frees in the cache, after 
     // the cache would hand the object out again. Either way it is handed out once.
     void* q = r.allocate(48, 8);
     r.deallocate(q, 48, 8);
-    std::memset(q, 0x33, 16);
+    strata_test::write_unchecked(q, 0x33, 16);
     r.deallocate(q, 48, 8);
     const bool strict = mode == strata::check_mode::strict;
     if (strict) check_error("thread_cache_resource", errors, ++n, strata::error_kind::double_free, q, 48);
@@ -1040,7 +1040,7 @@ TEST_CASE("thread_cache_resource: check modes: random frees, double frees and wr
         const live_object x = freed[i];
         freed.erase(freed.begin() + static_cast<std::ptrdiff_t>(i));
         const bool write = rng() % 2 == 0;
-        if (write) std::memset(x.p, 0x77, 16);
+        if (write) strata_test::write_unchecked(x.p, 0x77, 16);
         const std::size_t before = errors.count();
         r.deallocate(x.p, x.size, 8);
         const bool at_once = errors.count() == before + 1 && errors.errors().back().pointer == x.p;
@@ -1091,7 +1091,7 @@ TEST_CASE("thread_cache_resource: frees past the free cache wait on their blocks
     for (std::size_t i = 0; i < 200; ++i) r.deallocate(others[i], size, 8);
     for (void* p : in_b)
       if (p != x) r.deallocate(p, size, 8);
-    std::memset(q, 0x5A, 16);
+    strata_test::write_unchecked(q, 0x5A, 16);
     r.deallocate(q, size, 8);  // looks like an ordinary free: b's slots all seem to be back
     // Kept no idle block: b's list goes into its bitmap at once, where q's second bit is found. Else b waits idle.
     CHECK(errors.count() == (idle == 0 ? 1u : 0u));
@@ -1390,7 +1390,7 @@ TEST_CASE("thread_cache_resource: a block emptied and formatted again while a cr
   std::memset(p, 0x5A, size);
   worker other;
   other.run([&] { r.deallocate(p, size, 8); });  // waits in the other thread's array
-  std::memset(p, 0xA5, 16);                       // written after its free: the mark is gone
+  strata_test::write_unchecked(p, 0xA5, 16);      // written after its free: the mark is gone
   for (void* x : all) r.deallocate(x, size, 8);   // p's second free among them; every block empties
   all.clear();
   CHECK(errors.count() == 0);
@@ -1450,7 +1450,7 @@ TEST_CASE("thread_cache_resource: a block emptied while a cross-thread free of i
   std::memset(p, 0x5A, size);
   worker other;
   other.run([&] { r.deallocate(p, size, 8); });  // waits in the other thread's array
-  std::memset(p, 0xA5, 16);                       // written after its free: the mark is gone
+  strata_test::write_unchecked(p, 0xA5, 16);      // written after its free: the mark is gone
   r.deallocate(p, size, 8);                       // the owner's second free, not seen yet
   all.erase(std::find(all.begin(), all.end(), p));
   release_all_of(first);

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory_resource>
 
+#include <strata/detail/core/sanitizer.hpp>
 #include <strata/detail/thread_cache/engine.hpp>
 #include <strata/error.hpp>
 #include <strata/options.hpp>
@@ -81,7 +82,7 @@ class thread_cache_resource final : public resource {
   /// blocks by their rounded size (the C API's heap): a misuse report names round_size(bytes, alignment) as the
   /// size given. The statistics are the same as for allocate and deallocate.
   void* allocate_rounded(std::size_t bytes, std::size_t alignment = alignof(std::max_align_t)) {
-    return engine_.allocate(bytes, alignment);
+    return detail::san::handed_out(engine_.allocate(bytes, alignment), bytes);
   }
   /// Whether the calling thread's cache of this resource is the one it used last (then the fast paths serve it).
   [[nodiscard]] bool thread_cache_ready() const noexcept { return engine_.thread_heap_ready(); }
@@ -91,7 +92,7 @@ class thread_cache_resource final : public resource {
   /// the caller keeps no frame.
   void* allocate_rounded_or(std::size_t bytes, std::size_t alignment,
                             detail::thread_cache_engine::fallback slow) noexcept {
-    return engine_.allocate_or(bytes, alignment, slow);
+    return detail::san::handed_out(engine_.allocate_or(bytes, alignment, slow), bytes);
   }
   void deallocate_rounded(void* p, std::size_t bytes, std::size_t alignment = alignof(std::max_align_t)) noexcept {
     engine_.deallocate<true>(p, bytes, alignment);

@@ -139,13 +139,17 @@ extern "C" void* strata_realloc_unsized(void* p, size_t new_size) noexcept {
   if (const std::size_t n = h.resize_small(p, new_size, plain_alignment(new_size), stays);
       n != strata::thread_cache_resource::not_thread_tier) {
     if (n == 0) return nullptr;  // reported
-    if (stays) return p;
+    if (stays) {
+      strata::detail::san::resized(p, n, new_size);  // ASan builds: new_size bytes of the slot addressable
+      return p;
+    }
     if (new_size == 0) {  // as glibc: p freed, NULL
       heap_free_unsized(p);
       return nullptr;
     }
     void* q = heap_malloc(new_size);
     if (q == nullptr) return nullptr;
+    strata::detail::san::unpoison(p, n);  // ASan builds: the copy reads the whole slot (p is freed next)
     std::memcpy(q, p, n < new_size ? n : new_size);
     heap_free_unsized(p);
     return q;

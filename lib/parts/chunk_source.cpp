@@ -7,6 +7,7 @@
 
 #include <strata/detail/core/checks.hpp>
 #include <strata/detail/core/math.hpp>
+#include <strata/detail/core/sanitizer.hpp>
 
 #include "../os/os.hpp"
 
@@ -94,6 +95,7 @@ std::uint64_t chunk_source<Sync>::monotonic_since(std::uint64_t t) noexcept {
 template <bool Sync>
 void chunk_source<Sync>::release(void* chunk) noexcept {
   block_map_unregister(chunk, cfg_.chunk_size, *cfg_.map);
+  san::unpoison(chunk, cfg_.chunk_size);  // ASan builds: memory goes upstream with no poison of ours
   upstream_->deallocate(chunk, cfg_.chunk_size, cfg_.chunk_size);
   counter_add(upstream_deallocations_, 1);
   counter_add(held_, std::size_t{0} - 1);
@@ -111,6 +113,7 @@ void* chunk_source<Sync>::take_region(std::size_t bytes, bool* zeroed) {
 
 template <bool Sync>
 void chunk_source<Sync>::release_region(void* region, std::size_t bytes) noexcept {
+  san::unpoison(region, bytes);
   upstream_->deallocate(region, bytes, cfg_.chunk_size);
   counter_add(upstream_deallocations_, 1);
 }

@@ -69,8 +69,12 @@ void tc_front::init_heap(tc_heap& h, std::uint32_t index) const noexcept {
 
 // ---- blocks --------------------------------------------------------------------------------------------------------
 
+// Built with ASan, the new slab's slots are poisoned until handed out (give_empty unpoisons the block when it leaves).
 slab* tc_front::format(void* base, unsigned c) const noexcept {
-  return kind_.format(base, c, sizes_.size_of(c));
+  slab* b = kind_.format(base, c, sizes_.size_of(c));
+  char* const slot0 = kind_.slots_of(b);
+  san::poison(slot0, tc_block_size - static_cast<std::size_t>(slot0 - static_cast<char*>(base)));
+  return b;
 }
 
 std::size_t tc_front::collect(slab* b) const noexcept {
@@ -196,6 +200,7 @@ void tc_front::free_strict(tc_heap& h, tc_bin& bin, slab* b, void* p, std::size_
   }
   const std::uint64_t m = std::uint64_t{1} << (q & 63);
   note_deallocation(h, bin.object_size);
+  san::poison(p, bin.object_size);
   make_node(p, nullptr, h.node_key);  // a free slot in a bitmap is a node too
   bin.hot_top = (bin.hot_top + 1) % tc_bin::hot_slots;
   bin.hot[bin.hot_top] = p;
@@ -397,6 +402,7 @@ void tc_front::deallocate_slow(tc_heap& h, void* p, unsigned c, std::size_t byte
     return;
   }
   // A live object of a block h owns whose words happened to read as a node: an ordinary free.
+  san::poison(p, bin.object_size);
   if (!bin.cache.take_place()) return push_to_block(h, bin, p);
   bin.cache.push_placed(p, h.node_key);
   note_deallocation(h, bin.object_size);
@@ -416,10 +422,10 @@ void tc_front::remote_free(tc_heap& h, void* p, unsigned c, std::size_t bytes, s
       return;
     }
     STRATA_INJECT_DELAY();
-    if (__atomic_compare_exchange_n(static_cast<node_word*>(p) + 1, &old, node_check(p, link, h.node_key), false,
-                                    __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
+    if (exchange_node_word<__ATOMIC_SEQ_CST>(p, 1, old, node_check(p, link, h.node_key)))
       break;
   }
+  san::poison(p, sizes_.size_of(c));  // before the owner can see it free (flush_remote publishes it)
   h.remote[h.remote_count] = p;
   h.remote_class[h.remote_count] = static_cast<std::uint8_t>(c);
   note_deallocation(h, sizes_.size_of(c));

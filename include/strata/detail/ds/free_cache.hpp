@@ -9,6 +9,7 @@
 #include <initializer_list>
 
 #include <strata/config.hpp>
+#include <strata/detail/core/sanitizer.hpp>
 
 namespace strata::detail {
 
@@ -25,12 +26,21 @@ namespace strata::detail {
 /// The words are read and written with relaxed atomic accesses (plain moves on the targets we build for): in the
 /// thread cache another thread may read them (a free of p checks whether p is some heap's node), and a program's
 /// double free across threads must not be a data race inside the library.
+///
+/// Built with ASan, free blocks are poisoned (sanitizer.hpp): these accessors are then unchecked calls.
 using node_word = std::uintptr_t __attribute__((may_alias));
-STRATA_ALWAYS_INLINE std::uintptr_t load_node_word(const void* p, int i) noexcept {
+STRATA_FREE_MEMORY_ACCESS std::uintptr_t load_node_word(const void* p, int i) noexcept {
   return __atomic_load_n(static_cast<const node_word*>(p) + i, __ATOMIC_RELAXED);
 }
-STRATA_ALWAYS_INLINE void store_node_word(void* p, int i, std::uintptr_t v) noexcept {
+STRATA_FREE_MEMORY_ACCESS void store_node_word(void* p, int i, std::uintptr_t v) noexcept {
   __atomic_store_n(static_cast<node_word*>(p) + i, v, __ATOMIC_RELAXED);
+}
+/// Word i of p from `expected` to `desired` by one compare-and-swap (expected gets what was there when it fails).
+template <int SuccessOrder>
+STRATA_FREE_MEMORY_ACCESS bool exchange_node_word(void* p, int i, std::uintptr_t& expected,
+                                                  std::uintptr_t desired) noexcept {
+  return __atomic_compare_exchange_n(static_cast<node_word*>(p) + i, &expected, desired, false, SuccessOrder,
+                                     __ATOMIC_RELAXED);
 }
 
 /// A key no program can predict, for an owner's nodes.
@@ -133,8 +143,7 @@ struct free_cache {
   STRATA_ALWAYS_INLINE bool push_exclusive(void* p, std::uintptr_t key, std::uintptr_t seen,
                                            std::uintptr_t busy) noexcept {
     const auto n = reinterpret_cast<std::uintptr_t>(head);
-    if (STRATA_UNLIKELY(!__atomic_compare_exchange_n(static_cast<node_word*>(p) + 1, &seen, busy, false,
-                                                     __ATOMIC_RELAXED, __ATOMIC_RELAXED)))
+    if (STRATA_UNLIKELY(!exchange_node_word<__ATOMIC_RELAXED>(p, 1, seen, busy)))
       return false;
     store_node_word(p, 0, n);
     store_node_word(p, 1, node_check(p, n, key));

@@ -21,6 +21,7 @@
 #include <strata/detail/ds/free_cache.hpp>
 #include <strata/detail/parts/heap_counters.hpp>
 #include <strata/detail/core/math.hpp>
+#include <strata/detail/core/sanitizer.hpp>
 #include <strata/detail/ds/size_classes.hpp>
 #include <strata/detail/parts/slab.hpp>
 #include <strata/detail/ds/upstream_storage.hpp>
@@ -302,6 +303,7 @@ class tc_front {
         STRATA_UNLIKELY(a - bin.fresh_from < bin.fresh_span))
       return slow();
     STRATA_INJECT_DELAY();
+    san::poison(p, bin.object_size);  // ASan builds: free from here on (sanitizer.hpp); nothing otherwise
     if (STRATA_UNLIKELY(!bin.cache.take_place())) return push_to_block(h, bin, p);
     const std::size_t size = bin.object_size;  // read before the node's stores, which may alias anything
     bin.cache.push_placed(p, key);

@@ -1,0 +1,78 @@
+// SPDX-License-Identifier: MIT
+// strata/detail/core/sanitizer.hpp: what strata tells AddressSanitizer about the memory it holds. Built with ASan,
+// a resource keeps the memory it holds for the program poisoned (free slots, never-used slots, a class's padding past
+// the bytes asked for) and unpoisons exactly the bytes asked for when it hands a block out, so that a use after free
+// or an overflow inside a pool is reported at the faulting instruction ("use-after-poison"). Without ASan every
+// function here is an empty inline: nothing is compiled.
+//
+// The rules every resource keeps (docs/debugging.md):
+// - memory it takes from upstream is poisoned where it holds no live block, and unpoisoned before it goes back
+//   upstream (the upstream keeps its own rules; mapped pages returned to the OS carry no stale poison);
+// - a block is poisoned in the free that accepts it (after the checks: a refused free changes nothing), before it
+//   can be handed out again, and unpoisoned (the bytes asked for) where it is handed out;
+// - the resource's own reads and writes of free blocks (their links and check words) go through unchecked
+//   accessors (STRATA_NO_SANITIZE_ADDRESS), so that they neither report nor need the memory unpoisoned.
+#pragma once
+
+#include <cstddef>
+
+#include <strata/build_config.h>
+#include <strata/config.hpp>
+
+// Whether the library was built with ASan (build_config.h): a file that includes these headers follows the library,
+// whatever its own flags, so that what the library poisons, the inlined paths unpoison.
+#if STRATA_ADDRESS_SANITIZER
+#define STRATA_ASAN 1
+#else
+#define STRATA_ASAN 0
+#endif
+
+/// A function whose own memory accesses ASan does not check (the resource's reads and writes of free blocks; tests
+/// that play a program's bug). Never inlined: inlined, its accesses would take the caller's checks.
+#if defined(__GNUC__) || defined(__clang__)
+#define STRATA_NO_SANITIZE_ADDRESS __attribute__((no_sanitize_address, noinline))
+#else
+#define STRATA_NO_SANITIZE_ADDRESS
+#endif
+
+#if STRATA_ASAN
+#include <sanitizer/asan_interface.h>
+/// An inline accessor of free blocks: always inlined without ASan, an unchecked call with it.
+#define STRATA_FREE_MEMORY_ACCESS inline STRATA_NO_SANITIZE_ADDRESS
+#else
+#define STRATA_FREE_MEMORY_ACCESS STRATA_ALWAYS_INLINE
+#endif
+
+namespace strata::detail::san {
+
+/// Whether this build tells ASan about pools (compile time).
+inline constexpr bool address_sanitizer = STRATA_ASAN != 0;
+
+#if STRATA_ASAN
+/// Makes [p, p + n) unaddressable for the program.
+inline void poison(const void* p, std::size_t n) noexcept { __asan_poison_memory_region(p, n); }
+/// Makes [p, p + n) addressable (the last 8-byte granule partly, so that a byte past p + n is still reported).
+inline void unpoison(const void* p, std::size_t n) noexcept { __asan_unpoison_memory_region(p, n); }
+/// A block handed out (or nullptr): its `bytes` addressable. The rest of its slot stays poisoned as it was.
+inline void* handed_out(void* p, std::size_t bytes) noexcept {
+  if (p != nullptr) __asan_unpoison_memory_region(p, bytes);
+  return p;
+}
+/// A block of `rounded` bytes that stays where it is with `bytes` of it in use now: those addressable, the rest not.
+inline void resized(void* p, std::size_t rounded, std::size_t bytes) noexcept {
+  __asan_poison_memory_region(p, rounded);
+  __asan_unpoison_memory_region(p, bytes);
+}
+/// Whether some byte of [p, p + n) is poisoned (tests and checks).
+inline bool poisoned(const void* p, std::size_t n) noexcept {
+  return __asan_region_is_poisoned(const_cast<void*>(p), n) != nullptr;
+}
+#else
+STRATA_ALWAYS_INLINE void poison(const void*, std::size_t) noexcept {}
+STRATA_ALWAYS_INLINE void unpoison(const void*, std::size_t) noexcept {}
+STRATA_ALWAYS_INLINE void* handed_out(void* p, std::size_t) noexcept { return p; }
+STRATA_ALWAYS_INLINE void resized(void*, std::size_t, std::size_t) noexcept {}
+STRATA_ALWAYS_INLINE bool poisoned(const void*, std::size_t) noexcept { return false; }
+#endif
+
+}  // namespace strata::detail::san

@@ -1,0 +1,206 @@
+// SPDX-License-Identifier: MIT
+// Built with AddressSanitizer: a program's heap bugs inside strata's pools are reported by ASan at the faulting
+// access, as they are for malloc. Each case does one bug in a forked child and checks the child's report; the clean
+// cases check that what the contracts allow is not reported. (Without ASan the file has no cases: there is nothing
+// to tell ASan.)
+#include <strata/detail/core/sanitizer.hpp>
+
+#if STRATA_ASAN
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstddef>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <string>
+
+#include <doctest/doctest.h>
+
+#include <strata/strata.h>
+#include <strata/thread_cache_resource.hpp>
+
+namespace {
+
+struct outcome {
+  bool died = false;   // the child ended other than by returning from `bug`
+  std::string report;  // what it wrote to stderr
+};
+
+// Runs `bug` in a forked child whose stderr comes back through a pipe; the child exits 0 if the bug went unreported.
+outcome in_child(const std::function<void()>& bug) {
+  int fds[2];
+  REQUIRE(pipe(fds) == 0);
+  std::fflush(nullptr);
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    close(fds[0]);
+    dup2(fds[1], 2);
+    try {
+      bug();
+    } catch (...) {  // a failed REQUIRE in the child: no report, and the parent's checks fail
+      _exit(3);
+    }
+    _exit(0);
+  }
+  close(fds[1]);
+  outcome o;
+  char buf[4096];
+  for (ssize_t n; (n = read(fds[0], buf, sizeof buf)) > 0;) o.report.append(buf, static_cast<std::size_t>(n));
+  close(fds[0]);
+  int status = 0;
+  REQUIRE(waitpid(pid, &status, 0) == pid);
+  o.died = !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  return o;
+}
+
+// The child's report is ASan's, for an access of `kind` ("READ" or "WRITE") to poisoned memory.
+void check_reported(const outcome& o, const char* kind) {
+  CHECK(o.died);
+  CHECK(o.report.find("AddressSanitizer: use-after-poison") != std::string::npos);
+  CHECK(o.report.find(std::string(kind) + " of size") != std::string::npos);
+  if (!o.died || o.report.find("use-after-poison") == std::string::npos) MESSAGE(o.report);
+}
+
+void check_clean(const outcome& o) {
+  CHECK_FALSE(o.died);
+  CHECK(o.report.find("AddressSanitizer") == std::string::npos);
+  if (o.died) MESSAGE(o.report);
+}
+
+// A read or write the compiler keeps (ASan instruments it).
+unsigned char read_byte(const void* p, std::size_t i) { return static_cast<const volatile unsigned char*>(p)[i]; }
+void write_byte(void* p, std::size_t i) { static_cast<volatile unsigned char*>(p)[i] = 0x5A; }
+// Writes n bytes at p (out of line: the compiler cannot know what a resize or usable_size() made addressable).
+__attribute__((noinline)) void fill(void* p, int byte, std::size_t n) { std::memset(p, byte, n); }
+
+}  // namespace
+
+TEST_CASE("asan: thread_cache_resource: a read and a write after free are reported at the access") {
+  strata::thread_cache_resource r;
+  for (std::size_t size : {16u, 24u, 100u, 1000u, 4096u, 8000u}) {
+    CAPTURE(size);
+    check_reported(in_child([&] {
+                     void* p = r.allocate(size);
+                     r.deallocate(p, size);
+                     (void)read_byte(p, 0);
+                   }),
+                   "READ");
+    check_reported(in_child([&] {
+                     void* p = r.allocate(size);
+                     r.deallocate(p, size);
+                     write_byte(p, size - 1);
+                   }),
+                   "WRITE");
+  }
+}
+
+TEST_CASE("asan: thread_cache_resource: a byte past the size asked for is reported, in the class's padding too") {
+  strata::thread_cache_resource r;
+  // 13 bytes in the 16-byte class, 1,000 in the 1,024-byte class, 5,000 in a 5,120-byte class: the first byte past
+  // what was asked, and the last byte of the slot.
+  for (std::size_t size : {13u, 1000u, 5000u}) {
+    CAPTURE(size);
+    const std::size_t slot = r.round_size(size);
+    REQUIRE(slot > size);
+    check_reported(in_child([&] {
+                     void* p = r.allocate(size);
+                     write_byte(p, size);
+                   }),
+                   "WRITE");
+    check_reported(in_child([&] {
+                     void* p = r.allocate(size);
+                     (void)read_byte(p, slot - 1);
+                   }),
+                   "READ");
+  }
+  // A slot's last byte, with the next slot never handed out: the overflow by one lands in poisoned memory.
+  check_reported(in_child([&] {
+                   void* p = r.allocate(64);
+                   write_byte(p, 64);
+                 }),
+                 "WRITE");
+}
+
+TEST_CASE("asan: thread_cache_resource: a zero-size block can be neither read nor written") {
+  strata::thread_cache_resource r;
+  check_reported(in_child([&] { (void)read_byte(r.allocate(0), 0); }), "READ");
+  check_reported(in_child([&] { write_byte(r.allocate(0), 0); }), "WRITE");
+}
+
+TEST_CASE("asan: thread_cache_resource: what the contracts allow is not reported") {
+  strata::thread_cache_resource r;
+  check_clean(in_child([&] {
+    // Every byte asked for, through reuse of freed slots, a resize in place and usable_size().
+    for (int round = 0; round < 3; ++round) {
+      void* ps[64];
+      for (std::size_t i = 0; i < 64; ++i) {
+        const std::size_t n = 1 + i * 37;
+        ps[i] = r.allocate(n);
+        std::memset(ps[i], static_cast<int>(i), n);
+      }
+      for (std::size_t i = 0; i < 64; ++i) r.deallocate(ps[i], 1 + i * 37);
+    }
+    void* p = r.allocate(20);  // 32-byte class: grows to 30 in place
+    REQUIRE(r.resize(p, 20, 30));
+    fill(p, 1, 30);
+    fill(p, 2, r.usable_size(p));
+    r.deallocate(p, 30);
+  }));
+}
+
+TEST_CASE("asan: thread_cache_resource: a block shrunk in place reports a read past its new size") {
+  strata::thread_cache_resource r;
+  check_reported(in_child([&] {
+                   void* p = r.allocate(30);
+                   REQUIRE(r.resize(p, 30, 18));
+                   (void)read_byte(p, 20);
+                 }),
+                 "READ");
+}
+
+TEST_CASE("asan: C API default heap: use after free, overflow and realloc in place are reported") {
+  check_reported(in_child([] {
+                   void* p = strata_malloc(40);
+                   strata_free(p, 40);
+                   (void)read_byte(p, 8);
+                 }),
+                 "READ");
+  check_reported(in_child([] {
+                   void* p = strata_malloc(40);
+                   strata_free_unsized(p);
+                   write_byte(p, 0);
+                 }),
+                 "WRITE");
+  check_reported(in_child([] {
+                   void* p = strata_malloc(40);
+                   write_byte(p, 40);
+                 }),
+                 "WRITE");
+  // 40 bytes in the 48-byte class: realloc to 44 and to 36 stays in the slot, with exactly that much addressable.
+  REQUIRE(strata_round_size(40) == strata_round_size(44));
+  REQUIRE(strata_round_size(40) == strata_round_size(36));
+  for (std::size_t n : {44u, 36u}) {
+    CAPTURE(n);
+    check_reported(in_child([n] {
+                     void* p = strata_malloc(40);
+                     void* q = strata_realloc_unsized(p, n);
+                     REQUIRE(q == p);
+                     fill(q, 1, n);
+                     (void)read_byte(q, n);
+                   }),
+                   "READ");
+  }
+  check_clean(in_child([] {
+    void* p = strata_malloc(40);
+    std::memset(p, 1, 40);
+    void* q = strata_realloc_unsized(p, 3000);  // moves: the whole old slot is copied, no report
+    std::memset(q, 2, 3000);
+    fill(q, 3, strata_usable_size(q));
+    strata_free_unsized(q);
+  }));
+}
+
+#endif  // STRATA_ASAN
