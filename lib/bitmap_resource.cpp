@@ -82,7 +82,7 @@ template <bool Sync>
 void* basic_bitmap_resource<Sync>::do_allocate(std::size_t bytes, std::size_t alignment) {
   const std::size_t x = (bytes - 1) | (alignment - 1);
   if (STRATA_LIKELY(is_plain_alignment(alignment) && x < engine_.plain_limit()))
-    return allocate_class(engine_.plain_class(x));  // it counts its own failures
+    return san::handed_out(allocate_class(engine_.plain_class(x)), bytes);  // it counts its own failures
   return allocate_other(bytes, alignment);
 }
 
@@ -102,7 +102,7 @@ void* basic_bitmap_resource<Sync>::allocate_other(std::size_t bytes, std::size_t
     check_alignment("bitmap_resource::allocate", alignment);
   }
   const unsigned c = engine_.class_for(bytes, alignment);
-  if (c != engine_.no_class) return allocate_class(c);
+  if (c != engine_.no_class) return san::handed_out(allocate_class(c), bytes);
   return engine_.allocate_large(bytes, alignment);
 }
 
@@ -133,6 +133,8 @@ bool basic_bitmap_resource<Sync>::do_resize(void* p, std::size_t old_size, std::
     if constexpr (Sync) live = front_.has_value() ? front_->check_live(p, old_size, alignment, old_class)
                                                   : engine_.check_live(p, old_size, alignment, old_class);
     else live = engine_.check_live(p, old_size, alignment, old_class);
+    if constexpr (san::address_sanitizer)  // new_size bytes addressable
+      if (live && old_class == new_class) san::resized(p, engine_.class_size(old_class), new_size);
     return live && old_class == new_class;
   }
   // Large: only upstream can grow or shrink it in place, and it must stay large.

@@ -43,9 +43,10 @@ basic_fixed_pool_resource<Sync>::basic_fixed_pool_resource(std::size_t block_siz
 template <bool Sync>
 void* basic_fixed_pool_resource<Sync>::do_allocate(std::size_t bytes, std::size_t alignment) {
   if constexpr (Sync)  // (front_block(): the front exists)
-    if (STRATA_LIKELY(engine_.front_block(bytes, alignment))) return front_->allocate(0);
-  if (STRATA_LIKELY(engine_.one_block(bytes, alignment))) return engine_.allocate_one(bytes, alignment);
-  return engine_.allocate(bytes, alignment, false);
+    if (STRATA_LIKELY(engine_.front_block(bytes, alignment))) return san::handed_out(front_->allocate(0), bytes);
+  if (STRATA_LIKELY(engine_.one_block(bytes, alignment)))
+    return san::handed_out(engine_.allocate_one(bytes, alignment), bytes);
+  return san::handed_out(engine_.allocate(bytes, alignment, false), bytes);
 }
 
 template <bool Sync>
@@ -60,12 +61,12 @@ template <bool Sync>
 void* basic_fixed_pool_resource<Sync>::do_allocate_zeroed(std::size_t bytes, std::size_t alignment) {
   if constexpr (Sync) {
     if (front_.has_value() && engine_.one_block(bytes, alignment)) {
-      void* p = front_->allocate(0);
+      void* p = san::handed_out(front_->allocate(0), bytes);
       std::memset(p, 0, bytes);
       return p;
     }
   }
-  return engine_.allocate(bytes, alignment, true);
+  return san::handed_out(engine_.allocate(bytes, alignment, true), bytes);
 }
 
 template <bool Sync>

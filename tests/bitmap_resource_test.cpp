@@ -678,7 +678,7 @@ TEST_CASE_TEMPLATE("a double free hidden by a write after the first free is neve
     r.deallocate(p, 64, 8);
     if (flushed)  // enough frees after p's that its batch goes back to the bitmap
       for (void* q : others) r.deallocate(q, 64, 8);
-    std::memset(p, 0x5A, 64);  // the write after free: p's node words are gone
+    strata_test::write_unchecked(p, 0x5A, 64);  // the write after free: p's node words are gone
     r.deallocate(p, 64, 8);    // the second free
     std::vector<void*> live;
     for (int i = 0; i < 2000; ++i) live.push_back(r.allocate(64, 8));

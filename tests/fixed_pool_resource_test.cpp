@@ -377,7 +377,7 @@ TEST_CASE("fixed_pool_resource: a freed block written after its free is reported
   for (int i = 0; i < 100; ++i) live.push_back(pool.allocate(64, 8));
   void* a = live[10];
   pool.deallocate(a, 64, 8);
-  std::memset(a, 0x5A, 16);  // a use after free overwrites the node
+  strata_test::write_unchecked(a, 0x5A, 16);  // a use after free overwrites the node
   pool.deallocate(a, 64, 8);  // no node any more: the free cache takes it a second time
   CHECK(errors.count() == 0);
   std::set<void*> handed;
@@ -794,7 +794,7 @@ TEST_CASE("synchronized_fixed_pool_resource: a freed block written after its fre
     for (int i = 0; i < 100; ++i) live.push_back(pool.allocate(64, 8));
     void* a = live[10];
     pool.deallocate(a, 64, 8);
-    std::memset(a, 0x5A, 16);  // a use after free overwrites the node
+    strata_test::write_unchecked(a, 0x5A, 16);  // a use after free overwrites the node
     // No node any more: a cache takes it a second time (this thread's, or another's that gives it back at its end).
     if (other_thread) std::thread([&] { pool.deallocate(a, 64, 8); }).join();
     else pool.deallocate(a, 64, 8);

@@ -18,6 +18,8 @@
 
 #include <doctest/doctest.h>
 
+#include <strata/bitmap_resource.hpp>
+#include <strata/fixed_pool_resource.hpp>
 #include <strata/strata.h>
 #include <strata/thread_cache_resource.hpp>
 
@@ -200,6 +202,128 @@ TEST_CASE("asan: C API default heap: use after free, overflow and realloc in pla
     std::memset(q, 2, 3000);
     fill(q, 3, strata_usable_size(q));
     strata_free_unsized(q);
+  }));
+}
+
+// bitmap_resource, and the synchronized one with each check mode (standard: threads' free caches in front of the
+// class locks; strict: every free into the bitmaps under the lock): the same bugs, through the pmr interface.
+namespace {
+template <class Options>
+Options strict_options() {
+  Options o;
+  o.checks = strata::check_mode::strict;
+  return o;
+}
+struct plain_bitmap {
+  strata::bitmap_resource r;
+};
+struct sync_bitmap {
+  strata::synchronized_bitmap_resource r;
+};
+struct strict_bitmap {
+  strata::synchronized_bitmap_resource r{strict_options<strata::bitmap_resource::options>()};
+};
+}  // namespace
+
+TEST_CASE_TEMPLATE("asan: bitmap_resource: use after free and overflow are reported at the access", T, plain_bitmap,
+                   sync_bitmap, strict_bitmap) {
+  T t;
+  std::pmr::memory_resource& r = t.r;
+  for (std::size_t size : {8u, 24u, 100u, 1000u, 4000u}) {
+    CAPTURE(size);
+    check_reported(in_child([&] {
+                     void* p = r.allocate(size);
+                     r.deallocate(p, size);
+                     (void)read_byte(p, 0);
+                   }),
+                   "READ");
+    check_reported(in_child([&] {
+                     void* p = r.allocate(size);
+                     r.deallocate(p, size);
+                     write_byte(p, size - 1);
+                   }),
+                   "WRITE");
+    check_reported(in_child([&] {
+                     void* p = r.allocate(size - 3);
+                     write_byte(p, size - 3);
+                   }),
+                   "WRITE");
+  }
+  check_reported(in_child([&] { (void)read_byte(r.allocate(0), 0); }), "READ");
+  check_clean(in_child([&] {
+    for (int round = 0; round < 3; ++round) {
+      void* ps[64];
+      for (std::size_t i = 0; i < 64; ++i) {
+        ps[i] = r.allocate(1 + i * 53);
+        fill(ps[i], static_cast<int>(i), 1 + i * 53);
+      }
+      for (std::size_t i = 0; i < 64; ++i) r.deallocate(ps[i], 1 + i * 53);
+    }
+  }));
+}
+
+// fixed_pool_resource (48-byte blocks), synchronized with each check mode: single blocks and runs of blocks.
+namespace {
+struct plain_pool {
+  strata::fixed_pool_resource r{48};
+};
+struct sync_pool {
+  strata::synchronized_fixed_pool_resource r{48};
+};
+struct strict_pool {
+  strata::synchronized_fixed_pool_resource r{48, strict_options<strata::fixed_pool_resource::options>()};
+};
+struct strict_plain_pool {
+  strata::fixed_pool_resource r{48, strict_options<strata::fixed_pool_resource::options>()};
+};
+}  // namespace
+
+TEST_CASE_TEMPLATE("asan: fixed_pool_resource: use after free and overflow are reported at the access", T, plain_pool,
+                   sync_pool, strict_pool, strict_plain_pool) {
+  T t;
+  auto& r = t.r;
+  for (std::size_t size : {48u, 40u, 130u}) {  // a block, a block with padding, a run of three
+    CAPTURE(size);
+    check_reported(in_child([&] {
+                     void* p = r.allocate(size);
+                     r.deallocate(p, size);
+                     (void)read_byte(p, 0);
+                   }),
+                   "READ");
+    check_reported(in_child([&] {
+                     void* p = r.allocate(size);
+                     r.deallocate(p, size);
+                     write_byte(p, size - 1);
+                   }),
+                   "WRITE");
+    check_reported(in_child([&] {
+                     void* p = r.allocate(size);
+                     write_byte(p, size);
+                   }),
+                   "WRITE");
+  }
+  check_reported(in_child([&] {  // a run shrunk in place: its freed tail
+                   void* p = r.allocate(140);
+                   REQUIRE(r.resize(p, 140, 50));
+                   (void)read_byte(p, 100);
+                 }),
+                 "READ");
+  check_clean(in_child([&] {
+    for (int round = 0; round < 3; ++round) {
+      void* ps[64];
+      for (std::size_t i = 0; i < 64; ++i) {
+        ps[i] = r.allocate(i % 5 == 0 ? 100 : 48);
+        fill(ps[i], static_cast<int>(i), i % 5 == 0 ? 100 : 48);
+      }
+      for (std::size_t i = 0; i < 64; ++i) r.deallocate(ps[i], i % 5 == 0 ? 100 : 48);
+    }
+    void* p = r.allocate(50);
+    REQUIRE(r.resize(p, 50, 140));  // grows in place into the free blocks after it (a fresh pool)
+    fill(p, 1, 140);
+    void* z = r.allocate_zeroed(48);
+    fill(z, 2, 48);
+    r.deallocate(z, 48);
+    r.deallocate(p, 140);
   }));
 }
 

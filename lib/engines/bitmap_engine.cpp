@@ -79,6 +79,7 @@ auto bitmap_engine<Sync>::refill(class_state& cs, unsigned c) -> slab* {
       throw;
     }
     b = kind_.format(raw, c, sizes_.size_of(c));
+    kind_.poison_slots(b);  // ASan builds: unpoisoned slot by slot as they are handed out
     if (mapped_ && !map_.set(base_of(b), block_size_, static_cast<std::uint8_t>(c + 1))) {
       retire(b);  // no room for the class map: the block waits in the empty cache (or goes back)
       count_failure();
@@ -160,6 +161,7 @@ void bitmap_engine<Sync>::relist(class_state& cs, slab* b) noexcept {
 template <bool Sync>
 void bitmap_engine<Sync>::retire(slab* b) noexcept {
   void* base = base_of(b);
+  san::unpoison(base, block_size_);  // ASan builds: the block may be formatted for another class next
   if (mapped_) map_.clear(base, block_size_);
   b->where = in_empty;
   b->next = b->prev = nullptr;
@@ -169,6 +171,7 @@ void bitmap_engine<Sync>::retire(slab* b) noexcept {
 template <bool Sync>
 void bitmap_engine<Sync>::release_block(slab* b) noexcept {
   void* base = base_of(b);
+  san::unpoison(base, block_size_);
   if (mapped_) map_.clear(base, block_size_);
   source_.release(base);
 }
@@ -336,6 +339,7 @@ void bitmap_engine<Sync>::deallocate_checked(void* p, std::size_t bytes, std::si
   STRATA_ASSERT(map_.get(p) == c + 1);
   if (slot_is_free(cs, b, p, q)) return report_double_free(p, bytes, alignment, b);
   // A live object whose first two words happened to read as a node: an ordinary free.
+  san::poison(p, cs.object_size);
   cached_classes_ |= std::uint64_t{1} << c;
   if (!cs.cache.take_place()) return push_to_full_cache(cs, p);
   cs.cache.push_placed(p, node_key_);

@@ -12,6 +12,7 @@
 
 #include <strata/detail/core/checks.hpp>
 #include <strata/detail/core/math.hpp>
+#include <strata/detail/core/sanitizer.hpp>
 #include <strata/error.hpp>
 
 namespace strata::detail {
@@ -167,6 +168,8 @@ typename fixed_pool_engine<Sync>::chunk* fixed_pool_engine<Sync>::format(void* b
     const std::uint64_t m = first < end ? pair_mask(first, end - first) : 0;
     new (&c->bits()[i]) word((pool_low_bits & m) | (pool_high_bits & ~m));
   }
+  // ASan builds: every block poisoned until handed out (free_chunk_memory and the chunk source unpoison the chunk).
+  san::poison(address(c, c->skip), std::size_t{c->limit - c->skip} * stride_);
   return c;
 }
 
@@ -198,6 +201,7 @@ typename fixed_pool_engine<Sync>::chunk* fixed_pool_engine<Sync>::add_chunk() {
 
 template <bool Sync>
 void fixed_pool_engine<Sync>::free_chunk_memory(chunk* c) noexcept {
+  san::unpoison(c, chunk_size_);
   table_.erase(reinterpret_cast<std::uintptr_t>(c));
   if (c->in_region) block_map_unregister(c, chunk_size_);
   else source_.release(c);
@@ -224,6 +228,7 @@ void fixed_pool_engine<Sync>::retire(chunk* c) noexcept {
   --chunk_count_;
   chunks_hint_.store(chunk_count_, std::memory_order_relaxed);
   table_.erase(reinterpret_cast<std::uintptr_t>(c));  // a stale pointer into it is no fast free
+  san::unpoison(c, chunk_size_);  // ASan builds: formatted again on reuse
   if (!source_.cache(c)) free_chunk_memory(c);  // a cached chunk stays registered, formatted again on reuse
 }
 
@@ -305,6 +310,7 @@ void fixed_pool_engine<Sync>::deallocate_one_slow(void* p, std::size_t bytes, st
     // A live single block: a start whose next slot does not continue it.
     const unsigned next = s != 62 ? static_cast<unsigned>(w >> (s + 2)) & 3 : static_cast<unsigned>(ld((&wr)[1])) & 3;
     if (((w >> s) & 3) != pool_start || next == pool_cont) return deallocate(p, bytes, alignment);
+    san::poison(p, stride_);  // ASan builds: before the flip, after which another thread may claim it
     if constexpr (!Sync) {
       wr = w ^ (std::uint64_t{3} << s);
       if ((q >> 5) < c->hint) c->hint = static_cast<std::uint32_t>(q >> 5);
@@ -620,6 +626,7 @@ void* fixed_pool_engine<Sync>::allocate(std::size_t bytes, std::size_t alignment
   (void)first_run;
 #endif
   add(my_tally(), 1, 0, 0, static_cast<std::int64_t>(k));
+  san::unpoison(p, bytes);  // ASan builds (the resource unpoisons it too; the clearing below needs it now)
   if (zeroed && !fresh) std::memset(p, 0, bytes);  // fresh blocks came zero-filled from the OS, never handed out
   return p;
 }
@@ -703,6 +710,7 @@ void fixed_pool_engine<Sync>::deallocate(void* p, std::size_t bytes, std::size_t
     chunk* c;
     std::size_t q;
     if (!live_run(p, bytes, alignment, c, q)) return;
+    san::poison(p, k * stride_);  // ASan builds: before the bits say free
     if (k > 1) transition(c, q + 1, k - 1, 0, pool_low_bits);
     transition(c, q, 1, pool_high_bits, pool_low_bits);
     note_freed(c, q);
@@ -745,6 +753,7 @@ bool fixed_pool_engine<Sync>::resize(void* p, std::size_t old_size, std::size_t 
     if (!live_run(p, old_size, alignment, c, q)) return false;
     if (!new_pooled) return false;  // a block cannot become one of upstream's in place
     if (k_new < k_old) {  // shrink: the tail blocks become free
+      san::poison(address(c, q + k_new), (k_old - k_new) * stride_);
       transition(c, q + k_new, k_old - k_new, 0, pool_low_bits);
       note_freed(c, q + k_new);
       if constexpr (!Sync) {
@@ -757,6 +766,7 @@ bool fixed_pool_engine<Sync>::resize(void* p, std::size_t old_size, std::size_t 
       if constexpr (!Sync) c->free_count -= static_cast<std::uint32_t>(k_new - k_old);
       hand_out(c, q + k_old, k_new - k_old);
     }
+    san::resized(p, k_new * stride_, new_size);  // ASan builds: exactly new_size bytes of the run addressable
   }
   if (k_new != k_old) {
     const auto blocks = static_cast<std::int64_t>(k_new) - static_cast<std::int64_t>(k_old);

@@ -201,6 +201,7 @@ void sync_front<Engine>::deallocate_through(heap& h, void* p, std::size_t bytes,
   free_cache& bin = h.bins[c];
   if (bin.full()) return push_to_full(h, c, p, seen, bytes, alignment);
   if (!push(bin, p, h.key, seen)) return freed_at_once(p, bytes, alignment, c);
+  san::poison(p, filters_[c].object_size);  // before the shared heap's lock (if it is the shared heap) is let go
   note_deallocation(h, filters_[c].object_size);
   if (heap_bytes(h) == 0) settle(h);
 }
@@ -229,6 +230,7 @@ void sync_front<Engine>::push_to_full(heap& h, unsigned c, void* p, std::uintptr
   void* old = bin.rotate(n);
   const bool pushed = push(bin, p, h.key, seen);
   if (!pushed) freed_at_once(p, bytes, alignment, c);
+  else san::poison(p, filters_[c].object_size);
   if (old != nullptr) park_or_give_back(h, c, old, n);
   if (!pushed) return;
   note_deallocation(h, filters_[c].object_size);

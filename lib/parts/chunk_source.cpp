@@ -75,6 +75,7 @@ void* chunk_source<Sync>::try_take(bool* zeroed) noexcept {
 
 template <bool Sync>
 bool chunk_source<Sync>::cache(void* chunk) noexcept {
+  san::unpoison(chunk, cfg_.chunk_size);  // ASan builds: a chunk kept here carries no poison of its user's
   lock_guard g(lock_);
   if (cached_ >= cfg_.max_cached) {
     // Beyond the steady bound: up to burst_cached, and no more than are in use (the footprint at most doubles).

@@ -72,8 +72,7 @@ void tc_front::init_heap(tc_heap& h, std::uint32_t index) const noexcept {
 // Built with ASan, the new slab's slots are poisoned until handed out (give_empty unpoisons the block when it leaves).
 slab* tc_front::format(void* base, unsigned c) const noexcept {
   slab* b = kind_.format(base, c, sizes_.size_of(c));
-  char* const slot0 = kind_.slots_of(b);
-  san::poison(slot0, tc_block_size - static_cast<std::size_t>(slot0 - static_cast<char*>(base)));
+  kind_.poison_slots(b);
   return b;
 }
 

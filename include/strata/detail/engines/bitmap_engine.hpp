@@ -169,6 +169,7 @@ class bitmap_engine {
                                                 cs.meta_span)) ||
         STRATA_UNLIKELY(is_node(p, node_key_)) || STRATA_UNLIKELY(a - cs.fresh_from < cs.fresh_span))
       return deallocate_checked_sized(p, bytes, alignment);  // c is not kept live: no register to save
+    san::poison(p, cs.object_size);  // ASan builds: free from here on (sanitizer.hpp); nothing otherwise
     if (STRATA_UNLIKELY(cs.cache.head_empty())) cached_classes_ |= cs.class_bit;
     if (STRATA_UNLIKELY(!cs.cache.take_place())) return push_to_full_cache(cs, p);
     cs.cache.push_placed(p, node_key_);
@@ -197,6 +198,9 @@ class bitmap_engine {
     slab* b = block_of(p);
     const std::size_t index = slot_of(cs, offset_in_block(p));
     if (STRATA_UNLIKELY(!is_slot_of(p, b, index, cs, c))) return report_bad_free(p, bytes, alignment, c);
+    // ASan builds: poisoned before any other thread can see the slot free (a double free finds it free, and so
+    // poisoned, already).
+    san::poison(p, cs.object_size);
     if constexpr (Sync) {
       if (!cs.lock.try_lock()) return remote_free(cs, b, index, bytes, alignment);
     }

@@ -22,6 +22,7 @@
 #include <strata/detail/parts/large_part.hpp>
 #include <strata/detail/parts/thread_registry.hpp>
 #include <strata/detail/core/math.hpp>
+#include <strata/detail/core/sanitizer.hpp>
 #include <strata/error.hpp>
 #include <strata/options.hpp>
 #include <strata/stats.hpp>
@@ -650,6 +651,7 @@ STRATA_ALWAYS_INLINE void fixed_pool_engine<Sync>::deallocate_one(void* p, std::
     const auto* c = reinterpret_cast<const chunk*>(a - off);
     if (STRATA_UNLIKELY(slot_divider_.boundary(off) - skip_ >= c->cache_span) || STRATA_UNLIKELY(is_node(p, key_)))
       return deallocate_one_slow(p, bytes, alignment);
+    san::poison(p, stride_);  // ASan builds: free from here on (sanitizer.hpp); nothing otherwise
     if (STRATA_UNLIKELY(!cache_.take_place())) return push_to_full(p);
     cache_.push_placed(p, key_);
     tally& t = tallies_[0];

@@ -11,6 +11,7 @@
 #include <mutex>
 
 #include <strata/config.hpp>
+#include <strata/detail/core/sanitizer.hpp>
 #include <strata/detail/ds/free_cache.hpp>
 #include <strata/detail/parts/heap_counters.hpp>
 #include <strata/detail/parts/heap_registry.hpp>
@@ -80,6 +81,7 @@ class sync_front final : public per_thread_owner {
     // Two threads freeing p at once both find it live here: the compare-and-swap lets one of them push it.
     STRATA_INJECT_DELAY();
     if (STRATA_UNLIKELY(!push(bin, p, h->key, w1))) return freed_at_once(p, bytes, alignment, c);
+    san::poison(p, k.object_size);  // ASan builds: in this thread's cache, which only this thread takes from
     note_deallocation(*h, k.object_size);
     if (STRATA_UNLIKELY(heap_bytes(*h) == 0)) return settle(*h);
   }

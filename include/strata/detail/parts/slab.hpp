@@ -12,6 +12,7 @@
 #include <strata/config.hpp>
 #include <strata/detail/ds/block_map.hpp>
 #include <strata/detail/core/math.hpp>
+#include <strata/detail/core/sanitizer.hpp>
 
 namespace strata::detail {
 
@@ -183,6 +184,16 @@ class slab_kind {
     return q * s->object_size == slot_offset(s, p) && q < s->limit && (q < s->skip_begin || q >= s->skip_end);
   }
   [[nodiscard]] void* slot(const slab* s, std::size_t q) const noexcept { return slots_of(s) + q * s->object_size; }
+  /// Built with ASan: poisons every slot of s, just formatted (each is unpoisoned as it is handed out); the header,
+  /// the bitmaps and any leftover bytes stay as they are. Nothing otherwise.
+  void poison_slots(const slab* s) const noexcept {
+    if constexpr (san::address_sanitizer) {
+      char* const slot0 = slots_of(s);
+      const std::size_t n = s->object_size;
+      san::poison(slot0, std::size_t{s->skip_begin} * n);
+      san::poison(slot0 + std::size_t{s->skip_end} * n, std::size_t{s->limit - s->skip_end} * n);
+    }
+  }
 
   [[nodiscard]] layout layout_of(std::size_t object_size, std::size_t header) const noexcept;
   /// Bytes from a slab's base to slot 0 for objects of object_size (0 unless packed).
