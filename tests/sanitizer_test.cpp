@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <memory_resource>
 #include <string>
 
 #include <doctest/doctest.h>
@@ -78,25 +79,49 @@ void write_byte(void* p, std::size_t i) { static_cast<volatile unsigned char*>(p
 // Writes n bytes at p (out of line: the compiler cannot know what a resize or usable_size() made addressable).
 __attribute__((noinline)) void fill(void* p, int byte, std::size_t n) { std::memset(p, byte, n); }
 
+// The three bugs every pool must show, for a block of `size` bytes: a read of its first byte and a write of its last
+// after its free, and a write of the byte past `size` while it is live.
+void check_size(std::pmr::memory_resource& r, std::size_t size) {
+  CAPTURE(size);
+  check_reported(in_child([&] {
+                   void* p = r.allocate(size);
+                   r.deallocate(p, size);
+                   (void)read_byte(p, 0);
+                 }),
+                 "READ");
+  check_reported(in_child([&] {
+                   void* p = r.allocate(size);
+                   r.deallocate(p, size);
+                   write_byte(p, size - 1);
+                 }),
+                 "WRITE");
+  check_reported(in_child([&] {
+                   void* p = r.allocate(size);
+                   write_byte(p, size);
+                 }),
+                 "WRITE");
+}
+
+// Rounds of blocks of size(i) bytes, each written whole, then freed: nothing reported.
+template <class Size>
+void check_churn_clean(std::pmr::memory_resource& r, Size size) {
+  check_clean(in_child([&] {
+    for (int round = 0; round < 3; ++round) {
+      void* ps[64];
+      for (std::size_t i = 0; i < 64; ++i) {
+        ps[i] = r.allocate(size(i));
+        fill(ps[i], static_cast<int>(i), size(i));
+      }
+      for (std::size_t i = 0; i < 64; ++i) r.deallocate(ps[i], size(i));
+    }
+  }));
+}
+
 }  // namespace
 
 TEST_CASE("asan: thread_cache_resource: a read and a write after free are reported at the access") {
   strata::thread_cache_resource r;
-  for (std::size_t size : {16u, 24u, 100u, 1000u, 4096u, 8000u}) {
-    CAPTURE(size);
-    check_reported(in_child([&] {
-                     void* p = r.allocate(size);
-                     r.deallocate(p, size);
-                     (void)read_byte(p, 0);
-                   }),
-                   "READ");
-    check_reported(in_child([&] {
-                     void* p = r.allocate(size);
-                     r.deallocate(p, size);
-                     write_byte(p, size - 1);
-                   }),
-                   "WRITE");
-  }
+  for (std::size_t size : {16u, 24u, 100u, 1000u, 4096u, 8000u}) check_size(r, size);
 }
 
 TEST_CASE("asan: thread_cache_resource: a byte past the size asked for is reported, in the class's padding too") {
@@ -228,38 +253,9 @@ struct strict_bitmap {
 TEST_CASE_TEMPLATE("asan: bitmap_resource: use after free and overflow are reported at the access", T, plain_bitmap,
                    sync_bitmap, strict_bitmap) {
   T t;
-  std::pmr::memory_resource& r = t.r;
-  for (std::size_t size : {8u, 24u, 100u, 1000u, 4000u}) {
-    CAPTURE(size);
-    check_reported(in_child([&] {
-                     void* p = r.allocate(size);
-                     r.deallocate(p, size);
-                     (void)read_byte(p, 0);
-                   }),
-                   "READ");
-    check_reported(in_child([&] {
-                     void* p = r.allocate(size);
-                     r.deallocate(p, size);
-                     write_byte(p, size - 1);
-                   }),
-                   "WRITE");
-    check_reported(in_child([&] {
-                     void* p = r.allocate(size - 3);
-                     write_byte(p, size - 3);
-                   }),
-                   "WRITE");
-  }
-  check_reported(in_child([&] { (void)read_byte(r.allocate(0), 0); }), "READ");
-  check_clean(in_child([&] {
-    for (int round = 0; round < 3; ++round) {
-      void* ps[64];
-      for (std::size_t i = 0; i < 64; ++i) {
-        ps[i] = r.allocate(1 + i * 53);
-        fill(ps[i], static_cast<int>(i), 1 + i * 53);
-      }
-      for (std::size_t i = 0; i < 64; ++i) r.deallocate(ps[i], 1 + i * 53);
-    }
-  }));
+  for (std::size_t size : {8u, 21u, 100u, 1000u, 4000u}) check_size(t.r, size);
+  check_reported(in_child([&] { (void)read_byte(t.r.allocate(0), 0); }), "READ");
+  check_churn_clean(t.r, [](std::size_t i) { return 1 + i * 53; });
 }
 
 // fixed_pool_resource (48-byte blocks), synchronized with each check mode: single blocks and runs of blocks.
@@ -282,41 +278,15 @@ TEST_CASE_TEMPLATE("asan: fixed_pool_resource: use after free and overflow are r
                    sync_pool, strict_pool, strict_plain_pool) {
   T t;
   auto& r = t.r;
-  for (std::size_t size : {48u, 40u, 130u}) {  // a block, a block with padding, a run of three
-    CAPTURE(size);
-    check_reported(in_child([&] {
-                     void* p = r.allocate(size);
-                     r.deallocate(p, size);
-                     (void)read_byte(p, 0);
-                   }),
-                   "READ");
-    check_reported(in_child([&] {
-                     void* p = r.allocate(size);
-                     r.deallocate(p, size);
-                     write_byte(p, size - 1);
-                   }),
-                   "WRITE");
-    check_reported(in_child([&] {
-                     void* p = r.allocate(size);
-                     write_byte(p, size);
-                   }),
-                   "WRITE");
-  }
+  for (std::size_t size : {48u, 40u, 130u}) check_size(r, size);  // a block, a block with padding, a run of three
   check_reported(in_child([&] {  // a run shrunk in place: its freed tail
                    void* p = r.allocate(140);
                    REQUIRE(r.resize(p, 140, 50));
                    (void)read_byte(p, 100);
                  }),
                  "READ");
+  check_churn_clean(r, [](std::size_t i) -> std::size_t { return i % 5 == 0 ? 100 : 48; });
   check_clean(in_child([&] {
-    for (int round = 0; round < 3; ++round) {
-      void* ps[64];
-      for (std::size_t i = 0; i < 64; ++i) {
-        ps[i] = r.allocate(i % 5 == 0 ? 100 : 48);
-        fill(ps[i], static_cast<int>(i), i % 5 == 0 ? 100 : 48);
-      }
-      for (std::size_t i = 0; i < 64; ++i) r.deallocate(ps[i], i % 5 == 0 ? 100 : 48);
-    }
     void* p = r.allocate(50);
     REQUIRE(r.resize(p, 50, 140));  // grows in place into the free blocks after it (a fresh pool)
     fill(p, 1, 140);
