@@ -249,6 +249,7 @@ void basic_free_list_resource<Sync>::deallocate_sync(void* p, std::size_t bytes,
       return;
     }
     // Pushed under the arena's lock: a free of p by another thread now finds p a node.
+    san::poison(p, n);  // ASan builds: free from here on
     free_cache& bin = h->bins[n / granule];
     void* old = nullptr;
     std::size_t k = 0;

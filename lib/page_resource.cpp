@@ -8,6 +8,7 @@
 
 #include <strata/detail/core/checks.hpp>
 #include <strata/detail/core/math.hpp>
+#include <strata/detail/core/sanitizer.hpp>
 #include <strata/error.hpp>
 
 #include "os/os.hpp"
@@ -25,6 +26,12 @@ void detail::os_page_storage::deallocate(void* p, std::size_t bytes) noexcept {
 }
 
 namespace {
+// Pages going back to the OS keep no poison of ours on their addresses (ASan builds: the next mapping there may be
+// anyone's).
+void release_pages(void* p, std::size_t n) noexcept {
+  detail::san::clear_poison(p, n);
+  os::release(p, n);
+}
 
 // A registry value packs the requested size and log2 of the alignment (detail::pack_size_alignment).
 using detail::packed_alignment;
@@ -188,7 +195,14 @@ void* page_resource::allocate_span(std::size_t bytes, std::size_t alignment, boo
   unmap(evicted);
   if (begin != 0) {
     // Eagerly purged pages read as zero; resident or lazily purged ones may hold old data.
-    if (zero && (dirty || opts_.purge == purge_mode::lazy)) std::memset(reinterpret_cast<void*>(begin), 0, span);
+    if (zero && (dirty || opts_.purge == purge_mode::lazy)) {
+      detail::san::unpoison(reinterpret_cast<void*>(begin), span);
+      std::memset(reinterpret_cast<void*>(begin), 0, span);
+    }
+    // ASan builds: a cached span was poisoned whole; the bytes asked for are addressable now, the rest of the last
+    // page not.
+    detail::san::unpoison(reinterpret_cast<void*>(begin), bytes);
+    detail::san::poison(reinterpret_cast<void*>(begin + bytes), span - bytes);
     return reinterpret_cast<void*>(begin);
   }
 
@@ -232,7 +246,13 @@ void* page_resource::allocate_span(std::size_t bytes, std::size_t alignment, boo
       detail::throw_bad_alloc();
     }
     record_live(begin, bytes, alignment, span, reserved);
-    if (run > 1) insert_cached(begin + span, span * (run - 1), false, 0, out);
+    // ASan builds: a fresh mapping carries no poison; the rest of its last page gets some, and the run's other spans
+    // go to the cache poisoned.
+    detail::san::poison(reinterpret_cast<void*>(begin + bytes), span - bytes);
+    if (run > 1) {
+      detail::san::poison(reinterpret_cast<void*>(begin + span), span * (run - 1));
+      insert_cached(begin + span, span * (run - 1), false, 0, out);
+    }
   }
   unmap(out);
   return reinterpret_cast<void*>(begin);
@@ -303,11 +323,12 @@ void page_resource::report_bad_pointer(void* p, std::size_t bytes, std::size_t a
 void page_resource::give_back(std::uintptr_t begin, std::size_t span, std::size_t reserved) noexcept {
   release_list out;
   if (span > opts_.max_cached_bytes || opts_.max_cached_spans == 0) {
-    os::release(reinterpret_cast<void*>(begin), span + reserved);
+    release_pages(reinterpret_cast<void*>(begin), span + reserved);
     std::lock_guard<std::mutex> lock(mutex_);
     ++stats_.upstream_deallocations;
     return;
   }
+  detail::san::poison(reinterpret_cast<void*>(begin), span);  // ASan builds: a cached span is no one's to touch
   if (reserved != 0) out.add(begin + span, reserved);  // cached spans keep no reservation
   release_list purge;
   const std::uint64_t now = os::monotonic_ns();
@@ -518,7 +539,7 @@ void page_resource::take_cached_range(std::size_t index, std::uintptr_t begin, s
 void page_resource::unmap(const release_list& spans) noexcept {
   if (spans.count == 0) return;
   for (std::size_t i = 0; i < spans.count; ++i)
-    os::release(reinterpret_cast<void*>(spans.spans[i].begin), spans.spans[i].size);
+    release_pages(reinterpret_cast<void*>(spans.spans[i].begin), spans.spans[i].size);
   std::lock_guard<std::mutex> lock(mutex_);
   stats_.upstream_deallocations += spans.count;
 }
@@ -550,11 +571,12 @@ void page_resource::release() noexcept {
   std::lock_guard<std::mutex> lock(mutex_);
   std::uint64_t calls = 0;
   live_.for_each([&](const auto& e) {
-    os::release(reinterpret_cast<void*>(e.key), span_of(packed_size(e.value.packed)) + e.value.reserved);
+    release_pages(reinterpret_cast<void*>(e.key), span_of(packed_size(e.value.packed)) + e.value.reserved);
     ++calls;
   });
   live_.reset();
-  for (std::size_t i = 0; i < cache_count_; ++i) os::release(reinterpret_cast<void*>(cache_[i].begin), cache_[i].size);
+  for (std::size_t i = 0; i < cache_count_; ++i)
+    release_pages(reinterpret_cast<void*>(cache_[i].begin), cache_[i].size);
   calls += cache_count_;
   cache_count_ = 0;
   if (cache_ != nullptr) detail::os_page_storage::deallocate(cache_, opts_.max_cached_spans * sizeof(cached_span));
@@ -600,6 +622,15 @@ bool page_resource::do_purge(void* allocation, std::size_t offset, std::size_t b
 // ---- resize --------------------------------------------------------------------------------------------------------
 
 bool page_resource::do_resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) {
+  if (!resize_span(p, old_size, new_size, alignment)) return false;
+  // ASan builds: the bytes gained addressable (they may have been a cached span's), the rest of the last page not.
+  char* const b = static_cast<char*>(p);
+  if (new_size > old_size) detail::san::unpoison(b + old_size, new_size - old_size);
+  detail::san::poison(b + new_size, span_of(new_size) - new_size);
+  return true;
+}
+
+bool page_resource::resize_span(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) {
   const std::uintptr_t begin = detail::to_address(p);
   const std::size_t page = os::page_size();
   std::size_t new_span;
@@ -660,6 +691,7 @@ bool page_resource::do_resize(void* p, std::size_t old_size, std::size_t new_siz
       give_back(begin + new_span, old_span - new_span, 0);
       return true;
     case step::decommit_tail:
+      detail::san::poison(reinterpret_cast<void*>(begin + new_span), old_span - new_span);  // room, no one's
       if (os::decommit(reinterpret_cast<void*>(begin + new_span), old_span - new_span) != os::result::ok)
         os::purge(reinterpret_cast<void*>(begin + new_span), old_span - new_span, os::purge_kind::eager);
       return true;
@@ -679,7 +711,7 @@ bool page_resource::do_resize(void* p, std::size_t old_size, std::size_t new_siz
       break;
   }
   if (drop_reserved != 0) {
-    os::release(reinterpret_cast<void*>(begin + old_span), drop_reserved);
+    release_pages(reinterpret_cast<void*>(begin + old_span), drop_reserved);
     std::lock_guard<std::mutex> lock(mutex_);
     ++stats_.upstream_deallocations;
   }

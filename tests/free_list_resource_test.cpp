@@ -391,7 +391,7 @@ TEST_CASE_TEMPLATE("free lists: foreign and interior pointers are reported and c
   recording_resource up;
   R r(strict_chunks(), &up);  // immediate coalescing (quick lists: see the standard-mode tests)
   std::vector<char*> b = adjacent_blocks(r, 64, 3);
-  std::memset(b[1], 0x5A, 64);
+  strata_test::write_unchecked(b[1], 0x5A, 64);
   R other(small_chunks(), &up);
   void* theirs = other.allocate(64, 8);
   void* page = strata::default_page_resource()->allocate(4096, 4096);
@@ -562,8 +562,8 @@ TEST_CASE_TEMPLATE("free lists, strict checks: a free block overwritten after it
   char* const c = b[2];
   r.deallocate(free_b, 64, 8);
   std::size_t head = 0, tail = 0;
-  std::memcpy(&head, free_b, 8);
-  std::memcpy(&tail, free_b + 56, 8);
+  strata_test::copy_unchecked(&head, free_b, 8);
+  strata_test::copy_unchecked(&tail, free_b + 56, 8);
   CHECK(head == 64);  // a free block holds its size at both ends
   CHECK(tail == 64);
   const std::uint64_t garbage = 0x4141414141414141ull;
@@ -584,7 +584,7 @@ TEST_CASE_TEMPLATE("free lists, strict checks: a free block overwritten after it
   REQUIRE(victim != nullptr);
   CAPTURE(offset);
   CAPTURE(victim == a ? "A" : "C");
-  std::memcpy(free_b + offset, &garbage, 8);
+  strata_test::copy_unchecked(free_b + offset, &garbage, 8);
   r.deallocate(victim, 64, 8);
   REQUIRE(errors.count() == 1);
   CHECK(errors.errors()[0].kind == strata::error_kind::corrupt_metadata);
@@ -604,8 +604,8 @@ TEST_CASE_TEMPLATE("free lists, strict checks: a free block overwritten after it
   CHECK(errors.errors().back().kind == strata::error_kind::invariant_violated);
 
   // Repaired, everything works again: the victim is still live and merges with B when freed.
-  std::memcpy(free_b, &head, 8);
-  std::memcpy(free_b + 56, &tail, 8);
+  strata_test::copy_unchecked(free_b, &head, 8);
+  strata_test::copy_unchecked(free_b + 56, &tail, 8);
   CHECK(r.check_invariants());
   const std::size_t reported = errors.count();
   r.deallocate(victim, 64, 8);
@@ -632,17 +632,17 @@ TEST_CASE("free_list_resource: allocating over an overwritten free block reports
     std::vector<char*> b = adjacent_blocks(r, 64, 3);
     r.deallocate(b[1], 64, 8);  // at the head of its list (of its bin): the first block every policy looks at
     std::size_t head = 0;
-    std::memcpy(&head, b[1], 8);
+    strata_test::copy_unchecked(&head, b[1], 8);
     // A plausible size (best_fit would pass over a huge one: the chunk's rest is a better fit), wrong for the bitmap.
     const std::uint64_t garbage = 72;
-    std::memcpy(b[1], &garbage, 8);
+    strata_test::copy_unchecked(b[1], &garbage, 8);
     const auto before = r.stats();
     CHECK_THROWS_AS((void)r.allocate(64, 8), std::bad_alloc);
     REQUIRE(errors.count() == 1);
     CHECK(errors.errors()[0].kind == strata::error_kind::corrupt_metadata);
     CHECK(r.stats().live_allocations() == before.live_allocations());
     CHECK(r.stats().free_blocks == before.free_blocks);
-    std::memcpy(b[1], &head, 8);
+    strata_test::copy_unchecked(b[1], &head, 8);
     CHECK(r.check_invariants());
     void* p = r.allocate(64, 8);
     if (policy != fit_policy::next_fit) CHECK(p == b[1]);  // next_fit's walk has moved past it
@@ -711,7 +711,7 @@ TEST_CASE("free_list_resource: a cached block written after its free, then freed
     free_list_resource r(small_chunks(), &up);
     std::vector<char*> b = adjacent_blocks(r, 64, 3);
     r.deallocate(b[1], 64, 8);
-    std::memset(b[1], 0x77, 16);  // the node is gone: the second free cannot tell it was freed
+    strata_test::write_unchecked(b[1], 0x77, 16);  // the node is gone: the second free cannot tell it was freed
     r.deallocate(b[1], 64, 8);
     CHECK(errors.count() == 0);
     if (!flush) {
@@ -2255,7 +2255,7 @@ TEST_CASE("synchronized_free_list_resource: a cached block written after its fre
   void* keep = r.allocate(64, 8);
   void* p = r.allocate(200, 8);
   r.deallocate(p, 200, 8);
-  std::memset(p, 0x5A, 16);  // the program writes into a freed block
+  strata_test::write_unchecked(p, 0x5A, 16);  // the program writes into a freed block
   void* q = r.allocate(200, 8);
   check_error("synchronized_free_list_resource", errors, 1, strata::error_kind::double_free, p, 200);
   CHECK(q != p);

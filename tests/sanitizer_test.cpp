@@ -21,6 +21,8 @@
 
 #include <strata/bitmap_resource.hpp>
 #include <strata/fixed_pool_resource.hpp>
+#include <strata/free_list_resource.hpp>
+#include <strata/page_resource.hpp>
 #include <strata/strata.h>
 #include <strata/thread_cache_resource.hpp>
 
@@ -295,6 +297,77 @@ TEST_CASE_TEMPLATE("asan: fixed_pool_resource: use after free and overflow are r
     r.deallocate(z, 48);
     r.deallocate(p, 140);
   }));
+}
+
+// free_list_resource (every fit policy's engine is the same; segregated fit with its quick lists, the default) and
+// the synchronized one with its threads' caches; the thread cache's shared tier, which is a free list too.
+namespace {
+struct plain_list {
+  strata::free_list_resource r;
+};
+struct sync_list {
+  strata::synchronized_free_list_resource r;
+};
+struct first_fit_list {
+  strata::free_list_resource r{[] {
+    strata::free_list_resource::options o;
+    o.policy = strata::fit_policy::first_fit;
+    return o;
+  }()};
+};
+}  // namespace
+
+TEST_CASE_TEMPLATE("asan: free_list_resource: use after free and overflow are reported at the access", T, plain_list,
+                   sync_list, first_fit_list) {
+  T t;
+  for (std::size_t size : {16u, 100u, 1000u, 5000u, 40000u}) check_size(t.r, size);
+  check_reported(in_child([&] {  // shrunk in place: the freed tail
+                   void* p = t.r.allocate(4000);
+                   REQUIRE(t.r.resize(p, 4000, 1000));
+                   (void)read_byte(p, 2000);
+                 }),
+                 "READ");
+  check_churn_clean(t.r, [](std::size_t i) { return 1 + i * 97; });
+  check_clean(in_child([&] {
+    void* p = t.r.allocate(1000);
+    REQUIRE(t.r.resize(p, 1000, 3000));  // grows in place into the free block after it (a fresh resource)
+    fill(p, 1, 3000);
+    t.r.deallocate(p, 3000);
+  }));
+}
+
+TEST_CASE("asan: thread_cache_resource: mid-size blocks (the shared tier) report use after free and overflow") {
+  strata::thread_cache_resource r;
+  REQUIRE(r.tier_of(20000) == strata::cache_tier::shared);
+  for (std::size_t size : {10000u, 20000u, 100000u}) check_size(r, size);
+}
+
+TEST_CASE("asan: page_resource: a cached span, the rest of the last page and a shrunk tail are reported") {
+  strata::page_resource r;
+  for (std::size_t size : {std::size_t{1}, std::size_t{5000}, std::size_t{100000}, (std::size_t{3} << 20) + 5}) check_size(r, size);
+  check_reported(in_child([&] { (void)read_byte(r.allocate(0), 0); }), "READ");
+  check_reported(in_child([&] {
+                   void* p = r.allocate(std::size_t{4} << 20);
+                   REQUIRE(r.resize(p, std::size_t{4} << 20, 10000));
+                   (void)read_byte(p, 20000);
+                 }),
+                 "READ");
+  check_clean(in_child([&] {
+    void* p = r.allocate((std::size_t{1} << 20) + 100);  // a span this large has room reserved after it
+    REQUIRE(r.resize(p, (std::size_t{1} << 20) + 100, std::size_t{2} << 20));  // grows into it
+    fill(p, 1, std::size_t{2} << 20);
+    void* z = r.allocate_zeroed(30000);
+    fill(z, 2, 30000);
+    r.deallocate(z, 30000);
+    r.deallocate(p, std::size_t{2} << 20);
+  }));
+  check_churn_clean(r, [](std::size_t i) { return 1 + i * 4099; });
+}
+
+TEST_CASE("asan: thread_cache_resource: large blocks (page spans) report use after free and overflow") {
+  strata::thread_cache_resource r;
+  REQUIRE(r.tier_of(std::size_t{1} << 20) == strata::cache_tier::upstream);
+  for (std::size_t size : {(std::size_t{1} << 20) + 100, (std::size_t{3} << 20) + 5}) check_size(r, size);
 }
 
 #endif  // STRATA_ASAN

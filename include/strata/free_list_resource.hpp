@@ -87,8 +87,9 @@ class basic_free_list_resource : public resource {
 
  protected:
   void* do_allocate(std::size_t bytes, std::size_t alignment) override {
-    if constexpr (!Sync) return first_.engine.allocate(bytes, alignment);
-    else return allocate_sync(bytes, alignment);
+    // (Built with ASan: exactly the bytes asked for addressable; nothing otherwise.)
+    if constexpr (!Sync) return detail::san::handed_out(first_.engine.allocate(bytes, alignment), bytes);
+    else return detail::san::handed_out(allocate_sync(bytes, alignment), bytes);
   }
   void do_deallocate(void* p, std::size_t bytes, std::size_t alignment) override {
     if constexpr (!Sync) first_.engine.deallocate(p, bytes, alignment);

@@ -132,6 +132,8 @@ class page_resource final : public resource {
   struct release_list;  // spans to unmap or purge once the lock is dropped (page_resource.cpp)
 
   void* allocate_span(std::size_t bytes, std::size_t alignment, bool zero);
+  /// do_resize() but for what ASan builds tell ASan.
+  bool resize_span(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment);
   std::uintptr_t take_from_cache(std::size_t span, std::size_t alignment, release_list& out, bool& dirty) noexcept;
   void take_cached_range(std::size_t index, std::uintptr_t begin, std::size_t span, release_list& out) noexcept;
   void give_back(std::uintptr_t begin, std::size_t span, std::size_t reserved) noexcept;

@@ -519,6 +519,7 @@ STRATA_ALWAYS_INLINE bool free_list_engine::live_block(const void* p, std::size_
 // deallocate_slow() and deallocate_in_chunk() once the block is known live and its node looked at.
 STRATA_ALWAYS_INLINE void free_list_engine::free_live(chunk* c, std::size_t g, void* p, std::size_t n,
                                                      bool quick) noexcept {
+  san::poison(p, n);  // ASan builds: free from here on (sanitizer.hpp)
   if (quick) {
     ++deallocations_;
     cache_block(p, n);
@@ -895,6 +896,7 @@ bool free_list_engine::resize(void* p, std::size_t old_size, std::size_t new_siz
   if (quick_on_ && n_new != n_old) uncache_at(c, g + n_old / granule);
   if (n_new < n_old) {  // the tail becomes a free block (merged with a free block after it)
     const std::size_t gs = g + n_new / granule;
+    san::poison(at(c, gs), n_old - n_new);
     set(c, gs, st_start);
     if (!free_range(c, gs, g + n_old / granule)) {
       clear(c, gs, st_start);
@@ -920,6 +922,7 @@ bool free_list_engine::resize(void* p, std::size_t old_size, std::size_t new_siz
     if (written > c->fresh || (c->purged != 0 && any_purged(c, gn * granule, written)))
       touch(c, gn * granule, written);
   }
+  san::resized(p, n_new, new_size);  // ASan builds: exactly new_size bytes of the block addressable
   bytes_out_ = bytes_out_ - n_old + n_new;
   shaped_bytes_ = shaped_bytes_ - n_old + n_new;
   if (bytes_out_ - quick_bytes_ > peak_bytes_) peak_bytes_ = bytes_out_ - quick_bytes_;
@@ -965,6 +968,7 @@ void free_list_engine::add_chunk() {
   auto* b = reinterpret_cast<free_block*>(at(c, first_));
   b->size = payload_bytes();
   footer(at(c, granules)) = payload_bytes();
+  san::poison(b, payload_bytes());  // ASan builds: unpoisoned block by block as they are handed out
   c->next = chunks_;
   c->prev = nullptr;
   if (chunks_ != nullptr) chunks_->prev = c;
@@ -1139,7 +1143,8 @@ resource_stats free_list_engine::stats() const noexcept {
   auto* self = const_cast<free_list_engine*>(this);
   const auto size_of = [self](const free_block* b) {
     chunk* c = self->chunk_of(b);
-    return self->free_block_ok(c, granule_of(c, b), b->size) ? b->size : 0;
+    const std::size_t n = b->size;
+    return self->free_block_ok(c, granule_of(c, b), n) ? n : std::size_t{0};
   };
   for (const free_block* b = list; b != nullptr && self->ours(b); b = b->next)
     if (size_of(b) > largest) largest = size_of(b);

@@ -45,6 +45,30 @@
 
 namespace strata::detail::san {
 
+/// A word a resource keeps inside a free block (a size, a link): read and written without ASan's checks, since the
+/// block is poisoned (`b->size = n`, `n = b->size` and `b->next->prev` work as on a plain member). Without ASan, a
+/// plain member by another name: the same layout and the same code.
+template <class T>
+struct free_word {
+  T value;
+  STRATA_FREE_MEMORY_ACCESS T load() const noexcept { return value; }
+  STRATA_FREE_MEMORY_ACCESS void store(T v) noexcept { value = v; }
+  STRATA_ALWAYS_INLINE operator T() const noexcept { return load(); }  // NOLINT: reads as the member it stands for
+  STRATA_ALWAYS_INLINE free_word& operator=(T v) noexcept {
+    store(v);
+    return *this;
+  }
+  // From another free word (`a->next = b->next`): a load and a store, both unchecked (the implicit copy would be a
+  // checked one).
+  STRATA_ALWAYS_INLINE free_word& operator=(const free_word& o) noexcept {
+    store(o.load());
+    return *this;
+  }
+  STRATA_ALWAYS_INLINE free_word& operator+=(T v) noexcept { return *this = load() + v; }
+  STRATA_ALWAYS_INLINE free_word& operator-=(T v) noexcept { return *this = load() - v; }
+  STRATA_ALWAYS_INLINE T operator->() const noexcept { return load(); }  // a link: b->next->prev
+};
+
 /// Whether this build tells ASan about pools (compile time).
 inline constexpr bool address_sanitizer = STRATA_ASAN != 0;
 
@@ -63,6 +87,13 @@ inline void resized(void* p, std::size_t rounded, std::size_t bytes) noexcept {
   __asan_poison_memory_region(p, rounded);
   __asan_unpoison_memory_region(p, bytes);
 }
+/// Makes [p, p + n) addressable where some of it is poisoned: a look first, since unpoisoning writes ASan's shadow
+/// (an eighth of the range), which for a large range with no poison in it (address space reserved for growth) would
+/// cost memory for nothing.
+inline void clear_poison(const void* p, std::size_t n) noexcept {
+  if (void* first = __asan_region_is_poisoned(const_cast<void*>(p), n))
+    __asan_unpoison_memory_region(first, n - static_cast<std::size_t>(static_cast<char*>(first) - static_cast<const char*>(p)));
+}
 /// Whether some byte of [p, p + n) is poisoned (tests and checks).
 inline bool poisoned(const void* p, std::size_t n) noexcept {
   return __asan_region_is_poisoned(const_cast<void*>(p), n) != nullptr;
@@ -70,6 +101,7 @@ inline bool poisoned(const void* p, std::size_t n) noexcept {
 #else
 STRATA_ALWAYS_INLINE void poison(const void*, std::size_t) noexcept {}
 STRATA_ALWAYS_INLINE void unpoison(const void*, std::size_t) noexcept {}
+STRATA_ALWAYS_INLINE void clear_poison(const void*, std::size_t) noexcept {}
 STRATA_ALWAYS_INLINE void* handed_out(void* p, std::size_t) noexcept { return p; }
 STRATA_ALWAYS_INLINE void resized(void*, std::size_t, std::size_t) noexcept {}
 STRATA_ALWAYS_INLINE bool poisoned(const void*, std::size_t) noexcept { return false; }

@@ -10,6 +10,7 @@
 #include <memory_resource>
 
 #include <strata/config.hpp>
+#include <strata/detail/core/sanitizer.hpp>
 #include <strata/detail/ds/chunk_table.hpp>
 #include <strata/detail/ds/free_cache.hpp>
 #include <strata/detail/parts/chunk_source.hpp>
@@ -137,6 +138,7 @@ class free_list_engine {
           STRATA_LIKELY(quick_bytes_ + n <= quick_limit_) &&
           STRATA_LIKELY(g + n / granule <= chunk_size_ / granule) && STRATA_LIKELY(live_exactly(c, g, n / granule)) &&
           STRATA_LIKELY(!is_node(p, key_))) {
+        san::poison(p, n);  // ASan builds: free from here on (sanitizer.hpp); nothing otherwise
         q.push(p, key_);
         quick_bytes_ += n;
         ++deallocations_;
@@ -218,10 +220,11 @@ class free_list_engine {
 
   /// What a free block holds in its own memory (the links only from min_listed bytes up); its last 8 bytes repeat
   /// the size.
+  /// Built with ASan, free blocks are poisoned (sanitizer.hpp): their words are read and written unchecked.
   struct free_block {
-    std::size_t size;
-    free_block* next;
-    free_block* prev;
+    san::free_word<std::size_t> size;
+    san::free_word<free_block*> next;
+    san::free_word<free_block*> prev;
   };
 
   static unsigned state(const chunk* c, std::size_t g) noexcept {
@@ -238,7 +241,9 @@ class free_list_engine {
     if ((bits & st_start) != 0 && (w & start_bits) == 0)
       c->summary()[g >> 11] &= ~(std::uint64_t{1} << ((g >> 5) & 63));
   }
-  static std::size_t& footer(char* block_end) noexcept { return *reinterpret_cast<std::size_t*>(block_end - 8); }
+  static san::free_word<std::size_t>& footer(char* block_end) noexcept {
+    return *reinterpret_cast<san::free_word<std::size_t>*>(block_end - 8);
+  }
   static std::size_t next_boundary(const chunk* c, std::size_t g) noexcept;
   static std::size_t prev_boundary(const chunk* c, std::size_t g) noexcept;
 
