@@ -5,7 +5,7 @@
 // to tell ASan.)
 #include <strata/detail/core/sanitizer.hpp>
 
-#if STRATA_ASAN
+#if STRATA_ADDRESS_SANITIZER
 
 #include <sys/wait.h>
 #include <unistd.h>
@@ -370,4 +370,4 @@ TEST_CASE("asan: thread_cache_resource: large blocks (page spans) report use aft
   for (std::size_t size : {(std::size_t{1} << 20) + 100, (std::size_t{3} << 20) + 5}) check_size(r, size);
 }
 
-#endif  // STRATA_ASAN
+#endif  // STRATA_ADDRESS_SANITIZER

@@ -161,7 +161,6 @@ void bitmap_engine<Sync>::relist(class_state& cs, slab* b) noexcept {
 template <bool Sync>
 void bitmap_engine<Sync>::retire(slab* b) noexcept {
   void* base = base_of(b);
-  san::unpoison(base, block_size_);  // ASan builds: the block may be formatted for another class next
   if (mapped_) map_.clear(base, block_size_);
   b->where = in_empty;
   b->next = b->prev = nullptr;
@@ -171,7 +170,6 @@ void bitmap_engine<Sync>::retire(slab* b) noexcept {
 template <bool Sync>
 void bitmap_engine<Sync>::release_block(slab* b) noexcept {
   void* base = base_of(b);
-  san::unpoison(base, block_size_);
   if (mapped_) map_.clear(base, block_size_);
   source_.release(base);
 }

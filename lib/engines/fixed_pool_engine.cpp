@@ -168,7 +168,7 @@ typename fixed_pool_engine<Sync>::chunk* fixed_pool_engine<Sync>::format(void* b
     const std::uint64_t m = first < end ? pair_mask(first, end - first) : 0;
     new (&c->bits()[i]) word((pool_low_bits & m) | (pool_high_bits & ~m));
   }
-  // ASan builds: every block poisoned until handed out (free_chunk_memory and the chunk source unpoison the chunk).
+  // ASan builds: every block poisoned until handed out (the chunk source unpoisons the chunk when it comes back).
   san::poison(address(c, c->skip), std::size_t{c->limit - c->skip} * stride_);
   return c;
 }
@@ -201,10 +201,13 @@ typename fixed_pool_engine<Sync>::chunk* fixed_pool_engine<Sync>::add_chunk() {
 
 template <bool Sync>
 void fixed_pool_engine<Sync>::free_chunk_memory(chunk* c) noexcept {
-  san::unpoison(c, chunk_size_);
   table_.erase(reinterpret_cast<std::uintptr_t>(c));
-  if (c->in_region) block_map_unregister(c, chunk_size_);
-  else source_.release(c);
+  if (c->in_region) {  // stays in the region for the next chunk (ASan builds: with no poison, as the source's do)
+    san::unpoison(c, chunk_size_);
+    block_map_unregister(c, chunk_size_);
+  } else {
+    source_.release(c);
+  }
 }
 
 // !Sync: an empty chunk of a growing pool leaves the list, cached or back upstream. (The synchronized engine keeps its
@@ -228,7 +231,6 @@ void fixed_pool_engine<Sync>::retire(chunk* c) noexcept {
   --chunk_count_;
   chunks_hint_.store(chunk_count_, std::memory_order_relaxed);
   table_.erase(reinterpret_cast<std::uintptr_t>(c));  // a stale pointer into it is no fast free
-  san::unpoison(c, chunk_size_);  // ASan builds: formatted again on reuse
   if (!source_.cache(c)) free_chunk_memory(c);  // a cached chunk stays registered, formatted again on reuse
 }
 

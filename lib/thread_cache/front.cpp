@@ -69,7 +69,8 @@ void tc_front::init_heap(tc_heap& h, std::uint32_t index) const noexcept {
 
 // ---- blocks --------------------------------------------------------------------------------------------------------
 
-// Built with ASan, the new slab's slots are poisoned until handed out (give_empty unpoisons the block when it leaves).
+// Built with ASan, the new slab's slots are poisoned until handed out (the chunk source unpoisons the block when it
+// comes back).
 slab* tc_front::format(void* base, unsigned c) const noexcept {
   slab* b = kind_.format(base, c, sizes_.size_of(c));
   kind_.poison_slots(b);

@@ -240,7 +240,6 @@ void tc_middle::give_abandoned(slab* b) noexcept {
 
 void tc_middle::give_empty(slab* b) noexcept {
   void* base = tc_front::base_of(b);
-  san::unpoison(base, tc_block_size);  // ASan builds: the thread tier poisoned its slots (tc_front::format)
   front_->map().clear(base, tc_block_size);
   b->tag = 0;  // no longer a block of any class: a stale free is reported as foreign
   void* retired = nullptr;

@@ -7,7 +7,9 @@
 //
 // The rules every resource keeps (docs/debugging.md):
 // - memory it takes from upstream is poisoned where it holds no live block, and unpoisoned before it goes back
-//   upstream (the upstream keeps its own rules; mapped pages returned to the OS carry no stale poison);
+//   upstream (the upstream keeps its own rules; mapped pages returned to the OS carry no stale poison); a chunk
+//   source (parts/chunk_source) holds its chunks unpoisoned and unpoisons each one it is given back, so its users
+//   need not;
 // - a block is poisoned in the free that accepts it (after the checks: a refused free changes nothing), before it
 //   can be handed out again, and unpoisoned (the bytes asked for) where it is handed out;
 // - the resource's own reads and writes of free blocks (their links and check words) go through unchecked
@@ -19,14 +21,6 @@
 #include <strata/build_config.h>
 #include <strata/config.hpp>
 
-// Whether the library was built with ASan (build_config.h): a file that includes these headers follows the library,
-// whatever its own flags, so that what the library poisons, the inlined paths unpoison.
-#if STRATA_ADDRESS_SANITIZER
-#define STRATA_ASAN 1
-#else
-#define STRATA_ASAN 0
-#endif
-
 /// A function whose own memory accesses ASan does not check (the resource's reads and writes of free blocks; tests
 /// that play a program's bug). Never inlined: inlined, its accesses would take the caller's checks.
 #if defined(__GNUC__) || defined(__clang__)
@@ -35,7 +29,9 @@
 #define STRATA_NO_SANITIZE_ADDRESS
 #endif
 
-#if STRATA_ASAN
+// Whether the library was built with ASan (STRATA_ADDRESS_SANITIZER, build_config.h): a file that includes these
+// headers follows the library, whatever its own flags, so that what the library poisons, the inlined paths unpoison.
+#if STRATA_ADDRESS_SANITIZER
 #include <sanitizer/asan_interface.h>
 /// An inline accessor of free blocks: always inlined without ASan, an unchecked call with it.
 #define STRATA_FREE_MEMORY_ACCESS inline STRATA_NO_SANITIZE_ADDRESS
@@ -70,9 +66,9 @@ struct free_word {
 };
 
 /// Whether this build tells ASan about pools (compile time).
-inline constexpr bool address_sanitizer = STRATA_ASAN != 0;
+inline constexpr bool address_sanitizer = STRATA_ADDRESS_SANITIZER != 0;
 
-#if STRATA_ASAN
+#if STRATA_ADDRESS_SANITIZER
 /// Makes [p, p + n) unaddressable for the program.
 inline void poison(const void* p, std::size_t n) noexcept { __asan_poison_memory_region(p, n); }
 /// Makes [p, p + n) addressable (the last 8-byte granule partly, so that a byte past p + n is still reported).
@@ -94,17 +90,12 @@ inline void clear_poison(const void* p, std::size_t n) noexcept {
   if (void* first = __asan_region_is_poisoned(const_cast<void*>(p), n))
     __asan_unpoison_memory_region(first, n - static_cast<std::size_t>(static_cast<char*>(first) - static_cast<const char*>(p)));
 }
-/// Whether some byte of [p, p + n) is poisoned (tests and checks).
-inline bool poisoned(const void* p, std::size_t n) noexcept {
-  return __asan_region_is_poisoned(const_cast<void*>(p), n) != nullptr;
-}
 #else
 STRATA_ALWAYS_INLINE void poison(const void*, std::size_t) noexcept {}
 STRATA_ALWAYS_INLINE void unpoison(const void*, std::size_t) noexcept {}
 STRATA_ALWAYS_INLINE void clear_poison(const void*, std::size_t) noexcept {}
 STRATA_ALWAYS_INLINE void* handed_out(void* p, std::size_t) noexcept { return p; }
 STRATA_ALWAYS_INLINE void resized(void*, std::size_t, std::size_t) noexcept {}
-STRATA_ALWAYS_INLINE bool poisoned(const void*, std::size_t) noexcept { return false; }
 #endif
 
 }  // namespace strata::detail::san
