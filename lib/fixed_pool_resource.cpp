@@ -40,17 +40,21 @@ basic_fixed_pool_resource<Sync>::basic_fixed_pool_resource(std::size_t block_siz
     if (engine_.batched()) front_.emplace(engine_, upstream, name_of(Sync), engine_.front_heap_limit());
 }
 
+// (Built for Valgrind: `call` describes each block to memcheck, those sent upstream included; nothing otherwise.)
 template <bool Sync>
 void* basic_fixed_pool_resource<Sync>::do_allocate(std::size_t bytes, std::size_t alignment) {
+  const san::tracked_call call(this);
   if constexpr (Sync)  // (front_block(): the front exists)
-    if (STRATA_LIKELY(engine_.front_block(bytes, alignment))) return san::handed_out(front_->allocate(0), bytes);
+    if (STRATA_LIKELY(engine_.front_block(bytes, alignment)))
+      return call.allocated(san::handed_out(front_->allocate(0), bytes), bytes);
   if (STRATA_LIKELY(engine_.one_block(bytes, alignment)))
-    return san::handed_out(engine_.allocate_one(bytes, alignment), bytes);
-  return san::handed_out(engine_.allocate(bytes, alignment, false), bytes);
+    return call.allocated(san::handed_out(engine_.allocate_one(bytes, alignment), bytes), bytes);
+  return call.allocated(san::handed_out(engine_.allocate(bytes, alignment, false), bytes), bytes);
 }
 
 template <bool Sync>
 void basic_fixed_pool_resource<Sync>::do_deallocate(void* p, std::size_t bytes, std::size_t alignment) {
+  san::tracked_call(this).freeing(p);
   if constexpr (Sync)
     if (STRATA_LIKELY(engine_.front_block(bytes, alignment))) return front_->deallocate(p, bytes, alignment, 0);
   if (STRATA_LIKELY(engine_.one_block(bytes, alignment))) return engine_.deallocate_one(p, bytes, alignment);
@@ -59,14 +63,15 @@ void basic_fixed_pool_resource<Sync>::do_deallocate(void* p, std::size_t bytes, 
 
 template <bool Sync>
 void* basic_fixed_pool_resource<Sync>::do_allocate_zeroed(std::size_t bytes, std::size_t alignment) {
+  const san::tracked_call call(this);
   if constexpr (Sync) {
     if (front_.has_value() && engine_.one_block(bytes, alignment)) {
       void* p = san::handed_out(front_->allocate(0), bytes);
       std::memset(p, 0, bytes);
-      return p;
+      return call.allocated(p, bytes, true);
     }
   }
-  return san::handed_out(engine_.allocate(bytes, alignment, true), bytes);
+  return call.allocated(san::handed_out(engine_.allocate(bytes, alignment, true), bytes), bytes, true);
 }
 
 template <bool Sync>
@@ -77,7 +82,9 @@ bool basic_fixed_pool_resource<Sync>::do_resize(void* p, std::size_t old_size, s
     if (front_.has_value() && engine_.one_block(old_size, alignment) &&
         !front_->check_live(p, old_size, alignment, 0))
       return false;
-  return engine_.resize(p, old_size, new_size, alignment);
+  if (!engine_.resize(p, old_size, new_size, alignment)) return false;
+  san::tracked_call(this).resized(p, old_size, new_size);  // Valgrind builds
+  return true;
 }
 
 template <bool Sync>
@@ -85,6 +92,7 @@ void basic_fixed_pool_resource<Sync>::release() noexcept {
   if constexpr (Sync)
     if (front_.has_value()) front_->forget_all();
   engine_.release();
+  san::pool_emptied(this);  // Valgrind builds: every block gone
 }
 
 template <bool Sync>

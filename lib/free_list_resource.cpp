@@ -94,7 +94,7 @@ void basic_free_list_resource<Sync>::free_arenas() noexcept {
       add_part_stats(retired_arenas_, t);
       retired_arenas_.peak_bytes_in_use += t.peak_bytes_in_use;
       a->~arena();
-      upstream_->deallocate(a, sizeof(arena), alignof(arena));
+      give_back_to(upstream_, a, sizeof(arena), alignof(arena));
     }
   }
 }
@@ -544,6 +544,7 @@ void basic_free_list_resource<Sync>::release() noexcept {
     a.engine.release();
   });
   free_arenas();  // their own memory too: release() returns all of it (they are made again when threads need them)
+  san::pool_emptied(this);  // Valgrind builds: every block gone
 }
 
 template <bool Sync>

@@ -145,12 +145,15 @@ page_resource* default_page_resource() noexcept {
 
 // ---- allocate / deallocate -----------------------------------------------------------------------------------------
 
+// (Built for Valgrind: each public entry is a tracked_call, which describes the span to memcheck; nothing otherwise.)
 void* page_resource::do_allocate(std::size_t bytes, std::size_t alignment) {
-  return allocate_span(bytes, alignment, false);
+  const detail::san::tracked_call call(this);
+  return call.allocated(allocate_span(bytes, alignment, false), bytes);
 }
 
 void* page_resource::do_allocate_zeroed(std::size_t bytes, std::size_t alignment) {
-  return allocate_span(bytes, alignment, true);
+  const detail::san::tracked_call call(this);
+  return call.allocated(allocate_span(bytes, alignment, true), bytes, true);
 }
 
 memory_capabilities page_resource::do_capabilities() const noexcept {
@@ -275,6 +278,8 @@ void page_resource::record_resize(std::size_t old_size, std::size_t new_size) no
 }
 
 void page_resource::do_deallocate(void* p, std::size_t bytes, std::size_t alignment) {
+  const detail::san::tracked_call call(this);
+  call.freeing(p);
   const std::uintptr_t begin = detail::to_address(p);
   std::size_t span = 0, reserved = 0;
   {
@@ -622,11 +627,13 @@ bool page_resource::do_purge(void* allocation, std::size_t offset, std::size_t b
 // ---- resize --------------------------------------------------------------------------------------------------------
 
 bool page_resource::do_resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) {
+  const detail::san::tracked_call call(this);
   if (!resize_span(p, old_size, new_size, alignment)) return false;
   // ASan builds: the bytes gained addressable (they may have been a cached span's), the rest of the last page not.
   char* const b = static_cast<char*>(p);
   if (new_size > old_size) detail::san::unpoison(b + old_size, new_size - old_size);
   detail::san::poison(b + new_size, span_of(new_size) - new_size);
+  call.resized(p, old_size, new_size);
   return true;
 }
 

@@ -56,7 +56,12 @@ std::size_t thread_cache_resource::max_size(cache_tier t) const noexcept {
 
 std::size_t thread_cache_resource::usable_size(const void* p) const noexcept {
   const std::size_t n = engine_.usable_size(p);
-  if (n != 0) detail::san::unpoison(p, n);  // ASan builds: what this says is usable is (as the contract says)
+  // What this says is usable is, as the contract says: addressable for ASan; for memcheck, the block's size.
+  if (n != 0) {
+    if constexpr (detail::san::address_sanitizer) detail::san::unpoison(p, n);
+    using call = detail::san::tracked_call;
+    call(this).resized(const_cast<void*>(p), call::unknown_size, n, n);
+  }
   return n;
 }
 void thread_cache_resource::trim() noexcept { engine_.trim(); }
@@ -82,10 +87,13 @@ void thread_cache_resource::after_fork_child() noexcept {
 std::pmr::memory_resource* thread_cache_resource::upstream_resource() const noexcept { return engine_.upstream(); }
 const thread_cache_resource::options& thread_cache_resource::get_options() const noexcept { return opts_; }
 
+// (Built for Valgrind: `call` describes each block to memcheck; nothing otherwise.)
 void* thread_cache_resource::do_allocate(std::size_t bytes, std::size_t alignment) {
-  return detail::san::handed_out(engine_.allocate(bytes, alignment), bytes);
+  const detail::san::tracked_call call(this);
+  return call.allocated(detail::san::handed_out(engine_.allocate(bytes, alignment), bytes), bytes);
 }
 void thread_cache_resource::do_deallocate(void* p, std::size_t bytes, std::size_t alignment) {
+  detail::san::tracked_call(this).freeing(p);
   engine_.deallocate(p, bytes, alignment);
 }
 bool thread_cache_resource::do_resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) {
@@ -94,6 +102,7 @@ bool thread_cache_resource::do_resize(void* p, std::size_t old_size, std::size_t
   if constexpr (detail::san::address_sanitizer)
     if (tier_of(old_size, alignment) == cache_tier::thread)
       detail::san::resized(p, round_size(old_size, alignment), new_size);
+  detail::san::tracked_call(this).resized(p, old_size, new_size);  // Valgrind builds
   return true;
 }
 resource_stats thread_cache_resource::do_stats() const noexcept { return engine_.stats(); }

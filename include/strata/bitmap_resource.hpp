@@ -69,6 +69,7 @@ class basic_bitmap_resource : public resource {
  private:
   /// Requests the fast paths leave: alignments above 16 (or not powers of two), sizes past the classes.
   STRATA_NOINLINE void* allocate_other(std::size_t bytes, std::size_t alignment);
+  bool resize_block(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment);
   STRATA_NOINLINE void deallocate_other(void* p, std::size_t bytes, std::size_t alignment) noexcept;
 
   /// Class c's allocations and frees: through the threads' caches when there are (Sync, standard checks).

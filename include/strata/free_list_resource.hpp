@@ -87,17 +87,25 @@ class basic_free_list_resource : public resource {
 
  protected:
   void* do_allocate(std::size_t bytes, std::size_t alignment) override {
-    // (Built with ASan: exactly the bytes asked for addressable; nothing otherwise.)
-    if constexpr (!Sync) return detail::san::handed_out(first_.engine.allocate(bytes, alignment), bytes);
-    else return detail::san::handed_out(allocate_sync(bytes, alignment), bytes);
+    // (Built with ASan: exactly the bytes asked for addressable; built for Valgrind: `call` describes the block to
+    // memcheck; nothing otherwise.)
+    const detail::san::tracked_call call(this);
+    void* p;
+    if constexpr (!Sync) p = first_.engine.allocate(bytes, alignment);
+    else p = allocate_sync(bytes, alignment);
+    return call.allocated(detail::san::handed_out(p, bytes), bytes);
   }
   void do_deallocate(void* p, std::size_t bytes, std::size_t alignment) override {
+    detail::san::tracked_call(this).freeing(p);
     if constexpr (!Sync) first_.engine.deallocate(p, bytes, alignment);
     else deallocate_sync(p, bytes, alignment);
   }
   bool do_resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) override {
-    if constexpr (!Sync) return first_.engine.resize(p, old_size, new_size, alignment);
-    else return resize_sync(p, old_size, new_size, alignment);
+    bool done;
+    if constexpr (!Sync) done = first_.engine.resize(p, old_size, new_size, alignment);
+    else done = resize_sync(p, old_size, new_size, alignment);
+    if (done) detail::san::tracked_call(this).resized(p, old_size, new_size);  // Valgrind builds
+    return done;
   }
   resource_stats do_stats() const noexcept override;
 

@@ -43,10 +43,10 @@ struct memory_capabilities {
 /// - The destructor returns all memory to upstream.
 class resource : public std::pmr::memory_resource {
  public:
-  resource() = default;
+  resource() noexcept;
   resource(const resource&) = delete;
   resource& operator=(const resource&) = delete;
-  ~resource() override = default;
+  ~resource() override;
 
   /// Effects: changes the size of the live block `p` (allocated with `old_size` and `alignment`) to `new_size`
   /// without moving it. Returns true on success: from then on the block must be deallocated with `new_size`. Returns

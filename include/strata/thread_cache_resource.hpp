@@ -82,7 +82,8 @@ class thread_cache_resource final : public resource {
   /// blocks by their rounded size (the C API's heap): a misuse report names round_size(bytes, alignment) as the
   /// size given. The statistics are the same as for allocate and deallocate.
   void* allocate_rounded(std::size_t bytes, std::size_t alignment = alignof(std::max_align_t)) {
-    return detail::san::handed_out(engine_.allocate(bytes, alignment), bytes);
+    const detail::san::tracked_call call(this);  // Valgrind builds: the block described to memcheck
+    return call.allocated(detail::san::handed_out(engine_.allocate(bytes, alignment), bytes), bytes);
   }
   /// Whether the calling thread's cache of this resource is the one it used last (then the fast paths serve it).
   [[nodiscard]] bool thread_cache_ready() const noexcept { return engine_.thread_heap_ready(); }
@@ -92,15 +93,26 @@ class thread_cache_resource final : public resource {
   /// the caller keeps no frame.
   void* allocate_rounded_or(std::size_t bytes, std::size_t alignment,
                             detail::thread_cache_engine::fallback slow) noexcept {
-    return detail::san::handed_out(engine_.allocate_or(bytes, alignment, slow), bytes);
+    // (Built for Valgrind: `slow` runs in an internal_scope, so that only `call` describes its block to memcheck.)
+    const detail::san::tracked_call call(this);
+    void* p;
+    {
+      const detail::san::internal_scope internal;
+      p = engine_.allocate_or(bytes, alignment, slow);
+    }
+    return call.allocated(detail::san::handed_out(p, bytes), bytes);
   }
   void deallocate_rounded(void* p, std::size_t bytes, std::size_t alignment = alignof(std::max_align_t)) noexcept {
+    detail::san::tracked_call(this).freeing(p);
     engine_.deallocate<true>(p, bytes, alignment);
   }
   /// Frees `p` without its size: the block's tier finds it (usable_size(p), which is the round_size() the block is
   /// counted at, so the statistics stay exact). Returns the size its tier found; 0 after reporting a pointer this
   /// resource did not hand out (or a large block freed already).
-  std::size_t deallocate_unsized(void* p) noexcept { return engine_.deallocate_unsized(p); }
+  std::size_t deallocate_unsized(void* p) noexcept {
+    detail::san::tracked_call(this).freeing(p);
+    return engine_.deallocate_unsized(p);
+  }
   static constexpr std::size_t not_thread_tier = detail::thread_cache_engine::no_size;
   /// realloc's first step without the old size, for an object of the thread tier: checks that p is live (else
   /// reports it and returns 0) and returns its usable size, with `stays` true when new_size at `alignment` rounds to
@@ -115,7 +127,10 @@ class thread_cache_resource final : public resource {
   /// Frees everything at once: every block allocated from the resource, by any thread, is gone, and every thread's
   /// cache with them (threads get new ones when they come back); the memory goes upstream. The resource stays
   /// usable. No other thread may use the resource meanwhile.
-  void release() noexcept { engine_.release(); }
+  void release() noexcept {
+    engine_.release();
+    detail::san::pool_emptied(this);  // Valgrind builds: every block gone
+  }
 
   /// Publishes the calling thread's pending cross-thread frees, folds other threads' frees into the calling thread's
   /// own blocks and into the shared tier's blocks, and returns cached empty blocks and the shared free list's empty

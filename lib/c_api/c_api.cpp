@@ -141,6 +141,8 @@ extern "C" void* strata_realloc_unsized(void* p, size_t new_size) noexcept {
     if (n == 0) return nullptr;  // reported
     if (stays) {
       strata::detail::san::resized(p, n, new_size);  // ASan builds: new_size bytes of the slot addressable
+      // Valgrind builds: the old size is memcheck's (what of the slot it holds addressable).
+      strata::detail::san::tracked_call(&h).resized(p, strata::detail::san::tracked_call::unknown_size, new_size, n);
       return p;
     }
     if (new_size == 0) {  // as glibc: p freed, NULL

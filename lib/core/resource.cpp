@@ -8,6 +8,11 @@
 
 namespace strata {
 
+// Built for Valgrind, every resource is a memcheck memory pool named by its address (sanitizer.hpp); its blocks go
+// with it.
+resource::resource() noexcept { detail::san::pool_created(this); }
+resource::~resource() { detail::san::pool_destroyed(this); }
+
 bool resource::resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) {
   detail::check_alignment("strata::resource::resize", alignment);
   if (p == nullptr) return false;

@@ -4,6 +4,7 @@
 
 #include <new>
 
+#include <strata/detail/core/checks.hpp>
 #include <strata/detail/core/math.hpp>
 
 namespace strata::detail {
@@ -21,7 +22,7 @@ void* bump_arena::carve(chunk* c, std::size_t bytes, std::size_t alignment) noex
 }
 
 bump_arena::chunk* bump_arena::new_chunk(std::size_t size) {
-  void* raw = upstream_->allocate(size, alignof(std::max_align_t));
+  void* raw = allocate_from(upstream_, size, alignof(std::max_align_t));
   upstream_allocations_.fetch_add(1, std::memory_order_relaxed);
   held_.fetch_add(size, std::memory_order_relaxed);
   auto* c = ::new (raw) chunk{chunks_, size, {align_up(sizeof(chunk), alignof(std::max_align_t))}};
@@ -74,7 +75,7 @@ void bump_arena::release() noexcept {
     chunks_ = c->next;
     const std::size_t size = c->size;
     c->~chunk();
-    upstream_->deallocate(c, size, alignof(std::max_align_t));
+    give_back_to(upstream_, c, size, alignof(std::max_align_t));
     upstream_deallocations_.fetch_add(1, std::memory_order_relaxed);
   }
   held_.store(0, std::memory_order_relaxed);

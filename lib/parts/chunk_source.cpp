@@ -32,7 +32,10 @@ void* chunk_source<Sync>::fresh(std::size_t bytes, bool* zeroed) {
   const std::size_t align = cfg_.chunk_size;
   void* p;
   if (zeroed_) {
-    p = strata_upstream_->allocate_zeroed(bytes, align);
+    {
+      const san::internal_scope internal;  // Valgrind builds: memory of strata's own (sanitizer.hpp)
+      p = strata_upstream_->allocate_zeroed(bytes, align);
+    }
     if (STRATA_UNLIKELY(!is_aligned(p, align))) reject_misaligned(upstream_, p, bytes, align);
   } else {
     p = allocate_from(upstream_, bytes, align);
@@ -56,7 +59,7 @@ void* chunk_source<Sync>::take(bool* zeroed) {
   }
   void* c = fresh(cfg_.chunk_size, zeroed);
   if (!block_map_register(c, cfg_.chunk_size, *cfg_.map)) {
-    upstream_->deallocate(c, cfg_.chunk_size, cfg_.chunk_size);
+    give_back_to(upstream_, c, cfg_.chunk_size, cfg_.chunk_size);
     counter_add(upstream_deallocations_, 1);
     throw_bad_alloc();
   }
@@ -97,7 +100,7 @@ template <bool Sync>
 void chunk_source<Sync>::release(void* chunk) noexcept {
   block_map_unregister(chunk, cfg_.chunk_size, *cfg_.map);
   san::unpoison(chunk, cfg_.chunk_size);  // ASan builds: memory goes upstream with no poison of ours
-  upstream_->deallocate(chunk, cfg_.chunk_size, cfg_.chunk_size);
+  give_back_to(upstream_, chunk, cfg_.chunk_size, cfg_.chunk_size);
   counter_add(upstream_deallocations_, 1);
   counter_add(held_, std::size_t{0} - 1);
 }
@@ -115,14 +118,14 @@ void* chunk_source<Sync>::take_region(std::size_t bytes, bool* zeroed) {
 template <bool Sync>
 void chunk_source<Sync>::release_region(void* region, std::size_t bytes) noexcept {
   san::unpoison(region, bytes);
-  upstream_->deallocate(region, bytes, cfg_.chunk_size);
+  give_back_to(upstream_, region, bytes, cfg_.chunk_size);
   counter_add(upstream_deallocations_, 1);
 }
 
 template <bool Sync>
 void* chunk_source<Sync>::take_table(std::size_t bytes) noexcept {
   try {
-    void* p = upstream_->allocate(bytes, alignof(std::max_align_t));
+    void* p = allocate_from(upstream_, bytes, alignof(std::max_align_t));
     std::memset(p, 0, bytes);
     counter_add(upstream_allocations_, 1);
     return p;
@@ -133,7 +136,7 @@ void* chunk_source<Sync>::take_table(std::size_t bytes) noexcept {
 
 template <bool Sync>
 void chunk_source<Sync>::release_table(void* table, std::size_t bytes) noexcept {
-  upstream_->deallocate(table, bytes, alignof(std::max_align_t));
+  give_back_to(upstream_, table, bytes, alignof(std::max_align_t));
   counter_add(upstream_deallocations_, 1);
 }
 

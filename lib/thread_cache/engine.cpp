@@ -74,7 +74,7 @@ void thread_cache_engine::release_heaps() noexcept {
       tc_front::take_blocks(h->bins[c], [this](slab* b) { middle_.release_owned(b); });
     }
     h->~tc_heap();
-    upstream_->deallocate(h, sizeof(tc_heap), alignof(tc_heap));
+    give_back_to(upstream_, h, sizeof(tc_heap), alignof(tc_heap));
   }
   heap_count_ = 0;
   shared_heap_ = nullptr;

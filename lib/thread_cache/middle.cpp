@@ -53,7 +53,7 @@ void tc_middle::free_stripes() noexcept {
       gone_.peak_bytes_in_use += r.peak_bytes_in_use;
       e->set_chunk_hook(nullptr, nullptr);
       e->~free_list_engine();
-      upstream_->deallocate(e, sizeof(free_list_engine), alignof(free_list_engine));
+      give_back_to(upstream_, e, sizeof(free_list_engine), alignof(free_list_engine));
       stripes_freed_.fetch_add(1, std::memory_order_relaxed);
     }
   }
@@ -67,7 +67,7 @@ free_list_engine* tc_middle::stripe(unsigned i) noexcept {
   if (free_list_engine* e = stripes_[i].load(std::memory_order_relaxed)) return e;
   void* m = nullptr;
   try {
-    m = upstream_->allocate(sizeof(free_list_engine), alignof(free_list_engine));
+    m = allocate_from(upstream_, sizeof(free_list_engine), alignof(free_list_engine));
   } catch (...) {
     return nullptr;
   }

@@ -7,6 +7,7 @@
 
 #include <strata/config.hpp>
 #include <strata/detail/core/math.hpp>
+#include <strata/detail/core/sanitizer.hpp>
 
 namespace strata::detail {
 
@@ -22,10 +23,20 @@ namespace strata::detail {
 /// upstream->allocate(bytes, alignment), checked: every resource takes its chunks and large blocks through this, so
 /// that an upstream that ignores alignment (Boost.Container's new_delete_resource does, above 16) makes allocate
 /// throw std::bad_alloc (nothing held, nothing lost) instead of leading to misaligned chunks and blocks.
+/// (Built for Valgrind: memory of strata's own, which an upstream strata resource does not describe as a block:
+/// sanitizer.hpp's internal_scope. The same for give_back_to.)
 inline void* allocate_from(std::pmr::memory_resource* upstream, std::size_t bytes, std::size_t alignment) {
+  const san::internal_scope internal;
   void* p = upstream->allocate(bytes, alignment);
   if (STRATA_UNLIKELY(!is_aligned(p, alignment))) reject_misaligned(upstream, p, bytes, alignment);
   return p;
+}
+
+/// upstream->deallocate(p, bytes, alignment) for memory allocate_from took.
+inline void give_back_to(std::pmr::memory_resource* upstream, void* p, std::size_t bytes,
+                         std::size_t alignment) noexcept {
+  const san::internal_scope internal;
+  upstream->deallocate(p, bytes, alignment);
 }
 
 /// The allocate-side alignment check every resource runs first.

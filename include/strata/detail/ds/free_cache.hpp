@@ -27,18 +27,22 @@ namespace strata::detail {
 /// thread cache another thread may read them (a free of p checks whether p is some heap's node), and a program's
 /// double free across threads must not be a data race inside the library.
 ///
-/// Built with ASan, free blocks are poisoned (sanitizer.hpp): these accessors are then unchecked calls.
+/// Built with ASan, free blocks are poisoned (sanitizer.hpp): these accessors are then unchecked calls; built for
+/// Valgrind, they open the word for memcheck while they access it.
 using node_word = std::uintptr_t __attribute__((may_alias));
 STRATA_FREE_MEMORY_ACCESS std::uintptr_t load_node_word(const void* p, int i) noexcept {
+  san::open_word w(static_cast<const node_word*>(p) + i, sizeof(node_word));
   return __atomic_load_n(static_cast<const node_word*>(p) + i, __ATOMIC_RELAXED);
 }
 STRATA_FREE_MEMORY_ACCESS void store_node_word(void* p, int i, std::uintptr_t v) noexcept {
+  san::open_word w(static_cast<node_word*>(p) + i, sizeof(node_word));
   __atomic_store_n(static_cast<node_word*>(p) + i, v, __ATOMIC_RELAXED);
 }
 /// Word i of p from `expected` to `desired` by one compare-and-swap (expected gets what was there when it fails).
 template <int SuccessOrder>
 STRATA_FREE_MEMORY_ACCESS bool exchange_node_word(void* p, int i, std::uintptr_t& expected,
                                                   std::uintptr_t desired) noexcept {
+  san::open_word w(static_cast<node_word*>(p) + i, sizeof(node_word));
   return __atomic_compare_exchange_n(static_cast<node_word*>(p) + i, &expected, desired, false, SuccessOrder,
                                      __ATOMIC_RELAXED);
 }

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <memory_resource>
 
+#include <strata/detail/core/sanitizer.hpp>
 #include <strata/resource.hpp>
 
 namespace strata::detail {
@@ -17,6 +18,7 @@ struct upstream_storage {
   std::pmr::memory_resource* upstream = nullptr;
   void* allocate(std::size_t bytes) noexcept {
     try {
+      const san::internal_scope internal;  // Valgrind builds: memory of strata's own (sanitizer.hpp)
       if (resource* r = as_strata_resource(upstream)) return r->allocate_zeroed(bytes, alignof(std::max_align_t));
       void* p = upstream->allocate(bytes, alignof(std::max_align_t));
       std::memset(p, 0, bytes);
@@ -25,7 +27,10 @@ struct upstream_storage {
       return nullptr;
     }
   }
-  void deallocate(void* p, std::size_t bytes) noexcept { upstream->deallocate(p, bytes, alignof(std::max_align_t)); }
+  void deallocate(void* p, std::size_t bytes) noexcept {
+    const san::internal_scope internal;
+    upstream->deallocate(p, bytes, alignof(std::max_align_t));
+  }
 };
 
 }  // namespace strata::detail

@@ -186,7 +186,7 @@ class heap_registry {
   }
   void release(Heap* h) noexcept {
     h->~Heap();
-    upstream_->deallocate(h, sizeof(Heap), alignof(Heap));
+    give_back_to(upstream_, h, sizeof(Heap), alignof(Heap));
     --held_;
   }
   /// An index no held heap has, or 0 when all are taken.

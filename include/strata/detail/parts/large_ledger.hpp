@@ -102,7 +102,7 @@ class large_ledger {
   std::size_t release_all() noexcept {
     const std::size_t n = table_.size();
     for_each([this](void* p, std::size_t bytes, std::size_t alignment) {
-      upstream_->deallocate(p, upstream_size(bytes), alignment);
+      give_back_to(upstream_, p, upstream_size(bytes), alignment);
     });
     table_.reset();
     for (auto& a : freed_) a = 0;

@@ -48,7 +48,7 @@ class large_part {
     }
     guard g(lock_);
     if (!ledger_.reserve()) {  // another thread took the room meanwhile and growing failed
-      upstream_->deallocate(p, large_ledger::upstream_size(bytes), alignment);
+      give_back_to(upstream_, p, large_ledger::upstream_size(bytes), alignment);
       ++failed_;
       throw std::bad_alloc();
     }
@@ -68,7 +68,7 @@ class large_part {
       ++deallocations_;
       bytes_ -= bytes;
     }
-    upstream_->deallocate(p, large_ledger::upstream_size(bytes), alignment);
+    give_back_to(upstream_, p, large_ledger::upstream_size(bytes), alignment);
     return {};
   }
 

@@ -184,10 +184,10 @@ class slab_kind {
     return q * s->object_size == slot_offset(s, p) && q < s->limit && (q < s->skip_begin || q >= s->skip_end);
   }
   [[nodiscard]] void* slot(const slab* s, std::size_t q) const noexcept { return slots_of(s) + q * s->object_size; }
-  /// Built with ASan: poisons every slot of s, just formatted (each is unpoisoned as it is handed out); the header,
+  /// Built with ASan or for Valgrind: poisons every slot of s, just formatted (each is unpoisoned as it is handed out); the header,
   /// the bitmaps and any leftover bytes stay as they are. Nothing otherwise.
   void poison_slots(const slab* s) const noexcept {
-    if constexpr (san::address_sanitizer) {
+    if constexpr (san::marks_memory) {
       char* const slot0 = slots_of(s);
       const std::size_t n = s->object_size;
       san::poison(slot0, std::size_t{s->skip_begin} * n);
