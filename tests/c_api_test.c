@@ -599,6 +599,45 @@ static void test_aligned_size_first(void) {
   strata_free_aligned(p, 64, 8192);
 }
 
+/* A debug handle: exact frees, canaries checked by strata_debug_check_all, a leak report; other handles refuse. */
+static void test_debug_handle(void) {
+  strata_debug_options_t o;
+  recorder rec;
+  strata_resource_t* d;
+  unsigned char* p;
+  unsigned char* q;
+  memset(&rec, 0, sizeof rec);
+  strata_debug_options_init(&o);
+  CHECK(o.canary_size == 16 && o.fill && o.guard == STRATA_GUARD_NONE && o.upstream == NULL);
+  o.report_leaks = false;
+  d = strata_debug_create(&o);
+  REQUIRE(d != NULL);
+  CHECK(strcmp(strata_resource_name(d), "debug_resource") == 0);
+  strata_set_misuse_handler(record_misuse, &rec);
+  p = (unsigned char*)strata_resource_malloc(d, 24);
+  q = (unsigned char*)strata_resource_malloc(d, 40);
+  REQUIRE(p != NULL && q != NULL);
+  CHECK(p[0] == 0xCD && p[23] == 0xCD); /* new memory is patterned */
+  CHECK(strata_debug_check_all(d) == 0);
+  p[24] = 1; /* one byte past the block */
+  CHECK(strata_debug_check_all(d) == 1);
+  CHECK(rec.count == 1 && rec.last_kind == STRATA_MISUSE_BUFFER_OVERFLOW);
+  p[24] = 0xFD; /* the canary as it was */
+  strata_resource_free(d, q, 41); /* a wrong size: reported, the block stays live */
+  CHECK(rec.count == 2 && rec.last_kind == STRATA_MISUSE_WRONG_SIZE);
+  strata_resource_free(d, q, 40);
+  strata_resource_free(d, q, 40); /* a double free */
+  CHECK(rec.count == 3 && rec.last_kind == STRATA_MISUSE_DOUBLE_FREE);
+  CHECK(strata_debug_leak_report(d) == 1); /* p */
+  strata_resource_free(d, p, 24);
+  CHECK(strata_debug_leak_report(d) == 0);
+  strata_set_misuse_handler(NULL, NULL);
+  CHECK(strata_debug_check_all(strata_page_resource()) == 0 && strata_last_error() == STRATA_EINVAL);
+  o.guard = (strata_guard_t)7;
+  CHECK(strata_debug_create(&o) == NULL && strata_last_error() == STRATA_EINVAL);
+  strata_resource_destroy(d);
+}
+
 static void test_errors(void) {
   strata_clear_error();
   CHECK(strata_last_error() == STRATA_OK);
@@ -1114,6 +1153,7 @@ static const test_case cases[] = {
     {"fixed_pool_alignment", test_fixed_pool_alignment},
     {"destroy_with_live_blocks", test_destroy_with_live_blocks},
     {"bad_options", test_bad_options},
+    {"debug_handle", test_debug_handle},
 };
 
 int main(int argc, char** argv) {

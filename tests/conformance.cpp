@@ -3,6 +3,7 @@
 #include "conformance.hpp"
 
 #include <strata/bitmap_resource.hpp>
+#include <strata/debug_resource.hpp>
 #include <strata/fixed_pool_resource.hpp>
 #include <strata/free_list_resource.hpp>
 #include <strata/thread_cache_resource.hpp>
@@ -101,6 +102,25 @@ using strict_thread_cache_over_pages =
     subject<strata::thread_cache_resource, chained_upstream<page_base>, strict_thread_cache_maker>;
 using strict_thread_cache_over_heap =
     subject<strata::thread_cache_resource, chained_upstream<new_delete_base>, strict_thread_cache_maker>;
+/// debug_resource, its leak reports counted instead of printed (the suite destroys resources with blocks still live
+/// on purpose), over pages and over a bitmap_resource (which it uses from one thread at a time, under its lock).
+struct debug_maker {
+  static std::unique_ptr<strata::debug_resource> over(std::pmr::memory_resource* upstream) {
+    strata::debug_options o;
+    o.warning.function = [](const strata::debug_event&, void*) {};
+    o.message.function = [](const strata::debug_event&, void*) {};
+    return std::make_unique<strata::debug_resource>(o, upstream);
+  }
+};
+struct bitmap_base {
+  static constexpr const char* name = "bitmap_resource";
+  static std::pmr::memory_resource* get() {
+    static strata::bitmap_resource bitmap;
+    return &bitmap;
+  }
+};
+using debug_over_pages = subject<strata::debug_resource, chained_upstream<page_base>, debug_maker>;
+using debug_over_bitmap = subject<strata::debug_resource, chained_upstream<bitmap_base>, debug_maker>;
 }  // namespace strata_test
 
 TYPE_TO_STRING_AS("page_resource", strata_test::page_subject);
@@ -134,6 +154,8 @@ TYPE_TO_STRING_AS("thread_cache_resource over pages", strata_test::thread_cache_
 TYPE_TO_STRING_AS("thread_cache_resource over new_delete", strata_test::thread_cache_over_heap);
 TYPE_TO_STRING_AS("thread_cache_resource (strict) over pages", strata_test::strict_thread_cache_over_pages);
 TYPE_TO_STRING_AS("thread_cache_resource (strict) over new_delete", strata_test::strict_thread_cache_over_heap);
+TYPE_TO_STRING_AS("debug_resource over pages", strata_test::debug_over_pages);
+TYPE_TO_STRING_AS("debug_resource over bitmap_resource", strata_test::debug_over_bitmap);
 
 namespace strata_test {
 STRATA_CONFORMANCE(page_subject);
@@ -157,4 +179,6 @@ STRATA_CONFORMANCE(thread_cache_over_pages, thread_cache_over_heap);
 STRATA_CONFORMANCE_THREADS(thread_cache_over_pages, thread_cache_over_heap);
 STRATA_CONFORMANCE(strict_thread_cache_over_pages, strict_thread_cache_over_heap);
 STRATA_CONFORMANCE_THREADS(strict_thread_cache_over_pages, strict_thread_cache_over_heap);
+STRATA_CONFORMANCE(debug_over_pages, debug_over_bitmap);
+STRATA_CONFORMANCE_THREADS(debug_over_pages, debug_over_bitmap);
 }  // namespace strata_test

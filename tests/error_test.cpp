@@ -129,7 +129,8 @@ TEST_CASE("error: the message names the kind and resource and pointer and sizes"
   CHECK(std::string(tiny).size() == 7);
   for (auto k : {strata::error_kind::double_free, strata::error_kind::foreign_pointer, strata::error_kind::wrong_size,
                  strata::error_kind::bad_alignment, strata::error_kind::corrupt_metadata,
-                 strata::error_kind::invariant_violated})
+                 strata::error_kind::invariant_violated, strata::error_kind::buffer_overflow,
+                 strata::error_kind::write_after_free, strata::error_kind::mismatched_free})
     CHECK(std::string(strata::to_string(k)) != "unknown error");
 }
 

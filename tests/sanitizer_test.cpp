@@ -12,6 +12,7 @@
 
 #include <cstddef>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <memory_resource>
@@ -20,6 +21,7 @@
 #include <doctest/doctest.h>
 
 #include <strata/bitmap_resource.hpp>
+#include <strata/debug_resource.hpp>
 #include <strata/fixed_pool_resource.hpp>
 #include <strata/free_list_resource.hpp>
 #include <strata/page_resource.hpp>
@@ -368,6 +370,30 @@ TEST_CASE("asan: thread_cache_resource: large blocks (page spans) report use aft
   strata::thread_cache_resource r;
   REQUIRE(r.tier_of(std::size_t{1} << 20) == strata::cache_tier::upstream);
   for (std::size_t size : {(std::size_t{1} << 20) + 100, (std::size_t{3} << 20) + 5}) check_size(r, size);
+}
+
+TEST_CASE("asan: debug_resource: its canaries, its quarantine and a shrunk block's tail are reported at the access") {
+  strata::debug_resource r;
+  for (std::size_t size : {1u, 24u, 100u, 5000u, 100000u}) check_size(r, size);
+  check_reported(in_child([&] { (void)read_byte(r.allocate(0), 0); }), "READ");
+  check_reported(in_child([&] {
+                   void* p = r.allocate(100);
+                   REQUIRE(r.resize(p, 100, 40));
+                   (void)read_byte(p, 50);
+                 }),
+                 "READ");
+  check_clean(in_child([&] {
+    void* p = r.allocate(100);
+    REQUIRE(r.resize(p, 100, 40));
+    REQUIRE(r.resize(p, 40, 100));  // back up to its size: all of it usable again
+    fill(p, 1, 100);
+    void* z = r.allocate_zeroed(3000);
+    fill(z, 2, 3000);
+    r.deallocate(z, 3000);
+    r.deallocate(p, 100);
+    if (r.check_all() != 0) std::abort();  // its own checks read past the poison
+  }));
+  check_churn_clean(r, [](std::size_t i) { return 1 + i * 97; });
 }
 
 #endif  // STRATA_ADDRESS_SANITIZER

@@ -16,7 +16,10 @@ enum class error_kind {
   wrong_size,         ///< deallocate/resize named a size (or alignment) other than the one allocated
   bad_alignment,      ///< an alignment that is not a power of two was passed where no exception can be thrown
   corrupt_metadata,   ///< the resource's own bookkeeping failed a consistency check
-  invariant_violated  ///< check_invariants() found a broken invariant
+  invariant_violated, ///< check_invariants() found a broken invariant
+  buffer_overflow,    ///< bytes just outside a block were written (debug_resource: a canary changed)
+  write_after_free,   ///< a freed block was written to (debug_resource: its fill changed in the quarantine)
+  mismatched_free     ///< freed by another family's function (free of new'd memory, delete of new[]'d memory)
 };
 
 /// Human-readable name of `kind`, e.g. "double free".

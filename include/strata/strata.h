@@ -78,7 +78,10 @@ typedef enum strata_misuse_kind {
   STRATA_MISUSE_WRONG_SIZE = 2,         /**< a size (or alignment) other than the block's */
   STRATA_MISUSE_BAD_ALIGNMENT = 3,      /**< an alignment that is not a power of two */
   STRATA_MISUSE_CORRUPT_METADATA = 4,   /**< the strategy's own bookkeeping failed a check (an overwrite?) */
-  STRATA_MISUSE_INVARIANT_VIOLATED = 5  /**< strata_resource_check found a broken invariant */
+  STRATA_MISUSE_INVARIANT_VIOLATED = 5, /**< strata_resource_check found a broken invariant */
+  STRATA_MISUSE_BUFFER_OVERFLOW = 6,    /**< bytes just outside a block were written (a debug resource's canary) */
+  STRATA_MISUSE_WRITE_AFTER_FREE = 7,   /**< a freed block was written to (a debug resource's quarantine) */
+  STRATA_MISUSE_MISMATCHED_FREE = 8     /**< freed by another family's function (free of new'd memory, ...) */
 } strata_misuse_kind_t;
 
 /** Everything known about one detected misuse; the strings live only during the handler's call. */
@@ -286,6 +289,34 @@ typedef struct strata_thread_cache_options {
 } strata_thread_cache_options_t;
 void strata_thread_cache_options_init(strata_thread_cache_options_t* options) STRATA_C_NOEXCEPT;
 strata_resource_t* strata_thread_cache_create(const strata_thread_cache_options_t* options) STRATA_C_NOEXCEPT;
+
+/** Where a debug resource puts an inaccessible page next to each block (strata::guard_mode). */
+typedef enum strata_guard {
+  STRATA_GUARD_NONE = 0,     /**< canaries around each block: overflows found at the free or the next check */
+  STRATA_GUARD_OVERFLOW = 1, /**< each block ends against an inaccessible page: an overflow faults at once */
+  STRATA_GUARD_UNDERFLOW = 2 /**< each block starts right after an inaccessible page */
+} strata_guard_t;
+
+/** A debugging adaptor over an upstream (debug_resource): canaries, fill patterns, a quarantine of freed blocks,
+ *  exact size checks on every free, a leak report, a guarded mode. Thread-safe. Misuse goes to the misuse handler. */
+typedef struct strata_debug_options {
+  size_t canary_size;          /**< bytes checked on each side of a block (default 16; 0: none) */
+  bool fill;                   /**< 0xCD in new blocks, 0xDD in freed ones (default true) */
+  size_t quarantine_bytes;     /**< freed blocks held back before their memory is reused (default 1 MiB) */
+  unsigned backtrace_depth;    /**< return addresses recorded per allocation (default 0: the caller only) */
+  bool report_leaks;           /**< strata_resource_destroy reports the blocks still live (default true) */
+  strata_guard_t guard;        /**< default STRATA_GUARD_NONE */
+  strata_resource_t* upstream; /**< NULL: the page resource */
+} strata_debug_options_t;
+void strata_debug_options_init(strata_debug_options_t* options) STRATA_C_NOEXCEPT;
+strata_resource_t* strata_debug_create(const strata_debug_options_t* options) STRATA_C_NOEXCEPT;
+/** Checks every live block's canaries and every quarantined block's fill, reports each problem found through the
+ *  misuse handler, and returns how many there were. 0 and EINVAL for a handle that is no debug resource (the default
+ *  heap in debug mode, STRATA_DEBUG, is one). */
+size_t strata_debug_check_all(strata_resource_t* r) STRATA_C_NOEXCEPT;
+/** Reports every live block (address, size, where it was allocated) on stderr; returns how many. 0 and EINVAL for a
+ *  handle that is no debug resource. */
+size_t strata_debug_leak_report(strata_resource_t* r) STRATA_C_NOEXCEPT;
 
 /** Destroys a handle made by a create function: every block still allocated from it is freed and everything goes
  *  back upstream. NULL is ignored; the process-wide handles are left alone (EINVAL). */

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <strata/config.hpp>
+#include <strata/debug_resource.hpp>
 #include <strata/error.hpp>
 #include <strata/fixed_pool_resource.hpp>
 #include <strata/node_size.hpp>

@@ -78,32 +78,39 @@ extern "C" void strata_set_misuse_handler(strata_misuse_handler_t handler, void*
 
 // ---- the default heap ----------------------------------------------------------------------------------------------
 
-// The first call of the process: makes the heap, then does the call (a tail call, so that the fast path below keeps
-// no frame of its own).
-STRATA_NOINLINE void first_free(void* p, std::size_t size) noexcept {
+namespace strata::c_api {
+// The first sized free of the process, or any in debug mode: makes the heap, then does the free.
+template <debug_alloc_family Family>
+void first_free_as(void* p, std::size_t size) noexcept {
+  if (strata::debug_resource* d = debug_heap()) return debug_free(*d, p, size, 0, Family);
   make_heap();
-  strata_free(p, size);
+  heap_free_sized<Family>(p, size);
 }
+template void first_free_as<debug_alloc_family::malloc>(void*, std::size_t) noexcept;
+template void first_free_as<debug_alloc_family::new_single>(void*, std::size_t) noexcept;
+template void first_free_as<debug_alloc_family::new_array>(void*, std::size_t) noexcept;
+}  // namespace strata::c_api
 
 extern "C" void* strata_malloc(size_t size) noexcept { return heap_malloc(size); }
 
-extern "C" void strata_free(void* p, size_t size) noexcept {
-  strata::thread_cache_resource* h = g_heap.load(std::memory_order_acquire);
-  if (STRATA_UNLIKELY(h == nullptr)) return first_free(p, size);
-  if (p != nullptr) h->deallocate_rounded(p, size, heap_alignment);  // noexcept: nothing to catch
-}
+extern "C" void strata_free(void* p, size_t size) noexcept { heap_free_sized(p, size); }
 
 extern "C" void* strata_calloc(size_t count, size_t size) noexcept {
   std::size_t n;
   if (!checked_product(count, size, n)) return nullptr;
+  if (strata::debug_resource* d = debug_heap())
+    return debug_allocate(*d, n, heap_alignment, debug_alloc_family::malloc, true);
   return allocate_on(&immortal<default_handle>(), n, plain_alignment(n), true);
 }
 
 extern "C" void* strata_realloc(void* p, size_t old_size, size_t new_size) noexcept {
+  if (strata::debug_resource* d = debug_heap()) return debug_realloc(*d, p, old_size, new_size);
   return realloc_on(&immortal<default_handle>(), p, old_size, new_size);
 }
 
 extern "C" bool strata_resize(void* p, size_t old_size, size_t new_size) noexcept {
+  if (strata::debug_resource* d = debug_heap())
+    return p != nullptr && guarded(false, [&] { return d->resize(p, old_size, new_size, heap_alignment); });
   return p != nullptr && resize_on(&immortal<default_handle>(), p, old_size, new_size);
 }
 
@@ -111,12 +118,18 @@ extern "C" size_t strata_round_size(size_t size) noexcept { return heap().round_
 
 extern "C" void* strata_malloc_aligned(size_t size, size_t alignment) noexcept {
   if (!valid_alignment(alignment)) return nullptr;
+  if (strata::debug_resource* d = debug_heap())
+    return debug_allocate(*d, size, alignment > heap_alignment ? alignment : heap_alignment,
+                          debug_alloc_family::malloc, false);
   strata::thread_cache_resource& h = heap();
   return guarded<void*>(nullptr, [&] { return h.allocate_rounded(size, alignment); });
 }
 
 extern "C" void strata_free_aligned(void* p, size_t size, size_t alignment) noexcept {
   if (p == nullptr || !valid_alignment(alignment)) return;
+  if (strata::debug_resource* d = debug_heap())
+    return debug_free(*d, p, size, alignment > heap_alignment ? alignment : heap_alignment,
+                      debug_alloc_family::malloc);
   strata::thread_cache_resource& h = heap();
   guarded(0, [&] {
     h.deallocate_rounded(p, size, alignment);
@@ -125,13 +138,19 @@ extern "C" void strata_free_aligned(void* p, size_t size, size_t alignment) noex
 }
 
 extern "C" size_t strata_usable_size(const void* p) noexcept {
-  return p == nullptr ? 0 : guarded<std::size_t>(0, [&] { return heap().usable_size(p); });
+  if (p == nullptr) return 0;
+  if (strata::debug_resource* d = debug_heap()) {  // exactly the size asked for: the canary starts after it
+    const std::size_t n = guarded<std::size_t>(unknown_size, [&] { return d->allocated_size(p); });
+    return n == unknown_size ? 0 : n;
+  }
+  return guarded<std::size_t>(0, [&] { return heap().usable_size(p); });
 }
 
 extern "C" void strata_free_unsized(void* p) noexcept { heap_free_unsized(p); }
 
 extern "C" void* strata_realloc_unsized(void* p, size_t new_size) noexcept {
   if (p == nullptr) return strata_malloc(new_size);
+  if (strata::debug_resource* d = debug_heap()) return debug_realloc(*d, p, unknown_size, new_size);
   // An object of the thread tier: one look decides (checked live; same class: it stays), and a move takes the heap's
   // fast paths. The other tiers (and misuse found there) the general way.
   strata::thread_cache_resource& h = heap();
@@ -172,10 +191,17 @@ extern "C" size_t strata_tier_max_size(strata_tier_t tier) noexcept {
 }
 
 extern "C" bool strata_stats(strata_stats_t* out) noexcept {
+  if (strata::debug_resource* d = debug_heap(); d != nullptr && out != nullptr) {
+    copy_stats(d->stats(), out);
+    return true;
+  }
   return strata_resource_stats(&immortal<default_handle>(), out);
 }
 
-extern "C" void strata_trim(void) noexcept { heap().trim(); }
+extern "C" void strata_trim(void) noexcept {
+  if (strata::debug_resource* d = debug_heap()) return d->trim();
+  heap().trim();
+}
 
 extern "C" void strata_thread_cleanup(void) noexcept {
   if (strata::thread_cache_resource* h = g_heap.load(std::memory_order_acquire)) h->release_thread_cache();
@@ -198,7 +224,10 @@ extern "C" bool strata_persistent_stats(strata_stats_t* out) noexcept {
 
 // ---- handles -------------------------------------------------------------------------------------------------------
 
-extern "C" strata_resource_t* strata_default_resource(void) noexcept { return &immortal<default_handle>(); }
+extern "C" strata_resource_t* strata_default_resource(void) noexcept {
+  if (debug_heap() != nullptr) return &immortal<debug_heap_handle>();
+  return &immortal<default_handle>();
+}
 extern "C" strata_resource_t* strata_page_resource(void) noexcept { return &immortal<page_handle>(); }
 extern "C" strata_resource_t* strata_system_resource(void) noexcept { return &immortal<system_handle>(); }
 
@@ -282,6 +311,50 @@ extern "C" strata_resource_t* strata_thread_cache_create(const strata_thread_cac
                                           o.idle_decay_ms};
   return create<strata::thread_cache_resource>(kind::thread_cache, "thread_cache_resource", opts,
                                                upstream_of(o.upstream));
+}
+
+extern "C" void strata_debug_options_init(strata_debug_options_t* o) noexcept {
+  if (o == nullptr) return;
+  const strata::debug_options d;
+  *o = strata_debug_options_t{d.canary_size,  d.fill,           d.quarantine_bytes, d.backtrace_depth,
+                              d.report_leaks, STRATA_GUARD_NONE, nullptr};
+}
+
+extern "C" strata_resource_t* strata_debug_create(const strata_debug_options_t* options) noexcept {
+  const strata_debug_options_t o = given_or_default(options, strata_debug_options_init);
+  std::underlying_type_t<strata_guard_t> guard;  // any int a C caller put there
+  std::memcpy(&guard, &o.guard, sizeof guard);
+  strata::debug_options opts;
+  switch (guard) {
+    case STRATA_GUARD_NONE: opts.guard = strata::guard_mode::none; break;
+    case STRATA_GUARD_OVERFLOW: opts.guard = strata::guard_mode::overflow; break;
+    case STRATA_GUARD_UNDERFLOW: opts.guard = strata::guard_mode::underflow; break;
+    default: fail(STRATA_EINVAL); return nullptr;
+  }
+  opts.canary_size = o.canary_size;
+  opts.fill = o.fill;
+  opts.quarantine_bytes = o.quarantine_bytes;
+  opts.backtrace_depth = o.backtrace_depth;
+  opts.report_leaks = o.report_leaks;
+  return create<strata::debug_resource>(kind::debug, "debug_resource", opts, upstream_of(o.upstream));
+}
+
+extern "C" size_t strata_debug_check_all(strata_resource_t* r) noexcept {
+  strata::debug_resource* d = debug_of(r);
+  if (d == nullptr) {
+    fail(STRATA_EINVAL);
+    return 0;
+  }
+  return guarded<std::size_t>(0, [&] { return d->check_all(); });
+}
+
+extern "C" size_t strata_debug_leak_report(strata_resource_t* r) noexcept {
+  strata::debug_resource* d = debug_of(r);
+  if (d == nullptr) {
+    fail(STRATA_EINVAL);
+    return 0;
+  }
+  return guarded<std::size_t>(0, [&] { return d->leak_report(); });
 }
 
 extern "C" void strata_resource_destroy(strata_resource_t* r) noexcept {

@@ -13,6 +13,8 @@
 namespace strata::c_api {
 
 std::atomic<strata::thread_cache_resource*> g_heap{nullptr};
+std::atomic<int> g_heap_mode{0};
+std::atomic<strata::debug_resource*> g_debug_heap{nullptr};
 alignas(strata::thread_cache_resource) unsigned char g_heap_storage[sizeof(strata::thread_cache_resource)];
 
 namespace {
@@ -60,7 +62,7 @@ strata::thread_cache_options options_from_environment() noexcept {
 // resident, and are purged once unused for STRATA_PURGE_DELAY_MS (default 1000) at a later free. (With the page
 // resource's defaults, 32 MiB resident and 10 ms, a loop of 64 KiB..4 MiB blocks faulted its pages in again at
 // every reuse: 11x mimalloc's time.)
-strata::page_resource& heap_pages() {
+strata::page_resource& made_heap_pages() {
   strata::page_resource::options o;
   const std::size_t mib = number_from_environment("STRATA_CACHE_MB", 128);
   o.max_cached_bytes = (mib > (std::size_t{1} << 20) ? std::size_t{1} << 20 : mib) << 20;
@@ -75,11 +77,65 @@ strata::page_resource& heap_pages() {
   alignas(strata::page_resource) static unsigned char storage[sizeof(strata::page_resource)];
   return *new (storage) strata::page_resource(o);
 }
+strata::page_resource& heap_pages() {
+  static strata::page_resource& pages = made_heap_pages();
+  return pages;
+}
+
+// STRATA_DEBUG: the default heap as a debug_resource (docs/debugging.md). Over a thread cache of its own (the
+// blocks with their headers and canaries; in guarded mode only the headers, the blocks are pages of their own). The
+// quarantine holds STRATA_DEBUG_QUARANTINE_MB (64) MiB of freed blocks; STRATA_DEBUG_BACKTRACE=N records N return
+// addresses per allocation; at exit every live block's canaries and every quarantined block's fill are checked, and
+// with STRATA_DEBUG_LEAKS=1 the blocks still live are reported.
+strata::debug_resource* g_debug_for_exit = nullptr;
+bool g_leaks_at_exit = false;
+void check_at_exit() {
+  (void)g_debug_for_exit->check_all();
+  if (g_leaks_at_exit) (void)g_debug_for_exit->leak_report();
+}
+
+strata::debug_resource* made_debug_heap() noexcept {
+  const char* v = strata::os::environment("STRATA_DEBUG");
+  if (v == nullptr || *v == '\0' || std::strcmp(v, "0") == 0) return nullptr;
+  strata::debug_options o;
+  if (std::strcmp(v, "guarded") == 0) o.guard = strata::guard_mode::overflow;
+  else if (std::strcmp(v, "guarded-underflow") == 0) o.guard = strata::guard_mode::underflow;
+  else if (std::strcmp(v, "1") != 0) std::fputs("strata: STRATA_DEBUG is not 1, guarded or guarded-underflow: 1\n", stderr);
+  // A guard zone of 2 MiB (address space only): an index far out of range faults too, not only a run off the end.
+  o.guard_bytes = std::size_t{2} << 20;
+  const std::size_t mib = number_from_environment("STRATA_DEBUG_QUARANTINE_MB", 64);
+  o.quarantine_bytes = (mib > (std::size_t{1} << 20) ? std::size_t{1} << 20 : mib) << 20;
+  const std::size_t depth = number_from_environment("STRATA_DEBUG_BACKTRACE", 0);
+  o.backtrace_depth = static_cast<unsigned>(depth > strata::debug_resource::max_backtrace_depth
+                                                ? strata::debug_resource::max_backtrace_depth
+                                                : depth);
+  o.report_leaks = false;  // never destroyed; STRATA_DEBUG_LEAKS reports at exit
+  try {
+    alignas(strata::thread_cache_resource) static unsigned char tc_storage[sizeof(strata::thread_cache_resource)];
+    alignas(strata::debug_resource) static unsigned char storage[sizeof(strata::debug_resource)];
+    auto* tc = new (tc_storage) strata::thread_cache_resource(options_from_environment(), &heap_pages());
+    auto* d = new (storage) strata::debug_resource(o, tc);
+    const char* leaks = strata::os::environment("STRATA_DEBUG_LEAKS");
+    g_leaks_at_exit = leaks != nullptr && std::strcmp(leaks, "1") == 0;
+    g_debug_for_exit = d;
+    std::atexit(&check_at_exit);
+    return d;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "strata: STRATA_DEBUG=%s: %s; the heap runs without it\n", v, e.what());
+    return nullptr;
+  }
+}
 
 // STRATA_STATS=1: the statistics on stderr when the process exits.
 void print_at_exit() { print_heap_stats(); }
 
 strata::thread_cache_resource& made_heap() {
+  // In debug mode the heap in g_heap_storage is never made (the fast paths then always fall through to the debug
+  // heap); what asks for heap() (rounding, the tiers' sizes) gets a thread cache of its own, unpublished.
+  if (decide_heap_mode() != nullptr) {
+    alignas(strata::thread_cache_resource) static unsigned char storage[sizeof(strata::thread_cache_resource)];
+    return *new (storage) strata::thread_cache_resource(options_from_environment(), &heap_pages());
+  }
   // Never destroyed (see immortal()).
   auto* heap = new (g_heap_storage) strata::thread_cache_resource(options_from_environment(), &heap_pages());
   g_heap.store(heap, std::memory_order_release);
@@ -124,12 +180,64 @@ strata::thread_cache_resource& make_heap() {
   return heap;
 }
 
-void* heap_malloc_slow(std::size_t n) noexcept {
+strata::debug_resource* decide_heap_mode() noexcept {
+  static strata::debug_resource* const debug = made_debug_heap();  // once, whichever thread comes first
+  g_debug_heap.store(debug, std::memory_order_relaxed);
+  g_heap_mode.store(debug != nullptr ? 2 : 1, std::memory_order_release);
+  return debug;
+}
+
+void* debug_allocate(strata::debug_resource& d, std::size_t size, std::size_t alignment, debug_alloc_family family,
+                     bool zero) noexcept {
+  // Guarded against overflows, a block ends at its guard page as closely as its alignment allows: malloc's 16 bytes
+  // would leave 8 bytes of slack after an 8-byte block, and an object whose size is no multiple of 16 needs at most 8.
+  if (alignment == heap_alignment && size % 16 != 0 && d.get_options().guard == strata::guard_mode::overflow)
+    alignment = 8;
+  return guarded<void*>(nullptr, [&] { return d.allocate_as(size, alignment, family, zero); });
+}
+void debug_free(strata::debug_resource& d, void* p, std::size_t size, std::size_t alignment,
+                debug_alloc_family family) noexcept {
+  if (p == nullptr) return;
+  guarded(0, [&] {
+    d.deallocate_as(p, size, alignment, family);
+    return 0;
+  });
+}
+void* debug_realloc(strata::debug_resource& d, void* p, std::size_t old_size, std::size_t new_size) noexcept {
+  if (p == nullptr) return debug_allocate(d, new_size, heap_alignment, debug_alloc_family::malloc, false);
+  const std::size_t live = guarded<std::size_t>(unknown_size, [&] { return d.allocated_size(p); });
+  if (live == unknown_size) return nullptr;  // p is no live block: reported
+  if (old_size == unknown_size) old_size = live;
+  if (new_size == 0) {
+    debug_free(d, p, old_size, 0, debug_alloc_family::malloc);
+    return nullptr;
+  }
+  void* q = debug_allocate(d, new_size, heap_alignment, debug_alloc_family::malloc, false);
+  if (q == nullptr) return nullptr;
+  std::memcpy(q, p, live < new_size ? live : new_size);
+  debug_free(d, p, old_size, 0, debug_alloc_family::malloc);
+  return q;
+}
+
+template <debug_alloc_family Family>
+void* heap_malloc_slow_as(std::size_t n) noexcept {
+  if (strata::debug_resource* d = debug_heap()) return debug_allocate(*d, n, heap_alignment, Family, false);
   strata::thread_cache_resource& h = heap();
   return guarded<void*>(nullptr, [&] { return h.allocate_rounded(n, heap_alignment); });
 }
+template void* heap_malloc_slow_as<debug_alloc_family::malloc>(std::size_t) noexcept;
+template void* heap_malloc_slow_as<debug_alloc_family::new_single>(std::size_t) noexcept;
+template void* heap_malloc_slow_as<debug_alloc_family::new_array>(std::size_t) noexcept;
 
-void heap_free_slow(void* p) noexcept { heap().deallocate_unsized(p); }
+template <debug_alloc_family Family>
+void heap_free_slow_as(void* p) noexcept {
+  if (strata::debug_resource* d = debug_heap()) return debug_free(*d, p, unknown_size, 0, Family);
+  heap().deallocate_unsized(p);
+}
+template void heap_free_slow_as<debug_alloc_family::malloc>(void*) noexcept;
+template void heap_free_slow_as<debug_alloc_family::new_single>(void*) noexcept;
+template void heap_free_slow_as<debug_alloc_family::new_array>(void*) noexcept;
+
 
 namespace {
 struct persistent_arena : strata::detail::bump_arena {

@@ -51,6 +51,6 @@ constexpr std::size_t plain_alignment(std::size_t size) noexcept { return size >
 // tier; at 16 bytes and more the two are the same.
 constexpr std::size_t heap_alignment = 16;
 
-enum class kind { thread_cache, bitmap, free_list, fixed_pool, page, system };
+enum class kind { thread_cache, bitmap, free_list, fixed_pool, page, system, debug };
 
 }  // namespace strata::c_api

@@ -16,6 +16,13 @@ std::pmr::memory_resource* upstream_of(strata_resource_t* u) noexcept {
 
 // A plain request's alignment on r, and the size r is asked for: thread caches are asked for the rounded size, the
 // size their blocks are known by (and counted at), which misuse reports then name.
+strata::debug_resource* debug_of(strata_resource_t* r) noexcept {
+  if (r == nullptr) return nullptr;
+  if (r->what == kind::debug) return static_cast<strata::debug_resource*>(r->res);
+  if (strata::debug_resource* d = debug_heap(); d != nullptr && r == &immortal<debug_heap_handle>()) return d;
+  return nullptr;
+}
+
 std::size_t alignment_on(const strata_resource_t* r, std::size_t size) noexcept {
   const std::size_t a = plain_alignment(size);
   return a < r->align_cap ? a : r->align_cap;

@@ -110,6 +110,33 @@ struct default_handle final : strata_resource {
     return heap().round_size(bytes, alignment);
   }
 };
+// The default heap's handle in debug mode: the malloc family's view of the debug heap (plain requests at malloc's
+// alignment, frees checked without one, as free() is), resized only where nothing changes, as the system resource.
+struct debug_heap_view final : std::pmr::memory_resource {
+  void* do_allocate(std::size_t bytes, std::size_t alignment) override {
+    return debug_heap()->allocate_as(bytes, alignment > heap_alignment ? alignment : heap_alignment,
+                                     debug_alloc_family::malloc, false);
+  }
+  void do_deallocate(void* p, std::size_t bytes, std::size_t) override {
+    debug_heap()->deallocate_as(p, bytes, 0, debug_alloc_family::malloc);
+  }
+  bool do_is_equal(const std::pmr::memory_resource& o) const noexcept override { return this == &o; }
+};
+struct debug_heap_handle final : strata_resource {
+  debug_heap_handle() : strata_resource(&view, nullptr, kind::system) {}
+  [[nodiscard]] const char* name() const noexcept override { return "debug_resource"; }
+  /// strata_resource_check: every live block's canaries and every quarantined block's fill (each problem reported).
+  bool check() const noexcept override {
+    try {
+      return debug_heap()->check_all() == 0;
+    } catch (...) {
+      return false;
+    }
+  }
+  debug_heap_view view;
+};
+/// The debug resource behind a handle: a created one, or the default heap's in debug mode; nullptr for any other.
+strata::debug_resource* debug_of(strata_resource_t* r) noexcept;
 struct page_handle final : strata_resource {
   page_handle() : strata_resource(strata::default_page_resource(), strata::default_page_resource(), kind::page) {}
   [[nodiscard]] const char* name() const noexcept override { return "page_resource"; }

@@ -264,21 +264,33 @@ STRATA_MALLOC_API struct mallinfo mallinfo() noexcept {
 
 // ---- C++ -----------------------------------------------------------------------------------------------------------
 
+// new, new[] and their deletes name their family: the same code as malloc and free, but in debug mode (STRATA_DEBUG)
+// the debug heap records it and reports a block freed by the other family (delete of new[], delete[] of new, free of
+// either).
+using strata::c_api::debug_alloc_family;
+using strata::c_api::heap_free_sized;
 __attribute__((visibility("default"))) void* operator new(std::size_t n) {
-  return new_or_throw([n] { return heap_malloc(n); });
+  return new_or_throw([n] { return heap_malloc<debug_alloc_family::new_single>(n); });
 }
 __attribute__((visibility("default"))) void* operator new[](std::size_t n) {
-  return new_or_throw([n] { return heap_malloc(n); });
+  return new_or_throw([n] { return heap_malloc<debug_alloc_family::new_array>(n); });
 }
 __attribute__((visibility("default"))) void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
-  return new_or_null([n] { return heap_malloc(n); }, [n](const program_runtime& r, void*& p) {
+  return new_or_null([n] { return heap_malloc<debug_alloc_family::new_single>(n); },
+                     [n](const program_runtime& r, void*& p) {
     if (r.new_nothrow == nullptr) return false;
     p = r.new_nothrow(n, std::nothrow);
     return true;
   });
 }
-__attribute__((visibility("default"))) void* operator new[](std::size_t n, const std::nothrow_t& t) noexcept {
-  return ::operator new(n, t);
+__attribute__((visibility("default"))) void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
+  // (After a failure with a new-handler installed, the program's runtime's nothrow new retries: a new block.)
+  return new_or_null([n] { return heap_malloc<debug_alloc_family::new_array>(n); },
+                     [n](const program_runtime& r, void*& p) {
+                       if (r.new_nothrow == nullptr) return false;
+                       p = r.new_nothrow(n, std::nothrow);
+                       return true;
+                     });
 }
 __attribute__((visibility("default"))) void* operator new(std::size_t n, std::align_val_t a) {
   return new_or_throw([n, a] { return aligned(static_cast<std::size_t>(a), n); });
@@ -300,16 +312,24 @@ __attribute__((visibility("default"))) void* operator new[](std::size_t n, std::
   return ::operator new(n, a, t);
 }
 
-__attribute__((visibility("default"))) void operator delete(void* p) noexcept { heap_free_unsized(p); }
-__attribute__((visibility("default"))) void operator delete[](void* p) noexcept { heap_free_unsized(p); }
+__attribute__((visibility("default"))) void operator delete(void* p) noexcept {
+  heap_free_unsized<debug_alloc_family::new_single>(p);
+}
+__attribute__((visibility("default"))) void operator delete[](void* p) noexcept {
+  heap_free_unsized<debug_alloc_family::new_array>(p);
+}
 __attribute__((visibility("default"))) void operator delete(void* p, const std::nothrow_t&) noexcept {
-  heap_free_unsized(p);
+  heap_free_unsized<debug_alloc_family::new_single>(p);
 }
 __attribute__((visibility("default"))) void operator delete[](void* p, const std::nothrow_t&) noexcept {
-  heap_free_unsized(p);
+  heap_free_unsized<debug_alloc_family::new_array>(p);
 }
-__attribute__((visibility("default"))) void operator delete(void* p, std::size_t n) noexcept { strata_free(p, n); }
-__attribute__((visibility("default"))) void operator delete[](void* p, std::size_t n) noexcept { strata_free(p, n); }
+__attribute__((visibility("default"))) void operator delete(void* p, std::size_t n) noexcept {
+  heap_free_sized<debug_alloc_family::new_single>(p, n);
+}
+__attribute__((visibility("default"))) void operator delete[](void* p, std::size_t n) noexcept {
+  heap_free_sized<debug_alloc_family::new_array>(p, n);
+}
 __attribute__((visibility("default"))) void operator delete(void* p, std::align_val_t) noexcept {
   heap_free_unsized(p);
 }

@@ -35,6 +35,9 @@ const char* to_string(error_kind kind) noexcept {
     case error_kind::bad_alignment: return "bad alignment";
     case error_kind::corrupt_metadata: return "corrupt metadata";
     case error_kind::invariant_violated: return "invariant violated";
+    case error_kind::buffer_overflow: return "buffer overflow";
+    case error_kind::write_after_free: return "write after free";
+    case error_kind::mismatched_free: return "mismatched free";
   }
   return "unknown error";
 }

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
-// lib/os/linux.cpp: the os.hpp contract on Linux (mmap, mremap, madvise, /proc). The counter and the test hooks
-// are the portable part's (common.cpp, through port.hpp).
+// lib/os/linux.cpp: the os.hpp contract on Linux (mmap, mremap, madvise, /proc; backtrace and dladdr for call
+// sites). The counter and the test hooks are the portable part's (common.cpp, through port.hpp).
 #include "port.hpp"
 
 #include <cerrno>
@@ -8,8 +8,11 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include <dlfcn.h>
+#include <execinfo.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -185,6 +188,76 @@ std::size_t address_space_limit() noexcept {
   rlimit limit{};
   if (getrlimit(RLIMIT_AS, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return SIZE_MAX;
   return limit.rlim_cur > SIZE_MAX ? SIZE_MAX : static_cast<std::size_t>(limit.rlim_cur);
+}
+
+// glibc's backtrace() loads libgcc_s on its first call (dlopen, which allocates); once loaded it unwinds without
+// allocating. The flag stops an allocation made by that load from unwinding again on the same thread.
+std::size_t capture_stack(void** out, std::size_t max) noexcept {
+  static thread_local bool inside = false;
+  constexpr int most = 64;
+  if (inside || max == 0) return 0;
+  inside = true;
+  void* frames[most + 1];
+  const int got = ::backtrace(frames, most + 1);
+  inside = false;
+  // frames[0] is capture_stack's own return address (into itself, after the call to backtrace).
+  std::size_t n = got > 1 ? static_cast<std::size_t>(got - 1) : 0;
+  if (n > max) n = max;
+  for (std::size_t i = 0; i < n; ++i) out[i] = frames[i + 1];
+  return n;
+}
+
+bool describe_address(const void* address, code_location& out) noexcept {
+  Dl_info info{};
+  if (::dladdr(address, &info) == 0) return false;
+  out.symbol = info.dli_sname;
+  out.symbol_address = reinterpret_cast<std::uintptr_t>(info.dli_saddr);
+  out.object = info.dli_fname;
+  out.object_base = reinterpret_cast<std::uintptr_t>(info.dli_fbase);
+  return true;
+}
+
+namespace {
+void (*g_explain)(const void*) = nullptr;
+struct sigaction g_previous_segv {};
+struct sigaction g_previous_bus {};
+
+void on_fault_signal(int, siginfo_t* info, void*) {
+  // The previous handlers first: a fault inside explain then ends the process as it would have.
+  ::sigaction(SIGSEGV, &g_previous_segv, nullptr);
+  ::sigaction(SIGBUS, &g_previous_bus, nullptr);
+  if (g_explain != nullptr) g_explain(info->si_addr);
+}
+}  // namespace
+
+bool on_fault(void (*explain)(const void* address)) noexcept {
+  g_explain = explain;
+  struct sigaction action {};
+  action.sa_sigaction = &on_fault_signal;
+  action.sa_flags = SA_SIGINFO;
+  sigemptyset(&action.sa_mask);
+  // Installed again only where another handler took over since (or a fault put the previous one back); the one it
+  // replaces is never this one, or a fault would come back here for ever.
+  const int signals[] = {SIGSEGV, SIGBUS};
+  for (const int signal : signals) {
+    struct sigaction previous {};
+    if (::sigaction(signal, &action, &previous) != 0) return false;
+    if ((previous.sa_flags & SA_SIGINFO) == 0 || previous.sa_sigaction != &on_fault_signal)
+      (signal == SIGSEGV ? g_previous_segv : g_previous_bus) = previous;
+  }
+  return true;
+}
+
+void write_error(const char* text, std::size_t length) noexcept {
+  while (length > 0) {
+    const ssize_t n = ::write(2, text, length);
+    if (n <= 0) {
+      if (n < 0 && errno == EINTR) continue;
+      return;
+    }
+    text += n;
+    length -= static_cast<std::size_t>(n);
+  }
 }
 
 const char* environment(const char* name) noexcept { return std::getenv(name); }

@@ -72,6 +72,31 @@ std::size_t address_space_limit() noexcept;
 /// A monotonic clock in nanoseconds (from an arbitrary start; never goes back).
 std::uint64_t monotonic_ns() noexcept;
 
+/// Up to `max` return addresses of the calling thread's stack, innermost first, starting with the return address
+/// into the caller of capture_stack; returns how many (at most 64). The first call in a process may load the unwinder,
+/// which takes memory from malloc: a call made on a thread that is already inside capture_stack (such an allocation
+/// served by a strata allocator that records call sites) returns 0 instead of recursing. Later calls take no memory.
+std::size_t capture_stack(void** out, std::size_t max) noexcept;
+
+/// What the dynamic linker knows about a code address.
+struct code_location {
+  const char* symbol = nullptr;      ///< the nearest exported symbol at or below the address (mangled), or nullptr
+  std::uintptr_t symbol_address = 0;
+  const char* object = nullptr;      ///< the file of the executable or shared library holding the address, or nullptr
+  std::uintptr_t object_base = 0;    ///< where that object is loaded
+};
+/// Describes `address`: false when it lies in no loaded object. Takes no memory; the strings stay valid while the
+/// object stays loaded. Only exported symbols are named: an executable's own functions need -rdynamic.
+bool describe_address(const void* address, code_location& out) noexcept;
+
+/// Calls `explain(address)` when the process takes a segmentation or bus fault at `address`, then lets the fault take
+/// its course: the handlers that were in place are put back before `explain` runs, and the faulting instruction runs
+/// again when it returns. `explain` runs in a signal handler: it may only read memory it knows and write with
+/// write_error. One function per process (a later call replaces it). False when the OS cannot.
+bool on_fault(void (*explain)(const void* address)) noexcept;
+/// Writes `length` bytes of `text` to the standard error stream, unbuffered (usable in a signal handler).
+void write_error(const char* text, std::size_t length) noexcept;
+
 /// The value of environment variable `name`, or nullptr when it is not set.
 const char* environment(const char* name) noexcept;
 

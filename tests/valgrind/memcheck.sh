@@ -18,7 +18,8 @@ expect() {  # expect CASE TEXT...: every TEXT is in the report and memcheck fail
   shift
   run "$c"
   rc=$?
-  if [ "$rc" -ne 99 ]; then
+  # (debug_resource then finds the overwritten canary itself at the free, and aborts: 134.)
+  if [ "$rc" -ne 99 ] && ! { [ "$resource" = debug ] && [ "$rc" -eq 134 ]; }; then
     echo "FAIL $resource $c: memcheck reported nothing (exit $rc)"
     cat "$out"
     failed=1
@@ -51,6 +52,14 @@ case $resource in
   bitmap|fixed_pool|free_list|nested) ;;
   *) clean threads ;;
 esac
+# debug_resource's blocks are its own memory to memcheck (it reports leaks itself); the canaries and the quarantine
+# are no-access, so memcheck still reports the access.
+if [ "$resource" = debug ]; then
+  expect use_after_free "Invalid read of size 1" "memcheck_probe.cpp"
+  expect overflow "Invalid write of size 1" "memcheck_probe.cpp"
+  expect large "Invalid read of size 1" "memcheck_probe.cpp"
+  exit $failed
+fi
 expect use_after_free "Invalid read of size 1" "is 8 bytes inside a block of size 44 free'd" "Block was alloc'd at"
 expect overflow "Invalid write of size 1" "memcheck_probe.cpp"
 expect large "Invalid read of size 1" "inside a block of size 1,048,576 free'd"

@@ -5,7 +5,8 @@
 //
 //   memcheck_probe <resource> <case>
 //   resource: page bitmap synchronized_bitmap fixed_pool synchronized_fixed_pool free_list synchronized_free_list
-//             thread_cache c_heap nested (a fixed pool over a bitmap over a thread cache)
+//             thread_cache c_heap nested (a fixed pool over a bitmap over a thread cache) debug (a debug_resource
+//             over a thread cache)
 //   case:     clean (a churn of every size the resource serves, all freed), use_after_free (a read of a freed
 //             block), overflow (a write one byte past the size asked for), leak (a block no one frees), large (a
 //             read after free of a block the resource sent upstream), threads (clean: blocks freed by another
@@ -60,6 +61,7 @@ bool make(const std::string& name, chain& c) {
   else if (name == "synchronized_free_list") c.add<strata::synchronized_free_list_resource>();
   else if (name == "thread_cache") c.add<strata::thread_cache_resource>();
   else if (name == "c_heap") c.add<c_heap_resource>();
+  else if (name == "debug") c.add<strata::debug_resource>(strata::debug_options{}, c.add<strata::thread_cache_resource>());
   else if (name == "nested") {
     auto* tc = c.add<strata::thread_cache_resource>();
     auto* bm = c.add<strata::bitmap_resource>(strata::bitmap_options{}, tc);
