@@ -82,6 +82,7 @@ namespace strata::c_api {
 // The first sized free of the process, or any in debug mode: makes the heap, then does the free.
 template <debug_alloc_family Family>
 void first_free_as(void* p, std::size_t size) noexcept {
+  if (STRATA_UNLIKELY(from_bootstrap(p))) return;
   if (strata::debug_resource* d = debug_heap()) return debug_free(*d, p, size, 0, Family);
   make_heap();
   heap_free_sized<Family>(p, size);
@@ -98,6 +99,7 @@ extern "C" void strata_free(void* p, size_t size) noexcept { heap_free_sized(p, 
 extern "C" void* strata_calloc(size_t count, size_t size) noexcept {
   std::size_t n;
   if (!checked_product(count, size, n)) return nullptr;
+  if (STRATA_UNLIKELY(t_bootstrapping)) return bootstrap_allocate(n, heap_alignment);  // zero: never used before
   if (strata::debug_resource* d = debug_heap())
     return debug_allocate(*d, n, heap_alignment, debug_alloc_family::malloc, true);
   return allocate_on(&immortal<default_handle>(), n, plain_alignment(n), true);
@@ -118,6 +120,7 @@ extern "C" size_t strata_round_size(size_t size) noexcept { return heap().round_
 
 extern "C" void* strata_malloc_aligned(size_t size, size_t alignment) noexcept {
   if (!valid_alignment(alignment)) return nullptr;
+  if (STRATA_UNLIKELY(t_bootstrapping)) return bootstrap_allocate(size, alignment);
   if (strata::debug_resource* d = debug_heap())
     return debug_allocate(*d, size, alignment > heap_alignment ? alignment : heap_alignment,
                           debug_alloc_family::malloc, false);
@@ -139,6 +142,7 @@ extern "C" void strata_free_aligned(void* p, size_t size, size_t alignment) noex
 
 extern "C" size_t strata_usable_size(const void* p) noexcept {
   if (p == nullptr) return 0;
+  if (STRATA_UNLIKELY(from_bootstrap(p))) return bootstrap_size(p);
   if (strata::debug_resource* d = debug_heap()) {  // exactly the size asked for: the canary starts after it
     const std::size_t n = guarded<std::size_t>(unknown_size, [&] { return d->allocated_size(p); });
     return n == unknown_size ? 0 : n;
@@ -149,6 +153,7 @@ extern "C" size_t strata_usable_size(const void* p) noexcept {
 extern "C" void strata_free_unsized(void* p) noexcept { heap_free_unsized(p); }
 
 extern "C" void* strata_realloc_unsized(void* p, size_t new_size) noexcept {
+  if (STRATA_UNLIKELY(t_bootstrapping || from_bootstrap(p))) return bootstrap_realloc(p, new_size);
   if (p == nullptr) return strata_malloc(new_size);
   if (strata::debug_resource* d = debug_heap()) return debug_realloc(*d, p, unknown_size, new_size);
   // An object of the thread tier: one look decides (checked live; same class: it stays), and a move takes the heap's

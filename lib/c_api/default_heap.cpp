@@ -94,6 +94,51 @@ void check_at_exit() {
   if (g_leaks_at_exit) (void)g_debug_for_exit->leak_report();
 }
 
+}  // namespace
+
+thread_local bool t_bootstrapping = false;
+namespace {
+alignas(64) unsigned char g_bootstrap[std::size_t{256} << 10];
+std::atomic<std::size_t> g_bootstrap_used{0};
+constexpr std::size_t bootstrap_header = 16;  // the block's size, before it
+}  // namespace
+
+void* bootstrap_allocate(std::size_t size, std::size_t alignment) noexcept {
+  if (alignment < bootstrap_header) alignment = bootstrap_header;
+  std::size_t used = g_bootstrap_used.load(std::memory_order_relaxed);
+  for (;;) {
+    const std::uintptr_t base = reinterpret_cast<std::uintptr_t>(g_bootstrap);
+    const std::uintptr_t at = (base + used + bootstrap_header + alignment - 1) & ~(alignment - 1);
+    const std::size_t end = at - base + size;
+    if (size > sizeof g_bootstrap || end > sizeof g_bootstrap) {
+      fail(STRATA_ENOMEM);
+      return nullptr;
+    }
+    if (g_bootstrap_used.compare_exchange_weak(used, end, std::memory_order_relaxed)) {
+      std::memcpy(reinterpret_cast<void*>(at - bootstrap_header), &size, sizeof size);
+      return reinterpret_cast<void*>(at);  // zero: the arena is never reused
+    }
+  }
+}
+bool from_bootstrap(const void* p) noexcept {
+  const auto a = reinterpret_cast<std::uintptr_t>(p), base = reinterpret_cast<std::uintptr_t>(g_bootstrap);
+  return a >= base && a < base + sizeof g_bootstrap;
+}
+std::size_t bootstrap_size(const void* p) noexcept {
+  std::size_t size;
+  std::memcpy(&size, static_cast<const unsigned char*>(p) - bootstrap_header, sizeof size);
+  return size;
+}
+void* bootstrap_realloc(void* p, std::size_t new_size) noexcept {
+  void* q = t_bootstrapping ? bootstrap_allocate(new_size, heap_alignment) : strata_malloc(new_size);
+  if (q != nullptr && p != nullptr) {
+    const std::size_t old_size = from_bootstrap(p) ? bootstrap_size(p) : 0;
+    std::memcpy(q, p, old_size < new_size ? old_size : new_size);
+  }
+  return q;  // a bootstrap block is never freed
+}
+
+namespace {
 strata::debug_resource* made_debug_heap() noexcept {
   const char* v = strata::os::environment("STRATA_DEBUG");
   if (v == nullptr || *v == '\0' || std::strcmp(v, "0") == 0) return nullptr;
@@ -114,13 +159,16 @@ strata::debug_resource* made_debug_heap() noexcept {
     alignas(strata::thread_cache_resource) static unsigned char tc_storage[sizeof(strata::thread_cache_resource)];
     alignas(strata::debug_resource) static unsigned char storage[sizeof(strata::debug_resource)];
     auto* tc = new (tc_storage) strata::thread_cache_resource(options_from_environment(), &heap_pages());
+    t_bootstrapping = true;  // the unwinder loads now (backtraces), and allocates
     auto* d = new (storage) strata::debug_resource(o, tc);
+    t_bootstrapping = false;
     const char* leaks = strata::os::environment("STRATA_DEBUG_LEAKS");
     g_leaks_at_exit = leaks != nullptr && std::strcmp(leaks, "1") == 0;
     g_debug_for_exit = d;
     std::atexit(&check_at_exit);
     return d;
   } catch (const std::exception& e) {
+    t_bootstrapping = false;
     std::fprintf(stderr, "strata: STRATA_DEBUG=%s: %s; the heap runs without it\n", v, e.what());
     return nullptr;
   }
@@ -197,7 +245,7 @@ void* debug_allocate(strata::debug_resource& d, std::size_t size, std::size_t al
 }
 void debug_free(strata::debug_resource& d, void* p, std::size_t size, std::size_t alignment,
                 debug_alloc_family family) noexcept {
-  if (p == nullptr) return;
+  if (p == nullptr || from_bootstrap(p)) return;
   guarded(0, [&] {
     d.deallocate_as(p, size, alignment, family);
     return 0;
@@ -205,6 +253,7 @@ void debug_free(strata::debug_resource& d, void* p, std::size_t size, std::size_
 }
 void* debug_realloc(strata::debug_resource& d, void* p, std::size_t old_size, std::size_t new_size) noexcept {
   if (p == nullptr) return debug_allocate(d, new_size, heap_alignment, debug_alloc_family::malloc, false);
+  if (from_bootstrap(p)) return bootstrap_realloc(p, new_size);
   const std::size_t live = guarded<std::size_t>(unknown_size, [&] { return d.allocated_size(p); });
   if (live == unknown_size) return nullptr;  // p is no live block: reported
   if (old_size == unknown_size) old_size = live;
@@ -221,6 +270,7 @@ void* debug_realloc(strata::debug_resource& d, void* p, std::size_t old_size, st
 
 template <debug_alloc_family Family>
 void* heap_malloc_slow_as(std::size_t n) noexcept {
+  if (STRATA_UNLIKELY(t_bootstrapping)) return bootstrap_allocate(n, heap_alignment);
   if (strata::debug_resource* d = debug_heap()) return debug_allocate(*d, n, heap_alignment, Family, false);
   strata::thread_cache_resource& h = heap();
   return guarded<void*>(nullptr, [&] { return h.allocate_rounded(n, heap_alignment); });
@@ -231,6 +281,7 @@ template void* heap_malloc_slow_as<debug_alloc_family::new_array>(std::size_t) n
 
 template <debug_alloc_family Family>
 void heap_free_slow_as(void* p) noexcept {
+  if (STRATA_UNLIKELY(from_bootstrap(p))) return;
   if (strata::debug_resource* d = debug_heap()) return debug_free(*d, p, unknown_size, 0, Family);
   heap().deallocate_unsized(p);
 }

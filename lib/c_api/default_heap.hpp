@@ -55,6 +55,16 @@ STRATA_ALWAYS_INLINE strata::debug_resource* debug_heap() noexcept {
   if (STRATA_LIKELY(mode == 1)) return nullptr;
   return mode == 2 ? g_debug_heap.load(std::memory_order_relaxed) : decide_heap_mode();
 }
+/// While this thread makes the debug heap (its unwinder loads then, and loading allocates), its allocations come
+/// from a small static arena whose blocks are never freed: t_bootstrapping says when; from_bootstrap(p) tells such a
+/// block (the frees and reallocs of every mode look first), bootstrap_size(p) its size.
+extern thread_local bool t_bootstrapping;
+void* bootstrap_allocate(std::size_t size, std::size_t alignment) noexcept;
+bool from_bootstrap(const void* p) noexcept;
+std::size_t bootstrap_size(const void* p) noexcept;
+/// realloc of a bootstrap block, or any realloc while bootstrapping.
+void* bootstrap_realloc(void* p, std::size_t new_size) noexcept;
+
 /// The debug heap's allocation and free (errors caught: nullptr with strata_last_error() and errno set). A block is
 /// freed as the family it was allocated as (malloc, new, new[]): another is reported as a mismatched free. `size`:
 /// unknown_size when the caller does not know it; `alignment` 0 when it does not (the C API's malloc family).

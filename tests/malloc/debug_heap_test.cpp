@@ -5,7 +5,8 @@
 // in a forked child, which must die of the bug the way the mode promises (strata's report and abort in the failing
 // call or at exit, or a fault at the faulting instruction explained first), or, for the cases that are no bug, live.
 //
-//   debug_heap_test MODE   (MODE: 1, guarded or guarded-underflow, as STRATA_DEBUG is set)
+//   debug_heap_test MODE   (MODE: 1, guarded or guarded-underflow, as STRATA_DEBUG is set; leaks: STRATA_DEBUG=1
+//                          with STRATA_DEBUG_BACKTRACE and STRATA_DEBUG_LEAKS)
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -214,9 +215,30 @@ void guarded_mode(bool underflow) {
 
 }  // namespace
 
+// With STRATA_DEBUG_BACKTRACE and STRATA_DEBUG_LEAKS (the "leaks" run): the report at exit names this function.
+extern "C" [[gnu::noinline]] void* debug_heap_test_leak_from_here(std::size_t n) {
+  void* p = std::malloc(n);
+  std::memset(p, 1, n);
+  return p;
+}
+
+namespace {
+void leaks_mode() {
+  expect("a leak at exit names where it was allocated, through the unwinder", 0, "debug_heap_test_leak_from_here", [] {
+    std::printf("%p\n", debug_heap_test_leak_from_here(24));  // the only pointer, gone
+    for (int i = 0; i < 100; ++i) std::free(std::malloc(static_cast<std::size_t>(i)));
+  });
+}
+}  // namespace
+
 int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "";
   const char* env = std::getenv("STRATA_DEBUG");
+  if (mode == "leaks" && env != nullptr && std::string(env) == "1") {
+    leaks_mode();
+    std::printf("%d failed\n", failures);
+    return failures == 0 ? 0 : 1;
+  }
   if (env == nullptr || mode != env) {
     std::fprintf(stderr, "debug_heap_test: run with STRATA_DEBUG=%s (and libstrata-malloc preloaded)\n", mode.c_str());
     return 2;
