@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <memory_resource>
 
+#include <strata/inspect.hpp>
 #include <strata/stats.hpp>
 
 STRATA_PUBLIC_BEGIN
@@ -79,6 +80,17 @@ class resource : public std::pmr::memory_resource {
   /// it, `bytes` exceeds the allocation or is less than one huge page, or the OS refused.
   bool advise_huge_pages(void* p, std::size_t bytes) noexcept { return do_advise_huge_pages(p, bytes); }
 
+  /// The strategy's name as make_resource() spells it ("bitmap", "thread_cache", "page", ...).
+  [[nodiscard]] const char* name() const noexcept { return do_name(); }
+
+  /// The resource this one takes its memory from; nullptr for one that takes it from the OS (page_resource).
+  [[nodiscard]] std::pmr::memory_resource* upstream_resource() const noexcept { return do_upstream_resource(); }
+
+  /// Reports this resource's size classes, tiers and regions (as `what` asks) to `v`; see inspector. A snapshot: a
+  /// thread-safe resource takes its locks in turn, so figures of different callbacks may be apart by what other
+  /// threads did meanwhile. Does not allocate from this resource.
+  void inspect(inspector& v, unsigned what = inspect_all) const { do_inspect(v, what); }
+
  protected:
   /// Called by resize() with a valid alignment and a non-null `p` (old_size may equal new_size: true only for a live
   /// block, misuse reported as for deallocate). Default: false.
@@ -92,6 +104,12 @@ class resource : public std::pmr::memory_resource {
   virtual bool do_purge(void* allocation, std::size_t offset, std::size_t bytes) noexcept;
   /// Default: false.
   virtual bool do_advise_huge_pages(void* p, std::size_t bytes) noexcept;
+  /// Default: "resource".
+  virtual const char* do_name() const noexcept;
+  /// Default: nullptr.
+  virtual std::pmr::memory_resource* do_upstream_resource() const noexcept;
+  /// Default: nothing reported.
+  virtual void do_inspect(inspector& v, unsigned what) const;
   /// A strata resource is equal only to itself: memory from one may not be freed through another.
   bool do_is_equal(const std::pmr::memory_resource& other) const noexcept override { return this == &other; }
 };

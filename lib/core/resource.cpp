@@ -36,6 +36,12 @@ void* resource::do_allocate_zeroed(std::size_t bytes, std::size_t alignment) {
 bool resource::do_purge(void*, std::size_t, std::size_t) noexcept { return false; }
 bool resource::do_advise_huge_pages(void*, std::size_t) noexcept { return false; }
 
+const char* resource::do_name() const noexcept { return "resource"; }
+
+std::pmr::memory_resource* resource::do_upstream_resource() const noexcept { return nullptr; }
+
+void resource::do_inspect(inspector&, unsigned) const {}
+
 resource* as_strata_resource(std::pmr::memory_resource* r) noexcept { return dynamic_cast<resource*>(r); }
 
 void* reallocate(std::pmr::memory_resource& r, void* p, std::size_t old_size, std::size_t new_size,
