@@ -175,6 +175,22 @@ resource_stats basic_bitmap_resource<Sync>::do_stats() const noexcept {
   return s;
 }
 
+template <bool Sync>
+void basic_bitmap_resource<Sync>::do_inspect(inspector& v, unsigned what) const {
+  engine_.inspect(v, what);
+  if ((what & inspect_tiers) == 0) return;
+  tier_detail meta;
+  meta.name = "metadata";
+  meta.stats.bytes_held = meta.stats.bytes_resident = engine_.collect_totals().table_bytes;
+  v.on_tier(meta);
+  if constexpr (Sync) {
+    if (front_.has_value()) {
+      const auto f = front_->collect_totals();
+      v.on_tier(thread_caches_tier(f.allocations, f.deallocations, f.bytes, f.peak, f.heap_bytes));
+    }
+  }
+}
+
 template class basic_bitmap_resource<false>;
 template class basic_bitmap_resource<true>;
 

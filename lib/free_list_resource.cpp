@@ -633,6 +633,31 @@ resource_stats basic_free_list_resource<Sync>::do_stats() const noexcept {
   return s;
 }
 
+template <bool Sync>
+void basic_free_list_resource<Sync>::do_inspect(inspector& v, unsigned what) const {
+  if (Sync && (what & inspect_tiers) != 0) {
+    for_each_arena([&](const arena& a) {
+      tier_detail t;
+      t.name = "arena";
+      {
+        std::lock_guard<lock_type> g(a.lock);
+        t.stats = a.engine.stats();
+      }
+      v.on_tier(t);
+    });
+    const heap_totals h = collect_heap_totals();
+    tier_detail t = thread_caches_tier(h.allocations, h.deallocations, h.bytes, h.peak, h.heap_bytes);
+    t.stats.free_blocks = static_cast<std::size_t>(h.cached_blocks);
+    t.stats.free_bytes = static_cast<std::size_t>(h.cached_bytes);
+    v.on_tier(t);
+  }
+  if ((what & inspect_regions) != 0)
+    for_each_arena([&](const arena& a) {
+      std::lock_guard<lock_type> g(a.lock);
+      a.engine.inspect_regions(v);
+    });
+}
+
 template class basic_free_list_resource<false>;
 template class basic_free_list_resource<true>;
 

@@ -55,7 +55,6 @@ class basic_bitmap_resource : public resource {
                                        std::size_t alignment = alignof(std::max_align_t)) const noexcept;
   [[nodiscard]] unsigned class_count() const noexcept { return engine_.class_count(); }
   [[nodiscard]] bitmap_class_stats class_stats(unsigned c) const noexcept;
-  [[nodiscard]] std::pmr::memory_resource* upstream_resource() const noexcept { return upstream_; }
   [[nodiscard]] const options& get_options() const noexcept { return opts_; }
   /// Walks every block and list; reports a broken invariant through the error handler and returns false.
   [[nodiscard]] bool check_invariants() const noexcept;
@@ -65,6 +64,16 @@ class basic_bitmap_resource : public resource {
   void do_deallocate(void* p, std::size_t bytes, std::size_t alignment) override;
   bool do_resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) override;
   resource_stats do_stats() const noexcept override;
+  /// "bitmap" or "synchronized_bitmap".
+  const char* do_name() const noexcept override { return Sync ? "synchronized_bitmap" : "bitmap"; }
+  /// The resource blocks and large requests come from.
+  std::pmr::memory_resource* do_upstream_resource() const noexcept override { return upstream_; }
+  /// Classes: every size class (its slabs, live and free slots). Tiers: "metadata" (the class map's tables, as
+  /// bytes_held) and, synchronized with standard checks, "thread_caches" (what threads allocated and freed through
+  /// their caches; the caches' own memory as bytes_held). Regions: every slab (kind slab, its class), cached empty
+  /// block (cached) and large block. Objects waiting in a thread's cache are live in their slab's bitmap and count
+  /// as live there.
+  void do_inspect(inspector& v, unsigned what) const override;
 
  private:
   /// Requests the fast paths leave: alignments above 16 (or not powers of two), sizes past the classes.

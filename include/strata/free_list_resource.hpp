@@ -80,8 +80,6 @@ class basic_free_list_resource : public resource {
   /// invariant through the error handler and returns false. (Synchronized: while no other thread uses the resource.)
   [[nodiscard]] bool check_invariants() const noexcept;
 
-  /// The resource chunks and large requests come from.
-  [[nodiscard]] std::pmr::memory_resource* upstream_resource() const noexcept { return upstream_; }
   /// The options the resource was made with.
   [[nodiscard]] const options& get_options() const noexcept { return opts_; }
 
@@ -108,6 +106,15 @@ class basic_free_list_resource : public resource {
     return done;
   }
   resource_stats do_stats() const noexcept override;
+  /// "free_list" or "synchronized_free_list".
+  const char* do_name() const noexcept override { return Sync ? "synchronized_free_list" : "free_list"; }
+  /// The resource chunks and large requests come from.
+  std::pmr::memory_resource* do_upstream_resource() const noexcept override { return upstream_; }
+  /// No classes. Tiers (synchronized): each arena ("arena", its engine's stats) and the threads' caches
+  /// ("thread_caches": what was allocated and freed through them, the blocks they hold as free_blocks and
+  /// free_bytes, their own memory as bytes_held). Regions: every chunk and large block, each arena under its lock; a
+  /// block waiting in a thread's cache is live in its arena's bitmap and shows there as used.
+  void do_inspect(inspector& v, unsigned what) const override;
 
  private:
   // Short critical sections (an upstream call at most): a spin lock (one exchange to take it, a store to give it

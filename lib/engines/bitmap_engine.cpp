@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <new>
+#include <vector>
 
 namespace strata::detail {
 
@@ -793,6 +794,69 @@ bitmap_class_info bitmap_engine<Sync>::class_info(unsigned c) const noexcept {
   live -= cs.cache.total() + static_cast<std::size_t>(popcount(cs.claimed)) + cs.lost;
   info.live_objects = live;
   return info;
+}
+
+template <bool Sync>
+void bitmap_engine<Sync>::inspect(inspector& v, unsigned what) const {
+  std::vector<const void*> cached;  // the class's free cache, sorted: its objects are free, their bits are not
+  for (unsigned c = 0; c < sizes_.count() && (what & (inspect_classes | inspect_regions)) != 0; ++c) {
+    class_state& cs = classes_[c];
+    class_detail cd;
+    cd.index = c;
+    cd.block_size = cs.object_size;
+    lock_guard guard(cs.lock);
+    cached.clear();
+    if constexpr (!Sync) {
+      for (int list = 0; list < 2; ++list) {
+        const void* p = list == 0 ? cs.cache.head : cs.cache.cold;
+        const std::uint32_t count = list == 0 ? cs.cache.count() : cs.cache.cold_count;
+        for (std::uint32_t k = 0; k < count && p != nullptr && is_node(p, node_key_); ++k, p = node_next(p))
+          cached.push_back(p);
+      }
+      std::sort(cached.begin(), cached.end());
+    }
+    auto one = [&](const slab* b) {
+      const char* base = static_cast<const char*>(base_of(b));
+      std::size_t free = b->free_count;
+      if constexpr (Sync) {
+        for (unsigned i = 0; i < b->words; ++i)
+          free += static_cast<std::size_t>(popcount(b->remote(i).load(std::memory_order_relaxed)));
+      } else {
+        if (b == cs.current) free += static_cast<std::size_t>(popcount(cs.claimed));
+        free += static_cast<std::size_t>(std::lower_bound(cached.begin(), cached.end(), base + block_size_) -
+                                         std::lower_bound(cached.begin(), cached.end(), base));
+      }
+      if (free > b->capacity) free = b->capacity;  // a double free by two threads at once, pending
+      region_detail r;
+      r.address = base;
+      r.size = block_size_;
+      r.kind = region_kind::slab;
+      r.size_class = static_cast<int>(c);
+      r.block_size = cs.object_size;
+      r.live_blocks = b->capacity - free;
+      r.free_blocks = free;
+      r.bytes_in_use = r.live_blocks * cs.object_size;
+      ++cd.slabs;
+      cd.live_blocks += r.live_blocks;
+      cd.free_blocks += r.free_blocks;
+      if ((what & inspect_regions) != 0) v.on_region(r);
+    };
+    if (cs.current != nullptr) one(cs.current);
+    for (const slab* b = cs.partial; b != nullptr; b = b->next) one(b);
+    for (const slab* b = cs.full; b != nullptr; b = b->next) one(b);
+    cd.bytes_held = cd.slabs * block_size_;
+    if ((what & inspect_classes) != 0) v.on_class(cd);
+  }
+  if ((what & inspect_regions) == 0) return;
+  source_.for_each_cached([&](const void* chunk) {
+    region_detail r;
+    r.address = chunk;
+    r.size = block_size_;
+    r.kind = region_kind::slab;
+    r.cached = true;
+    v.on_region(r);
+  });
+  large_.inspect_regions(v);
 }
 
 template <bool Sync>

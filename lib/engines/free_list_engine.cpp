@@ -9,6 +9,7 @@
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include <strata/detail/ds/block_map.hpp>
 #include <strata/detail/core/checks.hpp>
@@ -1160,6 +1161,50 @@ resource_stats free_list_engine::stats() const noexcept {
     }
   s.largest_free_block = largest;
   return s;
+}
+
+void free_list_engine::inspect_regions(inspector& v) const {
+  // The quick lists' blocks are live in the bitmap: their addresses, sorted, tell them from live blocks.
+  std::vector<const void*> quick;
+  quick.reserve(quick_blocks());
+  for (std::size_t i = quick_min / granule; i < quick_slots; ++i) {
+    const free_cache& q = quick_[i];
+    for (int which = 0; which < 2; ++which) {
+      const void* b = which == 0 ? q.head : q.cold;
+      const std::uint32_t count = which == 0 ? q.count() : q.cold_count;
+      for (std::uint32_t k = 0; k < count && b != nullptr && is_node(b, key_); ++k, b = node_next(b))
+        quick.push_back(b);
+    }
+  }
+  std::sort(quick.begin(), quick.end());
+  const auto is_quick = [&](const void* p) { return std::binary_search(quick.begin(), quick.end(), p); };
+  for (const chunk* c = chunks_; c != nullptr; c = c->next) {
+    region_detail r;
+    r.address = c;
+    r.size = chunk_size_;
+    r.kind = region_kind::chunk;
+    for (std::size_t g = c->first; g < c->end;) {
+      const std::size_t nb = next_boundary(c, g);
+      const std::size_t size = (nb - g) * granule;
+      if ((state(c, g) & st_free) != 0 || is_quick(at(const_cast<chunk*>(c), g))) {
+        ++r.free_blocks;
+      } else {
+        ++r.live_blocks;
+        r.bytes_in_use += size;
+      }
+      g = nb;
+    }
+    r.cached = r.live_blocks == 0;
+    if (!v.on_region(r)) continue;
+    v.on_run(run_detail{0, std::size_t{c->first} * granule, false});
+    for (std::size_t g = c->first; g < c->end;) {
+      const std::size_t nb = next_boundary(c, g);
+      const bool free = (state(c, g) & st_free) != 0 || is_quick(at(const_cast<chunk*>(c), g));
+      v.on_run(run_detail{g * granule, (nb - g) * granule, free});
+      g = nb;
+    }
+  }
+  large_.inspect_regions(v);
 }
 
 bool free_list_engine::check_invariants() const noexcept {

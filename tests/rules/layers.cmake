@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: MIT
 # The library's layers (docs/design.md), lowest first. A file includes strata files of its own layer and the layers
 # below it, never above; every header and source sits in a layer's folder.
-#   foundation    include/strata/{config,error,stats,resource,options,version}.hpp, version.h, build_config.h
+#   foundation    include/strata/{config,error,stats,inspect,resource,options,version}.hpp, version.h, build_config.h
 #   os            lib/os/
 #   core          include/strata/detail/core/, lib/core/           bits, arithmetic, checks, locks and counters
 #   ds            include/strata/detail/ds/, lib/ds/               data structures
@@ -10,8 +10,8 @@
 #   thread_cache  include/strata/detail/thread_cache/, lib/thread_cache/
 #   api           the other public headers, lib/*.cpp and lib/c_api/: the pmr classes, the C API, the test kit
 set(layer_names foundation os core ds parts engines thread_cache api)
-set(foundation_headers config.hpp error.hpp stats.hpp resource.hpp options.hpp version.hpp version.h build_config.h
-    build_config.h.in)
+set(foundation_headers config.hpp error.hpp stats.hpp inspect.hpp resource.hpp options.hpp version.hpp version.h
+    build_config.h build_config.h.in)
 
 # The layer's index of a path relative to SOURCE_DIR, or -1 when it is in no layer.
 function(layer_of path out)

@@ -21,6 +21,7 @@
 #include <strata/detail/parts/large_part.hpp>
 #include <strata/detail/parts/slab.hpp>
 #include <strata/error.hpp>
+#include <strata/inspect.hpp>
 #include <strata/options.hpp>
 
 namespace strata::detail {
@@ -363,6 +364,11 @@ class bitmap_engine {
   [[nodiscard]] std::size_t block_size() const noexcept { return block_size_; }
   /// Walks every block and list; reports the first broken invariant through the error handler.
   bool check_invariants() const noexcept;
+  /// Reports each class (inspect_classes) and each slab, cached empty block and large block (inspect_regions) to v,
+  /// each class under its lock. A slot counts as live when its bitmaps say so and it is in no free cache or claimed
+  /// word of the class (and, Sync, no remote free of it waits to be collected); objects a synchronized resource's
+  /// thread caches hold are live in their bitmaps and count so here. A class's figures are the sums over its slabs.
+  void inspect(inspector& v, unsigned what) const;
 
  private:
   using lock_type = lock_if<Sync, spin_lock>;

@@ -17,6 +17,7 @@
 #include <strata/detail/parts/large_part.hpp>
 #include <strata/detail/core/math.hpp>
 #include <strata/error.hpp>
+#include <strata/inspect.hpp>
 #include <strata/options.hpp>
 #include <strata/stats.hpp>
 
@@ -163,6 +164,13 @@ class free_list_engine {
   std::size_t deallocate_in_chunk(void* p) noexcept;
   [[nodiscard]] resource_stats stats() const noexcept;
   bool check_invariants() const noexcept;
+  /// Reports every chunk (region_kind::chunk; cached when all its blocks are free) and every block sent upstream
+  /// (region_kind::large) to v. For a chunk whose on_region() returns true, its runs follow in address order: the
+  /// header and boundary bitmap first (a used run), then each block, the blocks waiting in quick lists as free ones.
+  /// A chunk's bytes_in_use and live_blocks count the blocks live in its bitmap less those in quick lists. Reads only
+  /// the bitmaps, free blocks and quick lists (never a live block's words). Allocates a sorted copy of the quick
+  /// lists' addresses (from the global heap).
+  void inspect_regions(inspector& v) const;
 
   [[nodiscard]] unsigned policy() const noexcept { return policy_; }
   [[nodiscard]] std::size_t chunk_size() const noexcept { return chunk_size_; }

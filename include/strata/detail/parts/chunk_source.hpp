@@ -100,6 +100,12 @@ class chunk_source {
     return counter_read(upstream_deallocations_);
   }
 
+  /// Calls f(chunk) for each cached empty chunk, under the cache's lock (f must not take or give chunks).
+  template <class F>
+  void for_each_cached(F&& f) const {
+    lock_guard g(lock_);
+    for (void* c = cached_list_; c != nullptr; c = *link(c)) f(static_cast<const void*>(c));
+  }
   /// Checks the cache (count, bound, every chunk registered and aligned); what is broken, or nullptr.
   [[nodiscard]] const char* check() const noexcept;
 

@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include <strata/config.hpp>
+#include <strata/inspect.hpp>
 
 #if defined(__SANITIZE_THREAD__)
 #define STRATA_TSAN_BUILD 1
@@ -107,6 +108,20 @@ template <class Heap>
 STRATA_ALWAYS_INLINE void undo_deallocations(Heap& h, std::size_t n, std::size_t bytes) noexcept {
   owner_add(h.deallocations, -static_cast<std::int64_t>(n));
   note_bytes(h, static_cast<std::int64_t>(n * bytes));
+}
+
+/// The tier "thread_caches" of a resource whose threads keep caches: what they allocated and freed through them,
+/// the bytes they had in use (summed: never below 0) and the sum of their peaks; their own memory as bytes_held.
+inline tier_detail thread_caches_tier(std::uint64_t allocations, std::uint64_t deallocations, std::int64_t bytes,
+                                      std::int64_t peak, std::size_t heap_bytes) noexcept {
+  tier_detail t;
+  t.name = "thread_caches";
+  t.stats.allocations = allocations;
+  t.stats.deallocations = deallocations;
+  t.stats.bytes_in_use = bytes > 0 ? static_cast<std::size_t>(bytes) : 0;
+  t.stats.peak_bytes_in_use = peak > 0 ? static_cast<std::size_t>(peak) : 0;
+  t.stats.bytes_held = t.stats.bytes_resident = heap_bytes;
+  return t;
 }
 
 }  // namespace strata::detail

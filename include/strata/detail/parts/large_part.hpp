@@ -13,6 +13,7 @@
 #include <strata/detail/parts/large_ledger.hpp>
 #include <strata/detail/core/sync.hpp>
 #include <strata/error.hpp>
+#include <strata/inspect.hpp>
 #include <strata/stats.hpp>
 
 namespace strata::detail {
@@ -106,6 +107,18 @@ class large_part {
   void for_each(F&& f) const {
     guard g(lock_);
     ledger_.for_each(f);
+  }
+
+  /// Reports every recorded block to v as a region of kind large (one live block of its size), under the lock.
+  void inspect_regions(inspector& v) const {
+    for_each([&v](void* p, std::size_t bytes, std::size_t) {
+      region_detail r;
+      r.address = p;
+      r.size = r.block_size = r.bytes_in_use = bytes;
+      r.kind = region_kind::large;
+      r.live_blocks = 1;
+      v.on_region(r);
+    });
   }
 
   /// Reports a free (or resize) the ledger refused, for the resource `owner` called `name`.
