@@ -11,7 +11,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
+#include <random>
 #include <string>
 #include <utility>
 #include <vector>
@@ -85,11 +85,24 @@ std::size_t regions_of(const strata::resource& r) {
   return c.n;
 }
 
-std::string read_file(const std::filesystem::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::ostringstream s;
-  s << f.rdbuf();
-  return s.str();
+/// Writes `text` to `path` whole: into a file beside it first, renamed over it (two runs at once, as ctest may start,
+/// never leave half a picture). False when it cannot.
+bool write_whole(const std::filesystem::path& path, const std::string& text) {
+  std::filesystem::path part = path;
+  part += ".part" + std::to_string(std::random_device()());
+  {
+    std::ofstream f(part, std::ios::binary | std::ios::trunc);
+    f.write(text.data(), static_cast<std::streamsize>(text.size()));
+    if (!f.flush()) return false;
+  }
+  std::error_code ec;
+  std::filesystem::rename(part, path, ec);
+  return !ec;
+}
+
+bool whole_svg(const std::string& svg) {
+  return svg.rfind("<?xml", 0) == 0 && svg.find("<svg xmlns=\"http://www.w3.org/2000/svg\"") != std::string::npos &&
+         svg.size() > 7 && svg.compare(svg.size() - 7, 7, "</svg>\n") == 0;
 }
 
 std::size_t count(const std::string& s, const char* what) {
@@ -108,23 +121,21 @@ void expect(bool ok, const std::string& what) {
   }
 }
 
-/// Writes the map of `r` to dir/file and checks it: a standalone SVG with one cell per region reported. Prints the
-/// line tests/heap_map_check.py reads back. Returns the SVG.
+/// Draws the map of `r`, checks it (a standalone SVG with one cell per region reported) and writes it to dir/file.
+/// Prints the line tests/heap_map_check.py reads back. Returns the SVG.
 std::string write_map(const std::filesystem::path& dir, const char* file, const strata::resource& r, const char* title,
                       bool must_have_regions) {
   strata::heap_map_options o;
   o.title = title;
-  const std::filesystem::path path = dir / file;
   const std::size_t regions = regions_of(r);
-  expect(strata::write_heap_map_file(path.string().c_str(), r, o), "writing " + path.string());
-  const std::string svg = read_file(path);
-  expect(svg.rfind("<?xml", 0) == 0 && svg.find("<svg xmlns=\"http://www.w3.org/2000/svg\"") != std::string::npos &&
-             svg.size() > 7 && svg.compare(svg.size() - 7, 7, "</svg>\n") == 0,
-         path.string() + " is a whole SVG document");
+  const std::string svg = strata::heap_map_svg(r, o);
+  expect(whole_svg(svg), std::string(file) + " is a whole SVG document");
   const std::size_t cells = count(svg, "<g class=\"region\">");
   expect(cells == std::min(regions, o.max_regions),
-         path.string() + ": " + std::to_string(cells) + " cells for " + std::to_string(regions) + " regions");
+         std::string(file) + ": " + std::to_string(cells) + " cells for " + std::to_string(regions) + " regions");
   expect(!must_have_regions || regions > 0, std::string(r.name()) + " reports its regions");
+  const std::filesystem::path path = dir / file;
+  expect(write_whole(path, svg), "writing " + path.string());
   std::printf("wrote %s regions=%zu\n", path.string().c_str(), std::min(regions, o.max_regions));
   return svg;
 }
@@ -164,9 +175,8 @@ int main(int argc, char** argv) {
   for (int step = 0; step < 12; ++step) {
     for (int i = 0; i < 500; ++i) {
       fl.add(g.below(8) == 0 ? 2048 + g.below(6144) : 16 + g.below(480));
-      const std::size_t c = classes[g.below(16) < 10 ? 0 : 1 + g.below(4)];
-      bm.add(c);
-      tc.add(c);
+      bm.add(classes[g.below(16) < 10 ? 0 : 1 + g.below(4)]);
+      tc.add(classes[g.below(4) == 0 ? 0 : 1 + g.below(4)]);
     }
     if (step == 11) {
       for (int i = 0; i < 3; ++i) tc.add(std::size_t{512} << 10);  // large blocks, straight upstream
@@ -206,15 +216,12 @@ int main(int argc, char** argv) {
   co.title = "Memory over time: the workload of the heap maps";
   co.live_allocations = true;
   const fs::path chart = dir / "stats-over-time.svg";
-  {
-    std::ofstream f(chart, std::ios::binary | std::ios::trunc);
-    rec.write_svg(f, co);
-    expect(static_cast<bool>(f), "writing " + chart.string());
-  }
-  const std::string chart_svg = read_file(chart);
+  const std::string chart_svg = rec.svg(co);
+  expect(whole_svg(chart_svg), "the chart is a whole SVG document");
   expect(count(chart_svg, "<polyline") == 4 * rec.series(), "a line per resource and figure");
   expect(count(chart_svg, "<circle") == rec.series() * rec.samples(), "a point per resource and sample");
   expect(rec.at(0, rec.samples() - 1).bytes_in_use == 0, "the free list is empty at the end");
+  expect(write_whole(chart, chart_svg), "writing " + chart.string());
   std::printf("wrote %s samples=%zu\n", chart.string().c_str(), rec.samples());
 
   if (failures != 0) return 1;

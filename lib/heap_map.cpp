@@ -267,15 +267,32 @@ std::string stats_line(const resource_stats& s) {
   if (s.bytes_held > 0) {
     t += " (" + percent(static_cast<double>(s.bytes_in_use) / static_cast<double>(s.bytes_held)) + ")";
   }
-  t += ", resident " + human_bytes(static_cast<double>(s.bytes_resident)) + ", peak " +
+  t += ", resident " + human_bytes(static_cast<double>(s.bytes_resident)) + ", peak in use " +
        human_bytes(static_cast<double>(s.peak_bytes_in_use)) + ", " + human_count(s.live_allocations()) +
        " live allocations";
-  if (s.free_bytes > 0) {
-    t += "; free " + human_bytes(static_cast<double>(s.free_bytes)) + " in " + human_count(s.free_blocks) +
-         " blocks, largest " + human_bytes(static_cast<double>(s.largest_free_block)) + ", fragmentation " +
-         percent(s.external_fragmentation());
-  }
   return t;
+}
+
+// Free space between blocks (resources that carve blocks of any size); empty when there is none.
+std::string free_space_line(const resource_stats& s) {
+  if (s.free_bytes == 0) return {};
+  return "free between blocks: " + human_bytes(static_cast<double>(s.free_bytes)) + " in " +
+         human_count(s.free_blocks) + " pieces, the largest " +
+         human_bytes(static_cast<double>(s.largest_free_block)) + ": external fragmentation " +
+         percent(s.external_fragmentation());
+}
+
+// What fits in a cell `w` pixels wide (10 px text, about 6 px a character): its occupancy, and the block size of a
+// slab or the size of another region when there is room.
+std::string cell_label(const region_detail& r, double w) {
+  if (r.cached) return w >= 50 ? "cached" : "";
+  const std::string pct = percent(occupancy_of(r));
+  const std::string what = human_bytes(static_cast<double>(r.kind == region_kind::slab && r.block_size != 0
+                                                               ? r.block_size
+                                                               : r.size));
+  const std::string full = what + (r.kind == region_kind::slab ? " blocks, " : ", ") + pct;
+  if (w >= 6.2 * static_cast<double>(full.size()) + 8) return full;
+  return pct;
 }
 
 struct map_geometry {
@@ -314,9 +331,15 @@ double draw_level(std::ostream& o, const level& l, std::size_t index, double y, 
   if (n > 0) head += ", 1 px = " + human_bytes(bpp);
   o << "<text x=\"" << num(g.margin) << "\" y=\"" << num(y + 14) << "\" class=\"ptitle\">" << xml_escape(head)
     << "</text>\n";
-  o << "<text x=\"" << num(g.margin) << "\" y=\"" << num(y + 30) << "\" class=\"sub\">"
+  o << "<text x=\"" << num(g.margin) << "\" y=\"" << num(y + 31) << "\" class=\"sub\">"
     << xml_escape(stats_line(l.stats)) << "</text>\n";
   y += 40;
+  const std::string free_space = free_space_line(l.stats);
+  if (!free_space.empty()) {
+    o << "<text x=\"" << num(g.margin) << "\" y=\"" << num(y + 7) << "\" class=\"sub\">" << xml_escape(free_space)
+      << "</text>\n";
+    y += 16;
+  }
   if (l.regions.empty()) {
     o << "<text x=\"" << num(g.margin) << "\" y=\"" << num(y + 12) << "\" class=\"note\">"
       << "no regions reported (nothing held, or this resource does not report its regions)</text>\n</g>\n";
@@ -369,11 +392,12 @@ double draw_level(std::ostream& o, const level& l, std::size_t index, double y, 
       o << "<rect class=\"band\" x=\"" << num(cx) << "\" y=\"" << num(row_y) << "\" width=\"" << num(w)
         << "\" height=\"4.0\" fill=\"" << hues[static_cast<std::size_t>(r.size_class) % hue_count] << "\"/>";
     }
-    if (e.run_count == 0 && w >= 48 && cell_h >= 18) {
+    if (e.run_count == 0 && w >= 30 && cell_h >= 18) {
+      const std::string label = cell_label(r, w);
       const bool dark = occupancy_of(r) > 0.55 && !r.cached;
       o << "<text x=\"" << num(cx + w / 2) << "\" y=\"" << num(row_y + cell_h - 6)
         << "\" class=\"clabel\" text-anchor=\"middle\" fill=\"" << (dark ? "#fff" : "#222") << "\">"
-        << xml_escape(human_bytes(static_cast<double>(r.size))) << "</text>";
+        << xml_escape(label) << "</text>";
     }
     o << "</g>\n";
     x += slot;
@@ -431,33 +455,60 @@ double draw_level(std::ostream& o, const level& l, std::size_t index, double y, 
   return y + 12;
 }
 
-// The key to the colours, across the top.
-double draw_legend(std::ostream& o, double y, double margin) {
+// What the maps drawn contain, for the key.
+struct map_contents {
+  bool runs = false;
+  bool cached = false;
+  bool large = false;
+  bool slabs = false;
+};
+
+map_contents contents_of(const std::vector<level>& levels, std::size_t max_regions) {
+  map_contents c;
+  for (const level& l : levels) {
+    for (std::size_t i = 0; i < l.regions.size() && i < max_regions; ++i) {
+      const region_entry& e = l.regions[i];
+      c.runs = c.runs || e.run_count > 0;
+      c.cached = c.cached || e.r.cached;
+      c.large = c.large || e.r.kind == region_kind::large;
+      c.slabs = c.slabs || e.r.size_class >= 0;
+    }
+  }
+  return c;
+}
+
+// The key to the colours, under the maps: the occupancy scale and what else the maps show.
+double draw_legend(std::ostream& o, double y, double margin, const map_contents& c) {
   double x = margin;
   o << "<g class=\"legend\">";
-  o << "<text x=\"" << num(x) << "\" y=\"" << num(y + 11) << "\" class=\"label\">in use:</text>";
-  x += 44;
+  o << "<text x=\"" << num(x) << "\" y=\"" << num(y + 11) << "\" class=\"label\">share in use:</text>";
+  x += 80;
   for (int i = 0; i <= 10; ++i) {
     o << "<rect x=\"" << num(x + i * 14) << "\" y=\"" << num(y) << "\" width=\"14.0\" height=\"14.0\" fill=\""
       << occupancy_colour(i / 10.0) << "\"/>";
   }
   o << "<text x=\"" << num(x) << "\" y=\"" << num(y + 27) << "\" class=\"note\">0%</text>"
     << "<text x=\"" << num(x + 154) << "\" y=\"" << num(y + 27) << "\" class=\"note\" text-anchor=\"end\">100%</text>";
-  x += 154 + 22;
+  x += 154 + 24;
   auto swatch = [&](const std::string& attrs, const char* label, double label_w) {
     o << "<rect x=\"" << num(x) << "\" y=\"" << num(y) << "\" width=\"22.0\" height=\"14.0\" " << attrs
       << "/><text x=\"" << num(x + 27) << "\" y=\"" << num(y + 11) << "\" class=\"label\">" << label << "</text>";
     x += 27 + label_w;
   };
-  swatch(std::string("fill=\"") + used_run_colour + "\"", "used run", 62);
-  swatch(std::string("fill=\"") + free_run_colour + "\"", "free run (free list)", 122);
-  swatch("fill=\"url(#cached)\" stroke=\"#555\" stroke-width=\"0.8\" stroke-dasharray=\"3,2\"",
-         "cached, nothing in use", 140);
-  swatch("fill=\"none\" stroke=\"#6a3d9a\" stroke-width=\"1.5\"", "large block", 80);
+  if (c.runs) {
+    swatch(std::string("fill=\"") + used_run_colour + "\"", "blocks in use", 84);
+    swatch(std::string("fill=\"") + free_run_colour + "\"", "free between blocks", 124);
+  }
+  if (c.cached) {
+    swatch("fill=\"url(#cached)\" stroke=\"#555\" stroke-width=\"0.8\" stroke-dasharray=\"3,2\"",
+           "cached, nothing in use", 140);
+  }
+  if (c.large) swatch("fill=\"none\" stroke=\"#6a3d9a\" stroke-width=\"1.5\"", "large block", 80);
   o << "</g>\n";
-  o << "<text x=\"" << num(margin) << "\" y=\"" << num(y + 44) << "\" class=\"note\">"
-    << "One cell per region in address order, width proportional to its size (at least 3 px); a band on top: the "
-       "size class of a slab. Hover for address, size, class and occupancy.</text>\n";
+  o << "<text x=\"" << num(margin) << "\" y=\"" << num(y + 46) << "\" class=\"note\">"
+    << "One cell per region in address order, its width proportional to its size (at least 3 px)"
+    << (c.slabs ? "; the band on top of a slab: its size class" : "")
+    << ". Hover over a cell for its address, size and occupancy.</text>\n";
   return y + 56;
 }
 
@@ -471,8 +522,9 @@ void write_heap_map_svg(std::ostream& out, const resource& r, const heap_map_opt
   const double width = std::max(480.0, options.width);
   g.row_w = width - 2 * g.margin;
   std::ostringstream body = make_stream();
-  double y = draw_legend(body, 60, g.margin);
+  double y = 44;
   for (std::size_t i = 0; i < levels.size(); ++i) y = draw_level(body, levels[i], i, y, g, options, levels.size() > 1);
+  y = draw_legend(body, y + 4, g.margin, contents_of(levels, options.max_regions));
 
   std::ostringstream o = make_stream();
   svg_open(o, width, y + 8, ".clabel{font-size:10px}\n");
@@ -481,8 +533,6 @@ void write_heap_map_svg(std::ostream& out, const resource& r, const heap_map_opt
        "<path d=\"M0,6 L6,0 M-1,1 L1,-1 M5,7 L7,5\" stroke=\"#9a9a9a\" stroke-width=\"1\"/></pattern></defs>\n";
   const std::string title = options.title.empty() ? std::string(r.name()) + " heap map" : options.title;
   o << "<text x=\"" << num(g.margin) << "\" y=\"28\" class=\"title\">" << xml_escape(title) << "</text>\n";
-  o << "<text x=\"" << num(g.margin) << "\" y=\"48\" class=\"sub\">" << xml_escape(r.name()) << ": "
-    << xml_escape(stats_line(levels.front().stats)) << "</text>\n";
   o << body.str() << "</svg>\n";
   out << o.str();
 }
@@ -643,6 +693,16 @@ void stats_recorder::write_svg(std::ostream& out, const stats_chart_options& opt
     o << "<line x1=\"" << num(sx(i)) << "\" y1=\"" << num(top + ph) << "\" x2=\"" << num(sx(i)) << "\" y2=\""
       << num(top + ph + 4) << "\" stroke=\"#444\"/><text x=\"" << num(sx(i)) << "\" y=\"" << num(top + ph + 16)
       << "\" class=\"tick\" text-anchor=\"middle\">" << xml_escape(t) << "</text>";
+  }
+  // Too many samples to label each: the labelled ones get a marker across the plot, their label at its top.
+  for (std::size_t i = 0, k = 0; i < n && !labelled; ++i) {
+    if (sample_labels_[i].empty()) continue;
+    const double x = sx(i);
+    const bool near_right = x > left + pw - 70;
+    o << "<line x1=\"" << num(x) << "\" y1=\"" << num(top) << "\" x2=\"" << num(x) << "\" y2=\"" << num(top + ph)
+      << "\" stroke=\"#bbb\" stroke-dasharray=\"2,3\"/><text x=\"" << num(near_right ? x - 3 : x + 3) << "\" y=\""
+      << num(top + 10 + static_cast<double>(k++ % 3) * 12) << "\" class=\"tick\""
+      << (near_right ? " text-anchor=\"end\"" : "") << ">" << xml_escape(sample_labels_[i]) << "</text>";
   }
   o << "<text x=\"" << num(left + pw / 2) << "\" y=\"" << num(height - 12) << "\" class=\"label\" "
     << "text-anchor=\"middle\">sample</text>";

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <memory_resource>
 #include <new>
@@ -282,6 +283,22 @@ TEST_CASE("heap_map: runs past max_runs are left out and said so") {
   CHECK(drawn[0].runs.size() == 4);  // the first chunk asked gets all its runs
   CHECK(drawn[4].runs.empty());
   CHECK(strata::heap_map_svg(h, o).find("runs of 1 chunk not drawn") != std::string::npos);
+}
+
+TEST_CASE("heap_map: write_heap_map_file writes the map, and says when it cannot") {
+  known_heap h;
+  add_small_heap(h);
+  const std::string path = "heap_map_test_" + std::to_string(reinterpret_cast<std::uintptr_t>(&h)) + ".svg";
+  REQUIRE(strata::write_heap_map_file(path.c_str(), h));
+  std::string text;
+  if (std::FILE* f = std::fopen(path.c_str(), "rb")) {
+    char buf[4096];
+    for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) text.append(buf, n);
+    std::fclose(f);
+  }
+  std::remove(path.c_str());
+  CHECK(text == strata::heap_map_svg(h));
+  CHECK(!strata::write_heap_map_file("/nonexistent-directory/strata/map.svg", h));
 }
 
 TEST_CASE("heap_map: follow_upstream draws each strata resource of the chain") {

@@ -6,6 +6,7 @@
 #include <strata/debug_resource.hpp>
 #include <strata/error.hpp>
 #include <strata/fixed_pool_resource.hpp>
+#include <strata/heap_map.hpp>
 #include <strata/inspect.hpp>
 #include <strata/node_size.hpp>
 #include <strata/options.hpp>
