@@ -238,11 +238,14 @@ std::string region_tooltip(const region_detail& r, const level& l) {
         break;
       }
     }
-  } else if (r.block_size != 0) {
+  } else if (r.block_size != 0 && r.kind != region_kind::large) {
     t += ", blocks of " + human_bytes(static_cast<double>(r.block_size));
   }
   t += "; in use " + human_bytes(static_cast<double>(r.bytes_in_use)) + " (" + percent(occupancy_of(r)) + ")";
-  t += ", " + human_count(r.live_blocks) + " live, " + human_count(r.free_blocks) + " free blocks";
+  // A large block or a span is one allocation: its block counts say nothing more.
+  if (r.kind == region_kind::chunk || r.kind == region_kind::slab) {
+    t += ", " + human_count(r.live_blocks) + " live, " + human_count(r.free_blocks) + " free blocks";
+  }
   if (r.cached) t += "; cached";
   return t;
 }
@@ -457,6 +460,7 @@ double draw_level(std::ostream& o, const level& l, std::size_t index, double y, 
 
 // What the maps drawn contain, for the key.
 struct map_contents {
+  bool plain = false;  ///< a cell without runs: its colour is its occupancy
   bool runs = false;
   bool cached = false;
   bool large = false;
@@ -468,6 +472,7 @@ map_contents contents_of(const std::vector<level>& levels, std::size_t max_regio
   for (const level& l : levels) {
     for (std::size_t i = 0; i < l.regions.size() && i < max_regions; ++i) {
       const region_entry& e = l.regions[i];
+      c.plain = c.plain || e.run_count == 0;
       c.runs = c.runs || e.run_count > 0;
       c.cached = c.cached || e.r.cached;
       c.large = c.large || e.r.kind == region_kind::large;
@@ -481,15 +486,18 @@ map_contents contents_of(const std::vector<level>& levels, std::size_t max_regio
 double draw_legend(std::ostream& o, double y, double margin, const map_contents& c) {
   double x = margin;
   o << "<g class=\"legend\">";
-  o << "<text x=\"" << num(x) << "\" y=\"" << num(y + 11) << "\" class=\"label\">share in use:</text>";
-  x += 80;
-  for (int i = 0; i <= 10; ++i) {
-    o << "<rect x=\"" << num(x + i * 14) << "\" y=\"" << num(y) << "\" width=\"14.0\" height=\"14.0\" fill=\""
-      << occupancy_colour(i / 10.0) << "\"/>";
+  if (c.plain) {
+    o << "<text x=\"" << num(x) << "\" y=\"" << num(y + 11) << "\" class=\"label\">share in use:</text>";
+    x += 80;
+    for (int i = 0; i <= 10; ++i) {
+      o << "<rect x=\"" << num(x + i * 14) << "\" y=\"" << num(y) << "\" width=\"14.0\" height=\"14.0\" fill=\""
+        << occupancy_colour(i / 10.0) << "\"/>";
+    }
+    o << "<text x=\"" << num(x) << "\" y=\"" << num(y + 27) << "\" class=\"note\">0%</text>"
+      << "<text x=\"" << num(x + 154) << "\" y=\"" << num(y + 27)
+      << "\" class=\"note\" text-anchor=\"end\">100%</text>";
+    x += 154 + 24;
   }
-  o << "<text x=\"" << num(x) << "\" y=\"" << num(y + 27) << "\" class=\"note\">0%</text>"
-    << "<text x=\"" << num(x + 154) << "\" y=\"" << num(y + 27) << "\" class=\"note\" text-anchor=\"end\">100%</text>";
-  x += 154 + 24;
   auto swatch = [&](const std::string& attrs, const char* label, double label_w) {
     o << "<rect x=\"" << num(x) << "\" y=\"" << num(y) << "\" width=\"22.0\" height=\"14.0\" " << attrs
       << "/><text x=\"" << num(x + 27) << "\" y=\"" << num(y + 11) << "\" class=\"label\">" << label << "</text>";
