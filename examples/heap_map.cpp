@@ -121,22 +121,28 @@ void expect(bool ok, const std::string& what) {
   }
 }
 
-/// Draws the map of `r`, checks it (a standalone SVG with one cell per region reported) and writes it to dir/file.
-/// Prints the line tests/heap_map_check.py reads back. Returns the SVG.
+/// Draws the map of `r` (and with `chain`, of each strata resource below it), checks it (a standalone SVG with one
+/// cell per region reported) and writes it to dir/file. Prints the line tests/heap_map_check.py reads back. Returns
+/// the SVG.
 std::string write_map(const std::filesystem::path& dir, const char* file, const strata::resource& r, const char* title,
-                      bool must_have_regions) {
+                      bool must_have_regions, bool chain = false) {
   strata::heap_map_options o;
   o.title = title;
-  const std::size_t regions = regions_of(r);
+  o.follow_upstream = chain;
+  std::size_t regions = 0;
+  for (const strata::resource* level = &r; level != nullptr;
+       level = chain ? strata::as_strata_resource(level->upstream_resource()) : nullptr) {
+    regions += std::min(regions_of(*level), o.max_regions);
+  }
   const std::string svg = strata::heap_map_svg(r, o);
   expect(whole_svg(svg), std::string(file) + " is a whole SVG document");
   const std::size_t cells = count(svg, "<g class=\"region\">");
-  expect(cells == std::min(regions, o.max_regions),
+  expect(cells == regions,
          std::string(file) + ": " + std::to_string(cells) + " cells for " + std::to_string(regions) + " regions");
   expect(!must_have_regions || regions > 0, std::string(r.name()) + " reports its regions");
   const std::filesystem::path path = dir / file;
   expect(write_whole(path, svg), "writing " + path.string());
-  std::printf("wrote %s regions=%zu\n", path.string().c_str(), std::min(regions, o.max_regions));
+  std::printf("wrote %s regions=%zu\n", path.string().c_str(), regions);
   return svg;
 }
 
@@ -152,7 +158,7 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  // Each resource over its own page resource, default upstream of every strategy.
+  // Each over the default page resource, the default upstream of every strategy.
   strata::free_list_options fo;
   fo.chunk_size = 256 * 1024;
   strata::free_list_resource free_list(fo);
@@ -201,6 +207,8 @@ int main(int argc, char** argv) {
   write_map(dir, "heap-map-bitmap.svg", bitmap, "bitmap_resource: five size classes, thinned", true);
   write_map(dir, "heap-map-thread-cache.svg", thread_cache,
             "thread_cache_resource: five size classes and three large blocks", false);
+  // The bitmap and what lies under it: the default page resource, whose spans all three resources took.
+  write_map(dir, "heap-map-chain.svg", bitmap, "bitmap_resource and the page resource under it", true, true);
 
   // Phase 4: everything back.
   fl.free_all();

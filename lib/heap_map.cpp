@@ -285,17 +285,21 @@ std::string free_space_line(const resource_stats& s) {
          percent(s.external_fragmentation());
 }
 
-// What fits in a cell `w` pixels wide (10 px text, about 6 px a character): its occupancy, and the block size of a
-// slab or the size of another region when there is room.
+// What fits in a cell `w` pixels wide (10 px text, about 6 px a character): its occupancy with the block size of a
+// slab or the size of another region when there is room. A span or a large block is one allocation: its size says
+// more than its occupancy (100% when handed out).
 std::string cell_label(const region_detail& r, double w) {
-  if (r.cached) return w >= 50 ? "cached" : "";
+  auto fits = [w](const std::string& t) { return w >= 6.2 * static_cast<double>(t.size()) + 8; };
+  if (r.cached) return fits("cached") ? "cached" : "";
   const std::string pct = percent(occupancy_of(r));
-  const std::string what = human_bytes(static_cast<double>(r.kind == region_kind::slab && r.block_size != 0
-                                                               ? r.block_size
-                                                               : r.size));
-  const std::string full = what + (r.kind == region_kind::slab ? " blocks, " : ", ") + pct;
-  if (w >= 6.2 * static_cast<double>(full.size()) + 8) return full;
-  return pct;
+  const bool slab = r.kind == region_kind::slab && r.block_size != 0;
+  const std::string size = human_bytes(static_cast<double>(slab ? r.block_size : r.size));
+  const bool whole = r.kind == region_kind::span || r.kind == region_kind::large;
+  const std::string full = size + (slab ? " blocks, " + pct : whole && r.bytes_in_use == r.size ? "" : ", " + pct);
+  for (const std::string* t : {&full, whole ? &size : &pct, &pct}) {
+    if (fits(*t)) return *t;
+  }
+  return {};
 }
 
 struct map_geometry {
@@ -395,7 +399,7 @@ double draw_level(std::ostream& o, const level& l, std::size_t index, double y, 
       o << "<rect class=\"band\" x=\"" << num(cx) << "\" y=\"" << num(row_y) << "\" width=\"" << num(w)
         << "\" height=\"4.0\" fill=\"" << hues[static_cast<std::size_t>(r.size_class) % hue_count] << "\"/>";
     }
-    if (e.run_count == 0 && w >= 30 && cell_h >= 18) {
+    if (e.run_count == 0 && cell_h >= 18) {
       const std::string label = cell_label(r, w);
       const bool dark = occupancy_of(r) > 0.55 && !r.cached;
       o << "<text x=\"" << num(cx + w / 2) << "\" y=\"" << num(row_y + cell_h - 6)

@@ -111,7 +111,7 @@ def main():
         print(f"heap_map_check: {example} exited with {run.returncode}")
         return 1
     wrote = re.findall(r"^wrote (.+\.svg) (regions|samples)=(\d+)$", run.stdout, re.M)
-    check(len(wrote) == 4, f"the example wrote {len(wrote)} pictures, not 4")
+    check(len(wrote) == 5, f"the example wrote {len(wrote)} pictures, not 5")
     for path, kind, n in wrote:
         check(os.path.isfile(path), f"{path} is missing")
         if kind == "regions":
