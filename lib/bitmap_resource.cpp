@@ -184,10 +184,7 @@ void basic_bitmap_resource<Sync>::do_inspect(inspector& v, unsigned what) const 
   meta.stats.bytes_held = meta.stats.bytes_resident = engine_.collect_totals().table_bytes;
   v.on_tier(meta);
   if constexpr (Sync) {
-    if (front_.has_value()) {
-      const auto f = front_->collect_totals();
-      v.on_tier(thread_caches_tier(f.allocations, f.deallocations, f.bytes, f.peak, f.heap_bytes));
-    }
+    if (front_.has_value()) v.on_tier(front_->tier());
   }
 }
 

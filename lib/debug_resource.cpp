@@ -1069,6 +1069,36 @@ resource_stats debug_resource::do_stats() const noexcept {
   return s;
 }
 
+void debug_resource::do_inspect(inspector& v, unsigned what) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if ((what & inspect_tiers) != 0) {
+    tier_detail meta;
+    meta.name = "metadata";
+    meta.stats.bytes_held = meta.stats.bytes_resident = table_.storage_bytes();
+    v.on_tier(meta);
+    tier_detail q;
+    q.name = "quarantine";
+    q.stats.free_blocks = quarantine_count_;
+    q.stats.bytes_held = quarantine_bytes_;
+    v.on_tier(q);
+  }
+  if ((what & inspect_regions) == 0) return;
+  table_.for_each([&](const auto& e) {
+    const record& r = e.value;
+    if (r.state == block_state::retired) return;
+    const bool live = r.state == block_state::live;
+    region_detail d;
+    d.address = r.base;
+    d.size = opts_.guard == guard_mode::none ? cost(r) : r.span;
+    d.kind = region_kind::large;
+    d.bytes_in_use = live ? r.size : 0;
+    d.live_blocks = live ? 1 : 0;
+    d.free_blocks = live ? 0 : 1;
+    d.cached = !live;
+    v.on_region(d);
+  });
+}
+
 memory_capabilities debug_resource::do_capabilities() const noexcept {
   memory_capabilities c;
   if (opts_.guard == guard_mode::none) {

@@ -158,6 +158,13 @@ basic_fixed_pool_resource<Sync>::~basic_fixed_pool_resource() {
   if constexpr (Sync) front_.reset();  // first: from here on no exiting thread hands its cache back
 }
 
+template <bool Sync>
+void basic_fixed_pool_resource<Sync>::do_inspect(inspector& v, unsigned what) const {
+  engine_.inspect(v, what);
+  if constexpr (Sync)
+    if ((what & inspect_tiers) != 0 && front_.has_value()) v.on_tier(front_->tier());
+}
+
 template class basic_fixed_pool_resource<false>;
 template class basic_fixed_pool_resource<true>;
 

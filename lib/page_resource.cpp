@@ -746,6 +746,34 @@ resource_stats page_resource::do_stats() const noexcept {
   return s;
 }
 
+void page_resource::do_inspect(inspector& v, unsigned what) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if ((what & inspect_tiers) != 0) {
+    tier_detail meta;
+    meta.name = "metadata";
+    meta.stats.bytes_held = meta.stats.bytes_resident = detail::align_up(live_.storage_bytes(), os::page_size());
+    v.on_tier(meta);
+  }
+  if ((what & inspect_regions) == 0) return;
+  live_.for_each([&](const auto& e) {
+    region_detail r;
+    r.address = reinterpret_cast<const void*>(e.key);
+    r.size = span_of(packed_size(e.value.packed));
+    r.kind = region_kind::span;
+    r.bytes_in_use = packed_size(e.value.packed);
+    r.live_blocks = 1;
+    v.on_region(r);
+  });
+  for (std::size_t i = 0; i < cache_count_; ++i) {
+    region_detail r;
+    r.address = reinterpret_cast<const void*>(cache_[i].begin);
+    r.size = cache_[i].size;
+    r.kind = region_kind::span;
+    r.cached = true;
+    v.on_region(r);
+  }
+}
+
 std::size_t page_resource::cached_bytes() const noexcept {
   std::lock_guard<std::mutex> lock(mutex_);
   return cache_bytes_;

@@ -131,6 +131,19 @@ resource_stats recording_resource::do_stats() const noexcept {
   return s;
 }
 
+void recording_resource::do_inspect(inspector& v, unsigned what) const {
+  if ((what & inspect_regions) == 0) return;
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (const auto& [p, r] : live_) {
+    region_detail d;
+    d.address = p;
+    d.size = d.block_size = d.bytes_in_use = r.size;
+    d.kind = region_kind::large;
+    d.live_blocks = 1;
+    v.on_region(d);
+  }
+}
+
 std::size_t recording_resource::live_blocks() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return live_.size();

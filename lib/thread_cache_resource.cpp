@@ -84,7 +84,8 @@ void thread_cache_resource::after_fork_child() noexcept {
   if (auto* page = dynamic_cast<page_resource*>(engine_.upstream())) page->after_fork();
   engine_.after_fork_child();
 }
-std::pmr::memory_resource* thread_cache_resource::upstream_resource() const noexcept { return engine_.upstream(); }
+std::pmr::memory_resource* thread_cache_resource::do_upstream_resource() const noexcept { return engine_.upstream(); }
+void thread_cache_resource::do_inspect(inspector& v, unsigned what) const { engine_.inspect(v, what); }
 const thread_cache_resource::options& thread_cache_resource::get_options() const noexcept { return opts_; }
 
 // (Built for Valgrind: `call` describes each block to memcheck; nothing otherwise.)

@@ -73,6 +73,11 @@ struct collected : strata::inspector {
       if (std::string(t.name) == name) n += t.stats.bytes_held;
     return n;
   }
+  /// The stats of the tier called `name` (zeros when there is none).
+  strata::resource_stats tier_stats(const char* name) const {
+    const tier_detail* t = tier(name);
+    return t != nullptr ? t->stats : strata::resource_stats{};
+  }
   const tier_detail* tier(const char* name) const {
     for (const tier_detail& t : tiers)
       if (std::string(t.name) == name) return &t;
@@ -419,4 +424,244 @@ TEST_CASE("inspect: synchronized_bitmap_resource while other threads allocate an
 TEST_CASE("inspect: synchronized_free_list_resource while other threads allocate and free") {
   strata::synchronized_free_list_resource r;
   inspect_while_busy(r);
+}
+
+// ---- fixed_pool_resource ---------------------------------------------------------------------------------------------
+
+namespace {
+
+/// Single blocks (and with `runs` runs of three) from a pool, every third freed; returns the live ones.
+std::vector<std::pair<void*, std::size_t>> pool_churn(strata::resource& r, std::size_t block, bool runs = true) {
+  std::vector<std::pair<void*, std::size_t>> all, live;
+  for (std::size_t i = 0; i < 3000; ++i) {
+    const std::size_t n = runs && i % 50 == 0 ? 3 * block : block;  // a run of three blocks now and then
+    all.emplace_back(r.allocate(n, 8), n);
+  }
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    if (i % 3 == 1) r.deallocate(all[i].first, all[i].second, 8);
+    else live.push_back(all[i]);
+  }
+  return live;
+}
+
+void check_pool(const collected& c, const strata::resource_stats& s, std::size_t stride, std::size_t blocks_in_use,
+                std::size_t chunk_size) {
+  REQUIRE(c.classes.size() == 1);
+  const class_detail& k = c.classes[0];
+  CHECK(k.index == 0);
+  CHECK(k.block_size == stride);
+  CHECK(k.live_blocks == blocks_in_use);
+  CHECK(k.bytes_held == k.slabs * chunk_size);
+  std::size_t chunks = 0, live = 0, free = 0;
+  for (const auto& x : c.regions) {
+    if (x.r.kind != region_kind::chunk || x.r.cached) continue;
+    ++chunks;
+    CHECK(x.r.size_class == 0);
+    CHECK(x.r.block_size == stride);
+    CHECK(x.r.bytes_in_use == x.r.live_blocks * stride);
+    live += x.r.live_blocks;
+    free += x.r.free_blocks;
+  }
+  CHECK(chunks == k.slabs);
+  CHECK(live == k.live_blocks);
+  CHECK(free == k.free_blocks);
+  CHECK(c.region_in_use() == s.bytes_in_use);
+}
+
+}  // namespace
+
+TEST_CASE("inspect: fixed_pool_resource's one class and chunks add up to stats()") {
+  strata::page_resource pages;
+  strata::fixed_pool_resource r(48, &pages);
+  CHECK(std::string(r.name()) == "fixed_pool");
+  CHECK(r.upstream_resource() == &pages);
+  auto live = pool_churn(r, 48, false);  // (a chunk that held a run caches no freed block)
+  void* big = r.allocate(r.chunk_size(), 8);  // goes upstream
+  live.emplace_back(big, r.chunk_size());
+  REQUIRE(r.cached_blocks() > 0);
+  const strata::resource_stats s = r.stats();
+  const collected c = inspect_all(r);
+  check_pool(c, s, r.block_stride(), r.blocks_in_use(), r.chunk_size());
+  CHECK(c.region_bytes() == s.bytes_held);
+  CHECK(c.region_live() == r.blocks_in_use() + 1);
+  check_disjoint(c);
+  check_contains(c, live);
+  free_all(r, live);
+  const collected empty = inspect_all(r);
+  CHECK(empty.region_in_use() == 0);
+  CHECK(empty.region_bytes() == r.stats().bytes_held);
+}
+
+TEST_CASE("inspect: fixed_pool_resource with a capacity reports the reservation's rest as cached") {
+  strata::fixed_pool_resource::options o;
+  o.max_bytes = std::size_t{8} << 20;
+  strata::fixed_pool_resource r(100, o);
+  auto live = pool_churn(r, 100);
+  const strata::resource_stats s = r.stats();
+  const collected c = inspect_all(r);
+  check_pool(c, s, r.block_stride(), r.blocks_in_use(), r.chunk_size());
+  CHECK(c.region_bytes() == s.bytes_held);
+  std::size_t rest = 0;
+  for (const auto& x : c.regions)
+    if (x.r.cached) rest += x.r.size;
+  CHECK(rest > 0);
+  check_disjoint(c);
+  check_contains(c, live);
+  free_all(r, live);
+}
+
+TEST_CASE("inspect: synchronized_fixed_pool_resource, standard and strict, adds up to stats() once idle") {
+  for (const strata::check_mode checks : {strata::check_mode::standard, strata::check_mode::strict}) {
+    strata::fixed_pool_resource::options o;
+    o.checks = checks;
+    strata::synchronized_fixed_pool_resource r(64, o);
+    CHECK(std::string(r.name()) == "synchronized_fixed_pool");
+    auto live = pool_churn(r, 64);
+    r.trim();  // the calling thread's cache goes back to the chunks
+    const strata::resource_stats s = r.stats();
+    const collected c = inspect_all(r);
+    INFO("strict " << (checks == strata::check_mode::strict));
+    check_pool(c, s, r.block_stride(), r.blocks_in_use(), r.chunk_size());
+    CHECK(c.region_bytes() + c.tier_held("thread_caches") == s.bytes_held);
+    CHECK((c.tier("thread_caches") != nullptr) == (checks == strata::check_mode::standard));
+    check_disjoint(c);
+    check_contains(c, live);
+    free_all(r, live);
+  }
+}
+
+TEST_CASE("inspect: synchronized_fixed_pool_resource while other threads allocate and free") {
+  strata::synchronized_fixed_pool_resource r(2000);
+  inspect_while_busy(r);
+}
+
+// ---- page_resource, debug_resource, the test kit ---------------------------------------------------------------------
+
+TEST_CASE("inspect: page_resource's live and cached spans add up to stats()") {
+  strata::page_resource r;
+  CHECK(std::string(r.name()) == "page");
+  CHECK(r.upstream_resource() == nullptr);
+  std::vector<std::pair<void*, std::size_t>> live;
+  for (std::size_t i = 1; i <= 20; ++i) live.emplace_back(r.allocate(i * 5000, 8), i * 5000);
+  for (std::size_t i = 0; i < live.size(); i += 2) r.deallocate(live[i].first, live[i].second, 8);
+  std::vector<std::pair<void*, std::size_t>> kept;
+  for (std::size_t i = 1; i < live.size(); i += 2) kept.push_back(live[i]);
+  const strata::resource_stats s = r.stats();
+  const collected c = inspect_all(r);
+  CHECK(c.region_bytes() + c.tier_held("metadata") == s.bytes_held);
+  CHECK(c.region_in_use() == s.bytes_in_use);
+  CHECK(c.region_live() == s.live_allocations());
+  std::size_t cached = 0;
+  for (const auto& x : c.regions) {
+    CHECK(x.r.kind == region_kind::span);
+    if (x.r.cached) cached += x.r.size;
+  }
+  CHECK(cached == r.cached_bytes());
+  check_disjoint(c);
+  check_contains(c, kept);
+  free_all(r, kept);
+}
+
+TEST_CASE("inspect: debug_resource reports each block held, live or quarantined") {
+  strata::debug_resource::options o;
+  o.quarantine_bytes = std::size_t{1} << 20;
+  strata::debug_resource r(o, std::pmr::new_delete_resource());
+  CHECK(std::string(r.name()) == "debug");
+  CHECK(r.upstream_resource() == std::pmr::new_delete_resource());
+  auto live = churn(r, 300, 500, 17);
+  const strata::resource_stats s = r.stats();
+  const collected c = inspect_all(r);
+  CHECK(c.region_bytes() + c.tier_held("metadata") == s.bytes_held);
+  CHECK(c.region_in_use() == s.bytes_in_use);
+  CHECK(c.region_live() == r.live_blocks());
+  REQUIRE(c.tier("quarantine") != nullptr);
+  CHECK(c.tier_stats("quarantine").free_blocks == r.quarantined_blocks());
+  CHECK(c.region_free_blocks() == r.quarantined_blocks());
+  check_disjoint(c);
+  check_contains(c, live);
+  free_all(r, live);
+}
+
+TEST_CASE("inspect: the test kit's resources") {
+  strata::testing::recording_resource rec;
+  strata::testing::fault_injecting_resource faults(&rec);
+  CHECK(std::string(rec.name()) == "recording");
+  CHECK(std::string(faults.name()) == "fault_injecting");
+  CHECK(faults.upstream_resource() == &rec);
+  CHECK(rec.upstream_resource() == std::pmr::new_delete_resource());
+  auto live = churn(faults, 100, 300, 19);
+  const collected c = inspect_all(rec);
+  CHECK(c.regions.size() == live.size());
+  CHECK(c.region_in_use() == rec.stats().bytes_in_use);
+  CHECK(c.region_bytes() == rec.stats().bytes_held);
+  check_contains(c, live);
+  CHECK(inspect_all(faults).regions.empty());
+  free_all(faults, live);
+}
+
+// ---- thread_cache_resource -------------------------------------------------------------------------------------------
+
+TEST_CASE("inspect: thread_cache_resource with one thread accounts for all of stats()") {
+  strata::page_resource pages;
+  strata::thread_cache_resource r(&pages);
+  CHECK(std::string(r.name()) == "thread_cache");
+  CHECK(r.upstream_resource() == &pages);
+  auto live = churn(r, 4000, 3000, 23);  // small classes and the shared tier's free list
+  const std::size_t shared = r.max_size(strata::cache_tier::shared);
+  const std::size_t mid = shared - 100, big = shared + 100;
+  live.emplace_back(r.allocate(mid, 8), mid);
+  live.emplace_back(r.allocate(big, 8), big);
+  const strata::resource_stats s = r.stats();
+  const collected c = inspect_all(r);
+  REQUIRE(c.tier("thread") != nullptr);
+  REQUIRE(c.tier("shared") != nullptr);
+  REQUIRE(c.tier("upstream") != nullptr);
+  CHECK(c.tier_stats("thread").bytes_in_use + c.tier_stats("shared").bytes_in_use +
+            c.tier_stats("upstream").bytes_in_use == s.bytes_in_use);
+  CHECK(c.tier_held("other_threads") == 0);
+  CHECK(c.region_bytes() + c.tier_held("metadata") == s.bytes_held);
+  CHECK(c.region_in_use() == s.bytes_in_use);
+  CHECK(c.region_live() == s.live_allocations());
+  // Each class's figures are the sums over its slabs.
+  std::vector<class_detail> sums(c.classes.size());
+  for (const auto& x : c.regions)
+    if (x.r.kind == region_kind::slab && x.r.size_class >= 0) {
+      class_detail& k = sums[static_cast<std::size_t>(x.r.size_class)];
+      ++k.slabs;
+      k.bytes_held += x.r.size;
+      k.live_blocks += x.r.live_blocks;
+      k.free_blocks += x.r.free_blocks;
+      CHECK(x.r.block_size == c.classes[static_cast<std::size_t>(x.r.size_class)].block_size);
+    }
+  std::size_t class_live = 0;
+  for (std::size_t k = 0; k < c.classes.size(); ++k) {
+    CHECK(c.classes[k].index == k);
+    CHECK(c.classes[k].slabs == sums[k].slabs);
+    CHECK(c.classes[k].bytes_held == sums[k].bytes_held);
+    CHECK(c.classes[k].live_blocks == sums[k].live_blocks);
+    CHECK(c.classes[k].free_blocks == sums[k].free_blocks);
+    class_live += c.classes[k].live_blocks;
+  }
+  CHECK(class_live > 0);
+  check_disjoint(c);
+  check_contains(c, live);
+  free_all(r, live);
+}
+
+TEST_CASE("inspect: thread_cache_resource reports other threads' blocks as a tier, not as regions") {
+  strata::thread_cache_resource r;
+  std::vector<std::pair<void*, std::size_t>> theirs;
+  std::thread t([&] { theirs = churn(r, 2000, 200, 29); });
+  t.join();  // its heap went back at exit: its blocks are the shared tier's now
+  const collected c = inspect_all(r);
+  CHECK(c.region_live() == r.stats().live_allocations());
+  check_contains(c, theirs);
+  free_all(r, theirs);
+}
+
+TEST_CASE("inspect: thread_cache_resource while other threads allocate and free") {
+  strata::thread_cache_resource r;
+  void* mine = r.allocate(64, 8);  // a block of this thread's heap: other threads' blocks are no regions here
+  inspect_while_busy(r);
+  r.deallocate(mine, 64, 8);
 }

@@ -184,7 +184,6 @@ class debug_resource final : public resource {
     static_cast<void>(alignment);
     return bytes;
   }
-  [[nodiscard]] std::pmr::memory_resource* upstream_resource() const noexcept { return upstream_; }
   [[nodiscard]] const options& get_options() const noexcept { return opts_; }
 
  protected:
@@ -193,6 +192,16 @@ class debug_resource final : public resource {
   bool do_resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) override;
   void* do_allocate_zeroed(std::size_t bytes, std::size_t alignment) override;
   resource_stats do_stats() const noexcept override;
+  /// "debug".
+  const char* do_name() const noexcept override { return "debug"; }
+  /// The resource blocks come from.
+  std::pmr::memory_resource* do_upstream_resource() const noexcept override { return upstream_; }
+  /// No classes. Tiers: "metadata" (the table of blocks, as bytes_held) and "quarantine" (freed blocks held back:
+  /// free_blocks, and their bytes as bytes_held). Regions (under the lock): each block held, live or quarantined
+  /// (cached), kind large, from the start of what it holds from upstream: its header, canaries and padding around the
+  /// block; bytes_in_use is the block's size. A guarded block's region spans its guard pages too, whose address space
+  /// bytes_held does not count.
+  void do_inspect(inspector& v, unsigned what) const override;
   memory_capabilities do_capabilities() const noexcept override;
 
  private:

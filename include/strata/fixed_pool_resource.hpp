@@ -73,8 +73,6 @@ class basic_fixed_pool_resource : public resource {
   /// (Synchronized: call it while no other thread uses the pool.)
   [[nodiscard]] bool check_invariants() const noexcept;
 
-  /// The resource chunks and forwarded requests come from.
-  [[nodiscard]] std::pmr::memory_resource* upstream_resource() const noexcept { return upstream_; }
   /// The options the pool was made with.
   [[nodiscard]] const options& get_options() const noexcept { return opts_; }
 
@@ -86,6 +84,16 @@ class basic_fixed_pool_resource : public resource {
   /// Blocks never handed out since their chunk arrived zeroed are not cleared again (but those from threads' caches,
   /// which are cleared).
   void* do_allocate_zeroed(std::size_t bytes, std::size_t alignment) override;
+  /// "fixed_pool" or "synchronized_fixed_pool".
+  const char* do_name() const noexcept override { return Sync ? "synchronized_fixed_pool" : "fixed_pool"; }
+  /// The resource chunks and large requests come from.
+  std::pmr::memory_resource* do_upstream_resource() const noexcept override { return upstream_; }
+  /// Classes: the pool's one (class 0, blocks of block_stride() bytes; a run of k blocks counts k live blocks).
+  /// Tiers: synchronized with standard checks, "thread_caches" (what threads allocated and freed through their caches;
+  /// the caches' own memory as bytes_held). Regions: every chunk (its blocks in use and free), the capacity
+  /// reservation's part not carved into chunks yet (cached), cached empty chunks and large blocks. Blocks waiting in a
+  /// thread's cache are live in their chunk's bitmap and count as in use there.
+  void do_inspect(inspector& v, unsigned what) const override;
 
  private:
   struct no_front {};

@@ -120,6 +120,11 @@ class page_resource final : public resource {
   void* do_allocate_zeroed(std::size_t bytes, std::size_t alignment) override;
   bool do_purge(void* allocation, std::size_t offset, std::size_t bytes) noexcept override;
   bool do_advise_huge_pages(void* p, std::size_t bytes) noexcept override;
+  /// "page".
+  const char* do_name() const noexcept override { return "page"; }
+  /// No classes. Tiers: "metadata" (the table of live spans, as bytes_held). Regions (under the lock): each live
+  /// span (kind span; bytes_in_use the size asked for, its whole pages as size) and each cached span (cached).
+  void do_inspect(inspector& v, unsigned what) const override;
 
  private:
   struct cached_span {

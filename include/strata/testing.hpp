@@ -58,6 +58,11 @@ class recording_resource : public resource {
   void* do_allocate_zeroed(std::size_t bytes, std::size_t alignment) override;
   bool do_purge(void* allocation, std::size_t offset, std::size_t bytes) noexcept override;
   bool do_advise_huge_pages(void* p, std::size_t bytes) noexcept override;
+  /// "recording".
+  const char* do_name() const noexcept override { return "recording"; }
+  std::pmr::memory_resource* do_upstream_resource() const noexcept override { return upstream_; }
+  /// Regions: each live block (kind large, as upstream handed it out).
+  void do_inspect(inspector& v, unsigned what) const override;
 
  private:
   void* allocate_from_upstream(std::size_t bytes, std::size_t alignment, bool zeroed);
@@ -102,6 +107,9 @@ class fault_injecting_resource : public resource {
   void* do_allocate_zeroed(std::size_t bytes, std::size_t alignment) override;
   bool do_purge(void* allocation, std::size_t offset, std::size_t bytes) noexcept override;
   bool do_advise_huge_pages(void* p, std::size_t bytes) noexcept override;
+  /// "fault_injecting". It keeps no record of blocks: inspect() reports nothing.
+  const char* do_name() const noexcept override { return "fault_injecting"; }
+  std::pmr::memory_resource* do_upstream_resource() const noexcept override { return upstream_; }
 
  private:
   static constexpr std::uint64_t unlimited = ~std::uint64_t{0};

@@ -144,7 +144,6 @@ class thread_cache_resource final : public resource {
   /// Walks every heap, block and list; reports a broken invariant through the error handler and returns false. Call
   /// it when no other thread is using the resource.
   [[nodiscard]] bool check_invariants() const noexcept;
-  [[nodiscard]] std::pmr::memory_resource* upstream_resource() const noexcept;
   [[nodiscard]] const options& get_options() const noexcept;
 
   /// fork() while other threads use the resource: a thread may hold one of its locks at that moment, and the child
@@ -161,6 +160,18 @@ class thread_cache_resource final : public resource {
   void do_deallocate(void* p, std::size_t bytes, std::size_t alignment) override;
   bool do_resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) override;
   resource_stats do_stats() const noexcept override;
+  /// "thread_cache".
+  const char* do_name() const noexcept override { return "thread_cache"; }
+  /// The resource blocks, the shared tier's chunks and large requests come from.
+  std::pmr::memory_resource* do_upstream_resource() const noexcept override;
+  /// Classes: each size class, from the blocks of the calling thread's heap and the shared tier's abandoned blocks
+  /// (other threads' heaps are theirs alone to change, and are not read: their blocks are in no class and no region).
+  /// Tiers: "thread", "shared" and "upstream" (as tier_stats()), "metadata" (heaps, the class map, the shared free
+  /// lists' engines: bytes_held) and "other_threads" (bytes_held: the blocks other threads' heaps own). Regions: the
+  /// calling thread's blocks (its spare and idle ones cached), the shared tier's abandoned blocks, cached empty blocks
+  /// and free list chunks (with runs), and large blocks. An object another thread freed and has not yet handed back
+  /// counts as live in its block. With one thread, regions and tiers account for all of stats().
+  void do_inspect(inspector& v, unsigned what) const override;
 
  private:
   options opts_;

@@ -807,12 +807,7 @@ void bitmap_engine<Sync>::inspect(inspector& v, unsigned what) const {
     lock_guard guard(cs.lock);
     cached.clear();
     if constexpr (!Sync) {
-      for (int list = 0; list < 2; ++list) {
-        const void* p = list == 0 ? cs.cache.head : cs.cache.cold;
-        const std::uint32_t count = list == 0 ? cs.cache.count() : cs.cache.cold_count;
-        for (std::uint32_t k = 0; k < count && p != nullptr && is_node(p, node_key_); ++k, p = node_next(p))
-          cached.push_back(p);
-      }
+      collect_nodes(cs.cache, node_key_, cached);
       std::sort(cached.begin(), cached.end());
     }
     auto one = [&](const slab* b) {
@@ -823,8 +818,7 @@ void bitmap_engine<Sync>::inspect(inspector& v, unsigned what) const {
           free += static_cast<std::size_t>(popcount(b->remote(i).load(std::memory_order_relaxed)));
       } else {
         if (b == cs.current) free += static_cast<std::size_t>(popcount(cs.claimed));
-        free += static_cast<std::size_t>(std::lower_bound(cached.begin(), cached.end(), base + block_size_) -
-                                         std::lower_bound(cached.begin(), cached.end(), base));
+        free += count_between(cached, base, base + block_size_);
       }
       if (free > b->capacity) free = b->capacity;  // a double free by two threads at once, pending
       region_detail r;
@@ -848,14 +842,7 @@ void bitmap_engine<Sync>::inspect(inspector& v, unsigned what) const {
     if ((what & inspect_classes) != 0) v.on_class(cd);
   }
   if ((what & inspect_regions) == 0) return;
-  source_.for_each_cached([&](const void* chunk) {
-    region_detail r;
-    r.address = chunk;
-    r.size = block_size_;
-    r.kind = region_kind::slab;
-    r.cached = true;
-    v.on_region(r);
-  });
+  source_.inspect_cached(v, region_kind::slab);
   large_.inspect_regions(v);
 }
 

@@ -9,6 +9,7 @@
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include <strata/detail/core/checks.hpp>
 #include <strata/detail/core/math.hpp>
@@ -1020,6 +1021,49 @@ resource_stats fixed_pool_engine<Sync>::stats() const noexcept {
   s.upstream_allocations = source_.upstream_allocations() + large.allocations;
   s.upstream_deallocations = source_.upstream_deallocations() + large.deallocations;
   return s;
+}
+
+template <bool Sync>
+void fixed_pool_engine<Sync>::inspect(inspector& v, unsigned what) const {
+  std::vector<const void*> cached;  // free, though their bits say live
+  class_detail k;
+  k.block_size = stride_;
+  std::lock_guard<lock_type> g(lock_);
+  collect_nodes(cache_, key_, cached);
+  std::sort(cached.begin(), cached.end());
+  for (const chunk* c = chunks_; c != nullptr; c = c->next) {
+    std::size_t free = 0;
+    for (std::size_t q = c->skip; q < c->limit; ++q)
+      if (state_at(c, q) == pool_free) ++free;
+    const char* base = reinterpret_cast<const char*>(c);
+    free += count_between(cached, base, base + chunk_size_);
+    region_detail r;
+    r.address = c;
+    r.size = chunk_size_;
+    r.kind = region_kind::chunk;
+    r.size_class = 0;
+    r.block_size = stride_;
+    r.free_blocks = free;
+    r.live_blocks = c->limit - c->skip - free;
+    r.bytes_in_use = r.live_blocks * stride_;
+    ++k.slabs;
+    k.live_blocks += r.live_blocks;
+    k.free_blocks += r.free_blocks;
+    if ((what & inspect_regions) != 0) v.on_region(r);
+  }
+  k.bytes_held = k.slabs * chunk_size_;
+  if ((what & inspect_classes) != 0) v.on_class(k);
+  if ((what & inspect_regions) == 0) return;
+  if (region_ != nullptr && region_used_ < region_size_) {
+    region_detail r;
+    r.address = region_ + region_used_;
+    r.size = region_size_ - region_used_;
+    r.kind = region_kind::chunk;
+    r.cached = true;
+    v.on_region(r);
+  }
+  source_.inspect_cached(v, region_kind::chunk);
+  large_.inspect_regions(v);
 }
 
 template <bool Sync>

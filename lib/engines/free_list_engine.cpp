@@ -1167,15 +1167,7 @@ void free_list_engine::inspect_regions(inspector& v) const {
   // The quick lists' blocks are live in the bitmap: their addresses, sorted, tell them from live blocks.
   std::vector<const void*> quick;
   quick.reserve(quick_blocks());
-  for (std::size_t i = quick_min / granule; i < quick_slots; ++i) {
-    const free_cache& q = quick_[i];
-    for (int which = 0; which < 2; ++which) {
-      const void* b = which == 0 ? q.head : q.cold;
-      const std::uint32_t count = which == 0 ? q.count() : q.cold_count;
-      for (std::uint32_t k = 0; k < count && b != nullptr && is_node(b, key_); ++k, b = node_next(b))
-        quick.push_back(b);
-    }
-  }
+  for (std::size_t i = quick_min / granule; i < quick_slots; ++i) collect_nodes(quick_[i], key_, quick);
   std::sort(quick.begin(), quick.end());
   const auto is_quick = [&](const void* p) { return std::binary_search(quick.begin(), quick.end(), p); };
   for (const chunk* c = chunks_; c != nullptr; c = c->next) {

@@ -532,6 +532,54 @@ void thread_cache_engine::wait_for_publications() const noexcept {
   wait(heapless_publications_, true);
 }
 
+void thread_cache_engine::inspect(inspector& v, unsigned what) const {
+  if ((what & inspect_tiers) != 0) {
+    const char* names[] = {"thread", "shared", "upstream"};
+    unsigned i = 0;
+    for (tier t : {thread_tier, shared_tier, upstream_tier}) {
+      tier_detail d;
+      d.name = names[i++];
+      d.stats = tier_stats(t);
+      v.on_tier(d);
+    }
+  }
+  // The calling thread's heap: only its thread changes it (this one).
+  auto* own = static_cast<const tc_heap*>(last_state());
+  if (own == nullptr) own = static_cast<const tc_heap*>(cached_state());
+  if (own == nullptr) own = static_cast<const tc_heap*>(registered_state());
+  if ((what & inspect_tiers) != 0) {
+    tier_detail meta, others;
+    meta.name = "metadata";
+    others.name = "other_threads";
+    {
+      std::lock_guard<std::mutex> g(heaps_lock_);
+      meta.stats.bytes_held = heap_count_ * sizeof(tc_heap);
+      for (const tc_heap* h = heaps_.load(std::memory_order_relaxed); h != nullptr; h = h->next) {
+        if (h == own) continue;
+        const std::int64_t n = h->blocks_held.load(std::memory_order_relaxed);
+        others.stats.bytes_held += n > 0 ? static_cast<std::size_t>(n) * tc_block_size : 0;
+      }
+    }
+    meta.stats.bytes_held += front_.map().bytes_held() + middle_.engine_bytes();
+    meta.stats.bytes_resident = meta.stats.bytes_held;
+    others.stats.bytes_resident = others.stats.bytes_held;
+    v.on_tier(meta);
+    v.on_tier(others);
+  }
+  if ((what & (inspect_classes | inspect_regions)) == 0) return;
+  class_detail classes[size_class_table::max_classes];
+  const unsigned count = front_.sizes().count();
+  for (unsigned c = 0; c < count; ++c) {
+    classes[c].index = c;
+    classes[c].block_size = front_.sizes().size_of(c);
+  }
+  if (own != nullptr) front_.inspect_heap(*own, v, what, classes);
+  middle_.inspect(v, what, classes);
+  if ((what & inspect_regions) != 0) large_.inspect_regions(v);
+  if ((what & inspect_classes) != 0)
+    for (unsigned c = 0; c < count; ++c) v.on_class(classes[c]);
+}
+
 bool thread_cache_engine::check_invariants() const noexcept {
   const char* broken = nullptr;
   std::size_t blocks = 0, live = 0;

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <new>
+#include <vector>
 
 #include <strata/detail/thread_cache/middle.hpp>
 
@@ -875,6 +876,49 @@ const char* tc_front::check_heap(const tc_heap& h, std::size_t& blocks, std::siz
   // The caller adds every heap's and tier's live slots, then takes off what lists hold and what was set aside.
   live -= h.remote_count + set_aside;
   return nullptr;
+}
+
+// ---- inspection ------------------------------------------------------------------------------------------------------
+
+void tc_front::inspect_block(const slab* b, std::size_t extra_free, bool cached, inspector& v, unsigned what,
+                             class_detail* classes) const {
+  std::size_t free = free_slots(b) + extra_free;
+  if (free > b->capacity) free = b->capacity;  // a slot freed both ways at once, pending
+  region_detail r;
+  r.address = base_of(b);
+  r.size = tc_block_size;
+  r.kind = region_kind::slab;
+  r.size_class = b->size_class;
+  r.block_size = b->object_size;
+  r.live_blocks = b->capacity - free;
+  r.free_blocks = free;
+  r.bytes_in_use = r.live_blocks * b->object_size;
+  r.cached = cached;
+  class_detail& k = classes[b->size_class];
+  ++k.slabs;
+  k.bytes_held += tc_block_size;
+  k.live_blocks += r.live_blocks;
+  k.free_blocks += r.free_blocks;
+  if ((what & inspect_regions) != 0) v.on_region(r);
+}
+
+void tc_front::inspect_heap(const tc_heap& h, inspector& v, unsigned what, class_detail* classes) const {
+  std::vector<const void*> cached;
+  for (unsigned c = 0; c < sizes_.count(); ++c) {
+    const tc_bin& bin = h.bins[c];
+    cached.clear();
+    collect_nodes(bin.cache, h.node_key, cached);
+    std::sort(cached.begin(), cached.end());
+    auto one = [&](const slab* b) {
+      std::size_t extra = b->listed + count_between(cached, base_of(b), base_of(b) + tc_block_size);
+      if (b == bin.current && bin.claimed_base != nullptr) extra += static_cast<std::size_t>(popcount(bin.claimed));
+      inspect_block(b, extra, b == bin.spare || b->idle != 0, v, what, classes);
+    };
+    if (bin.current != nullptr) one(bin.current);
+    if (bin.spare != nullptr) one(bin.spare);
+    for (const slab* b = bin.partial; b != nullptr; b = b->next) one(b);
+    for (const slab* b = bin.full; b != nullptr; b = b->next) one(b);
+  }
 }
 
 }  // namespace strata::detail

@@ -172,7 +172,7 @@ resource_stats tc_middle::list_stats() const noexcept {
   // The stripes' engines are upstream memory too.
   const std::uint64_t made = stripes_made_.load(std::memory_order_relaxed);
   const std::uint64_t freed = stripes_freed_.load(std::memory_order_relaxed);
-  t.bytes_held = t.bytes_resident = static_cast<std::size_t>(made - freed) * sizeof(free_list_engine);
+  t.bytes_held = t.bytes_resident = engine_bytes();
   add_part_stats(t, gone_);
   t.upstream_allocations += made;
   t.upstream_deallocations += freed;
@@ -339,6 +339,22 @@ tc_middle::block_totals tc_middle::blocks() const noexcept {
   t.upstream_deallocations = source_.upstream_deallocations();
   t.failed = failed_;
   return t;
+}
+
+void tc_middle::inspect(inspector& v, unsigned what, class_detail* classes) const {
+  {
+    std::lock_guard<spin_lock> g(block_lock_);
+    for (const slab* head : abandoned_)
+      for (const slab* b = head; b != nullptr; b = b->next) front_->inspect_block(b, 0, false, v, what, classes);
+  }
+  if ((what & inspect_regions) == 0) return;
+  source_.inspect_cached(v, region_kind::slab);
+  for (unsigned i = 0; i < list_stripes; ++i) {
+    const free_list_engine* e = stripes_[i].load(std::memory_order_acquire);
+    if (e == nullptr) continue;
+    std::lock_guard<spin_lock> g(stripe_locks_[i]);
+    e->inspect_regions(v);
+  }
 }
 
 const char* tc_middle::check(std::size_t& blocks, std::size_t& live) const noexcept {

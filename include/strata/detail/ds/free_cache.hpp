@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
+#include <vector>
 
 #include <strata/config.hpp>
 #include <strata/detail/core/sanitizer.hpp>
@@ -304,5 +305,21 @@ struct free_cache {
     return false;
   }
 };
+
+/// The nodes of q (both lists; a node that does not check with `key` ends its list's walk), appended to `out`, for
+/// inspection: the owner of q holds it still meanwhile.
+inline void collect_nodes(const free_cache& q, std::uintptr_t key, std::vector<const void*>& out) {
+  for (int which = 0; which < 2; ++which) {
+    const void* p = which == 0 ? q.head : q.cold;
+    const std::uint32_t count = which == 0 ? q.count() : q.cold_count;
+    for (std::uint32_t k = 0; k < count && p != nullptr && is_node(p, key); ++k, p = node_next(p)) out.push_back(p);
+  }
+}
+
+/// How many of the sorted addresses `nodes` lie in [begin, end).
+inline std::size_t count_between(const std::vector<const void*>& nodes, const void* begin, const void* end) noexcept {
+  return static_cast<std::size_t>(std::lower_bound(nodes.begin(), nodes.end(), end) -
+                                  std::lower_bound(nodes.begin(), nodes.end(), begin));
+}
 
 }  // namespace strata::detail

@@ -24,6 +24,7 @@
 #include <strata/detail/core/math.hpp>
 #include <strata/detail/core/sanitizer.hpp>
 #include <strata/error.hpp>
+#include <strata/inspect.hpp>
 #include <strata/options.hpp>
 #include <strata/stats.hpp>
 
@@ -283,6 +284,11 @@ class fixed_pool_engine {
   /// operation may be reading any chunk until release()).
   void trim() noexcept;
   [[nodiscard]] resource_stats stats() const noexcept;
+  /// Under the lock: the pool's one class (class 0, blocks of stride() bytes; inspect_classes) and every chunk (with
+  /// its blocks in use, a run's blocks each, and its free blocks), the capacity reservation's part not carved yet,
+  /// cached empty chunks and large blocks (inspect_regions) to v. Blocks in the free cache are free; blocks out in
+  /// batches to threads' caches are live in their bitmaps and count as in use.
+  void inspect(inspector& v, unsigned what) const;
   bool check_invariants() const noexcept;
 
  private:

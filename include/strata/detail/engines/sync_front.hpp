@@ -114,6 +114,11 @@ class sync_front final : public per_thread_owner {
     if (t.peak_bytes_in_use < t.bytes_in_use) t.peak_bytes_in_use = t.bytes_in_use;
     return f.heap_bytes;
   }
+  /// The caches as a tier of their resource ("thread_caches", see thread_caches_tier).
+  [[nodiscard]] tier_detail tier() const noexcept {
+    const totals f = collect_totals();
+    return thread_caches_tier(f.allocations, f.deallocations, f.bytes, f.peak, f.heap_bytes);
+  }
   /// Objects of class c in the calling thread's cache.
   [[nodiscard]] std::size_t cached_by_calling_thread(unsigned c) const noexcept;
   /// The caches' lists and counts against the engine's; reports the first broken one. No thread may use the

@@ -11,6 +11,7 @@
 
 #include <strata/detail/ds/block_map.hpp>
 #include <strata/detail/core/sync.hpp>
+#include <strata/inspect.hpp>
 #include <strata/resource.hpp>
 
 namespace strata::detail {
@@ -100,11 +101,17 @@ class chunk_source {
     return counter_read(upstream_deallocations_);
   }
 
-  /// Calls f(chunk) for each cached empty chunk, under the cache's lock (f must not take or give chunks).
-  template <class F>
-  void for_each_cached(F&& f) const {
+  /// Reports each cached empty chunk to v as a cached region of `kind`, under the cache's lock.
+  void inspect_cached(inspector& v, region_kind kind) const {
     lock_guard g(lock_);
-    for (void* c = cached_list_; c != nullptr; c = *link(c)) f(static_cast<const void*>(c));
+    for (void* c = cached_list_; c != nullptr; c = *link(c)) {
+      region_detail r;
+      r.address = c;
+      r.size = cfg_.chunk_size;
+      r.kind = kind;
+      r.cached = true;
+      v.on_region(r);
+    }
   }
   /// Checks the cache (count, bound, every chunk registered and aligned); what is broken, or nullptr.
   [[nodiscard]] const char* check() const noexcept;

@@ -137,6 +137,12 @@ class thread_cache_engine final : private per_thread_owner {
   [[nodiscard]] resource_stats tier_stats(tier t) const noexcept;
   [[nodiscard]] resource_stats stats() const noexcept;
   bool check_invariants() const noexcept;
+  /// Reports to v, as `what` asks: classes (each size class: the blocks of the calling thread's heap and the shared
+  /// tier's abandoned blocks; other threads' heaps are theirs to change and are not read); tiers: "thread", "shared"
+  /// and "upstream" (tier_stats), "metadata" (heaps, the class map's leaves, the free list stripes' engines) and
+  /// "other_threads" (bytes_held: the blocks other threads' heaps own, which no region reports); regions: the
+  /// calling thread's blocks, the shared tier's abandoned and cached blocks and free list chunks, and large blocks.
+  void inspect(inspector& v, unsigned what) const;
   /// fork() with other threads using the engine: prepare_fork() takes every lock of the engine (and the thread
   /// registry's), after_fork_parent() gives them back in the parent, after_fork_child() in the child, where it also
   /// ends the publications of threads the child does not have (so that no wait for them hangs).

@@ -26,6 +26,7 @@
 #include <strata/detail/parts/slab.hpp>
 #include <strata/detail/ds/upstream_storage.hpp>
 #include <strata/error.hpp>
+#include <strata/inspect.hpp>
 
 namespace strata::detail {
 
@@ -403,6 +404,14 @@ class tc_front {
   /// objects live in them to `blocks` and `live`, less the objects its caches and remote list hold. Returns what is
   /// broken or nullptr.
   const char* check_heap(const tc_heap& h, std::size_t& blocks, std::size_t& live) const noexcept;
+  /// Reports block b as a slab region to v (inspect_regions) and adds it to classes[b's class]: its slots free in the
+  /// bitmaps, and `extra_free` more (objects free though their bits say live), are free. b must be held still: the
+  /// calling thread's own, or the shared tier's under its lock.
+  void inspect_block(const slab* b, std::size_t extra_free, bool cached, inspector& v, unsigned what,
+                     class_detail* classes) const;
+  /// inspect_block() for each block of heap h, the calling thread's own: objects in its caches, block lists and
+  /// claimed words are free; its spare and idle blocks are cached.
+  void inspect_heap(const tc_heap& h, inspector& v, unsigned what, class_detail* classes) const;
 
   /// Double frees found only after both frees were counted (two threads freeing one object at about the same
   /// time), and the bytes of the counts undone for them: stats() takes them off the heaps' counts.

@@ -13,6 +13,7 @@
 #include <strata/detail/core/sync.hpp>
 #include <strata/detail/engines/free_list_engine.hpp>
 #include <strata/detail/ds/size_classes.hpp>
+#include <strata/inspect.hpp>
 #include <strata/stats.hpp>
 
 namespace strata::detail {
@@ -119,6 +120,15 @@ class tc_middle {
   [[nodiscard]] resource_stats list_stats() const noexcept;
   /// Checks the abandoned lists, the empty cache and the free list; returns what is broken or nullptr.
   const char* check(std::size_t& blocks, std::size_t& live) const noexcept;
+  /// Reports the abandoned blocks (added to classes[], see tc_front::inspect_block), and with inspect_regions the
+  /// empty blocks cached and every chunk and large block of the free list's stripes, each under its lock.
+  void inspect(inspector& v, unsigned what, class_detail* classes) const;
+  /// The stripes' engines' own memory (from upstream).
+  [[nodiscard]] std::size_t engine_bytes() const noexcept {
+    return static_cast<std::size_t>(stripes_made_.load(std::memory_order_relaxed) -
+                                    stripes_freed_.load(std::memory_order_relaxed)) *
+           sizeof(free_list_engine);
+  }
   bool check_list() const noexcept;
 
  private:
