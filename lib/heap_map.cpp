@@ -140,10 +140,29 @@ std::string occupancy_colour(double f) {
 const char* const used_run_colour = "#08306b";  // the scale's full end
 const char* const free_run_colour = "#fdae6b";  // apart from the scale: free space inside a chunk stands out
 
-// Size classes and series: a categorical palette (Tableau 10 and two more).
-const char* const hues[] = {"#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948",
-                            "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac", "#17becf", "#8c564b"};
+// Size classes and series: a categorical palette (Tableau 10 and two more), blues last: the occupancy scale is blue.
+const char* const hues[] = {"#f28e2b", "#e15759", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
+                            "#9c755f", "#76b7b2", "#bab0ac", "#17becf", "#8c564b", "#4e79a7"};
 constexpr std::size_t hue_count = sizeof hues / sizeof hues[0];
+
+// The n-th hue: the palette's, then hues a golden angle apart (distinct enough for a key to tell them apart).
+std::string hue(std::size_t n) {
+  if (n < hue_count) return hues[n];
+  const double h = std::fmod(static_cast<double>(n) * 137.508, 360.0) / 60.0;
+  const double c = 0.5;  // chroma, with lightness 0.55: mid tones that show on white and under text
+  const double x = c * (1 - std::fabs(std::fmod(h, 2.0) - 1));
+  const double m = 0.55 - c / 2;
+  rgb v{m, m, m};
+  switch (static_cast<int>(h)) {
+    case 0: v = {c + m, x + m, m}; break;
+    case 1: v = {x + m, c + m, m}; break;
+    case 2: v = {m, c + m, x + m}; break;
+    case 3: v = {m, x + m, c + m}; break;
+    case 4: v = {x + m, m, c + m}; break;
+    default: v = {c + m, m, x + m}; break;
+  }
+  return hex({v.r * 255, v.g * 255, v.b * 255});
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Collecting what inspect() reports
@@ -353,6 +372,17 @@ double draw_level(std::ostream& o, const level& l, std::size_t index, double y, 
     return y + 24;
   }
 
+  // The size classes of the slabs drawn: the n-th smallest gets the n-th hue.
+  std::vector<int> shown;
+  for (std::size_t i = 0; i < n; ++i) {
+    const int c = l.regions[i].r.size_class;
+    if (c >= 0 && std::find(shown.begin(), shown.end(), c) == shown.end()) shown.push_back(c);
+  }
+  std::sort(shown.begin(), shown.end());
+  auto class_hue = [&shown](int c) {
+    return hue(static_cast<std::size_t>(std::lower_bound(shown.begin(), shown.end(), c) - shown.begin()));
+  };
+
   double x = 0;
   double row_y = y;
   std::size_t runs_missing_for = 0;
@@ -397,7 +427,7 @@ double draw_level(std::ostream& o, const level& l, std::size_t index, double y, 
     }
     if (r.size_class >= 0) {
       o << "<rect class=\"band\" x=\"" << num(cx) << "\" y=\"" << num(row_y) << "\" width=\"" << num(w)
-        << "\" height=\"4.0\" fill=\"" << hues[static_cast<std::size_t>(r.size_class) % hue_count] << "\"/>";
+        << "\" height=\"4.0\" fill=\"" << class_hue(r.size_class) << "\"/>";
     }
     if (e.run_count == 0 && cell_h >= 18) {
       const std::string label = cell_label(r, w);
@@ -429,13 +459,6 @@ double draw_level(std::ostream& o, const level& l, std::size_t index, double y, 
          " runs): their colour gives their occupancy");
   }
 
-  // The size classes of the slabs drawn, with their hue.
-  std::vector<int> shown;
-  for (std::size_t i = 0; i < n; ++i) {
-    const int c = l.regions[i].r.size_class;
-    if (c >= 0 && std::find(shown.begin(), shown.end(), c) == shown.end()) shown.push_back(c);
-  }
-  std::sort(shown.begin(), shown.end());
   if (!shown.empty()) {
     constexpr std::size_t max_keys = 36;
     constexpr double key_w = 118;
@@ -450,7 +473,7 @@ double draw_level(std::ostream& o, const level& l, std::size_t index, double y, 
       const double kx = g.margin + 90 + static_cast<double>(k % per_row) * key_w;
       const double ky = y + static_cast<double>(k / per_row) * 16;
       o << "<rect x=\"" << num(kx) << "\" y=\"" << num(ky + 3) << "\" width=\"12.0\" height=\"10.0\" fill=\""
-        << hues[static_cast<std::size_t>(c) % hue_count] << "\"/><text x=\"" << num(kx + 16) << "\" y=\""
+        << class_hue(c) << "\"/><text x=\"" << num(kx + 16) << "\" y=\""
         << num(ky + 12) << "\" class=\"label\">" << xml_escape(label) << "</text>";
     }
     o << "\n";
@@ -668,7 +691,7 @@ void stats_recorder::write_svg(std::ostream& out, const stats_chart_options& opt
     const double lx = 20 + static_cast<double>(i % 4) * ((width - 40) / 4);
     const double ly = 62 + static_cast<double>(i / 4) * 18;
     o << "<line x1=\"" << num(lx) << "\" y1=\"" << num(ly + 6) << "\" x2=\"" << num(lx + 22) << "\" y2=\""
-      << num(ly + 6) << "\" stroke=\"" << hues[i % hue_count] << "\" stroke-width=\"2.5\"/><text x=\"" << num(lx + 28)
+      << num(ly + 6) << "\" stroke=\"" << hue(i) << "\" stroke-width=\"2.5\"/><text x=\"" << num(lx + 28)
       << "\" y=\"" << num(ly + 10) << "\" class=\"label\">" << xml_escape(series_[i].label) << "</text>";
   }
   o << "</g>\n";
@@ -738,7 +761,7 @@ void stats_recorder::write_svg(std::ostream& out, const stats_chart_options& opt
   };
   for (std::size_t si = 0; si < series_.size(); ++si) {
     const series_data& s = series_[si];
-    const char* colour = hues[si % hue_count];
+    const std::string colour = hue(si);
     o << "<g class=\"series\">";
     for (const figure f : {figure{&point::bytes_in_use, nullptr}, figure{&point::bytes_held, "7,4"},
                            figure{&point::bytes_resident, "2,3"}}) {
