@@ -22,6 +22,7 @@
 #include <strata/free_list_resource.hpp>
 #include <strata/page_resource.hpp>
 #include <strata/testing.hpp>
+#include <strata/thread_cache_resource.hpp>
 
 #include "support.hpp"
 
@@ -366,32 +367,68 @@ TEST_CASE("heap_map: a fragmented free list: a cell per chunk, its runs tiling i
   }
 }
 
-TEST_CASE("heap_map: bitmap, fixed pool and page resource: one cell per region reported") {
+TEST_CASE("heap_map: bitmap, fixed pool, page resource and thread cache: one cell per region reported") {
+  // What inspect() reports, counted as the map should draw it.
+  struct counts : strata::inspector {
+    std::size_t regions = 0, classed = 0, large = 0, spans = 0;
+    bool on_region(const region_detail& r) override {
+      ++regions;
+      classed += r.size_class >= 0;
+      large += r.kind == region_kind::large;
+      spans += r.kind == region_kind::span;
+      return false;
+    }
+  };
+  auto check_map = [](const strata::resource& r) {
+    counts c;
+    r.inspect(c, strata::inspect_regions);
+    const std::string svg = strata::heap_map_svg(r);
+    CHECK(starts_as_svg(svg));
+    CHECK(c.regions > 0);
+    CHECK(regions_in(svg).size() == c.regions);
+    CHECK(count(svg, "<rect class=\"band\"") == c.classed);
+    CHECK(count(svg, "<title>large block at ") == c.large);
+    CHECK(count(svg, "<title>span at ") == c.spans);
+    return svg;
+  };
+
   strata::bitmap_resource bm;
   std::vector<std::pair<void*, std::size_t>> blocks;
   for (int i = 0; i < 2000; ++i) {
     const std::size_t size = std::size_t{16} << (i % 5);
     blocks.emplace_back(bm.allocate(size), size);
   }
-  const std::string bsvg = strata::heap_map_svg(bm);
-  CHECK(regions_in(bsvg).size() == regions_reported(bm));
+  const std::string bsvg = check_map(bm);
+  CHECK(bsvg.find("size classes:") != std::string::npos);
   for (const auto& b : blocks) bm.deallocate(b.first, b.second);
 
   strata::fixed_pool_resource pool(64);
   std::vector<void*> ps;
   for (int i = 0; i < 5000; ++i) ps.push_back(pool.allocate(64));
-  const std::string psvg = strata::heap_map_svg(pool);
-  CHECK(regions_in(psvg).size() == regions_reported(pool));
-  for (void* p : ps) pool.deallocate(p, 64);
+  for (int i = 0; i < 5000; i += 2) pool.deallocate(ps[static_cast<std::size_t>(i)], 64);
+  const std::string psvg = check_map(pool);
+  CHECK(psvg.find("(64 B blocks)") != std::string::npos);
+  for (int i = 1; i < 5000; i += 2) pool.deallocate(ps[static_cast<std::size_t>(i)], 64);
 
   strata::page_resource pages;
   void* a = pages.allocate(1 << 20);
   void* b = pages.allocate(3 * 4096);
-  const std::string gsvg = strata::heap_map_svg(pages);
-  CHECK(regions_in(gsvg).size() == regions_reported(pages));
+  const std::string gsvg = check_map(pages);
+  CHECK(gsvg.find(", 1 MiB; in use 1 MiB (100%)") != std::string::npos);
+  CHECK(gsvg.find(", 12 KiB; in use 12 KiB (100%)") != std::string::npos);
   pages.deallocate(b, 3 * 4096);
   pages.deallocate(a, 1 << 20);
-  for (const std::string* s : {&bsvg, &psvg, &gsvg}) CHECK(starts_as_svg(*s));
+
+  strata::thread_cache_resource tc;
+  std::vector<std::pair<void*, std::size_t>> tblocks;
+  for (int i = 0; i < 3000; ++i) {
+    const std::size_t size = std::size_t{24} << (i % 4);
+    tblocks.emplace_back(tc.allocate(size), size);
+  }
+  tblocks.emplace_back(tc.allocate(std::size_t{1} << 20), std::size_t{1} << 20);
+  const std::string tsvg = check_map(tc);
+  CHECK(tsvg.find("<title>large block at ") != std::string::npos);
+  for (const auto& x : tblocks) tc.deallocate(x.first, x.second);
 }
 
 TEST_CASE("stats_recorder: samples each resource's stats and draws a line per figure") {
