@@ -180,6 +180,7 @@ struct level {
   std::string name;
   resource_stats stats{};
   std::vector<class_detail> classes;
+  std::vector<std::pair<std::string, resource_stats>> tiers;
   std::vector<region_entry> regions;
   std::vector<run_detail> runs;
 };
@@ -188,6 +189,7 @@ class collector final : public inspector {
  public:
   collector(level& l, std::size_t max_runs) : l_(l), max_runs_(max_runs) {}
   void on_class(const class_detail& c) override { l_.classes.push_back(c); }
+  void on_tier(const tier_detail& t) override { l_.tiers.emplace_back(t.name != nullptr ? t.name : "", t.stats); }
   bool on_region(const region_detail& r) override {
     const bool want = l_.runs.size() < max_runs_;
     l_.regions.push_back({r, l_.runs.size(), 0, !want});
@@ -217,7 +219,7 @@ std::vector<level> collect(const resource& top, const heap_map_options& opt) {
     l.regions.reserve(256);
     l.runs.reserve(1024);
     collector c(l, opt.max_runs);
-    r->inspect(c, inspect_classes | inspect_regions);
+    r->inspect(c, inspect_all);
     l.stats = r->stats();
     std::sort(l.regions.begin(), l.regions.end(), [](const region_entry& a, const region_entry& b) {
       return reinterpret_cast<std::uintptr_t>(a.r.address) < reinterpret_cast<std::uintptr_t>(b.r.address);
@@ -360,9 +362,23 @@ double draw_level(std::ostream& o, const level& l, std::size_t index, double y, 
   o << "<text x=\"" << num(g.margin) << "\" y=\"" << num(y + 31) << "\" class=\"sub\">"
     << xml_escape(stats_line(l.stats)) << "</text>\n";
   y += 40;
+  std::vector<std::string> lines;
   const std::string free_space = free_space_line(l.stats);
-  if (!free_space.empty()) {
-    o << "<text x=\"" << num(g.margin) << "\" y=\"" << num(y + 7) << "\" class=\"sub\">" << xml_escape(free_space)
+  if (!free_space.empty()) lines.push_back(free_space);
+  // Parts with their own accounting (a thread cache's tiers, per-thread caches), three to a line.
+  for (std::size_t i = 0; i < l.tiers.size(); i += 3) {
+    std::string t = i == 0 ? "parts: " : "";
+    for (std::size_t k = i; k < l.tiers.size() && k < i + 3; ++k) {
+      const resource_stats& st = l.tiers[k].second;
+      if (k > i) t += "; ";
+      t += l.tiers[k].first + " ";
+      if (st.bytes_in_use > 0) t += human_bytes(static_cast<double>(st.bytes_in_use)) + " in use of ";
+      t += human_bytes(static_cast<double>(st.bytes_held)) + " held";
+    }
+    lines.push_back(t);
+  }
+  for (const std::string& t : lines) {
+    o << "<text x=\"" << num(g.margin) << "\" y=\"" << num(y + 7) << "\" class=\"sub\">" << xml_escape(t)
       << "</text>\n";
     y += 16;
   }
