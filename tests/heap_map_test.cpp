@@ -43,6 +43,7 @@ class known_heap final : public strata::resource {
   std::string name = "known";
   strata::resource_stats st{};
   std::vector<strata::class_detail> classes;
+  std::vector<strata::tier_detail> tiers;
   std::vector<region> regions;
   std::pmr::memory_resource* upstream = nullptr;
   mutable int inspections = 0;
@@ -57,6 +58,9 @@ class known_heap final : public strata::resource {
     ++inspections;
     if (what & strata::inspect_classes) {
       for (const auto& c : classes) v.on_class(c);
+    }
+    if (what & strata::inspect_tiers) {
+      for (const auto& t : tiers) v.on_tier(t);
     }
     if (what & strata::inspect_regions) {
       for (const auto& x : regions) {
@@ -234,6 +238,25 @@ TEST_CASE("heap_map: a known heap: one cell per region in address order, widths 
   CHECK(svg.find("class 2: 48 B") != std::string::npos);
   // The title's stats.
   CHECK(svg.find("in use 100 KiB of 320 KiB held (31%)") != std::string::npos);
+  CHECK(svg.find("parts:") == std::string::npos);
+
+  // Parts with their own accounting, three to a line; free space between blocks.
+  for (const char* name : {"thread", "shared", "upstream", "metadata"}) {
+    strata::tier_detail t;
+    t.name = name;
+    t.stats.bytes_held = 2048;
+    t.stats.bytes_in_use = name[0] == 't' ? 1024 : 0;
+    h.tiers.push_back(t);
+  }
+  h.st.free_bytes = 96 * 1024;
+  h.st.free_blocks = 2;
+  h.st.largest_free_block = 64 * 1024;
+  const std::string more = strata::heap_map_svg(h);
+  CHECK(more.find(">parts: thread 1 KiB in use of 2 KiB held; shared 2 KiB held; upstream 2 KiB held</text>") !=
+        std::string::npos);
+  CHECK(more.find(">metadata 2 KiB held</text>") != std::string::npos);
+  CHECK(more.find("free between blocks: 96 KiB in 2 pieces, the largest 64 KiB: external fragmentation 33%") !=
+        std::string::npos);
 }
 
 TEST_CASE("heap_map: names and titles are escaped") {
