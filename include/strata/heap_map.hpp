@@ -109,8 +109,8 @@ class stats_recorder {
   [[nodiscard]] std::size_t samples() const noexcept { return sample_labels_.size(); }
   /// Resources watched.
   [[nodiscard]] std::size_t series() const noexcept { return series_.size(); }
-  /// The figures of resource `series` (in the order watched) at sample `sample`. Requires: both in range, and the
-  /// resource watched by then.
+  /// The figures of resource `series` (in the order watched) at sample `sample`.
+  /// Throws: std::out_of_range when there is no such series or sample, or the resource was watched after it.
   [[nodiscard]] const point& at(std::size_t series, std::size_t sample) const;
 
   /// Effects: writes the chart of every sample as a standalone SVG 1.1 picture. With no sample, a chart that says so.
