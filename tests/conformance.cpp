@@ -2,11 +2,13 @@
 // tests/conformance.cpp: every strata resource joins the conformance suite here, one line each.
 #include "conformance.hpp"
 
+#include <strata/arena_resource.hpp>
 #include <strata/bitmap_resource.hpp>
 #include <strata/debug_resource.hpp>
 #include <strata/fixed_pool_resource.hpp>
 #include <strata/free_list_resource.hpp>
 #include <strata/thread_cache_resource.hpp>
+#include <strata/tracking_resource.hpp>
 
 namespace strata_test {
 using page_subject = subject<strata::page_resource, os_upstream>;
@@ -121,6 +123,29 @@ struct bitmap_base {
 };
 using debug_over_pages = subject<strata::debug_resource, chained_upstream<page_base>, debug_maker>;
 using debug_over_bitmap = subject<strata::debug_resource, chained_upstream<bitmap_base>, debug_maker>;
+/// An arena whose chunks grow to 1 MiB at most, so that the exhaustion test's 20,000 blocks take more than its 40
+/// upstream calls.
+template <class Arena>
+struct arena_maker {
+  static std::unique_ptr<Arena> over(std::pmr::memory_resource* upstream) {
+    strata::arena_options o;
+    o.max_chunk_size = std::size_t{1} << 20;
+    return std::make_unique<Arena>(o, upstream);
+  }
+};
+using sync_arena = strata::synchronized_arena_resource;
+using arena_over_pages = subject<strata::arena_resource, chained_upstream<page_base>, arena_maker<strata::arena_resource>>;
+using arena_over_heap = subject<strata::arena_resource, chained_upstream<new_delete_base>, arena_maker<strata::arena_resource>>;
+using sync_arena_over_pages = subject<sync_arena, chained_upstream<page_base>, arena_maker<sync_arena>>;
+/// tracking_resource over a page_resource of its own: page_resource finds the misuse the suite plays (a recorder in
+/// between would count it as a mismatch), faults come from the OS layer.
+struct own_pages {
+  strata::page_resource pages;
+};
+struct tracked_pages : own_pages, strata::tracking_resource {
+  explicit tracked_pages(std::pmr::memory_resource*) : strata::tracking_resource(&pages) {}
+};
+using tracking_over_pages = subject<tracked_pages, os_upstream>;
 }  // namespace strata_test
 
 TYPE_TO_STRING_AS("page_resource", strata_test::page_subject);
@@ -156,6 +181,10 @@ TYPE_TO_STRING_AS("thread_cache_resource (strict) over pages", strata_test::stri
 TYPE_TO_STRING_AS("thread_cache_resource (strict) over new_delete", strata_test::strict_thread_cache_over_heap);
 TYPE_TO_STRING_AS("debug_resource over pages", strata_test::debug_over_pages);
 TYPE_TO_STRING_AS("debug_resource over bitmap_resource", strata_test::debug_over_bitmap);
+TYPE_TO_STRING_AS("arena_resource over pages", strata_test::arena_over_pages);
+TYPE_TO_STRING_AS("arena_resource over new_delete", strata_test::arena_over_heap);
+TYPE_TO_STRING_AS("synchronized_arena_resource over pages", strata_test::sync_arena_over_pages);
+TYPE_TO_STRING_AS("tracking_resource over pages", strata_test::tracking_over_pages);
 
 namespace strata_test {
 STRATA_CONFORMANCE(page_subject);
@@ -181,4 +210,8 @@ STRATA_CONFORMANCE(strict_thread_cache_over_pages, strict_thread_cache_over_heap
 STRATA_CONFORMANCE_THREADS(strict_thread_cache_over_pages, strict_thread_cache_over_heap);
 STRATA_CONFORMANCE(debug_over_pages, debug_over_bitmap);
 STRATA_CONFORMANCE_THREADS(debug_over_pages, debug_over_bitmap);
+STRATA_CONFORMANCE_NO_REUSE(arena_over_pages, arena_over_heap, sync_arena_over_pages);
+STRATA_CONFORMANCE_THREADS(sync_arena_over_pages);
+STRATA_CONFORMANCE(tracking_over_pages);
+STRATA_CONFORMANCE_THREADS(tracking_over_pages);
 }  // namespace strata_test

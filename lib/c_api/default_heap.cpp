@@ -291,12 +291,18 @@ template void heap_free_slow_as<debug_alloc_family::new_array>(void*) noexcept;
 
 
 namespace {
-struct persistent_arena : strata::detail::bump_arena {
-  persistent_arena() noexcept : bump_arena(strata::default_page_resource()) {}
-};
-
+/// Chunks of 1 MiB that do not grow; a request above a quarter of one gets a chunk of its own.
+strata::detail::arena_config persistent_config() noexcept {
+  strata::detail::arena_config c;
+  c.initial_chunk = c.max_chunk = std::size_t{1} << 20;
+  c.growth = 1.0;
+  return c;
+}
 }  // namespace
 
-strata::detail::bump_arena& persistent() { return immortal<persistent_arena>(); }
+persistent_arena::persistent_arena() noexcept
+    : arena_engine(persistent_config(), strata::default_page_resource(), "persistent") {}
+
+persistent_arena& persistent() { return immortal<persistent_arena>(); }
 
 }  // namespace strata::c_api

@@ -9,7 +9,7 @@
 
 #include <strata/config.hpp>
 #include <strata/debug_resource.hpp>
-#include <strata/detail/ds/bump_arena.hpp>
+#include <strata/detail/engines/arena_engine.hpp>
 #include <strata/thread_cache_resource.hpp>
 
 #include "errors.hpp"
@@ -129,6 +129,14 @@ STRATA_ALWAYS_INLINE void heap_free_sized(void* p, std::size_t size) noexcept {
 void print_heap_stats() noexcept;
 
 /// The persistent arena: strata_persistent_malloc's memory, over the default page resource.
-strata::detail::bump_arena& persistent();
+class persistent_arena : public strata::detail::arena_engine<true> {
+ public:
+  persistent_arena() noexcept;
+  /// A zero-size block counts as one byte, as strata_persistent_stats has always said.
+  void* allocate(std::size_t bytes, std::size_t alignment) {
+    return arena_engine::allocate(bytes + (bytes == 0), alignment);
+  }
+};
+persistent_arena& persistent();
 
 }  // namespace strata::c_api
