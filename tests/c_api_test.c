@@ -1126,6 +1126,199 @@ static void test_bad_options(void) {
   strata_thread_cache_options_init(NULL);
 }
 
+/* ---- resources by name and subsystems ----------------------------------------------------------------------------- */
+
+static int contains(const char* text, const char* part) { return text != NULL && strstr(text, part) != NULL; }
+
+#define CHECK_MESSAGE_HAS(part)                                                                                  \
+  do {                                                                                                           \
+    if (!contains(strata_last_error_message(), (part))) {                                                        \
+      fprintf(stderr, "%s:%d: message \"%s\" lacks \"%s\"\n", __FILE__, __LINE__, strata_last_error_message(), \
+              (part));                                                                                           \
+      ++g_failures;                                                                                              \
+    }                                                                                                            \
+  } while (0)
+
+static void test_resource_create(void) {
+  strata_resource_t* r = strata_resource_create("bitmap(block_size=128KiB, checks=strict) > page");
+  void* p;
+  REQUIRE(r != NULL);
+  CHECK(strcmp(strata_last_error_message(), "") == 0);
+  CHECK(strcmp(strata_resource_name(r), "bitmap_resource") == 0);
+  p = strata_resource_malloc(r, 100);
+  REQUIRE(p != NULL);
+  fill(p, 100, 3);
+  CHECK(filled(p, 100, 3));
+  CHECK(stats_of(r).bytes_in_use >= 100);
+  strata_resource_free(r, p, 100);
+  CHECK(stats_of(r).bytes_in_use == 0);
+  CHECK(strata_resource_check(r));
+  CHECK(strata_resource_release(r));
+  strata_resource_destroy(r);
+
+  /* A capped fixed pool over a thread cache: the pool's own calls work on the handle. */
+  r = strata_resource_create("fixed_pool(block_size=48, max_bytes=1MiB) > thread_cache");
+  REQUIRE(r != NULL);
+  CHECK(strcmp(strata_resource_name(r), "fixed_pool_resource") == 0);
+  CHECK(strata_fixed_pool_capacity(r) > 10000);
+  CHECK(strata_resource_round_size(r, 10) == 48);
+  p = strata_resource_malloc(r, 48);
+  REQUIRE(p != NULL);
+  CHECK(aligned_to(p, 16));
+  strata_resource_free(r, p, 48);
+  strata_resource_destroy(r);
+
+  /* A thread cache's unsized calls. */
+  r = strata_resource_create("thread_cache(max_small_size=1KiB, checks=strict)");
+  REQUIRE(r != NULL);
+  p = strata_resource_malloc(r, 100);
+  REQUIRE(p != NULL);
+  CHECK(strata_resource_usable_size(r, p) >= 100);
+  strata_resource_free_unsized(r, p);
+  strata_resource_destroy(r);
+
+  /* A debug resource over a free list is a debug handle. */
+  r = strata_resource_create("debug(report_leaks=false) > free_list(policy=best_fit)");
+  REQUIRE(r != NULL);
+  CHECK(strcmp(strata_resource_name(r), "debug_resource") == 0);
+  p = strata_resource_malloc(r, 32);
+  REQUIRE(p != NULL);
+  CHECK(strata_debug_check_all(r) == 0);
+  strata_resource_free(r, p, 32);
+  strata_resource_destroy(r);
+
+  /* The default page resource alone: the handle owns nothing, so it releases nothing. */
+  r = strata_resource_create("page");
+  REQUIRE(r != NULL);
+  CHECK(strcmp(strata_resource_name(r), "page_resource") == 0);
+  strata_clear_error();
+  CHECK(!strata_resource_release(r));
+  CHECK(strata_last_error() == STRATA_ENOTSUP);
+  p = strata_resource_malloc(r, 5000);
+  REQUIRE(p != NULL);
+  strata_resource_free(r, p, 5000);
+  strata_resource_destroy(r);
+}
+
+static void check_spec_error(const char* spec, const char* part, int line) {
+  strata_resource_t* r;
+  strata_clear_error();
+  r = strata_resource_create(spec);
+  if (r != NULL || strata_last_error() != STRATA_EINVAL || !contains(strata_last_error_message(), part)) {
+    fprintf(stderr, "%s:%d: spec \"%s\": error %d, message \"%s\", expected EINVAL and \"%s\"\n", __FILE__, line,
+            spec ? spec : "(null)", (int)strata_last_error(), strata_last_error_message(), part);
+    ++g_failures;
+  }
+  strata_resource_destroy(r);
+}
+
+static void test_resource_create_errors(void) {
+  strata_resource_t* r;
+  check_spec_error("", "empty spec", __LINE__);
+  check_spec_error("bitmapp", "unknown strategy \"bitmapp\"", __LINE__);
+  check_spec_error("bitmap(blok=1)", "column 8: unknown option \"blok\" for bitmap", __LINE__);
+  check_spec_error("bitmap(checks=maybe)", "expected one of standard|strict", __LINE__);
+  check_spec_error("bitmap(block_size=64XiB)", "bad unit \"XiB\"", __LINE__);
+  check_spec_error("bitmap(block_size=64KB)", "ambiguous unit \"KB\"", __LINE__);
+  check_spec_error("bitmap(block_size=99999999999999999999)", "overflows", __LINE__);
+  check_spec_error("bitmap(block_size=64KiB", "missing ')'", __LINE__);
+  check_spec_error("bitmap x", "unexpected \"x\"", __LINE__);
+  check_spec_error("bitmap(block_size=1000)", "bitmap refused its options", __LINE__);
+  check_spec_error("new_delete", "can only be the last link", __LINE__);
+  check_spec_error("bitmap > new_delete > page", "takes no upstream", __LINE__);
+  check_spec_error(NULL, "NULL", __LINE__);
+  /* A later success clears the message. */
+  r = strata_resource_create("bitmap");
+  REQUIRE(r != NULL);
+  CHECK(strcmp(strata_last_error_message(), "") == 0);
+  strata_resource_destroy(r);
+}
+
+static void test_subsystems(void) {
+  const char* path = "strata_c_api_test_subsystems.conf";
+  strata_resource_t *code, *file, *other;
+  void* p;
+  FILE* f = fopen(path, "w");
+  REQUIRE(f != NULL);
+  fputs("# subsystems of this test\n\nc.file = free_list(policy=best_fit)  # a comment\nc.code = bitmap\n", f);
+  fclose(f);
+  CHECK(strata_configure_subsystem("c.code", "fixed_pool(block_size=32)"));
+  CHECK(strata_load_subsystem_config(path));
+  CHECK(strata_set_subsystem_default("synchronized_bitmap"));
+  /* Code before the file, the file before the default. */
+  code = strata_subsystem("c.code");
+  file = strata_subsystem("c.file");
+  other = strata_subsystem("c.other");
+  REQUIRE(code != NULL && file != NULL && other != NULL);
+  CHECK(strcmp(strata_resource_name(code), "fixed_pool_resource") == 0);
+  CHECK(strcmp(strata_resource_name(file), "free_list_resource") == 0);
+  CHECK(strcmp(strata_resource_name(other), "synchronized_bitmap_resource") == 0);
+  CHECK(strata_subsystem("c.code") == code);
+  /* A subsystem's handle lives until the process ends. */
+  strata_clear_error();
+  strata_resource_destroy(code);
+  CHECK(strata_last_error() == STRATA_EINVAL);
+  p = strata_resource_malloc(code, 32);
+  REQUIRE(p != NULL);
+  strata_resource_free(code, p, 32);
+
+  strata_clear_error();
+  CHECK(!strata_configure_subsystem("c.code", "bitmap"));
+  CHECK(strata_last_error() == STRATA_EINVAL);
+  CHECK_MESSAGE_HAS("is in use already");
+  CHECK(!strata_configure_subsystem("c.new", "bitmap("));
+  CHECK_MESSAGE_HAS("missing ')'");
+  CHECK(strata_subsystem("bad name") == NULL);
+  CHECK_MESSAGE_HAS("bad subsystem name");
+  CHECK(!strata_set_subsystem_default("nothing"));
+  CHECK_MESSAGE_HAS("unknown strategy \"nothing\"");
+  f = fopen(path, "w");
+  REQUIRE(f != NULL);
+  fputs("ok = bitmap\nbad = bitmap(blok=1)\n", f);
+  fclose(f);
+  CHECK(!strata_load_subsystem_config(path));
+  CHECK_MESSAGE_HAS("strata_c_api_test_subsystems.conf:2: ");
+  CHECK_MESSAGE_HAS("unknown option \"blok\"");
+  CHECK(!strata_load_subsystem_config("/nonexistent/strata.conf"));
+  CHECK_MESSAGE_HAS("cannot read");
+  CHECK(!strata_load_subsystem_config(NULL));
+  CHECK(strata_last_error() == STRATA_EINVAL);
+  remove(path);
+}
+
+#define SUBSYSTEM_THREADS 8
+static strata_resource_t* g_subsystem_seen[SUBSYSTEM_THREADS];
+static volatile int g_subsystem_ready = 0;
+static pthread_mutex_t g_subsystem_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void* ask_for_subsystem(void* slot) {
+  int ready;
+  void* p;
+  pthread_mutex_lock(&g_subsystem_lock);
+  ++g_subsystem_ready;
+  pthread_mutex_unlock(&g_subsystem_lock);
+  do {
+    pthread_mutex_lock(&g_subsystem_lock);
+    ready = g_subsystem_ready;
+    pthread_mutex_unlock(&g_subsystem_lock);
+  } while (ready < SUBSYSTEM_THREADS);
+  *(strata_resource_t**)slot = strata_subsystem("c.race");
+  p = strata_resource_malloc(*(strata_resource_t**)slot, 64);
+  strata_resource_free(*(strata_resource_t**)slot, p, 64);
+  return NULL;
+}
+
+static void test_subsystem_threads(void) {
+  pthread_t threads[SUBSYSTEM_THREADS];
+  int i;
+  for (i = 0; i < SUBSYSTEM_THREADS; ++i)
+    REQUIRE(pthread_create(&threads[i], NULL, ask_for_subsystem, &g_subsystem_seen[i]) == 0);
+  for (i = 0; i < SUBSYSTEM_THREADS; ++i) pthread_join(threads[i], NULL);
+  REQUIRE(g_subsystem_seen[0] != NULL);
+  for (i = 1; i < SUBSYSTEM_THREADS; ++i) CHECK(g_subsystem_seen[i] == g_subsystem_seen[0]);
+  CHECK(strcmp(strata_resource_name(g_subsystem_seen[0]), "thread_cache_resource") == 0);
+}
+
 /* ---- driver -------------------------------------------------------------------------------------------------------- */
 
 typedef struct test_case {
@@ -1163,6 +1356,10 @@ static const test_case cases[] = {
     {"destroy_with_live_blocks", test_destroy_with_live_blocks},
     {"bad_options", test_bad_options},
     {"debug_handle", test_debug_handle},
+    {"resource_create", test_resource_create},
+    {"resource_create_errors", test_resource_create_errors},
+    {"subsystems", test_subsystems},
+    {"subsystem_threads", test_subsystem_threads},
 };
 
 int main(int argc, char** argv) {

@@ -350,6 +350,49 @@ const char* strata_resource_name(strata_resource_t* r) STRATA_C_NOEXCEPT;
 /** Thread-cache handles: strata_thread_cleanup for r. */
 void strata_resource_thread_cleanup(strata_resource_t* r) STRATA_C_NOEXCEPT;
 
+/* ---- resources by name --------------------------------------------------------------------------------------- */
+/*
+ * Resources built from a text spec such as "bitmap(block_size=256KiB, checks=strict) > page": strategies by name,
+ * options in parentheses, each link's upstream after '>' (docs/configuration.md has the grammar, every name and
+ * option). The same as strata::make_resource and strata::subsystem in C++.
+ */
+
+/** The chain of resources `spec` describes; strata_resource_destroy destroys all of it (the first link first).
+ *  NULL on failure: EINVAL for a spec that cannot be used (a NULL spec, an unknown name or option, a bad value, unit
+ *  or syntax, an option the strategy refuses), with strata_last_error_message() saying what and where; ENOMEM. */
+strata_resource_t* strata_resource_create(const char* spec) STRATA_C_NOEXCEPT;
+
+/** Why the last failing call on this thread of a function of this section failed, as one line naming the spec, the
+ *  column or the file and line; "" when none has failed. Valid until this thread's next call of this section. */
+const char* strata_last_error_message(void) STRATA_C_NOEXCEPT;
+
+/** The resource of subsystem `name` (letters, digits and _ . - : /), made on first use from the first spec found:
+ *  strata_configure_subsystem, the environment variable STRATA_RESOURCE_<NAME> (upper case, other characters as
+ *  '_'), a config file (strata_load_subsystem_config, else the file the variable STRATA_CONFIG names), the default
+ *  (strata_set_subsystem_default, else "thread_cache", one per subsystem). Lives until the process ends:
+ *  strata_resource_destroy leaves it alone (EINVAL). Thread-safe; the same handle every time. NULL (EINVAL, with a
+ *  message) for a bad name or a spec that cannot be built. */
+strata_resource_t* strata_subsystem(const char* name) STRATA_C_NOEXCEPT;
+/** Subsystem `name` will be built from `spec`. False (EINVAL, with a message) for a bad name or spec, or a subsystem
+ *  made already. */
+bool strata_configure_subsystem(const char* name, const char* spec) STRATA_C_NOEXCEPT;
+/** Subsystems with no other spec are built from `spec` instead of "thread_cache". False (EINVAL) for a bad spec. */
+bool strata_set_subsystem_default(const char* spec) STRATA_C_NOEXCEPT;
+/** Reads a config file: one `name = spec` per line, '#' comments, blank lines. False (EINVAL, the message naming
+ *  path:line) when a line is bad, and then nothing of the file is used; false (EINVAL) when it cannot be read. */
+bool strata_load_subsystem_config(const char* path) STRATA_C_NOEXCEPT;
+
+/* ---- statistics as JSON ------------------------------------------------------------------------------------------ */
+
+/** The statistics of r and of every resource under it (its upstream, that one's upstream, ...) as one JSON object:
+ *  {"levels": [{"name": ..., "address": "0x...", "stats": {...}, "classes": [...], "tiers": [...]}, ...]}, as the
+ *  C++ strata::stats_json gives it (docs/stats.md). snprintf-style: writes at most `capacity` bytes, the text cut
+ *  short if need be and always ended by a NUL (nothing is written when capacity is 0, and buffer may then be NULL),
+ *  and returns the length of the whole text without its NUL: a result >= capacity means the buffer was too small.
+ *  0 on failure: EINVAL (a NULL handle, or a NULL buffer with a capacity), ENOMEM. Thread-safe as
+ *  strata_resource_stats. */
+size_t strata_stats_json(strata_resource_t* r, char* buffer, size_t capacity) STRATA_C_NOEXCEPT;
+
 #if defined(__GNUC__) || defined(__clang__)
 #pragma GCC visibility pop
 #endif

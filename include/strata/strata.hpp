@@ -8,6 +8,7 @@
 #include <strata/fixed_pool_resource.hpp>
 #include <strata/heap_map.hpp>
 #include <strata/inspect.hpp>
+#include <strata/make_resource.hpp>
 #include <strata/node_size.hpp>
 #include <strata/options.hpp>
 #include <strata/free_list_resource.hpp>
@@ -16,4 +17,5 @@
 #include <strata/page_resource.hpp>
 #include <strata/resource.hpp>
 #include <strata/stats.hpp>
+#include <strata/subsystem.hpp>
 #include <strata/version.hpp>

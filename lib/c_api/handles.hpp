@@ -61,9 +61,28 @@ struct strata_resource {
 namespace strata::c_api {
 
 template <class R>
+constexpr bool is_fixed_pool_v = std::is_base_of_v<strata::detail::basic_fixed_pool_resource<false>, R> ||
+                                 std::is_base_of_v<strata::detail::basic_fixed_pool_resource<true>, R>;
+
+/// The bytes a request occupies in `object`. Throws std::length_error when that does not fit in size_t.
+template <class R>
+std::size_t round_size_on(const R& object, std::size_t bytes, std::size_t alignment) {
+  if constexpr (is_fixed_pool_v<R>) {
+    const std::size_t stride = object.block_stride();
+    if (bytes <= stride) return stride;
+    if (bytes > SIZE_MAX - stride) throw std::length_error("size too large to round");
+    return (bytes + stride - 1) / stride * stride;
+  } else if constexpr (std::is_base_of_v<strata::detail::basic_free_list_resource<false>, R> ||
+                       std::is_base_of_v<strata::detail::basic_free_list_resource<true>, R>) {
+    return bytes <= object.large_threshold() ? R::block_size_for(bytes, alignment) : bytes;
+  } else {
+    return object.round_size(bytes, alignment);
+  }
+}
+
+template <class R>
 struct owned_handle final : strata_resource {
-  static constexpr bool is_fixed_pool = std::is_base_of_v<strata::detail::basic_fixed_pool_resource<false>, R> ||
-                                        std::is_base_of_v<strata::detail::basic_fixed_pool_resource<true>, R>;
+  static constexpr bool is_fixed_pool = is_fixed_pool_v<R>;
   template <class... Args>
   owned_handle(kind k, const char* n, Args&&... args) : object(std::forward<Args>(args)...), name_(n) {
     pmr = res = &object;
@@ -84,17 +103,7 @@ struct owned_handle final : strata_resource {
     return strata_resource::capacity_blocks();
   }
   [[nodiscard]] std::size_t round_size(std::size_t bytes, std::size_t alignment) const override {
-    if constexpr (is_fixed_pool) {
-      const std::size_t stride = object.block_stride();
-      if (bytes <= stride) return stride;
-      if (bytes > SIZE_MAX - stride) throw std::length_error("size too large to round");
-      return (bytes + stride - 1) / stride * stride;
-    } else if constexpr (std::is_base_of_v<strata::detail::basic_free_list_resource<false>, R> ||
-                         std::is_base_of_v<strata::detail::basic_free_list_resource<true>, R>) {
-      return bytes <= object.large_threshold() ? R::block_size_for(bytes, alignment) : bytes;
-    } else {
-      return object.round_size(bytes, alignment);
-    }
+    return round_size_on(object, bytes, alignment);
   }
 
   R object;
