@@ -24,7 +24,7 @@ FUZZ_CI_SECONDS ?= 5
 FUZZ_TARGETS ?=
 # Needed to build and test (python3, sqlite3 and perl: real programs the tests run on libstrata-malloc); the bench
 # peers are installed too but may be missing (they are then skipped).
-DEPS := g++ cmake ninja-build pkg-config doctest-dev libboost-container-dev python3 sqlite3 perl valgrind
+DEPS := g++ cmake ninja-build pkg-config doctest-dev libboost-container-dev python3 sqlite3 perl valgrind nlohmann-json3-dev
 PEER_DEPS := libmimalloc2.0 libjemalloc2 libtcmalloc-minimal4 libfoonathan-memory-dev
 # The fuzzers need clang and its runtime libraries (libclang_rt.fuzzer, asan, ubsan) besides DEPS.
 FUZZ_DEPS := clang libclang-rt-14-dev

@@ -1326,6 +1326,76 @@ typedef struct test_case {
   void (*run)(void);
 } test_case;
 
+/* strata_stats_json: snprintf-style sizes, a chain of three levels named in order, the system resource's level. */
+static void test_stats_json(void) {
+  strata_bitmap_options_t bo;
+  strata_fixed_pool_options_t po;
+  strata_resource_t *bitmap, *pool;
+  void* p;
+  size_t need, again;
+  char small[8];
+  char* text;
+  const char *first, *second, *third;
+  strata_bitmap_options_init(&bo);
+  bo.upstream = strata_page_resource();
+  bitmap = strata_bitmap_create(&bo);
+  REQUIRE(bitmap != NULL);
+  strata_fixed_pool_options_init(&po);
+  po.upstream = bitmap;
+  pool = strata_fixed_pool_create(64, 0, &po);
+  REQUIRE(pool != NULL);
+  p = strata_resource_malloc(pool, 64);
+  REQUIRE(p != NULL);
+
+  need = strata_stats_json(pool, NULL, 0);
+  CHECK(need > 100);
+  /* Cut short: at most `capacity` bytes written, NUL-terminated, the whole length returned. */
+  memset(small, 'x', sizeof small);
+  CHECK(strata_stats_json(pool, small, sizeof small) == need);
+  CHECK(small[7] == '\0');
+  CHECK(strncmp(small, "{\"level", 7) == 0);
+  text = (char*)malloc(need + 1);
+  REQUIRE(text != NULL);
+  again = strata_stats_json(pool, text, need + 1);
+  CHECK(again == need);
+  CHECK(strlen(text) == need);
+  CHECK(text[need - 1] == '}');
+  first = strstr(text, "\"name\":\"fixed_pool\"");
+  second = strstr(text, "\"name\":\"bitmap\"");
+  third = strstr(text, "\"name\":\"page\"");
+  CHECK(first != NULL && second != NULL && third != NULL);
+  CHECK(first < second && second < third);
+  /* The first level's stats are the pool's. */
+  {
+    strata_stats_t st;
+    const char* at = first != NULL ? strstr(first, "\"stats\":{\"bytes_in_use\":") : NULL;
+    REQUIRE(strata_resource_stats(pool, &st));
+    REQUIRE(at != NULL);
+    CHECK(strtoull(at + strlen("\"stats\":{\"bytes_in_use\":"), NULL, 10) == st.bytes_in_use);
+    CHECK(st.bytes_in_use == 64);
+  }
+  free(text);
+
+  strata_resource_free(pool, p, 64);
+  strata_resource_destroy(pool);
+  strata_resource_destroy(bitmap);
+}
+
+static void test_stats_json_errors(void) {
+  char buffer[512];
+  CHECK(strata_stats_json(NULL, buffer, sizeof buffer) == 0);
+  CHECK(strata_last_error() == STRATA_EINVAL);
+  CHECK(strata_stats_json(strata_page_resource(), NULL, 16) == 0);
+  CHECK(strata_last_error() == STRATA_EINVAL);
+  /* A resource strata cannot look into ends the chain with its name alone. */
+  CHECK(strata_stats_json(strata_system_resource(), buffer, sizeof buffer) < sizeof buffer);
+  {
+    static const char head[] = "{\"levels\":[{\"name\":\"std::pmr::new_delete_resource\",";
+    CHECK(strncmp(buffer, head, strlen(head)) == 0);
+  }
+  CHECK(strstr(buffer, "\"stats\"") == NULL);
+}
+
 static const test_case cases[] = {
     {"malloc_free", test_malloc_free},
     {"free_any_size_of_the_same_block", test_free_any_size_of_the_same_block},
@@ -1360,6 +1430,8 @@ static const test_case cases[] = {
     {"resource_create_errors", test_resource_create_errors},
     {"subsystems", test_subsystems},
     {"subsystem_threads", test_subsystem_threads},
+    {"stats_json", test_stats_json},
+    {"stats_json_errors", test_stats_json_errors},
 };
 
 int main(int argc, char** argv) {

@@ -382,6 +382,17 @@ bool strata_set_subsystem_default(const char* spec) STRATA_C_NOEXCEPT;
  *  path:line) when a line is bad, and then nothing of the file is used; false (EINVAL) when it cannot be read. */
 bool strata_load_subsystem_config(const char* path) STRATA_C_NOEXCEPT;
 
+/* ---- statistics as JSON ------------------------------------------------------------------------------------------ */
+
+/** The statistics of r and of every resource under it (its upstream, that one's upstream, ...) as one JSON object:
+ *  {"levels": [{"name": ..., "address": "0x...", "stats": {...}, "classes": [...], "tiers": [...]}, ...]}, as the
+ *  C++ strata::stats_json gives it (docs/stats.md). snprintf-style: writes at most `capacity` bytes, the text cut
+ *  short if need be and always ended by a NUL (nothing is written when capacity is 0, and buffer may then be NULL),
+ *  and returns the length of the whole text without its NUL: a result >= capacity means the buffer was too small.
+ *  0 on failure: EINVAL (a NULL handle, or a NULL buffer with a capacity), ENOMEM. Thread-safe as
+ *  strata_resource_stats. */
+size_t strata_stats_json(strata_resource_t* r, char* buffer, size_t capacity) STRATA_C_NOEXCEPT;
+
 #if defined(__GNUC__) || defined(__clang__)
 #pragma GCC visibility pop
 #endif

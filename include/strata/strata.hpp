@@ -17,5 +17,6 @@
 #include <strata/page_resource.hpp>
 #include <strata/resource.hpp>
 #include <strata/stats.hpp>
+#include <strata/stats_io.hpp>
 #include <strata/subsystem.hpp>
 #include <strata/version.hpp>
