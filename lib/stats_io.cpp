@@ -251,7 +251,7 @@ std::string to_string(const resource_stats& s) {
     out += s.free_blocks == 1 ? " block (largest " : " blocks (largest ";
     append_bytes(out, s.largest_free_block);
     out += ", fragmentation ";
-    append_uint(out, static_cast<std::uint64_t>(std::lround(s.external_fragmentation() * 100.0)));
+    append_uint(out, static_cast<std::uint64_t>(s.external_fragmentation() * 100.0 + 0.5));  // (0 to 1)
     out += "%)";
   }
   return out;
