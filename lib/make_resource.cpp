@@ -12,19 +12,24 @@
 #include <type_traits>
 #include <utility>
 
+#include <strata/arena_resource.hpp>
 #include <strata/bitmap_resource.hpp>
 #include <strata/debug_resource.hpp>
 #include <strata/fixed_pool_resource.hpp>
 #include <strata/free_list_resource.hpp>
 #include <strata/page_resource.hpp>
 #include <strata/thread_cache_resource.hpp>
+#include <strata/tracking_resource.hpp>
 
 namespace strata {
 namespace {
 
 // ---- option tables ---------------------------------------------------------------------------------------------
 
-enum class value_kind { size, count, boolean, ms, choice };
+enum class value_kind { size, count, boolean, ms, choice, decimal };
+
+// A decimal option's value is held in millionths until it is stored.
+constexpr std::uint64_t decimal_scale = 1000000;
 
 // One option of options struct O: how it is written and read, and how it is stored.
 template <class O>
@@ -155,6 +160,27 @@ const option_def<page_resource::options> page_defs[] = {
                        "reserved address space as a multiple of the span (default 3)"),
 };
 
+const option_def<arena_options> arena_defs[] = {
+    STRATA_SPEC_OPTION(arena_options, initial_size, size, "size",
+                       "bytes of the first chunk, rounded up to 4KiB (default 64KiB)"),
+    STRATA_SPEC_OPTION(arena_options, max_chunk_size, size, "size",
+                       "chunks grow up to this size, at least initial_size (default 64MiB)"),
+    option_def<arena_options>{{"growth_factor", "decimal", "each chunk this many times the last, at least 1 "
+                                                           "(default 2)"},
+                              value_kind::decimal, UINT64_MAX,
+                              [](arena_options& o, std::uint64_t v) {
+                                o.growth_factor = static_cast<double>(v) / static_cast<double>(decimal_scale);
+                              }},
+    STRATA_SPEC_OPTION(arena_options, max_bytes, size, "size",
+                       "bytes held from upstream at most; 0: no cap (default 0)"),
+    STRATA_SPEC_OPTION(arena_options, decommit, choice, "keep|purge|give_back",
+                       "what rewinding and release do with the memory left behind (default keep)"),
+    STRATA_SPEC_OPTION(arena_options, resident_watermark, size, "size",
+                       "with purge and give_back: bytes past the position that stay resident (default 0)"),
+    STRATA_SPEC_OPTION(arena_options, release, choice, "all|keep_first",
+                       "what release() keeps (default all)"),
+};
+
 #undef STRATA_SPEC_OPTION
 
 // ---- strategies ------------------------------------------------------------------------------------------------
@@ -209,18 +235,22 @@ struct strategy_of final : strategy {
   make_fn make_;
 };
 
-// A strategy without options (new_delete).
+// A strategy without options: an adaptor over its upstream (tracking), or new_delete (no make function).
 struct plain_strategy final : strategy {
-  using strategy::strategy;
+  using make_fn = std::unique_ptr<resource> (*)(std::pmr::memory_resource*);
+  plain_strategy(const char* n, const char* d, link_role r, make_fn m = nullptr) : strategy(n, d, r), make_(m) {}
   [[nodiscard]] std::size_t option_count() const override { return 0; }
   [[nodiscard]] const option_info& info(std::size_t) const override { std::abort(); }
   [[nodiscard]] value_kind kind(std::size_t) const override { return value_kind::count; }
   [[nodiscard]] std::uint64_t max(std::size_t) const override { return 0; }
   [[nodiscard]] const char* excludes(std::size_t) const override { return nullptr; }
   [[nodiscard]] std::unique_ptr<resource> build(const std::vector<given_option>&,
-                                                std::pmr::memory_resource*) const override {
-    return nullptr;
+                                                std::pmr::memory_resource* upstream) const override {
+    return make_ != nullptr ? make_(upstream) : nullptr;
   }
+
+ private:
+  make_fn make_;
 };
 
 template <class R, class O>
@@ -265,7 +295,15 @@ const std::vector<std::unique_ptr<strategy>>& strategies() {
                      thread_cache_defs, &make_with_options<thread_cache_resource, thread_cache_options>));
     t->push_back(def("debug", "finds overflows, writes after free, bad frees and leaks; thread-safe", debug_defs,
                      &make_with_options<debug_resource, debug_options>));
-    // arena, synchronized_arena and tracking: added here when their headers land.
+    t->push_back(def("arena", "bump allocation, everything freed at once (release, markers); one thread at a time",
+                     arena_defs, &make_with_options<arena_resource, arena_options>));
+    t->push_back(def("synchronized_arena", "arena, thread-safe allocation", arena_defs,
+                     &make_with_options<synchronized_arena_resource, arena_options>));
+    t->push_back(std::make_unique<plain_strategy>(
+        "tracking", "counts every call passed to its upstream (statistics for any resource)", link_role::strategy,
+        [](std::pmr::memory_resource* upstream) -> std::unique_ptr<resource> {
+          return std::make_unique<tracking_resource>(upstream);
+        }));
     t->push_back(std::make_unique<plain_strategy>(
         "new_delete", "std::pmr::new_delete_resource() (operator new); only as the last link",
         link_role::upstream_only));
@@ -412,6 +450,7 @@ class parser {
       }
       default: break;
     }
+    if (s.kind(index) == value_kind::decimal) return decimal(text, name, at);
     // A whole number, then a unit.
     std::size_t k = 0;
     std::uint64_t n = 0;
@@ -465,6 +504,27 @@ class parser {
     return n;
   }
 
+  // A decimal number of at most six places after the point, in millionths.
+  std::uint64_t decimal(std::string_view text, const std::string& name, std::size_t at) const {
+    std::uint64_t whole = 0, fraction = 0, scale = decimal_scale;
+    std::size_t k = 0;
+    for (; k < text.size() && std::isdigit(static_cast<unsigned char>(text[k])) != 0; ++k) {
+      whole = whole * 10 + static_cast<std::uint64_t>(text[k] - '0');
+      if (whole > UINT64_MAX / decimal_scale) fail(at, "value \"" + std::string(text) + "\" for " + name + " overflows");
+    }
+    const std::size_t digits = k;
+    if (k < text.size() && text[k] == '.') {
+      for (++k; k < text.size() && std::isdigit(static_cast<unsigned char>(text[k])) != 0; ++k) {
+        if (scale == 1) fail(at + k, "value \"" + std::string(text) + "\" for " + name + ": at most six decimals");
+        scale /= 10;
+        fraction += static_cast<std::uint64_t>(text[k] - '0') * scale;
+      }
+    }
+    if (digits == 0 || k < text.size())
+      fail(at, "bad value \"" + std::string(text) + "\" for " + name + ": expected a number such as 1.5");
+    return whole * decimal_scale + fraction;
+  }
+
   void check_roles(const std::vector<parsed_link>& links) const {
     for (std::size_t k = 0; k < links.size(); ++k) {
       const parsed_link& l = links[k];
@@ -503,6 +563,12 @@ std::string format_value(const strategy& s, std::size_t index, std::uint64_t v) 
       std::string_view names = s.info(index).type;
       for (std::uint64_t k = 0; k < v; ++k) names.remove_prefix(names.find('|') + 1);
       return std::string(names.substr(0, names.find('|')));
+    }
+    case value_kind::decimal: {
+      std::string out = std::to_string(v / decimal_scale);
+      std::string fraction = std::to_string(v % decimal_scale + decimal_scale).substr(1);  // six digits
+      while (!fraction.empty() && fraction.back() == '0') fraction.pop_back();
+      return fraction.empty() ? out : out + "." + fraction;
     }
     case value_kind::count: break;
   }

@@ -1187,6 +1187,24 @@ static void test_resource_create(void) {
   strata_resource_free(r, p, 32);
   strata_resource_destroy(r);
 
+  /* An arena over a tracking adaptor: the arena releases, the adaptor has nothing to release. */
+  r = strata_resource_create("arena(initial_size=64KiB, growth_factor=1.5) > tracking");
+  REQUIRE(r != NULL);
+  CHECK(strcmp(strata_resource_name(r), "arena_resource") == 0);
+  p = strata_resource_malloc(r, 1000);
+  REQUIRE(p != NULL);
+  CHECK(stats_of(r).bytes_in_use == 1000);
+  CHECK(strata_resource_release(r));
+  CHECK(stats_of(r).bytes_in_use == 0);
+  strata_resource_destroy(r);
+  r = strata_resource_create("tracking > bitmap");
+  REQUIRE(r != NULL);
+  CHECK(strcmp(strata_resource_name(r), "tracking_resource") == 0);
+  strata_clear_error();
+  CHECK(!strata_resource_release(r));
+  CHECK(strata_last_error() == STRATA_ENOTSUP);
+  strata_resource_destroy(r);
+
   /* The default page resource alone: the handle owns nothing, so it releases nothing. */
   r = strata_resource_create("page");
   REQUIRE(r != NULL);

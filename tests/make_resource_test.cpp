@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include <strata/arena_resource.hpp>
 #include <strata/bitmap_resource.hpp>
 #include <strata/debug_resource.hpp>
 #include <strata/fixed_pool_resource.hpp>
@@ -24,6 +25,7 @@
 #include <strata/page_resource.hpp>
 #include <strata/subsystem.hpp>
 #include <strata/thread_cache_resource.hpp>
+#include <strata/tracking_resource.hpp>
 
 namespace {
 
@@ -266,6 +268,42 @@ TEST_CASE("make_resource: every option of page makes a page_resource of its own"
   use(r, 5000);
 }
 
+TEST_CASE("make_resource: every option of arena and synchronized_arena; tracking over any upstream") {
+  for (const char* name : {"arena", "synchronized_arena"}) {
+    CAPTURE(name);
+    auto h = strata::make_resource(std::string(name) +
+                                   "(initial_size=128KiB, max_chunk_size=8MiB, growth_factor=1.5, max_bytes=256MiB, "
+                                   "decommit=give_back, resident_watermark=64KiB, release=keep_first)");
+    const auto* plain = dynamic_cast<strata::arena_resource*>(h.get());
+    const auto* sync = dynamic_cast<strata::synchronized_arena_resource*>(h.get());
+    REQUIRE((std::string(name) == "arena" ? plain != nullptr : sync != nullptr));
+    const strata::arena_options& o = plain != nullptr ? plain->get_options() : sync->get_options();
+    CHECK(o.initial_size == 128 * 1024);
+    CHECK(o.max_chunk_size == std::size_t{8} << 20);
+    CHECK(o.growth_factor == 1.5);
+    CHECK(o.max_bytes == std::size_t{256} << 20);
+    CHECK(o.decommit == strata::arena_decommit::give_back);
+    CHECK(o.resident_watermark == 64 * 1024);
+    CHECK(o.release == strata::arena_release::keep_first);
+    CHECK(h->upstream_resource() == strata::default_page_resource());
+    use(*h);
+  }
+  CHECK(top_as<strata::arena_resource>(strata::make_resource("arena(decommit=purge, release=all)"))
+            .get_options()
+            .decommit == strata::arena_decommit::purge);
+  CHECK(top_as<strata::arena_resource>(strata::make_resource("arena(growth_factor=3)")).get_options().growth_factor ==
+        3.0);
+
+  auto t = strata::make_resource("tracking > bitmap > new_delete");
+  auto& tracking = top_as<strata::tracking_resource>(t);
+  auto* bm = dynamic_cast<strata::bitmap_resource*>(tracking.upstream_resource());
+  REQUIRE(bm != nullptr);
+  CHECK(bm->upstream_resource() == std::pmr::new_delete_resource());
+  use(tracking);
+  CHECK(tracking.stats().allocations == 1);
+  CHECK(t.owned_count() == 2);
+}
+
 TEST_CASE("make_resource: a chain's upstreams are the links the spec names, owned by the handle") {
   auto h = strata::make_resource("fixed_pool(block_size=48, max_bytes=1MiB) > thread_cache > page(max_cached_spans=8)");
   CHECK(h.owned_count() == 3);
@@ -342,6 +380,9 @@ TEST_CASE("make_resource: sizes with units, bools, enums and durations, in canon
   CHECK(strata::describe("page(purge_delay_ms=3s)") == "page(purge_delay_ms=3000ms)");
   CHECK(strata::describe("page(purge_delay_ms=7 ms)") == "page(purge_delay_ms=7ms)");
   CHECK(strata::describe("debug(guard=overflow)") == "debug(guard=overflow)");
+  CHECK(strata::describe("arena(growth_factor=1.50)") == "arena(growth_factor=1.5)");
+  CHECK(strata::describe("arena(growth_factor=2.000001)") == "arena(growth_factor=2.000001)");
+  CHECK(strata::describe("arena(growth_factor=4.)") == "arena(growth_factor=4)");
   // A size as large as size_t holds.
   CHECK(strata::describe("fixed_pool(block_size=1,max_bytes=16777215TiB)") ==
         "fixed_pool(block_size=1,max_bytes=16777215TiB)");
@@ -368,6 +409,12 @@ TEST_CASE("make_resource: each kind of error names the spec, the column and the 
   check_error("bitmap(block_size=16777216TiB)", 18, "overflows");
   check_error("thread_cache(idle_decay_ms=5000000s)", 27, "overflows (at most 4294967295)");
   check_error("debug(backtrace_depth=4294967296)", 22, "overflows");
+  check_error("arena(growth_factor=1.1234567)", 28, "at most six decimals");
+  check_error("arena(growth_factor=.5)", 20, "expected a number such as 1.5");
+  check_error("arena(growth_factor=1.5x)", 20, "expected a number such as 1.5");
+  check_error("arena(growth_factor=99999999999999)", 20, "overflows");
+  check_error("arena(growth_factor=0.5)", 0, "arena refused its options: arena_resource: growth_factor must be");
+  check_error("tracking(x=1)", 9, "unknown option \"x\" for tracking (it takes none)");
   check_error("bitmap(block_size=64KiB", 23, "missing ')' to close the options opened at column 7");
   check_error("bitmap(", 7, "missing ')'");
   check_error("bitmap(block_size=64KiB > page", 24, "expected ',' or ')' after the value, found '>'");
@@ -403,7 +450,8 @@ TEST_CASE("make_resource: resource_names lists every name with its options") {
   std::vector<std::string> seen;
   for (const auto& s : names) seen.push_back(s.name);
   for (const char* n : {"page", "bitmap", "synchronized_bitmap", "free_list", "synchronized_free_list", "fixed_pool",
-                        "synchronized_fixed_pool", "thread_cache", "debug", "new_delete"})
+                        "synchronized_fixed_pool", "thread_cache", "debug", "arena", "synchronized_arena", "tracking",
+                        "new_delete"})
     CHECK(std::find(seen.begin(), seen.end(), n) != seen.end());
   for (const auto& s : names) {
     CAPTURE(s.name);

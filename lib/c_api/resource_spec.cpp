@@ -8,9 +8,11 @@
 #include <mutex>
 #include <string>
 
+#include <strata/arena_resource.hpp>
 #include <strata/debug_resource.hpp>
 #include <strata/make_resource.hpp>
 #include <strata/subsystem.hpp>
+#include <strata/tracking_resource.hpp>
 
 #include "errors.hpp"
 #include "handles.hpp"
@@ -32,12 +34,27 @@ struct strategy_ops {
   std::size_t (*align_cap)(const strata::resource*) noexcept;  // plain allocations get at most this alignment
 };
 
+// Whether R offers release() and round_size() (an adaptor that only counts offers neither).
+template <class R, class = void>
+struct has_release : std::false_type {};
+template <class R>
+struct has_release<R, std::void_t<decltype(std::declval<R&>().release())>> : std::true_type {};
+template <class R, class = void>
+struct has_round_size : std::false_type {};
+template <class R>
+struct has_round_size<R, std::void_t<decltype(std::declval<const R&>().round_size(std::size_t{}))>>
+    : std::true_type {};
+
 template <class R>
 strategy_ops ops_for(const char* name, kind what) {
   return {name, what,
           [](strata::resource* r) noexcept {
-            static_cast<R*>(r)->release();
-            return true;
+            if constexpr (has_release<R>::value) {
+              static_cast<R*>(r)->release();
+              return true;
+            }
+            static_cast<void>(r);
+            return false;
           },
           [](const strata::resource* r) noexcept {
             try {
@@ -50,8 +67,12 @@ strategy_ops ops_for(const char* name, kind what) {
             if constexpr (std::is_same_v<R, strata::page_resource>) {
               if (bytes > strata::detail::max_request_size) throw std::length_error("size too large to round");
               return strata::page_resource::round_size(bytes);
-            } else {
+            } else if constexpr (has_round_size<R>::value) {
               return round_size_on(*static_cast<const R*>(r), bytes, alignment);
+            } else {
+              static_cast<void>(r);
+              static_cast<void>(alignment);
+              return bytes;
             }
           },
           [](const strata::resource* r) -> std::size_t {
@@ -87,7 +108,10 @@ strategy_ops ops_of(strata::resource* r) {
                                                          o) ||
       try_type<strata::thread_cache_resource>(r, "thread_cache_resource", kind::thread_cache, o) ||
       try_type<strata::debug_resource>(r, "debug_resource", kind::debug, o) ||
-      try_type<strata::page_resource>(r, "page_resource", kind::page, o))
+      try_type<strata::page_resource>(r, "page_resource", kind::page, o) ||
+      try_type<strata::arena_resource>(r, "arena_resource", kind::system, o) ||
+      try_type<strata::synchronized_arena_resource>(r, "synchronized_arena_resource", kind::system, o) ||
+      try_type<strata::tracking_resource>(r, "tracking_resource", kind::system, o))
     return o;
   throw std::invalid_argument("strata: the C API has no handle for a resource named " + std::string(r->name()));
 }
