@@ -44,8 +44,9 @@ struct subsystem_info {
 /// The resource lives until the process ends (it is never destroyed, so containers in static objects may still free
 /// into it at exit), or until reset_subsystems(). Thread-safe: threads asking for the same name at once get the same
 /// resource. Each call takes a lock: keep the reference.
-/// Throws: std::invalid_argument for a bad name, or a spec (from whichever source) that cannot be built, the message
-/// naming the source (the variable, file:line); spec_error for a bad STRATA_CONFIG file; std::bad_alloc.
+/// Throws: std::invalid_argument for a bad name, a spec (from whichever source) that cannot be built, the message
+/// naming the source (the variable, file:line), or a bad line in the STRATA_CONFIG file (path:line); nothing is made
+/// then, and a later call tries again. std::runtime_error when the STRATA_CONFIG file cannot be read; std::bad_alloc.
 [[nodiscard]] resource& subsystem(std::string_view name);
 
 /// Effects: subsystem(name) will be built from `spec` (checked now for syntax, names and values).
@@ -64,7 +65,8 @@ void set_subsystem_default(std::string_view spec);
 void load_subsystem_config(const std::string& path);
 
 /// The environment variable that configures subsystem `name`: STRATA_RESOURCE_ followed by the name in upper case,
-/// every character that is not a letter or digit written as '_' ("net.io" -> STRATA_RESOURCE_NET_IO).
+/// every character that is not a letter or digit written as '_' ("net.io" -> STRATA_RESOURCE_NET_IO; "net_io" has the
+/// same variable).
 [[nodiscard]] std::string subsystem_variable(std::string_view name);
 
 /// The subsystems made so far, by name, with the spec each was built from and its resource (for a stats table).
