@@ -118,10 +118,15 @@ int main(int argc, char** argv) {
       expect(false, "every subsystem got its memory back");
     }
   }
-  expect(std::string(physics.name()) == "fixed_pool" && std::string(ai.name()) == "bitmap" &&
-             std::string(net.name()) == "free_list" && std::string(render.name()) == "arena",
-         "the file chose each subsystem's strategy");
-  expect(std::getenv("STRATA_RESOURCE_AUDIO") != nullptr || std::string(audio.name()) == "thread_cache",
+  for (const auto& s : strata::subsystems()) {
+    const std::string strategy = s.spec.substr(0, s.spec.find_first_of("( >"));
+    if (strategy != s.r->name()) {
+      std::printf("  %s: built a %s from \"%s\"\n", s.name.c_str(), s.r->name(), s.spec.c_str());
+      expect(false, "each subsystem's resource is the strategy its spec names");
+    }
+  }
+  const char* audio_env = std::getenv("STRATA_RESOURCE_AUDIO");
+  expect(audio_env != nullptr || std::string(audio.name()) == "thread_cache",
          "a subsystem the file does not name gets the default");
   const std::string all = strata::stats_json(render);
   expect(all.size() > 2 && all.front() == '{' && all.back() == '}', "the JSON is one object");
