@@ -273,7 +273,7 @@ TEST_CASE("heap_map: names and titles are escaped") {
   CHECK(svg.find('\x01') == std::string::npos);
 }
 
-TEST_CASE("heap_map: regions past max_regions are counted, not drawn; a resource with none says so") {
+TEST_CASE("heap_map: regions past max_regions are counted, not drawn, and a resource with none says so") {
   known_heap h;
   for (std::uintptr_t i = 0; i < 50; ++i) h.regions.push_back({region_of(0x40000000 + i * 65536, 65536,
                                                                           region_kind::slab, 1024), {}});
