@@ -648,13 +648,30 @@ TEST_CASE("inspect: thread_cache_resource with one thread accounts for all of st
   free_all(r, live);
 }
 
-TEST_CASE("inspect: thread_cache_resource reports other threads' blocks as a tier, not as regions") {
+TEST_CASE("inspect: thread_cache_resource reports a running thread's blocks as a tier, an exited one's as regions") {
   strata::thread_cache_resource r;
   std::vector<std::pair<void*, std::size_t>> theirs;
-  std::thread t([&] { theirs = churn(r, 2000, 200, 29); });
+  std::atomic<int> step{0};
+  std::thread t([&] {
+    theirs = churn(r, 2000, 200, 29);
+    step = 1;
+    while (step.load() != 2) std::this_thread::yield();  // holds its heap while the main thread looks
+  });
+  while (step.load() != 1) std::this_thread::yield();
+  {
+    const strata::resource_stats s = r.stats();
+    const collected c = inspect_all(r);
+    CHECK(c.tier_held("other_threads") > 0);
+    CHECK(c.region_bytes() + c.tier_held("metadata") + c.tier_held("other_threads") == s.bytes_held);
+    CHECK(c.region_live() == 0);  // its blocks are its heap's: not read from here
+  }
+  step = 2;
   t.join();  // its heap went back at exit: its blocks are the shared tier's now
+  const strata::resource_stats s = r.stats();
   const collected c = inspect_all(r);
-  CHECK(c.region_live() == r.stats().live_allocations());
+  CHECK(c.tier_held("other_threads") == 0);
+  CHECK(c.region_bytes() + c.tier_held("metadata") == s.bytes_held);
+  CHECK(c.region_live() == s.live_allocations());
   check_contains(c, theirs);
   free_all(r, theirs);
 }
