@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <new>
 
+#include <strata/arena_resource.hpp>
 #include <strata/bitmap_resource.hpp>
 #include <strata/fixed_pool_resource.hpp>
 #include <strata/free_list_resource.hpp>
@@ -147,6 +148,8 @@ const std::vector<resource_entry>& resources() {
        [](const workload_info&) { return make_holder<std::pmr::unsynchronized_pool_resource>(); }},
       {"std_sync_pool", thread_safe | small_blocks | large_blocks,
        [](const workload_info&) { return make_holder<std::pmr::synchronized_pool_resource>(); }},
+      {"strata_arena", small_blocks | never_frees,
+       [](const workload_info&) { return make_holder<strata::arena_resource>(); }},
       {"std_monotonic", small_blocks | never_frees,
        [](const workload_info&) { return make_holder<std::pmr::monotonic_buffer_resource>(); }},
 #if defined(STRATA_BENCH_HAVE_BOOST)

@@ -11,7 +11,9 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include <strata/testing.hpp>
 
@@ -267,6 +269,28 @@ double run_pmr_map(std::pmr::memory_resource& r, const workload_info&, scale s) 
   return ns_between(t0, t1) / static_cast<double>(n);
 }
 
+// ---- string_vector ------------------------------------------------------------------------------------------------
+
+/// A std::pmr::vector<std::pmr::string> of n strings of 16..200 chars (all past the short-string buffer), built by
+/// push_back (the vector's growth reallocations included) and then destroyed.
+double run_string_vector(std::pmr::memory_resource& r, const workload_info&, scale s) {
+  const std::size_t n = pick(s, 200'000, 50'000);
+  splitmix64 rng{0x57C7ULL};
+  std::vector<std::uint8_t> lengths(n);
+  for (auto& len : lengths) len = static_cast<std::uint8_t>(rng.between(16, 200));
+
+  std::uint64_t sum = 0;
+  const auto t0 = bench_clock::now();
+  {
+    std::pmr::vector<std::pmr::string> v(&r);
+    for (std::size_t i = 0; i < n; ++i) v.push_back(std::pmr::string(lengths[i], static_cast<char>('a' + i % 26), &r));
+    sum = v.size() + static_cast<unsigned char>(v.back()[0]);
+  }  // destruction is part of the timed region
+  const auto t1 = bench_clock::now();
+  g_sink = sum;
+  return ns_between(t0, t1) / static_cast<double>(n);
+}
+
 // ---- fragmented_1k, fragmented_100k --------------------------------------------------------------------------------
 
 /// `free_count` free blocks of assorted sizes held apart by live blocks, so they cannot merge: the allocator must find
@@ -479,6 +503,9 @@ const std::vector<workload>& workloads() {
       {{"pmr_map", "ns/op", block_kind::small_mixed, false, false, 0, mixed_align,
         "timed: std::pmr::map<int64,int64>, 1M random-key inserts plus destruction; per insert"},
        run_pmr_map},
+      {{"string_vector", "ns/op", block_kind::small_mixed, false, false, 0, mixed_align,
+        "timed: std::pmr::vector<std::pmr::string>, 200k push_backs of 16..200 chars plus destruction; per string"},
+       run_string_vector},
       {{"resident_24", "B/B", block_kind::small_fixed, false, true, 24, node_align,
         "1M live 24 B blocks, every byte written; RSS growth / requested bytes"},
        run_resident},

@@ -136,6 +136,11 @@ void* arena_engine<Sync>::counted(void* p, std::size_t bytes) noexcept {
 }
 
 template <bool Sync>
+std::size_t arena_engine<Sync>::huge_page_size() const noexcept {
+  return config_.huge_pages && caps_.huge_pages ? caps_.huge_page_size : 0;
+}
+
+template <bool Sync>
 void arena_engine<Sync>::fail() {
   add(failed_, 1);
   throw std::bad_alloc();
@@ -150,6 +155,8 @@ void* arena_engine<Sync>::allocate_slow(std::size_t bytes, std::size_t alignment
   if constexpr (Sync) {
     if (c != nullptr)
       if (void* p = carve(c, bytes, alignment)) return counted(p, bytes);  // another thread made one meanwhile
+  } else {
+    if (void* p = bump(bytes, alignment)) return counted(p, bytes);  // a zero-size block
   }
   const std::size_t n = bytes + (bytes == 0);
   const std::size_t need = n + (alignment > alignof(std::max_align_t) ? alignment : 0);
@@ -206,6 +213,8 @@ bool arena_engine<Sync>::try_grow_in_place(chunk* c, std::size_t need) {
   c->size = grown;
   c->end = base + grown;
   limit_ = c->end;
+  if (const std::size_t huge = huge_page_size(); huge != 0 && grown >= huge && c->alignment >= huge)
+    (void)strata_upstream_->advise_huge_pages(c, align_down(grown, huge));
   return true;
 }
 
@@ -214,6 +223,11 @@ typename arena_engine<Sync>::chunk* arena_engine<Sync>::new_chunk(std::size_t ne
   if (need > max_request_size) throw std::bad_alloc();
   const std::size_t exact = align_up(need, granule);
   std::size_t size = std::max(next_chunk_, exact);
+  const std::size_t huge = huge_page_size();
+  if (huge != 0 && size >= huge && size <= max_request_size - huge) {
+    size = align_up(size, huge);
+    alignment = std::max(alignment, huge);
+  }
   if (config_.max_bytes != 0) {
     const std::size_t room = config_.max_bytes - std::min(config_.max_bytes, load(held_));
     if (exact > room) throw std::bad_alloc();
@@ -222,6 +236,7 @@ typename arena_engine<Sync>::chunk* arena_engine<Sync>::new_chunk(std::size_t ne
   void* raw = allocate_from(upstream_, size, alignment);
   add(upstream_allocations_, 1);
   add(held_, size);
+  if (huge != 0 && size >= huge) (void)strata_upstream_->advise_huge_pages(raw, align_down(size, huge));
   if (size >= next_chunk_) {
     const double grown = static_cast<double>(next_chunk_) * config_.growth;
     next_chunk_ = grown >= static_cast<double>(config_.max_chunk) ? config_.max_chunk

@@ -41,6 +41,7 @@ struct arena_config {
   std::size_t max_bytes = 0;  ///< bytes held from upstream at most (0: no cap)
   arena_decommit decommit = arena_decommit::keep;
   std::size_t watermark = 0;  ///< bytes past the position that stay resident when purging
+  bool huge_pages = true;     ///< chunks of a huge page or more aligned to it and advised (where the upstream can)
   arena_release release = arena_release::all;
   void* buffer = nullptr;  ///< memory of the caller's used first, never given back
   std::size_t buffer_size = 0;
@@ -71,10 +72,16 @@ class arena_engine {
   /// `bytes` at `alignment` (a power of two). Throws std::bad_alloc.
   STRATA_ALWAYS_INLINE void* allocate(std::size_t bytes, std::size_t alignment) {
     if constexpr (!Sync) {
-      if (void* p = bump(bytes, alignment); STRATA_LIKELY(p != nullptr)) {
+      // bytes - 1 < avail: at least one byte and no more than there is room for (zero-size blocks, which take one
+      // byte so that every block has its own address, go the slow way).
+      const std::size_t pad = (std::uintptr_t{0} - cursor_) & (alignment - 1);
+      const std::size_t avail = limit_ - cursor_;
+      if (STRATA_LIKELY(bytes - 1 < avail && pad <= avail - bytes)) {
+        const std::uintptr_t p = cursor_ + pad;
+        cursor_ = p + bytes;
         ++allocations_;
         bytes_in_use_ += bytes;
-        return p;
+        return reinterpret_cast<void*>(p);
       }
     } else {
       if (chunk* c = current_.load(std::memory_order_acquire); c != nullptr)
@@ -87,13 +94,15 @@ class arena_engine {
   /// upstream; any other block is only counted.
   STRATA_ALWAYS_INLINE void deallocate(void* p, std::size_t bytes) noexcept {
     if constexpr (!Sync) {
+      // A block that ends at the cursor is the last one handed out (blocks never overlap), so it lies in the current
+      // chunk: no need to look at the chunk's bounds.
       const auto a = reinterpret_cast<std::uintptr_t>(p);
-      if (STRATA_UNLIKELY(bytes_in_use_ > peak_)) peak_ = bytes_in_use_;
-      if (STRATA_UNLIKELY(bytes >= large_min_ || bytes_in_use_ < bytes || allocations_ == deallocations_))
-        return deallocate_slow(p, bytes);
-      if (a + bytes + (bytes == 0) == cursor_ && a >= current_->begin) cursor_ = a;
+      const std::size_t in_use = bytes_in_use_;
+      if (STRATA_UNLIKELY(in_use > peak_)) peak_ = in_use;
+      if (STRATA_UNLIKELY(bytes >= large_min_ || in_use < bytes)) return deallocate_slow(p, bytes);
+      if (a + bytes == cursor_) cursor_ = a;  // a zero-size block (one byte) only counts
       ++deallocations_;
-      bytes_in_use_ -= bytes;
+      bytes_in_use_ = in_use - bytes;
     } else {
       deallocate_slow(p, bytes);
     }
@@ -162,6 +171,8 @@ class arena_engine {
   void give_back_everything() noexcept;
   void drop_large_after(std::uint64_t stamp) noexcept;
   [[noreturn]] void fail();
+  /// The huge page size chunks are aligned to and advised for; 0 when not.
+  std::size_t huge_page_size() const noexcept;
   void report(error_kind kind, const void* p, std::size_t bytes, const char* detail) const noexcept;
 
   // Hot: the single-threaded engine's position and counters.
