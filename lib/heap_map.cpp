@@ -263,8 +263,8 @@ std::string region_tooltip(const region_detail& r, const level& l) {
     t += ", blocks of " + human_bytes(static_cast<double>(r.block_size));
   }
   t += "; in use " + human_bytes(static_cast<double>(r.bytes_in_use)) + " (" + percent(occupancy_of(r)) + ")";
-  // A large block or a span is one allocation: its block counts say nothing more.
-  if (r.kind == region_kind::chunk || r.kind == region_kind::slab) {
+  // A large block or a span is one allocation: its block counts say nothing more; an arena counts no blocks.
+  if ((r.kind == region_kind::chunk || r.kind == region_kind::slab) && r.live_blocks + r.free_blocks > 0) {
     t += ", " + human_count(r.live_blocks) + " live, " + human_count(r.free_blocks) + " free blocks";
   }
   if (r.cached) t += "; cached";

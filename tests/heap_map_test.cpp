@@ -17,6 +17,7 @@
 
 #include <doctest/doctest.h>
 
+#include <strata/arena_resource.hpp>
 #include <strata/bitmap_resource.hpp>
 #include <strata/fixed_pool_resource.hpp>
 #include <strata/free_list_resource.hpp>
@@ -390,7 +391,7 @@ TEST_CASE("heap_map: a fragmented free list: a cell per chunk, its runs tiling i
   }
 }
 
-TEST_CASE("heap_map: bitmap, fixed pool, page resource and thread cache: one cell per region reported") {
+TEST_CASE("heap_map: bitmap, fixed pool, page resource, thread cache and arena: one cell per region reported") {
   // What inspect() reports, counted as the map should draw it.
   struct counts : strata::inspector {
     std::size_t regions = 0, classed = 0, large = 0, spans = 0;
@@ -452,6 +453,12 @@ TEST_CASE("heap_map: bitmap, fixed pool, page resource and thread cache: one cel
   const std::string tsvg = check_map(tc);
   CHECK(tsvg.find("<title>large block at ") != std::string::npos);
   for (const auto& x : tblocks) tc.deallocate(x.first, x.second);
+
+  strata::arena_resource arena;
+  for (int i = 0; i < 20000; ++i) static_cast<void>(arena.allocate(16 + static_cast<std::size_t>(i % 200)));
+  const std::string asvg = check_map(arena);
+  for (const auto& d : regions_in(asvg)) check_runs_tile(d);
+  CHECK(asvg.find(" live, 0 free blocks") == std::string::npos);  // an arena counts bytes, not blocks
 }
 
 TEST_CASE("stats_recorder: samples each resource's stats and draws a line per figure") {
