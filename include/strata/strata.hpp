@@ -3,6 +3,7 @@
 #pragma once
 
 #include <strata/config.hpp>
+#include <strata/arena_resource.hpp>
 #include <strata/debug_resource.hpp>
 #include <strata/error.hpp>
 #include <strata/fixed_pool_resource.hpp>
@@ -13,6 +14,7 @@
 #include <strata/options.hpp>
 #include <strata/free_list_resource.hpp>
 #include <strata/thread_cache_resource.hpp>
+#include <strata/tracking_resource.hpp>
 #include <strata/bitmap_resource.hpp>
 #include <strata/page_resource.hpp>
 #include <strata/resource.hpp>
