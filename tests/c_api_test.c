@@ -1329,6 +1329,8 @@ static void* ask_for_subsystem(void* slot) {
 static void test_subsystem_threads(void) {
   pthread_t threads[SUBSYSTEM_THREADS];
   int i;
+  /* Configured here: when every case runs in one process, test_subsystems has set another default. */
+  CHECK(strata_configure_subsystem("c.race", "thread_cache"));
   for (i = 0; i < SUBSYSTEM_THREADS; ++i)
     REQUIRE(pthread_create(&threads[i], NULL, ask_for_subsystem, &g_subsystem_seen[i]) == 0);
   for (i = 0; i < SUBSYSTEM_THREADS; ++i) pthread_join(threads[i], NULL);
