@@ -268,7 +268,7 @@ TEST_CASE("make_resource: every option of page makes a page_resource of its own"
   use(r, 5000);
 }
 
-TEST_CASE("make_resource: every option of arena and synchronized_arena; tracking over any upstream") {
+TEST_CASE("make_resource: every option of arena and synchronized_arena, and tracking over any upstream") {
   for (const char* name : {"arena", "synchronized_arena"}) {
     CAPTURE(name);
     auto h = strata::make_resource(std::string(name) +
