@@ -4,10 +4,10 @@
 
 #include <cctype>
 #include <climits>
-#include <cstdlib>
 #include <limits>
 #include <cstdint>
 #include <memory_resource>
+#include <stdexcept>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -240,7 +240,7 @@ struct plain_strategy final : strategy {
   using make_fn = std::unique_ptr<resource> (*)(std::pmr::memory_resource*);
   plain_strategy(const char* n, const char* d, link_role r, make_fn m = nullptr) : strategy(n, d, r), make_(m) {}
   [[nodiscard]] std::size_t option_count() const override { return 0; }
-  [[nodiscard]] const option_info& info(std::size_t) const override { std::abort(); }
+  [[nodiscard]] const option_info& info(std::size_t) const override { throw std::out_of_range("no options"); }
   [[nodiscard]] value_kind kind(std::size_t) const override { return value_kind::count; }
   [[nodiscard]] std::uint64_t max(std::size_t) const override { return 0; }
   [[nodiscard]] const char* excludes(std::size_t) const override { return nullptr; }
