@@ -170,6 +170,14 @@ TEST_CASE("arena: rewinding to another arena's marker or one past the position i
   c.deallocate(p, 10, 8);
   CHECK(errors.count() == 4);
   CHECK(c.stats().live_allocations() == 0);
+  // A marker taken before release() is past the position, wherever the chunks are now.
+  const auto gone = c.mark();
+  c.release();
+  for (int i = 0; i < 4000; ++i) (void)c.allocate(100, 8);
+  before = c.stats();
+  c.rewind(gone);
+  CHECK(errors.count() == 5);
+  strata_test::check_unchanged(before, c.stats());
 }
 
 TEST_CASE_TEMPLATE("arena: the cap on bytes held is bad_alloc, and the arena stays usable", A, arena_resource,

@@ -112,7 +112,9 @@ void* arena_engine<Sync>::carve(chunk* c, std::size_t bytes, std::size_t alignme
     const std::size_t avail = c->end - top;
     if (n > avail || pad > avail - n) return nullptr;
     if constexpr (Sync) {
-      if (c->top.compare_exchange_weak(top, top + pad + n, std::memory_order_relaxed))
+      // Acquire: the bytes may be a block another thread just gave back (its release below), whose writes must
+      // happen before this thread's.
+      if (c->top.compare_exchange_weak(top, top + pad + n, std::memory_order_acquire, std::memory_order_relaxed))
         return reinterpret_cast<void*>(top + pad);
     } else {
       c->top = top + pad + n;
@@ -244,7 +246,7 @@ typename arena_engine<Sync>::chunk* arena_engine<Sync>::new_chunk(std::size_t ne
   }
   constexpr std::size_t header = align_up(sizeof(chunk), alignof(std::max_align_t));
   const auto base = reinterpret_cast<std::uintptr_t>(raw);
-  auto* c = ::new (raw) chunk{nullptr, base + header, base + size, size, alignment, 0, 0, base + header, {}};
+  auto* c = ::new (raw) chunk{nullptr, base + header, base + size, size, alignment, 0, ++serials_, base + header, {}};
   store(c->top, base + header);
   return c;
 }
@@ -299,7 +301,7 @@ void arena_engine<Sync>::deallocate_slow(void* p, std::size_t bytes) noexcept {
   if constexpr (Sync) {
     if (chunk* c = current_.load(std::memory_order_acquire); c != nullptr && a >= c->begin) {
       std::uintptr_t expected = end;
-      c->top.compare_exchange_strong(expected, a, std::memory_order_relaxed);
+      c->top.compare_exchange_strong(expected, a, std::memory_order_release, std::memory_order_relaxed);
     }
   } else {
     if (end == cursor_ && current_ != nullptr && a >= current_->begin) cursor_ = a;
@@ -352,6 +354,8 @@ arena_mark arena_engine<Sync>::mark() const noexcept {
   m.chunk = c;
   m.position = c != nullptr ? top_of(c) : 0;
   m.index = c != nullptr ? c->index : 0;
+  m.serial = c != nullptr ? c->stamp : 0;
+  m.epoch = epoch_;
   m.owner = id_;
   m.allocations = load(allocations_);
   m.live = load(allocations_) - load(deallocations_);
@@ -375,12 +379,12 @@ void arena_engine<Sync>::rewind(const arena_mark& m) noexcept {
       }
       if (c == cur) break;
     }
-    if (target == nullptr || target->index != m.index || m.position < target->begin ||
-        m.position > top_of(target) || m.allocations > load(allocations_)) {
+    if (target == nullptr || target->index != m.index || target->stamp != m.serial || m.epoch != epoch_ ||
+        m.position < target->begin || m.position > top_of(target) || m.allocations > load(allocations_)) {
       report(error_kind::double_free, m.chunk, 0, "rewind to a marker past the arena's position (rewound already)");
       return;
     }
-  } else if (cur != nullptr && m.allocations > load(allocations_)) {
+  } else if (m.epoch != epoch_ || m.allocations > load(allocations_)) {
     report(error_kind::double_free, nullptr, 0, "rewind to a marker past the arena's position (rewound already)");
     return;
   }
@@ -404,6 +408,7 @@ void arena_engine<Sync>::release() noexcept {
   drop_after(target, target != nullptr ? target->begin : 0, true);
   store(deallocations_, load(allocations_));
   store(bytes_in_use_, std::size_t{0});
+  ++epoch_;
   next_chunk_ = config_.initial_chunk;
   if (target != nullptr && target->size != 0) {
     const double grown = static_cast<double>(next_chunk_) * config_.growth;

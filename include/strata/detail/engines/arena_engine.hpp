@@ -52,6 +52,8 @@ struct arena_mark {
   const void* chunk = nullptr;     // the chunk of the position (nullptr: before the first)
   std::uintptr_t position = 0;     // its first free byte
   std::size_t index = 0;           // the chunk's place in the arena's sequence
+  std::uint64_t serial = 0;        // the chunk's serial number (a chunk given back and another at its address differ)
+  std::uint64_t epoch = 0;         // release() calls before it
   std::uint64_t owner = 0;         // the arena's serial number
   std::uint64_t allocations = 0;   // allocations made before it (a total, never decreasing)
   std::uint64_t live = 0;          // blocks live then
@@ -139,7 +141,7 @@ class arena_engine {
     std::size_t size;      // bytes held from upstream (0: the caller's buffer)
     std::size_t alignment; // asked of upstream
     std::size_t index;     // place in the sequence (large chunks: 0)
-    std::uint64_t stamp;   // large chunks: allocations before theirs, to rewind them in order
+    std::uint64_t stamp;   // large chunks: allocations before theirs, to rewind them in order; others: a serial
     std::uintptr_t resident;  // estimate: bytes from the chunk's start that may be resident
     top_type top;          // first free byte (the current chunk's is cursor_ in the single-threaded engine)
   };
@@ -195,6 +197,8 @@ class arena_engine {
   chunk* first_ = nullptr;  // the sequence: the caller's buffer, then chunks in use, then spares
   chunk* large_ = nullptr;  // chunks of one large block each, newest first
   std::size_t next_chunk_;
+  std::uint64_t serials_ = 0;  // chunks taken so far
+  std::uint64_t epoch_ = 0;    // release() calls so far
   mutable lock_if<Sync> lock_;  // new chunks, large chunks, walks of the chunks
   bytes_type held_{0};
   std::size_t large_count_ = 0;
