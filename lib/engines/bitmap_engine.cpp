@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <new>
-#include <vector>
 
 namespace strata::detail {
 
@@ -798,18 +797,12 @@ bitmap_class_info bitmap_engine<Sync>::class_info(unsigned c) const noexcept {
 
 template <bool Sync>
 void bitmap_engine<Sync>::inspect(inspector& v, unsigned what) const {
-  std::vector<const void*> cached;  // the class's free cache, sorted: its objects are free, their bits are not
   for (unsigned c = 0; c < sizes_.count() && (what & (inspect_classes | inspect_regions)) != 0; ++c) {
     class_state& cs = classes_[c];
     class_detail cd;
     cd.index = c;
     cd.block_size = cs.object_size;
     lock_guard guard(cs.lock);
-    cached.clear();
-    if constexpr (!Sync) {
-      collect_nodes(cs.cache, node_key_, cached);
-      std::sort(cached.begin(), cached.end());
-    }
     auto one = [&](const slab* b) {
       const char* base = static_cast<const char*>(base_of(b));
       std::size_t free = b->free_count;
@@ -818,7 +811,7 @@ void bitmap_engine<Sync>::inspect(inspector& v, unsigned what) const {
           free += static_cast<std::size_t>(popcount(b->remote(i).load(std::memory_order_relaxed)));
       } else {
         if (b == cs.current) free += static_cast<std::size_t>(popcount(cs.claimed));
-        free += count_between(cached, base, base + block_size_);
+        free += cs.cache.nodes_in(base, base + block_size_, node_key_);  // free, though their bits are not
       }
       if (free > b->capacity) free = b->capacity;  // a double free by two threads at once, pending
       region_detail r;

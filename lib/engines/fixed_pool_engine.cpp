@@ -9,7 +9,6 @@
 #include <new>
 #include <stdexcept>
 #include <string>
-#include <vector>
 
 #include <strata/detail/core/checks.hpp>
 #include <strata/detail/core/math.hpp>
@@ -1025,18 +1024,15 @@ resource_stats fixed_pool_engine<Sync>::stats() const noexcept {
 
 template <bool Sync>
 void fixed_pool_engine<Sync>::inspect(inspector& v, unsigned what) const {
-  std::vector<const void*> cached;  // free, though their bits say live
   class_detail k;
   k.block_size = stride_;
   std::lock_guard<lock_type> g(lock_);
-  collect_nodes(cache_, key_, cached);
-  std::sort(cached.begin(), cached.end());
   for (const chunk* c = chunks_; c != nullptr; c = c->next) {
     std::size_t free = 0;
     for (std::size_t q = c->skip; q < c->limit; ++q)
       if (state_at(c, q) == pool_free) ++free;
     const char* base = reinterpret_cast<const char*>(c);
-    free += count_between(cached, base, base + chunk_size_);
+    free += cache_.nodes_in(base, base + chunk_size_, key_);  // free, though their bits say live
     region_detail r;
     r.address = c;
     r.size = chunk_size_;

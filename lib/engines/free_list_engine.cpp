@@ -9,7 +9,6 @@
 #include <new>
 #include <stdexcept>
 #include <string>
-#include <vector>
 
 #include <strata/detail/ds/block_map.hpp>
 #include <strata/detail/core/checks.hpp>
@@ -1164,12 +1163,9 @@ resource_stats free_list_engine::stats() const noexcept {
 }
 
 void free_list_engine::inspect_regions(inspector& v) const {
-  // The quick lists' blocks are live in the bitmap: their addresses, sorted, tell them from live blocks.
-  std::vector<const void*> quick;
-  quick.reserve(quick_blocks());
-  for (std::size_t i = quick_min / granule; i < quick_slots; ++i) collect_nodes(quick_[i], key_, quick);
-  std::sort(quick.begin(), quick.end());
-  const auto is_quick = [&](const void* p) { return std::binary_search(quick.begin(), quick.end(), p); };
+  // The quick lists' blocks are live in the bitmap: a look in the list of the block's size tells them apart (no
+  // allocation here: this may run inside the program's malloc).
+  const auto is_quick = [this](const void* p, std::size_t n) { return quick_on_ && quick_size(n) && quick_holds(p, n); };
   for (const chunk* c = chunks_; c != nullptr; c = c->next) {
     region_detail r;
     r.address = c;
@@ -1178,7 +1174,7 @@ void free_list_engine::inspect_regions(inspector& v) const {
     for (std::size_t g = c->first; g < c->end;) {
       const std::size_t nb = next_boundary(c, g);
       const std::size_t size = (nb - g) * granule;
-      if ((state(c, g) & st_free) != 0 || is_quick(at(const_cast<chunk*>(c), g))) {
+      if ((state(c, g) & st_free) != 0 || is_quick(at(const_cast<chunk*>(c), g), size)) {
         ++r.free_blocks;
       } else {
         ++r.live_blocks;
@@ -1191,7 +1187,7 @@ void free_list_engine::inspect_regions(inspector& v) const {
     v.on_run(run_detail{0, std::size_t{c->first} * granule, false});
     for (std::size_t g = c->first; g < c->end;) {
       const std::size_t nb = next_boundary(c, g);
-      const bool free = (state(c, g) & st_free) != 0 || is_quick(at(const_cast<chunk*>(c), g));
+      const bool free = (state(c, g) & st_free) != 0 || is_quick(at(const_cast<chunk*>(c), g), (nb - g) * granule);
       v.on_run(run_detail{g * granule, (nb - g) * granule, free});
       g = nb;
     }

@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <new>
-#include <vector>
 
 #include <strata/detail/thread_cache/middle.hpp>
 
@@ -902,15 +901,12 @@ void tc_front::inspect_block(const slab* b, std::size_t extra_free, bool cached,
   if ((what & inspect_regions) != 0) v.on_region(r);
 }
 
+// Allocates nothing: this may run inside the program's malloc, on this very heap.
 void tc_front::inspect_heap(const tc_heap& h, inspector& v, unsigned what, class_detail* classes) const {
-  std::vector<const void*> cached;
   for (unsigned c = 0; c < sizes_.count(); ++c) {
     const tc_bin& bin = h.bins[c];
-    cached.clear();
-    collect_nodes(bin.cache, h.node_key, cached);
-    std::sort(cached.begin(), cached.end());
     auto one = [&](const slab* b) {
-      std::size_t extra = b->listed + count_between(cached, base_of(b), base_of(b) + tc_block_size);
+      std::size_t extra = b->listed + bin.cache.nodes_in(base_of(b), base_of(b) + tc_block_size, h.node_key);
       if (b == bin.current && bin.claimed_base != nullptr) extra += static_cast<std::size_t>(popcount(bin.claimed));
       inspect_block(b, extra, b == bin.spare || b->idle != 0, v, what, classes);
     };

@@ -7,7 +7,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
-#include <vector>
 
 #include <strata/config.hpp>
 #include <strata/detail/core/sanitizer.hpp>
@@ -295,8 +294,23 @@ struct free_cache {
   [[nodiscard]] bool holds(const void* p, std::uintptr_t key) const noexcept {
     return list_holds(head, count(), p, key) || list_holds(cold, cold_count, p, key);
   }
+  /// How many nodes lie in [begin, end) (walks at most total() nodes; a node that does not check ends its list), for
+  /// inspection.
+  [[nodiscard]] std::size_t nodes_in(const void* begin, const void* end, std::uintptr_t key) const noexcept {
+    return list_nodes_in(head, count(), begin, end, key) + list_nodes_in(cold, cold_count, begin, end, key);
+  }
 
  private:
+  static std::size_t list_nodes_in(const void* n, std::uint32_t nodes, const void* begin, const void* end,
+                                   std::uintptr_t key) noexcept {
+    const auto b = reinterpret_cast<std::uintptr_t>(begin), e = reinterpret_cast<std::uintptr_t>(end);
+    std::size_t in = 0;
+    for (std::uint32_t k = 0; n != nullptr && k < nodes && is_node(n, key); ++k, n = node_next(n)) {
+      const auto a = reinterpret_cast<std::uintptr_t>(n);
+      if (a >= b && a < e) ++in;
+    }
+    return in;
+  }
   static bool list_holds(const void* n, std::uint32_t nodes, const void* p, std::uintptr_t key) noexcept {
     for (std::uint32_t k = 0; n != nullptr && k < nodes; ++k, n = node_next(n)) {
       if (n == p) return true;
@@ -305,21 +319,5 @@ struct free_cache {
     return false;
   }
 };
-
-/// The nodes of q (both lists; a node that does not check with `key` ends its list's walk), appended to `out`, for
-/// inspection: the owner of q holds it still meanwhile.
-inline void collect_nodes(const free_cache& q, std::uintptr_t key, std::vector<const void*>& out) {
-  for (int which = 0; which < 2; ++which) {
-    const void* p = which == 0 ? q.head : q.cold;
-    const std::uint32_t count = which == 0 ? q.count() : q.cold_count;
-    for (std::uint32_t k = 0; k < count && p != nullptr && is_node(p, key); ++k, p = node_next(p)) out.push_back(p);
-  }
-}
-
-/// How many of the sorted addresses `nodes` lie in [begin, end).
-inline std::size_t count_between(const std::vector<const void*>& nodes, const void* begin, const void* end) noexcept {
-  return static_cast<std::size_t>(std::lower_bound(nodes.begin(), nodes.end(), end) -
-                                  std::lower_bound(nodes.begin(), nodes.end(), begin));
-}
 
 }  // namespace strata::detail

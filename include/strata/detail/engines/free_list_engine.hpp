@@ -168,8 +168,7 @@ class free_list_engine {
   /// (region_kind::large) to v. For a chunk whose on_region() returns true, its runs follow in address order: the
   /// header and boundary bitmap first (a used run), then each block, the blocks waiting in quick lists as free ones.
   /// A chunk's bytes_in_use and live_blocks count the blocks live in its bitmap less those in quick lists. Reads only
-  /// the bitmaps, free blocks and quick lists (never a live block's words). Allocates a sorted copy of the quick
-  /// lists' addresses (from the global heap).
+  /// the bitmaps, free blocks and quick lists (never a live block's words). Allocates nothing.
   void inspect_regions(inspector& v) const;
 
   [[nodiscard]] unsigned policy() const noexcept { return policy_; }
