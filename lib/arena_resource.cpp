@@ -60,7 +60,8 @@ const char* basic_arena_resource<Sync>::do_name() const noexcept {
 }
 
 template <bool Sync>
-void basic_arena_resource<Sync>::report_bad_alignment(void* p, std::size_t bytes, std::size_t alignment) const noexcept {
+void basic_arena_resource<Sync>::report_bad_alignment(void* p, std::size_t bytes,
+                                                      std::size_t alignment) const noexcept {
   report_error(error_info{error_kind::bad_alignment, do_name(), this, p, bytes, alignment, 0,
                           "deallocate with an alignment that is not a power of two"});
 }

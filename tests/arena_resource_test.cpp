@@ -40,7 +40,7 @@ char* bytes_of(void* p) { return static_cast<char*>(p); }
 TYPE_TO_STRING_AS("arena_resource", strata::arena_resource);
 TYPE_TO_STRING_AS("synchronized_arena_resource", strata::synchronized_arena_resource);
 
-TEST_CASE_TEMPLATE("arena: blocks follow each other; the last one freed rolls back, others only count", A,
+TEST_CASE_TEMPLATE("arena: blocks follow each other, the last one freed rolls back, others only count", A,
                    arena_resource, synchronized_arena_resource) {
   recording_resource up;
   A arena(&up);
@@ -336,7 +336,7 @@ TEST_CASE_TEMPLATE("arena: std::pmr containers, in scopes", A, arena_resource, s
   CHECK(arena.check_invariants());
 }
 
-TEST_CASE("arena: the initial buffer is used first, then upstream; release starts at the buffer again") {
+TEST_CASE("arena: the initial buffer is used first, then upstream, and release starts at the buffer again") {
   recording_resource up;
   alignas(64) static char buffer[4096];
   arena_resource arena(buffer, sizeof buffer, &up);
@@ -376,7 +376,7 @@ TEST_CASE_TEMPLATE("arena: any power-of-two alignment, up to 16 MiB", A, arena_r
   CHECK(up.mismatches() == 0);
 }
 
-TEST_CASE_TEMPLATE("arena: upstream exhaustion is bad_alloc; the arena stays usable and gives everything back", A,
+TEST_CASE_TEMPLATE("arena: upstream exhaustion is bad_alloc, and the arena stays usable and gives everything back", A,
                    arena_resource, synchronized_arena_resource) {
   recording_resource recorder;
   fault_injecting_resource faults(&recorder);
@@ -476,7 +476,7 @@ TEST_CASE("arena: inspect reports each chunk with a used run and a free tail, an
   CHECK(after.in_use == 8);
 }
 
-TEST_CASE("synchronized arena: threads allocate at once; no block overlaps, counts are exact") {
+TEST_CASE("synchronized arena: threads allocate at once, no block overlaps, counts are exact") {
   synchronized_arena_resource arena;
   constexpr int threads = 4;
   const std::size_t per_thread = strata_test::scaled(20000);

@@ -133,9 +133,10 @@ struct arena_maker {
     return std::make_unique<Arena>(o, upstream);
   }
 };
+using arena = strata::arena_resource;
 using sync_arena = strata::synchronized_arena_resource;
-using arena_over_pages = subject<strata::arena_resource, chained_upstream<page_base>, arena_maker<strata::arena_resource>>;
-using arena_over_heap = subject<strata::arena_resource, chained_upstream<new_delete_base>, arena_maker<strata::arena_resource>>;
+using arena_over_pages = subject<arena, chained_upstream<page_base>, arena_maker<arena>>;
+using arena_over_heap = subject<arena, chained_upstream<new_delete_base>, arena_maker<arena>>;
 using sync_arena_over_pages = subject<sync_arena, chained_upstream<page_base>, arena_maker<sync_arena>>;
 /// tracking_resource over a page_resource of its own: page_resource finds the misuse the suite plays (a recorder in
 /// between would count it as a mismatch), faults come from the OS layer.

@@ -58,7 +58,8 @@ void check_counts(tracking_resource& r) {
   CHECK(s.bytes_in_use - start.bytes_in_use == bytes);
   CHECK(s.peak_bytes_in_use == peak);
   CHECK(s.live_allocations() - start.live_allocations() == 500);
-  for (std::size_t i = 1; i < blocks.size(); i += 2) r.deallocate(blocks[i].first, blocks[i].second, i % 3 == 0 ? 64 : 8);
+  for (std::size_t i = 1; i < blocks.size(); i += 2)
+    r.deallocate(blocks[i].first, blocks[i].second, i % 3 == 0 ? 64 : 8);
   CHECK(r.stats().bytes_in_use == start.bytes_in_use);
   CHECK(r.check_invariants());
 }
@@ -126,7 +127,7 @@ TEST_CASE("tracking: over page_resource, capabilities, resize, purge and zeroed 
   CHECK(r.check_invariants());
 }
 
-TEST_CASE("tracking: failed upstream allocations are counted; the resource stays usable") {
+TEST_CASE("tracking: failed upstream allocations are counted, and the resource stays usable") {
   strata::testing::fault_injecting_resource faults;
   tracking_resource r(&faults);
   faults.fail_after(2);
@@ -173,7 +174,7 @@ struct counting_inspector : strata::inspector {
 };
 }  // namespace
 
-TEST_CASE("tracking: inspect reports nothing of its own; its upstream reports itself") {
+TEST_CASE("tracking: inspect reports nothing of its own, its upstream reports itself") {
   strata::bitmap_resource bitmap;
   tracking_resource r(&bitmap);
   void* p = r.allocate(100, 8);
@@ -185,7 +186,7 @@ TEST_CASE("tracking: inspect reports nothing of its own; its upstream reports it
   r.deallocate(p, 100, 8);
 }
 
-TEST_CASE("tracking: threads over a thread-safe upstream; counts stay exact") {
+TEST_CASE("tracking: threads over a thread-safe upstream, counts stay exact") {
   std::pmr::synchronized_pool_resource pool;
   tracking_resource r(&pool);
   constexpr int threads = 4;
