@@ -30,6 +30,7 @@ detail::arena_config basic_arena_resource<Sync>::config_of(const options& opts, 
   c.release = opts.release;
   c.buffer = buffer;
   c.buffer_size = buffer_size;
+  c.describe_blocks = true;  // Valgrind builds: the program's blocks are memcheck's
   return c;
 }
 

@@ -17,9 +17,12 @@
 #include <functional>
 #include <memory_resource>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include <doctest/doctest.h>
 
+#include <strata/arena_resource.hpp>
 #include <strata/bitmap_resource.hpp>
 #include <strata/debug_resource.hpp>
 #include <strata/fixed_pool_resource.hpp>
@@ -335,6 +338,142 @@ TEST_CASE_TEMPLATE("asan: free_list_resource: use after free and overflow are re
     REQUIRE(t.r.resize(p, 1000, 3000));  // grows in place into the free block after it (a fresh resource)
     fill(p, 1, 3000);
     t.r.deallocate(p, 3000);
+  }));
+}
+
+// arena_resource and synchronized_arena_resource, over the page resource and over a caller's buffer: a chunk's
+// unused tail, alignment padding, blocks given back by deallocate (the last one, which the position rolls back over,
+// and any other, which the arena never reuses before a rewind), by rewind, by a scope's end and by release() are
+// poisoned; the caller's buffer is the caller's again, whole, when the arena goes.
+namespace {
+struct plain_arena {
+  strata::arena_resource r;
+};
+struct sync_arena {
+  strata::synchronized_arena_resource r;
+};
+struct buffer_arena {
+  alignas(64) unsigned char buffer[8192];
+  strata::arena_resource r{buffer, sizeof buffer};
+};
+}  // namespace
+
+TEST_CASE_TEMPLATE("asan: arena_resource: overflow and use after deallocate, rewind and release are reported", T,
+                   plain_arena, sync_arena, buffer_arena) {
+  T t;
+  auto& r = t.r;
+  // 40000 bytes: a large block, in a chunk of its own.
+  for (std::size_t size : {1u, 8u, 21u, 100u, 5000u, 40000u}) check_size(r, size);
+  check_reported(in_child([&] {  // a block that is not the last one: only counted, but poisoned
+                   void* a = r.allocate(24);
+                   void* b = r.allocate(24);
+                   r.deallocate(a, 24);
+                   (void)read_byte(a, 0);
+                   r.deallocate(b, 24);
+                 }),
+                 "READ");
+  check_reported(in_child([&] {  // alignment padding between two blocks
+                   auto* a = static_cast<unsigned char*>(r.allocate(1, 1));
+                   void* b = r.allocate(8, 64);
+                   REQUIRE(static_cast<unsigned char*>(b) - a > 8);
+                   (void)read_byte(a, 8);
+                 }),
+                 "READ");
+  check_reported(in_child([&] { (void)read_byte(r.allocate(0), 0); }), "READ");
+  check_reported(in_child([&] {  // rewind, within the chunk
+                   const auto m = r.mark();
+                   void* p = r.allocate(100);
+                   r.rewind(m);
+                   (void)read_byte(p, 50);
+                 }),
+                 "READ");
+  check_reported(in_child([&] {  // rewind over chunks: a block of a later chunk, kept as a spare
+                   (void)r.allocate(16);
+                   const auto m = r.mark();
+                   void* p = nullptr;
+                   for (int i = 0; i < 200; ++i) p = r.allocate(4000);
+                   r.rewind(m);
+                   write_byte(p, 0);
+                 }),
+                 "WRITE");
+  check_reported(in_child([&] {  // a scope's end
+                   void* p = nullptr;
+                   {
+                     typename decltype(t.r)::scope s(r);
+                     p = r.allocate(300);
+                   }
+                   (void)read_byte(p, 299);
+                 }),
+                 "READ");
+  check_reported(in_child([&] {  // release(), over a kept chunk or the caller's buffer
+                   void* p = r.allocate(100);
+                   r.release();
+                   (void)read_byte(p, 0);
+                 }),
+                 "READ");
+  check_churn_clean(r, [](std::size_t i) { return 1 + i * 53; });
+  check_clean(in_child([&] {
+    void* p = r.allocate(100);
+    // The last block grows in place (not the synchronized arena's): its new bytes are addressable.
+    const std::size_t n = r.resize(p, 100, 600) ? 600 : 100;
+    fill(p, 1, n);
+    REQUIRE(r.resize(p, n, 50));
+    fill(p, 2, 50);
+    const auto m = r.mark();
+    for (int i = 0; i < 100; ++i) fill(r.allocate(3000), 3, 3000);
+    r.rewind(m);
+    for (int i = 0; i < 100; ++i) fill(r.allocate(2999), 4, 2999);  // rewound bytes handed out again
+    r.release();
+    fill(r.allocate(5000), 5, 5000);
+  }));
+}
+
+TEST_CASE("asan: arena_resource: a shrunk block's tail is reported; the caller's buffer is its own again") {
+  strata::arena_resource r;
+  check_reported(in_child([&] {
+                   void* p = r.allocate(1000);
+                   (void)r.allocate(8);
+                   REQUIRE(r.resize(p, 1000, 100));  // not the last block: shrinks all the same
+                   (void)read_byte(p, 100);
+                 }),
+                 "READ");
+  alignas(64) unsigned char buffer[4096];
+  check_reported(in_child([&] {  // the buffer's unused part, while the arena owns it
+                   strata::arena_resource a(buffer, sizeof buffer);
+                   (void)a.allocate(100);
+                   (void)read_byte(buffer, 2000);
+                 }),
+                 "READ");
+  check_clean(in_child([&] {
+    {
+      strata::arena_resource a(buffer, sizeof buffer);
+      fill(a.allocate(100), 1, 100);
+      fill(a.allocate(5000), 2, 5000);  // past the buffer: a chunk from upstream
+    }
+    fill(buffer, 3, sizeof buffer);
+  }));
+}
+
+TEST_CASE("asan: synchronized_arena_resource: threads' blocks side by side are never poisoned by another thread") {
+  // Odd sizes at alignment 1: without blocks of whole granules, one thread's poisoning of a freed block (or of the
+  // tail past its bytes) would write a shadow byte another thread's fresh neighbour shares.
+  strata::synchronized_arena_resource r;
+  check_clean(in_child([&] {
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t)
+      threads.emplace_back([&r, t] {
+        for (int i = 0; i < 20000; ++i) {
+          const std::size_t n = 1 + static_cast<std::size_t>((i * 7 + t) % 13);
+          void* p = r.allocate(n, 1);
+          fill(p, t, n);
+          void* q = r.allocate(n, 1);
+          fill(q, t, n);
+          r.deallocate(q, n, 1);  // often the last block: the position rolls back
+          fill(p, t + 1, n);
+          r.deallocate(p, n, 1);
+        }
+      });
+    for (auto& th : threads) th.join();
   }));
 }
 

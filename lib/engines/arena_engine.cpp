@@ -7,6 +7,16 @@
 
 #include <strata/detail/core/checks.hpp>
 
+// What the arena tells ASan and memcheck (detail/core/sanitizer.hpp): a chunk's bytes past its position are poisoned
+// (the caller's buffer too, while the arena owns it); allocate unpoisons exactly the bytes asked for, so alignment
+// padding and a zero-size block's byte stay poisoned; every accepted deallocate poisons its block, the last block's
+// (which the position rolls back over) and any other's: the arena never reuses the latter before a rewind, but the
+// program must not touch it, and poison only ever marks what no live block holds, so rollback, resize and rewind
+// keep working (each hand-out unpoisons what it gives). Rewind and release poison what they take back; a chunk goes
+// back upstream unpoisoned. For memcheck each chunk is a memory pool named by its header's address: a rewind trims
+// the position's chunk's pool to the blocks before the position and empties the pools of the chunks after it, so a
+// block freed by rewind or release reads as freed.
+
 namespace strata::detail {
 namespace {
 
@@ -58,6 +68,8 @@ arena_engine<Sync>::arena_engine(const arena_config& config, std::pmr::memory_re
     buffer_chunk_.end = b + config.buffer_size;
     buffer_chunk_.resident = b + config.buffer_size;
     store(buffer_chunk_.top, b);
+    san::poison(config.buffer, config.buffer_size);  // the caller's again (unpoisoned) when the arena goes
+    if constexpr (san::valgrind) vg_chunk_made(&buffer_chunk_);
     first_ = &buffer_chunk_;
     enter(&buffer_chunk_);
   }
@@ -105,7 +117,8 @@ void arena_engine<Sync>::enter(chunk* c) noexcept {
 
 template <bool Sync>
 void* arena_engine<Sync>::carve(chunk* c, std::size_t bytes, std::size_t alignment) noexcept {
-  const std::size_t n = bytes + (bytes == 0);
+  const std::size_t n = footprint(bytes);
+  alignment = carve_alignment(alignment);
   std::uintptr_t top = load(c->top);
   for (;;) {
     const std::size_t pad = (std::uintptr_t{0} - top) & (alignment - 1);
@@ -124,7 +137,8 @@ void* arena_engine<Sync>::carve(chunk* c, std::size_t bytes, std::size_t alignme
 }
 
 template <bool Sync>
-void* arena_engine<Sync>::counted(void* p, std::size_t bytes) noexcept {
+void* arena_engine<Sync>::counted(chunk* c, void* p, std::size_t bytes) noexcept {
+  handed(c, p, bytes);
   add(allocations_, 1);
   if constexpr (Sync) {
     const std::size_t now = bytes_in_use_.fetch_add(bytes, std::memory_order_relaxed) + bytes;
@@ -156,14 +170,17 @@ void* arena_engine<Sync>::allocate_slow(std::size_t bytes, std::size_t alignment
   chunk* c = load(current_);
   if constexpr (Sync) {
     if (c != nullptr)
-      if (void* p = carve(c, bytes, alignment)) return counted(p, bytes);  // another thread made one meanwhile
+      if (void* p = carve(c, bytes, alignment)) return counted(c, p, bytes);  // another thread made one meanwhile
   } else {
-    if (void* p = bump(bytes, alignment)) return counted(p, bytes);  // a zero-size block
+    if (void* p = bump(bytes, alignment)) return counted(c, p, bytes);  // a zero-size block
   }
-  const std::size_t n = bytes + (bytes == 0);
+  const std::size_t n = footprint(bytes);
   const std::size_t need = n + (alignment > alignof(std::max_align_t) ? alignment : 0);
   try {
-    if (bytes >= large_min_ && need > next_chunk_ / 4) return counted(allocate_large(bytes, alignment), bytes);
+    if (bytes >= large_min_ && need > next_chunk_ / 4) {
+      void* p = allocate_large(bytes, alignment);
+      return counted(large_, p, bytes);
+    }
     // The spare after the position, if the request fits it; spares that do not fit go back upstream.
     chunk* spare = c != nullptr ? c->next : first_;
     if (spare != nullptr) {
@@ -172,7 +189,7 @@ void* arena_engine<Sync>::allocate_slow(std::size_t bytes, std::size_t alignment
         leave_current();
         enter(spare);
         if constexpr (!Sync) cursor_ = spare->top;
-        return counted(p, bytes);
+        return counted(spare, p, bytes);
       }
       for (chunk* s = spare; s != nullptr;) {
         chunk* next = s->next;
@@ -183,7 +200,7 @@ void* arena_engine<Sync>::allocate_slow(std::size_t bytes, std::size_t alignment
     }
     if constexpr (!Sync) {
       if (c != nullptr && try_grow_in_place(c, need)) {
-        if (void* p = bump(bytes, alignment)) return counted(p, bytes);
+        if (void* p = bump(bytes, alignment)) return counted(c, p, bytes);
       }
     }
     chunk* fresh = new_chunk(header + need, alignof(std::max_align_t));
@@ -192,7 +209,7 @@ void* arena_engine<Sync>::allocate_slow(std::size_t bytes, std::size_t alignment
     void* p = carve(fresh, bytes, alignment);
     leave_current();
     enter(fresh);
-    return counted(p, bytes);
+    return counted(fresh, p, bytes);
   } catch (const std::bad_alloc&) {
     add(failed_, 1);
     throw;
@@ -210,8 +227,12 @@ bool arena_engine<Sync>::try_grow_in_place(chunk* c, std::size_t need) {
   grown = align_up(grown, granule);
   if (config_.max_bytes != 0 && grown - c->size > config_.max_bytes - std::min(config_.max_bytes, load(held_)))
     return false;
-  if (!strata_upstream_->resize(c, c->size, grown, c->alignment)) return false;
+  {
+    const san::internal_scope internal;  // Valgrind builds: the chunk is the arena's memory, no block of the upstream
+    if (!strata_upstream_->resize(c, c->size, grown, c->alignment)) return false;
+  }
   add(held_, grown - c->size);
+  san::poison(reinterpret_cast<void*>(c->end), grown - c->size);
   c->size = grown;
   c->end = base + grown;
   limit_ = c->end;
@@ -248,6 +269,8 @@ typename arena_engine<Sync>::chunk* arena_engine<Sync>::new_chunk(std::size_t ne
   const auto base = reinterpret_cast<std::uintptr_t>(raw);
   auto* c = ::new (raw) chunk{nullptr, base + header, base + size, size, alignment, 0, ++serials_, base + header, {}};
   store(c->top, base + header);
+  san::poison(reinterpret_cast<void*>(c->begin), c->end - c->begin);  // before the chunk is published
+  if constexpr (san::valgrind) vg_chunk_made(c);
   return c;
 }
 
@@ -266,6 +289,8 @@ void* arena_engine<Sync>::allocate_large(std::size_t bytes, std::size_t alignmen
   auto* c = ::new (raw) chunk{large_, base + offset, base + offset + bytes, size, align, 0, load(allocations_),
                               base + size, {}};
   store(c->top, c->end);
+  san::poison(reinterpret_cast<void*>(c->begin), base + size - c->begin);
+  if constexpr (san::valgrind) vg_chunk_made(c);
   large_ = c;
   ++large_count_;
   return reinterpret_cast<void*>(c->begin);
@@ -297,7 +322,9 @@ void arena_engine<Sync>::deallocate_slow(void* p, std::size_t bytes) noexcept {
       return;
     }
   }
-  const std::uintptr_t end = a + bytes + (bytes == 0);
+  // Poisoned before the position can move back over it: once it has, another thread may carve these bytes.
+  san::poison(p, bytes);
+  const std::uintptr_t end = a + footprint(bytes);
   if constexpr (Sync) {
     if (chunk* c = current_.load(std::memory_order_acquire); c != nullptr && a >= c->begin) {
       std::uintptr_t expected = end;
@@ -325,6 +352,8 @@ bool arena_engine<Sync>::resize(void* p, std::size_t old_size, std::size_t new_s
     for (chunk* c = large_; c != nullptr; c = c->next)
       if (c->begin == a) {
         if (new_size > old_size) return false;
+        san::poison(reinterpret_cast<char*>(p) + new_size, old_size - new_size);
+        if constexpr (san::valgrind) vg_resized(c, p, old_size, new_size);
         c->end = a + new_size;
         add(bytes_in_use_, new_size - old_size);
         return true;
@@ -337,13 +366,93 @@ bool arena_engine<Sync>::resize(void* p, std::size_t old_size, std::size_t new_s
       if (n > limit_ - a) return false;
       cursor_ = a + n;
       bytes_in_use_ = bytes_in_use_ - old_size + new_size;
+      if (new_size < old_size) san::poison(reinterpret_cast<char*>(p) + new_size, old_size - new_size);
+      else san::handed_out(p, new_size);
+      if constexpr (san::valgrind) vg_resized(current_, p, old_size, new_size);
       return true;
     }
   }
   if (new_size > old_size) return false;
+  san::poison(reinterpret_cast<char*>(p) + new_size, old_size - new_size);
+  if constexpr (san::valgrind) vg_resized(chunk_of(p), p, old_size, new_size);
   add(bytes_in_use_, std::size_t{0} - (old_size - new_size));
   return true;
 }
+
+// ---- what memcheck is told ----------------------------------------------------------------------------------------
+
+template <bool Sync>
+typename arena_engine<Sync>::chunk* arena_engine<Sync>::chunk_of(const void* p) const noexcept {
+  const auto a = reinterpret_cast<std::uintptr_t>(p);
+  std::lock_guard<lock_if<Sync>> guard(lock_);
+  const chunk* cur = load(current_);
+  for (chunk* c = first_; c != nullptr; c = c->next) {
+    if (a >= c->begin && a < c->end) return c;
+    if (c == cur) break;
+  }
+  for (chunk* c = large_; c != nullptr; c = c->next)
+    if (a == c->begin) return c;
+  return nullptr;
+}
+
+#if STRATA_VALGRIND
+template <bool Sync>
+void arena_engine<Sync>::vg_handed(chunk* c, void* p, std::size_t bytes) noexcept {
+  if (!san::valgrind_running()) return;
+  if (config_.describe_blocks && san::internal_depth == 0) VALGRIND_MEMPOOL_ALLOC(c, p, bytes);
+  else (void)VALGRIND_MAKE_MEM_DEFINED(p, bytes);  // strata's own memory, or a persistent block
+}
+
+template <bool Sync>
+void arena_engine<Sync>::freeing(void* p) noexcept {
+  if (!san::valgrind_running() || !config_.describe_blocks || san::internal_depth != 0) return;
+  if (chunk* c = chunk_of(p)) VALGRIND_MEMPOOL_FREE(c, p);
+}
+
+template <bool Sync>
+void arena_engine<Sync>::vg_resized(chunk* c, void* p, std::size_t old_size, std::size_t new_size) noexcept {
+  if (!san::valgrind_running()) return;
+  if (c != nullptr && config_.describe_blocks && san::internal_depth == 0) VALGRIND_MEMPOOL_CHANGE(c, p, p, new_size);
+  char* b = static_cast<char*>(p);
+  if (new_size > old_size) (void)VALGRIND_MAKE_MEM_UNDEFINED(b + old_size, new_size - old_size);
+  else (void)VALGRIND_MAKE_MEM_NOACCESS(b + new_size, old_size - new_size);
+}
+
+template <bool Sync>
+void arena_engine<Sync>::vg_chunk_made(const void* c) noexcept {
+  if (san::valgrind_running() && config_.describe_blocks) VALGRIND_CREATE_MEMPOOL(c, 0, 0);
+}
+
+template <bool Sync>
+void arena_engine<Sync>::vg_chunk_emptied(const void* c, std::uintptr_t begin, std::uintptr_t keep_to) noexcept {
+  if (!san::valgrind_running() || !config_.describe_blocks) return;
+  // Blocks inside [begin, keep_to) stay; the rest of the pool's blocks (past the position) are freed: memcheck
+  // then names them freed blocks (a pool destroyed only makes its blocks no-access). A chunk with none kept: the
+  // range of its header's first byte, which holds no block.
+  if (keep_to > begin) VALGRIND_MEMPOOL_TRIM(c, reinterpret_cast<void*>(begin), keep_to - begin);
+  else VALGRIND_MEMPOOL_TRIM(c, c, 1);
+}
+
+template <bool Sync>
+void arena_engine<Sync>::vg_chunk_dropped(const void* c) noexcept {
+  if (!san::valgrind_running() || !config_.describe_blocks) return;
+  VALGRIND_MEMPOOL_TRIM(c, c, 1);  // its blocks freed (see vg_chunk_emptied)
+  VALGRIND_DESTROY_MEMPOOL(c);
+}
+#else
+template <bool Sync>
+void arena_engine<Sync>::vg_handed(chunk*, void*, std::size_t) noexcept {}
+template <bool Sync>
+void arena_engine<Sync>::freeing(void*) noexcept {}
+template <bool Sync>
+void arena_engine<Sync>::vg_resized(chunk*, void*, std::size_t, std::size_t) noexcept {}
+template <bool Sync>
+void arena_engine<Sync>::vg_chunk_made(const void*) noexcept {}
+template <bool Sync>
+void arena_engine<Sync>::vg_chunk_emptied(const void*, std::uintptr_t, std::uintptr_t) noexcept {}
+template <bool Sync>
+void arena_engine<Sync>::vg_chunk_dropped(const void*) noexcept {}
+#endif
 
 // ---- markers, rewind, release --------------------------------------------------------------------------------------
 
@@ -434,6 +543,8 @@ void arena_engine<Sync>::drop_after(chunk* target, std::uintptr_t position, bool
   std::size_t watermark = config_.watermark;
   const bool purging = config_.decommit != arena_decommit::keep;
   if (target != nullptr) {
+    san::poison(reinterpret_cast<void*>(position), top_of(target) - position);
+    if constexpr (san::valgrind) vg_chunk_emptied(target, target->begin, position);
     store(target->top, position);
     if (purging) purge_tail(target, position, watermark);
   }
@@ -447,6 +558,8 @@ void arena_engine<Sync>::drop_after(chunk* target, std::uintptr_t position, bool
     link = nullptr;
   } else {
     for (chunk* c = link; c != nullptr; c = c->next) {
+      san::poison(reinterpret_cast<void*>(c->begin), top_of(c) - c->begin);
+      if constexpr (san::valgrind) vg_chunk_emptied(c, c->begin, c->begin);
       store(c->top, c->begin);
       if (purging) purge_tail(c, c->begin, watermark);
     }
@@ -471,6 +584,9 @@ void arena_engine<Sync>::give_back_chunk(chunk* c) noexcept {
   const std::size_t size = c->size, alignment = c->alignment;
   store(held_, load(held_) - size);
   add(upstream_deallocations_, 1);
+  if constexpr (san::valgrind) vg_chunk_dropped(c);
+  if constexpr (san::address_sanitizer) san::clear_poison(c, size);
+  else san::unpoison(c, size);  // Valgrind builds: addressable, as the upstream gave it
   c->~chunk();
   give_back_to(upstream_, c, size, alignment);
 }
@@ -483,6 +599,10 @@ void arena_engine<Sync>::give_back_everything() noexcept {
     chunk* next = c->next;
     if (c != &buffer_chunk_) give_back_chunk(c);
     c = next;
+  }
+  if (first_ == &buffer_chunk_) {
+    if constexpr (san::valgrind) vg_chunk_dropped(&buffer_chunk_);
+    san::unpoison(config_.buffer, config_.buffer_size);  // the caller's memory again
   }
   first_ = nullptr;
 }

@@ -6,11 +6,14 @@
 //   memcheck_probe <resource> <case>
 //   resource: page bitmap synchronized_bitmap fixed_pool synchronized_fixed_pool free_list synchronized_free_list
 //             thread_cache c_heap nested (a fixed pool over a bitmap over a thread cache) debug (a debug_resource
-//             over a thread cache)
+//             over a thread cache) arena synchronized_arena
 //   case:     clean (a churn of every size the resource serves, all freed), use_after_free (a read of a freed
 //             block), overflow (a write one byte past the size asked for), leak (a block no one frees), large (a
 //             read after free of a block the resource sent upstream), threads (clean: blocks freed by another
-//             thread than the one that allocated them; thread-safe resources)
+//             thread than the one that allocated them; thread-safe resources); arenas only: rewind, release (a
+//             read of a block an arena took back by rewind or release), middle (a read of a block deallocated
+//             that is not the last one: the arena keeps its bytes, but it is freed), abandon (clean: blocks never
+//             deallocated, taken back by a rewind, a release and the arena's end)
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -61,6 +64,8 @@ bool make(const std::string& name, chain& c) {
   else if (name == "synchronized_free_list") c.add<strata::synchronized_free_list_resource>();
   else if (name == "thread_cache") c.add<strata::thread_cache_resource>();
   else if (name == "c_heap") c.add<c_heap_resource>();
+  else if (name == "arena") c.add<strata::arena_resource>();
+  else if (name == "synchronized_arena") c.add<strata::synchronized_arena_resource>();
   else if (name == "debug") c.add<strata::debug_resource>(strata::debug_options{}, c.add<strata::thread_cache_resource>());
   else if (name == "nested") {
     auto* tc = c.add<strata::thread_cache_resource>();
@@ -164,6 +169,36 @@ int main(int argc, char** argv) {
     auto* p = static_cast<volatile unsigned char*>(r.allocate(small, 8));
     p[small] = 1;  // the bug: one byte past the size asked for
     r.deallocate(const_cast<unsigned char*>(p), small, 8);
+  } else if (what == "rewind" || what == "release" || what == "middle" || what == "abandon") {
+    auto* arena = dynamic_cast<strata::arena_resource*>(&r);
+    auto* sync = dynamic_cast<strata::synchronized_arena_resource*>(&r);
+    if (arena == nullptr && sync == nullptr) {
+      std::fprintf(stderr, "memcheck_probe: %s is not an arena\n", argv[1]);
+      return 2;
+    }
+    (void)r.allocate(100, 8);  // a block before the marker, which the rewind keeps
+    const auto ma = arena != nullptr ? arena->mark() : strata::arena_resource::marker{};
+    const auto ms = sync != nullptr ? sync->mark() : strata::synchronized_arena_resource::marker{};
+    auto rewind = [&] { arena != nullptr ? arena->rewind(ma) : sync->rewind(ms); };
+    auto release = [&] { arena != nullptr ? arena->release() : sync->release(); };
+    if (what == "abandon") {
+      for (int round = 0; round < 3; ++round) {
+        for (int i = 0; i < 2000; ++i) std::memset(r.allocate(1 + static_cast<std::size_t>(i) % 700, 8), i, 1);
+        round == 0 ? rewind() : release();
+      }
+      for (int i = 0; i < 100; ++i) std::memset(r.allocate(300, 8), i, 300);  // the arena's end takes these
+      return 0;
+    }
+    auto* p = static_cast<volatile unsigned char*>(r.allocate(small, 8));
+    p[0] = 1;
+    if (what == "middle") {
+      (void)r.allocate(16, 8);  // after it: p is not the last block
+      r.deallocate(const_cast<unsigned char*>(p), small, 8);
+    } else {
+      for (int i = 0; i < 100; ++i) (void)r.allocate(3000, 8);  // and a few chunks more
+      what == "rewind" ? rewind() : release();
+    }
+    if (p[8] == 42) std::puts("?");  // the bug: a read of the block taken back
   } else if (what == "leak") {
     // Two blocks first, kept (reachable from here): a slab's first slot is named by the slab's own header, which
     // the leak check reads as a pointer to it.

@@ -13,6 +13,7 @@
 
 #include <strata/config.hpp>
 #include <strata/detail/core/math.hpp>
+#include <strata/detail/core/sanitizer.hpp>
 #include <strata/detail/core/sync.hpp>
 #include <strata/error.hpp>
 #include <strata/resource.hpp>
@@ -45,6 +46,9 @@ struct arena_config {
   arena_release release = arena_release::all;
   void* buffer = nullptr;  ///< memory of the caller's used first, never given back
   std::size_t buffer_size = 0;
+  /// Built for Valgrind: describe each block to memcheck as a chunk of a memory pool (the pmr classes do; the C API's
+  /// persistent blocks, never freed one by one, are only made addressable).
+  bool describe_blocks = false;
 };
 
 /// A position in an arena: what mark() returns and rewind() takes.
@@ -83,18 +87,19 @@ class arena_engine {
         cursor_ = p + bytes;
         ++allocations_;
         bytes_in_use_ += bytes;
-        return reinterpret_cast<void*>(p);
+        return handed(current_, reinterpret_cast<void*>(p), bytes);
       }
     } else {
       if (chunk* c = current_.load(std::memory_order_acquire); c != nullptr)
-        if (void* p = carve(c, bytes, alignment); STRATA_LIKELY(p != nullptr)) return counted(p, bytes);
+        if (void* p = carve(c, bytes, alignment); STRATA_LIKELY(p != nullptr)) return counted(c, p, bytes);
     }
     return allocate_slow(bytes, alignment);
   }
 
   /// The block ending at the position goes back (the position moves to its start); a large block's chunk goes back
-  /// upstream; any other block is only counted.
+  /// upstream; any other block is only counted (and, for a checker, freed: poisoned, and a memcheck free).
   STRATA_ALWAYS_INLINE void deallocate(void* p, std::size_t bytes) noexcept {
+    if constexpr (san::valgrind) freeing(p);
     if constexpr (!Sync) {
       // A block that ends at the cursor is the last one handed out (blocks never overlap), so it lies in the current
       // chunk: no need to look at the chunk's bounds.
@@ -102,6 +107,7 @@ class arena_engine {
       const std::size_t in_use = bytes_in_use_;
       if (STRATA_UNLIKELY(in_use > peak_)) peak_ = in_use;
       if (STRATA_UNLIKELY(bytes >= large_min_ || in_use < bytes)) return deallocate_slow(p, bytes);
+      san::poison(p, bytes);  // a non-last block too: the program must not touch it again
       if (a + bytes == cursor_) cursor_ = a;  // a zero-size block (one byte) only counts
       ++deallocations_;
       bytes_in_use_ = in_use - bytes;
@@ -146,10 +152,37 @@ class arena_engine {
     top_type top;          // first free byte (the current chunk's is cursor_ in the single-threaded engine)
   };
 
+  /// Bytes a block of `bytes` takes at the position. ASan builds of the synchronized engine round blocks to whole
+  /// 8-byte granules of ASan's shadow (and align them to one): two threads then never write the same shadow byte, so
+  /// one thread's poisoning can never cover another's fresh block.
+  static constexpr std::size_t footprint(std::size_t bytes) noexcept {
+    const std::size_t n = bytes + (bytes == 0);
+    return Sync && san::address_sanitizer ? (n + 7) & ~std::size_t{7} : n;
+  }
+  static constexpr std::size_t carve_alignment(std::size_t alignment) noexcept {
+    return Sync && san::address_sanitizer && alignment < 8 ? 8 : alignment;
+  }
   static void* carve(chunk* c, std::size_t bytes, std::size_t alignment) noexcept;
+  /// A block handed out of chunk c: its bytes made addressable for a checker (ASan: exactly `bytes`; memcheck: a
+  /// block of c's memory pool, or only addressable memory in an internal_scope or when not describing blocks).
+  STRATA_ALWAYS_INLINE void* handed(chunk* c, void* p, std::size_t bytes) noexcept {
+    if constexpr (san::valgrind) vg_handed(c, p, bytes);
+    return san::handed_out(p, bytes);
+  }
+  void vg_handed(chunk* c, void* p, std::size_t bytes) noexcept;
+  /// Valgrind builds: p is being freed (a memcheck free of it in its chunk's pool; before the checks, as every
+  /// strata resource does, so memcheck names a second free with both stacks).
+  void freeing(void* p) noexcept;
+  /// Valgrind builds: the memcheck pool of chunk c (its header's address names it) made, emptied, dropped.
+  void vg_chunk_made(const void* c) noexcept;
+  void vg_chunk_emptied(const void* c, std::uintptr_t begin, std::uintptr_t keep_to) noexcept;
+  void vg_chunk_dropped(const void* c) noexcept;
+  void vg_resized(chunk* c, void* p, std::size_t old_size, std::size_t new_size) noexcept;
+  /// The chunk (of the sequence up to the position, or large) that holds p, or nullptr; under the lock.
+  chunk* chunk_of(const void* p) const noexcept;
   /// The single-threaded engine's bump at the cursor, or nullptr when the chunk has no room.
   STRATA_ALWAYS_INLINE void* bump(std::size_t bytes, std::size_t alignment) noexcept {
-    const std::size_t n = bytes + (bytes == 0);  // every block a distinct address
+    const std::size_t n = bytes + (bytes == 0);  // every block a distinct address (the single-threaded footprint)
     const std::size_t pad = (std::uintptr_t{0} - cursor_) & (alignment - 1);
     const std::size_t avail = limit_ - cursor_;
     if (STRATA_UNLIKELY(n > avail || pad > avail - n)) return nullptr;
@@ -157,7 +190,7 @@ class arena_engine {
     cursor_ = p + n;
     return reinterpret_cast<void*>(p);
   }
-  void* counted(void* p, std::size_t bytes) noexcept;
+  void* counted(chunk* c, void* p, std::size_t bytes) noexcept;
   STRATA_NOINLINE void* allocate_slow(std::size_t bytes, std::size_t alignment);
   STRATA_NOINLINE void deallocate_slow(void* p, std::size_t bytes) noexcept;
   void* allocate_large(std::size_t bytes, std::size_t alignment);
