@@ -533,7 +533,7 @@ int write_markdown(const std::string& path, const std::string& golden_path) {
                             "fixed-pool-strict", "sync-fixed-pool", "sync-fixed-pool-strict"}) +
                      "\n" +
                      table(all, golden, {"free-list", "free-list-strict", "sync-free-list", "thread-cache",
-                                        "thread-cache-strict"}) +
+                                        "thread-cache-strict", "arena", "sync-arena"}) +
                      "\nThe C API, libstrata-malloc and debug_resource:\n\n" +
                      table(all, golden, {"c-heap", "malloc", "malloc-strict", "malloc-debug", "malloc-guarded", "debug", "debug-guarded"});
   // What "none" left behind, where the program could see it.

@@ -15,6 +15,7 @@
 #include <string>
 #include <utility>
 
+#include <strata/arena_resource.hpp>
 #include <strata/bitmap_resource.hpp>
 #include <strata/debug_resource.hpp>
 #include <strata/error.hpp>
@@ -48,6 +49,9 @@ heap& make_here(Args&&... args) {
 // The bytes a request occupies, and the explicit check, where resources differ.
 std::size_t rounded(strata::page_resource&, std::size_t n) { return strata::page_resource::round_size(n); }
 std::size_t rounded(strata::debug_resource&, std::size_t n) { return n; }
+// An arena's block is the bytes asked for; the next one starts at the next aligned address.
+std::size_t rounded(strata::arena_resource&, std::size_t n) { return n; }
+std::size_t rounded(strata::synchronized_arena_resource&, std::size_t n) { return n; }
 template <class R>
 std::size_t rounded(R& r, std::size_t n) {
   return r.round_size(n, alignment_for(n));
@@ -243,6 +247,12 @@ const std::vector<subject>& subjects() {
        [](std::size_t) -> heap& { return make_thread_cache(standard); }},
       {"thread-cache-strict", "thread cache strict", face::pmr, false, false, nullptr,
        [](std::size_t) -> heap& { return make_thread_cache(strict); }},
+      // An arena keeps no record of its blocks (a free is counted, and the last block's rolls the position back):
+      // a double or invalid free is reported only when the counts show it, so it is no default-mode subject.
+      {"arena", "arena", face::pmr, false, false, nullptr,
+       [](std::size_t) -> heap& { return make_resource<strata::arena_resource>(); }},
+      {"sync-arena", "sync arena", face::pmr, false, false, nullptr,
+       [](std::size_t) -> heap& { return make_resource<strata::synchronized_arena_resource>(); }},
       {"c-heap", "C API heap", face::c_heap, true, false, "standard",
        [](std::size_t) -> heap& { return make_here<c_heap>(); }},
       {"malloc", "malloc", face::malloc, true, false, "standard",
