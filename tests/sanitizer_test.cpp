@@ -428,7 +428,7 @@ TEST_CASE_TEMPLATE("asan: arena_resource: overflow and use after deallocate, rew
   }));
 }
 
-TEST_CASE("asan: arena_resource: a shrunk block's tail is reported; the caller's buffer is its own again") {
+TEST_CASE("asan: arena_resource: a shrunk block's tail is reported, and the caller's buffer while the arena owns it") {
   strata::arena_resource r;
   check_reported(in_child([&] {
                    void* p = r.allocate(1000);

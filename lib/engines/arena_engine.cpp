@@ -49,6 +49,20 @@ void add(T& v, U x) noexcept {
   v += static_cast<T>(x);
 }
 
+// Whether no block is live, by the counts. Deallocations read first: a count of allocations read after it includes
+// the allocation of every block whose free it counts, so a thread freeing a live block of its own never sees the two
+// equal, however many allocate-and-free pairs other threads complete between the two reads (read the other way
+// round, it could).
+template <class T>
+bool none_live(const std::atomic<T>& allocations, const std::atomic<T>& deallocations) noexcept {
+  const T d = deallocations.load(std::memory_order_acquire);
+  return allocations.load(std::memory_order_acquire) == d;
+}
+template <class T>
+bool none_live(const T& allocations, const T& deallocations) noexcept {
+  return allocations == deallocations;
+}
+
 }  // namespace
 
 template <bool Sync>
@@ -301,7 +315,7 @@ void* arena_engine<Sync>::allocate_large(std::size_t bytes, std::size_t alignmen
 template <bool Sync>
 void arena_engine<Sync>::deallocate_slow(void* p, std::size_t bytes) noexcept {
   const auto a = reinterpret_cast<std::uintptr_t>(p);
-  if (load(allocations_) == load(deallocations_) || load(bytes_in_use_) < bytes) {
+  if (none_live(allocations_, deallocations_) || load(bytes_in_use_) < bytes) {
     report(error_kind::double_free, p, bytes, "the arena has no live block of this size left to free");
     return;
   }
@@ -340,7 +354,7 @@ void arena_engine<Sync>::deallocate_slow(void* p, std::size_t bytes) noexcept {
 template <bool Sync>
 bool arena_engine<Sync>::resize(void* p, std::size_t old_size, std::size_t new_size) noexcept {
   const auto a = reinterpret_cast<std::uintptr_t>(p);
-  if (load(allocations_) == load(deallocations_) || load(bytes_in_use_) < old_size) {
+  if (none_live(allocations_, deallocations_) || load(bytes_in_use_) < old_size) {
     report(error_kind::double_free, p, old_size, "resize of a block the arena does not have live");
     return false;
   }
