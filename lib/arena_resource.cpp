@@ -67,6 +67,56 @@ void basic_arena_resource<Sync>::report_bad_alignment(void* p, std::size_t bytes
                           "deallocate with an alignment that is not a power of two"});
 }
 
+template <bool Sync>
+basic_arena_resource<Sync>::~basic_arena_resource() = default;
+
+template <bool Sync>
+void basic_arena_resource<Sync>::release() noexcept {
+  engine_.release();
+}
+
+template <bool Sync>
+typename basic_arena_resource<Sync>::marker basic_arena_resource<Sync>::mark() const noexcept {
+  return marker(engine_.mark());
+}
+
+template <bool Sync>
+void basic_arena_resource<Sync>::rewind(const marker& m) noexcept {
+  engine_.rewind(m.m_);
+}
+
+template <bool Sync>
+std::size_t basic_arena_resource<Sync>::chunk_count() const noexcept {
+  return engine_.chunk_count();
+}
+
+template <bool Sync>
+bool basic_arena_resource<Sync>::check_invariants() const noexcept {
+  return engine_.check_invariants();
+}
+
+template <bool Sync>
+void* basic_arena_resource<Sync>::do_allocate(std::size_t bytes, std::size_t alignment) {
+  detail::check_alignment(Sync ? "synchronized_arena_resource" : "arena_resource", alignment);
+  return engine_.allocate(bytes, alignment);
+}
+
+template <bool Sync>
+void basic_arena_resource<Sync>::do_deallocate(void* p, std::size_t bytes, std::size_t alignment) {
+  if (STRATA_UNLIKELY(!detail::is_power_of_two(alignment))) return report_bad_alignment(p, bytes, alignment);
+  engine_.deallocate(p, bytes);
+}
+
+template <bool Sync>
+resource_stats basic_arena_resource<Sync>::do_stats() const noexcept {
+  return engine_.stats();
+}
+
+template <bool Sync>
+void basic_arena_resource<Sync>::do_inspect(inspector& v, unsigned what) const {
+  engine_.inspect(v, what);
+}
+
 template class basic_arena_resource<false>;
 template class basic_arena_resource<true>;
 

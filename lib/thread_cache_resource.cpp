@@ -108,4 +108,17 @@ bool thread_cache_resource::do_resize(void* p, std::size_t old_size, std::size_t
 }
 resource_stats thread_cache_resource::do_stats() const noexcept { return engine_.stats(); }
 
+// Out of line: the engine's code is the library's own (a shared libstrata exports the public classes only).
+std::size_t thread_cache_resource::resize_small(void* p, std::size_t new_size, std::size_t alignment,
+                                                bool& stays) const noexcept {
+  return engine_.resize_small(p, new_size, alignment, stays);
+}
+
+void thread_cache_resource::release_thread_cache() noexcept { engine_.release_thread_heap(); }
+
+void thread_cache_resource::release() noexcept {
+  engine_.release();
+  detail::san::pool_emptied(this);  // Valgrind builds: every block gone
+}
+
 }  // namespace strata

@@ -104,40 +104,35 @@ class basic_arena_resource : public resource {
   basic_arena_resource(void* buffer, std::size_t buffer_size, const options& opts,
                        std::pmr::memory_resource* upstream = default_page_resource());
   /// Returns every chunk upstream.
-  ~basic_arena_resource() override = default;
+  ~basic_arena_resource() override;  // out of line: the engine's code is the library's own
 
   /// Effects: every block goes at once; chunks go back upstream but what the release policy keeps (decommitted as
   /// the decommit policy says); the arena then starts again at its initial buffer or first chunk.
-  void release() noexcept { engine_.release(); }
+  void release() noexcept;
 
   /// The current position.
-  [[nodiscard]] marker mark() const noexcept { return marker(engine_.mark()); }
+  [[nodiscard]] marker mark() const noexcept;
   /// Effects: frees every block allocated after `m` was taken; memory past the position is kept, purged or given
   /// back as the decommit policy says. Misuse (a marker of another arena, or past the position) is reported and
   /// changes nothing.
-  void rewind(const marker& m) noexcept { engine_.rewind(m.m_); }
+  void rewind(const marker& m) noexcept;
 
   [[nodiscard]] const options& get_options() const noexcept { return opts_; }
   /// Chunks held from upstream now (large blocks' own chunks included).
-  [[nodiscard]] std::size_t chunk_count() const noexcept { return engine_.chunk_count(); }
+  [[nodiscard]] std::size_t chunk_count() const noexcept;
   /// Verifies the chunks, the position and the counters; reports a broken invariant and returns false.
-  [[nodiscard]] bool check_invariants() const noexcept { return engine_.check_invariants(); }
+  [[nodiscard]] bool check_invariants() const noexcept;
 
  protected:
-  void* do_allocate(std::size_t bytes, std::size_t alignment) override {
-    detail::check_alignment(Sync ? "synchronized_arena_resource" : "arena_resource", alignment);
-    return engine_.allocate(bytes, alignment);
-  }
-  void do_deallocate(void* p, std::size_t bytes, std::size_t alignment) override {
-    if (STRATA_UNLIKELY(!detail::is_power_of_two(alignment))) return report_bad_alignment(p, bytes, alignment);
-    engine_.deallocate(p, bytes);
-  }
+  // Out of line, in the library, where the engine's fast paths inline into them (the engine is not exported).
+  void* do_allocate(std::size_t bytes, std::size_t alignment) override;
+  void do_deallocate(void* p, std::size_t bytes, std::size_t alignment) override;
   bool do_resize(void* p, std::size_t old_size, std::size_t new_size, std::size_t alignment) override;
-  resource_stats do_stats() const noexcept override { return engine_.stats(); }
+  resource_stats do_stats() const noexcept override;
   memory_capabilities do_capabilities() const noexcept override;
   const char* do_name() const noexcept override;
   std::pmr::memory_resource* do_upstream_resource() const noexcept override { return engine_.upstream(); }
-  void do_inspect(inspector& v, unsigned what) const override { engine_.inspect(v, what); }
+  void do_inspect(inspector& v, unsigned what) const override;
 
  private:
   STRATA_COLD void report_bad_alignment(void* p, std::size_t bytes, std::size_t alignment) const noexcept;

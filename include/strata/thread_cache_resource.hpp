@@ -118,19 +118,14 @@ class thread_cache_resource final : public resource {
   /// reports it and returns 0) and returns its usable size, with `stays` true when new_size at `alignment` rounds to
   /// that same block (p can stay; a later free with new_size finds it). not_thread_tier when p is no object of the
   /// thread tier: resize() and usable_size() serve the other tiers.
-  std::size_t resize_small(void* p, std::size_t new_size, std::size_t alignment, bool& stays) const noexcept {
-    return engine_.resize_small(p, new_size, alignment, stays);
-  }
+  std::size_t resize_small(void* p, std::size_t new_size, std::size_t alignment, bool& stays) const noexcept;
   /// Hands the calling thread's cache back now, as thread exit would (its blocks become available to other
   /// threads, empty ones are cached or returned upstream). The thread may go on using the resource.
-  void release_thread_cache() noexcept { engine_.release_thread_heap(); }
+  void release_thread_cache() noexcept;
   /// Frees everything at once: every block allocated from the resource, by any thread, is gone, and every thread's
   /// cache with them (threads get new ones when they come back); the memory goes upstream. The resource stays
   /// usable. No other thread may use the resource meanwhile.
-  void release() noexcept {
-    engine_.release();
-    detail::san::pool_emptied(this);  // Valgrind builds: every block gone
-  }
+  void release() noexcept;
 
   /// Publishes the calling thread's pending cross-thread frees, folds other threads' frees into the calling thread's
   /// own blocks and into the shared tier's blocks, and returns cached empty blocks and the shared free list's empty
