@@ -63,7 +63,7 @@ int main() {
   std::uint64_t spawned = 0, dropped = 0, expired = 0, drawn = 0;
   std::uint64_t upstream_after_warmup = 0;
   std::size_t chunks_after_warmup = 0;
-  constexpr int frames = 600;
+  constexpr int frames = 300;
   constexpr float dt = 1.0f / 60.0f;
 
   for (int frame = 0; frame < frames; ++frame) {
