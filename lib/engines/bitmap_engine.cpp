@@ -797,12 +797,22 @@ bitmap_class_info bitmap_engine<Sync>::class_info(unsigned c) const noexcept {
 
 template <bool Sync>
 void bitmap_engine<Sync>::inspect(inspector& v, unsigned what) const {
-  for (unsigned c = 0; c < sizes_.count() && (what & (inspect_classes | inspect_regions)) != 0; ++c) {
+  if ((what & (inspect_classes | inspect_regions)) == 0) return;
+  // One snapshot: every class lock, in class order, for the whole walk (a slab that leaves one class for the empty
+  // cache or another class between two classes' walks would be reported twice). Class locks are taken before the
+  // source's everywhere, and no other path holds two class locks.
+  for (unsigned c = 0; c < sizes_.count(); ++c) classes_[c].lock.lock();
+  struct unlock_all {
+    const bitmap_engine& e;
+    ~unlock_all() {
+      for (unsigned c = e.sizes_.count(); c-- > 0;) e.classes_[c].lock.unlock();
+    }
+  } unlock{*this};
+  for (unsigned c = 0; c < sizes_.count(); ++c) {
     class_state& cs = classes_[c];
     class_detail cd;
     cd.index = c;
     cd.block_size = cs.object_size;
-    lock_guard guard(cs.lock);
     auto one = [&](const slab* b) {
       const char* base = static_cast<const char*>(base_of(b));
       std::size_t free = b->free_count;
