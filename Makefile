@@ -11,8 +11,11 @@
 #   make fuzz     the libFuzzer op-sequence fuzzers (fuzz preset: clang, ASan+UBSan), FUZZ_SECONDS (120) per target,
 #                 each on a scratch copy of its seed corpus (fuzz/run.sh; FUZZ_TARGETS to pick some)
 #   make fuzz-ci  the same, FUZZ_CI_SECONDS (5) per target: a short pass for CI, fails on any finding
+#   make windows-test   cross-build for Windows with mingw-w64 (windows preset) and run the tests under wine
+#                 (installs the Debian packages it needs; WINDOWS_CTEST_ARGS=-LE slow for CI's shorter pass)
 #   make install PREFIX=/some/prefix   the library alone (no test dependencies)
-.PHONY: all deps fuzz-deps build test demo bench bench-malloc sanitize tsan soak fuzz fuzz-build fuzz-ci release install clean
+.PHONY: all deps fuzz-deps build test demo bench bench-malloc sanitize tsan soak fuzz fuzz-build fuzz-ci release install clean \
+	windows-deps windows-test
 
 PREFIX ?= /usr/local
 JOBS ?= 2
@@ -28,6 +31,9 @@ DEPS := g++ cmake ninja-build pkg-config doctest-dev libboost-container-dev pyth
 PEER_DEPS := libmimalloc2.0 libjemalloc2 libtcmalloc-minimal4 libfoonathan-memory-dev
 # The fuzzers need clang and its runtime libraries (libclang_rt.fuzzer, asan, ubsan) besides DEPS.
 FUZZ_DEPS := clang libclang-rt-14-dev
+# The Windows build: the mingw-w64 cross compiler (POSIX threads) and wine to run what it builds.
+WINDOWS_DEPS := g++-mingw-w64-x86-64-posix wine64 wine
+WINDOWS_CTEST_ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 missing = $(shell for p in $(1); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done)
 
@@ -47,6 +53,17 @@ fuzz-deps: deps
 	if [ -z "$$need" ]; then echo "fuzz-deps: all present"; exit 0; fi; \
 	export DEBIAN_FRONTEND=noninteractive; \
 	$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends $$need
+
+windows-deps: deps
+	@need="$(call missing,$(WINDOWS_DEPS))"; \
+	if [ -z "$$need" ]; then echo "windows-deps: all present"; exit 0; fi; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends $$need
+
+windows-test: windows-deps
+	cmake --preset windows
+	cmake --build --preset windows -j $(JOBS)
+	ctest --preset windows $(WINDOWS_CTEST_ARGS)
 
 fuzz-build: fuzz-deps
 	cmake --preset fuzz

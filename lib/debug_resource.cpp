@@ -112,11 +112,18 @@ STRATA_NO_SANITIZE_ADDRESS unsigned char byte_at(const unsigned char* p) noexcep
 
 // ---- text ----------------------------------------------------------------------------------------------------------
 
+// The format checks of the vsnprintf this calls: mingw-w64's C99 one (libstdc++ asks for it) takes %zu like glibc's.
+#if defined(__MINGW32__)
+#define STRATA_PRINTF_LIKE(f, a) __attribute__((format(gnu_printf, f, a)))
+#else
+#define STRATA_PRINTF_LIKE(f, a) __attribute__((format(printf, f, a)))
+#endif
+
 // printf into a fixed buffer (no allocation), truncating.
 class text {
  public:
   text(char* buffer, std::size_t size) noexcept : buffer_(buffer), size_(size) { buffer_[0] = '\0'; }
-  __attribute__((format(printf, 2, 3))) void add(const char* format, ...) noexcept {
+  STRATA_PRINTF_LIKE(2, 3) void add(const char* format, ...) noexcept {
     if (length_ + 1 >= size_) return;
     va_list args;
     va_start(args, format);

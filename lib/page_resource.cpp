@@ -59,15 +59,19 @@ std::uintptr_t map_span(std::size_t span, std::size_t alignment, std::size_t res
     return detail::to_address(os::map(span));
   }
   // Aligning by over-mapping unmaps the head and tail around the aligned part: an OS that can release whole mappings
-  // only cannot serve such alignments here (a page_resource that keeps whole reservations is not written yet).
-  if (alignment > page && !os::get_capabilities().partial_release) return 0;
+  // only cannot serve such alignments here.
+  const os::capabilities caps = os::get_capabilities();
+  if (alignment > page && !caps.partial_release) return 0;
   std::size_t wanted, total;
   if (!detail::checked_add(span, reserved, wanted) ||
       !detail::checked_add(wanted, alignment > page ? alignment - page : 0, total))
     return 0;
   ++calls.upstream_allocations;
-  // With a reservation, map everything inaccessible and open the span; otherwise map it usable at once.
-  auto* raw = static_cast<char*>(reserved != 0 ? os::reserve(total) : os::map(total));
+  // With a reservation, map everything inaccessible and open the span; otherwise map it usable at once. Where a
+  // released head and tail keep their address space (Windows), the excess is only reserved and the span committed:
+  // no memory is charged for the head and tail even for a moment.
+  const bool open_later = reserved != 0 || (alignment > page && !caps.release_returns_address_space);
+  auto* raw = static_cast<char*>(open_later ? os::reserve(total) : os::map(total));
   if (raw == nullptr) return 0;
   const std::uintptr_t begin = detail::align_up(detail::to_address(raw), alignment);
   const std::size_t head = begin - detail::to_address(raw);
@@ -75,7 +79,7 @@ std::uintptr_t map_span(std::size_t span, std::size_t alignment, std::size_t res
   if (head != 0) os::release(raw, head);
   if (tail != 0) os::release(reinterpret_cast<void*>(begin + wanted), tail);
   calls.upstream_deallocations += static_cast<std::uint64_t>(head != 0) + static_cast<std::uint64_t>(tail != 0);
-  if (reserved != 0 && os::commit(reinterpret_cast<void*>(begin), span) != os::result::ok) {
+  if (open_later && os::commit(reinterpret_cast<void*>(begin), span) != os::result::ok) {
     os::release(reinterpret_cast<void*>(begin), wanted);
     ++calls.upstream_deallocations;
     return 0;

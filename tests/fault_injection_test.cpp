@@ -14,9 +14,11 @@
 #include <utility>
 #include <vector>
 
+#if defined(__linux__)
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#endif
 
 #include <doctest/doctest.h>
 
@@ -208,6 +210,9 @@ TEST_CASE("fault injection: page_resource keeps allocate_zeroed honest when purg
 #endif
 #else
 #define STRATA_TEST_NO_RLIMIT 1  // the sanitizers reserve terabytes of shadow memory: no address-space limit for them
+#endif
+#if !defined(__linux__)
+#define STRATA_TEST_NO_RLIMIT 1  // RLIMIT_AS and fork()
 #endif
 
 #ifndef STRATA_TEST_NO_RLIMIT

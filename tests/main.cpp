@@ -10,6 +10,8 @@
 #include <cstdio>
 #include <cstring>
 
+#include "support.hpp"
+
 namespace {
 
 unsigned g_cases_run = 0;
@@ -19,7 +21,7 @@ struct count_cases : doctest::IReporter {
   void report_query(const doctest::QueryData&) override {}
   void test_run_start() override {}
   void test_run_end(const doctest::TestRunStats& stats) override { g_cases_run = stats.numTestCasesPassingFilters; }
-  void test_case_start(const doctest::TestCaseData&) override {}
+  void test_case_start(const doctest::TestCaseData& data) override { strata_test::test_case_started(data.m_name); }
   void test_case_reenter(const doctest::TestCaseData&) override {}
   void test_case_end(const doctest::CurrentTestCaseStats&) override {}
   void test_case_exception(const doctest::TestCaseException&) override {}

@@ -3,6 +3,8 @@
 // subsystems (sources and their precedence, config files, first use from many threads).
 #include <doctest/doctest.h>
 
+#include "support.hpp"
+
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
@@ -490,8 +492,7 @@ class subsystem_scope {
   ~subsystem_scope() {
     strata::reset_subsystems();
     for (auto it = saved_.rbegin(); it != saved_.rend(); ++it) {
-      if (it->second) setenv(it->first.c_str(), it->second->c_str(), 1);
-      else unsetenv(it->first.c_str());
+      strata_test::set_environment(it->first, it->second ? it->second->c_str() : nullptr);
     }
   }
   subsystem_scope(const subsystem_scope&) = delete;
@@ -499,11 +500,11 @@ class subsystem_scope {
 
   void set(const std::string& name, const std::string& value) {
     remember(name);
-    setenv(name.c_str(), value.c_str(), 1);
+    strata_test::set_environment(name, value.c_str());
   }
   void unset(const std::string& name) {
     remember(name);
-    unsetenv(name.c_str());
+    strata_test::set_environment(name, nullptr);
   }
   /// Writes `text` to a file of this test's own and returns its path.
   std::string file(const std::string& text) {

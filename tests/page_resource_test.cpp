@@ -13,6 +13,8 @@
 
 #include <doctest/doctest.h>
 
+#include "os/os.hpp"
+
 #include <strata/detail/core/math.hpp>
 #include <strata/testing.hpp>
 
@@ -133,9 +135,11 @@ TEST_CASE("page_resource: cached spans beyond the resident budget are purged at 
   CHECK(r.cached_bytes() == size);  // address space kept for reuse...
   CHECK(r.stats().bytes_resident < MiB);
   // ...but its memory went back. (Built with ASan, the cached span is poisoned: ASan's shadow of it, an eighth of
-  // its size, stays resident.)
+  // its size, stays resident, and its runtime's own pages move meanwhile: a CI run saw 25 MiB more than the shadow.
+  // Half the span, there: a span kept resident would still fail by 32 MiB.)
   const std::size_t shadow = strata::detail::san::address_sanitizer ? size / 8 : 0;
-  CHECK(after + 56 * MiB <= touched + shadow);
+  const std::size_t gone = strata::detail::san::address_sanitizer ? size / 2 : 56 * MiB;
+  CHECK(after + gone <= touched + shadow);
   MESSAGE("RSS MiB: base " << base / MiB << ", touched " << touched / MiB << ", after free " << after / MiB);
   // Reuse comes from the cache (no new mapping) and reads as zero after an eager purge.
   const auto maps = r.stats().upstream_allocations;
@@ -301,7 +305,13 @@ TEST_CASE("page_resource: resize in place") {
     const std::size_t alignment = std::size_t{1} << 28;
     auto* p = static_cast<unsigned char*>(r.allocate(2 * page, alignment));
     p[0] = 42;
-    CHECK(r.resize(p, 2 * page, 64 * page, alignment));
+    const bool grew = r.resize(p, 2 * page, 64 * page, alignment);
+    CHECK(grew == strata::os::get_capabilities().extend_in_place);  // Windows: a reservation cannot grow
+    if (!grew) {
+      CHECK(p[0] == 42);
+      r.deallocate(p, 2 * page, alignment);
+      return;
+    }
     CHECK(p[0] == 42);
     std::memset(p, 1, 64 * page);
     CHECK(r.stats().bytes_in_use == 64 * page);

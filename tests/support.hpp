@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <functional>
 #include <memory_resource>
 #include <new>
 #include <string>
@@ -22,11 +23,10 @@ namespace strata_test {
 class reusing_upstream : public std::pmr::memory_resource {
  public:
   explicit reusing_upstream(std::size_t size) : size_(size) {
-    mem_ = static_cast<char*>(std::aligned_alloc(size, 2 * size));
-    if (mem_ == nullptr) throw std::bad_alloc();
+    mem_ = static_cast<char*>(::operator new(2 * size, std::align_val_t{size}));
     raw_ = mem_;
   }
-  ~reusing_upstream() override { std::free(mem_); }
+  ~reusing_upstream() override { ::operator delete(mem_, std::align_val_t{size_}); }
   reusing_upstream(const reusing_upstream&) = delete;
   reusing_upstream& operator=(const reusing_upstream&) = delete;
   char* base() const noexcept { return raw_; }
@@ -52,6 +52,25 @@ class reusing_upstream : public std::pmr::memory_resource {
   char* raw_ = nullptr;
   bool used_ = false;
 };
+
+/// How a child process made by run_in_child() ended.
+struct child_result {
+  bool faulted = false;  ///< by an access fault (SIGSEGV or SIGBUS; Windows: an access violation)
+  bool aborted = false;  ///< by abort() (SIGABRT; Windows: the C runtime's abort exit code, 3)
+  int exit_code = -1;    ///< its exit code when it exited (0: the body returned; 97: it threw)
+  std::string output;    ///< what it wrote to stderr
+};
+/// Runs `body` in a child process with the default handling of faults and aborts (no test framework's handler turns
+/// them into a report of its own) and its stderr captured. Linux: a forked child. Windows: this program started again
+/// on the current test case, which runs up to this call and then runs `body` instead (the calls before it return an
+/// empty result in the child: a test case must run the same way up to there, and may not REQUIRE on their results).
+child_result run_in_child(const std::function<void()>& body);
+/// Sets environment variable `name` to `value`, or removes it when `value` is null (setenv and unsetenv; Windows:
+/// _putenv_s, which getenv reads).
+void set_environment(const std::string& name, const char* value);
+
+/// Called by the runner when a test case starts (the name the Windows child is started with).
+void test_case_started(const char* name);
 
 /// Deterministic, fast RNG (splitmix64) so failures reproduce.
 class rng {

@@ -27,8 +27,10 @@
 
 #include <doctest/doctest.h>
 
+#if defined(__linux__)
 #include <sys/wait.h>
 #include <unistd.h>
+#endif
 
 #include <strata/detail/core/math.hpp>
 #include <strata/detail/ds/block_map.hpp>
@@ -3057,7 +3059,7 @@ TEST_CASE("thread_cache_resource: release() frees every thread's blocks at once 
 // Not under the sanitizers: ThreadSanitizer does not follow a child forked while threads run, and AddressSanitizer's
 // allocator (GCC 12's runtime) takes no locks of its own around fork(), so a child's malloc can wait forever for a
 // lock another thread of the parent held (seen: std::thread's calloc in the child, about 1 run in 10 under load).
-#if !defined(__SANITIZE_THREAD__) && !defined(__SANITIZE_ADDRESS__)
+#if !defined(__SANITIZE_THREAD__) && !defined(__SANITIZE_ADDRESS__) && defined(__linux__)  // Windows has no fork()
 TEST_CASE("thread_cache_resource: fork() while other threads allocate, with the fork handlers around it") {
   // Without prepare_fork(), a child forked while another thread held one of the resource's locks (the shared tier's,
   // a heap list's) would wait for it forever; the children here allocate in every tier, start a thread and check

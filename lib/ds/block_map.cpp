@@ -44,11 +44,10 @@ bool make_map(block_map& map) noexcept {
   std::lock_guard<std::mutex> lock(map_mutex());
   if (made(map)) return true;
   // Any word may be read (a free of any pointer looks its granule up): the whole table reads as zero at once. Where
-  // the OS has no sparse mapping, an ordinary one (committed, but resident only where touched on demand-paged
-  // systems).
-  if (affordable(map_bytes)) {
-    if (auto* words = static_cast<std::uint64_t*>(os::get_capabilities().sparse_map ? os::map_sparse(map_bytes)
-                                                                                    : os::map(map_bytes))) {
+  // the OS has no sparse mapping (Windows charges every committed page), two levels: 512 MiB committed up front
+  // would be charged in full.
+  if (affordable(map_bytes) && os::get_capabilities().sparse_map) {
+    if (auto* words = static_cast<std::uint64_t*>(os::map_sparse(map_bytes))) {
       map.words.store(words, std::memory_order_release);
       return true;
     }

@@ -16,12 +16,12 @@ std::atomic<std::int64_t> g_fail_budget{-1};
 // Test hook: purge, decommit and huge-page advice refused, as a kernel or a seccomp filter may.
 std::atomic<bool> g_refuse_advice{false};
 // Test hook: capabilities reported as missing, one bit each (partial_release, reserve, lazy_purge, sparse_map,
-// extend_in_place).
+// extend_in_place, release_returns_address_space).
 std::atomic<unsigned> g_masked{0};
 
 unsigned bits_of(const capabilities& c) noexcept {
   return (c.partial_release ? 1u : 0u) | (c.reserve ? 2u : 0u) | (c.lazy_purge ? 4u : 0u) | (c.sparse_map ? 8u : 0u) |
-         (c.extend_in_place ? 16u : 0u);
+         (c.extend_in_place ? 16u : 0u) | (c.release_returns_address_space ? 32u : 0u);
 }
 
 }  // namespace
@@ -55,6 +55,7 @@ capabilities get_capabilities() noexcept {
   c.lazy_purge = c.lazy_purge && (off & 4u) == 0;
   c.sparse_map = c.sparse_map && (off & 8u) == 0;
   c.extend_in_place = c.extend_in_place && (off & 16u) == 0;
+  c.release_returns_address_space = c.release_returns_address_space && (off & 32u) == 0;
   return c;
 }
 

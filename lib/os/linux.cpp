@@ -97,6 +97,7 @@ void* map(std::size_t size) noexcept {
 capabilities port::port_capabilities() noexcept {
   capabilities c;
   c.partial_release = true;  // munmap takes any page-aligned range
+  c.release_returns_address_space = true;
   c.reserve = true;          // PROT_NONE mappings, mprotect
 #ifdef MADV_FREE
   c.lazy_purge = true;  // kernels before 4.5 answer EINVAL, and purge() falls back to MADV_DONTNEED

@@ -18,6 +18,9 @@ enum class result : int {
 /// What the port can do. Callers consult it instead of assuming Linux (see README.md for who needs what).
 struct capabilities {
   bool partial_release = false;  ///< release() unmaps any page-aligned part of a mapping, not only a whole one
+  /// release() of a part gives its address space back at once, not only its memory (Windows: when the whole mapping
+  /// has been released)
+  bool release_returns_address_space = false;
   bool reserve = false;          ///< reserve(), commit() and decommit() work: address space without memory
   bool lazy_purge = false;       ///< purge(lazy) leaves the pages for the OS to take when it wants (else: eager)
   bool sparse_map = false;       ///< map_sparse(): untouched pages of a large table cost neither memory nor commit
