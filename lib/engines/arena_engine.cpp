@@ -112,7 +112,11 @@ void arena_engine<Sync>::leave_current() noexcept {
   chunk* c = load(current_);
   if (c == nullptr) return;
   const std::uintptr_t top = top_of(c);
-  store(c->top, top);
+  // The single-threaded engine's position lives in cursor_ while the chunk is current. The synchronized engine's is
+  // the chunk's top itself, which other threads may still be moving forward (they loaded current_ before it changes):
+  // storing the value just read would move it back over a block one of them carved meanwhile, and hand its bytes out
+  // twice. (Its resident estimate may then miss that block's bytes: a page left unpurged at most.)
+  if constexpr (!Sync) store(c->top, top);
   c->resident = std::max(c->resident, top);
 }
 
