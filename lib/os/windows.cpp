@@ -86,21 +86,26 @@ partial* add_partial(std::uintptr_t base, std::size_t size) noexcept {
   return &g_partial[i];
 }
 
-// The reservation holding `p`: its base and size (every region VirtualQuery finds with that allocation base). False
-// when `p` is not in one.
-bool reservation_of(const void* p, std::uintptr_t& base, std::size_t& size) noexcept {
-  MEMORY_BASIC_INFORMATION info;
-  if (::VirtualQuery(p, &info, sizeof(info)) == 0 || info.State == MEM_FREE) return false;
-  base = address_of(info.AllocationBase);
-  std::uintptr_t end = base;
-  for (;;) {
+// The end of the regions from `from` on that belong to the reservation at `base`, walking no further than `limit`.
+std::uintptr_t reservation_end(std::uintptr_t base, std::uintptr_t from, std::uintptr_t limit) noexcept {
+  std::uintptr_t end = from;
+  while (end < limit) {
     MEMORY_BASIC_INFORMATION next;
     if (::VirtualQuery(pointer_to(end), &next, sizeof(next)) == 0 || next.State == MEM_FREE ||
         address_of(next.AllocationBase) != base)
       break;
     end = address_of(next.BaseAddress) + next.RegionSize;
   }
-  size = end - base;
+  return end;
+}
+
+// The reservation holding `p`: its base and size (every region VirtualQuery finds with that allocation base). False
+// when `p` is not in one.
+bool reservation_of(const void* p, std::uintptr_t& base, std::size_t& size) noexcept {
+  MEMORY_BASIC_INFORMATION info;
+  if (::VirtualQuery(p, &info, sizeof(info)) == 0 || info.State == MEM_FREE) return false;
+  base = address_of(info.AllocationBase);
+  size = reservation_end(base, base, UINTPTR_MAX) - base;
   return true;
 }
 
@@ -114,16 +119,9 @@ result each_reservation(void* p, std::size_t size, F&& f) noexcept {
     MEMORY_BASIC_INFORMATION info;
     if (::VirtualQuery(pointer_to(a), &info, sizeof(info)) == 0 || info.State == MEM_FREE)
       return result::invalid_argument;
-    // The regions from here on with the same allocation base: the rest of this reservation within the range.
-    const std::uintptr_t base = address_of(info.AllocationBase);
-    std::uintptr_t stop = address_of(info.BaseAddress) + info.RegionSize;
-    while (stop < end) {
-      MEMORY_BASIC_INFORMATION next;
-      if (::VirtualQuery(pointer_to(stop), &next, sizeof(next)) == 0 || next.State == MEM_FREE ||
-          address_of(next.AllocationBase) != base)
-        break;
-      stop = address_of(next.BaseAddress) + next.RegionSize;
-    }
+    // The rest of this reservation within the range.
+    std::uintptr_t stop =
+        reservation_end(address_of(info.AllocationBase), address_of(info.BaseAddress) + info.RegionSize, end);
     if (stop > end) stop = end;
     const result r = f(pointer_to(a), stop - a);
     if (r != result::ok) return r;
